@@ -1,0 +1,1 @@
+"""classbalanced: Class-Balanced Loss based on the effective number of samples."""
