@@ -1,0 +1,122 @@
+"""Effective number of samples and class-balanced weights (Cui et al., CVPR 2019).
+
+This module has no ``torch.nn`` and no I/O: it turns per-class sample counts
+into the numbers that re-weight a loss.
+
+* Effective number of a class with ``n`` samples::
+
+      E_n = (1 - beta ** n) / (1 - beta),     beta in [0, 1)
+
+  ``beta = 0`` gives ``E_n = 1`` (no re-weighting); ``beta -> 1`` gives
+  ``E_n -> n`` (inverse-frequency weighting).
+
+* Class-balanced weight of class ``i``::
+
+      alpha_i = 1 / E_{n_i} = (1 - beta) / (1 - beta ** n_i),  normalised so sum_i alpha_i = C.
+
+Both are computed as ``-expm1(n * log(beta)) / (1 - beta)`` in float64, which is
+exact for every count and stays finite as ``beta -> 1`` (no ``0 / 0``), e.g.
+``beta = 0.999999`` with ``n = 1`` or ``n = 1e6``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ._validation import check_beta
+
+__all__ = ["as_counts", "effective_number", "class_balanced_weights"]
+
+
+def as_counts(samples_per_class: Sequence[float] | np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Validate per-class sample counts and return them as a 1-D float64 tensor.
+
+    Accepts a list/tuple, a numpy array or a tensor of shape ``(C,)`` with every
+    count finite and > 0. A class with zero or negative count is refused, naming
+    the class, because its weight would be undefined.
+
+    >>> as_counts([5000, 500, 50])
+    tensor([5000.,  500.,   50.], dtype=torch.float64)
+    """
+    if isinstance(samples_per_class, torch.Tensor):
+        counts = samples_per_class.detach()
+    elif isinstance(samples_per_class, (np.ndarray, list, tuple)):
+        array = np.asarray(samples_per_class)
+        if array.dtype == object:
+            raise TypeError(
+                "samples_per_class must hold numbers, got a ragged or non-numeric sequence"
+            )
+        counts = torch.from_numpy(np.array(array, copy=True))
+    else:
+        raise TypeError(
+            "samples_per_class must be a list, numpy array or tensor of counts, "
+            f"got {type(samples_per_class).__name__}"
+        )
+    if (
+        counts.dtype == torch.bool
+        or counts.is_complex()
+        or not (
+            counts.is_floating_point()
+            or counts.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+        )
+    ):
+        raise TypeError(f"samples_per_class must hold real numbers, got dtype {counts.dtype}")
+    if counts.dim() != 1 or counts.numel() == 0:
+        raise ValueError(
+            f"samples_per_class must be a non-empty 1-D sequence (one count per class), got shape {tuple(counts.shape)}"
+        )
+    counts = counts.to(torch.float64)
+    bad = ~torch.isfinite(counts) | (counts <= 0)
+    if bool(bad.any()):
+        index = int(torch.nonzero(bad)[0])
+        raise ValueError(
+            f"samples_per_class[{index}] must be a finite count > 0, got {counts[index].item()!r}: "
+            "drop that class from the label space or pass counts that include it"
+        )
+    return counts
+
+
+def effective_number(samples_per_class, beta: float) -> torch.Tensor:
+    """Effective number of samples ``E_n = (1 - beta**n) / (1 - beta)`` per class.
+
+    Args:
+        samples_per_class: ``(C,)`` counts (list, numpy array or tensor), each > 0.
+        beta: hyper-parameter in ``[0, 1)``.
+
+    Returns:
+        ``(C,)`` float64 tensor (on the device of a tensor input). ``1 <= E_n <= n``.
+
+    >>> effective_number([1, 10, 100], beta=0.9)
+    tensor([1.0000, 6.5132, 9.9997], dtype=torch.float64)
+    >>> effective_number([1, 10, 100], beta=0.0)
+    tensor([1., 1., 1.], dtype=torch.float64)
+    """
+    beta = check_beta(beta)
+    counts = as_counts(samples_per_class)
+    if beta == 0.0:
+        return torch.ones_like(counts)
+    # 1 - beta**n == -expm1(n * log(beta)): no cancellation when beta -> 1.
+    return -torch.expm1(counts * np.log(beta)) / (1.0 - beta)
+
+
+def class_balanced_weights(samples_per_class, beta: float) -> torch.Tensor:
+    """Class-balanced weights ``alpha_i = (1 - beta) / (1 - beta**n_i)``, summing to C.
+
+    Args:
+        samples_per_class: ``(C,)`` counts (list, numpy array or tensor), each > 0.
+        beta: hyper-parameter in ``[0, 1)``; 0 gives all ones, ``beta -> 1``
+            approaches inverse-frequency weights ``C * (1/n_i) / sum_j (1/n_j)``.
+
+    Returns:
+        ``(C,)`` float32 tensor with ``sum == C`` (on the device of a tensor input).
+
+    >>> class_balanced_weights([100, 10], beta=0.0)
+    tensor([1., 1.])
+    >>> class_balanced_weights([100, 10], beta=0.999999)
+    tensor([0.1818, 1.8182])
+    """
+    inverse = effective_number(samples_per_class, beta).reciprocal()
+    return (inverse * (inverse.numel() / inverse.sum())).to(torch.float32)

@@ -1,0 +1,557 @@
+import io
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import sigmoid_focal_loss as tv_focal
+
+import classbalanced as cb
+from classbalanced.losses import (
+    ClassBalancedLoss,
+    WeightedLoss,
+    available_losses,
+    build_loss,
+    class_balanced_loss,
+    init_prior_bias_,
+    parameter_groups,
+    prior_bias,
+    sigmoid_cross_entropy,
+    sigmoid_focal_loss,
+    softmax_cross_entropy,
+)
+from classbalanced.weights import class_balanced_weights
+
+GAMMAS = [0.0, 0.5, 1.0, 2.0]
+
+
+# ---------------------------------------------------------------------------
+# float64 loop references written straight from the definitions (REFERENCE section 2)
+# ---------------------------------------------------------------------------
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def ref_softmax(z, y, w):
+    per = []
+    for row, label in zip(z.tolist(), y.tolist(), strict=True):
+        m = max(row)
+        lse = m + math.log(sum(math.exp(v - m) for v in row))
+        per.append(w[label] * (lse - row[label]))
+    return per, len(per)
+
+
+def ref_binary(z, t, w, gamma):
+    """Dense targets t (N, C): per-example sum over classes, weight t_b . w, normaliser sum(t)."""
+    per = []
+    for row, trow in zip(z.tolist(), t.tolist(), strict=True):
+        wb = sum(tj * wj for tj, wj in zip(trow, w, strict=True))
+        total = 0.0
+        for zj, tj in zip(row, trow, strict=True):
+            p = _sigmoid(zj)
+            bce = -(tj * math.log(p) + (1 - tj) * math.log(1 - p))
+            pt = tj * p + (1 - tj) * (1 - p) if tj in (0.0, 1.0) else None
+            if pt is not None:
+                mod = (1 - pt) ** gamma
+            else:  # soft label: the release's modulator exp(-g t z - g log(1 + exp(-z)))
+                mod = math.exp(-gamma * tj * zj - gamma * math.log(1 + math.exp(-zj)))
+            total += mod * bce
+        per.append(wb * total)
+    positives = sum(sum(r) for r in t.tolist())
+    return per, positives if positives > 0 else 1.0
+
+
+def reduce_ref(per, normaliser, reduction):
+    if reduction == "none":
+        return torch.tensor(per, dtype=torch.float64)
+    if reduction == "sum":
+        return torch.tensor(sum(per), dtype=torch.float64)
+    return torch.tensor(sum(per) / normaliser, dtype=torch.float64)
+
+
+def make_batch(n=7, c=5, seed=0, scale=3.0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    z = (torch.randn(n, c, generator=g, dtype=torch.float64) * scale).to(dtype)
+    y = torch.randint(0, c, (n,), generator=g)
+    w = torch.rand(c, generator=g, dtype=torch.float64) * 2 + 0.1
+    return z, y, w
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("dtype, rtol", [(torch.float32, 2e-6), (torch.float64, 1e-12)])
+def test_softmax_matches_loop_reference(reduction, dtype, rtol):
+    z, y, w = make_batch(dtype=dtype)
+    got = softmax_cross_entropy(z, y, w.to(dtype), reduction=reduction)
+    assert got.dtype == dtype
+    expected = reduce_ref(*ref_softmax(z.double(), y, w.tolist()), reduction)
+    torch.testing.assert_close(got.double(), expected, rtol=rtol, atol=1e-12)
+
+
+@pytest.mark.parametrize("gamma", GAMMAS)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("dtype, rtol", [(torch.float32, 2e-6), (torch.float64, 1e-12)])
+def test_focal_and_sigmoid_match_loop_reference(gamma, reduction, dtype, rtol):
+    z, y, w = make_batch(n=9, c=6, seed=1, dtype=dtype)
+    t = F.one_hot(y, 6).double()
+    expected = reduce_ref(*ref_binary(z.double(), t, w.tolist(), gamma), reduction)
+    got = sigmoid_focal_loss(z, y, w.to(dtype), gamma=gamma, reduction=reduction)
+    assert got.dtype == dtype
+    torch.testing.assert_close(got.double(), expected, rtol=rtol, atol=1e-12)
+    # the same through the dense (multi-hot) path
+    got_dense = sigmoid_focal_loss(z, t.to(dtype), w.to(dtype), gamma=gamma, reduction=reduction)
+    torch.testing.assert_close(got_dense.double(), expected, rtol=rtol, atol=1e-12)
+    if gamma == 0.0:
+        got_sig = sigmoid_cross_entropy(z, y, w.to(dtype), reduction=reduction)
+        torch.testing.assert_close(got_sig.double(), expected, rtol=rtol, atol=1e-12)
+
+
+@pytest.mark.parametrize("gamma", GAMMAS)
+def test_multi_hot_and_soft_targets_match_reference(gamma):
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(6, 4, generator=g, dtype=torch.float64) * 2
+    t = (torch.rand(6, 4, generator=g) < 0.4).double()
+    t[0] = 0.0  # an example without positives
+    t[1, 2] = 0.3  # a soft label
+    w = torch.tensor([0.5, 1.0, 2.0, 0.25], dtype=torch.float64)
+    for reduction in ("mean", "sum", "none"):
+        got = sigmoid_focal_loss(z, t, w, gamma=gamma, reduction=reduction)
+        expected = reduce_ref(*ref_binary(z, t, w.tolist(), gamma), reduction)
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    # bool multi-hot is accepted too; no positives at all: mean divides by 1, not 0
+    assert torch.isfinite(sigmoid_cross_entropy(z, torch.zeros(6, 4, dtype=torch.bool)))
+
+
+def test_mean_normalisers_follow_the_paper():
+    z, y, w = make_batch(n=8, c=3)
+    n = z.shape[0]
+    for loss in (softmax_cross_entropy, sigmoid_cross_entropy):
+        torch.testing.assert_close(
+            loss(z, y, w.float()), loss(z, y, w.float(), reduction="sum") / n
+        )
+    t = torch.zeros(8, 3)
+    t[0, 0] = t[0, 1] = t[3, 2] = 1.0
+    torch.testing.assert_close(
+        sigmoid_focal_loss(z, t, gamma=2.0),
+        sigmoid_focal_loss(z, t, gamma=2.0, reduction="sum") / 3,
+    )
+
+
+# ---------------------------------------------------------------------------
+# closed forms and invariants
+# ---------------------------------------------------------------------------
+
+
+def test_beta_zero_gives_plain_losses():
+    z, y, _ = make_batch(n=16, c=10, seed=4)
+    counts = [100, 50, 20, 10, 5, 4, 3, 2, 1, 1]
+    onehot = F.one_hot(y, 10).float()
+    torch.testing.assert_close(
+        class_balanced_loss(z, y, counts, beta=0.0, loss_type="softmax"), F.cross_entropy(z, y)
+    )
+    torch.testing.assert_close(
+        class_balanced_loss(z, y, counts, beta=0.0, loss_type="sigmoid"),
+        F.binary_cross_entropy_with_logits(z, onehot, reduction="sum") / 16,
+    )
+    for gamma in GAMMAS:
+        torch.testing.assert_close(
+            class_balanced_loss(z, y, counts, beta=0.0, loss_type="focal", gamma=gamma),
+            tv_focal(z, onehot, alpha=-1, gamma=gamma, reduction="sum") / 16,
+        )
+
+
+def test_class_balanced_equals_weighted_definition():
+    z, y, _ = make_batch(n=12, c=4, seed=5, dtype=torch.float64)
+    counts, beta = [400, 40, 8, 2], 0.99
+    w = class_balanced_weights(counts, beta).double()
+    per = F.cross_entropy(z, y, reduction="none") * w[y]
+    torch.testing.assert_close(
+        class_balanced_loss(z, y, counts, beta=beta, loss_type="softmax"), per.mean()
+    )
+    onehot = F.one_hot(y, 4).double()
+    elem = tv_focal(z, onehot, alpha=-1, gamma=0.5, reduction="none")
+    torch.testing.assert_close(
+        class_balanced_loss(z, y, counts, beta=beta, loss_type="focal", gamma=0.5),
+        (elem * w[y].unsqueeze(1)).sum() / 12,
+    )
+
+
+def test_focal_at_most_sigmoid_elementwise_and_gamma_zero_is_sigmoid():
+    z = torch.linspace(-20, 20, 401, dtype=torch.float64).unsqueeze(1)  # C = 1: one term per row
+    for label in (0, 1):
+        y = torch.full((401,), label) if label == 0 else None
+        t = torch.full((401, 1), float(label), dtype=torch.float64)
+        targets = y if y is not None else t
+        bce = sigmoid_cross_entropy(z, targets, reduction="none")
+        torch.testing.assert_close(sigmoid_focal_loss(z, targets, gamma=0.0, reduction="none"), bce)
+        for gamma in (0.5, 1.0, 2.0, 5.0):
+            focal = sigmoid_focal_loss(z, targets, gamma=gamma, reduction="none")
+            assert torch.all(focal <= bce)
+            assert torch.all(focal >= 0)
+
+
+# ---------------------------------------------------------------------------
+# gradients
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("gamma", GAMMAS + [0.25])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_gradcheck_binary_losses(gamma, reduction):
+    z, y, w = make_batch(n=5, c=4, seed=6, dtype=torch.float64, scale=2.0)
+    z.requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda x: sigmoid_focal_loss(x, y, w, gamma=gamma, reduction=reduction), (z,)
+    )
+    t = (torch.rand(5, 4, generator=torch.Generator().manual_seed(0)) < 0.5).double()
+    assert torch.autograd.gradcheck(
+        lambda x: sigmoid_focal_loss(x, t, w, gamma=gamma, reduction=reduction), (z,)
+    )
+
+
+def test_gradcheck_softmax():
+    z, y, w = make_batch(n=5, c=4, seed=7, dtype=torch.float64)
+    z.requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda x: softmax_cross_entropy(x, y, w, reduction="none"), (z,)
+    )
+
+
+@pytest.mark.parametrize("gamma", GAMMAS)
+def test_gradient_matches_autograd_of_the_definition(gamma):
+    """The fused index-target kernel's hand-written gradient == autograd of the plain formula."""
+    z, y, w = make_batch(n=32, c=50, seed=8, dtype=torch.float64, scale=6.0)
+    z1 = z.clone().requires_grad_(True)
+    z2 = z.clone().requires_grad_(True)
+    sigmoid_focal_loss(z1, y, w, gamma=gamma).backward()
+    onehot = F.one_hot(y, 50).double()
+    (tv_focal(z2, onehot, alpha=-1, gamma=gamma, reduction="none") * w[y].unsqueeze(1)).sum().div(
+        32
+    ).backward()
+    torch.testing.assert_close(z1.grad, z2.grad, rtol=1e-10, atol=1e-14)
+
+
+# ---------------------------------------------------------------------------
+# extreme logits, half precision, compile
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_positive_with_very_negative_logit_counts_fully(dense):
+    z = torch.tensor([[-100.0, 0.0]], requires_grad=True)
+    targets = torch.tensor([[1.0, 0.0]]) if dense else torch.tensor([0])
+    w = torch.tensor([3.0, 1.0])
+    loss = sigmoid_focal_loss(z, targets, w, gamma=1.0, reduction="none")
+    # 3 * (100 + 0.5 * log 2): the positive contributes its full BCE (modulator 1)
+    assert loss.item() == pytest.approx(3 * (100 + 0.5 * math.log(2)), rel=1e-6)
+    loss.sum().backward()
+    assert z.grad[0, 0].item() == pytest.approx(-3.0, rel=1e-6)
+
+
+@pytest.mark.parametrize("dense", [False, True])
+@pytest.mark.parametrize("gamma", GAMMAS)
+def test_huge_logits_stay_finite_and_exact(dense, gamma):
+    z = torch.tensor([[1e4, -1e4, 1e4], [-1e4, 1e4, -1e4]], requires_grad=True)
+    y = torch.tensor([0, 0])
+    targets = F.one_hot(y, 3).float() if dense else y
+    per = sigmoid_focal_loss(z, targets, gamma=gamma, reduction="none")
+    # row 0: positive at +1e4 -> 0; negatives at -1e4 -> 0 and +1e4 -> 1e4
+    # row 1: positive at -1e4 -> 1e4; negatives at +1e4 -> 1e4 and -1e4 -> 0
+    torch.testing.assert_close(per, torch.tensor([1e4, 2e4]))
+    per.sum().backward()
+    assert torch.all(torch.isfinite(z.grad))
+    expected_grad = torch.tensor([[0.0, 0.0, 1.0], [-1.0, 1.0, 0.0]])
+    torch.testing.assert_close(z.grad, expected_grad)
+    softmax = softmax_cross_entropy(z, y)
+    assert torch.isfinite(softmax)
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_gamma_below_one_has_finite_gradient_when_pt_to_one(dense):
+    z = torch.tensor([[60.0, -60.0, -200.0], [30.0, -90.0, 0.0]], requires_grad=True)
+    y = torch.tensor([0, 0])
+    targets = F.one_hot(y, 3).float() if dense else y
+    sigmoid_focal_loss(z, targets, gamma=0.5).backward()
+    assert torch.all(torch.isfinite(z.grad))
+    # the naive pow form is NaN here, which is why we don't use it
+    zz = z.detach().clone().requires_grad_(True)
+    pt = torch.where(F.one_hot(y, 3).bool(), torch.sigmoid(zz), 1 - torch.sigmoid(zz))
+    (
+        (1 - pt) ** 0.5
+        * F.binary_cross_entropy_with_logits(zz, F.one_hot(y, 3).float(), reduction="none")
+    ).sum().backward()
+    assert not torch.all(torch.isfinite(zz.grad))
+
+
+@pytest.mark.parametrize("half", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("loss_type", ["softmax", "sigmoid", "focal"])
+def test_half_precision_matches_float32(half, loss_type):
+    z = torch.tensor([[-12.0, 12.0, 0.0, -12.0], [12.0, -12.0, 12.0, 3.0]])
+    y = torch.tensor([0, 1])  # positives at -12: the classic half-precision failure
+    counts = [10, 20, 30, 40]
+    full = class_balanced_loss(
+        z, y, counts, beta=0.99, loss_type=loss_type, gamma=0.5, reduction="none"
+    )
+    zh = z.to(half).requires_grad_(True)
+    got = class_balanced_loss(
+        zh, y, counts, beta=0.99, loss_type=loss_type, gamma=0.5, reduction="none"
+    )
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, full, rtol=1e-6, atol=1e-6)
+    got.sum().backward()
+    assert zh.grad.dtype == half and torch.all(torch.isfinite(zh.grad.float()))
+
+
+def test_autocast_bfloat16_logits_match_float32():
+    torch.manual_seed(0)
+    layer = nn.Linear(8, 5)
+    x = torch.randn(16, 8) * 4
+    y = torch.randint(0, 5, (16,))
+    loss_fn = ClassBalancedLoss([50, 20, 10, 5, 2], beta=0.999, loss_type="focal", gamma=1.0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = layer(x)
+        assert logits.dtype == torch.bfloat16
+        loss = loss_fn(logits, y)
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss, loss_fn(logits.float(), y), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_compiled_equals_eager():
+    z, y, w = make_batch(n=16, c=12, seed=9, scale=4.0)
+    w = w.float()
+
+    def fn(logits):
+        return sigmoid_focal_loss(logits, y, w, gamma=0.5) + softmax_cross_entropy(logits, y, w)
+
+    compiled = torch.compile(fn, fullgraph=False)
+    z1 = z.clone().requires_grad_(True)
+    z2 = z.clone().requires_grad_(True)
+    eager_value = fn(z1)
+    eager_value.backward()
+    compiled_value = compiled(z2)
+    compiled_value.backward()
+    torch.testing.assert_close(compiled_value, eager_value, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(z2.grad, z1.grad, rtol=1e-5, atol=1e-7)
+
+
+# ---------------------------------------------------------------------------
+# modules, registry, state_dict
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("loss_type", ["softmax", "sigmoid", "focal"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_module_equals_function(loss_type, reduction):
+    z, y, _ = make_batch(n=10, c=4, seed=10)
+    counts = [300, 30, 10, 3]
+    module = ClassBalancedLoss(
+        counts, beta=0.999, loss_type=loss_type, gamma=2.0, reduction=reduction
+    )
+    expected = class_balanced_loss(
+        z, y, counts, beta=0.999, loss_type=loss_type, gamma=2.0, reduction=reduction
+    )
+    torch.testing.assert_close(module(z, y), expected, rtol=0, atol=0)
+    assert module.uses_prior_bias == (loss_type != "softmax")
+
+
+def test_state_dict_round_trip_and_buffers_move():
+    module = ClassBalancedLoss([500, 50, 5], beta=0.99, loss_type="focal", gamma=0.5)
+    assert set(module.state_dict()) == {"weight", "samples_per_class"}
+    buffer = io.BytesIO()
+    torch.save(module.state_dict(), buffer)
+    buffer.seek(0)
+    other = ClassBalancedLoss([1, 1, 1], beta=0.0, loss_type="focal", gamma=0.5)
+    assert torch.equal(other.weight, torch.ones(3))
+    other.load_state_dict(torch.load(buffer, weights_only=True))
+    assert torch.equal(other.weight, module.weight)
+    moved = module.to(torch.float64)
+    assert moved.weight.dtype == torch.float64
+
+
+def test_set_beta_and_set_weight_schedule_reweighting():
+    module = ClassBalancedLoss([500, 50, 5], beta=0.0, loss_type="softmax")
+    assert torch.equal(module.weight, torch.ones(3))
+    module.set_beta(0.999)
+    torch.testing.assert_close(module.weight, class_balanced_weights([500, 50, 5], 0.999))
+    module.set_weight(torch.ones(3))
+    assert torch.equal(module.weight, torch.ones(3))
+    with pytest.raises(ValueError, match=r"weight must have shape \(3,\)"):
+        module.set_weight(torch.ones(4))
+
+
+def test_registry_builds_named_losses():
+    assert {"softmax", "sigmoid", "focal"} <= set(available_losses())
+    loss = build_loss("focal", [10, 5], beta=0.9, gamma=0.5)
+    assert isinstance(loss, ClassBalancedLoss) and loss.loss_type == "focal" and loss.gamma == 0.5
+    with pytest.raises(
+        ValueError, match="unknown loss 'ldam2': expected one of 'focal', 'sigmoid', 'softmax'"
+    ):
+        build_loss("ldam2", [10, 5])
+    with pytest.raises(ValueError, match="already registered"):
+        cb.register_loss("focal", lambda *a, **k: None)
+
+
+def test_weighted_loss_without_weights_is_plain():
+    z, y, _ = make_batch()
+    torch.testing.assert_close(WeightedLoss("softmax")(z, y), F.cross_entropy(z, y))
+
+
+# ---------------------------------------------------------------------------
+# prior bias and parameter groups
+# ---------------------------------------------------------------------------
+
+
+def test_prior_bias_closed_form():
+    for c in (2, 10, 100, 8142):
+        b = prior_bias(c)
+        torch.testing.assert_close(b, torch.full((c,), -math.log(c - 1)))
+        torch.testing.assert_close(
+            torch.sigmoid(b.double()),
+            torch.full((c,), 1 / c, dtype=torch.float64),
+            rtol=1e-6,
+            atol=0,
+        )
+    per_class = prior_bias(3, [0.5, 0.25, 0.01])
+    torch.testing.assert_close(per_class, torch.tensor([0.0, -math.log(3), -math.log(99)]))
+    layer = init_prior_bias_(nn.Linear(7, 4))
+    torch.testing.assert_close(layer.bias.detach(), torch.full((4,), -math.log(3)))
+
+
+@pytest.mark.parametrize(
+    "args, error, match",
+    [
+        ((0,), ValueError, "num_classes must be a positive integer, got 0"),
+        ((1,), ValueError, "explicit prior"),
+        ((3, 1.0), ValueError, "strictly between 0 and 1"),
+        ((3, [0.1, 0.2]), ValueError, r"shape \(3,\)"),
+        ((2.5,), TypeError, "num_classes must be a positive integer"),
+    ],
+)
+def test_prior_bias_errors(args, error, match):
+    with pytest.raises(error, match=match):
+        prior_bias(*args)
+
+
+def test_init_prior_bias_errors():
+    with pytest.raises(ValueError, match="bias=None"):
+        init_prior_bias_(nn.Linear(3, 2, bias=False))
+    with pytest.raises(TypeError, match="expects an nn.Linear"):
+        init_prior_bias_(nn.Conv2d(1, 1, 1))
+
+
+def test_parameter_groups():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 3))
+    decay, skip = parameter_groups(net, 2e-4, no_decay=[net[3].bias])
+    assert decay["weight_decay"] == 2e-4 and skip["weight_decay"] == 0.0
+    ids = lambda g: {id(p) for p in g["params"]}  # noqa: E731
+    assert ids(skip) == {id(net[3].bias)}
+    assert ids(decay) | ids(skip) == {id(p) for p in net.parameters()}
+    decay, skip = parameter_groups(net, 1e-4, bias_and_norm=True)
+    assert ids(decay) == {id(net[0].weight), id(net[3].weight)}
+    assert ids(skip) == {id(net[0].bias), id(net[1].weight), id(net[1].bias), id(net[3].bias)}
+    assert ids(parameter_groups(net, 1e-4, no_decay=["3.bias"])[1]) == {id(net[3].bias)}
+    with pytest.raises(ValueError, match="unknown parameter 'fc.bias'"):
+        parameter_groups(net, 1e-4, no_decay=["fc.bias"])
+
+
+# ---------------------------------------------------------------------------
+# bad input
+# ---------------------------------------------------------------------------
+
+
+def _cbl(**overrides):
+    args = dict(
+        logits=torch.zeros(4, 3),
+        targets=torch.tensor([0, 1, 2, 1]),
+        samples_per_class=[30, 20, 10],
+        beta=0.9,
+        loss_type="focal",
+        gamma=1.0,
+        reduction="mean",
+    )
+    args.update(overrides)
+    return class_balanced_loss(
+        args.pop("logits"), args.pop("targets"), args.pop("samples_per_class"), **args
+    )
+
+
+@pytest.mark.parametrize(
+    "overrides, error, match",
+    [
+        (dict(beta=1.0), ValueError, r"beta must be in \[0, 1\), got 1.0"),
+        (dict(beta=-0.5), ValueError, r"beta must be in \[0, 1\)"),
+        (dict(gamma=-1.0), ValueError, "gamma must be a finite number >= 0, got -1.0"),
+        (dict(gamma="2"), TypeError, "gamma must be a number"),
+        (
+            dict(samples_per_class=[30, 0, 10]),
+            ValueError,
+            r"samples_per_class\[1\] .* drop that class",
+        ),
+        (
+            dict(samples_per_class=[30, 20]),
+            ValueError,
+            "expected 3 counts for logits \\(4, 3\\), got 2",
+        ),
+        (dict(targets=torch.tensor([0, 1, 3, 1])), ValueError, r"class indices in \[0, 2\], got 3"),
+        (
+            dict(targets=torch.tensor([0, -1, 2, 1])),
+            ValueError,
+            r"class indices in \[0, 2\], got -1",
+        ),
+        (dict(targets=torch.tensor([0, 1, 2])), ValueError, r"shape \(N,\) = \(4,\)"),
+        (
+            dict(targets=torch.zeros(4, 2)),
+            ValueError,
+            "multi-hot targets must have the logits' shape",
+        ),
+        (dict(targets=torch.full((4, 3), 2.0)), ValueError, r"must lie in \[0, 1\]"),
+        (dict(targets=torch.zeros(4)), TypeError, "int64 class indices of shape"),
+        (dict(targets=[0, 1, 2, 1]), TypeError, "targets must be a torch.Tensor, got list"),
+        (
+            dict(loss_type="softmax", targets=torch.zeros(4, 3)),
+            TypeError,
+            "int64 class indices of shape",
+        ),
+        (
+            dict(loss_type="hinge"),
+            ValueError,
+            "unknown loss_type 'hinge': expected one of 'softmax', 'sigmoid', 'focal'",
+        ),
+        (
+            dict(reduction="avg"),
+            ValueError,
+            "unknown reduction 'avg': expected one of 'mean', 'sum', 'none'",
+        ),
+        (dict(logits=torch.zeros(4, 3, dtype=torch.long)), TypeError, "floating-point"),
+        (dict(logits=torch.zeros(4)), ValueError, r"shape \(N, C\)"),
+        (dict(logits=[[0.0]]), TypeError, "logits must be a torch.Tensor"),
+        (
+            dict(targets=torch.tensor([0, 1, 2, 1], device="meta")),
+            ValueError,
+            "logits' device cpu, got targets on meta",
+        ),
+    ],
+)
+def test_bad_inputs(overrides, error, match):
+    with pytest.raises(error, match=match):
+        _cbl(**overrides)
+
+
+def test_bad_weights():
+    z, y = torch.zeros(2, 3), torch.tensor([0, 1])
+    with pytest.raises(ValueError, match=r"shape \(3,\)"):
+        sigmoid_focal_loss(z, y, torch.ones(2))
+    with pytest.raises(ValueError, match="finite values >= 0"):
+        softmax_cross_entropy(z, y, torch.tensor([1.0, -1.0, 1.0]))
+    with pytest.raises(TypeError, match="weight must be a tensor"):
+        softmax_cross_entropy(z, y, [1.0, 1.0, 1.0])
+
+
+def test_empty_batch_gives_zero_not_nan():
+    z, y = torch.zeros(0, 3, requires_grad=True), torch.zeros(0, dtype=torch.long)
+    for loss_type in ("softmax", "sigmoid", "focal"):
+        value = class_balanced_loss(z, y, [3, 2, 1], beta=0.9, loss_type=loss_type)
+        assert value.item() == 0.0
