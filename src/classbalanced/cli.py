@@ -1,0 +1,357 @@
+"""Command line: ``classbalanced <command>`` (also ``python -m classbalanced``).
+
+Argument parsing, subcommands and one-line errors; the work happens in the
+library. Every user mistake ends as ``classbalanced: error: <what>`` on stderr
+and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+
+__all__ = ["main", "build_parser"]
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _bool_flag(parser, name: str, help: str) -> None:
+    parser.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=None, help=help)
+
+
+def _add_train_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags of ``train``; every default is None so that only given flags override the config file."""
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", help="cifar10 (default), cifar100, cifar20, digits, npz, folder")
+    g.add_argument(
+        "--data-dir", help="folder holding (or receiving) the CIFAR archives (default: data)"
+    )
+    g.add_argument("--train-data", help="training .npz file (x uint8, y int) or class folder")
+    g.add_argument("--test-data", help="test .npz file or class folder")
+    g.add_argument(
+        "--imbalance-factor",
+        type=float,
+        help="n_max / n_min >= 1 (default 100 for CIFAR, 1 otherwise)",
+    )
+    g.add_argument("--profile", help="long-tail profile: exp (default) or step")
+    g.add_argument("--image-size", type=int, help="resize class-folder images to this size")
+    _bool_flag(g, "download", "download missing CIFAR archives (default: yes)")
+    g = p.add_argument_group("model and loss")
+    g.add_argument(
+        "--model",
+        help="resnet32 (default), resnet{6n+2}, resnet{6n+2}_v2, resnet{9n+2}_bottleneck, resnet50, ...",
+    )
+    g.add_argument("--loss", help="softmax (default), sigmoid, focal")
+    g.add_argument(
+        "--beta", type=float, help="class-balanced beta in [0, 1) (default 0: unweighted)"
+    )
+    g.add_argument("--gamma", type=float, help="focal-loss gamma >= 0 (default 1)")
+    g = p.add_argument_group("optimisation (defaults: the paper's CIFAR recipe)")
+    g.add_argument("--epochs", type=int, help="default 200; warm-up and decay epochs scale with it")
+    g.add_argument("--batch-size", type=int, help="global batch size (default 128)")
+    g.add_argument("--lr", type=float, help="base learning rate (default 0.1 x batch / 128)")
+    g.add_argument("--momentum", type=float)
+    _bool_flag(g, "nesterov", "Nesterov momentum")
+    g.add_argument("--weight-decay", type=float, help="default 2e-4")
+    g.add_argument("--warmup-epochs", type=int)
+    g.add_argument("--decay-epochs", type=int, nargs="+")
+    g.add_argument("--decay-factors", type=float, nargs="+")
+    g.add_argument("--pad", type=int, help="random-crop padding (default 4)")
+    _bool_flag(g, "flip", "random horizontal flips (default: yes)")
+    g = p.add_argument_group("run")
+    g.add_argument("--eval-every", type=int, help="evaluate every N epochs (default 2)")
+    g.add_argument("--eval-batch-size", type=int)
+    g.add_argument(
+        "--seed",
+        type=int,
+        help="seeds the subset, initialisation, order and augmentation (default 0)",
+    )
+    g.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    g.add_argument("--precision", help="fp32 (default), bf16, fp16 (autocast)")
+    _bool_flag(g, "channels-last", "channels-last memory format")
+    _bool_flag(g, "compile", "torch.compile the model")
+    g.add_argument("--out", help="run folder (default runs/latest)")
+    g.add_argument("--keep-checkpoints", type=int, help="how many checkpoints to keep (default 2)")
+    _bool_flag(g, "progress", "progress bars (default: yes)")
+    g.add_argument("--resume", action="store_true", default=None, help="continue the run in --out")
+    g.add_argument(
+        "--overwrite", action="store_true", default=None, help="replace the run in --out"
+    )
+    g.add_argument(
+        "--force", action="store_true", default=None, help="resume even if the config differs"
+    )
+    g.add_argument("--config", help="TOML or YAML file of settings; flags override it")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="classbalanced",
+        description="Class-Balanced Loss: train and evaluate on long-tailed data.",
+    )
+    parser.add_argument("--version", action="version", version=f"classbalanced {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("train", help="train and evaluate a classifier")
+    _add_train_arguments(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a run's checkpoint on a test set")
+    p.add_argument("run", help="run folder (or a checkpoint file inside one)")
+    p.add_argument(
+        "--test-data", help="evaluate on this .npz / class folder instead of the run's test set"
+    )
+    p.add_argument("--device", default="auto")
+    p.add_argument("--output", help="also write the metrics to this JSON file")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser(
+        "make-lt", help="write a long-tailed subset (indices and counts) without training"
+    )
+    p.add_argument("--dataset", default="cifar10")
+    p.add_argument("--data-dir", default="data")
+    p.add_argument("--train-data")
+    p.add_argument("--test-data")
+    p.add_argument("--imbalance-factor", type=float, default=100.0)
+    p.add_argument("--profile", default="exp")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--output", required=True, help="JSON file for indices and counts (.npz: also the images)"
+    )
+    p.add_argument("--plot", help="also write the class distribution as this PNG")
+    _bool_flag(p, "download", "download missing CIFAR archives (default: yes)")
+    p.set_defaults(func=_cmd_make_lt)
+
+    p = sub.add_parser("weights", help="print effective numbers and class-balanced weights")
+    p.add_argument("counts", nargs="+", type=float, help="training images per class")
+    p.add_argument("--beta", type=float, nargs="+", default=[0.9, 0.99, 0.999, 0.9999])
+    p.set_defaults(func=_cmd_weights)
+
+    p = sub.add_parser(
+        "demo", help="offline demo: long-tailed digits, softmax vs class-balanced focal"
+    )
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --out")
+    _bool_flag(p, "progress", "progress bars (default: yes)")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("plot", help="plot effective numbers or a run")
+    p.add_argument("what", choices=["effective-number", "run"])
+    p.add_argument("--run", help="run folder (for 'run')")
+    p.add_argument("--output", required=True, help="PNG file (for 'run': a folder)")
+    p.add_argument("--beta", type=float, nargs="+", default=[0.9, 0.99, 0.999, 0.9999])
+    p.add_argument("--max-samples", type=int, default=10_000)
+    p.set_defaults(func=_cmd_plot)
+    return parser
+
+
+# ---------------------------------------------------------------------------
+# commands
+# ---------------------------------------------------------------------------
+
+
+def _train_config(args: argparse.Namespace):
+    from .config import TrainConfig, config_from_sources
+
+    names = {f for f in TrainConfig.__dataclass_fields__}
+    overrides = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    return config_from_sources(args.config, overrides)
+
+
+def _cmd_train(args) -> int:
+    from .engine.trainer import train
+
+    cfg = _train_config(args)
+    metrics = train(cfg, log=_info)
+    _info(
+        f"final: error {metrics['error_percent']:.2f}% (accuracy {metrics['accuracy']:.4f}) after "
+        f"{metrics['epoch']} epochs; results in {cfg.out}"
+    )
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from .engine.evaluate import evaluate_run
+
+    metrics = evaluate_run(args.run, test_data=args.test_data, device=args.device)
+    keys = (
+        "accuracy",
+        "error_percent",
+        "top5_error_percent",
+        "many_shot_accuracy",
+        "medium_shot_accuracy",
+        "few_shot_accuracy",
+    )
+    print(json.dumps({k: metrics.get(k) for k in keys if k in metrics}, indent=2))
+    if args.output:
+        from .data.safe_io import atomic_write_json
+
+        atomic_write_json(args.output, metrics)
+    return 0
+
+
+def _cmd_make_lt(args) -> int:
+    from .config import TrainConfig
+    from .data.safe_io import atomic_write_json
+    from .engine.trainer import prepare_data
+
+    cfg = TrainConfig(
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        train_data=args.train_data,
+        test_data=args.test_data or args.train_data,
+        imbalance_factor=args.imbalance_factor,
+        profile=args.profile,
+        seed=args.seed,
+        download=True if args.download is None else args.download,
+    ).resolved()
+    data = prepare_data(cfg)
+    output = Path(args.output)
+    if output.suffix == ".npz":
+        import numpy as np
+
+        from .data.safe_io import atomic_save
+
+        atomic_save(
+            output,
+            lambda tmp: np.savez(
+                open(tmp, "wb"),
+                x=data.train.images,
+                y=data.train.labels,
+                indices=data.indices,
+                class_names=np.array(data.train.class_names),
+            ),
+        )
+    else:
+        atomic_write_json(
+            output,
+            {
+                "dataset": cfg.dataset,
+                "imbalance_factor": cfg.imbalance_factor,
+                "profile": cfg.profile,
+                "seed": cfg.seed,
+                "counts": data.counts.tolist(),
+                "class_names": data.train.class_names,
+                "indices": data.indices.tolist(),
+            },
+        )
+    if args.plot:
+        from .plots import plot_class_distribution
+
+        plot_class_distribution(
+            args.plot, data.counts, title=f"{cfg.dataset} IF {cfg.imbalance_factor:g}"
+        )
+    _info(
+        f"{cfg.dataset} IF {cfg.imbalance_factor:g} ({cfg.profile}): {int(data.counts.sum())} images, counts {data.counts.tolist()[:10]}{' ...' if len(data.counts) > 10 else ''} -> {output}"
+    )
+    return 0
+
+
+def _cmd_weights(args) -> int:
+    from .weights import class_balanced_weights, effective_number
+
+    header = f"{'class':>5} {'n':>10}" + "".join(
+        f" {'E(b=' + format(b, 'g') + ')':>14} {'w(b=' + format(b, 'g') + ')':>12}"
+        for b in args.beta
+    )
+    print(header)
+    columns = [
+        (effective_number(args.counts, b), class_balanced_weights(args.counts, b))
+        for b in args.beta
+    ]
+    for i, n in enumerate(args.counts):
+        row = f"{i:>5} {n:>10g}"
+        for e, w in columns:
+            row += f" {e[i].item():>14.4f} {w[i].item():>12.4f}"
+        print(row)
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(
+        args.out,
+        epochs=args.epochs,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        progress=args.progress is not False,
+        log=_info,
+    )
+    return 0
+
+
+def _cmd_plot(args) -> int:
+    from . import plots
+
+    if args.what == "effective-number":
+        path = plots.plot_effective_number(
+            args.output, betas=tuple(args.beta), max_samples=args.max_samples
+        )
+        _info(f"wrote {path}")
+        return 0
+    if not args.run:
+        raise ValueError("plot run needs --run RUN_FOLDER")
+    run = Path(args.run)
+    metrics_path, history_path = run / "metrics.json", run / "history.json"
+    if not metrics_path.is_file():
+        raise FileNotFoundError(f"no metrics.json in {run}: is it a finished run folder?")
+    metrics = json.loads(metrics_path.read_text())
+    out = Path(args.output)
+    plots.plot_class_distribution(out / "class_distribution.png", metrics["train_counts"])
+    acc = [0.0 if v is None else v for v in metrics["per_class_accuracy"]]
+    plots.plot_per_class_accuracy(
+        out / "per_class_accuracy.png", {run.name: acc}, counts=metrics["train_counts"]
+    )
+    if history_path.is_file():
+        history = json.loads(history_path.read_text())
+        if len(history) >= 2:
+            plots.plot_error_curves(
+                out / "error_curve.png",
+                {run.name: ([h["epoch"] for h in history], [h["error_percent"] for h in history])},
+            )
+    _info(f"wrote plots to {out}")
+    return 0
+
+
+def _info(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .engine.trainer import NonFiniteLoss, TrainingInterrupted
+
+    try:
+        return args.func(args)
+    except TrainingInterrupted as exc:
+        print(f"classbalanced: {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print("classbalanced: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except NonFiniteLoss as exc:
+        print(f"classbalanced: error: {exc}", file=sys.stderr)
+        return 1
+    except (ValueError, TypeError, OSError) as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"classbalanced: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

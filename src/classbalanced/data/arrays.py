@@ -1,0 +1,345 @@
+"""In-memory image datasets: ``ImageArrays`` and loaders for .npz files, class folders, digits.
+
+``ImageArrays`` holds ``images`` (uint8, shape (N, H, W, C)), ``labels`` (int64,
+shape (N,)) and ``class_names`` (``num_classes`` strings; every label is in
+``[0, num_classes)``). Loaders validate at the boundary and raise one-line
+ValueError / TypeError / FileNotFoundError messages.
+
+Example:
+    >>> import numpy as np
+    >>> ds = ImageArrays(np.zeros((3, 2, 2, 1), np.uint8), np.array([0, 1, 1]), ["a", "b"])
+    >>> ds.num_classes, ds.image_shape, ds.counts().tolist()
+    (2, (2, 2, 1), [1, 2])
+    >>> ds.subset([2, 0]).labels.tolist()
+    [1, 0]
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "IMG_EXTENSIONS",
+    "ImageArrays",
+    "load_digits",
+    "load_image_folder",
+    "load_npz",
+]
+
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def _is_int_dtype(arr: np.ndarray) -> bool:
+    return np.issubdtype(arr.dtype, np.integer)
+
+
+@dataclass
+class ImageArrays:
+    """Images with integer labels.
+
+    Attributes:
+        images: uint8 array, shape (N, H, W, C).
+        labels: int64 array, shape (N,), values in ``[0, len(class_names))``
+            (any integer array is accepted and converted to int64).
+        class_names: one name per class.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    class_names: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.images, np.ndarray):
+            raise TypeError(f"images: expected a numpy array, got {type(self.images).__name__}")
+        if self.images.dtype != np.uint8:
+            raise TypeError(f"images: expected uint8 images, got {self.images.dtype}")
+        if self.images.ndim != 4:
+            raise ValueError(
+                f"images: expected shape (N, H, W, C), got {self.images.ndim} dimensions {self.images.shape}"
+            )
+        labels = np.asarray(self.labels)
+        if not _is_int_dtype(labels):
+            raise TypeError(f"labels: expected integer labels, got {labels.dtype}")
+        if labels.ndim != 1:
+            raise ValueError(f"labels: expected shape (N,), got {labels.shape}")
+        if len(labels) != len(self.images):
+            raise ValueError(
+                f"labels: expected one label per image ({len(self.images)}), got {len(labels)}"
+            )
+        self.labels = labels.astype(np.int64, copy=False)
+        names = list(self.class_names)
+        if not all(isinstance(n, str) for n in names):
+            raise TypeError("class_names: expected a list of str, got other types")
+        if not names:
+            raise ValueError("class_names: expected at least one class name, got none")
+        self.class_names = names
+        if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= len(names)):
+            bad = int(self.labels.min() if self.labels.min() < 0 else self.labels.max())
+            raise ValueError(f"labels: expected values in [0, {len(names)}), got {bad}")
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (``len(class_names)``)."""
+        return len(self.class_names)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of every image."""
+        h, w, c = self.images.shape[1:]
+        return (int(h), int(w), int(c))
+
+    def __len__(self) -> int:
+        return int(len(self.labels))
+
+    def counts(self) -> np.ndarray:
+        """Per-class image counts, int64 shape (num_classes,)."""
+        return np.bincount(self.labels, minlength=self.num_classes).astype(np.int64)
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> ImageArrays:
+        """A new ``ImageArrays`` with the images at ``indices`` (integer positions), same classes."""
+        idx = np.asarray(indices)
+        if idx.size == 0:
+            idx = idx.astype(np.int64)
+        if not _is_int_dtype(idx):
+            raise TypeError(f"subset: expected integer indices, got {idx.dtype}")
+        if idx.ndim != 1:
+            raise ValueError(f"subset: expected a 1-D index array, got shape {idx.shape}")
+        n = len(self)
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            bad = int(idx.min() if idx.min() < 0 else idx.max())
+            raise ValueError(f"subset: expected indices in [0, {n}), got {bad}")
+        return ImageArrays(self.images[idx], self.labels[idx], list(self.class_names))
+
+
+# --------------------------------------------------------------------------- npz
+
+
+def load_npz(path: str | os.PathLike) -> ImageArrays:
+    """Load images from an ``.npz`` with keys ``x``, ``y`` and optional ``class_names``.
+
+    ``x``: uint8, shape (N, H, W) (a channel axis is added) or (N, H, W, C) with
+    C in {1, 3, 4}. ``y``: integer, shape (N,), values >= 0. ``class_names``:
+    strings, at least ``max(y) + 1`` of them (default ``"0"``, ``"1"``, ...).
+    Loaded with ``allow_pickle=False``.
+
+    Example:
+        >>> import os, tempfile, numpy as np
+        >>> p = os.path.join(tempfile.mkdtemp(), "toy.npz")
+        >>> np.savez(p, x=np.zeros((4, 5, 5), np.uint8), y=np.array([0, 1, 2, 2]))
+        >>> ds = load_npz(p)
+        >>> ds.images.shape, ds.class_names
+        ((4, 5, 5, 1), ['0', '1', '2'])
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"npz file not found: expected a file at {p}")
+    try:
+        npz = np.load(p, allow_pickle=False)
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise ValueError(f"not an .npz archive {p}: expected keys x and y, got a single array")
+        with npz:
+            keys = list(npz.keys())
+            for key in ("x", "y"):
+                if key not in keys:
+                    raise ValueError(
+                        f"missing key {key!r} in {p}: expected keys x, y (and optional class_names), got {keys}"
+                    )
+            x = npz["x"]
+            y = npz["y"]
+            names = npz["class_names"] if "class_names" in keys else None
+    except ValueError as exc:
+        msg = str(exc)
+        if msg.startswith(("missing key", "not an .npz")):
+            raise
+        raise ValueError(f"not a valid .npz file {p}: {' '.join(msg.split())}") from exc
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:
+        raise ValueError(f"not a valid .npz file {p}: {' '.join(str(exc).split())}") from exc
+
+    if x.dtype != np.uint8:
+        raise ValueError(f"wrong dtype for x in {p}: expected uint8 images, got {x.dtype}")
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4 or x.shape[-1] not in (1, 3, 4):
+        raise ValueError(
+            f"wrong shape for x in {p}: expected (N, H, W) or (N, H, W, C) with C in 1/3/4, got {x.shape}"
+        )
+    if not _is_int_dtype(y):
+        raise ValueError(f"wrong dtype for y in {p}: expected integer labels, got {y.dtype}")
+    if y.ndim != 1:
+        raise ValueError(f"wrong shape for y in {p}: expected (N,), got {y.shape}")
+    if len(x) == 0:
+        raise ValueError(f"empty dataset in {p}: expected at least one image, got 0")
+    if len(y) != len(x):
+        raise ValueError(
+            f"length mismatch in {p}: expected {len(x)} labels (one per image), got {len(y)}"
+        )
+    if y.min() < 0:
+        raise ValueError(f"negative label in {p}: expected labels >= 0, got {int(y.min())}")
+    num_classes = int(y.max()) + 1
+    if names is None:
+        class_names = [str(i) for i in range(num_classes)]
+    else:
+        if names.ndim != 1 or names.dtype.kind not in "US":
+            raise ValueError(
+                f"wrong class_names in {p}: expected a 1-D array of strings, got {names.dtype} {names.shape}"
+            )
+        class_names = [
+            n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in names.tolist()
+        ]
+        if len(class_names) < num_classes:
+            raise ValueError(
+                f"too few class_names in {p}: expected at least {num_classes} (max label + 1), got {len(class_names)}"
+            )
+    return ImageArrays(np.ascontiguousarray(x), y.astype(np.int64), class_names)
+
+
+# --------------------------------------------------------------------------- image folder
+
+
+def _size_hw(image_size: int | Sequence[int] | None) -> tuple[int, int] | None:
+    if image_size is None:
+        return None
+    if isinstance(image_size, bool):
+        raise TypeError("image_size: expected an int or (height, width), got bool")
+    if isinstance(image_size, int | np.integer):
+        hw = (int(image_size), int(image_size))
+    else:
+        try:
+            hw = tuple(int(v) for v in image_size)  # type: ignore[union-attr]
+        except TypeError:
+            raise TypeError(
+                f"image_size: expected an int or (height, width), got {type(image_size).__name__}"
+            ) from None
+        if len(hw) != 2:
+            raise ValueError(f"image_size: expected (height, width), got {len(hw)} values")
+    if min(hw) < 1:
+        raise ValueError(f"image_size: expected positive sizes, got {hw}")
+    return hw  # type: ignore[return-value]
+
+
+def _list_images(folder: Path) -> list[Path]:
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if not name.startswith(".") and name.lower().endswith(IMG_EXTENSIONS):
+                found.append(Path(dirpath) / name)
+    return found
+
+
+def load_image_folder(
+    root: str | os.PathLike, *, image_size: int | Sequence[int] | None = None
+) -> ImageArrays:
+    """Load a torchvision ``ImageFolder`` tree (``root/<class>/<image>``) into memory as RGB.
+
+    Classes are the sorted sub-folder names (hidden ones skipped); images are
+    found recursively by extension and decoded with PIL to RGB. With
+    ``image_size`` (int or (height, width)) every image is resized (bilinear);
+    without it all images must share the first image's size.
+
+    Returns:
+        ImageArrays with images uint8 (N, H, W, 3).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    base = Path(root)
+    if not base.exists():
+        raise FileNotFoundError(f"image folder not found: expected a folder at {base}")
+    if not base.is_dir():
+        raise ValueError(
+            f"not a folder: expected root/<class>/<image> layout at {base}, got a file"
+        )
+    hw = _size_hw(image_size)
+    classes = sorted(e.name for e in os.scandir(base) if e.is_dir() and not e.name.startswith("."))
+    if not classes:
+        raise ValueError(
+            f"no class folders in {base}: expected root/<class>/<image> layout, got none"
+        )
+    files: list[Path] = []
+    labels: list[int] = []
+    empty: list[str] = []
+    for label, name in enumerate(classes):
+        imgs = _list_images(base / name)
+        if not imgs:
+            empty.append(name)
+        files.extend(imgs)
+        labels.extend([label] * len(imgs))
+    if empty:
+        raise ValueError(
+            f"empty class folders in {base}: expected images ({', '.join(IMG_EXTENSIONS)}) in every class, got none in {', '.join(empty)}"
+        )
+    arrays: list[np.ndarray] = []
+    first_shape: tuple[int, int] | None = None
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                im = im.convert("RGB")
+                if hw is not None and (im.height, im.width) != hw:
+                    im = im.resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
+                arr = np.asarray(im, dtype=np.uint8)
+        except (OSError, UnidentifiedImageError, ValueError) as exc:
+            raise ValueError(f"cannot read image {f}: {' '.join(str(exc).split())}") from exc
+        if first_shape is None:
+            first_shape = arr.shape[:2]
+        elif arr.shape[:2] != first_shape:
+            raise ValueError(
+                f"image size mismatch: expected {first_shape[0]}x{first_shape[1]} (HxW, like {files[0]}), "
+                f"got {arr.shape[0]}x{arr.shape[1]} for {f}; pass image_size to resize"
+            )
+        arrays.append(arr)
+    images = np.stack(arrays).astype(np.uint8, copy=False)
+    return ImageArrays(images, np.asarray(labels, dtype=np.int64), classes)
+
+
+# --------------------------------------------------------------------------- digits
+
+
+def load_digits(*, test_per_class: int = 50, seed: int = 0) -> tuple[ImageArrays, ImageArrays]:
+    """scikit-learn's bundled 8x8 digits (offline) as a (train, test) split.
+
+    Pixel values 0..16 are scaled to uint8 by ``round(v * 255 / 16)``; images are
+    (N, 8, 8, 1). The test set holds ``test_per_class`` images of each digit,
+    chosen by ``np.random.default_rng(seed)``; the remaining images are the
+    training set (both in the original order). Class names are "0".."9".
+
+    Example:
+        >>> train, test = load_digits(test_per_class=10, seed=0)
+        >>> len(train) + len(test), test.counts().tolist()
+        (1797, [10, 10, 10, 10, 10, 10, 10, 10, 10, 10])
+    """
+    from sklearn.datasets import load_digits as _sk_load_digits
+
+    if isinstance(test_per_class, bool) or not isinstance(test_per_class, int | np.integer):
+        raise TypeError(f"test_per_class: expected an int, got {type(test_per_class).__name__}")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
+    bunch = _sk_load_digits()
+    images = np.rint(np.asarray(bunch.images, dtype=np.float64) * 255.0 / 16.0)
+    images = np.clip(images, 0, 255).astype(np.uint8)[..., None]
+    labels = np.asarray(bunch.target, dtype=np.int64)
+    num_classes = int(labels.max()) + 1
+    smallest = int(np.bincount(labels, minlength=num_classes).min())
+    if not 0 <= test_per_class < smallest:
+        raise ValueError(
+            f"test_per_class: expected 0 <= value < {smallest} (smallest digit class), got {test_per_class}"
+        )
+    rng = np.random.default_rng(seed)
+    test_idx = np.concatenate(
+        [
+            rng.choice(np.flatnonzero(labels == c), size=int(test_per_class), replace=False)
+            for c in range(num_classes)
+        ]
+    ).astype(np.int64)
+    test_idx.sort()
+    is_test = np.zeros(len(labels), dtype=bool)
+    is_test[test_idx] = True
+    train_idx = np.flatnonzero(~is_test)
+    names = [str(c) for c in range(num_classes)]
+    full = ImageArrays(images, labels, names)
+    return full.subset(train_idx), full.subset(test_idx)

@@ -1,0 +1,21 @@
+"""Training engine: loop and schedule, evaluation metrics, checkpoints, distributed setup."""
+
+from .checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from .metrics import EvalCounts, shot_groups, summarize
+from .trainer import LRSchedule, NonFiniteLoss, TrainingInterrupted, evaluate, prepare_data, train
+
+__all__ = [
+    "EvalCounts",
+    "LRSchedule",
+    "NonFiniteLoss",
+    "TrainingInterrupted",
+    "evaluate",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "load_checkpoint",
+    "prepare_data",
+    "save_checkpoint",
+    "shot_groups",
+    "summarize",
+    "train",
+]

@@ -1,0 +1,644 @@
+"""The training engine: data on the device, the paper's schedule, evaluation, checkpoints.
+
+The loop receives a loss object and never branches on loss names: a loss that
+wants the classifier-bias prior says so through ``uses_prior_bias``.
+
+Data order and augmentation are a pure function of ``(seed, epoch)``: each
+epoch draws its permutation and all of its crop / flip parameters from one
+generator seeded from both, at the start of the epoch. A run resumed from a
+checkpoint at any step therefore continues exactly as the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..config import TrainConfig, config_differences
+from ..data.arrays import ImageArrays
+from ..data.augment import crop_flip, normalize_images
+from ..data.longtail import longtail_indices
+from ..data.registry import load_dataset
+from ..data.safe_io import atomic_write_json
+from ..losses import build_loss, init_prior_bias_, parameter_groups
+from ..models.registry import build_model
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .distributed import DistContext, all_reduce_sum, cleanup_distributed, setup_distributed
+from .metrics import EvalCounts, summarize
+
+__all__ = [
+    "TrainingInterrupted",
+    "NonFiniteLoss",
+    "LRSchedule",
+    "prepare_data",
+    "prepare_run_folder",
+    "evaluate",
+    "train",
+    "RUN_FILES",
+]
+
+#: files and folders a run writes (the only ones --overwrite removes)
+RUN_FILES = (
+    "config.json",
+    "metrics.json",
+    "history.json",
+    "subset.json",
+    "checkpoints",
+    "tensorboard",
+    "class_distribution.png",
+    "per_class_accuracy.png",
+    "error_curve.png",
+)
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGINT / SIGTERM: a checkpoint was written; ``--resume`` continues."""
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+# ---------------------------------------------------------------------------
+# schedule
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LRSchedule:
+    """Linear warm-up from 0 over ``warmup_epochs``, then step decays at ``decay_epochs``.
+
+    >>> s = LRSchedule(base_lr=0.1, warmup_epochs=5, decay_epochs=(160, 180), decay_factors=(0.01, 0.0001), steps_per_epoch=10)
+    >>> round(s(0), 6), round(s(49), 6), s(50), s(1599), s(1600), s(1800)
+    (0.002, 0.1, 0.1, 0.1, 0.001, 1e-05)
+    """
+
+    base_lr: float
+    warmup_epochs: int
+    decay_epochs: tuple[int, ...]
+    decay_factors: tuple[float, ...]
+    steps_per_epoch: int
+
+    def __call__(self, step: int) -> float:
+        warmup_steps = self.warmup_epochs * self.steps_per_epoch
+        if step < warmup_steps:
+            return self.base_lr * (step + 1) / warmup_steps
+        epoch = step // self.steps_per_epoch
+        factor = 1.0
+        for boundary, value in zip(self.decay_epochs, self.decay_factors, strict=True):
+            if epoch >= boundary:
+                factor = value
+        return self.base_lr * factor
+
+
+# ---------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class PreparedData:
+    train: ImageArrays
+    test: ImageArrays
+    indices: np.ndarray  # kept positions in the full training set
+    counts: np.ndarray  # per-class training counts after subsetting
+
+
+def prepare_data(cfg: TrainConfig) -> PreparedData:
+    """Load the dataset named in ``cfg`` and take its seeded long-tailed subset."""
+    full_train, test = load_dataset(
+        cfg.dataset,
+        data_dir=cfg.data_dir,
+        download=cfg.download,
+        train_data=cfg.train_data,
+        test_data=cfg.test_data,
+        image_size=cfg.image_size,
+        progress=cfg.progress,
+        seed=cfg.seed,
+    )
+    indices, counts = longtail_indices(
+        full_train.labels,
+        cfg.imbalance_factor,
+        seed=cfg.seed,
+        profile=cfg.profile,
+        num_classes=full_train.num_classes,
+    )
+    return PreparedData(full_train.subset(indices), test, indices, counts)
+
+
+def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+@dataclass
+class EpochPlan:
+    order: Tensor  # (steps * batch,) positions into the training set
+    top: Tensor
+    left: Tensor
+    flips: Tensor | None
+
+
+def epoch_plan(
+    n: int, batch: int, steps: int, seed: int, epoch: int, pad: int, flip: bool
+) -> EpochPlan:
+    """The permutation and every augmentation parameter of one epoch, drawn up front."""
+    g = _epoch_generator(seed, epoch)
+    order = torch.randperm(n, generator=g)[: steps * batch]
+    size = order.numel()
+    top = torch.randint(0, 2 * pad + 1, (size,), generator=g)
+    left = torch.randint(0, 2 * pad + 1, (size,), generator=g)
+    flips = torch.rand(size, generator=g) < 0.5 if flip else None
+    return EpochPlan(order, top, left, flips)
+
+
+# ---------------------------------------------------------------------------
+# run folder
+# ---------------------------------------------------------------------------
+
+
+def prepare_run_folder(out: Path, cfg: TrainConfig) -> bool:
+    """Create / check the run folder. Returns True when resuming an existing run.
+
+    Refuses a folder that holds a different run unless ``resume`` (same config,
+    or ``force``) or ``overwrite``; never touches files a run did not write.
+    """
+    config_path = out / "config.json"
+    if cfg.resume:
+        if not config_path.is_file():
+            raise ValueError(f"nothing to resume in {out}: no config.json there")
+        old = json.loads(config_path.read_text(encoding="utf-8"))
+        differ = config_differences(old, cfg.to_dict())
+        if differ and not cfg.force:
+            raise ValueError(
+                f"{out} holds a run with a different config (keys: {', '.join(differ)}); "
+                "resume with the same settings or add --force"
+            )
+        return True
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not config_path.is_file():
+            raise ValueError(
+                f"--out {out} is not empty and holds no classbalanced run; choose another folder"
+            )
+        if not cfg.overwrite:
+            raise ValueError(
+                f"{out} already holds a run: pass --resume to continue it or --overwrite to replace it"
+            )
+        for name in RUN_FILES:
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    return False
+
+
+# ---------------------------------------------------------------------------
+# evaluation
+# ---------------------------------------------------------------------------
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    *,
+    batch_size: int = 1000,
+    precision: str = "fp32",
+    channels_last: bool = False,
+    ctx: DistContext | None = None,
+    num_classes: int | None = None,
+) -> EvalCounts:
+    """Top-1 / top-5 counts of ``model`` on uint8 ``images (N, C, H, W)``, summed over ranks.
+
+    Each rank evaluates positions ``rank, rank + world, ...``: no image is
+    counted twice and none is padded in.
+    """
+    ctx = ctx or DistContext(device=images.device)
+    was_training = model.training
+    model.eval()
+    num_classes = num_classes or int(labels.max()) + 1
+    counts = EvalCounts.zeros(num_classes, device=images.device)
+    positions = torch.arange(ctx.rank, images.shape[0], ctx.world_size, device=images.device)
+    for start in range(0, positions.numel(), batch_size):
+        idx = positions[start : start + batch_size]
+        x = normalize_images(images[idx])
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(images.device, precision):
+            logits = model(x)
+        counts.update(logits.float(), labels[idx])
+    stacked = all_reduce_sum(counts.stacked(), ctx)
+    model.train(was_training)
+    return EvalCounts.from_stacked(stacked, counts.k)
+
+
+# ---------------------------------------------------------------------------
+# training
+# ---------------------------------------------------------------------------
+
+
+class _StopFlag:
+    """Set by SIGINT / SIGTERM; the loop finishes its step, checkpoints and stops."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopFlag:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.signal = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _regularization_loss(groups: list[dict]) -> float:
+    total = 0.0
+    for group in groups:
+        if group["weight_decay"]:
+            total += (
+                0.5
+                * group["weight_decay"]
+                * sum(float(p.detach().pow(2).sum()) for p in group["params"])
+            )
+    return total
+
+
+def _log_scalars(writer, metrics: dict, epoch: int) -> None:
+    if writer is None:
+        return
+    for key in (
+        "accuracy",
+        "error_percent",
+        "top5_accuracy",
+        "many_shot_accuracy",
+        "medium_shot_accuracy",
+        "few_shot_accuracy",
+    ):
+        if metrics.get(key) is not None:
+            writer.add_scalar(f"test/{key}", metrics[key], epoch)
+    per_class = metrics["per_class_accuracy"]
+    if len(per_class) <= 100:
+        for i, value in enumerate(per_class):
+            if value is not None:
+                writer.add_scalar(f"test_per_class_accuracy/class_{i:03d}", value, epoch)
+    values = [v for v in per_class if v is not None]
+    if values:
+        writer.add_histogram("test/per_class_accuracy", np.asarray(values), epoch)
+    writer.flush()
+
+
+def train(cfg: TrainConfig, *, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train and evaluate as ``cfg`` says; write the run folder; return the final metrics.
+
+    Raises ``TrainingInterrupted`` after SIGINT / SIGTERM (a checkpoint is saved
+    first) and ``NonFiniteLoss`` if the loss stops being finite.
+    """
+    cfg = cfg.resolved()
+    ctx = setup_distributed(cfg.device)
+    try:
+        return _train(cfg, ctx, log)
+    finally:
+        cleanup_distributed(ctx)
+
+
+def _train(cfg: TrainConfig, ctx: DistContext, log: Callable[[str], None]) -> dict[str, Any]:
+    out = Path(cfg.out)
+    device = ctx.device
+    if cfg.batch_size % ctx.world_size:
+        raise ValueError(
+            f"batch_size is the global batch and must divide evenly over {ctx.world_size} processes, got {cfg.batch_size}"
+        )
+    resuming = prepare_run_folder(out, cfg) if ctx.is_main else cfg.resume
+    if ctx.distributed:
+        torch.distributed.barrier()
+    data = prepare_data(cfg)
+    counts = data.counts
+    num_classes = data.train.num_classes
+    if ctx.is_main and not resuming:
+        atomic_write_json(out / "config.json", cfg.to_dict())
+        atomic_write_json(
+            out / "subset.json",
+            {
+                "counts": counts.tolist(),
+                "class_names": data.train.class_names,
+                "indices": data.indices.tolist(),
+            },
+        )
+
+    # data on the device as uint8 (N, C, H, W)
+    x_train = torch.from_numpy(data.train.images).permute(0, 3, 1, 2).contiguous().to(device)
+    y_train = torch.from_numpy(data.train.labels).to(device)
+    x_test = torch.from_numpy(data.test.images).permute(0, 3, 1, 2).contiguous().to(device)
+    y_test = torch.from_numpy(data.test.labels).to(device)
+    in_channels = x_train.shape[1]
+
+    # model, loss, optimiser: initialisation seeded without touching the global RNG state
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg.model, num_classes, in_channels=in_channels)
+    loss_fn = build_loss(cfg.loss, counts, beta=cfg.beta, gamma=cfg.gamma)
+    no_decay = []
+    if getattr(loss_fn, "uses_prior_bias", False):
+        init_prior_bias_(model.fc)
+        no_decay.append(model.fc.bias)
+    model.to(device)
+    loss_fn.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    groups = parameter_groups(model, cfg.weight_decay, no_decay=no_decay)
+    optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+
+    n_train = x_train.shape[0]
+    batch = min(cfg.batch_size, n_train - n_train % ctx.world_size)
+    steps_per_epoch = max(1, n_train // batch)
+    schedule = LRSchedule(
+        cfg.lr,
+        cfg.warmup_epochs,
+        tuple(cfg.decay_epochs),
+        tuple(cfg.decay_factors),
+        steps_per_epoch,
+    )
+
+    start_step = 0
+    resumed_loss = None
+    history: list[dict] = []
+    train_seconds, train_images = 0.0, 0
+    if resuming:
+        path = latest_checkpoint(out / "checkpoints")
+        if path is not None:
+            state = load_checkpoint(path)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            start_step = int(state["global_step"])
+            history = list(state.get("history", []))
+            train_seconds = float(state.get("train_seconds", 0.0))
+            train_images = int(state.get("train_images", 0))
+            resumed_loss = (float(state["epoch_loss_sum"]), int(state["epoch_loss_count"]))
+            if ctx.is_main:
+                log(f"resuming {out} from {path.name} (step {start_step})")
+        elif ctx.is_main:
+            log(f"no checkpoint in {out}: starting from the beginning")
+
+    ddp_model = model
+    if ctx.distributed:
+        ddp_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    forward = torch.compile(ddp_model) if cfg.compile else ddp_model
+
+    writer = None
+    if ctx.is_main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(
+            str(out / "tensorboard"),
+            purge_step=start_step // steps_per_epoch + 1 if start_step else None,
+        )
+        log(
+            f"training {cfg.model} on {cfg.dataset} (IF {cfg.imbalance_factor:g}, {n_train} images, {num_classes} classes) "
+            f"with {cfg.loss} loss (beta {cfg.beta}, gamma {cfg.gamma}) for {cfg.epochs} epochs on {device}"
+            + (f" x{ctx.world_size}" if ctx.distributed else "")
+        )
+
+    from tqdm.auto import tqdm
+
+    local = batch // ctx.world_size
+    metrics: dict[str, Any] = history[-1] if history else {}
+    step = start_step
+    ddp_model.train()
+    with _StopFlag() as stop:
+        for epoch in range(start_step // steps_per_epoch, cfg.epochs):
+            plan = epoch_plan(n_train, batch, steps_per_epoch, cfg.seed, epoch, cfg.pad, cfg.flip)
+            first = step - epoch * steps_per_epoch
+            bar = tqdm(
+                total=steps_per_epoch,
+                initial=first,
+                desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                disable=not (cfg.progress and ctx.is_main),
+                leave=False,
+                dynamic_ncols=True,
+            )
+            loss_sum = torch.zeros((), device=device)
+            loss_count = 0
+            if first and resumed_loss is not None:  # resumed in the middle of this epoch
+                loss_sum += resumed_loss[0]
+                loss_count = resumed_loss[1]
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            tick = time.perf_counter()
+            images_before = train_images
+            for s in range(first, steps_per_epoch):
+                lo = s * batch + ctx.rank * local
+                sl = slice(lo, lo + local)
+                idx = plan.order[sl].to(device, non_blocking=True)
+                xb = crop_flip(
+                    x_train[idx],
+                    plan.top[sl],
+                    plan.left[sl],
+                    None if plan.flips is None else plan.flips[sl],
+                    padding=cfg.pad,
+                )
+                xb = normalize_images(xb)
+                if cfg.channels_last:
+                    xb = xb.contiguous(memory_format=torch.channels_last)
+                lr = schedule(step)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                with _autocast(device, cfg.precision):
+                    logits = forward(xb)
+                loss = loss_fn(logits, y_train[idx])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                step += 1
+                train_images += batch
+                loss_sum += loss.detach()
+                loss_count += 1
+                if s % 20 == 0 or s == steps_per_epoch - 1:
+                    value = float(loss.detach())
+                    if not math.isfinite(value):
+                        last = latest_checkpoint(out / "checkpoints")
+                        raise NonFiniteLoss(
+                            f"loss became {value} at epoch {epoch + 1}, step {s + 1}; "
+                            f"last good checkpoint: {last if last else 'none'} (try a lower --lr)"
+                        )
+                    bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.4g}")
+                bar.update(1)
+                if stop.signal is not None:
+                    break
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            train_seconds += time.perf_counter() - tick
+            bar.close()
+            epoch_done = step == (epoch + 1) * steps_per_epoch
+            if stop.signal is not None:
+                if ctx.is_main:
+                    path = save_checkpoint(
+                        out / "checkpoints",
+                        step,
+                        _checkpoint_state(
+                            model,
+                            optimizer,
+                            history,
+                            train_seconds,
+                            train_images,
+                            cfg,
+                            (float(loss_sum), loss_count),
+                        ),
+                        keep=cfg.keep_checkpoints,
+                    )
+                    log(
+                        f"stopped by signal {stop.signal} at epoch {epoch + 1}, step {step}; checkpoint {path}"
+                    )
+                raise TrainingInterrupted(
+                    f"interrupted at step {step}: run again with --resume to continue"
+                )
+            if not epoch_done:
+                continue
+            mean_loss = float(loss_sum) / max(loss_count, 1)
+            images_per_second = (train_images - images_before) / max(
+                time.perf_counter() - tick, 1e-9
+            )
+            if writer is not None:
+                writer.add_scalar("train/learning_rate", schedule(step - 1), epoch + 1)
+                writer.add_scalar("train/network_loss", mean_loss, epoch + 1)
+                writer.add_scalar(
+                    "train/regularization_loss", _regularization_loss(groups), epoch + 1
+                )
+                writer.add_scalar("train/epoch", epoch + 1, epoch + 1)
+                writer.add_scalar("train/images_per_second", images_per_second, epoch + 1)
+            last_epoch = epoch + 1 == cfg.epochs
+            if (epoch + 1) % cfg.eval_every == 0 or last_epoch:
+                eval_counts = evaluate(
+                    model,
+                    x_test,
+                    y_test,
+                    batch_size=cfg.eval_batch_size,
+                    precision=cfg.precision,
+                    channels_last=cfg.channels_last,
+                    ctx=ctx,
+                    num_classes=num_classes,
+                )
+                metrics = summarize(eval_counts, counts)
+                metrics.update(
+                    epoch=epoch + 1,
+                    train_loss=mean_loss,
+                    train_images_per_second=train_images / max(train_seconds, 1e-9),
+                )
+                history.append({k: v for k, v in metrics.items() if k != "per_class_accuracy"})
+                if ctx.is_main:
+                    _log_scalars(writer, metrics, epoch + 1)
+                    summary = _summary_fields(cfg, counts)
+                    atomic_write_json(out / "metrics.json", {**summary, **metrics})
+                    atomic_write_json(out / "history.json", history)
+                    save_checkpoint(
+                        out / "checkpoints",
+                        step,
+                        _checkpoint_state(
+                            model,
+                            optimizer,
+                            history,
+                            train_seconds,
+                            train_images,
+                            cfg,
+                            (float(loss_sum), loss_count),
+                        ),
+                        keep=cfg.keep_checkpoints,
+                    )
+                    log(_eval_line(metrics, cfg.epochs))
+    if writer is not None:
+        writer.close()
+    if ctx.is_main:
+        _final_plots(out, data, metrics, history)
+    return {**_summary_fields(cfg, counts), **metrics}
+
+
+def _checkpoint_state(
+    model, optimizer, history, train_seconds, train_images, cfg, epoch_loss
+) -> dict[str, Any]:
+    """Everything a resumed run needs to continue exactly (the data order is re-derived)."""
+    return {
+        "epoch_loss_sum": float(epoch_loss[0]),
+        "epoch_loss_count": int(epoch_loss[1]),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "history": list(history),
+        "train_seconds": train_seconds,
+        "train_images": train_images,
+        "config": cfg.to_dict(),
+    }
+
+
+def _summary_fields(cfg: TrainConfig, counts: np.ndarray) -> dict[str, Any]:
+    return {
+        "dataset": cfg.dataset,
+        "imbalance_factor": cfg.imbalance_factor,
+        "loss": cfg.loss,
+        "beta": cfg.beta,
+        "gamma": cfg.gamma,
+        "model": cfg.model,
+        "seed": cfg.seed,
+        "epochs": cfg.epochs,
+        "train_counts": counts.tolist(),
+    }
+
+
+def _pct(value) -> str:
+    return "  -  " if value is None else f"{100 * value:5.1f}"
+
+
+def _eval_line(m: dict, epochs: int) -> str:
+    return (
+        f"epoch {m['epoch']:>3}/{epochs}  loss {m['train_loss']:.4f}  test error {m['error_percent']:.2f}%  "
+        f"many/medium/few acc {_pct(m['many_shot_accuracy'])}/{_pct(m['medium_shot_accuracy'])}/"
+        f"{_pct(m['few_shot_accuracy'])}  {m['train_images_per_second']:.0f} img/s"
+    )
+
+
+def _final_plots(out: Path, data: PreparedData, metrics: dict, history: list[dict]) -> None:
+    from .. import plots
+
+    names = data.train.class_names
+    plots.plot_class_distribution(out / "class_distribution.png", data.counts, class_names=names)
+    if metrics.get("per_class_accuracy"):
+        acc = [0.0 if v is None else v for v in metrics["per_class_accuracy"]]
+        plots.plot_per_class_accuracy(
+            out / "per_class_accuracy.png", {"test": acc}, counts=data.counts, class_names=names
+        )
+    if len(history) >= 2:
+        plots.plot_error_curves(
+            out / "error_curve.png",
+            {"test error": ([h["epoch"] for h in history], [h["error_percent"] for h in history])},
+        )

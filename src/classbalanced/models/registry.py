@@ -1,0 +1,184 @@
+"""Model names -> constructors.
+
+Built-in names (case-insensitive):
+
+- ``resnet{D}`` with D = 6n+2 (resnet8, resnet20, resnet32, resnet56, resnet110, ...):
+  :class:`~classbalanced.models.cifar_resnet.CifarResNet` ``version="v1"``
+  (post-activation, the reference recipe's ResNet-32).
+- ``resnet{D}_v2`` with D = 6n+2: pre-activation basic blocks (``version="v2"``).
+- ``resnet{D}_bottleneck`` with D = 9n+2 (resnet20_bottleneck, resnet164_bottleneck, ...):
+  pre-activation bottlenecks (``version="bottleneck"``).
+- **Exception:** plain ``resnet50``, ``resnet101`` and ``resnet152`` are torchvision's
+  ImageNet ResNets (random initialisation, ``num_classes`` outputs, RGB input only),
+  the models of the large-scale experiments (REFERENCE section 7). The CIFAR networks
+  of those depths are reachable with the ``cifar_`` prefix, which every CIFAR name
+  accepts: ``cifar_resnet50`` (v1, n = 8), ``cifar_resnet152`` (v1, n = 25),
+  ``cifar_resnet32`` (same as ``resnet32``). (101 is not 6n+2, so there is no
+  ``cifar_resnet101`` v1, but ``resnet101_bottleneck`` is 9n+2 with n = 11.)
+
+Depths are parsed, not enumerated. Every model returned exposes its classifier as
+``model.fc`` (an ``nn.Linear`` with bias), torchvision's included.
+
+Further constructors can be added with :func:`register_model`; a constructor is
+called as ``factory(num_classes, in_channels=in_channels)`` and returns an
+``nn.Module``.
+"""
+
+from __future__ import annotations
+
+import numbers
+import re
+from collections.abc import Callable
+
+from torch import nn
+
+from .cifar_resnet import CifarResNet, blocks_per_stage
+
+__all__ = ["MODEL_REGISTRY", "ModelFactory", "available_models", "build_model", "register_model"]
+
+#: ``factory(num_classes, *, in_channels) -> nn.Module``
+ModelFactory = Callable[..., nn.Module]
+
+#: Explicitly registered names (lower case) -> constructors. The parsed CIFAR names
+#: (``[cifar_]resnet{D}[_v2|_bottleneck]``) are resolved by :func:`build_model`
+#: and are not stored here.
+MODEL_REGISTRY: dict[str, ModelFactory] = {}
+
+_CIFAR_NAME = re.compile(r"(?P<prefix>cifar_)?resnet(?P<depth>[0-9]+)(?P<suffix>_v2|_bottleneck)?")
+_SUFFIX_TO_VERSION = {None: "v1", "_v2": "v2", "_bottleneck": "bottleneck"}
+_CIFAR_PATTERNS = (
+    "resnet{6n+2}",
+    "resnet{6n+2}_v2",
+    "resnet{9n+2}_bottleneck",
+    "cifar_resnet{6n+2}",
+    "cifar_resnet{6n+2}_v2",
+    "cifar_resnet{9n+2}_bottleneck",
+)
+
+
+def register_model(
+    name: str, factory: ModelFactory | None = None
+) -> ModelFactory | Callable[[ModelFactory], ModelFactory]:
+    """Register ``factory`` under ``name``; without ``factory``, return a decorator.
+
+    The factory is called as ``factory(num_classes, in_channels=in_channels)``.
+    Names are case-insensitive; names already registered and names of the
+    built-in CIFAR pattern ``[cifar_]resnet{D}[_v2|_bottleneck]`` are refused.
+
+    >>> from torch import nn
+    >>> @register_model("tiny_mlp")
+    ... def tiny_mlp(num_classes, *, in_channels=3):
+    ...     return nn.Sequential(nn.Flatten(), nn.LazyLinear(num_classes))
+    >>> "tiny_mlp" in available_models()
+    True
+    >>> _ = MODEL_REGISTRY.pop("tiny_mlp")  # keep the doctest side-effect free
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"expected model name to be a str, got {type(name).__name__}")
+    key = name.lower()
+    if not key or key != key.strip():
+        raise ValueError(
+            f"expected a non-empty model name without surrounding spaces, got {name!r}"
+        )
+    if key in MODEL_REGISTRY:
+        raise ValueError(f"expected a new model name, got already registered {name!r}")
+    if _CIFAR_NAME.fullmatch(key):
+        raise ValueError(
+            f"expected a name outside the built-in pattern [cifar_]resnet{{D}}[_v2|_bottleneck], got {name!r}"
+        )
+
+    def decorator(fn: ModelFactory) -> ModelFactory:
+        if not callable(fn):
+            raise TypeError(f"expected a callable model factory, got {type(fn).__name__}")
+        MODEL_REGISTRY[key] = fn
+        return fn
+
+    return decorator if factory is None else decorator(factory)
+
+
+def available_models() -> list[str]:
+    """Valid model names: the CIFAR patterns, then the registered names.
+
+    ``{6n+2}`` stands for a depth 8, 14, 20, 32, 44, 56, 110, ...; ``{9n+2}`` for
+    11, 20, 29, ..., 110, 164, .... Meant for ``--help`` and error messages.
+
+    >>> available_models()[:3]
+    ['resnet{6n+2}', 'resnet{6n+2}_v2', 'resnet{9n+2}_bottleneck']
+    >>> available_models()[-3:]
+    ['resnet50', 'resnet101', 'resnet152']
+    """
+    return [*_CIFAR_PATTERNS, *MODEL_REGISTRY]
+
+
+def _check_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"expected {name} to be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"expected {name} >= 1, got {value}")
+    return int(value)
+
+
+def build_model(name: str, num_classes: int, *, in_channels: int = 3) -> nn.Module:
+    """Build the model called ``name`` (see the module docstring for the names).
+
+    Returns a freshly initialised ``nn.Module`` mapping ``(B, in_channels, H, W)``
+    to logits ``(B, num_classes)``, with its classifier at ``model.fc``.
+
+    >>> build_model("resnet20", 10).fc.out_features
+    10
+    >>> m = build_model("cifar_resnet50_v2", 7, in_channels=1)
+    >>> (m.depth, m.version, m.num_blocks)
+    (50, 'v2', 8)
+    >>> build_model("resnet21", 10)
+    Traceback (most recent call last):
+    ...
+    ValueError: invalid model name 'resnet21': resnet depth must be 6n+2 (8, 14, 20, 32, 44, 56, 110, ...), got 21
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"expected model name to be a str, got {type(name).__name__}")
+    num_classes = _check_int("num_classes", num_classes)
+    in_channels = _check_int("in_channels", in_channels)
+    key = name.lower()
+
+    factory = MODEL_REGISTRY.get(key)
+    if factory is not None:
+        model = factory(num_classes, in_channels=in_channels)
+        if not isinstance(model, nn.Module):
+            raise TypeError(
+                f"expected model factory {name!r} to return an nn.Module, got {type(model).__name__}"
+            )
+        return model
+
+    match = _CIFAR_NAME.fullmatch(key)
+    if match is None:
+        raise ValueError(
+            f"expected a model name matching one of {', '.join(available_models())}, got {name!r}"
+        )
+    version = _SUFFIX_TO_VERSION[match["suffix"]]
+    depth = int(match["depth"])
+    try:
+        blocks_per_stage(depth, version)
+    except ValueError as err:
+        raise ValueError(f"invalid model name {name!r}: {err}") from None
+    return CifarResNet(depth, num_classes, version=version, in_channels=in_channels)
+
+
+def _torchvision_resnet(depth: int) -> ModelFactory:
+    def factory(num_classes: int, *, in_channels: int = 3) -> nn.Module:
+        if in_channels != 3:
+            raise ValueError(
+                f"expected in_channels=3 for torchvision's ImageNet resnet{depth}, got {in_channels}"
+            )
+        import torchvision.models  # deferred: importing torchvision is slow
+
+        return getattr(torchvision.models, f"resnet{depth}")(weights=None, num_classes=num_classes)
+
+    factory.__name__ = factory.__qualname__ = f"torchvision_resnet{depth}"
+    factory.__doc__ = f"torchvision's ImageNet ResNet-{depth}, random initialisation."
+    return factory
+
+
+# Registered directly: these names deliberately shadow the CIFAR pattern.
+for _depth in (50, 101, 152):
+    MODEL_REGISTRY[f"resnet{_depth}"] = _torchvision_resnet(_depth)
+del _depth

@@ -1,0 +1,251 @@
+import pickle
+from collections import Counter
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from classbalanced.data import ImageArrays, load_digits, load_image_folder, load_npz
+
+# --------------------------------------------------------------------------- ImageArrays
+
+
+def _arrays(n=6, classes=3):
+    images = np.arange(n * 2 * 2 * 3, dtype=np.uint8).reshape(n, 2, 2, 3)
+    labels = np.arange(n) % classes
+    return ImageArrays(images, labels, [f"c{i}" for i in range(classes)])
+
+
+def test_image_arrays_basics():
+    ds = _arrays()
+    assert ds.labels.dtype == np.int64
+    assert ds.num_classes == 3 and ds.image_shape == (2, 2, 3) and len(ds) == 6
+    assert ds.counts().tolist() == [2, 2, 2]
+    sub = ds.subset(np.array([5, 0, 3]))
+    np.testing.assert_array_equal(sub.images, ds.images[[5, 0, 3]])
+    assert sub.labels.tolist() == [2, 0, 0]
+    assert sub.counts().tolist() == [2, 0, 1]
+    assert sub.class_names == ds.class_names
+
+
+@pytest.mark.parametrize(
+    ("images", "labels", "names", "exc", "msg"),
+    [
+        (
+            np.zeros((2, 2, 2, 1), np.float32),
+            [0, 1],
+            ["a", "b"],
+            TypeError,
+            "expected uint8 images, got float32",
+        ),
+        (
+            np.zeros((2, 2, 2), np.uint8),
+            [0, 1],
+            ["a", "b"],
+            ValueError,
+            r"expected shape \(N, H, W, C\)",
+        ),
+        (
+            np.zeros((2, 2, 2, 1), np.uint8),
+            [0],
+            ["a", "b"],
+            ValueError,
+            "expected one label per image",
+        ),
+        (
+            np.zeros((2, 2, 2, 1), np.uint8),
+            [0.0, 1.0],
+            ["a", "b"],
+            TypeError,
+            "expected integer labels",
+        ),
+        (
+            np.zeros((2, 2, 2, 1), np.uint8),
+            [0, 2],
+            ["a", "b"],
+            ValueError,
+            r"expected values in \[0, 2\), got 2",
+        ),
+    ],
+)
+def test_image_arrays_validation(images, labels, names, exc, msg):
+    with pytest.raises(exc, match=msg):
+        ImageArrays(images, np.asarray(labels), names)
+
+
+def test_subset_validation():
+    ds = _arrays()
+    with pytest.raises(ValueError, match=r"expected indices in \[0, 6\), got 6"):
+        ds.subset([0, 6])
+    with pytest.raises(TypeError, match="integer indices"):
+        ds.subset(np.array([0.5]))
+    assert len(ds.subset([])) == 0
+
+
+# --------------------------------------------------------------------------- npz
+
+
+def test_load_npz_gray_and_color(tmp_path):
+    x = np.random.default_rng(0).integers(0, 256, size=(5, 4, 4), dtype=np.uint8)
+    np.savez(tmp_path / "g.npz", x=x, y=np.array([0, 1, 1, 3, 0], dtype=np.int32))
+    ds = load_npz(tmp_path / "g.npz")
+    assert ds.images.shape == (5, 4, 4, 1)
+    np.testing.assert_array_equal(ds.images[..., 0], x)
+    assert ds.labels.dtype == np.int64 and ds.labels.tolist() == [0, 1, 1, 3, 0]
+    assert ds.class_names == ["0", "1", "2", "3"]
+
+    rgb = np.zeros((2, 3, 3, 3), np.uint8)
+    np.savez_compressed(
+        tmp_path / "c.npz", x=rgb, y=np.array([1, 0]), class_names=np.array(["cat", "dog", "eel"])
+    )
+    ds = load_npz(tmp_path / "c.npz")
+    assert ds.image_shape == (3, 3, 3) and ds.class_names == ["cat", "dog", "eel"]
+
+
+def _save(path, **arrays):
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("arrays", "msg"),
+    [
+        (
+            {"x": np.zeros((2, 3, 3), np.float32), "y": np.array([0, 1])},
+            "expected uint8 images, got float32",
+        ),
+        ({"y": np.array([0, 1])}, "missing key 'x'"),
+        ({"x": np.zeros((2, 3, 3), np.uint8)}, "missing key 'y'"),
+        (
+            {"x": np.zeros((2, 3, 3), np.uint8), "y": np.array([0, 1, 1])},
+            "length mismatch .*expected 2 labels.*got 3",
+        ),
+        (
+            {"x": np.zeros((2, 3, 3), np.uint8), "y": np.array([0.0, 1.0])},
+            "expected integer labels, got float64",
+        ),
+        ({"x": np.zeros((2, 3, 3), np.uint8), "y": np.array([0, -1])}, "negative label .*got -1"),
+        ({"x": np.zeros((0, 3, 3), np.uint8), "y": np.zeros(0, np.int64)}, "empty dataset"),
+        ({"x": np.zeros((2, 3, 3, 2), np.uint8), "y": np.array([0, 1])}, "C in 1/3/4"),
+        (
+            {
+                "x": np.zeros((2, 3, 3), np.uint8),
+                "y": np.array([0, 2]),
+                "class_names": np.array(["a"]),
+            },
+            "too few class_names",
+        ),
+    ],
+)
+def test_load_npz_errors(tmp_path, arrays, msg):
+    path = _save(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(ValueError, match=msg) as info:
+        load_npz(path)
+    assert "\n" not in str(info.value)
+
+
+def test_load_npz_not_an_npz(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_npz(tmp_path / "absent.npz")
+    text = tmp_path / "text.npz"
+    text.write_text("hello, not a zip")
+    with pytest.raises(ValueError, match="not a valid .npz file"):
+        load_npz(text)
+    pkl = tmp_path / "pickled.npz"
+    pkl.write_bytes(pickle.dumps({"x": 1}))
+    with pytest.raises(ValueError, match="not a valid .npz file"):
+        load_npz(pkl)
+    npy = tmp_path / "single.npz"
+    with open(npy, "wb") as f:
+        np.save(f, np.zeros(3))
+    with pytest.raises(ValueError, match="got a single array"):
+        load_npz(npy)
+    obj = tmp_path / "object.npz"
+    np.savez(obj, x=np.array([None, 1], dtype=object), y=np.array([0, 1]))
+    with pytest.raises(ValueError, match="not a valid .npz file"):
+        load_npz(obj)
+
+
+# --------------------------------------------------------------------------- image folder
+
+
+def _png(path, size_wh, color, mode="RGB"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size_wh, color).save(path)
+
+
+def test_load_image_folder(tmp_path):
+    _png(tmp_path / "cat" / "a.png", (6, 4), (255, 0, 0))
+    _png(tmp_path / "cat" / "b.png", (6, 4), (0, 255, 0))
+    _png(tmp_path / "dog" / "nested" / "c.png", (6, 4), 128, mode="L")
+    (tmp_path / "dog" / "notes.txt").write_text("ignored")
+    (tmp_path / ".hidden").mkdir()
+    ds = load_image_folder(tmp_path)
+    assert ds.class_names == ["cat", "dog"]
+    assert ds.images.shape == (3, 4, 6, 3)  # (N, H, W, RGB)
+    assert ds.labels.tolist() == [0, 0, 1]
+    assert ds.images[0, 0, 0].tolist() == [255, 0, 0]
+    assert ds.images[2, 0, 0].tolist() == [128, 128, 128]  # grayscale converted to RGB
+
+
+def test_load_image_folder_sizes(tmp_path):
+    _png(tmp_path / "a" / "1.png", (8, 8), (10, 20, 30))
+    _png(tmp_path / "b" / "2.png", (5, 7), (10, 20, 30))
+    with pytest.raises(ValueError, match="image size mismatch.*2.png; pass image_size"):
+        load_image_folder(tmp_path)
+    ds = load_image_folder(tmp_path, image_size=(3, 4))
+    assert ds.images.shape == (2, 3, 4, 3)
+    assert ds.images[1, 1, 1].tolist() == [10, 20, 30]
+    assert load_image_folder(tmp_path, image_size=5).image_shape == (5, 5, 3)
+    with pytest.raises(ValueError, match="positive"):
+        load_image_folder(tmp_path, image_size=0)
+
+
+def test_load_image_folder_errors(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_image_folder(tmp_path / "absent")
+    with pytest.raises(ValueError, match="no class folders"):
+        load_image_folder(tmp_path)
+    _png(tmp_path / "a" / "ok.png", (2, 2), (0, 0, 0))
+    (tmp_path / "b").mkdir()
+    with pytest.raises(ValueError, match="empty class folders .*got none in b"):
+        load_image_folder(tmp_path)
+    (tmp_path / "b" / "broken.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(ValueError, match="cannot read image .*broken.png"):
+        load_image_folder(tmp_path)
+
+
+# --------------------------------------------------------------------------- digits
+
+
+def test_load_digits_split():
+    from sklearn.datasets import load_digits as sk_digits
+
+    raw = sk_digits()
+    train, test = load_digits(test_per_class=30, seed=5)
+    assert test.counts().tolist() == [30] * 10
+    assert len(train) + len(test) == len(raw.target)
+    assert train.image_shape == (8, 8, 1) and train.images.dtype == np.uint8
+    assert train.class_names == [str(i) for i in range(10)]
+    assert train.images.max() == 255 and train.images.min() == 0
+
+    # The two splits partition the original images: as multisets, train + test == all.
+    def keys(ds):
+        return Counter((ds.images[i].tobytes(), int(ds.labels[i])) for i in range(len(ds)))
+
+    expected = np.rint(raw.images * 255 / 16).astype(np.uint8)[..., None]
+    all_keys = Counter((expected[i].tobytes(), int(raw.target[i])) for i in range(len(raw.target)))
+    assert keys(train) + keys(test) == all_keys
+    assert (
+        np.bincount(train.labels, minlength=10).tolist() == (np.bincount(raw.target) - 30).tolist()
+    )
+
+
+def test_load_digits_seeded():
+    _, a = load_digits(test_per_class=10, seed=1)
+    _, b = load_digits(test_per_class=10, seed=1)
+    _, c = load_digits(test_per_class=10, seed=2)
+    np.testing.assert_array_equal(a.images, b.images)
+    assert not np.array_equal(a.images, c.images)
+    with pytest.raises(ValueError, match="test_per_class"):
+        load_digits(test_per_class=1000)
