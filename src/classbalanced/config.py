@@ -23,7 +23,8 @@ __all__ = ["TrainConfig", "load_config_file", "config_from_sources", "config_dif
 
 #: Datasets whose default imbalance factor is the paper's headline setting (100).
 CIFAR_DATASETS = ("cifar10", "cifar100", "cifar20")
-DATASETS = (*CIFAR_DATASETS, "digits", "npz", "folder")
+LARGE_DATASETS = ("inat2017", "inat2018", "imagenet")
+DATASETS = (*CIFAR_DATASETS, "digits", "npz", "folder", *LARGE_DATASETS)
 PRECISIONS = ("fp32", "bf16", "fp16")
 PROFILES = ("exp", "step")
 
@@ -42,8 +43,10 @@ class TrainConfig:
     test_data: str | None = None
     imbalance_factor: float | None = None  # None: 100 for CIFAR, 1 (as given) otherwise
     profile: str = "exp"
-    image_size: int | None = None  # class folders: resize to this size
+    image_size: int | None = None  # class folders: resize to this size; large datasets: crop size (224)
     download: bool = True
+    num_workers: int = 4  # large datasets: DataLoader worker processes per rank
+    skip_missing: bool = False
     # model and loss
     model: str = "resnet32"
     loss: str = "softmax"
@@ -56,6 +59,8 @@ class TrainConfig:
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 2e-4
+    no_decay_bias_and_norm: bool = False  # large-scale recipe: no decay on biases and norm layers
+    accumulate_steps: int = 1  # micro-batches per optimiser step (global batch stays batch_size)
     warmup_epochs: int | None = None  # None: 5 epochs scaled by epochs / 200 (at least 1)
     decay_epochs: list[int] | None = None  # None: [160, 180] scaled by epochs / 200
     decay_factors: list[float] | None = (
@@ -72,6 +77,8 @@ class TrainConfig:
     precision: str = "fp32"
     channels_last: bool = False
     compile: bool = False
+    sync_bn: bool = False
+    skip_nonfinite: bool = False  # skip (and count) batches whose loss is NaN / inf instead of stopping
     out: str = "runs/latest"
     keep_checkpoints: int = 2
     progress: bool = True
@@ -117,6 +124,8 @@ class TrainConfig:
         _int_at_least("eval_batch_size", self.eval_batch_size, 1)
         _int_at_least("keep_checkpoints", self.keep_checkpoints, 1)
         _int_at_least("pad", self.pad, 0)
+        _int_at_least("num_workers", self.num_workers, 0)
+        _int_at_least("accumulate_steps", self.accumulate_steps, 1)
         _int_at_least("seed", self.seed, 0)
         if self.image_size is not None:
             _int_at_least("image_size", self.image_size, 1)

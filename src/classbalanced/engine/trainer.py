@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..config import TrainConfig, config_differences
+from ..config import LARGE_DATASETS, TrainConfig, config_differences
 from ..data.arrays import ImageArrays
-from ..data.augment import crop_flip, normalize_images
+from ..data.augment import normalize_images
 from ..data.longtail import longtail_indices
 from ..data.registry import load_dataset
 from ..data.safe_io import atomic_write_json
@@ -37,6 +37,7 @@ from ..models.registry import build_model
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .distributed import DistContext, all_reduce_sum, cleanup_distributed, setup_distributed
 from .metrics import EvalCounts, summarize
+from .streams import InMemoryStream, LoaderStream
 
 __all__ = [
     "TrainingInterrupted",
@@ -136,31 +137,6 @@ def prepare_data(cfg: TrainConfig) -> PreparedData:
         num_classes=full_train.num_classes,
     )
     return PreparedData(full_train.subset(indices), test, indices, counts)
-
-
-def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-
-
-@dataclass
-class EpochPlan:
-    order: Tensor  # (steps * batch,) positions into the training set
-    top: Tensor
-    left: Tensor
-    flips: Tensor | None
-
-
-def epoch_plan(
-    n: int, batch: int, steps: int, seed: int, epoch: int, pad: int, flip: bool
-) -> EpochPlan:
-    """The permutation and every augmentation parameter of one epoch, drawn up front."""
-    g = _epoch_generator(seed, epoch)
-    order = torch.randperm(n, generator=g)[: steps * batch]
-    size = order.numel()
-    top = torch.randint(0, 2 * pad + 1, (size,), generator=g)
-    left = torch.randint(0, 2 * pad + 1, (size,), generator=g)
-    flips = torch.rand(size, generator=g) < 0.5 if flip else None
-    return EpochPlan(order, top, left, flips)
 
 
 # ---------------------------------------------------------------------------
@@ -319,6 +295,135 @@ def _log_scalars(writer, metrics: dict, epoch: int) -> None:
     writer.flush()
 
 
+@dataclass
+class _RunData:
+    """What the loop needs from a dataset, whichever kind it is."""
+
+    counts: np.ndarray
+    class_names: list[str]
+    indices: np.ndarray | None
+    in_channels: int
+    stream: Any
+    evaluate: Callable[[nn.Module], EvalCounts]
+    prepared: PreparedData | None = None
+
+
+def _in_memory_data(cfg: TrainConfig, ctx: DistContext) -> _RunData:
+    data = prepare_data(cfg)
+    device = ctx.device
+    to_device = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).contiguous().to(device)  # noqa: E731
+    x_train, x_test = to_device(data.train.images), to_device(data.test.images)
+    y_train = torch.from_numpy(data.train.labels).to(device)
+    y_test = torch.from_numpy(data.test.labels).to(device)
+    stream = InMemoryStream(
+        x_train,
+        y_train,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        pad=cfg.pad,
+        flip=cfg.flip,
+        ctx=ctx,
+    )
+
+    def run_eval(model: nn.Module) -> EvalCounts:
+        return evaluate(
+            model,
+            x_test,
+            y_test,
+            batch_size=cfg.eval_batch_size,
+            precision=cfg.precision,
+            channels_last=cfg.channels_last,
+            ctx=ctx,
+            num_classes=data.train.num_classes,
+        )
+
+    return _RunData(
+        data.counts, data.train.class_names, data.indices, x_train.shape[1], stream, run_eval, data
+    )
+
+
+def _large_data(cfg: TrainConfig, ctx: DistContext) -> _RunData:
+    from ..data import inat
+
+    layout = inat.load_prepared(cfg.dataset, cfg.data_dir)
+    samples = layout.train_samples
+    labels = np.asarray([label for _, label in samples], dtype=np.int64)
+    indices, counts = longtail_indices(
+        labels,
+        cfg.imbalance_factor,
+        seed=cfg.seed,
+        profile=cfg.profile,
+        num_classes=len(layout.class_names),
+    )
+    if len(indices) != len(samples):
+        samples = [samples[i] for i in indices]
+    size = cfg.image_size or 224
+    mean, std = inat.mean_std(cfg.dataset)
+    train_set = inat.ImageFileDataset(
+        layout.root, samples, inat.build_transforms(True, size, mean, std)
+    )
+    stream = LoaderStream(
+        train_set,
+        batch_size=cfg.batch_size // cfg.accumulate_steps,
+        seed=cfg.seed,
+        ctx=ctx,
+        num_workers=cfg.num_workers,
+        collate=inat.collate_skip_bad,
+    )
+    val = inat.ImageFileDataset(
+        layout.root, layout.val_samples, inat.build_transforms(False, size, mean, std)
+    )
+    shard = torch.utils.data.Subset(
+        val, list(inat.eval_indices(len(val), ctx.rank, ctx.world_size))
+    )
+
+    @torch.no_grad()
+    def run_eval(model: nn.Module) -> EvalCounts:
+        was_training = model.training
+        model.eval()
+        counts_ = EvalCounts.zeros(len(layout.class_names), device=ctx.device)
+        loader = torch.utils.data.DataLoader(
+            shard,
+            batch_size=max(1, cfg.eval_batch_size),
+            num_workers=cfg.num_workers,
+            collate_fn=inat.collate_skip_bad,
+            pin_memory=ctx.device.type == "cuda",
+        )
+        for images, labels_, _ in loader:
+            if images.shape[0] == 0:
+                continue
+            x = images.to(ctx.device, non_blocking=True)
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with _autocast(ctx.device, cfg.precision):
+                logits = model(x)
+            counts_.update(logits.float(), labels_.to(ctx.device))
+        model.train(was_training)
+        return EvalCounts.from_stacked(all_reduce_sum(counts_.stacked(), ctx), counts_.k)
+
+    return _RunData(counts, layout.class_names, indices, 3, stream, run_eval)
+
+
+def _build_model(cfg: TrainConfig, num_classes: int, in_channels: int, loss_fn, ctx: DistContext):
+    # initialisation seeded without touching the global RNG state
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg.model, num_classes, in_channels=in_channels)
+    no_decay = []
+    if getattr(loss_fn, "uses_prior_bias", False):
+        init_prior_bias_(model.fc)
+        no_decay.append(model.fc.bias)
+    if cfg.sync_bn and ctx.distributed:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(ctx.device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    groups = parameter_groups(
+        model, cfg.weight_decay, no_decay=no_decay, bias_and_norm=cfg.no_decay_bias_and_norm
+    )
+    return model, groups
+
+
 def train(cfg: TrainConfig, *, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train and evaluate as ``cfg`` says; write the run folder; return the final metrics.
 
@@ -336,53 +441,35 @@ def train(cfg: TrainConfig, *, log: Callable[[str], None] = print) -> dict[str, 
 def _train(cfg: TrainConfig, ctx: DistContext, log: Callable[[str], None]) -> dict[str, Any]:
     out = Path(cfg.out)
     device = ctx.device
-    if cfg.batch_size % ctx.world_size:
+    if cfg.batch_size % (ctx.world_size * cfg.accumulate_steps):
         raise ValueError(
-            f"batch_size is the global batch and must divide evenly over {ctx.world_size} processes, got {cfg.batch_size}"
+            f"batch_size is the global batch and must divide over {ctx.world_size} process(es) x "
+            f"{cfg.accumulate_steps} accumulation step(s), got {cfg.batch_size}"
         )
     resuming = prepare_run_folder(out, cfg) if ctx.is_main else cfg.resume
     if ctx.distributed:
         torch.distributed.barrier()
-    data = prepare_data(cfg)
-    counts = data.counts
-    num_classes = data.train.num_classes
+    large = cfg.dataset in LARGE_DATASETS
+    data = _large_data(cfg, ctx) if large else _in_memory_data(cfg, ctx)
+    counts, num_classes = data.counts, len(data.class_names)
     if ctx.is_main and not resuming:
         atomic_write_json(out / "config.json", cfg.to_dict())
         atomic_write_json(
             out / "subset.json",
             {
                 "counts": counts.tolist(),
-                "class_names": data.train.class_names,
-                "indices": data.indices.tolist(),
+                "class_names": data.class_names,
+                "indices": None if data.indices is None else data.indices.tolist(),
             },
         )
 
-    # data on the device as uint8 (N, C, H, W)
-    x_train = torch.from_numpy(data.train.images).permute(0, 3, 1, 2).contiguous().to(device)
-    y_train = torch.from_numpy(data.train.labels).to(device)
-    x_test = torch.from_numpy(data.test.images).permute(0, 3, 1, 2).contiguous().to(device)
-    y_test = torch.from_numpy(data.test.labels).to(device)
-    in_channels = x_train.shape[1]
-
-    # model, loss, optimiser: initialisation seeded without touching the global RNG state
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        model = build_model(cfg.model, num_classes, in_channels=in_channels)
-    loss_fn = build_loss(cfg.loss, counts, beta=cfg.beta, gamma=cfg.gamma)
-    no_decay = []
-    if getattr(loss_fn, "uses_prior_bias", False):
-        init_prior_bias_(model.fc)
-        no_decay.append(model.fc.bias)
-    model.to(device)
-    loss_fn.to(device)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
-    groups = parameter_groups(model, cfg.weight_decay, no_decay=no_decay)
+    loss_fn = build_loss(cfg.loss, counts, beta=cfg.beta, gamma=cfg.gamma).to(device)
+    model, groups = _build_model(cfg, num_classes, data.in_channels, loss_fn, ctx)
     optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
-
-    n_train = x_train.shape[0]
-    batch = min(cfg.batch_size, n_train - n_train % ctx.world_size)
-    steps_per_epoch = max(1, n_train // batch)
+    stream = data.stream
+    accumulate = cfg.accumulate_steps
+    # optimiser steps per epoch; the stream yields `accumulate` micro-batches per step
+    steps_per_epoch = max(1, stream.steps_per_epoch // accumulate)
     schedule = LRSchedule(
         cfg.lr,
         cfg.warmup_epochs,
@@ -391,10 +478,8 @@ def _train(cfg: TrainConfig, ctx: DistContext, log: Callable[[str], None]) -> di
         steps_per_epoch,
     )
 
-    start_step = 0
-    resumed_loss = None
-    history: list[dict] = []
-    train_seconds, train_images = 0.0, 0
+    start_step, resumed_loss, history = 0, None, []
+    train_seconds, train_images, skipped_nonfinite = 0.0, 0, 0
     if resuming:
         path = latest_checkpoint(out / "checkpoints")
         if path is not None:
@@ -405,6 +490,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, log: Callable[[str], None]) -> di
             history = list(state.get("history", []))
             train_seconds = float(state.get("train_seconds", 0.0))
             train_images = int(state.get("train_images", 0))
+            skipped_nonfinite = int(state.get("skipped_nonfinite", 0))
             resumed_loss = (float(state["epoch_loss_sum"]), int(state["epoch_loss_count"]))
             if ctx.is_main:
                 log(f"resuming {out} from {path.name} (step {start_step})")
@@ -422,25 +508,20 @@ def _train(cfg: TrainConfig, ctx: DistContext, log: Callable[[str], None]) -> di
     if ctx.is_main:
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(
-            str(out / "tensorboard"),
-            purge_step=start_step // steps_per_epoch + 1 if start_step else None,
-        )
+        writer = SummaryWriter(str(out / "tensorboard"))
         log(
-            f"training {cfg.model} on {cfg.dataset} (IF {cfg.imbalance_factor:g}, {n_train} images, {num_classes} classes) "
-            f"with {cfg.loss} loss (beta {cfg.beta}, gamma {cfg.gamma}) for {cfg.epochs} epochs on {device}"
-            + (f" x{ctx.world_size}" if ctx.distributed else "")
+            f"training {cfg.model} on {cfg.dataset} (IF {cfg.imbalance_factor:g}, {int(counts.sum())} images, "
+            f"{num_classes} classes) with {cfg.loss} loss (beta {cfg.beta}, gamma {cfg.gamma}) for "
+            f"{cfg.epochs} epochs on {device}" + (f" x{ctx.world_size}" if ctx.distributed else "")
         )
 
     from tqdm.auto import tqdm
 
-    local = batch // ctx.world_size
     metrics: dict[str, Any] = history[-1] if history else {}
     step = start_step
     ddp_model.train()
     with _StopFlag() as stop:
         for epoch in range(start_step // steps_per_epoch, cfg.epochs):
-            plan = epoch_plan(n_train, batch, steps_per_epoch, cfg.seed, epoch, cfg.pad, cfg.flip)
             first = step - epoch * steps_per_epoch
             bar = tqdm(
                 total=steps_per_epoch,
@@ -450,8 +531,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, log: Callable[[str], None]) -> di
                 leave=False,
                 dynamic_ncols=True,
             )
-            loss_sum = torch.zeros((), device=device)
-            loss_count = 0
+            loss_sum, loss_count = torch.zeros((), device=device), 0
             if first and resumed_loss is not None:  # resumed in the middle of this epoch
                 loss_sum += resumed_loss[0]
                 loss_count = resumed_loss[1]
@@ -459,40 +539,44 @@ def _train(cfg: TrainConfig, ctx: DistContext, log: Callable[[str], None]) -> di
                 torch.cuda.synchronize(device)
             tick = time.perf_counter()
             images_before = train_images
+            batches = stream.epoch(epoch, first * accumulate)
             for s in range(first, steps_per_epoch):
-                lo = s * batch + ctx.rank * local
-                sl = slice(lo, lo + local)
-                idx = plan.order[sl].to(device, non_blocking=True)
-                xb = crop_flip(
-                    x_train[idx],
-                    plan.top[sl],
-                    plan.left[sl],
-                    None if plan.flips is None else plan.flips[sl],
-                    padding=cfg.pad,
-                )
-                xb = normalize_images(xb)
-                if cfg.channels_last:
-                    xb = xb.contiguous(memory_format=torch.channels_last)
                 lr = schedule(step)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                with _autocast(device, cfg.precision):
-                    logits = forward(xb)
-                loss = loss_fn(logits, y_train[idx])
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                loss_value = torch.zeros((), device=device)
+                for micro in range(accumulate):
+                    xb, yb = next(batches)
+                    if cfg.channels_last:
+                        xb = xb.contiguous(memory_format=torch.channels_last)
+                    sync = micro == accumulate - 1 or not ctx.distributed
+                    with contextlib.nullcontext() if sync else ddp_model.no_sync():
+                        with _autocast(device, cfg.precision):
+                            logits = forward(xb)
+                        loss = loss_fn(logits, yb) / accumulate
+                        loss.backward()
+                    loss_value += loss.detach()
+                finite = cfg.skip_nonfinite and bool(torch.isfinite(loss_value))
+                if not cfg.skip_nonfinite or finite:
+                    optimizer.step()
+                else:
+                    skipped_nonfinite += 1
+                    log(
+                        f"skipping a non-finite loss at epoch {epoch + 1}, step {s + 1} ({skipped_nonfinite} so far)"
+                    )
+                    loss_value.zero_()
                 step += 1
-                train_images += batch
-                loss_sum += loss.detach()
+                train_images += stream.batch * accumulate
+                loss_sum += loss_value
                 loss_count += 1
                 if s % 20 == 0 or s == steps_per_epoch - 1:
-                    value = float(loss.detach())
+                    value = float(loss_value)
                     if not math.isfinite(value):
                         last = latest_checkpoint(out / "checkpoints")
                         raise NonFiniteLoss(
-                            f"loss became {value} at epoch {epoch + 1}, step {s + 1}; "
-                            f"last good checkpoint: {last if last else 'none'} (try a lower --lr)"
+                            f"loss became {value} at epoch {epoch + 1}, step {s + 1}; last good checkpoint: "
+                            f"{last if last else 'none'} (lower --lr, or --skip-nonfinite to skip such batches)"
                         )
                     bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.4g}")
                 bar.update(1)
@@ -500,23 +584,29 @@ def _train(cfg: TrainConfig, ctx: DistContext, log: Callable[[str], None]) -> di
                     break
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            train_seconds += time.perf_counter() - tick
+            elapsed = time.perf_counter() - tick
+            train_seconds += elapsed
             bar.close()
-            epoch_done = step == (epoch + 1) * steps_per_epoch
+
+            def snapshot(epoch_loss=(0.0, 0)):
+                return {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "history": list(history),
+                    "train_seconds": train_seconds,  # noqa: B023 (called at once)
+                    "train_images": train_images,  # noqa: B023 (called at once)
+                    "skipped_nonfinite": skipped_nonfinite,  # noqa: B023 (called at once)
+                    "epoch_loss_sum": float(epoch_loss[0]),
+                    "epoch_loss_count": int(epoch_loss[1]),
+                    "config": cfg.to_dict(),
+                }
+
             if stop.signal is not None:
                 if ctx.is_main:
                     path = save_checkpoint(
                         out / "checkpoints",
                         step,
-                        _checkpoint_state(
-                            model,
-                            optimizer,
-                            history,
-                            train_seconds,
-                            train_images,
-                            cfg,
-                            (float(loss_sum), loss_count),
-                        ),
+                        snapshot((float(loss_sum), loss_count)),
                         keep=cfg.keep_checkpoints,
                     )
                     log(
@@ -525,12 +615,8 @@ def _train(cfg: TrainConfig, ctx: DistContext, log: Callable[[str], None]) -> di
                 raise TrainingInterrupted(
                     f"interrupted at step {step}: run again with --resume to continue"
                 )
-            if not epoch_done:
-                continue
             mean_loss = float(loss_sum) / max(loss_count, 1)
-            images_per_second = (train_images - images_before) / max(
-                time.perf_counter() - tick, 1e-9
-            )
+            images_per_second = (train_images - images_before) / max(elapsed, 1e-9)
             if writer is not None:
                 writer.add_scalar("train/learning_rate", schedule(step - 1), epoch + 1)
                 writer.add_scalar("train/network_loss", mean_loss, epoch + 1)
@@ -539,66 +625,30 @@ def _train(cfg: TrainConfig, ctx: DistContext, log: Callable[[str], None]) -> di
                 )
                 writer.add_scalar("train/epoch", epoch + 1, epoch + 1)
                 writer.add_scalar("train/images_per_second", images_per_second, epoch + 1)
-            last_epoch = epoch + 1 == cfg.epochs
-            if (epoch + 1) % cfg.eval_every == 0 or last_epoch:
-                eval_counts = evaluate(
-                    model,
-                    x_test,
-                    y_test,
-                    batch_size=cfg.eval_batch_size,
-                    precision=cfg.precision,
-                    channels_last=cfg.channels_last,
-                    ctx=ctx,
-                    num_classes=num_classes,
-                )
-                metrics = summarize(eval_counts, counts)
-                metrics.update(
-                    epoch=epoch + 1,
-                    train_loss=mean_loss,
-                    train_images_per_second=train_images / max(train_seconds, 1e-9),
-                )
-                history.append({k: v for k, v in metrics.items() if k != "per_class_accuracy"})
-                if ctx.is_main:
-                    _log_scalars(writer, metrics, epoch + 1)
-                    summary = _summary_fields(cfg, counts)
-                    atomic_write_json(out / "metrics.json", {**summary, **metrics})
-                    atomic_write_json(out / "history.json", history)
-                    save_checkpoint(
-                        out / "checkpoints",
-                        step,
-                        _checkpoint_state(
-                            model,
-                            optimizer,
-                            history,
-                            train_seconds,
-                            train_images,
-                            cfg,
-                            (float(loss_sum), loss_count),
-                        ),
-                        keep=cfg.keep_checkpoints,
-                    )
-                    log(_eval_line(metrics, cfg.epochs))
+                if stream.skipped:
+                    writer.add_scalar("train/skipped_unreadable_images", stream.skipped, epoch + 1)
+            if (epoch + 1) % cfg.eval_every and epoch + 1 != cfg.epochs:
+                continue
+            metrics = summarize(data.evaluate(model), counts)
+            metrics.update(
+                epoch=epoch + 1,
+                train_loss=mean_loss,
+                train_images_per_second=train_images / max(train_seconds, 1e-9),
+                skipped_unreadable_images=stream.skipped,
+                skipped_nonfinite_steps=skipped_nonfinite,
+            )
+            history.append({k: v for k, v in metrics.items() if k != "per_class_accuracy"})
+            if ctx.is_main:
+                _log_scalars(writer, metrics, epoch + 1)
+                atomic_write_json(out / "metrics.json", {**_summary_fields(cfg, counts), **metrics})
+                atomic_write_json(out / "history.json", history)
+                save_checkpoint(out / "checkpoints", step, snapshot(), keep=cfg.keep_checkpoints)
+                log(_eval_line(metrics, cfg.epochs))
     if writer is not None:
         writer.close()
     if ctx.is_main:
-        _final_plots(out, data, metrics, history)
+        _final_plots(out, counts, data.class_names, metrics, history)
     return {**_summary_fields(cfg, counts), **metrics}
-
-
-def _checkpoint_state(
-    model, optimizer, history, train_seconds, train_images, cfg, epoch_loss
-) -> dict[str, Any]:
-    """Everything a resumed run needs to continue exactly (the data order is re-derived)."""
-    return {
-        "epoch_loss_sum": float(epoch_loss[0]),
-        "epoch_loss_count": int(epoch_loss[1]),
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "history": list(history),
-        "train_seconds": train_seconds,
-        "train_images": train_images,
-        "config": cfg.to_dict(),
-    }
 
 
 def _summary_fields(cfg: TrainConfig, counts: np.ndarray) -> dict[str, Any]:
@@ -627,18 +677,18 @@ def _eval_line(m: dict, epochs: int) -> str:
     )
 
 
-def _final_plots(out: Path, data: PreparedData, metrics: dict, history: list[dict]) -> None:
+def _final_plots(out: Path, counts, class_names, metrics: dict, history: list[dict]) -> None:
     from .. import plots
 
-    names = data.train.class_names
-    plots.plot_class_distribution(out / "class_distribution.png", data.counts, class_names=names)
+    if len(counts) > 200:  # bar charts of thousands of classes are not readable
+        return
+    plots.plot_class_distribution(out / "class_distribution.png", counts, class_names=class_names)
     if metrics.get("per_class_accuracy"):
         acc = [0.0 if v is None else v for v in metrics["per_class_accuracy"]]
         plots.plot_per_class_accuracy(
-            out / "per_class_accuracy.png", {"test": acc}, counts=data.counts, class_names=names
+            out / "per_class_accuracy.png", {"test": acc}, counts=counts, class_names=class_names
         )
     if len(history) >= 2:
-        plots.plot_error_curves(
-            out / "error_curve.png",
-            {"test error": ([h["epoch"] for h in history], [h["error_percent"] for h in history])},
-        )
+        epochs = [h["epoch"] for h in history]
+        errors = [h["error_percent"] for h in history]
+        plots.plot_error_curves(out / "error_curve.png", {"test error": (epochs, errors)})

@@ -1,0 +1,190 @@
+"""Where training batches come from: tensors held on the device, or image files.
+
+Both streams give, for an epoch and a starting step, the normalised batches of
+this process (rank) in order. The global batch of step ``s`` is the same
+whatever the number of ranks: rank ``r`` of ``W`` takes its ``r``-th slice of
+``batch / W`` images, so ``W`` ranks with batch ``b`` see exactly what one
+process with batch ``W * b`` sees.
+
+* :class:`InMemoryStream` (CIFAR, digits, arrays, small class folders): uint8
+  images live on the device; the permutation and every crop / flip parameter of
+  an epoch are drawn up front from a generator seeded by ``(seed, epoch)``, and
+  augmentation runs on whole batches on the device.
+* :class:`LoaderStream` (iNaturalist, ImageNet): a ``DataLoader`` over image
+  files with decoding and augmentation in worker processes, a
+  ``DistributedSampler`` re-seeded each epoch with ``set_epoch``, and unreadable
+  images skipped and counted rather than crashing a long run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..data.augment import crop_flip, normalize_images
+from .distributed import DistContext
+
+__all__ = ["EpochPlan", "epoch_plan", "InMemoryStream", "LoaderStream"]
+
+
+def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+@dataclass
+class EpochPlan:
+    order: Tensor  # (steps * batch,) positions into the training set
+    top: Tensor
+    left: Tensor
+    flips: Tensor | None
+
+
+def epoch_plan(
+    n: int, batch: int, steps: int, seed: int, epoch: int, pad: int, flip: bool
+) -> EpochPlan:
+    """The permutation and every augmentation parameter of one epoch, drawn up front.
+
+    >>> a = epoch_plan(10, 4, 2, seed=0, epoch=3, pad=4, flip=True)
+    >>> b = epoch_plan(10, 4, 2, seed=0, epoch=3, pad=4, flip=True)
+    >>> torch.equal(a.order, b.order), a.order.shape, int(a.top.max()) <= 8
+    (True, torch.Size([8]), True)
+    """
+    g = _epoch_generator(seed, epoch)
+    order = torch.randperm(n, generator=g)[: steps * batch]
+    size = order.numel()
+    top = torch.randint(0, 2 * pad + 1, (size,), generator=g)
+    left = torch.randint(0, 2 * pad + 1, (size,), generator=g)
+    flips = torch.rand(size, generator=g) < 0.5 if flip else None
+    return EpochPlan(order, top, left, flips)
+
+
+class InMemoryStream:
+    """Batches from uint8 ``images (N, C, H, W)`` and ``labels (N,)`` held on the device."""
+
+    skipped = 0  # nothing can be unreadable in memory
+
+    def __init__(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        *,
+        batch_size: int,
+        seed: int,
+        pad: int,
+        flip: bool,
+        ctx: DistContext,
+    ) -> None:
+        n = images.shape[0]
+        world = ctx.world_size
+        # a global batch larger than the data shrinks to the data (kept divisible by the ranks)
+        self.batch = min(batch_size, n - n % world)
+        if self.batch < world:
+            raise ValueError(
+                f"expected at least {world} training images for {world} processes, got {n}"
+            )
+        self.images, self.labels = images, labels
+        self.steps_per_epoch = max(1, n // self.batch)
+        self.seed, self.pad, self.flip, self.ctx = seed, pad, flip, ctx
+        self.local = self.batch // world
+
+    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        plan = epoch_plan(
+            self.images.shape[0],
+            self.batch,
+            self.steps_per_epoch,
+            self.seed,
+            epoch,
+            self.pad,
+            self.flip,
+        )
+        device = self.images.device
+        for s in range(start_step, self.steps_per_epoch):
+            lo = s * self.batch + self.ctx.rank * self.local
+            part = slice(lo, lo + self.local)
+            idx = plan.order[part].to(device, non_blocking=True)
+            flips = None if plan.flips is None else plan.flips[part]
+            x = crop_flip(
+                self.images[idx], plan.top[part], plan.left[part], flips, padding=self.pad
+            )
+            yield normalize_images(x), self.labels[idx]
+
+
+class _SkipSampler(torch.utils.data.Sampler):
+    """The indices of ``sampler`` after the first ``skip`` (to resume mid-epoch)."""
+
+    def __init__(self, sampler, skip: int) -> None:
+        self.sampler, self.skip = sampler, skip
+
+    def __iter__(self):
+        for i, index in enumerate(self.sampler):
+            if i >= self.skip:
+                yield index
+
+    def __len__(self) -> int:
+        return max(0, len(self.sampler) - self.skip)
+
+
+class LoaderStream:
+    """Batches decoded from image files by ``DataLoader`` workers (large-scale datasets).
+
+    ``dataset[i]`` returns ``(image tensor, label)`` or ``None`` for an
+    unreadable file; ``collate`` drops those and returns ``(images, labels,
+    num_skipped)``; :attr:`skipped` counts them over the run.
+    """
+
+    def __init__(
+        self,
+        dataset,
+        *,
+        batch_size: int,
+        seed: int,
+        ctx: DistContext,
+        num_workers: int,
+        collate,
+    ) -> None:
+        from torch.utils.data.distributed import DistributedSampler
+
+        if batch_size % ctx.world_size:
+            raise ValueError(
+                f"batch_size must divide over {ctx.world_size} processes, got {batch_size}"
+            )
+        self.dataset, self.ctx, self.collate = dataset, ctx, collate
+        self.local = batch_size // ctx.world_size
+        self.batch = batch_size
+        self.sampler = DistributedSampler(
+            dataset,
+            num_replicas=ctx.world_size,
+            rank=ctx.rank,
+            shuffle=True,
+            seed=seed,
+            drop_last=True,
+        )
+        self.steps_per_epoch = max(1, len(self.sampler) // self.local)
+        self.num_workers = num_workers
+        self.skipped = 0
+
+    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        self.sampler.set_epoch(epoch)
+        loader = torch.utils.data.DataLoader(
+            self.dataset,
+            batch_size=self.local,
+            sampler=_SkipSampler(self.sampler, start_step * self.local),
+            num_workers=self.num_workers,
+            collate_fn=self.collate,
+            pin_memory=self.ctx.device.type == "cuda",
+            drop_last=True,
+            persistent_workers=False,
+        )
+        device = self.ctx.device
+        for step, (images, labels, skipped) in enumerate(loader, start=start_step):
+            if step >= self.steps_per_epoch:
+                break
+            self.skipped += int(skipped)
+            if images.shape[0] == 0:  # every image of this batch was unreadable
+                if self.ctx.distributed:  # the other ranks are waiting for this step's gradients
+                    raise RuntimeError(f"every image of a batch at step {step} was unreadable")
+                continue
+            yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
