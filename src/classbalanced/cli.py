@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,6 +48,9 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--profile", help="long-tail profile: exp (default) or step")
     g.add_argument("--image-size", type=int, help="resize class-folder images to this size")
     _bool_flag(g, "download", "download missing CIFAR archives (default: yes)")
+    g.add_argument(
+        "--num-workers", type=int, help="large datasets: loader workers per process (default 4)"
+    )
     g = p.add_argument_group("model and loss")
     g.add_argument(
         "--model",
@@ -64,6 +68,14 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--momentum", type=float)
     _bool_flag(g, "nesterov", "Nesterov momentum")
     g.add_argument("--weight-decay", type=float, help="default 2e-4")
+    _bool_flag(
+        g,
+        "no-decay-bias-and-norm",
+        "no weight decay on biases and norm layers (large-scale recipe)",
+    )
+    g.add_argument(
+        "--accumulate-steps", type=int, help="micro-batches per optimiser step (default 1)"
+    )
     g.add_argument("--warmup-epochs", type=int)
     g.add_argument("--decay-epochs", type=int, nargs="+")
     g.add_argument("--decay-factors", type=float, nargs="+")
@@ -81,6 +93,10 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--precision", help="fp32 (default), bf16, fp16 (autocast)")
     _bool_flag(g, "channels-last", "channels-last memory format")
     _bool_flag(g, "compile", "torch.compile the model")
+    _bool_flag(g, "sync-bn", "synchronised batch norm across processes (torchrun)")
+    _bool_flag(
+        g, "skip-nonfinite", "skip and count steps whose loss is NaN/inf instead of stopping"
+    )
     g.add_argument("--out", help="run folder (default runs/latest)")
     g.add_argument("--keep-checkpoints", type=int, help="how many checkpoints to keep (default 2)")
     _bool_flag(g, "progress", "progress bars (default: yes)")
@@ -176,6 +192,8 @@ def _cmd_train(args) -> int:
 
     cfg = _train_config(args)
     metrics = train(cfg, log=_info)
+    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 alone reports
+        return 0
     _info(
         f"final: error {metrics['error_percent']:.2f}% (accuracy {metrics['accuracy']:.4f}) after "
         f"{metrics['epoch']} epochs; results in {cfg.out}"

@@ -414,6 +414,8 @@ def _build_model(cfg: TrainConfig, num_classes: int, in_channels: int, loss_fn, 
         init_prior_bias_(model.fc)
         no_decay.append(model.fc.bias)
     if cfg.sync_bn and ctx.distributed:
+        if ctx.device.type != "cuda":
+            raise ValueError(f"--sync-bn needs CUDA devices (PyTorch's SyncBatchNorm), got {ctx.device}")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(ctx.device)
     if cfg.channels_last:

@@ -16,6 +16,9 @@ Built-in names (case-insensitive):
   ``cifar_resnet32`` (same as ``resnet32``). (101 is not 6n+2, so there is no
   ``cifar_resnet101`` v1, but ``resnet101_bottleneck`` is 9n+2 with n = 11.)
 
+- ``simple_cnn``: a small convolutional net without batch norm (quick experiments, and
+  exact equivalence between one process and several under DDP).
+
 Depths are parsed, not enumerated. Every model returned exposes its classifier as
 ``model.fc`` (an ``nn.Linear`` with bias), torchvision's included.
 
@@ -104,8 +107,8 @@ def available_models() -> list[str]:
 
     >>> available_models()[:3]
     ['resnet{6n+2}', 'resnet{6n+2}_v2', 'resnet{9n+2}_bottleneck']
-    >>> available_models()[-3:]
-    ['resnet50', 'resnet101', 'resnet152']
+    >>> available_models()[-4:]
+    ['resnet50', 'resnet101', 'resnet152', 'simple_cnn']
     """
     return [*_CIFAR_PATTERNS, *MODEL_REGISTRY]
 
@@ -182,3 +185,32 @@ def _torchvision_resnet(depth: int) -> ModelFactory:
 for _depth in (50, 101, 152):
     MODEL_REGISTRY[f"resnet{_depth}"] = _torchvision_resnet(_depth)
 del _depth
+
+
+class SimpleConvNet(nn.Module):
+    """A small convolutional net without normalisation layers (fast; exact under DDP).
+
+    conv3x3(width) - ReLU - conv3x3(2 width, stride 2) - ReLU - global average pool - ``fc``.
+
+    >>> import torch
+    >>> SimpleConvNet(10, in_channels=1)(torch.zeros(2, 1, 8, 8)).shape
+    torch.Size([2, 10])
+    """
+
+    def __init__(self, num_classes: int, *, in_channels: int = 3, width: int = 32) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.fc = nn.Linear(2 * width, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.features(x))
+
+
+MODEL_REGISTRY["simple_cnn"] = SimpleConvNet

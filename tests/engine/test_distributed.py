@@ -1,0 +1,118 @@
+"""DDP on CPU (gloo) through torchrun: rank 0 writes, N ranks x batch b == 1 process x batch N*b."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from classbalanced.engine.checkpoint import latest_checkpoint, load_checkpoint
+
+TORCHRUN = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(TORCHRUN is None, reason="torchrun not installed next to this Python"),
+]
+
+
+def _env():
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    return env
+
+
+def _train_args(out: Path, loss: str, batch: int, epochs: int = 1):
+    return [
+        "-m",
+        "classbalanced",
+        "train",
+        "--dataset",
+        "digits",
+        "--imbalance-factor",
+        "10",
+        "--model",
+        "simple_cnn",
+        "--loss",
+        loss,
+        "--beta",
+        "0.99",
+        "--gamma",
+        "0.5",
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        str(batch),
+        "--pad",
+        "1",
+        "--no-flip",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--eval-every",
+        "1",
+        "--out",
+        str(out),
+    ]
+
+
+def _run(cmd, timeout=240):
+    result = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def _torchrun(nproc: int, args):
+    return _run([TORCHRUN, "--standalone", "--nproc_per_node", str(nproc), *args])
+
+
+@pytest.mark.parametrize("loss", ["softmax", "sigmoid", "focal"])
+def test_two_ranks_equal_one_process_with_twice_the_batch(tmp_path, loss):
+    # digits IF 10 has 534 training images: a global batch of 266 gives 2 optimiser steps
+    single, double = tmp_path / "single", tmp_path / "double"
+    _run([sys.executable, *_train_args(single, loss, batch=266)])
+    _torchrun(2, _train_args(double, loss, batch=266))
+    a = load_checkpoint(latest_checkpoint(single / "checkpoints"))
+    b = load_checkpoint(latest_checkpoint(double / "checkpoints"))
+    assert a["global_step"] == b["global_step"] == 2
+    for name, tensor in a["model"].items():
+        torch.testing.assert_close(b["model"][name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+    # and the parameters did move (the comparison is not between two untouched inits)
+    init = _initial_state(loss)
+    assert any(not torch.allclose(init[k], a["model"][k]) for k in init)
+    # metrics are combined across ranks by summing counts: same numbers, every test image once
+    ma = json.loads((single / "metrics.json").read_text())
+    mb = json.loads((double / "metrics.json").read_text())
+    assert mb["num_test_images"] == ma["num_test_images"] == 500
+    assert mb["accuracy"] == pytest.approx(ma["accuracy"], abs=1 / 500)
+
+
+def _initial_state(loss):
+    from classbalanced.losses import init_prior_bias_
+    from classbalanced.models import build_model
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = build_model("simple_cnn", 10, in_channels=1)
+    if loss != "softmax":
+        init_prior_bias_(model.fc)
+    return model.state_dict()
+
+
+def test_torchrun_rank0_alone_writes_and_resume_with_other_world_size(tmp_path):
+    out = tmp_path / "run"
+    result = _torchrun(2, _train_args(out, "focal", batch=128, epochs=1))
+    assert result.stderr.count("final: error") == 1  # only rank 0 reports
+    assert len(list((out / "checkpoints").iterdir())) == 1
+    history = json.loads((out / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1]  # metrics written once per evaluation
+    events = list((out / "tensorboard").iterdir())
+    assert len(events) == 1  # one event file: rank 0's
+    # resume the 2-rank run in one process for a second epoch (--force: epochs changed)
+    _run([sys.executable, *_train_args(out, "focal", batch=128, epochs=2), "--resume", "--force"])
+    history = json.loads((out / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
