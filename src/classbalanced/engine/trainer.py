@@ -510,7 +510,9 @@ def _train(cfg: TrainConfig, ctx: DistContext, log: Callable[[str], None]) -> di
     if ctx.is_main:
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(str(out / "tensorboard"))
+        # events logged after the checkpoint we resume from (a killed run) are purged
+        purge = start_step // steps_per_epoch + 1 if resuming else None
+        writer = SummaryWriter(str(out / "tensorboard"), purge_step=purge)
         log(
             f"training {cfg.model} on {cfg.dataset} (IF {cfg.imbalance_factor:g}, {int(counts.sum())} images, "
             f"{num_classes} classes) with {cfg.loss} loss (beta {cfg.beta}, gamma {cfg.gamma}) for "
