@@ -29,3 +29,18 @@ def test_preset_resolves(path):
     if path.name.startswith("cifar"):
         assert (cfg.model, cfg.epochs, cfg.batch_size, cfg.lr) == ("resnet32", 200, 128, 0.1)
         assert (cfg.warmup_epochs, cfg.decay_epochs, cfg.weight_decay) == (5, [160, 180], 2e-4)
+
+
+@pytest.mark.parametrize("dataset", ["inat2017", "inat2018", "imagenet"])
+def test_large_scale_presets_follow_the_paper(dataset):
+    root = Path(__file__).resolve().parents[1] / "configs"
+    cb = config_from_sources(root / f"{dataset}_cb_focal.toml").resolved()
+    soft = config_from_sources(root / f"{dataset}_softmax.toml").resolved()
+    assert (cb.loss, cb.beta, cb.gamma) == ("focal", 0.999, 0.5)
+    assert (soft.loss, soft.beta) == ("softmax", 0.0)
+    for cfg in (cb, soft):
+        assert cfg.model == "resnet50" and cfg.epochs == 90 and cfg.nesterov
+        assert cfg.lr == pytest.approx(0.1 * cfg.batch_size / 256)
+        assert cfg.weight_decay == 1e-4 and cfg.no_decay_bias_and_norm
+        assert cfg.warmup_epochs == 5 and cfg.decay_epochs == [30, 60, 80]
+        assert cfg.decay_factors == pytest.approx([0.1, 0.01, 0.001])
