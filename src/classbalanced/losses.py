@@ -87,7 +87,7 @@ def _check_index_targets(targets: Tensor, logits: Tensor) -> Tensor:
             f"got shape {tuple(targets.shape)}"
         )
     if not _compiling() and n > 0:
-        low, high = int(targets.min()), int(targets.max())
+        low, high = (int(v) for v in torch.aminmax(targets))
         if low < 0 or high >= c:
             bad = low if low < 0 else high
             raise ValueError(f"targets must be class indices in [0, {c - 1}], got {bad}")
@@ -147,7 +147,8 @@ def _check_weight(weight: object, logits: Tensor) -> Tensor | None:
         )
     weight = weight.detach().to(device=logits.device, dtype=_compute_dtype(logits))
     if not _compiling():
-        if not bool(torch.isfinite(weight).all()) or bool((weight < 0).any()):
+        low, high = torch.aminmax(weight)  # NaN compares False below
+        if not (bool(low >= 0) and bool(high < float("inf"))):
             raise ValueError(
                 "weight must hold finite values >= 0, got a negative or non-finite entry"
             )
@@ -205,32 +206,37 @@ def _focal_grad(prob: Tensor, softplus: Tensor, modulator: Tensor | None, gamma:
     return inner.mul_(modulator)
 
 
+#: elements per chunk of rows in the fused kernel: small enough to stay in cache
+_CHUNK_ELEMENTS = 1 << 16
+
+
 class _IndexTargetFocal(torch.autograd.Function):
     """Per-example weighted focal loss (``gamma = 0``: sigmoid CE) for class-index targets.
 
-    Every logit is treated as a negative label over the whole ``(N, C)`` matrix
-    (a handful of fused passes, no one-hot matrix, no per-element weights); the
-    single positive of each row is masked out and its own term added from an
-    ``(N,)`` computation, so no large term is ever subtracted. The gradient is
-    formed in the same pass and saved: backward is one scaling.
+    Every logit is treated as a negative label (no one-hot matrix, no per-element
+    weights), in chunks of rows small enough to stay in cache; the single positive
+    of each row is masked out and its own term added from an ``(N,)``
+    computation, so no large term is ever subtracted. The gradient is formed in
+    the same pass into one ``(N, C)`` buffer: backward is a single scaling.
     """
 
     @staticmethod
     def forward(ctx, z: Tensor, targets: Tensor, row_weight: Tensor | None, gamma: float) -> Tensor:
+        n, c = z.shape
         index = targets.unsqueeze(1)
+        grad = torch.empty_like(z)
+        per_example = torch.empty(n, dtype=z.dtype, device=z.device)
+        rows = max(1, _CHUNK_ELEMENTS // max(c, 1))
+        for start in range(0, n, rows):
+            stop = min(start + rows, n)
+            _focal_chunk(
+                z[start:stop], index[start:stop], gamma, grad[start:stop], per_example[start:stop]
+            )
         pos_loss, pos_grad = _negative_focal_terms(-z.gather(1, index), gamma)
-        softplus = F.softplus(z)
-        prob = torch.sigmoid(z)
-        modulator = _modulator(prob, gamma)
-        grad = _focal_grad(prob, softplus, modulator, gamma)
         grad.scatter_(1, index, pos_grad.neg_())
-        if modulator is None:
-            per_example = softplus.scatter_(1, index, 0.0).sum(dim=1)
-        else:
-            per_example = torch.linalg.vecdot(modulator.scatter_(1, index, 0.0), softplus)
-        per_example = per_example.add_(pos_loss.squeeze(1))
+        per_example.add_(pos_loss.squeeze(1))
         if row_weight is not None:
-            per_example = per_example.mul_(row_weight)
+            per_example.mul_(row_weight)
         ctx.save_for_backward(grad, row_weight)
         return per_example
 
@@ -239,6 +245,23 @@ class _IndexTargetFocal(torch.autograd.Function):
         grad, row_weight = ctx.saved_tensors
         scale = grad_output if row_weight is None else grad_output * row_weight
         return grad * scale.unsqueeze(1), None, None, None
+
+
+def _focal_chunk(
+    z: Tensor, index: Tensor, gamma: float, grad_out: Tensor, loss_out: Tensor
+) -> None:
+    """Negative-label focal terms of a chunk of rows: gradient into ``grad_out``,
+    row sums without the positive entries into ``loss_out``."""
+    softplus = F.logsigmoid(-z).neg_()  # softplus(z) = -log(1 - p): exact for all z
+    if gamma == 0.0:
+        torch.sigmoid(z, out=grad_out)
+        torch.sum(softplus.scatter_(1, index, 0.0), dim=1, out=loss_out)
+        return
+    prob = torch.sigmoid(z)
+    modulator = prob if gamma == 1.0 else prob.pow(gamma)
+    # grad = p**gamma * (gamma * (1 - p) * softplus + p)
+    torch.mul(softplus, prob, out=grad_out).sub_(softplus).mul_(-gamma).add_(prob).mul_(modulator)
+    torch.sum(softplus.mul_(modulator).scatter_(1, index, 0.0), dim=1, out=loss_out)
 
 
 def _dense_focal(z: Tensor, targets: Tensor, gamma: float) -> Tensor:
