@@ -61,6 +61,12 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
         "--beta", type=float, help="class-balanced beta in [0, 1) (default 0: unweighted)"
     )
     g.add_argument("--gamma", type=float, help="focal-loss gamma >= 0 (default 1)")
+    g.add_argument(
+        "--reweight-schedule",
+        help="constant (default: class-balanced weights throughout), drw (unweighted until "
+        "--reweight-epoch, then class-balanced), ramp (beta grows to --beta by --reweight-epoch)",
+    )
+    g.add_argument("--reweight-epoch", type=int, help="default 160 x epochs / 200")
     g = p.add_argument_group("optimisation (defaults: the paper's CIFAR recipe)")
     g.add_argument("--epochs", type=int, help="default 200; warm-up and decay epochs scale with it")
     g.add_argument("--batch-size", type=int, help="global batch size (default 128)")

@@ -43,7 +43,9 @@ class TrainConfig:
     test_data: str | None = None
     imbalance_factor: float | None = None  # None: 100 for CIFAR, 1 (as given) otherwise
     profile: str = "exp"
-    image_size: int | None = None  # class folders: resize to this size; large datasets: crop size (224)
+    image_size: int | None = (
+        None  # class folders: resize to this size; large datasets: crop size (224)
+    )
     download: bool = True
     num_workers: int = 4  # large datasets: DataLoader worker processes per rank
     skip_missing: bool = False
@@ -52,6 +54,8 @@ class TrainConfig:
     loss: str = "softmax"
     beta: float = 0.0
     gamma: float = 1.0
+    reweight_schedule: str = "constant"  # constant | drw (deferred re-weighting) | ramp
+    reweight_epoch: int | None = None  # drw switch / ramp end; None: 160 scaled by epochs / 200
     # optimisation
     epochs: int = 200
     batch_size: int = 128
@@ -78,7 +82,9 @@ class TrainConfig:
     channels_last: bool = False
     compile: bool = False
     sync_bn: bool = False
-    skip_nonfinite: bool = False  # skip (and count) batches whose loss is NaN / inf instead of stopping
+    skip_nonfinite: bool = (
+        False  # skip (and count) batches whose loss is NaN / inf instead of stopping
+    )
     out: str = "runs/latest"
     keep_checkpoints: int = 2
     progress: bool = True
@@ -102,6 +108,8 @@ class TrainConfig:
             cfg.warmup_epochs = max(1, round(5 * scale)) if cfg.epochs > 1 else 0
         if cfg.decay_epochs is None:
             cfg.decay_epochs = [max(1, round(160 * scale)), max(1, round(180 * scale))]
+        if cfg.reweight_epoch is None:
+            cfg.reweight_epoch = round(160 * scale)
         if cfg.decay_factors is None:
             cfg.decay_factors = [0.1, 0.01] if cfg.imbalance_factor == 1.0 else [0.01, 0.0001]
         cfg.validate()
@@ -112,6 +120,9 @@ class TrainConfig:
         _choice("dataset", self.dataset, DATASETS)
         _choice("profile", self.profile, PROFILES)
         _choice("precision", self.precision, PRECISIONS)
+        _choice("reweight_schedule", self.reweight_schedule, ("constant", "drw", "ramp"))
+        if self.reweight_epoch is not None:
+            _int_at_least("reweight_epoch", self.reweight_epoch, 0)
         if self.dataset in ("npz", "folder") and not self.train_data:
             raise ValueError(
                 f"--dataset {self.dataset} needs --train-data PATH (and --test-data PATH)"

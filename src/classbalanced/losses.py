@@ -546,10 +546,10 @@ class ClassBalancedLoss(WeightedLoss):
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
         logits = _check_logits(logits)
-        if logits.shape[1] != self.weight.shape[0]:
+        if logits.shape[1] != self.samples_per_class.shape[0]:
             raise ValueError(
                 f"samples_per_class must have one count per class: expected {logits.shape[1]} counts "
-                f"for logits {tuple(logits.shape)}, got {self.weight.shape[0]}"
+                f"for logits {tuple(logits.shape)}, got {self.samples_per_class.shape[0]}"
             )
         return super().forward(logits, targets)
 

@@ -34,6 +34,7 @@ from ..data.registry import load_dataset
 from ..data.safe_io import atomic_write_json
 from ..losses import build_loss, init_prior_bias_, parameter_groups
 from ..models.registry import build_model
+from ..schedules import ReweightSchedule
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .distributed import DistContext, all_reduce_sum, cleanup_distributed, setup_distributed
 from .metrics import EvalCounts, summarize
@@ -415,7 +416,9 @@ def _build_model(cfg: TrainConfig, num_classes: int, in_channels: int, loss_fn, 
         no_decay.append(model.fc.bias)
     if cfg.sync_bn and ctx.distributed:
         if ctx.device.type != "cuda":
-            raise ValueError(f"--sync-bn needs CUDA devices (PyTorch's SyncBatchNorm), got {ctx.device}")
+            raise ValueError(
+                f"--sync-bn needs CUDA devices (PyTorch's SyncBatchNorm), got {ctx.device}"
+            )
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(ctx.device)
     if cfg.channels_last:
@@ -466,6 +469,15 @@ def _train(cfg: TrainConfig, ctx: DistContext, log: Callable[[str], None]) -> di
         )
 
     loss_fn = build_loss(cfg.loss, counts, beta=cfg.beta, gamma=cfg.gamma).to(device)
+    reweight = None
+    if cfg.reweight_schedule != "constant":
+        if not hasattr(loss_fn, "set_weight"):
+            raise ValueError(
+                f"loss {cfg.loss!r} has no class weights to schedule: use --reweight-schedule constant"
+            )
+        reweight = ReweightSchedule(
+            cfg.reweight_schedule, counts, cfg.beta, start_epoch=cfg.reweight_epoch
+        )
     model, groups = _build_model(cfg, num_classes, data.in_channels, loss_fn, ctx)
     optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     stream = data.stream
@@ -527,6 +539,9 @@ def _train(cfg: TrainConfig, ctx: DistContext, log: Callable[[str], None]) -> di
     with _StopFlag() as stop:
         for epoch in range(start_step // steps_per_epoch, cfg.epochs):
             first = step - epoch * steps_per_epoch
+            if reweight is not None:
+                weight = reweight.weight_at(epoch)
+                loss_fn.set_weight(None if weight is None else weight.to(device))
             bar = tqdm(
                 total=steps_per_epoch,
                 initial=first,

@@ -1,0 +1,84 @@
+import json
+
+import pytest
+import torch
+
+from classbalanced.config import TrainConfig
+from classbalanced.engine.trainer import train
+from classbalanced.schedules import ReweightSchedule
+from classbalanced.weights import class_balanced_weights
+
+COUNTS = [500, 120, 30, 7]
+
+
+def test_constant_is_class_balanced_every_epoch():
+    s = ReweightSchedule("constant", COUNTS, 0.99)
+    for epoch in (0, 5, 500):
+        torch.testing.assert_close(s.weight_at(epoch), class_balanced_weights(COUNTS, 0.99))
+
+
+def test_drw_switches_on_at_start_epoch():
+    s = ReweightSchedule("drw", COUNTS, 0.9999, start_epoch=160)
+    assert all(s.weight_at(e) is None for e in (0, 1, 159))
+    for e in (160, 199):
+        torch.testing.assert_close(s.weight_at(e), class_balanced_weights(COUNTS, 0.9999))
+
+
+def test_ramp_grows_the_volume_geometrically():
+    beta, start = 0.9999, 10
+    s = ReweightSchedule("ramp", COUNTS, beta, start_epoch=start)
+    assert s.beta_at(0) == 0.0 and s.beta_at(start) == beta and s.beta_at(50) == beta
+    volumes = [1 / (1 - s.beta_at(e)) for e in range(start + 1)]
+    ratios = [b / a for a, b in zip(volumes, volumes[1:], strict=False)]
+    # N_e = N ** (e / start): constant ratio N ** (1 / start) between epochs
+    assert ratios == pytest.approx([(1 / (1 - beta)) ** (1 / start)] * start, rel=1e-6)
+    assert torch.equal(s.weight_at(0), torch.ones(4))
+    # rare classes gain weight monotonically during the ramp
+    rare = [float(s.weight_at(e)[-1]) for e in range(start + 1)]
+    assert all(b >= a for a, b in zip(rare, rare[1:], strict=False))
+
+
+@pytest.mark.parametrize(
+    "kind, beta, start, error",
+    [
+        ("late", 0.9, 1, "unknown reweight schedule 'late'"),
+        ("drw", 1.0, 1, "beta"),
+        ("drw", 0.9, -1, "start_epoch"),
+    ],
+)
+def test_bad_schedules(kind, beta, start, error):
+    with pytest.raises(ValueError, match=error):
+        ReweightSchedule(kind, COUNTS, beta, start_epoch=start)
+
+
+def _run(tmp_path, name, **overrides):
+    cfg = TrainConfig(
+        dataset="digits",
+        imbalance_factor=10,
+        model="simple_cnn",
+        loss="softmax",
+        epochs=3,
+        batch_size=64,
+        pad=1,
+        flip=False,
+        eval_every=3,
+        device="cpu",
+        progress=False,
+        out=str(tmp_path / name),
+        **overrides,
+    )
+    train(cfg, log=lambda _: None)
+    metrics = json.loads((tmp_path / name / "metrics.json").read_text())
+    return {k: v for k, v in metrics.items() if k not in ("train_images_per_second", "beta")}
+
+
+@pytest.mark.slow
+def test_trainer_applies_the_schedule(tmp_path):
+    unweighted = _run(tmp_path, "plain", beta=0.0)
+    weighted = _run(tmp_path, "cb", beta=0.999)
+    never = _run(tmp_path, "drw_late", beta=0.999, reweight_schedule="drw", reweight_epoch=3)
+    at_once = _run(tmp_path, "drw_now", beta=0.999, reweight_schedule="drw", reweight_epoch=0)
+    drop = ("reweight_schedule",)
+    assert {k: v for k, v in never.items() if k not in drop} == unweighted
+    assert {k: v for k, v in at_once.items() if k not in drop} == weighted
+    assert weighted["train_loss"] != unweighted["train_loss"]
