@@ -371,6 +371,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NonFiniteLoss as exc:
         print(f"classbalanced: error: {exc}", file=sys.stderr)
         return 1
+    except MemoryError:
+        print(
+            "classbalanced: error: out of memory (is a data file larger than expected?)",
+            file=sys.stderr,
+        )
+        return 1
     except (ValueError, TypeError, OSError) as exc:
         message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"classbalanced: error: {message}", file=sys.stderr)

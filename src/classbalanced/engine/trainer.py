@@ -546,6 +546,8 @@ def _train(cfg: TrainConfig, ctx: DistContext, log: Callable[[str], None]) -> di
                 total=steps_per_epoch,
                 initial=first,
                 desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                unit="img",
+                unit_scale=stream.batch * accumulate,  # counts images, shows img/s
                 disable=not (cfg.progress and ctx.is_main),
                 leave=False,
                 dynamic_ncols=True,
