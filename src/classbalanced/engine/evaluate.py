@@ -8,13 +8,13 @@ from typing import Any
 
 import torch
 
-from ..config import TrainConfig
+from ..config import LARGE_DATASETS, TrainConfig
 from ..data.arrays import load_image_folder, load_npz
 from ..models.registry import build_model
 from .checkpoint import latest_checkpoint, load_checkpoint
 from .distributed import DistContext, _resolve_device
 from .metrics import summarize
-from .trainer import evaluate, prepare_data
+from .trainer import _large_data, evaluate, prepare_data
 
 __all__ = ["evaluate_run"]
 
@@ -47,6 +47,13 @@ def evaluate_run(
     counts = json.loads(subset_path.read_text(encoding="utf-8"))["counts"]
     target = _resolve_device(device, 0)
     state = load_checkpoint(checkpoint)
+    if cfg.dataset in LARGE_DATASETS and not test_data:  # image files: the run's validation loader
+        model = build_model(cfg.model, len(counts), in_channels=3)
+        model.load_state_dict(state["model"])
+        model.to(target)
+        metrics = summarize(_large_data(cfg, DistContext(device=target)).evaluate(model), counts)
+        metrics["checkpoint"] = str(checkpoint)
+        return metrics
     if test_data:
         test = (
             load_npz(test_data)
