@@ -97,7 +97,11 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
     g.add_argument("--precision", help="fp32 (default), bf16, fp16 (autocast)")
-    _bool_flag(g, "channels-last", "channels-last memory format")
+    _bool_flag(
+        g,
+        "channels-last",
+        "channels-last memory format (default: yes; --no-channels-last for NCHW)",
+    )
     _bool_flag(g, "compile", "torch.compile the model")
     _bool_flag(g, "sync-bn", "synchronised batch norm across processes (torchrun)")
     _bool_flag(
@@ -165,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per loss (default 3)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --out")
     _bool_flag(p, "progress", "progress bars (default: yes)")
     p.set_defaults(func=_cmd_demo)
@@ -311,6 +316,7 @@ def _cmd_demo(args) -> int:
         args.out,
         epochs=args.epochs,
         seed=args.seed,
+        seeds=args.seeds,
         overwrite=args.overwrite,
         progress=args.progress is not False,
         log=_info,

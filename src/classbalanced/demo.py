@@ -4,7 +4,7 @@ scikit-learn's bundled 8x8 digits (no download) are split into a balanced test
 set (50 per class) and a training set made long-tailed with imbalance factor
 ``DEMO_IMBALANCE``. The same small ResNet is trained twice with the same seed:
 once with plain softmax cross-entropy, once with the class-balanced focal loss.
-A side-by-side table and PNG plots end up in the demo folder.
+A table of mean ± std over seeds and PNG plots end up in the demo folder.
 """
 
 from __future__ import annotations
@@ -52,7 +52,16 @@ def demo_config(
     )
 
 
-def _table(results: dict[str, dict]) -> str:
+def _mean_std(values: list[float | None]) -> tuple[float, float] | None:
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    mean = sum(present) / len(present)
+    var = sum((v - mean) ** 2 for v in present) / max(len(present) - 1, 1)
+    return mean, var**0.5
+
+
+def _table(results: dict[str, list[dict]]) -> str:
     rows = [
         ("overall accuracy", "accuracy"),
         ("many-shot (>100)", "many_shot_accuracy"),
@@ -61,17 +70,19 @@ def _table(results: dict[str, dict]) -> str:
         ("error %", "error_percent"),
     ]
     names = list(results)
-    lines = ["| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    seeds = len(next(iter(results.values())))
+    header = [f"{name} (mean ± std, {seeds} seeds)" for name in names]
+    lines = ["| metric | " + " | ".join(header) + " |", "|---|" + "---|" * len(names)]
     for label, key in rows:
         cells = []
         for name in names:
-            value = results[name].get(key)
-            if value is None:
+            stats = _mean_std([r.get(key) for r in results[name]])
+            if stats is None:
                 cells.append("-")
             elif key == "error_percent":
-                cells.append(f"{value:.2f}")
+                cells.append(f"{stats[0]:.2f} ± {stats[1]:.2f}")
             else:
-                cells.append(f"{100 * value:.1f}%")
+                cells.append(f"{100 * stats[0]:.1f}% ± {100 * stats[1]:.1f}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -81,58 +92,63 @@ def run_demo(
     *,
     epochs: int | None = None,
     seed: int = 0,
+    seeds: int = 3,
     overwrite: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = print,
-) -> dict[str, dict]:
-    """Train both demo runs into ``out/<name>``, print the comparison, write plots."""
+) -> dict[str, list[dict]]:
+    """Train every demo run for ``seeds`` seeds into ``out/<name>-s<seed>``, print the
+    comparison (mean ± std over seeds), write plots."""
     from . import plots
 
     out = Path(out)
     epochs = DEMO_EPOCHS if epochs is None else epochs
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
     summary = out / "summary.md"
     if summary.exists() and not overwrite:
         raise ValueError(
             f"{out} already holds a demo: pass --overwrite to run it again, or choose another --out"
         )
-    results: dict[str, dict] = {}
+    results: dict[str, list[dict]] = {}
     for name, loss, beta, gamma in DEMO_RUNS:
-        cfg = demo_config(
-            out / name, loss, beta, gamma, epochs=epochs, seed=seed, progress=progress
-        )
-        cfg = dataclasses.replace(cfg, overwrite=overwrite)
-        log(f"--- {name}: loss={loss} beta={beta} gamma={gamma}")
-        results[name] = train(cfg, log=log)
-    counts = results[DEMO_RUNS[0][0]]["train_counts"]
+        for s in range(seed, seed + seeds):
+            run = out / f"{name}-s{s}"
+            cfg = demo_config(run, loss, beta, gamma, epochs=epochs, seed=s, progress=progress)
+            cfg = dataclasses.replace(cfg, overwrite=overwrite)
+            log(f"--- {name}, seed {s}: loss={loss} beta={beta} gamma={gamma}")
+            results.setdefault(name, []).append(train(cfg, log=log))
+    counts = results[DEMO_RUNS[0][0]][0]["train_counts"]
     table = _table(results)
     log("\n" + table)
     plots.plot_class_distribution(
         out / "class_distribution.png", counts, title=f"long-tailed digits (IF {DEMO_IMBALANCE:g})"
     )
     plots.plot_effective_number(out / "effective_number.png", max_samples=max(counts))
-    plots.plot_per_class_accuracy(
-        out / "per_class_accuracy.png",
-        {
-            name: [0.0 if v is None else v for v in r["per_class_accuracy"]]
-            for name, r in results.items()
-        },
-        counts=counts,
-    )
-    history = {
-        name: json.loads((out / name / "history.json").read_text(encoding="utf-8"))
-        for name in results
+    per_class = {
+        name: [
+            sum(
+                0.0 if r["per_class_accuracy"][c] is None else r["per_class_accuracy"][c]
+                for r in runs
+            )
+            / len(runs)
+            for c in range(len(counts))
+        ]
+        for name, runs in results.items()
     }
-    if all(len(h) >= 2 for h in history.values()):
-        plots.plot_error_curves(
-            out / "error_curves.png",
-            {
-                name: ([h["epoch"] for h in hist], [h["error_percent"] for h in hist])
-                for name, hist in history.items()
-            },
+    plots.plot_per_class_accuracy(out / "per_class_accuracy.png", per_class, counts=counts)
+    curves = {}
+    for name in results:
+        hist = json.loads((out / f"{name}-s{seed}" / "history.json").read_text(encoding="utf-8"))
+        curves[f"{name} (seed {seed})"] = (
+            [h["epoch"] for h in hist],
+            [h["error_percent"] for h in hist],
         )
+    if all(len(c[0]) >= 2 for c in curves.values()):
+        plots.plot_error_curves(out / "error_curves.png", curves)
     atomic_write_text(
         summary,
-        f"# classbalanced demo (digits, IF {DEMO_IMBALANCE:g}, {epochs} epochs, seed {seed})\n\n{table}\n",
+        f"# classbalanced demo (digits, IF {DEMO_IMBALANCE:g}, {epochs} epochs, seeds {seed}-{seed + seeds - 1})\n\n{table}\n",
     )
     atomic_write_json(out / "results.json", results)
     log(f"\nplots and runs written to {out}/")

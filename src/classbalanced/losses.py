@@ -87,11 +87,22 @@ def _check_index_targets(targets: Tensor, logits: Tensor) -> Tensor:
             f"got shape {tuple(targets.shape)}"
         )
     if not _compiling() and n > 0:
-        low, high = (int(v) for v in torch.aminmax(targets))
-        if low < 0 or high >= c:
-            bad = low if low < 0 else high
-            raise ValueError(f"targets must be class indices in [0, {c - 1}], got {bad}")
+        low, high = torch.aminmax(targets)
+        if _host_checks(targets):
+            low, high = int(low), int(high)
+            if low < 0 or high >= c:
+                bad = low if low < 0 else high
+                raise ValueError(f"targets must be class indices in [0, {c - 1}], got {bad}")
+        else:  # accelerators: checked on the device, no host synchronisation per step
+            torch._assert_async(
+                (low >= 0) & (high < c), f"targets must be class indices in [0, {c - 1}]"
+            )
     return targets.long()
+
+
+def _host_checks(tensor: Tensor) -> bool:
+    """Data-dependent checks read values on the host only for CPU tensors (no GPU sync)."""
+    return tensor.device.type == "cpu"
 
 
 def _check_dense_targets(targets: Tensor, logits: Tensor) -> Tensor:
@@ -148,7 +159,10 @@ def _check_weight(weight: object, logits: Tensor) -> Tensor | None:
     weight = weight.detach().to(device=logits.device, dtype=_compute_dtype(logits))
     if not _compiling():
         low, high = torch.aminmax(weight)  # NaN compares False below
-        if not (bool(low >= 0) and bool(high < float("inf"))):
+        valid = (low >= 0) & (high < float("inf"))
+        if not _host_checks(weight):
+            torch._assert_async(valid, "weight must hold finite values >= 0")
+        elif not bool(valid):
             raise ValueError(
                 "weight must hold finite values >= 0, got a negative or non-finite entry"
             )

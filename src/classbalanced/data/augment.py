@@ -39,7 +39,13 @@ def _check_padding(padding: object) -> int:
 
 
 def crop_flip(
-    images: Tensor, top: Tensor, left: Tensor, flips: Tensor | None = None, *, padding: int
+    images: Tensor,
+    top: Tensor,
+    left: Tensor,
+    flips: Tensor | None = None,
+    *,
+    padding: int,
+    validate: bool = True,
 ) -> Tensor:
     """Deterministic crop + flip with explicit per-image parameters.
 
@@ -53,6 +59,8 @@ def crop_flip(
         top, left: integer tensors ``(B,)`` with values in ``[0, 2 * padding]``.
         flips: bool tensor ``(B,)``, or ``None`` for no flipping.
         padding: the zero padding (pixels) on each side.
+        validate: check shapes and offset ranges (reads the offsets on the host);
+            pass False for parameters you drew yourself, e.g. on an accelerator.
 
     Returns:
         ``(B, C, H, W)`` tensor of the same dtype, device and memory format.
@@ -64,6 +72,8 @@ def crop_flip(
             [0, 3, 2],
             [0, 6, 5]], dtype=torch.uint8)
     """
+    if not validate:
+        return _crop_flip(images, top, left, flips, padding)
     images = _check_images(images)
     padding = _check_padding(padding)
     b = images.shape[0]

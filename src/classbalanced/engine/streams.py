@@ -101,13 +101,16 @@ class InMemoryStream:
             self.flip,
         )
         device = self.images.device
+        # one copy of the epoch's plan to the device; offsets are in range by construction
+        order, top, left = (t.to(device) for t in (plan.order, plan.top, plan.left))
+        flips_all = None if plan.flips is None else plan.flips.to(device)
         for s in range(start_step, self.steps_per_epoch):
             lo = s * self.batch + self.ctx.rank * self.local
             part = slice(lo, lo + self.local)
-            idx = plan.order[part].to(device, non_blocking=True)
-            flips = None if plan.flips is None else plan.flips[part]
+            idx = order[part]
+            flips = None if flips_all is None else flips_all[part]
             x = crop_flip(
-                self.images[idx], plan.top[part], plan.left[part], flips, padding=self.pad
+                self.images[idx], top[part], left[part], flips, padding=self.pad, validate=False
             )
             yield normalize_images(x), self.labels[idx]
 

@@ -261,15 +261,15 @@ class _StopFlag:
 
 
 def _regularization_loss(groups: list[dict]) -> float:
-    total = 0.0
-    for group in groups:
-        if group["weight_decay"]:
-            total += (
-                0.5
-                * group["weight_decay"]
-                * sum(float(p.detach().pow(2).sum()) for p in group["params"])
-            )
-    return total
+    """``0.5 * wd * sum ||w||^2`` over the decayed parameters (TF's l2_loss), one host read."""
+    terms = [
+        0.5
+        * group["weight_decay"]
+        * torch.stack([p.detach().float().pow(2).sum() for p in group["params"]]).sum()
+        for group in groups
+        if group["weight_decay"] and group["params"]
+    ]
+    return float(torch.stack(terms).sum()) if terms else 0.0
 
 
 def _log_scalars(writer, metrics: dict, epoch: int) -> None:
