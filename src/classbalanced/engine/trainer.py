@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import shutil
 import signal
 import time
@@ -561,6 +560,9 @@ def _train(cfg: TrainConfig, ctx: DistContext, log: Callable[[str], None]) -> di
             tick = time.perf_counter()
             images_before = train_images
             batches = stream.epoch(epoch, first * accumulate)
+            # first non-finite step of the epoch, tracked on the device (read every 20 steps)
+            first_bad = torch.full((), -1, dtype=torch.long, device=device)
+            step_no = torch.full((), first, dtype=torch.long, device=device)
             for s in range(first, steps_per_epoch):
                 lr = schedule(step)
                 for group in optimizer.param_groups:
@@ -588,18 +590,20 @@ def _train(cfg: TrainConfig, ctx: DistContext, log: Callable[[str], None]) -> di
                     )
                     loss_value.zero_()
                 step += 1
+                step_no += 1
+                bad = (first_bad < 0) & ~torch.isfinite(loss_value)
+                first_bad = torch.where(bad, step_no, first_bad)
                 train_images += stream.batch * accumulate
                 loss_sum += loss_value
                 loss_count += 1
                 if s % 20 == 0 or s == steps_per_epoch - 1:
-                    value = float(loss_value)
-                    if not math.isfinite(value):
+                    if int(first_bad) >= 0:
                         last = latest_checkpoint(out / "checkpoints")
                         raise NonFiniteLoss(
-                            f"loss became {value} at epoch {epoch + 1}, step {s + 1}; last good checkpoint: "
-                            f"{last if last else 'none'} (lower --lr, or --skip-nonfinite to skip such batches)"
+                            f"the loss is not finite at epoch {epoch + 1}, step {int(first_bad)}; last good "
+                            f"checkpoint: {last if last else 'none'} (lower --lr, or --skip-nonfinite to skip such batches)"
                         )
-                    bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.4g}")
+                    bar.set_postfix(loss=f"{float(loss_value):.4f}", lr=f"{lr:.4g}")
                 bar.update(1)
                 if stop.signal is not None:
                     break

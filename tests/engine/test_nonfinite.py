@@ -1,0 +1,70 @@
+"""A NaN / infinite loss stops the run with a clear message, or is skipped and counted."""
+
+import json
+
+import pytest
+import torch
+
+from classbalanced.config import TrainConfig
+from classbalanced.engine.checkpoint import latest_checkpoint
+from classbalanced.engine.trainer import NonFiniteLoss, train
+from classbalanced.losses import _REGISTRY, WeightedLoss, register_loss
+
+BAD_STEPS = {6, 7}  # 1-based optimiser steps whose loss is NaN: epoch 2, its steps 2 and 3
+
+
+class _PoisonedLoss(WeightedLoss):
+    """Softmax CE that returns NaN at chosen steps (counted by forward calls)."""
+
+    def __init__(self):
+        super().__init__("softmax")
+        self.calls = 0
+
+    def forward(self, logits, targets):
+        self.calls += 1
+        value = super().forward(logits, targets)
+        return value * float("nan") if self.calls in BAD_STEPS else value
+
+
+@pytest.fixture
+def poisoned():
+    register_loss("poisoned", lambda counts, **_: _PoisonedLoss())
+    yield "poisoned"
+    _REGISTRY.pop("poisoned")
+
+
+def _cfg(tmp_path, **overrides):
+    return TrainConfig(
+        dataset="digits",
+        imbalance_factor=10,
+        model="simple_cnn",
+        loss="poisoned",
+        epochs=3,
+        batch_size=128,  # 534 images: 4 steps per epoch
+        pad=1,
+        eval_every=1,
+        device="cpu",
+        progress=False,
+        out=str(tmp_path / "run"),
+        **overrides,
+    )
+
+
+def test_nan_loss_stops_naming_epoch_step_and_checkpoint(tmp_path, poisoned):
+    with pytest.raises(NonFiniteLoss) as info:
+        train(_cfg(tmp_path), log=lambda _: None)
+    message = str(info.value)
+    last = latest_checkpoint(tmp_path / "run" / "checkpoints")
+    assert last is not None and last.name == "checkpoint-00000004.pt"  # end of epoch 1
+    # found at the end of the epoch, reported at the step where it happened
+    assert "epoch 2, step 2;" in message and str(last) in message and "\n" not in message
+
+
+def test_skip_nonfinite_counts_and_finishes(tmp_path, poisoned):
+    metrics = train(_cfg(tmp_path, skip_nonfinite=True), log=lambda _: None)
+    assert metrics["skipped_nonfinite_steps"] == len(BAD_STEPS)
+    assert metrics["epoch"] == 3
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["skipped_nonfinite_steps"] == 2
+    state = torch.load(latest_checkpoint(tmp_path / "run" / "checkpoints"), weights_only=True)
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
