@@ -45,6 +45,7 @@ __all__ = [
     "LRSchedule",
     "prepare_data",
     "prepare_run_folder",
+    "start_run_folder",
     "evaluate",
     "train",
     "RUN_FILES",
@@ -145,10 +146,11 @@ def prepare_data(cfg: TrainConfig) -> PreparedData:
 
 
 def prepare_run_folder(out: Path, cfg: TrainConfig) -> bool:
-    """Create / check the run folder. Returns True when resuming an existing run.
+    """Check the run folder (nothing is deleted or written). True when resuming a run.
 
     Refuses a folder that holds a different run unless ``resume`` (same config,
-    or ``force``) or ``overwrite``; never touches files a run did not write.
+    or ``force``) or ``overwrite``, and a non-empty folder that holds no run.
+    :func:`start_run_folder` does the writing once the run is known to start.
     """
     config_path = out / "config.json"
     if cfg.resume:
@@ -173,14 +175,21 @@ def prepare_run_folder(out: Path, cfg: TrainConfig) -> bool:
             raise ValueError(
                 f"{out} already holds a run: pass --resume to continue it or --overwrite to replace it"
             )
-        for name in RUN_FILES:
-            target = out / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-    out.mkdir(parents=True, exist_ok=True)
     return False
+
+
+def start_run_folder(out: Path, cfg: TrainConfig, subset: dict) -> None:
+    """Replace an old run's files (``--overwrite``: only the files a run writes), then
+    write the resolved config and the training subset."""
+    for name in RUN_FILES:
+        target = out / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "config.json", cfg.to_dict())
+    atomic_write_json(out / "subset.json", subset)
 
 
 # ---------------------------------------------------------------------------
@@ -456,17 +465,6 @@ def _train(cfg: TrainConfig, ctx: DistContext, log: Callable[[str], None]) -> di
     large = cfg.dataset in LARGE_DATASETS
     data = _large_data(cfg, ctx) if large else _in_memory_data(cfg, ctx)
     counts, num_classes = data.counts, len(data.class_names)
-    if ctx.is_main and not resuming:
-        atomic_write_json(out / "config.json", cfg.to_dict())
-        atomic_write_json(
-            out / "subset.json",
-            {
-                "counts": counts.tolist(),
-                "class_names": data.class_names,
-                "indices": None if data.indices is None else data.indices.tolist(),
-            },
-        )
-
     loss_fn = build_loss(cfg.loss, counts, beta=cfg.beta, gamma=cfg.gamma).to(device)
     reweight = None
     if cfg.reweight_schedule != "constant":
@@ -479,6 +477,15 @@ def _train(cfg: TrainConfig, ctx: DistContext, log: Callable[[str], None]) -> di
         )
     model, groups = _build_model(cfg, num_classes, data.in_channels, loss_fn, ctx)
     optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    if ctx.is_main and not resuming:  # everything is known to work: now the folder is written
+        subset = {
+            "counts": counts.tolist(),
+            "class_names": data.class_names,
+            "indices": None if data.indices is None else data.indices.tolist(),
+        }
+        start_run_folder(out, cfg, subset)
+    if ctx.distributed:
+        torch.distributed.barrier()
     stream = data.stream
     accumulate = cfg.accumulate_steps
     # optimiser steps per epoch; the stream yields `accumulate` micro-batches per step
