@@ -175,3 +175,15 @@ def test_same_seed_same_metrics_other_seed_other_subset(run, cifar_dir, tmp_path
     a = json.loads((out / "subset.json").read_text())
     c = json.loads((tmp_path / "c" / "subset.json").read_text())
     assert a["counts"] == c["counts"] and a["indices"] != c["indices"]
+
+
+def test_gradient_accumulation_equals_the_full_batch(cifar_dir, tmp_path):
+    # without batch norm, 2 micro-batches of 16 accumulate exactly the gradient of one batch of 32
+    common = dict(model="simple_cnn", epochs=1, loss="softmax", beta=0.0)
+    train(_cfg(cifar_dir, tmp_path / "full", **common), log=lambda _: None)
+    train(_cfg(cifar_dir, tmp_path / "accum", accumulate_steps=2, **common), log=lambda _: None)
+    full = load_checkpoint(latest_checkpoint(tmp_path / "full" / "checkpoints"))
+    accum = load_checkpoint(latest_checkpoint(tmp_path / "accum" / "checkpoints"))
+    assert full["global_step"] == accum["global_step"]
+    for name, tensor in full["model"].items():
+        torch.testing.assert_close(accum["model"][name], tensor, rtol=1e-5, atol=1e-6)

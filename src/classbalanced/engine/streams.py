@@ -47,14 +47,18 @@ def epoch_plan(
 ) -> EpochPlan:
     """The permutation and every augmentation parameter of one epoch, drawn up front.
 
+    Only ``steps * batch`` of the ``n`` entries are used (the remainder is dropped).
+
     >>> a = epoch_plan(10, 4, 2, seed=0, epoch=3, pad=4, flip=True)
     >>> b = epoch_plan(10, 4, 2, seed=0, epoch=3, pad=4, flip=True)
     >>> torch.equal(a.order, b.order), a.order.shape, int(a.top.max()) <= 8
-    (True, torch.Size([8]), True)
+    (True, torch.Size([10]), True)
     """
     g = _epoch_generator(seed, epoch)
-    order = torch.randperm(n, generator=g)[: steps * batch]
-    size = order.numel()
+    # drawn for all n images whatever the batch: the same epoch for any batch split
+    # (gradient accumulation) or number of processes; the steps use the first steps * batch
+    order = torch.randperm(n, generator=g)
+    size = n
     top = torch.randint(0, 2 * pad + 1, (size,), generator=g)
     left = torch.randint(0, 2 * pad + 1, (size,), generator=g)
     flips = torch.rand(size, generator=g) < 0.5 if flip else None

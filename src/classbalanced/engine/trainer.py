@@ -327,7 +327,7 @@ def _in_memory_data(cfg: TrainConfig, ctx: DistContext) -> _RunData:
     stream = InMemoryStream(
         x_train,
         y_train,
-        batch_size=cfg.batch_size,
+        batch_size=cfg.batch_size // cfg.accumulate_steps,  # one micro-batch
         seed=cfg.seed,
         pad=cfg.pad,
         flip=cfg.flip,
