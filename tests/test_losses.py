@@ -387,7 +387,7 @@ def test_registry_builds_named_losses():
     loss = build_loss("focal", [10, 5], beta=0.9, gamma=0.5)
     assert isinstance(loss, ClassBalancedLoss) and loss.loss_type == "focal" and loss.gamma == 0.5
     with pytest.raises(
-        ValueError, match="unknown loss 'ldam2': expected one of 'focal', 'sigmoid', 'softmax'"
+        ValueError, match=r"unknown loss 'ldam2': expected one of .*'focal'.*'softmax'"
     ):
         build_loss("ldam2", [10, 5])
     with pytest.raises(ValueError, match="already registered"):

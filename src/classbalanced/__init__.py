@@ -9,6 +9,13 @@ tensor([0.1256, 0.3170, 2.5574])
 torch.Size([])
 """
 
+from . import comparison  # noqa: E402,F401  (registers ldam, logit_adjusted, balanced_softmax)
+from .comparison import (  # noqa: E402
+    BalancedSoftmaxLoss,
+    LDAMLoss,
+    LogitAdjustedLoss,
+    post_hoc_logit_adjustment,
+)
 from .losses import (
     LOSS_TYPES,
     REDUCTIONS,
@@ -25,11 +32,33 @@ from .losses import (
     sigmoid_focal_loss,
     softmax_cross_entropy,
 )
+from .multilabel import (  # noqa: E402
+    MultiLabelClassBalancedLoss,
+    RunningClassCounts,
+    multilabel_class_balanced_loss,
+    positive_counts,
+)
+from .sampling import ClassBalancedSampler, sampling_probabilities  # noqa: E402
+from .schedules import ReweightSchedule  # noqa: E402
+from .sklearn_weights import class_weight_dict, sample_weights  # noqa: E402
 from .weights import class_balanced_weights, effective_number
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BalancedSoftmaxLoss",
+    "ClassBalancedSampler",
+    "LDAMLoss",
+    "LogitAdjustedLoss",
+    "MultiLabelClassBalancedLoss",
+    "ReweightSchedule",
+    "RunningClassCounts",
+    "class_weight_dict",
+    "multilabel_class_balanced_loss",
+    "positive_counts",
+    "post_hoc_logit_adjustment",
+    "sample_weights",
+    "sampling_probabilities",
     "LOSS_TYPES",
     "REDUCTIONS",
     "ClassBalancedLoss",

@@ -56,7 +56,10 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
         "--model",
         help="resnet32 (default), resnet{6n+2}, resnet{6n+2}_v2, resnet{9n+2}_bottleneck, resnet50, ...",
     )
-    g.add_argument("--loss", help="softmax (default), sigmoid, focal")
+    g.add_argument(
+        "--loss",
+        help="softmax (default), sigmoid, focal; for comparison: ldam, logit_adjusted, balanced_softmax",
+    )
     g.add_argument(
         "--beta", type=float, help="class-balanced beta in [0, 1) (default 0: unweighted)"
     )
@@ -67,6 +70,14 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
         "--reweight-epoch, then class-balanced), ramp (beta grows to --beta by --reweight-epoch)",
     )
     g.add_argument("--reweight-epoch", type=int, help="default 160 x epochs / 200")
+    g.add_argument(
+        "--sampler",
+        help="shuffle (default: every image once per epoch) or class_balanced "
+        "(P(class) ~ n / E_n(--sampler-beta); pair it with --beta 0)",
+    )
+    g.add_argument(
+        "--sampler-beta", type=float, help="beta of the class-balanced sampler (default 0.9999)"
+    )
     g = p.add_argument_group("optimisation (defaults: the paper's CIFAR recipe)")
     g.add_argument("--epochs", type=int, help="default 200; warm-up and decay epochs scale with it")
     g.add_argument("--batch-size", type=int, help="global batch size (default 128)")
@@ -182,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beta", type=float, nargs="+", default=[0.9, 0.99, 0.999, 0.9999])
     p.add_argument("--max-samples", type=int, default=10_000)
     p.set_defaults(func=_cmd_plot)
+
+    from .reproduce.report import add_report_parser
+    from .reproduce.sweep import add_sweep_parser
+
+    add_sweep_parser(sub)
+    add_report_parser(sub)
     return parser
 
 

@@ -17,7 +17,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import tomllib
+try:  # Python >= 3.11
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 __all__ = ["TrainConfig", "load_config_file", "config_from_sources", "config_differences"]
 
@@ -56,6 +59,10 @@ class TrainConfig:
     gamma: float = 1.0
     reweight_schedule: str = "constant"  # constant | drw (deferred re-weighting) | ramp
     reweight_epoch: int | None = None  # drw switch / ramp end; None: 160 scaled by epochs / 200
+    sampler: str = "shuffle"  # shuffle (each image once per epoch) | class_balanced
+    sampler_beta: float = (
+        0.9999  # class_balanced: P(class i) ~ n_i / E_{n_i}(beta); -> 1: uniform over classes
+    )
     # optimisation
     epochs: int = 200
     batch_size: int = 128
@@ -121,6 +128,10 @@ class TrainConfig:
         _choice("profile", self.profile, PROFILES)
         _choice("precision", self.precision, PRECISIONS)
         _choice("reweight_schedule", self.reweight_schedule, ("constant", "drw", "ramp"))
+        _choice("sampler", self.sampler, ("shuffle", "class_balanced"))
+        sampler_beta = _number("sampler_beta", self.sampler_beta)
+        if not 0 <= sampler_beta < 1:
+            raise ValueError(f"sampler_beta must be in [0, 1), got {sampler_beta}")
         if self.reweight_epoch is not None:
             _int_at_least("reweight_epoch", self.reweight_epoch, 0)
         if self.dataset in ("npz", "folder") and not self.train_data:

@@ -80,8 +80,12 @@ class InMemoryStream:
         pad: int,
         flip: bool,
         ctx: DistContext,
+        sampler=None,
     ) -> None:
         n = images.shape[0]
+        self.sampler = (
+            sampler  # e.g. ClassBalancedSampler(world_size=1): its global draw is the order
+        )
         world = ctx.world_size
         # a global batch larger than the data shrinks to the data (kept divisible by the ranks)
         self.batch = min(batch_size, n - n % world)
@@ -104,6 +108,8 @@ class InMemoryStream:
             self.pad,
             self.flip,
         )
+        if self.sampler is not None:
+            plan.order = self.sampler.global_indices(epoch)
         device = self.images.device
         # one copy of the epoch's plan to the device; offsets are in range by construction
         order, top, left = (t.to(device) for t in (plan.order, plan.top, plan.left))
@@ -151,6 +157,7 @@ class LoaderStream:
         ctx: DistContext,
         num_workers: int,
         collate,
+        sampler=None,
     ) -> None:
         from torch.utils.data.distributed import DistributedSampler
 
@@ -161,7 +168,8 @@ class LoaderStream:
         self.dataset, self.ctx, self.collate = dataset, ctx, collate
         self.local = batch_size // ctx.world_size
         self.batch = batch_size
-        self.sampler = DistributedSampler(
+        # a rank-aware sampler with set_epoch (class-balanced), or each image once per epoch
+        self.sampler = sampler or DistributedSampler(
             dataset,
             num_replicas=ctx.world_size,
             rank=ctx.rank,

@@ -163,6 +163,10 @@ def prepare_run_folder(out: Path, cfg: TrainConfig) -> bool:
                 f"{out} holds a run with a different config (keys: {', '.join(differ)}); "
                 "resume with the same settings or add --force"
             )
+        # temporary files of atomic writes interrupted by a kill (never read; removed here)
+        for folder in (out, out / "checkpoints"):
+            for stale in folder.glob(".*.tmp") if folder.is_dir() else ():
+                stale.unlink(missing_ok=True)
         return True
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a folder")
@@ -332,6 +336,7 @@ def _in_memory_data(cfg: TrainConfig, ctx: DistContext) -> _RunData:
         pad=cfg.pad,
         flip=cfg.flip,
         ctx=ctx,
+        sampler=_sampler(cfg, data.train.labels, DistContext()),  # a global order for all ranks
     )
 
     def run_eval(model: nn.Module) -> EvalCounts:
@@ -378,6 +383,7 @@ def _large_data(cfg: TrainConfig, ctx: DistContext) -> _RunData:
         ctx=ctx,
         num_workers=cfg.num_workers,
         collate=inat.collate_skip_bad,
+        sampler=_sampler(cfg, labels[indices], ctx),
     )
     val = inat.ImageFileDataset(
         layout.root, layout.val_samples, inat.build_transforms(False, size, mean, std)
@@ -411,6 +417,17 @@ def _large_data(cfg: TrainConfig, ctx: DistContext) -> _RunData:
         return EvalCounts.from_stacked(all_reduce_sum(counts_.stacked(), ctx), counts_.k)
 
     return _RunData(counts, layout.class_names, indices, 3, stream, run_eval)
+
+
+def _sampler(cfg: TrainConfig, labels, ctx: DistContext):
+    """The class-balanced sampler when asked for (``None``: shuffle each epoch)."""
+    if cfg.sampler != "class_balanced":
+        return None
+    from ..sampling import ClassBalancedSampler
+
+    return ClassBalancedSampler(
+        labels, cfg.sampler_beta, seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size
+    )
 
 
 def _build_model(cfg: TrainConfig, num_classes: int, in_channels: int, loss_fn, ctx: DistContext):

@@ -1,0 +1,504 @@
+"""``report.md``: a sweep's results next to the paper's Table 2.
+
+Reads ``results.csv`` of a sweep folder (see :mod:`.sweep`). For each column
+(dataset x imbalance factor, plus any other key the sweep varied) the rows are
+Softmax, Sigmoid, Focal gamma = 0.5 / 1 / 2 (all unweighted, beta = 0), the
+class-balanced loss that is best on the grid (lowest mean error; beta > 0, or any
+run at IF 1 where every beta gives weight 1) and the class-balanced loss at the
+paper's setting for that column. Each cell: mean ± sample std over seeds (n
+seeds), the published error, and the difference (ours - published; positive is
+worse than the paper). Only finished runs count, and their error is that of the
+LAST evaluation (``metrics.json``), never the best epoch. Cells without a
+finished run show "-".
+
+Figures (``figures/``): a beta x gamma heat map of the class-balanced focal loss
+per column (:func:`classbalanced.plots.plot_heatmap`) and the test error against
+epoch of each row's runs (:func:`classbalanced.plots.plot_error_curves`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import re
+import statistics
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .published import FOCAL_GAMMAS, paper_cb_setting, published_error
+
+__all__ = [
+    "load_results",
+    "build_report",
+    "write_report",
+    "mean_std",
+    "add_report_parser",
+    "PAPER_EPOCHS",
+]
+
+PAPER_EPOCHS = 200
+_FLOATS = (
+    "imbalance_factor",
+    "beta",
+    "gamma",
+    "error_percent",
+    "accuracy",
+    "top5_error_percent",
+    "many_shot_accuracy",
+    "medium_shot_accuracy",
+    "few_shot_accuracy",
+)
+_INTS = ("seed", "epochs", "epoch")
+_NOT_COLUMN = {
+    "name",
+    "run_dir",
+    "loss",
+    "beta",
+    "gamma",
+    "seed",
+    "status",
+    "epoch",
+    *_FLOATS[3:],
+}
+_DATASET_ORDER = ("cifar10", "cifar100", "cifar20")
+
+Log = Callable[[str], None]
+
+
+def _info(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------
+# reading
+# ---------------------------------------------------------------------------
+
+
+def _parse(key: str, text: str) -> Any:
+    if text == "":
+        return None
+    try:
+        if key in _FLOATS:
+            return float(text)
+        if key in _INTS:
+            return int(float(text))
+    except ValueError:
+        raise ValueError(f"results.csv: {key} must be a number, got {text!r}") from None
+    return text
+
+
+def load_results(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Rows of a ``results.csv``, numbers parsed (empty cells become None)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no results.csv at {path}: run the sweep first")
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"dataset", "imbalance_factor", "loss", "beta", "gamma", "seed"} - set(
+            reader.fieldnames or ()
+        )
+        missing |= {"error_percent", "status", "epochs"} - set(reader.fieldnames or ())
+        if missing:
+            raise ValueError(f"{path} lacks column(s): {', '.join(sorted(missing))}")
+        return [{k: _parse(k, v or "") for k, v in row.items()} for row in reader]
+
+
+def mean_std(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (n - 1; None for a single value).
+
+    >>> mean_std([30.0, 32.0, 34.0])
+    (32.0, 2.0)
+    """
+    if not values:
+        raise ValueError("mean_std needs at least one value")
+    mean = statistics.fmean(values)
+    return mean, (statistics.stdev(values) if len(values) > 1 else None)
+
+
+# ---------------------------------------------------------------------------
+# grouping
+# ---------------------------------------------------------------------------
+
+
+def _close(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def _setting_label(loss: str, beta: float, gamma: float | None) -> str:
+    text = f"{loss}, β={beta:g}"
+    if loss == "focal" and gamma is not None:
+        text += f", γ={gamma:g}"
+    return text
+
+
+@dataclass
+class Cell:
+    """One method in one column: the finished runs it averages over."""
+
+    label: str
+    runs: list[dict[str, Any]]
+    published: float | None
+    setting: str = ""
+
+    @property
+    def errors(self) -> list[float]:
+        return [r["error_percent"] for r in self.runs]
+
+    def stats(self) -> tuple[float, float | None] | None:
+        return mean_std(self.errors) if self.runs else None
+
+    def text(self) -> str:
+        stats = self.stats()
+        if stats is None:
+            return "-"
+        mean, std = stats
+        n = len(self.runs)
+        if std is None:
+            return f"{mean:.2f} ({n} seed)"
+        return f"{mean:.2f} ± {std:.2f} ({n} seeds)"
+
+    def published_text(self) -> str:
+        return "-" if self.published is None else f"{self.published:.2f}"
+
+    def diff(self) -> float | None:
+        stats = self.stats()
+        if stats is None or self.published is None:
+            return None
+        return stats[0] - self.published
+
+    def diff_text(self) -> str:
+        diff = self.diff()
+        return "-" if diff is None else f"{diff:+.2f}"
+
+
+def _group(runs: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
+    """Runs by setting (loss, beta, gamma for focal)."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for run in runs:
+        gamma = run["gamma"] if run["loss"] == "focal" else None
+        groups.setdefault((run["loss"], run["beta"], gamma), []).append(run)
+    return groups
+
+
+def _select(runs, loss: str, beta: float, gamma: float | None = None) -> list[dict[str, Any]]:
+    return [
+        r
+        for r in runs
+        if r["loss"] == loss
+        and _close(r["beta"], beta)
+        and (loss != "focal" or gamma is None or _close(r["gamma"], gamma))
+    ]
+
+
+def _column_cells(
+    dataset: str, factor: float, runs: list[dict[str, Any]], gammas: list[float]
+) -> list[Cell]:
+    def pub(method: str, gamma: float | None = None) -> float | None:
+        return published_error(dataset, factor, method, gamma=gamma)
+
+    cells = [
+        Cell("Softmax", _select(runs, "softmax", 0.0), pub("softmax"), "softmax, β=0"),
+        Cell("Sigmoid", _select(runs, "sigmoid", 0.0), pub("sigmoid"), "sigmoid, β=0"),
+    ]
+    for g in gammas:
+        cells.append(
+            Cell(
+                f"Focal γ={g:g}",
+                _select(runs, "focal", 0.0, g),
+                pub("focal", g),
+                f"focal, β=0, γ={g:g}",
+            )
+        )
+    # best of the grid: beta > 0 (at IF 1 every beta gives weight 1, so all runs count)
+    candidates = [r for r in runs if r["beta"] > 0 or _close(factor, 1.0)]
+    best_key, best_runs = None, []
+    for key, group in _group(candidates).items():
+        mean = statistics.fmean(r["error_percent"] for r in group)
+        if best_key is None or mean < statistics.fmean(r["error_percent"] for r in best_runs):
+            best_key, best_runs = key, group
+    cells.append(
+        Cell(
+            "Class-balanced (best of grid)",
+            best_runs,
+            pub("class_balanced"),
+            _setting_label(*best_key) if best_key else "",
+        )
+    )
+    paper = paper_cb_setting(dataset, factor)
+    if paper is None:
+        cells.append(Cell("Class-balanced (paper's setting)", [], None, "no published setting"))
+    else:
+        beta = 0.0 if paper["beta"] is None else paper["beta"]
+        cells.append(
+            Cell(
+                "Class-balanced (paper's setting)",
+                _select(runs, paper["loss"], beta, paper["gamma"]),
+                pub("class_balanced"),
+                _setting_label(paper["loss"], beta, paper["gamma"]),
+            )
+        )
+    return cells
+
+
+def _column_keys(rows: list[dict[str, Any]]) -> list[str]:
+    keys = [k for k in rows[0] if k not in _NOT_COLUMN]
+    first = ["dataset", "imbalance_factor"]
+    return first + [k for k in keys if k not in first]
+
+
+def _column_sort(keys: list[str], column: tuple) -> tuple:
+    values = dict(zip(keys, column, strict=True))
+    dataset = str(values["dataset"])
+    order = _DATASET_ORDER.index(dataset) if dataset in _DATASET_ORDER else len(_DATASET_ORDER)
+    factor = values["imbalance_factor"] or 0.0
+    rest = tuple(str(values[k]) for k in keys[2:])
+    return (order, dataset, -factor, rest)
+
+
+def _column_title(keys: list[str], column: tuple, shown: list[str]) -> str:
+    values = dict(zip(keys, column, strict=True))
+    title = f"{values['dataset']}, IF {values['imbalance_factor']:g}"
+    for key in shown:
+        title += f", {key} {values[key]}"
+    return title
+
+
+def _slug(keys: list[str], column: tuple, shown: list[str]) -> str:
+    values = dict(zip(keys, column, strict=True))
+    parts = [str(values["dataset"]), f"if{values['imbalance_factor']:g}"]
+    parts += [f"{key}-{values[key]}" for key in shown]
+    return re.sub(r"[^A-Za-z0-9.+-]+", "_", "-".join(parts))
+
+
+# ---------------------------------------------------------------------------
+# figures
+# ---------------------------------------------------------------------------
+
+
+def _heatmap(path: Path, runs: list[dict[str, Any]], title: str) -> Path | None:
+    from .. import plots
+
+    focal = [r for r in runs if r["loss"] == "focal"]
+    if not any(r["beta"] > 0 for r in focal):
+        return None
+    betas = sorted({r["beta"] for r in focal})
+    gammas = sorted({r["gamma"] for r in focal})
+    grid = [[math.nan] * len(gammas) for _ in betas]
+    for (_, beta, gamma), group in _group(focal).items():
+        grid[betas.index(beta)][gammas.index(gamma)] = statistics.fmean(
+            r["error_percent"] for r in group
+        )
+    return plots.plot_heatmap(
+        path,
+        grid,
+        row_labels=[f"{b:g}" for b in betas],
+        col_labels=[f"{g:g}" for g in gammas],
+        row_title="beta",
+        col_title="gamma",
+        title=f"{title}: focal loss, last-epoch error %",
+    )
+
+
+def _history(sweep_dir: Path, run: dict[str, Any]) -> tuple[list[float], list[float]] | None:
+    if not run.get("run_dir"):
+        return None
+    try:
+        history = json.loads((sweep_dir / run["run_dir"] / "history.json").read_text("utf-8"))
+        epochs = [float(h["epoch"]) for h in history]
+        errors = [float(h["error_percent"]) for h in history]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return (epochs, errors) if epochs else None
+
+
+def _curves(sweep_dir: Path, path: Path, cells: list[Cell]) -> Path | None:
+    from .. import plots
+
+    lines = {}
+    for cell in cells:
+        curves = [c for c in (_history(sweep_dir, r) for r in cell.runs) if c is not None]
+        if not curves:
+            continue
+        epochs = curves[0][0]
+        same = [errors for e, errors in curves if e == epochs]
+        mean = [statistics.fmean(values) for values in zip(*same, strict=True)]
+        label = cell.label
+        if cell.label.startswith("Class-balanced"):
+            label += f" [{cell.setting}]"
+        lines[f"{label} ({len(same)} seed{'s' if len(same) > 1 else ''})"] = (epochs, mean)
+    if not lines:
+        return None
+    return plots.plot_error_curves(path, lines, figsize=(8.0, 5.0))
+
+
+# ---------------------------------------------------------------------------
+# the report
+# ---------------------------------------------------------------------------
+
+
+def build_report(
+    sweep_dir: str | os.PathLike, rows: list[dict[str, Any]], *, figures: bool = True
+) -> str:
+    """The markdown text of the report for ``rows`` (from :func:`load_results`);
+    figures are written under ``sweep_dir/figures`` when ``figures``."""
+    sweep_dir = Path(sweep_dir)
+    lines = [f"# Reproduction report: {sweep_dir.name}", ""]
+    if not rows:
+        return "\n".join(lines + ["results.csv holds no runs.", ""])
+    finished = [r for r in rows if r["status"] == "finished" and r["error_percent"] is not None]
+    statuses = {}
+    for r in rows:
+        statuses[r["status"]] = statuses.get(r["status"], 0) + 1
+    epochs = sorted({r["epochs"] for r in (finished or rows) if r["epochs"] is not None})
+    models = sorted({str(r.get("model")) for r in rows if r.get("model")})
+    epochs_text = ", ".join(str(e) for e in epochs) or "-"
+    lines.append(f"**Epochs run: {epochs_text}** (the paper trains for {PAPER_EPOCHS} epochs).")
+    lines.append("")
+    if any(e < PAPER_EPOCHS for e in epochs):
+        lines += [
+            f"> **Warning: runs shorter than {PAPER_EPOCHS} epochs are NOT the paper's protocol.** "
+            "Their errors are not comparable with the published numbers; the diff column "
+            "only shows the distance, not a reproduction.",
+            "",
+        ]
+    lines += [
+        f"- Runs: {len(rows)} ("
+        + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
+        + "); only finished runs are counted.",
+        f"- Model(s): {', '.join(models) or '-'} (paper: ResNet-32 on CIFAR).",
+        "- Errors are test error % at the LAST evaluation of each run (metrics.json), never the "
+        "best epoch; cells give mean ± sample std over seeds (n seeds).",
+        "- published: Table 2 of Cui et al., CVPR 2019; diff = ours - published (positive: "
+        "worse than the paper). '-' marks a missing run or a cell the paper does not have.",
+        "- Class-balanced (best of grid) picks the setting with the lowest mean error on the "
+        "test set, as the paper's table does; (paper's setting) uses the paper's loss, beta "
+        "and gamma for that column.",
+        "",
+    ]
+
+    keys = _column_keys(rows)
+    columns = sorted({tuple(r[k] for k in keys) for r in rows}, key=lambda c: _column_sort(keys, c))
+    shown = [k for k in keys[2:] if len({c[keys.index(k)] for c in columns}) > 1]
+    focal_gammas = {r["gamma"] for r in finished if r["loss"] == "focal" and r["beta"] == 0}
+    gammas = sorted(set(FOCAL_GAMMAS) | focal_gammas)
+    tables = []
+    for column in columns:
+        runs = [r for r in finished if tuple(r[k] for k in keys) == column]
+        values = dict(zip(keys, column, strict=True))
+        cells = _column_cells(str(values["dataset"]), values["imbalance_factor"], runs, gammas)
+        tables.append((column, cells, runs))
+
+    # the summary in the paper's layout
+    titles = [_column_title(keys, c, shown) for c, _, _ in tables]
+    lines += ["## Summary (mean last-epoch error %, paper layout)", ""]
+    lines.append("| method | " + " | ".join(titles) + " |")
+    lines.append("|---|" + "---|" * len(titles))
+    for i, cell in enumerate(tables[0][1]):
+        lines.append(
+            f"| {cell.label} | " + " | ".join(cells[i].text() for _, cells, _ in tables) + " |"
+        )
+    lines.append("")
+
+    for (column, cells, runs), title in zip(tables, titles, strict=True):
+        values = dict(zip(keys, column, strict=True))
+        lines += [f"## {title}", ""]
+        lines.append("| method | setting | ours: mean ± std (n seeds) | published | diff |")
+        lines.append("|---|---|---|---|---|")
+        for cell in cells:
+            lines.append(
+                f"| {cell.label} | {cell.setting or '-'} | {cell.text()} | "
+                f"{cell.published_text()} | {cell.diff_text()} |"
+            )
+        lines.append("")
+        dataset, factor = str(values["dataset"]), values["imbalance_factor"]
+        later = [
+            (label, published_error(dataset, factor, method))
+            for label, method in (
+                ("CE-DRW", "ce_drw"),
+                ("LDAM-DRW", "ldam_drw"),
+                ("logit-adjusted", "logit_adjusted"),
+            )
+        ]
+        later = [(label, value) for label, value in later if value is not None]
+        if later:
+            lines += [
+                "Later work at this setting (published, not run here): "
+                + ", ".join(f"{label} {value:.2f}" for label, value in later)
+                + ".",
+                "",
+            ]
+        if figures and runs:
+            slug = _slug(keys, column, shown)
+            heat = _heatmap(sweep_dir / "figures" / f"{slug}-focal-heatmap.png", runs, title)
+            if heat is not None:
+                lines += [f"![beta x gamma, focal loss]({heat.relative_to(sweep_dir)})", ""]
+            curve = _curves(sweep_dir, sweep_dir / "figures" / f"{slug}-error-curves.png", cells)
+            if curve is not None:
+                lines += [f"![test error against epoch]({curve.relative_to(sweep_dir)})", ""]
+
+    unfinished = [r for r in rows if r["status"] != "finished"]
+    if unfinished:
+        lines += ["## Runs not counted", ""]
+        for r in unfinished[:50]:
+            lines.append(f"- {r['name']}: {r['status']}")
+        if len(unfinished) > 50:
+            lines.append(f"- ... and {len(unfinished) - 50} more")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_report(
+    sweep_dir: str | os.PathLike, *, refresh: bool = False, figures: bool = True, log: Log = _info
+) -> Path:
+    """Write ``report.md`` (and ``figures/``) in a sweep folder from its ``results.csv``.
+
+    ``refresh``: first rebuild results.csv from plan.json and the run folders (for a
+    sweep that was interrupted or is still running).
+    """
+    from ..data.safe_io import atomic_write_text
+
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise FileNotFoundError(f"sweep folder not found: {sweep_dir}")
+    if refresh:
+        from .sweep import write_results_csv
+
+        write_results_csv(sweep_dir)
+    rows = load_results(sweep_dir / "results.csv")
+    text = build_report(sweep_dir, rows, figures=figures)
+    path = sweep_dir / "report.md"
+    atomic_write_text(path, text)
+    return path
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    path = write_report(args.sweep_dir, refresh=args.refresh, figures=not args.no_figures)
+    _info(f"wrote {path}")
+    return 0
+
+
+def add_report_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``classbalanced report`` on an argparse subparsers object."""
+    p = subparsers.add_parser(
+        "report",
+        help="write report.md of a sweep folder: results vs the paper's Table 2",
+        description="Tables of mean ± std last-epoch error over seeds against the published "
+        "numbers, a beta x gamma heat map and error curves per column.",
+    )
+    p.add_argument("sweep_dir", metavar="SWEEP_DIR", help="folder written by `classbalanced sweep`")
+    p.add_argument(
+        "--refresh",
+        action="store_true",
+        help="rebuild results.csv from the run folders first (interrupted or running sweeps)",
+    )
+    p.add_argument("--no-figures", action="store_true", help="tables only")
+    p.set_defaults(func=_cmd_report)
+    return p

@@ -1,0 +1,166 @@
+"""report.md: mean ± std over seeds of the LAST-epoch error, published numbers, diffs."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+
+import pytest
+from reproduce_helpers import quiet
+
+from classbalanced.reproduce.report import add_report_parser, load_results, write_report
+from classbalanced.reproduce.sweep import parse_sweep, run_sweep
+
+# final errors per run, chosen by hand; seeds 0, 1, 2
+SOFTMAX = [30.0, 31.0, 35.0]
+FOCAL_G1 = [33.0, 34.0, 38.0]
+CB_0999 = [27.0, 28.0, 29.0]
+CB_09999 = [25.0, 26.0, 24.5]
+
+
+def _spec(epochs: int = 200):
+    return parse_sweep(
+        {
+            "sweep": {"name": "math"},
+            "base": {"dataset": "cifar10", "imbalance_factor": 100, "epochs": epochs},
+            "grid": [
+                {"loss": ["softmax", "sigmoid"], "beta": [0.0], "seed": [0, 1, 2]},
+                {
+                    "loss": ["focal"],
+                    "beta": [0.0, 0.999, 0.9999],
+                    "gamma": [1.0],
+                    "seed": [0, 1, 2],
+                },
+            ],
+        }
+    )
+
+
+def _errors():
+    errors = {}
+    for seed in range(3):
+        errors[f"cifar10-if100-softmax-b0.0-s{seed}"] = SOFTMAX[seed]
+        errors[f"cifar10-if100-focal-b0.0-g1.0-s{seed}"] = FOCAL_G1[seed]
+        errors[f"cifar10-if100-focal-b0.999-g1.0-s{seed}"] = CB_0999[seed]
+        errors[f"cifar10-if100-focal-b0.9999-g1.0-s{seed}"] = CB_09999[seed]
+        errors[f"cifar10-if100-sigmoid-b0.0-s{seed}"] = "classbalanced: error: no"
+    return errors
+
+
+def _stats(values):
+    """Mean and sample std, computed by hand."""
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return mean, std
+
+
+def _row(report: str, label: str) -> list[str]:
+    for line in report.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells[0] == label and len(cells) == 5:
+            return cells
+    raise AssertionError(f"no row {label!r} in the report")
+
+
+def test_report_math(tmp_path, fake_launcher):
+    fake_launcher(_errors())
+    result = run_sweep(_spec(), out=tmp_path, log=quiet)
+    assert result.exit_code == 1  # the sigmoid runs failed
+    report = (tmp_path / "report.md").read_text()
+
+    mean, std = _stats(SOFTMAX)
+    assert (round(mean, 2), round(std, 2)) == (32.0, 2.65)
+    assert _row(report, "Softmax") == [
+        "Softmax",
+        "softmax, β=0",
+        f"{mean:.2f} ± {std:.2f} (3 seeds)",
+        "29.64",
+        f"{mean - 29.64:+.2f}",
+    ]
+    mean, std = _stats(FOCAL_G1)
+    assert _row(report, "Focal γ=1")[2:] == [
+        f"{mean:.2f} ± {std:.2f} (3 seeds)",
+        "29.62",
+        f"{mean - 29.62:+.2f}",
+    ]
+    assert _row(report, "Focal γ=0.5")[2:] == ["-", "29.77", "-"]
+    assert _row(report, "Sigmoid")[2:] == ["-", "29.55", "-"]  # failed runs count as missing
+    # best of grid: beta 0.9999 (mean 25.17) beats 0.999 (mean 28); published best 25.43
+    mean, std = _stats(CB_09999)
+    best = _row(report, "Class-balanced (best of grid)")
+    assert best == [
+        "Class-balanced (best of grid)",
+        "focal, β=0.9999, γ=1",
+        f"{mean:.2f} ± {std:.2f} (3 seeds)",
+        "25.43",
+        f"{mean - 25.43:+.2f}",
+    ]
+    assert best[4] == "-0.26"
+    # the paper's setting for CIFAR-10 IF 100 is focal, beta 0.9999, gamma 1: the same runs
+    assert _row(report, "Class-balanced (paper's setting)")[1:] == best[1:]
+    assert "**Epochs run: 200**" in report
+    assert "NOT the paper's protocol" not in report
+    assert "LDAM-DRW 22.97" in report
+    figures = sorted(p.name for p in (tmp_path / "figures").iterdir())
+    assert figures == ["cifar10-if100-error-curves.png", "cifar10-if100-focal-heatmap.png"]
+    rows = load_results(tmp_path / "results.csv")
+    assert len(rows) == 15 and sum(r["status"] == "failed" for r in rows) == 3
+
+
+def test_unfinished_runs_are_not_counted_and_short_runs_are_flagged(tmp_path, fake_launcher):
+    errors = _errors()
+    fake_launcher(errors)
+    run_sweep(_spec(epochs=4), out=tmp_path, log=quiet)
+    # an unfinished run (last evaluation at epoch 2 of 4) must not count
+    csv_path = tmp_path / "results.csv"
+    text = (
+        csv_path.read_text()
+        .replace(",4,30.0,", ",4,99.0,")
+        .replace(",4,finished", ",2,incomplete", 1)
+    )
+    first = [line for line in text.splitlines() if "softmax-b0.0-s0" in line][0]
+    assert first.endswith(",2,incomplete") and ",99.0," in first
+    csv_path.write_text(text)
+    path = write_report(tmp_path, log=quiet)
+    report = path.read_text()
+    mean, std = _stats(SOFTMAX[1:])
+    assert _row(report, "Softmax")[2] == f"{mean:.2f} ± {std:.2f} (2 seeds)"
+    assert "**Epochs run: 4**" in report
+    assert "runs shorter than 200 epochs are NOT the paper's protocol" in report
+    assert "cifar10-if100-softmax-b0.0-s0: incomplete" in report
+
+
+def test_single_seed_and_unpublished_dataset(tmp_path, fake_launcher):
+    spec = parse_sweep(
+        {
+            "base": {"dataset": "digits", "imbalance_factor": 10, "epochs": 2},
+            "grid": {"loss": ["softmax"]},
+        }
+    )
+    fake_launcher({"digits-if10-softmax-b0.0-s0": 61.25})
+    run_sweep(spec, out=tmp_path, log=quiet)
+    report = (tmp_path / "report.md").read_text()
+    assert _row(report, "Softmax")[2:] == ["61.25 (1 seed)", "-", "-"]
+    assert _row(report, "Class-balanced (paper's setting)")[2:] == ["-", "-", "-"]
+
+
+def test_report_cli_and_refresh(tmp_path, fake_launcher):
+    fake_launcher(_errors())
+    run_sweep(_spec(), out=tmp_path, log=quiet, report=False)
+    assert not (tmp_path / "report.md").exists()
+    (tmp_path / "results.csv").unlink()
+    parser = argparse.ArgumentParser()
+    add_report_parser(parser.add_subparsers())
+    args = parser.parse_args(["report", str(tmp_path)])
+    with pytest.raises(FileNotFoundError, match="results.csv"):
+        args.func(args)
+    args = parser.parse_args(["report", str(tmp_path), "--refresh", "--no-figures"])
+    assert args.func(args) == 0
+    report = (tmp_path / "report.md").read_text()
+    assert re.search(
+        r"\| Softmax \| softmax, β=0 \| 32\.00 ± 2\.65 \(3 seeds\) \| 29\.64 \| \+2\.36 \|", report
+    )
+    assert not (tmp_path / "figures").exists()
+    with pytest.raises(FileNotFoundError, match="sweep folder not found"):
+        write_report(tmp_path / "nope", log=quiet)

@@ -1,0 +1,168 @@
+"""Sweep files: expansion counts, no duplicates, names, bad input."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+from reproduce_helpers import SWEEPS
+
+from classbalanced.reproduce.published import paper_cb_setting
+from classbalanced.reproduce.sweep import expand_sweep, load_sweep, parse_sweep
+
+FACTORS = [200, 100, 50, 20, 10, 1]
+BETAS = [0.9, 0.99, 0.999, 0.9999]
+GAMMAS = [0.5, 1.0, 2.0]
+
+
+def _expected_table2_settings() -> set[tuple]:
+    """(IF, loss, beta, gamma) of Table 2's search, written out independently."""
+    expected = set()
+    for factor in FACTORS:
+        expected |= {(factor, loss, 0.0, None) for loss in ("softmax", "sigmoid")}
+        expected |= {(factor, "focal", 0.0, g) for g in GAMMAS}
+        if factor == 1:  # equal counts: every beta gives weight 1
+            continue
+        for loss, beta in itertools.product(("softmax", "sigmoid"), BETAS):
+            expected.add((factor, loss, beta, None))
+        for beta, g in itertools.product(BETAS, GAMMAS):
+            expected.add((factor, "focal", beta, g))
+    return expected
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "cifar100"])
+def test_table2_grid(dataset):
+    runs = expand_sweep(load_sweep(SWEEPS / f"{dataset}_table2.toml"))
+    expected = _expected_table2_settings()
+    assert len(expected) == 6 * 5 + 5 * (2 * 4 + 4 * 3) == 130
+    assert len(runs) == len(expected)
+    got = {
+        (
+            int(r.config.imbalance_factor),
+            r.config.loss,
+            r.config.beta,
+            r.config.gamma if r.config.loss == "focal" else None,
+        )
+        for r in runs
+    }
+    assert got == expected
+    names = [r.name for r in runs]
+    assert len(set(names)) == len(names)
+    configs = {json.dumps(r.config.to_dict(), sort_keys=True) for r in runs}
+    assert len(configs) == len(runs)
+    for r in runs:
+        assert (r.config.dataset, r.config.epochs, r.config.model) == (dataset, 200, "resnet32")
+        assert r.config.data_dir == "data" and r.config.seed == 0
+    # every column's published class-balanced setting is on the grid
+    for factor in FACTORS:
+        setting = paper_cb_setting(dataset, factor)
+        beta = setting["beta"] or 0.0
+        assert any(
+            r.config.imbalance_factor == factor
+            and r.config.loss == setting["loss"]
+            and r.config.beta == beta
+            and (setting["gamma"] is None or r.config.gamma == setting["gamma"])
+            for r in runs
+        ), (dataset, factor)
+
+
+def test_smoke_grid():
+    runs = expand_sweep(load_sweep(SWEEPS / "smoke.toml"))
+    assert [r.name for r in runs] == [
+        "digits-if10-softmax-b0.0-s0",
+        "digits-if10-softmax-b0.0-s1",
+        "digits-if10-focal-b0.999-g1.0-s0",
+        "digits-if10-focal-b0.999-g1.0-s1",
+    ]
+    assert all(r.config.epochs == 2 and r.config.model == "resnet8" for r in runs)
+
+
+def test_expansion_is_deterministic_and_in_file_order():
+    spec = load_sweep(SWEEPS / "cifar10_table2.toml")
+    first = [r.name for r in expand_sweep(spec)]
+    assert first == [r.name for r in expand_sweep(load_sweep(SWEEPS / "cifar10_table2.toml"))]
+    assert first[:2] == ["cifar10-if200-softmax-b0.0-s0", "cifar10-if200-sigmoid-b0.0-s0"]
+    assert "cifar10-if100-focal-b0.9999-g1.0-s0" in first
+
+
+def test_duplicates_across_blocks_are_removed():
+    spec = parse_sweep(
+        {
+            "base": {"dataset": "cifar10", "epochs": 4},
+            "grid": [
+                {"loss": ["softmax", "focal"], "beta": [0, 0.99], "seed": [0, 1]},
+                {"loss": ["focal"], "beta": [0.99, 0.999], "seed": [1]},  # (focal, 0.99, 1) again
+                {"loss": "softmax", "beta": 0.0, "seed": 0, "gamma": 1},  # default gamma: again
+            ],
+            "include": [{"loss": "sigmoid", "seed": 5}, {"loss": "softmax", "seed": 0}],
+        }
+    )
+    runs = expand_sweep(spec)
+    # 8 + 1 new (focal 0.999 seed 1) + 0 + 1 new (sigmoid seed 5)
+    assert len(runs) == 10
+    assert len({r.name for r in runs}) == 10
+    assert runs[-1].name == "cifar10-if100-sigmoid-b0.0-s5"
+
+
+def test_single_grid_table_and_scalars():
+    spec = parse_sweep(
+        {"base": {"dataset": "digits"}, "grid": {"seed": [0, 1, 2], "loss": "focal"}}
+    )
+    assert [r.name for r in expand_sweep(spec)] == [
+        f"digits-if1-focal-b0.0-g1.0-s{s}" for s in range(3)
+    ]
+    only_base = expand_sweep(parse_sweep({"base": {"dataset": "digits", "loss": "sigmoid"}}))
+    assert [r.name for r in only_base] == ["digits-if1-sigmoid-b0.0-s0"]
+
+
+def test_names_carry_other_varying_keys_and_needed_gammas():
+    spec = parse_sweep(
+        {"base": {"dataset": "cifar10"}, "grid": [{"lr": [0.05, 0.1], "model": ["resnet8"]}]}
+    )
+    assert [r.name for r in expand_sweep(spec)] == [
+        "cifar10-if100-softmax-b0.0-lr_0.05-s0",
+        "cifar10-if100-softmax-b0.0-lr_0.1-s0",
+    ]
+    # gamma varied for softmax: names must tell the runs apart
+    spec = parse_sweep({"base": {"dataset": "cifar10"}, "grid": {"gamma": [1.0, 2.0]}})
+    assert [r.name for r in expand_sweep(spec)] == [
+        "cifar10-if100-softmax-b0.0-g1.0-s0",
+        "cifar10-if100-softmax-b0.0-g2.0-s0",
+    ]
+
+
+@pytest.mark.parametrize(
+    "doc, error, match",
+    [
+        ({"base": {"datset": "cifar10"}}, ValueError, "unknown key 'datset'"),
+        ({"grid": {"bta": [0.9]}}, ValueError, "unknown key 'bta'"),
+        ({"base": {"out": "x"}}, ValueError, "set by the sweep"),
+        ({"grid": {"resume": [True]}}, ValueError, "set by the sweep"),
+        ({"grid": {"beta": []}}, ValueError, "empty list"),
+        ({"grid": {"beta": [0.9, 1.5]}}, ValueError, r"beta=1\.5.*beta must be in \[0, 1\)"),
+        ({"grid": {"epochs": ["ten"]}}, TypeError, "epochs"),
+        ({"grids": {}}, ValueError, "unknown table"),
+        ({"sweep": {"nme": "x"}}, ValueError, "unknown key"),
+        ({"base": [1, 2]}, TypeError, r"\[base\]"),
+    ],
+)
+def test_bad_sweeps_are_refused(doc, error, match):
+    with pytest.raises(error, match=match):
+        expand_sweep(parse_sweep(doc))
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="sweep file not found"):
+        load_sweep(tmp_path / "nope.toml")
+    yaml = tmp_path / "s.yaml"
+    yaml.write_text("base: {}\n")
+    with pytest.raises(ValueError, match="must be TOML"):
+        load_sweep(yaml)
+    broken = tmp_path / "s.toml"
+    broken.write_text("[base\n")
+    with pytest.raises(ValueError, match="cannot parse sweep file"):
+        load_sweep(broken)
+    dashed = tmp_path / "d.toml"
+    dashed.write_text('[base]\ndataset = "digits"\nimbalance-factor = 10\n')
+    assert expand_sweep(load_sweep(dashed))[0].config.imbalance_factor == 10.0

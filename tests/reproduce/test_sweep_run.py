@@ -1,0 +1,172 @@
+"""Running sweeps: skip finished runs, resume unfinished ones, threads, GPUs, failures."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+
+import pytest
+from reproduce_helpers import quiet, write_run
+
+from classbalanced.reproduce import sweep
+from classbalanced.reproduce.sweep import add_sweep_parser, expand_sweep, parse_sweep, run_sweep
+
+SPEC = {
+    "sweep": {"name": "tiny"},
+    "base": {"dataset": "digits", "imbalance_factor": 10, "model": "resnet8", "epochs": 2},
+    "grid": [
+        {"loss": ["softmax"], "beta": [0.0], "seed": [0, 1]},
+        {"loss": ["focal"], "beta": [0.999], "gamma": [1.0], "seed": [0, 1]},
+    ],
+}
+NAMES = [
+    "digits-if10-softmax-b0.0-s0",
+    "digits-if10-softmax-b0.0-s1",
+    "digits-if10-focal-b0.999-g1.0-s0",
+    "digits-if10-focal-b0.999-g1.0-s1",
+]
+
+
+def _spec():
+    return parse_sweep(json.loads(json.dumps(SPEC)))
+
+
+def _config(name):
+    run = next(r for r in expand_sweep(_spec()) if r.name == name)
+    return run.config.to_dict()
+
+
+def _results(out):
+    with open(out / "results.csv", newline="") as handle:
+        return {row["name"]: row for row in csv.DictReader(handle)}
+
+
+def test_finished_runs_are_skipped(tmp_path, no_launch):
+    for name in NAMES:
+        write_run(tmp_path / "runs" / name, _config(name), 40.0)
+    result = run_sweep(_spec(), out=tmp_path, jobs=2, log=quiet)
+    assert result.exit_code == 0
+    assert result.skipped == NAMES and not result.started and not result.resumed
+    rows = _results(tmp_path)
+    assert [rows[n]["status"] for n in NAMES] == ["finished"] * 4
+    assert (tmp_path / "report.md").is_file()
+
+
+def test_unfinished_runs_are_resumed_and_new_ones_started(tmp_path, fake_launcher):
+    launcher = fake_launcher()
+    write_run(tmp_path / "runs" / NAMES[0], _config(NAMES[0]), 40.0)  # finished
+    half = tmp_path / "runs" / NAMES[1]
+    write_run(half, _config(NAMES[1]), 60.0, epoch=1)  # evaluated at epoch 1 of 2
+    bare = tmp_path / "runs" / NAMES[2]
+    bare.mkdir(parents=True)
+    (bare / "config.json").write_text(json.dumps(_config(NAMES[2])))  # started, no metrics
+    result = run_sweep(_spec(), out=tmp_path, jobs=1, log=quiet)
+    launched = {c["name"]: c for c in launcher.calls}
+    assert sorted(launched) == sorted(NAMES[1:])
+    assert "--resume" in launched[NAMES[1]]["cmd"]
+    assert "--resume" in launched[NAMES[2]]["cmd"]
+    assert "--resume" not in launched[NAMES[3]]["cmd"]
+    assert result.skipped == [NAMES[0]]
+    assert sorted(result.resumed) == sorted(NAMES[1:3]) and result.started == [NAMES[3]]
+    cmd = launched[NAMES[3]]["cmd"]
+    assert cmd[:4] == [sys.executable, "-m", "classbalanced", "train"]
+    values = launched[NAMES[3]]["values"]
+    assert values["out"] == str(tmp_path / "runs" / NAMES[3])
+    assert (values["loss"], values["beta"], values["seed"], values["progress"]) == (
+        "focal",
+        0.999,
+        1,
+        False,
+    )
+    assert [r["status"] for r in _results(tmp_path).values()] == ["finished"] * 4
+
+
+def test_threads_and_gpus_per_job(tmp_path, fake_launcher, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    launcher = fake_launcher()
+    run_sweep(_spec(), out=tmp_path, jobs=2, log=quiet)
+    cpus = len(os.sched_getaffinity(0))
+    assert len(launcher.calls) == 4
+    for call in launcher.calls:
+        assert call["env"]["OMP_NUM_THREADS"] == str(max(1, cpus // 2))
+    gpus = [c["env"]["CUDA_VISIBLE_DEVICES"] for c in launcher.calls]
+    assert set(gpus[:2]) == {"3", "5"} and sorted(gpus) == ["3", "3", "5", "5"]
+
+
+def test_one_gpu_is_left_alone(tmp_path, fake_launcher, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    launcher = fake_launcher()
+    run_sweep(_spec(), out=tmp_path, jobs=3, log=quiet)
+    assert {c["env"]["CUDA_VISIBLE_DEVICES"] for c in launcher.calls} == {"1"}
+    assert sweep.threads_per_job(3, cpus=2) == 1
+
+
+def test_failed_run_is_reported_and_the_sweep_goes_on(tmp_path, fake_launcher, capsys):
+    launcher = fake_launcher({NAMES[1]: "classbalanced: error: something broke"})
+    messages = []
+    result = run_sweep(_spec(), out=tmp_path, jobs=1, log=messages.append)
+    assert len(launcher.calls) == 4  # the runs after the failure still ran
+    assert result.exit_code == 1
+    assert result.failed == {NAMES[1]: "classbalanced: error: something broke"}
+    assert any(NAMES[1] in m and "something broke" in m for m in messages)
+    rows = _results(tmp_path)
+    assert rows[NAMES[1]]["status"] == "failed" and rows[NAMES[0]]["status"] == "finished"
+    # through the CLI hook: exit status 1
+    parser = argparse.ArgumentParser()
+    add_sweep_parser(parser.add_subparsers())
+    toml = tmp_path / "tiny.toml"
+    toml.write_text(
+        '[base]\ndataset = "digits"\nepochs = 2\n[[grid]]\nseed = [0, 1]\n', encoding="utf-8"
+    )
+    launcher = fake_launcher({"digits-if1-softmax-b0.0-s1": "Traceback: boom"})
+    args = parser.parse_args(["sweep", "--config", str(toml), "--out", str(tmp_path / "cli")])
+    assert args.func(args) == 1
+    assert "Traceback: boom" in capsys.readouterr().err
+
+
+def test_real_failing_subprocess(tmp_path):
+    """A run that fails inside `classbalanced train` (missing data file), for real."""
+    spec = parse_sweep(
+        {
+            "base": {
+                "dataset": "npz",
+                "train_data": str(tmp_path / "missing.npz"),
+                "test_data": str(tmp_path / "missing.npz"),
+                "epochs": 1,
+            }
+        }
+    )
+    result = run_sweep(spec, out=tmp_path / "out", log=quiet, report=False)
+    assert result.exit_code == 1
+    ((name, line),) = result.failed.items()
+    assert name == "npz-if1-softmax-b0.0-s0"
+    assert "missing.npz" in line
+    log = (tmp_path / "out" / "runs" / f"{name}.log").read_text()
+    assert log.strip().splitlines()[-1].strip() == line
+    assert _results(tmp_path / "out")[name]["status"] == "failed"
+
+
+def test_dry_run_starts_nothing(tmp_path, no_launch, capsys):
+    write_run(tmp_path / "runs" / NAMES[0], _config(NAMES[0]), 40.0)
+    (tmp_path / "runs" / NAMES[1]).mkdir()
+    (tmp_path / "runs" / NAMES[1] / "config.json").write_text("{}")
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    result = run_sweep(_spec(), out=tmp_path, jobs=2, dry_run=True, log=quiet)
+    out = capsys.readouterr().out.splitlines()
+    assert out[:4] == [
+        f"done    {NAMES[0]}",
+        f"resume  {NAMES[1]}",
+        f"new     {NAMES[2]}",
+        f"new     {NAMES[3]}",
+    ]
+    assert "1 finished, 1 to resume, 2 new" in out[4]
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+    assert result.exit_code == 0
+
+
+def test_bad_jobs(tmp_path):
+    with pytest.raises(ValueError, match="--jobs"):
+        run_sweep(_spec(), out=tmp_path, jobs=0, log=quiet)
