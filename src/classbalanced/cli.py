@@ -170,6 +170,26 @@ def build_parser() -> argparse.ArgumentParser:
     _bool_flag(p, "download", "download missing CIFAR archives (default: yes)")
     p.set_defaults(func=_cmd_make_lt)
 
+    p = sub.add_parser(
+        "prepare",
+        help="scan iNaturalist / ImageNet annotations once: counts, class index, file check",
+    )
+    p.add_argument("--dataset", required=True, help="inat2017, inat2018 or imagenet")
+    p.add_argument(
+        "--data-dir",
+        required=True,
+        help="folder with the official annotation files / class folders",
+    )
+    p.add_argument(
+        "--skip-missing",
+        action="store_true",
+        help="train without images that are referenced but absent",
+    )
+    p.add_argument(
+        "--no-check-files", action="store_true", help="do not check that every image exists"
+    )
+    p.set_defaults(func=_cmd_prepare)
+
     p = sub.add_parser("weights", help="print effective numbers and class-balanced weights")
     p.add_argument("counts", nargs="+", type=float, help="training images per class")
     p.add_argument("--beta", type=float, nargs="+", default=[0.9, 0.99, 0.999, 0.9999])
@@ -302,6 +322,31 @@ def _cmd_make_lt(args) -> int:
         )
     _info(
         f"{cfg.dataset} IF {cfg.imbalance_factor:g} ({cfg.profile}): {int(data.counts.sum())} images, counts {data.counts.tolist()[:10]}{' ...' if len(data.counts) > 10 else ''} -> {output}"
+    )
+    return 0
+
+
+def _cmd_prepare(args) -> int:
+    import time
+
+    from .data import inat
+
+    if args.dataset not in inat.LARGE_DATASETS:
+        raise ValueError(
+            f"unknown dataset {args.dataset!r}: expected one of {', '.join(inat.LARGE_DATASETS)}"
+        )
+    tick = time.perf_counter()
+    layout = inat.prepare(
+        args.dataset,
+        args.data_dir,
+        skip_missing=args.skip_missing,
+        check_files=not args.no_check_files,
+        log=_info,
+    )
+    _info(
+        f"{args.dataset}: {len(layout.train_samples)} training and {len(layout.val_samples)} validation images, "
+        f"{layout.num_classes} classes ({layout.num_skipped} skipped) in {time.perf_counter() - tick:.1f} s; "
+        f"written to {inat.prepared_dir(args.dataset, args.data_dir)}"
     )
     return 0
 

@@ -380,6 +380,10 @@ class _CountsSoftmaxLoss(nn.Module):
 class LDAMLoss(_CountsSoftmaxLoss):
     """Module form of :func:`ldam_loss` (margins from the counts buffer).
 
+    LDAM's scale ``s`` assumes cosine logits in ``[-1, 1]``: ``normalized_classifier``
+    tells a trainer to replace the last linear layer by
+    :class:`classbalanced.models.NormedLinear`, as in the LDAM paper.
+
     Args:
         samples_per_class: ``(C,)`` training counts, each > 0.
         weight: optional ``(C,)`` non-negative per-class weights (``set_weight`` replaces them).
@@ -392,6 +396,8 @@ class LDAMLoss(_CountsSoftmaxLoss):
     >>> loss(torch.zeros(2, 2), torch.tensor([0, 1]))
     tensor(0.8592)
     """
+
+    normalized_classifier = True
 
     def __init__(
         self,

@@ -187,3 +187,14 @@ def test_gradient_accumulation_equals_the_full_batch(cifar_dir, tmp_path):
     assert full["global_step"] == accum["global_step"]
     for name, tensor in full["model"].items():
         torch.testing.assert_close(accum["model"][name], tensor, rtol=1e-5, atol=1e-6)
+
+
+def test_ldam_trains_a_cosine_classifier_and_evaluates(cifar_dir, tmp_path):
+    from classbalanced.engine.evaluate import evaluate_run
+
+    out = tmp_path / "ldam"
+    metrics = train(_cfg(cifar_dir, out, loss="ldam", beta=0.999, epochs=2), log=lambda _: None)
+    state = load_checkpoint(latest_checkpoint(out / "checkpoints"))
+    assert "fc.bias" not in state["model"] and state["model"]["fc.weight"].shape == (10, 64)
+    again = evaluate_run(out, device="cpu")  # rebuilds the cosine head from the config
+    assert again["accuracy"] == metrics["accuracy"]

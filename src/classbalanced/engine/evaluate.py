@@ -10,13 +10,24 @@ import torch
 
 from ..config import LARGE_DATASETS, TrainConfig
 from ..data.arrays import load_image_folder, load_npz
-from ..models.registry import build_model
+from ..losses import build_loss
+from ..models.registry import build_model, use_normed_classifier_
 from .checkpoint import latest_checkpoint, load_checkpoint
 from .distributed import DistContext, _resolve_device
 from .metrics import summarize
 from .trainer import _large_data, evaluate, prepare_data
 
 __all__ = ["evaluate_run"]
+
+
+def _model_for(cfg: TrainConfig, counts, in_channels: int):
+    """The run's network as training built it (e.g. LDAM's cosine classifier)."""
+    model = build_model(cfg.model, len(counts), in_channels=in_channels)
+    if getattr(
+        build_loss(cfg.loss, counts, beta=cfg.beta, gamma=cfg.gamma), "normalized_classifier", False
+    ):
+        use_normed_classifier_(model)
+    return model
 
 
 def evaluate_run(
@@ -48,7 +59,7 @@ def evaluate_run(
     target = _resolve_device(device, 0)
     state = load_checkpoint(checkpoint)
     if cfg.dataset in LARGE_DATASETS and not test_data:  # image files: the run's validation loader
-        model = build_model(cfg.model, len(counts), in_channels=3)
+        model = _model_for(cfg, counts, 3)
         model.load_state_dict(state["model"])
         model.to(target)
         metrics = summarize(_large_data(cfg, DistContext(device=target)).evaluate(model), counts)
@@ -66,7 +77,7 @@ def evaluate_run(
         raise ValueError(
             f"test set must have the run's {len(counts)} classes, got {test.num_classes}"
         )
-    model = build_model(cfg.model, len(counts), in_channels=test.image_shape[2])
+    model = _model_for(cfg, counts, test.image_shape[2])
     model.load_state_dict(state["model"])
     model.to(target)
     images = torch.from_numpy(test.images).permute(0, 3, 1, 2).contiguous().to(target)

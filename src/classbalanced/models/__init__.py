@@ -9,9 +9,11 @@ from .cifar_resnet import VERSIONS, CifarResNet, blocks_per_stage
 from .registry import (
     MODEL_REGISTRY,
     ModelFactory,
+    NormedLinear,
     available_models,
     build_model,
     register_model,
+    use_normed_classifier_,
 )
 
 __all__ = [
@@ -19,8 +21,10 @@ __all__ = [
     "VERSIONS",
     "CifarResNet",
     "ModelFactory",
+    "NormedLinear",
     "available_models",
     "blocks_per_stage",
     "build_model",
     "register_model",
+    "use_normed_classifier_",
 ]

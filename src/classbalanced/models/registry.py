@@ -33,11 +33,20 @@ import numbers
 import re
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
 from .cifar_resnet import CifarResNet, blocks_per_stage
 
-__all__ = ["MODEL_REGISTRY", "ModelFactory", "available_models", "build_model", "register_model"]
+__all__ = [
+    "MODEL_REGISTRY",
+    "ModelFactory",
+    "NormedLinear",
+    "available_models",
+    "build_model",
+    "register_model",
+    "use_normed_classifier_",
+]
 
 #: ``factory(num_classes, *, in_channels) -> nn.Module``
 ModelFactory = Callable[..., nn.Module]
@@ -214,3 +223,35 @@ class SimpleConvNet(nn.Module):
 
 
 MODEL_REGISTRY["simple_cnn"] = SimpleConvNet
+
+
+class NormedLinear(nn.Module):
+    """Cosine classifier: ``logits = normalize(x) @ normalize(W).T`` (values in ``[-1, 1]``).
+
+    The classifier LDAM is defined with (its scale ``s`` multiplies these logits).
+    ``bias`` is ``None``: there is no bias to initialise or exclude from weight decay.
+
+    >>> import torch
+    >>> head = NormedLinear(4, 3)
+    >>> bool(head(torch.randn(5, 4)).abs().max() <= 1.0)
+    True
+    """
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(torch.empty(out_features, in_features).uniform_(-1, 1))
+        self.bias = None
+
+    def forward(self, x):
+        return nn.functional.normalize(x, dim=1) @ nn.functional.normalize(self.weight, dim=1).t()
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}"
+
+
+def use_normed_classifier_(model: nn.Module) -> nn.Module:
+    """Replace ``model.fc`` (a linear layer) by a :class:`NormedLinear` of the same shape."""
+    fc = model.fc
+    model.fc = NormedLinear(fc.in_features, fc.out_features)
+    return model

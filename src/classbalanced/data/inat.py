@@ -1,0 +1,834 @@
+"""Large-scale image datasets on disk: iNaturalist 2017 / 2018 and ImageNet (ILSVRC 2012).
+
+Two steps, so that a 90-epoch run never re-parses a 100 MB annotation file:
+
+1. :func:`prepare` reads the official layout once and writes, next to the data in
+   ``<data_dir>/classbalanced-<dataset>/`` (every file atomically):
+
+   * ``train_counts.txt`` -- one training-image count per line, in class-index
+     order (like the release's file); ``train_counts.json`` -- the same list;
+   * ``class_index.json`` -- ``[{"index", "category_id", "name"}, ...]``;
+   * ``train.tsv`` / ``val.tsv`` -- ``relative/path<TAB>class index``, one per line;
+   * ``prepared.json`` -- written last: dataset, number of classes, counts sum,
+     number of skipped images and the size + mtime of every source, so that
+     :func:`load_prepared` notices when the annotations changed.
+
+   Layouts: iNaturalist -- ``train2017.json`` / ``val2017.json`` (or ``2018``) in
+   ``data_dir`` (COCO-like ``images`` / ``annotations`` / ``categories``), image
+   ``file_name`` relative to ``data_dir``; the class index is the sorted
+   category ids -> ``0..C-1``. ImageNet -- ``train/<wnid>/*.JPEG`` and
+   ``val/<wnid>/*.JPEG``; the class index is the sorted training wnids.
+
+2. :func:`load_prepared` reads those small files back (checking them against each
+   other and against the sources) into a :class:`PreparedLayout`;
+   :class:`ImageFileDataset`, :func:`build_transforms` and :func:`make_loader`
+   turn it into a training input pipeline that skips (and counts) unreadable
+   images instead of crashing a long run.
+
+Example:
+    >>> mean_std("inat2018")
+    ((0.466, 0.471, 0.38), (0.195, 0.194, 0.192))
+    >>> list(eval_indices(5, 1, 2))
+    [1, 3]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, SequentialSampler, Subset
+
+from .arrays import IMG_EXTENSIONS
+from .safe_io import atomic_write_json, atomic_write_text
+
+__all__ = [
+    "LARGE_DATASETS",
+    "MEAN_STD",
+    "BadImageWarning",
+    "ImageFileDataset",
+    "PreparedLayout",
+    "build_transforms",
+    "collate_skip_bad",
+    "eval_indices",
+    "load_prepared",
+    "make_datasets",
+    "make_loader",
+    "mean_std",
+    "prepare",
+    "prepared_dir",
+]
+
+LARGE_DATASETS = ("inat2017", "inat2018", "imagenet")
+MEAN_STD: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "inat": ((0.466, 0.471, 0.380), (0.195, 0.194, 0.192)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+FORMAT_VERSION = 1
+
+logger = logging.getLogger(__name__)
+PathLike = str | os.PathLike
+
+
+def _check_dataset(dataset: str) -> str:
+    if dataset not in LARGE_DATASETS:
+        raise ValueError(
+            f"unknown dataset {dataset!r}: expected one of {', '.join(LARGE_DATASETS)}"
+        )
+    return dataset
+
+
+def mean_std(dataset: str) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """Per-channel ``(mean, std)`` for ``inat2017`` / ``inat2018`` (or ``inat``) and ``imagenet``."""
+    key = "inat" if dataset.startswith("inat") else dataset
+    if key not in MEAN_STD:
+        raise ValueError(
+            f"no mean/std for dataset {dataset!r}: expected one of {', '.join(LARGE_DATASETS)}"
+        )
+    return MEAN_STD[key]
+
+
+def prepared_dir(dataset: str, data_dir: PathLike) -> Path:
+    """``<data_dir>/classbalanced-<dataset>``: where :func:`prepare` writes its files."""
+    return Path(data_dir) / f"classbalanced-{_check_dataset(dataset)}"
+
+
+def _prepare_hint(dataset: str, data_dir: PathLike) -> str:
+    return f"`classbalanced prepare --dataset {dataset} --data-dir {data_dir}`"
+
+
+@dataclass
+class PreparedLayout:
+    """A prepared dataset: class names, ``(relative path, class index)`` samples, train counts.
+
+    Attributes:
+        dataset: one of :data:`LARGE_DATASETS`.
+        root: the data folder; sample paths are relative to it.
+        class_names: one name per class, in class-index order.
+        train_samples / val_samples: ``(relative path, class index)`` pairs.
+        train_counts: int64, shape (C,): training images per class.
+        category_ids: the source's id of every class (iNat category id, ImageNet wnid).
+        num_skipped: images left out by ``prepare(..., skip_missing=True)``.
+    """
+
+    dataset: str
+    root: Path
+    class_names: list[str]
+    train_samples: list[tuple[str, int]]
+    val_samples: list[tuple[str, int]]
+    train_counts: np.ndarray
+    category_ids: list[Any] = field(default_factory=list)
+    num_skipped: int = 0
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+# --------------------------------------------------------------------------- iNaturalist
+
+
+def _year(dataset: str) -> str:
+    return dataset[len("inat") :]
+
+
+def _load_json(path: Path) -> Any:
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"annotation file not found: expected {path.name} in {path.parent}, got no such file"
+        )
+    try:
+        with open(path, "rb") as f:
+            return json.load(f)
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"{path.name}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"{path.name}: invalid JSON: expected UTF-8 text, got {exc.reason}"
+        ) from exc
+
+
+def _sections(doc: Any, name: str, keys: Sequence[str]) -> list[list[Any]]:
+    if not isinstance(doc, dict):
+        raise ValueError(f"{name}: expected a JSON object at the top, got {type(doc).__name__}")
+    out = []
+    for key in keys:
+        if key not in doc:
+            raise ValueError(f"{name}: missing key {key!r}")
+        if not isinstance(doc[key], list):
+            raise ValueError(f"{name}: {key!r}: expected a list, got {type(doc[key]).__name__}")
+        out.append(doc[key])
+    return out
+
+
+def _entry_error(name: str, section: str, k: int, entry: Any, exc: Exception) -> ValueError:
+    if not isinstance(entry, dict):
+        return ValueError(f"{name}: {section}[{k}]: expected an object, got {type(entry).__name__}")
+    if isinstance(exc, KeyError):
+        return ValueError(f"{name}: {section}[{k}]: missing key {exc.args[0]!r}")
+    return ValueError(f"{name}: {section}[{k}]: {exc}")  # pragma: no cover - defensive
+
+
+def _categories(doc: Any, name: str) -> tuple[list[int], list[str]]:
+    """Sorted category ids and their names."""
+    (cats,) = _sections(doc, name, ["categories"])
+    names: dict[int, str] = {}
+    for k, cat in enumerate(cats):
+        try:
+            cid = cat["id"]
+            cname = cat.get("name", str(cid))
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise _entry_error(name, "categories", k, cat, exc) from None
+        if not isinstance(cid, int) or isinstance(cid, bool):
+            raise ValueError(
+                f"{name}: categories[{k}]: expected an integer id, got {type(cid).__name__}"
+            )
+        if cid in names:
+            raise ValueError(f"{name}: categories[{k}]: expected unique ids, got {cid} twice")
+        names[cid] = str(cname)
+    if not names:
+        raise ValueError(f"{name}: 'categories': expected at least one category, got none")
+    ids = sorted(names)
+    return ids, [names[c] for c in ids]
+
+
+def _check_rel(name: str, rel: Any, image_id: Any) -> None:
+    if not isinstance(rel, str) or not rel:
+        raise ValueError(f"{name}: image id {image_id}: expected a file_name string, got {rel!r}")
+    if rel.startswith("/") or "\\" in rel or (len(rel) > 1 and rel[1] == ":"):
+        raise ValueError(
+            f"{name}: image id {image_id}: expected a file_name relative to the data folder, got {rel!r}"
+        )
+    if ".." in rel.split("/"):
+        raise ValueError(
+            f"{name}: image id {image_id}: expected a file_name inside the data folder, got {rel!r}"
+        )
+    if "\t" in rel or "\n" in rel or "\r" in rel:
+        raise ValueError(
+            f"{name}: image id {image_id}: expected a file_name without tabs or newlines, got {rel!r}"
+        )
+
+
+def _inat_samples(doc: Any, name: str, cat_index: dict[int, int]) -> list[tuple[str, int]]:
+    """``(file_name, class index)`` for every image of one iNat annotation file, in file order."""
+    images, annotations = _sections(doc, name, ["images", "annotations"])
+    files: dict[Any, str] = {}
+    k = 0
+    try:
+        for k, im in enumerate(images):  # noqa: B007 - k names the bad entry
+            files[im["id"]] = im["file_name"]
+    except (KeyError, TypeError) as exc:
+        raise _entry_error(name, "images", k, images[k], exc) from None
+    if len(files) != len(images):
+        seen: set = set()
+        for k, im in enumerate(images):
+            if im["id"] in seen:
+                raise ValueError(
+                    f"{name}: images[{k}]: expected unique ids, got {im['id']!r} twice"
+                )
+            seen.add(im["id"])
+    label_of: dict[Any, int] = {}
+    try:
+        for k, ann in enumerate(annotations):
+            iid = ann["image_id"]
+            cid = ann["category_id"]
+            label = cat_index.get(cid)
+            if label is None:
+                raise ValueError(
+                    f"{name}: annotations[{k}]: expected a category_id listed in 'categories', got {cid!r}"
+                )
+            if iid not in files:
+                raise ValueError(
+                    f"{name}: annotations[{k}]: expected an image_id listed in 'images', got {iid!r}"
+                )
+            previous = label_of.setdefault(iid, label)
+            if previous != label:
+                raise ValueError(
+                    f"{name}: annotations[{k}]: expected one category per image, got two for image id {iid!r}"
+                )
+    except (KeyError, TypeError) as exc:
+        raise _entry_error(name, "annotations", k, annotations[k], exc) from None
+    samples = []
+    for iid, rel in files.items():
+        label = label_of.get(iid)
+        if label is None:
+            raise ValueError(
+                f"{name}: image id {iid!r} ({rel}): expected an annotation for every image, got none"
+            )
+        if (
+            not isinstance(rel, str)
+            or rel[:1] in ("", "/")
+            or rel[1:2] == ":"
+            or "\\" in rel
+            or ".." in rel
+            or "\t" in rel
+            or "\n" in rel
+            or "\r" in rel
+        ):
+            _check_rel(name, rel, iid)
+        samples.append((rel, label))
+    return samples
+
+
+def _missing(root: Path, rels: Sequence[str]) -> list[int]:
+    """Indices of ``rels`` (``/``-separated, relative to ``root``) that are not files.
+
+    One ``os.scandir`` per distinct folder (much cheaper than one ``stat`` per image
+    on a network filesystem); a name not found in its folder listing is checked
+    once more with ``os.path.isfile`` (``./`` prefixes, case-insensitive filesystems).
+    """
+    listing: dict[str, set[str]] = {}
+    missing = []
+    base_dir = str(root)
+    for i, rel in enumerate(rels):
+        folder, _, base = rel.rpartition("/")
+        names = listing.get(folder)
+        if names is None:
+            try:
+                with os.scandir(os.path.join(base_dir, folder) if folder else base_dir) as it:
+                    names = {e.name for e in it if not e.is_dir()}
+            except (FileNotFoundError, NotADirectoryError):
+                names = set()
+            listing[folder] = names
+        if base not in names and not os.path.isfile(os.path.join(base_dir, rel)):
+            missing.append(i)
+    return missing
+
+
+def _drop_missing(
+    root: Path,
+    samples: list[tuple[str, int]],
+    name: str,
+    skip_missing: bool,
+    log: Callable[[str], Any],
+) -> tuple[list[tuple[str, int]], int]:
+    missing = _missing(root, [rel for rel, _ in samples])
+    if not missing:
+        return samples, 0
+    examples = ", ".join(samples[i][0] for i in missing[:3])
+    what = f"{len(missing)} of {len(samples)} images referenced by {name} are missing (e.g. {examples})"
+    if not skip_missing:
+        raise ValueError(f"{what}; pass --skip-missing to train without them")
+    log(f"warning: {what}; skipping them")
+    drop = set(missing)
+    return [s for i, s in enumerate(samples) if i not in drop], len(missing)
+
+
+def _source_stamp(path: Path) -> dict[str, int]:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _prepare_inat(
+    dataset: str, root: Path, skip_missing: bool, check_files: bool, log: Callable[[str], Any]
+) -> tuple[dict[str, Any], list[Any], list[str], list[tuple[str, int]], list[tuple[str, int]], int]:
+    year = _year(dataset)
+    train_name, val_name = f"train{year}.json", f"val{year}.json"
+    train_doc = _load_json(root / train_name)
+    val_doc = _load_json(root / val_name)
+    ids, names = _categories(train_doc, train_name)
+    cat_index = {cid: i for i, cid in enumerate(ids)}
+    train = _inat_samples(train_doc, train_name, cat_index)
+    del train_doc
+    val = _inat_samples(val_doc, val_name, cat_index)
+    del val_doc
+    skipped = 0
+    if check_files:
+        train, n_train = _drop_missing(root, train, train_name, skip_missing, log)
+        val, n_val = _drop_missing(root, val, val_name, skip_missing, log)
+        skipped = n_train + n_val
+    sources = {n: _source_stamp(root / n) for n in (train_name, val_name)}
+    return sources, list(ids), names, train, val, skipped
+
+
+# --------------------------------------------------------------------------- ImageNet
+
+
+def _class_folders(split_dir: Path, what: str) -> list[str]:
+    if not split_dir.is_dir():
+        raise FileNotFoundError(
+            f"ImageNet layout: expected a folder {what}/ in {split_dir.parent}, got no such folder"
+        )
+    with os.scandir(split_dir) as it:
+        entries = list(it)
+    wnids = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+    if not wnids:
+        loose = sum(1 for e in entries if e.name.lower().endswith(IMG_EXTENSIONS))
+        raise ValueError(
+            f"ImageNet layout: expected class folders {what}/<wnid>/*.JPEG, got {loose} loose files "
+            f"and no folders in {split_dir} (sort the images into class folders first)"
+        )
+    return wnids
+
+
+def _folder_images(folder: Path, prefix: str) -> list[str]:
+    with os.scandir(folder) as it:
+        files = sorted(
+            e.name
+            for e in it
+            if e.name.lower().endswith(IMG_EXTENSIONS) and not e.name.startswith(".")
+        )
+    for name in files:
+        if "\t" in name or "\n" in name or "\r" in name:
+            raise ValueError(
+                f"ImageNet layout: expected file names without tabs or newlines, got {prefix}/{name!r}"
+            )
+    return [f"{prefix}/{name}" for name in files]
+
+
+def _tree_digest(root: Path, split: str) -> dict[str, Any]:
+    """Count + digest of the class folders' names and mtimes (changes when files are added/removed)."""
+    split_dir = root / split
+    h = hashlib.sha256()
+    n = 0
+    with os.scandir(split_dir) as it:
+        entries = sorted((e for e in it if e.is_dir()), key=lambda e: e.name)
+    for e in entries:
+        h.update(f"{e.name}\t{e.stat().st_mtime_ns}\n".encode())
+        n += 1
+    return {"folders": n, "mtime_digest": h.hexdigest()}
+
+
+def _prepare_imagenet(
+    root: Path, log: Callable[[str], Any]
+) -> tuple[dict[str, Any], list[Any], list[str], list[tuple[str, int]], list[tuple[str, int]], int]:
+    wnids = _class_folders(root / "train", "train")
+    index = {w: i for i, w in enumerate(wnids)}
+    val_wnids = _class_folders(root / "val", "val")
+    unknown = [w for w in val_wnids if w not in index]
+    if unknown:
+        raise ValueError(
+            f"ImageNet layout: expected val/ class folders that also exist in train/, "
+            f"got {len(unknown)} unknown (e.g. {', '.join(unknown[:3])})"
+        )
+    train = [
+        (rel, i)
+        for i, w in enumerate(wnids)
+        for rel in _folder_images(root / "train" / w, f"train/{w}")
+    ]
+    val = [
+        (rel, index[w]) for w in val_wnids for rel in _folder_images(root / "val" / w, f"val/{w}")
+    ]
+    if not train:
+        raise ValueError(f"ImageNet layout: expected images in {root / 'train'}/<wnid>/, got none")
+    sources = {f"{split}/": _tree_digest(root, split) for split in ("train", "val")}
+    return sources, list(wnids), list(wnids), train, val, 0
+
+
+# --------------------------------------------------------------------------- prepare / load
+
+
+def _tsv(samples: Sequence[tuple[str, int]]) -> str:
+    if not samples:
+        return ""
+    return "\n".join(f"{rel}\t{label}" for rel, label in samples) + "\n"
+
+
+def prepare(
+    dataset: str,
+    data_dir: PathLike,
+    *,
+    skip_missing: bool = False,
+    check_files: bool = True,
+    log: Callable[[str], Any] = print,
+) -> PreparedLayout:
+    """Scan the official layout of ``dataset`` in ``data_dir``; write ``classbalanced-<dataset>/``.
+
+    No image is opened: annotations are parsed with ``json.load`` and existence is
+    checked with one folder listing per image folder (``check_files=False`` skips
+    it). Missing images are refused (ValueError naming how many and a few of them)
+    unless ``skip_missing``, which leaves them out and records how many.
+
+    Raises:
+        FileNotFoundError: ``data_dir``, an annotation file or a split folder is missing.
+        ValueError: invalid JSON (file + line), a missing key, an annotation with an
+            unknown image or category, an image without annotation, missing images.
+    """
+    _check_dataset(dataset)
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data directory not found: expected a folder at {root}")
+    if dataset == "imagenet":
+        sources, ids, names, train, val, skipped = _prepare_imagenet(root, log)
+    else:
+        sources, ids, names, train, val, skipped = _prepare_inat(
+            dataset, root, skip_missing, check_files, log
+        )
+    num_classes = len(ids)
+    counts = np.bincount(
+        np.fromiter((label for _, label in train), dtype=np.int64, count=len(train)),
+        minlength=num_classes,
+    ).astype(np.int64)
+    empty = np.flatnonzero(counts == 0)
+    if len(empty):
+        log(
+            f"warning: {len(empty)} of {num_classes} classes have no training images "
+            f"(e.g. {', '.join(names[i] for i in empty[:3])})"
+        )
+    out = prepared_dir(dataset, root)
+    out.mkdir(parents=True, exist_ok=True)
+    # prepared.json marks a complete set: drop the old one first, write the new one last
+    (out / "prepared.json").unlink(missing_ok=True)
+    count_list = [int(c) for c in counts]
+    atomic_write_text(out / "train_counts.txt", "".join(f"{c}\n" for c in count_list))
+    atomic_write_json(out / "train_counts.json", count_list)
+    atomic_write_json(
+        out / "class_index.json",
+        [
+            {"index": i, "category_id": c, "name": n}
+            for i, (c, n) in enumerate(zip(ids, names, strict=True))
+        ],
+    )
+    atomic_write_text(out / "train.tsv", _tsv(train))
+    atomic_write_text(out / "val.tsv", _tsv(val))
+    atomic_write_json(
+        out / "prepared.json",
+        {
+            "format": FORMAT_VERSION,
+            "dataset": dataset,
+            "num_classes": num_classes,
+            "counts_sum": int(counts.sum()),
+            "num_train": len(train),
+            "num_val": len(val),
+            "num_skipped": skipped,
+            "check_files": bool(check_files),
+            "sources": sources,
+        },
+    )
+    log(
+        f"prepared {dataset}: {num_classes} classes, {len(train)} train / {len(val)} val images"
+        + (f", {skipped} missing images skipped" if skipped else "")
+        + f" -> {out}"
+    )
+    return PreparedLayout(dataset, root, list(names), train, val, counts, list(ids), skipped)
+
+
+def _read_tsv(path: Path, num_classes: int) -> list[tuple[str, int]]:
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    samples = []
+    try:
+        for n, line in enumerate(lines, 1):  # noqa: B007 - n is used in the error message
+            rel, _, label = line.rpartition("\t")
+            samples.append((rel, int(label)))
+    except ValueError:
+        raise ValueError(
+            f"{path.name}: line {n}: expected 'path<TAB>class index', got {lines[n - 1]!r}"
+        ) from None
+    labels = np.fromiter((lab for _, lab in samples), dtype=np.int64, count=len(samples))
+    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if len(bad):
+        i = int(bad[0])
+        raise ValueError(
+            f"{path.name}: line {i + 1}: expected a class index in [0, {num_classes}), got {labels[i]}"
+        )
+    return samples
+
+
+def _read_counts(path: Path) -> np.ndarray:
+    lines = path.read_text(encoding="utf-8").split()
+    try:
+        return np.array([int(v) for v in lines], dtype=np.int64)
+    except ValueError:
+        raise ValueError(
+            f"{path.name}: expected one integer count per line, got other text"
+        ) from None
+
+
+def load_prepared(dataset: str, data_dir: PathLike) -> PreparedLayout:
+    """Read what :func:`prepare` wrote, checking it against itself and the sources.
+
+    Raises:
+        FileNotFoundError: not prepared yet (names the ``classbalanced prepare`` command).
+        ValueError: the annotations (or ImageNet class folders) changed since prepare;
+            ``train_counts.txt`` / ``.json`` disagree with a recount of ``train.tsv``
+            (names the first mismatching class); a malformed prepared file.
+    """
+    _check_dataset(dataset)
+    root = Path(data_dir)
+    out = prepared_dir(dataset, root)
+    hint = _prepare_hint(dataset, data_dir)
+    meta_path = out / "prepared.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(
+            f"{dataset} is not prepared in {root}: expected {meta_path}, got no such file; run {hint} first"
+        )
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        files = {
+            n: out / n
+            for n in (
+                "class_index.json",
+                "train.tsv",
+                "val.tsv",
+                "train_counts.txt",
+                "train_counts.json",
+            )
+        }
+        for p in files.values():
+            if not p.is_file():
+                raise FileNotFoundError(f"{p} is missing; run {hint} again")
+        class_index = json.loads(files["class_index.json"].read_text(encoding="utf-8"))
+        counts_json = json.loads(files["train_counts.json"].read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"corrupt prepared file in {out}: {exc.msg} at line {exc.lineno}; run {hint} again"
+        ) from exc
+    if not isinstance(meta, dict) or meta.get("dataset") != dataset:
+        got = meta.get("dataset") if isinstance(meta, dict) else type(meta).__name__
+        raise ValueError(
+            f"{meta_path}: expected dataset {dataset!r}, got {got!r}; run {hint} again"
+        )
+    if meta.get("format") != FORMAT_VERSION:
+        raise ValueError(
+            f"{meta_path}: expected format {FORMAT_VERSION}, got {meta.get('format')!r}; run {hint} again"
+        )
+    _check_sources(dataset, root, meta.get("sources", {}), hint)
+    names = [str(c["name"]) for c in class_index]
+    ids = [c["category_id"] for c in class_index]
+    num_classes = len(names)
+    if num_classes != meta.get("num_classes") or [c["index"] for c in class_index] != list(
+        range(num_classes)
+    ):
+        raise ValueError(
+            f"class_index.json: expected indices 0..{meta.get('num_classes', '?')} - 1, got {num_classes} entries; run {hint} again"
+        )
+    train = _read_tsv(files["train.tsv"], num_classes)
+    val = _read_tsv(files["val.tsv"], num_classes)
+    stored = _read_counts(files["train_counts.txt"])
+    recount = np.bincount(
+        np.fromiter((lab for _, lab in train), dtype=np.int64, count=len(train)),
+        minlength=num_classes,
+    ).astype(np.int64)
+    if len(stored) != num_classes:
+        raise ValueError(
+            f"train_counts.txt: expected {num_classes} counts (one per class), got {len(stored)}; run {hint} again"
+        )
+    diff = np.flatnonzero(stored != recount)
+    if len(diff):
+        i = int(diff[0])
+        raise ValueError(
+            f"train_counts.txt does not match train.tsv: class {i} ({names[i]}) has "
+            f"{recount[i]} images in train.tsv, got {stored[i]} in train_counts.txt; run {hint} again"
+        )
+    if list(counts_json) != recount.tolist():
+        raise ValueError(f"train_counts.json does not match train.tsv; run {hint} again")
+    if meta.get("counts_sum") != len(train) or meta.get("num_val") != len(val):
+        raise ValueError(
+            f"prepared.json: expected {meta.get('counts_sum')} train / {meta.get('num_val')} val images, "
+            f"got {len(train)} / {len(val)} in the .tsv files; run {hint} again"
+        )
+    return PreparedLayout(
+        dataset, root, names, train, val, recount, ids, int(meta.get("num_skipped", 0))
+    )
+
+
+def _check_sources(dataset: str, root: Path, sources: dict[str, Any], hint: str) -> None:
+    for name, stamp in sources.items():
+        if dataset == "imagenet":
+            split = name.rstrip("/")
+            now = _tree_digest(root, split) if (root / split).is_dir() else None
+        else:
+            path = root / name
+            now = _source_stamp(path) if path.is_file() else None
+        if now is None:
+            raise FileNotFoundError(
+                f"{root / name} was used by prepare but is gone; run {hint} again"
+            )
+        if now != stamp:
+            raise ValueError(
+                f"{name} changed since it was prepared (expected {stamp}, got {now}); run {hint} again"
+            )
+
+
+# --------------------------------------------------------------------------- images and loaders
+
+
+class BadImageWarning(UserWarning):
+    """An image file could not be decoded; it is skipped."""
+
+
+class ImageFileDataset(Dataset):
+    """Decodes ``root / path`` with PIL (RGB) and applies ``transform``.
+
+    ``__getitem__`` returns ``(image, label)``, or ``None`` when the file is
+    missing, unreadable or truncated (a full decode is forced with
+    ``img.load()``); each such file is warned about once per process
+    (:class:`BadImageWarning` + ``logging``). Use :func:`collate_skip_bad` as the
+    DataLoader's ``collate_fn`` to drop the ``None`` items and count them.
+    """
+
+    def __init__(
+        self,
+        root: PathLike,
+        samples: Sequence[tuple[str, int]],
+        transform: Callable[[Image.Image], Any] | None = None,
+    ) -> None:
+        self.root = str(root)
+        self.samples = samples
+        self.transform = transform
+        self._warned: set[str] = set()
+        if ImageFile.LOAD_TRUNCATED_IMAGES:
+            warnings.warn(
+                "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is enabled: truncated images will be "
+                "padded with grey instead of being skipped",
+                BadImageWarning,
+                stacklevel=2,
+            )
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Any, int] | None:
+        rel, label = self.samples[index]
+        path = os.path.join(self.root, rel)
+        try:
+            with Image.open(path) as img:
+                img.load()  # full decode: a truncated file raises here
+                rgb = img.convert("RGB")
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            if path not in self._warned:
+                self._warned.add(path)
+                msg = f"skipping unreadable image {path}: {' '.join(str(exc).split()) or type(exc).__name__}"
+                logger.warning(msg)
+                warnings.warn(msg, BadImageWarning, stacklevel=2)
+            return None
+        if self.transform is not None:
+            rgb = self.transform(rgb)
+        return rgb, int(label)
+
+
+def collate_skip_bad(batch: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Drop ``None`` items; return ``(images, labels, num_skipped)``.
+
+    ``images`` is the stacked tensor of the good items (shape ``(0,)`` when all
+    were bad: callers skip an empty batch), ``labels`` int64.
+
+    >>> x, y, skipped = collate_skip_bad([(torch.zeros(3, 2, 2), 1), None, (torch.ones(3, 2, 2), 0)])
+    >>> tuple(x.shape), y.tolist(), skipped
+    ((2, 3, 2, 2), [1, 0], 1)
+    """
+    good = [item for item in batch if item is not None]
+    skipped = len(batch) - len(good)
+    if not good:
+        return torch.empty(0), torch.empty(0, dtype=torch.int64), skipped
+    images = torch.stack([torch.as_tensor(img) for img, _ in good])
+    labels = torch.tensor([label for _, label in good], dtype=torch.int64)
+    return images, labels, skipped
+
+
+def build_transforms(
+    train: bool,
+    image_size: int = 224,
+    mean: Sequence[float] = MEAN_STD["imagenet"][0],
+    std: Sequence[float] = MEAN_STD["imagenet"][1],
+) -> Callable[[Image.Image], torch.Tensor]:
+    """Standard ImageNet preprocessing of a PIL RGB image into a float (3, S, S) tensor.
+
+    Train: ``RandomResizedCrop(S)`` + ``RandomHorizontalFlip`` + to float in [0, 1] +
+    ``Normalize(mean, std)``. Eval: ``Resize(int(S * 256 / 224))`` + ``CenterCrop(S)`` +
+    the same normalisation.
+    """
+    from torchvision.transforms import v2
+
+    if image_size < 1:
+        raise ValueError(f"image_size: expected a positive integer, got {image_size}")
+    to_tensor = [
+        v2.PILToTensor(),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(list(mean), list(std)),
+    ]
+    if train:
+        spatial = [v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip()]
+    else:
+        spatial = [
+            v2.Resize(int(image_size * 256 / 224), antialias=True),
+            v2.CenterCrop(image_size),
+        ]
+    return v2.Compose([*spatial, *to_tensor])
+
+
+def eval_indices(n: int, rank: int, world_size: int) -> range:
+    """The items rank ``rank`` evaluates: ``range(rank, n, world_size)`` (no padding, no overlap).
+
+    >>> [list(eval_indices(5, r, 2)) for r in range(2)]
+    [[0, 2, 4], [1, 3]]
+    """
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(
+            f"expected 0 <= rank < world_size, got rank {rank}, world_size {world_size}"
+        )
+    return range(rank, n, world_size)
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    train: bool,
+    num_workers: int,
+    seed: int,
+    rank: int = 0,
+    world_size: int = 1,
+    epoch: int = 0,
+) -> DataLoader:
+    """A DataLoader yielding ``(images, labels, num_skipped)`` (see :func:`collate_skip_bad`).
+
+    Train: ``DistributedSampler(shuffle=True, seed=seed, drop_last=True)`` for any
+    ``world_size`` (call ``loader.sampler.set_epoch(e)`` each epoch; ``epoch`` sets
+    the first one). Eval: this rank's ``eval_indices`` in order (a ``Subset`` with a
+    ``SequentialSampler``), so no item is padded in or counted twice.
+    ``pin_memory`` when CUDA is available; ``persistent_workers`` when ``num_workers > 0``.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
+    if num_workers < 0:
+        raise ValueError(f"num_workers: expected >= 0, got {num_workers}")
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(
+            f"expected 0 <= rank < world_size, got rank {rank}, world_size {world_size}"
+        )
+    common: dict[str, Any] = {
+        "batch_size": batch_size,
+        "num_workers": num_workers,
+        "collate_fn": collate_skip_bad,
+        "pin_memory": torch.cuda.is_available(),
+        "persistent_workers": num_workers > 0,
+    }
+    if train:
+        sampler = DistributedSampler(
+            dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True
+        )
+        sampler.set_epoch(epoch)
+        # distinct augmentation streams per rank; the workers' seeds derive from this generator
+        generator = torch.Generator().manual_seed(seed * 1009 + rank)
+        return DataLoader(dataset, sampler=sampler, generator=generator, **common)
+    shard = Subset(dataset, eval_indices(len(dataset), rank, world_size))
+    return DataLoader(shard, sampler=SequentialSampler(shard), **common)
+
+
+def make_datasets(
+    layout: PreparedLayout, image_size: int = 224
+) -> tuple[ImageFileDataset, ImageFileDataset]:
+    """``(train, val)`` :class:`ImageFileDataset` with the dataset's mean/std transforms."""
+    mean, std = mean_std(layout.dataset)
+    return (
+        ImageFileDataset(
+            layout.root, layout.train_samples, build_transforms(True, image_size, mean, std)
+        ),
+        ImageFileDataset(
+            layout.root, layout.val_samples, build_transforms(False, image_size, mean, std)
+        ),
+    )
