@@ -189,11 +189,6 @@ def test_counts_sum_like_the_concatenated_batches():
     assert not math.isclose(mean_of_parts, summarize(whole, TRAIN_COUNTS)["accuracy"])
 
 
-@pytest.mark.xfail(
-    reason="BUG: EvalCounts has no __add__: the module says counts 'add across batches and "
-    "ranks' but `a + b` raises TypeError (only stacked() tensors can be summed)",
-    strict=True,
-)
 def test_counts_support_the_plus_operator():
     a, b, whole, _ = _summable_parts()
     assert summarize(a + b, TRAIN_COUNTS) == summarize(whole, TRAIN_COUNTS)

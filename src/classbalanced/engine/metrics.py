@@ -45,6 +45,21 @@ class EvalCounts:
         self.correct.index_add_(0, labels, hit1.long())
         self.correct_topk.index_add_(0, labels, hitk.long())
 
+    def __add__(self, other: EvalCounts) -> EvalCounts:
+        """Counts of two disjoint sets of test images (batches, ranks) together."""
+        if (
+            not isinstance(other, EvalCounts)
+            or other.k != self.k
+            or other.total.shape != self.total.shape
+        ):
+            return NotImplemented
+        return EvalCounts(
+            self.total + other.total,
+            self.correct + other.correct,
+            self.correct_topk + other.correct_topk,
+            self.k,
+        )
+
     def stacked(self) -> Tensor:
         """``(3, C)`` tensor for one all-reduce (sum) across ranks."""
         return torch.stack([self.total, self.correct, self.correct_topk])
