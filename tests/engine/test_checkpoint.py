@@ -8,7 +8,12 @@ import pickle
 import pytest
 import torch
 
-from classbalanced.engine import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from classbalanced.engine import (
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 
 def _state(seed: int = 0) -> dict:
@@ -142,7 +147,7 @@ def test_a_checkpoint_with_code_is_refused_without_running_it(tmp_path):
     assert not marker.exists()
     # and a plain pickle (not a torch zip file) with the same trick
     raw = tmp_path / "raw.pt"
-    raw.write_bytes(pickle.dumps(_Payload(marker)))
+    raw.write_bytes(pickle.dumps(_Payload(marker), protocol=2))
     _one_line_value_error(raw)
     assert not marker.exists()
 

@@ -185,7 +185,9 @@ def test_counts_sum_like_the_concatenated_batches():
     _assert_close(summarize(summed, TRAIN_COUNTS), _reference(logits, labels, TRAIN_COUNTS))
     # averaging the two halves' accuracies would be wrong (different sizes): make sure
     # the test data can tell the difference
-    mean_of_parts = (summarize(a, TRAIN_COUNTS)["accuracy"] + summarize(b, TRAIN_COUNTS)["accuracy"]) / 2
+    mean_of_parts = (
+        summarize(a, TRAIN_COUNTS)["accuracy"] + summarize(b, TRAIN_COUNTS)["accuracy"]
+    ) / 2
     assert not math.isclose(mean_of_parts, summarize(whole, TRAIN_COUNTS)["accuracy"])
 
 
