@@ -56,6 +56,11 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
         "--model",
         help="resnet32 (default), resnet{6n+2}, resnet{6n+2}_v2, resnet{9n+2}_bottleneck, resnet50, ...",
     )
+    _bool_flag(
+        g,
+        "pretrained",
+        "start from torchvision's ImageNet weights in the local cache (resnet50/101/152)",
+    )
     g.add_argument(
         "--loss",
         help="softmax (default), sigmoid, focal; for comparison: ldam, logit_adjusted, balanced_softmax",

@@ -54,6 +54,9 @@ class TrainConfig:
     skip_missing: bool = False
     # model and loss
     model: str = "resnet32"
+    pretrained: bool = (
+        False  # torchvision's ImageNet weights from the local cache (resnet50/101/152)
+    )
     loss: str = "softmax"
     beta: float = 0.0
     gamma: float = 1.0

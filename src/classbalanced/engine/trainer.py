@@ -32,7 +32,7 @@ from ..data.longtail import longtail_indices
 from ..data.registry import load_dataset
 from ..data.safe_io import atomic_write_json
 from ..losses import build_loss, init_prior_bias_, parameter_groups
-from ..models.registry import build_model, use_normed_classifier_
+from ..models.registry import build_model, load_pretrained_, use_normed_classifier_
 from ..schedules import ReweightSchedule
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .distributed import DistContext, all_reduce_sum, cleanup_distributed, setup_distributed
@@ -435,6 +435,8 @@ def _build_model(cfg: TrainConfig, num_classes: int, in_channels: int, loss_fn, 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = build_model(cfg.model, num_classes, in_channels=in_channels)
+        if cfg.pretrained:
+            load_pretrained_(model, cfg.model)
         if getattr(loss_fn, "normalized_classifier", False):  # e.g. LDAM: cosine logits
             use_normed_classifier_(model)
     no_decay = []

@@ -44,6 +44,8 @@ __all__ = [
     "NormedLinear",
     "available_models",
     "build_model",
+    "load_pretrained_",
+    "pretrained_weights_path",
     "register_model",
     "use_normed_classifier_",
 ]
@@ -254,4 +256,43 @@ def use_normed_classifier_(model: nn.Module) -> nn.Module:
     """Replace ``model.fc`` (a linear layer) by a :class:`NormedLinear` of the same shape."""
     fc = model.fc
     model.fc = NormedLinear(fc.in_features, fc.out_features)
+    return model
+
+
+_PRETRAINED = ("resnet50", "resnet101", "resnet152")
+
+
+def pretrained_weights_path(name: str):
+    """Where torchvision keeps its ImageNet weights for ``name`` (its hub cache; nothing is downloaded)."""
+    from pathlib import Path
+    from urllib.parse import urlparse
+
+    import torchvision.models
+
+    key = name.lower()
+    if key not in _PRETRAINED:
+        raise ValueError(
+            f"pretrained weights are available for {', '.join(_PRETRAINED)} (torchvision), got {name!r}"
+        )
+    weights = torchvision.models.get_model_weights(key).DEFAULT
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
+
+
+def load_pretrained_(model: nn.Module, name: str) -> nn.Module:
+    """Load torchvision's ImageNet weights for ``name`` into ``model``, all but the classifier.
+
+    The weights must already be in torchvision's local cache (``torch.hub.get_dir()``);
+    nothing is downloaded. The file is read with ``weights_only=True``.
+    """
+    path = pretrained_weights_path(name)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"torchvision's {name} weights are not in the local cache (expected {path}); fetch them once on a "
+            f"machine with internet (torchvision.models.{name.lower()}(weights='DEFAULT')) or drop --pretrained"
+        )
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or any(not k.startswith("fc.") for k in missing):
+        raise ValueError(f"{path} does not match {name}: expected its parameters, got other keys")
     return model

@@ -1,0 +1,30 @@
+import pytest
+import torch
+
+from classbalanced.models import build_model
+from classbalanced.models.registry import load_pretrained_, pretrained_weights_path
+
+
+def test_pretrained_weights_load_from_the_local_cache_only(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    model = build_model("resnet50", 7)
+    with pytest.raises(FileNotFoundError, match="not in the local cache"):
+        load_pretrained_(model, "resnet50")
+    # a cached ImageNet checkpoint (1000 classes), as torchvision would have stored it
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        source = build_model("resnet50", 1000)
+    path = pretrained_weights_path("resnet50")
+    path.parent.mkdir(parents=True)
+    torch.save(source.state_dict(), path)
+    load_pretrained_(model, "resnet50")
+    for name, value in model.state_dict().items():
+        if name.startswith("fc."):
+            assert value.shape[0] == 7  # the classifier keeps its own shape and initialisation
+        else:
+            assert torch.equal(value, source.state_dict()[name]), name
+
+
+def test_pretrained_only_for_torchvision_models():
+    with pytest.raises(ValueError, match="resnet50, resnet101, resnet152"):
+        pretrained_weights_path("resnet32")
