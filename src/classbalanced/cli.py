@@ -211,9 +211,13 @@ def build_parser() -> argparse.ArgumentParser:
     _bool_flag(p, "progress", "progress bars (default: yes)")
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("plot", help="plot effective numbers or a run")
+    p = sub.add_parser("plot", help="plot effective numbers, or one or several runs side by side")
     p.add_argument("what", choices=["effective-number", "run"])
-    p.add_argument("--run", help="run folder (for 'run')")
+    p.add_argument(
+        "--run",
+        nargs="+",
+        help="run folder(s) (for 'run'); several: per-class accuracy and error curves side by side",
+    )
     p.add_argument("--output", required=True, help="PNG file (for 'run': a folder)")
     p.add_argument("--beta", type=float, nargs="+", default=[0.9, 0.99, 0.999, 0.9999])
     p.add_argument("--max-samples", type=int, default=10_000)
@@ -401,25 +405,38 @@ def _cmd_plot(args) -> int:
         _info(f"wrote {path}")
         return 0
     if not args.run:
-        raise ValueError("plot run needs --run RUN_FOLDER")
-    run = Path(args.run)
-    metrics_path, history_path = run / "metrics.json", run / "history.json"
-    if not metrics_path.is_file():
-        raise FileNotFoundError(f"no metrics.json in {run}: is it a finished run folder?")
-    metrics = json.loads(metrics_path.read_text())
+        raise ValueError("plot run needs --run RUN_FOLDER [RUN_FOLDER ...]")
+    runs = {}
+    for folder in map(Path, args.run):
+        metrics_path = folder / "metrics.json"
+        if not metrics_path.is_file():
+            raise FileNotFoundError(f"no metrics.json in {folder}: is it a finished run folder?")
+        history_path = folder / "history.json"
+        history = json.loads(history_path.read_text()) if history_path.is_file() else []
+        name = folder.name if folder.name not in runs else str(folder)
+        runs[name] = (json.loads(metrics_path.read_text()), history)
+    counts = next(iter(runs.values()))[0]["train_counts"]
+    if any(m["train_counts"] != counts for m, _ in runs.values()):
+        raise ValueError(
+            "the runs must share their training set: expected equal train_counts, got different ones"
+        )
     out = Path(args.output)
-    plots.plot_class_distribution(out / "class_distribution.png", metrics["train_counts"])
-    acc = [0.0 if v is None else v for v in metrics["per_class_accuracy"]]
+    plots.plot_class_distribution(out / "class_distribution.png", counts)
     plots.plot_per_class_accuracy(
-        out / "per_class_accuracy.png", {run.name: acc}, counts=metrics["train_counts"]
+        out / "per_class_accuracy.png",
+        {
+            name: [0.0 if v is None else v for v in m["per_class_accuracy"]]
+            for name, (m, _) in runs.items()
+        },
+        counts=counts,
     )
-    if history_path.is_file():
-        history = json.loads(history_path.read_text())
-        if len(history) >= 2:
-            plots.plot_error_curves(
-                out / "error_curve.png",
-                {run.name: ([h["epoch"] for h in history], [h["error_percent"] for h in history])},
-            )
+    curves = {
+        name: ([h["epoch"] for h in hist], [h["error_percent"] for h in hist])
+        for name, (_, hist) in runs.items()
+        if len(hist) >= 2
+    }
+    if curves:
+        plots.plot_error_curves(out / "error_curve.png", curves)
     _info(f"wrote plots to {out}")
     return 0
 

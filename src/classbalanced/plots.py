@@ -491,8 +491,8 @@ def _figure_per_class_accuracy(
             alpha=0.8,
             label="training images",
         )
-        axes.set_zorder(secondary.get_zorder() + 1)  # accuracies drawn over the class sizes
-        axes.patch.set_visible(False)
+        secondary.set_zorder(axes.get_zorder() + 1)  # the small class-size markers stay visible
+        secondary.patch.set_visible(False)
         secondary.set_ylabel("Training images")
         if sizes.min() > 0 and sizes.max() / sizes.min() > 20:
             secondary.set_yscale("log")
@@ -500,9 +500,8 @@ def _figure_per_class_accuracy(
             secondary.set_ylim(0, sizes.max() * 1.1 if sizes.max() > 0 else 1)
         handles.append(marker)
         labels.append(marker.get_label())
-    figure.legend(
-        handles, labels, loc="outside lower center", ncols=min(len(labels), 4), fontsize="small"
-    )
+    columns = 1 if max(len(label) for label in labels) > 40 else min(len(labels), 4)
+    figure.legend(handles, labels, loc="outside lower center", ncols=columns, fontsize="small")
     axes.set_title("Per-class accuracy")
     return figure
 

@@ -1,0 +1,40 @@
+import json
+
+from matplotlib.image import imread
+
+from classbalanced.cli import main
+
+
+def _fake_run(folder, accuracies, counts=(50, 10, 2)):
+    folder.mkdir(parents=True)
+    metrics = {"train_counts": list(counts), "per_class_accuracy": accuracies}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    history = [{"epoch": e, "error_percent": 50.0 - e} for e in (2, 4, 6)]
+    (folder / "history.json").write_text(json.dumps(history))
+    return folder
+
+
+def test_plot_two_runs_side_by_side(tmp_path):
+    a = _fake_run(tmp_path / "softmax", [0.9, 0.5, None])
+    b = _fake_run(tmp_path / "cb_focal", [0.8, 0.7, 0.4])
+    assert main(["plot", "run", "--run", str(a), str(b), "--output", str(tmp_path / "plots")]) == 0
+    for name in ("class_distribution.png", "per_class_accuracy.png", "error_curve.png"):
+        image = imread(tmp_path / "plots" / name)
+        assert image.ndim == 3 and image.shape[0] > 100 and image.std() > 0
+
+
+def test_plot_refuses_runs_of_different_data(tmp_path, capsys):
+    a = _fake_run(tmp_path / "a", [0.9, 0.5, 0.1])
+    b = _fake_run(tmp_path / "b", [0.9, 0.5, 0.1], counts=(40, 10, 2))
+    assert main(["plot", "run", "--run", str(a), str(b), "--output", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("classbalanced: error: the runs must share their training set")
+        and err.count("\n") == 1
+    )
+
+
+def test_plot_effective_number(tmp_path):
+    out = tmp_path / "e.png"
+    assert main(["plot", "effective-number", "--output", str(out), "--beta", "0.9", "0.999"]) == 0
+    assert imread(out).shape[:2] == (480, 640)
