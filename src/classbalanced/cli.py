@@ -1,8 +1,9 @@
 """Command line: ``classbalanced <command>`` (also ``python -m classbalanced``).
 
 Argument parsing, subcommands and one-line errors; the work happens in the
-library. Every user mistake ends as ``classbalanced: error: <what>`` on stderr
-and exit status 2, never a traceback.
+library. Every user mistake ends as one line ``classbalanced: error: <what>``
+(``classbalanced COMMAND: error: ...`` for malformed flags) on stderr and exit
+status 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -363,15 +364,15 @@ def _cmd_prepare(args) -> int:
 def _cmd_weights(args) -> int:
     from .weights import class_balanced_weights, effective_number
 
+    columns = [  # computed (and checked) before anything is printed
+        (effective_number(args.counts, b), class_balanced_weights(args.counts, b))
+        for b in args.beta
+    ]
     header = f"{'class':>5} {'n':>10}" + "".join(
         f" {'E(b=' + format(b, 'g') + ')':>14} {'w(b=' + format(b, 'g') + ')':>12}"
         for b in args.beta
     )
     print(header)
-    columns = [
-        (effective_number(args.counts, b), class_balanced_weights(args.counts, b))
-        for b in args.beta
-    ]
     for i, n in enumerate(args.counts):
         row = f"{i:>5} {n:>10g}"
         for e, w in columns:

@@ -91,9 +91,32 @@ def tiny_run(tiny_npz, tmp_path_factory):
     """One finished run of :func:`tiny_config`; tests must not modify its folder."""
     out = tmp_path_factory.mktemp("tiny_run") / "run"
     cfg = tiny_config(tiny_npz, out)
-    with record_sgd_steps() as lrs:
+    with torch_threads(1), record_sgd_steps() as lrs:
         returned = train(cfg, log=quiet)
     return SimpleNamespace(out=out, cfg=cfg, returned=returned, step_lrs=list(lrs))
+
+
+@contextlib.contextmanager
+def torch_threads(count: int):
+    """Run torch ops on ``count`` threads, then restore the previous setting.
+
+    On a small, shared CPU two intra-op threads fighting another process for the
+    cores are several times slower than one thread; the tests' tiny tensors gain
+    nothing from more.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    with torch_threads(1):
+        yield
 
 
 def read_json(path: Path):

@@ -193,4 +193,6 @@ def test_counts_sum_like_the_concatenated_batches():
 
 def test_counts_support_the_plus_operator():
     a, b, whole, _ = _summable_parts()
+    a_before, b_before = a.stacked().clone(), b.stacked().clone()
     assert summarize(a + b, TRAIN_COUNTS) == summarize(whole, TRAIN_COUNTS)
+    assert torch.equal(a.stacked(), a_before) and torch.equal(b.stacked(), b_before)  # no aliasing

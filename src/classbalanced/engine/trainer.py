@@ -163,6 +163,8 @@ def prepare_run_folder(out: Path, cfg: TrainConfig) -> bool:
                 f"{out} holds a run with a different config (keys: {', '.join(differ)}); "
                 "resume with the same settings or add --force"
             )
+        if differ:  # --force: the run continues under the new settings; record them
+            atomic_write_json(config_path, cfg.to_dict())
         # temporary files of atomic writes interrupted by a kill (never read; removed here)
         for folder in (out, out / "checkpoints"):
             for stale in folder.glob(".*.tmp") if folder.is_dir() else ():
@@ -633,8 +635,8 @@ def _train(cfg: TrainConfig, ctx: DistContext, log: Callable[[str], None]) -> di
                         )
                     bar.set_postfix(loss=f"{float(loss_value):.4f}", lr=f"{lr:.4g}")
                 bar.update(1)
-                if stop.signal is not None:
-                    break
+                if stop.signal is not None and s + 1 < steps_per_epoch:
+                    break  # mid-epoch stop; after an epoch's last step its end-of-epoch work runs first
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             elapsed = time.perf_counter() - tick
@@ -654,20 +656,25 @@ def _train(cfg: TrainConfig, ctx: DistContext, log: Callable[[str], None]) -> di
                     "config": cfg.to_dict(),
                 }
 
-            if stop.signal is not None:
+            def interrupted(epoch_loss=(0.0, 0), saved=False, epoch=epoch, step=step):
                 if ctx.is_main:
-                    path = save_checkpoint(
-                        out / "checkpoints",
-                        step,
-                        snapshot((float(loss_sum), loss_count)),
-                        keep=cfg.keep_checkpoints,
-                    )
+                    path = latest_checkpoint(out / "checkpoints")
+                    if not saved:
+                        path = save_checkpoint(
+                            out / "checkpoints",
+                            step,
+                            snapshot(epoch_loss),
+                            keep=cfg.keep_checkpoints,
+                        )
                     log(
                         f"stopped by signal {stop.signal} at epoch {epoch + 1}, step {step}; checkpoint {path}"
                     )
-                raise TrainingInterrupted(
+                return TrainingInterrupted(
                     f"interrupted at step {step}: run again with --resume to continue"
                 )
+
+            if stop.signal is not None and step < (epoch + 1) * steps_per_epoch:
+                raise interrupted((float(loss_sum), loss_count))
             mean_loss = float(loss_sum) / max(loss_count, 1)
             images_per_second = (train_images - images_before) / max(elapsed, 1e-9)
             if writer is not None:
@@ -680,7 +687,10 @@ def _train(cfg: TrainConfig, ctx: DistContext, log: Callable[[str], None]) -> di
                 writer.add_scalar("train/images_per_second", images_per_second, epoch + 1)
                 if stream.skipped:
                     writer.add_scalar("train/skipped_unreadable_images", stream.skipped, epoch + 1)
-            if (epoch + 1) % cfg.eval_every and epoch + 1 != cfg.epochs:
+            last_epoch = epoch + 1 == cfg.epochs
+            if (epoch + 1) % cfg.eval_every and not last_epoch:
+                if stop.signal is not None:  # stopped in the epoch's last step: checkpoint it
+                    raise interrupted()
                 continue
             metrics = summarize(data.evaluate(model), counts)
             metrics.update(
@@ -697,6 +707,8 @@ def _train(cfg: TrainConfig, ctx: DistContext, log: Callable[[str], None]) -> di
                 atomic_write_json(out / "history.json", history)
                 save_checkpoint(out / "checkpoints", step, snapshot(), keep=cfg.keep_checkpoints)
                 log(_eval_line(metrics, cfg.epochs))
+            if stop.signal is not None and not last_epoch:  # evaluated and checkpointed: stop here
+                raise interrupted(saved=True)
     if writer is not None:
         writer.close()
     if ctx.is_main:

@@ -1,0 +1,345 @@
+"""The command line: weights, one-line errors (exit 2), make-lt, evaluate, demo.
+
+Most commands are run in-process through ``classbalanced.cli.main`` (fast); a
+few go through ``python -m classbalanced`` to check the real entry point.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from classbalanced import cli
+from classbalanced.weights import class_balanced_weights
+
+NUM_CLASSES = 10
+PER_CLASS = 30
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    # tiny tensors: one thread is much faster than two fighting for a shared CPU
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _write(path: Path, labels, seed: int, size: int = 8) -> Path:
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, size=(len(labels), size, size, 3), dtype=np.uint8)
+    np.savez(path, x=x, y=np.asarray(labels, dtype=np.int64))
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli_data")
+    rng = np.random.default_rng(7)
+    train_labels = rng.permutation(np.repeat(np.arange(NUM_CLASSES), PER_CLASS))
+    test_labels = np.repeat(np.arange(NUM_CLASSES), 3)
+    corrupt = root / "corrupt.npz"
+    corrupt.write_bytes(b"PK\x03\x04" + rng.integers(0, 256, 500, dtype=np.uint8).tobytes())
+    return {
+        "train": _write(root / "train.npz", train_labels, 1),
+        "train_labels": train_labels,
+        "test": _write(root / "test.npz", test_labels, 2),
+        "test_label_10": _write(root / "test10.npz", np.r_[test_labels, 10], 3),
+        "train_negative": _write(root / "neg.npz", np.r_[train_labels, -1], 4),
+        "corrupt": corrupt,
+        "missing": root / "missing.npz",
+    }
+
+
+def _main(capsys, argv) -> tuple[int, str, str]:
+    try:
+        code = cli.main([str(a) for a in argv])
+    except SystemExit as exc:  # argparse's own errors (wrong types, unknown flags)
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _one_error_line(err: str, prefix: str = "classbalanced: error:") -> str:
+    assert "Traceback" not in err
+    lines = err.strip("\n").splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(prefix), err
+    return lines[0]
+
+
+def _train_args(data, out, **flags) -> list[str]:
+    values = {
+        "dataset": "npz",
+        "train-data": data["train"],
+        "test-data": data["test"],
+        "imbalance-factor": 10,
+        "model": "resnet8",
+        "epochs": 1,
+        "batch-size": 32,
+        "device": "cpu",
+        "out": out,
+    }
+    values.update(flags)
+    args = ["train", "--no-progress"]
+    for key, value in values.items():
+        args += [f"--{key}", str(value)]
+    return args
+
+
+def _first_empty_class(n_max: int, num_classes: int, factor: float) -> int:
+    counts = [int(n_max * (1 / factor) ** (i / (num_classes - 1))) for i in range(num_classes)]
+    return counts.index(0)
+
+
+# ---------------------------------------------------------------------------
+# weights
+# ---------------------------------------------------------------------------
+
+
+def _closed_form_weights(counts, beta):
+    counts = np.asarray(counts, dtype=np.float64)
+    effective = (1 - beta**counts) / (1 - beta)
+    w = 1 / effective
+    return effective, w * len(counts) / w.sum()
+
+
+def _parse_table(stdout: str, num_betas: int):
+    lines = stdout.strip().splitlines()
+    rows = [line.split() for line in lines[1:]]
+    effective = [[float(r[2 + 2 * b]) for r in rows] for b in range(num_betas)]
+    weights = [[float(r[3 + 2 * b]) for r in rows] for b in range(num_betas)]
+    return [int(r[0]) for r in rows], [float(r[1]) for r in rows], effective, weights
+
+
+@pytest.mark.parametrize(
+    "counts,betas",
+    [
+        (["5000", "500", "50"], ["0.999"]),
+        (["100", "10", "1"], ["0.9", "0.99", "0.9999"]),
+    ],
+)
+def test_weights_prints_the_class_balanced_weights(capsys, counts, betas):
+    code, out, err = _main(capsys, ["weights", *counts, "--beta", *betas])
+    assert code == 0, err
+    index, n, effective, weights = _parse_table(out, len(betas))
+    assert index == list(range(len(counts)))
+    assert n == [float(c) for c in counts]
+    for b, beta in enumerate(betas):
+        library = class_balanced_weights([float(c) for c in counts], float(beta)).tolist()
+        expected_e, expected_w = _closed_form_weights([float(c) for c in counts], float(beta))
+        assert weights[b] == pytest.approx(library, abs=6e-5)
+        assert weights[b] == pytest.approx(expected_w, abs=6e-5)
+        assert effective[b] == pytest.approx(expected_e, abs=6e-5)
+        assert sum(weights[b]) == pytest.approx(len(counts), abs=1e-3)
+
+
+def test_the_module_entry_point_prints_the_weights():
+    proc = subprocess.run(
+        [sys.executable, "-m", "classbalanced", "weights", "5000", "500", "50", "--beta", "0.999"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    _, _, _, weights = _parse_table(proc.stdout, 1)
+    assert weights[0] == pytest.approx(_closed_form_weights([5000, 500, 50], 0.999)[1], abs=6e-5)
+
+
+@pytest.mark.parametrize("beta", ["1.5", "1", "-0.5"])
+def test_weights_with_a_bad_beta_is_one_error_line(capsys, beta):
+    code, _, err = _main(capsys, ["weights", "5000", "500", "--beta", beta])
+    assert code == 2
+    assert "beta" in _one_error_line(err)
+
+
+def test_weights_with_a_bad_beta_prints_nothing_on_stdout(capsys):
+    code, out, _ = _main(capsys, ["weights", "5000", "500", "--beta", "1.5"])
+    assert code == 2
+    assert out == ""
+
+
+# ---------------------------------------------------------------------------
+# one-line errors
+# ---------------------------------------------------------------------------
+
+BAD_TRAIN = {
+    "unknown model": ({"model": "resnet_foo"}, ["resnet{6n+2}", "simple_cnn"]),
+    "unknown loss": ({"loss": "hinge"}, ["softmax", "sigmoid", "focal"]),
+    "unknown dataset": ({"dataset": "mnist"}, ["cifar10", "cifar100", "digits", "npz"]),
+    "inverse imbalance factor": ({"imbalance-factor": 0.02}, ["--imbalance-factor 50"]),
+    "beta 1.5": ({"beta": 1.5}, ["beta", "1.5"]),
+    "negative gamma": ({"gamma": -1}, ["gamma"]),
+    "epochs 0": ({"epochs": 0}, ["epochs"]),
+    "batch size 0": ({"batch-size": 0}, ["batch_size"]),
+    "missing npz": ({"train-data": "MISSING"}, ["missing.npz"]),
+    "corrupt npz": ({"train-data": "CORRUPT"}, ["corrupt.npz"]),
+    "test label out of range": ({"test-data": "TEST10"}, ["classes"]),
+    "negative train label": ({"train-data": "NEGATIVE"}, ["negative label"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_TRAIN))
+def test_bad_train_inputs_give_exit_2_and_one_line(capsys, tmp_path, data, case):
+    flags, fragments = BAD_TRAIN[case]
+    named = {
+        "MISSING": data["missing"],
+        "CORRUPT": data["corrupt"],
+        "TEST10": data["test_label_10"],
+        "NEGATIVE": data["train_negative"],
+    }
+    flags = {k: named.get(v, v) if isinstance(v, str) else v for k, v in flags.items()}
+    out = tmp_path / "run"
+    code, stdout, err = _main(capsys, _train_args(data, out, **flags))
+    assert code == 2
+    line = _one_error_line(err)
+    for fragment in fragments:
+        assert fragment in line, (fragment, line)
+    assert not out.exists() or not any(out.iterdir())  # nothing written
+
+
+def test_argparse_errors_are_one_line_too(capsys, tmp_path, data):
+    code, _, err = _main(capsys, _train_args(data, tmp_path / "run", epochs="ten"))
+    assert code == 2
+    # argparse names the subcommand: "classbalanced train: error: ..."
+    line = _one_error_line(err, prefix="classbalanced train: error:")
+    assert "--epochs" in line and "ten" in line
+    code, _, err = _main(capsys, ["train", "--no-such-flag"])
+    assert code == 2
+    assert "--no-such-flag" in _one_error_line(err, prefix="classbalanced")
+
+
+def test_an_empty_class_after_subsetting_names_the_class(capsys, tmp_path, data):
+    factor = 100  # 30 images per class: the tail classes would keep int(<1) = 0 images
+    empty = _first_empty_class(PER_CLASS, NUM_CLASSES, factor)
+    out = tmp_path / "run"
+    code, _, err = _main(capsys, _train_args(data, out, **{"imbalance-factor": factor}))
+    assert code == 2
+    line = _one_error_line(err)
+    assert f"class {empty}" in line
+    assert "smaller imbalance factor" in line
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_errors_from_the_real_entry_point_are_one_line(tmp_path, data):
+    args = _train_args(data, tmp_path / "run", **{"imbalance-factor": 0.02})
+    proc = subprocess.run(
+        [sys.executable, "-m", "classbalanced", *args], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2
+    line = _one_error_line(proc.stderr)
+    assert "50" in line
+    assert proc.stdout == ""
+
+
+# ---------------------------------------------------------------------------
+# make-lt
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("factor", [10, 3.5, 1])
+def test_make_lt_writes_indices_and_counts_following_the_formula(capsys, tmp_path, data, factor):
+    out = tmp_path / "lt.json"
+    args = ["make-lt", "--dataset", "npz", "--train-data", data["train"]]
+    args += ["--imbalance-factor", factor, "--seed", 3, "--output", out]
+    code, _, err = _main(capsys, args)
+    assert code == 0, err
+    result = json.loads(out.read_text())
+    expected = [
+        int(PER_CLASS * (1 / factor) ** (i / (NUM_CLASSES - 1)) + 1e-9) for i in range(NUM_CLASSES)
+    ]
+    assert result["counts"] == expected
+    indices = np.asarray(result["indices"])
+    assert len(indices) == len(set(indices.tolist())) == sum(expected)
+    labels = data["train_labels"][indices]
+    assert np.bincount(labels, minlength=NUM_CLASSES).tolist() == expected
+    assert result["imbalance_factor"] == factor and result["seed"] == 3
+
+    # a pure function of the seed
+    again = tmp_path / "again.json"
+    _main(capsys, [*args[:-1], again])
+    assert json.loads(again.read_text())["indices"] == result["indices"]
+    if factor != 1:
+        other = tmp_path / "other.json"
+        _main(capsys, [*args[:-3], 4, "--output", other])
+        assert json.loads(other.read_text())["counts"] == expected
+        assert json.loads(other.read_text())["indices"] != result["indices"]
+
+
+def test_make_lt_refuses_an_inverse_imbalance_factor(capsys, tmp_path, data):
+    out = tmp_path / "lt.json"
+    args = ["make-lt", "--dataset", "npz", "--train-data", data["train"]]
+    code, _, err = _main(capsys, [*args, "--imbalance-factor", "0.02", "--output", out])
+    assert code == 2
+    assert "50" in _one_error_line(err)
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------------------
+# demo and evaluate
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    argv = ["demo", "--epochs", "2", "--seeds", "1", "--out", str(out), "--no-progress"]
+    code = cli.main(argv)
+    return out, code
+
+
+def test_demo_writes_summary_plots_and_results(demo):
+    out, code = demo
+    assert code == 0
+    for name in ("class_distribution.png", "effective_number.png", "per_class_accuracy.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    summary = (out / "summary.md").read_text()
+    assert "softmax" in summary and "cb_focal" in summary
+    results = json.loads((out / "results.json").read_text())
+    assert set(results) == {"softmax", "cb_focal"}
+    for name, runs in results.items():
+        assert len(runs) == 1
+        run_metrics = json.loads((out / f"{name}-s0" / "metrics.json").read_text())
+        assert runs[0]["accuracy"] == run_metrics["accuracy"]
+        assert runs[0]["epoch"] == 2
+        # the summary table shows this accuracy (mean of one seed)
+        assert f"{100 * run_metrics['accuracy']:.1f}%" in summary
+    assert results["cb_focal"][0]["loss"] == "focal" and results["cb_focal"][0]["beta"] == 0.999
+    assert results["softmax"][0]["loss"] == "softmax"
+
+
+def test_demo_refuses_to_run_again_without_overwrite(demo, capsys):
+    out, _ = demo
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    code, _, err = _main(capsys, ["demo", "--epochs", "2", "--seeds", "1", "--out", out])
+    assert code == 2
+    assert "--overwrite" in _one_error_line(err)
+    after = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    assert after == before
+
+
+def test_evaluate_prints_the_runs_accuracy(demo, capsys, tmp_path):
+    out, _ = demo
+    run = out / "softmax-s0"
+    saved = json.loads((run / "metrics.json").read_text())
+    written = tmp_path / "eval.json"
+    code, stdout, err = _main(capsys, ["evaluate", run, "--device", "cpu", "--output", written])
+    assert code == 0, err
+    printed = json.loads(stdout)
+    assert printed["accuracy"] == saved["accuracy"]
+    assert printed["error_percent"] == pytest.approx(100 * (1 - saved["accuracy"]))
+    for key in ("many_shot_accuracy", "medium_shot_accuracy", "few_shot_accuracy"):
+        assert printed[key] == saved[key]
+    assert json.loads(written.read_text())["per_class_accuracy"] == saved["per_class_accuracy"]
+
+
+def test_evaluate_a_folder_without_a_run_is_one_error_line(capsys, tmp_path):
+    code, _, err = _main(capsys, ["evaluate", tmp_path])
+    assert code == 2
+    _one_error_line(err)

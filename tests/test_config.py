@@ -1,0 +1,224 @@
+"""TrainConfig: files (TOML / YAML), flag precedence, refusals, and resolved() scaling."""
+
+from __future__ import annotations
+
+import pytest
+
+from classbalanced import cli
+from classbalanced.config import TrainConfig, config_from_sources, load_config_file
+
+TOML = """
+dataset = "digits"
+imbalance-factor = 20
+loss = "focal"
+beta = 0.999
+gamma = 2.0
+epochs = 30
+batch_size = 64
+decay_epochs = [20, 25]
+flip = false
+"""
+
+YAML = """
+dataset: digits
+imbalance-factor: 20
+loss: focal
+beta: 0.999
+gamma: 2.0
+epochs: 30
+batch_size: 64
+decay_epochs: [20, 25]
+flip: false
+"""
+
+EXPECTED = dict(
+    dataset="digits",
+    imbalance_factor=20,
+    loss="focal",
+    beta=0.999,
+    gamma=2.0,
+    epochs=30,
+    batch_size=64,
+    decay_epochs=[20, 25],
+    flip=False,
+)
+
+
+@pytest.fixture(params=["toml", "yaml", "yml"])
+def config_file(request, tmp_path):
+    path = tmp_path / f"run.{request.param}"
+    path.write_text(TOML if request.param == "toml" else YAML)
+    return path
+
+
+def test_files_load(config_file):
+    cfg = config_from_sources(config_file)
+    for key, value in EXPECTED.items():
+        assert getattr(cfg, key) == value, key
+    # everything else keeps its default
+    defaults = TrainConfig()
+    for key in ("model", "momentum", "weight_decay", "seed", "pad"):
+        assert getattr(cfg, key) == getattr(defaults, key)
+    assert load_config_file(config_file)["imbalance_factor"] == 20  # dashes -> underscores
+
+
+def test_flags_override_file_values(config_file):
+    cfg = config_from_sources(config_file, {"epochs": 7, "beta": 0.9})
+    assert cfg.epochs == 7 and cfg.beta == 0.9
+    assert cfg.gamma == 2.0  # not overridden: the file's value
+    resolved = cfg.resolved()
+    assert resolved.decay_epochs == [20, 25]  # from the file, not rescaled
+    assert resolved.warmup_epochs == max(1, round(5 * 7 / 200))
+
+
+def test_a_flag_overrides_the_file_through_the_cli(tmp_path, capsys):
+    file_path = tmp_path / "from_file.npz"
+    flag_path = tmp_path / "from_flag.npz"
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'dataset = "npz"\ntrain_data = "{file_path}"\ntest_data = "{file_path}"\n'
+        f'out = "{tmp_path / "run"}"\n'
+    )
+    code = cli.main(["train", "--config", str(config), "--train-data", str(flag_path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert str(flag_path) in err and str(file_path) not in err  # the flag's file was looked for
+
+
+@pytest.mark.parametrize("suffix", ["toml", "yaml"])
+def test_unknown_keys_are_named(tmp_path, suffix, capsys):
+    path = tmp_path / f"c.{suffix}"
+    sep = " = " if suffix == "toml" else ": "
+    path.write_text(f"epochs{sep}3\nlearning_rate{sep}0.1\nimbalance{sep}10\n")
+    with pytest.raises(ValueError) as info:
+        config_from_sources(path)
+    message = str(info.value)
+    assert "learning_rate" in message and "imbalance" in message
+    assert "epochs," not in message.split(";")[0]  # the known key is not reported as unknown
+    code = cli.main(["train", "--config", str(path), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "learning_rate" in err and "imbalance" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_keys_in_a_dict_are_named():
+    with pytest.raises(ValueError, match="bogus_key"):
+        TrainConfig.from_dict({"epochs": 3, "bogus_key": 1})
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["epochs = [\n", "= 3\n"],
+    ids=["unterminated", "no key"],
+)
+def test_a_broken_toml_file_is_a_value_error(tmp_path, text):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match="bad.toml"):
+        load_config_file(path)
+
+
+def test_other_file_kinds_and_missing_files_are_refused(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text("{}")
+    with pytest.raises(ValueError, match="toml"):
+        load_config_file(path)
+    with pytest.raises(FileNotFoundError):
+        load_config_file(tmp_path / "missing.toml")
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- 1\n- 2\n")
+    with pytest.raises(ValueError):
+        load_config_file(listing)
+
+
+@pytest.mark.parametrize("inverse,factor", [(0.02, 50), (0.01, 100), (0.1, 10)])
+def test_an_imbalance_factor_below_one_is_refused_with_the_inverse_hint(inverse, factor):
+    with pytest.raises(ValueError) as info:
+        TrainConfig(imbalance_factor=inverse).resolved()
+    message = str(info.value)
+    assert f"--imbalance-factor {factor}" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "changes,fragment",
+    [
+        ({"beta": 1.0}, "beta"),
+        ({"beta": 1.5}, "beta"),
+        ({"beta": -0.1}, "beta"),
+        ({"beta": float("nan")}, "beta"),
+        ({"gamma": -1.0}, "gamma"),
+        ({"epochs": 0}, "epochs"),
+        ({"epochs": -3}, "epochs"),
+        ({"epochs": 2.5}, "epochs"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": "128"}, "batch_size"),
+        ({"imbalance_factor": 0}, "imbalance_factor"),
+        ({"imbalance_factor": float("inf")}, "imbalance_factor"),
+        ({"lr": 0.0}, "lr"),
+        ({"decay_epochs": [180, 160]}, "decay_epochs"),
+        ({"decay_epochs": [160], "decay_factors": [0.1, 0.01]}, "same length"),
+        ({"dataset": "mnist"}, "dataset"),
+        ({"dataset": "npz"}, "--train-data"),
+    ],
+)
+def test_bad_values_are_refused_with_one_line(changes, fragment):
+    with pytest.raises((ValueError, TypeError)) as info:
+        TrainConfig(**changes).resolved()
+    assert fragment in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("value", [0.0, 0.5, 0.9999])
+def test_good_betas_are_accepted(value):
+    assert TrainConfig(beta=value).resolved().beta == value
+
+
+# ---------------------------------------------------------------------------
+# resolved(): the paper's recipe scaled with epochs and batch size
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "epochs,warmup,decay",
+    [(200, 5, [160, 180]), (20, 1, [16, 18]), (10, 1, [8, 9]), (400, 10, [320, 360])],
+)
+def test_warmup_and_decay_epochs_scale_with_epochs(epochs, warmup, decay):
+    cfg = TrainConfig(epochs=epochs).resolved()
+    assert cfg.warmup_epochs == warmup
+    assert cfg.decay_epochs == decay
+
+
+@pytest.mark.parametrize(
+    "factor,expected",
+    [(100, [0.01, 1e-4]), (200, [0.01, 1e-4]), (1.5, [0.01, 1e-4]), (1, [0.1, 0.01])],
+)
+def test_decay_factors_depend_on_balance(factor, expected):
+    assert TrainConfig(imbalance_factor=factor).resolved().decay_factors == expected
+
+
+def test_default_imbalance_factor_is_100_for_cifar_and_1_otherwise():
+    assert TrainConfig(dataset="cifar10").resolved().imbalance_factor == 100.0
+    assert TrainConfig(dataset="cifar100").resolved().decay_factors == [0.01, 1e-4]
+    digits = TrainConfig(dataset="digits").resolved()
+    assert digits.imbalance_factor == 1.0
+    assert digits.decay_factors == [0.1, 0.01]
+
+
+@pytest.mark.parametrize("batch", [1, 32, 128, 256, 1000])
+def test_lr_scales_with_the_batch_size(batch):
+    assert TrainConfig(batch_size=batch).resolved().lr == pytest.approx(0.1 * batch / 128)
+
+
+def test_explicit_values_are_kept():
+    cfg = TrainConfig(
+        epochs=20, lr=0.3, warmup_epochs=0, decay_epochs=[5], decay_factors=[0.5]
+    ).resolved()
+    assert (cfg.lr, cfg.warmup_epochs, cfg.decay_epochs, cfg.decay_factors) == (0.3, 0, [5], [0.5])
+
+
+def test_resolved_does_not_modify_the_original():
+    cfg = TrainConfig(epochs=20)
+    cfg.resolved()
+    assert cfg.lr is None and cfg.warmup_epochs is None and cfg.decay_epochs is None
