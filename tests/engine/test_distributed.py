@@ -116,3 +116,31 @@ def test_torchrun_rank0_alone_writes_and_resume_with_other_world_size(tmp_path):
     _run([sys.executable, *_train_args(out, "focal", batch=128, epochs=2), "--resume", "--force"])
     history = json.loads((out / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
+
+
+def test_sigterm_under_torchrun_stops_all_ranks_at_one_step_and_resumes(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    cmd = [
+        TORCHRUN,
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        *_train_args(out, "focal", batch=32, epochs=30),
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env()
+    )
+    deadline = time.monotonic() + 120
+    while not list((out / "checkpoints").glob("*.pt")) if (out / "checkpoints").is_dir() else True:
+        assert time.monotonic() < deadline and proc.poll() is None, "no checkpoint appeared"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # torchrun forwards it to both workers
+    _, stderr = proc.communicate(timeout=120)  # no rank is left waiting in a collective
+    assert proc.returncode != 0
+    assert "--resume" in stderr
+    resumed = _run([sys.executable, *_train_args(out, "focal", batch=32, epochs=30), "--resume"])
+    assert "resuming" in resumed.stderr
+    assert json.loads((out / "metrics.json").read_text())["epoch"] == 30

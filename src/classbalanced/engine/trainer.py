@@ -274,6 +274,19 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
+def _agreed_stop(
+    stop: _StopFlag, ctx: DistContext, device, s: int, steps: int, already: bool
+) -> bool:
+    """Whether to stop after this step. One process: at once. Under DDP the ranks agree
+    (a summed flag) every 20 steps and at each epoch's end, so all stop at the same step."""
+    if already or not ctx.distributed:
+        return already or stop.signal is not None
+    if s % 20 and s != steps - 1:
+        return False
+    flag = torch.tensor([0.0 if stop.signal is None else 1.0], device=device)
+    return bool(all_reduce_sum(flag, ctx).item() > 0)
+
+
 def _regularization_loss(groups: list[dict]) -> float:
     """``0.5 * wd * sum ||w||^2`` over the decayed parameters (TF's l2_loss), one host read."""
     terms = [
@@ -565,6 +578,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, log: Callable[[str], None]) -> di
     metrics: dict[str, Any] = history[-1] if history else {}
     step = start_step
     ddp_model.train()
+    stopping = False
     with _StopFlag() as stop:
         for epoch in range(start_step // steps_per_epoch, cfg.epochs):
             first = step - epoch * steps_per_epoch
@@ -635,7 +649,8 @@ def _train(cfg: TrainConfig, ctx: DistContext, log: Callable[[str], None]) -> di
                         )
                     bar.set_postfix(loss=f"{float(loss_value):.4f}", lr=f"{lr:.4g}")
                 bar.update(1)
-                if stop.signal is not None and s + 1 < steps_per_epoch:
+                stopping = _agreed_stop(stop, ctx, device, s, steps_per_epoch, stopping)
+                if stopping and s + 1 < steps_per_epoch:
                     break  # mid-epoch stop; after an epoch's last step its end-of-epoch work runs first
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
@@ -667,13 +682,14 @@ def _train(cfg: TrainConfig, ctx: DistContext, log: Callable[[str], None]) -> di
                             keep=cfg.keep_checkpoints,
                         )
                     log(
-                        f"stopped by signal {stop.signal} at epoch {epoch + 1}, step {step}; checkpoint {path}"
+                        f"stopped by signal {stop.signal or 'on another rank'} at epoch {epoch + 1}, "
+                        f"step {step}; checkpoint {path}"
                     )
                 return TrainingInterrupted(
                     f"interrupted at step {step}: run again with --resume to continue"
                 )
 
-            if stop.signal is not None and step < (epoch + 1) * steps_per_epoch:
+            if stopping and step < (epoch + 1) * steps_per_epoch:
                 raise interrupted((float(loss_sum), loss_count))
             mean_loss = float(loss_sum) / max(loss_count, 1)
             images_per_second = (train_images - images_before) / max(elapsed, 1e-9)
@@ -689,7 +705,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, log: Callable[[str], None]) -> di
                     writer.add_scalar("train/skipped_unreadable_images", stream.skipped, epoch + 1)
             last_epoch = epoch + 1 == cfg.epochs
             if (epoch + 1) % cfg.eval_every and not last_epoch:
-                if stop.signal is not None:  # stopped in the epoch's last step: checkpoint it
+                if stopping:  # stopped in the epoch's last step: checkpoint it
                     raise interrupted()
                 continue
             metrics = summarize(data.evaluate(model), counts)
@@ -707,7 +723,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, log: Callable[[str], None]) -> di
                 atomic_write_json(out / "history.json", history)
                 save_checkpoint(out / "checkpoints", step, snapshot(), keep=cfg.keep_checkpoints)
                 log(_eval_line(metrics, cfg.epochs))
-            if stop.signal is not None and not last_epoch:  # evaluated and checkpointed: stop here
+            if stopping and not last_epoch:  # evaluated and checkpointed: stop here
                 raise interrupted(saved=True)
     if writer is not None:
         writer.close()
