@@ -729,6 +729,8 @@ def _train(cfg: TrainConfig, ctx: DistContext, log: Callable[[str], None]) -> di
         writer.close()
     if ctx.is_main:
         _final_plots(out, counts, data.class_names, metrics, history)
+    if ctx.distributed:  # leave together: no rank tears the process group down under another
+        torch.distributed.barrier()
     return {**_summary_fields(cfg, counts), **metrics}
 
 
