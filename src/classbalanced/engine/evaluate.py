@@ -24,7 +24,9 @@ def _model_for(cfg: TrainConfig, counts, in_channels: int):
     """The run's network as training built it (e.g. LDAM's cosine classifier)."""
     model = build_model(cfg.model, len(counts), in_channels=in_channels)
     if getattr(
-        build_loss(cfg.loss, counts, beta=cfg.beta, gamma=cfg.gamma), "normalized_classifier", False
+        build_loss(cfg.loss, counts, beta=cfg.beta, gamma=cfg.gamma, **cfg.loss_options),
+        "normalized_classifier",
+        False,
     ):
         use_normed_classifier_(model)
     return model

@@ -501,7 +501,9 @@ def _train(cfg: TrainConfig, ctx: DistContext, log: Callable[[str], None]) -> di
     large = cfg.dataset in LARGE_DATASETS
     data = _large_data(cfg, ctx) if large else _in_memory_data(cfg, ctx)
     counts, num_classes = data.counts, len(data.class_names)
-    loss_fn = build_loss(cfg.loss, counts, beta=cfg.beta, gamma=cfg.gamma).to(device)
+    loss_fn = build_loss(cfg.loss, counts, beta=cfg.beta, gamma=cfg.gamma, **cfg.loss_options).to(
+        device
+    )
     reweight = None
     if cfg.reweight_schedule != "constant":
         if not hasattr(loss_fn, "set_weight"):
