@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -234,6 +235,10 @@ def _cmd_train(args) -> int:
 def _cmd_evaluate(args) -> int:
     from .engine.evaluate import evaluate_run
 
+    run = Path(args.run)
+    _refuse_overwriting_inputs(
+        {"--output": args.output}, [run if run.is_dir() else run.parent.parent, args.test_data]
+    )
     metrics = evaluate_run(args.run, test_data=args.test_data, device=args.device)
     keys = (
         "accuracy",
@@ -266,6 +271,10 @@ def _cmd_make_lt(args) -> int:
         seed=args.seed,
         download=True if args.download is None else args.download,
     ).resolved()
+    _refuse_overwriting_inputs(
+        {"--output": args.output, "--plot": args.plot},
+        [cfg.train_data, cfg.test_data, cfg.data_dir],
+    )
     data = prepare_data(cfg)
     output = Path(args.output)
     if output.suffix == ".npz":
@@ -381,18 +390,17 @@ def _cmd_plot(args) -> int:
         raise ValueError("plot run needs --run RUN_FOLDER [RUN_FOLDER ...]")
     runs = {}
     for folder in map(Path, args.run):
-        metrics_path = folder / "metrics.json"
-        if not metrics_path.is_file():
-            raise FileNotFoundError(f"no metrics.json in {folder}: is it a finished run folder?")
-        history_path = folder / "history.json"
-        history = json.loads(history_path.read_text()) if history_path.is_file() else []
         name = folder.name if folder.name not in runs else str(folder)
-        runs[name] = (json.loads(metrics_path.read_text()), history)
+        runs[name] = _run_for_plot(folder)
     counts = next(iter(runs.values()))[0]["train_counts"]
     if any(m["train_counts"] != counts for m, _ in runs.values()):
         raise ValueError(
             "the runs must share their training set: expected equal train_counts, got different ones"
         )
+    names = ("class_distribution.png", "per_class_accuracy.png", "error_curve.png")
+    _refuse_overwriting_inputs(
+        {f"--output ({n})": str(Path(args.output) / n) for n in names}, [*args.run]
+    )
     out = Path(args.output)
     plots.plot_class_distribution(out / "class_distribution.png", counts)
     plots.plot_per_class_accuracy(
@@ -412,6 +420,66 @@ def _cmd_plot(args) -> int:
         plots.plot_error_curves(out / "error_curve.png", curves)
     _info(f"wrote plots to {out}")
     return 0
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from None
+
+
+def _run_for_plot(folder: Path) -> tuple[dict, list]:
+    """A run folder's metrics and history, checked to hold what ``plot run`` draws."""
+    metrics_path = folder / "metrics.json"
+    if not metrics_path.is_file():
+        raise FileNotFoundError(f"no metrics.json in {folder}: is it a finished run folder?")
+    metrics = _read_json(metrics_path)
+    for key in ("train_counts", "per_class_accuracy"):
+        if not isinstance(metrics, dict) or not isinstance(metrics.get(key), list):
+            raise ValueError(
+                f"{metrics_path} holds no {key} list: expected the metrics.json of a training "
+                "run (a file written by `evaluate --output` is not one)"
+            )
+    history_path = folder / "history.json"
+    history = _read_json(history_path) if history_path.is_file() else []
+    if not isinstance(history, list) or not all(
+        isinstance(h, dict) and isinstance(h.get("epoch"), int) and "error_percent" in h
+        for h in history
+    ):
+        raise ValueError(
+            f"{history_path} is not a run history: expected a list of entries with epoch "
+            "and error_percent"
+        )
+    return metrics, history
+
+
+def _refuse_overwriting_inputs(outputs: dict[str, str | None], inputs) -> None:
+    """ValueError before anything is written when an output path is one of the command's
+    inputs, an existing file inside an input folder, or the path of another output."""
+    import os
+
+    given = [str(p) for p in inputs if p]
+    claimed: dict[str, str] = {}
+    for flag, path in outputs.items():
+        if not path:
+            continue
+        target = os.path.realpath(path)
+        for source in given:
+            real = os.path.realpath(source)
+            inside = target.startswith(real.rstrip(os.sep) + os.sep) and os.path.exists(target)
+            if target == real or inside:
+                raise ValueError(
+                    f"{flag} {path} would overwrite the input {source}: expected an output path "
+                    "outside the command's inputs"
+                )
+        if target in claimed and claimed[target] != flag:
+            raise ValueError(f"{flag} and {claimed[target]} name the same file {path}")
+        claimed[target] = flag
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"classbalanced: warning: {message}", file=sys.stderr if file is None else file)
 
 
 def _info(message: str) -> None:
@@ -472,7 +540,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .engine.trainer import NonFiniteLoss, TrainingInterrupted
 
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning  # one line, without the source line
+            return args.func(args)
     except TrainingInterrupted as exc:
         print(f"classbalanced: {exc}", file=sys.stderr)
         return EXIT_INTERRUPTED

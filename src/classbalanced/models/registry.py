@@ -301,7 +301,16 @@ def load_pretrained_(model: nn.Module, name: str) -> nn.Module:
             f"torchvision's {name} weights are not in the local cache (expected {path}); fetch them once on a "
             f"machine with internet (torchvision.models.{name.lower()}(weights='DEFAULT')) or drop --pretrained"
         )
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickled code, a truncated or foreign file: refuse, never retry
+        kind = type(exc).__name__
+        raise ValueError(
+            f"refusing {path}: it is not a plain file of tensors (torch.load with weights_only=True "
+            f"failed: {kind}); delete it and fetch torchvision's {name} weights again"
+        ) from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} does not match {name}: expected a dict of tensors")
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or any(not k.startswith("fc.") for k in missing):
