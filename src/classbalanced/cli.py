@@ -108,6 +108,21 @@ def _add_config_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="TOML or YAML file of settings; flags override it")
 
 
+def _add_run_safety_arguments(p: argparse.ArgumentParser, *, train: bool) -> None:
+    """Permissions for one command (not settings of the run, so not in TrainConfig)."""
+    p.add_argument(
+        "--accept-data-change",
+        action="store_true",
+        help="use the data even if it changed since the run was trained (its fingerprint differs)",
+    )
+    if train:
+        p.add_argument(
+            "--fallback-checkpoint",
+            action="store_true",
+            help="--resume from the newest valid checkpoint when the newest one is corrupt",
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="classbalanced",
@@ -119,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train and evaluate a classifier")
     _add_config_arguments(p)
+    _add_run_safety_arguments(p, train=True)
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a run's checkpoint on a test set")
@@ -128,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default="auto")
     p.add_argument("--output", help="also write the metrics to this JSON file")
+    _add_run_safety_arguments(p, train=False)
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser(
@@ -222,7 +239,12 @@ def _cmd_train(args) -> int:
     from .engine.trainer import train
 
     cfg = _train_config(args)
-    metrics = train(cfg, log=_info)
+    metrics = train(
+        cfg,
+        log=_info,
+        accept_data_change=args.accept_data_change,
+        fallback_checkpoint=args.fallback_checkpoint,
+    )
     if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 alone reports
         return 0
     _info(
@@ -239,7 +261,12 @@ def _cmd_evaluate(args) -> int:
     _refuse_overwriting_inputs(
         {"--output": args.output}, [run if run.is_dir() else run.parent.parent, args.test_data]
     )
-    metrics = evaluate_run(args.run, test_data=args.test_data, device=args.device)
+    metrics = evaluate_run(
+        args.run,
+        test_data=args.test_data,
+        device=args.device,
+        accept_data_change=args.accept_data_change,
+    )
     keys = (
         "accuracy",
         "error_percent",
