@@ -116,11 +116,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"classbalanced {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
+    _add_train_parser(sub)
+    _add_evaluate_parser(sub)
+    _add_make_lt_parser(sub)
+    _add_prepare_parser(sub)
+    _add_weights_parser(sub)
+    _add_demo_parser(sub)
+    _add_plot_parser(sub)
 
+    from .reproduce.report import add_report_parser
+    from .reproduce.sweep import add_sweep_parser
+
+    add_sweep_parser(sub)
+    add_report_parser(sub)
+    return parser
+
+
+def _add_train_parser(sub) -> None:
     p = sub.add_parser("train", help="train and evaluate a classifier")
     _add_config_arguments(p)
     p.set_defaults(func=_cmd_train)
 
+
+def _add_evaluate_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="evaluate a run's checkpoint on a test set")
     p.add_argument("run", help="run folder (or a checkpoint file inside one)")
     p.add_argument(
@@ -130,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="also write the metrics to this JSON file")
     p.set_defaults(func=_cmd_evaluate)
 
+
+def _add_make_lt_parser(sub) -> None:
     p = sub.add_parser(
         "make-lt", help="write a long-tailed subset (indices and counts) without training"
     )
@@ -147,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     _bool_flag(p, "download", "download missing CIFAR archives (default: yes)")
     p.set_defaults(func=_cmd_make_lt)
 
+
+def _add_prepare_parser(sub) -> None:
     p = sub.add_parser(
         "prepare",
         help="scan iNaturalist / ImageNet annotations once: counts, class index, file check",
@@ -167,11 +189,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_prepare)
 
+
+def _add_weights_parser(sub) -> None:
     p = sub.add_parser("weights", help="print effective numbers and class-balanced weights")
     p.add_argument("counts", nargs="+", type=float, help="training images per class")
     p.add_argument("--beta", type=float, nargs="+", default=[0.9, 0.99, 0.999, 0.9999])
     p.set_defaults(func=_cmd_weights)
 
+
+def _add_demo_parser(sub) -> None:
     p = sub.add_parser(
         "demo", help="offline demo: long-tailed digits, softmax vs class-balanced focal"
     )
@@ -183,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     _bool_flag(p, "progress", "progress bars (default: yes)")
     p.set_defaults(func=_cmd_demo)
 
+
+def _add_plot_parser(sub) -> None:
     p = sub.add_parser("plot", help="plot effective numbers, or one or several runs side by side")
     p.add_argument("what", choices=["effective-number", "run"])
     p.add_argument(
@@ -194,13 +222,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beta", type=float, nargs="+", default=[0.9, 0.99, 0.999, 0.9999])
     p.add_argument("--max-samples", type=int, default=10_000)
     p.set_defaults(func=_cmd_plot)
-
-    from .reproduce.report import add_report_parser
-    from .reproduce.sweep import add_sweep_parser
-
-    add_sweep_parser(sub)
-    add_report_parser(sub)
-    return parser
 
 
 # ---------------------------------------------------------------------------
