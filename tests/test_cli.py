@@ -339,6 +339,21 @@ def test_evaluate_prints_the_runs_accuracy(demo, capsys, tmp_path):
     assert json.loads(written.read_text())["per_class_accuracy"] == saved["per_class_accuracy"]
 
 
+def test_evaluate_output_may_go_into_the_run_folder_but_not_over_its_files(demo, capsys):
+    out, _ = demo
+    run = out / "softmax-s0"
+    for _ in range(2):  # a second time over its own earlier output
+        code, _, err = _main(
+            capsys, ["evaluate", run, "--device", "cpu", "--output", run / "e.json"]
+        )
+        assert code == 0, err
+    before = (run / "metrics.json").read_bytes()
+    code, _, err = _main(capsys, ["evaluate", run, "--output", run / "metrics.json"])
+    assert code == 2 and "would overwrite the input" in _one_error_line(err)
+    assert (run / "metrics.json").read_bytes() == before
+    (run / "e.json").unlink()
+
+
 def test_evaluate_a_folder_without_a_run_is_one_error_line(capsys, tmp_path):
     code, _, err = _main(capsys, ["evaluate", tmp_path])
     assert code == 2

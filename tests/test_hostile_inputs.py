@@ -128,7 +128,21 @@ ROWS = {
         ["evaluate", "run", "--output", "run/config.json"],
         _fake_run,
         2,
-        "would overwrite the input run",
+        "would overwrite the input run/config.json",
+    ),
+    "evaluate --output inside the run's checkpoints": Row(
+        ["evaluate", "run", "--output", "run/checkpoints/checkpoint-1.pt"],
+        lambda tmp: (_fake_run(tmp), (tmp / "run/checkpoints/checkpoint-1.pt").write_bytes(b"c")),
+        2,
+        "would overwrite the input run/checkpoints",
+    ),
+    "make-lt --output over a CIFAR archive": Row(
+        ["make-lt", "--output", "data/cifar-10-python.tar.gz"],
+        lambda tmp: (
+            (tmp / "data").mkdir() or (tmp / "data/cifar-10-python.tar.gz").write_bytes(b"a")
+        ),
+        2,
+        "would overwrite the input data/cifar-10-python.tar.gz",
     ),
     # flags never silently ignored
     "train files without --dataset": Row(
@@ -237,7 +251,7 @@ ROWS = {
             (tmp / "run" / "class_distribution.png").write_bytes(b"x"),
         ),
         2,
-        "would overwrite the input run",
+        "would overwrite the input run/class_distribution.png",
     ),
 }
 

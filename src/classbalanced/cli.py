@@ -257,9 +257,8 @@ def _cmd_evaluate(args) -> int:
     from .engine.evaluate import evaluate_run
 
     run = Path(args.run)
-    _refuse_overwriting_inputs(
-        {"--output": args.output}, [run if run.is_dir() else run.parent.parent, args.test_data]
-    )
+    folder = run if run.is_dir() else run.parent.parent  # RUN/checkpoints/FILE
+    _refuse_overwriting_inputs({"--output": args.output}, [*_run_files(folder), args.test_data])
     metrics = evaluate_run(args.run, test_data=args.test_data, device=args.device)
     keys = (
         "accuracy",
@@ -292,9 +291,14 @@ def _cmd_make_lt(args) -> int:
         seed=args.seed,
         download=True if args.download is None else args.download,
     ).resolved()
+    from .data.cifar import ARCHIVES
+
+    cifar_files = [
+        Path(cfg.data_dir) / n for a in ARCHIVES.values() for n in (a.filename, a.folder)
+    ]
     _refuse_overwriting_inputs(
         {"--output": args.output, "--plot": args.plot},
-        [cfg.train_data, cfg.test_data, cfg.data_dir],
+        [cfg.train_data, cfg.test_data, *cifar_files],
     )
     data = prepare_data(cfg)
     output = Path(args.output)
@@ -420,7 +424,8 @@ def _cmd_plot(args) -> int:
         )
     names = ("class_distribution.png", "per_class_accuracy.png", "error_curve.png")
     _refuse_overwriting_inputs(
-        {f"--output ({n})": str(Path(args.output) / n) for n in names}, [*args.run]
+        {f"--output ({n})": str(Path(args.output) / n) for n in names},
+        [f for run in args.run for f in _run_files(Path(run))],
     )
     out = Path(args.output)
     plots.plot_class_distribution(out / "class_distribution.png", counts)
@@ -475,9 +480,17 @@ def _run_for_plot(folder: Path) -> tuple[dict, list]:
     return metrics, history
 
 
+def _run_files(folder: Path) -> list[Path]:
+    """The files and folders a run wrote in ``folder`` (inputs of evaluate and plot run)."""
+    from .engine.trainer import RUN_FILES
+
+    return [folder / name for name in RUN_FILES]
+
+
 def _refuse_overwriting_inputs(outputs: dict[str, str | None], inputs) -> None:
     """ValueError before anything is written when an output path is one of the command's
-    inputs, an existing file inside an input folder, or the path of another output."""
+    inputs (files or folders), an existing file inside an input folder, or the path of
+    another output. Paths are compared after resolving links, ``..`` and ``.``."""
     import os
 
     given = [str(p) for p in inputs if p]
