@@ -420,9 +420,10 @@ def test_flags_parse_to_the_same_config_values():
 
 def test_loss_options_from_a_file_and_flags_merge(tmp_path):
     path = tmp_path / "c.toml"
-    path.write_text('loss = "ldam"\n[loss_options]\nmax_m = 0.3\ns = 20\n')
-    args = cli.build_parser().parse_args(["train", "--config", str(path), "--loss-option", "s=5"])
-    assert cli._train_config(args).loss_options == {"max_m": 0.3, "s": 5.0}
+    path.write_text("[loss_options]\nmax_m = 0.3\ns = 20\n")  # the loss comes from a flag
+    argv = ["train", "--config", str(path), "--loss", "ldam", "--loss-option", "s=5"]
+    cfg = cli._train_config(cli.build_parser().parse_args(argv))
+    assert cfg.resolved().loss_options == {"max_m": 0.3, "s": 5.0}
 
 
 def test_a_malformed_loss_option_is_an_argparse_error(capsys):

@@ -262,6 +262,7 @@ class TrainConfig:
         ``source`` (a file name) is named in the message of a value of the wrong type.
         """
         check_types(self, source)
+        _check_loss_options(self, f" in {source}" if source else "")
         _check_data(self)
         _check_ranges(self)
         _check_lr_schedule(self)
@@ -337,7 +338,11 @@ def _matches(value: Any, tp: Any) -> bool:
 
 
 def check_types(cfg: TrainConfig, source: str | None = None, *, keys=None) -> None:
-    """Check every field (or only ``keys``) against its declared type and its registry."""
+    """Check every field (or only ``keys``) against its declared type and its registry.
+
+    (Whether ``loss_options`` suit ``loss`` is checked by :meth:`TrainConfig.validate`,
+    once a file's keys and the flags are merged: the loss may come from either.)
+    """
     where = f" in {source}" if source else ""
     types = field_types()
     for f in fields(cfg):
@@ -354,8 +359,6 @@ def check_types(cfg: TrainConfig, source: str | None = None, *, keys=None) -> No
                 check_name(registry, value)
             except ValueError as exc:
                 raise ValueError(f"config key {f.name}{where}: {exc}") from None
-    if keys is None or "loss_options" in keys or "loss" in keys:
-        _check_loss_options(cfg, where)
 
 
 def check_name(registry: str, name: str) -> None:
