@@ -525,3 +525,13 @@ def test_train_files_without_dataset_are_refused_not_ignored(capsys, tmp_path, d
     line = _one_error_line(err)
     assert "cifar10 does not read train_data, test_data" in line and "--dataset npz" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no download, no run folder
+
+
+def test_a_warm_up_longer_than_the_run_is_a_one_line_warning(capsys, tmp_path, data):
+    code, _, err = _main(capsys, _train_args(data, tmp_path / "run", **{"warmup-epochs": 2}))
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if "warning" in line]
+    assert warnings == [
+        "classbalanced: warning: a warm-up of 2 epochs does not end within a run of 1: "
+        "the learning rate never reaches 0.025"
+    ]

@@ -199,9 +199,6 @@ ROWS = {
         2,
         "would never switch on in a run of 2 epochs",
     ),
-    "warm-up longer than the run": Row(
-        [*TRAIN, *NPZ, "--warmup-epochs", "3"], _pair, 2, "does not end within a run of 2"
-    ),
     # bounded arguments, data that lies about itself
     "--pad 100000": Row(
         [*TRAIN, *NPZ, "--pad", "100000"], _pair, 2, "pad must be an integer in [0, 128]"

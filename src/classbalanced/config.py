@@ -30,6 +30,7 @@ import json
 import math
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -487,11 +488,13 @@ def _check_lr_schedule(cfg: TrainConfig) -> None:
 
 
 def _check_schedule_fits(cfg: TrainConfig) -> None:
-    """Refuse a warm-up or re-weighting epoch the run never reaches (a silent no-op)."""
+    """Refuse a re-weighting epoch the run never reaches (a silent no-op); warn about a
+    warm-up that does not end within the run (the learning rate never reaches ``lr``)."""
     if cfg.warmup_epochs and cfg.warmup_epochs >= cfg.epochs:
-        raise ValueError(
-            f"warmup_epochs must be < epochs: a warm-up of {cfg.warmup_epochs} epochs does not end "
-            f"within a run of {cfg.epochs}"
+        warnings.warn(
+            f"a warm-up of {cfg.warmup_epochs} epochs does not end within a run of {cfg.epochs}: "
+            f"the learning rate never reaches {cfg.lr:g}",
+            stacklevel=3,
         )
     if cfg.reweight_schedule == "drw" and cfg.reweight_epoch >= cfg.epochs:
         raise ValueError(
