@@ -339,6 +339,21 @@ def test_evaluate_prints_the_runs_accuracy(demo, capsys, tmp_path):
     assert json.loads(written.read_text())["per_class_accuracy"] == saved["per_class_accuracy"]
 
 
+def test_evaluate_output_may_go_into_the_run_folder_but_not_over_its_files(demo, capsys):
+    out, _ = demo
+    run = out / "softmax-s0"
+    for _ in range(2):  # a second time over its own earlier output
+        code, _, err = _main(
+            capsys, ["evaluate", run, "--device", "cpu", "--output", run / "e.json"]
+        )
+        assert code == 0, err
+    before = (run / "metrics.json").read_bytes()
+    code, _, err = _main(capsys, ["evaluate", run, "--output", run / "metrics.json"])
+    assert code == 2 and "would overwrite the input" in _one_error_line(err)
+    assert (run / "metrics.json").read_bytes() == before
+    (run / "e.json").unlink()
+
+
 def test_evaluate_a_folder_without_a_run_is_one_error_line(capsys, tmp_path):
     code, _, err = _main(capsys, ["evaluate", tmp_path])
     assert code == 2
@@ -407,9 +422,10 @@ def test_flags_parse_to_the_same_config_values():
 
 def test_loss_options_from_a_file_and_flags_merge(tmp_path):
     path = tmp_path / "c.toml"
-    path.write_text('loss = "ldam"\n[loss_options]\nmax_m = 0.3\ns = 20\n')
-    args = cli.build_parser().parse_args(["train", "--config", str(path), "--loss-option", "s=5"])
-    assert cli._train_config(args).loss_options == {"max_m": 0.3, "s": 5.0}
+    path.write_text("[loss_options]\nmax_m = 0.3\ns = 20\n")  # the loss comes from a flag
+    argv = ["train", "--config", str(path), "--loss", "ldam", "--loss-option", "s=5"]
+    cfg = cli._train_config(cli.build_parser().parse_args(argv))
+    assert cfg.resolved().loss_options == {"max_m": 0.3, "s": 5.0}
 
 
 def test_a_malformed_loss_option_is_an_argparse_error(capsys):
@@ -511,3 +527,13 @@ def test_train_files_without_dataset_are_refused_not_ignored(capsys, tmp_path, d
     line = _one_error_line(err)
     assert "cifar10 does not read train_data, test_data" in line and "--dataset npz" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no download, no run folder
+
+
+def test_a_warm_up_longer_than_the_run_is_a_one_line_warning(capsys, tmp_path, data):
+    code, _, err = _main(capsys, _train_args(data, tmp_path / "run", **{"warmup-epochs": 2}))
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if "warning" in line]
+    assert warnings == [
+        "classbalanced: warning: a warm-up of 2 epochs does not end within a run of 1: "
+        "the learning rate never reaches 0.025"
+    ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 
 from classbalanced import cli
@@ -307,8 +309,6 @@ def test_loss_options_are_checked_against_the_loss():
         ({"reweight_schedule": "drw", "reweight_epoch": 10}, "never switch on"),
         ({"reweight_schedule": "drw", "reweight_epoch": 50}, "never switch on"),
         ({"reweight_schedule": "ramp", "reweight_epoch": 11}, "would not reach"),
-        ({"warmup_epochs": 10}, "does not end"),
-        ({"warmup_epochs": 12}, "does not end"),
     ],
 )
 def test_a_schedule_longer_than_the_run_is_refused(changes, fragment):
@@ -316,10 +316,22 @@ def test_a_schedule_longer_than_the_run_is_refused(changes, fragment):
         TrainConfig(dataset="digits", epochs=10, **changes).resolved()
 
 
+@pytest.mark.parametrize("warmup", [10, 12])
+def test_a_warm_up_longer_than_the_run_is_a_loud_warning(warmup, recwarn):
+    cfg = TrainConfig(dataset="digits", epochs=10, warmup_epochs=warmup).resolved()
+    assert cfg.warmup_epochs == warmup
+    (warning,) = [w for w in recwarn if "warm-up" in str(w.message)]
+    assert f"warm-up of {warmup} epochs does not end within a run of 10" in str(warning.message)
+
+
 def test_schedules_within_the_run_are_accepted():
     ok = TrainConfig(dataset="digits", epochs=10, reweight_schedule="drw", reweight_epoch=9)
     assert ok.resolved().reweight_epoch == 9
-    assert TrainConfig(dataset="digits", epochs=10, warmup_epochs=9).resolved().warmup_epochs == 9
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert (
+            TrainConfig(dataset="digits", epochs=10, warmup_epochs=9).resolved().warmup_epochs == 9
+        )
     ramp = TrainConfig(dataset="digits", epochs=10, reweight_schedule="ramp", reweight_epoch=10)
     assert ramp.resolved().reweight_epoch == 10
     # the default switch epoch (160 x epochs / 200) lies inside every run longer than one epoch

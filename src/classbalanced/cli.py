@@ -131,12 +131,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"classbalanced {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
+    _add_train_parser(sub)
+    _add_evaluate_parser(sub)
+    _add_make_lt_parser(sub)
+    _add_prepare_parser(sub)
+    _add_weights_parser(sub)
+    _add_demo_parser(sub)
+    _add_plot_parser(sub)
 
+    from .reproduce.report import add_report_parser
+    from .reproduce.sweep import add_sweep_parser
+
+    add_sweep_parser(sub)
+    add_report_parser(sub)
+    return parser
+
+
+def _add_train_parser(sub) -> None:
     p = sub.add_parser("train", help="train and evaluate a classifier")
     _add_config_arguments(p)
     _add_run_safety_arguments(p, train=True)
     p.set_defaults(func=_cmd_train)
 
+
+def _add_evaluate_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="evaluate a run's checkpoint on a test set")
     p.add_argument("run", help="run folder (or a checkpoint file inside one)")
     p.add_argument(
@@ -147,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_safety_arguments(p, train=False)
     p.set_defaults(func=_cmd_evaluate)
 
+
+def _add_make_lt_parser(sub) -> None:
     p = sub.add_parser(
         "make-lt", help="write a long-tailed subset (indices and counts) without training"
     )
@@ -164,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     _bool_flag(p, "download", "download missing CIFAR archives (default: yes)")
     p.set_defaults(func=_cmd_make_lt)
 
+
+def _add_prepare_parser(sub) -> None:
     p = sub.add_parser(
         "prepare",
         help="scan iNaturalist / ImageNet annotations once: counts, class index, file check",
@@ -184,11 +206,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_prepare)
 
+
+def _add_weights_parser(sub) -> None:
     p = sub.add_parser("weights", help="print effective numbers and class-balanced weights")
     p.add_argument("counts", nargs="+", type=float, help="training images per class")
     p.add_argument("--beta", type=float, nargs="+", default=[0.9, 0.99, 0.999, 0.9999])
     p.set_defaults(func=_cmd_weights)
 
+
+def _add_demo_parser(sub) -> None:
     p = sub.add_parser(
         "demo", help="offline demo: long-tailed digits, softmax vs class-balanced focal"
     )
@@ -200,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     _bool_flag(p, "progress", "progress bars (default: yes)")
     p.set_defaults(func=_cmd_demo)
 
+
+def _add_plot_parser(sub) -> None:
     p = sub.add_parser("plot", help="plot effective numbers, or one or several runs side by side")
     p.add_argument("what", choices=["effective-number", "run"])
     p.add_argument(
@@ -211,13 +239,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beta", type=float, nargs="+", default=[0.9, 0.99, 0.999, 0.9999])
     p.add_argument("--max-samples", type=int, default=10_000)
     p.set_defaults(func=_cmd_plot)
-
-    from .reproduce.report import add_report_parser
-    from .reproduce.sweep import add_sweep_parser
-
-    add_sweep_parser(sub)
-    add_report_parser(sub)
-    return parser
 
 
 # ---------------------------------------------------------------------------
@@ -258,9 +279,8 @@ def _cmd_evaluate(args) -> int:
     from .engine.evaluate import evaluate_run
 
     run = Path(args.run)
-    _refuse_overwriting_inputs(
-        {"--output": args.output}, [run if run.is_dir() else run.parent.parent, args.test_data]
-    )
+    folder = run if run.is_dir() else run.parent.parent  # RUN/checkpoints/FILE
+    _refuse_overwriting_inputs({"--output": args.output}, [*_run_files(folder), args.test_data])
     metrics = evaluate_run(
         args.run,
         test_data=args.test_data,
@@ -298,9 +318,14 @@ def _cmd_make_lt(args) -> int:
         seed=args.seed,
         download=True if args.download is None else args.download,
     ).resolved()
+    from .data.cifar import ARCHIVES
+
+    cifar_files = [
+        Path(cfg.data_dir) / n for a in ARCHIVES.values() for n in (a.filename, a.folder)
+    ]
     _refuse_overwriting_inputs(
         {"--output": args.output, "--plot": args.plot},
-        [cfg.train_data, cfg.test_data, cfg.data_dir],
+        [cfg.train_data, cfg.test_data, *cifar_files],
     )
     data = prepare_data(cfg)
     output = Path(args.output)
@@ -426,7 +451,8 @@ def _cmd_plot(args) -> int:
         )
     names = ("class_distribution.png", "per_class_accuracy.png", "error_curve.png")
     _refuse_overwriting_inputs(
-        {f"--output ({n})": str(Path(args.output) / n) for n in names}, [*args.run]
+        {f"--output ({n})": str(Path(args.output) / n) for n in names},
+        [f for run in args.run for f in _run_files(Path(run))],
     )
     out = Path(args.output)
     plots.plot_class_distribution(out / "class_distribution.png", counts)
@@ -481,9 +507,17 @@ def _run_for_plot(folder: Path) -> tuple[dict, list]:
     return metrics, history
 
 
+def _run_files(folder: Path) -> list[Path]:
+    """The files and folders a run wrote in ``folder`` (inputs of evaluate and plot run)."""
+    from .engine.run_folder import written_files
+
+    return written_files(folder)
+
+
 def _refuse_overwriting_inputs(outputs: dict[str, str | None], inputs) -> None:
     """ValueError before anything is written when an output path is one of the command's
-    inputs, an existing file inside an input folder, or the path of another output."""
+    inputs (files or folders), an existing file inside an input folder, or the path of
+    another output. Paths are compared after resolving links, ``..`` and ``.``."""
     import os
 
     given = [str(p) for p in inputs if p]

@@ -169,7 +169,11 @@ def load_npz(path: str | os.PathLike) -> ImageArrays:
         raise ValueError(f"not a valid .npz file {p}: {' '.join(msg.split())}") from exc
     except (zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:
         raise ValueError(f"not a valid .npz file {p}: {' '.join(str(exc).split())}") from exc
+    return _npz_arrays(p, x, y, names)
 
+
+def _npz_arrays(p: Path, x: np.ndarray, y: np.ndarray, names: np.ndarray | None) -> ImageArrays:
+    """Check the arrays read from ``p`` (one-line messages naming it) and wrap them."""
     if x.dtype != np.uint8:
         raise ValueError(f"wrong dtype for x in {p}: expected uint8 images, got {x.dtype}")
     if x.ndim == 3:

@@ -101,6 +101,15 @@ def _read_manifest(out: Path) -> dict | None:
     return manifest
 
 
+def written_files(out: Path) -> list[Path]:
+    """The files the run in ``out`` wrote: its manifest and every file the manifest lists
+    (none for a folder that is not a run)."""
+    manifest = _read_manifest(out) if out.is_dir() else None
+    if manifest is None:
+        return []
+    return [out / MANIFEST, *(out / name for name in manifest["files"])]
+
+
 def data_differences(old: dict, new: dict) -> list[str]:
     """What changed between two data records (``fingerprint`` per split, class names)."""
     changed = [
