@@ -183,7 +183,8 @@ def test_a_crash_with_an_interrupt_keeps_the_previous_checkpoint(tmp_path, monke
     first = save_checkpoint(tmp_path, 1, _state(1), keep=2)
 
     def interrupted(obj, f, *args, **kwargs):
-        with open(f, "wb") as handle:
+        target = f if isinstance(f, (str, os.PathLike)) else f.name
+        with open(target, "wb") as handle:
             handle.write(b"PK\x03\x04partial")
         raise KeyboardInterrupt
 

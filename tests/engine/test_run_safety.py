@@ -157,6 +157,22 @@ def test_overwrite_removes_the_runs_files_and_nothing_else(copied_run, tiny_npz,
     assert gone and not any((copied_run / n).exists() for n in gone)
 
 
+def test_overwrite_never_follows_a_tampered_manifest_out_of_the_folder(
+    copied_run, tiny_npz, tmp_path, capsys
+):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    record = manifest(copied_run)
+    record["files"]["../victim.txt"] = None
+    (copied_run / "run.json").write_text(json.dumps(record))
+    before = tree_hashes(copied_run)
+    code, _, err = run_cli(capsys, train_args(tiny_npz, copied_run, "--overwrite", epochs=1))
+    assert code == 2
+    assert "outside the run folder" in one_error_line(err)
+    assert victim.read_text() == "precious"
+    assert tree_hashes(copied_run) == before
+
+
 # ---------------------------------------------------------------------------
 # 2, 3, 6, 7 and tracebacks: refusals that change nothing (table-driven)
 # ---------------------------------------------------------------------------
@@ -407,6 +423,53 @@ def test_a_full_disk_ends_in_one_line_every_file_valid_and_resume_is_exact(
         json.loads(path.read_text())
     for path in (out / "checkpoints").glob("checkpoint-*.pt"):
         load_checkpoint(path, sha256=listed[f"checkpoints/{path.name}"])
+    code, _, err = run_cli(capsys, train_args(tiny_npz, out, "--resume"))
+    assert code == 0, err
+    reference = json.loads((tiny_run.out / "metrics.json").read_text())
+    assert without_timing(json.loads((out / "metrics.json").read_text())) == without_timing(
+        reference
+    )
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A tmpfs mounted at a fresh folder (root only); yields ``(folder, resize)``."""
+    import os
+    import subprocess
+
+    folder = tmp_path / "small_disk"
+    folder.mkdir()
+
+    def mount(size_kib: int, *options: str) -> bool:
+        opts = ",".join((*options, f"size={size_kib}k"))
+        cmd = ["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(folder)]
+        return subprocess.run(cmd, capture_output=True).returncode == 0
+
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a tmpfs needs root")
+    yield folder, mount
+    subprocess.run(["umount", str(folder)], capture_output=True)
+
+
+def test_a_real_full_tmpfs_ends_in_one_line_and_resume_is_exact(
+    tiny_run, tiny_npz, small_tmpfs, capsys
+):
+    folder, mount = small_tmpfs
+    checkpoint = sorted((tiny_run.out / "checkpoints").glob("checkpoint-*.pt"))[0].stat().st_size
+    if not mount(int(checkpoint * 1.5) // 1024):  # room for one checkpoint, not for two
+        pytest.skip("cannot mount a tmpfs here")
+    out = folder / "run"
+    code, _, err = run_cli(capsys, train_args(tiny_npz, out))
+    assert code == 2
+    line = one_error_line(err.splitlines()[-1] + "\n")
+    assert "No space left on device" in line and "newest valid checkpoint: " in line
+    assert not list(out.rglob("*.tmp"))
+    listed = manifest(out)["files"]
+    for path in out.rglob("*.json"):
+        json.loads(path.read_text())
+    for path in (out / "checkpoints").glob("checkpoint-*.pt"):
+        load_checkpoint(path, sha256=listed[f"checkpoints/{path.name}"])
+    assert mount(16 * 1024, "remount")  # space freed
     code, _, err = run_cli(capsys, train_args(tiny_npz, out, "--resume"))
     assert code == 0, err
     reference = json.loads((tiny_run.out / "metrics.json").read_text())
