@@ -267,6 +267,25 @@ def _subset_without_counts(run, data, tmp):
     return ["evaluate", run, "--device", "cpu"]
 
 
+def _damage(file: str, *keys: str, evaluate: bool = False):
+    """Delete ``keys`` (``a.b``: nested) from a run file, then resume or evaluate."""
+
+    def make(run, data, tmp):
+        content = json.loads((run / file).read_text())
+        for key in keys:
+            *parents, last = key.split(".")
+            target = content
+            for parent in parents:
+                target = target[parent]
+            del target[last]
+        (run / file).write_text(json.dumps(content))
+        if evaluate:
+            return ["evaluate", run, "--device", "cpu"]
+        return train_args(data, run, "--resume")
+
+    return make
+
+
 REFUSALS = [
     ("resume-force-other-model", _force("--model", "simple_cnn"), "checkpoint holds resnet8, config asks for simple_cnn"),
     ("resume-force-other-loss", _force("--loss", "ldam"), "does not fit"),
@@ -280,6 +299,9 @@ REFUSALS = [
     ("evaluate-renamed-class-folder", _evaluate_renamed_class_folder, "class 0 is '0' in the run, '1' in the test set"),
     ("evaluate-changed-test-data", _evaluate_changed_test_data, "--accept-data-change"),
     ("evaluate-subset-without-counts", _subset_without_counts, "lacks the key(s) counts"),
+    ("resume-manifest-without-data", _damage("run.json", "data"), "lacks the key(s) data"),
+    ("resume-record-without-fingerprint", _damage("run.json", "data.train.fingerprint"), "lacks train.source / train.fingerprint"),
+    ("evaluate-record-without-class-names", _damage("run.json", "data.class_names", evaluate=True), "lacks class_names"),
     ("evaluate-corrupt-checkpoint", lambda r, d, t: (_corrupt_newest_checkpoint(r, d, t), _evaluate()(r, d, t))[1], "newest valid older checkpoint"),
 ]  # fmt: skip
 

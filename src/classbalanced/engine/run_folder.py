@@ -113,6 +113,7 @@ class Manifest:
                 f"{path} is not a classbalanced run manifest (expected format {RUN_FORMAT!r} "
                 f"version {RUN_VERSION}, got {content['format']!r} version {content['version']!r})"
             )
+        _check_data_record(content["data"], path)
         for name in content["files"]:  # a tampered manifest must not reach outside the folder
             parts = Path(name).parts
             if Path(name).is_absolute() or ".." in parts or not parts:
@@ -234,6 +235,24 @@ class TensorBoardLog:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+_RECORD_KEYS = ("class_names", "in_channels", "image_shape", "normalization", "train", "test")
+
+
+def _check_data_record(record: Any, path: Path) -> None:
+    """A manifest's data record has every key evaluation and resume read (one-line error)."""
+    if not isinstance(record, dict):
+        raise ValueError(f"{path} is damaged: expected a data record, got {type(record).__name__}")
+    missing = [k for k in _RECORD_KEYS if k not in record]
+    for split in ("train", "test"):
+        part = record.get(split, {})
+        fingerprint = part.get("fingerprint") if isinstance(part, dict) else None
+        complete = isinstance(fingerprint, dict) and {"images", "sha256"} <= set(fingerprint)
+        if split in record and not (complete and "source" in part):
+            missing.append(f"{split}.source / {split}.fingerprint")
+    if missing:
+        raise ValueError(f"{path} is damaged: its data record lacks {', '.join(missing)}")
 
 
 def data_differences(old: dict, new: dict) -> list[str]:
