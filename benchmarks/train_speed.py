@@ -23,7 +23,7 @@ values do not affect speed).
 the first, compiling, steps and the epoch-end bookkeeping, and would need a
 full 97-step epoch per configuration -- minutes on a 2-core CPU), the script
 builds the run with the trainer's own pieces and runs its inner-loop body
-verbatim: the model and parameter groups from ``trainer._build_model`` (seeded
+verbatim: the model and parameter groups from ``network.build_training_model`` (seeded
 init, prior bias, ``channels_last`` conversion), the batches from
 ``InMemoryStream`` (uint8 images held on the device, the epoch plan drawn up
 front, whole-batch ``crop_flip`` + ``normalize_images``), the ``LRSchedule``
@@ -88,8 +88,9 @@ from classbalanced.config import TrainConfig
 from classbalanced.data import longtail_counts
 from classbalanced.engine.distributed import DistContext
 from classbalanced.engine.evaluate import autocast as _autocast
+from classbalanced.engine.network import build_training_model
 from classbalanced.engine.streams import InMemoryStream
-from classbalanced.engine.trainer import LRSchedule, _build_model
+from classbalanced.engine.trainer import LRSchedule
 from classbalanced.losses import build_loss, init_prior_bias_, parameter_groups
 from classbalanced.models.registry import build_model
 
@@ -171,7 +172,7 @@ class OursRunner:
             x, y, batch_size=cfg.batch_size, seed=cfg.seed, pad=cfg.pad, flip=cfg.flip, ctx=ctx
         )
         self.loss_fn = build_loss(cfg.loss, counts, beta=cfg.beta, gamma=cfg.gamma).to(device)
-        self.model, groups = _build_model(cfg, counts, 3, self.loss_fn, ctx)
+        self.model, groups = build_training_model(cfg, counts, 3, self.loss_fn, ctx)
         self.optimizer = torch.optim.SGD(
             groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov
         )
@@ -201,7 +202,7 @@ class OursRunner:
     def step(self) -> None:
         cfg, device, optimizer = self.cfg, self.device, self.optimizer
         s, xb, yb = next(self._batches)
-        # --- the body of trainer._train's step loop (accumulate = 1, one process) ---
+        # --- the body of loop.train_epoch's step loop (accumulate = 1, one process) ---
         lr = self.schedule(self.global_step)
         for group in optimizer.param_groups:
             group["lr"] = lr

@@ -157,6 +157,22 @@ def test_overwrite_removes_the_runs_files_and_nothing_else(copied_run, tiny_npz,
     assert gone and not any((copied_run / n).exists() for n in gone)
 
 
+def test_overwrite_never_follows_a_tampered_manifest_out_of_the_folder(
+    copied_run, tiny_npz, tmp_path, capsys
+):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    record = manifest(copied_run)
+    record["files"]["../victim.txt"] = None
+    (copied_run / "run.json").write_text(json.dumps(record))
+    before = tree_hashes(copied_run)
+    code, _, err = run_cli(capsys, train_args(tiny_npz, copied_run, "--overwrite", epochs=1))
+    assert code == 2
+    assert "outside the run folder" in one_error_line(err)
+    assert victim.read_text() == "precious"
+    assert tree_hashes(copied_run) == before
+
+
 # ---------------------------------------------------------------------------
 # 2, 3, 6, 7 and tracebacks: refusals that change nothing (table-driven)
 # ---------------------------------------------------------------------------
@@ -251,6 +267,25 @@ def _subset_without_counts(run, data, tmp):
     return ["evaluate", run, "--device", "cpu"]
 
 
+def _damage(file: str, *keys: str, evaluate: bool = False):
+    """Delete ``keys`` (``a.b``: nested) from a run file, then resume or evaluate."""
+
+    def make(run, data, tmp):
+        content = json.loads((run / file).read_text())
+        for key in keys:
+            *parents, last = key.split(".")
+            target = content
+            for parent in parents:
+                target = target[parent]
+            del target[last]
+        (run / file).write_text(json.dumps(content))
+        if evaluate:
+            return ["evaluate", run, "--device", "cpu"]
+        return train_args(data, run, "--resume")
+
+    return make
+
+
 REFUSALS = [
     ("resume-force-other-model", _force("--model", "simple_cnn"), "checkpoint holds resnet8, config asks for simple_cnn"),
     ("resume-force-other-loss", _force("--loss", "ldam"), "does not fit"),
@@ -264,6 +299,9 @@ REFUSALS = [
     ("evaluate-renamed-class-folder", _evaluate_renamed_class_folder, "class 0 is '0' in the run, '1' in the test set"),
     ("evaluate-changed-test-data", _evaluate_changed_test_data, "--accept-data-change"),
     ("evaluate-subset-without-counts", _subset_without_counts, "lacks the key(s) counts"),
+    ("resume-manifest-without-data", _damage("run.json", "data"), "lacks the key(s) data"),
+    ("resume-record-without-fingerprint", _damage("run.json", "data.train.fingerprint"), "lacks train.source / train.fingerprint"),
+    ("evaluate-record-without-class-names", _damage("run.json", "data.class_names", evaluate=True), "lacks class_names"),
     ("evaluate-corrupt-checkpoint", lambda r, d, t: (_corrupt_newest_checkpoint(r, d, t), _evaluate()(r, d, t))[1], "newest valid older checkpoint"),
 ]  # fmt: skip
 
@@ -407,6 +445,53 @@ def test_a_full_disk_ends_in_one_line_every_file_valid_and_resume_is_exact(
         json.loads(path.read_text())
     for path in (out / "checkpoints").glob("checkpoint-*.pt"):
         load_checkpoint(path, sha256=listed[f"checkpoints/{path.name}"])
+    code, _, err = run_cli(capsys, train_args(tiny_npz, out, "--resume"))
+    assert code == 0, err
+    reference = json.loads((tiny_run.out / "metrics.json").read_text())
+    assert without_timing(json.loads((out / "metrics.json").read_text())) == without_timing(
+        reference
+    )
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A tmpfs mounted at a fresh folder (root only); yields ``(folder, resize)``."""
+    import os
+    import subprocess
+
+    folder = tmp_path / "small_disk"
+    folder.mkdir()
+
+    def mount(size_kib: int, *options: str) -> bool:
+        opts = ",".join((*options, f"size={size_kib}k"))
+        cmd = ["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(folder)]
+        return subprocess.run(cmd, capture_output=True).returncode == 0
+
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a tmpfs needs root")
+    yield folder, mount
+    subprocess.run(["umount", str(folder)], capture_output=True)
+
+
+def test_a_real_full_tmpfs_ends_in_one_line_and_resume_is_exact(
+    tiny_run, tiny_npz, small_tmpfs, capsys
+):
+    folder, mount = small_tmpfs
+    checkpoint = sorted((tiny_run.out / "checkpoints").glob("checkpoint-*.pt"))[0].stat().st_size
+    if not mount(int(checkpoint * 1.5) // 1024):  # room for one checkpoint, not for two
+        pytest.skip("cannot mount a tmpfs here")
+    out = folder / "run"
+    code, _, err = run_cli(capsys, train_args(tiny_npz, out))
+    assert code == 2
+    line = one_error_line(err.splitlines()[-1] + "\n")
+    assert "No space left on device" in line and "newest valid checkpoint: " in line
+    assert not list(out.rglob("*.tmp"))
+    listed = manifest(out)["files"]
+    for path in out.rglob("*.json"):
+        json.loads(path.read_text())
+    for path in (out / "checkpoints").glob("checkpoint-*.pt"):
+        load_checkpoint(path, sha256=listed[f"checkpoints/{path.name}"])
+    assert mount(16 * 1024, "remount")  # space freed
     code, _, err = run_cli(capsys, train_args(tiny_npz, out, "--resume"))
     assert code == 0, err
     reference = json.loads((tiny_run.out / "metrics.json").read_text())

@@ -71,7 +71,14 @@ def write_checkpoint(path: str | Path, step: int, state: dict[str, Any]) -> str:
     digest: list[str] = []
 
     def write(tmp: str) -> None:
-        torch.save(payload, tmp)
+        # through a Python file: a full disk is OSError(ENOSPC), not an opaque zip-writer error
+        with open(tmp, "wb") as handle:
+            try:
+                torch.save(payload, handle)
+            except RuntimeError as exc:  # the zip writer's clean-up hides the OSError it got
+                if isinstance(exc.__context__, OSError):
+                    raise exc.__context__ from None
+                raise
         digest.append(file_sha256(tmp))
 
     atomic_save(path, write)

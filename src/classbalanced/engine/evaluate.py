@@ -147,9 +147,9 @@ def evaluate_run(
     classes or channels, and the run's test data changed since training (unless
     ``accept_data_change``).
     """
+    from .network import build_network
     from .run_data import load_test_set
     from .run_folder import RunFolder, check_class_names, read_run_json
-    from .trainer import build_network
 
     run = Path(run).absolute()
     folder_path, checkpoint = (run.parent.parent, run) if run.is_file() else (run, None)

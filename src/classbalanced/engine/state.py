@@ -73,11 +73,16 @@ class TrainState:
                 f"checkpoint {where} does not fit the optimiser the config builds: "
                 f"{' '.join(str(exc).split())}"
             ) from None
-        return cls(
-            step=int(state["global_step"]),
-            history=list(state.get("history", [])),
-            train_seconds=float(state.get("train_seconds", 0.0)),
-            train_images=int(state.get("train_images", 0)),
-            skipped_nonfinite=int(state.get("skipped_nonfinite", 0)),
-            epoch_loss=(float(state["epoch_loss_sum"]), int(state["epoch_loss_count"])),
-        )
+        try:
+            return cls(
+                step=int(state["global_step"]),
+                history=list(state.get("history", [])),
+                train_seconds=float(state.get("train_seconds", 0.0)),
+                train_images=int(state.get("train_images", 0)),
+                skipped_nonfinite=int(state.get("skipped_nonfinite", 0)),
+                epoch_loss=(float(state["epoch_loss_sum"]), int(state["epoch_loss_count"])),
+            )
+        except KeyError as exc:
+            raise ValueError(f"checkpoint {where} lacks the key {exc.args[0]!r}") from None
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"checkpoint {where} holds a malformed counter: {exc}") from None

@@ -24,8 +24,7 @@ import torch
 from torch import nn
 
 from ..config import TrainConfig
-from ..losses import build_loss, init_prior_bias_, parameter_groups
-from ..models.registry import build_model, load_pretrained_, use_normed_classifier_
+from ..losses import build_loss
 from ..schedules import ReweightSchedule
 from .distributed import DistContext, cleanup_distributed, setup_distributed
 from .evaluate import evaluate
@@ -38,6 +37,7 @@ from .loop import (
     summary_fields,
     train_epoch,
 )
+from .network import build_training_model
 from .run_data import PreparedData, RunData, load_run_data, prepare_data
 from .run_folder import RunFolder
 from .state import TrainState
@@ -48,7 +48,6 @@ __all__ = [
     "LRSchedule",
     "PreparedData",
     "prepare_data",
-    "build_network",
     "evaluate",
     "train",
 ]
@@ -84,50 +83,6 @@ class LRSchedule:
             if epoch >= boundary:
                 factor = value
         return self.base_lr * factor
-
-
-# ---------------------------------------------------------------------------
-# model
-# ---------------------------------------------------------------------------
-
-
-def build_network(
-    cfg: TrainConfig, counts, in_channels: int, loss_fn=None, *, pretrained: bool = False
-) -> nn.Module:
-    """The run's network as training builds it: seeded initialisation (the global RNG is left
-    alone), ``pretrained`` weights, LDAM's cosine classifier when the loss asks for it."""
-    if loss_fn is None:
-        loss_fn = build_loss(cfg.loss, counts, beta=cfg.beta, gamma=cfg.gamma, **cfg.loss_options)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        model = build_model(cfg.model, len(counts), in_channels=in_channels)
-        if pretrained:
-            load_pretrained_(model, cfg.model)
-        if getattr(loss_fn, "normalized_classifier", False):  # e.g. LDAM: cosine logits
-            use_normed_classifier_(model)
-    return model
-
-
-def _build_model(cfg: TrainConfig, counts, in_channels: int, loss_fn, ctx: DistContext):
-    """The network on the device and its optimiser parameter groups."""
-    model = build_network(cfg, counts, in_channels, loss_fn, pretrained=cfg.pretrained)
-    no_decay = []
-    if getattr(loss_fn, "uses_prior_bias", False):
-        init_prior_bias_(model.fc)
-        no_decay.append(model.fc.bias)
-    if cfg.sync_bn and ctx.distributed:
-        if ctx.device.type != "cuda":
-            raise ValueError(
-                f"--sync-bn needs CUDA devices (PyTorch's SyncBatchNorm), got {ctx.device}"
-            )
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model.to(ctx.device)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
-    groups = parameter_groups(
-        model, cfg.weight_decay, no_decay=no_decay, bias_and_norm=cfg.no_decay_bias_and_norm
-    )
-    return model, groups
 
 
 def train(
@@ -238,7 +193,7 @@ def _model_and_optimizer(cfg: TrainConfig, ctx: DistContext, data: RunData) -> _
         reweight = ReweightSchedule(
             cfg.reweight_schedule, data.counts, cfg.beta, start_epoch=cfg.reweight_epoch
         )
-    model, groups = _build_model(cfg, data.counts, data.in_channels, loss_fn, ctx)
+    model, groups = build_training_model(cfg, data.counts, data.in_channels, loss_fn, ctx)
     optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     return _Model(model, groups, optimizer, loss_fn, reweight)
 
