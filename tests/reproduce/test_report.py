@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import math
 import re
 
 import pytest
 from reproduce_helpers import quiet
 
-from classbalanced.reproduce.report import add_report_parser, load_results, write_report
-from classbalanced.reproduce.sweep import parse_sweep, run_sweep
+from classbalanced.cli import main
+from classbalanced.launch.sweep import run_sweep
+from classbalanced.reproduce.report import write_report
+from classbalanced.reproduce.results import load_results
+from classbalanced.reproduce.sweep import parse_sweep
 
 # final errors per run, chosen by hand; seeds 0, 1, 2
 SOFTMAX = [30.0, 31.0, 35.0]
@@ -122,7 +124,7 @@ def test_unfinished_runs_are_not_counted_and_short_runs_are_flagged(tmp_path, fa
     first = [line for line in text.splitlines() if "softmax-b0.0-s0" in line][0]
     assert first.endswith(",2,incomplete") and ",99.0," in first
     csv_path.write_text(text)
-    path = write_report(tmp_path, log=quiet)
+    path = write_report(tmp_path)
     report = path.read_text()
     mean, std = _stats(SOFTMAX[1:])
     assert _row(report, "Softmax")[2] == f"{mean:.2f} ± {std:.2f} (2 seeds)"
@@ -145,22 +147,18 @@ def test_single_seed_and_unpublished_dataset(tmp_path, fake_launcher):
     assert _row(report, "Class-balanced (paper's setting)")[2:] == ["-", "-", "-"]
 
 
-def test_report_cli_and_refresh(tmp_path, fake_launcher):
+def test_report_cli_and_refresh(tmp_path, fake_launcher, capsys):
     fake_launcher(_errors())
     run_sweep(_spec(), out=tmp_path, log=quiet, report=False)
     assert not (tmp_path / "report.md").exists()
     (tmp_path / "results.csv").unlink()
-    parser = argparse.ArgumentParser()
-    add_report_parser(parser.add_subparsers())
-    args = parser.parse_args(["report", str(tmp_path)])
-    with pytest.raises(FileNotFoundError, match="results.csv"):
-        args.func(args)
-    args = parser.parse_args(["report", str(tmp_path), "--refresh", "--no-figures"])
-    assert args.func(args) == 0
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no results.csv" in capsys.readouterr().err
+    assert main(["report", str(tmp_path), "--refresh", "--no-figures"]) == 0
     report = (tmp_path / "report.md").read_text()
     assert re.search(
         r"\| Softmax \| softmax, β=0 \| 32\.00 ± 2\.65 \(3 seeds\) \| 29\.64 \| \+2\.36 \|", report
     )
     assert not (tmp_path / "figures").exists()
     with pytest.raises(FileNotFoundError, match="sweep folder not found"):
-        write_report(tmp_path / "nope", log=quiet)
+        write_report(tmp_path / "nope")

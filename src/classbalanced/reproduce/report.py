@@ -18,43 +18,27 @@ epoch of each row's runs (:func:`classbalanced.plots.plot_error_curves`).
 
 from __future__ import annotations
 
-import argparse
-import csv
 import json
 import math
 import os
 import re
 import statistics
-import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .published import FOCAL_GAMMAS, paper_cb_setting, published_error
+from .results import RESULT_METRICS, load_results, write_results_csv
 
 __all__ = [
     "load_results",
     "build_report",
     "write_report",
     "mean_std",
-    "add_report_parser",
     "PAPER_EPOCHS",
 ]
 
 PAPER_EPOCHS = 200
-_FLOATS = (
-    "imbalance_factor",
-    "beta",
-    "gamma",
-    "error_percent",
-    "accuracy",
-    "top5_error_percent",
-    "many_shot_accuracy",
-    "medium_shot_accuracy",
-    "few_shot_accuracy",
-)
-_INTS = ("seed", "epochs", "epoch")
 _NOT_COLUMN = {
     "name",
     "run_dir",
@@ -64,49 +48,9 @@ _NOT_COLUMN = {
     "seed",
     "status",
     "epoch",
-    *_FLOATS[3:],
+    *RESULT_METRICS,
 }
 _DATASET_ORDER = ("cifar10", "cifar100", "cifar20")
-
-Log = Callable[[str], None]
-
-
-def _info(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-# ---------------------------------------------------------------------------
-# reading
-# ---------------------------------------------------------------------------
-
-
-def _parse(key: str, text: str) -> Any:
-    if text == "":
-        return None
-    try:
-        if key in _FLOATS:
-            return float(text)
-        if key in _INTS:
-            return int(float(text))
-    except ValueError:
-        raise ValueError(f"results.csv: {key} must be a number, got {text!r}") from None
-    return text
-
-
-def load_results(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Rows of a ``results.csv``, numbers parsed (empty cells become None)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no results.csv at {path}: run the sweep first")
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = {"dataset", "imbalance_factor", "loss", "beta", "gamma", "seed"} - set(
-            reader.fieldnames or ()
-        )
-        missing |= {"error_percent", "status", "epochs"} - set(reader.fieldnames or ())
-        if missing:
-            raise ValueError(f"{path} lacks column(s): {', '.join(sorted(missing))}")
-        return [{k: _parse(k, v or "") for k, v in row.items()} for row in reader]
 
 
 def mean_std(values: list[float]) -> tuple[float, float | None]:
@@ -456,7 +400,7 @@ def build_report(
 
 
 def write_report(
-    sweep_dir: str | os.PathLike, *, refresh: bool = False, figures: bool = True, log: Log = _info
+    sweep_dir: str | os.PathLike, *, refresh: bool = False, figures: bool = True
 ) -> Path:
     """Write ``report.md`` (and ``figures/``) in a sweep folder from its ``results.csv``.
 
@@ -469,36 +413,9 @@ def write_report(
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"sweep folder not found: {sweep_dir}")
     if refresh:
-        from .sweep import write_results_csv
-
         write_results_csv(sweep_dir)
     rows = load_results(sweep_dir / "results.csv")
     text = build_report(sweep_dir, rows, figures=figures)
     path = sweep_dir / "report.md"
     atomic_write_text(path, text)
     return path
-
-
-def _cmd_report(args: argparse.Namespace) -> int:
-    path = write_report(args.sweep_dir, refresh=args.refresh, figures=not args.no_figures)
-    _info(f"wrote {path}")
-    return 0
-
-
-def add_report_parser(subparsers) -> argparse.ArgumentParser:
-    """Register ``classbalanced report`` on an argparse subparsers object."""
-    p = subparsers.add_parser(
-        "report",
-        help="write report.md of a sweep folder: results vs the paper's Table 2",
-        description="Tables of mean ± std last-epoch error over seeds against the published "
-        "numbers, a beta x gamma heat map and error curves per column.",
-    )
-    p.add_argument("sweep_dir", metavar="SWEEP_DIR", help="folder written by `classbalanced sweep`")
-    p.add_argument(
-        "--refresh",
-        action="store_true",
-        help="rebuild results.csv from the run folders first (interrupted or running sweeps)",
-    )
-    p.add_argument("--no-figures", action="store_true", help="tables only")
-    p.set_defaults(func=_cmd_report)
-    return p
