@@ -164,6 +164,11 @@ def _record(outcome, result: SweepResult, log: Log) -> None:
     elif outcome.status == "failed":
         result.failed[name] = outcome.line
         log(f"FAILED {name} on {outcome.host}: {outcome.line}")
+        if read_failure(result.out, name) is None:  # the worker could not record it
+            from ..data.safe_io import atomic_write_json
+
+            record = {"host": outcome.host, "time": time.time(), "line": outcome.line}
+            atomic_write_json(result.out / "runs" / f"{name}.failed", record)
     else:
         result.failed[name] = f"interrupted ({outcome.line}); rerun the sweep to resume it"
         log(f"interrupted {name} on {outcome.host}: {outcome.line}")
