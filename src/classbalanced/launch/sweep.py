@@ -112,7 +112,12 @@ def run_sweep(
     _write_run_files(out, runs)
     log(summary)
     todo = [r for r in runs if states[r.name] != "done"]
-    _dispatch(launcher, todo, out, stale_after, result, log, poll_seconds)
+    try:
+        _dispatch(launcher, todo, out, stale_after, result, log, poll_seconds)
+    finally:
+        close = getattr(launcher, "close", None)
+        if close is not None:
+            close()
     return _finish(out, todo, result, report, log)
 
 
