@@ -198,3 +198,39 @@ def test_bad_files(tmp_path):
     dashed = tmp_path / "d.toml"
     dashed.write_text('[base]\ndataset = "digits"\nimbalance-factor = 10\n')
     assert expand_sweep(load_sweep(dashed))[0].config.imbalance_factor == 10.0
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "cifar100"])
+def test_published_preset_holds_exactly_the_published_cells(dataset):
+    from classbalanced.reproduce.published import (
+        FOCAL_GAMMAS,
+        IMBALANCE_FACTORS,
+        published_error,
+    )
+
+    runs = expand_sweep(load_sweep(SWEEPS / f"{dataset}_table2_published.toml"))
+    cells = {
+        (r.config.imbalance_factor, r.config.loss, r.config.beta, r.config.gamma) for r in runs
+    }
+    wanted = set()
+    for factor in IMBALANCE_FACTORS:
+        wanted |= {(factor, "softmax", 0.0, 1.0), (factor, "sigmoid", 0.0, 1.0)}
+        wanted |= {(factor, "focal", 0.0, g) for g in FOCAL_GAMMAS}
+        setting = paper_cb_setting(dataset, factor)
+        gamma = 1.0 if setting["gamma"] is None else setting["gamma"]
+        wanted.add((factor, setting["loss"], setting["beta"] or 0.0, gamma))
+    assert cells == wanted and len(runs) == len(wanted) == 35
+    assert all(r.config.epochs == 200 and r.config.model == "resnet32" for r in runs)
+    for factor, loss, beta, gamma in cells:  # every run is a cell the paper publishes
+        method = "class_balanced" if beta > 0 or (factor == 1 and loss == "sigmoid") else loss
+        assert published_error(dataset, factor, method, gamma=gamma) is not None
+
+
+@pytest.mark.parametrize("dataset", ["inat2017", "inat2018", "imagenet"])
+def test_table3_presets(dataset):
+    runs = expand_sweep(load_sweep(SWEEPS / f"{dataset}_table3.toml"))
+    assert [(r.config.loss, r.config.beta, r.config.gamma) for r in runs] == [
+        ("softmax", 0.0, 1.0),
+        ("focal", 0.999, 0.5),
+    ]
+    assert all(r.config.model == "resnet50" and r.config.epochs == 90 for r in runs)
