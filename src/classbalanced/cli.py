@@ -473,7 +473,6 @@ def _add_sweep_parser(sub) -> None:
     p.add_argument(
         "--jobs",
         type=int,
-        default=1,
         help="local: runs at a time (default 1); each gets max(1, CPUs // jobs) threads and, "
         "when CUDA_VISIBLE_DEVICES lists several GPUs, one of them in turn",
     )
@@ -497,45 +496,45 @@ def _add_sweep_parser(sub) -> None:
 
 
 def _add_cluster_arguments(p) -> None:
-    p.add_argument("--gpus-per-run", type=float, default=0, help="ray / slurm: GPUs per run")
-    p.add_argument("--cpus-per-run", type=int, default=1, help="ray / slurm: CPUs per run")
+    p.add_argument("--gpus-per-run", type=float, help="ray / slurm: GPUs per run (default 0)")
+    p.add_argument("--cpus-per-run", type=int, help="ray / slurm: CPUs per run (default 1)")
     p.add_argument(
         "--ray-address",
         help="ray: the cluster (default: $RAY_ADDRESS, else a local Ray started for the sweep)",
     )
     p.add_argument("--slurm-partition", help="slurm: partition")
     p.add_argument(
-        "--slurm-time", default="60", help="slurm: time limit per task, MINUTES or HH:MM:SS"
+        "--slurm-time", help="slurm: time limit per task, MINUTES or HH:MM:SS (default 60)"
     )
     p.add_argument(
         "--slurm-array-parallelism",
         type=int,
-        default=256,
         help="slurm: array tasks running at once (default 256)",
     )
     p.add_argument(
         "--slurm-option",
         action="append",
-        default=[],
         metavar="KEY=VALUE",
         help="slurm: any other sbatch option, e.g. account=lab or qos=high (repeatable)",
     )
 
 
 def _launch_options(args):
-    from .launch import LaunchOptions
+    from .launch import LaunchOptions, check_launch_flags
     from .launch.slurm import parse_slurm_options, parse_slurm_time
 
-    return LaunchOptions(
-        jobs=getattr(args, "jobs", 1),
-        gpus_per_run=args.gpus_per_run,
-        cpus_per_run=args.cpus_per_run,
-        ray_address=getattr(args, "ray_address", None),
-        slurm_partition=args.slurm_partition,
-        slurm_time=parse_slurm_time(args.slurm_time),
-        slurm_array_parallelism=args.slurm_array_parallelism,
-        slurm_options=parse_slurm_options(args.slurm_option),
-    )
+    names = ("jobs", "gpus_per_run", "cpus_per_run", "ray_address", "slurm_partition")
+    names += ("slurm_time", "slurm_array_parallelism", "slurm_option")
+    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    check_launch_flags(args.launcher, given)
+    options = LaunchOptions()
+    for name, value in given.items():
+        if name == "slurm_time":
+            value = parse_slurm_time(value)
+        elif name == "slurm_option":
+            name, value = "slurm_options", parse_slurm_options(value)
+        setattr(options, name, value)
+    return options
 
 
 def _cmd_sweep(args) -> int:

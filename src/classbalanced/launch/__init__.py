@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 
-__all__ = ["LaunchOptions", "LAUNCHERS", "make_launcher", "require"]
+__all__ = ["LaunchOptions", "LAUNCHERS", "make_launcher", "require", "check_launch_flags"]
 
 
 @dataclass
@@ -75,3 +75,30 @@ def make_launcher(name: str, options: LaunchOptions):
     if name not in LAUNCHERS:
         raise ValueError(f"--launcher must be one of {', '.join(LAUNCHERS)}, got {name!r}")
     return LAUNCHERS[name](options)
+
+
+#: the options each launcher uses (a flag for another launcher is refused, never ignored)
+_APPLIES = {
+    "local": {"jobs"},
+    "ray": {"gpus_per_run", "cpus_per_run", "ray_address"},
+    "slurm": {"gpus_per_run", "cpus_per_run", "slurm_partition", "slurm_time"}
+    | {"slurm_array_parallelism", "slurm_option"},
+}
+
+
+def check_launch_flags(launcher: str, given: dict) -> None:
+    """Refuse flags given for another launcher than ``launcher``.
+
+    >>> check_launch_flags("local", {"ray_address": "head:6379"})
+    Traceback (most recent call last):
+    ValueError: --ray-address does not apply to --launcher local (it is for --launcher ray)
+    """
+    if launcher not in _APPLIES:
+        raise ValueError(f"--launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
+    for name in given:
+        if name not in _APPLIES[launcher]:
+            owners = " or ".join(k for k, v in _APPLIES.items() if name in v)
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(
+                f"{flag} does not apply to --launcher {launcher} (it is for --launcher {owners})"
+            )

@@ -381,19 +381,15 @@ def _table3_lines(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _table2_report(
-    sweep_dir: Path, rows: list[dict[str, Any]], lines: list[str], figures: bool
-) -> str:
-    """The Table 2 part of :func:`build_report` (CIFAR runs)."""
-    finished = [r for r in rows if r["status"] == "finished" and r["error_percent"] is not None]
-    statuses = {}
+def _table2_preamble(rows: list[dict[str, Any]], finished: list[dict[str, Any]]) -> list[str]:
+    """Epochs (and the warning for short runs), run counts, model and how to read the tables."""
+    statuses: dict[str, int] = {}
     for r in rows:
         statuses[r["status"]] = statuses.get(r["status"], 0) + 1
     epochs = sorted({r["epochs"] for r in (finished or rows) if r["epochs"] is not None})
     models = sorted({str(r.get("model")) for r in rows if r.get("model")})
     epochs_text = ", ".join(str(e) for e in epochs) or "-"
-    lines.append(f"**Epochs run: {epochs_text}** (the paper trains for {PAPER_EPOCHS} epochs).")
-    lines.append("")
+    lines = [f"**Epochs run: {epochs_text}** (the paper trains for {PAPER_EPOCHS} epochs).", ""]
     if any(e < PAPER_EPOCHS for e in epochs):
         lines += [
             f"> **Warning: runs shorter than {PAPER_EPOCHS} epochs are NOT the paper's protocol.** "
@@ -401,7 +397,7 @@ def _table2_report(
             "only shows the distance, not a reproduction.",
             "",
         ]
-    lines += [
+    return lines + [
         f"- Runs: {len(rows)} ("
         + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
         + "); only finished runs are counted.",
@@ -416,6 +412,50 @@ def _table2_report(
         "",
     ]
 
+
+def _column_section(sweep_dir: Path, column, cells, runs, title, slug, figures) -> list[str]:
+    """One column's table, the later work at that setting, and its figures."""
+    lines = [
+        f"## {title}",
+        "",
+        "| method | setting | ours: mean ± std (n seeds) | published | diff |",
+    ]
+    lines.append("|---|---|---|---|---|")
+    for cell in cells:
+        lines.append(
+            f"| {cell.label} | {cell.setting or '-'} | {cell.text()} | "
+            f"{cell.published_text()} | {cell.diff_text()} |"
+        )
+    lines.append("")
+    dataset, factor = column
+    later = [
+        (label, published_error(dataset, factor, method))
+        for label, method in (
+            ("CE-DRW", "ce_drw"),
+            ("LDAM-DRW", "ldam_drw"),
+            ("logit-adjusted", "logit_adjusted"),
+        )
+    ]
+    later = [(label, value) for label, value in later if value is not None]
+    if later:
+        text = ", ".join(f"{label} {value:.2f}" for label, value in later)
+        lines += [f"Later work at this setting (published, not run here): {text}.", ""]
+    if figures and runs:
+        heat = _heatmap(sweep_dir / "figures" / f"{slug}-focal-heatmap.png", runs, title)
+        if heat is not None:
+            lines += [f"![beta x gamma, focal loss]({heat.relative_to(sweep_dir)})", ""]
+        curve = _curves(sweep_dir, sweep_dir / "figures" / f"{slug}-error-curves.png", cells)
+        if curve is not None:
+            lines += [f"![test error against epoch]({curve.relative_to(sweep_dir)})", ""]
+    return lines
+
+
+def _table2_report(
+    sweep_dir: Path, rows: list[dict[str, Any]], lines: list[str], figures: bool
+) -> str:
+    """The Table 2 part of :func:`build_report` (CIFAR runs)."""
+    finished = [r for r in rows if r["status"] == "finished" and r["error_percent"] is not None]
+    lines += _table2_preamble(rows, finished)
     keys = _column_keys(rows)
     columns = sorted({tuple(r[k] for k in keys) for r in rows}, key=lambda c: _column_sort(keys, c))
     shown = [k for k in keys[2:] if len({c[keys.index(k)] for c in columns}) > 1]
@@ -441,46 +481,14 @@ def _table2_report(
 
     for (column, cells, runs), title in zip(tables, titles, strict=True):
         values = dict(zip(keys, column, strict=True))
-        lines += [f"## {title}", ""]
-        lines.append("| method | setting | ours: mean ± std (n seeds) | published | diff |")
-        lines.append("|---|---|---|---|---|")
-        for cell in cells:
-            lines.append(
-                f"| {cell.label} | {cell.setting or '-'} | {cell.text()} | "
-                f"{cell.published_text()} | {cell.diff_text()} |"
-            )
-        lines.append("")
-        dataset, factor = str(values["dataset"]), values["imbalance_factor"]
-        later = [
-            (label, published_error(dataset, factor, method))
-            for label, method in (
-                ("CE-DRW", "ce_drw"),
-                ("LDAM-DRW", "ldam_drw"),
-                ("logit-adjusted", "logit_adjusted"),
-            )
-        ]
-        later = [(label, value) for label, value in later if value is not None]
-        if later:
-            lines += [
-                "Later work at this setting (published, not run here): "
-                + ", ".join(f"{label} {value:.2f}" for label, value in later)
-                + ".",
-                "",
-            ]
-        if figures and runs:
-            slug = _slug(keys, column, shown)
-            heat = _heatmap(sweep_dir / "figures" / f"{slug}-focal-heatmap.png", runs, title)
-            if heat is not None:
-                lines += [f"![beta x gamma, focal loss]({heat.relative_to(sweep_dir)})", ""]
-            curve = _curves(sweep_dir, sweep_dir / "figures" / f"{slug}-error-curves.png", cells)
-            if curve is not None:
-                lines += [f"![test error against epoch]({curve.relative_to(sweep_dir)})", ""]
+        where = (str(values["dataset"]), values["imbalance_factor"])
+        slug = _slug(keys, column, shown)
+        lines += _column_section(sweep_dir, where, cells, runs, title, slug, figures)
 
     unfinished = [r for r in rows if r["status"] != "finished"]
     if unfinished:
         lines += ["## Runs not counted", ""]
-        for r in unfinished[:50]:
-            lines.append(f"- {r['name']}: {r['status']}")
+        lines += [f"- {r['name']}: {r['status']}" for r in unfinished[:50]]
         if len(unfinished) > 50:
             lines.append(f"- ... and {len(unfinished) - 50} more")
         lines.append("")
