@@ -22,7 +22,7 @@ STAGES = ["env", "tests", "loss", "train_speed", "train", "grid", "resnet50"]
 pytestmark = pytest.mark.slow
 
 
-def _run(out: Path, *args: str, timeout: float = 400) -> subprocess.CompletedProcess:
+def _run(out: Path, *args: str, timeout: float = 700) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "src"), env.get("PYTHONPATH")) if p)
     return subprocess.run(
@@ -48,7 +48,7 @@ def _figures(doc: dict, stage: str) -> dict[str, str]:
 
 
 def test_quick_mode_runs_every_stage_and_writes_both_summaries(tmp_path):
-    proc = _run(tmp_path / "out", "--budget-s", "300")
+    proc = _run(tmp_path / "out", "--budget-s", "600")  # about 60 s on 2 idle cores
     doc = json.loads((tmp_path / "out" / "summary.json").read_text())
     statuses = {s["name"]: s["status"] for s in doc["stages"]}
     assert list(statuses) == STAGES
@@ -101,3 +101,28 @@ def test_bad_arguments_are_one_line_errors(tmp_path):
     assert proc.returncode == 2
     assert "expected stages from env, tests" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_without_cuda_the_cuda_check_says_so_and_runs_nothing(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here: the real check runs instead")
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--out", str(out), "--budget-s", "60"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 1
+    doc = json.loads((out / "summary.json").read_text())
+    statuses = [s["status"] for s in doc["stages"]]
+    assert statuses[0] == "failed"
+    assert all(
+        s.startswith("skipped: --device cuda but torch.cuda.is_available() is False")
+        for s in statuses[1:]
+    )
