@@ -4,6 +4,7 @@ Run from the repository root::
 
     .venv/bin/python benchmarks/data_speed.py
     .venv/bin/python benchmarks/data_speed.py --pipeline-images 600 --workers 4
+    .venv/bin/python benchmarks/data_speed.py --device cuda   # batches also go to the GPU
 
 Everything is generated in a temporary folder (deleted at the end):
 
@@ -24,7 +25,9 @@ Everything is generated in a temporary folder (deleted at the end):
   process (``num_workers=0``, one torch thread: the rate of one worker) and once
   through ``make_loader`` with ``--workers`` worker processes (persistent workers).
   Four epochs each; the best epoch after the first is reported, so worker
-  start-up and bursts of background load are excluded.
+  start-up and bursts of background load are excluded. With ``--device cuda``
+  each batch (pinned by the loader) is also copied to the GPU with
+  ``non_blocking=True``, and each epoch ends with a synchronise.
 
 Prints one markdown table.
 """
@@ -154,14 +157,26 @@ def make_jpegs(root: Path, n: int, seed: int) -> list[tuple[str, int]]:
     return samples
 
 
-def images_per_second(loader, epochs: int) -> float:
-    """Best epoch rate after the first (warm-up, worker start-up) epoch: robust to background load."""
+def images_per_second(loader, epochs: int, device: torch.device) -> float:
+    """Best epoch rate after the first (warm-up, worker start-up) epoch: robust to background load.
+
+    On CUDA every batch is also copied to the GPU (``non_blocking``; the loader pins host
+    memory when CUDA is available), and the epoch's clock stops after a synchronise.
+    """
     rates = []
+    cuda = device.type == "cuda"
     for _ in range(epochs):
         n, t0 = 0, time.perf_counter()
-        for images, _labels, skipped in loader:
+        for images, labels, skipped in loader:
             assert skipped == 0 and images.shape[1:] == (3, 224, 224)
+            if cuda:
+                if not images.is_pinned():
+                    raise SystemExit("expected pinned host batches on CUDA (make_loader pins them)")
+                images = images.to(device, non_blocking=True)
+                labels = labels.to(device, non_blocking=True)
             n += images.shape[0]
+        if cuda:
+            torch.cuda.synchronize(device)
         rates.append(n / (time.perf_counter() - t0))
     return max(rates[1:])
 
@@ -178,7 +193,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu, or cuda: the pipeline rows also copy each batch to the GPU (pinned, non-blocking)",
+    )
     args = p.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda but CUDA is not available here")
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="cb-data-speed-") as tmp:
@@ -219,20 +242,25 @@ def main(argv: list[str] | None = None) -> None:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         one = inat.make_loader(dataset, args.batch_size, train=True, num_workers=0, seed=0)
-        rate0 = images_per_second(one, 4)
+        rate0 = images_per_second(one, 4, device)
         torch.set_num_threads(threads)
         many = inat.make_loader(
             dataset, args.batch_size, train=True, num_workers=args.workers, seed=0
         )
-        rate_n = images_per_second(many, 4)
+        rate_n = images_per_second(many, 4, device)
         what = f"{args.pipeline_images} JPEGs 500x375 (~{kb:.0f} KB), 224 px train transform, batch {args.batch_size}"
+        if device.type == "cuda":
+            what += ", copied to the GPU"
         rows.append((f"input pipeline, num_workers=0 (1 thread): {what}", f"{rate0:,.0f} images/s"))
         rows.append(
             (f"input pipeline, make_loader num_workers={args.workers}", f"{rate_n:,.0f} images/s")
         )
         del many
 
-    print(f"Data speed (classbalanced.data.inat), {os.cpu_count()} CPUs, torch {torch.__version__}")
+    print(
+        f"Data speed (classbalanced.data.inat), {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"device {device}"
+    )
     print(f"(generating the synthetic annotations took {gen_s:.1f} s, not counted)\n")
     print("| measurement | result |")
     print("|---|---|")
