@@ -32,15 +32,29 @@ def _bool_flag(parser, name: str, help: str) -> None:
     parser.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=None, help=help)
 
 
+def _list_arguments(g) -> None:
+    """``--train-list`` / ``--val-list`` / ``--test-list`` (list datasets)."""
+    for split in ("train", "val", "test"):
+        g.add_argument(
+            f"--{split}-list",
+            help=f"list datasets: the {split} list file, one 'relative/path label' per line",
+        )
+
+
 def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     """Flags of ``train``; every default is None so that only given flags override the config file."""
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", help="cifar10 (default), cifar100, cifar20, digits, npz, folder")
+    g.add_argument(
+        "--dataset",
+        help="cifar10 (default), cifar100, cifar20, digits, npz, folder; prepared: inat2017, "
+        "inat2018, imagenet, imagenet_lt, places_lt, list",
+    )
     g.add_argument(
         "--data-dir", help="folder holding (or receiving) the CIFAR archives (default: data)"
     )
     g.add_argument("--train-data", help="training .npz file (x uint8, y int) or class folder")
     g.add_argument("--test-data", help="test .npz file or class folder")
+    _list_arguments(g)
     g.add_argument(
         "--imbalance-factor",
         type=float,
@@ -180,11 +194,21 @@ def build_parser() -> argparse.ArgumentParser:
         "prepare",
         help="scan iNaturalist / ImageNet annotations once: counts, class index, file check",
     )
-    p.add_argument("--dataset", required=True, help="inat2017, inat2018 or imagenet")
+    p.add_argument(
+        "--dataset",
+        required=True,
+        help="inat2017, inat2018, imagenet, imagenet_lt, places_lt or list",
+    )
     p.add_argument(
         "--data-dir",
         required=True,
-        help="folder with the official annotation files / class folders",
+        help="folder with the official annotation files / class folders (lists: the image root)",
+    )
+    _list_arguments(p)
+    p.add_argument(
+        "--allow-size-mismatch",
+        action="store_true",
+        help="imagenet_lt / places_lt: accept a train list whose size differs from the published one",
     )
     p.add_argument(
         "--skip-missing",
@@ -249,6 +273,14 @@ def _cmd_train(args) -> int:
     from .engine.trainer import train
 
     cfg = _train_config(args)
+    if cfg.train_list or cfg.val_list or cfg.test_list:  # list datasets: as prepared?
+        from .data.lists import check_prepared_lists
+
+        check_prepared_lists(
+            cfg.dataset,
+            cfg.data_dir,
+            {"train": cfg.train_list, "val": cfg.val_list, "test": cfg.test_list},
+        )
     metrics = train(cfg, log=_info)
     if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 alone reports
         return 0
@@ -352,9 +384,12 @@ def _cmd_prepare(args) -> int:
         skip_missing=args.skip_missing,
         check_files=not args.no_check_files,
         log=_info,
+        lists={"train": args.train_list, "val": args.val_list, "test": args.test_list},
+        allow_size_mismatch=args.allow_size_mismatch,
     )
     _info(
-        f"{args.dataset}: {len(layout.train_samples)} training and {len(layout.val_samples)} validation images, "
+        f"{args.dataset}: {len(layout.train_samples)} training and {len(layout.val_samples)} "
+        f"evaluation ({layout.eval_split}) images, "
         f"{layout.num_classes} classes ({layout.num_skipped} skipped) in {time.perf_counter() - tick:.1f} s; "
         f"written to {inat.prepared_dir(args.dataset, args.data_dir)}"
     )

@@ -26,7 +26,8 @@ __all__ = ["TrainConfig", "load_config_file", "config_from_sources", "config_dif
 
 #: Datasets whose default imbalance factor is the paper's headline setting (100).
 CIFAR_DATASETS = ("cifar10", "cifar100", "cifar20")
-LARGE_DATASETS = ("inat2017", "inat2018", "imagenet")
+LIST_DATASETS = ("list", "imagenet_lt", "places_lt")  # data/lists.py
+LARGE_DATASETS = ("inat2017", "inat2018", "imagenet", *LIST_DATASETS)
 DATASETS = (*CIFAR_DATASETS, "digits", "npz", "folder", *LARGE_DATASETS)
 PRECISIONS = ("fp32", "bf16", "fp16")
 PROFILES = ("exp", "step")
@@ -52,6 +53,10 @@ class TrainConfig:
     download: bool = True
     num_workers: int = 4  # large datasets: DataLoader worker processes per rank
     skip_missing: bool = False
+    # list datasets (list, imagenet_lt, places_lt): `relative/path label` files, as given to prepare
+    train_list: str | None = None
+    val_list: str | None = None
+    test_list: str | None = None
     # model and loss
     model: str = "resnet32"
     pretrained: bool = (
@@ -140,6 +145,11 @@ class TrainConfig:
         if self.dataset in ("npz", "folder") and not self.train_data:
             raise ValueError(
                 f"--dataset {self.dataset} needs --train-data PATH (and --test-data PATH)"
+            )
+        lists = [k for k in ("train_list", "val_list", "test_list") if getattr(self, k)]
+        if lists and self.dataset not in LIST_DATASETS:
+            raise ValueError(
+                f"--{lists[0].replace('_', '-')} is for --dataset {', '.join(LIST_DATASETS)}, got --dataset {self.dataset}"
             )
         if self.dataset in ("npz", "folder") and not self.test_data:
             raise ValueError(f"--dataset {self.dataset} needs --test-data PATH for evaluation")
