@@ -220,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_prepare)
 
+    _add_decouple_parser(sub)
+
     p = sub.add_parser("weights", help="print effective numbers and class-balanced weights")
     p.add_argument("counts", nargs="+", type=float, help="training images per class")
     p.add_argument("--beta", type=float, nargs="+", default=[0.9, 0.99, 0.999, 0.9999])
@@ -256,9 +258,58 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_decouple_parser(sub) -> None:
+    """``decouple RUN --method crt|tau_norm|lws --out OUT`` (Kang et al., ICLR 2020)."""
+    p = sub.add_parser(
+        "decouple",
+        help="stage two on a finished run: classifier re-training (crt), tau-normalisation, LWS",
+    )
+    p.add_argument("run", help="a finished run folder (stage one)")
+    p.add_argument("--method", required=True, help="crt, tau_norm or lws")
+    p.add_argument("--out", required=True, help="folder for the stage-two run")
+    p.add_argument("--epochs", type=int, default=10, help="crt / lws epochs (default 10)")
+    p.add_argument("--batch-size", type=int, help="crt / lws (default: the run's)")
+    p.add_argument(
+        "--lr", type=float, help="crt / lws start of the cosine schedule (default: the run's)"
+    )
+    p.add_argument("--weight-decay", type=float, help="crt / lws (default: the run's)")
+    p.add_argument(
+        "--loss", default="softmax", help="crt / lws loss: softmax (default), sigmoid, focal, ..."
+    )
+    p.add_argument("--beta", type=float, default=0.0, help="class-balanced beta of that loss")
+    p.add_argument("--gamma", type=float, default=1.0, help="focal gamma of that loss")
+    p.add_argument(
+        "--sampler",
+        default="class_uniform",
+        help="crt / lws: class_uniform (default: every class equally likely) or shuffle",
+    )
+    p.add_argument(
+        "--taus",
+        type=float,
+        nargs="+",
+        help="tau_norm: the grid searched on the val split (0 .. 2)",
+    )
+    p.add_argument("--tau", type=float, help="tau_norm: this tau, no search")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--num-workers", type=int, help="image-file datasets (default: the run's)")
+    p.add_argument("--overwrite", action="store_true", help="replace a run in --out")
+    p.set_defaults(func=_cmd_decouple)
+
+
 # ---------------------------------------------------------------------------
 # commands
 # ---------------------------------------------------------------------------
+
+
+def _cmd_decouple(args) -> int:
+    from .decouple import DecoupleOptions, decouple
+
+    names = DecoupleOptions.__dataclass_fields__
+    options = DecoupleOptions(
+        **{k: v for k, v in vars(args).items() if k in names and v is not None}
+    )
+    decouple(args.run, options, log=_info)
+    return 0
 
 
 def _train_config(args: argparse.Namespace):
