@@ -28,7 +28,9 @@ Everything is generated in a temporary folder (deleted at the end):
   - new: ``build_transforms(draft=True, output="uint8")`` (the same random draws, JPEG
     decoded at a reduced size where the crop allows), uint8 batches out of the workers,
     ``normalize_uint8`` on the batch in the main process (the device's job on a GPU; its
-    time is counted here), persistent workers.
+    time is counted here), persistent workers;
+  - the new path on copies of the images with their short side reduced to ``--resize``
+    (what ``classbalanced prepare --resize`` writes; made before timing).
 
   "one worker" is the rate in the main process (``num_workers=0``, one torch thread), i.e.
   what one worker process delivers, counted per CPU-second of the process (robust to other
@@ -212,24 +214,29 @@ def loader_factory(dataset, batch: int, workers: int, persistent: bool):
 
 def pipeline_rows(root: Path, size: tuple[int, int], args) -> list[tuple[str, str]]:
     """Old path vs new path at one image size: per-worker rate, workers for 3,000 img/s, N workers."""
-    from classbalanced.data.pipeline import normalize_uint8
+    from classbalanced.data.pipeline import normalize_uint8, resize_images
 
     samples = make_jpegs(root, args.pipeline_images, args.seed, size)
     kb = statistics.mean((root / rel).stat().st_size for rel, _ in samples) / 1024
     mean, std = inat.mean_std("inat2018")
+    new = (
+        inat.build_transforms(True, 224, mean, std, draft=True, output="uint8"),
+        lambda x: normalize_uint8(x, mean, std),
+        True,
+    )
     paths = {
-        "old": (inat.build_transforms(True, 224, mean, std, draft=False), None, False),
-        "new": (
-            inat.build_transforms(True, 224, mean, std, draft=True, output="uint8"),
-            lambda x: normalize_uint8(x, mean, std),
-            True,
-        ),
+        "old": (inat.build_transforms(True, 224, mean, std, draft=False), None, False, root),
+        "new": (*new, root),
     }
+    if args.resize:
+        cache = root / f"resized-{args.resize}"
+        resize_images(root, cache, [rel for rel, _ in samples], args.resize, args.workers)
+        paths[f"new on `prepare --resize {args.resize}` copies"] = (*new, cache)
     rows, per_worker = [], {}
     what = f"{size[0]}x{size[1]} JPEGs (~{kb:.0f} KB), 224 px train transform"
     threads = torch.get_num_threads()
-    for name, (transform, normalize, persistent) in paths.items():
-        dataset = inat.ImageFileDataset(root, samples, transform)
+    for name, (transform, normalize, persistent, images) in paths.items():
+        dataset = inat.ImageFileDataset(images, samples, transform)
         torch.set_num_threads(1)
         wall, rate = images_per_second(
             loader_factory(dataset, args.batch_size, 0, False), 4, normalize, not persistent
@@ -304,6 +311,12 @@ def main(argv: list[str] | None = None) -> None:
         help="JPEG sizes WxH for the input pipeline (default 800x600 500x375)",
     )
     p.add_argument("--pipeline-only", action="store_true", help="only the input pipeline rows")
+    p.add_argument(
+        "--resize",
+        type=int,
+        default=256,
+        help="also the new path on copies with this short side (prepare --resize; 0: skip)",
+    )
     args = p.parse_args(argv)
 
     rows = []

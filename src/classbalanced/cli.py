@@ -206,6 +206,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _list_arguments(p)
     p.add_argument(
+        "--resize",
+        type=int,
+        metavar="SHORT_SIDE",
+        help="also write copies with this short side (e.g. 256) and train from them",
+    )
+    p.add_argument(
+        "--workers", type=int, default=0, help="--resize: processes (default 0: this one)"
+    )
+    p.add_argument(
         "--allow-size-mismatch",
         action="store_true",
         help="imagenet_lt / places_lt: accept a train list whose size differs from the published one",
@@ -437,6 +446,8 @@ def _cmd_prepare(args) -> int:
         log=_info,
         lists={"train": args.train_list, "val": args.val_list, "test": args.test_list},
         allow_size_mismatch=args.allow_size_mismatch,
+        resize=args.resize,
+        workers=args.workers,
     )
     _info(
         f"{args.dataset}: {len(layout.train_samples)} training and {len(layout.val_samples)} "

@@ -134,3 +134,64 @@ def test_dataset_with_draft_transform_skips_truncated_files(tmp_path):
     with pytest.raises(ValueError, match=r"output: expected 'float' or 'uint8', got 'half'"):
         inat.build_transforms(True, 32, output="half")
     assert good.is_file()
+
+
+# --------------------------------------------------------------------------- prepare --resize
+
+
+def test_resize_copy(tmp_path):
+    from classbalanced.data.pipeline import resize_copy
+
+    big = _photo(tmp_path / "big.jpg", 120, 90, 7)
+    assert resize_copy(str(big), str(tmp_path / "out" / "big.jpg"), 48)
+    with Image.open(tmp_path / "out" / "big.jpg") as img:
+        assert img.size == (64, 48) and img.format == "JPEG"
+    tall = tmp_path / "tall.png"
+    Image.new("RGB", (30, 50), (9, 99, 199)).save(tall)
+    assert resize_copy(str(tall), str(tmp_path / "out" / "tall.png"), 20)
+    with Image.open(tmp_path / "out" / "tall.png") as img:
+        assert img.size == (20, 33) and img.format == "PNG" and img.getpixel((5, 5)) == (9, 99, 199)
+    small = _photo(tmp_path / "small.jpg", 40, 30, 8)
+    assert resize_copy(str(small), str(tmp_path / "out" / "small.jpg"), 48)
+    assert (tmp_path / "out" / "small.jpg").read_bytes() == small.read_bytes()  # copied as is
+    stamp = (tmp_path / "out" / "big.jpg").stat().st_mtime_ns
+    assert resize_copy(str(big), str(tmp_path / "out" / "big.jpg"), 48)  # up to date: kept
+    assert (tmp_path / "out" / "big.jpg").stat().st_mtime_ns == stamp
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    assert not resize_copy(str(tmp_path / "broken.jpg"), str(tmp_path / "out" / "broken.jpg"), 48)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "big.jpg",
+        "small.jpg",
+        "tall.png",
+    ]
+
+
+def test_prepare_resize_cache(tmp_path):
+    lines = []
+    for i in range(4):
+        rel = f"images/c{i % 2}/{i:04d}.jpg"
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        _photo(tmp_path / rel, 120, 90, 10 + i)
+        lines.append(f"{rel} {i % 2}\n")
+    (tmp_path / "train.txt").write_text("".join(lines[:3]))
+    (tmp_path / "val.txt").write_text(lines[3])
+    lists = {"train": tmp_path / "train.txt", "val": tmp_path / "val.txt"}
+    quiet = lambda _m: None  # noqa: E731
+    layout = inat.prepare("list", tmp_path, lists=lists, resize=48, workers=2, log=quiet)
+    cache = tmp_path / "classbalanced-list" / "resized-48"
+    assert layout.root == cache and inat.load_prepared("list", tmp_path).root == cache
+    for rel, _ in layout.train_samples + layout.val_samples:
+        with Image.open(cache / rel) as img:
+            assert img.size == (64, 48)
+    train, _ = inat.make_datasets(inat.load_prepared("list", tmp_path), image_size=32)
+    assert train[0][0].shape == (3, 32, 32)
+    assert inat.prepare("list", tmp_path, lists=lists, log=quiet).root == tmp_path  # back
+    assert inat.load_prepared("list", tmp_path).root == tmp_path
+    inat.prepare("list", tmp_path, lists=lists, resize=48, log=quiet)
+    import shutil
+
+    shutil.rmtree(cache)
+    with pytest.raises(FileNotFoundError, match=r"resized-48 \(resized copies\) is gone"):
+        inat.load_prepared("list", tmp_path)
+    with pytest.raises(ValueError, match=r"resize: expected a short side >= 1 pixel, got 0"):
+        inat.prepare("list", tmp_path, lists=lists, resize=0, log=quiet)

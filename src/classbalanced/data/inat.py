@@ -526,6 +526,8 @@ def prepare(
     log: Callable[[str], Any] = print,
     lists: dict[str, PathLike | None] | None = None,
     allow_size_mismatch: bool = False,
+    resize: int | None = None,
+    workers: int = 0,
 ) -> PreparedLayout:
     """Scan the official layout of ``dataset`` in ``data_dir``; write ``classbalanced-<dataset>/``.
 
@@ -538,6 +540,12 @@ def prepare(
     (:mod:`classbalanced.data.lists`) take ``lists={"train": path, "val": path,
     "test": path}`` (``imagenet_lt`` / ``places_lt``: default names in ``data_dir``)
     and refuse a benchmark list of the wrong size unless ``allow_size_mismatch``.
+
+    ``resize=S`` also writes every image with its short side reduced to ``S`` into
+    ``classbalanced-<dataset>/resized-S/`` (same relative paths; ``workers`` processes;
+    up-to-date copies are kept) and makes it the folder training reads
+    (:attr:`PreparedLayout.root`); a later prepare without ``resize`` switches back to the
+    originals. Unreadable images are left out of the copy (and skipped in training).
 
     Raises:
         FileNotFoundError: ``data_dir``, an annotation / list file or a split folder is missing.
@@ -575,6 +583,9 @@ def prepare(
             f"(e.g. {', '.join(names[i] for i in empty[:3])})"
         )
     eval_split = "test" if "test" in splits else "val"
+    found["image_root"] = "."
+    if resize is not None:
+        found["image_root"] = _resize_cache(dataset, root, splits, resize, workers, log)
     _write_prepared(dataset, root, found, counts, eval_split, check_files)
     log(
         f"prepared {dataset}: {num_classes} classes, "
@@ -585,7 +596,7 @@ def prepare(
     )
     return PreparedLayout(
         dataset,
-        root,
+        root / found["image_root"],
         list(names),
         train,
         splits[eval_split],
@@ -595,6 +606,22 @@ def prepare(
         dict(splits),
         eval_split,
     )
+
+
+def _resize_cache(
+    dataset: str, root: Path, splits: dict, short_side: int, workers: int, log: Callable[[str], Any]
+) -> str:
+    """Resized copies of every image of ``splits``; returns their folder relative to ``root``."""
+    from .pipeline import resize_images
+
+    rel_dir = f"{prepared_dir(dataset, root).name}/resized-{short_side}"
+    rels = sorted({rel for samples in splits.values() for rel, _ in samples})
+    bad = resize_images(root, root / rel_dir, rels, short_side, workers)
+    log(
+        f"resized copies (short side {short_side}) of {len(rels) - len(bad)} images in {root / rel_dir}"
+        + (f"; {len(bad)} unreadable left out (e.g. {', '.join(bad[:3])})" if bad else "")
+    )
+    return rel_dir
 
 
 def _write_prepared(
@@ -631,6 +658,7 @@ def _write_prepared(
         "sources": found["sources"],
         "splits": {k: len(v) for k, v in splits.items()},
         "eval_split": eval_split,
+        "image_root": found["image_root"],
     }
     if "lists" in found:
         meta["lists"] = found["lists"]
@@ -726,9 +754,12 @@ def load_prepared(dataset: str, data_dir: PathLike) -> PreparedLayout:
             f"prepared.json: expected {meta.get('counts_sum')} train / {meta.get('num_val')} {eval_split} images, "
             f"got {len(train)} / {len(val)} in the .tsv files; run {hint} again"
         )
+    image_root = root / meta.get("image_root", ".")
+    if not image_root.is_dir():
+        raise FileNotFoundError(f"{image_root} (resized copies) is gone; run {hint} again")
     return PreparedLayout(
         dataset,
-        root,
+        image_root,
         names,
         train,
         val,

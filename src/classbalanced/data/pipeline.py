@@ -178,3 +178,68 @@ def normalize_uint8(
     a = (1.0 / (255.0 * s)).to(dtype=dtype, device=images.device)[None, :, None, None]
     b = (m / s).to(dtype=dtype, device=images.device)[None, :, None, None]
     return torch.addcmul(-b, images.to(dtype), a)
+
+
+# --------------------------------------------------------------------------- resized copies
+
+
+def resize_copy(src: str, dest: str, short_side: int) -> bool:
+    """Write ``src`` to ``dest`` with its short side reduced to ``short_side`` (bicubic; JPEGs
+    re-encoded at quality 90, other formats kept); an image already that small is copied as
+    is. Done already (``dest`` newer than ``src``): nothing to do. False: ``src`` is unreadable.
+    The file appears at once (written to a temporary name, then renamed).
+    """
+    import os
+    import shutil
+
+    if os.path.isfile(dest) and os.stat(dest).st_mtime_ns >= os.stat(src).st_mtime_ns:
+        return True
+    tmp = os.path.join(os.path.dirname(dest), f".{os.path.basename(dest)}.tmp")
+    try:
+        with Image.open(src) as img:
+            fmt, (w, h) = img.format, img.size
+            short = min(w, h)
+            if short <= short_side:
+                out = None
+            else:
+                new = (max(1, round(w * short_side / short)), max(1, round(h * short_side / short)))
+                new = (short_side, new[1]) if w <= h else (new[0], short_side)
+                img.draft("RGB", new)  # decode no larger than needed (JPEG)
+                img.load()
+                rgb = img if img.mode in ("RGB", "L") else img.convert("RGB")
+                out = rgb.resize(new, Image.BICUBIC)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return False
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    try:
+        if out is None:
+            shutil.copyfile(src, tmp)
+        else:
+            out.save(tmp, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return True
+
+
+def resize_images(root, out, rels: Sequence[str], short_side: int, workers: int = 0) -> list[str]:
+    """:func:`resize_copy` of every ``root/rel`` to ``out/rel`` (``workers`` processes; 0: here).
+
+    Returns the relative paths that could not be read (they are left out of ``out``).
+    """
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+    from functools import partial
+
+    if isinstance(short_side, bool) or not isinstance(short_side, int) or short_side < 1:
+        raise ValueError(f"resize: expected a short side >= 1 pixel, got {short_side!r}")
+    srcs = [os.path.join(root, r) for r in rels]
+    dests = [os.path.join(out, r) for r in rels]
+    job = partial(resize_copy, short_side=short_side)
+    if workers > 0 and len(rels) > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            done = list(pool.map(job, srcs, dests, chunksize=64))
+    else:
+        done = [job(s, d) for s, d in zip(srcs, dests, strict=True)]
+    return [r for r, ok in zip(rels, done, strict=True) if not ok]
