@@ -28,7 +28,7 @@ init, prior bias, ``channels_last`` conversion), the batches from
 ``InMemoryStream`` (uint8 images held on the device, the epoch plan drawn up
 front, whole-batch ``crop_flip`` + ``normalize_images``), the ``LRSchedule``
 written into the parameter groups every step, ``zero_grad(set_to_none=True)``,
-the optional ``channels_last`` input conversion, ``trainer._autocast`` around
+the optional ``channels_last`` input conversion, ``evaluate.autocast`` around
 the forward pass, the loss, backward, ``optimizer.step()``, the on-device loss
 accumulation and the trainer's host read of the loss every 20 steps. What is
 left out is per-epoch work (tqdm bar updates, tensorboard scalars, evaluation,
@@ -87,8 +87,9 @@ from torch import Tensor
 from classbalanced.config import TrainConfig
 from classbalanced.data import longtail_counts
 from classbalanced.engine.distributed import DistContext
+from classbalanced.engine.evaluate import autocast as _autocast
 from classbalanced.engine.streams import InMemoryStream
-from classbalanced.engine.trainer import LRSchedule, _autocast, _build_model
+from classbalanced.engine.trainer import LRSchedule, _build_model
 from classbalanced.losses import build_loss, init_prior_bias_, parameter_groups
 from classbalanced.models.registry import build_model
 
@@ -127,7 +128,7 @@ def _sync(device: torch.device) -> None:
 
 
 class OursRunner:
-    """The trainer's inner-loop body (engine/trainer.py, ``_train``) with accumulate = 1."""
+    """The trainer's inner-loop body (engine/loop.py, ``train_epoch``) with accumulate = 1."""
 
     def __init__(
         self,
@@ -163,14 +164,14 @@ class OursRunner:
         ).resolved()
         self.cfg = cfg
         ctx = DistContext(device=device)
-        # as trainer._in_memory_data: NHWC uint8 -> NCHW uint8 on the device
+        # as run_data._in_memory_data: NHWC uint8 -> NCHW uint8 on the device
         x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device)
         y = torch.from_numpy(labels).to(device)
         self.stream = InMemoryStream(
             x, y, batch_size=cfg.batch_size, seed=cfg.seed, pad=cfg.pad, flip=cfg.flip, ctx=ctx
         )
         self.loss_fn = build_loss(cfg.loss, counts, beta=cfg.beta, gamma=cfg.gamma).to(device)
-        self.model, groups = _build_model(cfg, NUM_CLASSES, 3, self.loss_fn, ctx)
+        self.model, groups = _build_model(cfg, counts, 3, self.loss_fn, ctx)
         self.optimizer = torch.optim.SGD(
             groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov
         )

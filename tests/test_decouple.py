@@ -176,7 +176,9 @@ def test_crt_keeps_the_backbone_bit_identical(npz_run, tmp_path):
     assert again["accuracy"] == metrics["accuracy"]
     assert again["per_class_accuracy"] == metrics["per_class_accuracy"]
     written = json.loads((tmp_path / "crt" / "config.json").read_text())
-    assert written["extra"]["decouple"]["method"] == "crt" and written["dataset"] == "npz"
+    assert written["dataset"] == "npz" and written["out"] == str(tmp_path / "crt")
+    settings = json.loads((tmp_path / "crt" / "decouple.json").read_text())
+    assert settings["method"] == "crt" and settings["stage_one"] == str(npz_run)
 
 
 def test_crt_with_a_class_balanced_loss(npz_run, tmp_path):
@@ -266,7 +268,7 @@ def test_bad_inputs(npz_run, tmp_path):
         decouple(npz_run, _options("crt", npz_run), log=_quiet)
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "notes.txt").write_text("mine")
-    with pytest.raises(ValueError, match=r"is not empty and holds no classbalanced run"):
+    with pytest.raises(ValueError, match=r"is not empty and holds no run"):
         decouple(npz_run, _options("crt", tmp_path / "full"), log=_quiet)
     assert (tmp_path / "full" / "notes.txt").read_text() == "mine"
     decouple(npz_run, _options("tau_norm", tmp_path / "done", tau=1.0), log=_quiet)
@@ -275,8 +277,14 @@ def test_bad_inputs(npz_run, tmp_path):
     decouple(npz_run, _options("tau_norm", tmp_path / "done", tau=1.0, overwrite=True), log=_quiet)
     with pytest.raises(ValueError, match=r"stage-two loss 'ldam' needs a cosine classifier"):
         decouple(npz_run, _options("crt", tmp_path / "l", loss="ldam"), log=_quiet)
-    with pytest.raises(FileNotFoundError, match=r"no checkpoint in .*: is .* a finished run"):
+    with pytest.raises(ValueError, match=r"is not a classbalanced run folder: it has no run.json"):
         decouple(tmp_path, _options("crt", tmp_path / "y"), log=_quiet)
+    (npz_run / "metrics.json").rename(tmp_path / "m.json")  # an unfinished run
+    try:
+        with pytest.raises(ValueError, match=r"has no metrics.json: expected a finished run"):
+            decouple(npz_run, _options("crt", tmp_path / "z"), log=_quiet)
+    finally:
+        (tmp_path / "m.json").rename(npz_run / "metrics.json")
 
 
 def test_cli_decouple(npz_run, tmp_path):

@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from . import __version__
 
 __all__ = ["main", "build_parser"]
 
+EXIT_INTERNAL = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
@@ -32,123 +34,93 @@ def _bool_flag(parser, name: str, help: str) -> None:
     parser.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=None, help=help)
 
 
-def _list_arguments(g) -> None:
-    """``--train-list`` / ``--val-list`` / ``--test-list`` (list datasets)."""
-    for split in ("train", "val", "test"):
-        g.add_argument(
-            f"--{split}-list",
-            help=f"list datasets: the {split} list file, one 'relative/path label' per line",
+def _key_value(text: str) -> tuple[str, float]:
+    """``KEY=NUMBER`` (a ``--loss-option``) -> ``(key, number)``."""
+    key, sep, value = text.partition("=")
+    try:
+        if not sep or not key:
+            raise ValueError
+        return key.strip(), float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected KEY=NUMBER, got {text!r}") from None
+
+
+def _help_names() -> dict[str, str]:
+    """The registries' names, for the ``{datasets}``, ``{models}``, ... of the fields' help."""
+    from .data.registry import available_datasets
+    from .losses import available_losses, loss_options
+    from .models.registry import available_models
+
+    options = [
+        f"{name}: " + ", ".join(f"{k}={v:g}" for k, v in loss_options(name).items())
+        for name in available_losses()
+        if loss_options(name)
+    ]
+    return {
+        "datasets": ", ".join(available_datasets()),
+        "models": ", ".join(available_models()),
+        "losses": ", ".join(available_losses()),
+        "loss_options": "; ".join(options) or "none",
+    }
+
+
+def _flag_kwargs(f, tp) -> dict:
+    """argparse keywords for config field ``f`` of type ``tp`` (every default None: only
+    the flags a user gives override the config file)."""
+    import types
+    import typing
+
+    if f.metadata.get("action"):
+        return {"action": f.metadata["action"], "default": None}
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        (tp,) = [a for a in args if a is not type(None)]
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is bool:
+        return {"action": argparse.BooleanOptionalAction, "default": None}
+    if origin is typing.Literal:
+        return {"choices": args}
+    if origin is list:
+        return {"type": args[0], "nargs": "+"}
+    if origin is dict:
+        return {"type": _key_value, "action": "append", "metavar": f.metadata.get("metavar")}
+    return {"type": tp}
+
+
+def _add_config_arguments(p: argparse.ArgumentParser) -> None:
+    """One flag per :class:`~classbalanced.config.TrainConfig` field, generated from its
+    type and metadata (help, group), grouped as the fields are."""
+    import dataclasses
+
+    from .config import GROUPS, TrainConfig, field_types
+
+    types = field_types()
+    names = _help_names()
+    groups = {key: p.add_argument_group(title) for key, title in GROUPS.items()}
+    for f in dataclasses.fields(TrainConfig):
+        flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+        groups[f.metadata["group"]].add_argument(
+            flag,
+            dest=f.name,
+            help=f.metadata["help"].format(**names),
+            **_flag_kwargs(f, types[f.name]),
         )
+    p.add_argument("--config", help="TOML or YAML file of settings; flags override it")
 
 
-def _add_train_arguments(p: argparse.ArgumentParser) -> None:
-    """Flags of ``train``; every default is None so that only given flags override the config file."""
-    g = p.add_argument_group("data")
-    g.add_argument(
-        "--dataset",
-        help="cifar10 (default), cifar100, cifar20, digits, npz, folder; prepared: inat2017, "
-        "inat2018, imagenet, imagenet_lt, places_lt, list",
+def _add_run_safety_arguments(p: argparse.ArgumentParser, *, train: bool) -> None:
+    """Permissions for one command (not settings of the run, so not in TrainConfig)."""
+    p.add_argument(
+        "--accept-data-change",
+        action="store_true",
+        help="use the data even if it changed since the run was trained (its fingerprint differs)",
     )
-    g.add_argument(
-        "--data-dir", help="folder holding (or receiving) the CIFAR archives (default: data)"
-    )
-    g.add_argument("--train-data", help="training .npz file (x uint8, y int) or class folder")
-    g.add_argument("--test-data", help="test .npz file or class folder")
-    _list_arguments(g)
-    g.add_argument(
-        "--imbalance-factor",
-        type=float,
-        help="n_max / n_min >= 1 (default 100 for CIFAR, 1 otherwise)",
-    )
-    g.add_argument("--profile", help="long-tail profile: exp (default) or step")
-    g.add_argument("--image-size", type=int, help="resize class-folder images to this size")
-    _bool_flag(g, "download", "download missing CIFAR archives (default: yes)")
-    g.add_argument(
-        "--num-workers", type=int, help="large datasets: loader workers per process (default 4)"
-    )
-    g = p.add_argument_group("model and loss")
-    g.add_argument(
-        "--model",
-        help="resnet32 (default), resnet{6n+2}, resnet{6n+2}_v2, resnet{9n+2}_bottleneck, resnet50, ...",
-    )
-    _bool_flag(
-        g,
-        "pretrained",
-        "start from torchvision's ImageNet weights in the local cache (resnet50/101/152)",
-    )
-    g.add_argument(
-        "--loss",
-        help="softmax (default), sigmoid, focal; for comparison: ldam, logit_adjusted, balanced_softmax",
-    )
-    g.add_argument(
-        "--beta", type=float, help="class-balanced beta in [0, 1) (default 0: unweighted)"
-    )
-    g.add_argument("--gamma", type=float, help="focal-loss gamma >= 0 (default 1)")
-    g.add_argument(
-        "--reweight-schedule",
-        help="constant (default: class-balanced weights throughout), drw (unweighted until "
-        "--reweight-epoch, then class-balanced), ramp (beta grows to --beta by --reweight-epoch)",
-    )
-    g.add_argument("--reweight-epoch", type=int, help="default 160 x epochs / 200")
-    g.add_argument(
-        "--sampler",
-        help="shuffle (default: every image once per epoch) or class_balanced "
-        "(P(class) ~ n / E_n(--sampler-beta); pair it with --beta 0)",
-    )
-    g.add_argument(
-        "--sampler-beta", type=float, help="beta of the class-balanced sampler (default 0.9999)"
-    )
-    g = p.add_argument_group("optimisation (defaults: the paper's CIFAR recipe)")
-    g.add_argument("--epochs", type=int, help="default 200; warm-up and decay epochs scale with it")
-    g.add_argument("--batch-size", type=int, help="global batch size (default 128)")
-    g.add_argument("--lr", type=float, help="base learning rate (default 0.1 x batch / 128)")
-    g.add_argument("--momentum", type=float)
-    _bool_flag(g, "nesterov", "Nesterov momentum")
-    g.add_argument("--weight-decay", type=float, help="default 2e-4")
-    _bool_flag(
-        g,
-        "no-decay-bias-and-norm",
-        "no weight decay on biases and norm layers (large-scale recipe)",
-    )
-    g.add_argument(
-        "--accumulate-steps", type=int, help="micro-batches per optimiser step (default 1)"
-    )
-    g.add_argument("--warmup-epochs", type=int)
-    g.add_argument("--decay-epochs", type=int, nargs="+")
-    g.add_argument("--decay-factors", type=float, nargs="+")
-    g.add_argument("--pad", type=int, help="random-crop padding (default 4)")
-    _bool_flag(g, "flip", "random horizontal flips (default: yes)")
-    g = p.add_argument_group("run")
-    g.add_argument("--eval-every", type=int, help="evaluate every N epochs (default 2)")
-    g.add_argument("--eval-batch-size", type=int)
-    g.add_argument(
-        "--seed",
-        type=int,
-        help="seeds the subset, initialisation, order and augmentation (default 0)",
-    )
-    g.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
-    g.add_argument("--precision", help="fp32 (default), bf16, fp16 (autocast)")
-    _bool_flag(
-        g,
-        "channels-last",
-        "channels-last memory format (default: yes; --no-channels-last for NCHW)",
-    )
-    _bool_flag(g, "compile", "torch.compile the model")
-    _bool_flag(g, "sync-bn", "synchronised batch norm across processes (torchrun)")
-    _bool_flag(
-        g, "skip-nonfinite", "skip and count steps whose loss is NaN/inf instead of stopping"
-    )
-    g.add_argument("--out", help="run folder (default runs/latest)")
-    g.add_argument("--keep-checkpoints", type=int, help="how many checkpoints to keep (default 2)")
-    _bool_flag(g, "progress", "progress bars (default: yes)")
-    g.add_argument("--resume", action="store_true", default=None, help="continue the run in --out")
-    g.add_argument(
-        "--overwrite", action="store_true", default=None, help="replace the run in --out"
-    )
-    g.add_argument(
-        "--force", action="store_true", default=None, help="resume even if the config differs"
-    )
-    g.add_argument("--config", help="TOML or YAML file of settings; flags override it")
+    if train:
+        p.add_argument(
+            "--fallback-checkpoint",
+            action="store_true",
+            help="--resume from the newest valid checkpoint when the newest one is corrupt",
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     p = sub.add_parser("train", help="train and evaluate a classifier")
-    _add_train_arguments(p)
+    _add_config_arguments(p)
+    _add_run_safety_arguments(p, train=True)
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a run's checkpoint on a test set")
@@ -171,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default="auto")
     p.add_argument("--output", help="also write the metrics to this JSON file")
+    _add_run_safety_arguments(p, train=False)
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser(
@@ -267,6 +241,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _list_arguments(g) -> None:
+    """``--train-list`` / ``--val-list`` / ``--test-list`` of ``prepare`` (list datasets)."""
+    for split in ("train", "val", "test"):
+        g.add_argument(
+            f"--{split}-list",
+            help=f"list datasets: the {split} list file, one 'relative/path label' per line",
+        )
+
+
 def _add_decouple_parser(sub) -> None:
     """``decouple RUN --method crt|tau_norm|lws --out OUT`` (Kang et al., ICLR 2020)."""
     p = sub.add_parser(
@@ -310,6 +293,16 @@ def _add_decouple_parser(sub) -> None:
 # ---------------------------------------------------------------------------
 
 
+def _train_config(args: argparse.Namespace):
+    from .config import TrainConfig, config_from_sources
+
+    names = {f for f in TrainConfig.__dataclass_fields__}
+    overrides = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    if "loss_options" in overrides:  # [(key, value), ...] from repeated --loss-option
+        overrides["loss_options"] = dict(overrides["loss_options"])
+    return config_from_sources(args.config, overrides)
+
+
 def _cmd_decouple(args) -> int:
     from .decouple import DecoupleOptions, decouple
 
@@ -341,7 +334,12 @@ def _cmd_train(args) -> int:
             cfg.data_dir,
             {"train": cfg.train_list, "val": cfg.val_list, "test": cfg.test_list},
         )
-    metrics = train(cfg, log=_info)
+    metrics = train(
+        cfg,
+        log=_info,
+        accept_data_change=args.accept_data_change,
+        fallback_checkpoint=args.fallback_checkpoint,
+    )
     if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 alone reports
         return 0
     _info(
@@ -354,7 +352,16 @@ def _cmd_train(args) -> int:
 def _cmd_evaluate(args) -> int:
     from .engine.evaluate import evaluate_run
 
-    metrics = evaluate_run(args.run, test_data=args.test_data, device=args.device)
+    run = Path(args.run)
+    _refuse_overwriting_inputs(
+        {"--output": args.output}, [run if run.is_dir() else run.parent.parent, args.test_data]
+    )
+    metrics = evaluate_run(
+        args.run,
+        test_data=args.test_data,
+        device=args.device,
+        accept_data_change=args.accept_data_change,
+    )
     keys = (
         "accuracy",
         "error_percent",
@@ -386,6 +393,10 @@ def _cmd_make_lt(args) -> int:
         seed=args.seed,
         download=True if args.download is None else args.download,
     ).resolved()
+    _refuse_overwriting_inputs(
+        {"--output": args.output, "--plot": args.plot},
+        [cfg.train_data, cfg.test_data, cfg.data_dir],
+    )
     data = prepare_data(cfg)
     output = Path(args.output)
     if output.suffix == ".npz":
@@ -506,18 +517,17 @@ def _cmd_plot(args) -> int:
         raise ValueError("plot run needs --run RUN_FOLDER [RUN_FOLDER ...]")
     runs = {}
     for folder in map(Path, args.run):
-        metrics_path = folder / "metrics.json"
-        if not metrics_path.is_file():
-            raise FileNotFoundError(f"no metrics.json in {folder}: is it a finished run folder?")
-        history_path = folder / "history.json"
-        history = json.loads(history_path.read_text()) if history_path.is_file() else []
         name = folder.name if folder.name not in runs else str(folder)
-        runs[name] = (json.loads(metrics_path.read_text()), history)
+        runs[name] = _run_for_plot(folder)
     counts = next(iter(runs.values()))[0]["train_counts"]
     if any(m["train_counts"] != counts for m, _ in runs.values()):
         raise ValueError(
             "the runs must share their training set: expected equal train_counts, got different ones"
         )
+    names = ("class_distribution.png", "per_class_accuracy.png", "error_curve.png")
+    _refuse_overwriting_inputs(
+        {f"--output ({n})": str(Path(args.output) / n) for n in names}, [*args.run]
+    )
     out = Path(args.output)
     plots.plot_class_distribution(out / "class_distribution.png", counts)
     plots.plot_per_class_accuracy(
@@ -539,17 +549,127 @@ def _cmd_plot(args) -> int:
     return 0
 
 
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from None
+
+
+def _run_for_plot(folder: Path) -> tuple[dict, list]:
+    """A run folder's metrics and history, checked to hold what ``plot run`` draws."""
+    metrics_path = folder / "metrics.json"
+    if not metrics_path.is_file():
+        raise FileNotFoundError(f"no metrics.json in {folder}: is it a finished run folder?")
+    metrics = _read_json(metrics_path)
+    for key in ("train_counts", "per_class_accuracy"):
+        if not isinstance(metrics, dict) or not isinstance(metrics.get(key), list):
+            raise ValueError(
+                f"{metrics_path} holds no {key} list: expected the metrics.json of a training "
+                "run (a file written by `evaluate --output` is not one)"
+            )
+    history_path = folder / "history.json"
+    history = _read_json(history_path) if history_path.is_file() else []
+    if not isinstance(history, list) or not all(
+        isinstance(h, dict) and isinstance(h.get("epoch"), int) and "error_percent" in h
+        for h in history
+    ):
+        raise ValueError(
+            f"{history_path} is not a run history: expected a list of entries with epoch "
+            "and error_percent"
+        )
+    return metrics, history
+
+
+def _refuse_overwriting_inputs(outputs: dict[str, str | None], inputs) -> None:
+    """ValueError before anything is written when an output path is one of the command's
+    inputs, an existing file inside an input folder, or the path of another output."""
+    import os
+
+    given = [str(p) for p in inputs if p]
+    claimed: dict[str, str] = {}
+    for flag, path in outputs.items():
+        if not path:
+            continue
+        target = os.path.realpath(path)
+        for source in given:
+            real = os.path.realpath(source)
+            inside = target.startswith(real.rstrip(os.sep) + os.sep) and os.path.exists(target)
+            if target == real or inside:
+                raise ValueError(
+                    f"{flag} {path} would overwrite the input {source}: expected an output path "
+                    "outside the command's inputs"
+                )
+        if target in claimed and claimed[target] != flag:
+            raise ValueError(f"{flag} and {claimed[target]} name the same file {path}")
+        claimed[target] = flag
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"classbalanced: warning: {message}", file=sys.stderr if file is None else file)
+
+
 def _info(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _raised_by_a_check(exc: BaseException) -> bool:
+    """Whether ``exc`` came from an explicit ``raise`` in classbalanced's code (a validation
+    of an input), rather than from Python or a library failing inside our code (a bug)."""
+    import linecache
+
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return False
+    filename = tb.tb_frame.f_code.co_filename
+    if not Path(filename).resolve().is_relative_to(Path(__file__).resolve().parent):
+        return False
+    return linecache.getline(filename, tb.tb_lineno).strip().startswith("raise")
+
+
+def _internal_error(exc: BaseException) -> int:
+    """An unexpected exception: one short line, the full traceback in a temporary file."""
+    import tempfile
+    import traceback
+
+    text = "".join(traceback.format_exception(exc))
+    summary = " ".join(str(exc).split())[:200]
+    try:
+        with tempfile.NamedTemporaryFile(
+            "w", prefix="classbalanced-traceback-", suffix=".txt", delete=False
+        ) as file:
+            file.write(text)
+        where = f"full traceback in {file.name}"
+    except OSError:  # no room even for that: print it
+        print(text, file=sys.stderr, end="")
+        where = "traceback above"
+    print(
+        f"classbalanced: internal error (a bug, please report it): {type(exc).__name__}: "
+        f"{summary} ({where})",
+        file=sys.stderr,
+    )
+    return EXIT_INTERNAL
+
+
+def _usage_error(exc: BaseException) -> int:
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    print(f"classbalanced: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; bad input ends as one line and exit 2, a bug as one line
+    naming a file with the traceback and exit 1."""
     parser = build_parser()
     args = parser.parse_args(argv)
     from .engine.trainer import NonFiniteLoss, TrainingInterrupted
 
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning  # one line, without the source line
+            return args.func(args)
     except TrainingInterrupted as exc:
         print(f"classbalanced: {exc}", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -565,10 +685,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    except (ValueError, TypeError, OSError) as exc:
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"classbalanced: error: {message}", file=sys.stderr)
-        return EXIT_USAGE
+    except (ValueError, OSError) as exc:  # bad values, missing or unreadable files
+        return _usage_error(exc)
+    except TypeError as exc:  # a check of an argument's type, or else a bug
+        return _usage_error(exc) if _raised_by_a_check(exc) else _internal_error(exc)
+    except Exception as exc:
+        return _internal_error(exc)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -497,12 +497,15 @@ def _initial_weight(counts, beta: float) -> Tensor | None:
     return class_balanced_weights(counts, beta) if beta > 0.0 else None
 
 
-def _build_ldam(counts, *, beta: float, gamma: float, reduction: str) -> LDAMLoss:
-    return LDAMLoss(counts, _initial_weight(counts, beta), reduction=reduction)
+def _build_ldam(
+    counts, *, beta: float, gamma: float, reduction: str, max_m: float = 0.5, s: float = 30.0
+) -> LDAMLoss:
+    weight = _initial_weight(counts, beta)
+    return LDAMLoss(counts, weight, max_m=max_m, s=s, reduction=reduction)
 
 
-def _build_logit_adjusted(counts, *, beta: float, gamma: float, reduction: str):
-    return LogitAdjustedLoss(counts, _initial_weight(counts, beta), reduction=reduction)
+def _build_logit_adjusted(counts, *, beta: float, gamma: float, reduction: str, tau: float = 1.0):
+    return LogitAdjustedLoss(counts, _initial_weight(counts, beta), tau=tau, reduction=reduction)
 
 
 def _build_balanced_softmax(counts, *, beta: float, gamma: float, reduction: str):

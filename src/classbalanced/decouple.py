@@ -16,9 +16,11 @@ frozen (evaluation mode: its batch-norm statistics do not move either) and one o
 
 The stage-two loss is any loss of :func:`classbalanced.losses.build_loss` (softmax by
 default; class-balanced losses with ``beta > 0`` too), weighted by the run's training
-counts. The result is an ordinary run folder: ``config.json`` (the run's config, the stage
-two settings under ``extra["decouple"]``), ``subset.json``, a checkpoint whose classifier is
-a plain ``nn.Linear`` (``lws`` folds ``s`` into ``W`` and ``b``), and ``metrics.json`` with
+counts. The result is an ordinary run folder, written through the engine's ``RunFolder``:
+``run.json`` (the stage-one data record), ``config.json`` (the run's config), ``subset.json``,
+``decouple.json`` (the stage-two settings, also under ``metrics["decouple"]``), a checkpoint
+whose classifier is a plain ``nn.Linear`` (``lws`` folds ``s`` into ``W`` and ``b``), and
+``metrics.json`` with
 the overall, many / medium / few-shot accuracies on the run's evaluation split, so that
 ``classbalanced evaluate`` and ``plot run`` work on it unchanged.
 
@@ -33,9 +35,7 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -211,55 +211,45 @@ class _Run:
     counts: np.ndarray
     subset: dict
     state: dict
+    record: dict  # run.json's data record (class names, channels, sources)
 
 
 def _load_run(run: str | Path) -> _Run:
     from .config import TrainConfig
-    from .engine.checkpoint import latest_checkpoint, load_checkpoint
+    from .engine.run_folder import RunFolder, read_run_json
 
-    folder = Path(run)
-    checkpoint = latest_checkpoint(folder / "checkpoints")
-    if checkpoint is None:
-        raise FileNotFoundError(
-            f"no checkpoint in {folder / 'checkpoints'}: is {folder} a finished run?"
-        )
-    if not (folder / "metrics.json").is_file():
+    path = Path(run).absolute()
+    folder = RunFolder.read(path)
+    if not (path / "metrics.json").is_file():
         raise ValueError(
-            f"{folder} has no metrics.json: expected a finished run (train it to the end first)"
+            f"{path} has no metrics.json: expected a finished run (train it to the end first)"
         )
-    for name in ("config.json", "subset.json"):
-        if not (folder / name).is_file():
-            raise FileNotFoundError(f"{folder / name} is missing: cannot rebuild the run")
-    cfg = TrainConfig.from_dict(json.loads((folder / "config.json").read_text(encoding="utf-8")))
-    subset = json.loads((folder / "subset.json").read_text(encoding="utf-8"))
+    cfg = TrainConfig.from_dict(
+        read_run_json(path / "config.json"), source=str(path / "config.json")
+    )
+    subset = read_run_json(path / "subset.json", ("counts",))
+    checkpoint, state = folder.load_checkpoint()
+    if state is None:
+        raise FileNotFoundError(
+            f"no checkpoint in {path / 'checkpoints'}: is {path} a finished run?"
+        )
     counts = np.asarray(subset["counts"], dtype=np.int64)
-    return _Run(folder, checkpoint, cfg, counts, subset, load_checkpoint(checkpoint))
+    return _Run(path, checkpoint, cfg, counts, subset, state, folder.data)
 
 
 def _build_model(run: _Run, device: torch.device) -> nn.Module:
-    from .models.registry import build_model
+    from .engine.evaluate import check_checkpoint_fits, load_weights
+    from .engine.trainer import build_network
 
-    in_channels = 3 if run.cfg.dataset in _large_datasets() else None
-    if in_channels is None:  # in-memory data: the first conv layer tells
-        conv = next(v for k, v in run.state["model"].items() if v.ndim == 4)
-        in_channels = int(conv.shape[1])
-    model = build_model(run.cfg.model, len(run.counts), in_channels=in_channels)
-    if not isinstance(model.fc, nn.Linear):  # pragma: no cover - every registered model has one
-        raise ValueError(f"expected a linear classifier at model.fc, got {type(model.fc).__name__}")
-    try:
-        model.load_state_dict(run.state["model"])
-    except RuntimeError:
+    check_checkpoint_fits(run.state, run.cfg, len(run.counts), str(run.checkpoint))
+    model = build_network(run.cfg, run.counts, int(run.record["in_channels"]))
+    if not isinstance(model.fc, nn.Linear):
         raise ValueError(
-            f"{run.checkpoint} does not fit a {run.cfg.model} with a linear classifier: decoupling "
-            f"needs a plain linear fc (runs with --loss {run.cfg.loss} use another classifier)"
-        ) from None
+            f"decoupling needs a linear classifier: expected nn.Linear at model.fc, got "
+            f"{type(model.fc).__name__} (the run's --loss {run.cfg.loss} uses a cosine classifier)"
+        )
+    load_weights(model, run.state["model"], str(run.checkpoint))
     return model.to(device)
-
-
-def _large_datasets() -> tuple[str, ...]:
-    from .config import LARGE_DATASETS
-
-    return LARGE_DATASETS
 
 
 # --------------------------------------------------------------------------- data
@@ -281,8 +271,8 @@ class _Data:
 def _memory_data(run: _Run, device: torch.device, eval_batch: int) -> _Data:
     from .data.augment import normalize_images
     from .engine.distributed import DistContext
+    from .engine.run_data import prepare_data
     from .engine.streams import InMemoryStream
-    from .engine.trainer import prepare_data
 
     cfg = run.cfg
     data = prepare_data(cfg)
@@ -494,18 +484,18 @@ _METHODS: dict[str, Callable[..., tuple[nn.Linear, dict]]] = {
 # --------------------------------------------------------------------------- the stage-two run
 
 
-def _check_out(out: Path, run_folder: Path, overwrite: bool) -> None:
-    if out.resolve() == run_folder.resolve():
+def _open_out(run: _Run, out: Path, overwrite: bool):
+    """The stage-two run folder (checked, nothing written yet) and its config."""
+    import dataclasses
+
+    from .engine.run_folder import RunFolder
+
+    if out.absolute() == run.folder:
         raise ValueError(f"--out {out} is the stage-one run: expected another folder")
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not (out / "config.json").is_file():
-            raise ValueError(
-                f"--out {out} is not empty and holds no classbalanced run; choose another folder"
-            )
-        if not overwrite:
-            raise ValueError(f"{out} already holds a run: pass --overwrite to replace it")
+    if (out / "run.json").is_file() and not overwrite:  # (decouple has no --resume)
+        raise ValueError(f"{out} already holds a run: pass --overwrite to replace it")
+    cfg = dataclasses.replace(run.cfg, out=str(out), overwrite=overwrite, resume=False)
+    return RunFolder.open(cfg), cfg
 
 
 @torch.no_grad()
@@ -521,27 +511,22 @@ def _evaluate(model: nn.Module, data: _Data, counts: np.ndarray, cast) -> dict[s
     return summarize(result, counts)
 
 
-def _write(out: Path, run: _Run, model: nn.Module, metrics: dict, settings: dict) -> None:
-    from .data.safe_io import atomic_write_json
-    from .engine.checkpoint import save_checkpoint
-
-    for name in ("config.json", "metrics.json", "history.json", "subset.json", "checkpoints"):
-        target = out / name  # --overwrite: only the files a run writes
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    config = dict(run.cfg.to_dict(), out=str(out))
-    config["extra"] = {**config.get("extra", {}), "decouple": settings}
-    atomic_write_json(out / "config.json", config)
-    atomic_write_json(out / "subset.json", run.subset)
-    state = {"model": model.state_dict(), "config": config, "history": [], "decouple": settings}
-    save_checkpoint(out / "checkpoints", int(run.state.get("global_step", 0)), state, keep=1)
-    atomic_write_json(
-        out / "history.json", [{k: v for k, v in metrics.items() if k != "per_class_accuracy"}]
+def _write(folder, cfg, run: _Run, model: nn.Module, metrics: dict, settings: dict) -> None:
+    """Through :class:`~classbalanced.engine.run_folder.RunFolder`, like any run."""
+    folder.start(cfg, run.subset, run.record)
+    folder.write_json("decouple.json", settings)
+    state = {
+        "model": model.state_dict(),
+        "config": cfg.to_dict(),
+        "class_names": list(run.record.get("class_names") or []),
+        "history": [],
+        "decouple": settings,
+    }
+    folder.save_checkpoint(int(run.state.get("global_step", 0)), state, keep=1)
+    folder.write_json(
+        "history.json", [{k: v for k, v in metrics.items() if k != "per_class_accuracy"}]
     )
-    atomic_write_json(out / "metrics.json", metrics)
+    folder.write_json("metrics.json", metrics)
 
 
 def decouple(
@@ -557,17 +542,17 @@ def decouple(
         FileNotFoundError / ValueError: not a finished run, a classifier that is not linear,
             a bad option, ``out`` holding something else (see :class:`DecoupleOptions`).
     """
-    from .engine.distributed import _resolve_device
+    from .config import LARGE_DATASETS
+    from .engine.distributed import resolve_device
 
     options.validate()
     r = _load_run(run)
-    out = Path(options.out)
-    _check_out(out, r.folder, options.overwrite)
-    device = _resolve_device(options.device, 0)
+    out_folder, out_cfg = _open_out(r, Path(options.out), options.overwrite)
+    device = resolve_device(options.device, 0)
     cfg = r.cfg
     model = _build_model(r, device)
     eval_batch = cfg.eval_batch_size
-    if cfg.dataset in _large_datasets():
+    if cfg.dataset in LARGE_DATASETS:
         workers = cfg.num_workers if options.num_workers is None else options.num_workers
         data = _file_data(r, device, eval_batch, workers)
     else:
@@ -611,7 +596,7 @@ def decouple(
         "method": options.method,
     }
     metrics = {**summary, **metrics, "epoch": cfg.epochs, "decouple": settings}
-    _write(out, r, model, metrics, settings)
+    _write(out_folder, out_cfg, r, model, metrics, settings)
     log(
         f"{options.method} on {r.folder} ({r.checkpoint.name}): {data.eval_split} error "
         f"{metrics['error_percent']:.2f}%  many/medium/few acc "
@@ -621,6 +606,6 @@ def decouple(
             else f"{100 * metrics[f'{g}_shot_accuracy']:.1f}"
             for g in ("many", "medium", "few")
         )
-        + f"  -> {out}"
+        + f"  -> {options.out}"
     )
     return metrics

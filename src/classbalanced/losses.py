@@ -20,14 +20,16 @@ up-cast, so results match float32 at any logit magnitude.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._validation import check_beta, check_choice, check_gamma, check_positive_int
+from .registry import Registry
 from .weights import as_counts, class_balanced_weights
 
 __all__ = [
@@ -39,7 +41,7 @@ __all__ = [
     "class_balanced_loss",
     "WeightedLoss",
     "ClassBalancedLoss",
-    "LossSpec",
+    "loss_options",
     "register_loss",
     "available_losses",
     "build_loss",
@@ -576,22 +578,16 @@ class ClassBalancedLoss(WeightedLoss):
 # ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class LossSpec:
-    """How to build a named loss from the training counts and hyper-parameters."""
-
-    build: Callable[..., nn.Module]
-    description: str
-
-
-_REGISTRY: dict[str, LossSpec] = {}
+#: Loss names -> ``build(samples_per_class, *, beta, gamma, reduction, **options)``;
+#: a builder's further public keyword-only parameters (with defaults) are the loss's own
+#: options, settable as ``loss_options`` in a config (``--loss-option KEY=VALUE``).
+_REGISTRY: Registry[Callable[..., nn.Module]] = Registry("loss")
+_COMMON_ARGS = ("beta", "gamma", "reduction")
 
 
 def register_loss(name: str, build: Callable[..., nn.Module], description: str = "") -> None:
-    """Register ``build(samples_per_class, *, beta, gamma, reduction) -> nn.Module`` as ``name``."""
-    if name in _REGISTRY:
-        raise ValueError(f"loss {name!r} is already registered")
-    _REGISTRY[name] = LossSpec(build, description)
+    """Register ``build(samples_per_class, *, beta, gamma, reduction, **options) -> nn.Module`` as ``name``."""
+    _REGISTRY.register(name, build, description=description)
 
 
 def available_losses() -> list[str]:
@@ -599,16 +595,51 @@ def available_losses() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def loss_options(name: str) -> dict[str, Any]:
+    """The options of loss ``name`` beyond beta / gamma / reduction, with their defaults.
+
+    >>> loss_options("ldam"), loss_options("softmax")
+    ({'max_m': 0.5, 's': 30.0}, {})
+    """
+    check_choice("loss", name, available_losses())
+    build = _REGISTRY[name]
+    return {
+        p.name: p.default
+        for p in inspect.signature(build).parameters.values()
+        if p.kind is p.KEYWORD_ONLY
+        and p.name not in _COMMON_ARGS
+        and not p.name.startswith("_")
+        and p.default is not inspect.Parameter.empty
+    }
+
+
 def build_loss(
-    name: str, samples_per_class, *, beta: float = 0.0, gamma: float = 1.0, reduction: str = "mean"
+    name: str,
+    samples_per_class,
+    *,
+    beta: float = 0.0,
+    gamma: float = 1.0,
+    reduction: str = "mean",
+    **options: Any,
 ) -> nn.Module:
     """Build the registered loss ``name`` for the given training counts.
 
+    ``options`` are the loss's own settings (:func:`loss_options`), e.g. LDAM's ``max_m``.
+
     >>> build_loss("focal", [50, 5], beta=0.9, gamma=2.0)
     ClassBalancedLoss(beta=0.9, loss_type='focal', gamma=2.0, reduction='mean')
+    >>> build_loss("ldam", [50, 5], max_m=0.3)
+    LDAMLoss(num_classes=2, max_m=0.3, s=30.0, reduction='mean', weighted=False)
     """
     check_choice("loss", name, available_losses())
-    return _REGISTRY[name].build(samples_per_class, beta=beta, gamma=gamma, reduction=reduction)
+    build = _REGISTRY[name]
+    unknown = sorted(set(options) - set(loss_options(name)))
+    if unknown:
+        valid = ", ".join(loss_options(name)) or "none"
+        raise ValueError(
+            f"loss {name!r} has no option {', '.join(unknown)}: expected one of: {valid}"
+        )
+    return build(samples_per_class, beta=beta, gamma=gamma, reduction=reduction, **options)
 
 
 for _name, _text in (

@@ -157,7 +157,13 @@ def longtail_indices(
     keep = np.minimum(np.asarray(target, dtype=np.int64), available)
     empty = np.flatnonzero(keep == 0)
     if empty.size:
-        c = int(empty[0])
+        absent = np.flatnonzero(available == 0)
+        c = int(absent[0] if absent.size else empty[0])
+        if absent.size:  # no imbalance factor can help: the data has no such image
+            raise ValueError(
+                f"class {c} has no images in the data: expected at least 1 image of every one of "
+                f"the {num} classes (labels 0..{num - 1}), got none of class {c}"
+            )
         raise ValueError(
             f"class {c} would keep 0 images: expected at least 1 (available {int(available[c])}, "
             f"target {target[c]} at imbalance factor {float(imbalance_factor):g}); use a smaller imbalance factor"
