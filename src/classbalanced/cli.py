@@ -136,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate_parser(sub)
     _add_make_lt_parser(sub)
     _add_prepare_parser(sub)
+    _add_decouple_parser(sub)
     _add_weights_parser(sub)
     _add_demo_parser(sub)
     _add_plot_parser(sub)
@@ -189,11 +190,30 @@ def _add_prepare_parser(sub) -> None:
         "prepare",
         help="scan iNaturalist / ImageNet annotations once: counts, class index, file check",
     )
-    p.add_argument("--dataset", required=True, help="inat2017, inat2018 or imagenet")
+    p.add_argument(
+        "--dataset",
+        required=True,
+        help="inat2017, inat2018, imagenet, imagenet_lt, places_lt or list",
+    )
     p.add_argument(
         "--data-dir",
         required=True,
-        help="folder with the official annotation files / class folders",
+        help="folder with the official annotation files / class folders (lists: the image root)",
+    )
+    _list_arguments(p)
+    p.add_argument(
+        "--resize",
+        type=int,
+        metavar="SHORT_SIDE",
+        help="also write copies with this short side (e.g. 256) and train from them",
+    )
+    p.add_argument(
+        "--workers", type=int, default=0, help="--resize: processes (default 0: this one)"
+    )
+    p.add_argument(
+        "--allow-size-mismatch",
+        action="store_true",
+        help="imagenet_lt / places_lt: accept a train list whose size differs from the published one",
     )
     p.add_argument(
         "--skip-missing",
@@ -240,6 +260,53 @@ def _add_plot_parser(sub) -> None:
     p.set_defaults(func=_cmd_plot)
 
 
+def _list_arguments(g) -> None:
+    """``--train-list`` / ``--val-list`` / ``--test-list`` of ``prepare`` (list datasets)."""
+    for split in ("train", "val", "test"):
+        g.add_argument(
+            f"--{split}-list",
+            help=f"list datasets: the {split} list file, one 'relative/path label' per line",
+        )
+
+
+def _add_decouple_parser(sub) -> None:
+    """``decouple RUN --method crt|tau_norm|lws --out OUT`` (Kang et al., ICLR 2020)."""
+    p = sub.add_parser(
+        "decouple",
+        help="stage two on a finished run: classifier re-training (crt), tau-normalisation, LWS",
+    )
+    p.add_argument("run", help="a finished run folder (stage one)")
+    p.add_argument("--method", required=True, help="crt, tau_norm or lws")
+    p.add_argument("--out", required=True, help="folder for the stage-two run")
+    p.add_argument("--epochs", type=int, default=10, help="crt / lws epochs (default 10)")
+    p.add_argument("--batch-size", type=int, help="crt / lws (default: the run's)")
+    p.add_argument(
+        "--lr", type=float, help="crt / lws start of the cosine schedule (default: the run's)"
+    )
+    p.add_argument("--weight-decay", type=float, help="crt / lws (default: the run's)")
+    p.add_argument(
+        "--loss", default="softmax", help="crt / lws loss: softmax (default), sigmoid, focal, ..."
+    )
+    p.add_argument("--beta", type=float, default=0.0, help="class-balanced beta of that loss")
+    p.add_argument("--gamma", type=float, default=1.0, help="focal gamma of that loss")
+    p.add_argument(
+        "--sampler",
+        default="class_uniform",
+        help="crt / lws: class_uniform (default: every class equally likely) or shuffle",
+    )
+    p.add_argument(
+        "--taus",
+        type=float,
+        nargs="+",
+        help="tau_norm: the grid searched on the val split (0 .. 2)",
+    )
+    p.add_argument("--tau", type=float, help="tau_norm: this tau, no search")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--num-workers", type=int, help="image-file datasets (default: the run's)")
+    p.add_argument("--overwrite", action="store_true", help="replace a run in --out")
+    p.set_defaults(func=_cmd_decouple)
+
+
 # ---------------------------------------------------------------------------
 # commands
 # ---------------------------------------------------------------------------
@@ -255,10 +322,37 @@ def _train_config(args: argparse.Namespace):
     return config_from_sources(args.config, overrides)
 
 
+def _cmd_decouple(args) -> int:
+    from .decouple import DecoupleOptions, decouple
+
+    names = DecoupleOptions.__dataclass_fields__
+    options = DecoupleOptions(
+        **{k: v for k, v in vars(args).items() if k in names and v is not None}
+    )
+    decouple(args.run, options, log=_info)
+    return 0
+
+
+def _train_config(args: argparse.Namespace):
+    from .config import TrainConfig, config_from_sources
+
+    names = {f for f in TrainConfig.__dataclass_fields__}
+    overrides = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    return config_from_sources(args.config, overrides)
+
+
 def _cmd_train(args) -> int:
     from .engine.trainer import train
 
     cfg = _train_config(args)
+    if cfg.train_list or cfg.val_list or cfg.test_list:  # list datasets: as prepared?
+        from .data.lists import check_prepared_lists
+
+        check_prepared_lists(
+            cfg.dataset,
+            cfg.data_dir,
+            {"train": cfg.train_list, "val": cfg.val_list, "test": cfg.test_list},
+        )
     metrics = train(
         cfg,
         log=_info,
@@ -384,9 +478,14 @@ def _cmd_prepare(args) -> int:
         skip_missing=args.skip_missing,
         check_files=not args.no_check_files,
         log=_info,
+        lists={"train": args.train_list, "val": args.val_list, "test": args.test_list},
+        allow_size_mismatch=args.allow_size_mismatch,
+        resize=args.resize,
+        workers=args.workers,
     )
     _info(
-        f"{args.dataset}: {len(layout.train_samples)} training and {len(layout.val_samples)} validation images, "
+        f"{args.dataset}: {len(layout.train_samples)} training and {len(layout.val_samples)} "
+        f"evaluation ({layout.eval_split}) images, "
         f"{layout.num_classes} classes ({layout.num_skipped} skipped) in {time.perf_counter() - tick:.1f} s; "
         f"written to {inat.prepared_dir(args.dataset, args.data_dir)}"
     )

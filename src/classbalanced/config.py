@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .data.cifar import CifarName
+from .data.inat import LARGE_DATASETS, LIST_DATASETS  # noqa: F401  (re-exported)
 from .data.longtail import Profile
 from .schedules import ScheduleKind
 
@@ -58,7 +59,6 @@ SamplerName = Literal["shuffle", "class_balanced"]
 
 #: Datasets whose default imbalance factor is the paper's headline setting (100).
 CIFAR_DATASETS: tuple[str, ...] = typing.get_args(CifarName)
-LARGE_DATASETS = ("inat2017", "inat2018", "imagenet")
 PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
 PROFILES: tuple[str, ...] = typing.get_args(Profile)
 #: the largest --pad (a crop offset beyond the image is all padding; larger values only
@@ -134,6 +134,13 @@ class TrainConfig:
     skip_missing: bool = option(
         False, "large data sets: train without images that are listed but absent", group="data"
     )
+    train_list: str | None = option(
+        None,
+        "list data sets: the train list prepared (one 'relative/path label' per line)",
+        group="data",
+    )
+    val_list: str | None = option(None, "list data sets: the val list prepared", group="data")
+    test_list: str | None = option(None, "list data sets: the test list prepared", group="data")
     # model
     model: str = option(
         "resnet32", "model: {models} (default resnet32)", group="model", registry="model"
@@ -397,7 +404,15 @@ def _check_loss_options(cfg: TrainConfig, where: str) -> None:
 
 #: data options whose value must be read by the data set when given (a data set that
 #: ignores --train-data must not silently train on something else)
-_REFUSED_IF_IGNORED = ("train_data", "test_data", "image_size", "skip_missing")
+_REFUSED_IF_IGNORED = (
+    "train_data",
+    "test_data",
+    "image_size",
+    "skip_missing",
+    "train_list",
+    "val_list",
+    "test_list",
+)
 
 
 def _check_data(cfg: TrainConfig) -> None:

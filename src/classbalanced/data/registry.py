@@ -41,6 +41,9 @@ DATASET_OPTIONS = (
     "image_size",
     "num_workers",
     "skip_missing",
+    "train_list",
+    "val_list",
+    "test_list",
 )
 
 DATASET_REGISTRY: Registry[Loader] = Registry("dataset")
@@ -176,5 +179,25 @@ for _name in ("inat2017", "inat2018", "imagenet"):
         _streamed(_name),
         options=("data_dir", "image_size", "num_workers", "skip_missing"),
         description="image files in --data-dir (run `classbalanced prepare` once)",
+        large=True,
+    )
+for _name, _what in (
+    ("imagenet_lt", "ImageNet-LT lists over an ImageNet root"),
+    ("places_lt", "Places-LT lists over a Places365 root"),
+    ("list", "any 'relative/path label' lists (--train-list, --val-list, --test-list)"),
+):
+    register_dataset(
+        _name,
+        _streamed(_name),
+        options=(
+            "data_dir",
+            "image_size",
+            "num_workers",
+            "skip_missing",
+            "train_list",
+            "val_list",
+            "test_list",
+        ),  # fmt: skip
+        description=f"{_what} in --data-dir (run `classbalanced prepare` once)",
         large=True,
     )
