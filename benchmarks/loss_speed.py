@@ -57,7 +57,7 @@ import torch.nn.functional as F
 
 from classbalanced.losses import (
     sigmoid_cross_entropy,
-    sigmoid_focal_loss,
+    sigmoid_focal_cross_entropy,
     softmax_cross_entropy,
 )
 from classbalanced.weights import class_balanced_weights
@@ -126,7 +126,7 @@ def pair(loss: str, gamma: float) -> tuple[Callable, Callable]:
     if loss == "sigmoid":
         return sigmoid_cross_entropy, naive_sigmoid
     return (
-        lambda z, t, w: sigmoid_focal_loss(z, t, w, gamma=gamma),
+        lambda z, t, w: sigmoid_focal_cross_entropy(z, t, w, gamma=gamma),
         lambda z, t, w: naive_focal(z, t, w, gamma),
     )
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from classbalanced.losses import sigmoid_cross_entropy, sigmoid_focal_loss
+from classbalanced.losses import sigmoid_cross_entropy, sigmoid_focal_cross_entropy
 from classbalanced.multilabel import (
     MultiLabelClassBalancedLoss,
     RunningClassCounts,
@@ -95,7 +95,7 @@ def test_agrees_with_single_label_loss_where_it_must(gamma):
     labels = torch.arange(20) % 5
     one_hot = torch.nn.functional.one_hot(labels, 5).float()
     counts = [500, 100, 40, 9, 2]
-    single = sigmoid_focal_loss if gamma else sigmoid_cross_entropy
+    single = sigmoid_focal_cross_entropy if gamma else sigmoid_cross_entropy
     kwargs = {"gamma": gamma} if gamma else {}
     # beta = 0: every weight is 1 and both are the plain sigmoid / focal loss
     ours = multilabel_class_balanced_loss(logits, one_hot, counts, beta=0.0, gamma=gamma)
@@ -297,3 +297,17 @@ def test_running_counts_state_dict_round_trip():
 def test_running_counts_validation(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
+def test_gradgradcheck(gamma):
+    logits, targets = _batch(n=4, c=4, seed=5)
+    logits.requires_grad_(True)
+
+    def loss(z):
+        return multilabel_class_balanced_loss(
+            z, targets, POS, beta=0.999, neg_counts=NEG, gamma=gamma, reduction="none"
+        )
+
+    assert torch.autograd.gradcheck(loss, (logits,), fast_mode=True)
+    assert torch.autograd.gradgradcheck(loss, (logits,), fast_mode=True)
