@@ -799,3 +799,38 @@ def test_empty_batch_gives_zero_not_nan():
     for loss_type in ("softmax", "sigmoid", "focal"):
         value = class_balanced_loss(z, y, [3, 2, 1], beta=0.9, loss_type=loss_type)
         assert value.item() == 0.0
+
+
+def test_public_names_do_not_shadow_torchvision_or_torch_functional():
+    """A user who swaps one import for the other must not get silently different numbers."""
+    import torchvision.ops
+
+    for name in cb.__all__:
+        for namespace in (torchvision.ops, F, nn):
+            assert getattr(namespace, name, None) in (None, getattr(cb, name)), name
+
+
+def test_every_loss_is_a_function_and_module_pair():
+    pairs = {
+        "class_balanced_loss": "ClassBalancedLoss",
+        "ldam_loss": "LDAMLoss",
+        "logit_adjusted_loss": "LogitAdjustedLoss",
+        "balanced_softmax_loss": "BalancedSoftmaxLoss",
+        "multilabel_class_balanced_loss": "MultiLabelClassBalancedLoss",
+    }
+    z, y, _ = make_batch(n=6, c=3, seed=16)
+    counts = [30, 20, 10]
+    for function, module in pairs.items():
+        assert function in cb.__all__ and module in cb.__all__
+        if function == "multilabel_class_balanced_loss":
+            t = F.one_hot(y, 3)
+            kwargs = {"beta": 0.9}
+            expected = getattr(cb, function)(z, t, counts, **kwargs)
+            got = getattr(cb, module)(counts, **kwargs)(z, t)
+        else:
+            kwargs = (
+                {"beta": 0.9, "loss_type": "focal"} if function == "class_balanced_loss" else {}
+            )
+            expected = getattr(cb, function)(z, y, counts, **kwargs)
+            got = getattr(cb, module)(counts, **kwargs)(z, y)
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)

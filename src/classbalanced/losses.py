@@ -241,8 +241,8 @@ def _focal_terms(z: Tensor, t: Tensor | float, gamma: float) -> tuple[Tensor, Te
     return loss, modulator * p_minus_t + gamma * ((1.0 - t) * q - t * p) * loss
 
 
-class _DenseFocal(torch.autograd.Function):
-    """Per-example focal (``gamma = 0``: sigmoid CE) row sums for float targets ``(N, C)``.
+class _FocalElements(torch.autograd.Function):
+    """Elementwise focal loss (``gamma = 0``: sigmoid CE) ``(N, C)`` for float targets.
 
     Forward computes the loss and its gradient in one pass; backward scales the
     saved gradient, or, when a graph of the gradient is requested
@@ -256,18 +256,23 @@ class _DenseFocal(torch.autograd.Function):
         loss, grad = _focal_terms(z, t, gamma)
         ctx.gamma = gamma
         ctx.save_for_backward(z, t, grad)
-        return loss.sum(1)
+        return loss
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):
         z, t, grad = ctx.saved_tensors
         if torch.is_grad_enabled() or ctx.needs_input_grad[1]:
             loss, grad = _focal_terms(z, t, ctx.gamma)
-        scale = grad_output.unsqueeze(1)
         grad_t = None
         if ctx.needs_input_grad[1]:
-            grad_t = -z * (ctx.gamma * loss + _modulator(z, t, ctx.gamma)) * scale
-        return grad * scale, grad_t, None
+            grad_t = -z * (ctx.gamma * loss + _modulator(z, t, ctx.gamma)) * grad_output
+        return grad * grad_output, grad_t, None
+
+
+def focal_elements(z: Tensor, t: Tensor, gamma: float) -> Tensor:
+    """Elementwise focal terms ``(1 - p_t)**gamma * BCE(z, t)`` of validated float inputs,
+    exact and twice differentiable (see :func:`_focal_terms`)."""
+    return _FocalElements.apply(z, t, gamma)
 
 
 def _modulator(z: Tensor, t: Tensor, gamma: float) -> Tensor | float:
@@ -368,7 +373,7 @@ def _binary_loss(logits, targets, weight, gamma: float, reduction: str, validate
     z = logits.to(_compute_dtype(logits))
     with _full_precision(z):
         if dense:
-            per_example = _DenseFocal.apply(z, targets, gamma)
+            per_example = focal_elements(z, targets, gamma).sum(1)
             row_weight = None if weight is None else _dense_row_weight(targets, weight)
             positives = targets.sum()
             normalizer = torch.where(positives > 0, positives, torch.ones_like(positives))
