@@ -521,8 +521,8 @@ def _compiled_and_eager(fn, z, backend, *args):
     compiled = torch.compile(fn, fullgraph=True, backend=backend)
     z1, z2 = _fresh(z), _fresh(z)
     eager_value, compiled_value = fn(z1, *args), compiled(z2, *args)
-    eager_value.backward()
-    compiled_value.backward()
+    eager_value.sum().backward()
+    compiled_value.sum().backward()
     return (compiled_value, z2.grad), (eager_value, z1.grad)
 
 
@@ -550,6 +550,24 @@ def test_compiled_fullgraph_equals_eager_for_list_numpy_tensor_counts_and_any_ga
             torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-7)
             torch.testing.assert_close(z2.grad, z1.grad, rtol=1e-6, atol=1e-8)
         torch._dynamo.reset()  # fresh recompile budget for the next kind of counts
+
+
+@pytest.mark.slow
+def test_compiled_index_kernel_is_exact_at_the_extremes():
+    """The pointwise formula the compiler fuses gives the eager kernel's values at any logit."""
+    big = torch.finfo(torch.float32).max
+    row = [0.0, 0.7, -3.0, 17.0, -25.0, 90.0, -700.0, 1e30, -big, big]
+    z = torch.tensor([row, [-v for v in row]])
+    for gamma in (0.0, 0.5, 2.5):
+        for y in (torch.tensor([0, 3]), torch.tensor([9, 8])):
+
+            def fn(x, g=gamma, t=y):
+                return sigmoid_focal_cross_entropy(x, t, gamma=g, reduction="none")
+
+            (value, grad), (expected, expected_grad) = _compiled_and_eager(fn, z, "aot_eager")
+            torch.testing.assert_close(value, expected, rtol=2e-6, atol=0)
+            torch.testing.assert_close(grad, expected_grad, rtol=2e-6, atol=1e-30)
+        torch._dynamo.reset()
 
 
 @pytest.mark.slow

@@ -33,6 +33,7 @@ meta-learning) are exact too; the losses compile with
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -203,7 +204,9 @@ def _check_weight(weight: object, logits: Tensor, validate: bool = True) -> Tens
 
 def _full_precision(z: Tensor):
     """Disable autocast so the loss is computed (and reduced) in float32 / float64."""
-    return torch.autocast(device_type=z.device.type, enabled=False)
+    if torch.is_autocast_enabled(z.device.type):
+        return torch.autocast(device_type=z.device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def _reduce(per_example: Tensor, reduction: str, normalizer: Tensor | int) -> Tensor:
@@ -303,8 +306,7 @@ class _IndexFocal(torch.autograd.Function):
     def forward(ctx, z: Tensor, targets: Tensor, gamma: float) -> Tensor:
         index = targets.unsqueeze(1)
         if _compiling():
-            loss, grad = _focal_terms(z, _one_hot(z, index), gamma)
-            per_example = loss.sum(1)
+            per_example, grad = _index_focal_fused(z, index, gamma)
         else:
             per_example, grad = _index_focal_eager(z, index, gamma)
         ctx.gamma = gamma
@@ -320,41 +322,66 @@ class _IndexFocal(torch.autograd.Function):
 
 
 def _one_hot(z: Tensor, index: Tensor) -> Tensor:
-    return torch.zeros_like(z).scatter_(1, index, 1.0)
+    """``(N, C)`` one-hot of ``index`` ``(N, 1)`` as a comparison (fused, never stored, when compiled)."""
+    classes = torch.arange(z.shape[1], device=z.device)
+    return (classes == index).to(z.dtype)
+
+
+def _index_focal_fused(z: Tensor, index: Tensor, gamma: float) -> tuple[Tensor, Tensor]:
+    """Loss rows and gradient for class indices as one pointwise expression (for the compiler).
+
+    Every term is ``f(s) = P**gamma * softplus(s)`` of ``s = -z`` (positive) or ``s = z``
+    (negative), ``P = sigmoid(s)``; with ``e = exp(-|z|)`` shared, ``softplus(s) =
+    max(s, 0) + log1p(e)``, ``log P = min(s, 0) - log1p(e)``, ``P = 1 / (1 + e)`` or
+    ``e / (1 + e)``: three transcendental functions per element, fused by the compiler
+    into one pass that writes only the gradient.
+    """
+    positive = torch.arange(z.shape[1], device=z.device) == index
+    s = torch.where(positive, -z, z)
+    e = torch.exp(-s.abs())
+    log1p_e = torch.log1p(e)
+    softplus = s.clamp_min(0.0) + log1p_e
+    r = 1.0 / (1.0 + e)
+    p, q = torch.where(s >= 0, r, e * r), torch.where(s >= 0, e * r, r)
+    if gamma == 0.0:
+        loss, grad = softplus, p
+    else:
+        modulator = torch.exp(gamma * (s.clamp_max(0.0) - log1p_e))
+        loss, grad = modulator * softplus, modulator * (gamma * q * softplus + p)
+    return loss.sum(1), torch.where(positive, -grad, grad)
 
 
 def _index_focal_eager(z: Tensor, index: Tensor, gamma: float) -> tuple[Tensor, Tensor]:
     n, c = z.shape
     grad = torch.empty_like(z)
-    per_example = torch.empty(n, dtype=z.dtype, device=z.device)
+    neg_rows = torch.empty(n, dtype=z.dtype, device=z.device)
     rows = max(1, _CHUNK_ELEMENTS // max(c, 1))
     for start in range(0, n, rows):
-        stop = min(start + rows, n)
-        _negative_chunk(
-            z[start:stop], index[start:stop], gamma, grad[start:stop], per_example[start:stop]
-        )
-    pos_loss, pos_grad = _focal_terms(z.gather(1, index), 1.0, gamma)
-    grad.scatter_(1, index, pos_grad)
-    per_example.add_(pos_loss.squeeze(1))
-    return per_example, grad
+        chunk, stop = index[start : start + rows], min(start + rows, n)
+        minus_loss, _ = _negative_terms(z[start:stop], gamma, grad[start:stop])
+        torch.sum(minus_loss.scatter_(1, chunk, 0.0), dim=1, out=neg_rows[start:stop])
+    # a positive's term is the negative-label term of -z, with the gradient's sign flipped
+    minus_pos_loss, pos_grad = _negative_terms(z.gather(1, index).neg_(), gamma)
+    grad.scatter_(1, index, pos_grad.neg_())
+    return neg_rows.add_(minus_pos_loss.squeeze(1)).neg_(), grad
 
 
-def _negative_chunk(
-    z: Tensor, index: Tensor, gamma: float, grad_out: Tensor, loss_out: Tensor
-) -> None:
-    """Negative-label terms ``f(z) = p**gamma * softplus(z)`` of a chunk of rows: the
-    gradient ``f'(z) = p**gamma * (gamma * q * softplus(z) + p)`` into ``grad_out``,
-    row sums without the positive entries into ``loss_out``."""
-    softplus = F.logsigmoid(-z).neg_()  # softplus(z) = -log q: exact for all z
+def _negative_terms(
+    z: Tensor, gamma: float, grad_out: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Negative-label terms ``f(z) = p**gamma * softplus(z)``: returns ``-f(z)`` (one sign
+    flip of the ``(N,)`` row sums saves one of the ``(N, C)`` terms) and the gradient
+    ``f'(z) = p**gamma * (gamma * q * softplus(z) + p)``, written into ``grad_out`` if given."""
+    neg_z = torch.neg(z)
+    log_q = F.logsigmoid(neg_z)  # -softplus(z): exact for all z
     prob = torch.sigmoid(z)
     if gamma == 0.0:
-        grad_out.copy_(prob)
-        torch.sum(softplus.scatter_(1, index, 0.0), dim=1, out=loss_out)
-        return
+        grad = prob if grad_out is None else grad_out.copy_(prob)
+        return log_q, grad
     modulator = prob if gamma == 1.0 else prob.pow(gamma)
-    q = torch.sigmoid(z.neg())  # 1 - p, exact where p ~ 1
-    torch.addcmul(prob, q, softplus, value=gamma, out=grad_out).mul_(modulator)
-    torch.sum(softplus.mul_(modulator).scatter_(1, index, 0.0), dim=1, out=loss_out)
+    q = neg_z.sigmoid_()  # 1 - p, exact where p ~ 1
+    grad = torch.addcmul(prob, q, log_q, value=-gamma, out=grad_out).mul_(modulator)
+    return log_q.mul_(modulator), grad
 
 
 def _dense_row_weight(targets: Tensor, weight: Tensor) -> Tensor:
