@@ -88,24 +88,37 @@ def _flag_kwargs(f, tp) -> dict:
     return {"type": tp}
 
 
+def _config_default(name: str):
+    from .config import TrainConfig
+
+    return TrainConfig.__dataclass_fields__[name].default
+
+
+def _add_config_flag(parser, name: str, **overrides) -> None:
+    """The flag of config key ``name`` (type, choices and help from its field)."""
+    from .config import TrainConfig, field_types
+
+    f = TrainConfig.__dataclass_fields__[name]
+    kwargs = _flag_kwargs(f, field_types()[name])
+    kwargs.update(overrides)
+    parser.add_argument(
+        f.metadata.get("flag", "--" + name.replace("_", "-")),
+        dest=name,
+        help=f.metadata["help"].format(**_help_names()),
+        **kwargs,
+    )
+
+
 def _add_config_arguments(p: argparse.ArgumentParser) -> None:
     """One flag per :class:`~classbalanced.config.TrainConfig` field, generated from its
     type and metadata (help, group), grouped as the fields are."""
     import dataclasses
 
-    from .config import GROUPS, TrainConfig, field_types
+    from .config import GROUPS, TrainConfig
 
-    types = field_types()
-    names = _help_names()
     groups = {key: p.add_argument_group(title) for key, title in GROUPS.items()}
     for f in dataclasses.fields(TrainConfig):
-        flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
-        groups[f.metadata["group"]].add_argument(
-            flag,
-            dest=f.name,
-            help=f.metadata["help"].format(**names),
-            **_flag_kwargs(f, types[f.name]),
-        )
+        _add_config_flag(groups[f.metadata["group"]], f.name)
     p.add_argument("--config", help="TOML or YAML file of settings; flags override it")
 
 
@@ -170,13 +183,11 @@ def _add_make_lt_parser(sub) -> None:
     p = sub.add_parser(
         "make-lt", help="write a long-tailed subset (indices and counts) without training"
     )
-    p.add_argument("--dataset", default="cifar10")
-    p.add_argument("--data-dir", default="data")
-    p.add_argument("--train-data")
-    p.add_argument("--test-data")
-    p.add_argument("--imbalance-factor", type=float, default=100.0)
-    p.add_argument("--profile", default="exp")
-    p.add_argument("--seed", type=int, default=0)
+    for name in ("dataset", "data_dir", "train_data", "test_data", "profile", "seed"):
+        _add_config_flag(p, name, default=_config_default(name))
+    p.add_argument(
+        "--imbalance-factor", type=float, default=100.0, help="n_max / n_min >= 1 (default 100)"
+    )
     p.add_argument(
         "--output", required=True, help="JSON file for indices and counts (.npz: also the images)"
     )
