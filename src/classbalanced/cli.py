@@ -344,14 +344,6 @@ def _cmd_decouple(args) -> int:
     return 0
 
 
-def _train_config(args: argparse.Namespace):
-    from .config import TrainConfig, config_from_sources
-
-    names = {f for f in TrainConfig.__dataclass_fields__}
-    overrides = {k: v for k, v in vars(args).items() if k in names and v is not None}
-    return config_from_sources(args.config, overrides)
-
-
 def _cmd_train(args) -> int:
     from .engine.trainer import train
 
