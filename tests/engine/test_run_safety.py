@@ -302,7 +302,7 @@ REFUSALS = [
     ("resume-manifest-without-data", _damage("run.json", "data"), "lacks the key(s) data"),
     ("resume-record-without-fingerprint", _damage("run.json", "data.train.fingerprint"), "lacks train.source / train.fingerprint"),
     ("evaluate-record-without-class-names", _damage("run.json", "data.class_names", evaluate=True), "lacks class_names"),
-    ("evaluate-corrupt-checkpoint", lambda r, d, t: (_corrupt_newest_checkpoint(r, d, t), _evaluate()(r, d, t))[1], "newest valid older checkpoint"),
+    ("evaluate-corrupt-checkpoint", lambda r, d, t: (_corrupt_newest_checkpoint(r, d, t), _evaluate()(r, d, t))[1], "newest valid older checkpoint is"),
 ]  # fmt: skip
 
 

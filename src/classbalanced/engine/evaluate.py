@@ -159,7 +159,7 @@ def evaluate_run(
     )
     counts = read_run_json(folder_path / "subset.json", ("counts",))["counts"]
     record = folder.data
-    checkpoint, state = folder.load_checkpoint(checkpoint)
+    checkpoint, state = folder.load_checkpoint(checkpoint, use="name that file to evaluate it")
     if state is None:
         raise FileNotFoundError(
             f"no checkpoint in {folder_path / 'checkpoints'}: nothing to evaluate"
