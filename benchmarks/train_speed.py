@@ -74,25 +74,30 @@ the reference -- is met.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from classbalanced.config import TrainConfig
-from classbalanced.data import longtail_counts
-from classbalanced.engine.distributed import DistContext
-from classbalanced.engine.evaluate import autocast as _autocast
-from classbalanced.engine.network import build_training_model
-from classbalanced.engine.streams import InMemoryStream
-from classbalanced.engine.trainer import LRSchedule
-from classbalanced.losses import build_loss, init_prior_bias_, parameter_groups
-from classbalanced.models.registry import build_model
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout
+
+from classbalanced.config import TrainConfig  # noqa: E402
+from classbalanced.data import longtail_counts  # noqa: E402
+from classbalanced.engine.distributed import DistContext  # noqa: E402
+from classbalanced.engine.evaluate import autocast as _autocast  # noqa: E402
+from classbalanced.engine.network import build_training_model  # noqa: E402
+from classbalanced.engine.streams import InMemoryStream  # noqa: E402
+from classbalanced.engine.trainer import LRSchedule  # noqa: E402
+from classbalanced.losses import build_loss, init_prior_bias_, parameter_groups  # noqa: E402
+from classbalanced.models.registry import build_model  # noqa: E402
 
 NUM_CLASSES = 10
 BETA, GAMMA = 0.9999, 1.0
@@ -359,6 +364,54 @@ def check(runners: list) -> dict[str, tuple[float, float, float]]:
     return out
 
 
+def _configs(text: str) -> list[tuple[str, bool, bool]]:
+    """``"fp32:cl:eager,bf16:nchw:compile"`` -> ``[("fp32", True, False), ("bf16", False, True)]``."""
+    out = []
+    for item in text.split(","):
+        parts = item.strip().split(":")
+        if (
+            len(parts) != 3
+            or parts[0] not in ("fp32", "bf16", "fp16")
+            or parts[1] not in ("nchw", "cl")
+            or parts[2] not in ("eager", "compile")
+        ):
+            raise argparse.ArgumentTypeError(
+                f"expected PRECISION:nchw|cl:eager|compile (e.g. bf16:cl:compile), got {item!r}"
+            )
+        out.append((parts[0], parts[1] == "cl", parts[2] == "compile"))
+    return out
+
+
+def write_json(path, args, device, runners, results, checks, chosen_name, steps_per_run) -> None:
+    """The table as data: one row per configuration (gpu_check.py reads it)."""
+    rows = []
+    for r in runners:
+        res = results[r.name]
+        dl, dm, dg = checks.get(r.name, (None, None, None))
+        rows.append(
+            {
+                "name": r.name,
+                "default": r.name == chosen_name,
+                "images_per_s": res["images_per_s"],
+                "step_s": res["median_s"],
+                "first_step_s": res["first_s"],
+                "implied_200_epochs_s": steps_per_run * res["median_s"],
+                "first_loss_rel_diff": dl,
+                "mean_loss_rel_diff": dm,
+                "first_grad_rel_err": dg,
+            }
+        )
+    doc = {
+        "torch": torch.__version__,
+        "device": str(device),
+        "model": args.model,
+        "batch": args.batch_size,
+        "steps_per_200_epochs": steps_per_run,
+        "rows": rows,
+    }
+    Path(path).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
@@ -384,6 +437,14 @@ def main(argv: list[str] | None = None) -> int:
         default=True,
         help="also time the other configurations of interest (default: yes)",
     )
+    p.add_argument(
+        "--configs",
+        type=_configs,
+        default=None,
+        help="'ours' configurations to time instead of the sweep, e.g. "
+        "fp32:cl:eager,bf16:cl:compile (PRECISION:nchw|cl:eager|compile)",
+    )
+    p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument(
         "--workers",
         type=int,
@@ -417,7 +478,9 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cpu" and chosen[0] == "fp16":
         raise SystemExit("fp16 autocast is for CUDA; use --precision bf16 or fp32 on the CPU")
     combos = [("fp32", False, False), chosen]
-    if args.sweep:
+    if args.configs is not None:
+        combos += args.configs
+    elif args.sweep:
         combos += [
             ("fp32", True, False),
             ("bf16", False, False),
@@ -488,6 +551,9 @@ def main(argv: list[str] | None = None) -> int:
             f"check: the losses (first step and mean over the run) of every 'ours' configuration "
             f"match fp32 eager NCHW within {CORRECT_TOL}"
         )
+    steps_per_run = 200 * (len(labels) // args.batch_size)
+    if args.json:
+        write_json(args.json, args, device, runners, results, checks, chosen_name, steps_per_run)
     ratio = results[chosen_name]["images_per_s"] / ref_ips
     if device.type == "cpu":
         verdict = "MET" if ratio >= CPU_TARGET else "NOT MET"
@@ -496,7 +562,6 @@ def main(argv: list[str] | None = None) -> int:
             f"({ratio:.2f}x: {results[chosen_name]['images_per_s']:.0f} vs {ref_ips:.0f} images/s)"
         )
     else:
-        steps_per_run = 200 * (len(labels) // args.batch_size)
         est = steps_per_run * results[chosen_name]["median_s"]
         print(
             f"ratio {ratio:.2f}x; 200 epochs x {len(labels) // args.batch_size} steps at this rate: "

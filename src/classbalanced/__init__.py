@@ -14,9 +14,14 @@ from .comparison import (  # noqa: E402
     BalancedSoftmaxLoss,
     LDAMLoss,
     LogitAdjustedLoss,
+    balanced_softmax_loss,
+    ldam_loss,
+    ldam_margins,
+    logit_adjusted_loss,
     post_hoc_logit_adjustment,
 )
 from .losses import (
+    DEFAULT_GAMMA,
     LOSS_TYPES,
     REDUCTIONS,
     ClassBalancedLoss,
@@ -29,7 +34,7 @@ from .losses import (
     prior_bias,
     register_loss,
     sigmoid_cross_entropy,
-    sigmoid_focal_loss,
+    sigmoid_focal_cross_entropy,
     softmax_cross_entropy,
 )
 from .multilabel import (  # noqa: E402
@@ -46,7 +51,12 @@ from .weights import class_balanced_weights, effective_number
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_GAMMA",
     "BalancedSoftmaxLoss",
+    "balanced_softmax_loss",
+    "ldam_loss",
+    "ldam_margins",
+    "logit_adjusted_loss",
     "ClassBalancedSampler",
     "LDAMLoss",
     "LogitAdjustedLoss",
@@ -73,6 +83,6 @@ __all__ = [
     "prior_bias",
     "register_loss",
     "sigmoid_cross_entropy",
-    "sigmoid_focal_loss",
+    "sigmoid_focal_cross_entropy",
     "softmax_cross_entropy",
 ]

@@ -51,7 +51,7 @@ def train_args(data, out: Path, *extra: str, epochs: int = 4) -> list[str]:
         "--model", "resnet8",
         "--epochs", str(epochs),
         "--batch-size", "32",
-        "--warmup-epochs", "2",
+        "--warmup-epochs", str(min(2, epochs - 1)),
         "--eval-every", "2",
         "--eval-batch-size", "40",
         "--device", "cpu",
@@ -213,7 +213,7 @@ def _reordered_class_names(run, data, tmp):
     with np.load(data.test) as f:
         names = [f"c{i}" for i in (1, 0, *range(2, 10))]
         test = save_npz(tmp / "te.npz", f["x"], f["y"], names)
-    return train_args(type(data)(train=train, test=test), tmp / "fresh", "--epochs", "1")
+    return train_args(type(data)(train=train, test=test), tmp / "fresh", epochs=1)
 
 
 def _evaluate(*extra):

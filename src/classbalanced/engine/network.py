@@ -19,7 +19,7 @@ def build_network(
     """The run's network as training builds it: seeded initialisation (the global RNG is left
     alone), ``pretrained`` weights, LDAM's cosine classifier when the loss asks for it."""
     if loss_fn is None:
-        loss_fn = build_loss(cfg.loss, counts, beta=cfg.beta, gamma=cfg.gamma)
+        loss_fn = build_loss(cfg.loss, counts, beta=cfg.beta, gamma=cfg.gamma, **cfg.loss_options)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = build_model(cfg.model, len(counts), in_channels=in_channels)

@@ -89,6 +89,15 @@ def read_run_json(path: Path, keys: tuple[str, ...] = (), kind: type = dict) -> 
     return value
 
 
+def written_files(out: Path) -> list[Path]:
+    """The files the run in ``out`` wrote: its manifest and every file the manifest lists
+    (none for a folder that is not a run)."""
+    manifest = Manifest.read(out) if out.is_dir() else None
+    if manifest is None:
+        return []
+    return [out / MANIFEST, *(out / name for name in manifest.files)]
+
+
 class Manifest:
     """``run.json``: the files a run wrote (name -> SHA-256 or ``None``) and its data record."""
 

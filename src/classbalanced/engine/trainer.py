@@ -181,7 +181,9 @@ def _set_up(cfg, ctx, log, accept_data_change: bool, fallback_checkpoint: bool):
 
 
 def _model_and_optimizer(cfg: TrainConfig, ctx: DistContext, data: RunData) -> _Model:
-    loss_fn = build_loss(cfg.loss, data.counts, beta=cfg.beta, gamma=cfg.gamma).to(ctx.device)
+    loss_fn = build_loss(
+        cfg.loss, data.counts, beta=cfg.beta, gamma=cfg.gamma, **cfg.loss_options
+    ).to(ctx.device)
     reweight = None
     if cfg.reweight_schedule != "constant":
         if not hasattr(loss_fn, "set_weight"):
