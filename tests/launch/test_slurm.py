@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -140,3 +141,27 @@ def test_submit_runs_torchrun_with_two_processes(slurm_cluster, tmp_path):
     assert a["global_step"] == b["global_step"] == 2
     for name, tensor in a["model"].items():
         torch.testing.assert_close(b["model"][name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_a_sweep_folder_the_nodes_cannot_see_is_reported(slurm_cluster, tmp_path):
+    """The sweep folder on a tmpfs only the launcher sees (a private mount namespace): the
+    launcher warns, and the task that cannot reach the folder is reported as such."""
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare (util-linux)")
+    config = tmp_path / "one.toml"
+    config.write_text(SWEEP.replace('loss = ["softmax", "focal"]', 'loss = ["softmax"]'))
+    private = tmp_path / "private"
+    private.mkdir()
+    sweep = f"{sys.executable} -m classbalanced sweep --config {config} --out {private}/sweep"
+    script = f"mount -t tmpfs none {private} && {sweep} --launcher slurm --no-report"
+    done = subprocess.run(
+        ["unshare", "-m", "bash", "-c", script],
+        env=_env(slurm_cluster),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "is tmpfs storage of this machine" in done.stderr
+    assert "the sweep folder must live on storage every node shares" in done.stderr
+    assert not list(private.iterdir())  # the tmpfs is gone with its namespace
