@@ -89,8 +89,9 @@ from classbalanced.data import longtail_counts
 from classbalanced.engine.distributed import DistContext
 from classbalanced.engine.streams import InMemoryStream
 from classbalanced.engine.trainer import LRSchedule, _autocast, _build_model
-from classbalanced.losses import build_loss, init_prior_bias_, parameter_groups
+from classbalanced.losses import build_loss, init_prior_bias_
 from classbalanced.models.registry import build_model
+from classbalanced.optim import parameter_groups
 
 NUM_CLASSES = 10
 BETA, GAMMA = 0.9999, 1.0

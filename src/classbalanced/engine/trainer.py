@@ -31,8 +31,9 @@ from ..data.augment import normalize_images
 from ..data.longtail import longtail_indices
 from ..data.registry import load_dataset
 from ..data.safe_io import atomic_write_json
-from ..losses import build_loss, init_prior_bias_, parameter_groups
+from ..losses import build_loss, init_prior_bias_
 from ..models.registry import build_model, load_pretrained_, use_normed_classifier_
+from ..optim import parameter_groups
 from ..schedules import ReweightSchedule
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .distributed import DistContext, all_reduce_sum, cleanup_distributed, setup_distributed
