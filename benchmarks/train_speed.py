@@ -23,12 +23,12 @@ values do not affect speed).
 the first, compiling, steps and the epoch-end bookkeeping, and would need a
 full 97-step epoch per configuration -- minutes on a 2-core CPU), the script
 builds the run with the trainer's own pieces and runs its inner-loop body
-verbatim: the model and parameter groups from ``trainer._build_model`` (seeded
+verbatim: the model and parameter groups from ``network.build_training_model`` (seeded
 init, prior bias, ``channels_last`` conversion), the batches from
 ``InMemoryStream`` (uint8 images held on the device, the epoch plan drawn up
 front, whole-batch ``crop_flip`` + ``normalize_images``), the ``LRSchedule``
 written into the parameter groups every step, ``zero_grad(set_to_none=True)``,
-the optional ``channels_last`` input conversion, ``trainer._autocast`` around
+the optional ``channels_last`` input conversion, ``evaluate.autocast`` around
 the forward pass, the loss, backward, ``optimizer.step()``, the on-device loss
 accumulation and the trainer's host read of the loss every 20 steps. What is
 left out is per-epoch work (tqdm bar updates, tensorboard scalars, evaluation,
@@ -74,24 +74,31 @@ the reference -- is met.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from classbalanced.config import TrainConfig
-from classbalanced.data import longtail_counts
-from classbalanced.engine.distributed import DistContext
-from classbalanced.engine.streams import InMemoryStream
-from classbalanced.engine.trainer import LRSchedule, _autocast, _build_model
-from classbalanced.losses import build_loss, init_prior_bias_
-from classbalanced.models.registry import build_model
-from classbalanced.optim import parameter_groups
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout
+
+from classbalanced.config import TrainConfig  # noqa: E402
+from classbalanced.data import longtail_counts  # noqa: E402
+from classbalanced.engine.distributed import DistContext  # noqa: E402
+from classbalanced.engine.evaluate import autocast as _autocast  # noqa: E402
+from classbalanced.engine.network import build_training_model  # noqa: E402
+from classbalanced.engine.streams import InMemoryStream  # noqa: E402
+from classbalanced.engine.trainer import LRSchedule  # noqa: E402
+from classbalanced.losses import build_loss, init_prior_bias_  # noqa: E402
+from classbalanced.models.registry import build_model  # noqa: E402
+from classbalanced.optim import parameter_groups  # noqa: E402
 
 NUM_CLASSES = 10
 BETA, GAMMA = 0.9999, 1.0
@@ -128,7 +135,7 @@ def _sync(device: torch.device) -> None:
 
 
 class OursRunner:
-    """The trainer's inner-loop body (engine/trainer.py, ``_train``) with accumulate = 1."""
+    """The trainer's inner-loop body (engine/loop.py, ``train_epoch``) with accumulate = 1."""
 
     def __init__(
         self,
@@ -164,14 +171,14 @@ class OursRunner:
         ).resolved()
         self.cfg = cfg
         ctx = DistContext(device=device)
-        # as trainer._in_memory_data: NHWC uint8 -> NCHW uint8 on the device
+        # as run_data._in_memory_data: NHWC uint8 -> NCHW uint8 on the device
         x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device)
         y = torch.from_numpy(labels).to(device)
         self.stream = InMemoryStream(
             x, y, batch_size=cfg.batch_size, seed=cfg.seed, pad=cfg.pad, flip=cfg.flip, ctx=ctx
         )
         self.loss_fn = build_loss(cfg.loss, counts, beta=cfg.beta, gamma=cfg.gamma).to(device)
-        self.model, groups = _build_model(cfg, NUM_CLASSES, 3, self.loss_fn, ctx)
+        self.model, groups = build_training_model(cfg, counts, 3, self.loss_fn, ctx)
         self.optimizer = torch.optim.SGD(
             groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov
         )
@@ -201,7 +208,7 @@ class OursRunner:
     def step(self) -> None:
         cfg, device, optimizer = self.cfg, self.device, self.optimizer
         s, xb, yb = next(self._batches)
-        # --- the body of trainer._train's step loop (accumulate = 1, one process) ---
+        # --- the body of loop.train_epoch's step loop (accumulate = 1, one process) ---
         lr = self.schedule(self.global_step)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -358,6 +365,54 @@ def check(runners: list) -> dict[str, tuple[float, float, float]]:
     return out
 
 
+def _configs(text: str) -> list[tuple[str, bool, bool]]:
+    """``"fp32:cl:eager,bf16:nchw:compile"`` -> ``[("fp32", True, False), ("bf16", False, True)]``."""
+    out = []
+    for item in text.split(","):
+        parts = item.strip().split(":")
+        if (
+            len(parts) != 3
+            or parts[0] not in ("fp32", "bf16", "fp16")
+            or parts[1] not in ("nchw", "cl")
+            or parts[2] not in ("eager", "compile")
+        ):
+            raise argparse.ArgumentTypeError(
+                f"expected PRECISION:nchw|cl:eager|compile (e.g. bf16:cl:compile), got {item!r}"
+            )
+        out.append((parts[0], parts[1] == "cl", parts[2] == "compile"))
+    return out
+
+
+def write_json(path, args, device, runners, results, checks, chosen_name, steps_per_run) -> None:
+    """The table as data: one row per configuration (gpu_check.py reads it)."""
+    rows = []
+    for r in runners:
+        res = results[r.name]
+        dl, dm, dg = checks.get(r.name, (None, None, None))
+        rows.append(
+            {
+                "name": r.name,
+                "default": r.name == chosen_name,
+                "images_per_s": res["images_per_s"],
+                "step_s": res["median_s"],
+                "first_step_s": res["first_s"],
+                "implied_200_epochs_s": steps_per_run * res["median_s"],
+                "first_loss_rel_diff": dl,
+                "mean_loss_rel_diff": dm,
+                "first_grad_rel_err": dg,
+            }
+        )
+    doc = {
+        "torch": torch.__version__,
+        "device": str(device),
+        "model": args.model,
+        "batch": args.batch_size,
+        "steps_per_200_epochs": steps_per_run,
+        "rows": rows,
+    }
+    Path(path).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
@@ -383,6 +438,14 @@ def main(argv: list[str] | None = None) -> int:
         default=True,
         help="also time the other configurations of interest (default: yes)",
     )
+    p.add_argument(
+        "--configs",
+        type=_configs,
+        default=None,
+        help="'ours' configurations to time instead of the sweep, e.g. "
+        "fp32:cl:eager,bf16:cl:compile (PRECISION:nchw|cl:eager|compile)",
+    )
+    p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument(
         "--workers",
         type=int,
@@ -416,7 +479,9 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cpu" and chosen[0] == "fp16":
         raise SystemExit("fp16 autocast is for CUDA; use --precision bf16 or fp32 on the CPU")
     combos = [("fp32", False, False), chosen]
-    if args.sweep:
+    if args.configs is not None:
+        combos += args.configs
+    elif args.sweep:
         combos += [
             ("fp32", True, False),
             ("bf16", False, False),
@@ -487,6 +552,9 @@ def main(argv: list[str] | None = None) -> int:
             f"check: the losses (first step and mean over the run) of every 'ours' configuration "
             f"match fp32 eager NCHW within {CORRECT_TOL}"
         )
+    steps_per_run = 200 * (len(labels) // args.batch_size)
+    if args.json:
+        write_json(args.json, args, device, runners, results, checks, chosen_name, steps_per_run)
     ratio = results[chosen_name]["images_per_s"] / ref_ips
     if device.type == "cpu":
         verdict = "MET" if ratio >= CPU_TARGET else "NOT MET"
@@ -495,7 +563,6 @@ def main(argv: list[str] | None = None) -> int:
             f"({ratio:.2f}x: {results[chosen_name]['images_per_s']:.0f} vs {ref_ips:.0f} images/s)"
         )
     else:
-        steps_per_run = 200 * (len(labels) // args.batch_size)
         est = steps_per_run * results[chosen_name]["median_s"]
         print(
             f"ratio {ratio:.2f}x; 200 epochs x {len(labels) // args.batch_size} steps at this rate: "

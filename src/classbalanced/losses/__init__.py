@@ -37,7 +37,7 @@ from .functional import (
 from .kernels import focal_elements
 from .modules import ClassBalancedLoss, ClassWeightBuffers, WeightedLoss
 from .prior import init_prior_bias_, prior_bias
-from .registry import LossSpec, available_losses, build_loss, register_loss
+from .registry import available_losses, build_loss, loss_options, register_loss
 
 __all__ = [
     "DEFAULT_GAMMA",
@@ -59,7 +59,7 @@ __all__ = [
     "LDAMLoss",
     "LogitAdjustedLoss",
     "BalancedSoftmaxLoss",
-    "LossSpec",
+    "loss_options",
     "register_loss",
     "available_losses",
     "build_loss",

@@ -481,14 +481,24 @@ def _initial_weight(samples_per_class, beta: float) -> Tensor | None:
     return class_balanced_weights(samples_per_class, beta) if beta > 0.0 else None
 
 
-def _build_ldam(samples_per_class, *, beta: float, gamma: float, reduction: str) -> LDAMLoss:
+def _build_ldam(
+    samples_per_class,
+    *,
+    beta: float,
+    gamma: float,
+    reduction: str,
+    max_m: float = 0.5,
+    s: float = 30.0,
+) -> LDAMLoss:
     weight = _initial_weight(samples_per_class, beta)
-    return LDAMLoss(samples_per_class, weight, reduction=reduction)
+    return LDAMLoss(samples_per_class, weight, max_m=max_m, s=s, reduction=reduction)
 
 
-def _build_logit_adjusted(samples_per_class, *, beta: float, gamma: float, reduction: str):
+def _build_logit_adjusted(
+    samples_per_class, *, beta: float, gamma: float, reduction: str, tau: float = 1.0
+):
     weight = _initial_weight(samples_per_class, beta)
-    return LogitAdjustedLoss(samples_per_class, weight, reduction=reduction)
+    return LogitAdjustedLoss(samples_per_class, weight, tau=tau, reduction=reduction)
 
 
 def _build_balanced_softmax(samples_per_class, *, beta: float, gamma: float, reduction: str):

@@ -1,0 +1,128 @@
+"""benchmarks/gpu_check.py in its CPU quick mode: every stage's plumbing, both summaries.
+
+The GPU check runs rarely (on a borrowed GPU, against a clock); this keeps it from
+rotting between those runs: the same code paths at toy sizes on the CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
+STAGES = ["env", "tests", "loss", "train_speed", "train", "grid", "resnet50"]
+
+pytestmark = pytest.mark.slow
+
+
+def _run(out: Path, *args: str, timeout: float = 700) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "src"), env.get("PYTHONPATH")) if p)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), "--out", str(out), "--device", "cpu", "--quick", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=ROOT,
+    )
+
+
+def _table(md: str) -> list[list[str]]:
+    lines = [line for line in md.splitlines() if line.startswith("|")]
+    assert lines[0] == "| stage | status | figure | value | command |"
+    assert set(lines[1]) <= set("|-")
+    return [[c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]] for line in lines[2:]]
+
+
+def _figures(doc: dict, stage: str) -> dict[str, str]:
+    found = next(s for s in doc["stages"] if s["name"] == stage)
+    return {f["what"]: f["value"] for f in found["figures"]}
+
+
+def test_quick_mode_runs_every_stage_and_writes_both_summaries(tmp_path):
+    proc = _run(tmp_path / "out", "--budget-s", "600")  # about 60 s on 2 idle cores
+    doc = json.loads((tmp_path / "out" / "summary.json").read_text())
+    statuses = {s["name"]: s["status"] for s in doc["stages"]}
+    assert list(statuses) == STAGES
+    assert all(v == "ok" for v in statuses.values()), (statuses, proc.stdout[-3000:])
+    assert proc.returncode == 0
+
+    env = _figures(doc, "env")["environment"]
+    assert env.startswith("torch ") and "CPUs" in env
+    tests = _figures(doc, "tests")["CUDA tests (pytest -m cuda tests/cuda)"]
+    skipped = int(re.fullmatch(r"(\d+) skipped", tests).group(1))  # collected, none ran here
+    assert skipped >= 50
+    loss = _figures(doc, "loss")
+    assert any("focal loss N=256 C=8142" in k for k in loss)
+    speed = _figures(doc, "train_speed")
+    assert any("ours: bf16, channels_last, eager" in k for k in speed)
+    train = _figures(doc, "train")
+    per_epoch = next(v for k, v in train.items() if "wall time per epoch" in k)
+    implied = next(v for k, v in train.items() if k.startswith("1 run: implied 2-epoch run"))
+    assert float(per_epoch.split()[0]) > 0 and float(implied.split()[0]) > 0
+    grid = _figures(doc, "grid")
+    assert grid["2 concurrent runs: runs that reached an evaluation"] == "2 of 2"
+    assert "runs of 2 epochs per hour" in grid["2 concurrent runs: grid throughput"]
+    r50 = _figures(doc, "resnet50")
+    assert any(v.endswith("steps)") and "images/s" in v for v in r50.values())
+
+    # summary.md: one table holding every figure of summary.json, each with its command
+    rows = _table((tmp_path / "out" / "summary.md").read_text())
+    figures = [(f["what"], f["value"]) for s in doc["stages"] for f in s["figures"]]
+    assert [(r[2], r[3]) for r in rows] == [
+        (w.replace("|", "\\|"), v.replace("|", "\\|")) for w, v in figures
+    ]
+    assert all(r[4].startswith("`python ") for r in rows)
+    assert "classbalanced train" in next(r[4] for r in rows if r[2].startswith("1 run:"))
+    assert (tmp_path / "out" / "logs.txt").stat().st_size > 0
+
+
+def test_out_of_budget_stages_are_skipped_and_still_summarised(tmp_path):
+    proc = _run(tmp_path / "out", "--budget-s", "4", "--stages", "env,tests,train")
+    doc = json.loads((tmp_path / "out" / "summary.json").read_text())
+    statuses = {s["name"]: s["status"] for s in doc["stages"]}
+    assert statuses["env"] == "ok"
+    assert statuses["tests"].startswith("skipped: out of budget")
+    assert statuses["train"].startswith("skipped: out of budget")
+    assert proc.returncode == 0  # nothing that ran failed
+    assert "skipped: out of budget" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_bad_arguments_are_one_line_errors(tmp_path):
+    proc = _run(tmp_path / "out", "--stages", "env,warp", timeout=60)
+    assert proc.returncode == 2
+    assert "expected stages from env, tests" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_without_cuda_the_cuda_check_says_so_and_runs_nothing(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here: the real check runs instead")
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--out", str(out), "--budget-s", "60"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 1
+    doc = json.loads((out / "summary.json").read_text())
+    statuses = [s["status"] for s in doc["stages"]]
+    assert statuses[0] == "failed"
+    assert all(
+        s.startswith("skipped: --device cuda but torch.cuda.is_available() is False")
+        for s in statuses[1:]
+    )
