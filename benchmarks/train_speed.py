@@ -96,8 +96,9 @@ from classbalanced.engine.evaluate import autocast as _autocast  # noqa: E402
 from classbalanced.engine.network import build_training_model  # noqa: E402
 from classbalanced.engine.streams import InMemoryStream  # noqa: E402
 from classbalanced.engine.trainer import LRSchedule  # noqa: E402
-from classbalanced.losses import build_loss, init_prior_bias_, parameter_groups  # noqa: E402
+from classbalanced.losses import build_loss, init_prior_bias_  # noqa: E402
 from classbalanced.models.registry import build_model  # noqa: E402
+from classbalanced.optim import parameter_groups  # noqa: E402
 
 NUM_CLASSES = 10
 BETA, GAMMA = 0.9999, 1.0

@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from classbalanced.comparison import (
+from classbalanced.losses import available_losses, build_loss, softmax_cross_entropy
+from classbalanced.losses.comparison import (
     BalancedSoftmaxLoss,
     LDAMLoss,
     LogitAdjustedLoss,
@@ -15,7 +16,6 @@ from classbalanced.comparison import (
     logit_adjusted_loss,
     post_hoc_logit_adjustment,
 )
-from classbalanced.losses import available_losses, build_loss, softmax_cross_entropy
 from classbalanced.schedules import ReweightSchedule
 from classbalanced.weights import class_balanced_weights
 

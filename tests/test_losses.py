@@ -15,7 +15,6 @@ from classbalanced.losses import (
     build_loss,
     class_balanced_loss,
     init_prior_bias_,
-    parameter_groups,
     prior_bias,
     sigmoid_cross_entropy,
     sigmoid_focal_cross_entropy,
@@ -662,7 +661,7 @@ def test_weighted_loss_without_weights_is_plain():
 
 
 # ---------------------------------------------------------------------------
-# prior bias and parameter groups
+# prior bias
 # ---------------------------------------------------------------------------
 
 
@@ -702,21 +701,6 @@ def test_init_prior_bias_errors():
         init_prior_bias_(nn.Linear(3, 2, bias=False))
     with pytest.raises(TypeError, match="expects an nn.Linear"):
         init_prior_bias_(nn.Conv2d(1, 1, 1))
-
-
-def test_parameter_groups():
-    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 3))
-    decay, skip = parameter_groups(net, 2e-4, no_decay=[net[3].bias])
-    assert decay["weight_decay"] == 2e-4 and skip["weight_decay"] == 0.0
-    ids = lambda g: {id(p) for p in g["params"]}  # noqa: E731
-    assert ids(skip) == {id(net[3].bias)}
-    assert ids(decay) | ids(skip) == {id(p) for p in net.parameters()}
-    decay, skip = parameter_groups(net, 1e-4, bias_and_norm=True)
-    assert ids(decay) == {id(net[0].weight), id(net[3].weight)}
-    assert ids(skip) == {id(net[0].bias), id(net[1].weight), id(net[1].bias), id(net[3].bias)}
-    assert ids(parameter_groups(net, 1e-4, no_decay=["3.bias"])[1]) == {id(net[3].bias)}
-    with pytest.raises(ValueError, match="unknown parameter 'fc.bias'"):
-        parameter_groups(net, 1e-4, no_decay=["fc.bias"])
 
 
 # ---------------------------------------------------------------------------

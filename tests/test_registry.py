@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from classbalanced.comparison import ldam_margins
 from classbalanced.data.registry import available_datasets, dataset_options, is_large_dataset
 from classbalanced.losses import available_losses, build_loss, loss_options
+from classbalanced.losses.comparison import ldam_margins
 from classbalanced.models.registry import MODEL_REGISTRY, check_model_name
 from classbalanced.registry import Registry
 
@@ -42,8 +42,8 @@ def test_case_insensitive_registry():
 
 
 def test_the_three_registries_share_the_helper():
-    from classbalanced import losses
     from classbalanced.data import registry as data_registry
+    from classbalanced.losses import registry as losses
 
     assert isinstance(losses._REGISTRY, Registry)
     assert isinstance(MODEL_REGISTRY, Registry)

@@ -344,14 +344,6 @@ def _cmd_decouple(args) -> int:
     return 0
 
 
-def _train_config(args: argparse.Namespace):
-    from .config import TrainConfig, config_from_sources
-
-    names = {f for f in TrainConfig.__dataclass_fields__}
-    overrides = {k: v for k, v in vars(args).items() if k in names and v is not None}
-    return config_from_sources(args.config, overrides)
-
-
 def _cmd_train(args) -> int:
     from .engine.trainer import train
 
@@ -807,7 +799,7 @@ def _add_submit_parser(sub) -> None:
         description="classbalanced submit --launcher slurm --nodes 2 --gpus-per-node 8 -- "
         "train --config configs/inat2018_cb_focal.toml --out runs/inat18",
     )
-    p.add_argument("--launcher", choices=["slurm"], default="slurm")
+    p.add_argument("--launcher", choices=["slurm"], default="slurm", help="slurm (the default)")
     p.add_argument("--nodes", type=int, default=1, help="nodes (default 1)")
     p.add_argument(
         "--gpus-per-node", type=int, default=0, help="GPUs per node = processes per node"
@@ -820,8 +812,14 @@ def _add_submit_parser(sub) -> None:
     p.add_argument("--cpus-per-node", type=int, default=1, help="CPUs per node (default 1)")
     p.add_argument("--slurm-partition", help="partition")
     p.add_argument("--slurm-time", default="60", help="time limit, MINUTES or HH:MM:SS")
-    p.add_argument("--slurm-option", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--logs", help="folder for SLURM's logs (default: OUT/slurm of the run)")
+    p.add_argument(
+        "--slurm-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other sbatch option, e.g. account=lab (repeatable)",
+    )
+    p.add_argument("--logs", help="folder for SLURM's logs (default: runs/slurm/JOBID)")
     p.add_argument("--no-wait", action="store_true", help="print the job id and return")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- train ARGS...")
     p.set_defaults(func=_cmd_submit)

@@ -41,7 +41,9 @@ import torch
 from torch import Tensor, nn
 
 from ._validation import check_beta, check_choice, check_gamma, check_positive_int
-from .losses import DEFAULT_GAMMA, REDUCTIONS, _full_precision, _reduce, focal_elements
+from .losses.checks import _full_precision, _reduce
+from .losses.functional import DEFAULT_GAMMA, REDUCTIONS
+from .losses.kernels import focal_elements
 from .weights import as_counts, class_balanced_weights
 
 __all__ = [

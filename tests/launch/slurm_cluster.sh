@@ -14,7 +14,15 @@ cmd=${1:?usage: slurm_cluster.sh start|stop STATE_DIR}
 state=${2:?usage: slurm_cluster.sh start|stop STATE_DIR}
 
 stop() {
-    for name in slurmd slurmctld; do
+    # end this cluster's jobs first, so that no job step outlives its slurmd
+    if [[ -f "$state/slurmctld.pid" ]]; then
+        SLURM_CONF=$state/slurm.conf scancel --quiet --full "--user=$(id -un)" 2>/dev/null || true
+        for _ in $(seq 50); do
+            [[ -z $(SLURM_CONF=$state/slurm.conf squeue -h 2>/dev/null) ]] && break
+            sleep 0.2
+        done
+    fi
+    for name in slurmd slurmctld munged; do
         if [[ -f "$state/$name.pid" ]]; then
             pid=$(cat "$state/$name.pid")
             kill "$pid" 2>/dev/null || true
@@ -44,6 +52,7 @@ if ! munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
     [[ -f /etc/munge/munge.key ]] || runuser -u munge -- mungekey --create
     runuser -u munge -- /usr/sbin/munged
     for _ in $(seq 50); do munge -n 2>/dev/null | unmunge >/dev/null 2>&1 && break; sleep 0.1; done
+    cp /run/munge/munged.pid "$state/munged.pid"  # started here: stopped here too
 fi
 
 read -r ctld_port slurmd_port < <(python3 - <<'EOF'

@@ -6,8 +6,9 @@ import torch
 from torch import nn
 
 from ..config import TrainConfig
-from ..losses import build_loss, init_prior_bias_, parameter_groups
+from ..losses import build_loss, init_prior_bias_
 from ..models.registry import build_model, load_pretrained_, use_normed_classifier_
+from ..optim import parameter_groups
 from .distributed import DistContext
 
 __all__ = ["build_network", "build_training_model"]

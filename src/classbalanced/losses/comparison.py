@@ -51,20 +51,19 @@ import numbers
 import torch
 from torch import Tensor
 
-from ._validation import check_beta, check_choice
-from .losses import (
-    REDUCTIONS,
-    ClassWeightBuffers,
+from .._validation import check_beta, check_choice
+from ..weights import as_counts, class_balanced_weights
+from .checks import (
     _check_logits,
     _check_num_classes,
     _check_targets,
     _check_weight,
     _compute_dtype,
     _full_precision,
-    _weighted_ce,
-    register_loss,
 )
-from .weights import as_counts, class_balanced_weights
+from .functional import REDUCTIONS, _weighted_ce
+from .modules import ClassWeightBuffers
+from .registry import register_loss
 
 __all__ = [
     "ldam_margins",
