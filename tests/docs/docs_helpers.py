@@ -48,9 +48,8 @@ def docs_copy(tmp_path) -> Path:
     target = tmp_path / "docs"
     shutil.copytree(DOCS, target, ignore=shutil.ignore_patterns("_build"))
     conf = target / "conf.py"
-    conf.write_text(
-        conf.read_text().replace(
-            "ROOT = Path(__file__).resolve().parents[1]", f"ROOT = Path({str(ROOT)!r})"
-        )
-    )
+    line = "ROOT = Path(__file__).resolve().parents[1]"
+    text = conf.read_text()
+    assert line in text, f"docs/conf.py no longer sets ROOT with {line!r}"
+    conf.write_text(text.replace(line, f"ROOT = Path({str(ROOT)!r})"))
     return target

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import functools
 import http.server
+import json
 import re
 import shutil
 import subprocess
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -75,10 +77,12 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def _dump_dom(url: str) -> str:
+def _dump_dom(url: str, profile: Path) -> str:
     cmd = [
         _chromium(),
         "--headless",
+        f"--user-data-dir={profile}",  # a fresh profile: no lock shared with another run
+        "--disable-dev-shm-usage",
         "--no-sandbox",  # the tests may run as root (CI does)
         "--disable-gpu",
         "--no-first-run",
@@ -92,10 +96,8 @@ def _dump_dom(url: str) -> str:
     return result.stdout
 
 
-def test_api_page_shows_class_balanced_loss_with_its_formula_rendered(served):
-    import json
-
-    dom = _dump_dom(f"{served}/_check_math.html")
+def test_api_page_shows_class_balanced_loss_with_its_formula_rendered(served, tmp_path):
+    dom = _dump_dom(f"{served}/_check_math.html", tmp_path / "profile")
     found = re.search(r'<pre id="result">(.*?)</pre>', dom, re.S)
     assert found is not None, dom[:2000]
     text = found.group(1)
@@ -108,8 +110,8 @@ def test_api_page_shows_class_balanced_loss_with_its_formula_rendered(served):
     assert state["mathAboveSignature"] and state["subscriptLowered"], state
 
 
-def test_search_for_effective_number_finds_the_api_page(served):
-    dom = _dump_dom(f"{served}/search.html?q=effective+number")
+def test_search_for_effective_number_finds_the_api_page(served, tmp_path):
+    dom = _dump_dom(f"{served}/search.html?q=effective+number", tmp_path / "profile")
     results = re.search(r'<ul[^>]*class="search"[^>]*>(.*?)</ul>', dom, re.S)
     assert results is not None, "no search results in the page"
     pages = re.findall(r'<a href="([^"#?]+)', results.group(1))
