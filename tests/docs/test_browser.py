@@ -56,8 +56,13 @@ def _chromium() -> str:
     return exe
 
 
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    return _chromium()
+
+
 @pytest.fixture
-def served(site):
+def served(chromium, site):  # chromium first: no site build where the browser is missing
     """The site on http://127.0.0.1:<free port>/, for the length of one test."""
     (site / "_check_math.html").write_text(CHECK_PAGE)
     handler = functools.partial(QuietHandler, directory=str(site))
@@ -77,9 +82,9 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def _dump_dom(url: str, profile: Path) -> str:
+def _dump_dom(chromium: str, url: str, profile: Path) -> str:
     cmd = [
-        _chromium(),
+        chromium,
         "--headless",
         f"--user-data-dir={profile}",  # a fresh profile: no lock shared with another run
         "--disable-dev-shm-usage",
@@ -96,8 +101,8 @@ def _dump_dom(url: str, profile: Path) -> str:
     return result.stdout
 
 
-def test_api_page_shows_class_balanced_loss_with_its_formula_rendered(served, tmp_path):
-    dom = _dump_dom(f"{served}/_check_math.html", tmp_path / "profile")
+def test_api_page_shows_class_balanced_loss_with_its_formula_rendered(served, chromium, tmp_path):
+    dom = _dump_dom(chromium, f"{served}/_check_math.html", tmp_path / "profile")
     found = re.search(r'<pre id="result">(.*?)</pre>', dom, re.S)
     assert found is not None, dom[:2000]
     text = found.group(1)
@@ -110,8 +115,8 @@ def test_api_page_shows_class_balanced_loss_with_its_formula_rendered(served, tm
     assert state["mathAboveSignature"] and state["subscriptLowered"], state
 
 
-def test_search_for_effective_number_finds_the_api_page(served, tmp_path):
-    dom = _dump_dom(f"{served}/search.html?q=effective+number", tmp_path / "profile")
+def test_search_for_effective_number_finds_the_api_page(served, chromium, tmp_path):
+    dom = _dump_dom(chromium, f"{served}/search.html?q=effective+number", tmp_path / "profile")
     results = re.search(r'<ul[^>]*class="search"[^>]*>(.*?)</ul>', dom, re.S)
     assert results is not None, "no search results in the page"
     pages = re.findall(r'<a href="([^"#?]+)', results.group(1))
