@@ -47,11 +47,13 @@ suppress_warnings = ["myst.xref_ambiguous"]
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
+autodoc_inherit_docstrings = False  # no torch.nn.Module boilerplate under forward()
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 html_theme = "alabaster"
 html_title = "classbalanced"
 html_show_sourcelink = False
+smartquotes = False  # keep "--flag" and quotes as written (CLI docs)
 html_theme_options = {"page_width": "auto", "body_max_width": "none"}
 
 # Offline build: no intersphinx, so names of other libraries in signatures (torch.Tensor,
