@@ -163,8 +163,18 @@ def _check_reference(app, exception):
             _log.warning("%s has no docstring (empty entry in the API reference)", ident)
 
 
+def _drop_type_docstring(app, what, name, obj, options, lines):
+    """A constant (``DEFAULT_GAMMA = 1.0``) is described on the page, not by ``float.__doc__``."""
+    words = " ".join(" ".join(lines).split())
+    value = getattr(classbalanced, name.rsplit(".", 1)[-1], obj)  # obj may be a placeholder
+    type_doc = " ".join((type(value).__doc__ or "").split())
+    if what in ("data", "attribute") and type_doc and words == type_doc:
+        lines.clear()
+
+
 def setup(app):
     app.add_html_math_renderer("mathml", (_math_to_mathml, None), (_math_to_mathml, None))
     app.config.html_math_renderer = "mathml"
     app.connect("missing-reference", _public_alias)
+    app.connect("autodoc-process-docstring", _drop_type_docstring)
     app.connect("build-finished", _check_reference)

@@ -40,15 +40,18 @@ def test_markdown_docs_are_pages(site):
     assert 'href="which_loss.html"' in index and 'href="api.html"' in index
 
 
-def test_broken_reference_and_undocumented_name_fail_the_build(docs_copy, tmp_path):
+def test_broken_reference_missing_name_and_empty_entry_fail_the_build(docs_copy, tmp_path):
     which = docs_copy / "which_loss.md"
     which.write_text(which.read_text() + "\nSee {func}`classbalanced.no_such_function`.\n")
     api = docs_copy / "api.md"
     text = api.read_text()
     assert ".. autofunction:: positive_counts\n" in text
-    api.write_text(text.replace(".. autofunction:: positive_counts\n", ""))
+    described = "   The focal exponent every focal loss of this package defaults to: ``1.0``.\n"
+    assert described in text
+    api.write_text(text.replace(".. autofunction:: positive_counts\n", "").replace(described, ""))
     result = build_site(docs_copy, tmp_path / "out")
     log = result.stdout + result.stderr
     assert result.returncode != 0
     assert "classbalanced.no_such_function" in log and "not found" in log
     assert "classbalanced.positive_counts (in classbalanced.__all__) is missing" in log
+    assert "classbalanced.DEFAULT_GAMMA has no docstring" in log
