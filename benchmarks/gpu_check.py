@@ -1219,7 +1219,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--stages",
         type=_stages,
         default=list(DEFAULT_STAGES),
-        help=f"comma-separated subset of {','.join(STAGES)}",
+        help=f"comma-separated subset of {','.join(STAGES)} (default: all but remedies)",
     )
     p.add_argument(
         "--jobs",
