@@ -23,12 +23,12 @@ values do not affect speed).
 the first, compiling, steps and the epoch-end bookkeeping, and would need a
 full 97-step epoch per configuration -- minutes on a 2-core CPU), the script
 builds the run with the trainer's own pieces and runs its inner-loop body
-verbatim: the model and parameter groups from ``trainer._build_model`` (seeded
+verbatim: the model and parameter groups from ``network.build_training_model`` (seeded
 init, prior bias, ``channels_last`` conversion), the batches from
 ``InMemoryStream`` (uint8 images held on the device, the epoch plan drawn up
 front, whole-batch ``crop_flip`` + ``normalize_images``), the ``LRSchedule``
 written into the parameter groups every step, ``zero_grad(set_to_none=True)``,
-the optional ``channels_last`` input conversion, ``trainer._autocast`` around
+the optional ``channels_last`` input conversion, ``evaluate.autocast`` around
 the forward pass, the loss, backward, ``optimizer.step()``, the on-device loss
 accumulation and the trainer's host read of the loss every 20 steps. What is
 left out is per-epoch work (tqdm bar updates, tensorboard scalars, evaluation,
@@ -92,10 +92,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from
 from classbalanced.config import TrainConfig  # noqa: E402
 from classbalanced.data import longtail_counts  # noqa: E402
 from classbalanced.engine.distributed import DistContext  # noqa: E402
+from classbalanced.engine.evaluate import autocast as _autocast  # noqa: E402
+from classbalanced.engine.network import build_training_model  # noqa: E402
 from classbalanced.engine.streams import InMemoryStream  # noqa: E402
-from classbalanced.engine.trainer import LRSchedule, _autocast, _build_model  # noqa: E402
-from classbalanced.losses import build_loss, init_prior_bias_, parameter_groups  # noqa: E402
+from classbalanced.engine.trainer import LRSchedule  # noqa: E402
+from classbalanced.losses import build_loss, init_prior_bias_  # noqa: E402
 from classbalanced.models.registry import build_model  # noqa: E402
+from classbalanced.optim import parameter_groups  # noqa: E402
 
 NUM_CLASSES = 10
 BETA, GAMMA = 0.9999, 1.0
@@ -132,7 +135,7 @@ def _sync(device: torch.device) -> None:
 
 
 class OursRunner:
-    """The trainer's inner-loop body (engine/trainer.py, ``_train``) with accumulate = 1."""
+    """The trainer's inner-loop body (engine/loop.py, ``train_epoch``) with accumulate = 1."""
 
     def __init__(
         self,
@@ -168,14 +171,14 @@ class OursRunner:
         ).resolved()
         self.cfg = cfg
         ctx = DistContext(device=device)
-        # as trainer._in_memory_data: NHWC uint8 -> NCHW uint8 on the device
+        # as run_data._in_memory_data: NHWC uint8 -> NCHW uint8 on the device
         x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device)
         y = torch.from_numpy(labels).to(device)
         self.stream = InMemoryStream(
             x, y, batch_size=cfg.batch_size, seed=cfg.seed, pad=cfg.pad, flip=cfg.flip, ctx=ctx
         )
         self.loss_fn = build_loss(cfg.loss, counts, beta=cfg.beta, gamma=cfg.gamma).to(device)
-        self.model, groups = _build_model(cfg, NUM_CLASSES, 3, self.loss_fn, ctx)
+        self.model, groups = build_training_model(cfg, counts, 3, self.loss_fn, ctx)
         self.optimizer = torch.optim.SGD(
             groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov
         )
@@ -205,7 +208,7 @@ class OursRunner:
     def step(self) -> None:
         cfg, device, optimizer = self.cfg, self.device, self.optimizer
         s, xb, yb = next(self._batches)
-        # --- the body of trainer._train's step loop (accumulate = 1, one process) ---
+        # --- the body of loop.train_epoch's step loop (accumulate = 1, one process) ---
         lr = self.schedule(self.global_step)
         for group in optimizer.param_groups:
             group["lr"] = lr

@@ -339,7 +339,201 @@ def test_evaluate_prints_the_runs_accuracy(demo, capsys, tmp_path):
     assert json.loads(written.read_text())["per_class_accuracy"] == saved["per_class_accuracy"]
 
 
+def test_evaluate_output_may_go_into_the_run_folder_but_not_over_its_files(demo, capsys):
+    out, _ = demo
+    run = out / "softmax-s0"
+    for _ in range(2):  # a second time over its own earlier output
+        code, _, err = _main(
+            capsys, ["evaluate", run, "--device", "cpu", "--output", run / "e.json"]
+        )
+        assert code == 0, err
+    before = (run / "metrics.json").read_bytes()
+    code, _, err = _main(capsys, ["evaluate", run, "--output", run / "metrics.json"])
+    assert code == 2 and "would overwrite the input" in _one_error_line(err)
+    assert (run / "metrics.json").read_bytes() == before
+    (run / "e.json").unlink()
+
+
 def test_evaluate_a_folder_without_a_run_is_one_error_line(capsys, tmp_path):
     code, _, err = _main(capsys, ["evaluate", tmp_path])
     assert code == 2
     _one_error_line(err)
+
+
+# ---------------------------------------------------------------------------
+# the train flags are generated from TrainConfig; registries reach the CLI
+# ---------------------------------------------------------------------------
+
+#: the flags `train` had when they were written by hand (none may disappear)
+FLAGS_BEFORE = """--dataset --data-dir --train-data --test-data --imbalance-factor --profile
+--image-size --download --no-download --num-workers --model --pretrained --no-pretrained --loss
+--beta --gamma --reweight-schedule --reweight-epoch --sampler --sampler-beta --epochs
+--batch-size --lr --momentum --nesterov --no-nesterov --weight-decay --no-decay-bias-and-norm
+--no-no-decay-bias-and-norm --accumulate-steps --warmup-epochs --decay-epochs --decay-factors
+--pad --flip --no-flip --eval-every --eval-batch-size --seed --device --precision
+--channels-last --no-channels-last --compile --no-compile --sync-bn --no-sync-bn
+--skip-nonfinite --no-skip-nonfinite --out --keep-checkpoints --progress --no-progress --resume
+--overwrite --force --config""".split()
+
+
+def _train_parser():
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    return sub.choices["train"]
+
+
+def test_every_config_key_has_one_flag_and_no_old_flag_is_lost():
+    import dataclasses
+
+    from classbalanced.config import TrainConfig
+
+    train = _train_parser()
+    flags = {s for a in train._actions for s in a.option_strings}
+    assert set(FLAGS_BEFORE) <= flags
+    # permissions for one command (not settings of the run) are the only other flags
+    permissions = {"accept_data_change", "fallback_checkpoint"}
+    dests = {a.dest for a in train._actions} - {"help", "config"} - permissions
+    assert dests == {f.name for f in dataclasses.fields(TrainConfig)}
+    # every default is None: only flags the user gives override a config file
+    assert all(a.default is None for a in train._actions if a.dest in dests)
+
+
+def test_dataset_model_and_loss_help_list_every_registered_name():
+    from classbalanced.data.registry import available_datasets
+    from classbalanced.losses import available_losses
+
+    helps = {a.dest: a.help for a in _train_parser()._actions}
+    assert all(name in helps["dataset"] for name in available_datasets())
+    assert len(available_datasets()) >= 9
+    assert all(name in helps["loss"] for name in available_losses())
+    assert "simple_cnn" in helps["model"] and "max_m=0.5" in helps["loss_options"]
+
+
+def test_flags_parse_to_the_same_config_values():
+    args = cli.build_parser().parse_args(
+        ["train", "--dataset", "digits", "--no-flip", "--decay-epochs", "3", "4", "--resume"]
+        + ["--loss", "ldam", "--loss-option", "max_m=0.25", "--loss-option", "s=10"]
+    )
+    cfg = cli._train_config(args)
+    assert (cfg.dataset, cfg.flip, cfg.decay_epochs, cfg.resume) == ("digits", False, [3, 4], True)
+    assert cfg.loss_options == {"max_m": 0.25, "s": 10.0}
+    assert cfg.profile == "exp" and cfg.channels_last is True  # not given: the defaults
+
+
+def test_loss_options_from_a_file_and_flags_merge(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[loss_options]\nmax_m = 0.3\ns = 20\n")  # the loss comes from a flag
+    argv = ["train", "--config", str(path), "--loss", "ldam", "--loss-option", "s=5"]
+    cfg = cli._train_config(cli.build_parser().parse_args(argv))
+    assert cfg.resolved().loss_options == {"max_m": 0.3, "s": 5.0}
+
+
+def test_a_malformed_loss_option_is_an_argparse_error(capsys):
+    code, _, err = _main(capsys, ["train", "--loss-option", "max_m"])
+    assert code == 2 and "KEY=NUMBER" in _one_error_line(err, prefix="classbalanced train")
+
+
+def test_registering_a_dataset_model_and_loss_makes_them_usable_from_the_cli(
+    capsys, tmp_path, monkeypatch
+):
+    from torch import nn
+
+    from classbalanced import losses
+    from classbalanced.data.arrays import ImageArrays
+    from classbalanced.data.registry import DATASET_REGISTRY, register_dataset
+    from classbalanced.models.registry import MODEL_REGISTRY, register_model
+
+    rng = np.random.default_rng(0)
+    arrays = ImageArrays(
+        rng.integers(0, 256, (40, 6, 6, 1), dtype=np.uint8), np.arange(40) % 4, list("abcd")
+    )
+    seen = {}
+
+    def build(counts, *, beta, gamma, reduction, scale: float = 1.0):
+        seen["scale"] = scale
+        return losses.ClassBalancedLoss(counts, beta=beta, loss_type="softmax", reduction=reduction)
+
+    register_dataset("toy_registered", lambda **_: (arrays, arrays))
+    register_model(
+        "toy_linear", lambda n, *, in_channels: nn.Sequential(nn.Flatten(), nn.Linear(36, n))
+    )
+    losses.register_loss("toy_loss", build)
+    try:
+        helps = {a.dest: a.help for a in _train_parser()._actions}
+        assert "toy_registered" in helps["dataset"] and "toy_linear" in helps["model"]
+        assert "toy_loss: scale=1" in helps["loss_options"]
+        code, _, err = _main(
+            capsys,
+            ["train", "--dataset", "toy_registered", "--model", "toy_linear", "--loss", "toy_loss"]
+            + ["--loss-option", "scale=3", "--epochs", "2", "--batch-size", "8", "--device", "cpu"]
+            + ["--no-progress", "--no-channels-last", "--out", str(tmp_path / "run")],
+        )
+        assert code == 0, err
+        assert seen["scale"] == 3.0
+        saved = json.loads((tmp_path / "run" / "config.json").read_text())
+        assert saved["dataset"] == "toy_registered" and saved["loss_options"] == {"scale": 3.0}
+    finally:
+        DATASET_REGISTRY.pop("toy_registered")
+        MODEL_REGISTRY.pop("toy_linear")
+        losses._REGISTRY.pop("toy_loss")
+
+
+# ---------------------------------------------------------------------------
+# only argument errors are usage errors; a bug says where its traceback is
+# ---------------------------------------------------------------------------
+
+
+def test_an_unexpected_type_error_is_an_internal_error_with_a_traceback_file(capsys, monkeypatch):
+    def buggy(args):
+        return len(None)  # a bug, not a user's mistake
+
+    monkeypatch.setattr(cli, "_cmd_weights", buggy)
+    code, _, err = _main(capsys, ["weights", "10", "5"])
+    assert code == cli.EXIT_INTERNAL != cli.EXIT_USAGE
+    line = _one_error_line(err, prefix="classbalanced: internal error")
+    assert "TypeError" in line
+    path = Path(line.rsplit("full traceback in ", 1)[1].rstrip(")"))
+    try:
+        text = path.read_text()
+        assert "Traceback" in text and "len(None)" in text
+    finally:
+        path.unlink()
+
+
+def test_other_unexpected_exceptions_are_internal_errors_too(capsys, monkeypatch):
+    def buggy(args):
+        return {}["missing"]
+
+    monkeypatch.setattr(cli, "_cmd_weights", buggy)
+    code, _, err = _main(capsys, ["weights", "10", "5"])
+    line = _one_error_line(err, prefix="classbalanced: internal error")
+    assert code == 1 and "KeyError" in line
+    Path(line.rsplit("full traceback in ", 1)[1].rstrip(")")).unlink()
+
+
+def test_a_type_check_of_an_argument_stays_a_usage_error(capsys, monkeypatch):
+    from classbalanced.models import build_model
+
+    monkeypatch.setattr(cli, "_cmd_weights", lambda args: build_model("resnet8", "ten"))
+    code, _, err = _main(capsys, ["weights", "10", "5"])
+    assert code == 2 and "num_classes" in _one_error_line(err)
+
+
+def test_train_files_without_dataset_are_refused_not_ignored(capsys, tmp_path, data, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a CIFAR download would land in ./data
+    args = ["train", "--train-data", data["train"], "--test-data", data["test"], "--out", "run"]
+    code, _, err = _main(capsys, args)
+    assert code == 2
+    line = _one_error_line(err)
+    assert "cifar10 does not read train_data, test_data" in line and "--dataset npz" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no download, no run folder
+
+
+def test_a_warm_up_longer_than_the_run_is_a_one_line_warning(capsys, tmp_path, data):
+    code, _, err = _main(capsys, _train_args(data, tmp_path / "run", **{"warmup-epochs": 2}))
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if "warning" in line]
+    assert warnings == [
+        "classbalanced: warning: a warm-up of 2 epochs does not end within a run of 1: "
+        "the learning rate never reaches 0.025"
+    ]

@@ -38,3 +38,12 @@ def test_plot_effective_number(tmp_path):
     out = tmp_path / "e.png"
     assert main(["plot", "effective-number", "--output", str(out), "--beta", "0.9", "0.999"]) == 0
     assert imread(out).shape[:2] == (480, 640)
+
+
+def test_plot_run_may_write_again_into_a_plots_folder_inside_the_run(tmp_path):
+    run = _fake_run(tmp_path / "run", [0.9, 0.5, 0.1])
+    argv = ["plot", "run", "--run", str(run), "--output", str(run / "plots")]
+    assert main(argv) == 0
+    first = (run / "plots" / "per_class_accuracy.png").read_bytes()
+    assert main(argv) == 0  # its own earlier output is not an input
+    assert (run / "plots" / "per_class_accuracy.png").read_bytes() == first

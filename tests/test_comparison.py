@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from classbalanced.comparison import (
+from classbalanced.losses import available_losses, build_loss, softmax_cross_entropy
+from classbalanced.losses.comparison import (
     BalancedSoftmaxLoss,
     LDAMLoss,
     LogitAdjustedLoss,
@@ -15,7 +16,6 @@ from classbalanced.comparison import (
     logit_adjusted_loss,
     post_hoc_logit_adjustment,
 )
-from classbalanced.losses import available_losses, build_loss, softmax_cross_entropy
 from classbalanced.schedules import ReweightSchedule
 from classbalanced.weights import class_balanced_weights
 
@@ -445,7 +445,7 @@ def test_state_dict_round_trip_and_buffers_move():
     z, y, _ = make_batch(seed=15)
     torch.testing.assert_close(other(z, y), module(z, y), rtol=0, atol=0)
     moved = module.to(torch.float64)
-    assert moved.weight.dtype == torch.float64
+    assert moved.weight.dtype == torch.float32  # buffers keep their dtype
     assert moved(z, y).dtype == torch.float32  # the result follows the logits
 
 
@@ -581,3 +581,20 @@ def test_bad_module_and_post_hoc_inputs():
         post_hoc_logit_adjustment(torch.zeros(2, 5), COUNTS, tau=-1.0)
     with pytest.raises(TypeError, match="floating-point"):
         post_hoc_logit_adjustment(torch.zeros(2, 5, dtype=torch.long), COUNTS)
+
+
+@pytest.mark.parametrize("name", ["ldam", "logit_adjusted", "balanced_softmax"])
+def test_gradgradcheck_with_a_weight_that_requires_grad(name):
+    """Second derivatives in float64, also with respect to the per-class weight."""
+    fn = {"ldam": ldam_loss, "logit_adjusted": logit_adjusted_loss}.get(name, balanced_softmax_loss)
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(4, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    w = (torch.rand(5, generator=g, dtype=torch.float64) + 0.5).requires_grad_(True)
+    y = torch.tensor([0, 4, 2, 4])
+    kwargs = {"s": 2.0} if name == "ldam" else {}
+
+    def loss(logits, weight):
+        return fn(logits, y, COUNTS, weight, reduction="none", **kwargs)
+
+    assert torch.autograd.gradcheck(loss, (z, w), fast_mode=True)
+    assert torch.autograd.gradgradcheck(loss, (z, w), fast_mode=True)

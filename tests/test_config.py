@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 
 from classbalanced import cli
@@ -222,3 +224,135 @@ def test_resolved_does_not_modify_the_original():
     cfg = TrainConfig(epochs=20)
     cfg.resolved()
     assert cfg.lr is None and cfg.warmup_epochs is None and cfg.decay_epochs is None
+
+
+# ---------------------------------------------------------------------------
+# every key against its declared type, naming the key and the file
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "line,key",
+    [
+        ('flip = "false"', "flip"),
+        ("channels_last = 0", "channels_last"),
+        ("train_data = 5", "train_data"),
+        ('epochs = "ten"', "epochs"),
+        ("decay_epochs = [1.5, 2]", "decay_epochs"),
+        ("profile = 3", "profile"),
+        ('profile = "linear"', "profile"),
+        ('precision = "fp8"', "precision"),
+        ('loss_options = {max_m = "big"}', "loss_options"),
+        ("beta = true", "beta"),
+    ],
+)
+def test_every_key_is_checked_against_its_type_naming_key_and_file(tmp_path, line, key, capsys):
+    path = tmp_path / "typed.toml"
+    path.write_text(f'loss = "ldam"\n{line}\n')
+    with pytest.raises(ValueError) as info:
+        config_from_sources(path)
+    message = str(info.value)
+    assert f"config key {key}" in message and str(path) in message, message
+    code = cli.main(["train", "--config", str(path), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and key in err and str(path) in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_types_are_checked_for_keys_given_in_python_too():
+    with pytest.raises(TypeError, match="config key flip: expected true or false, got 'no'"):
+        TrainConfig(flip="no").resolved()
+
+
+def test_names_are_checked_against_the_registries_at_config_time(tmp_path):
+    for key, value in (("loss", "nope"), ("model", "nonsense"), ("dataset", "mnist")):
+        with pytest.raises(ValueError, match=f"config key {key} in c.toml: unknown|{key} name"):
+            TrainConfig.from_dict({key: value}, source="c.toml")
+        with pytest.raises(ValueError, match=key):
+            TrainConfig(**{key: value}).resolved()
+
+
+def test_the_extra_field_is_gone_but_old_config_files_still_load():
+    assert "extra" not in TrainConfig.__dataclass_fields__
+    assert TrainConfig.from_dict({"extra": {}, "epochs": 3}).epochs == 3  # old config.json
+    with pytest.raises(ValueError, match="unknown key.*extra"):
+        TrainConfig.from_dict({"extra": {"lr": 1}})
+
+
+def test_a_key_missing_from_an_old_run_counts_as_its_default():
+    from classbalanced.config import config_differences
+
+    new = TrainConfig().resolved().to_dict()
+    old = {k: v for k, v in new.items() if k != "loss_options"} | {"extra": {}}
+    assert config_differences(old, new) == []
+    assert config_differences(old, new | {"loss_options": {"tau": 2.0}}) == ["loss_options"]
+
+
+def test_loss_options_are_checked_against_the_loss():
+    assert TrainConfig(loss="ldam", loss_options={"max_m": 0.3}).resolved().loss_options == {
+        "max_m": 0.3
+    }
+    with pytest.raises(ValueError, match="loss 'softmax' has no option 'tau'.*none"):
+        TrainConfig(loss_options={"tau": 1.0}).resolved()
+    with pytest.raises(ValueError, match="has no option 'margin'.*max_m, s"):
+        TrainConfig(loss="ldam", loss_options={"margin": 1.0}).resolved()
+
+
+# ---------------------------------------------------------------------------
+# schedules that never happen within the run are refused
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "changes,fragment",
+    [
+        ({"reweight_schedule": "drw", "reweight_epoch": 10}, "never switch on"),
+        ({"reweight_schedule": "drw", "reweight_epoch": 50}, "never switch on"),
+        ({"reweight_schedule": "ramp", "reweight_epoch": 11}, "would not reach"),
+    ],
+)
+def test_a_schedule_longer_than_the_run_is_refused(changes, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        TrainConfig(dataset="digits", epochs=10, **changes).resolved()
+
+
+@pytest.mark.parametrize("warmup", [10, 12])
+def test_a_warm_up_longer_than_the_run_is_a_loud_warning(warmup, recwarn):
+    cfg = TrainConfig(dataset="digits", epochs=10, warmup_epochs=warmup).resolved()
+    assert cfg.warmup_epochs == warmup
+    (warning,) = [w for w in recwarn if "warm-up" in str(w.message)]
+    assert f"warm-up of {warmup} epochs does not end within a run of 10" in str(warning.message)
+
+
+def test_schedules_within_the_run_are_accepted():
+    ok = TrainConfig(dataset="digits", epochs=10, reweight_schedule="drw", reweight_epoch=9)
+    assert ok.resolved().reweight_epoch == 9
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert (
+            TrainConfig(dataset="digits", epochs=10, warmup_epochs=9).resolved().warmup_epochs == 9
+        )
+    ramp = TrainConfig(dataset="digits", epochs=10, reweight_schedule="ramp", reweight_epoch=10)
+    assert ramp.resolved().reweight_epoch == 10
+    # the default switch epoch (160 x epochs / 200) lies inside every run longer than one epoch
+    assert (
+        TrainConfig(dataset="digits", epochs=5, reweight_schedule="drw").resolved().reweight_epoch
+        == 4
+    )
+
+
+def test_pad_is_bounded():
+    with pytest.raises(ValueError, match=r"pad must be an integer in \[0, 128\], got 100000"):
+        TrainConfig(pad=100_000).resolved()
+    assert TrainConfig(pad=128).resolved().pad == 128
+
+
+def test_data_options_the_dataset_does_not_read_are_refused():
+    with pytest.raises(
+        ValueError, match="cifar10 does not read train_data, test_data.*--dataset npz"
+    ):
+        TrainConfig(train_data="x.npz", test_data="y.npz").resolved()
+    with pytest.raises(ValueError, match="--dataset folder"):
+        TrainConfig(train_data="images/train", test_data="images/test").resolved()
+    with pytest.raises(ValueError, match="digits does not read image_size"):
+        TrainConfig(dataset="digits", image_size=32).resolved()

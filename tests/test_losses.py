@@ -15,10 +15,9 @@ from classbalanced.losses import (
     build_loss,
     class_balanced_loss,
     init_prior_bias_,
-    parameter_groups,
     prior_bias,
     sigmoid_cross_entropy,
-    sigmoid_focal_loss,
+    sigmoid_focal_cross_entropy,
     softmax_cross_entropy,
 )
 from classbalanced.weights import class_balanced_weights
@@ -27,7 +26,7 @@ GAMMAS = [0.0, 0.5, 1.0, 2.0]
 
 
 # ---------------------------------------------------------------------------
-# float64 loop references written straight from the definitions (REFERENCE section 2)
+# float64 loop references written straight from the definitions (paper eq. 6-9)
 # ---------------------------------------------------------------------------
 
 
@@ -45,10 +44,14 @@ def ref_softmax(z, y, w):
 
 
 def ref_binary(z, t, w, gamma):
-    """Dense targets t (N, C): per-example sum over classes, weight t_b . w, normaliser sum(t)."""
+    """Dense targets t (N, C): per-example sum over classes, weight (t_b . w) / sum(t_b)
+    (mean(w) for a row without labels), normaliser sum(t)."""
     per = []
     for row, trow in zip(z.tolist(), t.tolist(), strict=True):
-        wb = sum(tj * wj for tj, wj in zip(trow, w, strict=True))
+        mass = sum(trow)
+        wb = (
+            sum(tj * wj for tj, wj in zip(trow, w, strict=True)) / mass if mass else sum(w) / len(w)
+        )
         total = 0.0
         for zj, tj in zip(row, trow, strict=True):
             p = _sigmoid(zj)
@@ -97,11 +100,13 @@ def test_focal_and_sigmoid_match_loop_reference(gamma, reduction, dtype, rtol):
     z, y, w = make_batch(n=9, c=6, seed=1, dtype=dtype)
     t = F.one_hot(y, 6).double()
     expected = reduce_ref(*ref_binary(z.double(), t, w.tolist(), gamma), reduction)
-    got = sigmoid_focal_loss(z, y, w.to(dtype), gamma=gamma, reduction=reduction)
+    got = sigmoid_focal_cross_entropy(z, y, w.to(dtype), gamma=gamma, reduction=reduction)
     assert got.dtype == dtype
     torch.testing.assert_close(got.double(), expected, rtol=rtol, atol=1e-12)
     # the same through the dense (multi-hot) path
-    got_dense = sigmoid_focal_loss(z, t.to(dtype), w.to(dtype), gamma=gamma, reduction=reduction)
+    got_dense = sigmoid_focal_cross_entropy(
+        z, t.to(dtype), w.to(dtype), gamma=gamma, reduction=reduction
+    )
     torch.testing.assert_close(got_dense.double(), expected, rtol=rtol, atol=1e-12)
     if gamma == 0.0:
         got_sig = sigmoid_cross_entropy(z, y, w.to(dtype), reduction=reduction)
@@ -117,7 +122,7 @@ def test_multi_hot_and_soft_targets_match_reference(gamma):
     t[1, 2] = 0.3  # a soft label
     w = torch.tensor([0.5, 1.0, 2.0, 0.25], dtype=torch.float64)
     for reduction in ("mean", "sum", "none"):
-        got = sigmoid_focal_loss(z, t, w, gamma=gamma, reduction=reduction)
+        got = sigmoid_focal_cross_entropy(z, t, w, gamma=gamma, reduction=reduction)
         expected = reduce_ref(*ref_binary(z, t, w.tolist(), gamma), reduction)
         torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
     # bool multi-hot is accepted too; no positives at all: mean divides by 1, not 0
@@ -134,8 +139,8 @@ def test_mean_normalisers_follow_the_paper():
     t = torch.zeros(8, 3)
     t[0, 0] = t[0, 1] = t[3, 2] = 1.0
     torch.testing.assert_close(
-        sigmoid_focal_loss(z, t, gamma=2.0),
-        sigmoid_focal_loss(z, t, gamma=2.0, reduction="sum") / 3,
+        sigmoid_focal_cross_entropy(z, t, gamma=2.0),
+        sigmoid_focal_cross_entropy(z, t, gamma=2.0, reduction="sum") / 3,
     )
 
 
@@ -185,9 +190,11 @@ def test_focal_at_most_sigmoid_elementwise_and_gamma_zero_is_sigmoid():
         t = torch.full((401, 1), float(label), dtype=torch.float64)
         targets = y if y is not None else t
         bce = sigmoid_cross_entropy(z, targets, reduction="none")
-        torch.testing.assert_close(sigmoid_focal_loss(z, targets, gamma=0.0, reduction="none"), bce)
+        torch.testing.assert_close(
+            sigmoid_focal_cross_entropy(z, targets, gamma=0.0, reduction="none"), bce
+        )
         for gamma in (0.5, 1.0, 2.0, 5.0):
-            focal = sigmoid_focal_loss(z, targets, gamma=gamma, reduction="none")
+            focal = sigmoid_focal_cross_entropy(z, targets, gamma=gamma, reduction="none")
             assert torch.all(focal <= bce)
             assert torch.all(focal >= 0)
 
@@ -203,11 +210,11 @@ def test_gradcheck_binary_losses(gamma, reduction):
     z, y, w = make_batch(n=5, c=4, seed=6, dtype=torch.float64, scale=2.0)
     z.requires_grad_(True)
     assert torch.autograd.gradcheck(
-        lambda x: sigmoid_focal_loss(x, y, w, gamma=gamma, reduction=reduction), (z,)
+        lambda x: sigmoid_focal_cross_entropy(x, y, w, gamma=gamma, reduction=reduction), (z,)
     )
     t = (torch.rand(5, 4, generator=torch.Generator().manual_seed(0)) < 0.5).double()
     assert torch.autograd.gradcheck(
-        lambda x: sigmoid_focal_loss(x, t, w, gamma=gamma, reduction=reduction), (z,)
+        lambda x: sigmoid_focal_cross_entropy(x, t, w, gamma=gamma, reduction=reduction), (z,)
     )
 
 
@@ -225,12 +232,199 @@ def test_gradient_matches_autograd_of_the_definition(gamma):
     z, y, w = make_batch(n=32, c=50, seed=8, dtype=torch.float64, scale=6.0)
     z1 = z.clone().requires_grad_(True)
     z2 = z.clone().requires_grad_(True)
-    sigmoid_focal_loss(z1, y, w, gamma=gamma).backward()
+    sigmoid_focal_cross_entropy(z1, y, w, gamma=gamma).backward()
     onehot = F.one_hot(y, 50).double()
     (tv_focal(z2, onehot, alpha=-1, gamma=gamma, reduction="none") * w[y].unsqueeze(1)).sum().div(
         32
     ).backward()
     torch.testing.assert_close(z1.grad, z2.grad, rtol=1e-10, atol=1e-14)
+
+
+SECOND_ORDER_CASES = [("softmax", 0.0, "index")] + [
+    (loss_type, gamma, kind)
+    for loss_type, gammas in (("sigmoid", [0.0]), ("focal", [0.0, 0.5, 1.0, 2.0, 2.5]))
+    for gamma in gammas
+    for kind in ("index", "dense", "soft")
+]
+
+
+@pytest.mark.parametrize("loss_type, gamma, targets_kind", SECOND_ORDER_CASES)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_gradgradcheck_every_loss(loss_type, gamma, targets_kind, weighted):
+    """Second derivatives (create_graph=True) are exact: gradgradcheck in float64."""
+    z, y, w = make_batch(n=4, c=3, seed=11, dtype=torch.float64, scale=2.0)
+    targets = {
+        "index": y,
+        "dense": F.one_hot(y, 3).double(),
+        "soft": torch.rand(4, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64),
+    }[targets_kind]
+    inputs = (
+        (z.requires_grad_(True), w.requires_grad_(True)) if weighted else (z.requires_grad_(True),)
+    )
+
+    def fn(*args):
+        weight = args[1] if weighted else None
+        if loss_type == "softmax":
+            return softmax_cross_entropy(args[0], targets, weight, reduction="none")
+        g = gamma if loss_type == "focal" else 0.0
+        return sigmoid_focal_cross_entropy(args[0], targets, weight, gamma=g, reduction="none")
+
+    assert torch.autograd.gradcheck(fn, inputs, fast_mode=True)
+    assert torch.autograd.gradgradcheck(fn, inputs, fast_mode=True)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0, 2.5])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_index_targets_give_the_second_derivatives_of_one_hot(gamma, weighted):
+    """The reproducer: a gradient penalty through a linear layer, index vs one-hot targets."""
+    g = torch.Generator().manual_seed(12)
+    x = torch.randn(8, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 3, (8,), generator=g)
+    w = (torch.rand(3, generator=g, dtype=torch.float64) + 0.5) if weighted else None
+    grads = []
+    for targets in (y, F.one_hot(y, 3).double()):
+        torch.manual_seed(0)
+        layer = nn.Linear(4, 3).double()
+        loss = sigmoid_focal_cross_entropy(layer(x), targets, w, gamma=gamma)
+        (gx,) = torch.autograd.grad(loss, x, create_graph=True)
+        gx.pow(2).sum().backward()
+        grads.append(torch.cat([layer.weight.grad.flatten(), layer.bias.grad]))
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-12, atol=1e-15)
+    assert grads[0].abs().max() > 1e-6  # a real second-order signal was compared
+
+
+def test_soft_targets_receive_exact_gradients():
+    z, y, w = make_batch(n=5, c=4, seed=13, dtype=torch.float64, scale=2.0)
+    t = torch.rand(5, 4, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    t.requires_grad_(True)
+    for gamma in (0.0, 1.5):
+        fn = lambda tt, g=gamma: sigmoid_focal_cross_entropy(z, tt, w, gamma=g)  # noqa: E731
+        assert torch.autograd.gradcheck(fn, (t,))
+
+
+def test_weight_that_requires_grad_receives_its_gradient():
+    z, y, w = make_batch(n=6, c=3, seed=14, dtype=torch.float64)
+    w.requires_grad_(True)
+    for loss in (
+        lambda ww: softmax_cross_entropy(z, y, ww),
+        lambda ww: sigmoid_focal_cross_entropy(z, y, ww, gamma=0.5),
+        lambda ww: sigmoid_focal_cross_entropy(z, F.one_hot(y, 3).double(), ww, gamma=0.5),
+    ):
+        (gw,) = torch.autograd.grad(loss(w), w)
+        assert gw.abs().sum() > 0
+        assert torch.autograd.gradcheck(loss, (w,))
+
+
+# ---------------------------------------------------------------------------
+# multi-hot weighting
+# ---------------------------------------------------------------------------
+
+
+def test_multi_hot_beta_zero_is_exactly_the_unweighted_loss():
+    """The reproducer: all-negative rows and rows with several labels, beta = 0."""
+    z = torch.randn(5, 3, generator=torch.Generator().manual_seed(15))
+    t = torch.tensor([[0.0, 0, 0], [1, 1, 0], [1, 1, 1], [0, 0, 1], [0.3, 0, 0.9]])
+    for loss_type in ("sigmoid", "focal"):
+        for reduction in ("none", "sum", "mean"):
+            got = class_balanced_loss(
+                z, t, [10, 200, 3000], beta=0.0, loss_type=loss_type, gamma=2.0, reduction=reduction
+            )
+            plain = _apply_plain(loss_type, z, t, reduction)
+            assert torch.equal(got, plain)
+    zero = class_balanced_loss(
+        torch.zeros(2, 3), t[:2], [10, 10, 10], beta=0.0, loss_type="sigmoid", reduction="none"
+    )
+    torch.testing.assert_close(zero, torch.full((2,), 3 * math.log(2)))
+
+
+def _apply_plain(loss_type, z, t, reduction):
+    gamma = 2.0 if loss_type == "focal" else 0.0
+    return sigmoid_focal_cross_entropy(z, t, None, gamma=gamma, reduction=reduction)
+
+
+def test_multi_hot_row_weight_is_the_mean_weight_of_its_labels():
+    z = torch.zeros(4, 3, dtype=torch.float64)
+    t = torch.tensor([[1.0, 0, 0], [1, 1, 0], [0, 0, 0], [0.5, 0, 1]], dtype=torch.float64)
+    w = torch.tensor([3.0, 1.0, 0.5], dtype=torch.float64)
+    got = sigmoid_cross_entropy(z, t, w, reduction="none")
+    row_weight = torch.tensor([3.0, 2.0, 1.5, (1.5 + 0.5) / 1.5], dtype=torch.float64)
+    torch.testing.assert_close(got, row_weight * 3 * math.log(2), rtol=1e-15, atol=0)
+    # a one-hot row weighs exactly what its class index weighs
+    torch.testing.assert_close(
+        sigmoid_cross_entropy(z[:1], t[:1], w, reduction="none"),
+        sigmoid_cross_entropy(z[:1], torch.tensor([0]), w, reduction="none"),
+    )
+
+
+# ---------------------------------------------------------------------------
+# exactness at the dtype's extremes
+# ---------------------------------------------------------------------------
+
+
+def _mp_focal(z: float, label: int, gamma: float) -> tuple[float, float]:
+    """Loss and derivative of one focal term, evaluated with 60-digit mpmath."""
+    mpmath = pytest.importorskip("mpmath")
+    with mpmath.workdps(60):
+        s = mpmath.mpf(z) if label == 0 else -mpmath.mpf(z)  # the term is f(s), s = -z for t = 1
+        p = 1 / (1 + mpmath.exp(-s))
+        softplus = mpmath.log1p(mpmath.exp(s)) if s < 0 else s + mpmath.log1p(mpmath.exp(-s))
+        q = 1 / (1 + mpmath.exp(s))
+        loss = p**gamma * softplus
+        dloss = p**gamma * (gamma * q * softplus + p)
+        return float(loss), float(dloss if label == 0 else -dloss)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0, 2.5])
+@pytest.mark.parametrize("dense", [False, True])
+def test_exact_to_the_last_bits_against_mpmath(dtype, gamma, dense):
+    """Both labels at logits from 0 to the dtype's largest: loss and gradient within a few
+    ulps times the condition number of the formula (1 + gamma |z|)."""
+    big = torch.finfo(dtype).max
+    grid = [0.0, 1e-3, 0.7, 3.0, 17.0, 21.0, 25.0, 40.0, 90.0, 700.0, 1e4, 1e30, big / 3, big]
+    values = [v for x in grid for v in (x, -x) if abs(v) <= big]
+    z = torch.tensor(values, dtype=dtype)
+    tolerance = 8 * torch.finfo(dtype).eps
+    tiny = torch.finfo(dtype).tiny  # below it (subnormals) only absolute accuracy is meaningful
+    for label in (0, 1):
+        if dense:
+            logits, targets = (
+                z.unsqueeze(1),
+                torch.full((len(values), 1), float(label), dtype=dtype),
+            )
+        else:  # column 1 holds a term that is exactly 0: the positive at +1e4 or a negative at -1e4
+            other = torch.full_like(z, 1e4 if label == 0 else -1e4)
+            logits = torch.stack([z, other], 1)
+            targets = torch.full((len(values),), 0 if label == 1 else 1)
+        logits.requires_grad_(True)
+        per = sigmoid_focal_cross_entropy(logits, targets, gamma=gamma, reduction="none")
+        per.sum().backward()
+        for i, v in enumerate(z.tolist()):
+            expected, dexpected = _mp_focal(v, label, gamma)
+            got, dgot = per[i].item(), logits.grad[i, 0].item()
+            # (1 - p_t)**gamma has condition number ~gamma |z|: no formula can do better
+            rel = tolerance * (1 + gamma * abs(v))
+            assert got == pytest.approx(expected, rel=rel, abs=tiny), (v, label)
+            assert dgot == pytest.approx(dexpected, rel=rel, abs=tiny), (v, label)
+
+
+def test_float64_positive_keeps_its_log1p_beyond_the_softplus_threshold():
+    """The reproducer: -log sigmoid(-25) = 25 + log1p(e^-25), not 25."""
+    z = torch.tensor([[-25.0]], dtype=torch.float64)
+    got = sigmoid_cross_entropy(z, torch.tensor([0])) - 25
+    assert got.item() == pytest.approx(math.log1p(math.exp(-25.0)), rel=1e-15)
+    got_dense = sigmoid_cross_entropy(z, torch.ones(1, 1, dtype=torch.float64)) - 25
+    assert got_dense.item() == pytest.approx(math.log1p(math.exp(-25.0)), rel=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_no_nan_gradient_beyond_max_over_gamma(dtype):
+    """The reproducer: one-hot targets with gamma > 1 at |z| > finfo.max / gamma."""
+    big = torch.finfo(dtype).max / 1.5
+    z = torch.tensor([[-big], [big]], dtype=dtype, requires_grad=True)
+    t = torch.tensor([[1.0], [0.0]], dtype=dtype)
+    sigmoid_focal_cross_entropy(z, t, gamma=2.0, reduction="sum").backward()
+    torch.testing.assert_close(z.grad, torch.tensor([[-1.0], [1.0]], dtype=dtype))
 
 
 # ---------------------------------------------------------------------------
@@ -243,7 +437,7 @@ def test_positive_with_very_negative_logit_counts_fully(dense):
     z = torch.tensor([[-100.0, 0.0]], requires_grad=True)
     targets = torch.tensor([[1.0, 0.0]]) if dense else torch.tensor([0])
     w = torch.tensor([3.0, 1.0])
-    loss = sigmoid_focal_loss(z, targets, w, gamma=1.0, reduction="none")
+    loss = sigmoid_focal_cross_entropy(z, targets, w, gamma=1.0, reduction="none")
     # 3 * (100 + 0.5 * log 2): the positive contributes its full BCE (modulator 1)
     assert loss.item() == pytest.approx(3 * (100 + 0.5 * math.log(2)), rel=1e-6)
     loss.sum().backward()
@@ -256,7 +450,7 @@ def test_huge_logits_stay_finite_and_exact(dense, gamma):
     z = torch.tensor([[1e4, -1e4, 1e4], [-1e4, 1e4, -1e4]], requires_grad=True)
     y = torch.tensor([0, 0])
     targets = F.one_hot(y, 3).float() if dense else y
-    per = sigmoid_focal_loss(z, targets, gamma=gamma, reduction="none")
+    per = sigmoid_focal_cross_entropy(z, targets, gamma=gamma, reduction="none")
     # row 0: positive at +1e4 -> 0; negatives at -1e4 -> 0 and +1e4 -> 1e4
     # row 1: positive at -1e4 -> 1e4; negatives at +1e4 -> 1e4 and -1e4 -> 0
     torch.testing.assert_close(per, torch.tensor([1e4, 2e4]))
@@ -273,7 +467,7 @@ def test_gamma_below_one_has_finite_gradient_when_pt_to_one(dense):
     z = torch.tensor([[60.0, -60.0, -200.0], [30.0, -90.0, 0.0]], requires_grad=True)
     y = torch.tensor([0, 0])
     targets = F.one_hot(y, 3).float() if dense else y
-    sigmoid_focal_loss(z, targets, gamma=0.5).backward()
+    sigmoid_focal_cross_entropy(z, targets, gamma=0.5).backward()
     assert torch.all(torch.isfinite(z.grad))
     # the naive pow form is NaN here, which is why we don't use it
     zz = z.detach().clone().requires_grad_(True)
@@ -318,23 +512,74 @@ def test_autocast_bfloat16_logits_match_float32():
     torch.testing.assert_close(loss, loss_fn(logits.float(), y), rtol=1e-6, atol=1e-6)
 
 
+def _fresh(z):
+    return z.detach().clone().requires_grad_(True)
+
+
+def _compiled_and_eager(fn, z, backend, *args):
+    compiled = torch.compile(fn, fullgraph=True, backend=backend)
+    z1, z2 = _fresh(z), _fresh(z)
+    eager_value, compiled_value = fn(z1, *args), compiled(z2, *args)
+    eager_value.sum().backward()
+    compiled_value.sum().backward()
+    return (compiled_value, z2.grad), (eager_value, z1.grad)
+
+
 @pytest.mark.slow
-def test_compiled_equals_eager():
-    z, y, w = make_batch(n=16, c=12, seed=9, scale=4.0)
-    w = w.float()
+def test_compiled_fullgraph_equals_eager_for_list_numpy_tensor_counts_and_any_gamma():
+    """fullgraph capture (aot_eager: dynamo + autograd tracing) for every kind of counts,
+    and a second and third gamma (which used to fail on a symbolic float)."""
+    import numpy as np
 
-    def fn(logits):
-        return sigmoid_focal_loss(logits, y, w, gamma=0.5) + softmax_cross_entropy(logits, y, w)
+    z, y, _ = make_batch(n=6, c=4, seed=9, scale=4.0)
+    counts = [400, 40, 8, 2]
 
-    compiled = torch.compile(fn, fullgraph=False)
-    z1 = z.clone().requires_grad_(True)
-    z2 = z.clone().requires_grad_(True)
-    eager_value = fn(z1)
-    eager_value.backward()
-    compiled_value = compiled(z2)
-    compiled_value.backward()
-    torch.testing.assert_close(compiled_value, eager_value, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(z2.grad, z1.grad, rtol=1e-5, atol=1e-7)
+    def fn(logits, samples_per_class, gamma):
+        return class_balanced_loss(
+            logits, y, samples_per_class, beta=0.999, loss_type="focal", gamma=gamma
+        )
+
+    compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
+    for samples_per_class in (counts, np.array(counts), torch.tensor(counts)):
+        for gamma in (0.5, 2.0, 0.0):
+            z1, z2 = _fresh(z), _fresh(z)
+            expected, got = fn(z1, samples_per_class, gamma), compiled(z2, samples_per_class, gamma)
+            expected.backward()
+            got.backward()
+            torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-7)
+            torch.testing.assert_close(z2.grad, z1.grad, rtol=1e-6, atol=1e-8)
+        torch._dynamo.reset()  # fresh recompile budget for the next kind of counts
+
+
+@pytest.mark.slow
+def test_compiled_index_kernel_is_exact_at_the_extremes():
+    """The pointwise formula the compiler fuses gives the eager kernel's values at any logit."""
+    big = torch.finfo(torch.float32).max
+    row = [0.0, 0.7, -3.0, 17.0, -25.0, 90.0, -700.0, 1e30, -big, big]
+    z = torch.tensor([row, [-v for v in row]])
+    for gamma in (0.0, 0.5, 2.5):
+        for y in (torch.tensor([0, 3]), torch.tensor([9, 8])):
+
+            def fn(x, g=gamma, t=y):
+                return sigmoid_focal_cross_entropy(x, t, gamma=g, reduction="none")
+
+            (value, grad), (expected, expected_grad) = _compiled_and_eager(fn, z, "aot_eager")
+            torch.testing.assert_close(value, expected, rtol=2e-6, atol=0)
+            torch.testing.assert_close(grad, expected_grad, rtol=2e-6, atol=1e-30)
+        torch._dynamo.reset()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss_type", ["softmax", "focal"])
+def test_compiled_module_and_function_with_inductor_equal_eager(loss_type):
+    """The default backend (inductor) fuses the kernels; values and gradients stay eager's."""
+    z, y, _ = make_batch(n=16, c=12, seed=9, scale=4.0)
+    module = ClassBalancedLoss(list(range(1, 13)), beta=0.99, loss_type=loss_type, gamma=0.5)
+    (value, grad), (expected, expected_grad) = _compiled_and_eager(
+        lambda x: module(x, y), z, "inductor"
+    )
+    torch.testing.assert_close(value, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-7)
 
 
 # ---------------------------------------------------------------------------
@@ -368,7 +613,23 @@ def test_state_dict_round_trip_and_buffers_move():
     other.load_state_dict(torch.load(buffer, weights_only=True))
     assert torch.equal(other.weight, module.weight)
     moved = module.to(torch.float64)
-    assert moved.weight.dtype == torch.float64
+    assert moved.weight.dtype == torch.float32  # buffers keep their dtype (see below)
+
+
+@pytest.mark.parametrize("cast", [nn.Module.half, nn.Module.bfloat16, nn.Module.double])
+def test_counts_and_weights_survive_module_dtype_casts(cast):
+    """The reproducer: .half() turned 70000 into inf, .to(bfloat16) rounded 5000 to 4992."""
+    counts = [70000, 5000, 7]
+    module = ClassBalancedLoss(counts, beta=0.9999, loss_type="focal")
+    weight = module.weight.clone()
+    cast(module)
+    assert torch.equal(module.samples_per_class, torch.tensor(counts, dtype=torch.float32))
+    assert torch.equal(module.weight, weight)
+    module.set_beta(0.99)
+    torch.testing.assert_close(module.weight, class_balanced_weights(counts, 0.99))
+    z, y, _ = make_batch(n=4, c=3)
+    expected = class_balanced_loss(z, y, counts, beta=0.99, loss_type="focal")
+    torch.testing.assert_close(module(z, y), expected, rtol=0, atol=0)
 
 
 def test_set_beta_and_set_weight_schedule_reweighting():
@@ -400,7 +661,7 @@ def test_weighted_loss_without_weights_is_plain():
 
 
 # ---------------------------------------------------------------------------
-# prior bias and parameter groups
+# prior bias
 # ---------------------------------------------------------------------------
 
 
@@ -440,21 +701,6 @@ def test_init_prior_bias_errors():
         init_prior_bias_(nn.Linear(3, 2, bias=False))
     with pytest.raises(TypeError, match="expects an nn.Linear"):
         init_prior_bias_(nn.Conv2d(1, 1, 1))
-
-
-def test_parameter_groups():
-    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 3))
-    decay, skip = parameter_groups(net, 2e-4, no_decay=[net[3].bias])
-    assert decay["weight_decay"] == 2e-4 and skip["weight_decay"] == 0.0
-    ids = lambda g: {id(p) for p in g["params"]}  # noqa: E731
-    assert ids(skip) == {id(net[3].bias)}
-    assert ids(decay) | ids(skip) == {id(p) for p in net.parameters()}
-    decay, skip = parameter_groups(net, 1e-4, bias_and_norm=True)
-    assert ids(decay) == {id(net[0].weight), id(net[3].weight)}
-    assert ids(skip) == {id(net[0].bias), id(net[1].weight), id(net[1].bias), id(net[3].bias)}
-    assert ids(parameter_groups(net, 1e-4, no_decay=["3.bias"])[1]) == {id(net[3].bias)}
-    with pytest.raises(ValueError, match="unknown parameter 'fc.bias'"):
-        parameter_groups(net, 1e-4, no_decay=["fc.bias"])
 
 
 # ---------------------------------------------------------------------------
@@ -543,7 +789,7 @@ def test_bad_inputs(overrides, error, match):
 def test_bad_weights():
     z, y = torch.zeros(2, 3), torch.tensor([0, 1])
     with pytest.raises(ValueError, match=r"shape \(3,\)"):
-        sigmoid_focal_loss(z, y, torch.ones(2))
+        sigmoid_focal_cross_entropy(z, y, torch.ones(2))
     with pytest.raises(ValueError, match="finite values >= 0"):
         softmax_cross_entropy(z, y, torch.tensor([1.0, -1.0, 1.0]))
     with pytest.raises(TypeError, match="weight must be a tensor"):
@@ -555,3 +801,38 @@ def test_empty_batch_gives_zero_not_nan():
     for loss_type in ("softmax", "sigmoid", "focal"):
         value = class_balanced_loss(z, y, [3, 2, 1], beta=0.9, loss_type=loss_type)
         assert value.item() == 0.0
+
+
+def test_public_names_do_not_shadow_torchvision_or_torch_functional():
+    """A user who swaps one import for the other must not get silently different numbers."""
+    import torchvision.ops
+
+    for name in cb.__all__:
+        for namespace in (torchvision.ops, F, nn):
+            assert getattr(namespace, name, None) in (None, getattr(cb, name)), name
+
+
+def test_every_loss_is_a_function_and_module_pair():
+    pairs = {
+        "class_balanced_loss": "ClassBalancedLoss",
+        "ldam_loss": "LDAMLoss",
+        "logit_adjusted_loss": "LogitAdjustedLoss",
+        "balanced_softmax_loss": "BalancedSoftmaxLoss",
+        "multilabel_class_balanced_loss": "MultiLabelClassBalancedLoss",
+    }
+    z, y, _ = make_batch(n=6, c=3, seed=16)
+    counts = [30, 20, 10]
+    for function, module in pairs.items():
+        assert function in cb.__all__ and module in cb.__all__
+        if function == "multilabel_class_balanced_loss":
+            t = F.one_hot(y, 3)
+            kwargs = {"beta": 0.9}
+            expected = getattr(cb, function)(z, t, counts, **kwargs)
+            got = getattr(cb, module)(counts, **kwargs)(z, t)
+        else:
+            kwargs = (
+                {"beta": 0.9, "loss_type": "focal"} if function == "class_balanced_loss" else {}
+            )
+            expected = getattr(cb, function)(z, y, counts, **kwargs)
+            got = getattr(cb, module)(counts, **kwargs)(z, y)
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from classbalanced.losses import sigmoid_cross_entropy, sigmoid_focal_loss
+from classbalanced.losses import sigmoid_cross_entropy, sigmoid_focal_cross_entropy
 from classbalanced.multilabel import (
     MultiLabelClassBalancedLoss,
     RunningClassCounts,
@@ -56,14 +56,14 @@ def _reference(logits, targets, pos, neg, beta, gamma, reduction):
 def test_matches_loop_reference(beta, neg, gamma, reduction):
     logits, targets = _batch()
     got = multilabel_class_balanced_loss(
-        logits, targets, POS, beta=beta, neg_counts=neg, gamma=gamma, reduction=reduction
+        logits, targets, POS, beta=beta, negatives_per_class=neg, gamma=gamma, reduction=reduction
     )
     want = _reference(logits, targets, POS, neg, beta, gamma, reduction)
     assert got.dtype == torch.float64
     # the class weights themselves are float32 (class_balanced_weights)
     torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-9)
     module = MultiLabelClassBalancedLoss(
-        POS, beta=beta, neg_counts=neg, gamma=gamma, reduction=reduction
+        POS, beta=beta, negatives_per_class=neg, gamma=gamma, reduction=reduction
     )
     torch.testing.assert_close(module(logits, targets), got, rtol=1e-12, atol=0)
 
@@ -78,13 +78,13 @@ def test_per_class_weighting_of_each_term():
         t = torch.zeros(1, 4, dtype=torch.float64)
         t[0, j] = 1.0
         got = multilabel_class_balanced_loss(
-            z, t, POS, beta=beta, neg_counts=NEG, reduction="sum"
+            z, t, POS, beta=beta, negatives_per_class=NEG, gamma=0.0, reduction="sum"
         ).item()
         want = math.log(2) * (w_pos[j] + w_neg.sum() - w_neg[j]).item()
         assert got == pytest.approx(want, rel=1e-12)
     # an example with two positives: each term takes its own class's weight
     t = torch.tensor([[1.0, 0.0, 1.0, 0.0]], dtype=torch.float64)
-    got = multilabel_class_balanced_loss(z, t, POS, beta=beta, reduction="none")
+    got = multilabel_class_balanced_loss(z, t, POS, beta=beta, gamma=0.0, reduction="none")
     want = math.log(2) * (w_pos[0] + w_pos[2] + 2.0)
     assert got.item() == pytest.approx(want.item(), rel=1e-12)
 
@@ -95,7 +95,7 @@ def test_agrees_with_single_label_loss_where_it_must(gamma):
     labels = torch.arange(20) % 5
     one_hot = torch.nn.functional.one_hot(labels, 5).float()
     counts = [500, 100, 40, 9, 2]
-    single = sigmoid_focal_loss if gamma else sigmoid_cross_entropy
+    single = sigmoid_focal_cross_entropy if gamma else sigmoid_cross_entropy
     kwargs = {"gamma": gamma} if gamma else {}
     # beta = 0: every weight is 1 and both are the plain sigmoid / focal loss
     ours = multilabel_class_balanced_loss(logits, one_hot, counts, beta=0.0, gamma=gamma)
@@ -117,7 +117,7 @@ def test_gradcheck(gamma):
 
     def fn(z):
         return multilabel_class_balanced_loss(
-            z, targets, POS, beta=0.99, neg_counts=NEG, gamma=gamma
+            z, targets, POS, beta=0.99, negatives_per_class=NEG, gamma=gamma
         )
 
     assert torch.autograd.gradcheck(fn, (logits,))
@@ -131,7 +131,7 @@ def test_extreme_logits_are_finite(gamma, dtype):
     targets = torch.tensor([[1, 1, 0, 1], [0, 0, 1, 0]])
     logits.requires_grad_(True)
     loss = multilabel_class_balanced_loss(
-        logits, targets, POS, beta=0.999, neg_counts=NEG, gamma=gamma, reduction="sum"
+        logits, targets, POS, beta=0.999, negatives_per_class=NEG, gamma=gamma, reduction="sum"
     )
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
@@ -154,15 +154,15 @@ def test_mean_divides_by_positives_at_least_one():
 
 
 def test_module_buffers_and_set_beta():
-    module = MultiLabelClassBalancedLoss(POS, beta=0.0, neg_counts=NEG, gamma=1.0)
+    module = MultiLabelClassBalancedLoss(POS, beta=0.0, negatives_per_class=NEG, gamma=1.0)
     assert torch.equal(module.pos_weight, torch.ones(4))
     module.set_beta(0.999)
     torch.testing.assert_close(module.pos_weight, class_balanced_weights(POS, 0.999))
     torch.testing.assert_close(module.neg_weight, class_balanced_weights(NEG, 0.999))
     state = module.state_dict()
-    assert set(state) == {"pos_counts", "neg_counts", "pos_weight", "neg_weight"}
+    assert set(state) == {"positives_per_class", "negatives_per_class", "pos_weight", "neg_weight"}
     plain = MultiLabelClassBalancedLoss(POS, beta=0.999)
-    assert torch.equal(plain.neg_weight, torch.ones(4)) and plain.neg_counts is None
+    assert torch.equal(plain.neg_weight, torch.ones(4)) and plain.negatives_per_class is None
     assert "beta=0.999" in repr(plain)
     with pytest.raises(ValueError, match="4 classes"):
         plain(torch.zeros(2, 3), torch.zeros(2, 3))
@@ -174,8 +174,16 @@ def test_module_buffers_and_set_beta():
         (lambda: _loss(targets=torch.full((2, 4), 0.5)), ValueError, "only 0/1"),
         (lambda: _loss(targets=torch.zeros(2, 3)), ValueError, "logits' shape"),
         (lambda: _loss(pos=[1, 2, 3]), ValueError, "one count per class"),
-        (lambda: _loss(pos=[1, 0, 3, 4]), ValueError, "pos_counts: samples_per_class\\[1\\]"),
-        (lambda: _loss(neg=[1, 2]), ValueError, "neg_counts must have one count per class"),
+        (
+            lambda: _loss(pos=[1, 0, 3, 4]),
+            ValueError,
+            "positives_per_class: samples_per_class\\[1\\]",
+        ),
+        (
+            lambda: _loss(neg=[1, 2]),
+            ValueError,
+            "negatives_per_class must have one count per class",
+        ),
         (lambda: _loss(beta=1.0), ValueError, "beta must be in"),
         (lambda: _loss(gamma=-1.0), ValueError, "gamma"),
         (lambda: _loss(reduction="avg"), ValueError, "unknown reduction"),
@@ -191,7 +199,7 @@ def _loss(logits=None, targets=None, pos=POS, neg=None, beta=0.9, gamma=0.0, red
     logits = torch.zeros(2, 4) if logits is None else logits
     targets = torch.zeros(2, 4) if targets is None else targets
     return multilabel_class_balanced_loss(
-        logits, targets, pos, beta=beta, neg_counts=neg, gamma=gamma, reduction=reduction
+        logits, targets, pos, beta=beta, negatives_per_class=neg, gamma=gamma, reduction=reduction
     )
 
 
@@ -297,3 +305,17 @@ def test_running_counts_state_dict_round_trip():
 def test_running_counts_validation(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
+def test_gradgradcheck(gamma):
+    logits, targets = _batch(n=4, c=4, seed=5)
+    logits.requires_grad_(True)
+
+    def loss(z):
+        return multilabel_class_balanced_loss(
+            z, targets, POS, beta=0.999, negatives_per_class=NEG, gamma=gamma, reduction="none"
+        )
+
+    assert torch.autograd.gradcheck(loss, (logits,), fast_mode=True)
+    assert torch.autograd.gradgradcheck(loss, (logits,), fast_mode=True)

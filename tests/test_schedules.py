@@ -76,9 +76,10 @@ def _run(tmp_path, name, **overrides):
 def test_trainer_applies_the_schedule(tmp_path):
     unweighted = _run(tmp_path, "plain", beta=0.0)
     weighted = _run(tmp_path, "cb", beta=0.999)
-    never = _run(tmp_path, "drw_late", beta=0.999, reweight_schedule="drw", reweight_epoch=3)
+    with pytest.raises(ValueError, match="never switch on"):  # a silent no-op: refused
+        _run(tmp_path, "drw_late", beta=0.999, reweight_schedule="drw", reweight_epoch=3)
+    assert not (tmp_path / "drw_late").exists()
     at_once = _run(tmp_path, "drw_now", beta=0.999, reweight_schedule="drw", reweight_epoch=0)
     drop = ("reweight_schedule",)
-    assert {k: v for k, v in never.items() if k not in drop} == unweighted
     assert {k: v for k, v in at_once.items() if k not in drop} == weighted
     assert weighted["train_loss"] != unweighted["train_loss"]

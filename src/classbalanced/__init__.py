@@ -9,44 +9,51 @@ tensor([0.1256, 0.3170, 2.5574])
 torch.Size([])
 """
 
-from . import comparison  # noqa: E402,F401  (registers ldam, logit_adjusted, balanced_softmax)
-from .comparison import (  # noqa: E402
-    BalancedSoftmaxLoss,
-    LDAMLoss,
-    LogitAdjustedLoss,
-    post_hoc_logit_adjustment,
-)
 from .losses import (
+    DEFAULT_GAMMA,
     LOSS_TYPES,
     REDUCTIONS,
+    BalancedSoftmaxLoss,
     ClassBalancedLoss,
+    LDAMLoss,
+    LogitAdjustedLoss,
     WeightedLoss,
     available_losses,
+    balanced_softmax_loss,
     build_loss,
     class_balanced_loss,
     init_prior_bias_,
-    parameter_groups,
+    ldam_loss,
+    ldam_margins,
+    logit_adjusted_loss,
+    post_hoc_logit_adjustment,
     prior_bias,
     register_loss,
     sigmoid_cross_entropy,
-    sigmoid_focal_loss,
+    sigmoid_focal_cross_entropy,
     softmax_cross_entropy,
 )
-from .multilabel import (  # noqa: E402
+from .multilabel import (
     MultiLabelClassBalancedLoss,
     RunningClassCounts,
     multilabel_class_balanced_loss,
     positive_counts,
 )
-from .sampling import ClassBalancedSampler, sampling_probabilities  # noqa: E402
-from .schedules import ReweightSchedule  # noqa: E402
-from .sklearn_weights import class_weight_dict, sample_weights  # noqa: E402
+from .optim import parameter_groups
+from .sampling import ClassBalancedSampler, sampling_probabilities
+from .schedules import ReweightSchedule
+from .sklearn_weights import class_weight_dict, sample_weights
 from .weights import class_balanced_weights, effective_number
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_GAMMA",
     "BalancedSoftmaxLoss",
+    "balanced_softmax_loss",
+    "ldam_loss",
+    "ldam_margins",
+    "logit_adjusted_loss",
     "ClassBalancedSampler",
     "LDAMLoss",
     "LogitAdjustedLoss",
@@ -73,6 +80,6 @@ __all__ = [
     "prior_bias",
     "register_loss",
     "sigmoid_cross_entropy",
-    "sigmoid_focal_loss",
+    "sigmoid_focal_cross_entropy",
     "softmax_cross_entropy",
 ]

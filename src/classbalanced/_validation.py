@@ -30,7 +30,7 @@ def check_beta(beta: object) -> float:
     if isinstance(beta, bool) or not isinstance(beta, numbers.Real):
         raise TypeError(f"beta must be a number in [0, 1), got {_describe(beta)}")
     value = float(beta)
-    if not (0.0 <= value < 1.0) or math.isnan(value):
+    if not (0.0 <= value < 1.0):  # also refuses NaN; traceable by torch.compile
         raise ValueError(f"beta must be in [0, 1), got {value!r}")
     return value
 
@@ -40,7 +40,7 @@ def check_gamma(gamma: object) -> float:
     if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real):
         raise TypeError(f"gamma must be a number >= 0, got {_describe(gamma)}")
     value = float(gamma)
-    if not math.isfinite(value) or value < 0.0:
+    if not (0.0 <= value < math.inf):  # also refuses NaN; traceable by torch.compile
         raise ValueError(f"gamma must be a finite number >= 0, got {value!r}")
     return value
 

@@ -12,13 +12,16 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
+from ._console import info as _info
 
 __all__ = ["main", "build_parser"]
 
+EXIT_INTERNAL = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
@@ -32,109 +35,106 @@ def _bool_flag(parser, name: str, help: str) -> None:
     parser.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=None, help=help)
 
 
-def _add_train_arguments(p: argparse.ArgumentParser) -> None:
-    """Flags of ``train``; every default is None so that only given flags override the config file."""
-    g = p.add_argument_group("data")
-    g.add_argument("--dataset", help="cifar10 (default), cifar100, cifar20, digits, npz, folder")
-    g.add_argument(
-        "--data-dir", help="folder holding (or receiving) the CIFAR archives (default: data)"
+def _key_value(text: str) -> tuple[str, float]:
+    """``KEY=NUMBER`` (a ``--loss-option``) -> ``(key, number)``."""
+    key, sep, value = text.partition("=")
+    try:
+        if not sep or not key:
+            raise ValueError
+        return key.strip(), float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected KEY=NUMBER, got {text!r}") from None
+
+
+def _help_names() -> dict[str, str]:
+    """The registries' names, for the ``{datasets}``, ``{models}``, ... of the fields' help."""
+    from .data.registry import available_datasets
+    from .losses import available_losses, loss_options
+    from .models.registry import available_models
+
+    options = [
+        f"{name}: " + ", ".join(f"{k}={v:g}" for k, v in loss_options(name).items())
+        for name in available_losses()
+        if loss_options(name)
+    ]
+    return {
+        "datasets": ", ".join(available_datasets()),
+        "models": ", ".join(available_models()),
+        "losses": ", ".join(available_losses()),
+        "loss_options": "; ".join(options) or "none",
+    }
+
+
+def _flag_kwargs(f, tp) -> dict:
+    """argparse keywords for config field ``f`` of type ``tp`` (every default None: only
+    the flags a user gives override the config file)."""
+    import types
+    import typing
+
+    if f.metadata.get("action"):
+        return {"action": f.metadata["action"], "default": None}
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        (tp,) = [a for a in args if a is not type(None)]
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is bool:
+        return {"action": argparse.BooleanOptionalAction, "default": None}
+    if origin is typing.Literal:
+        return {"choices": args}
+    if origin is list:
+        return {"type": args[0], "nargs": "+"}
+    if origin is dict:
+        return {"type": _key_value, "action": "append", "metavar": f.metadata.get("metavar")}
+    return {"type": tp}
+
+
+def _config_default(name: str):
+    from .config import TrainConfig
+
+    return TrainConfig.__dataclass_fields__[name].default
+
+
+def _add_config_flag(parser, name: str, **overrides) -> None:
+    """The flag of config key ``name`` (type, choices and help from its field)."""
+    from .config import TrainConfig, field_types
+
+    f = TrainConfig.__dataclass_fields__[name]
+    kwargs = _flag_kwargs(f, field_types()[name])
+    kwargs.update(overrides)
+    parser.add_argument(
+        f.metadata.get("flag", "--" + name.replace("_", "-")),
+        dest=name,
+        help=f.metadata["help"].format(**_help_names()),
+        **kwargs,
     )
-    g.add_argument("--train-data", help="training .npz file (x uint8, y int) or class folder")
-    g.add_argument("--test-data", help="test .npz file or class folder")
-    g.add_argument(
-        "--imbalance-factor",
-        type=float,
-        help="n_max / n_min >= 1 (default 100 for CIFAR, 1 otherwise)",
+
+
+def _add_config_arguments(p: argparse.ArgumentParser) -> None:
+    """One flag per :class:`~classbalanced.config.TrainConfig` field, generated from its
+    type and metadata (help, group), grouped as the fields are."""
+    import dataclasses
+
+    from .config import GROUPS, TrainConfig
+
+    groups = {key: p.add_argument_group(title) for key, title in GROUPS.items()}
+    for f in dataclasses.fields(TrainConfig):
+        _add_config_flag(groups[f.metadata["group"]], f.name)
+    p.add_argument("--config", help="TOML or YAML file of settings; flags override it")
+
+
+def _add_run_safety_arguments(p: argparse.ArgumentParser, *, train: bool) -> None:
+    """Permissions for one command (not settings of the run, so not in TrainConfig)."""
+    p.add_argument(
+        "--accept-data-change",
+        action="store_true",
+        help="use the data even if it changed since the run was trained (its fingerprint differs)",
     )
-    g.add_argument("--profile", help="long-tail profile: exp (default) or step")
-    g.add_argument("--image-size", type=int, help="resize class-folder images to this size")
-    _bool_flag(g, "download", "download missing CIFAR archives (default: yes)")
-    g.add_argument(
-        "--num-workers", type=int, help="large datasets: loader workers per process (default 4)"
-    )
-    g = p.add_argument_group("model and loss")
-    g.add_argument(
-        "--model",
-        help="resnet32 (default), resnet{6n+2}, resnet{6n+2}_v2, resnet{9n+2}_bottleneck, resnet50, ...",
-    )
-    _bool_flag(
-        g,
-        "pretrained",
-        "start from torchvision's ImageNet weights in the local cache (resnet50/101/152)",
-    )
-    g.add_argument(
-        "--loss",
-        help="softmax (default), sigmoid, focal; for comparison: ldam, logit_adjusted, balanced_softmax",
-    )
-    g.add_argument(
-        "--beta", type=float, help="class-balanced beta in [0, 1) (default 0: unweighted)"
-    )
-    g.add_argument("--gamma", type=float, help="focal-loss gamma >= 0 (default 1)")
-    g.add_argument(
-        "--reweight-schedule",
-        help="constant (default: class-balanced weights throughout), drw (unweighted until "
-        "--reweight-epoch, then class-balanced), ramp (beta grows to --beta by --reweight-epoch)",
-    )
-    g.add_argument("--reweight-epoch", type=int, help="default 160 x epochs / 200")
-    g.add_argument(
-        "--sampler",
-        help="shuffle (default: every image once per epoch) or class_balanced "
-        "(P(class) ~ n / E_n(--sampler-beta); pair it with --beta 0)",
-    )
-    g.add_argument(
-        "--sampler-beta", type=float, help="beta of the class-balanced sampler (default 0.9999)"
-    )
-    g = p.add_argument_group("optimisation (defaults: the paper's CIFAR recipe)")
-    g.add_argument("--epochs", type=int, help="default 200; warm-up and decay epochs scale with it")
-    g.add_argument("--batch-size", type=int, help="global batch size (default 128)")
-    g.add_argument("--lr", type=float, help="base learning rate (default 0.1 x batch / 128)")
-    g.add_argument("--momentum", type=float)
-    _bool_flag(g, "nesterov", "Nesterov momentum")
-    g.add_argument("--weight-decay", type=float, help="default 2e-4")
-    _bool_flag(
-        g,
-        "no-decay-bias-and-norm",
-        "no weight decay on biases and norm layers (large-scale recipe)",
-    )
-    g.add_argument(
-        "--accumulate-steps", type=int, help="micro-batches per optimiser step (default 1)"
-    )
-    g.add_argument("--warmup-epochs", type=int)
-    g.add_argument("--decay-epochs", type=int, nargs="+")
-    g.add_argument("--decay-factors", type=float, nargs="+")
-    g.add_argument("--pad", type=int, help="random-crop padding (default 4)")
-    _bool_flag(g, "flip", "random horizontal flips (default: yes)")
-    g = p.add_argument_group("run")
-    g.add_argument("--eval-every", type=int, help="evaluate every N epochs (default 2)")
-    g.add_argument("--eval-batch-size", type=int)
-    g.add_argument(
-        "--seed",
-        type=int,
-        help="seeds the subset, initialisation, order and augmentation (default 0)",
-    )
-    g.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
-    g.add_argument("--precision", help="fp32 (default), bf16, fp16 (autocast)")
-    _bool_flag(
-        g,
-        "channels-last",
-        "channels-last memory format (default: yes; --no-channels-last for NCHW)",
-    )
-    _bool_flag(g, "compile", "torch.compile the model")
-    _bool_flag(g, "sync-bn", "synchronised batch norm across processes (torchrun)")
-    _bool_flag(
-        g, "skip-nonfinite", "skip and count steps whose loss is NaN/inf instead of stopping"
-    )
-    g.add_argument("--out", help="run folder (default runs/latest)")
-    g.add_argument("--keep-checkpoints", type=int, help="how many checkpoints to keep (default 2)")
-    _bool_flag(g, "progress", "progress bars (default: yes)")
-    g.add_argument("--resume", action="store_true", default=None, help="continue the run in --out")
-    g.add_argument(
-        "--overwrite", action="store_true", default=None, help="replace the run in --out"
-    )
-    g.add_argument(
-        "--force", action="store_true", default=None, help="resume even if the config differs"
-    )
-    g.add_argument("--config", help="TOML or YAML file of settings; flags override it")
+    if train:
+        p.add_argument(
+            "--fallback-checkpoint",
+            action="store_true",
+            help="--resume from the newest valid checkpoint when the newest one is corrupt",
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,11 +145,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"classbalanced {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
+    _add_train_parser(sub)
+    _add_evaluate_parser(sub)
+    _add_make_lt_parser(sub)
+    _add_prepare_parser(sub)
+    _add_decouple_parser(sub)
+    _add_weights_parser(sub)
+    _add_demo_parser(sub)
+    _add_plot_parser(sub)
 
+    _add_sweep_parser(sub)
+    _add_report_parser(sub)
+    _add_submit_parser(sub)
+    return parser
+
+
+def _add_train_parser(sub) -> None:
     p = sub.add_parser("train", help="train and evaluate a classifier")
-    _add_train_arguments(p)
+    _add_config_arguments(p)
+    _add_run_safety_arguments(p, train=True)
     p.set_defaults(func=_cmd_train)
 
+
+def _add_evaluate_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="evaluate a run's checkpoint on a test set")
     p.add_argument("run", help="run folder (or a checkpoint file inside one)")
     p.add_argument(
@@ -157,18 +175,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default="auto")
     p.add_argument("--output", help="also write the metrics to this JSON file")
+    _add_run_safety_arguments(p, train=False)
     p.set_defaults(func=_cmd_evaluate)
 
+
+def _add_make_lt_parser(sub) -> None:
     p = sub.add_parser(
         "make-lt", help="write a long-tailed subset (indices and counts) without training"
     )
-    p.add_argument("--dataset", default="cifar10")
-    p.add_argument("--data-dir", default="data")
-    p.add_argument("--train-data")
-    p.add_argument("--test-data")
-    p.add_argument("--imbalance-factor", type=float, default=100.0)
-    p.add_argument("--profile", default="exp")
-    p.add_argument("--seed", type=int, default=0)
+    for name in ("dataset", "data_dir", "train_data", "test_data", "profile", "seed"):
+        _add_config_flag(p, name, default=_config_default(name))
+    p.add_argument(
+        "--imbalance-factor", type=float, default=100.0, help="n_max / n_min >= 1 (default 100)"
+    )
     p.add_argument(
         "--output", required=True, help="JSON file for indices and counts (.npz: also the images)"
     )
@@ -176,15 +195,36 @@ def build_parser() -> argparse.ArgumentParser:
     _bool_flag(p, "download", "download missing CIFAR archives (default: yes)")
     p.set_defaults(func=_cmd_make_lt)
 
+
+def _add_prepare_parser(sub) -> None:
     p = sub.add_parser(
         "prepare",
         help="scan iNaturalist / ImageNet annotations once: counts, class index, file check",
     )
-    p.add_argument("--dataset", required=True, help="inat2017, inat2018 or imagenet")
+    p.add_argument(
+        "--dataset",
+        required=True,
+        help="inat2017, inat2018, imagenet, imagenet_lt, places_lt or list",
+    )
     p.add_argument(
         "--data-dir",
         required=True,
-        help="folder with the official annotation files / class folders",
+        help="folder with the official annotation files / class folders (lists: the image root)",
+    )
+    _list_arguments(p)
+    p.add_argument(
+        "--resize",
+        type=int,
+        metavar="SHORT_SIDE",
+        help="also write copies with this short side (e.g. 256) and train from them",
+    )
+    p.add_argument(
+        "--workers", type=int, default=0, help="--resize: processes (default 0: this one)"
+    )
+    p.add_argument(
+        "--allow-size-mismatch",
+        action="store_true",
+        help="imagenet_lt / places_lt: accept a train list whose size differs from the published one",
     )
     p.add_argument(
         "--skip-missing",
@@ -196,11 +236,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_prepare)
 
+
+def _add_weights_parser(sub) -> None:
     p = sub.add_parser("weights", help="print effective numbers and class-balanced weights")
     p.add_argument("counts", nargs="+", type=float, help="training images per class")
     p.add_argument("--beta", type=float, nargs="+", default=[0.9, 0.99, 0.999, 0.9999])
     p.set_defaults(func=_cmd_weights)
 
+
+def _add_demo_parser(sub) -> None:
     p = sub.add_parser(
         "demo", help="offline demo: long-tailed digits, softmax vs class-balanced focal"
     )
@@ -212,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     _bool_flag(p, "progress", "progress bars (default: yes)")
     p.set_defaults(func=_cmd_demo)
 
+
+def _add_plot_parser(sub) -> None:
     p = sub.add_parser("plot", help="plot effective numbers, or one or several runs side by side")
     p.add_argument("what", choices=["effective-number", "run"])
     p.add_argument(
@@ -224,12 +270,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-samples", type=int, default=10_000)
     p.set_defaults(func=_cmd_plot)
 
-    from .reproduce.report import add_report_parser
-    from .reproduce.sweep import add_sweep_parser
 
-    add_sweep_parser(sub)
-    add_report_parser(sub)
-    return parser
+def _list_arguments(g) -> None:
+    """``--train-list`` / ``--val-list`` / ``--test-list`` of ``prepare`` (list datasets)."""
+    for split in ("train", "val", "test"):
+        g.add_argument(
+            f"--{split}-list",
+            help=f"list datasets: the {split} list file, one 'relative/path label' per line",
+        )
+
+
+def _add_decouple_parser(sub) -> None:
+    """``decouple RUN --method crt|tau_norm|lws --out OUT`` (Kang et al., ICLR 2020)."""
+    p = sub.add_parser(
+        "decouple",
+        help="stage two on a finished run: classifier re-training (crt), tau-normalisation, LWS",
+    )
+    p.add_argument("run", help="a finished run folder (stage one)")
+    p.add_argument("--method", required=True, help="crt, tau_norm or lws")
+    p.add_argument("--out", required=True, help="folder for the stage-two run")
+    p.add_argument("--epochs", type=int, default=10, help="crt / lws epochs (default 10)")
+    p.add_argument("--batch-size", type=int, help="crt / lws (default: the run's)")
+    p.add_argument(
+        "--lr", type=float, help="crt / lws start of the cosine schedule (default: the run's)"
+    )
+    p.add_argument("--weight-decay", type=float, help="crt / lws (default: the run's)")
+    p.add_argument(
+        "--loss", default="softmax", help="crt / lws loss: softmax (default), sigmoid, focal, ..."
+    )
+    p.add_argument("--beta", type=float, default=0.0, help="class-balanced beta of that loss")
+    p.add_argument("--gamma", type=float, default=1.0, help="focal gamma of that loss")
+    p.add_argument(
+        "--sampler",
+        default="class_uniform",
+        help="crt / lws: class_uniform (default: every class equally likely) or shuffle",
+    )
+    p.add_argument(
+        "--taus",
+        type=float,
+        nargs="+",
+        help="tau_norm: the grid searched on the val split (0 .. 2)",
+    )
+    p.add_argument("--tau", type=float, help="tau_norm: this tau, no search")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--num-workers", type=int, help="image-file datasets (default: the run's)")
+    p.add_argument("--overwrite", action="store_true", help="replace a run in --out")
+    p.set_defaults(func=_cmd_decouple)
 
 
 # ---------------------------------------------------------------------------
@@ -242,14 +328,40 @@ def _train_config(args: argparse.Namespace):
 
     names = {f for f in TrainConfig.__dataclass_fields__}
     overrides = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    if "loss_options" in overrides:  # [(key, value), ...] from repeated --loss-option
+        overrides["loss_options"] = dict(overrides["loss_options"])
     return config_from_sources(args.config, overrides)
+
+
+def _cmd_decouple(args) -> int:
+    from .decouple import DecoupleOptions, decouple
+
+    names = DecoupleOptions.__dataclass_fields__
+    options = DecoupleOptions(
+        **{k: v for k, v in vars(args).items() if k in names and v is not None}
+    )
+    decouple(args.run, options, log=_info)
+    return 0
 
 
 def _cmd_train(args) -> int:
     from .engine.trainer import train
 
     cfg = _train_config(args)
-    metrics = train(cfg, log=_info)
+    if cfg.train_list or cfg.val_list or cfg.test_list:  # list datasets: as prepared?
+        from .data.lists import check_prepared_lists
+
+        check_prepared_lists(
+            cfg.dataset,
+            cfg.data_dir,
+            {"train": cfg.train_list, "val": cfg.val_list, "test": cfg.test_list},
+        )
+    metrics = train(
+        cfg,
+        log=_info,
+        accept_data_change=args.accept_data_change,
+        fallback_checkpoint=args.fallback_checkpoint,
+    )
     if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 alone reports
         return 0
     _info(
@@ -262,7 +374,15 @@ def _cmd_train(args) -> int:
 def _cmd_evaluate(args) -> int:
     from .engine.evaluate import evaluate_run
 
-    metrics = evaluate_run(args.run, test_data=args.test_data, device=args.device)
+    run = Path(args.run)
+    folder = run if run.is_dir() else run.parent.parent  # RUN/checkpoints/FILE
+    _refuse_overwriting_inputs({"--output": args.output}, [*_run_files(folder), args.test_data])
+    metrics = evaluate_run(
+        args.run,
+        test_data=args.test_data,
+        device=args.device,
+        accept_data_change=args.accept_data_change,
+    )
     keys = (
         "accuracy",
         "error_percent",
@@ -294,6 +414,15 @@ def _cmd_make_lt(args) -> int:
         seed=args.seed,
         download=True if args.download is None else args.download,
     ).resolved()
+    from .data.cifar import ARCHIVES
+
+    cifar_files = [
+        Path(cfg.data_dir) / n for a in ARCHIVES.values() for n in (a.filename, a.folder)
+    ]
+    _refuse_overwriting_inputs(
+        {"--output": args.output, "--plot": args.plot},
+        [cfg.train_data, cfg.test_data, *cifar_files],
+    )
     data = prepare_data(cfg)
     output = Path(args.output)
     if output.suffix == ".npz":
@@ -352,9 +481,14 @@ def _cmd_prepare(args) -> int:
         skip_missing=args.skip_missing,
         check_files=not args.no_check_files,
         log=_info,
+        lists={"train": args.train_list, "val": args.val_list, "test": args.test_list},
+        allow_size_mismatch=args.allow_size_mismatch,
+        resize=args.resize,
+        workers=args.workers,
     )
     _info(
-        f"{args.dataset}: {len(layout.train_samples)} training and {len(layout.val_samples)} validation images, "
+        f"{args.dataset}: {len(layout.train_samples)} training and {len(layout.val_samples)} "
+        f"evaluation ({layout.eval_split}) images, "
         f"{layout.num_classes} classes ({layout.num_skipped} skipped) in {time.perf_counter() - tick:.1f} s; "
         f"written to {inat.prepared_dir(args.dataset, args.data_dir)}"
     )
@@ -409,18 +543,18 @@ def _cmd_plot(args) -> int:
         raise ValueError("plot run needs --run RUN_FOLDER [RUN_FOLDER ...]")
     runs = {}
     for folder in map(Path, args.run):
-        metrics_path = folder / "metrics.json"
-        if not metrics_path.is_file():
-            raise FileNotFoundError(f"no metrics.json in {folder}: is it a finished run folder?")
-        history_path = folder / "history.json"
-        history = json.loads(history_path.read_text()) if history_path.is_file() else []
         name = folder.name if folder.name not in runs else str(folder)
-        runs[name] = (json.loads(metrics_path.read_text()), history)
+        runs[name] = _run_for_plot(folder)
     counts = next(iter(runs.values()))[0]["train_counts"]
     if any(m["train_counts"] != counts for m, _ in runs.values()):
         raise ValueError(
             "the runs must share their training set: expected equal train_counts, got different ones"
         )
+    names = ("class_distribution.png", "per_class_accuracy.png", "error_curve.png")
+    _refuse_overwriting_inputs(
+        {f"--output ({n})": str(Path(args.output) / n) for n in names},
+        [f for run in args.run for f in _run_files(Path(run))],
+    )
     out = Path(args.output)
     plots.plot_class_distribution(out / "class_distribution.png", counts)
     plots.plot_per_class_accuracy(
@@ -442,17 +576,335 @@ def _cmd_plot(args) -> int:
     return 0
 
 
-def _info(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from None
+
+
+def _run_for_plot(folder: Path) -> tuple[dict, list]:
+    """A run folder's metrics and history, checked to hold what ``plot run`` draws."""
+    metrics_path = folder / "metrics.json"
+    if not metrics_path.is_file():
+        raise FileNotFoundError(f"no metrics.json in {folder}: is it a finished run folder?")
+    metrics = _read_json(metrics_path)
+    for key in ("train_counts", "per_class_accuracy"):
+        if not isinstance(metrics, dict) or not isinstance(metrics.get(key), list):
+            raise ValueError(
+                f"{metrics_path} holds no {key} list: expected the metrics.json of a training "
+                "run (a file written by `evaluate --output` is not one)"
+            )
+    history_path = folder / "history.json"
+    history = _read_json(history_path) if history_path.is_file() else []
+    if not isinstance(history, list) or not all(
+        isinstance(h, dict) and isinstance(h.get("epoch"), int) and "error_percent" in h
+        for h in history
+    ):
+        raise ValueError(
+            f"{history_path} is not a run history: expected a list of entries with epoch "
+            "and error_percent"
+        )
+    return metrics, history
+
+
+def _run_files(folder: Path) -> list[Path]:
+    """The files and folders a run wrote in ``folder`` (inputs of evaluate and plot run)."""
+    from .engine.run_folder import written_files
+
+    return written_files(folder)
+
+
+def _refuse_overwriting_inputs(outputs: dict[str, str | None], inputs) -> None:
+    """ValueError before anything is written when an output path is one of the command's
+    inputs (files or folders), an existing file inside an input folder, or the path of
+    another output. Paths are compared after resolving links, ``..`` and ``.``."""
+    import os
+
+    given = [str(p) for p in inputs if p]
+    claimed: dict[str, str] = {}
+    for flag, path in outputs.items():
+        if not path:
+            continue
+        target = os.path.realpath(path)
+        for source in given:
+            real = os.path.realpath(source)
+            inside = target.startswith(real.rstrip(os.sep) + os.sep) and os.path.exists(target)
+            if target == real or inside:
+                raise ValueError(
+                    f"{flag} {path} would overwrite the input {source}: expected an output path "
+                    "outside the command's inputs"
+                )
+        if target in claimed and claimed[target] != flag:
+            raise ValueError(f"{flag} and {claimed[target]} name the same file {path}")
+        claimed[target] = flag
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"classbalanced: warning: {message}", file=sys.stderr if file is None else file)
+
+
+# ---------------------------------------------------------------------------
+# sweep, report, submit (one self-contained block)
+# ---------------------------------------------------------------------------
+
+
+def _add_sweep_parser(sub) -> None:
+    p = sub.add_parser(
+        "sweep",
+        help="run a grid of training runs (resumable; local, Ray or SLURM), then results.csv "
+        "and report.md",
+        description="Expand a sweep file ([base] + [[grid]] blocks of lists) into runs; skip "
+        "finished runs, resume unfinished ones, start the others. Several launchers may work "
+        "on one sweep folder at once: each run is claimed.",
+    )
+    p.add_argument("--config", help="sweep TOML file (see configs/sweeps/)")
+    p.add_argument(
+        "--status",
+        metavar="SWEEP_DIR",
+        help="print the state of every run of this sweep folder and exit",
+    )
+    p.add_argument(
+        "--out", help="sweep folder (default: [sweep] out of the file, else runs/sweeps/NAME)"
+    )
+    p.add_argument(
+        "--launcher",
+        choices=["local", "ray", "slurm"],
+        default="local",
+        help="where runs execute: this machine (default), a Ray cluster, or SLURM job arrays",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        help="local: runs at a time (default 1); each gets max(1, CPUs // jobs) threads and, "
+        "when CUDA_VISIBLE_DEVICES lists several GPUs, one of them in turn",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="list the runs and what would happen; start none"
+    )
+    p.add_argument(
+        "--extend",
+        action="store_true",
+        help="add the runs a changed sweep file adds to an existing sweep folder",
+    )
+    p.add_argument("--no-report", action="store_true", help="write results.csv but not report.md")
+    p.add_argument(
+        "--stale-after",
+        type=float,
+        default=120.0,
+        help="seconds without a heartbeat after which a run's claim is taken over (default 120)",
+    )
+    _add_cluster_arguments(p)
+    p.set_defaults(func=_cmd_sweep)
+
+
+def _add_cluster_arguments(p) -> None:
+    p.add_argument("--gpus-per-run", type=float, help="ray / slurm: GPUs per run (default 0)")
+    p.add_argument("--cpus-per-run", type=int, help="ray / slurm: CPUs per run (default 1)")
+    p.add_argument(
+        "--ray-address",
+        help="ray: the cluster (default: $RAY_ADDRESS, else a local Ray started for the sweep)",
+    )
+    p.add_argument("--slurm-partition", help="slurm: partition")
+    p.add_argument(
+        "--slurm-time", help="slurm: time limit per task, MINUTES or HH:MM:SS (default 60)"
+    )
+    p.add_argument(
+        "--slurm-array-parallelism",
+        type=int,
+        help="slurm: array tasks running at once (default 256)",
+    )
+    p.add_argument(
+        "--slurm-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="slurm: any other sbatch option, e.g. account=lab or qos=high (repeatable)",
+    )
+
+
+def _launch_options(args):
+    from .launch import LaunchOptions, check_launch_flags
+    from .launch.slurm import parse_slurm_options, parse_slurm_time
+
+    names = ("jobs", "gpus_per_run", "cpus_per_run", "ray_address", "slurm_partition")
+    names += ("slurm_time", "slurm_array_parallelism", "slurm_option")
+    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    check_launch_flags(args.launcher, given)
+    options = LaunchOptions()
+    for name, value in given.items():
+        if name == "slurm_time":
+            value = parse_slurm_time(value)
+        elif name == "slurm_option":
+            name, value = "slurm_options", parse_slurm_options(value)
+        setattr(options, name, value)
+    return options
+
+
+def _cmd_sweep(args) -> int:
+    from .launch import make_launcher
+    from .launch.sweep import run_sweep, sweep_status
+
+    if args.status:
+        for line in sweep_status(args.status, stale_after=args.stale_after):
+            print(line)
+        return 0
+    if not args.config:
+        raise ValueError("sweep needs --config FILE (or --status SWEEP_DIR)")
+    try:
+        launcher = make_launcher(args.launcher, _launch_options(args))
+    except ImportError as exc:
+        print(f"classbalanced: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    result = run_sweep(
+        args.config,
+        out=args.out,
+        launcher=launcher,
+        dry_run=args.dry_run,
+        extend=args.extend,
+        report=not args.no_report,
+        stale_after=args.stale_after,
+    )
+    return result.exit_code
+
+
+def _add_report_parser(sub) -> None:
+    p = sub.add_parser(
+        "report",
+        help="write report.md of a sweep folder: results vs the paper's Table 2 / Table 3",
+        description="Tables of mean ± std last-epoch error over seeds against the published "
+        "numbers, a beta x gamma heat map and error curves per column.",
+    )
+    p.add_argument("sweep_dir", metavar="SWEEP_DIR", help="folder written by `classbalanced sweep`")
+    p.add_argument(
+        "--refresh",
+        action="store_true",
+        help="rebuild results.csv from the run folders first (interrupted or running sweeps)",
+    )
+    p.add_argument("--no-figures", action="store_true", help="tables only")
+    p.set_defaults(func=_cmd_report)
+
+
+def _cmd_report(args) -> int:
+    from .reproduce.report import write_report
+
+    path = write_report(args.sweep_dir, refresh=args.refresh, figures=not args.no_figures)
+    _info(f"wrote {path}")
+    return 0
+
+
+def _add_submit_parser(sub) -> None:
+    p = sub.add_parser(
+        "submit",
+        help="submit one (multi-node DDP) training run to SLURM: torchrun on every node",
+        description="classbalanced submit --launcher slurm --nodes 2 --gpus-per-node 8 -- "
+        "train --config configs/inat2018_cb_focal.toml --out runs/inat18",
+    )
+    p.add_argument("--launcher", choices=["slurm"], default="slurm", help="slurm (the default)")
+    p.add_argument("--nodes", type=int, default=1, help="nodes (default 1)")
+    p.add_argument(
+        "--gpus-per-node", type=int, default=0, help="GPUs per node = processes per node"
+    )
+    p.add_argument(
+        "--procs-per-node",
+        type=int,
+        help="processes per node (default: --gpus-per-node, at least 1; CPU runs use gloo)",
+    )
+    p.add_argument("--cpus-per-node", type=int, default=1, help="CPUs per node (default 1)")
+    p.add_argument("--slurm-partition", help="partition")
+    p.add_argument("--slurm-time", default="60", help="time limit, MINUTES or HH:MM:SS")
+    p.add_argument(
+        "--slurm-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other sbatch option, e.g. account=lab (repeatable)",
+    )
+    p.add_argument("--logs", help="folder for SLURM's logs (default: runs/slurm/JOBID)")
+    p.add_argument("--no-wait", action="store_true", help="print the job id and return")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- train ARGS...")
+    p.set_defaults(func=_cmd_submit)
+
+
+def _cmd_submit(args) -> int:
+    from .launch.slurm import parse_slurm_options, parse_slurm_time, submit_training
+
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    try:
+        return submit_training(
+            command,
+            nodes=args.nodes,
+            gpus_per_node=args.gpus_per_node,
+            procs_per_node=args.procs_per_node,
+            cpus_per_node=args.cpus_per_node,
+            partition=args.slurm_partition,
+            time_minutes=parse_slurm_time(args.slurm_time),
+            options=parse_slurm_options(args.slurm_option),
+            logs=args.logs,
+            wait=not args.no_wait,
+            log=_info,
+        )
+    except ImportError as exc:
+        print(f"classbalanced: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _raised_by_a_check(exc: BaseException) -> bool:
+    """Whether ``exc`` came from an explicit ``raise`` in classbalanced's code (a validation
+    of an input), rather than from Python or a library failing inside our code (a bug)."""
+    import linecache
+
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return False
+    filename = tb.tb_frame.f_code.co_filename
+    if not Path(filename).resolve().is_relative_to(Path(__file__).resolve().parent):
+        return False
+    return linecache.getline(filename, tb.tb_lineno).strip().startswith("raise")
+
+
+def _internal_error(exc: BaseException) -> int:
+    """An unexpected exception: one short line, the full traceback in a temporary file."""
+    import tempfile
+    import traceback
+
+    text = "".join(traceback.format_exception(exc))
+    summary = " ".join(str(exc).split())[:200]
+    try:
+        with tempfile.NamedTemporaryFile(
+            "w", prefix="classbalanced-traceback-", suffix=".txt", delete=False
+        ) as file:
+            file.write(text)
+        where = f"full traceback in {file.name}"
+    except OSError:  # no room even for that: print it
+        print(text, file=sys.stderr, end="")
+        where = "traceback above"
+    print(
+        f"classbalanced: internal error (a bug, please report it): {type(exc).__name__}: "
+        f"{summary} ({where})",
+        file=sys.stderr,
+    )
+    return EXIT_INTERNAL
+
+
+def _usage_error(exc: BaseException) -> int:
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    print(f"classbalanced: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; bad input ends as one line and exit 2, a bug as one line
+    naming a file with the traceback and exit 1."""
     parser = build_parser()
     args = parser.parse_args(argv)
     from .engine.trainer import NonFiniteLoss, TrainingInterrupted
 
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning  # one line, without the source line
+            return args.func(args)
     except TrainingInterrupted as exc:
         print(f"classbalanced: {exc}", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -468,10 +920,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    except (ValueError, TypeError, OSError) as exc:
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"classbalanced: error: {message}", file=sys.stderr)
-        return EXIT_USAGE
+    except (ValueError, OSError) as exc:  # bad values, missing or unreadable files
+        return _usage_error(exc)
+    except TypeError as exc:  # a check of an argument's type, or else a bug
+        return _usage_error(exc) if _raised_by_a_check(exc) else _internal_error(exc)
+    except Exception as exc:
+        return _internal_error(exc)
 
 
 if __name__ == "__main__":  # pragma: no cover

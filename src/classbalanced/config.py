@@ -1,112 +1,250 @@
-"""Training configuration: defaults of the paper's CIFAR recipe, files, and flag overrides.
+"""Training configuration: the one source of truth for every setting of a run.
 
 A run is fully described by a :class:`TrainConfig`. Values come, in increasing
 priority, from the dataclass defaults, a TOML or YAML file (``--config``), and
-command-line flags. :meth:`TrainConfig.resolved` fills the values that depend on
-others (learning rate scaled by batch size, warm-up and decay epochs scaled with
-``epochs``, decay factors for balanced vs long-tailed data); the resolved config
-is what every run folder records.
+command-line flags. Each field carries its help text and group in its metadata;
+the ``train`` command's flags are generated from these fields (one flag per key,
+``--dashed-name``), so a setting is declared once, here. Closed choices are
+``Literal`` types; data set, model and loss names are checked against their
+registries, so registering one makes it a valid value with no other edit.
+
+:meth:`TrainConfig.resolved` fills the values that depend on others (learning
+rate scaled by batch size, warm-up and decay epochs scaled with ``epochs``,
+decay factors for balanced vs long-tailed data); the resolved config is what
+every run folder records.
+
+>>> cfg = TrainConfig(dataset="digits", epochs=20).resolved()
+>>> cfg.imbalance_factor, cfg.warmup_epochs, cfg.decay_epochs, cfg.lr
+(1.0, 1, [16, 18], 0.1)
+>>> TrainConfig.from_dict({"flip": "false"}, source="run.toml")
+Traceback (most recent call last):
+...
+classbalanced.config.ConfigTypeError: config key flip in run.toml: expected true or false, got 'false'
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
+import types
+import typing
+import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from .data.cifar import CifarName
+from .data.inat import LARGE_DATASETS, LIST_DATASETS  # noqa: F401  (re-exported)
+from .data.longtail import Profile
+from .schedules import ScheduleKind
 
 try:  # Python >= 3.11
     import tomllib
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["TrainConfig", "load_config_file", "config_from_sources", "config_differences"]
+__all__ = [
+    "GROUPS",
+    "ConfigTypeError",
+    "TrainConfig",
+    "config_differences",
+    "config_from_sources",
+    "load_config_file",
+]
+
+Precision = Literal["fp32", "bf16", "fp16"]
+SamplerName = Literal["shuffle", "class_balanced"]
 
 #: Datasets whose default imbalance factor is the paper's headline setting (100).
-CIFAR_DATASETS = ("cifar10", "cifar100", "cifar20")
-LARGE_DATASETS = ("inat2017", "inat2018", "imagenet")
-DATASETS = (*CIFAR_DATASETS, "digits", "npz", "folder", *LARGE_DATASETS)
-PRECISIONS = ("fp32", "bf16", "fp16")
-PROFILES = ("exp", "step")
+CIFAR_DATASETS: tuple[str, ...] = typing.get_args(CifarName)
+PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
+PROFILES: tuple[str, ...] = typing.get_args(Profile)
+#: the largest --pad (a crop offset beyond the image is all padding; larger values only
+#: allocate memory: --pad 100000 asked for hundreds of GB)
+MAX_PAD = 128
+
+#: field groups, in the order of ``--help``
+GROUPS = {
+    "data": "data",
+    "model": "model",
+    "loss": "loss and re-weighting",
+    "optimisation": "optimisation (defaults: the paper's CIFAR recipe)",
+    "run": "run",
+}
 
 #: keys that may differ between an interrupted run and its resumption
 RESUME_FREE_KEYS = ("resume", "overwrite", "device", "progress", "force", "out")
+#: keys of older config files that are read and dropped
+LEGACY_KEYS = ("extra",)
+
+
+class ConfigTypeError(TypeError, ValueError):
+    """A config value of the wrong type (a ValueError too: it is a bad input, not a bug)."""
+
+
+def option(default: Any = None, help: str = "", *, group: str, **cli: Any) -> Any:
+    """A :class:`TrainConfig` field with its ``--help`` text and group.
+
+    ``cli`` overrides how the flag is generated: ``flag=False`` (no flag),
+    ``action="store_true"``, ``metavar``, ``default_factory``.
+    """
+    if group not in GROUPS:
+        raise ValueError(f"expected a group in {', '.join(GROUPS)}, got {group!r}")
+    factory = cli.pop("default_factory", None)
+    metadata = {"help": help, "group": group, **cli}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
 class TrainConfig:
-    """Everything a training run depends on (REFERENCE section 5 defaults)."""
+    """Everything a training run depends on (the defaults: the paper's CIFAR recipe).
+
+    Longer than 150 lines on purpose: it is the list of every setting, each declared
+    once with its type, default, help and group, and reads best as one list.
+    """
 
     # data
-    dataset: str = "cifar10"
-    data_dir: str = "data"
-    train_data: str | None = None
-    test_data: str | None = None
-    imbalance_factor: float | None = None  # None: 100 for CIFAR, 1 (as given) otherwise
-    profile: str = "exp"
-    image_size: int | None = (
-        None  # class folders: resize to this size; large datasets: crop size (224)
+    dataset: str = option(
+        "cifar10", "data set: {datasets} (default cifar10)", group="data", registry="dataset"
     )
-    download: bool = True
-    num_workers: int = 4  # large datasets: DataLoader worker processes per rank
-    skip_missing: bool = False
-    # model and loss
-    model: str = "resnet32"
-    pretrained: bool = (
-        False  # torchvision's ImageNet weights from the local cache (resnet50/101/152)
+    data_dir: str = option(
+        "data", "folder holding (or receiving) the data set's files (default: data)", group="data"
     )
-    loss: str = "softmax"
-    beta: float = 0.0
-    gamma: float = 1.0
-    reweight_schedule: str = "constant"  # constant | drw (deferred re-weighting) | ramp
-    reweight_epoch: int | None = None  # drw switch / ramp end; None: 160 scaled by epochs / 200
-    sampler: str = "shuffle"  # shuffle (each image once per epoch) | class_balanced
-    sampler_beta: float = (
-        0.9999  # class_balanced: P(class i) ~ n_i / E_{n_i}(beta); -> 1: uniform over classes
+    train_data: str | None = option(
+        None, "training .npz file (x uint8, y int) or class folder", group="data"
+    )
+    test_data: str | None = option(None, "test .npz file or class folder", group="data")
+    imbalance_factor: float | None = option(
+        None, "n_max / n_min >= 1 (default 100 for CIFAR, 1 otherwise)", group="data"
+    )
+    profile: Profile = option("exp", "long-tail profile (default exp)", group="data")
+    image_size: int | None = option(
+        None,
+        "class folders: resize images to this size; large data sets: crop size (default 224)",
+        group="data",
+    )
+    download: bool = option(True, "download missing CIFAR archives (default: yes)", group="data")
+    num_workers: int = option(
+        4, "large data sets: loader workers per process (default 4)", group="data"
+    )
+    skip_missing: bool = option(
+        False, "large data sets: train without images that are listed but absent", group="data"
+    )
+    train_list: str | None = option(
+        None,
+        "list data sets: the train list prepared (one 'relative/path label' per line)",
+        group="data",
+    )
+    val_list: str | None = option(None, "list data sets: the val list prepared", group="data")
+    test_list: str | None = option(None, "list data sets: the test list prepared", group="data")
+    # model
+    model: str = option(
+        "resnet32", "model: {models} (default resnet32)", group="model", registry="model"
+    )
+    pretrained: bool = option(
+        False,
+        "start from torchvision's ImageNet weights in the local cache (resnet50/101/152)",
+        group="model",
+    )
+    # loss and re-weighting
+    loss: str = option("softmax", "loss: {losses} (default softmax)", group="loss", registry="loss")
+    beta: float = option(0.0, "class-balanced beta in [0, 1) (default 0: unweighted)", group="loss")
+    gamma: float = option(1.0, "focal-loss gamma >= 0 (default 1)", group="loss")
+    loss_options: dict[str, float] = option(
+        help="the loss's own options as KEY=VALUE (repeatable): {loss_options}",
+        group="loss",
+        default_factory=dict,
+        metavar="KEY=VALUE",
+        flag="--loss-option",
+    )
+    reweight_schedule: ScheduleKind = option(
+        "constant",
+        "constant (default: class-balanced weights throughout), drw (unweighted until "
+        "--reweight-epoch, then class-balanced), ramp (beta grows to --beta by --reweight-epoch)",
+        group="loss",
+    )
+    reweight_epoch: int | None = option(
+        None, "drw switch / ramp end (default 160 x epochs / 200)", group="loss"
+    )
+    sampler: SamplerName = option(
+        "shuffle",
+        "shuffle (default: every image once per epoch) or class_balanced "
+        "(P(class) ~ n / E_n(--sampler-beta); pair it with --beta 0)",
+        group="loss",
+    )
+    sampler_beta: float = option(
+        0.9999, "beta of the class-balanced sampler (default 0.9999)", group="loss"
     )
     # optimisation
-    epochs: int = 200
-    batch_size: int = 128
-    lr: float | None = None  # None: 0.1 * batch_size / 128
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 2e-4
-    no_decay_bias_and_norm: bool = False  # large-scale recipe: no decay on biases and norm layers
-    accumulate_steps: int = 1  # micro-batches per optimiser step (global batch stays batch_size)
-    warmup_epochs: int | None = None  # None: 5 epochs scaled by epochs / 200 (at least 1)
-    decay_epochs: list[int] | None = None  # None: [160, 180] scaled by epochs / 200
-    decay_factors: list[float] | None = (
-        None  # None: [0.01, 0.0001] long-tailed, [0.1, 0.01] balanced
+    epochs: int = option(
+        200, "default 200; warm-up and decay epochs scale with it", group="optimisation"
     )
-    # augmentation
-    pad: int = 4
-    flip: bool = True
-    # evaluation, output, execution
-    eval_every: int = 2
-    eval_batch_size: int = 1000
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "fp32"
-    channels_last: bool = True  # 1.4-1.6x faster than NCHW convolutions (docs/benchmarks.md)
-    compile: bool = False
-    sync_bn: bool = False
-    skip_nonfinite: bool = (
-        False  # skip (and count) batches whose loss is NaN / inf instead of stopping
+    batch_size: int = option(128, "global batch size (default 128)", group="optimisation")
+    lr: float | None = option(
+        None, "base learning rate (default 0.1 x batch / 128)", group="optimisation"
     )
-    out: str = "runs/latest"
-    keep_checkpoints: int = 2
-    progress: bool = True
-    resume: bool = False
-    overwrite: bool = False
-    force: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    momentum: float = option(0.9, "SGD momentum (default 0.9)", group="optimisation")
+    nesterov: bool = option(False, "Nesterov momentum", group="optimisation")
+    weight_decay: float = option(2e-4, "default 2e-4", group="optimisation")
+    no_decay_bias_and_norm: bool = option(
+        False,
+        "no weight decay on biases and norm layers (large-scale recipe)",
+        group="optimisation",
+    )
+    accumulate_steps: int = option(
+        1, "micro-batches per optimiser step (default 1)", group="optimisation"
+    )
+    warmup_epochs: int | None = option(
+        None, "linear warm-up epochs (default 5 x epochs / 200, at least 1)", group="optimisation"
+    )
+    decay_epochs: list[int] | None = option(
+        None, "epochs of the step decays (default 160 180, scaled)", group="optimisation"
+    )
+    decay_factors: list[float] | None = option(
+        None,
+        "learning-rate factors from each decay epoch on (default 0.01 0.0001 long-tailed, "
+        "0.1 0.01 balanced)",
+        group="optimisation",
+    )
+    pad: int = option(
+        4, f"random-crop padding, 0 to {MAX_PAD} pixels (default 4)", group="optimisation"
+    )
+    flip: bool = option(True, "random horizontal flips (default: yes)", group="optimisation")
+    # run
+    eval_every: int = option(2, "evaluate every N epochs (default 2)", group="run")
+    eval_batch_size: int = option(1000, "evaluation batch size (default 1000)", group="run")
+    seed: int = option(
+        0, "seeds the subset, initialisation, order and augmentation (default 0)", group="run"
+    )
+    device: str = option("auto", "auto (default), cpu, cuda, cuda:N", group="run")
+    precision: Precision = option("fp32", "autocast precision (default fp32)", group="run")
+    channels_last: bool = option(
+        True, "channels-last memory format (default: yes; --no-channels-last for NCHW)", group="run"
+    )
+    compile: bool = option(False, "torch.compile the model", group="run")
+    sync_bn: bool = option(
+        False, "synchronised batch norm across processes (torchrun)", group="run"
+    )
+    skip_nonfinite: bool = option(
+        False, "skip and count steps whose loss is NaN/inf instead of stopping", group="run"
+    )
+    out: str = option("runs/latest", "run folder (default runs/latest)", group="run")
+    keep_checkpoints: int = option(2, "how many checkpoints to keep (default 2)", group="run")
+    progress: bool = option(True, "progress bars (default: yes)", group="run")
+    resume: bool = option(False, "continue the run in --out", group="run", action="store_true")
+    overwrite: bool = option(False, "replace the run in --out", group="run", action="store_true")
+    force: bool = option(
+        False, "resume even if the config differs", group="run", action="store_true"
+    )
 
     # ------------------------------------------------------------------
     def resolved(self) -> TrainConfig:
         """Return a copy with every derived value filled in and every value checked."""
-        cfg = dataclasses.replace(self, extra=dict(self.extra))
+        cfg = dataclasses.replace(self, loss_options=dict(self.loss_options))
         cfg.validate()
         if cfg.imbalance_factor is None:
             cfg.imbalance_factor = 100.0 if cfg.dataset in CIFAR_DATASETS else 1.0
@@ -123,83 +261,19 @@ class TrainConfig:
         if cfg.decay_factors is None:
             cfg.decay_factors = [0.1, 0.01] if cfg.imbalance_factor == 1.0 else [0.01, 0.0001]
         cfg.validate()
+        _check_schedule_fits(cfg)
         return cfg
 
-    def validate(self) -> None:
-        """Raise ValueError / TypeError with a one-line message for a bad value."""
-        _choice("dataset", self.dataset, DATASETS)
-        _choice("profile", self.profile, PROFILES)
-        _choice("precision", self.precision, PRECISIONS)
-        _choice("reweight_schedule", self.reweight_schedule, ("constant", "drw", "ramp"))
-        _choice("sampler", self.sampler, ("shuffle", "class_balanced"))
-        sampler_beta = _number("sampler_beta", self.sampler_beta)
-        if not 0 <= sampler_beta < 1:
-            raise ValueError(f"sampler_beta must be in [0, 1), got {sampler_beta}")
-        if self.reweight_epoch is not None:
-            _int_at_least("reweight_epoch", self.reweight_epoch, 0)
-        if self.dataset in ("npz", "folder") and not self.train_data:
-            raise ValueError(
-                f"--dataset {self.dataset} needs --train-data PATH (and --test-data PATH)"
-            )
-        if self.dataset in ("npz", "folder") and not self.test_data:
-            raise ValueError(f"--dataset {self.dataset} needs --test-data PATH for evaluation")
-        _int_at_least("epochs", self.epochs, 1)
-        _int_at_least("batch_size", self.batch_size, 1)
-        _int_at_least("eval_every", self.eval_every, 1)
-        _int_at_least("eval_batch_size", self.eval_batch_size, 1)
-        _int_at_least("keep_checkpoints", self.keep_checkpoints, 1)
-        _int_at_least("pad", self.pad, 0)
-        _int_at_least("num_workers", self.num_workers, 0)
-        _int_at_least("accumulate_steps", self.accumulate_steps, 1)
-        _int_at_least("seed", self.seed, 0)
-        if self.image_size is not None:
-            _int_at_least("image_size", self.image_size, 1)
-        if self.imbalance_factor is not None:
-            factor = _number("imbalance_factor", self.imbalance_factor)
-            if factor < 1:
-                hint = (
-                    f" (old scripts passed the inverse: {factor} means --imbalance-factor {1 / factor:g})"
-                    if factor > 0
-                    else ""
-                )
-                raise ValueError(
-                    f"imbalance_factor must be >= 1 (n_max / n_min), got {factor}{hint}"
-                )
-        beta = _number("beta", self.beta)
-        if not 0 <= beta < 1:
-            raise ValueError(f"beta must be in [0, 1), got {beta}")
-        gamma = _number("gamma", self.gamma)
-        if gamma < 0:
-            raise ValueError(f"gamma must be >= 0, got {gamma}")
-        if self.lr is not None and not _number("lr", self.lr) > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        for name in ("momentum", "weight_decay"):
-            if _number(name, getattr(self, name)) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.warmup_epochs is not None:
-            _int_at_least("warmup_epochs", self.warmup_epochs, 0)
-        if self.decay_epochs is not None:
-            if not isinstance(self.decay_epochs, list) or not all(
-                isinstance(e, int) and e >= 0 for e in self.decay_epochs
-            ):
-                raise ValueError(
-                    f"decay_epochs must be a list of epoch numbers, got {self.decay_epochs!r}"
-                )
-            if self.decay_epochs != sorted(self.decay_epochs):
-                raise ValueError(f"decay_epochs must be increasing, got {self.decay_epochs}")
-        if self.decay_factors is not None:
-            if not isinstance(self.decay_factors, list) or not all(
-                isinstance(f, (int, float)) and not isinstance(f, bool) and f > 0
-                for f in self.decay_factors
-            ):
-                raise ValueError(
-                    f"decay_factors must be a list of positive numbers, got {self.decay_factors!r}"
-                )
-        if self.decay_epochs is not None and self.decay_factors is not None:
-            if len(self.decay_epochs) != len(self.decay_factors):
-                raise ValueError(
-                    f"decay_epochs and decay_factors must have the same length, got {len(self.decay_epochs)} and {len(self.decay_factors)}"
-                )
+    def validate(self, source: str | None = None) -> None:
+        """Raise a one-line ValueError (or :class:`ConfigTypeError`) for a bad value.
+
+        ``source`` (a file name) is named in the message of a value of the wrong type.
+        """
+        check_types(self, source)
+        _check_loss_options(self, f" in {source}" if source else "")
+        _check_data(self)
+        _check_ranges(self)
+        _check_lr_schedule(self)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -209,23 +283,249 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], *, source: str = "config") -> TrainConfig:
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(values) - set(known))
+        """A config from ``values`` (a file's keys); unknown keys and wrong types name ``source``."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in values.items() if k not in LEGACY_KEYS or v}
+        unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(
                 f"unknown key(s) in {source}: {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}"
             )
-        return cls(**values)
+        cfg = cls(**values)
+        check_types(cfg, source, keys=values)
+        return cfg
 
 
-def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"unknown {name} {value!r}: expected one of {', '.join(choices)}")
+# ---------------------------------------------------------------------------
+# checks
+# ---------------------------------------------------------------------------
+
+
+@functools.cache
+def field_types() -> dict[str, Any]:
+    """Field name -> its resolved type annotation."""
+    return typing.get_type_hints(TrainConfig)
+
+
+def describe_type(tp: Any) -> str:
+    """How a type reads in a message: ``an integer``, ``true or false``, ``one of exp, step``."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return " or ".join(describe_type(a) for a in inner) + " (or unset)"
+    if origin is Literal:
+        return "one of " + ", ".join(map(str, args))
+    if origin is list:
+        return f"a list of {describe_type(args[0]).removeprefix('a ').removeprefix('an ')}s"
+    if origin is dict:
+        return "a table of numbers"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[tp]
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if tp is type(None):
+        return value is None
+    if origin is Literal:
+        return isinstance(value, str) and value in args
+    if origin is list:
+        return isinstance(value, list) and all(_matches(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(
+            isinstance(k, str) and _matches(v, args[1]) for k, v in value.items()
+        )
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, tp)
+
+
+def check_types(cfg: TrainConfig, source: str | None = None, *, keys=None) -> None:
+    """Check every field (or only ``keys``) against its declared type and its registry.
+
+    (Whether ``loss_options`` suit ``loss`` is checked by :meth:`TrainConfig.validate`,
+    once a file's keys and the flags are merged: the loss may come from either.)
+    """
+    where = f" in {source}" if source else ""
+    types = field_types()
+    for f in fields(cfg):
+        if keys is not None and f.name not in keys:
+            continue
+        value = getattr(cfg, f.name)
+        if not _matches(value, types[f.name]):
+            raise ConfigTypeError(
+                f"config key {f.name}{where}: expected {describe_type(types[f.name])}, got {value!r}"
+            )
+        registry = f.metadata.get("registry")
+        if registry is not None:
+            try:
+                check_name(registry, value)
+            except ValueError as exc:
+                raise ValueError(f"config key {f.name}{where}: {exc}") from None
+
+
+def check_name(registry: str, name: str) -> None:
+    """ValueError unless ``name`` is registered in the ``registry`` (dataset, model, loss)."""
+    if registry == "dataset":
+        from .data.registry import DATASET_REGISTRY
+
+        DATASET_REGISTRY.lookup(name)
+    elif registry == "model":
+        from .models.registry import check_model_name
+
+        check_model_name(name)
+    else:
+        from .losses import available_losses
+
+        if name not in available_losses():
+            raise ValueError(
+                f"unknown loss {name!r}: expected one of {', '.join(available_losses())}"
+            )
+
+
+def _check_loss_options(cfg: TrainConfig, where: str) -> None:
+    from .losses import loss_options
+
+    valid = loss_options(cfg.loss)
+    for key, value in cfg.loss_options.items():
+        if key not in valid:
+            names = ", ".join(valid) or "none"
+            raise ValueError(
+                f"config key loss_options{where}: loss {cfg.loss!r} has no option {key!r} "
+                f"(its options: {names})"
+            )
+        _number(f"loss_options.{key}", value)
+
+
+#: data options whose value must be read by the data set when given (a data set that
+#: ignores --train-data must not silently train on something else)
+_REFUSED_IF_IGNORED = (
+    "train_data",
+    "test_data",
+    "image_size",
+    "skip_missing",
+    "train_list",
+    "val_list",
+    "test_list",
+)
+
+
+def _check_data(cfg: TrainConfig) -> None:
+    from .data.registry import dataset_options
+
+    reads = dataset_options(cfg.dataset)
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    ignored = [k for k in _REFUSED_IF_IGNORED if k not in reads and getattr(cfg, k) != defaults[k]]
+    if ignored:
+        hint = ""
+        if "train_data" in ignored:
+            hint = f"; for {cfg.train_data} pass --dataset " + (
+                "npz" if str(cfg.train_data).endswith(".npz") else "folder"
+            )
+        raise ValueError(
+            f"dataset {cfg.dataset} does not read {', '.join(ignored)} (it reads: "
+            f"{', '.join(reads) or 'none of the data options'}){hint}"
+        )
+    if "train_data" in reads and not cfg.train_data:
+        raise ValueError(f"--dataset {cfg.dataset} needs --train-data PATH (and --test-data PATH)")
+    if "test_data" in reads and not cfg.test_data:
+        raise ValueError(f"--dataset {cfg.dataset} needs --test-data PATH for evaluation")
+
+
+def _check_ranges(cfg: TrainConfig) -> None:
+    sampler_beta = _number("sampler_beta", cfg.sampler_beta)
+    if not 0 <= sampler_beta < 1:
+        raise ValueError(f"sampler_beta must be in [0, 1), got {sampler_beta}")
+    for name, minimum in (
+        ("epochs", 1),
+        ("batch_size", 1),
+        ("eval_every", 1),
+        ("eval_batch_size", 1),
+        ("keep_checkpoints", 1),
+        ("pad", 0),
+        ("num_workers", 0),
+        ("accumulate_steps", 1),
+        ("seed", 0),
+        ("image_size", 1),
+        ("reweight_epoch", 0),
+        ("warmup_epochs", 0),
+    ):
+        if getattr(cfg, name) is not None:
+            _int_at_least(name, getattr(cfg, name), minimum)
+    if cfg.pad > MAX_PAD:
+        raise ValueError(f"pad must be an integer in [0, {MAX_PAD}], got {cfg.pad}")
+    if cfg.imbalance_factor is not None:
+        factor = _number("imbalance_factor", cfg.imbalance_factor)
+        if factor < 1:
+            hint = (
+                f" (old scripts passed the inverse: {factor} means --imbalance-factor {1 / factor:g})"
+                if factor > 0
+                else ""
+            )
+            raise ValueError(f"imbalance_factor must be >= 1 (n_max / n_min), got {factor}{hint}")
+    beta = _number("beta", cfg.beta)
+    if not 0 <= beta < 1:
+        raise ValueError(f"beta must be in [0, 1), got {beta}")
+    gamma = _number("gamma", cfg.gamma)
+    if gamma < 0:
+        raise ValueError(f"gamma must be >= 0, got {gamma}")
+    if cfg.lr is not None and not _number("lr", cfg.lr) > 0:
+        raise ValueError(f"lr must be > 0, got {cfg.lr}")
+    for name in ("momentum", "weight_decay"):
+        if _number(name, getattr(cfg, name)) < 0:
+            raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)}")
+
+
+def _check_lr_schedule(cfg: TrainConfig) -> None:
+    if cfg.decay_epochs is not None:
+        if not all(e >= 0 for e in cfg.decay_epochs):
+            raise ValueError(
+                f"decay_epochs must be a list of epoch numbers, got {cfg.decay_epochs!r}"
+            )
+        if cfg.decay_epochs != sorted(cfg.decay_epochs):
+            raise ValueError(f"decay_epochs must be increasing, got {cfg.decay_epochs}")
+    if cfg.decay_factors is not None:
+        for f in cfg.decay_factors:
+            if not (math.isfinite(f) and f > 0):
+                raise ValueError(
+                    f"decay_factors must be a list of positive numbers, got {cfg.decay_factors!r}"
+                )
+    if cfg.decay_epochs is not None and cfg.decay_factors is not None:
+        if len(cfg.decay_epochs) != len(cfg.decay_factors):
+            raise ValueError(
+                f"decay_epochs and decay_factors must have the same length, got {len(cfg.decay_epochs)} and {len(cfg.decay_factors)}"
+            )
+
+
+def _check_schedule_fits(cfg: TrainConfig) -> None:
+    """Refuse a re-weighting epoch the run never reaches (a silent no-op); warn about a
+    warm-up that does not end within the run (the learning rate never reaches ``lr``)."""
+    if cfg.warmup_epochs and cfg.warmup_epochs >= cfg.epochs:
+        warnings.warn(
+            f"a warm-up of {cfg.warmup_epochs} epochs does not end within a run of {cfg.epochs}: "
+            f"the learning rate never reaches {cfg.lr:g}",
+            stacklevel=3,
+        )
+    if cfg.reweight_schedule == "drw" and cfg.reweight_epoch >= cfg.epochs:
+        raise ValueError(
+            f"reweight_epoch must be < epochs for drw: re-weighting from epoch {cfg.reweight_epoch} "
+            f"would never switch on in a run of {cfg.epochs} epochs"
+        )
+    if cfg.reweight_schedule == "ramp" and cfg.reweight_epoch > cfg.epochs:
+        raise ValueError(
+            f"reweight_epoch must be <= epochs for ramp: beta would not reach {cfg.beta} "
+            f"(ramp ends at epoch {cfg.reweight_epoch}, the run at {cfg.epochs})"
+        )
 
 
 def _number(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {value!r}")
+        raise ConfigTypeError(f"{name} must be a number, got {value!r}")
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value!r}")
     return float(value)
@@ -233,9 +533,14 @@ def _number(name: str, value: Any) -> float:
 
 def _int_at_least(name: str, value: Any, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise ConfigTypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+
+
+# ---------------------------------------------------------------------------
+# files
+# ---------------------------------------------------------------------------
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -279,13 +584,21 @@ def config_from_sources(
         source = str(file)
     cfg = TrainConfig.from_dict(values, source=source)
     if overrides:
+        overrides = dict(overrides)
+        if "loss_options" in overrides:  # flags add to (or change) the file's options
+            overrides["loss_options"] = {**cfg.loss_options, **overrides["loss_options"]}
         cfg = dataclasses.replace(cfg, **overrides)
+        check_types(cfg, "the command line", keys=overrides)
     return cfg
 
 
 def config_differences(
     old: dict[str, Any], new: dict[str, Any], ignore=RESUME_FREE_KEYS
 ) -> list[str]:
-    """Keys whose values differ between two resolved configs (for refusing a resume)."""
-    keys = (set(old) | set(new)) - set(ignore)
-    return sorted(k for k in keys if old.get(k) != new.get(k))
+    """Keys whose values differ between two resolved configs (for refusing a resume).
+
+    A key missing on one side counts as its default (configs written before the key existed).
+    """
+    defaults = TrainConfig().to_dict()
+    keys = (set(old) | set(new)) - set(ignore) - set(LEGACY_KEYS)
+    return sorted(k for k in keys if old.get(k, defaults.get(k)) != new.get(k, defaults.get(k)))

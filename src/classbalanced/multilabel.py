@@ -8,8 +8,8 @@ binary problem, so each binary term gets the weight of *its own class* (unlike
 the single-label sigmoid loss of :mod:`classbalanced.losses`, which multiplies
 all ``C`` terms of an example by ``alpha_{y_b}``, the weight of its true class)::
 
-    w_pos = class_balanced_weights(pos_counts, beta)        # (C,), sums to C
-    w_neg = class_balanced_weights(neg_counts, beta)        # (C,), or all ones if neg_counts is None
+    w_pos = class_balanced_weights(positives_per_class, beta)        # (C,), sums to C
+    w_neg = class_balanced_weights(negatives_per_class, beta)        # (C,), or all ones if negatives_per_class is None
 
     L_bj = w_pos[j] * (1 - p_bj) ** gamma * -log(p_bj)        if t_bj = 1
     L_bj = w_neg[j] *       p_bj ** gamma * -log(1 - p_bj)    if t_bj = 0
@@ -17,8 +17,8 @@ all ``C`` terms of an example by ``alpha_{y_b}``, the weight of its true class):
     p = sigmoid(z);   "mean": sum_{b,j} L_bj / max(1, #positives);  "sum": the sum;
     "none": the (N,) per-example sums  sum_j L_bj.
 
-``pos_counts[j]`` is the number of training examples with label ``j`` and
-``neg_counts[j]`` the number without it (``N - pos_counts[j]``). ``gamma = 0`` is
+``positives_per_class[j]`` is the number of training examples with label ``j`` and
+``negatives_per_class[j]`` the number without it (``N - positives_per_class[j]``). ``gamma = 0`` is
 the binary cross-entropy. Everything is computed from ``F.logsigmoid`` (``-log p
 = -logsigmoid(z)``, ``(1 - p) ** gamma = exp(gamma * logsigmoid(-z))``), so the
 loss and its gradient are finite for every finite logit and every ``gamma >= 0``.
@@ -38,11 +38,12 @@ from collections.abc import Iterable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._validation import check_beta, check_choice, check_gamma, check_positive_int
-from .losses import REDUCTIONS
+from .losses.checks import _full_precision, _reduce
+from .losses.functional import DEFAULT_GAMMA, REDUCTIONS
+from .losses.kernels import focal_elements
 from .weights import as_counts, class_balanced_weights
 
 __all__ = [
@@ -111,7 +112,7 @@ def positive_counts_from_loader(batches: Iterable, *, return_total: bool = False
         batches: an iterable (e.g. a ``DataLoader``) of ``(x, y)`` batches (or of
             bare ``y``) with ``y`` multi-hot of shape ``(B, C)``.
         return_total: also return the number of examples ``N`` (then
-            ``neg_counts = N - pos_counts``).
+            ``negatives_per_class = N - positives_per_class``).
 
     Returns:
         ``(C,)`` int64 tensor, or ``(counts, N)`` with ``return_total=True``.
@@ -185,58 +186,44 @@ def _class_weight_vector(counts, beta: float, num_classes: int, name: str) -> Te
 def _weighted_binary_focal(
     z: Tensor, t: Tensor, w_pos: Tensor, w_neg: Tensor | None, gamma: float, reduction: str
 ) -> Tensor:
-    with torch.autocast(device_type=z.device.type, enabled=False):
-        log_p = F.logsigmoid(z)
-        log_not_p = F.logsigmoid(-z)
-        pos = -log_p
-        neg = -log_not_p
-        if gamma != 0.0:
-            pos = torch.exp(gamma * log_not_p) * pos
-            neg = torch.exp(gamma * log_p) * neg
-        pos = pos * w_pos.to(z)
-        if w_neg is not None:
-            neg = neg * w_neg.to(z)
-        terms = torch.where(t > 0.5, pos, neg)
-        per_example = terms.sum(dim=1)
-        if reduction == "none":
-            return per_example
-        total = per_example.sum()
-        if reduction == "sum":
-            return total
-        return total / t.sum().clamp_min(1.0)
+    with _full_precision(z):
+        w_neg = torch.ones_like(w_pos) if w_neg is None else w_neg
+        weights = torch.where(t > 0.5, w_pos.to(z), w_neg.to(z))
+        per_example = (focal_elements(z, t, gamma) * weights).sum(dim=1)
+        return _reduce(per_example, reduction, t.sum().clamp_min(1.0))
 
 
 def multilabel_class_balanced_loss(
     logits: Tensor,
     targets: Tensor,
-    pos_counts,
+    positives_per_class,
     *,
     beta: float,
-    neg_counts=None,
-    gamma: float = 0.0,
+    negatives_per_class=None,
+    gamma: float = DEFAULT_GAMMA,
     reduction: str = "mean",
 ) -> Tensor:
     """Multi-label sigmoid / focal loss with a class-balanced weight per binary term.
 
     Term ``(b, j)`` is weighted by ``w_pos[j]`` when ``t_bj = 1`` and by ``w_neg[j]``
     when ``t_bj = 0`` (module docstring); ``w_pos`` / ``w_neg`` are
-    :func:`~classbalanced.weights.class_balanced_weights` of ``pos_counts`` /
-    ``neg_counts`` (``w_neg = 1`` when ``neg_counts`` is ``None``).
+    :func:`~classbalanced.weights.class_balanced_weights` of ``positives_per_class`` /
+    ``negatives_per_class`` (``w_neg = 1`` when ``negatives_per_class`` is ``None``).
 
     Args:
         logits: ``(N, C)`` floating tensor (computed in float32, float64 for float64).
         targets: ``(N, C)`` multi-hot, values 0/1 (bool, integer or float).
-        pos_counts: ``(C,)`` training examples with each label, every count > 0.
+        positives_per_class: ``(C,)`` training examples with each label, every count > 0.
         beta: in ``[0, 1)``; 0 gives the unweighted loss.
-        neg_counts: optional ``(C,)`` training examples without each label, > 0.
+        negatives_per_class: optional ``(C,)`` training examples without each label, > 0.
         gamma: focal exponent ``>= 0`` (0: binary cross-entropy).
         reduction: ``"mean"`` (sum / number of positives, at least 1), ``"sum"``,
             ``"none"`` (``(N,)`` per-example sums).
 
     >>> z = torch.zeros(1, 2)
-    >>> multilabel_class_balanced_loss(z, torch.tensor([[1, 1]]), [90, 10], beta=0.0)  # log 2
+    >>> multilabel_class_balanced_loss(z, torch.tensor([[1, 1]]), [90, 10], beta=0.0, gamma=0.0)
     tensor(0.6931)
-    >>> multilabel_class_balanced_loss(z, torch.tensor([[0, 1]]), [90, 10], beta=0.999999)
+    >>> multilabel_class_balanced_loss(z, torch.tensor([[0, 1]]), [90, 10], beta=0.999999, gamma=0)
     tensor(1.9408)
     """
     beta = check_beta(beta)
@@ -244,8 +231,12 @@ def multilabel_class_balanced_loss(
     check_choice("reduction", reduction, REDUCTIONS)
     z, t = _check_logits_targets(logits, targets)
     c = z.shape[1]
-    w_pos = _class_weight_vector(pos_counts, beta, c, "pos_counts")
-    w_neg = None if neg_counts is None else _class_weight_vector(neg_counts, beta, c, "neg_counts")
+    w_pos = _class_weight_vector(positives_per_class, beta, c, "positives_per_class")
+    w_neg = (
+        None
+        if negatives_per_class is None
+        else _class_weight_vector(negatives_per_class, beta, c, "negatives_per_class")
+    )
     return _weighted_binary_focal(z, t, w_pos, w_neg, gamma, reduction)
 
 
@@ -253,10 +244,12 @@ class MultiLabelClassBalancedLoss(nn.Module):
     """Module form of :func:`multilabel_class_balanced_loss`.
 
     ``pos_weight`` and ``neg_weight`` (``(C,)`` float32, all ones without
-    ``neg_counts``) and the counts are buffers: they follow ``.to()`` and the
+    ``negatives_per_class``) and the counts are buffers: they follow ``.to()`` and the
     ``state_dict``. :meth:`set_beta` recomputes the weights.
 
-    >>> loss = MultiLabelClassBalancedLoss([90, 10], beta=0.999999, neg_counts=[10, 90])
+    >>> loss = MultiLabelClassBalancedLoss(
+    ...     [90, 10], beta=0.999999, negatives_per_class=[10, 90], gamma=0.0
+    ... )
     >>> loss.pos_weight, loss.neg_weight
     (tensor([0.2000, 1.8000]), tensor([1.8000, 0.2000]))
     >>> loss(torch.zeros(1, 2), torch.tensor([[0, 1]]))  # (1.8 + 1.8) * log 2
@@ -265,27 +258,27 @@ class MultiLabelClassBalancedLoss(nn.Module):
 
     def __init__(
         self,
-        pos_counts,
+        positives_per_class,
         *,
         beta: float,
-        neg_counts=None,
-        gamma: float = 0.0,
+        negatives_per_class=None,
+        gamma: float = DEFAULT_GAMMA,
         reduction: str = "mean",
     ) -> None:
         super().__init__()
         self.gamma = check_gamma(gamma)
         self.reduction = check_choice("reduction", reduction, REDUCTIONS)
-        pos = as_counts(pos_counts)
-        self.register_buffer("pos_counts", pos.to(torch.float32))
-        if neg_counts is None:
-            self.register_buffer("neg_counts", None)
+        pos = as_counts(positives_per_class)
+        self.register_buffer("positives_per_class", pos.to(torch.float32))
+        if negatives_per_class is None:
+            self.register_buffer("negatives_per_class", None)
         else:
-            neg = as_counts(neg_counts)
+            neg = as_counts(negatives_per_class)
             if neg.shape != pos.shape:
                 raise ValueError(
-                    f"neg_counts must have one count per class ({pos.shape[0]}), got {neg.shape[0]}"
+                    f"negatives_per_class must have one count per class ({pos.shape[0]}), got {neg.shape[0]}"
                 )
-            self.register_buffer("neg_counts", neg.to(torch.float32))
+            self.register_buffer("negatives_per_class", neg.to(torch.float32))
         self.register_buffer("pos_weight", torch.ones(pos.shape[0]))
         self.register_buffer("neg_weight", torch.ones(pos.shape[0]))
         self.set_beta(beta)
@@ -294,10 +287,10 @@ class MultiLabelClassBalancedLoss(nn.Module):
         """Recompute ``pos_weight`` / ``neg_weight`` for a new ``beta``."""
         self.beta = check_beta(beta)
         device = self.pos_weight.device
-        pos = class_balanced_weights(self.pos_counts.double().cpu(), self.beta)
+        pos = class_balanced_weights(self.positives_per_class.double().cpu(), self.beta)
         self.pos_weight = pos.to(device)
-        if self.neg_counts is not None:
-            neg = class_balanced_weights(self.neg_counts.double().cpu(), self.beta)
+        if self.negatives_per_class is not None:
+            neg = class_balanced_weights(self.negatives_per_class.double().cpu(), self.beta)
             self.neg_weight = neg.to(device)
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
@@ -306,7 +299,7 @@ class MultiLabelClassBalancedLoss(nn.Module):
             raise ValueError(
                 f"logits must have {self.pos_weight.shape[0]} classes (one per count), got shape {tuple(z.shape)}"
             )
-        w_neg = None if self.neg_counts is None else self.neg_weight
+        w_neg = None if self.negatives_per_class is None else self.neg_weight
         return _weighted_binary_focal(z, t, self.pos_weight, w_neg, self.gamma, self.reduction)
 
     def extra_repr(self) -> str:

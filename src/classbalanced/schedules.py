@@ -16,14 +16,17 @@ Class weights are computed apart from the loss, so any loss with a
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 
 from ._validation import check_beta, check_choice
 from .weights import as_counts, class_balanced_weights
 
-__all__ = ["SCHEDULES", "ReweightSchedule"]
+__all__ = ["SCHEDULES", "ReweightSchedule", "ScheduleKind"]
 
-SCHEDULES = ("constant", "drw", "ramp")
+ScheduleKind = Literal["constant", "drw", "ramp"]
+SCHEDULES: tuple[str, ...] = get_args(ScheduleKind)
 
 
 class ReweightSchedule:
@@ -37,7 +40,9 @@ class ReweightSchedule:
     (0.0, 0.968377, 0.999)
     """
 
-    def __init__(self, kind: str, samples_per_class, beta: float, *, start_epoch: int = 0) -> None:
+    def __init__(
+        self, kind: ScheduleKind, samples_per_class, beta: float, *, start_epoch: int = 0
+    ) -> None:
         self.kind = check_choice("reweight schedule", kind, SCHEDULES)
         self.counts = as_counts(samples_per_class)
         self.beta = check_beta(beta)

@@ -21,6 +21,7 @@ exact for every count and stays finite as ``beta -> 1`` (no ``0 / 0``), e.g.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -38,9 +39,15 @@ def as_counts(samples_per_class: Sequence[float] | np.ndarray | torch.Tensor) ->
     count finite and > 0. A class with zero or negative count is refused, naming
     the class, because its weight would be undefined.
 
+    Under ``torch.compile`` the counts are converted without these checks
+    (they would need the values on the host); check them eagerly, or use a
+    loss ``Module``, which checks its counts once when it is built.
+
     >>> as_counts([5000, 500, 50])
     tensor([5000.,  500.,   50.], dtype=torch.float64)
     """
+    if torch.compiler.is_compiling():
+        return torch.as_tensor(samples_per_class, dtype=torch.float64)
     if isinstance(samples_per_class, torch.Tensor):
         counts = samples_per_class.detach()
     elif isinstance(samples_per_class, (np.ndarray, list, tuple)):
@@ -99,7 +106,7 @@ def effective_number(samples_per_class, beta: float) -> torch.Tensor:
     if beta == 0.0:
         return torch.ones_like(counts)
     # 1 - beta**n == -expm1(n * log(beta)): no cancellation when beta -> 1.
-    return -torch.expm1(counts * np.log(beta)) / (1.0 - beta)
+    return -torch.expm1(counts * math.log(beta)) / (1.0 - beta)
 
 
 def class_balanced_weights(samples_per_class, beta: float) -> torch.Tensor:

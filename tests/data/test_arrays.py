@@ -166,6 +166,15 @@ def test_load_npz_not_an_npz(tmp_path):
         load_npz(obj)
 
 
+@pytest.mark.parametrize("content", [b"hello, not a zip", b"", pickle.dumps({"x": 1})])
+def test_a_file_that_is_not_a_zip_is_not_called_pickled_data(tmp_path, content):
+    path = tmp_path / "plain.npz"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match="expected a zip archive") as info:
+        load_npz(path)
+    assert "pickled" not in str(info.value)
+
+
 # --------------------------------------------------------------------------- image folder
 
 
@@ -213,6 +222,74 @@ def test_load_image_folder_errors(tmp_path):
     (tmp_path / "b" / "broken.png").write_bytes(b"\x89PNG not really")
     with pytest.raises(ValueError, match="cannot read image .*broken.png"):
         load_image_folder(tmp_path)
+
+
+def test_a_decompression_bomb_header_is_one_line(tmp_path):
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    _png(tmp_path / "a" / "ok.png", (2, 2), (0, 0, 0))
+    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)  # claims 20000 x 20000 RGB
+    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "bomb.png").write_bytes(bomb)
+    with pytest.raises(ValueError, match="cannot read image .*bomb.png.*exceeds limit") as info:
+        load_image_folder(tmp_path)
+    assert "\n" not in str(info.value)
+
+
+def _class_tree(root):
+    for name, n in (("cls0", 2), ("cls1", 3), ("cls2", 5)):
+        for i in range(n):
+            _png(root / name / f"{i}.png", (2, 2), (i, 0, 0))
+
+
+def test_a_symlink_loop_adds_nothing_and_is_counted(tmp_path):
+    root = tmp_path / "train"
+    _class_tree(root)
+    (root / "cls2" / "loop").symlink_to(".")  # ln -s . data/train/cls2/loop
+    (root / "cls2" / "deeper").mkdir()
+    (root / "cls2" / "deeper" / "up").symlink_to("../..")  # back to the root: a loop too
+    with pytest.warns(UserWarning, match="skipped 2 symlinked entries"):
+        ds = load_image_folder(root)
+    assert ds.counts().tolist() == [2, 3, 5]
+
+
+def test_symlinks_out_of_the_root_are_not_followed(tmp_path):
+    root = tmp_path / "train"
+    _class_tree(root)
+    outside = tmp_path / "elsewhere"
+    for i in range(4):
+        _png(outside / f"{i}.png", (2, 2), (9, 9, 9))
+    (root / "cls0" / "more").symlink_to(outside)  # a folder out of the root
+    (root / "cls1" / "x.png").symlink_to(outside / "0.png")  # a file out of the root
+    (root / "cls3").symlink_to(outside)  # a class folder out of the root
+    with pytest.warns(UserWarning, match="skipped 3 symlinked entries"):
+        ds = load_image_folder(root)
+    assert ds.class_names == ["cls0", "cls1", "cls2"] and ds.counts().tolist() == [2, 3, 5]
+
+
+def test_each_file_counts_once_in_its_own_class(tmp_path):
+    root = tmp_path / "train"
+    _class_tree(root)
+    (root / "cls0" / "alias").symlink_to("../cls2")  # the same images again, under cls0
+    (root / "cls0" / "dup.png").symlink_to("../cls1/0.png")
+    with pytest.warns(UserWarning, match="skipped 6 symlinked entries"):
+        ds = load_image_folder(root)
+    assert ds.counts().tolist() == [2, 3, 5]
+
+
+def test_links_inside_the_root_to_images_outside_any_class_are_kept(tmp_path, recwarn):
+    root = tmp_path / "train"
+    _class_tree(root)
+    _png(root / ".pool" / "extra.png", (2, 2), (7, 7, 7))  # hidden: not a class
+    (root / "cls0" / "extra.png").symlink_to("../.pool/extra.png")
+    assert load_image_folder(root).counts().tolist() == [3, 3, 5]
+    assert not [w for w in recwarn if "symlinked" in str(w.message)]
 
 
 # --------------------------------------------------------------------------- digits

@@ -332,11 +332,18 @@ def test_imagenet_val_wnid_must_exist_in_train(imagenet_tree):
         inat.prepare("imagenet", root, log=_quiet)
 
 
-def test_imagenet_flat_val_refused(tmp_path):
+def test_imagenet_flat_val_without_labels_refused(tmp_path):
     _jpeg(tmp_path / "train" / "n01" / "a.JPEG", 1)
     _jpeg(tmp_path / "val" / "ILSVRC2012_val_00000001.JPEG", 2)
     with pytest.raises(
-        ValueError, match=r"expected class folders val/<wnid>/\*\.JPEG, got 1 loose files"
+        ValueError,
+        match=r"val/ is flat \(no class folders\): expected a ground-truth file in .*: one of LOC_val_solution.csv, .*got none",
+    ):
+        inat.prepare("imagenet", tmp_path, log=_quiet)
+    (tmp_path / "train" / "n01" / "a.JPEG").rename(tmp_path / "train" / "a.JPEG")
+    (tmp_path / "train" / "n01").rmdir()
+    with pytest.raises(
+        ValueError, match=r"expected class folders train/<wnid>/\*\.JPEG, got 1 loose files"
     ):
         inat.prepare("imagenet", tmp_path, log=_quiet)
     with pytest.raises(FileNotFoundError, match=r"expected a folder train/"):

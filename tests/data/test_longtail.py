@@ -166,3 +166,12 @@ def test_empty_class_is_an_error_naming_the_class():
 def test_indices_requires_keyword_seed():
     with pytest.raises(TypeError):
         longtail_indices(np.array([0, 1]), 1, 0)  # seed is keyword-only
+
+
+def test_a_class_without_images_is_not_blamed_on_the_imbalance_factor():
+    for factor in (1, 10):
+        with pytest.raises(ValueError) as info:
+            longtail_indices(np.array([0, 0, 1, 1]), factor, seed=0, num_classes=3)
+        message = str(info.value)
+        assert "class 2 has no images in the data" in message
+        assert "imbalance factor" not in message

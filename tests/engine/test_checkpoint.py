@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 
@@ -14,6 +15,7 @@ from classbalanced.engine import (
     load_checkpoint,
     save_checkpoint,
 )
+from classbalanced.engine.checkpoint import CorruptCheckpoint, write_checkpoint
 
 
 def _state(seed: int = 0) -> dict:
@@ -183,7 +185,8 @@ def test_a_crash_with_an_interrupt_keeps_the_previous_checkpoint(tmp_path, monke
     first = save_checkpoint(tmp_path, 1, _state(1), keep=2)
 
     def interrupted(obj, f, *args, **kwargs):
-        with open(f, "wb") as handle:
+        target = f if isinstance(f, (str, os.PathLike)) else f.name
+        with open(target, "wb") as handle:
             handle.write(b"PK\x03\x04partial")
         raise KeyboardInterrupt
 
@@ -193,3 +196,24 @@ def test_a_crash_with_an_interrupt_keeps_the_previous_checkpoint(tmp_path, monke
     monkeypatch.undo()
     assert _files(tmp_path) == [first.name]
     assert load_checkpoint(first)["global_step"] == 1
+
+
+def test_a_refused_checkpoint_never_suggests_unpickling_it(tmp_path):
+    path = tmp_path / "checkpoint-00000001.pt"
+    torch.save({"model": {}, "format_version": 1, "x": _Payload(tmp_path / "p")}, path)
+    message = _one_line_value_error(path)
+    assert "weights_only" not in message and "trust" not in message
+    assert "could run code" in message
+
+
+def test_flipped_bits_are_caught_by_the_checksum_before_unpickling(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint-00000001.pt"
+    digest = write_checkpoint(path, 1, _state())
+    assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert load_checkpoint(path, sha256=digest)["global_step"] == 1
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit
+    path.write_bytes(bytes(data))
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("unpickled a corrupt file"))
+    with pytest.raises(CorruptCheckpoint, match="SHA-256"):
+        load_checkpoint(path, sha256=digest)

@@ -8,7 +8,8 @@ import torch
 from classbalanced.config import TrainConfig
 from classbalanced.engine.checkpoint import latest_checkpoint
 from classbalanced.engine.trainer import NonFiniteLoss, train
-from classbalanced.losses import _REGISTRY, WeightedLoss, register_loss
+from classbalanced.losses import WeightedLoss, register_loss
+from classbalanced.losses.registry import _REGISTRY
 
 BAD_STEPS = {6, 7}  # 1-based optimiser steps whose loss is NaN: epoch 2, its steps 2 and 3
 

@@ -28,3 +28,30 @@ def test_pretrained_weights_load_from_the_local_cache_only(tmp_path, monkeypatch
 def test_pretrained_only_for_torchvision_models():
     with pytest.raises(ValueError, match="resnet50, resnet101, resnet152"):
         pretrained_weights_path("resnet32")
+
+
+class _Payload:  # an object weights_only loading refuses
+    pass
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda p: torch.save({"conv1.weight": torch.zeros(1), "x": _Payload()}, p),
+        lambda p: p.write_bytes(b"not a checkpoint at all"),
+    ],
+    ids=["pickled object", "garbage"],
+)
+def test_an_unsafe_cached_file_is_refused_without_suggesting_weights_only_false(
+    tmp_path, monkeypatch, write
+):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    path = pretrained_weights_path("resnet50")
+    path.parent.mkdir(parents=True)
+    write(path)
+    with pytest.raises(ValueError) as info:
+        load_pretrained_(build_model("resnet50", 3), "resnet50")
+    message = str(info.value)
+    assert message.startswith(f"refusing {path}") and "\n" not in message
+    assert "weights_only=False" not in message and "trust" not in message
+    assert info.value.__cause__ is None and info.value.__suppress_context__

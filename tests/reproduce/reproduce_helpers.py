@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import tomllib
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,7 +57,7 @@ def write_run(run_dir: Path, cfg: dict, error: float, *, epoch: int | None = Non
 
 
 class FakeLauncher:
-    """Stands in for ``sweep.launch_run``: records calls, writes a finished run folder.
+    """Stands in for ``classbalanced.launch.runner.launch_run``: records calls, writes a finished run folder.
 
     ``errors``: run name -> final error %, or a string: the run fails with that
     message as the last line of its log (exit 2).
@@ -83,3 +84,27 @@ class FakeLauncher:
 
 def quiet(_message: str) -> None:
     pass
+
+
+@pytest.fixture
+def fake_launcher(monkeypatch):
+    """Install a :class:`FakeLauncher` (``errors``, ``default``) and return it."""
+    from classbalanced.launch import runner
+
+    def install(errors=None, default=50.0):
+        launcher = FakeLauncher(errors, default)
+        monkeypatch.setattr(runner, "launch_run", launcher)
+        return launcher
+
+    return install
+
+
+@pytest.fixture
+def no_launch(monkeypatch):
+    """Fail the test if any run is launched."""
+    from classbalanced.launch import runner
+
+    def refuse(cmd, **_):
+        raise AssertionError(f"no run should be launched, got {cmd}")
+
+    monkeypatch.setattr(runner, "launch_run", refuse)

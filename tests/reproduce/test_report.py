@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import math
 import re
 
 import pytest
 from reproduce_helpers import quiet
 
-from classbalanced.reproduce.report import add_report_parser, load_results, write_report
-from classbalanced.reproduce.sweep import parse_sweep, run_sweep
+from classbalanced.cli import main
+from classbalanced.launch.sweep import run_sweep
+from classbalanced.reproduce.report import write_report
+from classbalanced.reproduce.results import load_results
+from classbalanced.reproduce.sweep import parse_sweep
 
 # final errors per run, chosen by hand; seeds 0, 1, 2
 SOFTMAX = [30.0, 31.0, 35.0]
@@ -122,7 +124,7 @@ def test_unfinished_runs_are_not_counted_and_short_runs_are_flagged(tmp_path, fa
     first = [line for line in text.splitlines() if "softmax-b0.0-s0" in line][0]
     assert first.endswith(",2,incomplete") and ",99.0," in first
     csv_path.write_text(text)
-    path = write_report(tmp_path, log=quiet)
+    path = write_report(tmp_path)
     report = path.read_text()
     mean, std = _stats(SOFTMAX[1:])
     assert _row(report, "Softmax")[2] == f"{mean:.2f} ± {std:.2f} (2 seeds)"
@@ -145,22 +147,64 @@ def test_single_seed_and_unpublished_dataset(tmp_path, fake_launcher):
     assert _row(report, "Class-balanced (paper's setting)")[2:] == ["-", "-", "-"]
 
 
-def test_report_cli_and_refresh(tmp_path, fake_launcher):
+def test_report_cli_and_refresh(tmp_path, fake_launcher, capsys):
     fake_launcher(_errors())
     run_sweep(_spec(), out=tmp_path, log=quiet, report=False)
     assert not (tmp_path / "report.md").exists()
     (tmp_path / "results.csv").unlink()
-    parser = argparse.ArgumentParser()
-    add_report_parser(parser.add_subparsers())
-    args = parser.parse_args(["report", str(tmp_path)])
-    with pytest.raises(FileNotFoundError, match="results.csv"):
-        args.func(args)
-    args = parser.parse_args(["report", str(tmp_path), "--refresh", "--no-figures"])
-    assert args.func(args) == 0
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no results.csv" in capsys.readouterr().err
+    assert main(["report", str(tmp_path), "--refresh", "--no-figures"]) == 0
     report = (tmp_path / "report.md").read_text()
     assert re.search(
         r"\| Softmax \| softmax, β=0 \| 32\.00 ± 2\.65 \(3 seeds\) \| 29\.64 \| \+2\.36 \|", report
     )
     assert not (tmp_path / "figures").exists()
     with pytest.raises(FileNotFoundError, match="sweep folder not found"):
-        write_report(tmp_path / "nope", log=quiet)
+        write_report(tmp_path / "nope")
+
+
+def test_large_scale_runs_are_reported_against_table3(tmp_path, fake_launcher):
+    spec = parse_sweep(
+        {
+            "sweep": {"name": "inat"},
+            "base": {"dataset": "inat2018", "model": "resnet50", "epochs": 90},
+            "grid": [
+                {"loss": ["softmax"], "beta": [0.0], "seed": [0, 1]},
+                {"loss": ["focal"], "beta": [0.999], "gamma": [0.5], "seed": [0, 1]},
+            ],
+        }
+    )
+    fake_launcher(
+        {
+            "inat2018-if1-softmax-b0.0-s0": 44.0,
+            "inat2018-if1-softmax-b0.0-s1": 46.0,
+            "inat2018-if1-focal-b0.999-g0.5-s0": 40.0,
+            "inat2018-if1-focal-b0.999-g0.5-s1": 41.0,
+        }
+    )
+    run_sweep(spec, out=tmp_path, log=quiet)
+    report = (tmp_path / "report.md").read_text()
+    assert "Table 3: ResNet-50, 90 epochs" in report
+    assert "Table 2" not in report and "NOT the paper's protocol" not in report
+    assert "Warning" not in report  # 90 epochs is Table 3's protocol
+    lines = [line for line in report.splitlines() if line.startswith("| inat2018 |")]
+    softmax, cb = ([c.strip() for c in line.split("|")[1:-1]] for line in lines)
+    # top-1: mean ± std of 44, 46 against 42.86; top-5 (the fake writes error / 4)
+    assert softmax[1:] == [
+        "Softmax",
+        "softmax, β=0",
+        "45.00 ± 1.41 (2 seeds)",
+        "42.86",
+        "+2.14",
+        "11.25 ± 0.35 (2 seeds)",
+        "21.31",
+        "-10.06",
+    ]
+    assert cb[1:6] == [
+        "Class-balanced (paper's setting)",
+        "focal, β=0.999, γ=0.5",
+        "40.50 ± 0.71 (2 seeds)",
+        "38.88",
+        "+1.62",
+    ]

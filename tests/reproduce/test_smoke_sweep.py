@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 
 import pytest
 from reproduce_helpers import SWEEPS
 
-from classbalanced.reproduce import sweep
-from classbalanced.reproduce.report import add_report_parser
-from classbalanced.reproduce.sweep import add_sweep_parser
+from classbalanced.cli import main
+from classbalanced.launch import runner
 
 pytestmark = pytest.mark.slow
 
@@ -23,20 +21,10 @@ NAMES = [
 ]
 
 
-def _parser():
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers()
-    add_sweep_parser(sub)
-    add_report_parser(sub)
-    return parser
-
-
 def test_smoke_sweep_end_to_end(tmp_path, monkeypatch):
     out = tmp_path / "smoke"
-    args = _parser().parse_args(
-        ["sweep", "--config", str(SWEEPS / "smoke.toml"), "--jobs", "2", "--out", str(out)]
-    )
-    assert args.func(args) == 0
+    argv = ["sweep", "--config", str(SWEEPS / "smoke.toml"), "--jobs", "2", "--out", str(out)]
+    assert main(argv) == 0
 
     with open(out / "results.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -84,7 +72,6 @@ def test_smoke_sweep_end_to_end(tmp_path, monkeypatch):
     def refuse(cmd, **_):
         raise AssertionError(f"launched {cmd}")
 
-    monkeypatch.setattr(sweep, "launch_run", refuse)
-    assert args.func(args) == 0
-    args = _parser().parse_args(["report", str(out)])
-    assert args.func(args) == 0
+    monkeypatch.setattr(runner, "launch_run", refuse)
+    assert main(argv) == 0
+    assert main(["report", str(out)]) == 0

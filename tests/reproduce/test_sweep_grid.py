@@ -116,20 +116,52 @@ def test_single_grid_table_and_scalars():
     assert [r.name for r in only_base] == ["digits-if1-sigmoid-b0.0-s0"]
 
 
-def test_names_carry_other_varying_keys_and_needed_gammas():
+def test_names_carry_keys_that_change_the_run():
+    # lr 0.1 is what the run gets without the key (0.1 * 128 / 128): not in the name;
+    # model resnet8 differs from the default resnet32: in the name even though it is one value
     spec = parse_sweep(
         {"base": {"dataset": "cifar10"}, "grid": [{"lr": [0.05, 0.1], "model": ["resnet8"]}]}
     )
     assert [r.name for r in expand_sweep(spec)] == [
-        "cifar10-if100-softmax-b0.0-lr_0.05-s0",
-        "cifar10-if100-softmax-b0.0-lr_0.1-s0",
+        "cifar10-if100-softmax-b0.0-lr_0.05-model_resnet8-s0",
+        "cifar10-if100-softmax-b0.0-model_resnet8-s0",
     ]
-    # gamma varied for softmax: names must tell the runs apart
+    # gamma varied for softmax: a gamma other than the default is named
     spec = parse_sweep({"base": {"dataset": "cifar10"}, "grid": {"gamma": [1.0, 2.0]}})
     assert [r.name for r in expand_sweep(spec)] == [
-        "cifar10-if100-softmax-b0.0-g1.0-s0",
+        "cifar10-if100-softmax-b0.0-s0",
         "cifar10-if100-softmax-b0.0-g2.0-s0",
     ]
+    # a key set in [base] is the reference: only other values are named
+    spec = parse_sweep({"base": {"dataset": "digits", "lr": 0.05}, "grid": {"lr": [0.05, 0.2]}})
+    assert [r.name for r in expand_sweep(spec)] == [
+        "digits-if1-softmax-b0.0-s0",
+        "digits-if1-softmax-b0.0-lr_0.2-s0",
+    ]
+
+
+def test_names_stay_stable_when_a_grid_grows():
+    base = {"dataset": "digits", "imbalance_factor": 10, "epochs": 2}
+    first = [{"loss": ["softmax", "focal"], "beta": [0.0, 0.999], "seed": [0]}]
+    before = {
+        r.name: r.config.to_dict() for r in expand_sweep(parse_sweep({"base": base, "grid": first}))
+    }
+    grown = [
+        {
+            "loss": ["softmax", "focal"],
+            "beta": [0.0, 0.999],
+            "seed": [0, 1],  # a seed added
+            "weight_decay": [2e-4, 5e-4],  # a key added: 2e-4 is the default
+            "batch_size": [128, 64],  # another: 128 is the default
+        }
+    ]
+    after = {
+        r.name: r.config.to_dict() for r in expand_sweep(parse_sweep({"base": base, "grid": grown}))
+    }
+    assert len(after) == 4 * 2 * 2 * 2
+    for name, config in before.items():  # every earlier run keeps its name and config
+        assert after[name] == config
+    assert "digits-if10-softmax-b0.0-batch_size_64-weight_decay_0.0005-s1" in after
 
 
 @pytest.mark.parametrize(
@@ -166,3 +198,39 @@ def test_bad_files(tmp_path):
     dashed = tmp_path / "d.toml"
     dashed.write_text('[base]\ndataset = "digits"\nimbalance-factor = 10\n')
     assert expand_sweep(load_sweep(dashed))[0].config.imbalance_factor == 10.0
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "cifar100"])
+def test_published_preset_holds_exactly_the_published_cells(dataset):
+    from classbalanced.reproduce.published import (
+        FOCAL_GAMMAS,
+        IMBALANCE_FACTORS,
+        published_error,
+    )
+
+    runs = expand_sweep(load_sweep(SWEEPS / f"{dataset}_table2_published.toml"))
+    cells = {
+        (r.config.imbalance_factor, r.config.loss, r.config.beta, r.config.gamma) for r in runs
+    }
+    wanted = set()
+    for factor in IMBALANCE_FACTORS:
+        wanted |= {(factor, "softmax", 0.0, 1.0), (factor, "sigmoid", 0.0, 1.0)}
+        wanted |= {(factor, "focal", 0.0, g) for g in FOCAL_GAMMAS}
+        setting = paper_cb_setting(dataset, factor)
+        gamma = 1.0 if setting["gamma"] is None else setting["gamma"]
+        wanted.add((factor, setting["loss"], setting["beta"] or 0.0, gamma))
+    assert cells == wanted and len(runs) == len(wanted) == 35
+    assert all(r.config.epochs == 200 and r.config.model == "resnet32" for r in runs)
+    for factor, loss, beta, gamma in cells:  # every run is a cell the paper publishes
+        method = "class_balanced" if beta > 0 or (factor == 1 and loss == "sigmoid") else loss
+        assert published_error(dataset, factor, method, gamma=gamma) is not None
+
+
+@pytest.mark.parametrize("dataset", ["inat2017", "inat2018", "imagenet"])
+def test_table3_presets(dataset):
+    runs = expand_sweep(load_sweep(SWEEPS / f"{dataset}_table3.toml"))
+    assert [(r.config.loss, r.config.beta, r.config.gamma) for r in runs] == [
+        ("softmax", 0.0, 1.0),
+        ("focal", 0.999, 0.5),
+    ]
+    assert all(r.config.model == "resnet50" and r.config.epochs == 90 for r in runs)

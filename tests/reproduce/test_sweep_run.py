@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -11,8 +10,10 @@ import sys
 import pytest
 from reproduce_helpers import quiet, write_run
 
-from classbalanced.reproduce import sweep
-from classbalanced.reproduce.sweep import add_sweep_parser, expand_sweep, parse_sweep, run_sweep
+from classbalanced.cli import main
+from classbalanced.launch.local import threads_per_job
+from classbalanced.launch.sweep import run_sweep
+from classbalanced.reproduce.sweep import expand_sweep, parse_sweep
 
 SPEC = {
     "sweep": {"name": "tiny"},
@@ -101,7 +102,7 @@ def test_one_gpu_is_left_alone(tmp_path, fake_launcher, monkeypatch):
     launcher = fake_launcher()
     run_sweep(_spec(), out=tmp_path, jobs=3, log=quiet)
     assert {c["env"]["CUDA_VISIBLE_DEVICES"] for c in launcher.calls} == {"1"}
-    assert sweep.threads_per_job(3, cpus=2) == 1
+    assert threads_per_job(3, cpus=2) == 1
 
 
 def test_failed_run_is_reported_and_the_sweep_goes_on(tmp_path, fake_launcher, capsys):
@@ -115,15 +116,12 @@ def test_failed_run_is_reported_and_the_sweep_goes_on(tmp_path, fake_launcher, c
     rows = _results(tmp_path)
     assert rows[NAMES[1]]["status"] == "failed" and rows[NAMES[0]]["status"] == "finished"
     # through the CLI hook: exit status 1
-    parser = argparse.ArgumentParser()
-    add_sweep_parser(parser.add_subparsers())
     toml = tmp_path / "tiny.toml"
     toml.write_text(
         '[base]\ndataset = "digits"\nepochs = 2\n[[grid]]\nseed = [0, 1]\n', encoding="utf-8"
     )
     launcher = fake_launcher({"digits-if1-softmax-b0.0-s1": "Traceback: boom"})
-    args = parser.parse_args(["sweep", "--config", str(toml), "--out", str(tmp_path / "cli")])
-    assert args.func(args) == 1
+    assert main(["sweep", "--config", str(toml), "--out", str(tmp_path / "cli")]) == 1
     assert "Traceback: boom" in capsys.readouterr().err
 
 

@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import os
+import warnings
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -139,6 +140,14 @@ def load_npz(path: str | os.PathLike) -> ImageArrays:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"npz file not found: expected a file at {p}")
+    with open(p, "rb") as file:
+        magic = file.read(6)
+    if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY")):
+        # np.load would take any other file for a pickle and blame "pickled (object) data"
+        kind = "an empty file" if not magic else f"a file starting with {magic!r}"
+        raise ValueError(
+            f"not a valid .npz file {p}: expected a zip archive (written by np.savez), got {kind}"
+        )
     try:
         npz = np.load(p, allow_pickle=False)
         if not isinstance(npz, np.lib.npyio.NpzFile):
@@ -160,7 +169,11 @@ def load_npz(path: str | os.PathLike) -> ImageArrays:
         raise ValueError(f"not a valid .npz file {p}: {' '.join(msg.split())}") from exc
     except (zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:
         raise ValueError(f"not a valid .npz file {p}: {' '.join(str(exc).split())}") from exc
+    return _npz_arrays(p, x, y, names)
 
+
+def _npz_arrays(p: Path, x: np.ndarray, y: np.ndarray, names: np.ndarray | None) -> ImageArrays:
+    """Check the arrays read from ``p`` (one-line messages naming it) and wrap them."""
     if x.dtype != np.uint8:
         raise ValueError(f"wrong dtype for x in {p}: expected uint8 images, got {x.dtype}")
     if x.ndim == 3:
@@ -223,14 +236,66 @@ def _size_hw(image_size: int | Sequence[int] | None) -> tuple[int, int] | None:
     return hw  # type: ignore[return-value]
 
 
-def _list_images(folder: Path) -> list[Path]:
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if not name.startswith(".") and name.lower().endswith(IMG_EXTENSIONS):
-                found.append(Path(dirpath) / name)
-    return found
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _walk_images(base: Path, name: str, root: str) -> tuple[list[tuple[str, Path, bool]], int]:
+    """``(real path, path, direct)`` of the images under ``base/name`` (recursive, sorted,
+    hidden entries skipped) and how many symlinked entries were skipped on the way: links
+    leading out of ``root`` (a real path), folders already walked and ancestors of the
+    class folder (loops). ``direct``:
+    reached without passing a symlink."""
+    found: list[tuple[str, Path, bool]] = []
+    skipped = 0
+    walked: set[str] = set()
+    top = os.path.realpath(base / name)
+    for dirpath, dirnames, filenames in os.walk(base / name, followlinks=True):
+        walked.add(os.path.realpath(dirpath))
+        keep = []
+        for d in sorted(d for d in dirnames if not d.startswith(".")):
+            real = os.path.realpath(os.path.join(dirpath, d))
+            # a link to an ancestor of the class folder (the root, say) is a loop as well
+            if _inside(real, root) and real not in walked and not _inside(top, real):
+                keep.append(d)
+                walked.add(real)
+            else:
+                skipped += 1
+        dirnames[:] = keep
+        for file in sorted(filenames):
+            if file.startswith(".") or not file.lower().endswith(IMG_EXTENSIONS):
+                continue
+            path = Path(dirpath) / file
+            real = os.path.realpath(path)
+            if not _inside(real, root):
+                skipped += 1
+                continue
+            direct = real == os.path.join(root, os.path.relpath(path, base))
+            found.append((real, path, direct))
+    return found, skipped
+
+
+def _list_images(base: Path, classes: list[str]) -> tuple[list[list[Path]], int]:
+    """Per class, its images, each real file counted once (a file reached directly keeps
+    its own class; one reached only through symlinks counts in the first class reaching
+    it); and the number of symlinked entries skipped."""
+    root = os.path.realpath(base)
+    walks = [_walk_images(base, name, root) for name in classes]
+    skipped = sum(n for _, n in walks)
+    taken = {real for found, _ in walks for real, _, direct in found if direct}
+    per_class: list[list[Path]] = []
+    for found, _ in walks:
+        images = []
+        for real, path, direct in found:
+            if direct:
+                images.append(path)
+            elif real in taken:
+                skipped += 1
+            else:
+                taken.add(real)
+                images.append(path)
+        per_class.append(images)
+    return per_class, skipped
 
 
 def load_image_folder(
@@ -239,7 +304,10 @@ def load_image_folder(
     """Load a torchvision ``ImageFolder`` tree (``root/<class>/<image>``) into memory as RGB.
 
     Classes are the sorted sub-folder names (hidden ones skipped); images are
-    found recursively by extension and decoded with PIL to RGB. With
+    found recursively by extension and decoded with PIL to RGB. Symbolic links
+    are followed only inside ``root``, each folder is walked once (a link loop
+    adds nothing) and each image file counts once; the skipped links are counted
+    in a warning. With
     ``image_size`` (int or (height, width)) every image is resized (bilinear);
     without it all images must share the first image's size.
 
@@ -256,20 +324,25 @@ def load_image_folder(
             f"not a folder: expected root/<class>/<image> layout at {base}, got a file"
         )
     hw = _size_hw(image_size)
-    classes = sorted(e.name for e in os.scandir(base) if e.is_dir() and not e.name.startswith("."))
+    root = os.path.realpath(base)
+    with os.scandir(base) as it:
+        entries = sorted(e.name for e in it if e.is_dir() and not e.name.startswith("."))
+    classes = [n for n in entries if _inside(os.path.realpath(base / n), root)]
     if not classes:
         raise ValueError(
             f"no class folders in {base}: expected root/<class>/<image> layout, got none"
         )
-    files: list[Path] = []
-    labels: list[int] = []
-    empty: list[str] = []
-    for label, name in enumerate(classes):
-        imgs = _list_images(base / name)
-        if not imgs:
-            empty.append(name)
-        files.extend(imgs)
-        labels.extend([label] * len(imgs))
+    per_class, skipped = _list_images(base, classes)
+    skipped += len(entries) - len(classes)  # class folders that are links out of the root
+    files = [f for images in per_class for f in images]
+    labels = [label for label, images in enumerate(per_class) for _ in images]
+    empty = [name for name, images in zip(classes, per_class, strict=True) if not images]
+    if skipped:
+        warnings.warn(
+            f"{base}: skipped {skipped} symlinked entries (leading out of the folder, "
+            "into a loop, or to an image already counted)",
+            stacklevel=2,
+        )
     if empty:
         raise ValueError(
             f"empty class folders in {base}: expected images ({', '.join(IMG_EXTENSIONS)}) in every class, got none in {', '.join(empty)}"
@@ -283,7 +356,9 @@ def load_image_folder(
                 if hw is not None and (im.height, im.width) != hw:
                     im = im.resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
                 arr = np.asarray(im, dtype=np.uint8)
-        except (OSError, UnidentifiedImageError, ValueError) as exc:
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
+            # DecompressionBombError: a header claiming more pixels than PIL's limit (about
+            # 179 million); nothing that size is allocated
             raise ValueError(f"cannot read image {f}: {' '.join(str(exc).split())}") from exc
         if first_shape is None:
             first_shape = arr.shape[:2]

@@ -31,7 +31,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -80,7 +80,9 @@ ARCHIVES: dict[str, ArchiveSpec] = {
     ),
 }
 
-DATASETS = ("cifar10", "cifar100", "cifar20")
+#: the CIFAR variants (cifar20: CIFAR-100 with its 20 coarse labels)
+CifarName = Literal["cifar10", "cifar100", "cifar20"]
+DATASETS: tuple[str, ...] = get_args(CifarName)
 
 # dataset -> (archive key, train files, test files, meta file, label key, names key, classes)
 _LAYOUT: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], str, str, str, int]] = {

@@ -17,12 +17,15 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
+from typing import Literal, get_args
 
 import numpy as np
 
-__all__ = ["PROFILES", "class_counts", "longtail_counts", "longtail_indices"]
+__all__ = ["PROFILES", "Profile", "class_counts", "longtail_counts", "longtail_indices"]
 
-PROFILES = ("exp", "step")
+#: long-tail profiles: exponential decay over the classes, or a step (half the classes at n_max)
+Profile = Literal["exp", "step"]
+PROFILES: tuple[str, ...] = get_args(Profile)
 
 
 def _check_imbalance_factor(imbalance_factor: float) -> float:
@@ -61,7 +64,7 @@ def _floor(x: float) -> int:
 
 
 def longtail_counts(
-    n_max: int, num_classes: int, imbalance_factor: float, profile: str = "exp"
+    n_max: int, num_classes: int, imbalance_factor: float, profile: Profile = "exp"
 ) -> list[int]:
     """Per-class image counts of a long-tailed split.
 
@@ -126,7 +129,7 @@ def longtail_indices(
     imbalance_factor: float,
     *,
     seed: int,
-    profile: str = "exp",
+    profile: Profile = "exp",
     num_classes: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Choose a long-tailed subset of a (usually balanced) labelled set.
@@ -157,7 +160,13 @@ def longtail_indices(
     keep = np.minimum(np.asarray(target, dtype=np.int64), available)
     empty = np.flatnonzero(keep == 0)
     if empty.size:
-        c = int(empty[0])
+        absent = np.flatnonzero(available == 0)
+        c = int(absent[0] if absent.size else empty[0])
+        if absent.size:  # no imbalance factor can help: the data has no such image
+            raise ValueError(
+                f"class {c} has no images in the data: expected at least 1 image of every one of "
+                f"the {num} classes (labels 0..{num - 1}), got none of class {c}"
+            )
         raise ValueError(
             f"class {c} would keep 0 images: expected at least 1 (available {int(available[c])}, "
             f"target {target[c]} at imbalance factor {float(imbalance_factor):g}); use a smaller imbalance factor"

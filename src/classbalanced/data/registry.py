@@ -1,32 +1,95 @@
 """Dataset names -> loaders returning ``(train, test)`` :class:`ImageArrays`.
 
-A registry, not an if/elif chain: :func:`register_dataset` adds a source, and
-:func:`load_dataset` is what the training engine and the CLI call.
+A registry (:class:`classbalanced.registry.Registry`), not an if/elif chain:
+:func:`register_dataset` adds a source, and :func:`load_dataset` is what the
+training engine and the CLI call. Each entry records which settings of
+:class:`~classbalanced.config.TrainConfig` it reads (``options``), so the config
+refuses a setting the chosen data set would ignore, and whether it is a large
+data set streamed from image files by the engine (``large``) rather than loaded
+into memory. Registering a data set makes it a valid ``--dataset`` at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from ..registry import Registry
 from .arrays import ImageArrays, load_digits, load_image_folder, load_npz
+from .cifar import DATASETS as CIFAR_DATASETS
 from .cifar import cifar_arrays, load_cifar
 
-__all__ = ["register_dataset", "available_datasets", "load_dataset"]
+__all__ = [
+    "DATASET_OPTIONS",
+    "DATASET_REGISTRY",
+    "available_datasets",
+    "dataset_options",
+    "is_large_dataset",
+    "load_dataset",
+    "register_dataset",
+]
 
 Loader = Callable[..., tuple[ImageArrays, ImageArrays]]
-_DATASETS: dict[str, Loader] = {}
+
+#: Config keys a data set may read; each data set reads a subset of these (``options``)
+#: and the config refuses a non-default value of one its data set does not read.
+DATASET_OPTIONS = (
+    "data_dir",
+    "download",
+    "train_data",
+    "test_data",
+    "image_size",
+    "num_workers",
+    "skip_missing",
+    "train_list",
+    "val_list",
+    "test_list",
+)
+
+DATASET_REGISTRY: Registry[Loader] = Registry("dataset")
 
 
-def register_dataset(name: str, loader: Loader) -> None:
-    """Register ``loader(**options) -> (train, test)`` under ``name``."""
-    if name in _DATASETS:
-        raise ValueError(f"dataset {name!r} is already registered")
-    _DATASETS[name] = loader
+def register_dataset(
+    name: str,
+    loader: Loader,
+    *,
+    options: Iterable[str] = (),
+    description: str = "",
+    large: bool = False,
+) -> None:
+    """Register ``loader(**options) -> (train, test)`` under ``name``.
+
+    Args:
+        options: the config keys (of :data:`DATASET_OPTIONS`) the loader reads.
+        description: one line for ``--help``.
+        large: streamed from image files by the engine (``loader`` is not called).
+    """
+    options = tuple(options)
+    unknown = sorted(set(options) - set(DATASET_OPTIONS))
+    if unknown:
+        raise ValueError(
+            f"dataset options must be among {', '.join(DATASET_OPTIONS)}, got {', '.join(unknown)}"
+        )
+    DATASET_REGISTRY.register(
+        name, loader, options=options, description=description, large=bool(large)
+    )
 
 
 def available_datasets() -> list[str]:
-    return list(_DATASETS)
+    """Registered data set names (valid ``--dataset`` values), in registration order."""
+    return DATASET_REGISTRY.names()
+
+
+def dataset_options(name: str) -> tuple[str, ...]:
+    """The config keys data set ``name`` reads."""
+    DATASET_REGISTRY.lookup(name)
+    return DATASET_REGISTRY.info[name]["options"]
+
+
+def is_large_dataset(name: str) -> bool:
+    """Whether ``name`` is streamed from image files by the engine (iNaturalist, ImageNet)."""
+    DATASET_REGISTRY.lookup(name)
+    return DATASET_REGISTRY.info[name]["large"]
 
 
 def load_dataset(name: str, **options) -> tuple[ImageArrays, ImageArrays]:
@@ -37,9 +100,8 @@ def load_dataset(name: str, **options) -> tuple[ImageArrays, ImageArrays]:
     >>> train.num_classes, train.image_shape, len(test)
     (10, (8, 8, 1), 500)
     """
-    if name not in _DATASETS:
-        raise ValueError(f"unknown dataset {name!r}: expected one of {', '.join(_DATASETS)}")
-    train, test = _DATASETS[name](**options)
+    loader = DATASET_REGISTRY.lookup(name)
+    train, test = loader(**options)
     if train.num_classes != test.num_classes:
         raise ValueError(
             f"train and test sets must have the same classes: expected {train.num_classes} test classes, got {test.num_classes}"
@@ -85,8 +147,57 @@ def _folder(*, train_data=None, test_data=None, image_size=None, **_):
     return train, test
 
 
-for _name in ("cifar10", "cifar100", "cifar20"):
-    register_dataset(_name, _cifar(_name))
-register_dataset("digits", _digits)
-register_dataset("npz", _npz)
-register_dataset("folder", _folder)
+def _streamed(name: str) -> Loader:
+    def load(**_):
+        raise ValueError(
+            f"dataset {name!r} is streamed from image files by the training engine, not loaded into memory"
+        )
+
+    return load
+
+
+for _name in CIFAR_DATASETS:
+    register_dataset(
+        _name,
+        _cifar(_name),
+        options=("data_dir", "download"),
+        description="CIFAR (downloaded to --data-dir)",
+    )
+register_dataset("digits", _digits, description="scikit-learn's 8x8 digits (offline)")
+register_dataset(
+    "npz", _npz, options=("train_data", "test_data"), description="--train-data/--test-data .npz"
+)
+register_dataset(
+    "folder",
+    _folder,
+    options=("train_data", "test_data", "image_size"),
+    description="--train-data/--test-data class folders",
+)
+for _name in ("inat2017", "inat2018", "imagenet"):
+    register_dataset(
+        _name,
+        _streamed(_name),
+        options=("data_dir", "image_size", "num_workers", "skip_missing"),
+        description="image files in --data-dir (run `classbalanced prepare` once)",
+        large=True,
+    )
+for _name, _what in (
+    ("imagenet_lt", "ImageNet-LT lists over an ImageNet root"),
+    ("places_lt", "Places-LT lists over a Places365 root"),
+    ("list", "any 'relative/path label' lists (--train-list, --val-list, --test-list)"),
+):
+    register_dataset(
+        _name,
+        _streamed(_name),
+        options=(
+            "data_dir",
+            "image_size",
+            "num_workers",
+            "skip_missing",
+            "train_list",
+            "val_list",
+            "test_list",
+        ),  # fmt: skip
+        description=f"{_what} in --data-dir (run `classbalanced prepare` once)",
+        large=True,
+    )

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import hashlib
 import importlib
 import json
 import os
@@ -43,6 +44,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "file_sha256",
     "load_pickle_dict",
     "restricted_load_pickle",
     "safe_extract_tar",
@@ -388,6 +390,23 @@ def atomic_write_json(path: PathLike, obj: Any) -> None:
     """
     text = json.dumps(obj, indent=2, sort_keys=False) + "\n"
     atomic_write_text(path, text)
+
+
+def file_sha256(path: PathLike, *, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of the file at ``path``, read in ``chunk``-byte pieces.
+
+    Example:
+        >>> import os, tempfile
+        >>> p = os.path.join(tempfile.mkdtemp(), "a.bin")
+        >>> atomic_write_bytes(p, b"abc")
+        >>> file_sha256(p)[:16]
+        'ba7816bf8f01cfea'
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _one_line(exc: BaseException) -> str:

@@ -1,8 +1,9 @@
 """Training engine: loop and schedule, evaluation metrics, checkpoints, distributed setup."""
 
 from .checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from .evaluate import evaluate
 from .metrics import EvalCounts, shot_groups, summarize
-from .trainer import LRSchedule, NonFiniteLoss, TrainingInterrupted, evaluate, prepare_data, train
+from .trainer import LRSchedule, NonFiniteLoss, TrainingInterrupted, prepare_data, train
 
 __all__ = [
     "EvalCounts",

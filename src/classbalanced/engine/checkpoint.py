@@ -1,4 +1,10 @@
-"""Checkpoints: atomic writes, the last K kept, safe loading (``weights_only=True``)."""
+"""Checkpoints: atomic writes, a SHA-256 of every file, the last K kept, safe loading.
+
+A checkpoint is ``torch.save`` of a dict; :func:`write_checkpoint` returns the
+SHA-256 of the bytes it wrote, which the run folder records next to the file
+name (``run.json``), and :func:`load_checkpoint` checks it before unpickling
+(``weights_only=True``): a file with flipped bits is named, never loaded.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +14,40 @@ from typing import Any
 
 import torch
 
-from ..data.safe_io import atomic_save
+from ..data.safe_io import atomic_save, file_sha256
 
-__all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "list_checkpoints"]
+__all__ = [
+    "CorruptCheckpoint",
+    "checkpoint_path",
+    "checkpoint_step",
+    "write_checkpoint",
+    "save_checkpoint",
+    "load_checkpoint",
+    "latest_checkpoint",
+    "list_checkpoints",
+]
 
 _PATTERN = re.compile(r"^checkpoint-(\d{8,})\.pt$")
 FORMAT_VERSION = 1
 
 
-def _path(folder: Path, step: int) -> Path:
-    return folder / f"checkpoint-{step:08d}.pt"
+class CorruptCheckpoint(ValueError):
+    """A checkpoint whose bytes differ from those recorded when it was written."""
+
+
+def checkpoint_path(folder: str | Path, step: int) -> Path:
+    """``folder / checkpoint-<step, 8 digits>.pt``."""
+    return Path(folder) / f"checkpoint-{step:08d}.pt"
+
+
+def checkpoint_step(path: str | Path) -> int | None:
+    """The step in a checkpoint's file name, ``None`` for any other name.
+
+    >>> checkpoint_step("runs/a/checkpoints/checkpoint-00000120.pt"), checkpoint_step("keep.pt")
+    (120, None)
+    """
+    match = _PATTERN.match(Path(path).name)
+    return int(match.group(1)) if match else None
 
 
 def list_checkpoints(folder: str | Path) -> list[Path]:
@@ -25,13 +55,34 @@ def list_checkpoints(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _PATTERN.match(p.name))]
+    found = [(step, p) for p in folder.iterdir() if (step := checkpoint_step(p)) is not None]
     return [p for _, p in sorted(found)]
 
 
 def latest_checkpoint(folder: str | Path) -> Path | None:
     found = list_checkpoints(folder)
     return found[-1] if found else None
+
+
+def write_checkpoint(path: str | Path, step: int, state: dict[str, Any]) -> str:
+    """Write ``state`` (plus ``format_version`` and ``global_step``) to ``path`` atomically;
+    return the SHA-256 of the written file. A failure (disk full) leaves the old file."""
+    payload = dict(state, format_version=FORMAT_VERSION, global_step=step)
+    digest: list[str] = []
+
+    def write(tmp: str) -> None:
+        # through a Python file: a full disk is OSError(ENOSPC), not an opaque zip-writer error
+        with open(tmp, "wb") as handle:
+            try:
+                torch.save(payload, handle)
+            except RuntimeError as exc:  # the zip writer's clean-up hides the OSError it got
+                if isinstance(exc.__context__, OSError):
+                    raise exc.__context__ from None
+                raise
+        digest.append(file_sha256(tmp))
+
+    atomic_save(path, write)
+    return digest[0]
 
 
 def save_checkpoint(folder: str | Path, step: int, state: dict[str, Any], *, keep: int = 2) -> Path:
@@ -42,24 +93,39 @@ def save_checkpoint(folder: str | Path, step: int, state: dict[str, Any], *, kee
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    path = _path(folder, step)
-    payload = dict(state, format_version=FORMAT_VERSION, global_step=step)
-    atomic_save(path, lambda tmp: torch.save(payload, tmp))
+    path = checkpoint_path(folder, step)
+    write_checkpoint(path, step, state)
     for old in list_checkpoints(folder)[:-keep]:
         old.unlink(missing_ok=True)
     return path
 
 
-def load_checkpoint(path: str | Path, map_location="cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``torch.load(weights_only=True)``: no code in it can run."""
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip()
+    if "weights only load failed" in text.lower():  # never pass on advice to unpickle it anyway
+        return "it holds objects other than tensors and plain data, which are refused (they could run code)"
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def load_checkpoint(
+    path: str | Path, map_location="cpu", *, sha256: str | None = None
+) -> dict[str, Any]:
+    """Load a checkpoint with ``torch.load(weights_only=True)``: no code in it can run.
+
+    With ``sha256`` the file's digest is checked first: a mismatch raises
+    :class:`CorruptCheckpoint` and nothing is unpickled.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if sha256 is not None and file_sha256(path) != sha256:
+        raise CorruptCheckpoint(
+            f"checkpoint {path} is corrupt: its SHA-256 differs from the one recorded when it was written"
+        )
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # unpickling errors, truncated zip files, ...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"cannot load checkpoint {path}: {first}") from None
+        raise ValueError(f"cannot load checkpoint {path}: {_reason(exc)}") from None
     if (
         not isinstance(state, dict)
         or "model" not in state

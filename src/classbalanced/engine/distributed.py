@@ -12,7 +12,13 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistContext", "setup_distributed", "all_reduce_sum", "cleanup_distributed"]
+__all__ = [
+    "DistContext",
+    "setup_distributed",
+    "all_reduce_sum",
+    "cleanup_distributed",
+    "resolve_device",
+]
 
 
 @dataclass(frozen=True)
@@ -31,7 +37,7 @@ class DistContext:
         return self.world_size > 1
 
 
-def _resolve_device(name: str, local_rank: int) -> torch.device:
+def resolve_device(name: str, local_rank: int) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -57,11 +63,11 @@ def _resolve_device(name: str, local_rank: int) -> torch.device:
 def setup_distributed(device: str = "auto") -> DistContext:
     """Read torchrun's environment, initialise the process group (NCCL on GPU, gloo on CPU)."""
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        return DistContext(device=_resolve_device(device, 0))
+        return DistContext(device=resolve_device(device, 0))
     rank = int(os.environ["RANK"])
     world_size = int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    resolved = _resolve_device(device, local_rank)
+    resolved = resolve_device(device, local_rank)
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if resolved.type == "cuda" else "gloo"
         dist.init_process_group(

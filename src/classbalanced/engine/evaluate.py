@@ -1,96 +1,207 @@
-"""Evaluate a trained run's checkpoint on its test set (or another one)."""
+"""Evaluation: a model on test tensors or an image-file loader, and a finished run on its test set.
+
+:func:`evaluate` counts top-1 / top-k hits of a model on uint8 images held on
+the device; :class:`LoaderEvaluator` does the same over a ``DataLoader`` of image
+files (iNaturalist, ImageNet). :func:`evaluate_run` rebuilds a run's network
+from what the run folder recorded (config, class names and order, channels,
+training counts, absolute data paths, the checkpoint's SHA-256), so it works
+from any directory and without the training files; every mismatch between the
+data, the checkpoint and the run is one line.
+"""
 
 from __future__ import annotations
 
-import json
+import contextlib
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor, nn
 
-from ..config import LARGE_DATASETS, TrainConfig
-from ..data.arrays import load_image_folder, load_npz
-from ..losses import build_loss
-from ..models.registry import build_model, use_normed_classifier_
-from .checkpoint import latest_checkpoint, load_checkpoint
-from .distributed import DistContext, _resolve_device
-from .metrics import summarize
-from .trainer import _large_data, evaluate, prepare_data
+from ..config import TrainConfig
+from ..data.augment import normalize_images
+from .distributed import DistContext, all_reduce_sum, resolve_device
+from .metrics import EvalCounts, summarize
+from .network import build_network
+from .run_folder import RunFolder, check_class_names, read_run_json
 
-__all__ = ["evaluate_run"]
+__all__ = ["autocast", "evaluate", "TensorEvaluator", "LoaderEvaluator", "evaluate_run"]
 
 
-def _model_for(cfg: TrainConfig, counts, in_channels: int):
-    """The run's network as training built it (e.g. LDAM's cosine classifier)."""
-    model = build_model(cfg.model, len(counts), in_channels=in_channels)
-    if getattr(
-        build_loss(cfg.loss, counts, beta=cfg.beta, gamma=cfg.gamma), "normalized_classifier", False
-    ):
-        use_normed_classifier_(model)
-    return model
+def autocast(device: torch.device, precision: str):
+    """``torch.autocast`` for ``bf16`` / ``fp16``, nothing for ``fp32``."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    *,
+    batch_size: int = 1000,
+    precision: str = "fp32",
+    channels_last: bool = False,
+    ctx: DistContext | None = None,
+    num_classes: int | None = None,
+) -> EvalCounts:
+    """Top-1 / top-5 counts of ``model`` on uint8 ``images (N, C, H, W)``, summed over ranks.
+
+    Each rank evaluates positions ``rank, rank + world, ...``: no image is
+    counted twice and none is padded in.
+    """
+    ctx = ctx or DistContext(device=images.device)
+    was_training = model.training
+    model.eval()
+    num_classes = num_classes or int(labels.max()) + 1
+    counts = EvalCounts.zeros(num_classes, device=images.device)
+    positions = torch.arange(ctx.rank, images.shape[0], ctx.world_size, device=images.device)
+    for start in range(0, positions.numel(), batch_size):
+        idx = positions[start : start + batch_size]
+        x = normalize_images(images[idx])
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(images.device, precision):
+            logits = model(x)
+        counts.update(logits.float(), labels[idx])
+    stacked = all_reduce_sum(counts.stacked(), ctx)
+    model.train(was_training)
+    return EvalCounts.from_stacked(stacked, counts.k)
+
+
+class TensorEvaluator:
+    """``evaluator(model) -> EvalCounts`` on a test set held on the device (uint8, NCHW)."""
+
+    def __init__(self, images: Tensor, labels: Tensor, cfg: TrainConfig, ctx, num_classes: int):
+        self.images, self.labels, self.cfg, self.ctx = images, labels, cfg, ctx
+        self.num_classes = num_classes
+
+    def __call__(self, model: nn.Module) -> EvalCounts:
+        return evaluate(
+            model,
+            self.images,
+            self.labels,
+            batch_size=self.cfg.eval_batch_size,
+            precision=self.cfg.precision,
+            channels_last=self.cfg.channels_last,
+            ctx=self.ctx,
+            num_classes=self.num_classes,
+        )
+
+
+class LoaderEvaluator:
+    """``evaluator(model) -> EvalCounts`` over this rank's shard of an image-file dataset;
+    unreadable images are skipped (``collate`` drops them)."""
+
+    def __init__(self, shard, collate, cfg: TrainConfig, ctx: DistContext, num_classes: int):
+        self.shard, self.collate, self.cfg, self.ctx = shard, collate, cfg, ctx
+        self.num_classes = num_classes
+
+    @torch.no_grad()
+    def __call__(self, model: nn.Module) -> EvalCounts:
+        device, cfg = self.ctx.device, self.cfg
+        was_training = model.training
+        model.eval()
+        counts = EvalCounts.zeros(self.num_classes, device=device)
+        loader = torch.utils.data.DataLoader(
+            self.shard,
+            batch_size=max(1, cfg.eval_batch_size),
+            num_workers=cfg.num_workers,
+            collate_fn=self.collate,
+            pin_memory=device.type == "cuda",
+        )
+        for images, labels, _ in loader:
+            if images.shape[0] == 0:
+                continue
+            x = images.to(device, non_blocking=True)
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(device, cfg.precision):
+                logits = model(x)
+            counts.update(logits.float(), labels.to(device))
+        model.train(was_training)
+        return EvalCounts.from_stacked(all_reduce_sum(counts.stacked(), self.ctx), counts.k)
+
+
+# ---------------------------------------------------------------------------
+# a finished run
+# ---------------------------------------------------------------------------
 
 
 def evaluate_run(
-    run: str | Path, *, test_data: str | None = None, device: str = "auto"
+    run: str | Path,
+    *,
+    test_data: str | None = None,
+    device: str = "auto",
+    accept_data_change: bool = False,
 ) -> dict[str, Any]:
-    """Load the latest checkpoint of ``run`` (a run folder or a checkpoint file) and evaluate it.
+    """Evaluate a run's newest checkpoint (``run`` a run folder) or a given one (``run`` a
+    checkpoint file of that run) on the run's test set, or on ``test_data``.
 
-    The model is rebuilt from the run's saved config; the training counts (for
-    the many / medium / few split) come from the run's ``subset.json``.
+    The network is rebuilt from the run's ``config.json``; the class names and
+    their order, the input channels and the training counts come from the run
+    (``run.json``, ``subset.json``), the run's own test data from the absolute
+    path it recorded. Refused with one line: a checkpoint the run did not write
+    or whose bytes changed, a checkpoint of another model, a test set with other
+    classes or channels, and the run's test data changed since training (unless
+    ``accept_data_change``).
     """
-    run = Path(run)
-    if run.is_file():
-        checkpoint, folder = run, run.parent.parent
-    else:
-        folder = run
-        checkpoint = latest_checkpoint(folder / "checkpoints")
-        if checkpoint is None:
-            raise FileNotFoundError(
-                f"no checkpoint in {folder / 'checkpoints'}: is {folder} a run folder?"
-            )
-    config_path, subset_path = folder / "config.json", folder / "subset.json"
-    for path in (config_path, subset_path):
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing: cannot rebuild the run's model")
+    from .run_data import load_test_set
+
+    run = Path(run).absolute()
+    folder_path, checkpoint = (run.parent.parent, run) if run.is_file() else (run, None)
+    folder = RunFolder.read(folder_path)
     cfg = TrainConfig.from_dict(
-        json.loads(config_path.read_text(encoding="utf-8")), source=str(config_path)
+        read_run_json(folder_path / "config.json"), source=str(folder_path / "config.json")
     )
-    counts = json.loads(subset_path.read_text(encoding="utf-8"))["counts"]
-    target = _resolve_device(device, 0)
-    state = load_checkpoint(checkpoint)
-    if cfg.dataset in LARGE_DATASETS and not test_data:  # image files: the run's validation loader
-        model = _model_for(cfg, counts, 3)
-        model.load_state_dict(state["model"])
-        model.to(target)
-        metrics = summarize(_large_data(cfg, DistContext(device=target)).evaluate(model), counts)
-        metrics["checkpoint"] = str(checkpoint)
-        return metrics
-    if test_data:
-        test = (
-            load_npz(test_data)
-            if Path(test_data).suffix == ".npz"
-            else load_image_folder(test_data, image_size=cfg.image_size)
+    counts = read_run_json(folder_path / "subset.json", ("counts",))["counts"]
+    record = folder.data
+    checkpoint, state = folder.load_checkpoint(checkpoint, use="name that file to evaluate it")
+    if state is None:
+        raise FileNotFoundError(
+            f"no checkpoint in {folder_path / 'checkpoints'}: nothing to evaluate"
         )
-    else:
-        test = prepare_data(cfg).test
-    if test.num_classes != len(counts):
+    check_checkpoint_fits(state, cfg, record["class_names"], str(checkpoint))
+    target = resolve_device(device, 0)
+    ctx = DistContext(device=target)
+    test = load_test_set(cfg, record, test_data, ctx, accept_change=accept_data_change)
+    check_class_names(record["class_names"], test.class_names, "the run", "the test set")
+    if test.in_channels != record["in_channels"]:
         raise ValueError(
-            f"test set must have the run's {len(counts)} classes, got {test.num_classes}"
+            f"the test set has {test.in_channels}-channel images, the run's model takes {record['in_channels']}"
         )
-    model = _model_for(cfg, counts, test.image_shape[2])
-    model.load_state_dict(state["model"])
+    model = build_network(cfg, counts, record["in_channels"])
+    load_weights(model, state["model"], str(checkpoint))
     model.to(target)
-    images = torch.from_numpy(test.images).permute(0, 3, 1, 2).contiguous().to(target)
-    labels = torch.from_numpy(test.labels).to(target)
-    result = evaluate(
-        model,
-        images,
-        labels,
-        batch_size=cfg.eval_batch_size,
-        precision=cfg.precision,
-        ctx=DistContext(device=target),
-        num_classes=len(counts),
-    )
-    metrics = summarize(result, counts)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    metrics = summarize(test.evaluate(model), counts)
     metrics["checkpoint"] = str(checkpoint)
     return metrics
+
+
+def check_checkpoint_fits(state: dict, cfg: TrainConfig, class_names: list, where: str) -> None:
+    """Refuse a checkpoint written for another model, or for other classes or another class
+    order (one line)."""
+    saved = state.get("config") if isinstance(state.get("config"), dict) else {}
+    if saved.get("model", cfg.model) != cfg.model:
+        raise ValueError(
+            f"checkpoint holds {saved['model']}, config asks for {cfg.model} ({where})"
+        )
+    names = state.get("class_names")
+    if isinstance(names, list):
+        check_class_names(names, class_names, f"the checkpoint {where}", "the data")
+
+
+def load_weights(model: nn.Module, weights: dict, where: str) -> None:
+    """``model.load_state_dict`` with a one-line error naming the first mismatch."""
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, KeyError, TypeError) as exc:
+        detail = " ".join(str(exc).split())
+        raise ValueError(
+            f"checkpoint {where} does not fit the model the config builds: {detail[:300]}"
+        ) from None

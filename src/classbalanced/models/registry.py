@@ -36,6 +36,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from ..registry import Registry
 from .cifar_resnet import CifarResNet, blocks_per_stage
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "NormedLinear",
     "available_models",
     "build_model",
+    "check_model_name",
     "load_pretrained_",
     "pretrained_weights_path",
     "register_model",
@@ -53,10 +55,11 @@ __all__ = [
 #: ``factory(num_classes, *, in_channels) -> nn.Module``
 ModelFactory = Callable[..., nn.Module]
 
-#: Explicitly registered names (lower case) -> constructors. The parsed CIFAR names
+#: Explicitly registered names (lower case) -> constructors (a
+#: :class:`classbalanced.registry.Registry`, a dict). The parsed CIFAR names
 #: (``[cifar_]resnet{D}[_v2|_bottleneck]``) are resolved by :func:`build_model`
 #: and are not stored here.
-MODEL_REGISTRY: dict[str, ModelFactory] = {}
+MODEL_REGISTRY: Registry[ModelFactory] = Registry("model", case_insensitive=True)
 
 _CIFAR_NAME = re.compile(r"(?P<prefix>cifar_)?resnet(?P<depth>[0-9]+)(?P<suffix>_v2|_bottleneck)?")
 _SUFFIX_TO_VERSION = {None: "v1", "_v2": "v2", "_bottleneck": "bottleneck"}
@@ -71,13 +74,14 @@ _CIFAR_PATTERNS = (
 
 
 def register_model(
-    name: str, factory: ModelFactory | None = None
+    name: str, factory: ModelFactory | None = None, *, description: str = ""
 ) -> ModelFactory | Callable[[ModelFactory], ModelFactory]:
     """Register ``factory`` under ``name``; without ``factory``, return a decorator.
 
     The factory is called as ``factory(num_classes, in_channels=in_channels)``.
     Names are case-insensitive; names already registered and names of the
     built-in CIFAR pattern ``[cifar_]resnet{D}[_v2|_bottleneck]`` are refused.
+    A registered name is at once a valid ``--model`` / ``model`` config value.
 
     >>> from torch import nn
     >>> @register_model("tiny_mlp")
@@ -87,27 +91,12 @@ def register_model(
     True
     >>> _ = MODEL_REGISTRY.pop("tiny_mlp")  # keep the doctest side-effect free
     """
-    if not isinstance(name, str):
-        raise TypeError(f"expected model name to be a str, got {type(name).__name__}")
-    key = name.lower()
-    if not key or key != key.strip():
-        raise ValueError(
-            f"expected a non-empty model name without surrounding spaces, got {name!r}"
-        )
-    if key in MODEL_REGISTRY:
-        raise ValueError(f"expected a new model name, got already registered {name!r}")
+    key = MODEL_REGISTRY.key(name)
     if _CIFAR_NAME.fullmatch(key):
         raise ValueError(
             f"expected a name outside the built-in pattern [cifar_]resnet{{D}}[_v2|_bottleneck], got {name!r}"
         )
-
-    def decorator(fn: ModelFactory) -> ModelFactory:
-        if not callable(fn):
-            raise TypeError(f"expected a callable model factory, got {type(fn).__name__}")
-        MODEL_REGISTRY[key] = fn
-        return fn
-
-    return decorator if factory is None else decorator(factory)
+    return MODEL_REGISTRY.register(name, factory, description=description)
 
 
 def available_models() -> list[str]:
@@ -162,8 +151,30 @@ def build_model(name: str, num_classes: int, *, in_channels: int = 3) -> nn.Modu
                 f"expected model factory {name!r} to return an nn.Module, got {type(model).__name__}"
             )
         return model
+    depth, version = _parse_cifar_name(name)
+    return CifarResNet(depth, num_classes, version=version, in_channels=in_channels)
 
-    match = _CIFAR_NAME.fullmatch(key)
+
+def check_model_name(name: object) -> str:
+    """Check that :func:`build_model` knows ``name`` (without building it); return it.
+
+    >>> check_model_name("resnet110"), check_model_name("simple_cnn")
+    ('resnet110', 'simple_cnn')
+    >>> check_model_name("nonsense")
+    Traceback (most recent call last):
+    ...
+    ValueError: expected a model name matching one of resnet{6n+2}, resnet{6n+2}_v2, resnet{9n+2}_bottleneck, cifar_resnet{6n+2}, cifar_resnet{6n+2}_v2, cifar_resnet{9n+2}_bottleneck, resnet50, resnet101, resnet152, simple_cnn, got 'nonsense'
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"expected model name to be a str, got {type(name).__name__}")
+    if name.lower() not in MODEL_REGISTRY:
+        _parse_cifar_name(name)
+    return name
+
+
+def _parse_cifar_name(name: str) -> tuple[int, str]:
+    """``(depth, version)`` of a CIFAR ResNet name; ValueError for anything else."""
+    match = _CIFAR_NAME.fullmatch(name.lower())
     if match is None:
         raise ValueError(
             f"expected a model name matching one of {', '.join(available_models())}, got {name!r}"
@@ -174,7 +185,7 @@ def build_model(name: str, num_classes: int, *, in_channels: int = 3) -> nn.Modu
         blocks_per_stage(depth, version)
     except ValueError as err:
         raise ValueError(f"invalid model name {name!r}: {err}") from None
-    return CifarResNet(depth, num_classes, version=version, in_channels=in_channels)
+    return depth, version
 
 
 def _torchvision_resnet(depth: int) -> ModelFactory:
@@ -290,7 +301,16 @@ def load_pretrained_(model: nn.Module, name: str) -> nn.Module:
             f"torchvision's {name} weights are not in the local cache (expected {path}); fetch them once on a "
             f"machine with internet (torchvision.models.{name.lower()}(weights='DEFAULT')) or drop --pretrained"
         )
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickled code, a truncated or foreign file: refuse, never retry
+        kind = type(exc).__name__
+        raise ValueError(
+            f"refusing {path}: it is not a plain file of tensors (torch.load with weights_only=True "
+            f"failed: {kind}); delete it and fetch torchvision's {name} weights again"
+        ) from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} does not match {name}: expected a dict of tensors")
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or any(not k.startswith("fc.") for k in missing):

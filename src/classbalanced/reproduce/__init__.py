@@ -1,10 +1,12 @@
 """Reproducing the paper: its published numbers, sweeps of runs, and reports against them.
 
 * :mod:`.published`: Table 2 / Table 3 / later work as data (``published.json``);
-* :mod:`.sweep`: grids of runs from a TOML file, resumable, K at a time (``classbalanced sweep``);
+* :mod:`.sweep`: grids of runs from a TOML file, their names and the sweep folder's plan;
+* :mod:`.results`: run states, ``results.csv`` written and read;
 * :mod:`.report`: ``report.md`` comparing a sweep with the paper (``classbalanced report``).
 
-The CLI registers the subcommands with :func:`add_sweep_parser` and :func:`add_report_parser`.
+Imports go one way: ``report`` and ``sweep`` use ``results``, never each other.
+Running a sweep is :func:`classbalanced.launch.sweep.run_sweep` (``classbalanced sweep``).
 """
 
 from .published import (
@@ -16,8 +18,9 @@ from .published import (
     table2,
     table3,
 )
-from .report import add_report_parser, write_report
-from .sweep import add_sweep_parser, expand_sweep, load_sweep, run_sweep
+from .report import write_report
+from .results import collect_results, load_results, write_results_csv
+from .sweep import expand_sweep, load_sweep, plan_sweep
 
 __all__ = [
     "IMBALANCE_FACTORS",
@@ -29,8 +32,9 @@ __all__ = [
     "paper_cb_setting",
     "load_sweep",
     "expand_sweep",
-    "run_sweep",
+    "plan_sweep",
+    "collect_results",
+    "load_results",
+    "write_results_csv",
     "write_report",
-    "add_sweep_parser",
-    "add_report_parser",
 ]

@@ -1,4 +1,4 @@
-"""``report.md``: a sweep's results next to the paper's Table 2.
+"""``report.md``: a sweep's results next to the paper's Table 2 (CIFAR) or Table 3.
 
 Reads ``results.csv`` of a sweep folder (see :mod:`.sweep`). For each column
 (dataset x imbalance factor, plus any other key the sweep varied) the rows are
@@ -14,47 +14,39 @@ finished run show "-".
 Figures (``figures/``): a beta x gamma heat map of the class-balanced focal loss
 per column (:func:`classbalanced.plots.plot_heatmap`) and the test error against
 epoch of each row's runs (:func:`classbalanced.plots.plot_error_curves`).
+
+Runs on iNaturalist 2017 / 2018 or ImageNet are compared with Table 3 instead
+(ResNet-50, 90 epochs): per data set, Softmax and the paper's class-balanced focal
+loss (beta 0.999, gamma 0.5), top-1 and top-5 error beside the published ones. The
+CIFAR protocol's 200-epoch warning never applies to them; runs shorter than 90
+epochs are flagged instead.
 """
 
 from __future__ import annotations
 
-import argparse
-import csv
 import json
 import math
 import os
 import re
 import statistics
-import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .published import FOCAL_GAMMAS, paper_cb_setting, published_error
+from .published import FOCAL_GAMMAS, paper_cb_setting, published_error, published_large
+from .results import RESULT_METRICS, load_results, write_results_csv
 
 __all__ = [
     "load_results",
     "build_report",
     "write_report",
     "mean_std",
-    "add_report_parser",
     "PAPER_EPOCHS",
 ]
 
 PAPER_EPOCHS = 200
-_FLOATS = (
-    "imbalance_factor",
-    "beta",
-    "gamma",
-    "error_percent",
-    "accuracy",
-    "top5_error_percent",
-    "many_shot_accuracy",
-    "medium_shot_accuracy",
-    "few_shot_accuracy",
-)
-_INTS = ("seed", "epochs", "epoch")
+#: Table 3's schedule (ResNet-50 on iNaturalist / ImageNet)
+LARGE_EPOCHS = 90
 _NOT_COLUMN = {
     "name",
     "run_dir",
@@ -64,49 +56,9 @@ _NOT_COLUMN = {
     "seed",
     "status",
     "epoch",
-    *_FLOATS[3:],
+    *RESULT_METRICS,
 }
 _DATASET_ORDER = ("cifar10", "cifar100", "cifar20")
-
-Log = Callable[[str], None]
-
-
-def _info(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-# ---------------------------------------------------------------------------
-# reading
-# ---------------------------------------------------------------------------
-
-
-def _parse(key: str, text: str) -> Any:
-    if text == "":
-        return None
-    try:
-        if key in _FLOATS:
-            return float(text)
-        if key in _INTS:
-            return int(float(text))
-    except ValueError:
-        raise ValueError(f"results.csv: {key} must be a number, got {text!r}") from None
-    return text
-
-
-def load_results(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Rows of a ``results.csv``, numbers parsed (empty cells become None)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no results.csv at {path}: run the sweep first")
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = {"dataset", "imbalance_factor", "loss", "beta", "gamma", "seed"} - set(
-            reader.fieldnames or ()
-        )
-        missing |= {"error_percent", "status", "epochs"} - set(reader.fieldnames or ())
-        if missing:
-            raise ValueError(f"{path} lacks column(s): {', '.join(sorted(missing))}")
-        return [{k: _parse(k, v or "") for k, v in row.items()} for row in reader]
 
 
 def mean_std(values: list[float]) -> tuple[float, float | None]:
@@ -344,24 +296,100 @@ def _curves(sweep_dir: Path, path: Path, cells: list[Cell]) -> Path | None:
 # ---------------------------------------------------------------------------
 
 
+def _is_large(row: dict[str, Any]) -> bool:
+    """A run of Table 3's data sets (iNaturalist, ImageNet)."""
+    return published_large(str(row["dataset"]), "softmax") is not None
+
+
 def build_report(
     sweep_dir: str | os.PathLike, rows: list[dict[str, Any]], *, figures: bool = True
 ) -> str:
     """The markdown text of the report for ``rows`` (from :func:`load_results`);
-    figures are written under ``sweep_dir/figures`` when ``figures``."""
+    figures are written under ``sweep_dir/figures`` when ``figures``.
+
+    CIFAR runs are compared with Table 2, iNaturalist / ImageNet runs with Table 3.
+    """
     sweep_dir = Path(sweep_dir)
     lines = [f"# Reproduction report: {sweep_dir.name}", ""]
     if not rows:
         return "\n".join(lines + ["results.csv holds no runs.", ""])
+    large = [r for r in rows if _is_large(r)]
+    small = [r for r in rows if not _is_large(r)]
+    text = _table2_report(sweep_dir, small, lines, figures) if small else "\n".join(lines)
+    if large:
+        text = text.rstrip("\n") + "\n\n" + "\n".join(_table3_lines(large)) + "\n"
+    return text
+
+
+def _table3_cell(runs: list[dict[str, Any]], key: str, published: float | None) -> list[str]:
+    values = [r[key] for r in runs if r.get(key) is not None]
+    if not values:
+        return ["-", "-" if published is None else f"{published:.2f}", "-"]
+    mean, std = mean_std(values)
+    n = f"{len(values)} seed{'s' if len(values) > 1 else ''}"
+    ours = f"{mean:.2f} ({n})" if std is None else f"{mean:.2f} ± {std:.2f} ({n})"
+    if published is None:
+        return [ours, "-", "-"]
+    return [ours, f"{published:.2f}", f"{mean - published:+.2f}"]
+
+
+def _table3_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Table 3 of the paper (ResNet-50, 90 epochs): top-1 and top-5 error per data set."""
+    from .published import normalize_dataset
+
     finished = [r for r in rows if r["status"] == "finished" and r["error_percent"] is not None]
-    statuses = {}
+    epochs = sorted({r["epochs"] for r in (finished or rows) if r["epochs"] is not None})
+    models = sorted({str(r.get("model")) for r in rows if r.get("model")})
+    lines = [
+        "## Table 3: ResNet-50, 90 epochs (top-1 / top-5 validation error %)",
+        "",
+        f"**Epochs run: {', '.join(str(e) for e in epochs) or '-'}** (the paper trains "
+        f"{LARGE_EPOCHS} epochs). Model(s): {', '.join(models) or '-'} (paper: ResNet-50, 224 px).",
+        "",
+    ]
+    if any(e < LARGE_EPOCHS for e in epochs):
+        lines += [
+            f"> **Warning: runs shorter than {LARGE_EPOCHS} epochs are not Table 3's protocol;** "
+            "the diff columns only show the distance.",
+            "",
+        ]
+    lines += [
+        "Errors are those of the LAST evaluation of each run, mean ± sample std over seeds; "
+        "published: Table 3 of Cui et al., CVPR 2019; diff = ours - published.",
+        "",
+        "| data set | method | setting | top-1: ours | published | diff | top-5: ours "
+        "| published | diff |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    cb = paper_cb_setting("inat2018", None)
+    methods = (
+        ("Softmax", "softmax", 0.0, None, "softmax, β=0"),
+        ("Class-balanced (paper's setting)", cb["loss"], cb["beta"], cb["gamma"], ""),
+    )
+    datasets = sorted({normalize_dataset(str(r["dataset"])) for r in rows})
+    for dataset in datasets:
+        runs = [r for r in finished if normalize_dataset(str(r["dataset"])) == dataset]
+        for label, loss, beta, gamma, setting in methods:
+            chosen = _select(runs, loss, beta, gamma)
+            method = "softmax" if loss == "softmax" and beta == 0 else "class_balanced"
+            published = published_large(dataset, method) or {}
+            setting = setting or _setting_label(loss, beta, gamma)
+            cells = _table3_cell(chosen, "error_percent", published.get("top1"))
+            cells += _table3_cell(chosen, "top5_error_percent", published.get("top5"))
+            lines.append(f"| {dataset} | {label} | {setting} | " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
+
+
+def _table2_preamble(rows: list[dict[str, Any]], finished: list[dict[str, Any]]) -> list[str]:
+    """Epochs (and the warning for short runs), run counts, model and how to read the tables."""
+    statuses: dict[str, int] = {}
     for r in rows:
         statuses[r["status"]] = statuses.get(r["status"], 0) + 1
     epochs = sorted({r["epochs"] for r in (finished or rows) if r["epochs"] is not None})
     models = sorted({str(r.get("model")) for r in rows if r.get("model")})
     epochs_text = ", ".join(str(e) for e in epochs) or "-"
-    lines.append(f"**Epochs run: {epochs_text}** (the paper trains for {PAPER_EPOCHS} epochs).")
-    lines.append("")
+    lines = [f"**Epochs run: {epochs_text}** (the paper trains for {PAPER_EPOCHS} epochs).", ""]
     if any(e < PAPER_EPOCHS for e in epochs):
         lines += [
             f"> **Warning: runs shorter than {PAPER_EPOCHS} epochs are NOT the paper's protocol.** "
@@ -369,7 +397,7 @@ def build_report(
             "only shows the distance, not a reproduction.",
             "",
         ]
-    lines += [
+    return lines + [
         f"- Runs: {len(rows)} ("
         + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
         + "); only finished runs are counted.",
@@ -384,6 +412,50 @@ def build_report(
         "",
     ]
 
+
+def _column_section(sweep_dir: Path, column, cells, runs, title, slug, figures) -> list[str]:
+    """One column's table, the later work at that setting, and its figures."""
+    lines = [
+        f"## {title}",
+        "",
+        "| method | setting | ours: mean ± std (n seeds) | published | diff |",
+    ]
+    lines.append("|---|---|---|---|---|")
+    for cell in cells:
+        lines.append(
+            f"| {cell.label} | {cell.setting or '-'} | {cell.text()} | "
+            f"{cell.published_text()} | {cell.diff_text()} |"
+        )
+    lines.append("")
+    dataset, factor = column
+    later = [
+        (label, published_error(dataset, factor, method))
+        for label, method in (
+            ("CE-DRW", "ce_drw"),
+            ("LDAM-DRW", "ldam_drw"),
+            ("logit-adjusted", "logit_adjusted"),
+        )
+    ]
+    later = [(label, value) for label, value in later if value is not None]
+    if later:
+        text = ", ".join(f"{label} {value:.2f}" for label, value in later)
+        lines += [f"Later work at this setting (published, not run here): {text}.", ""]
+    if figures and runs:
+        heat = _heatmap(sweep_dir / "figures" / f"{slug}-focal-heatmap.png", runs, title)
+        if heat is not None:
+            lines += [f"![beta x gamma, focal loss]({heat.relative_to(sweep_dir)})", ""]
+        curve = _curves(sweep_dir, sweep_dir / "figures" / f"{slug}-error-curves.png", cells)
+        if curve is not None:
+            lines += [f"![test error against epoch]({curve.relative_to(sweep_dir)})", ""]
+    return lines
+
+
+def _table2_report(
+    sweep_dir: Path, rows: list[dict[str, Any]], lines: list[str], figures: bool
+) -> str:
+    """The Table 2 part of :func:`build_report` (CIFAR runs)."""
+    finished = [r for r in rows if r["status"] == "finished" and r["error_percent"] is not None]
+    lines += _table2_preamble(rows, finished)
     keys = _column_keys(rows)
     columns = sorted({tuple(r[k] for k in keys) for r in rows}, key=lambda c: _column_sort(keys, c))
     shown = [k for k in keys[2:] if len({c[keys.index(k)] for c in columns}) > 1]
@@ -409,46 +481,14 @@ def build_report(
 
     for (column, cells, runs), title in zip(tables, titles, strict=True):
         values = dict(zip(keys, column, strict=True))
-        lines += [f"## {title}", ""]
-        lines.append("| method | setting | ours: mean ± std (n seeds) | published | diff |")
-        lines.append("|---|---|---|---|---|")
-        for cell in cells:
-            lines.append(
-                f"| {cell.label} | {cell.setting or '-'} | {cell.text()} | "
-                f"{cell.published_text()} | {cell.diff_text()} |"
-            )
-        lines.append("")
-        dataset, factor = str(values["dataset"]), values["imbalance_factor"]
-        later = [
-            (label, published_error(dataset, factor, method))
-            for label, method in (
-                ("CE-DRW", "ce_drw"),
-                ("LDAM-DRW", "ldam_drw"),
-                ("logit-adjusted", "logit_adjusted"),
-            )
-        ]
-        later = [(label, value) for label, value in later if value is not None]
-        if later:
-            lines += [
-                "Later work at this setting (published, not run here): "
-                + ", ".join(f"{label} {value:.2f}" for label, value in later)
-                + ".",
-                "",
-            ]
-        if figures and runs:
-            slug = _slug(keys, column, shown)
-            heat = _heatmap(sweep_dir / "figures" / f"{slug}-focal-heatmap.png", runs, title)
-            if heat is not None:
-                lines += [f"![beta x gamma, focal loss]({heat.relative_to(sweep_dir)})", ""]
-            curve = _curves(sweep_dir, sweep_dir / "figures" / f"{slug}-error-curves.png", cells)
-            if curve is not None:
-                lines += [f"![test error against epoch]({curve.relative_to(sweep_dir)})", ""]
+        where = (str(values["dataset"]), values["imbalance_factor"])
+        slug = _slug(keys, column, shown)
+        lines += _column_section(sweep_dir, where, cells, runs, title, slug, figures)
 
     unfinished = [r for r in rows if r["status"] != "finished"]
     if unfinished:
         lines += ["## Runs not counted", ""]
-        for r in unfinished[:50]:
-            lines.append(f"- {r['name']}: {r['status']}")
+        lines += [f"- {r['name']}: {r['status']}" for r in unfinished[:50]]
         if len(unfinished) > 50:
             lines.append(f"- ... and {len(unfinished) - 50} more")
         lines.append("")
@@ -456,7 +496,7 @@ def build_report(
 
 
 def write_report(
-    sweep_dir: str | os.PathLike, *, refresh: bool = False, figures: bool = True, log: Log = _info
+    sweep_dir: str | os.PathLike, *, refresh: bool = False, figures: bool = True
 ) -> Path:
     """Write ``report.md`` (and ``figures/``) in a sweep folder from its ``results.csv``.
 
@@ -469,36 +509,9 @@ def write_report(
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"sweep folder not found: {sweep_dir}")
     if refresh:
-        from .sweep import write_results_csv
-
         write_results_csv(sweep_dir)
     rows = load_results(sweep_dir / "results.csv")
     text = build_report(sweep_dir, rows, figures=figures)
     path = sweep_dir / "report.md"
     atomic_write_text(path, text)
     return path
-
-
-def _cmd_report(args: argparse.Namespace) -> int:
-    path = write_report(args.sweep_dir, refresh=args.refresh, figures=not args.no_figures)
-    _info(f"wrote {path}")
-    return 0
-
-
-def add_report_parser(subparsers) -> argparse.ArgumentParser:
-    """Register ``classbalanced report`` on an argparse subparsers object."""
-    p = subparsers.add_parser(
-        "report",
-        help="write report.md of a sweep folder: results vs the paper's Table 2",
-        description="Tables of mean ± std last-epoch error over seeds against the published "
-        "numbers, a beta x gamma heat map and error curves per column.",
-    )
-    p.add_argument("sweep_dir", metavar="SWEEP_DIR", help="folder written by `classbalanced sweep`")
-    p.add_argument(
-        "--refresh",
-        action="store_true",
-        help="rebuild results.csv from the run folders first (interrupted or running sweeps)",
-    )
-    p.add_argument("--no-figures", action="store_true", help="tables only")
-    p.set_defaults(func=_cmd_report)
-    return p

@@ -21,7 +21,7 @@ classes, logits ``z`` of shape ``(N, C)``, class-index targets ``y``:
 Every loss takes optional per-class weights ``w`` (``(C,)``, finite, >= 0) applied
 per example as ``w[y_b] * loss_b`` (e.g. deferred re-weighting, "DRW"), and the
 reductions of :func:`classbalanced.losses.softmax_cross_entropy`: ``"mean"``
-divides the weighted sum by ``N`` (TF1's convention, used throughout this
+divides the weighted sum by ``N`` (the convention used throughout this
 library), NOT by ``sum_b w[y_b]`` as ``torch.nn.functional.cross_entropy(weight=...)``
 (and hence the LDAM authors' PyTorch code) does; ``"sum"`` sums and ``"none"``
 returns the ``(N,)`` per-example losses. Without weights the two means agree.
@@ -49,21 +49,21 @@ import math
 import numbers
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from ._validation import check_beta, check_choice
-from .losses import (
-    REDUCTIONS,
+from .._validation import check_beta, check_choice
+from ..weights import as_counts, class_balanced_weights
+from .checks import (
     _check_logits,
+    _check_num_classes,
     _check_targets,
     _check_weight,
     _compute_dtype,
     _full_precision,
-    _reduce,
-    register_loss,
 )
-from .weights import as_counts, class_balanced_weights
+from .functional import REDUCTIONS, _weighted_ce
+from .modules import ClassWeightBuffers
+from .registry import register_loss
 
 __all__ = [
     "ldam_margins",
@@ -100,14 +100,6 @@ def _check_counts(samples_per_class, logits: Tensor) -> Tensor:
     return counts.to(device=logits.device, dtype=_compute_dtype(logits))
 
 
-def _check_num_classes(num_counts: int, logits: Tensor) -> None:
-    if num_counts != logits.shape[1]:
-        raise ValueError(
-            f"samples_per_class must have one count per class: expected {logits.shape[1]} counts "
-            f"for logits {tuple(logits.shape)}, got {num_counts}"
-        )
-
-
 def _margins(counts: Tensor, max_m: float) -> Tensor:
     # max_m * (n_min / n_j) ** (1/4): the largest margin (rarest class) is exactly max_m
     return (counts.min() / counts).pow(0.25).mul(max_m)
@@ -122,13 +114,6 @@ def _log_prior(counts: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------
 
 
-def _weighted_ce(z: Tensor, targets: Tensor, weight: Tensor | None, reduction: str) -> Tensor:
-    per_example = F.cross_entropy(z, targets, reduction="none")
-    if weight is not None:
-        per_example = per_example * weight[targets]
-    return _reduce(per_example, reduction, max(z.shape[0], 1))
-
-
 def _ldam_core(z, targets, weight, counts, max_m: float, s: float, reduction: str) -> Tensor:
     index = targets.unsqueeze(1)
     shift = _margins(counts, max_m)[targets].unsqueeze(1).neg()
@@ -139,10 +124,10 @@ def _shifted_core(z, targets, weight, shift: Tensor, reduction: str) -> Tensor:
     return _weighted_ce(z + shift, targets, weight, reduction)
 
 
-def _prepare(logits, targets, weight, reduction):
+def _prepare(logits, targets, weight, reduction, validate: bool = True):
     logits = _check_logits(logits)
-    targets, _ = _check_targets(targets, logits, allow_dense=False)
-    weight = _check_weight(weight, logits)
+    targets, _ = _check_targets(targets, logits, allow_dense=False, validate=validate)
+    weight = _check_weight(weight, logits, validate)
     check_choice("reduction", reduction, REDUCTIONS)
     return logits, targets, weight
 
@@ -181,6 +166,7 @@ def ldam_loss(
     max_m: float = 0.5,
     s: float = 30.0,
     reduction: str = "mean",
+    validate_args: bool = True,
 ) -> Tensor:
     """LDAM loss: ``w[y_b] * CE(s * (z_b - Delta_{y_b} * onehot(y_b)), y_b)``.
 
@@ -197,6 +183,8 @@ def ldam_loss(
         weight: optional ``(C,)`` non-negative per-class weights (e.g. DRW).
         max_m: the largest margin, finite, ``>= 0``; s: the scale, finite, ``> 0``.
         reduction: ``"mean"`` (weighted sum / ``N``), ``"sum"`` or ``"none"`` (``(N,)``).
+        validate_args: check the values of ``targets`` and ``weight`` (see
+            :func:`classbalanced.losses.softmax_cross_entropy`).
 
     Returns:
         A scalar (or ``(N,)``) in float32, float64 for float64 logits.
@@ -211,7 +199,7 @@ def ldam_loss(
     """
     max_m = _check_real("max_m", max_m, positive=False)
     s = _check_real("s", s, positive=True)
-    logits, targets, weight = _prepare(logits, targets, weight, reduction)
+    logits, targets, weight = _prepare(logits, targets, weight, reduction, validate_args)
     counts = _check_counts(samples_per_class, logits)
     z = logits.to(_compute_dtype(logits))
     with _full_precision(z):
@@ -226,6 +214,7 @@ def logit_adjusted_loss(
     *,
     tau: float = 1.0,
     reduction: str = "mean",
+    validate_args: bool = True,
 ) -> Tensor:
     """Logit-adjusted loss: ``w[y_b] * CE(z_b + tau * log(pi), y_b)``, ``pi_j = n_j / sum_k n_k``.
 
@@ -239,6 +228,8 @@ def logit_adjusted_loss(
         weight: optional ``(C,)`` non-negative per-class weights;
         tau: temperature of the adjustment, finite, ``>= 0``;
         reduction: ``"mean"`` (weighted sum / ``N``), ``"sum"`` or ``"none"`` (``(N,)``).
+        validate_args: check the values of ``targets`` and ``weight`` (see
+            :func:`classbalanced.losses.softmax_cross_entropy`).
 
     Returns:
         A scalar (or ``(N,)``) in float32, float64 for float64 logits.
@@ -248,7 +239,7 @@ def logit_adjusted_loss(
     tensor([0.1054, 2.3026])
     """
     tau = _check_real("tau", tau, positive=False)
-    logits, targets, weight = _prepare(logits, targets, weight, reduction)
+    logits, targets, weight = _prepare(logits, targets, weight, reduction, validate_args)
     counts = _check_counts(samples_per_class, logits)
     z = logits.to(_compute_dtype(logits))
     with _full_precision(z):
@@ -262,6 +253,7 @@ def balanced_softmax_loss(
     weight: Tensor | None = None,
     *,
     reduction: str = "mean",
+    validate_args: bool = True,
 ) -> Tensor:
     """Balanced softmax: ``w[y_b] * CE(z_b + log(n), y_b)``.
 
@@ -274,6 +266,8 @@ def balanced_softmax_loss(
         samples_per_class: ``(C,)`` training counts, each > 0;
         weight: optional ``(C,)`` non-negative per-class weights;
         reduction: ``"mean"`` (weighted sum / ``N``), ``"sum"`` or ``"none"`` (``(N,)``).
+        validate_args: check the values of ``targets`` and ``weight`` (see
+            :func:`classbalanced.losses.softmax_cross_entropy`).
 
     Returns:
         A scalar (or ``(N,)``) in float32, float64 for float64 logits.
@@ -281,7 +275,7 @@ def balanced_softmax_loss(
     >>> balanced_softmax_loss(torch.zeros(1, 2), torch.tensor([1]), [90, 10])  # -log(10 / 100)
     tensor(2.3026)
     """
-    logits, targets, weight = _prepare(logits, targets, weight, reduction)
+    logits, targets, weight = _prepare(logits, targets, weight, reduction, validate_args)
     counts = _check_counts(samples_per_class, logits)
     z = logits.to(_compute_dtype(logits))
     with _full_precision(z):
@@ -321,15 +315,18 @@ def post_hoc_logit_adjustment(logits: Tensor, samples_per_class, tau: float = 1.
 # ---------------------------------------------------------------------------
 
 
-class _CountsSoftmaxLoss(nn.Module):
-    """Base: ``samples_per_class`` and the optional ``weight`` are buffers."""
+class _CountsSoftmaxLoss(ClassWeightBuffers):
+    """Base: ``samples_per_class`` and the optional ``weight`` are float32 buffers."""
 
     uses_prior_bias = False
 
-    def __init__(self, samples_per_class, weight: Tensor | None, reduction: str) -> None:
+    def __init__(
+        self, samples_per_class, weight: Tensor | None, reduction: str, validate_args: bool
+    ) -> None:
         super().__init__()
         counts = as_counts(samples_per_class)
         self.reduction = check_choice("reduction", reduction, REDUCTIONS)
+        self.validate_args = bool(validate_args)
         # float32 keeps the module usable on backends without float64; integer
         # counts up to 2**24 stay exact and are up-cast for float64 logits
         self.register_buffer("samples_per_class", counts.to(torch.float32))
@@ -340,33 +337,13 @@ class _CountsSoftmaxLoss(nn.Module):
     def num_classes(self) -> int:
         return int(self.samples_per_class.shape[0])
 
-    @staticmethod
-    def _as_weight(weight) -> Tensor:
-        if not isinstance(weight, Tensor):
-            raise TypeError(
-                f"weight must be a tensor of shape (C,) or None, got {type(weight).__name__}"
-            )
-        weight = weight.detach().to(torch.float32)
-        if weight.dim() != 1 or not bool(torch.isfinite(weight).all()) or bool((weight < 0).any()):
-            raise ValueError(
-                f"weight must be a 1-D tensor of finite values >= 0, got shape {tuple(weight.shape)}"
-            )
-        return weight
-
-    def set_weight(self, weight: Tensor | None) -> None:
-        """Replace the per-class weights (``None`` = unweighted), keeping the counts' device."""
-        if weight is None:
-            self.weight = None
-            return
-        weight = self._as_weight(weight)
-        if weight.shape[0] != self.num_classes:
-            raise ValueError(
-                f"weight must have shape ({self.num_classes},), got {tuple(weight.shape)}"
-            )
-        self.weight = weight.to(self.samples_per_class.device)
+    def _num_weights(self) -> int:
+        return self.num_classes
 
     def _inputs(self, logits, targets):
-        logits, targets, weight = _prepare(logits, targets, self.weight, self.reduction)
+        logits, targets, weight = _prepare(
+            logits, targets, self.weight, self.reduction, self.validate_args
+        )
         _check_num_classes(self.num_classes, logits)
         z = logits.to(_compute_dtype(logits))
         counts = self.samples_per_class.to(device=z.device, dtype=z.dtype)
@@ -407,10 +384,11 @@ class LDAMLoss(_CountsSoftmaxLoss):
         max_m: float = 0.5,
         s: float = 30.0,
         reduction: str = "mean",
+        validate_args: bool = True,
     ) -> None:
         self.max_m = _check_real("max_m", max_m, positive=False)
         self.s = _check_real("s", s, positive=True)
-        super().__init__(samples_per_class, weight, reduction)
+        super().__init__(samples_per_class, weight, reduction, validate_args)
 
     @property
     def margins(self) -> Tensor:
@@ -447,9 +425,10 @@ class LogitAdjustedLoss(_CountsSoftmaxLoss):
         *,
         tau: float = 1.0,
         reduction: str = "mean",
+        validate_args: bool = True,
     ) -> None:
         self.tau = _check_real("tau", tau, positive=False)
-        super().__init__(samples_per_class, weight, reduction)
+        super().__init__(samples_per_class, weight, reduction, validate_args)
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
         z, targets, weight, counts = self._inputs(logits, targets)
@@ -476,9 +455,14 @@ class BalancedSoftmaxLoss(_CountsSoftmaxLoss):
     """
 
     def __init__(
-        self, samples_per_class, weight: Tensor | None = None, *, reduction: str = "mean"
+        self,
+        samples_per_class,
+        weight: Tensor | None = None,
+        *,
+        reduction: str = "mean",
+        validate_args: bool = True,
     ) -> None:
-        super().__init__(samples_per_class, weight, reduction)
+        super().__init__(samples_per_class, weight, reduction, validate_args)
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
         z, targets, weight, counts = self._inputs(logits, targets)
@@ -491,22 +475,35 @@ class BalancedSoftmaxLoss(_CountsSoftmaxLoss):
 # ---------------------------------------------------------------------------
 
 
-def _initial_weight(counts, beta: float) -> Tensor | None:
+def _initial_weight(samples_per_class, beta: float) -> Tensor | None:
     """Class-balanced weights for ``beta > 0``, ``None`` (unweighted) for ``beta = 0``."""
     beta = check_beta(beta)
-    return class_balanced_weights(counts, beta) if beta > 0.0 else None
+    return class_balanced_weights(samples_per_class, beta) if beta > 0.0 else None
 
 
-def _build_ldam(counts, *, beta: float, gamma: float, reduction: str) -> LDAMLoss:
-    return LDAMLoss(counts, _initial_weight(counts, beta), reduction=reduction)
+def _build_ldam(
+    samples_per_class,
+    *,
+    beta: float,
+    gamma: float,
+    reduction: str,
+    max_m: float = 0.5,
+    s: float = 30.0,
+) -> LDAMLoss:
+    weight = _initial_weight(samples_per_class, beta)
+    return LDAMLoss(samples_per_class, weight, max_m=max_m, s=s, reduction=reduction)
 
 
-def _build_logit_adjusted(counts, *, beta: float, gamma: float, reduction: str):
-    return LogitAdjustedLoss(counts, _initial_weight(counts, beta), reduction=reduction)
+def _build_logit_adjusted(
+    samples_per_class, *, beta: float, gamma: float, reduction: str, tau: float = 1.0
+):
+    weight = _initial_weight(samples_per_class, beta)
+    return LogitAdjustedLoss(samples_per_class, weight, tau=tau, reduction=reduction)
 
 
-def _build_balanced_softmax(counts, *, beta: float, gamma: float, reduction: str):
-    return BalancedSoftmaxLoss(counts, _initial_weight(counts, beta), reduction=reduction)
+def _build_balanced_softmax(samples_per_class, *, beta: float, gamma: float, reduction: str):
+    weight = _initial_weight(samples_per_class, beta)
+    return BalancedSoftmaxLoss(samples_per_class, weight, reduction=reduction)
 
 
 register_loss(

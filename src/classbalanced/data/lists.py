@@ -1,0 +1,295 @@
+"""List-file datasets: ImageNet-LT, Places-LT (Liu et al., CVPR 2019) and any ``path label`` list.
+
+A list file holds one image per line, ``relative/path label``, the path relative
+to the data folder (``--data-dir``) and the label a class index ``0..C-1``::
+
+    train/n01440764/n01440764_10026.JPEG 0          (ImageNet_LT_train.txt)
+    val/n01440764/ILSVRC2012_val_00000293.JPEG 0    (ImageNet_LT_test.txt)
+    data_256/a/airfield/00000001.jpg 0              (Places_LT_train.txt)
+    val_256/Places365_val_00000001.jpg 165          (Places_LT_test.txt)
+
+Datasets (all through ``classbalanced prepare`` and ``train --dataset NAME``):
+
+* ``imagenet_lt``: ``ImageNet_LT_{train,val,test}.txt`` over an ImageNet root
+  (the test list is ImageNet's validation images sorted into class folders);
+* ``places_lt``: ``Places_LT_{train,val,test}.txt`` over a Places365 root;
+* ``list``: any such files (``--train-list``, ``--val-list``, ``--test-list``),
+  e.g. the iNaturalist 2018 lists of the decoupling paper (Kang et al., ICLR 2020).
+
+The two benchmarks' training lists are checked against the published sizes
+(:data:`BENCHMARKS`); a list that does not match is refused unless
+``allow_size_mismatch``. Runs evaluate on the test list when there is one (the
+split the papers report), otherwise on the val list; the val list then serves
+to choose post-hoc settings such as the tau of tau-normalisation.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / "train.txt").write_text("a/x.jpg 1\\nb/y.jpg 0\\n")
+    >>> read_list(d / "train.txt")
+    [('a/x.jpg', 1), ('b/y.jpg', 0)]
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .inat import _drop_missing, _source_stamp
+
+__all__ = [
+    "BENCHMARKS",
+    "Benchmark",
+    "check_benchmark_sizes",
+    "check_prepared_lists",
+    "list_paths",
+    "read_list",
+    "scan",
+]
+
+PathLike = str | os.PathLike
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A published list-file benchmark: its list names and the sizes of its training list."""
+
+    title: str
+    source: str
+    files: dict[str, str]
+    num_classes: int
+    num_train: int
+    max_per_class: int
+    min_per_class: int
+
+
+#: the published sizes (Liu et al., "Large-Scale Long-Tailed Recognition in an Open World", CVPR 2019)
+BENCHMARKS: dict[str, Benchmark] = {
+    "imagenet_lt": Benchmark(
+        "ImageNet-LT",
+        "Liu et al., CVPR 2019",
+        {s: f"ImageNet_LT_{s}.txt" for s in SPLITS},
+        num_classes=1000,
+        num_train=115_846,
+        max_per_class=1280,
+        min_per_class=5,
+    ),
+    "places_lt": Benchmark(
+        "Places-LT",
+        "Liu et al., CVPR 2019",
+        {s: f"Places_LT_{s}.txt" for s in SPLITS},
+        num_classes=365,
+        num_train=62_500,
+        max_per_class=4980,
+        min_per_class=5,
+    ),
+}
+
+
+def _bad_path(rel: str) -> str | None:
+    """Why ``rel`` is not a usable relative path (None when it is)."""
+    if rel.startswith("/") or "\\" in rel or (len(rel) > 1 and rel[1] == ":"):
+        return "a path relative to the data folder"
+    if ".." in rel.split("/"):
+        return "a path inside the data folder"
+    if "\t" in rel:
+        return "a path without tabs"
+    return None
+
+
+def read_list(path: PathLike, num_classes: int | None = None) -> list[tuple[str, int]]:
+    """Parse a ``relative/path label`` list file into ``(path, label)`` pairs, in file order.
+
+    Blank lines are ignored; the label is the last whitespace-separated field (so a
+    path may hold spaces). ``num_classes`` bounds the labels to ``[0, num_classes)``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: one line, naming the file and line: a line without a label, a label that
+            is not an integer or is out of range, an absolute path or one with ``..``, a path
+            listed twice.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"list file not found: expected a file at {path}")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path.name}: expected UTF-8 text, got {exc.reason}") from None
+    samples: list[tuple[str, int]] = []
+    first_line: dict[str, int] = {}
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        parts = line.strip().rsplit(None, 1)
+        if len(parts) != 2:
+            raise ValueError(f"{path.name}: line {n}: expected 'relative/path label', got {line!r}")
+        rel, label_text = parts
+        try:
+            label = int(label_text)
+        except ValueError:
+            raise ValueError(
+                f"{path.name}: line {n}: expected an integer class index, got {label_text!r}"
+            ) from None
+        high = f"{num_classes}" if num_classes is not None else "C"
+        if label < 0 or (num_classes is not None and label >= num_classes):
+            raise ValueError(
+                f"{path.name}: line {n}: label out of range: expected 0 <= label < {high}, got {label}"
+            )
+        why = _bad_path(rel)
+        if why:
+            raise ValueError(f"{path.name}: line {n}: expected {why}, got {rel!r}")
+        if rel.startswith("./"):
+            rel = rel[2:]
+        previous = first_line.setdefault(rel, n)
+        if previous != n:
+            raise ValueError(
+                f"{path.name}: line {n}: duplicated path {rel} (already listed at line {previous})"
+            )
+        samples.append((rel, label))
+    if not samples:
+        raise ValueError(f"{path.name}: expected at least one 'path label' line, got none")
+    return samples
+
+
+def list_paths(dataset: str, data_dir: PathLike, given: dict[str, Any]) -> dict[str, Path]:
+    """The list file of each split: the given ones, else the benchmark's names in ``data_dir``.
+
+    ``list`` needs at least ``train`` and one of ``val`` / ``test``; a benchmark's
+    default files that do not exist are left out (its train list is required).
+    """
+    root = Path(data_dir)
+    paths = {s: Path(p) for s, p in given.items() if p}
+    bench = BENCHMARKS.get(dataset)
+    if bench is not None:
+        for split, name in bench.files.items():
+            if split not in paths and (root / name).is_file():
+                paths[split] = root / name
+        if "train" not in paths:
+            raise FileNotFoundError(
+                f"{bench.title}: expected {bench.files['train']} in {root} (or --train-list PATH), got no such file"
+            )
+    if "train" not in paths:
+        raise ValueError(f"--dataset {dataset} needs --train-list PATH")
+    if "val" not in paths and "test" not in paths:
+        raise ValueError(f"--dataset {dataset} needs --val-list PATH or --test-list PATH")
+    return {s: paths[s] for s in SPLITS if s in paths}
+
+
+def check_benchmark_sizes(dataset: str, counts: np.ndarray, list_name: str) -> str | None:
+    """``None`` when ``counts`` (training images per class) match the published benchmark,
+    else a one-line description of the difference.
+
+    >>> check_benchmark_sizes("places_lt", np.array([4980] + [5] * 364), "x.txt")
+    'x.txt does not match Places-LT (Liu et al., CVPR 2019): expected 365 classes, 62500 training images, 4980 to 5 per class, got 365 classes, 6800 images, 4980 to 5 per class'
+    """
+    bench = BENCHMARKS[dataset]
+    expected = (bench.num_classes, bench.num_train, bench.max_per_class, bench.min_per_class)
+    got = (len(counts), int(counts.sum()), int(counts.max()), int(counts.min()))
+    if got == expected:
+        return None
+    return (
+        f"{list_name} does not match {bench.title} ({bench.source}): expected {expected[0]} classes, "
+        f"{expected[1]} training images, {expected[2]} to {expected[3]} per class, got {got[0]} classes, "
+        f"{got[1]} images, {got[2]} to {got[3]} per class"
+    )
+
+
+def _class_names(train: Sequence[tuple[str, int]], num_classes: int) -> list[str]:
+    """Each class's name: the folder of its first training image below the split folder
+    (``train/n01440764/x.JPEG`` -> ``n01440764``, ``data_256/a/airfield/x.jpg`` -> ``a/airfield``)."""
+    names: dict[int, str] = {}
+    for rel, label in train:
+        if label not in names:
+            parts = rel.split("/")[:-1]
+            names[label] = "/".join(parts[1:]) if len(parts) > 1 else "/".join(parts)
+    return [names.get(i) or str(i) for i in range(num_classes)]
+
+
+def scan(
+    dataset: str,
+    root: Path,
+    lists: dict[str, Any],
+    *,
+    skip_missing: bool,
+    check_files: bool,
+    allow_size_mismatch: bool,
+    log: Callable[[str], Any],
+) -> dict[str, Any]:
+    """Read and check the list files of ``dataset``; see :func:`classbalanced.data.inat.prepare`.
+
+    Returns ``sources`` (absolute list file path -> size / mtime), ``ids`` and ``names``
+    (one per class), ``splits`` (split -> samples), ``skipped`` (missing images left
+    out) and ``lists`` (split -> absolute list file path).
+    """
+    paths = list_paths(dataset, root, lists)
+    bench = BENCHMARKS.get(dataset)
+    train = read_list(paths["train"], bench.num_classes if bench else None)
+    counts = np.bincount([label for _, label in train]).astype(np.int64)
+    num_classes = len(counts)  # a list: its largest training label + 1
+    if bench is not None:
+        padded = np.pad(counts, (0, bench.num_classes - len(counts)))
+        mismatch = check_benchmark_sizes(dataset, padded, paths["train"].name)
+        if mismatch and not allow_size_mismatch:
+            raise ValueError(
+                f"{mismatch}; pass --allow-size-mismatch to use it anyway (or --dataset list)"
+            )
+        if mismatch:  # used anyway: the classes are those of the list
+            log(f"warning: {mismatch}")
+        else:
+            num_classes = bench.num_classes
+    splits = {"train": train}
+    for split in ("val", "test"):
+        if split in paths:
+            splits[split] = read_list(paths[split], num_classes)
+    skipped = 0
+    if check_files:
+        for split, samples in splits.items():
+            splits[split], n = _drop_missing(root, samples, paths[split].name, skip_missing, log)
+            skipped += n
+        if skipped and bench is not None:
+            log(
+                f"warning: {skipped} listed images are missing: the training set no longer has "
+                f"{bench.title}'s published size"
+            )
+    sources = {str(p.resolve()): _source_stamp(p) for p in paths.values()}
+    names = _class_names(splits["train"], num_classes)
+    return {
+        "sources": sources,
+        "ids": list(range(num_classes)),
+        "names": names,
+        "splits": splits,
+        "skipped": skipped,
+        "lists": {s: str(p.resolve()) for s, p in paths.items()},
+    }
+
+
+def check_prepared_lists(dataset: str, data_dir: PathLike, given: dict[str, Any]) -> None:
+    """Refuse list files that differ from the ones ``prepare`` read (one-line ValueError).
+
+    Training reads the prepared folder; a ``--train-list`` given to ``train`` must be
+    the file that was prepared (its content is checked by ``load_prepared``).
+    """
+    import json
+
+    from .inat import prepared_dir
+
+    meta_path = prepared_dir(dataset, data_dir) / "prepared.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(
+            f"{dataset} is not prepared in {data_dir}: expected {meta_path}, got no such file; run "
+            f"`classbalanced prepare --dataset {dataset} --data-dir {data_dir} --train-list ...` first"
+        )
+    prepared = json.loads(meta_path.read_text(encoding="utf-8")).get("lists", {})
+    for split, path in given.items():
+        if path and prepared.get(split) != str(Path(path).resolve()):
+            raise ValueError(
+                f"--{split}-list {path}: expected the list prepared in {meta_path.parent} "
+                f"({prepared.get(split)}); run prepare again with this list"
+            )

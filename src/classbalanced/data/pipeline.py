@@ -1,0 +1,245 @@
+"""Image decoding for the file loaders: reduced-size JPEG decoding, uint8 out, normalise later.
+
+The standard ImageNet transforms (``RandomResizedCrop(S)`` + flip for training,
+``Resize(S * 256 / 224)`` + ``CenterCrop(S)`` for evaluation) throw most decoded
+pixels away: a crop of an 800x600 photo is shrunk to 224x224. A JPEG can be decoded at
+1/2, 1/4 or 1/8 of its size for a fraction of the cost (libjpeg's DCT scaling, PIL's
+``Image.draft``). The transforms here
+
+1. draw the crop exactly as torchvision does (``RandomResizedCrop.get_params`` on the
+   full image size, then ``torch.rand(1) < 0.5`` for the flip, from the global RNG of the
+   worker), so the augmentation distribution is unchanged;
+2. decode at the largest reduction ``k`` in {8, 4, 2, 1} that keeps the crop at least
+   ``S`` pixels on both sides (no pixel is upsampled that the full decode would not
+   upsample); with ``k = 1`` the output equals torchvision's bit for bit;
+3. return a uint8 ``(3, S, S)`` tensor (a quarter of float32's bytes through the worker
+   queues and pinned memory), to be normalised in whole batches on the device by
+   :func:`normalize_uint8`; ``output="float"`` normalises in the worker instead.
+
+They take the image *before* it is decoded (``decodes = True``):
+:class:`classbalanced.data.inat.ImageFileDataset` passes the opened file; a truncated
+file still raises inside the transform and is skipped there.
+
+Example:
+    >>> draft_factor(800, 600, 224)
+    2
+    >>> draft_factor(224, 230, 224), draft_factor(1800, 1800, 224)
+    (1, 8)
+    >>> x = torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)
+    >>> normalize_uint8(x, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))[0, :, 0, 0]
+    tensor([1., 1., 1.])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+__all__ = ["draft_factor", "DraftRandomResizedCrop", "DraftResizeCenterCrop", "normalize_uint8"]
+
+_FACTORS = (8, 4, 2, 1)
+
+
+def draft_factor(crop_w: float, crop_h: float, size: int) -> int:
+    """The largest JPEG reduction ``k`` in {8, 4, 2, 1} with ``crop / k >= size`` on both sides."""
+    for k in _FACTORS:
+        if crop_w / k >= size and crop_h / k >= size:
+            return k
+    return 1
+
+
+def _decode(img: Image.Image, k: int) -> tuple[Image.Image, float, float]:
+    """Decode ``img`` (reduced by ``k`` when it is a JPEG) to RGB; return it and its x / y scale."""
+    w, h = img.size
+    if k > 1:
+        img.draft("RGB", (w // k, h // k))  # a no-op for other formats
+    img.load()  # the full decode: a truncated file raises here
+    rgb = img if img.mode == "RGB" else img.convert("RGB")
+    return rgb, rgb.size[0] / w, rgb.size[1] / h
+
+
+def _to_tensor(img: Image.Image) -> Tensor:
+    return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+
+
+class _Output:
+    """uint8 out, or float normalised with ``mean`` / ``std`` (for loaders that expect it)."""
+
+    decodes = True
+
+    def __init__(self, output: str, mean: Sequence[float], std: Sequence[float]) -> None:
+        if output not in ("uint8", "float"):
+            raise ValueError(f"output: expected 'uint8' or 'float', got {output!r}")
+        self.output, self.mean, self.std = output, tuple(mean), tuple(std)
+
+    def _finish(self, img: Image.Image) -> Tensor:
+        x = _to_tensor(img)
+        if self.output == "uint8":
+            return x
+        return normalize_uint8(x[None], self.mean, self.std)[0]
+
+
+class DraftRandomResizedCrop(_Output):
+    """``RandomResizedCrop(size, scale, ratio)`` + ``RandomHorizontalFlip()`` of an undecoded image.
+
+    Same random draws as torchvision's pair; bilinear resampling with antialiasing (PIL).
+    """
+
+    def __init__(
+        self,
+        size: int,
+        scale: tuple[float, float] = (0.08, 1.0),
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        *,
+        flip: bool = True,
+        output: str = "uint8",
+        mean: Sequence[float] = (0.0, 0.0, 0.0),
+        std: Sequence[float] = (1.0, 1.0, 1.0),
+    ) -> None:
+        super().__init__(output, mean, std)
+        if size < 1:
+            raise ValueError(f"size: expected a positive integer, got {size}")
+        self.size, self.scale, self.ratio, self.flip = size, scale, ratio, flip
+
+    def __call__(self, img: Image.Image) -> Tensor:
+        from torchvision.transforms import RandomResizedCrop
+
+        top, left, ch, cw = RandomResizedCrop.get_params(img, list(self.scale), list(self.ratio))
+        flip = self.flip and bool(torch.rand(1) < 0.5)
+        k = draft_factor(cw, ch, self.size)
+        rgb, fx, fy = _decode(img, k)
+        out_size = (self.size, self.size)
+        if fx == 1 and fy == 1:  # torchvision's own steps: crop, then resize
+            out = rgb.crop((left, top, left + cw, top + ch)).resize(out_size, Image.BILINEAR)
+        else:
+            box = (left * fx, top * fy, (left + cw) * fx, (top + ch) * fy)
+            out = rgb.resize(out_size, Image.BILINEAR, box=box)
+        if flip:
+            out = out.transpose(Image.FLIP_LEFT_RIGHT)
+        return self._finish(out)
+
+
+class DraftResizeCenterCrop(_Output):
+    """``Resize(resize)`` (short side) + ``CenterCrop(size)`` of an undecoded image, as torchvision."""
+
+    def __init__(
+        self,
+        size: int,
+        resize: int | None = None,
+        *,
+        output: str = "uint8",
+        mean: Sequence[float] = (0.0, 0.0, 0.0),
+        std: Sequence[float] = (1.0, 1.0, 1.0),
+    ) -> None:
+        super().__init__(output, mean, std)
+        if size < 1:
+            raise ValueError(f"size: expected a positive integer, got {size}")
+        self.size = size
+        self.resize = resize if resize is not None else int(size * 256 / 224)
+
+    def __call__(self, img: Image.Image) -> Tensor:
+        w, h = img.size
+        short, long = min(w, h), max(w, h)
+        new_long = int(self.resize * long / short)  # torchvision's rounding
+        new_w, new_h = (self.resize, new_long) if w <= h else (new_long, self.resize)
+        rgb, fx, fy = _decode(img, draft_factor(short, short, self.resize))
+        resized = rgb.resize((new_w, new_h), Image.BILINEAR)
+        top = int(round((new_h - self.size) / 2.0))
+        left = int(round((new_w - self.size) / 2.0))
+        if top < 0 or left < 0:  # smaller than the crop: torchvision pads with zeros
+            from torchvision.transforms.v2 import functional as F
+
+            return self._finish(F.center_crop(resized, [self.size, self.size]))
+        return self._finish(resized.crop((left, top, left + self.size, top + self.size)))
+
+
+def normalize_uint8(
+    images: Tensor, mean: Sequence[float], std: Sequence[float], dtype: torch.dtype = torch.float32
+) -> Tensor:
+    """``(x / 255 - mean) / std`` per channel of uint8 ``images (N, 3, H, W)``, on their device.
+
+    One fused multiply-add per pixel (``x * a - b``); run it on the GPU after the copy so
+    that workers and host-to-device copies move uint8.
+    """
+    if images.ndim != 4 or images.shape[1] != len(mean) or len(mean) != len(std):
+        raise ValueError(
+            f"expected images (N, {len(mean)}, H, W) and {len(mean)} means / stds, got "
+            f"{tuple(images.shape)}, {len(mean)} and {len(std)}"
+        )
+    if any(s <= 0 or not math.isfinite(s) for s in std):
+        raise ValueError(f"std: expected positive values, got {tuple(std)}")
+    m = torch.tensor(mean, dtype=torch.float64)
+    s = torch.tensor(std, dtype=torch.float64)
+    a = (1.0 / (255.0 * s)).to(dtype=dtype, device=images.device)[None, :, None, None]
+    b = (m / s).to(dtype=dtype, device=images.device)[None, :, None, None]
+    return torch.addcmul(-b, images.to(dtype), a)
+
+
+# --------------------------------------------------------------------------- resized copies
+
+
+def resize_copy(src: str, dest: str, short_side: int) -> bool:
+    """Write ``src`` to ``dest`` with its short side reduced to ``short_side`` (bicubic; JPEGs
+    re-encoded at quality 90, other formats kept); an image already that small is copied as
+    is. Done already (``dest`` newer than ``src``): nothing to do. False: ``src`` is unreadable.
+    The file appears at once (written to a temporary name, then renamed).
+    """
+    import os
+    import shutil
+
+    if os.path.isfile(dest) and os.stat(dest).st_mtime_ns >= os.stat(src).st_mtime_ns:
+        return True
+    tmp = os.path.join(os.path.dirname(dest), f".{os.path.basename(dest)}.tmp")
+    try:
+        with Image.open(src) as img:
+            fmt, (w, h) = img.format, img.size
+            short = min(w, h)
+            if short <= short_side:
+                out = None
+            else:
+                new = (max(1, round(w * short_side / short)), max(1, round(h * short_side / short)))
+                new = (short_side, new[1]) if w <= h else (new[0], short_side)
+                img.draft("RGB", new)  # decode no larger than needed (JPEG)
+                img.load()
+                rgb = img if img.mode in ("RGB", "L") else img.convert("RGB")
+                out = rgb.resize(new, Image.BICUBIC)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return False
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    try:
+        if out is None:
+            shutil.copyfile(src, tmp)
+        else:
+            out.save(tmp, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return True
+
+
+def resize_images(root, out, rels: Sequence[str], short_side: int, workers: int = 0) -> list[str]:
+    """:func:`resize_copy` of every ``root/rel`` to ``out/rel`` (``workers`` processes; 0: here).
+
+    Returns the relative paths that could not be read (they are left out of ``out``).
+    """
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+    from functools import partial
+
+    if isinstance(short_side, bool) or not isinstance(short_side, int) or short_side < 1:
+        raise ValueError(f"resize: expected a short side >= 1 pixel, got {short_side!r}")
+    srcs = [os.path.join(root, r) for r in rels]
+    dests = [os.path.join(out, r) for r in rels]
+    job = partial(resize_copy, short_side=short_side)
+    if workers > 0 and len(rels) > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            done = list(pool.map(job, srcs, dests, chunksize=64))
+    else:
+        done = [job(s, d) for s, d in zip(srcs, dests, strict=True)]
+    return [r for r, ok in zip(rels, done, strict=True) if not ok]

@@ -1,0 +1,611 @@
+"""Decoupled classifier learning (Kang et al., "Decoupling Representation and Classifier for
+Long-Tailed Recognition", ICLR 2020): a second stage on top of any finished run.
+
+The run's network is split into its backbone (everything but ``model.fc``) and its linear
+classifier ``z = W f + b`` (``W``: ``(C, D)``, ``f``: ``(D,)`` features). The backbone is
+frozen (evaluation mode: its batch-norm statistics do not move either) and one of:
+
+* ``crt`` -- classifier re-training: a freshly initialised ``fc`` trained on the frozen
+  features of augmented training images drawn with class-balanced sampling (every class
+  equally likely, then an image of it uniformly), SGD with a cosine learning rate;
+* ``tau_norm`` -- no training: ``w_i <- w_i / ||w_i||^tau`` for every class row ``i``
+  (the bias is kept, so ``tau = 0`` is exactly the run's classifier); ``tau`` is the value of
+  a grid (default 0, 0.1, ..., 2) with the best top-1 accuracy on the validation split;
+* ``lws`` -- learnable weight scaling: ``z_i = s_i (w_i . f + b_i)`` with ``s`` (``(C,)``,
+  starting at 1) the only trained parameters, sampled and scheduled as ``crt``.
+
+The stage-two loss is any loss of :func:`classbalanced.losses.build_loss` (softmax by
+default; class-balanced losses with ``beta > 0`` too), weighted by the run's training
+counts. The result is an ordinary run folder, written through the engine's ``RunFolder``:
+``run.json`` (the stage-one data record), ``config.json`` (the run's config), ``subset.json``,
+``decouple.json`` (the stage-two settings, also under ``metrics["decouple"]``), a checkpoint
+whose classifier is a plain ``nn.Linear`` (``lws`` folds ``s`` into ``W`` and ``b``), and
+``metrics.json`` with
+the overall, many / medium / few-shot accuracies on the run's evaluation split, so that
+``classbalanced evaluate`` and ``plot run`` work on it unchanged.
+
+Example:
+    >>> w = torch.tensor([[3.0, 4.0], [0.6, 0.8]])
+    >>> tau_normalize(w, 1.0)
+    tensor([[0.6000, 0.8000],
+            [0.6000, 0.8000]])
+    >>> torch.equal(tau_normalize(w, 0.0), w)
+    True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "METHODS",
+    "DEFAULT_TAUS",
+    "DecoupleOptions",
+    "ClassUniformSampler",
+    "LWSHead",
+    "tau_normalize",
+    "decouple",
+]
+
+METHODS = ("crt", "tau_norm", "lws")
+DEFAULT_TAUS = tuple(round(0.1 * i, 1) for i in range(21))
+SAMPLERS = ("class_uniform", "shuffle")
+
+
+@dataclass
+class DecoupleOptions:
+    """Stage-two settings. ``None`` means: the stage-one run's value."""
+
+    method: str
+    out: str
+    epochs: int = 10
+    batch_size: int | None = None
+    lr: float | None = None
+    momentum: float = 0.9
+    weight_decay: float | None = None
+    loss: str = "softmax"
+    beta: float = 0.0
+    gamma: float = 1.0
+    sampler: str = "class_uniform"
+    taus: list[float] = field(default_factory=lambda: list(DEFAULT_TAUS))
+    tau: float | None = None  # tau_norm: use this tau instead of searching
+    device: str = "auto"
+    num_workers: int | None = None
+    overwrite: bool = False
+
+    def validate(self) -> None:
+        """One-line ValueError for a bad value."""
+        if self.method not in METHODS:
+            raise ValueError(
+                f"unknown method {self.method!r}: expected one of {', '.join(METHODS)}"
+            )
+        if self.sampler not in SAMPLERS:
+            raise ValueError(
+                f"unknown sampler {self.sampler!r}: expected one of {', '.join(SAMPLERS)}"
+            )
+        for name in ("epochs", "batch_size", "num_workers"):
+            value = getattr(self, name)
+            low = 0 if name == "num_workers" else 1
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < low
+            ):
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.weight_decay is not None and not (
+            math.isfinite(self.weight_decay) and self.weight_decay >= 0
+        ):
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        taus = [self.tau] if self.tau is not None else list(self.taus)
+        if not taus or any(not math.isfinite(t) or t < 0 for t in taus):
+            raise ValueError(f"tau must be finite and >= 0, got {taus}")
+
+
+def tau_normalize(weight: Tensor, tau: float) -> Tensor:
+    """``w_i / ||w_i||_2 ** tau`` for every row ``i`` of ``weight`` ``(C, D)``; ``tau >= 0``.
+
+    ``tau = 0`` returns the weights unchanged (bit for bit); ``tau = 1`` gives unit rows.
+    A zero row stays zero.
+    """
+    if tau < 0 or not math.isfinite(tau):
+        raise ValueError(f"tau must be finite and >= 0, got {tau}")
+    if tau == 0:
+        return weight.clone()
+    norms = weight.norm(dim=1, keepdim=True)
+    return weight / torch.where(norms > 0, norms, torch.ones_like(norms)).pow(tau)
+
+
+class LWSHead(nn.Module):
+    """Learnable weight scaling: ``z = s * (f @ W.T + b)`` with fixed ``W``, ``b`` and trained ``s``.
+
+    >>> head = LWSHead(nn.Linear(3, 2))
+    >>> f = torch.randn(4, 3)
+    >>> torch.allclose(head(f), head.linear(f))
+    True
+    """
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.linear = linear.requires_grad_(False)
+        w = linear.weight
+        self.scales = nn.Parameter(torch.ones(linear.out_features, device=w.device, dtype=w.dtype))
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.linear(features) * self.scales
+
+    def folded(self) -> nn.Linear:
+        """A plain ``nn.Linear`` computing the same logits (``s`` folded into ``W`` and ``b``)."""
+        lin = self.linear
+        w = lin.weight
+        out = nn.Linear(
+            lin.in_features,
+            lin.out_features,
+            bias=lin.bias is not None,
+            device=w.device,
+            dtype=w.dtype,
+        )
+        with torch.no_grad():
+            out.weight.copy_(w * self.scales[:, None])
+            if lin.bias is not None:
+                out.bias.copy_(lin.bias * self.scales)
+        return out
+
+
+class ClassUniformSampler(torch.utils.data.Sampler):
+    """Class-balanced sampling: each draw picks a class uniformly among the classes present,
+    then one of its examples uniformly. ``len(labels)`` draws per epoch, from a generator
+    seeded by ``(seed, epoch)``; ``global_indices(epoch)`` gives them as a tensor.
+
+    >>> s = ClassUniformSampler([0] * 98 + [1, 2], seed=0)
+    >>> idx = s.global_indices(0)
+    >>> drawn = np.bincount(s.labels[idx].numpy(), minlength=3)
+    >>> len(idx), int(drawn.sum()), bool(drawn.min() > 15)
+    (100, 100, True)
+    """
+
+    def __init__(self, labels, seed: int = 0) -> None:
+        self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+        if self.labels.ndim != 1 or self.labels.numel() == 0 or int(self.labels.min()) < 0:
+            raise ValueError("labels must be a non-empty 1-D sequence of class indices >= 0")
+        self.seed, self.epoch = seed, 0
+        self.order = torch.argsort(self.labels, stable=True)
+        self.counts = torch.bincount(self.labels)
+        self.starts = torch.cumsum(self.counts, 0) - self.counts
+        self.present = torch.nonzero(self.counts > 0).flatten()
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def global_indices(self, epoch: int | None = None) -> Tensor:
+        epoch = self.epoch if epoch is None else epoch
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch + 7919)
+        n = self.labels.numel()
+        classes = self.present[torch.randint(len(self.present), (n,), generator=g)]
+        within = (torch.rand(n, generator=g, dtype=torch.float64) * self.counts[classes]).long()
+        within = torch.minimum(within, self.counts[classes] - 1)
+        return self.order[self.starts[classes] + within]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.global_indices().tolist())
+
+    def __len__(self) -> int:
+        return self.labels.numel()
+
+
+# --------------------------------------------------------------------------- the stage-one run
+
+
+@dataclass
+class _Run:
+    folder: Path
+    checkpoint: Path
+    cfg: Any  # TrainConfig
+    counts: np.ndarray
+    subset: dict
+    state: dict
+    record: dict  # run.json's data record (class names, channels, sources)
+
+
+def _load_run(run: str | Path) -> _Run:
+    from .config import TrainConfig
+    from .engine.run_folder import RunFolder, read_run_json
+
+    path = Path(run).absolute()
+    folder = RunFolder.read(path)
+    if not (path / "metrics.json").is_file():
+        raise ValueError(
+            f"{path} has no metrics.json: expected a finished run (train it to the end first)"
+        )
+    cfg = TrainConfig.from_dict(
+        read_run_json(path / "config.json"), source=str(path / "config.json")
+    )
+    subset = read_run_json(path / "subset.json", ("counts",))
+    checkpoint, state = folder.load_checkpoint()
+    if state is None:
+        raise FileNotFoundError(
+            f"no checkpoint in {path / 'checkpoints'}: is {path} a finished run?"
+        )
+    counts = np.asarray(subset["counts"], dtype=np.int64)
+    return _Run(path, checkpoint, cfg, counts, subset, state, folder.data)
+
+
+def _build_model(run: _Run, device: torch.device) -> nn.Module:
+    from .engine.evaluate import check_checkpoint_fits, load_weights
+    from .engine.network import build_network
+
+    check_checkpoint_fits(run.state, run.cfg, run.record["class_names"], str(run.checkpoint))
+    model = build_network(run.cfg, run.counts, int(run.record["in_channels"]))
+    if not isinstance(model.fc, nn.Linear):
+        raise ValueError(
+            f"decoupling needs a linear classifier: expected nn.Linear at model.fc, got "
+            f"{type(model.fc).__name__} (the run's --loss {run.cfg.loss} uses a cosine classifier)"
+        )
+    load_weights(model, run.state["model"], str(run.checkpoint))
+    return model.to(device)
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class _Data:
+    """The stage-one run's data: augmented training batches and evaluation batches."""
+
+    labels: np.ndarray  # training labels, in training-set order
+    stream: Callable[
+        [int, Any], Any
+    ]  # (batch size, sampler or None) -> InMemoryStream / LoaderStream
+    batches: Callable[[str], Iterator[tuple[Tensor, Tensor]]]  # split -> normalised batches
+    eval_split: str
+    tune_split: str | None  # a validation split other than the evaluated one, if any
+
+
+def _memory_data(run: _Run, device: torch.device, eval_batch: int) -> _Data:
+    from .data.augment import normalize_images
+    from .engine.distributed import DistContext
+    from .engine.run_data import prepare_data
+    from .engine.streams import InMemoryStream
+
+    cfg = run.cfg
+    data = prepare_data(cfg)
+    if run.subset.get("indices") is not None and data.indices.tolist() != run.subset["indices"]:
+        raise ValueError(f"the training subset of {cfg.dataset} differs from the run's subset.json")
+    to_device = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).contiguous().to(device)  # noqa: E731
+    x_train, x_test = to_device(data.train.images), to_device(data.test.images)
+    y_train = torch.from_numpy(data.train.labels).to(device)
+    y_test = torch.from_numpy(data.test.labels).to(device)
+    ctx = DistContext(device=device)
+
+    def stream(batch: int, sampler):
+        return InMemoryStream(
+            x_train, y_train, batch_size=batch, seed=cfg.seed, pad=cfg.pad, flip=cfg.flip, ctx=ctx,
+            sampler=sampler,
+        )  # fmt: skip
+
+    def batches(split: str):
+        for i in range(0, x_test.shape[0], eval_batch):
+            yield normalize_images(x_test[i : i + eval_batch]), y_test[i : i + eval_batch]
+
+    return _Data(data.train.labels, stream, batches, "test", None)
+
+
+def _file_data(run: _Run, device: torch.device, eval_batch: int, num_workers: int) -> _Data:
+    from .data import inat
+    from .engine.distributed import DistContext
+    from .engine.streams import LoaderStream
+
+    cfg = run.cfg
+    layout = inat.load_prepared(cfg.dataset, cfg.data_dir)
+    indices = run.subset.get("indices")
+    samples = (
+        layout.train_samples if indices is None else [layout.train_samples[i] for i in indices]
+    )
+    labels = np.asarray([label for _, label in samples], dtype=np.int64)
+    if np.bincount(labels, minlength=len(run.counts)).tolist() != run.counts.tolist():
+        raise ValueError(
+            f"the prepared {cfg.dataset} training set differs from the run's subset.json"
+        )
+    size = cfg.image_size or 224
+    mean, std = inat.mean_std(cfg.dataset)
+    train_set = inat.ImageFileDataset(
+        layout.root, samples, inat.build_transforms(True, size, mean, std)
+    )
+    ctx = DistContext(device=device)
+
+    def stream(batch: int, sampler):
+        return LoaderStream(
+            train_set, batch_size=batch, seed=cfg.seed, ctx=ctx, num_workers=num_workers,
+            collate=inat.collate_skip_bad, sampler=sampler,
+        )  # fmt: skip
+
+    def batches(split: str):
+        dataset = inat.ImageFileDataset(
+            layout.root, layout.splits[split], inat.build_transforms(False, size, mean, std)
+        )
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_size=eval_batch,
+            num_workers=num_workers,
+            collate_fn=inat.collate_skip_bad,
+        )
+        for images, labels_, _ in loader:
+            if images.shape[0]:
+                yield images.to(device), labels_.to(device)
+
+    tune = "val" if layout.eval_split == "test" and layout.splits.get("val") else None
+    return _Data(labels, stream, batches, layout.eval_split, tune)
+
+
+# --------------------------------------------------------------------------- features and heads
+
+
+def _autocast(cfg, device: torch.device):
+    import contextlib
+
+    if cfg.precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def _features(backbone: nn.Module, batches, cast) -> tuple[Tensor, Tensor]:
+    """Frozen features ``(N, D)`` (float32) and labels ``(N,)`` of an evaluation split."""
+    feats, labels = [], []
+    for x, y in batches:
+        with cast:
+            feats.append(backbone(x).float())
+        labels.append(y)
+    return torch.cat(feats), torch.cat(labels)
+
+
+def _top1(logits: Tensor, labels: Tensor) -> float:
+    return float((logits.argmax(1) == labels).double().mean())
+
+
+def _fit(head: nn.Module, params, backbone: nn.Module, stream, loss_fn, ctx: dict) -> list[float]:
+    """Train ``params`` of ``head`` on frozen features of ``stream``: SGD, cosine lr to 0."""
+    opts, cast, log = ctx["options"], ctx["cast"], ctx["log"]
+    lr, epochs = ctx["lr"], opts.epochs
+    optimizer = torch.optim.SGD(
+        params, lr=lr, momentum=opts.momentum, weight_decay=ctx["weight_decay"]
+    )
+    total, step, losses = max(1, epochs * stream.steps_per_epoch), 0, []
+    for epoch in range(epochs):
+        loss_sum, n = torch.zeros((), device=ctx["device"]), 0
+        for x, y in stream.epoch(epoch):
+            for group in optimizer.param_groups:
+                group["lr"] = 0.5 * lr * (1 + math.cos(math.pi * step / total))
+            with torch.no_grad(), cast:
+                features = backbone(x)
+            loss = loss_fn(head(features.float()), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach()
+            step, n = step + 1, n + 1
+        mean = float(loss_sum) / max(n, 1)
+        if not math.isfinite(mean):
+            raise ValueError(f"the stage-two loss is not finite at epoch {epoch + 1}: lower --lr")
+        losses.append(mean)
+        log(f"{opts.method} epoch {epoch + 1}/{epochs}: loss {mean:.4f}")
+    return losses
+
+
+def _stage_two_loss(run: _Run, opts: DecoupleOptions, device: torch.device):
+    from .losses import build_loss
+
+    loss_fn = build_loss(opts.loss, run.counts, beta=opts.beta, gamma=opts.gamma).to(device)
+    if getattr(loss_fn, "normalized_classifier", False):
+        raise ValueError(
+            f"stage-two loss {opts.loss!r} needs a cosine classifier: expected one for a linear fc "
+            "(softmax, sigmoid, focal, logit_adjusted, balanced_softmax)"
+        )
+    return loss_fn
+
+
+def _sampler(opts: DecoupleOptions, data: _Data, seed: int):
+    return ClassUniformSampler(data.labels, seed) if opts.sampler == "class_uniform" else None
+
+
+def _crt(run: _Run, backbone, fc: nn.Linear, data: _Data, ctx: dict) -> tuple[nn.Linear, dict]:
+    from .losses import init_prior_bias_
+
+    opts, device = ctx["options"], ctx["device"]
+    loss_fn = _stage_two_loss(run, opts, device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(run.cfg.seed + 1)
+        head = nn.Linear(fc.in_features, fc.out_features).to(device)
+    if getattr(loss_fn, "uses_prior_bias", False):
+        init_prior_bias_(head)
+    stream = data.stream(ctx["batch_size"], _sampler(opts, data, run.cfg.seed))
+    losses = _fit(head, head.parameters(), backbone, stream, loss_fn, ctx)
+    return head, {"train_loss": losses}
+
+
+def _lws(run: _Run, backbone, fc: nn.Linear, data: _Data, ctx: dict) -> tuple[nn.Linear, dict]:
+    opts = ctx["options"]
+    loss_fn = _stage_two_loss(run, opts, ctx["device"])
+    head = LWSHead(fc)
+    stream = data.stream(ctx["batch_size"], _sampler(opts, data, run.cfg.seed))
+    losses = _fit(head, [head.scales], backbone, stream, loss_fn, ctx)
+    return head.folded(), {"train_loss": losses, "scales": head.scales.detach().cpu().tolist()}
+
+
+def _tau_norm(run: _Run, backbone, fc: nn.Linear, data: _Data, ctx: dict) -> tuple[nn.Linear, dict]:
+    opts = ctx["options"]
+    info: dict[str, Any] = {}
+    if opts.tau is not None:
+        tau = float(opts.tau)
+        info["tau_chosen_on"] = "given (--tau)"
+    elif data.tune_split is None:
+        raise ValueError(
+            f"{run.cfg.dataset} has no validation split apart from the evaluated "
+            f"{data.eval_split} split to choose tau on: pass --tau VALUE (or prepare a list dataset "
+            "with a val list and a test list)"
+        )
+    else:
+        feats, labels = _features(backbone, data.batches(data.tune_split), ctx["cast"])
+        search = []
+        for t in opts.taus:
+            logits = feats @ tau_normalize(fc.weight, t).T + fc.bias
+            search.append({"tau": float(t), "accuracy": _top1(logits, labels)})
+        best = max(search, key=lambda r: r["accuracy"])  # the first (smallest) tau on ties
+        tau = best["tau"]
+        info.update(tau_search=search, tau_chosen_on=data.tune_split)
+        ctx["log"](
+            f"tau_norm: tau {tau:g} (top-1 {100 * best['accuracy']:.2f}% on {data.tune_split})"
+        )
+    head = nn.Linear(fc.in_features, fc.out_features, bias=fc.bias is not None).to(fc.weight.device)
+    with torch.no_grad():
+        head.weight.copy_(tau_normalize(fc.weight.detach(), tau))
+        if fc.bias is not None:
+            head.bias.copy_(fc.bias)
+    info["tau"] = tau
+    return head, info
+
+
+#: method name -> stage two: (run, frozen backbone, stage-one fc, data, context) -> (new fc, info)
+_METHODS: dict[str, Callable[..., tuple[nn.Linear, dict]]] = {
+    "crt": _crt,
+    "tau_norm": _tau_norm,
+    "lws": _lws,
+}
+
+
+# --------------------------------------------------------------------------- the stage-two run
+
+
+def _open_out(run: _Run, out: Path, overwrite: bool):
+    """The stage-two run folder (checked, nothing written yet) and its config."""
+    import dataclasses
+
+    from .engine.run_folder import RunFolder
+
+    if out.absolute() == run.folder:
+        raise ValueError(f"--out {out} is the stage-one run: expected another folder")
+    if (out / "run.json").is_file() and not overwrite:  # (decouple has no --resume)
+        raise ValueError(f"{out} already holds a run: pass --overwrite to replace it")
+    cfg = dataclasses.replace(run.cfg, out=str(out), overwrite=overwrite, resume=False)
+    return RunFolder.open(cfg), cfg
+
+
+@torch.no_grad()
+def _evaluate(model: nn.Module, data: _Data, counts: np.ndarray, cast) -> dict[str, Any]:
+    from .engine.metrics import EvalCounts, summarize
+
+    model.eval()
+    result = EvalCounts.zeros(len(counts), device=next(model.parameters()).device)
+    for x, y in data.batches(data.eval_split):
+        with cast:
+            logits = model(x)
+        result.update(logits.float(), y)
+    return summarize(result, counts)
+
+
+def _write(folder, cfg, run: _Run, model: nn.Module, metrics: dict, settings: dict) -> None:
+    """Through :class:`~classbalanced.engine.run_folder.RunFolder`, like any run."""
+    folder.start(cfg, run.subset, run.record)
+    folder.write_json("decouple.json", settings)
+    state = {
+        "model": model.state_dict(),
+        "config": cfg.to_dict(),
+        "class_names": list(run.record.get("class_names") or []),
+        "history": [],
+        "decouple": settings,
+    }
+    folder.save_checkpoint(int(run.state.get("global_step", 0)), state, keep=1)
+    folder.write_json(
+        "history.json", [{k: v for k, v in metrics.items() if k != "per_class_accuracy"}]
+    )
+    folder.write_json("metrics.json", metrics)
+
+
+def decouple(
+    run: str | Path, options: DecoupleOptions, *, log: Callable[[str], Any] = print
+) -> dict[str, Any]:
+    """Stage two (``options.method``) on the finished run in folder ``run``; write ``options.out``.
+
+    Returns the metrics written to ``<out>/metrics.json``: those of
+    :func:`classbalanced.engine.metrics.summarize` on the run's evaluation split, the run's
+    summary fields, and ``decouple`` (method, settings, stage-one run, chosen ``tau``, ...).
+
+    Raises:
+        FileNotFoundError / ValueError: not a finished run, a classifier that is not linear,
+            a bad option, ``out`` holding something else (see :class:`DecoupleOptions`).
+    """
+    from .config import LARGE_DATASETS
+    from .engine.distributed import resolve_device
+
+    options.validate()
+    r = _load_run(run)
+    out_folder, out_cfg = _open_out(r, Path(options.out), options.overwrite)
+    device = resolve_device(options.device, 0)
+    cfg = r.cfg
+    model = _build_model(r, device)
+    eval_batch = cfg.eval_batch_size
+    if cfg.dataset in LARGE_DATASETS:
+        workers = cfg.num_workers if options.num_workers is None else options.num_workers
+        data = _file_data(r, device, eval_batch, workers)
+    else:
+        data = _memory_data(r, device, eval_batch)
+    fc = model.fc
+    model.fc = nn.Identity()
+    model.eval().requires_grad_(False)  # frozen: no gradients, batch-norm statistics fixed
+    ctx = {
+        "options": options,
+        "device": device,
+        "cast": _autocast(cfg, device),
+        "log": log,
+        "lr": options.lr if options.lr is not None else cfg.lr,
+        "weight_decay": cfg.weight_decay if options.weight_decay is None else options.weight_decay,
+        "batch_size": options.batch_size or cfg.batch_size,
+    }
+    head, info = _METHODS[options.method](r, model, fc, data, ctx)
+    model.fc = head.requires_grad_(False)
+    metrics = _evaluate(model, data, r.counts, ctx["cast"])
+    settings = {
+        "method": options.method,
+        "stage_one": str(r.folder),
+        "stage_one_checkpoint": str(r.checkpoint),
+        "options": {k: v for k, v in asdict(options).items() if k not in ("out", "overwrite")},
+        "lr": ctx["lr"],
+        "weight_decay": ctx["weight_decay"],
+        "batch_size": ctx["batch_size"],
+        "evaluated_split": data.eval_split,
+        **info,
+    }
+    summary = {
+        "dataset": cfg.dataset,
+        "imbalance_factor": cfg.imbalance_factor,
+        "loss": cfg.loss,
+        "beta": cfg.beta,
+        "gamma": cfg.gamma,
+        "model": cfg.model,
+        "seed": cfg.seed,
+        "epochs": cfg.epochs,
+        "train_counts": r.counts.tolist(),
+        "method": options.method,
+    }
+    metrics = {**summary, **metrics, "epoch": cfg.epochs, "decouple": settings}
+    _write(out_folder, out_cfg, r, model, metrics, settings)
+    log(
+        f"{options.method} on {r.folder} ({r.checkpoint.name}): {data.eval_split} error "
+        f"{metrics['error_percent']:.2f}%  many/medium/few acc "
+        + "/".join(
+            "-"
+            if metrics[f"{g}_shot_accuracy"] is None
+            else f"{100 * metrics[f'{g}_shot_accuracy']:.1f}"
+            for g in ("many", "medium", "few")
+        )
+        + f"  -> {options.out}"
+    )
+    return metrics

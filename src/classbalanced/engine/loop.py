@@ -1,0 +1,326 @@
+"""One epoch of training (:func:`train_epoch`) and what follows it (:func:`end_epoch`).
+
+:class:`Run` holds what the epochs share, built once by the trainer: model and
+its DDP / compiled forward, loss, optimiser, batch stream, schedules, the test
+evaluator and the :class:`~.run_folder.RunFolder` that owns every file. The
+:class:`~.state.TrainState` is what changes from step to step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..config import TrainConfig
+from .distributed import DistContext, all_reduce_sum
+from .evaluate import autocast
+from .metrics import summarize
+from .run_data import RunData
+from .run_folder import RunFolder
+from .state import TrainState
+
+__all__ = ["TrainingInterrupted", "NonFiniteLoss", "StopFlag", "Run", "train_epoch", "end_epoch"]
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGINT / SIGTERM: a checkpoint was written; ``--resume`` continues."""
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+class StopFlag:
+    """Set by SIGINT / SIGTERM; the loop finishes its step, checkpoints and stops."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopFlag:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.signal = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def agreed(self, ctx: DistContext, device, s: int, steps: int, already: bool) -> bool:
+        """Whether to stop after step ``s``. One process: at once. Under DDP the ranks agree
+        (a summed flag) every 20 steps and at each epoch's end, so all stop at the same step."""
+        if already or not ctx.distributed:
+            return already or self.signal is not None
+        if s % 20 and s != steps - 1:
+            return False
+        flag = torch.tensor([0.0 if self.signal is None else 1.0], device=device)
+        return bool(all_reduce_sum(flag, ctx).item() > 0)
+
+
+@dataclass
+class Run:
+    """What every epoch of a run shares (built once by the trainer)."""
+
+    cfg: TrainConfig
+    ctx: DistContext
+    data: RunData
+    folder: RunFolder
+    model: nn.Module  # the plain module (checkpoints, evaluation)
+    ddp_model: nn.Module  # DDP-wrapped under torchrun (no_sync, train mode)
+    forward: Callable[[Tensor], Tensor]  # ddp_model, compiled with --compile
+    loss_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+    groups: list[dict]
+    schedule: Callable[[int], float]
+    reweight: Any  # ReweightSchedule or None
+    steps_per_epoch: int
+    log: Callable[[str], None]
+    stop: StopFlag | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.ctx.device
+
+    def set_class_weights(self, epoch: int) -> None:
+        """The re-weighting schedule's class weights for ``epoch`` (DRW, ramp)."""
+        if self.reweight is not None:
+            weight = self.reweight.weight_at(epoch)
+            self.loss_fn.set_weight(None if weight is None else weight.to(self.device))
+
+    def forward_backward(self, batches, lr: float) -> Tensor:
+        """Gradients of one optimiser step (``accumulate`` micro-batches); the loss on the device."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        accumulate = self.cfg.accumulate_steps
+        loss_value = torch.zeros((), device=self.device)
+        for micro in range(accumulate):
+            xb, yb = next(batches)
+            if self.cfg.channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            sync = micro == accumulate - 1 or not self.ctx.distributed
+            with contextlib.nullcontext() if sync else self.ddp_model.no_sync():
+                with autocast(self.device, self.cfg.precision):
+                    logits = self.forward(xb)
+                loss = self.loss_fn(logits, yb) / accumulate
+                loss.backward()
+            loss_value += loss.detach()
+        return loss_value
+
+    def optimizer_step(self, loss_value: Tensor, state: TrainState, epoch: int, s: int) -> None:
+        """Step, or with ``--skip-nonfinite`` skip (and count) a step whose loss is not finite."""
+        if not self.cfg.skip_nonfinite or bool(torch.isfinite(loss_value)):
+            self.optimizer.step()
+            return
+        state.skipped_nonfinite += 1
+        self.log(
+            f"skipping a non-finite loss at epoch {epoch + 1}, step {s + 1} ({state.skipped_nonfinite} so far)"
+        )
+        loss_value.zero_()
+
+    def checkpoint(self, state: TrainState, epoch_loss=(0.0, 0)):
+        snapshot = state.to_checkpoint(
+            self.model, self.optimizer, self.cfg, self.data.class_names, epoch_loss
+        )
+        return self.folder.save_checkpoint(state.step, snapshot, self.cfg.keep_checkpoints)
+
+    def interrupted(self, state: TrainState, epoch: int, epoch_loss=None) -> TrainingInterrupted:
+        """Checkpoint (unless this step's checkpoint exists: ``epoch_loss=None``) and say so."""
+        path = self.checkpoint(state, epoch_loss) if epoch_loss is not None else None
+        if self.ctx.is_main:
+            path = path or self.folder.newest_valid_checkpoint()
+            signum = self.stop.signal if self.stop is not None else None
+            self.log(
+                f"stopped by signal {signum or 'on another rank'} at epoch {epoch + 1}, "
+                f"step {state.step}; checkpoint {path}"
+            )
+        return TrainingInterrupted(
+            f"interrupted at step {state.step}: run again with --resume to continue"
+        )
+
+
+@dataclass
+class EpochResult:
+    loss_sum: Tensor  # on the device
+    loss_count: int
+    seconds: float
+    images: int
+    stopping: bool  # a stop was agreed (mid-epoch: the epoch is unfinished)
+
+
+class _NonFiniteWatch:
+    """The first non-finite step of an epoch, tracked on the device (read every 20 steps)."""
+
+    def __init__(self, device, first: int) -> None:
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
+        self.step_no = torch.full((), first, dtype=torch.long, device=device)
+
+    def update(self, loss_value: Tensor) -> None:
+        self.step_no += 1
+        bad = (self.first_bad < 0) & ~torch.isfinite(loss_value)
+        self.first_bad = torch.where(bad, self.step_no, self.first_bad)
+
+    def check(self, epoch: int, folder: RunFolder) -> None:
+        if int(self.first_bad) >= 0:
+            last = folder.newest_valid_checkpoint()
+            raise NonFiniteLoss(
+                f"the loss is not finite at epoch {epoch + 1}, step {int(self.first_bad)}; last good "
+                f"checkpoint: {last if last else 'none'} (lower --lr, or --skip-nonfinite to skip such batches)"
+            )
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_epoch(run: Run, state: TrainState, epoch: int) -> EpochResult:
+    """The optimiser steps of ``epoch`` from ``state.step`` on (a resumed epoch starts midway)."""
+    spe, accumulate = run.steps_per_epoch, run.cfg.accumulate_steps
+    first = state.step - epoch * spe
+    run.set_class_weights(epoch)
+    bar = _progress_bar(run, epoch, first)
+    loss_sum, loss_count = torch.zeros((), device=run.device), 0
+    if first:  # resumed in the middle of this epoch: its loss so far came with the checkpoint
+        loss_sum += state.epoch_loss[0]
+        loss_count = state.epoch_loss[1]
+    _synchronize(run.device)
+    tick, images_before = time.perf_counter(), state.train_images
+    batches = run.data.stream.epoch(epoch, first * accumulate)
+    watch, stopping = _NonFiniteWatch(run.device, first), False
+    for s in range(first, spe):
+        lr = run.schedule(state.step)
+        loss_value = run.forward_backward(batches, lr)
+        run.optimizer_step(loss_value, state, epoch, s)
+        state.step += 1
+        watch.update(loss_value)
+        state.train_images += run.data.stream.batch * accumulate
+        loss_sum += loss_value
+        loss_count += 1
+        if s % 20 == 0 or s == spe - 1:
+            watch.check(epoch, run.folder)
+            bar.set_postfix(loss=f"{float(loss_value):.4f}", lr=f"{lr:.4g}")
+        bar.update(1)
+        stopping = run.stop.agreed(run.ctx, run.device, s, spe, stopping)
+        if stopping and s + 1 < spe:
+            break  # mid-epoch stop; after an epoch's last step its end-of-epoch work runs first
+    _synchronize(run.device)
+    elapsed = time.perf_counter() - tick
+    state.train_seconds += elapsed
+    bar.close()
+    return EpochResult(loss_sum, loss_count, elapsed, state.train_images - images_before, stopping)
+
+
+def _progress_bar(run: Run, epoch: int, first: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=run.steps_per_epoch,
+        initial=first,
+        desc=f"epoch {epoch + 1}/{run.cfg.epochs}",
+        unit="img",
+        unit_scale=run.data.stream.batch * run.cfg.accumulate_steps,  # counts images: img/s
+        disable=not (run.cfg.progress and run.ctx.is_main),
+        leave=False,
+        dynamic_ncols=True,
+    )
+
+
+def end_epoch(run: Run, state: TrainState, epoch: int, result: EpochResult) -> dict | None:
+    """Log the epoch; evaluate, write metrics and checkpoint on evaluation epochs (returns
+    the metrics); raise :class:`TrainingInterrupted` after checkpointing when stopping."""
+    cfg = run.cfg
+    if result.stopping and state.step < (epoch + 1) * run.steps_per_epoch:
+        raise run.interrupted(state, epoch, (float(result.loss_sum), result.loss_count))
+    mean_loss = float(result.loss_sum) / max(result.loss_count, 1)
+    _log_training(run, epoch, mean_loss, result, state.step)
+    last_epoch = epoch + 1 == cfg.epochs
+    if (epoch + 1) % cfg.eval_every and not last_epoch:
+        if result.stopping:  # stopped in the epoch's last step: checkpoint it
+            raise run.interrupted(state, epoch, (0.0, 0))
+        return None
+    metrics = summarize(run.data.evaluate(run.model), run.data.counts)
+    metrics.update(
+        epoch=epoch + 1,
+        train_loss=mean_loss,
+        train_images_per_second=state.train_images / max(state.train_seconds, 1e-9),
+        skipped_unreadable_images=run.data.stream.skipped,
+        skipped_nonfinite_steps=state.skipped_nonfinite,
+    )
+    state.history.append({k: v for k, v in metrics.items() if k != "per_class_accuracy"})
+    run.folder.tensorboard.evaluation(metrics, epoch + 1)
+    run.folder.write_json("metrics.json", {**summary_fields(cfg, run.data.counts), **metrics})
+    run.folder.write_json("history.json", state.history)
+    run.checkpoint(state)
+    if run.ctx.is_main:
+        run.log(_eval_line(metrics, cfg.epochs))
+    if result.stopping and not last_epoch:  # evaluated and checkpointed: stop here
+        raise run.interrupted(state, epoch)
+    return metrics
+
+
+def _log_training(run: Run, epoch: int, mean_loss: float, result: EpochResult, step: int) -> None:
+    values = {
+        "train/learning_rate": run.schedule(step - 1),
+        "train/network_loss": mean_loss,
+        "train/regularization_loss": regularization_loss(run.groups),
+        "train/epoch": epoch + 1,
+        "train/images_per_second": result.images / max(result.seconds, 1e-9),
+    }
+    if run.data.stream.skipped:
+        values["train/skipped_unreadable_images"] = run.data.stream.skipped
+    if run.folder.writer:
+        run.folder.tensorboard.scalars(values, epoch + 1)
+
+
+def regularization_loss(groups: list[dict]) -> float:
+    """``0.5 * wd * sum ||w||^2`` over the decayed parameters (TF's l2_loss), one host read."""
+    terms = [
+        0.5
+        * group["weight_decay"]
+        * torch.stack([p.detach().float().pow(2).sum() for p in group["params"]]).sum()
+        for group in groups
+        if group["weight_decay"] and group["params"]
+    ]
+    return float(torch.stack(terms).sum()) if terms else 0.0
+
+
+def summary_fields(cfg: TrainConfig, counts: np.ndarray) -> dict[str, Any]:
+    """The run's settings at the top of ``metrics.json``."""
+    return {
+        "dataset": cfg.dataset,
+        "imbalance_factor": cfg.imbalance_factor,
+        "loss": cfg.loss,
+        "beta": cfg.beta,
+        "gamma": cfg.gamma,
+        "model": cfg.model,
+        "seed": cfg.seed,
+        "epochs": cfg.epochs,
+        "train_counts": counts.tolist(),
+    }
+
+
+def _pct(value) -> str:
+    return "  -  " if value is None else f"{100 * value:5.1f}"
+
+
+def _eval_line(m: dict, epochs: int) -> str:
+    return (
+        f"epoch {m['epoch']:>3}/{epochs}  loss {m['train_loss']:.4f}  test error {m['error_percent']:.2f}%  "
+        f"many/medium/few acc {_pct(m['many_shot_accuracy'])}/{_pct(m['medium_shot_accuracy'])}/"
+        f"{_pct(m['few_shot_accuracy'])}  {m['train_images_per_second']:.0f} img/s"
+    )

@@ -1,0 +1,53 @@
+"""The run's network, built the same way for training and for evaluation."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import TrainConfig
+from ..losses import build_loss, init_prior_bias_
+from ..models.registry import build_model, load_pretrained_, use_normed_classifier_
+from ..optim import parameter_groups
+from .distributed import DistContext
+
+__all__ = ["build_network", "build_training_model"]
+
+
+def build_network(
+    cfg: TrainConfig, counts, in_channels: int, loss_fn=None, *, pretrained: bool = False
+) -> nn.Module:
+    """The run's network as training builds it: seeded initialisation (the global RNG is left
+    alone), ``pretrained`` weights, LDAM's cosine classifier when the loss asks for it."""
+    if loss_fn is None:
+        loss_fn = build_loss(cfg.loss, counts, beta=cfg.beta, gamma=cfg.gamma, **cfg.loss_options)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg.model, len(counts), in_channels=in_channels)
+        if pretrained:
+            load_pretrained_(model, cfg.model)
+        if getattr(loss_fn, "normalized_classifier", False):  # e.g. LDAM: cosine logits
+            use_normed_classifier_(model)
+    return model
+
+
+def build_training_model(cfg: TrainConfig, counts, in_channels: int, loss_fn, ctx: DistContext):
+    """The network on the device and its optimiser parameter groups."""
+    model = build_network(cfg, counts, in_channels, loss_fn, pretrained=cfg.pretrained)
+    no_decay = []
+    if getattr(loss_fn, "uses_prior_bias", False):
+        init_prior_bias_(model.fc)
+        no_decay.append(model.fc.bias)
+    if cfg.sync_bn and ctx.distributed:
+        if ctx.device.type != "cuda":
+            raise ValueError(
+                f"--sync-bn needs CUDA devices (PyTorch's SyncBatchNorm), got {ctx.device}"
+            )
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(ctx.device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    groups = parameter_groups(
+        model, cfg.weight_decay, no_decay=no_decay, bias_and_norm=cfg.no_decay_bias_and_norm
+    )
+    return model, groups

@@ -1,0 +1,88 @@
+"""The state of a training run between two steps, and its round trip through a checkpoint.
+
+Model and optimiser live in their own objects; :class:`TrainState` is the rest
+(step, evaluation history, time and image counters, and the loss sum of an
+unfinished epoch), and knows how to become a checkpoint dict and come back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from ..config import TrainConfig
+from .evaluate import check_checkpoint_fits, load_weights
+
+__all__ = ["TrainState"]
+
+
+@dataclass
+class TrainState:
+    """Counters of a run; ``epoch_loss`` is ``(sum, count)`` of the epoch a mid-epoch
+    checkpoint interrupted (added back when that epoch is resumed)."""
+
+    step: int = 0
+    history: list[dict] = field(default_factory=list)
+    train_seconds: float = 0.0
+    train_images: int = 0
+    skipped_nonfinite: int = 0
+    epoch_loss: tuple[float, int] = (0.0, 0)
+
+    def to_checkpoint(
+        self,
+        model: nn.Module,
+        optimizer,
+        cfg: TrainConfig,
+        class_names: list[str],
+        epoch_loss: tuple[float, int] = (0.0, 0),
+    ) -> dict[str, Any]:
+        """The checkpoint dict (``epoch_loss``: the partial epoch's loss at a mid-epoch stop)."""
+        return {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "history": list(self.history),
+            "train_seconds": self.train_seconds,
+            "train_images": self.train_images,
+            "skipped_nonfinite": self.skipped_nonfinite,
+            "epoch_loss_sum": float(epoch_loss[0]),
+            "epoch_loss_count": int(epoch_loss[1]),
+            "config": cfg.to_dict(),
+            "class_names": list(class_names),
+        }
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        state: dict[str, Any],
+        model: nn.Module,
+        optimizer,
+        cfg: TrainConfig,
+        class_names: list[str],
+        where: str,
+    ) -> TrainState:
+        """Load weights and optimiser state from ``state`` (a loaded checkpoint) and return the
+        counters; a checkpoint of another model or class count is one ValueError line."""
+        check_checkpoint_fits(state, cfg, class_names, where)
+        load_weights(model, state["model"], where)
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise ValueError(
+                f"checkpoint {where} does not fit the optimiser the config builds: "
+                f"{' '.join(str(exc).split())}"
+            ) from None
+        try:
+            return cls(
+                step=int(state["global_step"]),
+                history=list(state.get("history", [])),
+                train_seconds=float(state.get("train_seconds", 0.0)),
+                train_images=int(state.get("train_images", 0)),
+                skipped_nonfinite=int(state.get("skipped_nonfinite", 0)),
+                epoch_loss=(float(state["epoch_loss_sum"]), int(state["epoch_loss_count"])),
+            )
+        except KeyError as exc:
+            raise ValueError(f"checkpoint {where} lacks the key {exc.args[0]!r}") from None
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"checkpoint {where} holds a malformed counter: {exc}") from None

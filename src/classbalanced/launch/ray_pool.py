@@ -1,0 +1,107 @@
+"""Ray: one task per run on a Ray cluster (``--launcher ray``; ``pip install 'classbalanced[ray]'``).
+
+Each run is a Ray task that declares ``--cpus-per-run`` CPUs and ``--gpus-per-run``
+GPUs; Ray places it. The cluster is ``--ray-address``, else ``$RAY_ADDRESS``, else a
+local Ray started for the sweep. A node that dies mid-sweep costs only the runs it
+held: Ray retries those tasks on other nodes (the trainer on the dead node dies
+with its worker), and a retried task takes its own claim over at once and resumes
+the run from its last checkpoint.
+
+Every node must see the sweep folder at the same path: each task first checks a
+probe file the launcher wrote there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import uuid
+from pathlib import Path
+
+from .runner import Outcome, RunTask, train_run
+from .slurm import warn_if_local
+
+__all__ = ["RayLauncher"]
+
+#: times Ray retries a task whose worker or node died
+MAX_RETRIES = 3
+
+
+def _ray_train(task: RunTask) -> dict:
+    """The body of a Ray task (importable on every node)."""
+    return train_run(task, log=lambda line: print(line, flush=True)).to_dict()
+
+
+class RayLauncher:
+    """Runs each task as a Ray task on the cluster named by the options."""
+
+    name = "ray"
+
+    def __init__(self, options):
+        from . import require
+
+        self.ray = require("ray", "ray")
+        if options.gpus_per_run < 0 or options.cpus_per_run < 1:
+            raise ValueError(
+                f"--gpus-per-run must be >= 0 and --cpus-per-run >= 1, got "
+                f"{options.gpus_per_run} and {options.cpus_per_run}"
+            )
+        self.options = options
+        self.address = options.ray_address or os.environ.get("RAY_ADDRESS") or None
+        self.probe = f".probe-{uuid.uuid4().hex[:12]}"
+
+    def owner(self, session: str, task_name: str) -> str:
+        return f"ray:{session}:{task_name}"  # a retried task keeps its owner
+
+    def prepare(self, out: Path, log) -> None:
+        if self.address is not None:
+            warn_if_local(out, "Ray", log)
+        out.mkdir(parents=True, exist_ok=True)
+        self._probe_path = out / self.probe
+        self._probe_path.write_text("every node of the cluster must see this file\n")
+
+    def _connect(self, log) -> None:
+        ray = self.ray
+        if ray.is_initialized():
+            return
+        ray.init(address=self.address, log_to_driver=False, include_dashboard=False)
+        where = self.address or "a local Ray started for this sweep"
+        log(f"ray: {len(ray.nodes())} node(s) at {where}")
+
+    def run(self, tasks: list[RunTask], log) -> list[Outcome]:
+        ray = self.ray
+        if not tasks:
+            return []
+        self._connect(log)
+        options = self.options
+        remote = ray.remote(
+            num_cpus=options.cpus_per_run,
+            num_gpus=options.gpus_per_run,
+            max_retries=MAX_RETRIES,
+            retry_exceptions=False,
+        )(_ray_train)
+        threads = options.cpus_per_run
+        refs = {remote.remote(dataclasses.replace(t, threads=threads)): t for t in tasks}
+        outcomes: dict[str, Outcome] = {}
+        pending = list(refs)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            for ref in ready:
+                task = refs[ref]
+                try:
+                    outcome = Outcome(**ray.get(ref))
+                except Exception as exc:  # retries exhausted: a failed run, the sweep goes on
+                    line = " ".join(str(exc).split())[:300]
+                    outcome = Outcome(task.name, "failed", line=f"ray task failed: {line}")
+                outcomes[task.name] = outcome
+                if outcome.status in ("finished", "failed"):
+                    log(f"ray: {outcome.status} {task.name} on {outcome.host}")
+        return [outcomes[t.name] for t in tasks]
+
+    def close(self) -> None:
+        """Remove the probe file and disconnect (a local Ray started here stops)."""
+        probe = getattr(self, "_probe_path", None)
+        if probe is not None:
+            probe.unlink(missing_ok=True)
+        if self.ray.is_initialized():
+            self.ray.shutdown()

@@ -1,0 +1,168 @@
+"""Boundary checks and the steps every loss shares (compute dtype, autocast off, reduction).
+
+One-line "expected X, got Y" errors for logits, targets and weights. Checks
+that need the *values* (class indices in range, targets in [0, 1], weights
+finite and >= 0) read one number on the host for CPU tensors and run on the
+device (``torch._assert_async``) elsewhere, so a training step never waits; they
+are skipped under ``torch.compile`` and with ``validate_args=False``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+
+def _compiling() -> bool:
+    return torch.compiler.is_compiling()
+
+
+def _check_logits(logits: object) -> Tensor:
+    if not isinstance(logits, Tensor):
+        raise TypeError(
+            f"logits must be a torch.Tensor of shape (N, C), got {type(logits).__name__}"
+        )
+    if not logits.is_floating_point():
+        raise TypeError(f"logits must be a floating-point tensor, got dtype {logits.dtype}")
+    if logits.dim() != 2 or logits.shape[1] < 1:
+        raise ValueError(
+            f"logits must have shape (N, C) with C >= 1, got shape {tuple(logits.shape)}"
+        )
+    return logits
+
+
+def _compute_dtype(logits: Tensor) -> torch.dtype:
+    return torch.float64 if logits.dtype == torch.float64 else torch.float32
+
+
+def _host_checks(tensor: Tensor) -> bool:
+    """Data-dependent checks read values on the host only for CPU tensors (no GPU sync)."""
+    return tensor.device.type == "cpu"
+
+
+def _check_values(valid: Tensor, tensor: Tensor, message: Callable[[], str]) -> None:
+    """Raise ``ValueError(message())`` unless the 0-d bool ``valid`` holds.
+
+    On accelerators the check runs on the device (``_assert_async``), so a
+    training step never waits for the host.
+    """
+    if _host_checks(tensor):
+        if not bool(valid):
+            raise ValueError(message())
+    else:
+        torch._assert_async(valid, message())
+
+
+def _check_index_targets(targets: Tensor, logits: Tensor, validate: bool) -> Tensor:
+    n, c = logits.shape
+    if targets.dim() != 1 or targets.shape[0] != n:
+        raise ValueError(
+            f"class-index targets must have shape (N,) = ({n},) to match logits {tuple(logits.shape)}, "
+            f"got shape {tuple(targets.shape)}"
+        )
+    if validate and n > 0:
+        low, high = torch.aminmax(targets)
+
+        def message() -> str:
+            bad = f", got {int(low) if low < 0 else int(high)}" if _host_checks(targets) else ""
+            return f"targets must be class indices in [0, {c - 1}]{bad}"
+
+        _check_values((low >= 0) & (high < c), targets, message)
+    return targets.long()
+
+
+def _check_dense_targets(targets: Tensor, logits: Tensor, validate: bool) -> Tensor:
+    if targets.shape != logits.shape:
+        raise ValueError(
+            f"multi-hot targets must have the logits' shape {tuple(logits.shape)}, got shape {tuple(targets.shape)}"
+        )
+    dense = targets.to(_compute_dtype(logits))
+    if validate and dense.numel() > 0:
+        low, high = torch.aminmax(dense.detach())
+        _check_values(
+            (low >= 0) & (high <= 1),
+            dense,
+            lambda: (
+                f"multi-hot targets must lie in [0, 1], got values in [{float(low)}, {float(high)}]"
+            ),
+        )
+    return dense
+
+
+def _check_targets(
+    targets: object, logits: Tensor, *, allow_dense: bool, validate: bool = True
+) -> tuple[Tensor, bool]:
+    """Return (targets, is_dense)."""
+    if not isinstance(targets, Tensor):
+        raise TypeError(f"targets must be a torch.Tensor, got {type(targets).__name__}")
+    if targets.device != logits.device:
+        raise ValueError(
+            f"targets must be on the logits' device {logits.device}, got targets on {targets.device}"
+        )
+    is_integer = (
+        not targets.is_floating_point() and not targets.is_complex() and targets.dtype != torch.bool
+    )
+    if is_integer:
+        return _check_index_targets(targets, logits, validate and not _compiling()), False
+    if not allow_dense:
+        raise TypeError(
+            f"targets must be int64 class indices of shape (N,), got dtype {targets.dtype}"
+        )
+    if targets.dim() != 2:
+        raise TypeError(
+            "targets must be int64 class indices of shape (N,) or float multi-hot of shape (N, C), "
+            f"got dtype {targets.dtype} with shape {tuple(targets.shape)}"
+        )
+    return _check_dense_targets(targets, logits, validate and not _compiling()), True
+
+
+def _check_weight(weight: object, logits: Tensor, validate: bool = True) -> Tensor | None:
+    """``(C,)`` weights in the compute dtype; gradients flow to a weight that requires them."""
+    if weight is None:
+        return None
+    if not isinstance(weight, Tensor):
+        raise TypeError(
+            f"weight must be a tensor of shape (C,) or None, got {type(weight).__name__}"
+        )
+    c = logits.shape[1]
+    if weight.dim() != 1 or weight.shape[0] != c:
+        raise ValueError(
+            f"weight must have one entry per class, shape ({c},) for logits {tuple(logits.shape)}, "
+            f"got shape {tuple(weight.shape)}"
+        )
+    weight = weight.to(device=logits.device, dtype=_compute_dtype(logits))
+    if validate and not _compiling():
+        low, high = torch.aminmax(weight.detach())  # NaN compares False below
+        _check_values(
+            (low >= 0) & (high < float("inf")),
+            weight,
+            lambda: "weight must hold finite values >= 0, got a negative or non-finite entry",
+        )
+    return weight
+
+
+def _full_precision(z: Tensor):
+    """Disable autocast so the loss is computed (and reduced) in float32 / float64."""
+    if torch.is_autocast_enabled(z.device.type):
+        return torch.autocast(device_type=z.device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def _reduce(per_example: Tensor, reduction: str, normalizer: Tensor | int) -> Tensor:
+    if reduction == "none":
+        return per_example
+    total = per_example.sum()
+    if reduction == "sum":
+        return total
+    return total / normalizer
+
+
+def _check_num_classes(num_counts: int, logits: Tensor) -> None:
+    if num_counts != logits.shape[1]:
+        raise ValueError(
+            f"samples_per_class must have one count per class: expected {logits.shape[1]} counts "
+            f"for logits {tuple(logits.shape)}, got {num_counts}"
+        )

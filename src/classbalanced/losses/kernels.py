@@ -1,0 +1,177 @@
+"""The focal kernels: elementwise terms, and fused autograd Functions for the two target kinds.
+
+``gamma = 0`` gives the sigmoid cross-entropy. Every kernel computes the loss
+and its gradient in one forward pass, so backward is one scaling; with
+``create_graph=True`` backward rebuilds the gradient from differentiable ops
+(:func:`_focal_terms`), so second derivatives are exact. Values are exact for
+every finite logit (log-space formulas, no large term subtracted).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .checks import _compiling
+
+
+def _focal_terms(z: Tensor, t: Tensor | float, gamma: float) -> tuple[Tensor, Tensor]:
+    """Elementwise focal loss ``l = M * BCE`` and its derivative ``dl/dz``, from differentiable ops.
+
+    ``BCE = -(t log p + (1 - t) log q)`` with ``p = sigmoid(z)``, ``q = 1 - p``;
+    ``M = exp(gamma * (t log q + (1 - t) log p))`` (``(1 - p_t)**gamma`` for
+    ``t`` in {0, 1}; the release's ``exp(-gamma t z - gamma log1p(exp(-z)))``
+    for soft labels). The derivative ``dl/dz = M (p - t) + gamma (q - t) l``
+    has no negative power and no product that overflows before the result
+    does, so it is finite for every finite ``z``. Used by the fused kernels'
+    forward (under ``no_grad``) and, for second derivatives, by their backward.
+    """
+    bce = -(t * F.logsigmoid(z) + (1.0 - t) * F.logsigmoid(-z))  # exact for every z
+    p, q = torch.sigmoid(z), torch.sigmoid(-z)
+    p_minus_t = (1.0 - t) * p - t * q  # = p - t, exact where p ~ 1 as well
+    if gamma == 0.0:
+        return bce, p_minus_t
+    modulator = _modulator(z, t, gamma)
+    loss = modulator * bce
+    return loss, modulator * p_minus_t + gamma * ((1.0 - t) * q - t * p) * loss
+
+
+class _FocalElements(torch.autograd.Function):
+    """Elementwise focal loss (``gamma = 0``: sigmoid CE) ``(N, C)`` for float targets.
+
+    Forward computes the loss and its gradient in one pass; backward scales the
+    saved gradient, or, when a graph of the gradient is requested
+    (``create_graph=True``), rebuilds it from :func:`_focal_terms` so that
+    second derivatives are exact. Gradients also flow to soft targets:
+    ``dl/dt = -z (gamma l + M)``.
+    """
+
+    @staticmethod
+    def forward(ctx, z: Tensor, t: Tensor, gamma: float) -> Tensor:
+        loss, grad = _focal_terms(z, t, gamma)
+        ctx.gamma = gamma
+        ctx.save_for_backward(z, t, grad)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):
+        z, t, grad = ctx.saved_tensors
+        if torch.is_grad_enabled() or ctx.needs_input_grad[1]:
+            loss, grad = _focal_terms(z, t, ctx.gamma)
+        grad_t = None
+        if ctx.needs_input_grad[1]:
+            grad_t = -z * (ctx.gamma * loss + _modulator(z, t, ctx.gamma)) * grad_output
+        return grad * grad_output, grad_t, None
+
+
+def focal_elements(z: Tensor, t: Tensor, gamma: float) -> Tensor:
+    """Elementwise focal terms ``(1 - p_t)**gamma * BCE(z, t)`` of validated float inputs,
+    exact and twice differentiable (see :func:`_focal_terms`)."""
+    return _FocalElements.apply(z, t, gamma)
+
+
+def _modulator(z: Tensor, t: Tensor, gamma: float) -> Tensor | float:
+    if gamma == 0.0:
+        return 1.0
+    return torch.exp(gamma * (t * F.logsigmoid(-z) + (1.0 - t) * F.logsigmoid(z)))
+
+
+#: elements per chunk of rows in the fused kernel: small enough to stay in cache
+_CHUNK_ELEMENTS = 1 << 16
+
+
+class _IndexFocal(torch.autograd.Function):
+    """Per-example focal loss (``gamma = 0``: sigmoid CE) row sums for class-index targets.
+
+    Eager: every logit is treated as a negative label (no one-hot matrix), in
+    chunks of rows small enough to stay in cache; the single positive of each
+    row is masked out and its own term added from an ``(N,)`` computation, so no
+    large term is ever subtracted. The gradient is formed in the same pass into
+    one ``(N, C)`` buffer, so backward is one scaling. Under ``torch.compile``
+    the same loss and gradient come from :func:`_focal_terms` on the one-hot
+    targets, which the compiler fuses into one kernel. With
+    ``create_graph=True`` backward rebuilds the gradient from differentiable
+    ops, so second derivatives equal those of one-hot targets.
+    """
+
+    @staticmethod
+    def forward(ctx, z: Tensor, targets: Tensor, gamma: float) -> Tensor:
+        index = targets.unsqueeze(1)
+        if _compiling():
+            per_example, grad = _index_focal_fused(z, index, gamma)
+        else:
+            per_example, grad = _index_focal_eager(z, index, gamma)
+        ctx.gamma = gamma
+        ctx.save_for_backward(z, targets, grad)
+        return per_example
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):
+        z, targets, grad = ctx.saved_tensors
+        if torch.is_grad_enabled():  # double backward: a differentiable gradient
+            grad = _focal_terms(z, _one_hot(z, targets.unsqueeze(1)), ctx.gamma)[1]
+        return grad * grad_output.unsqueeze(1), None, None
+
+
+def _one_hot(z: Tensor, index: Tensor) -> Tensor:
+    """``(N, C)`` one-hot of ``index`` ``(N, 1)`` as a comparison (fused, never stored, when compiled)."""
+    classes = torch.arange(z.shape[1], device=z.device)
+    return (classes == index).to(z.dtype)
+
+
+def _index_focal_fused(z: Tensor, index: Tensor, gamma: float) -> tuple[Tensor, Tensor]:
+    """Loss rows and gradient for class indices as one pointwise expression (for the compiler).
+
+    Every term is ``f(s) = P**gamma * softplus(s)`` of ``s = -z`` (positive) or ``s = z``
+    (negative), ``P = sigmoid(s)``; with ``e = exp(-|z|)`` shared, ``softplus(s) =
+    max(s, 0) + log1p(e)``, ``log P = min(s, 0) - log1p(e)``, ``P = 1 / (1 + e)`` or
+    ``e / (1 + e)``: three transcendental functions per element, fused by the compiler
+    into one pass that writes only the gradient.
+    """
+    positive = torch.arange(z.shape[1], device=z.device) == index
+    s = torch.where(positive, -z, z)
+    e = torch.exp(-s.abs())
+    log1p_e = torch.log1p(e)
+    softplus = s.clamp_min(0.0) + log1p_e
+    r = 1.0 / (1.0 + e)
+    p, q = torch.where(s >= 0, r, e * r), torch.where(s >= 0, e * r, r)
+    if gamma == 0.0:
+        loss, grad = softplus, p
+    else:
+        modulator = torch.exp(gamma * (s.clamp_max(0.0) - log1p_e))
+        loss, grad = modulator * softplus, modulator * (gamma * q * softplus + p)
+    return loss.sum(1), torch.where(positive, -grad, grad)
+
+
+def _index_focal_eager(z: Tensor, index: Tensor, gamma: float) -> tuple[Tensor, Tensor]:
+    n, c = z.shape
+    grad = torch.empty_like(z)
+    neg_rows = torch.empty(n, dtype=z.dtype, device=z.device)
+    rows = max(1, _CHUNK_ELEMENTS // max(c, 1))
+    for start in range(0, n, rows):
+        chunk, stop = index[start : start + rows], min(start + rows, n)
+        minus_loss, _ = _negative_terms(z[start:stop], gamma, grad[start:stop])
+        torch.sum(minus_loss.scatter_(1, chunk, 0.0), dim=1, out=neg_rows[start:stop])
+    # a positive's term is the negative-label term of -z, with the gradient's sign flipped
+    minus_pos_loss, pos_grad = _negative_terms(z.gather(1, index).neg_(), gamma)
+    grad.scatter_(1, index, pos_grad.neg_())
+    return neg_rows.add_(minus_pos_loss.squeeze(1)).neg_(), grad
+
+
+def _negative_terms(
+    z: Tensor, gamma: float, grad_out: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Negative-label terms ``f(z) = p**gamma * softplus(z)``: returns ``-f(z)`` (one sign
+    flip of the ``(N,)`` row sums saves one of the ``(N, C)`` terms) and the gradient
+    ``f'(z) = p**gamma * (gamma * q * softplus(z) + p)``, written into ``grad_out`` if given."""
+    neg_z = torch.neg(z)
+    log_q = F.logsigmoid(neg_z)  # -softplus(z): exact for all z
+    prob = torch.sigmoid(z)
+    if gamma == 0.0:
+        grad = prob if grad_out is None else grad_out.copy_(prob)
+        return log_q, grad
+    modulator = prob if gamma == 1.0 else prob.pow(gamma)
+    q = neg_z.sigmoid_()  # 1 - p, exact where p ~ 1
+    grad = torch.addcmul(prob, q, log_q, value=-gamma, out=grad_out).mul_(modulator)
+    return log_q.mul_(modulator), grad

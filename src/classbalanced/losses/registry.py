@@ -1,0 +1,94 @@
+"""Loss names -> builders, for the trainer, the CLI's ``--loss`` and the sweeps."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from .._validation import check_choice
+from ..registry import Registry
+from .functional import DEFAULT_GAMMA
+from .modules import ClassBalancedLoss
+
+__all__ = ["loss_options", "register_loss", "available_losses", "build_loss"]
+
+
+#: Loss names -> ``build(samples_per_class, *, beta, gamma, reduction, **options)``;
+#: a builder's further public keyword-only parameters (with defaults) are the loss's own
+#: options, settable as ``loss_options`` in a config (``--loss-option KEY=VALUE``).
+_REGISTRY: Registry[Callable[..., nn.Module]] = Registry("loss")
+_COMMON_ARGS = ("beta", "gamma", "reduction")
+
+
+def register_loss(name: str, build: Callable[..., nn.Module], description: str = "") -> None:
+    """Register ``build(samples_per_class, *, beta, gamma, reduction, **options) -> nn.Module`` as ``name``."""
+    _REGISTRY.register(name, build, description=description)
+
+
+def available_losses() -> list[str]:
+    """Names accepted by :func:`build_loss` (and the CLI's ``--loss``)."""
+    return sorted(_REGISTRY)
+
+
+def loss_options(name: str) -> dict[str, Any]:
+    """The options of loss ``name`` beyond beta / gamma / reduction, with their defaults.
+
+    >>> loss_options("ldam"), loss_options("softmax")
+    ({'max_m': 0.5, 's': 30.0}, {})
+    """
+    check_choice("loss", name, available_losses())
+    build = _REGISTRY[name]
+    return {
+        p.name: p.default
+        for p in inspect.signature(build).parameters.values()
+        if p.kind is p.KEYWORD_ONLY
+        and p.name not in _COMMON_ARGS
+        and not p.name.startswith("_")
+        and p.default is not inspect.Parameter.empty
+    }
+
+
+def build_loss(
+    name: str,
+    samples_per_class,
+    *,
+    beta: float = 0.0,
+    gamma: float = DEFAULT_GAMMA,
+    reduction: str = "mean",
+    **options: Any,
+) -> nn.Module:
+    """Build the registered loss ``name`` for the given training counts.
+
+    ``options`` are the loss's own settings (:func:`loss_options`), e.g. LDAM's ``max_m``.
+
+    >>> build_loss("focal", [50, 5], beta=0.9, gamma=2.0)
+    ClassBalancedLoss(beta=0.9, loss_type='focal', gamma=2.0, reduction='mean')
+    >>> build_loss("ldam", [50, 5], max_m=0.3)
+    LDAMLoss(num_classes=2, max_m=0.3, s=30.0, reduction='mean', weighted=False)
+    """
+    check_choice("loss", name, available_losses())
+    build = _REGISTRY[name]
+    unknown = sorted(set(options) - set(loss_options(name)))
+    if unknown:
+        valid = ", ".join(loss_options(name)) or "none"
+        raise ValueError(
+            f"loss {name!r} has no option {', '.join(unknown)}: expected one of: {valid}"
+        )
+    return build(samples_per_class, beta=beta, gamma=gamma, reduction=reduction, **options)
+
+
+for _name, _text in (
+    ("softmax", "softmax cross-entropy"),
+    ("sigmoid", "one-vs-all sigmoid cross-entropy"),
+    ("focal", "sigmoid focal loss"),
+):
+    register_loss(
+        _name,
+        lambda samples_per_class, *, beta, gamma, reduction, _t=_name: ClassBalancedLoss(
+            samples_per_class, beta=beta, loss_type=_t, gamma=gamma, reduction=reduction
+        ),
+        f"class-balanced {_text} (beta = 0: unweighted)",
+    )

@@ -1,0 +1,70 @@
+"""Optimiser helpers: weight-decay parameter groups."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from torch import Tensor, nn
+
+__all__ = ["parameter_groups"]
+
+
+_NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
+
+
+def parameter_groups(
+    model: nn.Module,
+    weight_decay: float,
+    *,
+    no_decay: Iterable[Tensor | str] = (),
+    bias_and_norm: bool = False,
+) -> list[dict]:
+    """Split trainable parameters into a weight-decay group and a no-decay group.
+
+    Args:
+        model: the network.
+        weight_decay: decay of the first group (the second has 0).
+        no_decay: parameters (or their names in ``model.named_parameters()``)
+            to exclude, e.g. ``[model.fc.bias]`` for sigmoid/focal losses.
+        bias_and_norm: also exclude every bias and all normalisation-layer
+            parameters (the ImageNet/iNaturalist recipe).
+
+    Returns:
+        ``[{"params": [...], "weight_decay": weight_decay}, {"params": [...], "weight_decay": 0.0}]``
+        for ``torch.optim`` (an empty group is kept so indices are stable).
+
+    >>> net = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2), nn.Linear(2, 3))
+    >>> groups = parameter_groups(net, 1e-4, no_decay=[net[2].bias])
+    >>> [len(g["params"]) for g in groups]
+    [5, 1]
+    >>> [len(g["params"]) for g in parameter_groups(net, 1e-4, bias_and_norm=True)]
+    [2, 4]
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    excluded_ids = set()
+    names = dict(model.named_parameters())
+    for item in no_decay:
+        if isinstance(item, str):
+            if item not in names:
+                raise ValueError(f"no_decay names an unknown parameter {item!r}")
+            excluded_ids.add(id(names[item]))
+        elif isinstance(item, Tensor):
+            excluded_ids.add(id(item))
+        else:
+            raise TypeError(
+                f"no_decay entries must be parameters or names, got {type(item).__name__}"
+            )
+    if bias_and_norm:
+        for module in model.modules():
+            for pname, param in module.named_parameters(recurse=False):
+                if isinstance(module, _NORM_TYPES) or pname == "bias":
+                    excluded_ids.add(id(param))
+    decay, skip = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (skip if id(param) in excluded_ids else decay).append(param)
+    return [
+        {"params": decay, "weight_decay": float(weight_decay)},
+        {"params": skip, "weight_decay": 0.0},
+    ]

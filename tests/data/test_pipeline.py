@@ -1,0 +1,197 @@
+"""Reduced-size JPEG decoding with torchvision's augmentation draws, uint8 out, device normalisation."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.transforms import v2
+
+from classbalanced.data import inat
+from classbalanced.data.pipeline import (
+    DraftRandomResizedCrop,
+    DraftResizeCenterCrop,
+    draft_factor,
+    normalize_uint8,
+)
+
+MEAN, STD = inat.MEAN_STD["inat"]
+
+
+def _photo(path: Path, w: int, h: int, seed: int) -> Path:
+    """A smooth colour field plus noise, saved as a JPEG (like a photo, not white noise)."""
+    rng = np.random.default_rng(seed)
+    small = Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8))
+    img = np.asarray(small.resize((w, h), Image.BICUBIC), dtype=np.int16)
+    img = np.clip(img + rng.integers(-10, 11, img.shape), 0, 255).astype(np.uint8)
+    Image.fromarray(img).save(path, "JPEG", quality=90)
+    return path
+
+
+def _reference_train(size: int):
+    return v2.Compose(
+        [v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip(), v2.PILToTensor()]
+    )
+
+
+def _reference_eval(size: int):
+    return v2.Compose(
+        [v2.Resize(int(size * 256 / 224), antialias=True), v2.CenterCrop(size), v2.PILToTensor()]
+    )
+
+
+def test_draft_factor():
+    assert draft_factor(800, 600, 224) == 2  # 600 / 4 < 224
+    assert draft_factor(1792, 1792, 224) == 8 and draft_factor(1791, 1792, 224) == 4
+    assert draft_factor(100, 100, 224) == 1  # an upsampled crop is never reduced further
+
+
+def test_train_crop_equals_torchvision_when_not_reduced(tmp_path):
+    path = _photo(tmp_path / "a.jpg", 300, 260, 0)
+    with Image.open(path) as img:
+        decoded = img.convert("RGB")
+    transform = DraftRandomResizedCrop(224)
+    for seed in range(12):
+        torch.manual_seed(seed)
+        expected = _reference_train(224)(decoded)
+        after_reference = torch.rand(1)
+        torch.manual_seed(seed)
+        with Image.open(path) as img:
+            got = transform(img)
+        assert got.dtype == torch.uint8 and torch.equal(got, expected)
+        assert torch.equal(torch.rand(1), after_reference)  # the same random draws, no more
+
+
+def test_train_crop_reduced_is_close_to_torchvision(tmp_path):
+    path = _photo(tmp_path / "b.jpg", 800, 600, 1)
+    with Image.open(path) as img:
+        decoded = img.convert("RGB")
+    transform = DraftRandomResizedCrop(64)
+    reduced = 0
+    for seed in range(20):
+        torch.manual_seed(seed)
+        expected = _reference_train(64)(decoded).float()
+        torch.manual_seed(seed)
+        with Image.open(path) as img:
+            got = transform(img).float()
+            reduced += img.size[0] < 800  # decoded at a reduced size
+        assert got.shape == (3, 64, 64)
+        assert (got - expected).abs().mean() < 3.0  # of 255: the same crop, another resampling
+    assert reduced >= 10  # most 64 px crops of an 800x600 image allow a reduction
+
+
+def test_eval_equals_torchvision_and_reduced_is_close(tmp_path):
+    small = _photo(tmp_path / "s.jpg", 500, 375, 2)
+    big = _photo(tmp_path / "l.jpg", 1200, 900, 3)
+    transform = DraftResizeCenterCrop(224)
+    with Image.open(small) as img:
+        expected = _reference_eval(224)(img.convert("RGB"))
+    with Image.open(small) as img:
+        assert torch.equal(transform(img), expected)
+    with Image.open(big) as img:
+        expected = _reference_eval(224)(img.convert("RGB")).float()
+    with Image.open(big) as img:
+        got = transform(img).float()
+        assert img.size == (600, 450)  # decoded at half size: its short side still >= 256
+    assert got.shape == (3, 224, 224) and (got - expected).abs().mean() < 3.0
+
+
+def test_float_output_and_device_normalisation(tmp_path):
+    path = _photo(tmp_path / "c.jpg", 320, 240, 4)
+    x = torch.randint(0, 256, (2, 3, 5, 4), dtype=torch.uint8)
+    expected = (x.double() / 255 - torch.tensor(MEAN).double()[:, None, None]) / torch.tensor(
+        STD
+    ).double()[:, None, None]
+    got = normalize_uint8(x, MEAN, STD)
+    assert got.dtype == torch.float32 and torch.allclose(got.double(), expected, atol=1e-5)
+    with pytest.raises(ValueError, match=r"expected images \(N, 3, H, W\)"):
+        normalize_uint8(x[0], MEAN, STD)
+    torch.manual_seed(0)
+    with Image.open(path) as img:
+        as_uint8 = DraftRandomResizedCrop(32)(img)
+    torch.manual_seed(0)
+    with Image.open(path) as img:
+        as_float = inat.build_transforms(True, 32, MEAN, STD)(img)
+    assert torch.allclose(as_float, normalize_uint8(as_uint8[None], MEAN, STD)[0])
+
+
+def test_dataset_with_draft_transform_skips_truncated_files(tmp_path):
+    good = _photo(tmp_path / "good.jpg", 400, 300, 5)
+    bad = _photo(tmp_path / "bad.jpg", 400, 300, 6)
+    bad.write_bytes(bad.read_bytes()[:2000])
+    transform = inat.build_transforms(True, 32, MEAN, STD, output="uint8")
+    data = inat.ImageFileDataset(tmp_path, [("good.jpg", 1), ("bad.jpg", 0)], transform)
+    x, y = data[0]
+    assert x.shape == (3, 32, 32) and x.dtype == torch.uint8 and y == 1
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert data[1] is None
+    assert any("skipping unreadable image" in str(w.message) for w in caught)
+    with pytest.raises(ValueError, match=r"output: expected 'float' or 'uint8', got 'half'"):
+        inat.build_transforms(True, 32, output="half")
+    assert good.is_file()
+
+
+# --------------------------------------------------------------------------- prepare --resize
+
+
+def test_resize_copy(tmp_path):
+    from classbalanced.data.pipeline import resize_copy
+
+    big = _photo(tmp_path / "big.jpg", 120, 90, 7)
+    assert resize_copy(str(big), str(tmp_path / "out" / "big.jpg"), 48)
+    with Image.open(tmp_path / "out" / "big.jpg") as img:
+        assert img.size == (64, 48) and img.format == "JPEG"
+    tall = tmp_path / "tall.png"
+    Image.new("RGB", (30, 50), (9, 99, 199)).save(tall)
+    assert resize_copy(str(tall), str(tmp_path / "out" / "tall.png"), 20)
+    with Image.open(tmp_path / "out" / "tall.png") as img:
+        assert img.size == (20, 33) and img.format == "PNG" and img.getpixel((5, 5)) == (9, 99, 199)
+    small = _photo(tmp_path / "small.jpg", 40, 30, 8)
+    assert resize_copy(str(small), str(tmp_path / "out" / "small.jpg"), 48)
+    assert (tmp_path / "out" / "small.jpg").read_bytes() == small.read_bytes()  # copied as is
+    stamp = (tmp_path / "out" / "big.jpg").stat().st_mtime_ns
+    assert resize_copy(str(big), str(tmp_path / "out" / "big.jpg"), 48)  # up to date: kept
+    assert (tmp_path / "out" / "big.jpg").stat().st_mtime_ns == stamp
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    assert not resize_copy(str(tmp_path / "broken.jpg"), str(tmp_path / "out" / "broken.jpg"), 48)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "big.jpg",
+        "small.jpg",
+        "tall.png",
+    ]
+
+
+def test_prepare_resize_cache(tmp_path):
+    lines = []
+    for i in range(4):
+        rel = f"images/c{i % 2}/{i:04d}.jpg"
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        _photo(tmp_path / rel, 120, 90, 10 + i)
+        lines.append(f"{rel} {i % 2}\n")
+    (tmp_path / "train.txt").write_text("".join(lines[:3]))
+    (tmp_path / "val.txt").write_text(lines[3])
+    lists = {"train": tmp_path / "train.txt", "val": tmp_path / "val.txt"}
+    quiet = lambda _m: None  # noqa: E731
+    layout = inat.prepare("list", tmp_path, lists=lists, resize=48, workers=2, log=quiet)
+    cache = tmp_path / "classbalanced-list" / "resized-48"
+    assert layout.root == cache and inat.load_prepared("list", tmp_path).root == cache
+    for rel, _ in layout.train_samples + layout.val_samples:
+        with Image.open(cache / rel) as img:
+            assert img.size == (64, 48)
+    train, _ = inat.make_datasets(inat.load_prepared("list", tmp_path), image_size=32)
+    assert train[0][0].shape == (3, 32, 32)
+    assert inat.prepare("list", tmp_path, lists=lists, log=quiet).root == tmp_path  # back
+    assert inat.load_prepared("list", tmp_path).root == tmp_path
+    inat.prepare("list", tmp_path, lists=lists, resize=48, log=quiet)
+    import shutil
+
+    shutil.rmtree(cache)
+    with pytest.raises(FileNotFoundError, match=r"resized-48 \(resized copies\) is gone"):
+        inat.load_prepared("list", tmp_path)
+    with pytest.raises(ValueError, match=r"resize: expected a short side >= 1 pixel, got 0"):
+        inat.prepare("list", tmp_path, lists=lists, resize=0, log=quiet)

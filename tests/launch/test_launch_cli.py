@@ -1,0 +1,76 @@
+"""The sweep / submit flags: one-line errors, missing extras named, no flag silently ignored."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from classbalanced.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+SMOKE = str(REPO / "configs" / "sweeps" / "smoke.toml")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["sweep"], "sweep needs --config FILE (or --status SWEEP_DIR)"),
+        (
+            ["sweep", "--config", SMOKE, "--ray-address", "h:1"],
+            "--ray-address does not apply to --launcher local (it is for --launcher ray)",
+        ),
+        (
+            ["sweep", "--config", SMOKE, "--launcher", "ray", "--jobs", "3"],
+            "--jobs does not apply to --launcher ray (it is for --launcher local)",
+        ),
+        (
+            ["sweep", "--config", SMOKE, "--launcher", "local", "--gpus-per-run", "1"],
+            "--gpus-per-run does not apply to --launcher local (it is for --launcher ray or slurm)",
+        ),
+        (
+            ["sweep", "--config", SMOKE, "--launcher", "slurm", "--slurm-time", "soon"],
+            "--slurm-time must be MINUTES or [D-]HH:MM:SS, got 'soon'",
+        ),
+        (
+            ["sweep", "--config", SMOKE, "--launcher", "slurm", "--slurm-option", "account"],
+            "--slurm-option must be KEY=VALUE, got 'account'",
+        ),
+        (
+            ["sweep", "--config", SMOKE, "--launcher", "slurm", "--gpus-per-run", "0.5"],
+            "--gpus-per-run must be a whole number for SLURM, got 0.5",
+        ),
+        (["submit", "--", "evaluate", "runs/x"], "submit runs `train ...` after --, got evaluate"),
+        (["submit", "--nodes", "0", "--", "train"], "--nodes must be an integer >= 1, got 0"),
+        (["sweep", "--status", "/nonexistent/sweep"], "no readable plan.json in /nonexistent"),
+    ],
+)
+def test_one_line_errors(argv, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("classbalanced: error: "), err
+    assert message in err[0]
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize("launcher, module", [("ray", "ray"), ("slurm", "submitit")])
+def test_a_missing_extra_is_named(launcher, module, tmp_path):
+    # the engine cannot be imported (as where it is not installed): one line, the extra to install
+    code = (
+        f"import sys; sys.modules[{module!r}] = None\n"
+        "from classbalanced.cli import main\n"
+        f"sys.exit(main(['sweep', '--config', {SMOKE!r}, '--out', {str(tmp_path / 'o')!r}, "
+        f"'--launcher', {launcher!r}]))"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"classbalanced: error: the {launcher} launcher needs the {module!r} package: "
+        f"pip install 'classbalanced[{launcher}]'"
+    )
+    assert not (tmp_path / "o").exists()

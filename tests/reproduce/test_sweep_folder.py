@@ -1,0 +1,168 @@
+"""A sweep folder belongs to one sweep file; --extend; --dry-run tells the truth; --status."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from classbalanced.cli import main
+from classbalanced.launch.claims import try_claim
+from classbalanced.launch.sweep import run_sweep, sweep_status
+
+REPO = Path(__file__).resolve().parents[2]
+SWEEP = """[sweep]
+name = "tiny"
+[base]
+dataset = "digits"
+imbalance_factor = 10
+model = "resnet8"
+epochs = {epochs}
+batch_size = 64
+eval_every = 1
+device = "cpu"
+keep_checkpoints = 1
+[[grid]]
+loss = ["softmax", "focal"]
+beta = [0.0]
+seed = {seeds}
+"""
+
+
+def _file(tmp_path, name="tiny.toml", epochs=2, seeds="[0]"):
+    path = tmp_path / name
+    path.write_text(SWEEP.format(epochs=epochs, seeds=seeds), encoding="utf-8")
+    return path
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def _quiet(_):
+    pass
+
+
+def test_a_changed_sweep_file_is_refused_and_nothing_changes(tmp_path, fake_launcher, capsys):
+    fake_launcher()
+    out = tmp_path / "out"
+    run_sweep(_file(tmp_path), out=out, log=_quiet)
+    before = _snapshot(out)
+    changed = _file(tmp_path, "changed.toml", epochs=3)
+    for dry_run in (True, False):
+        with pytest.raises(ValueError, match=r"changes 2 of its runs: .*epochs 2 -> 3"):
+            run_sweep(changed, out=out, dry_run=dry_run, log=_quiet)
+    with pytest.raises(ValueError, match="changes"):  # --extend never changes a run either
+        run_sweep(changed, out=out, extend=True, log=_quiet)
+    assert main(["sweep", "--config", str(changed), "--out", str(out), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "belongs to the sweep file" in err[0] and "epochs 2 -> 3" in err[0]
+    assert _snapshot(out) == before
+
+
+def test_added_runs_need_extend_and_are_merged(tmp_path, fake_launcher, capsys):
+    launcher = fake_launcher()
+    out = tmp_path / "out"
+    first = _file(tmp_path)
+    run_sweep(first, out=out, log=_quiet)
+    assert len(launcher.calls) == 2
+    before = _snapshot(out)
+    grown = _file(tmp_path, "grown.toml", seeds="[0, 1]")
+    with pytest.raises(ValueError, match=r"adds 2 run\(s\) .*--extend"):
+        run_sweep(grown, out=out, dry_run=True, log=_quiet)
+    with pytest.raises(ValueError, match="--extend"):
+        run_sweep(grown, out=out, log=_quiet)
+    assert _snapshot(out) == before
+    # the dry run with --extend says what the real run does
+    run_sweep(grown, out=out, dry_run=True, extend=True, log=_quiet)
+    printed = capsys.readouterr().out
+    assert "2 finished, 0 to resume, 2 new; adds 2 run(s)" in printed
+    result = run_sweep(grown, out=out, extend=True, log=_quiet)
+    assert sorted(result.started) == [
+        "digits-if10-focal-b0.0-g1.0-s1",
+        "digits-if10-softmax-b0.0-s1",
+    ]
+    assert len(launcher.calls) == 4
+    plan = json.loads((out / "plan.json").read_text())
+    assert len(plan["runs"]) == 4 and plan["sources"] == [str(first), str(grown)]
+    assert (out / "sweep.toml").read_bytes() == first.read_bytes()
+    assert (out / "sweep-extend-1.toml").read_bytes() == grown.read_bytes()
+    # the original file is still one of the folder's: accepted, nothing to do
+    assert run_sweep(first, out=out, log=_quiet).skipped == [
+        "digits-if10-softmax-b0.0-s0",
+        "digits-if10-focal-b0.0-g1.0-s0",
+    ]
+
+
+def test_the_plan_keeps_its_names(tmp_path, fake_launcher):
+    """A run whose config equals one of the plan's keeps the plan's name (folders made
+    with another naming rule are never retrained)."""
+    fake_launcher()
+    out = tmp_path / "out"
+    run_sweep(_file(tmp_path), out=out, log=_quiet)
+    plan = json.loads((out / "plan.json").read_text())
+    old = plan["runs"][0]["name"]
+    plan["runs"][0]["name"] = "renamed"
+    plan["runs"][0]["run_dir"] = "runs/renamed"
+    (out / "plan.json").write_text(json.dumps(plan))
+    (out / "runs" / old).rename(out / "runs" / "renamed")
+    result = run_sweep(_file(tmp_path), out=out, log=_quiet)
+    assert "renamed" in result.skipped and not result.started
+
+
+def test_status_and_dry_run_show_claims_and_failures(tmp_path, fake_launcher, capsys):
+    fake_launcher({"digits-if10-focal-b0.0-g1.0-s1": "classbalanced: error: boom"})
+    out = tmp_path / "out"
+    assert run_sweep(_file(tmp_path, seeds="[0, 1]"), out=out, log=_quiet).exit_code == 1
+    # a run that another launcher holds right now, one whose holder died, one not started
+    for name in ("digits-if10-softmax-b0.0-s1", "digits-if10-focal-b0.0-g1.0-s0"):
+        (out / "runs" / name / "metrics.json").unlink()
+    try_claim(out / "runs" / "digits-if10-softmax-b0.0-s1.claim", "other")
+    dead = try_claim(out / "runs" / "digits-if10-focal-b0.0-g1.0-s0.claim", "dead")
+    os.utime(dead.path, (time.time() - 500, time.time() - 500))
+    lines = sweep_status(out)
+    assert lines[0].startswith("done     digits-if10-softmax-b0.0-s0: error 50.0%")
+    assert lines[1].startswith("running  digits-if10-softmax-b0.0-s1: on ")
+    assert "since" in lines[1] and f"(pid {os.getpid()})" in lines[1]
+    assert lines[2].startswith("stalled  digits-if10-focal-b0.0-g1.0-s0:")
+    assert lines[3] == "failed   digits-if10-focal-b0.0-g1.0-s1: classbalanced: error: boom"
+    assert main(["sweep", "--status", str(out)]) == 0
+    assert capsys.readouterr().out.splitlines() == lines
+    run_sweep(_file(tmp_path, seeds="[0, 1]"), out=out, dry_run=True, log=_quiet)
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[:4] == [
+        "done    digits-if10-softmax-b0.0-s0",
+        "running digits-if10-softmax-b0.0-s1",
+        "stalled digits-if10-focal-b0.0-g1.0-s0",
+        "new     digits-if10-focal-b0.0-g1.0-s1",
+    ]
+
+
+@pytest.mark.slow
+def test_two_launchers_on_one_folder_train_every_run_once(tmp_path):
+    """Two real `classbalanced sweep` processes started at once on one sweep folder."""
+    sweep = _file(tmp_path, epochs=1, seeds="[0, 1]")
+    out = tmp_path / "shared"
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "classbalanced", "sweep", "--config", str(sweep)]
+    cmd += ["--out", str(out), "--no-report"]
+    procs = [subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    names = [e["name"] for e in json.loads((out / "plan.json").read_text())["runs"]]
+    assert len(names) == 4
+    started_by = []
+    for name in names:
+        log = (out / "runs" / f"{name}.log").read_text()
+        assert log.count("=== ") == 1, log  # one attempt ...
+        assert log.count("\ntraining resnet8 on digits") == 1  # ... one training start
+        assert json.loads((out / "runs" / name / "metrics.json").read_text())["epoch"] == 1
+        started_by += [i for i, e in enumerate(errors) if f"starting {name}" in e]
+    assert len(started_by) == 4
+    assert set(started_by) == {0, 1}, errors  # both launchers did some of the work
+    assert not list((out / "runs").glob("*.claim*"))

@@ -1,0 +1,308 @@
+"""Decoupled classifier learning (cRT, tau-normalisation, LWS) on finished runs.
+
+Stage one runs once per module on tiny generated data: an in-memory .npz set (resnet8, with
+batch norm) and a ``list`` dataset of JPEG files with a val and a test list.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from classbalanced.config import TrainConfig
+from classbalanced.decouple import (
+    ClassUniformSampler,
+    DecoupleOptions,
+    LWSHead,
+    decouple,
+    tau_normalize,
+)
+from classbalanced.engine import train
+from classbalanced.engine.checkpoint import latest_checkpoint, load_checkpoint
+from classbalanced.engine.evaluate import evaluate_run
+
+TRAIN = [24, 8, 3, 2]  # long-tailed
+SIZE = 16
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+def _templates(rng) -> np.ndarray:
+    return rng.integers(30, 226, size=(len(TRAIN), 1, 1, 3)).astype(np.float64)
+
+
+# --------------------------------------------------------------------------- the pieces
+
+
+def test_tau_normalize_against_float64():
+    w = torch.randn(7, 5, dtype=torch.float64)
+    w[3] = 0.0  # a zero row stays zero
+    for tau in (0.3, 1.0, 1.7):
+        expected = w.clone()
+        for i in range(7):
+            norm = float(np.sqrt((w[i].numpy() ** 2).sum()))
+            if norm > 0:
+                expected[i] = w[i] / norm**tau
+        assert torch.allclose(tau_normalize(w, tau), expected, rtol=1e-12, atol=0)
+    assert torch.allclose(tau_normalize(w, 1.0)[[0, 1]].norm(dim=1), torch.ones(2, dtype=w.dtype))
+    w32 = torch.randn(4, 3)
+    assert torch.equal(tau_normalize(w32, 0.0), w32)  # tau = 0 is the identity, bit for bit
+    with pytest.raises(ValueError, match=r"tau must be finite and >= 0, got -0.5"):
+        tau_normalize(w32, -0.5)
+
+
+def test_lws_head_scales_logits_and_folds():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(6, 4).double()
+    head = LWSHead(linear)
+    with torch.no_grad():
+        head.scales.copy_(torch.tensor([0.5, 2.0, 1.0, 3.0]))
+    f = torch.randn(5, 6, dtype=torch.float64)
+    expected = (f @ linear.weight.T + linear.bias) * torch.tensor([0.5, 2.0, 1.0, 3.0]).double()
+    assert torch.allclose(head(f), expected, rtol=1e-12)
+    assert torch.allclose(head.folded().double()(f), expected, rtol=1e-12)
+    assert [n for n, p in head.named_parameters() if p.requires_grad] == ["scales"]
+
+
+def test_class_uniform_sampler():
+    labels = np.array([0] * 500 + [1] * 40 + [2] * 3 + [4] * 1)  # class 3 absent
+    sampler = ClassUniformSampler(labels, seed=3)
+    draws = torch.cat([sampler.global_indices(e) for e in range(40)]).numpy()
+    classes = np.bincount(labels[draws], minlength=5)
+    assert classes[3] == 0
+    expected = len(draws) / 4
+    assert np.all(np.abs(classes[[0, 1, 2, 4]] - expected) < 5 * np.sqrt(expected))
+    within = np.bincount(draws[labels[draws] == 2] - 540, minlength=3)  # uniform inside a class
+    assert np.all(np.abs(within - within.sum() / 3) < 5 * np.sqrt(within.sum() / 3))
+    assert torch.equal(sampler.global_indices(5), sampler.global_indices(5))
+    assert not torch.equal(sampler.global_indices(5), sampler.global_indices(6))
+    sampler.set_epoch(2)
+    assert list(sampler) == sampler.global_indices(2).tolist() and len(sampler) == len(labels)
+
+
+# --------------------------------------------------------------------------- stage one
+
+
+@pytest.fixture(scope="module")
+def npz_run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("npz")
+    rng = np.random.default_rng(0)
+    templates = _templates(rng)
+    for name, per_class in (("train", TRAIN), ("test", [6] * len(TRAIN))):
+        y = np.repeat(np.arange(len(TRAIN)), per_class)
+        x = np.clip(templates[y] + rng.normal(0, 25, (len(y), SIZE, SIZE, 3)), 0, 255)
+        np.savez(root / f"{name}.npz", x=x.astype(np.uint8), y=y)
+    cfg = TrainConfig(
+        dataset="npz", train_data=str(root / "train.npz"), test_data=str(root / "test.npz"),
+        model="resnet8", epochs=3, batch_size=8, eval_every=3, device="cpu", progress=False,
+        out=str(root / "run"), seed=1,
+    )  # fmt: skip
+    train(cfg, log=_quiet)
+    return root / "run"
+
+
+def _jpeg(path: Path, colour, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.clip(np.asarray(colour) + rng.normal(0, 25, (SIZE, SIZE, 3)), 0, 255)
+    Image.fromarray(pixels.astype(np.uint8)).save(path, "JPEG", quality=95)
+
+
+@pytest.fixture(scope="module")
+def list_run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("lists")
+    rng = np.random.default_rng(1)
+    templates = _templates(rng)[:, 0, 0]
+    seed = 0
+    for split, per_class in (("train", TRAIN), ("val", [3] * 4), ("test", [4] * 4)):
+        lines = []
+        for label, n in enumerate(per_class):
+            for j in range(n):
+                seed += 1
+                rel = f"images/{split}/c{label}/{j:05d}.jpg"
+                _jpeg(root / rel, templates[label], seed)
+                lines.append(f"{rel} {label}\n")
+        (root / f"{split}.txt").write_text("".join(lines))
+    from classbalanced.data import inat
+
+    inat.prepare(
+        "list", root, log=_quiet, lists={s: root / f"{s}.txt" for s in ("train", "val", "test")}
+    )
+    cfg = TrainConfig(
+        dataset="list", data_dir=str(root), model="resnet8", image_size=SIZE, epochs=2,
+        batch_size=8, eval_every=2, num_workers=0, device="cpu", progress=False,
+        out=str(root / "run"), seed=2,
+    )  # fmt: skip
+    train(cfg, log=_quiet)
+    return root / "run"
+
+
+def _state(folder: Path) -> dict:
+    return load_checkpoint(latest_checkpoint(folder / "checkpoints"))["model"]
+
+
+def _options(method: str, out: Path, **kw) -> DecoupleOptions:
+    return DecoupleOptions(method=method, out=str(out), device="cpu", **kw)
+
+
+# --------------------------------------------------------------------------- the methods
+
+
+def test_crt_keeps_the_backbone_bit_identical(npz_run, tmp_path):
+    before = _state(npz_run)
+    metrics = decouple(npz_run, _options("crt", tmp_path / "crt", epochs=2), log=_quiet)
+    after = _state(tmp_path / "crt")
+    assert set(after) == set(before)
+    for key in before:
+        if key.startswith("fc."):
+            assert not torch.equal(after[key], before[key])  # a new classifier
+        else:  # weights and batch-norm statistics alike
+            assert torch.equal(after[key], before[key]), key
+    assert len(metrics["decouple"]["train_loss"]) == 2
+    for key in ("accuracy", "many_shot_accuracy", "medium_shot_accuracy", "few_shot_accuracy"):
+        assert key in metrics
+    # reported like any run: `evaluate` on the new folder gives the same numbers
+    again = evaluate_run(tmp_path / "crt", device="cpu")
+    assert again["accuracy"] == metrics["accuracy"]
+    assert again["per_class_accuracy"] == metrics["per_class_accuracy"]
+    written = json.loads((tmp_path / "crt" / "config.json").read_text())
+    assert written["dataset"] == "npz" and written["out"] == str(tmp_path / "crt")
+    settings = json.loads((tmp_path / "crt" / "decouple.json").read_text())
+    assert settings["method"] == "crt" and settings["stage_one"] == str(npz_run)
+
+
+def test_crt_with_a_class_balanced_loss(npz_run, tmp_path):
+    opts = _options("crt", tmp_path / "cb", epochs=1, loss="focal", beta=0.999, gamma=0.5)
+    metrics = decouple(npz_run, opts, log=_quiet)
+    assert metrics["decouple"]["options"]["loss"] == "focal"
+    # the prior bias of the sigmoid-family losses starts the new classifier: -log(C - 1)
+    # before training; after one epoch it has moved but the backbone has not
+    before, after = _state(npz_run), _state(tmp_path / "cb")
+    assert all(torch.equal(after[k], v) for k, v in before.items() if not k.startswith("fc."))
+
+
+def test_tau_zero_is_the_identity(npz_run, tmp_path):
+    metrics = decouple(npz_run, _options("tau_norm", tmp_path / "t0", tau=0.0), log=_quiet)
+    assert all(torch.equal(_state(tmp_path / "t0")[k], v) for k, v in _state(npz_run).items())
+    stage_one = evaluate_run(npz_run, device="cpu")
+    assert metrics["per_class_accuracy"] == stage_one["per_class_accuracy"]
+    assert metrics["decouple"]["tau"] == 0.0
+
+
+def test_tau_needs_a_validation_split(npz_run, tmp_path):
+    with pytest.raises(
+        ValueError, match=r"npz has no validation split apart from the evaluated test split"
+    ):
+        decouple(npz_run, _options("tau_norm", tmp_path / "t"), log=_quiet)
+
+
+def _split_features(run: Path, split: str):
+    """Stage-one features and fc of a list split, computed here independently, in float64."""
+    from classbalanced.data import inat
+    from classbalanced.models.registry import build_model
+
+    cfg = json.loads((run / "config.json").read_text())
+    layout = inat.load_prepared("list", cfg["data_dir"])
+    model = build_model("resnet8", 4, in_channels=3)
+    model.load_state_dict(_state(run))
+    model.eval()
+    fc, model.fc = model.fc, torch.nn.Identity()
+    transform = inat.build_transforms(False, SIZE, *inat.mean_std("list"))
+    x = torch.stack(
+        [transform(Image.open(layout.root / r).convert("RGB")) for r, _ in layout.splits[split]]
+    )
+    with torch.no_grad():
+        feats = model(x).double()
+    labels = torch.tensor([label for _, label in layout.splits[split]])
+    return feats, labels, fc.weight.detach().double(), fc.bias.detach().double()
+
+
+def test_tau_is_chosen_on_the_val_split(list_run, tmp_path):
+    taus = [0.0, 0.5, 1.0, 1.5, 2.0]
+    metrics = decouple(list_run, _options("tau_norm", tmp_path / "tau", taus=taus), log=_quiet)
+    info = metrics["decouple"]
+    assert info["tau_chosen_on"] == "val" and info["evaluated_split"] == "test"
+    feats, labels, w, b = _split_features(list_run, "val")
+    expected = []
+    for tau in taus:
+        norms = w.norm(dim=1, keepdim=True)
+        logits = feats @ (w / norms**tau).T + b
+        expected.append(float((logits.argmax(1) == labels).double().mean()))
+    assert [r["accuracy"] for r in info["tau_search"]] == pytest.approx(expected)
+    assert info["tau"] == taus[int(np.argmax(expected))]  # the first best
+    # the reported numbers are those of the test list, re-evaluated independently
+    again = evaluate_run(tmp_path / "tau", device="cpu")
+    assert metrics["num_test_images"] == 16 and again["accuracy"] == metrics["accuracy"]
+
+
+def test_lws_trains_only_the_scales(list_run, tmp_path):
+    metrics = decouple(list_run, _options("lws", tmp_path / "lws", epochs=2, lr=0.5), log=_quiet)
+    scales = torch.tensor(metrics["decouple"]["scales"], dtype=torch.float32)
+    assert scales.shape == (4,) and not torch.equal(scales, torch.ones(4))
+    before, after = _state(list_run), _state(tmp_path / "lws")
+    assert torch.allclose(after["fc.weight"], before["fc.weight"] * scales[:, None])
+    assert torch.allclose(after["fc.bias"], before["fc.bias"] * scales)
+    assert all(torch.equal(after[k], v) for k, v in before.items() if not k.startswith("fc."))
+    assert evaluate_run(tmp_path / "lws", device="cpu")["accuracy"] == metrics["accuracy"]
+
+
+# --------------------------------------------------------------------------- bad inputs
+
+
+def test_bad_inputs(npz_run, tmp_path):
+    with pytest.raises(
+        ValueError, match=r"unknown method 'nope': expected one of crt, tau_norm, lws"
+    ):
+        decouple(npz_run, _options("nope", tmp_path / "x"), log=_quiet)
+    with pytest.raises(ValueError, match=r"is the stage-one run: expected another folder"):
+        decouple(npz_run, _options("crt", npz_run), log=_quiet)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"is not empty and holds no run"):
+        decouple(npz_run, _options("crt", tmp_path / "full"), log=_quiet)
+    assert (tmp_path / "full" / "notes.txt").read_text() == "mine"
+    decouple(npz_run, _options("tau_norm", tmp_path / "done", tau=1.0), log=_quiet)
+    with pytest.raises(ValueError, match=r"already holds a run: pass --overwrite"):
+        decouple(npz_run, _options("tau_norm", tmp_path / "done", tau=1.0), log=_quiet)
+    decouple(npz_run, _options("tau_norm", tmp_path / "done", tau=1.0, overwrite=True), log=_quiet)
+    with pytest.raises(ValueError, match=r"stage-two loss 'ldam' needs a cosine classifier"):
+        decouple(npz_run, _options("crt", tmp_path / "l", loss="ldam"), log=_quiet)
+    with pytest.raises(ValueError, match=r"is not a classbalanced run folder: it has no run.json"):
+        decouple(tmp_path, _options("crt", tmp_path / "y"), log=_quiet)
+    (npz_run / "metrics.json").rename(tmp_path / "m.json")  # an unfinished run
+    try:
+        with pytest.raises(ValueError, match=r"has no metrics.json: expected a finished run"):
+            decouple(npz_run, _options("crt", tmp_path / "z"), log=_quiet)
+    finally:
+        (tmp_path / "m.json").rename(npz_run / "metrics.json")
+
+
+def test_cli_decouple(npz_run, tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    cmd = [sys.executable, "-m", "classbalanced", "decouple", str(npz_run), "--device", "cpu"]
+    ok = subprocess.run(
+        [*cmd, "--method", "lws", "--epochs", "1", "--out", str(tmp_path / "o")],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    assert (
+        "lws on " in ok.stderr
+        and "test error" in ok.stderr
+        and (tmp_path / "o" / "metrics.json").is_file()
+    )
+    bad = subprocess.run(
+        [*cmd, "--method", "tau_norm", "--out", str(tmp_path / "p")],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert bad.returncode == 2
+    assert bad.stderr.count("\n") == 1 and "pass --tau VALUE" in bad.stderr

@@ -1,0 +1,290 @@
+"""Hostile inputs, table-driven: each row is a command, the inputs it is given, the exit
+code and a fragment of the one-line message it must end with; and for every row, no
+file in the working folder may change (hashes of the whole tree before and after).
+
+Commands run in-process (``cli.main``) in a fresh working folder, so a row costs
+milliseconds unless it loads data. Rows that would need a trained run use a folder
+that looks like one (the refusals come before any model is built).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from classbalanced import cli
+
+# --------------------------------------------------------------------------- input makers
+
+
+def _npz(path: Path, labels, names=None) -> Path:
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (len(labels), 4, 4, 1), dtype=np.uint8)
+    extra = {} if names is None else {"class_names": np.array(names)}
+    np.savez(path, x=x, y=np.asarray(labels, np.int64), **extra)
+    return path
+
+
+def _pair(tmp: Path) -> None:
+    _npz(tmp / "train.npz", np.arange(40) % 4)
+    _npz(tmp / "test.npz", np.arange(8) % 4)
+
+
+def _config(text: str):
+    def make(tmp: Path) -> None:
+        _pair(tmp)
+        (tmp / "c.toml").write_text(
+            'dataset = "npz"\ntrain_data = "train.npz"\ntest_data = "test.npz"\n' + text
+        )
+
+    return make
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+def _bomb_folder(tmp: Path) -> None:
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (tmp / split / c).mkdir(parents=True)
+            Image.new("RGB", (4, 4)).save(tmp / split / c / "ok.png")
+    (tmp / "train" / "b" / "bomb.png").write_bytes(_png_claiming(20000, 20000))
+
+
+def _fake_run(tmp: Path, metrics=None, history=None) -> Path:
+    run = tmp / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"dataset": "digits"}))
+    (run / "subset.json").write_text(json.dumps({"counts": [3, 1]}))
+    if metrics is not None:
+        (run / "metrics.json").write_text(
+            metrics if isinstance(metrics, str) else json.dumps(metrics)
+        )
+    if history is not None:
+        (run / "history.json").write_text(json.dumps(history))
+    return run
+
+
+RUN_METRICS = {"train_counts": [3, 1], "per_class_accuracy": [1.0, 0.0], "error_percent": 25.0}
+EVALUATE_OUTPUT = {"accuracy": 0.75, "error_percent": 25.0, "checkpoint": "x"}
+
+
+@dataclass
+class Row:
+    argv: list[str]
+    make: object  # tmp folder -> None: writes the inputs
+    code: int
+    fragment: str
+    outputs: list[str] = field(default_factory=list)  # paths that may appear
+
+
+TRAIN = ["train", "--epochs", "2", "--device", "cpu", "--no-progress", "--out", "out"]
+NPZ = ["--dataset", "npz", "--train-data", "train.npz", "--test-data", "test.npz"]
+
+ROWS = {
+    # writing over an input (issue 11, item 5)
+    "make-lt --output is the input": Row(
+        ["make-lt", "--dataset", "npz", "--train-data", "train.npz", "--output", "train.npz"],
+        _pair,
+        2,
+        "--output train.npz would overwrite the input train.npz",
+    ),
+    "make-lt --plot is the test input": Row(
+        ["make-lt", *NPZ, "--output", "lt.json", "--plot", "test.npz"],
+        _pair,
+        2,
+        "--plot test.npz would overwrite the input test.npz",
+    ),
+    "make-lt --output through another spelling": Row(
+        [
+            "make-lt",
+            "--dataset",
+            "npz",
+            "--train-data",
+            "train.npz",
+            "--output",
+            "./x/../train.npz",
+        ],
+        lambda tmp: (_pair(tmp), (tmp / "x").mkdir()),
+        2,
+        "would overwrite the input",
+    ),
+    "evaluate --output is the run's config": Row(
+        ["evaluate", "run", "--output", "run/config.json"],
+        _fake_run,
+        2,
+        "would overwrite the input run/config.json",
+    ),
+    "evaluate --output inside the run's checkpoints": Row(
+        ["evaluate", "run", "--output", "run/checkpoints/checkpoint-1.pt"],
+        lambda tmp: (_fake_run(tmp), (tmp / "run/checkpoints/checkpoint-1.pt").write_bytes(b"c")),
+        2,
+        "would overwrite the input run/checkpoints",
+    ),
+    "make-lt --output over a CIFAR archive": Row(
+        ["make-lt", "--output", "data/cifar-10-python.tar.gz"],
+        lambda tmp: (
+            (tmp / "data").mkdir() or (tmp / "data/cifar-10-python.tar.gz").write_bytes(b"a")
+        ),
+        2,
+        "would overwrite the input data/cifar-10-python.tar.gz",
+    ),
+    # flags never silently ignored
+    "train files without --dataset": Row(
+        ["train", "--train-data", "train.npz", "--test-data", "test.npz", "--out", "out"],
+        _pair,
+        2,
+        "does not read train_data, test_data (it reads: data_dir, download); for train.npz pass --dataset npz",
+    ),
+    "make-lt files without --dataset": Row(
+        ["make-lt", "--train-data", "train.npz", "--output", "lt.json"],
+        _pair,
+        2,
+        "pass --dataset npz",
+    ),
+    "image size for digits": Row(
+        [*TRAIN, "--dataset", "digits", "--image-size", "32"],
+        lambda tmp: None,
+        2,
+        "digits does not read image_size",
+    ),
+    "loss option the loss lacks": Row(
+        [*TRAIN, *NPZ, "--loss-option", "tau=2"],
+        _pair,
+        2,
+        "loss 'softmax' has no option 'tau'",
+    ),
+    # every config key against its type, naming key and file (item 9)
+    'flip = "false"': Row(
+        [*TRAIN, "--config", "c.toml"], _config('flip = "false"\n'), 2, "config key flip in c.toml"
+    ),
+    "channels_last = 0": Row(
+        [*TRAIN, "--config", "c.toml"],
+        _config("channels_last = 0\n"),
+        2,
+        "config key channels_last in c.toml: expected true or false, got 0",
+    ),
+    "train_data = 5": Row(
+        ["train", "--config", "c.toml"],
+        lambda tmp: (tmp / "c.toml").write_text('dataset = "npz"\ntrain_data = 5\n'),
+        2,
+        "config key train_data in c.toml: expected a string (or unset), got 5",
+    ),
+    "unknown loss in a file": Row(
+        ["train", "--config", "c.toml"],
+        _config('loss = "nope"\n'),
+        2,
+        "config key loss in c.toml: unknown loss 'nope'",
+    ),
+    "model name": Row([*TRAIN, *NPZ, "--model", "nonsense"], _pair, 2, "got 'nonsense'"),
+    # schedules that never happen (item 10)
+    "drw after the run": Row(
+        [*TRAIN, *NPZ, "--reweight-schedule", "drw", "--reweight-epoch", "5"],
+        _pair,
+        2,
+        "would never switch on in a run of 2 epochs",
+    ),
+    # bounded arguments, data that lies about itself
+    "--pad 100000": Row(
+        [*TRAIN, *NPZ, "--pad", "100000"], _pair, 2, "pad must be an integer in [0, 128]"
+    ),
+    "PNG claiming 20000 x 20000": Row(
+        [*TRAIN, "--dataset", "folder", "--train-data", "train", "--test-data", "test"],
+        _bomb_folder,
+        2,
+        "bomb.png: Image size (400000000 pixels) exceeds limit",
+    ),
+    "npz that is not a zip": Row(
+        ["make-lt", "--dataset", "npz", "--train-data", "t.npz", "--output", "lt.json"],
+        lambda tmp: (tmp / "t.npz").write_text("just text"),
+        2,
+        "expected a zip archive (written by np.savez), got a file starting with b'just t'",
+    ),
+    "a class with no images at IF 1": Row(
+        ["make-lt", "--dataset", "npz", "--train-data", "t.npz", "--output", "lt.json"]
+        + ["--imbalance-factor", "1"],
+        lambda tmp: _npz(tmp / "t.npz", [0, 0, 1, 1], names=["a", "b", "c"]),
+        2,
+        "class 2 has no images in the data",
+    ),
+    # plot run on folders that are not (whole) runs
+    "plot run on an evaluate --output folder": Row(
+        ["plot", "run", "--run", "run", "--output", "plots"],
+        lambda tmp: _fake_run(tmp, metrics=EVALUATE_OUTPUT),
+        2,
+        "holds no train_counts list: expected the metrics.json of a training run",
+    ),
+    "plot run, history missing a key": Row(
+        ["plot", "run", "--run", "run", "--output", "plots"],
+        lambda tmp: _fake_run(tmp, RUN_METRICS, [{"epoch": 1}, {"epoch": 2}]),
+        2,
+        "history.json is not a run history",
+    ),
+    "plot run, metrics not JSON": Row(
+        ["plot", "run", "--run", "run", "--output", "plots"],
+        lambda tmp: _fake_run(tmp, metrics="{not json"),
+        2,
+        "metrics.json is not valid JSON",
+    ),
+    "plot run into the run folder over its files": Row(
+        ["plot", "run", "--run", "run", "--output", "run"],
+        lambda tmp: (
+            _fake_run(tmp, RUN_METRICS),
+            (tmp / "run" / "class_distribution.png").write_bytes(b"x"),
+        ),
+        2,
+        "would overwrite the input run/class_distribution.png",
+    ),
+}
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    """Relative path -> content hash (or link target) of everything under ``root``."""
+    state = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            rel = str(path.relative_to(root))
+            if path.is_symlink():
+                state[rel] = "link:" + os.readlink(path)
+            elif path.is_file():
+                state[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+            else:
+                state[rel] = "dir"
+    return state
+
+
+@pytest.mark.parametrize("case", list(ROWS))
+def test_hostile_input(case, tmp_path, monkeypatch, capsys):
+    row = ROWS[case]
+    monkeypatch.chdir(tmp_path)
+    row.make(tmp_path)
+    before = _snapshot(tmp_path)
+    try:
+        code = cli.main(row.argv)
+    except SystemExit as exc:  # argparse
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == row.code, err
+    lines = err.strip("\n").splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert row.fragment in lines[0], lines[0]
+    after = _snapshot(tmp_path)
+    for allowed in row.outputs:
+        after.pop(allowed, None)
+    assert after == before  # nothing written, nothing changed, nothing removed
