@@ -88,24 +88,37 @@ def _flag_kwargs(f, tp) -> dict:
     return {"type": tp}
 
 
+def _config_default(name: str):
+    from .config import TrainConfig
+
+    return TrainConfig.__dataclass_fields__[name].default
+
+
+def _add_config_flag(parser, name: str, **overrides) -> None:
+    """The flag of config key ``name`` (type, choices and help from its field)."""
+    from .config import TrainConfig, field_types
+
+    f = TrainConfig.__dataclass_fields__[name]
+    kwargs = _flag_kwargs(f, field_types()[name])
+    kwargs.update(overrides)
+    parser.add_argument(
+        f.metadata.get("flag", "--" + name.replace("_", "-")),
+        dest=name,
+        help=f.metadata["help"].format(**_help_names()),
+        **kwargs,
+    )
+
+
 def _add_config_arguments(p: argparse.ArgumentParser) -> None:
     """One flag per :class:`~classbalanced.config.TrainConfig` field, generated from its
     type and metadata (help, group), grouped as the fields are."""
     import dataclasses
 
-    from .config import GROUPS, TrainConfig, field_types
+    from .config import GROUPS, TrainConfig
 
-    types = field_types()
-    names = _help_names()
     groups = {key: p.add_argument_group(title) for key, title in GROUPS.items()}
     for f in dataclasses.fields(TrainConfig):
-        flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
-        groups[f.metadata["group"]].add_argument(
-            flag,
-            dest=f.name,
-            help=f.metadata["help"].format(**names),
-            **_flag_kwargs(f, types[f.name]),
-        )
+        _add_config_flag(groups[f.metadata["group"]], f.name)
     p.add_argument("--config", help="TOML or YAML file of settings; flags override it")
 
 
@@ -170,13 +183,11 @@ def _add_make_lt_parser(sub) -> None:
     p = sub.add_parser(
         "make-lt", help="write a long-tailed subset (indices and counts) without training"
     )
-    p.add_argument("--dataset", default="cifar10")
-    p.add_argument("--data-dir", default="data")
-    p.add_argument("--train-data")
-    p.add_argument("--test-data")
-    p.add_argument("--imbalance-factor", type=float, default=100.0)
-    p.add_argument("--profile", default="exp")
-    p.add_argument("--seed", type=int, default=0)
+    for name in ("dataset", "data_dir", "train_data", "test_data", "profile", "seed"):
+        _add_config_flag(p, name, default=_config_default(name))
+    p.add_argument(
+        "--imbalance-factor", type=float, default=100.0, help="n_max / n_min >= 1 (default 100)"
+    )
     p.add_argument(
         "--output", required=True, help="JSON file for indices and counts (.npz: also the images)"
     )
@@ -331,14 +342,6 @@ def _cmd_decouple(args) -> int:
     )
     decouple(args.run, options, log=_info)
     return 0
-
-
-def _train_config(args: argparse.Namespace):
-    from .config import TrainConfig, config_from_sources
-
-    names = {f for f in TrainConfig.__dataclass_fields__}
-    overrides = {k: v for k, v in vars(args).items() if k in names and v is not None}
-    return config_from_sources(args.config, overrides)
 
 
 def _cmd_train(args) -> int:
@@ -796,7 +799,7 @@ def _add_submit_parser(sub) -> None:
         description="classbalanced submit --launcher slurm --nodes 2 --gpus-per-node 8 -- "
         "train --config configs/inat2018_cb_focal.toml --out runs/inat18",
     )
-    p.add_argument("--launcher", choices=["slurm"], default="slurm")
+    p.add_argument("--launcher", choices=["slurm"], default="slurm", help="slurm (the default)")
     p.add_argument("--nodes", type=int, default=1, help="nodes (default 1)")
     p.add_argument(
         "--gpus-per-node", type=int, default=0, help="GPUs per node = processes per node"
@@ -809,8 +812,14 @@ def _add_submit_parser(sub) -> None:
     p.add_argument("--cpus-per-node", type=int, default=1, help="CPUs per node (default 1)")
     p.add_argument("--slurm-partition", help="partition")
     p.add_argument("--slurm-time", default="60", help="time limit, MINUTES or HH:MM:SS")
-    p.add_argument("--slurm-option", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--logs", help="folder for SLURM's logs (default: OUT/slurm of the run)")
+    p.add_argument(
+        "--slurm-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other sbatch option, e.g. account=lab (repeatable)",
+    )
+    p.add_argument("--logs", help="folder for SLURM's logs (default: runs/slurm/JOBID)")
     p.add_argument("--no-wait", action="store_true", help="print the job id and return")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- train ARGS...")
     p.set_defaults(func=_cmd_submit)

@@ -239,9 +239,9 @@ def _load_run(run: str | Path) -> _Run:
 
 def _build_model(run: _Run, device: torch.device) -> nn.Module:
     from .engine.evaluate import check_checkpoint_fits, load_weights
-    from .engine.trainer import build_network
+    from .engine.network import build_network
 
-    check_checkpoint_fits(run.state, run.cfg, len(run.counts), str(run.checkpoint))
+    check_checkpoint_fits(run.state, run.cfg, run.record["class_names"], str(run.checkpoint))
     model = build_network(run.cfg, run.counts, int(run.record["in_channels"]))
     if not isinstance(model.fc, nn.Linear):
         raise ValueError(

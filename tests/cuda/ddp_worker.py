@@ -49,7 +49,7 @@ def train_steps(net, stream, steps: int, device) -> list[float]:
         loss = loss_fn(net(x), y)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return losses
 
 

@@ -302,7 +302,7 @@ REFUSALS = [
     ("resume-manifest-without-data", _damage("run.json", "data"), "lacks the key(s) data"),
     ("resume-record-without-fingerprint", _damage("run.json", "data.train.fingerprint"), "lacks train.source / train.fingerprint"),
     ("evaluate-record-without-class-names", _damage("run.json", "data.class_names", evaluate=True), "lacks class_names"),
-    ("evaluate-corrupt-checkpoint", lambda r, d, t: (_corrupt_newest_checkpoint(r, d, t), _evaluate()(r, d, t))[1], "newest valid older checkpoint"),
+    ("evaluate-corrupt-checkpoint", lambda r, d, t: (_corrupt_newest_checkpoint(r, d, t), _evaluate()(r, d, t))[1], "newest valid older checkpoint is"),
 ]  # fmt: skip
 
 
@@ -498,3 +498,19 @@ def test_a_real_full_tmpfs_ends_in_one_line_and_resume_is_exact(
     assert without_timing(json.loads((out / "metrics.json").read_text())) == without_timing(
         reference
     )
+
+
+def test_a_checkpoint_of_other_classes_is_refused_before_its_weights_load(tiny_run):
+    from classbalanced.config import TrainConfig
+    from classbalanced.engine.evaluate import check_checkpoint_fits
+
+    path = sorted((tiny_run.out / "checkpoints").glob("checkpoint-*.pt"))[-1]
+    state = load_checkpoint(path)
+    cfg = TrainConfig.from_dict(json.loads((tiny_run.out / "config.json").read_text()))
+    names = list(state["class_names"])
+    check_checkpoint_fits(state, cfg, names, str(path))  # its own classes: accepted
+    swapped = [names[1], names[0], *names[2:]]
+    with pytest.raises(ValueError, match="class 0 is '0' in the checkpoint .*, '1' in the data"):
+        check_checkpoint_fits(state, cfg, swapped, str(path))
+    with pytest.raises(ValueError, match="expected 10 classes, got 9"):
+        check_checkpoint_fits(state, cfg, names[:9], str(path))

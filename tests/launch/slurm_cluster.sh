@@ -14,6 +14,14 @@ cmd=${1:?usage: slurm_cluster.sh start|stop STATE_DIR}
 state=${2:?usage: slurm_cluster.sh start|stop STATE_DIR}
 
 stop() {
+    # end this cluster's jobs first, so that no job step outlives its slurmd
+    if [[ -f "$state/slurmctld.pid" ]]; then
+        SLURM_CONF=$state/slurm.conf scancel --quiet --full "--user=$(id -un)" 2>/dev/null || true
+        for _ in $(seq 50); do
+            [[ -z $(SLURM_CONF=$state/slurm.conf squeue -h 2>/dev/null) ]] && break
+            sleep 0.2
+        done
+    fi
     for name in slurmd slurmctld; do
         if [[ -f "$state/$name.pid" ]]; then
             pid=$(cat "$state/$name.pid")
@@ -37,7 +45,8 @@ done
 
 mkdir -p "$state/spool" "$state/ctld"
 node=$(hostname -s)
-# munge: one daemon per machine; start it unless it answers already
+# munge: one daemon per machine, shared by every cluster started here (also by other test
+# sessions at the same time): started unless it answers already, and left running
 if ! munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
     mkdir -p /run/munge /var/log/munge /var/lib/munge
     chown munge:munge /run/munge /var/log/munge /var/lib/munge

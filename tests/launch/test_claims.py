@@ -9,7 +9,13 @@ import time
 
 import pytest
 
-from classbalanced.launch.claims import heartbeat, read_claim, release, try_claim
+from classbalanced.launch.claims import (
+    clear_dead_claims,
+    heartbeat,
+    read_claim,
+    release,
+    try_claim,
+)
 
 
 def _race(path, owners, stale_after=60.0):
@@ -105,3 +111,17 @@ def test_a_late_take_over_of_a_released_claim_backs_out(tmp_path):
 def test_bad_timeout(tmp_path):
     with pytest.raises(ValueError, match="stale_after"):
         try_claim(tmp_path / "x.claim", "a", stale_after=0)
+
+
+def test_claims_left_on_a_finished_run_are_cleared(tmp_path):
+    """The holder died after finishing (its task is retried and finds the run done)."""
+    path = tmp_path / "run.claim"
+    mine = try_claim(path, "ray:session:run", stale_after=30)
+    clear_dead_claims(path, "someone-else", stale_after=30)  # fresh and not theirs: kept
+    assert read_claim(path)["token"] == mine.token
+    clear_dead_claims(path, "ray:session:run", stale_after=30)  # our own earlier attempt
+    assert read_claim(path) is None
+    dead = try_claim(path, "dead", stale_after=30)
+    os.utime(dead.path, (time.time() - 60, time.time() - 60))
+    clear_dead_claims(path, "someone-else", stale_after=30)  # stale: cleared
+    assert not list(tmp_path.iterdir())

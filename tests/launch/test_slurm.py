@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -17,6 +18,51 @@ from classbalanced.launch.claims import read_claim
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+
+
+def _slurm_missing() -> str | None:
+    if os.geteuid() != 0:
+        return "the SLURM tests start slurmctld / slurmd and need root"
+    missing = [t for t in ("munged", "slurmctld", "slurmd", "sbatch") if shutil.which(t) is None]
+    if missing:
+        return f"missing {', '.join(missing)}: apt-get install slurm-wlm munge"
+    try:
+        import submitit  # noqa: F401
+    except ImportError:
+        return "submitit is not installed: pip install 'classbalanced[slurm]'"
+    return None
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster(tmp_path_factory):
+    """Start munged, slurmctld and slurmd (all on 127.0.0.1); yield the environment
+    that points SLURM's commands at the cluster."""
+    reason = _slurm_missing()
+    if reason is not None:
+        print(f"skipping the SLURM tests: {reason}")
+        pytest.skip(reason)
+    state = tmp_path_factory.mktemp("slurm")
+    script = HERE / "slurm_cluster.sh"
+    done = subprocess.run(
+        ["bash", str(script), "start", str(state)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    conf = done.stdout.strip().splitlines()[-1].split("=", 1)[1]
+    text = Path(conf).read_text()
+    assert "NodeAddr=127.0.0.1" in text and "(127.0.0.1)" in text
+    old = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = conf
+    try:
+        yield {"SLURM_CONF": conf, "state": state}
+    finally:
+        subprocess.run(["bash", str(script), "stop", str(state)], timeout=60)
+        if old is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = old
+
+
 SWEEP = """[sweep]
 name = "slurm"
 [base]
@@ -140,3 +186,27 @@ def test_submit_runs_torchrun_with_two_processes(slurm_cluster, tmp_path):
     assert a["global_step"] == b["global_step"] == 2
     for name, tensor in a["model"].items():
         torch.testing.assert_close(b["model"][name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_a_sweep_folder_the_nodes_cannot_see_is_reported(slurm_cluster, tmp_path):
+    """The sweep folder on a tmpfs only the launcher sees (a private mount namespace): the
+    launcher warns, and the task that cannot reach the folder is reported as such."""
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare (util-linux)")
+    config = tmp_path / "one.toml"
+    config.write_text(SWEEP.replace('loss = ["softmax", "focal"]', 'loss = ["softmax"]'))
+    private = tmp_path / "private"
+    private.mkdir()
+    sweep = f"{sys.executable} -m classbalanced sweep --config {config} --out {private}/sweep"
+    script = f"mount -t tmpfs none {private} && {sweep} --launcher slurm --no-report"
+    done = subprocess.run(
+        ["unshare", "-m", "bash", "-c", script],
+        env=_env(slurm_cluster),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "is tmpfs storage of this machine" in done.stderr
+    assert "the sweep folder must live on storage every node shares" in done.stderr
+    assert not list(private.iterdir())  # the tmpfs is gone with its namespace

@@ -22,6 +22,8 @@ from ..config import TrainConfig
 from ..data.augment import normalize_images
 from .distributed import DistContext, all_reduce_sum, resolve_device
 from .metrics import EvalCounts, summarize
+from .network import build_network
+from .run_folder import RunFolder, check_class_names, read_run_json
 
 __all__ = ["autocast", "evaluate", "TensorEvaluator", "LoaderEvaluator", "evaluate_run"]
 
@@ -147,9 +149,7 @@ def evaluate_run(
     classes or channels, and the run's test data changed since training (unless
     ``accept_data_change``).
     """
-    from .network import build_network
     from .run_data import load_test_set
-    from .run_folder import RunFolder, check_class_names, read_run_json
 
     run = Path(run).absolute()
     folder_path, checkpoint = (run.parent.parent, run) if run.is_file() else (run, None)
@@ -159,12 +159,12 @@ def evaluate_run(
     )
     counts = read_run_json(folder_path / "subset.json", ("counts",))["counts"]
     record = folder.data
-    checkpoint, state = folder.load_checkpoint(checkpoint)
+    checkpoint, state = folder.load_checkpoint(checkpoint, use="name that file to evaluate it")
     if state is None:
         raise FileNotFoundError(
             f"no checkpoint in {folder_path / 'checkpoints'}: nothing to evaluate"
         )
-    check_checkpoint_fits(state, cfg, len(counts), str(checkpoint))
+    check_checkpoint_fits(state, cfg, record["class_names"], str(checkpoint))
     target = resolve_device(device, 0)
     ctx = DistContext(device=target)
     test = load_test_set(cfg, record, test_data, ctx, accept_change=accept_data_change)
@@ -183,18 +183,17 @@ def evaluate_run(
     return metrics
 
 
-def check_checkpoint_fits(state: dict, cfg: TrainConfig, num_classes: int, where: str) -> None:
-    """Refuse a checkpoint written for another model or class count (one line)."""
+def check_checkpoint_fits(state: dict, cfg: TrainConfig, class_names: list, where: str) -> None:
+    """Refuse a checkpoint written for another model, or for other classes or another class
+    order (one line)."""
     saved = state.get("config") if isinstance(state.get("config"), dict) else {}
     if saved.get("model", cfg.model) != cfg.model:
         raise ValueError(
             f"checkpoint holds {saved['model']}, config asks for {cfg.model} ({where})"
         )
     names = state.get("class_names")
-    if isinstance(names, list) and len(names) != num_classes:
-        raise ValueError(
-            f"checkpoint holds a {len(names)}-class model, the data has {num_classes} classes ({where})"
-        )
+    if isinstance(names, list):
+        check_class_names(names, class_names, f"the checkpoint {where}", "the data")
 
 
 def load_weights(model: nn.Module, weights: dict, where: str) -> None:

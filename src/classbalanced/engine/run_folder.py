@@ -181,11 +181,11 @@ class Manifest:
             f"{path} is not a checkpoint of the run in {self.folder} (not in its {MANIFEST})"
         )
 
-    def load(self, path: Path | None = None, *, fallback: bool = False):
+    def load(self, path: Path | None = None, *, fallback: bool = False, use: str = ""):
         """``(path, state)`` of ``path`` or of the newest checkpoint (``(None, None)``: none).
 
-        A corrupt file is named with the newest valid older checkpoint; with
-        ``fallback`` that one is loaded instead.
+        A corrupt file is named with the newest valid older checkpoint (and ``use``: how
+        to use that one); with ``fallback`` that one is loaded instead.
         """
         listed = [p for p, sha in self.checkpoints() if sha is not None]
         path = path if path is not None else (listed[-1] if listed else None)
@@ -198,7 +198,7 @@ class Manifest:
             if fallback and older is not None:
                 return older, load_checkpoint(older, sha256=self.checkpoint_sha(older))
             hint = (
-                f"; the newest valid older checkpoint is {older} (--fallback-checkpoint resumes from it)"
+                f"; the newest valid older checkpoint is {older} ({use or '--fallback-checkpoint resumes from it'})"
                 if older
                 else "; no valid older checkpoint"
             )
@@ -451,9 +451,9 @@ class RunFolder:
     def newest_valid_checkpoint(self) -> Path | None:
         return self.manifest.newest_valid_checkpoint()
 
-    def load_checkpoint(self, path: Path | None = None, *, fallback: bool = False):
+    def load_checkpoint(self, path: Path | None = None, *, fallback: bool = False, use: str = ""):
         """``(path, state)`` of ``path`` or of the newest checkpoint (see :meth:`Manifest.load`)."""
-        return self.manifest.load(path, fallback=fallback)
+        return self.manifest.load(path, fallback=fallback, use=use)
 
 
 def _draw_plots(out: Path, manifest: Manifest, counts, class_names, metrics, history) -> None:

@@ -59,12 +59,12 @@ class TrainState:
         model: nn.Module,
         optimizer,
         cfg: TrainConfig,
-        num_classes: int,
+        class_names: list[str],
         where: str,
     ) -> TrainState:
         """Load weights and optimiser state from ``state`` (a loaded checkpoint) and return the
         counters; a checkpoint of another model or class count is one ValueError line."""
-        check_checkpoint_fits(state, cfg, num_classes, where)
+        check_checkpoint_fits(state, cfg, class_names, where)
         load_weights(model, state["model"], where)
         try:
             optimizer.load_state_dict(state["optimizer"])

@@ -209,7 +209,7 @@ def _resume_state(cfg, folder: RunFolder, parts: _Model, data: RunData, log, fal
         return TrainState()
     where = str(path)
     train_state = TrainState.from_checkpoint(
-        state, parts.model, parts.optimizer, cfg, len(data.class_names), where
+        state, parts.model, parts.optimizer, cfg, data.class_names, where
     )
     if ctx.is_main:
         log(f"resuming {folder.path} from {Path(path).name} (step {train_state.step})")

@@ -46,7 +46,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Claim", "try_claim", "heartbeat", "release", "read_claim", "claim_age"]
+__all__ = [
+    "Claim",
+    "try_claim",
+    "heartbeat",
+    "release",
+    "read_claim",
+    "claim_age",
+    "clear_dead_claims",
+]
 
 #: seconds without a heartbeat after which a claim is taken over (default)
 STALE_AFTER = 120.0
@@ -181,3 +189,16 @@ def release(claim: Claim) -> None:
     record = _read(claim.path)
     if record is not None and record.get("token") == claim.token:
         claim.path.unlink(missing_ok=True)
+
+
+def clear_dead_claims(
+    base: str | os.PathLike, owner: str, *, stale_after: float = STALE_AFTER
+) -> None:
+    """Remove the claims on a finished run that ``owner`` left or whose heartbeat stopped
+    (a holder that died between finishing the run and releasing its claim)."""
+    for _, path in _numbered(Path(base)):
+        record = _read(path)
+        if record is not None and (
+            record.get("owner") == owner or claim_age(record) >= stale_after
+        ):
+            path.unlink(missing_ok=True)

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..reproduce.results import last_line, read_json, run_state
-from .claims import STALE_AFTER, Claim, heartbeat, release, try_claim
+from .claims import STALE_AFTER, Claim, clear_dead_claims, heartbeat, release, try_claim
 
 __all__ = ["RunTask", "Outcome", "train_run", "launch_run", "terminate_live_runs"]
 
@@ -158,6 +158,7 @@ def train_run(
     runs = out / "runs"
     run_dir = runs / task.name
     if run_state(run_dir, task.epochs) == "done":
+        clear_dead_claims(runs / f"{task.name}.claim", task.owner, stale_after=task.stale_after)
         return Outcome(task.name, "skipped")
     claim = try_claim(runs / f"{task.name}.claim", task.owner, stale_after=task.stale_after)
     if claim is None:

@@ -158,11 +158,14 @@ class SlurmLauncher:
         wait_for_jobs(jobs)
         outcomes = []
         for task, job in zip(tasks, jobs, strict=True):
+            if not job.paths.result_pickle.exists():  # never ask submitit: it would wait on sacct
+                outcomes.append(Outcome(task.name, "failed", line=_job_failure(job)))
+                continue
             try:
                 outcomes.append(Outcome(**job.result()))
-            except Exception as exc:  # the task crashed or vanished: report, go on
-                reason = _job_failure(job) if not job.paths.result_pickle.exists() else str(exc)
-                outcomes.append(Outcome(task.name, "failed", line=" ".join(reason.split())[:300]))
+            except Exception as exc:  # the task raised: report it, the sweep goes on
+                line = " ".join(str(exc).split())[:300]
+                outcomes.append(Outcome(task.name, "failed", line=f"SLURM task failed: {line}"))
         return outcomes
 
 

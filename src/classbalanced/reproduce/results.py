@@ -5,7 +5,7 @@ the results) and by the launchers; it imports neither, so imports go one way.
 
 Files of one run ``NAME`` under ``runs/``: the run folder ``NAME/`` (written by the
 trainer), ``NAME.toml`` (its config), ``NAME.log`` (its output, appended on each
-attempt), ``NAME.claim`` while a launcher trains it (:mod:`classbalanced.launch.claims`)
+attempt), ``NAME.claim.N`` while a launcher trains it (:mod:`classbalanced.launch.claims`)
 and ``NAME.failed`` after a failed attempt (host, time, exit status, last log line).
 """
 

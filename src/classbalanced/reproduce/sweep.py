@@ -21,7 +21,7 @@ Output folder layout (``--out``, default ``[sweep] out`` or ``runs/sweeps/<file 
     runs/<name>/          the run folder the trainer writes (config.json, metrics.json, ...)
     runs/<name>.toml      the run's own config file (``classbalanced train --config``)
     runs/<name>.log       its stdout and stderr (appended on each attempt)
-    runs/<name>.claim     while a launcher trains it (:mod:`classbalanced.launch.claims`)
+    runs/<name>.claim.N   while a launcher trains it (:mod:`classbalanced.launch.claims`)
     runs/<name>.failed    after a failed attempt: host, time, exit status, last log line
     results.csv           one row per run: keys, last-epoch metrics, status (:mod:`.results`)
     report.md, figures/   the comparison with the paper (:mod:`.report`)
