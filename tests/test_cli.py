@@ -441,6 +441,7 @@ def test_registering_a_dataset_model_and_loss_makes_them_usable_from_the_cli(
     from classbalanced import losses
     from classbalanced.data.arrays import ImageArrays
     from classbalanced.data.registry import DATASET_REGISTRY, register_dataset
+    from classbalanced.losses.registry import LOSS_REGISTRY
     from classbalanced.models.registry import MODEL_REGISTRY, register_model
 
     rng = np.random.default_rng(0)
@@ -475,7 +476,7 @@ def test_registering_a_dataset_model_and_loss_makes_them_usable_from_the_cli(
     finally:
         DATASET_REGISTRY.pop("toy_registered")
         MODEL_REGISTRY.pop("toy_linear")
-        losses._REGISTRY.pop("toy_loss")
+        LOSS_REGISTRY.pop("toy_loss")
 
 
 # ---------------------------------------------------------------------------

@@ -550,7 +550,7 @@ def test_bad_inputs(name, overrides, error, match):
         ("ldam", dict(max_m="0.5"), TypeError, "max_m must be a number >= 0, got '0.5'"),
         ("ldam", dict(s=0.0), ValueError, "s must be a finite number > 0, got 0.0"),
         ("ldam", dict(s=float("inf")), ValueError, "s must be a finite number > 0, got inf"),
-        ("ldam", dict(s=True), TypeError, "s must be a number > 0, got bool"),
+        ("ldam", dict(s=True), TypeError, "s must be a number > 0, got True"),
         ("la", dict(tau=-1.0), ValueError, "tau must be a finite number >= 0, got -1.0"),
         ("la", dict(tau=None), TypeError, "tau must be a number >= 0, got None"),
     ],

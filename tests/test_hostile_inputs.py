@@ -77,7 +77,29 @@ def _fake_run(tmp: Path, metrics=None, history=None) -> Path:
         )
     if history is not None:
         (run / "history.json").write_text(json.dumps(history))
+    _fake_manifest(run)
     return run
+
+
+def _fake_manifest(run: Path) -> None:
+    """A run.json listing the files a run writes (what makes ``run`` one of our runs)."""
+    from classbalanced.engine.run_folder import Manifest
+
+    split = {"source": "digits", "fingerprint": {"images": 4, "sha256": "0" * 64}}
+    manifest = Manifest(run)
+    manifest.content["data"] = {
+        "class_names": ["0", "1"],
+        "in_channels": 1,
+        "image_shape": [8, 8, 1],
+        "normalization": {"mean": [0.5], "std": [0.5]},
+        "train": split,
+        "test": split,
+    }
+    for name in ("config.json", "subset.json", "metrics.json", "history.json"):
+        manifest.files[name] = None
+    manifest.files["class_distribution.png"] = None
+    manifest.files["checkpoints/checkpoint-1.pt"] = None
+    manifest.save()
 
 
 RUN_METRICS = {"train_counts": [3, 1], "per_class_accuracy": [1.0, 0.0], "error_percent": 25.0}

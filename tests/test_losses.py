@@ -684,11 +684,11 @@ def test_prior_bias_closed_form():
 @pytest.mark.parametrize(
     "args, error, match",
     [
-        ((0,), ValueError, "num_classes must be a positive integer, got 0"),
+        ((0,), ValueError, "num_classes must be an integer >= 1, got 0"),
         ((1,), ValueError, "explicit prior"),
         ((3, 1.0), ValueError, "strictly between 0 and 1"),
         ((3, [0.1, 0.2]), ValueError, r"shape \(3,\)"),
-        ((2.5,), TypeError, "num_classes must be a positive integer"),
+        ((2.5,), TypeError, "num_classes must be an integer >= 1"),
     ],
 )
 def test_prior_bias_errors(args, error, match):

@@ -45,7 +45,7 @@ def test_the_three_registries_share_the_helper():
     from classbalanced.data import registry as data_registry
     from classbalanced.losses import registry as losses
 
-    assert isinstance(losses._REGISTRY, Registry)
+    assert isinstance(losses.LOSS_REGISTRY, Registry)
     assert isinstance(MODEL_REGISTRY, Registry)
     assert isinstance(data_registry.DATASET_REGISTRY, Registry)
     assert {"cifar10", "digits", "npz", "folder", "inat2018", "imagenet"} <= set(

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 
-__all__ = ["check_beta", "check_gamma", "check_choice", "check_positive_int"]
+__all__ = [
+    "check_beta",
+    "check_gamma",
+    "check_real",
+    "check_choice",
+    "check_int",
+    "check_positive_int",
+]
 
 
 def _describe(value: object) -> str:
@@ -16,17 +24,13 @@ def _describe(value: object) -> str:
 
 def check_beta(beta: object) -> float:
     """Return ``beta`` as a float after checking it lies in [0, 1)."""
-    try:
-        import torch
-
-        if isinstance(beta, torch.Tensor):
-            if beta.numel() != 1:
-                raise TypeError(
-                    f"beta must be a number in [0, 1), got a tensor of shape {tuple(beta.shape)}"
-                )
-            beta = beta.item()
-    except ImportError:  # pragma: no cover - torch is a hard dependency
-        pass
+    torch = sys.modules.get("torch")  # a tensor implies torch is imported; never import it here
+    if torch is not None and isinstance(beta, torch.Tensor):
+        if beta.numel() != 1:
+            raise TypeError(
+                f"beta must be a number in [0, 1), got a tensor of shape {tuple(beta.shape)}"
+            )
+        beta = beta.item()
     if isinstance(beta, bool) or not isinstance(beta, numbers.Real):
         raise TypeError(f"beta must be a number in [0, 1), got {_describe(beta)}")
     value = float(beta)
@@ -35,14 +39,24 @@ def check_beta(beta: object) -> float:
     return value
 
 
+def check_real(name: str, value: object, *, positive: bool = False) -> float:
+    """Return ``value`` as a float after checking it is finite and ``>= 0`` (``> 0`` if positive).
+
+    Written with comparisons only (NaN fails them), so ``torch.compile`` can trace it.
+    """
+    bound = "> 0" if positive else ">= 0"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number {bound}, got {_describe(value)}")
+    number = float(value)
+    above = number > 0.0 if positive else number >= 0.0
+    if not (above and number < math.inf):
+        raise ValueError(f"{name} must be a finite number {bound}, got {number!r}")
+    return number
+
+
 def check_gamma(gamma: object) -> float:
     """Return ``gamma`` as a float after checking it is finite and >= 0."""
-    if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real):
-        raise TypeError(f"gamma must be a number >= 0, got {_describe(gamma)}")
-    value = float(gamma)
-    if not (0.0 <= value < math.inf):  # also refuses NaN; traceable by torch.compile
-        raise ValueError(f"gamma must be a finite number >= 0, got {value!r}")
-    return value
+    return check_real("gamma", gamma)
 
 
 def check_choice(name: str, value: object, choices) -> str:
@@ -53,10 +67,15 @@ def check_choice(name: str, value: object, choices) -> str:
     return value
 
 
+def check_int(name: str, value: object, minimum: int = 0) -> int:
+    """Check that ``value`` is an int (not a bool) ``>= minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer >= {minimum}, got {_describe(value)}")
+    if int(value) < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {int(value)}")
+    return int(value)
+
+
 def check_positive_int(name: str, value: object) -> int:
     """Check that ``value`` is an int >= 1."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be a positive integer, got {_describe(value)}")
-    if int(value) < 1:
-        raise ValueError(f"{name} must be a positive integer, got {int(value)}")
-    return int(value)
+    return check_int(name, value, 1)

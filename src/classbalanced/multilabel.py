@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ._validation import check_beta, check_choice, check_gamma, check_positive_int
+from ._validation import check_beta, check_choice, check_gamma, check_positive_int, check_real
 from .losses.checks import _full_precision, _reduce
 from .losses.functional import DEFAULT_GAMMA, REDUCTIONS
 from .losses.kernels import focal_elements
@@ -344,7 +344,7 @@ class RunningClassCounts:
     def __init__(self, num_classes: int, *, decay: float = 1.0, min_count: float = 1.0) -> None:
         self.num_classes = check_positive_int("num_classes", num_classes)
         self.decay = self._check_decay(decay)
-        self.min_count = self._check_min_count(min_count)
+        self.min_count = check_real("min_count", min_count, positive=True)
         self._counts = torch.zeros(self.num_classes, dtype=torch.float64)
         self.num_updates = 0
 
@@ -355,15 +355,6 @@ class RunningClassCounts:
         value = float(decay)
         if not (0.0 < value <= 1.0):
             raise ValueError(f"decay must be in (0, 1], got {value!r}")
-        return value
-
-    @staticmethod
-    def _check_min_count(min_count: object) -> float:
-        if isinstance(min_count, bool) or not isinstance(min_count, numbers.Real):
-            raise TypeError(f"min_count must be a number > 0, got {type(min_count).__name__}")
-        value = float(min_count)
-        if not (0.0 < value < float("inf")):
-            raise ValueError(f"min_count must be a finite number > 0, got {value!r}")
         return value
 
     def _batch_counts(self, labels: object) -> Tensor:
@@ -453,7 +444,7 @@ class RunningClassCounts:
                 f"state counts must be {self.num_classes} finite values >= 0, got shape {tuple(counts.shape)}"
             )
         self.decay = self._check_decay(state["decay"])
-        self.min_count = self._check_min_count(state["min_count"])
+        self.min_count = check_real("min_count", state["min_count"], positive=True)
         self._counts = counts.clone()
         self.num_updates = int(state["num_updates"])
 

@@ -29,7 +29,6 @@ aware of data parallelism: every rank draws the same global sequence and rank
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -37,7 +36,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Sampler
 
-from ._validation import check_beta, check_choice, check_positive_int
+from ._validation import check_beta, check_choice, check_int, check_positive_int
+from .weights import effective_number
 
 __all__ = ["class_counts", "sampling_probabilities", "ClassBalancedSampler"]
 
@@ -152,22 +152,10 @@ def sampling_probabilities(labels_or_counts, beta: float, *, kind: str = "counts
         counts = _as_nonnegative_counts(labels_or_counts)
     present = counts > 0
     n = counts[present]
-    if beta == 0.0:
-        mass = n
-    else:
-        # n / E_n = n (1 - beta) / (1 - beta**n), with 1 - beta**n = -expm1(n log beta)
-        mass = n * (1.0 - beta) / -torch.expm1(n * np.log(beta))
+    mass = n / effective_number(n, beta)  # n / E_n
     probs = torch.zeros_like(counts)
     probs[present] = mass / mass.sum()
     return probs
-
-
-def _check_index(name: str, value: object, low: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
-    if int(value) < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {int(value)}")
-    return int(value)
 
 
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -234,10 +222,10 @@ class ClassBalancedSampler(Sampler[int]):
     ) -> None:
         self.labels = _as_labels(labels)
         self.world_size = check_positive_int("world_size", world_size)
-        self.rank = _check_index("rank", rank)
+        self.rank = check_int("rank", rank)
         if self.rank >= self.world_size:
             raise ValueError(f"rank must be in [0, {self.world_size - 1}], got {self.rank}")
-        self.seed = _check_index("seed", seed)
+        self.seed = check_int("seed", seed)
         if not isinstance(replacement, bool):
             raise TypeError(f"replacement must be True or False, got {type(replacement).__name__}")
         self.replacement = replacement
@@ -265,7 +253,7 @@ class ClassBalancedSampler(Sampler[int]):
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose draws :meth:`__iter__` yields (same on every rank)."""
-        self.epoch = _check_index("epoch", epoch)
+        self.epoch = check_int("epoch", epoch)
 
     def example_probabilities(self) -> Tensor:
         """``(N,)`` float64 probability of each example per draw (with replacement)."""
@@ -273,7 +261,7 @@ class ClassBalancedSampler(Sampler[int]):
 
     def global_indices(self, epoch: int | None = None) -> Tensor:
         """The ``(num_samples,)`` global draw of an epoch (default the current one), all ranks."""
-        epoch = self.epoch if epoch is None else _check_index("epoch", epoch)
+        epoch = self.epoch if epoch is None else check_int("epoch", epoch)
         g = _epoch_generator(self.seed, epoch)
         if self.replacement:
             # one uniform per draw, inverted through the class CDF; its position inside the

@@ -6,8 +6,8 @@ Class weights are computed apart from the loss, so any loss with a
 * ``constant``: the class-balanced weights for ``beta`` from the first epoch
   (the paper's method).
 * ``drw``, deferred re-weighting (Cao et al., 2019): unweighted until
-  ``start_epoch``, then the class-balanced weights for ``beta`` (REFERENCE
-  section 6: beta 0.9999 switched on at epoch 160 of 200).
+  ``start_epoch``, then the class-balanced weights for ``beta`` (Cao et al.'s
+  CIFAR setting: beta 0.9999 switched on at epoch 160 of 200).
 * ``ramp``: a gradual beta ramp. The "volume" ``N = 1 / (1 - beta)`` of the
   paper grows geometrically from 1 (beta 0, unweighted) to ``1 / (1 - beta)``
   over the epochs ``[0, start_epoch]``: ``1 - beta_e = (1 - beta) ** t`` with

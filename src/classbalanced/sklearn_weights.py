@@ -1,4 +1,4 @@
-"""Class-balanced weights for scikit-learn, XGBoost, LightGBM (numpy only, no torch).
+"""Class-balanced weights for scikit-learn, XGBoost, LightGBM (numpy in, numpy out).
 
 The class weight of class ``i`` with ``n_i`` training samples is the
 class-balanced weight ``alpha_i = (1 - beta) / (1 - beta ** n_i)`` (Cui et al.,
@@ -16,27 +16,18 @@ their meaning and only the *balance* between classes changes. It also matches
 scikit-learn's own ``class_weight="balanced"`` (``N / (C * n_i)``, mean 1), which
 is exactly the ``beta -> 1`` limit; ``beta = 0`` gives all ones (no re-weighting).
 
-Weights are computed as ``-expm1(n * log(beta)) / (1 - beta)`` in float64, exact
-and finite for every count and every ``beta`` in ``[0, 1)``.
+Weights are ``1 / E_n`` (the one effective-number formula of :mod:`classbalanced._effective`, float64),
+exact and finite for every count and every ``beta`` in ``[0, 1)``.
 """
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import numpy as np
 
+from ._effective import effective_number_formula
+from ._validation import check_beta
+
 __all__ = ["class_weight_dict", "sample_weights"]
-
-
-def _check_beta(beta: object) -> float:
-    if isinstance(beta, bool) or not isinstance(beta, numbers.Real):
-        raise TypeError(f"beta must be a number in [0, 1), got {type(beta).__name__}")
-    value = float(beta)
-    if math.isnan(value) or not (0.0 <= value < 1.0):
-        raise ValueError(f"beta must be in [0, 1), got {value!r}")
-    return value
 
 
 def _classes(y: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -61,9 +52,7 @@ def _classes(y: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _weights(counts: np.ndarray, beta: float) -> np.ndarray:
     n = counts.astype(np.float64)
-    if beta == 0.0:
-        return np.ones_like(n)
-    alpha = (1.0 - beta) / -np.expm1(n * math.log(beta))
+    alpha = 1.0 / effective_number_formula(n, beta, np.expm1)
     return alpha * (n.sum() / (n * alpha).sum())
 
 
@@ -107,7 +96,7 @@ def class_weight_dict(y, beta: float) -> dict:
     >>> recall[1] > recall[0]
     True
     """
-    beta = _check_beta(beta)
+    beta = check_beta(beta)
     classes, _, counts = _classes(y)
     weights = _weights(counts, beta)
     return {_python_scalar(c): float(w) for c, w in zip(classes, weights, strict=True)}
@@ -128,6 +117,6 @@ def sample_weights(y, beta: float) -> np.ndarray:
     >>> sample_weights([0, 0, 0, 7], beta=0.999999)
     array([0.667, 0.667, 0.667, 2.0])
     """
-    beta = _check_beta(beta)
+    beta = check_beta(beta)
     _, inverse, counts = _classes(y)
     return _weights(counts, beta)[inverse]

@@ -21,12 +21,12 @@ exact for every count and stays finite as ``beta -> 1`` (no ``0 / 0``), e.g.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
+from ._effective import effective_number_formula
 from ._validation import check_beta
 
 __all__ = ["as_counts", "effective_number", "class_balanced_weights"]
@@ -103,10 +103,7 @@ def effective_number(samples_per_class, beta: float) -> torch.Tensor:
     """
     beta = check_beta(beta)
     counts = as_counts(samples_per_class)
-    if beta == 0.0:
-        return torch.ones_like(counts)
-    # 1 - beta**n == -expm1(n * log(beta)): no cancellation when beta -> 1.
-    return -torch.expm1(counts * math.log(beta)) / (1.0 - beta)
+    return effective_number_formula(counts, beta, torch.expm1)
 
 
 def class_balanced_weights(samples_per_class, beta: float) -> torch.Tensor:
@@ -125,5 +122,8 @@ def class_balanced_weights(samples_per_class, beta: float) -> torch.Tensor:
     >>> class_balanced_weights([100, 10], beta=0.999999)
     tensor([0.1818, 1.8182])
     """
-    inverse = effective_number(samples_per_class, beta).reciprocal()
-    return (inverse * (inverse.numel() / inverse.sum())).to(torch.float32)
+    # alpha_i / sum_j alpha_j = (E_min / E_i) / sum_j (E_min / E_j): every ratio is in
+    # (0, 1], so no 1 / E overflows, even for a count as small as 5e-324
+    effective = effective_number(samples_per_class, beta).clamp_min(torch.finfo(torch.float64).tiny)
+    ratio = effective.min() / effective
+    return (ratio * (ratio.numel() / ratio.sum())).to(torch.float32)

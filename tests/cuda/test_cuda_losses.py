@@ -126,7 +126,7 @@ def test_multilabel_class_balanced_loss_on_cuda_matches_float64_cpu():
     g = torch.Generator().manual_seed(4)
     logits = 2 * torch.randn(N, len(COUNTS), generator=g)
     labels = (torch.rand(N, len(COUNTS), generator=g) < 0.3).float()
-    kwargs = dict(beta=0.99, neg_counts=[1000 - c for c in COUNTS], gamma=1.0)
+    kwargs = dict(beta=0.99, negatives_per_class=[1000 - c for c in COUNTS], gamma=1.0)
     z = logits.double().requires_grad_(True)
     ref = cb.multilabel_class_balanced_loss(z, labels.double(), COUNTS, **kwargs)
     ref.backward()

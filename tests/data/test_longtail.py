@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from classbalanced.data import class_counts, longtail_counts, longtail_indices
 
 FACTORS = (200, 100, 50, 20, 10)
-# Training-set sizes published with the paper (REFERENCE section 4).
+# Training-set sizes published with the paper (the paper's Sec. 5.1 and the authors' release).
 PUBLISHED = {
     (5000, 10): (11203, 12406, 13996, 17023, 20431),
     (500, 100): (9502, 10847, 12608, 15907, 19573),

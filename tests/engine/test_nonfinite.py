@@ -9,7 +9,7 @@ from classbalanced.config import TrainConfig
 from classbalanced.engine.checkpoint import latest_checkpoint
 from classbalanced.engine.trainer import NonFiniteLoss, train
 from classbalanced.losses import WeightedLoss, register_loss
-from classbalanced.losses.registry import _REGISTRY
+from classbalanced.losses.registry import LOSS_REGISTRY
 
 BAD_STEPS = {6, 7}  # 1-based optimiser steps whose loss is NaN: epoch 2, its steps 2 and 3
 
@@ -31,7 +31,7 @@ class _PoisonedLoss(WeightedLoss):
 def poisoned():
     register_loss("poisoned", lambda counts, **_: _PoisonedLoss())
     yield "poisoned"
-    _REGISTRY.pop("poisoned")
+    LOSS_REGISTRY.pop("poisoned")
 
 
 def _cfg(tmp_path, **overrides):

@@ -42,7 +42,7 @@ SCALARS = (
 
 
 def longtail_formula(n_max: int, num_classes: int, factor: float) -> list[int]:
-    """REFERENCE section 4: n_i = int(n_max * (1/IF) ** (i / (C - 1)))."""
+    """the paper's Sec. 5.1 and the authors' release: n_i = int(n_max * (1/IF) ** (i / (C - 1)))."""
     return [int(n_max * (1 / factor) ** (i / (num_classes - 1)) + 1e-9) for i in range(num_classes)]
 
 

@@ -22,7 +22,7 @@ stop() {
             sleep 0.2
         done
     fi
-    for name in slurmd slurmctld munged; do
+    for name in slurmd slurmctld; do
         if [[ -f "$state/$name.pid" ]]; then
             pid=$(cat "$state/$name.pid")
             kill "$pid" 2>/dev/null || true
@@ -45,14 +45,14 @@ done
 
 mkdir -p "$state/spool" "$state/ctld"
 node=$(hostname -s)
-# munge: one daemon per machine; start it unless it answers already
+# munge: one daemon per machine, shared by every cluster started here (also by other test
+# sessions at the same time): started unless it answers already, and left running
 if ! munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
     mkdir -p /run/munge /var/log/munge /var/lib/munge
     chown munge:munge /run/munge /var/log/munge /var/lib/munge
     [[ -f /etc/munge/munge.key ]] || runuser -u munge -- mungekey --create
     runuser -u munge -- /usr/sbin/munged
     for _ in $(seq 50); do munge -n 2>/dev/null | unmunge >/dev/null 2>&1 && break; sleep 0.1; done
-    cp /run/munge/munged.pid "$state/munged.pid"  # started here: stopped here too
 fi
 
 read -r ctld_port slurmd_port < <(python3 - <<'EOF'

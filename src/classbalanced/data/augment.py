@@ -1,4 +1,4 @@
-"""Batched, on-device image augmentation (CIFAR recipe, REFERENCE section 5).
+"""Batched, on-device image augmentation (CIFAR recipe, the paper's Sec. 5.2 and the authors' release).
 
 Everything works on whole batches ``(B, C, H, W)`` with vectorised indexing, on
 whatever device the batch lives on, for any dtype (uint8 before normalisation,

@@ -45,13 +45,10 @@ unweighted), with the method's default hyper-parameters (``max_m = 0.5``,
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import torch
 from torch import Tensor
 
-from .._validation import check_beta, check_choice
+from .._validation import check_beta, check_choice, check_real
 from ..weights import as_counts, class_balanced_weights
 from .checks import (
     _check_logits,
@@ -80,17 +77,6 @@ __all__ = [
 # ---------------------------------------------------------------------------
 # Validation
 # ---------------------------------------------------------------------------
-
-
-def _check_real(name: str, value: object, *, positive: bool) -> float:
-    bound = "> 0" if positive else ">= 0"
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        shown = repr(value) if isinstance(value, str) or value is None else type(value).__name__
-        raise TypeError(f"{name} must be a number {bound}, got {shown}")
-    number = float(value)
-    if not math.isfinite(number) or number < 0.0 or (positive and number == 0.0):
-        raise ValueError(f"{name} must be a finite number {bound}, got {number!r}")
-    return number
 
 
 def _check_counts(samples_per_class, logits: Tensor) -> Tensor:
@@ -153,7 +139,7 @@ def ldam_margins(samples_per_class, max_m: float = 0.5) -> Tensor:
     >>> ldam_margins([10000, 625, 16], max_m=0.5)
     tensor([0.1000, 0.2000, 0.5000], dtype=torch.float64)
     """
-    max_m = _check_real("max_m", max_m, positive=False)
+    max_m = check_real("max_m", max_m, positive=False)
     return _margins(as_counts(samples_per_class), max_m)
 
 
@@ -197,8 +183,8 @@ def ldam_loss(
     >>> ldam_loss(z, torch.tensor([0, 1]), [10000, 16], max_m=0.5, s=1.0, reduction="none")
     tensor([0.7444, 0.9741])
     """
-    max_m = _check_real("max_m", max_m, positive=False)
-    s = _check_real("s", s, positive=True)
+    max_m = check_real("max_m", max_m, positive=False)
+    s = check_real("s", s, positive=True)
     logits, targets, weight = _prepare(logits, targets, weight, reduction, validate_args)
     counts = _check_counts(samples_per_class, logits)
     z = logits.to(_compute_dtype(logits))
@@ -238,7 +224,7 @@ def logit_adjusted_loss(
     >>> logit_adjusted_loss(z, torch.tensor([0, 1]), [90, 10], reduction="none")  # -log(pi_y)
     tensor([0.1054, 2.3026])
     """
-    tau = _check_real("tau", tau, positive=False)
+    tau = check_real("tau", tau, positive=False)
     logits, targets, weight = _prepare(logits, targets, weight, reduction, validate_args)
     counts = _check_counts(samples_per_class, logits)
     z = logits.to(_compute_dtype(logits))
@@ -302,7 +288,7 @@ def post_hoc_logit_adjustment(logits: Tensor, samples_per_class, tau: float = 1.
     >>> adjusted, adjusted.argmax(1)
     (tensor([[2.0101, 5.1052]]), tensor([1]))
     """
-    tau = _check_real("tau", tau, positive=False)
+    tau = check_real("tau", tau, positive=False)
     logits = _check_logits(logits)
     counts = _check_counts(samples_per_class, logits)
     z = logits.to(_compute_dtype(logits))
@@ -386,8 +372,8 @@ class LDAMLoss(_CountsSoftmaxLoss):
         reduction: str = "mean",
         validate_args: bool = True,
     ) -> None:
-        self.max_m = _check_real("max_m", max_m, positive=False)
-        self.s = _check_real("s", s, positive=True)
+        self.max_m = check_real("max_m", max_m, positive=False)
+        self.s = check_real("s", s, positive=True)
         super().__init__(samples_per_class, weight, reduction, validate_args)
 
     @property
@@ -427,7 +413,7 @@ class LogitAdjustedLoss(_CountsSoftmaxLoss):
         reduction: str = "mean",
         validate_args: bool = True,
     ) -> None:
-        self.tau = _check_real("tau", tau, positive=False)
+        self.tau = check_real("tau", tau, positive=False)
         super().__init__(samples_per_class, weight, reduction, validate_args)
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:

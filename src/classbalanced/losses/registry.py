@@ -19,18 +19,18 @@ __all__ = ["loss_options", "register_loss", "available_losses", "build_loss"]
 #: Loss names -> ``build(samples_per_class, *, beta, gamma, reduction, **options)``;
 #: a builder's further public keyword-only parameters (with defaults) are the loss's own
 #: options, settable as ``loss_options`` in a config (``--loss-option KEY=VALUE``).
-_REGISTRY: Registry[Callable[..., nn.Module]] = Registry("loss")
+LOSS_REGISTRY: Registry[Callable[..., nn.Module]] = Registry("loss")
 _COMMON_ARGS = ("beta", "gamma", "reduction")
 
 
 def register_loss(name: str, build: Callable[..., nn.Module], description: str = "") -> None:
     """Register ``build(samples_per_class, *, beta, gamma, reduction, **options) -> nn.Module`` as ``name``."""
-    _REGISTRY.register(name, build, description=description)
+    LOSS_REGISTRY.register(name, build, description=description)
 
 
 def available_losses() -> list[str]:
     """Names accepted by :func:`build_loss` (and the CLI's ``--loss``)."""
-    return sorted(_REGISTRY)
+    return sorted(LOSS_REGISTRY)
 
 
 def loss_options(name: str) -> dict[str, Any]:
@@ -40,7 +40,7 @@ def loss_options(name: str) -> dict[str, Any]:
     ({'max_m': 0.5, 's': 30.0}, {})
     """
     check_choice("loss", name, available_losses())
-    build = _REGISTRY[name]
+    build = LOSS_REGISTRY[name]
     return {
         p.name: p.default
         for p in inspect.signature(build).parameters.values()
@@ -70,7 +70,7 @@ def build_loss(
     LDAMLoss(num_classes=2, max_m=0.3, s=30.0, reduction='mean', weighted=False)
     """
     check_choice("loss", name, available_losses())
-    build = _REGISTRY[name]
+    build = LOSS_REGISTRY[name]
     unknown = sorted(set(options) - set(loss_options(name)))
     if unknown:
         valid = ", ".join(loss_options(name)) or "none"

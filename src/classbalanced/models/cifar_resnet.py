@@ -1,6 +1,6 @@
 """ResNets for small images (CIFAR, digits): depth 6n+2 basic blocks or 9n+2 bottlenecks.
 
-Three variants, as in the Class-Balanced Loss release (REFERENCE section 5):
+Three variants, as in the Class-Balanced Loss release (the paper's Sec. 5.2 and the authors' release):
 
 ``"v1"``
     Post-activation ResNet of He et al. (2016a) for CIFAR: a 3x3 stem conv
@@ -26,7 +26,7 @@ parameters for 10 classes (464,154 with option A).
 Initialisation: Kaiming-normal convs (``fan_out``, ReLU gain), BN weight 1 and
 bias 0, ``fc`` keeps PyTorch's default ``nn.Linear`` initialisation. The
 classifier is always ``model.fc`` (``nn.Linear`` with bias), so a trainer can
-set its bias to a prior and exclude it from weight decay (REFERENCE section 3).
+set its bias to a prior and exclude it from weight decay (the paper's Sec. 4 and the authors' release).
 
 Global average pooling makes the network input-size agnostic: 8x8 single-channel
 digits and 32x32 RGB images both work. ``channels_last`` works as with any

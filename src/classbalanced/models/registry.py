@@ -10,7 +10,7 @@ Built-in names (case-insensitive):
   pre-activation bottlenecks (``version="bottleneck"``).
 - **Exception:** plain ``resnet50``, ``resnet101`` and ``resnet152`` are torchvision's
   ImageNet ResNets (random initialisation, ``num_classes`` outputs, RGB input only),
-  the models of the large-scale experiments (REFERENCE section 7). The CIFAR networks
+  the models of the large-scale experiments (the paper's Sec. 5.3 and the authors' release). The CIFAR networks
   of those depths are reachable with the ``cifar_`` prefix, which every CIFAR name
   accepts: ``cifar_resnet50`` (v1, n = 8), ``cifar_resnet152`` (v1, n = 25),
   ``cifar_resnet32`` (same as ``resnet32``). (101 is not 6n+2, so there is no
