@@ -544,6 +544,7 @@ def decouple(
     """
     from .config import LARGE_DATASETS
     from .engine.distributed import resolve_device
+    from .engine.loop import summary_fields
 
     options.validate()
     r = _load_run(run)
@@ -583,18 +584,7 @@ def decouple(
         "evaluated_split": data.eval_split,
         **info,
     }
-    summary = {
-        "dataset": cfg.dataset,
-        "imbalance_factor": cfg.imbalance_factor,
-        "loss": cfg.loss,
-        "beta": cfg.beta,
-        "gamma": cfg.gamma,
-        "model": cfg.model,
-        "seed": cfg.seed,
-        "epochs": cfg.epochs,
-        "train_counts": r.counts.tolist(),
-        "method": options.method,
-    }
+    summary = {**summary_fields(cfg, np.asarray(r.counts)), "method": options.method}
     metrics = {**summary, **metrics, "epoch": cfg.epochs, "decouple": settings}
     _write(out_folder, out_cfg, r, model, metrics, settings)
     log(
