@@ -774,7 +774,12 @@ def _add_report_parser(sub) -> None:
         description="Tables of mean ± std last-epoch error over seeds against the published "
         "numbers, a beta x gamma heat map and error curves per column.",
     )
-    p.add_argument("sweep_dir", metavar="SWEEP_DIR", help="folder written by `classbalanced sweep`")
+    p.add_argument(
+        "sweep_dir",
+        metavar="SWEEP_DIR",
+        help="folder written by `classbalanced sweep`, or one holding `classbalanced decouple` "
+        "outputs (compared with Kang et al., ICLR 2020)",
+    )
     p.add_argument(
         "--refresh",
         action="store_true",
