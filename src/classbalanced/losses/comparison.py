@@ -304,8 +304,6 @@ def post_hoc_logit_adjustment(logits: Tensor, samples_per_class, tau: float = 1.
 class _CountsSoftmaxLoss(ClassWeightBuffers):
     """Base: ``samples_per_class`` and the optional ``weight`` are float32 buffers."""
 
-    uses_prior_bias = False
-
     def __init__(
         self, samples_per_class, weight: Tensor | None, reduction: str, validate_args: bool
     ) -> None:
