@@ -61,6 +61,7 @@ from .checks import (
 from .functional import REDUCTIONS, _weighted_ce
 from .modules import ClassWeightBuffers
 from .registry import register_loss
+from .types import Reduction
 
 __all__ = [
     "ldam_margins",
@@ -100,13 +101,13 @@ def _log_prior(counts: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------
 
 
-def _ldam_core(z, targets, weight, counts, max_m: float, s: float, reduction: str) -> Tensor:
+def _ldam_core(z, targets, weight, counts, max_m: float, s: float, reduction: Reduction) -> Tensor:
     index = targets.unsqueeze(1)
     shift = _margins(counts, max_m)[targets].unsqueeze(1).neg()
     return _weighted_ce(z.scatter_add(1, index, shift).mul(s), targets, weight, reduction)
 
 
-def _shifted_core(z, targets, weight, shift: Tensor, reduction: str) -> Tensor:
+def _shifted_core(z, targets, weight, shift: Tensor, reduction: Reduction) -> Tensor:
     return _weighted_ce(z + shift, targets, weight, reduction)
 
 
@@ -161,7 +162,7 @@ def ldam_loss(
     *,
     max_m: float = 0.5,
     s: float = 30.0,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     validate_args: bool = True,
 ) -> Tensor:
     """LDAM loss: ``w[y_b] * CE(s * (z_b - Delta_{y_b} * onehot(y_b)), y_b)``.
@@ -209,7 +210,7 @@ def logit_adjusted_loss(
     weight: Tensor | None = None,
     *,
     tau: float = 1.0,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     validate_args: bool = True,
 ) -> Tensor:
     """Logit-adjusted loss: ``w[y_b] * CE(z_b + tau * log(pi), y_b)``, ``pi_j = n_j / sum_k n_k``.
@@ -248,7 +249,7 @@ def balanced_softmax_loss(
     samples_per_class,
     weight: Tensor | None = None,
     *,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     validate_args: bool = True,
 ) -> Tensor:
     """Balanced softmax: ``w[y_b] * CE(z_b + log(n), y_b)``.
@@ -321,7 +322,7 @@ class _CountsSoftmaxLoss(ClassWeightBuffers):
     _OPTIONS: tuple[str, ...] = ()
 
     def __init__(
-        self, samples_per_class, weight: Tensor | None, reduction: str, validate_args: bool
+        self, samples_per_class, weight: Tensor | None, reduction: Reduction, validate_args: bool
     ) -> None:
         super().__init__()
         counts = as_counts(samples_per_class)
@@ -392,7 +393,7 @@ class LDAMLoss(_CountsSoftmaxLoss):
         *,
         max_m: float = 0.5,
         s: float = 30.0,
-        reduction: str = "mean",
+        reduction: Reduction = "mean",
         validate_args: bool = True,
     ) -> None:
         self.max_m = check_real("max_m", max_m, positive=False)
@@ -429,7 +430,7 @@ class LogitAdjustedLoss(_CountsSoftmaxLoss):
         weight: Tensor | None = None,
         *,
         tau: float = 1.0,
-        reduction: str = "mean",
+        reduction: Reduction = "mean",
         validate_args: bool = True,
     ) -> None:
         self.tau = check_real("tau", tau, positive=False)
@@ -457,7 +458,7 @@ class BalancedSoftmaxLoss(_CountsSoftmaxLoss):
         samples_per_class,
         weight: Tensor | None = None,
         *,
-        reduction: str = "mean",
+        reduction: Reduction = "mean",
         validate_args: bool = True,
     ) -> None:
         super().__init__(samples_per_class, weight, reduction, validate_args)
@@ -482,7 +483,7 @@ def _build_ldam(
     *,
     beta: float,
     gamma: float,
-    reduction: str,
+    reduction: Reduction,
     max_m: float = 0.5,
     s: float = 30.0,
 ) -> LDAMLoss:
@@ -491,13 +492,13 @@ def _build_ldam(
 
 
 def _build_logit_adjusted(
-    samples_per_class, *, beta: float, gamma: float, reduction: str, tau: float = 1.0
+    samples_per_class, *, beta: float, gamma: float, reduction: Reduction, tau: float = 1.0
 ):
     weight = _initial_weight(samples_per_class, beta)
     return LogitAdjustedLoss(samples_per_class, weight, tau=tau, reduction=reduction)
 
 
-def _build_balanced_softmax(samples_per_class, *, beta: float, gamma: float, reduction: str):
+def _build_balanced_softmax(samples_per_class, *, beta: float, gamma: float, reduction: Reduction):
     weight = _initial_weight(samples_per_class, beta)
     return BalancedSoftmaxLoss(samples_per_class, weight, reduction=reduction)
 

@@ -13,6 +13,7 @@ from ..registry import Registry
 from .criterion import Criterion, missing_members
 from .functional import DEFAULT_GAMMA
 from .modules import ClassBalancedLoss
+from .types import Reduction
 
 __all__ = ["loss_options", "register_loss", "available_losses", "build_loss"]
 
@@ -59,7 +60,7 @@ def build_loss(
     *,
     beta: float = 0.0,
     gamma: float = DEFAULT_GAMMA,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     **options: Any,
 ) -> nn.Module:
     """Build the registered loss ``name`` for the given training counts.
