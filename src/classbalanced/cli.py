@@ -650,6 +650,8 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def _add_sweep_parser(sub) -> None:
+    from .launch import LAUNCHER_REGISTRY, available_launchers
+
     p = sub.add_parser(
         "sweep",
         help="run a grid of training runs (resumable; local, Ray or SLURM), then results.csv "
@@ -669,9 +671,10 @@ def _add_sweep_parser(sub) -> None:
     )
     p.add_argument(
         "--launcher",
-        choices=["local", "ray", "slurm"],
+        choices=available_launchers(),
         default="local",
-        help="where runs execute: this machine (default), a Ray cluster, or SLURM job arrays",
+        help="where runs execute: "
+        + ", ".join(f"{k} ({v['description']})" for k, v in LAUNCHER_REGISTRY.info.items()),
     )
     p.add_argument(
         "--jobs",

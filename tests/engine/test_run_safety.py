@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from engine_cli import one_error_line, run_cli, train_args
 
-from classbalanced import cli
 from classbalanced.engine.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -40,41 +40,6 @@ def tree_hashes(folder: Path) -> dict[str, str]:
     return out
 
 
-def train_args(data, out: Path, *extra: str, epochs: int = 4) -> list[str]:
-    """The CLI spelling of the engine tests' tiny_config."""
-    return [
-        "train",
-        "--dataset", "npz",
-        "--train-data", str(data.train),
-        "--test-data", str(data.test),
-        "--imbalance-factor", "10",
-        "--model", "resnet8",
-        "--epochs", str(epochs),
-        "--batch-size", "32",
-        "--warmup-epochs", str(min(2, epochs - 1)),
-        "--eval-every", "2",
-        "--eval-batch-size", "40",
-        "--device", "cpu",
-        "--no-progress",
-        "--seed", "0",
-        "--out", str(out),
-        *extra,
-    ]  # fmt: skip
-
-
-def run_cli(capsys, argv) -> tuple[int, str, str]:
-    code = cli.main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def one_error_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("classbalanced: error:"), err
-    return lines[0]
-
-
 def manifest(run: Path) -> dict:
     return json.loads((run / "run.json").read_text())
 
@@ -94,13 +59,6 @@ def save_npz(path: Path, x, y, class_names=None) -> Path:
     extra = {} if class_names is None else {"class_names": np.asarray(class_names)}
     np.savez(path, x=x, y=y, **extra)
     return path
-
-
-@pytest.fixture
-def copied_run(tiny_run, tmp_path):
-    out = tmp_path / "run"
-    shutil.copytree(tiny_run.out, out)
-    return out
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """The training engine: data on the device, the paper's schedule, evaluation, checkpoints.
 
-The loop receives a loss object and never branches on loss names: a loss that
-wants the classifier-bias prior says so through ``uses_prior_bias``.
+The loop receives a loss object and never branches on loss names: the loss is a
+:class:`~classbalanced.losses.Criterion` and says what it needs through its members
+(``uses_prior_bias``, ``normalized_classifier``, ``set_weight``).
 
 Data order and augmentation are a pure function of ``(seed, epoch)``: each
 epoch draws its permutation and all of its crop / flip parameters from one
@@ -185,11 +186,7 @@ def _model_and_optimizer(cfg: TrainConfig, ctx: DistContext, data: RunData) -> _
         cfg.loss, data.counts, beta=cfg.beta, gamma=cfg.gamma, **cfg.loss_options
     ).to(ctx.device)
     reweight = None
-    if cfg.reweight_schedule != "constant":
-        if not hasattr(loss_fn, "set_weight"):
-            raise ValueError(
-                f"loss {cfg.loss!r} has no class weights to schedule: use --reweight-schedule constant"
-            )
+    if cfg.reweight_schedule != "constant":  # every Criterion has set_weight
         reweight = ReweightSchedule(
             cfg.reweight_schedule, data.counts, cfg.beta, start_epoch=cfg.reweight_epoch
         )

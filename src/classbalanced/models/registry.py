@@ -48,9 +48,11 @@ __all__ = [
     "available_models",
     "build_model",
     "check_model_name",
+    "classifier",
     "load_pretrained_",
     "pretrained_weights_path",
     "register_model",
+    "set_classifier_",
     "use_normed_classifier_",
 ]
 
@@ -276,11 +278,41 @@ class NormedLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}"
 
 
+#: where every model keeps its classifier: ``model.fc`` (written once, read through
+#: :func:`classifier` / :func:`set_classifier_` by the trainer and the decoupling stage)
+CLASSIFIER = "fc"
+
+
+def classifier(model: nn.Module) -> nn.Module:
+    """The model's classifier, ``model.fc`` (ValueError for a model without one).
+
+    >>> classifier(build_model("resnet8", 3))
+    Linear(in_features=64, out_features=3, bias=True)
+    >>> classifier(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)))
+    Traceback (most recent call last):
+    ...
+    ValueError: expected the model's classifier at model.fc (an nn.Linear), got a Sequential without one
+    """
+    head = getattr(model, CLASSIFIER, None)
+    if not isinstance(head, nn.Module):
+        raise ValueError(
+            f"expected the model's classifier at model.{CLASSIFIER} (an nn.Linear), "
+            f"got a {type(model).__name__} without one"
+        )
+    return head
+
+
+def set_classifier_(model: nn.Module, head: nn.Module) -> nn.Module:
+    """Replace the model's classifier (``model.fc``) by ``head``, in place; returns ``model``."""
+    classifier(model)
+    setattr(model, CLASSIFIER, head)
+    return model
+
+
 def use_normed_classifier_(model: nn.Module) -> nn.Module:
     """Replace ``model.fc`` (a linear layer) by a :class:`NormedLinear` of the same shape."""
-    fc = model.fc
-    model.fc = NormedLinear(fc.in_features, fc.out_features)
-    return model
+    fc = classifier(model)
+    return set_classifier_(model, NormedLinear(fc.in_features, fc.out_features))
 
 
 _PRETRAINED = tuple(_TORCHVISION)
