@@ -39,7 +39,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -55,16 +55,18 @@ __all__ = [
     "decouple",
 ]
 
-METHODS = ("crt", "tau_norm", "lws")
+Method = Literal["crt", "tau_norm", "lws"]
+Sampler = Literal["class_uniform", "shuffle"]
+METHODS: tuple[Method, ...] = get_args(Method)
 DEFAULT_TAUS = tuple(round(0.1 * i, 1) for i in range(21))
-SAMPLERS = ("class_uniform", "shuffle")
+SAMPLERS: tuple[Sampler, ...] = get_args(Sampler)
 
 
 @dataclass
 class DecoupleOptions:
     """Stage-two settings. ``None`` means: the stage-one run's value."""
 
-    method: str
+    method: Method
     out: str
     epochs: int = 10
     batch_size: int | None = None
@@ -74,7 +76,7 @@ class DecoupleOptions:
     loss: str = "softmax"
     beta: float = 0.0
     gamma: float = 1.0
-    sampler: str = "class_uniform"
+    sampler: Sampler = "class_uniform"
     taus: list[float] = field(default_factory=lambda: list(DEFAULT_TAUS))
     tau: float | None = None  # tau_norm: use this tau instead of searching
     device: str = "auto"
