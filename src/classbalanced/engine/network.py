@@ -8,6 +8,7 @@ from torch import nn
 from ..config import TrainConfig
 from ..losses import build_loss, init_prior_bias_
 from ..models.registry import build_model, load_pretrained_, use_normed_classifier_
+from ..models.sync_bn import sync_batchnorm
 from ..optim import parameter_groups
 from .distributed import DistContext
 
@@ -38,12 +39,8 @@ def build_training_model(cfg: TrainConfig, counts, in_channels: int, loss_fn, ct
     if getattr(loss_fn, "uses_prior_bias", False):
         init_prior_bias_(model.fc)
         no_decay.append(model.fc.bias)
-    if cfg.sync_bn and ctx.distributed:
-        if ctx.device.type != "cuda":
-            raise ValueError(
-                f"--sync-bn needs CUDA devices (PyTorch's SyncBatchNorm), got {ctx.device}"
-            )
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if cfg.sync_bn:
+        model = sync_batchnorm(model, world_size=ctx.world_size, device=ctx.device)
     model.to(ctx.device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
