@@ -83,7 +83,8 @@ def build_sgd(
     on the CPU); ``foreach`` updates all parameters with a few multi-tensor kernels;
     ``fused`` with one kernel per step. All three compute the same update
     (``v = momentum * v + g + wd * p``, ``p -= lr * v``) up to the rounding of fused
-    multiply-adds. A device the fused kernel does not support is one ValueError line.
+    multiply-adds. A device the fused kernel does not support is one ValueError line
+    (PyTorch itself would fail only at the first step).
 
     >>> p = nn.Parameter(torch.ones(3))
     >>> opt = build_sgd([{"params": [p], "weight_decay": 0.0}], lr=0.1, momentum=0.9, impl="fused")
@@ -93,8 +94,20 @@ def build_sgd(
     if impl not in SGD_IMPLS:
         raise ValueError(f"expected an SGD implementation in {', '.join(SGD_IMPLS)}, got {impl!r}")
     kwargs = {} if impl == "default" else {impl: True}
-    try:
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov, **kwargs)
-    except RuntimeError as exc:  # e.g. fused=True on a device without the fused kernel
-        detail = " ".join(str(exc).split())
-        raise ValueError(f"--sgd-impl {impl} is not available here: {detail}") from None
+    optimizer = torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov, **kwargs)
+    if impl == "fused":  # PyTorch checks only at the first step, deep in a run: check now
+        from torch.optim.optimizer import _get_fused_kernels_supported_devices
+
+        devices = _get_fused_kernels_supported_devices()
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        bad = sorted({f"{p.dtype} on {p.device}" for p in params if not _fused_ok(p, devices)})
+        if bad:
+            raise ValueError(
+                f"--sgd-impl fused needs floating-point parameters on {', '.join(devices)}, "
+                f"got {', '.join(bad)}: use --sgd-impl foreach"
+            )
+    return optimizer
+
+
+def _fused_ok(param: Tensor, devices: list[str]) -> bool:
+    return param.device.type in devices and param.is_floating_point()

@@ -73,6 +73,18 @@ def test_an_unknown_sgd_impl_is_one_line():
         build_sgd([nn.Parameter(torch.ones(1))], lr=0.1, momentum=0.9, impl="apex")
 
 
+def test_fused_sgd_on_a_device_without_the_kernel_is_one_line_before_any_step(monkeypatch):
+    import torch.optim.optimizer as optimizer
+
+    monkeypatch.setattr(optimizer, "_get_fused_kernels_supported_devices", lambda: ["cuda"])
+    with pytest.raises(ValueError) as info:
+        build_sgd([nn.Parameter(torch.ones(1))], lr=0.1, momentum=0.9, impl="fused")
+    assert str(info.value) == (
+        "--sgd-impl fused needs floating-point parameters on cuda, got torch.float32 on cpu: "
+        "use --sgd-impl foreach"
+    )
+
+
 # ---------------------------------------------------------------------------
 # a run with the options on equals the plain run
 # ---------------------------------------------------------------------------
