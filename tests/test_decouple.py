@@ -366,9 +366,8 @@ def test_report_puts_decouple_runs_beside_the_published_numbers(npz_run, tmp_pat
 
 
 def test_published_decoupling_lookups():
-    from classbalanced.reproduce.published import DECOUPLING_METHODS, published_decoupling
-
     from classbalanced.decouple import METHODS
+    from classbalanced.reproduce.published import DECOUPLING_METHODS, published_decoupling
 
     assert DECOUPLING_METHODS == ("joint", "ncm", *METHODS)  # the report's rows: ours and NCM
     rows = {m: published_decoupling("ImageNet-LT", "ResNeXt50", m) for m in DECOUPLING_METHODS}

@@ -384,13 +384,17 @@ def _enospc_on(monkeypatch, name: str, nth: int) -> list[str]:
     return seen
 
 
-@pytest.mark.parametrize("name", ["checkpoint-", "metrics.json"])
+@pytest.mark.parametrize(
+    "name, extra",
+    [("checkpoint-", ()), ("metrics.json", ()), ("checkpoint-", ("--async-checkpoints",))],
+    ids=["checkpoint", "metrics", "checkpoint-in-the-background"],
+)
 def test_a_full_disk_ends_in_one_line_every_file_valid_and_resume_is_exact(
-    tiny_run, tiny_npz, tmp_path, capsys, monkeypatch, name
+    tiny_run, tiny_npz, tmp_path, capsys, monkeypatch, name, extra
 ):
     out = tmp_path / "run"
     hits = _enospc_on(monkeypatch, name, nth=2)  # the second evaluation's write
-    code, _, err = run_cli(capsys, train_args(tiny_npz, out))
+    code, _, err = run_cli(capsys, train_args(tiny_npz, out, *extra))
     monkeypatch.undo()
     assert len(hits) == 2
     assert code == 2
@@ -403,7 +407,7 @@ def test_a_full_disk_ends_in_one_line_every_file_valid_and_resume_is_exact(
         json.loads(path.read_text())
     for path in (out / "checkpoints").glob("checkpoint-*.pt"):
         load_checkpoint(path, sha256=listed[f"checkpoints/{path.name}"])
-    code, _, err = run_cli(capsys, train_args(tiny_npz, out, "--resume"))
+    code, _, err = run_cli(capsys, train_args(tiny_npz, out, "--resume", *extra))
     assert code == 0, err
     reference = json.loads((tiny_run.out / "metrics.json").read_text())
     assert without_timing(json.loads((out / "metrics.json").read_text())) == without_timing(

@@ -14,6 +14,7 @@ from ..models.registry import (
     load_pretrained_,
     use_normed_classifier_,
 )
+from ..models.sync_bn import sync_batchnorm
 from ..optim import parameter_groups
 from .distributed import DistContext
 
@@ -51,12 +52,8 @@ def build_training_model(
     if loss_fn.uses_prior_bias:
         init_prior_bias_(classifier(model))
         no_decay.append(classifier(model).bias)
-    if cfg.sync_bn and ctx.distributed:
-        if ctx.device.type != "cuda":
-            raise ValueError(
-                f"--sync-bn needs CUDA devices (PyTorch's SyncBatchNorm), got {ctx.device}"
-            )
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if cfg.sync_bn:
+        model = sync_batchnorm(model, world_size=ctx.world_size, device=ctx.device)
     model.to(ctx.device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
