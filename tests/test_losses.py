@@ -675,6 +675,35 @@ def test_compiled_module_and_function_with_inductor_equal_eager(loss_type):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("opaque_scaling", [False, True])
+def test_compiled_backward_on_both_sides_of_the_threshold(opaque_scaling, monkeypatch):
+    """Compiled backward: above the threshold the opaque row scaling (the forward's
+    gradient kept), below it a plain product; both give eager's gradient."""
+    torch._dynamo.reset()
+    monkeypatch.setattr(kernels, "_CHUNK_ELEMENTS", 1 if opaque_scaling else 1 << 16)
+    from functorch.compile import make_boxed_func
+    from torch._dynamo.backends.common import aot_autograd
+
+    graphs = []
+
+    def record(gm, example_inputs):
+        graphs.append(gm.code)
+        return make_boxed_func(gm.forward)
+
+    z, y, w = make_batch(n=6, c=5, seed=4, scale=4.0)
+
+    def fn(x):
+        return sigmoid_focal_cross_entropy(x, y, w, gamma=0.5, reduction="sum")
+
+    backend = aot_autograd(fw_compiler=record, bw_compiler=record)
+    (value, grad), (expected, expected_grad) = _compiled_and_eager(fn, z, backend)
+    assert len(graphs) == 2 and ("scale_rows" in graphs[1]) == opaque_scaling
+    torch.testing.assert_close(value, expected, rtol=1e-6, atol=0)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-6, atol=1e-30)
+    torch._dynamo.reset()
+
+
+@pytest.mark.slow
 def test_inductor_compiled_focal_is_exact_at_the_extremes():
     """The C++ kernel inductor generates keeps the exact formula (the first-order log1p
     correction is not folded away): compiled values and gradients equal eager's, per logit."""

@@ -111,7 +111,8 @@ class _IndexFocal(torch.autograd.Function):
     retained graph recomputes it). Under ``torch.compile`` the same loss and
     gradient come from one pointwise expression (:func:`_index_focal_fused`),
     which the compiler fuses into one kernel, and backward is the opaque
-    :func:`_scale_rows`, so the gradient is not recomputed. With
+    :func:`_scale_rows` (above ``_CHUNK_ELEMENTS`` elements), so the gradient is
+    not recomputed. With
     ``create_graph=True`` backward rebuilds the gradient from differentiable
     ops, so second derivatives equal those of one-hot targets.
     """
@@ -133,6 +134,8 @@ class _IndexFocal(torch.autograd.Function):
     def backward(ctx, grad_output: Tensor):
         if _compiling():
             z, targets, grad = ctx.saved_tensors
+            if grad.numel() <= _CHUNK_ELEMENTS:  # small: the opaque op's call costs more
+                return grad * grad_output.unsqueeze(1), None, None
             return _scale_rows(grad, grad_output), None, None
         z, targets = ctx.saved_tensors
         scale = grad_output.unsqueeze(1)
