@@ -415,10 +415,11 @@ def _check_against_mpmath(dtype, gamma, dense):
 
 @pytest.fixture(params=["block", "chunked"])
 def index_kernel_path(request, monkeypatch):
-    """The class-index kernel in one block (inputs of at most ``_CHUNK_ELEMENTS`` elements)
-    or in chunks of rows (the threshold lowered to 1 element, so that small test inputs take
-    that path); checks that the intended path ran."""
+    """The class-index kernel in one block (inputs of at most ``_BLOCK_ELEMENTS`` elements)
+    or in chunks of rows (block threshold 0 and chunks of one row, so that small test inputs
+    take that path); checks that the intended path ran."""
     if request.param == "chunked":
+        monkeypatch.setattr(kernels, "_BLOCK_ELEMENTS", 0)
         monkeypatch.setattr(kernels, "_CHUNK_ELEMENTS", 1)
     calls = []
     block = kernels._index_focal_block
@@ -444,7 +445,9 @@ def test_block_and_chunked_kernels_agree_to_the_last_bits(dtype, gamma, monkeypa
     y = torch.randint(0, 33, (64,), generator=g)
     w = torch.rand(33, generator=g, dtype=dtype) + 0.1
     results = []
-    for chunk_elements in (64 * 33, 64 * 33 - 1):  # one block; chunks of 63 rows and 1 row
+    # one block; chunks of 63 rows and 1 row
+    for block_elements, chunk_elements in ((64 * 33, 1), (64 * 33 - 1, 64 * 33 - 1)):
+        monkeypatch.setattr(kernels, "_BLOCK_ELEMENTS", block_elements)
         monkeypatch.setattr(kernels, "_CHUNK_ELEMENTS", chunk_elements)
         x = z.clone().requires_grad_(True)
         per = sigmoid_focal_cross_entropy(x, y, w, gamma=gamma, reduction="none")
@@ -680,7 +683,8 @@ def test_compiled_backward_on_both_sides_of_the_threshold(opaque_scaling, monkey
     """Compiled backward: above the threshold the opaque row scaling (the forward's
     gradient kept), below it a plain product; both give eager's gradient."""
     torch._dynamo.reset()
-    monkeypatch.setattr(kernels, "_CHUNK_ELEMENTS", 1 if opaque_scaling else 1 << 16)
+    if opaque_scaling:  # the test's 30 elements count as large
+        monkeypatch.setattr(kernels, "_BLOCK_ELEMENTS", 0)
     from functorch.compile import make_boxed_func
     from torch._dynamo.backends.common import aot_autograd
 

@@ -77,9 +77,13 @@ def _modulator(z: Tensor, t: Tensor, gamma: float) -> Tensor | float:
     return torch.exp(gamma * (t * F.logsigmoid(-z) + (1.0 - t) * F.logsigmoid(z)))
 
 
-#: elements per chunk of rows in the fused kernel: small enough to stay in cache; inputs of
-#: at most this many elements are computed in one block (no chunks, no separate positives)
-_CHUNK_ELEMENTS = 1 << 16
+#: elements per chunk of rows in the eager kernel: at 2 threads each core's share of the
+#: chunk's few buffers stays in a 2 MiB L2 cache; fewer chunks, fewer per-operation costs
+_CHUNK_ELEMENTS = 1 << 17
+#: inputs of at most this many elements are computed in one block (no chunks, no separate
+#: positives: fewer operations, which is what costs at this size); compiled, the backward
+#: recomputes the gradient below it (cheaper than calling the opaque op)
+_BLOCK_ELEMENTS = 1 << 14
 
 
 @torch.library.custom_op("classbalanced::scale_rows", mutates_args=())
@@ -104,14 +108,14 @@ class _IndexFocal(torch.autograd.Function):
     Eager: every logit is treated as a negative label (no one-hot matrix), in
     chunks of rows small enough to stay in cache; the single positive of each
     row is masked out and its own term added from an ``(N,)`` computation, so no
-    large term is ever subtracted (inputs of at most ``_CHUNK_ELEMENTS`` elements:
+    large term is ever subtracted (inputs of at most ``_BLOCK_ELEMENTS`` elements:
     one block where the positives' logits are negated, the same elementwise
     formula). The gradient is formed in the same pass into one ``(N, C)``
     buffer, so backward is one in-place scaling of it (a second backward of a
     retained graph recomputes it). Under ``torch.compile`` the same loss and
     gradient come from one pointwise expression (:func:`_index_focal_fused`),
     which the compiler fuses into one kernel, and backward is the opaque
-    :func:`_scale_rows` (above ``_CHUNK_ELEMENTS`` elements), so the gradient is
+    :func:`_scale_rows` (above ``_BLOCK_ELEMENTS`` elements), so the gradient is
     not recomputed. With
     ``create_graph=True`` backward rebuilds the gradient from differentiable
     ops, so second derivatives equal those of one-hot targets.
@@ -134,7 +138,7 @@ class _IndexFocal(torch.autograd.Function):
     def backward(ctx, grad_output: Tensor):
         if _compiling():
             z, targets, grad = ctx.saved_tensors
-            if grad.numel() <= _CHUNK_ELEMENTS:  # small: the opaque op's call costs more
+            if grad.numel() <= _BLOCK_ELEMENTS:  # small: the opaque op's call costs more
                 return grad * grad_output.unsqueeze(1), None, None
             return _scale_rows(grad, grad_output), None, None
         z, targets = ctx.saved_tensors
@@ -184,7 +188,7 @@ def _index_focal_fused(z: Tensor, index: Tensor, gamma: float) -> tuple[Tensor, 
 
 def _index_focal_eager(z: Tensor, index: Tensor, gamma: float) -> tuple[Tensor, Tensor]:
     n, c = z.shape
-    if n * c <= _CHUNK_ELEMENTS:
+    if n * c <= _BLOCK_ELEMENTS:
         return _index_focal_block(z, index, gamma)
     grad = torch.empty_like(z)
     rows_loss = torch.empty(n, dtype=z.dtype, device=z.device)
