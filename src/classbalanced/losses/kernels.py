@@ -221,8 +221,10 @@ def _negative_terms(
     z: Tensor, gamma: float, grad_out: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
     """Negative-label terms ``f(z) = p**gamma * softplus(z)`` and their gradient
-    ``f'(z) = p**gamma * (gamma * q * softplus(z) + p)`` (``p = sigmoid(z)``, ``q = 1 - p``
-    from ``sigmoid(-z)``, exact where ``p ~ 1``), written into ``grad_out`` if given.
+    ``f'(z) = p**gamma * (gamma * q * softplus(z) + p)`` (``p = sigmoid(z)``, ``q = 1 - p =
+    exp(-softplus(z))``: exact where ``p ~ 1`` too; its relative error, ``softplus(z)``
+    ulps, moves ``f'`` by at most ``gamma * q * softplus(z)**2 / p <= 0.65 gamma`` ulps),
+    written into ``grad_out`` if given.
 
     ``softplus`` is exact for every finite ``z`` (see ``_SOFTPLUS_THRESHOLD``); where
     ``p`` underflows, ``softplus(z) ~ p`` does too, so ``p**gamma`` needs no log space.
@@ -237,6 +239,6 @@ def _negative_terms(
         modulator = prob
     else:  # sqrt: pow(x, 0.5) is the same value but starts a thread pool on small inputs
         modulator = prob.sqrt() if gamma == 0.5 else prob.pow(gamma)
-    q = torch.neg(z).sigmoid_()
+    q = torch.neg(softplus).exp_()  # cheaper than sigmoid(-z)
     grad = torch.addcmul(prob, q, softplus, value=gamma, out=grad_out).mul_(modulator)
     return softplus.mul_(modulator), grad
