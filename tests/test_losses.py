@@ -459,6 +459,24 @@ def test_block_and_chunked_kernels_agree_to_the_last_bits(dtype, gamma, monkeypa
     torch.testing.assert_close(block_grad, chunked_grad, rtol=4 * eps, atol=tiny)
 
 
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 1.0, 2.5])
+def test_loss_without_gradient_equals_the_differentiable_loss(gamma, index_kernel_path):
+    """Under no_grad, or for logits that do not require grad, the kernel skips the gradient;
+    the loss is the same to the last bit."""
+    z, y, w = make_batch(n=6, c=5, seed=8, scale=6.0)
+    expected = sigmoid_focal_cross_entropy(
+        z.clone().requires_grad_(True), y, w, gamma=gamma, reduction="none"
+    )
+    assert expected.requires_grad
+    with torch.no_grad():
+        no_grad = sigmoid_focal_cross_entropy(
+            z.clone().requires_grad_(True), y, w, gamma=gamma, reduction="none"
+        )
+    plain = sigmoid_focal_cross_entropy(z, y, w, gamma=gamma, reduction="none")
+    torch.testing.assert_close(no_grad, expected.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(plain, expected.detach(), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("gamma", [0.0, 0.5, 2.5])
 def test_second_backward_of_a_retained_graph_gives_the_same_gradient(gamma, index_kernel_path):
     """Backward scales the kernel's gradient in place; a second backward recomputes it."""

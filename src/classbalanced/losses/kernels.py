@@ -186,30 +186,46 @@ def _index_focal_fused(z: Tensor, index: Tensor, gamma: float) -> tuple[Tensor, 
     return loss.sum(1), torch.where(positive, -grad, grad)
 
 
-def _index_focal_eager(z: Tensor, index: Tensor, gamma: float) -> tuple[Tensor, Tensor]:
+def _index_focal_rows(z: Tensor, targets: Tensor, gamma: float) -> Tensor:
+    """Per-example focal loss row sums for class indices, without a gradient (for logits
+    that do not require grad, or under ``no_grad``): the values of :class:`_IndexFocal`
+    (to the last bit in eager), at about half its cost."""
+    index = targets.unsqueeze(1)
+    if _compiling():
+        return _index_focal_fused(z, index, gamma)[0]
+    return _index_focal_eager(z, index, gamma, need_grad=False)[0]
+
+
+def _index_focal_eager(
+    z: Tensor, index: Tensor, gamma: float, need_grad: bool = True
+) -> tuple[Tensor, Tensor | None]:
     n, c = z.shape
     if n * c <= _BLOCK_ELEMENTS:
-        return _index_focal_block(z, index, gamma)
-    grad = torch.empty_like(z)
+        return _index_focal_block(z, index, gamma, need_grad)
+    grad = torch.empty_like(z) if need_grad else None
     rows_loss = torch.empty(n, dtype=z.dtype, device=z.device)
     rows = max(1, _CHUNK_ELEMENTS // max(c, 1))
     for start in range(0, n, rows):
         chunk, stop = index[start : start + rows], min(start + rows, n)
-        loss, _ = _negative_terms(z[start:stop], gamma, grad[start:stop])
+        grad_out = None if grad is None else grad[start:stop]
+        loss, _ = _negative_terms(z[start:stop], gamma, grad_out, need_grad)
         torch.sum(loss.scatter_(1, chunk, 0.0), dim=1, out=rows_loss[start:stop])
     # a positive's term is the negative-label term of -z, with the gradient's sign flipped
-    pos_loss, pos_grad = _negative_terms(z.gather(1, index).neg_(), gamma)
-    grad.scatter_(1, index, pos_grad.neg_())
+    pos_loss, pos_grad = _negative_terms(z.gather(1, index).neg_(), gamma, need_grad=need_grad)
+    if grad is not None:
+        grad.scatter_(1, index, pos_grad.neg_())
     return rows_loss.add_(pos_loss.squeeze(1)), grad
 
 
-def _index_focal_block(z: Tensor, index: Tensor, gamma: float) -> tuple[Tensor, Tensor]:
+def _index_focal_block(
+    z: Tensor, index: Tensor, gamma: float, need_grad: bool = True
+) -> tuple[Tensor, Tensor | None]:
     """Small inputs in one block: the chunks' elementwise terms of ``s = -z`` at the
     positives and ``s = z`` elsewhere (fewer operations than separate positives)."""
     positive = torch.arange(z.shape[1], device=z.device) == index
     s = torch.where(positive, -z, z)
-    loss, grad = _negative_terms(s, gamma)
-    return loss.sum(1), torch.where(positive, grad.neg(), grad)
+    loss, grad = _negative_terms(s, gamma, need_grad=need_grad)
+    return loss.sum(1), None if grad is None else torch.where(positive, grad.neg(), grad)
 
 
 #: ``softplus(z) = z`` beyond it: ``log1p(exp(-z)) < 4.3e-18`` is below half an ulp of ``z``
@@ -218,19 +234,22 @@ _SOFTPLUS_THRESHOLD = 40.0
 
 
 def _negative_terms(
-    z: Tensor, gamma: float, grad_out: Tensor | None = None
-) -> tuple[Tensor, Tensor]:
+    z: Tensor, gamma: float, grad_out: Tensor | None = None, need_grad: bool = True
+) -> tuple[Tensor, Tensor | None]:
     """Negative-label terms ``f(z) = p**gamma * softplus(z)`` and their gradient
     ``f'(z) = p**gamma * (gamma * q * softplus(z) + p)`` (``p = sigmoid(z)``, ``q = 1 - p =
     exp(-softplus(z))``: exact where ``p ~ 1`` too; its relative error, ``softplus(z)``
     ulps, moves ``f'`` by at most ``gamma * q * softplus(z)**2 / p <= 0.65 gamma`` ulps),
-    written into ``grad_out`` if given.
+    written into ``grad_out`` if given. ``need_grad=False``: the same loss from the same
+    operations, and ``None`` for the gradient.
 
     ``softplus`` is exact for every finite ``z`` (see ``_SOFTPLUS_THRESHOLD``); where
     ``p`` underflows, ``softplus(z) ~ p`` does too, so ``p**gamma`` needs no log space.
     None of these operations starts a thread pool on small inputs.
     """
     softplus = F.softplus(z, threshold=_SOFTPLUS_THRESHOLD)
+    if gamma == 0.0 and not need_grad:
+        return softplus, None
     prob = torch.sigmoid(z)
     if gamma == 0.0:
         grad = prob if grad_out is None else grad_out.copy_(prob)
@@ -239,6 +258,8 @@ def _negative_terms(
         modulator = prob
     else:  # sqrt: pow(x, 0.5) is the same value but starts a thread pool on small inputs
         modulator = prob.sqrt() if gamma == 0.5 else prob.pow(gamma)
+    if not need_grad:
+        return softplus.mul_(modulator), None
     q = torch.neg(softplus).exp_()  # cheaper than sigmoid(-z)
     grad = torch.addcmul(prob, q, softplus, value=gamma, out=grad_out).mul_(modulator)
     return softplus.mul_(modulator), grad
