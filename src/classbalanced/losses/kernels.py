@@ -116,9 +116,8 @@ class _IndexFocal(torch.autograd.Function):
     gradient come from one pointwise expression (:func:`_index_focal_fused`),
     which the compiler fuses into one kernel, and backward is the opaque
     :func:`_scale_rows` (above ``_BLOCK_ELEMENTS`` elements), so the gradient is
-    not recomputed. With
-    ``create_graph=True`` backward rebuilds the gradient from differentiable
-    ops, so second derivatives equal those of one-hot targets.
+    not recomputed. With ``create_graph=True`` backward rebuilds the gradient
+    from differentiable ops, so second derivatives equal those of one-hot targets.
     """
 
     @staticmethod
