@@ -15,6 +15,7 @@ from classbalanced.losses import (
     build_loss,
     class_balanced_loss,
     init_prior_bias_,
+    kernels,
     prior_bias,
     sigmoid_cross_entropy,
     sigmoid_focal_cross_entropy,
@@ -380,6 +381,10 @@ def _mp_focal(z: float, label: int, gamma: float) -> tuple[float, float]:
 def test_exact_to_the_last_bits_against_mpmath(dtype, gamma, dense):
     """Both labels at logits from 0 to the dtype's largest: loss and gradient within a few
     ulps times the condition number of the formula (1 + gamma |z|)."""
+    _check_against_mpmath(dtype, gamma, dense)
+
+
+def _check_against_mpmath(dtype, gamma, dense):
     big = torch.finfo(dtype).max
     grid = [0.0, 1e-3, 0.7, 3.0, 17.0, 21.0, 25.0, 40.0, 90.0, 700.0, 1e4, 1e30, big / 3, big]
     values = [v for x in grid for v in (x, -x) if abs(v) <= big]
@@ -406,6 +411,114 @@ def test_exact_to_the_last_bits_against_mpmath(dtype, gamma, dense):
             rel = tolerance * (1 + gamma * abs(v))
             assert got == pytest.approx(expected, rel=rel, abs=tiny), (v, label)
             assert dgot == pytest.approx(dexpected, rel=rel, abs=tiny), (v, label)
+
+
+@pytest.fixture(params=["block", "chunked"])
+def index_kernel_path(request, monkeypatch):
+    """The class-index kernel in one block (inputs of at most ``_BLOCK_ELEMENTS`` elements)
+    or in chunks of rows (block threshold 0 and chunks of one row, so that small test inputs
+    take that path); checks that the intended path ran."""
+    if request.param == "chunked":
+        monkeypatch.setattr(kernels, "_BLOCK_ELEMENTS", 0)
+        monkeypatch.setattr(kernels, "_CHUNK_ELEMENTS", 1)
+    calls = []
+    block = kernels._index_focal_block
+    monkeypatch.setattr(kernels, "_index_focal_block", lambda *a: calls.append(1) or block(*a))
+    yield request.param
+    assert bool(calls) == (request.param == "block")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 1.0, 2.0, 2.5])
+def test_both_sides_of_the_block_threshold_are_exact(dtype, gamma, index_kernel_path):
+    """Class indices, block and chunked: exact against mpmath at every magnitude."""
+    _check_against_mpmath(dtype, gamma, dense=False)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 1.0, 2.0, 2.5])
+def test_block_and_chunked_kernels_agree_to_the_last_bits(dtype, gamma, monkeypatch):
+    """The same inputs on both sides of the threshold: losses and gradients within 4 ulps
+    (summation order and vectorised vs scalar tails differ, not the formula)."""
+    g = torch.Generator().manual_seed(5)
+    z = (8 * torch.randn(64, 33, generator=g)).to(dtype)
+    y = torch.randint(0, 33, (64,), generator=g)
+    w = torch.rand(33, generator=g, dtype=dtype) + 0.1
+    results = []
+    # one block; chunks of 63 rows and 1 row
+    for block_elements, chunk_elements in ((64 * 33, 1), (64 * 33 - 1, 64 * 33 - 1)):
+        monkeypatch.setattr(kernels, "_BLOCK_ELEMENTS", block_elements)
+        monkeypatch.setattr(kernels, "_CHUNK_ELEMENTS", chunk_elements)
+        x = z.clone().requires_grad_(True)
+        per = sigmoid_focal_cross_entropy(x, y, w, gamma=gamma, reduction="none")
+        per.sum().backward()
+        results.append((per.detach(), x.grad))
+    (block, block_grad), (chunked, chunked_grad) = results
+    eps, tiny = torch.finfo(dtype).eps, torch.finfo(dtype).tiny
+    torch.testing.assert_close(block, chunked, rtol=4 * eps, atol=tiny)
+    torch.testing.assert_close(block_grad, chunked_grad, rtol=4 * eps, atol=tiny)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 1.0, 2.5])
+def test_loss_without_gradient_equals_the_differentiable_loss(gamma, index_kernel_path):
+    """Under no_grad, or for logits that do not require grad, the kernel skips the gradient;
+    the loss is the same to the last bit."""
+    z, y, w = make_batch(n=6, c=5, seed=8, scale=6.0)
+    expected = sigmoid_focal_cross_entropy(
+        z.clone().requires_grad_(True), y, w, gamma=gamma, reduction="none"
+    )
+    assert expected.requires_grad
+    with torch.no_grad():
+        no_grad = sigmoid_focal_cross_entropy(
+            z.clone().requires_grad_(True), y, w, gamma=gamma, reduction="none"
+        )
+    plain = sigmoid_focal_cross_entropy(z, y, w, gamma=gamma, reduction="none")
+    torch.testing.assert_close(no_grad, expected.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(plain, expected.detach(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.5])
+def test_second_backward_of_a_retained_graph_gives_the_same_gradient(gamma, index_kernel_path):
+    """Backward scales the kernel's gradient in place; a second backward recomputes it."""
+    z, y, w = make_batch(n=6, c=5, seed=3, scale=4.0)
+    z.requires_grad_(True)
+    loss = sigmoid_focal_cross_entropy(z, y, w, gamma=gamma)
+    (first,) = torch.autograd.grad(loss, z, retain_graph=True)
+    (second,) = torch.autograd.grad(loss, z, retain_graph=True)
+    loss.backward()
+    torch.testing.assert_close(second, first, rtol=0, atol=0)
+    torch.testing.assert_close(z.grad, first, rtol=0, atol=0)
+    expected = torch.autograd.grad(
+        sigmoid_focal_cross_entropy(z, F.one_hot(y, 5).float(), w, gamma=gamma), z
+    )[0]
+    torch.testing.assert_close(first, expected, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.5])
+def test_compiled_formula_is_exact_against_mpmath(dtype, gamma):
+    """The pointwise expression the compiler fuses (log with a first-order correction in
+    place of log1p), evaluated as it is: exact at every magnitude, both labels."""
+    big = torch.finfo(dtype).max
+    grid = [0.0, 1e-3, 0.7, 3.0, 5.0, 17.0, 20.0, 25.0, 40.0, 90.0, 700.0, 1e4, 1e30, big]
+    values = [v for x in grid for v in (x, -x) if abs(v) <= big]
+    z = torch.tensor(values, dtype=dtype).unsqueeze(1).expand(-1, 2).contiguous()
+    per, grad = kernels._index_focal_fused(z, torch.zeros(len(values), 1, dtype=torch.long), gamma)
+    tolerance, tiny = 8 * torch.finfo(dtype).eps, torch.finfo(dtype).tiny
+    for i, v in enumerate(values):
+        (pos, dpos), (neg, dneg) = _mp_focal(v, 1, gamma), _mp_focal(v, 0, gamma)
+        rel = tolerance * (1 + gamma * abs(v))
+        assert per[i].item() == pytest.approx(pos + neg, rel=rel, abs=tiny), v
+        assert grad[i, 0].item() == pytest.approx(dpos, rel=rel, abs=tiny), v
+        assert grad[i, 1].item() == pytest.approx(dneg, rel=rel, abs=tiny), v
+
+
+def test_compiled_backward_row_scaling_op_is_registered_correctly():
+    """The opaque op of the compiled backward: fake (meta) kernel and schema agree."""
+    grad = torch.randn(4, 3, dtype=torch.float64)
+    scale = torch.randn(4, dtype=torch.float64)
+    torch.testing.assert_close(kernels._scale_rows(grad, scale), grad * scale.unsqueeze(1))
+    torch.library.opcheck(kernels._scale_rows, (grad, scale))
 
 
 def test_float64_positive_keeps_its_log1p_beyond_the_softplus_threshold():
@@ -580,6 +693,53 @@ def test_compiled_module_and_function_with_inductor_equal_eager(loss_type):
     )
     torch.testing.assert_close(value, expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("opaque_scaling", [False, True])
+def test_compiled_backward_on_both_sides_of_the_threshold(opaque_scaling, monkeypatch):
+    """Compiled backward: above the threshold the opaque row scaling (the forward's
+    gradient kept), below it a plain product; both give eager's gradient."""
+    torch._dynamo.reset()
+    if opaque_scaling:  # the test's 30 elements count as large
+        monkeypatch.setattr(kernels, "_BLOCK_ELEMENTS", 0)
+    from functorch.compile import make_boxed_func
+    from torch._dynamo.backends.common import aot_autograd
+
+    graphs = []
+
+    def record(gm, example_inputs):
+        graphs.append(gm.code)
+        return make_boxed_func(gm.forward)
+
+    z, y, w = make_batch(n=6, c=5, seed=4, scale=4.0)
+
+    def fn(x):
+        return sigmoid_focal_cross_entropy(x, y, w, gamma=0.5, reduction="sum")
+
+    backend = aot_autograd(fw_compiler=record, bw_compiler=record)
+    (value, grad), (expected, expected_grad) = _compiled_and_eager(fn, z, backend)
+    assert len(graphs) == 2 and ("scale_rows" in graphs[1]) == opaque_scaling
+    torch.testing.assert_close(value, expected, rtol=1e-6, atol=0)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-6, atol=1e-30)
+    torch._dynamo.reset()
+
+
+@pytest.mark.slow
+def test_inductor_compiled_focal_is_exact_at_the_extremes():
+    """The C++ kernel inductor generates keeps the exact formula (the first-order log1p
+    correction is not folded away): compiled values and gradients equal eager's, per logit."""
+    big = torch.finfo(torch.float32).max
+    row = [0.0, 0.7, -3.0, -5.0, 17.0, -20.0, -25.0, 90.0, -700.0, 1e30, -big, big]
+    z = torch.tensor([row, [-v for v in row]])
+    y = torch.tensor([0, 3])
+
+    def fn(x):
+        return sigmoid_focal_cross_entropy(x, y, gamma=0.5, reduction="none")
+
+    (value, grad), (expected, expected_grad) = _compiled_and_eager(fn, z, "inductor")
+    torch.testing.assert_close(value, expected, rtol=1e-6, atol=0)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-6, atol=1e-30)
 
 
 # ---------------------------------------------------------------------------

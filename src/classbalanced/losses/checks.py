@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -43,17 +44,25 @@ def _host_checks(tensor: Tensor) -> bool:
     return tensor.device.type == "cpu"
 
 
-def _check_values(valid: Tensor, tensor: Tensor, message: Callable[[], str]) -> None:
-    """Raise ``ValueError(message())`` unless the 0-d bool ``valid`` holds.
+def _check_values(
+    tensor: Tensor,
+    valid: Callable[[Any, Any], Any],
+    message: Callable[[Any, Any], str],
+) -> None:
+    """Raise ``ValueError(message(low, high))`` unless ``valid(low, high)`` holds for the
+    tensor's smallest and largest value (NaN fails every comparison, so it is invalid).
 
-    On accelerators the check runs on the device (``_assert_async``), so a
-    training step never waits for the host.
+    ``valid`` works on Python numbers and on 0-d tensors. CPU tensors: one host read of
+    both values, compared in Python. On accelerators the check runs on the device
+    (``_assert_async``, message without values), so a training step never waits for the host.
     """
+    low, high = torch.aminmax(tensor.detach() if tensor.requires_grad else tensor)
     if _host_checks(tensor):
-        if not bool(valid):
-            raise ValueError(message())
+        low, high = low.item(), high.item()
+        if not valid(low, high):
+            raise ValueError(message(low, high))
     else:
-        torch._assert_async(valid, message())
+        torch._assert_async(valid(low, high), message(None, None))
 
 
 def _check_index_targets(targets: Tensor, logits: Tensor, validate: bool) -> Tensor:
@@ -64,13 +73,12 @@ def _check_index_targets(targets: Tensor, logits: Tensor, validate: bool) -> Ten
             f"got shape {tuple(targets.shape)}"
         )
     if validate and n > 0:
-        low, high = torch.aminmax(targets)
 
-        def message() -> str:
-            bad = f", got {int(low) if low < 0 else int(high)}" if _host_checks(targets) else ""
+        def message(low, high) -> str:
+            bad = "" if low is None else f", got {int(low) if low < 0 else int(high)}"
             return f"targets must be class indices in [0, {c - 1}]{bad}"
 
-        _check_values((low >= 0) & (high < c), targets, message)
+        _check_values(targets, lambda low, high: (low >= 0) & (high < c), message)
     return targets.long()
 
 
@@ -81,14 +89,12 @@ def _check_dense_targets(targets: Tensor, logits: Tensor, validate: bool) -> Ten
         )
     dense = targets.to(_compute_dtype(logits))
     if validate and dense.numel() > 0:
-        low, high = torch.aminmax(dense.detach())
-        _check_values(
-            (low >= 0) & (high <= 1),
-            dense,
-            lambda: (
-                f"multi-hot targets must lie in [0, 1], got values in [{float(low)}, {float(high)}]"
-            ),
-        )
+
+        def message(low, high) -> str:
+            got = "" if low is None else f", got values in [{low}, {high}]"
+            return f"multi-hot targets must lie in [0, 1]{got}"
+
+        _check_values(dense, lambda low, high: (low >= 0) & (high <= 1), message)
     return dense
 
 
@@ -135,11 +141,12 @@ def _check_weight(weight: object, logits: Tensor, validate: bool = True) -> Tens
         )
     weight = weight.to(device=logits.device, dtype=_compute_dtype(logits))
     if validate and not _compiling():
-        low, high = torch.aminmax(weight.detach())  # NaN compares False below
         _check_values(
-            (low >= 0) & (high < float("inf")),
             weight,
-            lambda: "weight must hold finite values >= 0, got a negative or non-finite entry",
+            lambda low, high: (low >= 0) & (high < float("inf")),
+            lambda low, high: (
+                "weight must hold finite values >= 0, got a negative or non-finite entry"
+            ),
         )
     return weight
 

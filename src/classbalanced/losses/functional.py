@@ -46,7 +46,7 @@ from .checks import (
     _full_precision,
     _reduce,
 )
-from .kernels import _IndexFocal, focal_elements
+from .kernels import _index_focal_rows, _IndexFocal, focal_elements
 
 __all__ = [
     "LOSS_TYPES",
@@ -85,7 +85,10 @@ def _binary_loss(logits, targets, weight, gamma: float, reduction: str, validate
             positives = targets.sum()
             normalizer = torch.where(positives > 0, positives, torch.ones_like(positives))
         else:
-            per_example = _IndexFocal.apply(z.contiguous(), targets, gamma)
+            if torch.is_grad_enabled() and z.requires_grad:
+                per_example = _IndexFocal.apply(z.contiguous(), targets, gamma)
+            else:  # evaluation: no gradient to form
+                per_example = _index_focal_rows(z.contiguous(), targets, gamma)
             row_weight = None if weight is None else weight[targets]
             normalizer = max(z.shape[0], 1)
         if row_weight is not None:

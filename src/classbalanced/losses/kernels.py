@@ -77,8 +77,29 @@ def _modulator(z: Tensor, t: Tensor, gamma: float) -> Tensor | float:
     return torch.exp(gamma * (t * F.logsigmoid(-z) + (1.0 - t) * F.logsigmoid(z)))
 
 
-#: elements per chunk of rows in the fused kernel: small enough to stay in cache
-_CHUNK_ELEMENTS = 1 << 16
+#: elements per chunk of rows in the eager kernel: at 2 threads each core's share of the
+#: chunk's few buffers stays in a 2 MiB L2 cache; fewer chunks, fewer per-operation costs
+_CHUNK_ELEMENTS = 1 << 17
+#: inputs of at most this many elements are computed in one block (no chunks, no separate
+#: positives: fewer operations, which is what costs at this size); compiled, the backward
+#: recomputes the gradient below it (cheaper than calling the opaque op)
+_BLOCK_ELEMENTS = 1 << 14
+
+
+@torch.library.custom_op("classbalanced::scale_rows", mutates_args=())
+def _scale_rows(grad: Tensor, scale: Tensor) -> Tensor:
+    """``grad * scale[:, None]``, opaque to ``torch.compile``.
+
+    The backward of :class:`_IndexFocal` under the compiler: an op the partitioner
+    cannot fuse makes it keep the gradient computed in forward, instead of
+    recomputing it (three transcendental functions per element) in backward.
+    """
+    return grad * scale.unsqueeze(1)
+
+
+@_scale_rows.register_fake
+def _scale_rows_fake(grad: Tensor, scale: Tensor) -> Tensor:
+    return torch.empty_like(grad)
 
 
 class _IndexFocal(torch.autograd.Function):
@@ -87,31 +108,47 @@ class _IndexFocal(torch.autograd.Function):
     Eager: every logit is treated as a negative label (no one-hot matrix), in
     chunks of rows small enough to stay in cache; the single positive of each
     row is masked out and its own term added from an ``(N,)`` computation, so no
-    large term is ever subtracted. The gradient is formed in the same pass into
-    one ``(N, C)`` buffer, so backward is one scaling. Under ``torch.compile``
-    the same loss and gradient come from :func:`_focal_terms` on the one-hot
-    targets, which the compiler fuses into one kernel. With
-    ``create_graph=True`` backward rebuilds the gradient from differentiable
-    ops, so second derivatives equal those of one-hot targets.
+    large term is ever subtracted (inputs of at most ``_BLOCK_ELEMENTS`` elements:
+    one block where the positives' logits are negated, the same elementwise
+    formula). The gradient is formed in the same pass into one ``(N, C)``
+    buffer, so backward is one in-place scaling of it (a second backward of a
+    retained graph recomputes it). Under ``torch.compile`` the same loss and
+    gradient come from one pointwise expression (:func:`_index_focal_fused`),
+    which the compiler fuses into one kernel, and backward is the opaque
+    :func:`_scale_rows` (above ``_BLOCK_ELEMENTS`` elements), so the gradient is
+    not recomputed. With ``create_graph=True`` backward rebuilds the gradient
+    from differentiable ops, so second derivatives equal those of one-hot targets.
     """
 
     @staticmethod
     def forward(ctx, z: Tensor, targets: Tensor, gamma: float) -> Tensor:
         index = targets.unsqueeze(1)
+        ctx.gamma = gamma
         if _compiling():
             per_example, grad = _index_focal_fused(z, index, gamma)
+            ctx.save_for_backward(z, targets, grad)
         else:
             per_example, grad = _index_focal_eager(z, index, gamma)
-        ctx.gamma = gamma
-        ctx.save_for_backward(z, targets, grad)
+            ctx.save_for_backward(z, targets)
+            ctx.grad = grad  # not a saved tensor: the first backward scales it in place
         return per_example
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):
-        z, targets, grad = ctx.saved_tensors
+        if _compiling():
+            z, targets, grad = ctx.saved_tensors
+            if grad.numel() <= _BLOCK_ELEMENTS:  # small: the opaque op's call costs more
+                return grad * grad_output.unsqueeze(1), None, None
+            return _scale_rows(grad, grad_output), None, None
+        z, targets = ctx.saved_tensors
+        scale = grad_output.unsqueeze(1)
         if torch.is_grad_enabled():  # double backward: a differentiable gradient
             grad = _focal_terms(z, _one_hot(z, targets.unsqueeze(1)), ctx.gamma)[1]
-        return grad * grad_output.unsqueeze(1), None, None
+            return grad * scale, None, None
+        grad, ctx.grad = ctx.grad, None
+        if grad is None:  # a second backward of a retained graph
+            grad = _index_focal_eager(z, targets.unsqueeze(1), ctx.gamma)[1]
+        return grad.mul_(scale), None, None
 
 
 def _one_hot(z: Tensor, index: Tensor) -> Tensor:
@@ -124,17 +161,21 @@ def _index_focal_fused(z: Tensor, index: Tensor, gamma: float) -> tuple[Tensor, 
     """Loss rows and gradient for class indices as one pointwise expression (for the compiler).
 
     Every term is ``f(s) = P**gamma * softplus(s)`` of ``s = -z`` (positive) or ``s = z``
-    (negative), ``P = sigmoid(s)``; with ``e = exp(-|z|)`` shared, ``softplus(s) =
-    max(s, 0) + log1p(e)``, ``log P = min(s, 0) - log1p(e)``, ``P = 1 / (1 + e)`` or
-    ``e / (1 + e)``: three transcendental functions per element, fused by the compiler
-    into one pass that writes only the gradient.
+    (negative), ``P = sigmoid(s)``; with ``e = exp(-|s|)``, ``u = 1 + e`` and
+    ``r = 1 / u`` shared: ``softplus(s) = max(s, 0) + log1p(e)``, ``log P = min(s, 0) -
+    log1p(e)``, ``P = r`` or ``e r``. ``log1p(e) = log(u) - ((u - 1) - e) / u``: the
+    rounding error ``(u - 1) - e`` of ``u`` is exact, and removing it to first order
+    makes ``log(u)`` as accurate as ``log1p`` at a fraction of its cost (``= e`` where
+    ``u`` rounds to 1). Three transcendental functions per element (two exp, one
+    log), fused by the compiler into one pass that writes only the gradient.
     """
     positive = torch.arange(z.shape[1], device=z.device) == index
     s = torch.where(positive, -z, z)
     e = torch.exp(-s.abs())
-    log1p_e = torch.log1p(e)
+    u = 1.0 + e
+    r = 1.0 / u
+    log1p_e = torch.log(u) - ((u - 1.0) - e) * r
     softplus = s.clamp_min(0.0) + log1p_e
-    r = 1.0 / (1.0 + e)
     p, q = torch.where(s >= 0, r, e * r), torch.where(s >= 0, e * r, r)
     if gamma == 0.0:
         loss, grad = softplus, p
@@ -144,34 +185,80 @@ def _index_focal_fused(z: Tensor, index: Tensor, gamma: float) -> tuple[Tensor, 
     return loss.sum(1), torch.where(positive, -grad, grad)
 
 
-def _index_focal_eager(z: Tensor, index: Tensor, gamma: float) -> tuple[Tensor, Tensor]:
+def _index_focal_rows(z: Tensor, targets: Tensor, gamma: float) -> Tensor:
+    """Per-example focal loss row sums for class indices, without a gradient (for logits
+    that do not require grad, or under ``no_grad``): the values of :class:`_IndexFocal`
+    (to the last bit in eager), at about half its cost."""
+    index = targets.unsqueeze(1)
+    if _compiling():
+        return _index_focal_fused(z, index, gamma)[0]
+    return _index_focal_eager(z, index, gamma, need_grad=False)[0]
+
+
+def _index_focal_eager(
+    z: Tensor, index: Tensor, gamma: float, need_grad: bool = True
+) -> tuple[Tensor, Tensor | None]:
     n, c = z.shape
-    grad = torch.empty_like(z)
-    neg_rows = torch.empty(n, dtype=z.dtype, device=z.device)
+    if n * c <= _BLOCK_ELEMENTS:
+        return _index_focal_block(z, index, gamma, need_grad)
+    grad = torch.empty_like(z) if need_grad else None
+    rows_loss = torch.empty(n, dtype=z.dtype, device=z.device)
     rows = max(1, _CHUNK_ELEMENTS // max(c, 1))
     for start in range(0, n, rows):
         chunk, stop = index[start : start + rows], min(start + rows, n)
-        minus_loss, _ = _negative_terms(z[start:stop], gamma, grad[start:stop])
-        torch.sum(minus_loss.scatter_(1, chunk, 0.0), dim=1, out=neg_rows[start:stop])
+        grad_out = None if grad is None else grad[start:stop]
+        loss, _ = _negative_terms(z[start:stop], gamma, grad_out, need_grad)
+        torch.sum(loss.scatter_(1, chunk, 0.0), dim=1, out=rows_loss[start:stop])
     # a positive's term is the negative-label term of -z, with the gradient's sign flipped
-    minus_pos_loss, pos_grad = _negative_terms(z.gather(1, index).neg_(), gamma)
-    grad.scatter_(1, index, pos_grad.neg_())
-    return neg_rows.add_(minus_pos_loss.squeeze(1)).neg_(), grad
+    pos_loss, pos_grad = _negative_terms(z.gather(1, index).neg_(), gamma, need_grad=need_grad)
+    if grad is not None:
+        grad.scatter_(1, index, pos_grad.neg_())
+    return rows_loss.add_(pos_loss.squeeze(1)), grad
+
+
+def _index_focal_block(
+    z: Tensor, index: Tensor, gamma: float, need_grad: bool = True
+) -> tuple[Tensor, Tensor | None]:
+    """Small inputs in one block: the chunks' elementwise terms of ``s = -z`` at the
+    positives and ``s = z`` elsewhere (fewer operations than separate positives)."""
+    positive = torch.arange(z.shape[1], device=z.device) == index
+    s = torch.where(positive, -z, z)
+    loss, grad = _negative_terms(s, gamma, need_grad=need_grad)
+    return loss.sum(1), None if grad is None else torch.where(positive, grad.neg(), grad)
+
+
+#: ``softplus(z) = z`` beyond it: ``log1p(exp(-z)) < 4.3e-18`` is below half an ulp of ``z``
+#: in float32 and float64 (``F.softplus``'s default 20 drops ``2e-9`` from ``20 + 2e-9`` in float64)
+_SOFTPLUS_THRESHOLD = 40.0
 
 
 def _negative_terms(
-    z: Tensor, gamma: float, grad_out: Tensor | None = None
-) -> tuple[Tensor, Tensor]:
-    """Negative-label terms ``f(z) = p**gamma * softplus(z)``: returns ``-f(z)`` (one sign
-    flip of the ``(N,)`` row sums saves one of the ``(N, C)`` terms) and the gradient
-    ``f'(z) = p**gamma * (gamma * q * softplus(z) + p)``, written into ``grad_out`` if given."""
-    neg_z = torch.neg(z)
-    log_q = F.logsigmoid(neg_z)  # -softplus(z): exact for all z
+    z: Tensor, gamma: float, grad_out: Tensor | None = None, need_grad: bool = True
+) -> tuple[Tensor, Tensor | None]:
+    """Negative-label terms ``f(z) = p**gamma * softplus(z)`` and their gradient
+    ``f'(z) = p**gamma * (gamma * q * softplus(z) + p)`` (``p = sigmoid(z)``, ``q = 1 - p =
+    exp(-softplus(z))``: exact where ``p ~ 1`` too; its relative error, ``softplus(z)``
+    ulps, moves ``f'`` by at most ``gamma * q * softplus(z)**2 / p <= 0.65 gamma`` ulps),
+    written into ``grad_out`` if given. ``need_grad=False``: the same loss from the same
+    operations, and ``None`` for the gradient.
+
+    ``softplus`` is exact for every finite ``z`` (see ``_SOFTPLUS_THRESHOLD``); where
+    ``p`` underflows, ``softplus(z) ~ p`` does too, so ``p**gamma`` needs no log space.
+    None of these operations starts a thread pool on small inputs.
+    """
+    softplus = F.softplus(z, threshold=_SOFTPLUS_THRESHOLD)
+    if gamma == 0.0 and not need_grad:
+        return softplus, None
     prob = torch.sigmoid(z)
     if gamma == 0.0:
         grad = prob if grad_out is None else grad_out.copy_(prob)
-        return log_q, grad
-    modulator = prob if gamma == 1.0 else prob.pow(gamma)
-    q = neg_z.sigmoid_()  # 1 - p, exact where p ~ 1
-    grad = torch.addcmul(prob, q, log_q, value=-gamma, out=grad_out).mul_(modulator)
-    return log_q.mul_(modulator), grad
+        return softplus, grad
+    if gamma == 1.0:
+        modulator = prob
+    else:  # sqrt: pow(x, 0.5) is the same value but starts a thread pool on small inputs
+        modulator = prob.sqrt() if gamma == 0.5 else prob.pow(gamma)
+    if not need_grad:
+        return softplus.mul_(modulator), None
+    q = torch.neg(softplus).exp_()  # cheaper than sigmoid(-z)
+    grad = torch.addcmul(prob, q, softplus, value=gamma, out=grad_out).mul_(modulator)
+    return softplus.mul_(modulator), grad
