@@ -24,14 +24,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .._seeding import epoch_generator
 from ..data.augment import crop_flip, normalize_images
 from .distributed import DistContext
 
 __all__ = ["EpochPlan", "epoch_plan", "InMemoryStream", "LoaderStream"]
-
-
-def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
 @dataclass
@@ -54,7 +51,7 @@ def epoch_plan(
     >>> torch.equal(a.order, b.order), a.order.shape, int(a.top.max()) <= 8
     (True, torch.Size([10]), True)
     """
-    g = _epoch_generator(seed, epoch)
+    g = epoch_generator(seed, epoch, rule="affine")
     # drawn for all n images whatever the batch: the same epoch for any batch split
     # (gradient accumulation) or number of processes; the steps use the first steps * batch
     order = torch.randperm(n, generator=g)
