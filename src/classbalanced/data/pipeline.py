@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
+from torchvision.transforms import RandomResizedCrop  # here: forked loader workers inherit it
 
 __all__ = [
     "draft_factor",
@@ -50,6 +51,10 @@ __all__ = [
     "draw_crop",
     "jpeg_rows",
     "collate_channels_last",
+    "EncodedBatch",
+    "EncodedRandomResizedCrop",
+    "collate_encoded",
+    "decode_batch",
     "normalize_uint8",
 ]
 
@@ -118,8 +123,6 @@ class DraftRandomResizedCrop(_Output):
         self.size, self.scale, self.ratio, self.flip = size, scale, ratio, flip
 
     def __call__(self, img: Image.Image) -> Tensor:
-        from torchvision.transforms import RandomResizedCrop
-
         top, left, ch, cw = RandomResizedCrop.get_params(img, list(self.scale), list(self.ratio))
         flip = self.flip and bool(torch.rand(1) < 0.5)
         k = draft_factor(cw, ch, self.size)
@@ -182,8 +185,6 @@ class CropParams(NamedTuple):
 def draw_crop(img: Image.Image, scale, ratio, flip: bool) -> CropParams:
     """torchvision's draws from the global RNG: ``RandomResizedCrop.get_params`` on the header
     size (nothing is decoded), then ``torch.rand(1) < 0.5`` for the flip when ``flip``."""
-    from torchvision.transforms import RandomResizedCrop
-
     top, left, h, w = RandomResizedCrop.get_params(img, list(scale), list(ratio))
     return CropParams(top, left, h, w, flip and bool(torch.rand(1) < 0.5))
 
@@ -318,6 +319,81 @@ def collate_channels_last(batch: Sequence[Any]) -> tuple[Tensor, Tensor, int]:
     images = torch.stack([torch.as_tensor(img).permute(1, 2, 0) for img, _ in good])
     labels = torch.tensor([label for _, label in good], dtype=torch.int64)
     return images.permute(0, 3, 1, 2), labels, skipped
+
+
+# --------------------------------------------------------------------------- decoding on the device
+
+
+class EncodedBatch(NamedTuple):
+    """A batch for :func:`decode_batch`: per image either its JPEG file (``files[i]``, uint8
+    bytes) and crop ``params[i]`` = (top, left, height, width, flip), or the finished uint8
+    image (``images[i]``, for files the device cannot decode); the other is empty."""
+
+    files: list[Tensor]
+    params: Tensor  # (N, 5) int64
+    images: list[Tensor]
+
+    @property
+    def shape(self) -> tuple[int]:  # ``shape[0]``: the number of images, as for a tensor batch
+        return (int(self.params.shape[0]),)
+
+
+class EncodedRandomResizedCrop(FastRandomResizedCrop):
+    """The crop of :class:`FastRandomResizedCrop` (same draws), left to the device: a complete
+    RGB or greyscale JPEG comes back as its bytes and crop parameters (``(bytes, params)``),
+    to be decoded in batches by :func:`decode_batch`; other files are decoded here."""
+
+    def __call__(self, img: Image.Image) -> Any:
+        p = draw_crop(img, self.scale, self.ratio, self.flip)
+        if img.format == "JPEG" and img.mode in ("RGB", "L"):
+            img.fp.seek(0)
+            data = img.fp.read()
+            if _has_end_marker(data):
+                return torch.frombuffer(bytearray(data), dtype=torch.uint8), torch.tensor(p)
+        return self.apply(img, p)
+
+
+def collate_encoded(batch: Sequence[Any]) -> tuple[EncodedBatch, Tensor, int]:
+    """Collate :class:`EncodedRandomResizedCrop` items (``None``: unreadable, dropped and counted)."""
+    good = [item for item in batch if item is not None]
+    empty = torch.empty(0, dtype=torch.uint8)
+    files, params, images = [], [], []
+    for value, _ in good:
+        encoded = isinstance(value, tuple)
+        files.append(value[0] if encoded else empty)
+        params.append(value[1] if encoded else torch.zeros(5, dtype=torch.int64))
+        images.append(empty if encoded else value)
+    stacked = torch.stack(params) if params else torch.empty(0, 5, dtype=torch.int64)
+    labels = torch.tensor([label for _, label in good], dtype=torch.int64)
+    return EncodedBatch(files, stacked, images), labels, len(batch) - len(good)
+
+
+def decode_batch(batch: EncodedBatch, size: int, device: torch.device | str) -> Tensor:
+    """uint8 ``(N, 3, size, size)`` (channels-last) on ``device`` from an :class:`EncodedBatch`.
+
+    The JPEGs are decoded in one call of ``torchvision.io.decode_jpeg(..., device=device)``
+    (nvJPEG on CUDA, libjpeg-turbo on the CPU), each crop resized (bilinear, antialiased, in
+    float32, rounded back to uint8) and flipped as drawn.
+    """
+    import torch.nn.functional as F
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    device = torch.device(device)
+    n = batch.shape[0]
+    out = torch.empty((n, size, size, 3), dtype=torch.uint8, device=device).permute(0, 3, 1, 2)
+    todo = [i for i in range(n) if batch.files[i].numel()]
+    if todo:
+        decoded = decode_jpeg([batch.files[i] for i in todo], mode=ImageReadMode.RGB, device=device)
+        for i, img in zip(todo, decoded, strict=True):
+            top, left, h, w, flip = batch.params[i].tolist()
+            crop = img[None, :, top : top + h, left : left + w].float()
+            resized = F.interpolate(crop, (size, size), mode="bilinear", antialias=True)
+            resized = resized.round_().clamp_(0, 255).to(torch.uint8)
+            out[i] = resized[0].flip(2) if flip else resized[0]
+    for i in range(n):
+        if batch.images[i].numel():
+            out[i] = batch.images[i].to(device, non_blocking=True)
+    return out
 
 
 def normalize_uint8(

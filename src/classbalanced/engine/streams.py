@@ -13,13 +13,16 @@ process with batch ``W * b`` sees.
 * :class:`LoaderStream` (iNaturalist, ImageNet): a ``DataLoader`` over image
   files with decoding and augmentation in worker processes, a
   ``DistributedSampler`` re-seeded each epoch with ``set_epoch``, and unreadable
-  images skipped and counted rather than crashing a long run.
+  images skipped and counted rather than crashing a long run; optionally persistent
+  workers (reseeded each epoch: the same batches) and uint8 batches decoded and / or
+  normalised on the device.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -28,7 +31,14 @@ from .._seeding import epoch_generator
 from ..data.augment import crop_flip, normalize_images
 from .distributed import DistContext
 
-__all__ = ["EpochPlan", "epoch_plan", "InMemoryStream", "LoaderStream"]
+__all__ = [
+    "EpochPlan",
+    "epoch_plan",
+    "InMemoryStream",
+    "LoaderStream",
+    "draw_loader_seed",
+    "seed_worker",
+]
 
 
 @dataclass
@@ -123,26 +133,76 @@ class InMemoryStream:
 
 
 class _SkipSampler(torch.utils.data.Sampler):
-    """The indices of ``sampler`` after the first ``skip`` (to resume mid-epoch)."""
+    """The indices of ``sampler`` after the first ``skip`` (to resume mid-epoch); with ``seed``
+    set, each tagged ``(seed, index)`` for :class:`_ReseededDataset` (persistent workers)."""
 
-    def __init__(self, sampler, skip: int) -> None:
-        self.sampler, self.skip = sampler, skip
+    def __init__(self, sampler, skip: int, seed: int | None = None) -> None:
+        self.sampler, self.skip, self.seed = sampler, skip, seed
 
     def __iter__(self):
         for i, index in enumerate(self.sampler):
             if i >= self.skip:
-                yield index
+                yield index if self.seed is None else (self.seed, index)
 
     def __len__(self) -> int:
         return max(0, len(self.sampler) - self.skip)
 
 
+def draw_loader_seed() -> int:
+    """The base seed a new ``DataLoader`` iterator draws from the global RNG (``generator=None``):
+    worker ``w`` of that epoch is seeded with ``base + w``."""
+    return int(torch.empty((), dtype=torch.int64).random_().item())
+
+
+def seed_worker(base_seed: int) -> None:
+    """Seed this worker's ``random``, ``torch`` and ``numpy`` RNGs exactly as PyTorch seeds a
+    fresh ``DataLoader`` worker for ``base_seed`` (``base_seed + worker id``)."""
+    import random
+
+    import numpy as np
+
+    info = torch.utils.data.get_worker_info()
+    worker = 0 if info is None else info.id
+    random.seed(base_seed + worker)
+    torch.manual_seed(base_seed + worker)
+    try:  # numpy's seed as torch's worker loop derives it
+        from torch.utils.data._utils.worker import _generate_state
+
+        np.random.seed(_generate_state(base_seed, worker))  # noqa: NPY002 (as torch does)
+    except ImportError:  # pragma: no cover - a torch without it: a seed of our own
+        np.random.seed((base_seed + worker) % 2**32)  # noqa: NPY002
+
+
+class _ReseededDataset(torch.utils.data.Dataset):
+    """``dataset`` indexed by ``(seed, index)``: a persistent worker reseeds itself
+    (:func:`seed_worker`) on its first item of each epoch, so it draws what a fresh worker of a
+    rebuilt loader would."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset, self._seed = dataset, None
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item):
+        seed, index = item
+        if seed != self._seed:
+            self._seed = seed
+            seed_worker(seed)
+        return self.dataset[index]
+
+
 class LoaderStream:
     """Batches decoded from image files by ``DataLoader`` workers (large-scale datasets).
 
-    ``dataset[i]`` returns ``(image tensor, label)`` or ``None`` for an
-    unreadable file; ``collate`` drops those and returns ``(images, labels,
-    num_skipped)``; :attr:`skipped` counts them over the run.
+    ``dataset[i]`` returns ``(image, label)`` or ``None`` for an unreadable file;
+    ``collate`` drops those and returns ``(images, labels, num_skipped)``; :attr:`skipped`
+    counts them over the run. ``images`` arrive on the device and pass through ``on_device``
+    (e.g. decoding and normalising uint8 batches there; default: as they come).
+
+    ``persistent``: the workers live for the whole run; each epoch they are reseeded from the
+    global RNG as the workers of a loader rebuilt for that epoch would be, so every batch is
+    the same as with ``persistent=False`` (a new loader, new workers, every epoch).
     """
 
     def __init__(
@@ -155,6 +215,8 @@ class LoaderStream:
         num_workers: int,
         collate,
         sampler=None,
+        persistent: bool = False,
+        on_device: Callable[[Any], Tensor] | None = None,
     ) -> None:
         from torch.utils.data.distributed import DistributedSampler
 
@@ -176,20 +238,42 @@ class LoaderStream:
         )
         self.steps_per_epoch = max(1, len(self.sampler) // self.local)
         self.num_workers = num_workers
+        self.persistent = persistent and num_workers > 0
+        self.on_device = on_device
         self.skipped = 0
+        self._loader = None
 
-    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
-        self.sampler.set_epoch(epoch)
-        loader = torch.utils.data.DataLoader(
-            self.dataset,
+    def _make_loader(self, sampler, dataset, **extra) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(
+            dataset,
             batch_size=self.local,
-            sampler=_SkipSampler(self.sampler, start_step * self.local),
+            sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=self.collate,
             pin_memory=self.ctx.device.type == "cuda",
             drop_last=True,
-            persistent_workers=False,
+            **extra,
         )
+
+    def _epoch_loader(self, start_step: int) -> torch.utils.data.DataLoader:
+        skip = start_step * self.local
+        if not self.persistent:
+            return self._make_loader(_SkipSampler(self.sampler, skip), self.dataset)
+        if self._loader is None:  # its own generator: the global RNG is drawn once an epoch
+            tagged = _SkipSampler(self.sampler, skip)
+            self._loader = self._make_loader(
+                tagged,
+                _ReseededDataset(self.dataset),
+                persistent_workers=True,
+                generator=torch.Generator().manual_seed(0),
+            )
+        self._loader.sampler.skip = skip
+        self._loader.sampler.seed = draw_loader_seed()
+        return self._loader
+
+    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        self.sampler.set_epoch(epoch)
+        loader = self._epoch_loader(start_step)
         device = self.ctx.device
         for step, (images, labels, skipped) in enumerate(loader, start=start_step):
             if step >= self.steps_per_epoch:
@@ -199,4 +283,8 @@ class LoaderStream:
                 if self.ctx.distributed:  # the other ranks are waiting for this step's gradients
                     raise RuntimeError(f"every image of a batch at step {step} was unreadable")
                 continue
-            yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            if isinstance(images, Tensor):
+                images = images.to(device, non_blocking=True)
+            if self.on_device is not None:
+                images = self.on_device(images)
+            yield images, labels.to(device, non_blocking=True)
