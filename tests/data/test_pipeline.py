@@ -282,3 +282,55 @@ def test_collate_channels_last_equals_collate_skip_bad():
     assert torch.equal(a, b) and torch.equal(ya, yb) and sa == sb == 1
     assert a.is_contiguous(memory_format=torch.channels_last)
     assert collate_channels_last([None])[0].shape == (0,)
+
+
+# --------------------------------------------------------------------------- decoding on the device
+
+
+def test_encoded_crop_carries_the_file_and_the_fast_crops_draws(tmp_path):
+    from classbalanced.data.pipeline import (
+        EncodedRandomResizedCrop,
+        FastRandomResizedCrop,
+        collate_encoded,
+        decode_batch,
+    )
+
+    jpg = _photo(tmp_path / "e.jpg", 300, 260, 30)  # k = 1 for every 224 crop
+    png = tmp_path / "e.png"
+    Image.open(jpg).save(png)
+    encoded, fast = EncodedRandomResizedCrop(224), FastRandomResizedCrop(224)
+    items, expected = [], []
+    for seed, path in enumerate([jpg, png, jpg, jpg]):
+        torch.manual_seed(seed)
+        with Image.open(path) as img:
+            items.append((encoded(img), seed))
+        after = torch.rand(1)
+        torch.manual_seed(seed)
+        with Image.open(path) as img:
+            expected.append(fast(img))
+        assert torch.equal(torch.rand(1), after)  # the same draws
+    data, params = items[0][0]
+    assert torch.equal(data, torch.frombuffer(bytearray(jpg.read_bytes()), dtype=torch.uint8))
+    assert params.tolist()[2:4] != [0, 0] and params.dtype == torch.int64
+    assert isinstance(items[1][0], torch.Tensor)  # a PNG is decoded in the worker
+    batch, labels, skipped = collate_encoded([items[0], None, items[1], items[2], items[3]])
+    assert labels.tolist() == [0, 1, 2, 3] and skipped == 1 and batch.shape == (4,)
+    assert [f.numel() > 0 for f in batch.files] == [True, False, True, True]
+    out = decode_batch(batch, 224, "cpu")
+    assert out.dtype == torch.uint8 and out.shape == (4, 3, 224, 224)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    for got, want in zip(out, expected, strict=True):
+        diff = (got.float() - want.float()).abs()
+        assert diff.mean() < 0.5 and diff.max() <= 2  # float vs uint8 resize rounding
+    assert torch.equal(out[1], expected[1])  # the worker's own crop, as is
+
+
+def test_encoded_crop_skips_truncated_files(tmp_path):
+    from classbalanced.data.pipeline import EncodedRandomResizedCrop
+
+    bad = _photo(tmp_path / "t.jpg", 300, 200, 31)
+    bad.write_bytes(bad.read_bytes()[:2500])
+    data = inat.ImageFileDataset(tmp_path, [("t.jpg", 0)], EncodedRandomResizedCrop(32))
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        assert data[0] is None  # no end marker: decoded here, which fails: skipped
