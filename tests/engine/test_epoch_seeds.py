@@ -53,5 +53,9 @@ def test_the_two_rules_differ_and_the_helper_refuses_others():
     b = epoch_generator(1, 2, rule="seedsequence").initial_seed()
     assert a == 1_000_005 and a != b
     assert b == _old_sampler_generator(1, 2).initial_seed()
+    keyed = epoch_generator(1, 2, rule="seedsequence", key=(0, 1)).initial_seed()
+    assert keyed not in (a, b)  # another stream of the same (seed, epoch)
+    with pytest.raises(ValueError, match="the affine rule has no keys"):
+        epoch_generator(1, 2, rule="affine", key=(0,))
     with pytest.raises(ValueError, match="rule: expected 'affine' or 'seedsequence', got 'sum'"):
         epoch_generator(1, 2, rule="sum")

@@ -97,8 +97,7 @@ class LoaderEvaluator:
     unreadable images are skipped (``collate`` drops them).
 
     The ``DataLoader`` is built once; with ``persistent`` (and workers) its workers live
-    between evaluations. Either way each evaluation draws one number from the global RNG, as
-    a new loader's iterator does, so training draws the same afterwards. ``normalize``:
+    between evaluations. It draws nothing from the global RNG. ``normalize``:
     applied to each batch on the device (uint8 batches); default: batches come normalised.
     """
 
@@ -120,21 +119,16 @@ class LoaderEvaluator:
 
     def _batches(self):
         if self._loader is None:
-            extra = {}
-            if self.persistent:
-                extra = {"persistent_workers": True, "generator": torch.Generator().manual_seed(0)}
+            extra = {"persistent_workers": True} if self.persistent else {}
             self._loader = torch.utils.data.DataLoader(
                 self.shard,
                 batch_size=max(1, self.cfg.eval_batch_size),
                 num_workers=self.cfg.num_workers,
                 collate_fn=self.collate,
                 pin_memory=self.ctx.device.type == "cuda",
+                generator=torch.Generator().manual_seed(0),  # not the global RNG
                 **extra,
             )
-        if self.persistent:
-            from .streams import draw_loader_seed
-
-            draw_loader_seed()  # what a new loader's iterator takes from the global RNG
         return self._loader
 
     @torch.no_grad()

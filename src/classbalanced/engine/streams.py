@@ -37,6 +37,7 @@ __all__ = [
     "InMemoryStream",
     "LoaderStream",
     "draw_loader_seed",
+    "loader_generator",
     "seed_worker",
 ]
 
@@ -148,10 +149,15 @@ class _SkipSampler(torch.utils.data.Sampler):
         return max(0, len(self.sampler) - self.skip)
 
 
-def draw_loader_seed() -> int:
-    """The base seed a new ``DataLoader`` iterator draws from the global RNG (``generator=None``):
-    worker ``w`` of that epoch is seeded with ``base + w``."""
-    return int(torch.empty((), dtype=torch.int64).random_().item())
+def loader_generator(seed: int, epoch: int, rank: int) -> torch.Generator:
+    """The generator a loader of ``epoch`` draws its workers' base seed from (one draw: worker
+    ``w`` is seeded with ``base + w``); a function of ``(seed, epoch, rank)`` only."""
+    return epoch_generator(seed, epoch, rule="seedsequence", key=(rank, 1))
+
+
+def draw_loader_seed(generator: torch.Generator) -> int:
+    """The base seed a new ``DataLoader`` iterator draws from its ``generator``."""
+    return int(torch.empty((), dtype=torch.int64).random_(generator=generator).item())
 
 
 def seed_worker(base_seed: int) -> None:
@@ -200,9 +206,11 @@ class LoaderStream:
     counts them over the run. ``images`` arrive on the device and pass through ``on_device``
     (e.g. decoding and normalising uint8 batches there; default: as they come).
 
-    ``persistent``: the workers live for the whole run; each epoch they are reseeded from the
-    global RNG as the workers of a loader rebuilt for that epoch would be, so every batch is
-    the same as with ``persistent=False`` (a new loader, new workers, every epoch).
+    The workers of epoch ``e`` are seeded from ``(seed, e, rank)`` (:func:`loader_generator`),
+    so a run's augmentation replays (with ``num_workers=0`` the transforms draw from the
+    process's global RNG instead). ``persistent``: the workers live for the whole run and are
+    reseeded each epoch as the fresh workers of a loader rebuilt for that epoch would be: every
+    batch is the same as with ``persistent=False`` (a new loader, new workers, every epoch).
     """
 
     def __init__(
@@ -237,7 +245,7 @@ class LoaderStream:
             drop_last=True,
         )
         self.steps_per_epoch = max(1, len(self.sampler) // self.local)
-        self.num_workers = num_workers
+        self.num_workers, self.seed = num_workers, seed
         self.persistent = persistent and num_workers > 0
         self.on_device = on_device
         self.skipped = 0
@@ -255,25 +263,24 @@ class LoaderStream:
             **extra,
         )
 
-    def _epoch_loader(self, start_step: int) -> torch.utils.data.DataLoader:
+    def _epoch_loader(self, epoch: int, start_step: int) -> torch.utils.data.DataLoader:
         skip = start_step * self.local
+        generator = loader_generator(self.seed, epoch, self.ctx.rank)
         if not self.persistent:
-            return self._make_loader(_SkipSampler(self.sampler, skip), self.dataset)
-        if self._loader is None:  # its own generator: the global RNG is drawn once an epoch
+            sampler = _SkipSampler(self.sampler, skip)
+            return self._make_loader(sampler, self.dataset, generator=generator)
+        if self._loader is None:
             tagged = _SkipSampler(self.sampler, skip)
             self._loader = self._make_loader(
-                tagged,
-                _ReseededDataset(self.dataset),
-                persistent_workers=True,
-                generator=torch.Generator().manual_seed(0),
+                tagged, _ReseededDataset(self.dataset), persistent_workers=True
             )
         self._loader.sampler.skip = skip
-        self._loader.sampler.seed = draw_loader_seed()
+        self._loader.sampler.seed = draw_loader_seed(generator)
         return self._loader
 
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
         self.sampler.set_epoch(epoch)
-        loader = self._epoch_loader(start_step)
+        loader = self._epoch_loader(epoch, start_step)
         device = self.ctx.device
         for step, (images, labels, skipped) in enumerate(loader, start=start_step):
             if step >= self.steps_per_epoch:
