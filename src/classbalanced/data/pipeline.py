@@ -16,6 +16,12 @@ pixels away: a crop of an 800x600 photo is shrunk to 224x224. A JPEG can be deco
    queues and pinned memory), to be normalised in whole batches on the device by
    :func:`normalize_uint8`; ``output="float"`` normalises in the worker instead.
 
+:class:`FastRandomResizedCrop` (the trainer's default, ``--image-decode fast``) goes
+further: libjpeg stops after the crop's last row (:func:`jpeg_rows`) and the crop is resized
+by torch's uint8 kernel, stored channels-last (:func:`collate_channels_last`);
+:class:`EncodedRandomResizedCrop` + :func:`collate_encoded` + :func:`decode_batch` leave the
+decoding to the device (nvJPEG on CUDA, in batches). Speed: docs/benchmarks.md.
+
 They take the image *before* it is decoded (``decodes = True``):
 :class:`classbalanced.data.inat.ImageFileDataset` passes the opened file; a truncated
 file still raises inside the transform and is skipped there.
