@@ -201,10 +201,13 @@ def test_prepare_resize_cache(tmp_path):
 
 
 @pytest.mark.parametrize("k", [1, 2, 4])
-def test_jpeg_rows_are_the_top_rows_of_the_full_decode(tmp_path, k):
+@pytest.mark.parametrize("kind", ["baseline", "progressive"])
+def test_jpeg_rows_are_the_top_rows_of_the_full_decode(tmp_path, k, kind):
     from classbalanced.data.pipeline import jpeg_rows
 
     path = _photo(tmp_path / "r.jpg", 640, 480, 20)
+    if kind == "progressive":
+        Image.open(path).convert("RGB").save(path, "JPEG", quality=90, progressive=True)
     with Image.open(path) as img:
         img.draft("RGB", (640 // k, 480 // k))
         full = np.asarray(img.convert("RGB"))
