@@ -5,6 +5,7 @@ Run from the repository root::
     .venv/bin/python benchmarks/data_speed.py
     .venv/bin/python benchmarks/data_speed.py --pipeline-images 600 --workers 4
     .venv/bin/python benchmarks/data_speed.py --pipeline-only --sizes 800x600
+    .venv/bin/python benchmarks/data_speed.py --device cuda   # batches also go to the GPU
 
 Everything is generated in a temporary folder (deleted at the end):
 
@@ -32,7 +33,9 @@ Everything is generated in a temporary folder (deleted at the end):
     reduced size and only down to the crop's last row; torch's uint8 resize),
     ``collate_channels_last``, persistent workers;
   - the fast path on copies of the images with their short side reduced to ``--resize``
-    (what ``classbalanced prepare --resize`` writes; made before timing).
+    (what ``classbalanced prepare --resize`` writes; made before timing);
+  - with ``--device cuda``: device (``EncodedRandomResizedCrop``: the workers read the
+    files and draw the crops; ``decode_batch`` decodes each batch with nvJPEG on the GPU).
 
   uint8 batches are normalised with ``normalize_uint8`` in the main process (the device's
   job on a GPU); that time is left out of the rates, which measure the workers' work.
@@ -177,15 +180,19 @@ def make_jpegs(root: Path, n: int, seed: int, size=(500, 375)) -> list[tuple[str
 
 
 def images_per_second(
-    make_loader, epochs: int, normalize=None, rebuild: bool = False
+    make_loader, epochs: int, normalize=None, rebuild: bool = False, device=None
 ) -> tuple[float, float]:
     """Best epoch rates after the first (warm-up, worker start-up) epoch: robust to background load.
 
     Returns ``(wall-clock rate, rate per CPU-second of this process)``; the second is what a
     dedicated core delivers when this process does all the work (``num_workers=0``).
     ``rebuild``: a new loader every epoch (the old path); ``normalize``: applied to each
-    batch, its time left out (the device's work on a GPU, not the workers').
+    batch (uint8 batches; decoding too for the device path); on the CPU its time is left out
+    (the device's work on a GPU, not the workers'). ``device`` cuda: every batch (pinned by
+    the loader) is copied to the GPU with ``non_blocking=True`` and normalised there, and
+    each epoch's clock stops after a synchronise.
     """
+    cuda = device is not None and device.type == "cuda"
     rates, cpu_rates = [], []
     loader = make_loader()
     for _ in range(epochs):
@@ -193,13 +200,20 @@ def images_per_second(
             loader = make_loader()
         n, t0, c0 = 0, time.perf_counter(), time.process_time()
         for images, _labels, skipped in loader:
-            assert skipped == 0 and images.shape[1:] == (3, 224, 224)
+            assert skipped == 0
+            if cuda and isinstance(images, torch.Tensor):
+                if not images.is_pinned():
+                    raise SystemExit("expected pinned host batches on CUDA (the loader pins them)")
+                images = images.to(device, non_blocking=True)
             if normalize is not None:
                 t1, c1 = time.perf_counter(), time.process_time()
                 images = normalize(images)
-                t0, c0 = t0 + time.perf_counter() - t1, c0 + time.process_time() - c1
-            assert images.dtype == torch.float32
+                if not cuda:
+                    t0, c0 = t0 + time.perf_counter() - t1, c0 + time.process_time() - c1
+            assert images.dtype == torch.float32 and images.shape[1:] == (3, 224, 224)
             n += images.shape[0]
+        if cuda:
+            torch.cuda.synchronize(device)
         rates.append(n / (time.perf_counter() - t0))
         cpu_rates.append(n / max(time.process_time() - c0, 1e-9))
     return max(rates[1:]), max(cpu_rates[1:])
@@ -209,6 +223,7 @@ def loader_factory(dataset, batch: int, workers: int, persistent: bool, collate=
     def make():
         return torch.utils.data.DataLoader(
             dataset,
+            pin_memory=torch.cuda.is_available(),
             batch_size=batch,
             shuffle=True,
             num_workers=workers,
@@ -230,6 +245,7 @@ def pipeline_paths(root: Path, samples, args) -> dict:
     )
 
     mean, std = inat.mean_std("inat2018")
+    device = torch.device(args.device)
     on_device = lambda x: normalize_uint8(x, mean, std)  # noqa: E731
     fast = (FastRandomResizedCrop(224), on_device, True, collate_channels_last)
     paths = {
@@ -247,6 +263,21 @@ def pipeline_paths(root: Path, samples, args) -> dict:
         cache = root / f"resized-{args.resize}"
         resize_images(root, cache, [rel for rel, _ in samples], args.resize, args.workers)
         paths[f"fast on `prepare --resize {args.resize}` copies"] = (*fast, cache)
+    if device.type == "cuda":  # decoded in batches by nvJPEG on the GPU
+        from classbalanced.data.pipeline import (
+            EncodedRandomResizedCrop,
+            collate_encoded,
+            decode_batch,
+        )
+
+        decode = lambda b: normalize_uint8(decode_batch(b, 224, device), mean, std)  # noqa: E731
+        paths["device (nvJPEG)"] = (
+            EncodedRandomResizedCrop(224),
+            decode,
+            True,
+            collate_encoded,
+            root,
+        )
     return paths
 
 
@@ -256,6 +287,9 @@ def pipeline_rows(root: Path, size: tuple[int, int], args) -> list[tuple[str, st
     kb = statistics.mean((root / rel).stat().st_size for rel, _ in samples) / 1024
     rows, per_worker = [], {}
     what = f"{size[0]}x{size[1]} JPEGs (~{kb:.0f} KB), 224 px train transform"
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        what += ", copied to the GPU"
     threads = torch.get_num_threads()
     paths = pipeline_paths(root, samples, args)
     for name, (transform, normalize, persistent, collate, images) in paths.items():
@@ -266,6 +300,7 @@ def pipeline_rows(root: Path, size: tuple[int, int], args) -> list[tuple[str, st
             args.epochs,
             normalize,
             not persistent,
+            device,
         )
         torch.set_num_threads(threads)
         per_worker[name] = rate
@@ -278,7 +313,7 @@ def pipeline_rows(root: Path, size: tuple[int, int], args) -> list[tuple[str, st
         )
         if args.workers:
             many = loader_factory(dataset, args.batch_size, args.workers, persistent, collate)
-            rate_n, _ = images_per_second(many, args.epochs, normalize, not persistent)
+            rate_n, _ = images_per_second(many, args.epochs, normalize, not persistent, device)
             rows.append((f"{name} path, {args.workers} workers: {what}", f"{rate_n:,.0f} images/s"))
     for name in ("draft", "fast"):
         ratio = per_worker[name] / per_worker["old"]
@@ -433,7 +468,15 @@ def main(argv: list[str] | None = None) -> None:
         default=256,
         help="also the new path on copies with this short side (prepare --resize; 0: skip)",
     )
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu, or cuda: batches are also copied to the GPU (pinned, non-blocking) and "
+        "normalised there, and a path decoding on the GPU (nvJPEG) is added",
+    )
     args = p.parse_args(argv)
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda but CUDA is not available here")
 
     rows = []
     gen_s = None
@@ -444,7 +487,10 @@ def main(argv: list[str] | None = None) -> None:
         for size in args.sizes:
             rows += pipeline_rows(root, size, args)
 
-    print(f"Data speed (classbalanced.data.inat), {os.cpu_count()} CPUs, torch {torch.__version__}")
+    print(
+        f"Data speed (classbalanced.data.inat), {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"device {args.device}"
+    )
     if gen_s is not None:
         print(f"(generating the synthetic annotations took {gen_s:.1f} s, not counted)")
     print()
