@@ -155,7 +155,7 @@ class TrainConfig:
     worker_output: WorkerOutput = option(
         "uint8",
         "image-file data sets: uint8 (default: normalised on the device) or float batches "
-        "(normalised in the loader workers)",
+        "(normalised in the loader workers; not with --image-decode device)",
         group="data",
     )
     persistent_workers: bool = option(
