@@ -27,6 +27,10 @@ Stages, in order (``--stages`` picks a subset, e.g. to rerun one that failed):
 8. ``remedies`` (only when named in ``--stages``): the ResNet-32 batch-128 step with the
    launch-overhead remedies added one by one (fused SGD, ``cudnn.benchmark``, bf16,
    ``torch.compile``, CUDA graphs through ``mode="reduce-overhead"``).
+9. ``train_fast`` (only when named in ``--stages``): the ``train`` stage's run with the
+   trainer's speed options on (``FAST_TRAIN_FLAGS``: the same remedies, as trainer
+   flags, plus checkpoints in the background and one host read per epoch); its wall
+   time per epoch against the ``train`` stage's.
 
 Every stage runs in its own process group with a time slice: the time left, shared
 among the stages still to run in proportion to their weights (time a stage leaves
@@ -69,9 +73,19 @@ if str(SRC) not in sys.path:
     sys.path.insert(0, str(SRC))
 
 PY = sys.executable
-STAGES = ("env", "tests", "loss", "train_speed", "train", "grid", "resnet50", "remedies")
-#: run when --stages is not given (remedies: measurements for later trainer options)
-DEFAULT_STAGES = STAGES[:-1]
+STAGES = (
+    "env", "tests", "loss", "train_speed", "train", "grid", "resnet50", "remedies", "train_fast"
+)  # fmt: skip
+#: run when --stages is not given (remedies, train_fast: measurements for the trainer's
+#: speed options, which become defaults on CUDA only once measured)
+DEFAULT_STAGES = STAGES[:-2]
+#: the trainer's launch-overhead options (issue 14, item 3), named as in the remedies stage
+FAST_TRAIN_FLAGS = (
+    "--sgd-impl", "fused", "--cudnn-benchmark", "--precision", "bf16", "--compile",
+    "--compile-mode", "reduce-overhead", "--async-checkpoints", "--sync-every", "0",
+)  # fmt: skip
+#: --quick on the CPU: the options whose code paths run there (compile is minutes on a CPU)
+FAST_TRAIN_FLAGS_CPU = ("--sgd-impl", "fused", "--async-checkpoints", "--sync-every", "0")
 #: relative share of the budget of each stage (the time left is split by these)
 WEIGHTS = {
     "env": 0.01,
@@ -82,6 +96,7 @@ WEIGHTS = {
     "grid": 0.17,
     "resnet50": 0.08,
     "remedies": 0.30,
+    "train_fast": 0.17,
 }
 #: --quick: toy stages of similar cost on a CPU
 WEIGHTS_QUICK = dict.fromkeys(STAGES, 1.0) | {"env": 0.05, "tests": 0.6}
@@ -610,16 +625,34 @@ class Check:
         ]  # fmt: skip
 
     def stage_train(self, stage: Stage, limit: float) -> None:
+        result = self._timed_train(stage, limit, "single", [], "1 run")
+        if result:
+            self.train_result = result
+
+    def stage_train_fast(self, stage: Stage, limit: float) -> None:
+        flags = list(FAST_TRAIN_FLAGS if self.device.startswith("cuda") else FAST_TRAIN_FLAGS_CPU)
+        result = self._timed_train(stage, limit, "fast", flags, "1 run, speed options")
+        if result.get("epoch_s") and self.train_result.get("epoch_s"):
+            stage.add(
+                "speed options: wall time per epoch against the train stage's",
+                f"{self.train_result['epoch_s'] / result['epoch_s']:.2f}x as fast "
+                f"({result['epoch_s']:.2f} s against {self.train_result['epoch_s']:.2f} s)",
+                _cmd(["python", "-m", "classbalanced", "train", *flags]),
+            )
+
+    def _timed_train(self, stage: Stage, limit: float, name: str, extra: list[str], prefix: str):
+        """A real ``classbalanced train`` (the train flags plus ``extra``) stopped at the end of
+        its slice; figures under ``prefix``; returns its epoch times (empty: too few evaluations)."""
         if not self._train_deps(stage):
-            return
+            return {}
         t0 = time.monotonic()
         data = self._ensure_data()
         stage.notes.append(
             f"generated the CIFAR-10-format data set in {time.monotonic() - t0:.1f} s"
         )
-        run_dir = self.work / "runs" / "single"
+        run_dir = self.work / "runs" / name
         shutil.rmtree(run_dir, ignore_errors=True)
-        flags = self._train_flags()
+        flags = [*self._train_flags(), *extra]
         cmd = [
             PY,
             "-m",
@@ -643,9 +676,7 @@ class Check:
         shown = _cmd(
             [PY, "-m", "classbalanced", "train", *flags, "--data-dir", "DATA", "--out", "RUN"]
         )
-        summarize_evals(stage, evals, self.sizes, shown, prefix="1 run")
-        if len(evals) >= 2:
-            self.train_result = _epoch_times(evals, self.sizes.epochs)
+        summarize_evals(stage, evals, self.sizes, shown, prefix=prefix)
         if evals and (out.rc == 0 or (out.timed_out and out.rc == 130)):
             stage.status = "ok"
             if out.rc == 130:
@@ -656,6 +687,7 @@ class Check:
         else:
             stage.status = "timed out" if out.timed_out else f"failed (exit {out.rc})"
             stage.notes.append(_tail(out.text))
+        return _epoch_times(evals, self.sizes.epochs) if len(evals) >= 2 else {}
 
     def stage_grid(self, stage: Stage, limit: float) -> None:
         if not self._train_deps(stage):
@@ -1104,16 +1136,17 @@ def remedy_steps(argv: list[str]) -> int:
     cuda = device.type == "cuda"
     # (name, autocast dtype, optimizer kwargs, cudnn.benchmark, compile mode)
     variants = [
-        ("fp32 channels_last eager, SGD default (the trainer today)", None, {}, False, None),
-        ("+ fused SGD", None, {"fused": True}, False, None),
-        ("+ cudnn.benchmark", None, {"fused": True}, True, None),
-        ("+ bf16 autocast", torch.bfloat16, {"fused": True}, True, None),
-        ("+ torch.compile", torch.bfloat16, {"fused": True}, True, "default"),
-        ("+ torch.compile reduce-overhead (CUDA graphs)", torch.bfloat16, {"fused": True}, True, "reduce-overhead"),
+        ("fp32 channels_last eager, SGD default (the trainer's defaults)", None, {}, False, None),
+        ("+ fused SGD (--sgd-impl fused)", None, {"fused": True}, False, None),
+        ("+ cudnn.benchmark (--cudnn-benchmark)", None, {"fused": True}, True, None),
+        ("+ bf16 autocast (--precision bf16)", torch.bfloat16, {"fused": True}, True, None),
+        ("+ torch.compile (--compile)", torch.bfloat16, {"fused": True}, True, "default"),
+        ("+ torch.compile reduce-overhead, CUDA graphs (--compile-mode reduce-overhead)", torch.bfloat16, {"fused": True}, True, "reduce-overhead"),
     ]  # fmt: skip
-    if not cuda:  # the fused optimiser and CUDA graphs are CUDA paths; compile is slow on a CPU
-        variants = [v for v in variants if not v[2] and v[4] is None] + [
-            ("+ bf16 autocast", torch.bfloat16, {}, False, None)
+    if not cuda:  # CUDA graphs are a CUDA path, cudnn.benchmark does nothing, compile is slow
+        variants = [
+            *variants[:2],
+            ("+ bf16 autocast (--precision bf16)", torch.bfloat16, {"fused": True}, False, None),
         ]
     rows, base_loss, base_step = [], None, None
     for name, amp, opt_kwargs, benchmark, mode in variants:
@@ -1147,7 +1180,8 @@ def _time_variant(args, device, amp, opt_kwargs, benchmark, mode) -> dict[str, A
     cb.init_prior_bias_(model.fc)
     loss_fn = cb.build_loss("focal", counts, beta=0.9999, gamma=1.0).to(device)
     groups = cb.parameter_groups(model, 2e-4, no_decay=[model.fc.bias])
-    opt = torch.optim.SGD(groups, lr=0.1, momentum=0.9, **opt_kwargs)
+    impl = "fused" if opt_kwargs.get("fused") else "default"
+    opt = cb.optim.build_sgd(groups, lr=0.1, momentum=0.9, impl=impl)  # as --sgd-impl does
     forward = torch.compile(model, mode=mode) if mode else model
 
     def step(i: int) -> torch.Tensor:
@@ -1222,7 +1256,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--stages",
         type=_stages,
         default=list(DEFAULT_STAGES),
-        help=f"comma-separated subset of {','.join(STAGES)} (default: all but remedies)",
+        help=f"comma-separated subset of {','.join(STAGES)} (default: all but remedies, train_fast)",
     )
     p.add_argument(
         "--jobs",

@@ -89,16 +89,16 @@ from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout
 
-from classbalanced.config import TrainConfig  # noqa: E402
-from classbalanced.data import longtail_counts  # noqa: E402
-from classbalanced.engine.distributed import DistContext  # noqa: E402
-from classbalanced.engine.evaluate import autocast as _autocast  # noqa: E402
-from classbalanced.engine.network import build_training_model  # noqa: E402
-from classbalanced.engine.streams import InMemoryStream  # noqa: E402
-from classbalanced.engine.trainer import LRSchedule  # noqa: E402
-from classbalanced.losses import build_loss, init_prior_bias_  # noqa: E402
-from classbalanced.models.registry import build_model  # noqa: E402
-from classbalanced.optim import parameter_groups  # noqa: E402
+from classbalanced.config import TrainConfig
+from classbalanced.data import longtail_counts
+from classbalanced.engine.distributed import DistContext
+from classbalanced.engine.evaluate import autocast as _autocast
+from classbalanced.engine.network import build_training_model
+from classbalanced.engine.streams import InMemoryStream
+from classbalanced.engine.trainer import LRSchedule
+from classbalanced.losses import build_loss, init_prior_bias_
+from classbalanced.models.registry import build_model
+from classbalanced.optim import parameter_groups
 
 NUM_CLASSES = 10
 BETA, GAMMA = 0.9999, 1.0

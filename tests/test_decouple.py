@@ -306,3 +306,74 @@ def test_cli_decouple(npz_run, tmp_path):
     )  # fmt: skip
     assert bad.returncode == 2
     assert bad.stderr.count("\n") == 1 and "pass --tau VALUE" in bad.stderr
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def _table(text: str) -> dict[str, list[str]]:
+    """method -> cells of the decoupling table in a report's markdown."""
+    section = text[text.index("## Decoupled classifiers") :]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in rows[1:]]
+    return {c[1]: c for c in cells}
+
+
+def _ours(metrics: dict) -> str:
+    keys = ("accuracy", "many_shot_accuracy", "medium_shot_accuracy", "few_shot_accuracy")
+    return " / ".join("-" if metrics[k] is None else f"{100 * metrics[k]:.1f}" for k in keys)
+
+
+def test_report_puts_decouple_runs_beside_the_published_numbers(npz_run, tmp_path):
+    from classbalanced.reproduce.decoupling import decoupling_lines
+    from classbalanced.reproduce.published import published_decoupling
+    from classbalanced.reproduce.report import write_report
+
+    out = tmp_path / "stage_two"
+    crt = decouple(npz_run, _options("crt", out / "crt", epochs=1), log=_quiet)
+    tau = decouple(npz_run, _options("tau_norm", out / "tau", tau=0.5), log=_quiet)
+    # a folder holding only decouple runs (no plan.json, no results.csv) is reported
+    table = _table(write_report(out).read_text(encoding="utf-8"))
+    assert list(table) == ["joint", "crt", "tau_norm"]  # stage one once, then paper order
+    joint = json.loads((npz_run / "metrics.json").read_text(encoding="utf-8"))
+    for method, metrics in (("joint", joint), ("crt", crt), ("tau_norm", tau)):
+        assert table[method][4] == _ours(metrics)
+        assert table[method][5:] == ["-", "-"]  # nothing published for this data set
+
+    # the same runs labelled as the published setting: published cells and diff appear
+    for name in ("crt", "tau"):
+        path = out / name / "metrics.json"
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+        path.write_text(json.dumps({**metrics, "dataset": "imagenet_lt", "model": "resnext50"}))
+    table = _table("\n".join(decoupling_lines(out)))
+    for method, metrics in (("crt", crt), ("tau_norm", tau)):
+        pub = published_decoupling("imagenet_lt", "resnext50", method)
+        assert table[method][5] == " / ".join(
+            f"{pub[g]:.1f}" for g in ("all", "many", "medium", "few")
+        )
+        assert table[method][6] == f"{100 * metrics['accuracy'] - pub['all']:+.1f}"
+    assert table["joint"][5] == "-"  # stage one is still the npz run
+
+    # another network on the published data set: no diff, and the published row is named
+    path = out / "crt" / "metrics.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "model": "resnet50"}))
+    path = out / "tau" / "metrics.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "model": "resnet50"}))
+    lines = decoupling_lines(out)
+    assert _table("\n".join(lines))["crt"][5:] == ["-", "-"]
+    assert any(line.startswith("Published for imagenet_lt with resnext50") for line in lines)
+    assert "crt 49.6 / 61.8 / 46.2 / 27.4" in "\n".join(lines)
+
+
+def test_published_decoupling_lookups():
+    from classbalanced.decouple import METHODS
+    from classbalanced.reproduce.published import DECOUPLING_METHODS, published_decoupling
+
+    assert DECOUPLING_METHODS == ("joint", "ncm", *METHODS)  # the report's rows: ours and NCM
+    rows = {m: published_decoupling("ImageNet-LT", "ResNeXt50", m) for m in DECOUPLING_METHODS}
+    # the release's table: every method beats the joint classifier on few-shot classes
+    assert all(rows[m]["few"] > rows["joint"]["few"] for m in DECOUPLING_METHODS[1:])
+    assert rows["lws"] == {"all": 49.9, "many": 60.2, "medium": 47.2, "few": 30.3}
+    assert published_decoupling("places_lt", "resnet152", "crt") is None
+    with pytest.raises(ValueError, match="expected one of joint, ncm, crt, tau_norm, lws"):
+        published_decoupling("imagenet_lt", "resnext50", "crt2")

@@ -836,3 +836,13 @@ def test_every_loss_is_a_function_and_module_pair():
             expected = getattr(cb, function)(z, y, counts, **kwargs)
             got = getattr(cb, module)(counts, **kwargs)(z, y)
         torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def test_the_literal_types_list_the_accepted_choices():
+    from typing import get_args
+
+    from classbalanced.losses.functional import LOSS_TYPES, REDUCTIONS
+    from classbalanced.losses.types import LossType, Reduction
+
+    assert get_args(Reduction) == REDUCTIONS
+    assert get_args(LossType) == LOSS_TYPES

@@ -1,4 +1,5 @@
-"""The one registry helper (classbalanced.registry) and its three users: losses, models, data sets."""
+"""The one registry helper (classbalanced.registry) and its four users: losses, models, data
+sets, launchers."""
 
 from __future__ import annotations
 
@@ -41,10 +42,14 @@ def test_case_insensitive_registry():
     assert reg.lookup("NET") is len and reg.names() == ["net"]
 
 
-def test_the_three_registries_share_the_helper():
+def test_the_four_registries_share_the_helper():
     from classbalanced.data import registry as data_registry
+    from classbalanced.launch import LAUNCHER_REGISTRY, available_launchers
     from classbalanced.losses import registry as losses
 
+    assert isinstance(LAUNCHER_REGISTRY, Registry)
+    assert available_launchers() == ["local", "ray", "slurm"]
+    assert LAUNCHER_REGISTRY.info["local"]["options"] == {"jobs"}
     assert isinstance(losses.LOSS_REGISTRY, Registry)
     assert isinstance(MODEL_REGISTRY, Registry)
     assert isinstance(data_registry.DATASET_REGISTRY, Registry)

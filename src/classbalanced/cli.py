@@ -650,6 +650,8 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def _add_sweep_parser(sub) -> None:
+    from .launch import LAUNCHER_REGISTRY, available_launchers
+
     p = sub.add_parser(
         "sweep",
         help="run a grid of training runs (resumable; local, Ray or SLURM), then results.csv "
@@ -669,9 +671,10 @@ def _add_sweep_parser(sub) -> None:
     )
     p.add_argument(
         "--launcher",
-        choices=["local", "ray", "slurm"],
+        choices=available_launchers(),
         default="local",
-        help="where runs execute: this machine (default), a Ray cluster, or SLURM job arrays",
+        help="where runs execute: "
+        + ", ".join(f"{k} ({v['description']})" for k, v in LAUNCHER_REGISTRY.info.items()),
     )
     p.add_argument(
         "--jobs",
@@ -774,7 +777,12 @@ def _add_report_parser(sub) -> None:
         description="Tables of mean ± std last-epoch error over seeds against the published "
         "numbers, a beta x gamma heat map and error curves per column.",
     )
-    p.add_argument("sweep_dir", metavar="SWEEP_DIR", help="folder written by `classbalanced sweep`")
+    p.add_argument(
+        "sweep_dir",
+        metavar="SWEEP_DIR",
+        help="folder written by `classbalanced sweep`, or one holding `classbalanced decouple` "
+        "outputs (compared with Kang et al., ICLR 2020)",
+    )
     p.add_argument(
         "--refresh",
         action="store_true",

@@ -255,6 +255,45 @@ class TrainConfig:
     skip_nonfinite: bool = option(
         False, "skip and count steps whose loss is NaN/inf instead of stopping", group="run"
     )
+    # speed: the launch-overhead options (all off by default until the GPU check has measured
+    # them; each gives the same results as the plain path, see docs/training.md)
+    sgd_impl: Literal["default", "foreach", "fused"] = option(
+        "default",
+        "SGD implementation: default (PyTorch's choice: foreach on CUDA, a loop over the "
+        "parameters on the CPU), foreach, fused (one kernel per step); the same updates",
+        group="optimisation",
+    )
+    cudnn_benchmark: bool = option(
+        False,
+        "CUDA only (no effect on the CPU): cuDNN times its convolution algorithms for the batch shape",
+        group="run",
+    )
+    compile_mode: Literal[
+        "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"
+    ] = option(
+        "default",
+        "torch.compile mode with --compile (reduce-overhead: CUDA graphs; every training step "
+        "has a full batch, so the shapes are static)",
+        group="run",
+    )
+    async_checkpoints: bool = option(
+        False,
+        "write checkpoints in a background thread from a CPU copy (a failed write stops the "
+        "run at the next checkpoint or at the end)",
+        group="run",
+    )
+    sync_every: int = option(
+        20,
+        "steps between host reads of the loss (progress bar, non-finite check); 0: once per "
+        "epoch (default 20)",
+        group="run",
+    )
+    dist_backend: Literal["auto", "nccl", "gloo"] = option(
+        "auto",
+        "torchrun's process-group backend: auto (default: nccl on CUDA, gloo on the CPU), "
+        "nccl, gloo (e.g. several processes on one GPU)",
+        group="run",
+    )
     out: str = option("runs/latest", "run folder (default runs/latest)", group="run")
     keep_checkpoints: int = option(2, "how many checkpoints to keep (default 2)", group="run")
     progress: bool = option(True, "progress bars (default: yes)", group="run")
@@ -297,6 +336,7 @@ class TrainConfig:
         _check_data(self)
         _check_ranges(self)
         _check_lr_schedule(self)
+        _check_speed_options(self)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -477,6 +517,7 @@ def _check_ranges(cfg: TrainConfig) -> None:
         ("image_size", 1),
         ("reweight_epoch", 0),
         ("warmup_epochs", 0),
+        ("sync_every", 0),
     ):
         if getattr(cfg, name) is not None:
             _int_at_least(name, getattr(cfg, name), minimum)
@@ -523,6 +564,14 @@ def _check_lr_schedule(cfg: TrainConfig) -> None:
             raise ValueError(
                 f"decay_epochs and decay_factors must have the same length, got {len(cfg.decay_epochs)} and {len(cfg.decay_factors)}"
             )
+
+
+def _check_speed_options(cfg: TrainConfig) -> None:
+    """A compile mode without ``--compile`` would be silently ignored: refused."""
+    if cfg.compile_mode != "default" and not cfg.compile:
+        raise ValueError(
+            f"compile_mode {cfg.compile_mode} needs --compile (compile = true), got compile = false"
+        )
 
 
 def _check_schedule_fits(cfg: TrainConfig) -> None:

@@ -39,7 +39,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -55,16 +55,18 @@ __all__ = [
     "decouple",
 ]
 
-METHODS = ("crt", "tau_norm", "lws")
+Method = Literal["crt", "tau_norm", "lws"]
+Sampler = Literal["class_uniform", "shuffle"]
+METHODS: tuple[Method, ...] = get_args(Method)
 DEFAULT_TAUS = tuple(round(0.1 * i, 1) for i in range(21))
-SAMPLERS = ("class_uniform", "shuffle")
+SAMPLERS: tuple[Sampler, ...] = get_args(Sampler)
 
 
 @dataclass
 class DecoupleOptions:
     """Stage-two settings. ``None`` means: the stage-one run's value."""
 
-    method: str
+    method: Method
     out: str
     epochs: int = 10
     batch_size: int | None = None
@@ -74,7 +76,7 @@ class DecoupleOptions:
     loss: str = "softmax"
     beta: float = 0.0
     gamma: float = 1.0
-    sampler: str = "class_uniform"
+    sampler: Sampler = "class_uniform"
     taus: list[float] = field(default_factory=lambda: list(DEFAULT_TAUS))
     tau: float | None = None  # tau_norm: use this tau instead of searching
     device: str = "auto"
@@ -240,13 +242,15 @@ def _load_run(run: str | Path) -> _Run:
 def _build_model(run: _Run, device: torch.device) -> nn.Module:
     from .engine.evaluate import check_checkpoint_fits, load_weights
     from .engine.network import build_network
+    from .models.registry import classifier
 
     check_checkpoint_fits(run.state, run.cfg, run.record["class_names"], str(run.checkpoint))
     model = build_network(run.cfg, run.counts, int(run.record["in_channels"]))
-    if not isinstance(model.fc, nn.Linear):
+    if not isinstance(classifier(model), nn.Linear):
         raise ValueError(
             f"decoupling needs a linear classifier: expected nn.Linear at model.fc, got "
-            f"{type(model.fc).__name__} (the run's --loss {run.cfg.loss} uses a cosine classifier)"
+            f"{type(classifier(model)).__name__} (the run's --loss {run.cfg.loss} uses a cosine "
+            "classifier)"
         )
     load_weights(model, run.state["model"], str(run.checkpoint))
     return model.to(device)
@@ -404,7 +408,7 @@ def _stage_two_loss(run: _Run, opts: DecoupleOptions, device: torch.device):
     from .losses import build_loss
 
     loss_fn = build_loss(opts.loss, run.counts, beta=opts.beta, gamma=opts.gamma).to(device)
-    if getattr(loss_fn, "normalized_classifier", False):
+    if loss_fn.normalized_classifier:
         raise ValueError(
             f"stage-two loss {opts.loss!r} needs a cosine classifier: expected one for a linear fc "
             "(softmax, sigmoid, focal, logit_adjusted, balanced_softmax)"
@@ -424,7 +428,7 @@ def _crt(run: _Run, backbone, fc: nn.Linear, data: _Data, ctx: dict) -> tuple[nn
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(run.cfg.seed + 1)
         head = nn.Linear(fc.in_features, fc.out_features).to(device)
-    if getattr(loss_fn, "uses_prior_bias", False):
+    if loss_fn.uses_prior_bias:
         init_prior_bias_(head)
     stream = data.stream(ctx["batch_size"], _sampler(opts, data, run.cfg.seed))
     losses = _fit(head, head.parameters(), backbone, stream, loss_fn, ctx)
@@ -545,6 +549,7 @@ def decouple(
     from .config import LARGE_DATASETS
     from .engine.distributed import resolve_device
     from .engine.loop import summary_fields
+    from .models.registry import classifier, set_classifier_
 
     options.validate()
     r = _load_run(run)
@@ -558,8 +563,8 @@ def decouple(
         data = _file_data(r, device, eval_batch, workers)
     else:
         data = _memory_data(r, device, eval_batch)
-    fc = model.fc
-    model.fc = nn.Identity()
+    fc = classifier(model)
+    set_classifier_(model, nn.Identity())
     model.eval().requires_grad_(False)  # frozen: no gradients, batch-norm statistics fixed
     ctx = {
         "options": options,
@@ -571,7 +576,7 @@ def decouple(
         "batch_size": options.batch_size or cfg.batch_size,
     }
     head, info = _METHODS[options.method](r, model, fc, data, ctx)
-    model.fc = head.requires_grad_(False)
+    set_classifier_(model, head.requires_grad_(False))
     metrics = _evaluate(model, data, r.counts, ctx["cast"])
     settings = {
         "method": options.method,

@@ -44,6 +44,7 @@ from ._validation import check_beta, check_choice, check_gamma, check_positive_i
 from .losses.checks import _full_precision, _reduce
 from .losses.functional import DEFAULT_GAMMA, REDUCTIONS
 from .losses.kernels import focal_elements
+from .losses.types import Reduction
 from .weights import as_counts, class_balanced_weights
 
 __all__ = [
@@ -184,7 +185,7 @@ def _class_weight_vector(counts, beta: float, num_classes: int, name: str) -> Te
 
 
 def _weighted_binary_focal(
-    z: Tensor, t: Tensor, w_pos: Tensor, w_neg: Tensor | None, gamma: float, reduction: str
+    z: Tensor, t: Tensor, w_pos: Tensor, w_neg: Tensor | None, gamma: float, reduction: Reduction
 ) -> Tensor:
     with _full_precision(z):
         w_neg = torch.ones_like(w_pos) if w_neg is None else w_neg
@@ -201,7 +202,7 @@ def multilabel_class_balanced_loss(
     beta: float,
     negatives_per_class=None,
     gamma: float = DEFAULT_GAMMA,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
 ) -> Tensor:
     """Multi-label sigmoid / focal loss with a class-balanced weight per binary term.
 
@@ -263,7 +264,7 @@ class MultiLabelClassBalancedLoss(nn.Module):
         beta: float,
         negatives_per_class=None,
         gamma: float = DEFAULT_GAMMA,
-        reduction: str = "mean",
+        reduction: Reduction = "mean",
     ) -> None:
         super().__init__()
         self.gamma = check_gamma(gamma)

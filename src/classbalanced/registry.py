@@ -1,4 +1,4 @@
-"""One registry helper for losses, models and data sets: names -> builders.
+"""One registry helper for losses, models, data sets and launchers: names -> builders.
 
 A :class:`Registry` is a ``dict`` from names to objects with a
 :meth:`~Registry.register` method (a call or a decorator) that refuses empty and
@@ -6,7 +6,7 @@ duplicate names, a :meth:`~Registry.lookup` whose error lists the valid names,
 and a per-name ``info`` dict (a one-line description and anything else the
 caller wants to record, e.g. which config options a data set reads). The CLI and
 the config validate names against these registries, so registering a loss, a
-model or a data set is the only edit that makes it usable from the command line.
+model, a data set or a launcher is the only edit that makes it usable from the command line.
 
 >>> shapes = Registry("shape")
 >>> @shapes.register("square", description="four equal sides")

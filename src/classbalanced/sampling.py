@@ -30,6 +30,7 @@ aware of data parallelism: every rank draws the same global sequence and rank
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -124,7 +125,13 @@ def _as_nonnegative_counts(counts: object) -> Tensor:
     return tensor
 
 
-def sampling_probabilities(labels_or_counts, beta: float, *, kind: str = "counts") -> Tensor:
+#: what :func:`sampling_probabilities` is given
+SamplingKind = Literal["counts", "labels"]
+
+
+def sampling_probabilities(
+    labels_or_counts, beta: float, *, kind: SamplingKind = "counts"
+) -> Tensor:
     """Per-class sampling probabilities ``P(class i) ∝ n_i * alpha_i(beta) = n_i / E_{n_i}``.
 
     Args:
@@ -146,7 +153,7 @@ def sampling_probabilities(labels_or_counts, beta: float, *, kind: str = "counts
     tensor([0.3333, 0.6667], dtype=torch.float64)
     """
     beta = check_beta(beta)
-    check_choice("kind", kind, ("counts", "labels"))
+    check_choice("kind", kind, get_args(SamplingKind))
     if kind == "labels":
         counts = class_counts(labels_or_counts).to(torch.float64)
     else:

@@ -17,7 +17,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
-STAGES = ["env", "tests", "loss", "train_speed", "train", "grid", "resnet50", "remedies"]
+STAGES = [
+    "env", "tests", "loss", "train_speed", "train", "grid", "resnet50", "remedies", "train_fast"
+]  # fmt: skip
 
 pytestmark = pytest.mark.slow
 
@@ -78,10 +80,15 @@ def test_quick_mode_runs_every_stage_and_writes_both_summaries(tmp_path):
     assert any(v.endswith("steps)") and "images/s" in v for v in r50.values())
     remedies = _figures(doc, "remedies")
     base = remedies[
-        "resnet8 batch 32 step: fp32 channels_last eager, SGD default (the trainer today)"
+        "resnet8 batch 32 step: fp32 channels_last eager, SGD default (the trainer's defaults)"
     ]
     assert "(1.00x the first row)" in base and "first loss vs the first row 0.0e+00" in base
     assert any("bf16 autocast" in k for k in remedies)
+    assert any("(--sgd-impl fused)" in k for k in remedies)  # named as the trainer's flag
+    fast = _figures(doc, "train_fast")  # the trainer with its speed options on
+    assert any(k.startswith("1 run, speed options: wall time per epoch") for k in fast)
+    ratio = fast["speed options: wall time per epoch against the train stage's"]
+    assert re.match(r"\d+\.\d\dx as fast", ratio)
 
     # summary.md: one table holding every figure of summary.json, each with its command
     rows = _table((tmp_path / "out" / "summary.md").read_text())

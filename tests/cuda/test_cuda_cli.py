@@ -108,3 +108,56 @@ def test_sigterm_on_cuda_checkpoints_and_the_run_resumes(cuda_helpers, tiny_npz,
         _train_args(tiny_npz, out, "--epochs", more, "--device", "cuda", "--resume", "--force")
     )
     assert [h["epoch"] for h in _history(out)][-1] == done + 1
+
+
+def test_the_speed_options_on_cuda_train_like_the_plain_run(cuda_helpers, tiny_npz, tmp_path):
+    """Fused SGD, cudnn.benchmark, checkpoints from a CPU copy in a background thread and one
+    host read per epoch: the same run as the plain one (up to fused rounding and cuDNN's
+    algorithm choice); the checkpoints resume on the CPU."""
+    run = cuda_helpers.run_python
+    common = ("--epochs", "2", "--device", "cuda", "--seed", "3")
+    run(_train_args(tiny_npz, tmp_path / "plain", *common))
+    fast = tmp_path / "fast"
+    run(_train_args(tiny_npz, fast, *common, "--sgd-impl", "fused", "--cudnn-benchmark",
+                    "--async-checkpoints", "--sync-every", "0"))  # fmt: skip
+    a, b = _history(tmp_path / "plain"), _history(fast)
+    assert [h["epoch"] for h in b] == [1, 2]
+    for x, y in zip(a, b, strict=True):
+        assert abs(x["train_loss"] - y["train_loss"]) <= 1e-3 * abs(x["train_loss"])
+        assert abs(x["accuracy"] - y["accuracy"]) <= 2 / 100 + 1e-9
+    manifest = json.loads((fast / "run.json").read_text())["files"]
+    for path in (fast / "checkpoints").glob("*.pt"):  # written in the background, SHA-256 listed
+        load_checkpoint(path, sha256=manifest[f"checkpoints/{path.name}"])
+    run(_train_args(tiny_npz, fast, "--epochs", "3", "--device", "cpu", "--seed", "3",
+                    "--sgd-impl", "fused", "--async-checkpoints", "--sync-every", "0",
+                    "--resume", "--force"))  # fmt: skip
+    assert [h["epoch"] for h in _history(fast)] == [1, 2, 3]
+
+
+def test_cuda_graphs_through_compile_reduce_overhead(cuda_helpers, tiny_npz, tmp_path):
+    """``--compile --compile-mode reduce-overhead`` (CUDA graphs) with bf16 and fused SGD
+    trains (finite losses close to the eager run's) and resumes."""
+    run = cuda_helpers.run_python
+    common = ("--epochs", "2", "--device", "cuda", "--precision", "bf16", "--sgd-impl", "fused")
+    run(_train_args(tiny_npz, tmp_path / "eager", *common), timeout=600)
+    graphs = tmp_path / "graphs"
+    proc = run(
+        _train_args(tiny_npz, graphs, *common, "--compile", "--compile-mode", "reduce-overhead"),
+        timeout=600,
+    )
+    assert "skipping cudagraphs" not in proc.stdout + proc.stderr  # the graphs were used
+    a, b = _history(tmp_path / "eager"), _history(graphs)
+    assert all(np.isfinite([h["train_loss"] for h in b]))
+    assert abs(a[0]["train_loss"] - b[0]["train_loss"]) <= 0.05 * abs(a[0]["train_loss"])
+    run(_train_args(tiny_npz, graphs, *common, "--compile", "--compile-mode", "reduce-overhead",
+                    "--epochs", "3", "--resume", "--force"), timeout=600)  # fmt: skip
+    assert [h["epoch"] for h in _history(graphs)] == [1, 2, 3]
+
+
+def test_fp16_on_cuda_scales_the_loss_and_keeps_the_scale(cuda_helpers, tiny_npz, tmp_path):
+    out = tmp_path / "run"
+    cuda_helpers.run_python(
+        _train_args(tiny_npz, out, "--epochs", "1", "--device", "cuda", "--precision", "fp16")
+    )
+    state = load_checkpoint(latest_checkpoint(out / "checkpoints"))
+    assert state["scaler"]["scale"] > 0  # the GradScaler's state, resumed with the run

@@ -51,6 +51,31 @@ def test_crop_flip_on_cuda_equals_cpu(dtype, channels_last):
     assert torch.equal(fast.cpu(), cpu)
 
 
+def _reference_crop_flip(images, top, left, flips, padding):
+    """Per image: pad, slice, flip (the straightforward definition, on the CPU)."""
+    h, w = images.shape[2:]
+    out = []
+    for b in range(images.shape[0]):
+        padded = torch.nn.functional.pad(images[b], (padding,) * 4)
+        crop = padded[:, int(top[b]) : int(top[b]) + h, int(left[b]) : int(left[b]) + w]
+        out.append(torch.flip(crop, dims=[-1]) if bool(flips[b]) else crop)
+    return torch.stack(out)
+
+
+def test_random_crop_flip_with_a_cuda_generator_matches_the_reference():
+    """(Moved from tests/data/test_augment.py.) The CUDA generator's draws, applied by the
+    batched kernel on the GPU, equal the per-image definition on the CPU."""
+    images, _ = _images(n=16, size=32)
+    images = images.cuda()
+    out = augment.random_crop_flip(images, generator=torch.Generator("cuda").manual_seed(0))
+    assert out.is_cuda
+    top, left, flips = augment._sample_crop_flip_params(
+        16, 4, True, torch.Generator("cuda").manual_seed(0), images.device
+    )
+    expected = _reference_crop_flip(images.cpu(), top.cpu(), left.cpu(), flips.cpu(), 4)
+    assert torch.equal(out.cpu(), expected)
+
+
 def test_random_crop_flip_with_a_cuda_generator_is_reproducible_and_a_crop():
     x, _ = _images(n=64)
     xc = x.cuda()

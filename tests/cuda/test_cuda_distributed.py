@@ -100,8 +100,27 @@ def test_trainer_under_torchrun_on_cuda(cuda_helpers, tiny_npz, tmp_path):
         timeout=300,
     )  # fmt: skip
     assert "on cuda" in proc.stdout + proc.stderr  # the log line names the device
+    assert "--sync-bn with one process" in proc.stderr  # converted, and said so
     history = json.loads((out / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
+
+
+def test_trainer_with_two_gloo_processes_on_one_gpu(cuda_helpers, tiny_npz, tmp_path):
+    """``--dist-backend gloo``: two ranks share the one GPU (NCCL refuses that); rank 0 writes."""
+    out = tmp_path / "run"
+    proc = cuda_helpers.run_python(
+        ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "classbalanced", "train", "--dataset", "npz", "--imbalance-factor", "10",
+         "--train-data", str(tiny_npz / "train.npz"), "--test-data", str(tiny_npz / "test.npz"),
+         "--model", "resnet8", "--loss", "focal", "--beta", "0.99", "--epochs", "2",
+         "--batch-size", "32", "--device", "cuda:0", "--dist-backend", "gloo", "--no-progress",
+         "--eval-every", "1", "--out", str(out)],
+        timeout=300,
+    )  # fmt: skip
+    assert "x2" in proc.stdout + proc.stderr  # the start line: on cuda:0 x2
+    history = json.loads((out / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert history[-1]["num_test_images"] == 100  # each test image once over both ranks
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs (NCCL, one rank per GPU)")

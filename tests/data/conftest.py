@@ -218,7 +218,7 @@ class LocalServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - http.server API
+            def do_GET(self):  # the http.server API
                 path = self.path
                 server.hits[path] = server.hits.get(path, 0) + 1
                 route = server.routes.get(path)

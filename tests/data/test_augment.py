@@ -159,19 +159,6 @@ def test_empty_batch():
     assert random_crop_flip(images, generator=gen(0)).shape == (0, 3, 8, 8)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_matches_reference():
-    images = make_images((16, 3, 32, 32), torch.uint8).cuda()
-    g = torch.Generator(device="cuda").manual_seed(0)
-    out = random_crop_flip(images, generator=g)
-    assert out.is_cuda
-    top, left, flips = _sample_crop_flip_params(
-        16, 4, True, torch.Generator(device="cuda").manual_seed(0), images.device
-    )
-    expected = reference_crop_flip(images.cpu(), top.cpu(), left.cpu(), flips.cpu(), 4)
-    assert torch.equal(out.cpu(), expected)
-
-
 def test_validation_errors():
     images = make_images((2, 3, 8, 8), torch.uint8)
     with pytest.raises(

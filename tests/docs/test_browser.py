@@ -78,7 +78,7 @@ def served(chromium, site):  # chromium first: no site build where the browser i
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format, *args):  # noqa: A002 (the base class's name)
+    def log_message(self, format, *args):  # the base class's name
         pass
 
 

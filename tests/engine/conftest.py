@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import shutil
 import signal
 from pathlib import Path
 from types import SimpleNamespace
@@ -84,6 +85,14 @@ def tiny_config(data, out, **overrides) -> TrainConfig:
 
 def quiet(_message: str) -> None:
     pass
+
+
+@pytest.fixture
+def copied_run(tiny_run, tmp_path):
+    """A copy of :func:`tiny_run`'s folder that a test may change."""
+    out = tmp_path / "run"
+    shutil.copytree(tiny_run.out, out)
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -51,9 +51,14 @@ def _cfg(tmp_path, **overrides):
     )
 
 
-def test_nan_loss_stops_naming_epoch_step_and_checkpoint(tmp_path, poisoned):
+# the speed options read the loss on the host once per epoch and checkpoint in the background:
+# the first bad step is still found (tracked on the device) and the checkpoint still named
+@pytest.mark.parametrize(
+    "options", [{}, {"sync_every": 0, "async_checkpoints": True}], ids=["default", "fast"]
+)
+def test_nan_loss_stops_naming_epoch_step_and_checkpoint(tmp_path, poisoned, options):
     with pytest.raises(NonFiniteLoss) as info:
-        train(_cfg(tmp_path), log=lambda _: None)
+        train(_cfg(tmp_path, **options), log=lambda _: None)
     message = str(info.value)
     last = latest_checkpoint(tmp_path / "run" / "checkpoints")
     assert last is not None and last.name == "checkpoint-00000004.pt"  # end of epoch 1
@@ -61,8 +66,11 @@ def test_nan_loss_stops_naming_epoch_step_and_checkpoint(tmp_path, poisoned):
     assert "epoch 2, step 2;" in message and str(last) in message and "\n" not in message
 
 
-def test_skip_nonfinite_counts_and_finishes(tmp_path, poisoned):
-    metrics = train(_cfg(tmp_path, skip_nonfinite=True), log=lambda _: None)
+@pytest.mark.parametrize(
+    "options", [{}, {"sync_every": 0, "sgd_impl": "fused"}], ids=["default", "fast"]
+)
+def test_skip_nonfinite_counts_and_finishes(tmp_path, poisoned, options):
+    metrics = train(_cfg(tmp_path, skip_nonfinite=True, **options), log=lambda _: None)
     assert metrics["skipped_nonfinite_steps"] == len(BAD_STEPS)
     assert metrics["epoch"] == 3
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())

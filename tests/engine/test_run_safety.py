@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from engine_cli import one_error_line, run_cli, train_args
 
-from classbalanced import cli
 from classbalanced.engine.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -40,41 +40,6 @@ def tree_hashes(folder: Path) -> dict[str, str]:
     return out
 
 
-def train_args(data, out: Path, *extra: str, epochs: int = 4) -> list[str]:
-    """The CLI spelling of the engine tests' tiny_config."""
-    return [
-        "train",
-        "--dataset", "npz",
-        "--train-data", str(data.train),
-        "--test-data", str(data.test),
-        "--imbalance-factor", "10",
-        "--model", "resnet8",
-        "--epochs", str(epochs),
-        "--batch-size", "32",
-        "--warmup-epochs", str(min(2, epochs - 1)),
-        "--eval-every", "2",
-        "--eval-batch-size", "40",
-        "--device", "cpu",
-        "--no-progress",
-        "--seed", "0",
-        "--out", str(out),
-        *extra,
-    ]  # fmt: skip
-
-
-def run_cli(capsys, argv) -> tuple[int, str, str]:
-    code = cli.main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def one_error_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("classbalanced: error:"), err
-    return lines[0]
-
-
 def manifest(run: Path) -> dict:
     return json.loads((run / "run.json").read_text())
 
@@ -94,13 +59,6 @@ def save_npz(path: Path, x, y, class_names=None) -> Path:
     extra = {} if class_names is None else {"class_names": np.asarray(class_names)}
     np.savez(path, x=x, y=y, **extra)
     return path
-
-
-@pytest.fixture
-def copied_run(tiny_run, tmp_path):
-    out = tmp_path / "run"
-    shutil.copytree(tiny_run.out, out)
-    return out
 
 
 @pytest.fixture
@@ -426,13 +384,17 @@ def _enospc_on(monkeypatch, name: str, nth: int) -> list[str]:
     return seen
 
 
-@pytest.mark.parametrize("name", ["checkpoint-", "metrics.json"])
+@pytest.mark.parametrize(
+    "name, extra",
+    [("checkpoint-", ()), ("metrics.json", ()), ("checkpoint-", ("--async-checkpoints",))],
+    ids=["checkpoint", "metrics", "checkpoint-in-the-background"],
+)
 def test_a_full_disk_ends_in_one_line_every_file_valid_and_resume_is_exact(
-    tiny_run, tiny_npz, tmp_path, capsys, monkeypatch, name
+    tiny_run, tiny_npz, tmp_path, capsys, monkeypatch, name, extra
 ):
     out = tmp_path / "run"
     hits = _enospc_on(monkeypatch, name, nth=2)  # the second evaluation's write
-    code, _, err = run_cli(capsys, train_args(tiny_npz, out))
+    code, _, err = run_cli(capsys, train_args(tiny_npz, out, *extra))
     monkeypatch.undo()
     assert len(hits) == 2
     assert code == 2
@@ -445,7 +407,7 @@ def test_a_full_disk_ends_in_one_line_every_file_valid_and_resume_is_exact(
         json.loads(path.read_text())
     for path in (out / "checkpoints").glob("checkpoint-*.pt"):
         load_checkpoint(path, sha256=listed[f"checkpoints/{path.name}"])
-    code, _, err = run_cli(capsys, train_args(tiny_npz, out, "--resume"))
+    code, _, err = run_cli(capsys, train_args(tiny_npz, out, "--resume", *extra))
     assert code == 0, err
     reference = json.loads((tiny_run.out / "metrics.json").read_text())
     assert without_timing(json.loads((out / "metrics.json").read_text())) == without_timing(

@@ -9,7 +9,6 @@ an earlier run of the code.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from engine_cli import one_error_line, run_cli, train_args
 
-from classbalanced import cli
 from classbalanced.config import TrainConfig
 from classbalanced.engine import LRSchedule, TrainingInterrupted, train
 from classbalanced.models import build_model
@@ -414,32 +413,10 @@ def test_resume_after_sigterm_in_the_last_step_of_an_epoch_is_exact(
     assert sorted(s for s, _ in scalars(out)["train/epoch"]) == list(range(1, h.EPOCHS + 1))
 
 
-def _cli_args(tiny_npz, out: Path, *extra: str, epochs: int = 4) -> list[str]:
-    """The CLI spelling of tiny_config (same resolved config)."""
-    return [
-        "train",
-        "--dataset", "npz",
-        "--train-data", str(tiny_npz.train),
-        "--test-data", str(tiny_npz.test),
-        "--imbalance-factor", "10",
-        "--model", "resnet8",
-        "--epochs", str(epochs),
-        "--batch-size", "32",
-        "--warmup-epochs", str(min(2, epochs - 1)),
-        "--eval-every", "2",
-        "--eval-batch-size", "40",
-        "--device", "cpu",
-        "--no-progress",
-        "--seed", "0",
-        "--out", str(out),
-        *extra,
-    ]  # fmt: skip
-
-
 def test_sigterm_exits_130_with_a_checkpoint_and_a_resume_hint(tiny_npz, tmp_path):
     out = tmp_path / "run"
     # long enough (200 epochs) that the signal always lands while training
-    args = _cli_args(tiny_npz, out, "--eval-every", "1", epochs=200)
+    args = train_args(tiny_npz, out, "--eval-every", "1", epochs=200)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen(
         [sys.executable, "-m", "classbalanced", *args],
@@ -476,34 +453,13 @@ def test_sigterm_exits_130_with_a_checkpoint_and_a_resume_hint(tiny_npz, tmp_pat
 # ---------------------------------------------------------------------------
 
 
-def _main(capsys, argv) -> tuple[int, str, str]:
-    code = cli.main(argv)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def _one_error_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("classbalanced: error:"), err
-    assert "Traceback" not in err
-    return lines[0]
-
-
-@pytest.fixture
-def copied_run(tiny_run, tmp_path):
-    out = tmp_path / "run"
-    shutil.copytree(tiny_run.out, out)
-    return out
-
-
 def test_a_folder_holding_a_run_is_refused_without_resume_or_overwrite(
     copied_run, tiny_npz, capsys
 ):
     before = tree_snapshot(copied_run)
-    code, _, err = _main(capsys, _cli_args(tiny_npz, copied_run))
+    code, _, err = run_cli(capsys, train_args(tiny_npz, copied_run))
     assert code == 2
-    line = _one_error_line(err)
+    line = one_error_line(err)
     assert "--resume" in line and "--overwrite" in line
     assert tree_snapshot(copied_run) == before
 
@@ -513,9 +469,9 @@ def test_a_non_empty_folder_without_a_run_is_refused(tmp_path, tiny_npz, capsys)
     out.mkdir()
     (out / "thesis.tex").write_text("precious")
     for extra in ((), ("--overwrite",)):
-        code, _, err = _main(capsys, _cli_args(tiny_npz, out, *extra))
+        code, _, err = run_cli(capsys, train_args(tiny_npz, out, *extra))
         assert code == 2
-        _one_error_line(err)
+        one_error_line(err)
         assert sorted(p.name for p in out.iterdir()) == ["thesis.tex"]
         assert (out / "thesis.tex").read_text() == "precious"
 
@@ -527,7 +483,7 @@ def test_overwrite_replaces_only_the_runs_files(copied_run, tiny_npz, capsys, en
     (copied_run / "my_plots" / "a.png").write_bytes(b"png")
     old_checkpoints = sorted(p.name for p in (copied_run / "checkpoints").iterdir())
     old_events = sorted(p.name for p in (copied_run / "tensorboard").iterdir())
-    code, _, err = _main(capsys, _cli_args(tiny_npz, copied_run, "--overwrite", epochs=1))
+    code, _, err = run_cli(capsys, train_args(tiny_npz, copied_run, "--overwrite", epochs=1))
     assert code == 0, err
     assert (copied_run / "notes.txt").read_text() == "keep me"
     assert (copied_run / "my_plots" / "a.png").read_bytes() == b"png"
@@ -543,10 +499,10 @@ def test_overwrite_replaces_only_the_runs_files(copied_run, tiny_npz, capsys, en
 
 def test_resume_with_another_config_is_refused_naming_the_keys(copied_run, tiny_npz, capsys):
     before = tree_snapshot(copied_run)
-    args = _cli_args(tiny_npz, copied_run, "--resume", "--eval-batch-size", "20", "--lr", "0.5")
-    code, _, err = _main(capsys, args)
+    args = train_args(tiny_npz, copied_run, "--resume", "--eval-batch-size", "20", "--lr", "0.5")
+    code, _, err = run_cli(capsys, args)
     assert code == 2
-    line = _one_error_line(err)
+    line = one_error_line(err)
     assert "eval_batch_size" in line and "lr" in line and "--force" in line
     assert "seed" not in line and "epochs" not in line  # only the keys that differ
     assert tree_snapshot(copied_run) == before
@@ -557,8 +513,8 @@ def test_resume_with_another_config_and_force_is_accepted(
 ):
     h = engine_helpers
     metrics_before = h.read_json(copied_run / "metrics.json")
-    args = _cli_args(tiny_npz, copied_run, "--resume", "--force", "--eval-batch-size", "20")
-    code, _, err = _main(capsys, args)
+    args = train_args(tiny_npz, copied_run, "--resume", "--force", "--eval-batch-size", "20")
+    code, _, err = run_cli(capsys, args)
     assert code == 0, err
     assert "Traceback" not in err
     # the run was already finished: nothing left to train, the results stand
@@ -572,14 +528,14 @@ def test_resume_with_the_same_config_of_a_finished_run_changes_nothing(
 ):
     h = engine_helpers
     metrics_before = h.read_json(copied_run / "metrics.json")
-    code, _, err = _main(capsys, _cli_args(tiny_npz, copied_run, "--resume"))
+    code, _, err = run_cli(capsys, train_args(tiny_npz, copied_run, "--resume"))
     assert code == 0, err
     assert h.read_json(copied_run / "metrics.json") == metrics_before
 
 
 def test_resume_without_a_run_is_refused(tmp_path, tiny_npz, capsys):
     out = tmp_path / "empty"
-    code, _, err = _main(capsys, _cli_args(tiny_npz, out, "--resume"))
+    code, _, err = run_cli(capsys, train_args(tiny_npz, out, "--resume"))
     assert code == 2
-    assert "resume" in _one_error_line(err)
+    assert "resume" in one_error_line(err)
     assert not out.exists() or not any(out.iterdir())

@@ -74,3 +74,30 @@ def test_a_missing_extra_is_named(launcher, module, tmp_path):
         f"pip install 'classbalanced[{launcher}]'"
     )
     assert not (tmp_path / "o").exists()
+
+
+def test_a_registered_launcher_is_a_cli_choice_with_its_own_flags(tmp_path, capsys, monkeypatch):
+    from classbalanced.launch import LAUNCHER_REGISTRY, register_launcher
+
+    seen = []
+
+    @register_launcher("toy", options={"jobs", "ray_address"}, description="a test engine")
+    def toy(options):
+        seen.append((options.jobs, options.ray_address))
+        return object()
+
+    monkeypatch.chdir(tmp_path)
+    try:
+        argv = ["sweep", "--config", SMOKE, "--out", "o", "--launcher", "toy", "--dry-run"]
+        assert main([*argv, "--jobs", "3", "--ray-address", "h:1"]) == 0
+        assert seen == [(3, "h:1")]
+        assert main([*argv, "--slurm-partition", "p"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.endswith(
+            "--slurm-partition does not apply to --launcher toy (it is for --launcher slurm)"
+        )
+        assert seen == [(3, "h:1")]  # refused before the launcher was made
+    finally:
+        LAUNCHER_REGISTRY.pop("toy")
+    with pytest.raises(SystemExit, match="2"):  # no longer a choice
+        main(["sweep", "--config", SMOKE, "--launcher", "toy"])

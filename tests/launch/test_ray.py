@@ -12,28 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from launch_helpers import HERE, process_env, run_results, sweep_command, sweep_toml
 
 pytestmark = pytest.mark.slow
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-SWEEP = """[sweep]
-name = "ray"
-[base]
-dataset = "digits"
-imbalance_factor = 10
-model = "resnet8"
-epochs = 3
-batch_size = 64
-pad = 1
-flip = false
-eval_every = 1
-device = "cpu"
-keep_checkpoints = 1
-[[grid]]
-loss = ["softmax", "focal"]
-beta = [0.0]
-seed = [0, 1]
-"""
 
 
 def _missing() -> str | None:
@@ -49,29 +30,17 @@ def _missing() -> str | None:
     return None
 
 
-def _results(run_dir: Path) -> dict:
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    history = json.loads((run_dir / "history.json").read_text())
-    keys = ("epoch", "error_percent", "accuracy", "top5_error_percent", "per_class_accuracy")
-    return {
-        "metrics": {k: metrics.get(k) for k in keys},
-        "history": [(h.get("epoch"), h.get("error_percent")) for h in history],
-    }
-
-
 def test_ray_sweep_equals_local_and_survives_a_dead_node(tmp_path):
     reason = _missing()
     if reason is not None:
         print(f"skipping the Ray test: {reason}")
         pytest.skip(reason)
     config = tmp_path / "ray.toml"
-    config.write_text(SWEEP)
+    config.write_text(sweep_toml("ray", seeds=[0, 1]))
     out, reference, report = tmp_path / "ray", tmp_path / "local", tmp_path / "report.json"
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1")
-    env.pop("RAY_ADDRESS", None)
+    env = process_env()
     # the same grid on the local launcher meanwhile, one thread per run as in the Ray tasks
-    local = [sys.executable, "-m", "classbalanced", "sweep", "--config", str(config)]
-    local += ["--out", str(reference), "--no-report", "--jobs", str(len(os.sched_getaffinity(0)))]
+    local = sweep_command(config, reference, "--jobs", str(len(os.sched_getaffinity(0))))
     local = subprocess.Popen(local, env=env, stderr=subprocess.PIPE, text=True)
     scenario = [sys.executable, str(HERE / "ray_scenario.py"), str(config), str(out), str(report)]
     done = subprocess.run(
@@ -89,6 +58,6 @@ def test_ray_sweep_equals_local_and_survives_a_dead_node(tmp_path):
     names = [e["name"] for e in json.loads((out / "plan.json").read_text())["runs"]]
     assert len(names) == 4
     for name in names:
-        assert _results(out / "runs" / name) == _results(reference / "runs" / name), name
+        assert run_results(out / "runs" / name) == run_results(reference / "runs" / name), name
     left = [p.name for p in [*(out / "runs").glob("*.claim*"), *out.glob(".probe-*")]]
     assert not left, (left, facts["stderr"][-3000:])

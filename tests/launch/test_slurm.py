@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -13,12 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from launch_helpers import HERE, process_env, run_results, sweep_command, sweep_toml
 
 from classbalanced.launch.claims import read_claim
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[2]
-HERE = Path(__file__).resolve().parent
 
 
 def _slurm_missing() -> str | None:
@@ -63,39 +61,17 @@ def slurm_cluster(tmp_path_factory):
             os.environ["SLURM_CONF"] = old
 
 
-SWEEP = """[sweep]
-name = "slurm"
-[base]
-dataset = "digits"
-imbalance_factor = 10
-model = "resnet8"
-epochs = 3
-batch_size = 64
-pad = 1
-flip = false
-eval_every = 1
-device = "cpu"
-keep_checkpoints = 1
-[[grid]]
-loss = ["softmax", "focal"]
-beta = [0.0]
-seed = [0]
-"""
 NAMES = ["digits-if10-softmax-b0.0-s0", "digits-if10-focal-b0.0-g1.0-s0"]
 
 
 def _env(cluster):
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1")
-    env["SLURM_CONF"] = cluster["SLURM_CONF"]
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
-    return env
+    return process_env(SLURM_CONF=cluster["SLURM_CONF"])
 
 
 def _sweep(config: Path, out: Path, env, *extra):
-    cmd = [sys.executable, "-m", "classbalanced", "sweep", "--config", str(config)]
-    cmd += ["--out", str(out), "--no-report", *extra]
-    return subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        sweep_command(config, out, *extra), env=env, stderr=subprocess.PIPE, text=True
+    )
 
 
 def _wait_for(predicate, timeout: float, what: str):
@@ -108,16 +84,6 @@ def _wait_for(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _metrics(run_dir: Path) -> dict:
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    history = json.loads((run_dir / "history.json").read_text())
-    keys = ("epoch", "error_percent", "accuracy", "top5_error_percent", "per_class_accuracy")
-    return {
-        "metrics": {k: metrics.get(k) for k in keys},
-        "history": [{k: h.get(k) for k in ("epoch", "error_percent", "loss")} for h in history],
-    }
-
-
 def _job(job: str, env) -> str:
     done = subprocess.run(["scontrol", "show", "job", job], env=env, capture_output=True, text=True)
     return done.stdout
@@ -125,7 +91,7 @@ def _job(job: str, env) -> str:
 
 def test_sweep_through_slurm_requeue_resumes_exactly(slurm_cluster, tmp_path):
     config = tmp_path / "slurm.toml"
-    config.write_text(SWEEP)
+    config.write_text(sweep_toml("slurm", seeds=[0]))
     env = _env(slurm_cluster)
     out, reference = tmp_path / "slurm", tmp_path / "local"
     sweep = _sweep(config, out, env, "--launcher", "slurm", "--slurm-time", "10")
@@ -149,7 +115,7 @@ def test_sweep_through_slurm_requeue_resumes_exactly(slurm_cluster, tmp_path):
     assert "resuming" in text.split("=== ")[2]  # ... and the second attempt resumed
     assert text.count("\ntraining resnet8") == 2
     for name in NAMES:  # every run equals the uninterrupted local one
-        assert _metrics(out / "runs" / name) == _metrics(reference / "runs" / name)
+        assert run_results(out / "runs" / name) == run_results(reference / "runs" / name)
         assert not list((out / "runs").glob(f"{name}.claim*"))
     assert (out / "runs" / f"{NAMES[1]}.log").read_text().count("=== ") == 1
 
@@ -194,7 +160,9 @@ def test_a_sweep_folder_the_nodes_cannot_see_is_reported(slurm_cluster, tmp_path
     if shutil.which("unshare") is None:
         pytest.skip("needs unshare (util-linux)")
     config = tmp_path / "one.toml"
-    config.write_text(SWEEP.replace('loss = ["softmax", "focal"]', 'loss = ["softmax"]'))
+    config.write_text(
+        sweep_toml("slurm", seeds=[0]).replace('loss = ["softmax", "focal"]', 'loss = ["softmax"]')
+    )
     private = tmp_path / "private"
     private.mkdir()
     sweep = f"{sys.executable} -m classbalanced sweep --config {config} --out {private}/sweep"

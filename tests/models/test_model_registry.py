@@ -65,7 +65,23 @@ def test_resnet101_152_are_torchvision(name, blocks):
     assert model.fc.out_features == 5
 
 
-@pytest.mark.parametrize("name", ["resnet50", "resnet101", "resnet152"])
+def test_resnext50_is_torchvision_resnext50_32x4d():
+    """The decoupling paper's ImageNet-LT network: 32 groups of width 4 in the first stage."""
+    with torch.device("meta"):
+        model = build_model("ResNeXt50", 7)
+    assert isinstance(model, torchvision.models.ResNet)
+    assert [len(s) for s in (model.layer1, model.layer2, model.layer3, model.layer4)] == [
+        3,
+        4,
+        6,
+        3,
+    ]
+    conv = model.layer1[0].conv2
+    assert (conv.groups, conv.in_channels) == (32, 128)  # 32 x 4d
+    assert model.fc.out_features == 7
+
+
+@pytest.mark.parametrize("name", ["resnet50", "resnet101", "resnet152", "resnext50"])
 def test_torchvision_resnets_require_rgb(name):
     with pytest.raises(
         ValueError, match=f"expected in_channels=3 for torchvision's ImageNet {name}, got 1"

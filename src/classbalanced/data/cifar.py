@@ -168,7 +168,7 @@ def _fetch_once(url: str, part: Path, timeout: float, progress: bool) -> None:
     from tqdm import tqdm
 
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - user-chosen mirror
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # a user-chosen mirror
             length_header = resp.headers.get("Content-Length")
             expected = int(length_header) if length_header and length_header.isdigit() else None
             received = 0

@@ -571,24 +571,14 @@ def prepare(
     found = _SCANNERS[dataset](dataset, root, opts)
     ids, names, splits = found["ids"], found["names"], found["splits"]
     train, skipped = splits["train"], found["skipped"]
-    num_classes = len(ids)
-    counts = np.bincount(
-        np.fromiter((label for _, label in train), dtype=np.int64, count=len(train)),
-        minlength=num_classes,
-    ).astype(np.int64)
-    empty = np.flatnonzero(counts == 0)
-    if len(empty):
-        log(
-            f"warning: {len(empty)} of {num_classes} classes have no training images "
-            f"(e.g. {', '.join(names[i] for i in empty[:3])})"
-        )
+    counts = _train_counts(train, len(ids), names, log)
     eval_split = "test" if "test" in splits else "val"
     found["image_root"] = "."
     if resize is not None:
         found["image_root"] = _resize_cache(dataset, root, splits, resize, workers, log)
     _write_prepared(dataset, root, found, counts, eval_split, check_files)
     log(
-        f"prepared {dataset}: {num_classes} classes, "
+        f"prepared {dataset}: {len(ids)} classes, "
         + " / ".join(f"{len(v)} {k}" for k, v in splits.items())
         + " images"
         + (f", {skipped} missing images skipped" if skipped else "")
@@ -606,6 +596,23 @@ def prepare(
         dict(splits),
         eval_split,
     )
+
+
+def _train_counts(
+    train: Sequence[tuple[str, int]], num_classes: int, names, log: Callable[[str], Any]
+) -> np.ndarray:
+    """``(C,)`` int64 training images per class; a warning names classes without any."""
+    counts = np.bincount(
+        np.fromiter((label for _, label in train), dtype=np.int64, count=len(train)),
+        minlength=num_classes,
+    ).astype(np.int64)
+    empty = np.flatnonzero(counts == 0)
+    if len(empty):
+        log(
+            f"warning: {len(empty)} of {num_classes} classes have no training images "
+            f"(e.g. {', '.join(names[i] for i in empty[:3])})"
+        )
+    return counts
 
 
 def _resize_cache(

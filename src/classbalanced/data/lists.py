@@ -69,21 +69,25 @@ class Benchmark:
     min_per_class: int
 
 
+def _liu2019(title: str, prefix: str, **sizes: int) -> Benchmark:
+    """A benchmark of Liu et al., CVPR 2019: lists ``{prefix}_{train,val,test}.txt``."""
+    files = {s: f"{prefix}_{s}.txt" for s in SPLITS}
+    return Benchmark(title, "Liu et al., CVPR 2019", files, **sizes)
+
+
 #: the published sizes (Liu et al., "Large-Scale Long-Tailed Recognition in an Open World", CVPR 2019)
 BENCHMARKS: dict[str, Benchmark] = {
-    "imagenet_lt": Benchmark(
+    "imagenet_lt": _liu2019(
         "ImageNet-LT",
-        "Liu et al., CVPR 2019",
-        {s: f"ImageNet_LT_{s}.txt" for s in SPLITS},
+        "ImageNet_LT",
         num_classes=1000,
         num_train=115_846,
         max_per_class=1280,
         min_per_class=5,
     ),
-    "places_lt": Benchmark(
+    "places_lt": _liu2019(
         "Places-LT",
-        "Liu et al., CVPR 2019",
-        {s: f"Places_LT_{s}.txt" for s in SPLITS},
+        "Places_LT",
         num_classes=365,
         num_train=62_500,
         max_per_class=4980,

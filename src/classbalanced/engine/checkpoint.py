@@ -9,6 +9,8 @@ name (``run.json``), and :func:`load_checkpoint` checks it before unpickling
 from __future__ import annotations
 
 import re
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,8 @@ __all__ = [
     "load_checkpoint",
     "latest_checkpoint",
     "list_checkpoints",
+    "cpu_copy",
+    "BackgroundWriter",
 ]
 
 _PATTERN = re.compile(r"^checkpoint-(\d{8,})\.pt$")
@@ -135,3 +139,70 @@ def load_checkpoint(
             f"{path} is not a classbalanced checkpoint (expected format_version {FORMAT_VERSION})"
         )
     return state
+
+
+def cpu_copy(value: Any) -> Any:
+    """``value`` (dicts, lists and tuples of tensors and plain data, e.g. a checkpoint dict)
+    with every tensor copied to the CPU: a snapshot that later training steps cannot change.
+    A ``state_dict``'s type and ``_metadata`` (module versions) are kept, so ``torch.save``
+    writes the same bytes for the copy as for the original (on the CPU).
+
+    >>> live = {"w": torch.ones(2), "step": 3}
+    >>> snap = cpu_copy(live)
+    >>> _ = live["w"].add_(1)
+    >>> snap["w"].tolist(), snap["step"]
+    ([1.0, 1.0], 3)
+    """
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        copy = type(value)((k, cpu_copy(v)) for k, v in value.items())
+        if hasattr(value, "_metadata"):
+            copy._metadata = value._metadata
+        return copy
+    if isinstance(value, (list, tuple)):
+        return type(value)(cpu_copy(v) for v in value)
+    return value
+
+
+class BackgroundWriter:
+    """One write at a time in a background thread (``--async-checkpoints``).
+
+    :meth:`submit` first waits for the write before it, and :meth:`wait` for the one in
+    flight; either raises the exception a write raised (``RunWriteError`` for a full
+    disk), so a failure is never lost: it surfaces at the next checkpoint or when the run
+    waits at its end. The thread is not a daemon: a write in flight completes even when
+    the main thread stops.
+
+    >>> writer, done = BackgroundWriter(), []
+    >>> writer.submit(lambda: done.append(1)); writer.wait(); done
+    [1]
+    >>> writer.submit(lambda: 1 / 0); writer.wait()
+    Traceback (most recent call last):
+    ...
+    ZeroDivisionError: division by zero
+    """
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, write: Callable[[], Any]) -> None:
+        self.wait()
+
+        def target() -> None:
+            try:
+                write()
+            except BaseException as exc:  # kept for the main thread, which raises it
+                self._error = exc
+
+        self._thread = threading.Thread(target=target, name="checkpoint-writer")
+        self._thread.start()
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error

@@ -15,6 +15,7 @@ import torch.distributed as dist
 __all__ = [
     "DistContext",
     "setup_distributed",
+    "choose_backend",
     "all_reduce_sum",
     "cleanup_distributed",
     "resolve_device",
@@ -60,19 +61,44 @@ def resolve_device(name: str, local_rank: int) -> torch.device:
     return device
 
 
-def setup_distributed(device: str = "auto") -> DistContext:
-    """Read torchrun's environment, initialise the process group (NCCL on GPU, gloo on CPU)."""
+BACKENDS = ("auto", "nccl", "gloo")
+
+
+def choose_backend(backend: str, device: torch.device) -> str:
+    """The process-group backend: ``auto`` is NCCL on CUDA and gloo on the CPU; NCCL needs CUDA.
+
+    >>> choose_backend("auto", torch.device("cpu")), choose_backend("gloo", torch.device("cpu"))
+    ('gloo', 'gloo')
+    >>> choose_backend("nccl", torch.device("cpu"))
+    Traceback (most recent call last):
+    ...
+    ValueError: the nccl backend needs CUDA devices, got device cpu: use --dist-backend gloo (or auto)
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"expected a backend in {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "auto":
+        return "nccl" if device.type == "cuda" else "gloo"
+    if backend == "nccl" and device.type != "cuda":
+        raise ValueError(
+            f"the nccl backend needs CUDA devices, got device {device}: use --dist-backend gloo (or auto)"
+        )
+    return backend
+
+
+def setup_distributed(device: str = "auto", backend: str = "auto") -> DistContext:
+    """Read torchrun's environment, initialise the process group with ``backend``
+    (:func:`choose_backend`: by default NCCL on GPU, gloo on CPU)."""
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        return DistContext(device=resolve_device(device, 0))
+        resolved = resolve_device(device, 0)
+        choose_backend(backend, resolved)  # the same checks without torchrun
+        return DistContext(device=resolved)
     rank = int(os.environ["RANK"])
     world_size = int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     resolved = resolve_device(device, local_rank)
+    chosen = choose_backend(backend, resolved)
     if world_size > 1 and not dist.is_initialized():
-        backend = "nccl" if resolved.type == "cuda" else "gloo"
-        dist.init_process_group(
-            backend=backend, device_id=resolved if resolved.type == "cuda" else None
-        )
+        dist.init_process_group(backend=chosen, device_id=resolved if chosen == "nccl" else None)
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=resolved)
 
 

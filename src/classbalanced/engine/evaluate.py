@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..config import TrainConfig
+from ..config import Precision, TrainConfig
 from ..data.augment import normalize_images
 from .distributed import DistContext, all_reduce_sum, resolve_device
 from .metrics import EvalCounts, summarize
@@ -28,7 +28,7 @@ from .run_folder import RunFolder, check_class_names, read_run_json
 __all__ = ["autocast", "evaluate", "TensorEvaluator", "LoaderEvaluator", "evaluate_run"]
 
 
-def autocast(device: torch.device, precision: str):
+def autocast(device: torch.device, precision: Precision):
     """``torch.autocast`` for ``bf16`` / ``fp16``, nothing for ``fp32``."""
     if precision == "fp32":
         return contextlib.nullcontext()
@@ -43,7 +43,7 @@ def evaluate(
     labels: Tensor,
     *,
     batch_size: int = 1000,
-    precision: str = "fp32",
+    precision: Precision = "fp32",
     channels_last: bool = False,
     ctx: DistContext | None = None,
     num_classes: int | None = None,

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import TrainConfig
+from .checkpoint import BackgroundWriter, cpu_copy
 from .distributed import DistContext, all_reduce_sum
 from .evaluate import autocast
 from .metrics import summarize
@@ -90,6 +91,13 @@ class Run:
     steps_per_epoch: int
     log: Callable[[str], None]
     stop: StopFlag | None = None
+    scaler: torch.amp.GradScaler | None = None  # fp16: loss scaling
+    writer: BackgroundWriter | None = None  # --async-checkpoints
+
+    @property
+    def cudagraphs(self) -> bool:
+        """Whether the compiled forward replays CUDA graphs (``--compile-mode reduce-overhead``)."""
+        return self.cfg.compile and self.cfg.compile_mode in ("reduce-overhead", "max-autotune")
 
     @property
     def device(self) -> torch.device:
@@ -113,18 +121,28 @@ class Run:
             if self.cfg.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             sync = micro == accumulate - 1 or not self.ctx.distributed
+            if self.cudagraphs:  # a new step: the graphs' previous outputs may be overwritten
+                torch.compiler.cudagraph_mark_step_begin()
             with contextlib.nullcontext() if sync else self.ddp_model.no_sync():
                 with autocast(self.device, self.cfg.precision):
                     logits = self.forward(xb)
                 loss = self.loss_fn(logits, yb) / accumulate
-                loss.backward()
+                (loss if self.scaler is None else self.scaler.scale(loss)).backward()
             loss_value += loss.detach()
         return loss_value
 
     def optimizer_step(self, loss_value: Tensor, state: TrainState, epoch: int, s: int) -> None:
-        """Step, or with ``--skip-nonfinite`` skip (and count) a step whose loss is not finite."""
+        """Step, or with ``--skip-nonfinite`` skip (and count) a step whose loss is not finite.
+
+        With fp16 the ``GradScaler`` steps: it skips a step whose scaled gradients overflow
+        (and lowers the scale) without reading them on the host; such a step has a finite
+        loss and is not a non-finite loss."""
         if not self.cfg.skip_nonfinite or bool(torch.isfinite(loss_value)):
-            self.optimizer.step()
+            if self.scaler is None:
+                self.optimizer.step()
+            else:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
             return
         state.skipped_nonfinite += 1
         self.log(
@@ -132,17 +150,34 @@ class Run:
         )
         loss_value.zero_()
 
-    def checkpoint(self, state: TrainState, epoch_loss=(0.0, 0)):
+    def checkpoint(self, state: TrainState, epoch_loss=(0.0, 0), *, background: bool = False):
+        """Write a checkpoint of ``state``; with ``background`` and ``--async-checkpoints`` a
+        CPU copy of it is written by the writer thread (returns ``None``), else at once."""
         snapshot = state.to_checkpoint(
-            self.model, self.optimizer, self.cfg, self.data.class_names, epoch_loss
+            self.model, self.optimizer, self.cfg, self.data.class_names, epoch_loss, self.scaler
         )
-        return self.folder.save_checkpoint(state.step, snapshot, self.cfg.keep_checkpoints)
+        step, keep = state.step, self.cfg.keep_checkpoints
+        if background and self.writer is not None and self.folder.writer:
+            snapshot = cpu_copy(snapshot)
+            self.writer.submit(lambda: self.folder.save_checkpoint(step, snapshot, keep))
+            return None
+        self.settle()
+        return self.folder.save_checkpoint(step, snapshot, keep)
+
+    def settle(self) -> None:
+        """Wait for the checkpoint written in the background; raise its error, if any."""
+        if self.writer is not None:
+            self.writer.wait()
+
+    def newest_valid_checkpoint(self):
+        self.settle()
+        return self.folder.newest_valid_checkpoint()
 
     def interrupted(self, state: TrainState, epoch: int, epoch_loss=None) -> TrainingInterrupted:
         """Checkpoint (unless this step's checkpoint exists: ``epoch_loss=None``) and say so."""
         path = self.checkpoint(state, epoch_loss) if epoch_loss is not None else None
         if self.ctx.is_main:
-            path = path or self.folder.newest_valid_checkpoint()
+            path = path or self.newest_valid_checkpoint()
             signum = self.stop.signal if self.stop is not None else None
             self.log(
                 f"stopped by signal {signum or 'on another rank'} at epoch {epoch + 1}, "
@@ -174,9 +209,9 @@ class _NonFiniteWatch:
         bad = (self.first_bad < 0) & ~torch.isfinite(loss_value)
         self.first_bad = torch.where(bad, self.step_no, self.first_bad)
 
-    def check(self, epoch: int, folder: RunFolder) -> None:
+    def check(self, epoch: int, run: Run) -> None:
         if int(self.first_bad) >= 0:
-            last = folder.newest_valid_checkpoint()
+            last = run.newest_valid_checkpoint()
             raise NonFiniteLoss(
                 f"the loss is not finite at epoch {epoch + 1}, step {int(self.first_bad)}; last good "
                 f"checkpoint: {last if last else 'none'} (lower --lr, or --skip-nonfinite to skip such batches)"
@@ -211,8 +246,8 @@ def train_epoch(run: Run, state: TrainState, epoch: int) -> EpochResult:
         state.train_images += run.data.stream.batch * accumulate
         loss_sum += loss_value
         loss_count += 1
-        if s % 20 == 0 or s == spe - 1:
-            watch.check(epoch, run.folder)
+        if (run.cfg.sync_every and s % run.cfg.sync_every == 0) or s == spe - 1:
+            watch.check(epoch, run)
             bar.set_postfix(loss=f"{float(loss_value):.4f}", lr=f"{lr:.4g}")
         bar.update(1)
         stopping = run.stop.agreed(run.ctx, run.device, s, spe, stopping)
@@ -253,6 +288,7 @@ def end_epoch(run: Run, state: TrainState, epoch: int, result: EpochResult) -> d
         if result.stopping:  # stopped in the epoch's last step: checkpoint it
             raise run.interrupted(state, epoch, (0.0, 0))
         return None
+    run.settle()  # the previous checkpoint is complete (or its failure stops the run here)
     metrics = summarize(run.data.evaluate(run.model), run.data.counts)
     metrics.update(
         epoch=epoch + 1,
@@ -265,7 +301,7 @@ def end_epoch(run: Run, state: TrainState, epoch: int, result: EpochResult) -> d
     run.folder.tensorboard.evaluation(metrics, epoch + 1)
     run.folder.write_json("metrics.json", {**summary_fields(cfg, run.data.counts), **metrics})
     run.folder.write_json("history.json", state.history)
-    run.checkpoint(state)
+    run.checkpoint(state, background=True)
     if run.ctx.is_main:
         run.log(_eval_line(metrics, cfg.epochs))
     if result.stopping and not last_epoch:  # evaluated and checkpointed: stop here

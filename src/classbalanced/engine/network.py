@@ -7,7 +7,14 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..losses import build_loss, init_prior_bias_
-from ..models.registry import build_model, load_pretrained_, use_normed_classifier_
+from ..losses.criterion import Criterion
+from ..models.registry import (
+    build_model,
+    classifier,
+    load_pretrained_,
+    use_normed_classifier_,
+)
+from ..models.sync_bn import sync_batchnorm
 from ..optim import parameter_groups
 from .distributed import DistContext
 
@@ -15,7 +22,12 @@ __all__ = ["build_network", "build_training_model"]
 
 
 def build_network(
-    cfg: TrainConfig, counts, in_channels: int, loss_fn=None, *, pretrained: bool = False
+    cfg: TrainConfig,
+    counts,
+    in_channels: int,
+    loss_fn: Criterion | None = None,
+    *,
+    pretrained: bool = False,
 ) -> nn.Module:
     """The run's network as training builds it: seeded initialisation (the global RNG is left
     alone), ``pretrained`` weights, LDAM's cosine classifier when the loss asks for it."""
@@ -26,24 +38,22 @@ def build_network(
         model = build_model(cfg.model, len(counts), in_channels=in_channels)
         if pretrained:
             load_pretrained_(model, cfg.model)
-        if getattr(loss_fn, "normalized_classifier", False):  # e.g. LDAM: cosine logits
+        if loss_fn.normalized_classifier:  # e.g. LDAM: cosine logits
             use_normed_classifier_(model)
     return model
 
 
-def build_training_model(cfg: TrainConfig, counts, in_channels: int, loss_fn, ctx: DistContext):
+def build_training_model(
+    cfg: TrainConfig, counts, in_channels: int, loss_fn: Criterion, ctx: DistContext
+):
     """The network on the device and its optimiser parameter groups."""
     model = build_network(cfg, counts, in_channels, loss_fn, pretrained=cfg.pretrained)
     no_decay = []
-    if getattr(loss_fn, "uses_prior_bias", False):
-        init_prior_bias_(model.fc)
-        no_decay.append(model.fc.bias)
-    if cfg.sync_bn and ctx.distributed:
-        if ctx.device.type != "cuda":
-            raise ValueError(
-                f"--sync-bn needs CUDA devices (PyTorch's SyncBatchNorm), got {ctx.device}"
-            )
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if loss_fn.uses_prior_bias:
+        init_prior_bias_(classifier(model))
+        no_decay.append(classifier(model).bias)
+    if cfg.sync_bn:
+        model = sync_batchnorm(model, world_size=ctx.world_size, device=ctx.device)
     model.to(ctx.device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)

@@ -37,8 +37,11 @@ class TrainState:
         cfg: TrainConfig,
         class_names: list[str],
         epoch_loss: tuple[float, int] = (0.0, 0),
+        scaler=None,
     ) -> dict[str, Any]:
-        """The checkpoint dict (``epoch_loss``: the partial epoch's loss at a mid-epoch stop)."""
+        """The checkpoint dict (``epoch_loss``: the partial epoch's loss at a mid-epoch stop;
+        ``scaler``: fp16's ``GradScaler``, whose scale a resume continues from)."""
+        extra = {} if scaler is None else {"scaler": scaler.state_dict()}
         return {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -50,7 +53,7 @@ class TrainState:
             "epoch_loss_count": int(epoch_loss[1]),
             "config": cfg.to_dict(),
             "class_names": list(class_names),
-        }
+        } | extra
 
     @classmethod
     def from_checkpoint(
@@ -61,11 +64,15 @@ class TrainState:
         cfg: TrainConfig,
         class_names: list[str],
         where: str,
+        scaler=None,
     ) -> TrainState:
-        """Load weights and optimiser state from ``state`` (a loaded checkpoint) and return the
-        counters; a checkpoint of another model or class count is one ValueError line."""
+        """Load weights, optimiser (and ``scaler``) state from ``state`` (a loaded checkpoint)
+        and return the counters; a checkpoint of another model or class count is one
+        ValueError line."""
         check_checkpoint_fits(state, cfg, class_names, where)
         load_weights(model, state["model"], where)
+        if scaler is not None and isinstance(state.get("scaler"), dict):
+            scaler.load_state_dict(state["scaler"])
         try:
             optimizer.load_state_dict(state["optimizer"])
         except (ValueError, KeyError, RuntimeError) as exc:

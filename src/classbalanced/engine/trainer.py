@@ -1,7 +1,8 @@
 """The training engine: data on the device, the paper's schedule, evaluation, checkpoints.
 
-The loop receives a loss object and never branches on loss names: a loss that
-wants the classifier-bias prior says so through ``uses_prior_bias``.
+The loop receives a loss object and never branches on loss names: the loss is a
+:class:`~classbalanced.losses.Criterion` and says what it needs through its members
+(``uses_prior_bias``, ``normalized_classifier``, ``set_weight``).
 
 Data order and augmentation are a pure function of ``(seed, epoch)``: each
 epoch draws its permutation and all of its crop / flip parameters from one
@@ -25,7 +26,9 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..losses import build_loss
+from ..optim import build_sgd
 from ..schedules import ReweightSchedule
+from .checkpoint import BackgroundWriter
 from .distributed import DistContext, cleanup_distributed, setup_distributed
 from .evaluate import evaluate
 from .loop import (
@@ -101,11 +104,15 @@ def train(
     unless ``fallback_checkpoint``.
     """
     cfg = cfg.resolved()
-    ctx = setup_distributed(cfg.device)
+    ctx = setup_distributed(cfg.device, cfg.dist_backend)
+    benchmark = torch.backends.cudnn.benchmark
     try:
+        if cfg.cudnn_benchmark and ctx.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
         run, state = _set_up(cfg, ctx, log, accept_data_change, fallback_checkpoint)
         return _train(run, state)
     finally:
+        torch.backends.cudnn.benchmark = benchmark
         cleanup_distributed(ctx)
 
 
@@ -115,14 +122,28 @@ def _train(run: Run, state: TrainState) -> dict[str, Any]:
     metrics: dict[str, Any] = state.history[-1] if state.history else {}
     run.ddp_model.train()
     with StopFlag() as run.stop:
-        for epoch in range(state.step // spe, cfg.epochs):
-            result = train_epoch(run, state, epoch)
-            metrics = end_epoch(run, state, epoch, result) or metrics
+        try:
+            for epoch in range(state.step // spe, cfg.epochs):
+                result = train_epoch(run, state, epoch)
+                metrics = end_epoch(run, state, epoch, result) or metrics
+        except BaseException:
+            _settle_quietly(run)
+            raise
+    run.settle()  # the last checkpoint is on disk, or its error is raised here
     run.folder.close()
     run.folder.plots(run.data.counts, run.data.class_names, metrics, state.history)
     if run.ctx.distributed:  # leave together: no rank tears the process group down under another
         torch.distributed.barrier()
     return {**summary_fields(cfg, run.data.counts), **metrics}
+
+
+def _settle_quietly(run: Run) -> None:
+    """The background checkpoint in flight completes; a failure of it is logged (the
+    exception already on its way is the one raised)."""
+    try:
+        run.settle()
+    except Exception as exc:
+        run.log(f"the checkpoint written in the background failed too: {exc}")
 
 
 def _barrier(ctx: DistContext) -> None:
@@ -137,6 +158,7 @@ class _Model:
     optimizer: torch.optim.Optimizer
     loss_fn: nn.Module
     reweight: Any
+    scaler: torch.amp.GradScaler | None  # fp16 only (bf16 has fp32's range)
 
 
 def _set_up(cfg, ctx, log, accept_data_change: bool, fallback_checkpoint: bool):
@@ -168,7 +190,10 @@ def _set_up(cfg, ctx, log, accept_data_change: bool, fallback_checkpoint: bool):
         ddp_model = nn.parallel.DistributedDataParallel(
             parts.model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
         )
-    forward = torch.compile(ddp_model) if cfg.compile else ddp_model
+    forward = ddp_model
+    if cfg.compile:
+        mode = {} if cfg.compile_mode == "default" else {"mode": cfg.compile_mode}
+        forward = torch.compile(ddp_model, **mode)
     # events logged after the checkpoint we resume from (a killed run) are purged
     folder.open_tensorboard(state.step // steps_per_epoch + 1 if folder.resuming else None)
     if ctx.is_main:
@@ -176,6 +201,7 @@ def _set_up(cfg, ctx, log, accept_data_change: bool, fallback_checkpoint: bool):
     run = Run(
         cfg, ctx, data, folder, parts.model, ddp_model, forward, parts.loss_fn,
         parts.optimizer, parts.groups, schedule, parts.reweight, steps_per_epoch, log,
+        scaler=parts.scaler, writer=BackgroundWriter() if cfg.async_checkpoints else None,
     )  # fmt: skip
     return run, state
 
@@ -185,17 +211,16 @@ def _model_and_optimizer(cfg: TrainConfig, ctx: DistContext, data: RunData) -> _
         cfg.loss, data.counts, beta=cfg.beta, gamma=cfg.gamma, **cfg.loss_options
     ).to(ctx.device)
     reweight = None
-    if cfg.reweight_schedule != "constant":
-        if not hasattr(loss_fn, "set_weight"):
-            raise ValueError(
-                f"loss {cfg.loss!r} has no class weights to schedule: use --reweight-schedule constant"
-            )
+    if cfg.reweight_schedule != "constant":  # every Criterion has set_weight
         reweight = ReweightSchedule(
             cfg.reweight_schedule, data.counts, cfg.beta, start_epoch=cfg.reweight_epoch
         )
     model, groups = build_training_model(cfg, data.counts, data.in_channels, loss_fn, ctx)
-    optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
-    return _Model(model, groups, optimizer, loss_fn, reweight)
+    optimizer = build_sgd(
+        groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, impl=cfg.sgd_impl
+    )
+    scaler = torch.amp.GradScaler(ctx.device.type) if cfg.precision == "fp16" else None
+    return _Model(model, groups, optimizer, loss_fn, reweight, scaler)
 
 
 def _resume_state(cfg, folder: RunFolder, parts: _Model, data: RunData, log, fallback, ctx):
@@ -209,7 +234,7 @@ def _resume_state(cfg, folder: RunFolder, parts: _Model, data: RunData, log, fal
         return TrainState()
     where = str(path)
     train_state = TrainState.from_checkpoint(
-        state, parts.model, parts.optimizer, cfg, data.class_names, where
+        state, parts.model, parts.optimizer, cfg, data.class_names, where, parts.scaler
     )
     if ctx.is_main:
         log(f"resuming {folder.path} from {Path(path).name} (step {train_state.step})")

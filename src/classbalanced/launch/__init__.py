@@ -13,14 +13,28 @@ owner of a run's task: a task the engine retries or requeues keeps its owner, so
 it takes its own claim over at once) and ``run(tasks, log) -> outcomes``; optional
 ``prepare(out, log)`` (checks before anything is written) and ``probe`` (a file
 name under the sweep folder each worker must see). The engines do the scheduling.
+Launchers are registered (:func:`register_launcher`, a :class:`~classbalanced.registry.Registry`
+like the losses, models and data sets) with the flags they read; ``--launcher`` lists them.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = ["LaunchOptions", "LAUNCHERS", "make_launcher", "require", "check_launch_flags"]
+from ..registry import Registry
+
+__all__ = [
+    "LAUNCHER_REGISTRY",
+    "LaunchOptions",
+    "available_launchers",
+    "check_launch_flags",
+    "make_launcher",
+    "register_launcher",
+    "require",
+]
 
 
 @dataclass
@@ -48,42 +62,47 @@ def require(module: str, extra: str):
         ) from None
 
 
-def _local(options: LaunchOptions):
-    from .local import LocalLauncher
-
-    return LocalLauncher(options.jobs)
-
-
-def _ray(options: LaunchOptions):
-    from .ray_pool import RayLauncher
-
-    return RayLauncher(options)
+#: launcher name -> factory taking :class:`LaunchOptions` (a
+#: :class:`~classbalanced.registry.Registry`); ``info[name]["options"]`` are the
+#: :class:`LaunchOptions` flags it reads (a flag for another launcher is refused, never ignored)
+LAUNCHER_REGISTRY: Registry[Callable[[LaunchOptions], Any]] = Registry("launcher")
 
 
-def _slurm(options: LaunchOptions):
-    from .slurm import SlurmLauncher
+def register_launcher(
+    name: str,
+    factory: Callable[[LaunchOptions], Any] | None = None,
+    *,
+    options: Iterable[str] = (),
+    description: str = "",
+) -> Any:
+    """Register ``factory(options) -> launcher`` as ``--launcher name`` (a call or a decorator).
 
-    return SlurmLauncher(options)
+    ``options`` names the ``sweep`` flags it reads (dest names, e.g. ``"ray_address"``);
+    ``description`` is its line in ``--help``.
+    """
+    return LAUNCHER_REGISTRY.register(
+        name, factory, options=frozenset(options), description=description
+    )
 
 
-#: launcher name -> factory taking :class:`LaunchOptions`
-LAUNCHERS = {"local": _local, "ray": _ray, "slurm": _slurm}
+def available_launchers() -> list[str]:
+    """Valid ``--launcher`` names, in registration order.
+
+    >>> available_launchers()
+    ['local', 'ray', 'slurm']
+    """
+    return LAUNCHER_REGISTRY.names()
+
+
+def _check_launcher(name: str) -> None:
+    if name not in LAUNCHER_REGISTRY:
+        raise ValueError(f"--launcher must be one of {', '.join(LAUNCHER_REGISTRY)}, got {name!r}")
 
 
 def make_launcher(name: str, options: LaunchOptions):
-    """The launcher called ``name`` (one of :data:`LAUNCHERS`)."""
-    if name not in LAUNCHERS:
-        raise ValueError(f"--launcher must be one of {', '.join(LAUNCHERS)}, got {name!r}")
-    return LAUNCHERS[name](options)
-
-
-#: the options each launcher uses (a flag for another launcher is refused, never ignored)
-_APPLIES = {
-    "local": {"jobs"},
-    "ray": {"gpus_per_run", "cpus_per_run", "ray_address"},
-    "slurm": {"gpus_per_run", "cpus_per_run", "slurm_partition", "slurm_time"}
-    | {"slurm_array_parallelism", "slurm_option"},
-}
+    """The launcher called ``name`` (one of :func:`available_launchers`)."""
+    _check_launcher(name)
+    return LAUNCHER_REGISTRY[name](options)
 
 
 def check_launch_flags(launcher: str, given: dict) -> None:
@@ -93,12 +112,40 @@ def check_launch_flags(launcher: str, given: dict) -> None:
     Traceback (most recent call last):
     ValueError: --ray-address does not apply to --launcher local (it is for --launcher ray)
     """
-    if launcher not in _APPLIES:
-        raise ValueError(f"--launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
+    _check_launcher(launcher)
+    applies = {k: info["options"] for k, info in LAUNCHER_REGISTRY.info.items()}
     for name in given:
-        if name not in _APPLIES[launcher]:
-            owners = " or ".join(k for k, v in _APPLIES.items() if name in v)
+        if name not in applies[launcher]:
+            owners = " or ".join(k for k, v in applies.items() if name in v)
             flag = "--" + name.replace("_", "-")
             raise ValueError(
                 f"{flag} does not apply to --launcher {launcher} (it is for --launcher {owners})"
             )
+
+
+@register_launcher("local", options={"jobs"}, description="this machine, the default")
+def _local(options: LaunchOptions):
+    from .local import LocalLauncher
+
+    return LocalLauncher(options.jobs)
+
+
+@register_launcher(
+    "ray", options={"gpus_per_run", "cpus_per_run", "ray_address"}, description="a Ray cluster"
+)
+def _ray(options: LaunchOptions):
+    from .ray_pool import RayLauncher
+
+    return RayLauncher(options)
+
+
+@register_launcher(
+    "slurm",
+    options={"gpus_per_run", "cpus_per_run", "slurm_partition", "slurm_time"}
+    | {"slurm_array_parallelism", "slurm_option"},
+    description="SLURM job arrays",
+)
+def _slurm(options: LaunchOptions):
+    from .slurm import SlurmLauncher
+
+    return SlurmLauncher(options)

@@ -7,6 +7,7 @@ Modules by job:
 * :mod:`.kernels` -- the exact, twice-differentiable focal kernels (eager and compiled);
 * :mod:`.checks` -- boundary checks, compute dtype, reduction;
 * :mod:`.modules` -- ``nn.Module`` forms with float32 weight / count buffers;
+* :mod:`.criterion` -- what a loss module offers the trainer (:class:`Criterion`);
 * :mod:`.registry` -- loss names for the trainer, the CLI and the sweeps;
 * :mod:`.comparison` -- LDAM, logit-adjusted loss, balanced softmax;
 * :mod:`.prior` -- the classifier-bias prior of sigmoid-based losses.
@@ -25,6 +26,7 @@ from .comparison import (
     logit_adjusted_loss,
     post_hoc_logit_adjustment,
 )
+from .criterion import Criterion
 from .functional import (
     DEFAULT_GAMMA,
     LOSS_TYPES,
@@ -48,6 +50,7 @@ __all__ = [
     "sigmoid_focal_cross_entropy",
     "class_balanced_loss",
     "focal_elements",
+    "Criterion",
     "ClassWeightBuffers",
     "WeightedLoss",
     "ClassBalancedLoss",

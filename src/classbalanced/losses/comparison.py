@@ -61,6 +61,7 @@ from .checks import (
 from .functional import REDUCTIONS, _weighted_ce
 from .modules import ClassWeightBuffers
 from .registry import register_loss
+from .types import Reduction
 
 __all__ = [
     "ldam_margins",
@@ -100,13 +101,13 @@ def _log_prior(counts: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------
 
 
-def _ldam_core(z, targets, weight, counts, max_m: float, s: float, reduction: str) -> Tensor:
+def _ldam_core(z, targets, weight, counts, max_m: float, s: float, reduction: Reduction) -> Tensor:
     index = targets.unsqueeze(1)
     shift = _margins(counts, max_m)[targets].unsqueeze(1).neg()
     return _weighted_ce(z.scatter_add(1, index, shift).mul(s), targets, weight, reduction)
 
 
-def _shifted_core(z, targets, weight, shift: Tensor, reduction: str) -> Tensor:
+def _shifted_core(z, targets, weight, shift: Tensor, reduction: Reduction) -> Tensor:
     return _weighted_ce(z + shift, targets, weight, reduction)
 
 
@@ -116,6 +117,16 @@ def _prepare(logits, targets, weight, reduction, validate: bool = True):
     weight = _check_weight(weight, logits, validate)
     check_choice("reduction", reduction, REDUCTIONS)
     return logits, targets, weight
+
+
+def _apply_core(core, logits, targets, samples_per_class, weight, reduction, validate) -> Tensor:
+    """The public functions' common path: check the inputs, cast the logits to the compute
+    dtype and return ``core(z, targets, weight, counts)`` computed in full precision."""
+    logits, targets, weight = _prepare(logits, targets, weight, reduction, validate)
+    counts = _check_counts(samples_per_class, logits)
+    z = logits.to(_compute_dtype(logits))
+    with _full_precision(z):
+        return core(z, targets, weight, counts)
 
 
 # ---------------------------------------------------------------------------
@@ -151,7 +162,7 @@ def ldam_loss(
     *,
     max_m: float = 0.5,
     s: float = 30.0,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     validate_args: bool = True,
 ) -> Tensor:
     """LDAM loss: ``w[y_b] * CE(s * (z_b - Delta_{y_b} * onehot(y_b)), y_b)``.
@@ -185,11 +196,11 @@ def ldam_loss(
     """
     max_m = check_real("max_m", max_m, positive=False)
     s = check_real("s", s, positive=True)
-    logits, targets, weight = _prepare(logits, targets, weight, reduction, validate_args)
-    counts = _check_counts(samples_per_class, logits)
-    z = logits.to(_compute_dtype(logits))
-    with _full_precision(z):
-        return _ldam_core(z, targets, weight, counts, max_m, s, reduction)
+
+    def core(z, y, w, counts):
+        return _ldam_core(z, y, w, counts, max_m, s, reduction)
+
+    return _apply_core(core, logits, targets, samples_per_class, weight, reduction, validate_args)
 
 
 def logit_adjusted_loss(
@@ -199,7 +210,7 @@ def logit_adjusted_loss(
     weight: Tensor | None = None,
     *,
     tau: float = 1.0,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     validate_args: bool = True,
 ) -> Tensor:
     """Logit-adjusted loss: ``w[y_b] * CE(z_b + tau * log(pi), y_b)``, ``pi_j = n_j / sum_k n_k``.
@@ -225,11 +236,11 @@ def logit_adjusted_loss(
     tensor([0.1054, 2.3026])
     """
     tau = check_real("tau", tau, positive=False)
-    logits, targets, weight = _prepare(logits, targets, weight, reduction, validate_args)
-    counts = _check_counts(samples_per_class, logits)
-    z = logits.to(_compute_dtype(logits))
-    with _full_precision(z):
-        return _shifted_core(z, targets, weight, _log_prior(counts) * tau, reduction)
+
+    def core(z, y, w, counts):
+        return _shifted_core(z, y, w, _log_prior(counts) * tau, reduction)
+
+    return _apply_core(core, logits, targets, samples_per_class, weight, reduction, validate_args)
 
 
 def balanced_softmax_loss(
@@ -238,7 +249,7 @@ def balanced_softmax_loss(
     samples_per_class,
     weight: Tensor | None = None,
     *,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     validate_args: bool = True,
 ) -> Tensor:
     """Balanced softmax: ``w[y_b] * CE(z_b + log(n), y_b)``.
@@ -261,11 +272,11 @@ def balanced_softmax_loss(
     >>> balanced_softmax_loss(torch.zeros(1, 2), torch.tensor([1]), [90, 10])  # -log(10 / 100)
     tensor(2.3026)
     """
-    logits, targets, weight = _prepare(logits, targets, weight, reduction, validate_args)
-    counts = _check_counts(samples_per_class, logits)
-    z = logits.to(_compute_dtype(logits))
-    with _full_precision(z):
-        return _shifted_core(z, targets, weight, counts.log(), reduction)
+
+    def core(z, y, w, counts):
+        return _shifted_core(z, y, w, counts.log(), reduction)
+
+    return _apply_core(core, logits, targets, samples_per_class, weight, reduction, validate_args)
 
 
 def post_hoc_logit_adjustment(logits: Tensor, samples_per_class, tau: float = 1.0) -> Tensor:
@@ -302,12 +313,16 @@ def post_hoc_logit_adjustment(logits: Tensor, samples_per_class, tau: float = 1.
 
 
 class _CountsSoftmaxLoss(ClassWeightBuffers):
-    """Base: ``samples_per_class`` and the optional ``weight`` are float32 buffers."""
+    """Base: ``samples_per_class`` and the optional ``weight`` are float32 buffers.
 
-    uses_prior_bias = False
+    A subclass gives ``_core(z, targets, weight, counts)`` (the loss on checked inputs in
+    the compute dtype) and names its hyper-parameters in ``_OPTIONS`` (for ``repr``).
+    """
+
+    _OPTIONS: tuple[str, ...] = ()
 
     def __init__(
-        self, samples_per_class, weight: Tensor | None, reduction: str, validate_args: bool
+        self, samples_per_class, weight: Tensor | None, reduction: Reduction, validate_args: bool
     ) -> None:
         super().__init__()
         counts = as_counts(samples_per_class)
@@ -326,18 +341,26 @@ class _CountsSoftmaxLoss(ClassWeightBuffers):
     def _num_weights(self) -> int:
         return self.num_classes
 
-    def _inputs(self, logits, targets):
+    def _core(self, z: Tensor, targets: Tensor, weight: Tensor | None, counts: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
         logits, targets, weight = _prepare(
             logits, targets, self.weight, self.reduction, self.validate_args
         )
         _check_num_classes(self.num_classes, logits)
         z = logits.to(_compute_dtype(logits))
         counts = self.samples_per_class.to(device=z.device, dtype=z.dtype)
-        return z, targets, weight, counts
+        with _full_precision(z):
+            return self._core(z, targets, weight, counts)
 
     def extra_repr(self) -> str:
+        options = "".join(f"{name}={getattr(self, name)}, " for name in self._OPTIONS)
         weighted = self.weight is not None
-        return f"num_classes={self.num_classes}, reduction={self.reduction!r}, weighted={weighted}"
+        return (
+            f"num_classes={self.num_classes}, {options}reduction={self.reduction!r}, "
+            f"weighted={weighted}"
+        )
 
 
 class LDAMLoss(_CountsSoftmaxLoss):
@@ -361,6 +384,7 @@ class LDAMLoss(_CountsSoftmaxLoss):
     """
 
     normalized_classifier = True
+    _OPTIONS = ("max_m", "s")
 
     def __init__(
         self,
@@ -369,7 +393,7 @@ class LDAMLoss(_CountsSoftmaxLoss):
         *,
         max_m: float = 0.5,
         s: float = 30.0,
-        reduction: str = "mean",
+        reduction: Reduction = "mean",
         validate_args: bool = True,
     ) -> None:
         self.max_m = check_real("max_m", max_m, positive=False)
@@ -381,14 +405,8 @@ class LDAMLoss(_CountsSoftmaxLoss):
         """``(C,)`` per-class margins (float32)."""
         return _margins(self.samples_per_class, self.max_m)
 
-    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
-        z, targets, weight, counts = self._inputs(logits, targets)
-        with _full_precision(z):
-            return _ldam_core(z, targets, weight, counts, self.max_m, self.s, self.reduction)
-
-    def extra_repr(self) -> str:
-        head, tail = super().extra_repr().split(", ", 1)
-        return f"{head}, max_m={self.max_m}, s={self.s}, {tail}"
+    def _core(self, z, targets, weight, counts) -> Tensor:
+        return _ldam_core(z, targets, weight, counts, self.max_m, self.s, self.reduction)
 
 
 class LogitAdjustedLoss(_CountsSoftmaxLoss):
@@ -404,27 +422,22 @@ class LogitAdjustedLoss(_CountsSoftmaxLoss):
     tensor(2.4079)
     """
 
+    _OPTIONS = ("tau",)
+
     def __init__(
         self,
         samples_per_class,
         weight: Tensor | None = None,
         *,
         tau: float = 1.0,
-        reduction: str = "mean",
+        reduction: Reduction = "mean",
         validate_args: bool = True,
     ) -> None:
         self.tau = check_real("tau", tau, positive=False)
         super().__init__(samples_per_class, weight, reduction, validate_args)
 
-    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
-        z, targets, weight, counts = self._inputs(logits, targets)
-        with _full_precision(z):
-            shift = _log_prior(counts) * self.tau
-            return _shifted_core(z, targets, weight, shift, self.reduction)
-
-    def extra_repr(self) -> str:
-        head, tail = super().extra_repr().split(", ", 1)
-        return f"{head}, tau={self.tau}, {tail}"
+    def _core(self, z, targets, weight, counts) -> Tensor:
+        return _shifted_core(z, targets, weight, _log_prior(counts) * self.tau, self.reduction)
 
 
 class BalancedSoftmaxLoss(_CountsSoftmaxLoss):
@@ -445,15 +458,13 @@ class BalancedSoftmaxLoss(_CountsSoftmaxLoss):
         samples_per_class,
         weight: Tensor | None = None,
         *,
-        reduction: str = "mean",
+        reduction: Reduction = "mean",
         validate_args: bool = True,
     ) -> None:
         super().__init__(samples_per_class, weight, reduction, validate_args)
 
-    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
-        z, targets, weight, counts = self._inputs(logits, targets)
-        with _full_precision(z):
-            return _shifted_core(z, targets, weight, counts.log(), self.reduction)
+    def _core(self, z, targets, weight, counts) -> Tensor:
+        return _shifted_core(z, targets, weight, counts.log(), self.reduction)
 
 
 # ---------------------------------------------------------------------------
@@ -472,7 +483,7 @@ def _build_ldam(
     *,
     beta: float,
     gamma: float,
-    reduction: str,
+    reduction: Reduction,
     max_m: float = 0.5,
     s: float = 30.0,
 ) -> LDAMLoss:
@@ -481,13 +492,13 @@ def _build_ldam(
 
 
 def _build_logit_adjusted(
-    samples_per_class, *, beta: float, gamma: float, reduction: str, tau: float = 1.0
+    samples_per_class, *, beta: float, gamma: float, reduction: Reduction, tau: float = 1.0
 ):
     weight = _initial_weight(samples_per_class, beta)
     return LogitAdjustedLoss(samples_per_class, weight, tau=tau, reduction=reduction)
 
 
-def _build_balanced_softmax(samples_per_class, *, beta: float, gamma: float, reduction: str):
+def _build_balanced_softmax(samples_per_class, *, beta: float, gamma: float, reduction: Reduction):
     weight = _initial_weight(samples_per_class, beta)
     return BalancedSoftmaxLoss(samples_per_class, weight, reduction=reduction)
 

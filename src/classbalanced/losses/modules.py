@@ -34,8 +34,12 @@ class ClassWeightBuffers(nn.Module):
     ``.cuda()`` and are saved in the ``state_dict``, but module dtype casts
     (``.half()``, ``.to(torch.bfloat16)``, ``.double()``) leave them float32, so
     counts above 65504 or weights such as 0.1893 are never rounded. Replace the
-    weights with :meth:`set_weight` (re-weighting schedules).
+    weights with :meth:`set_weight` (re-weighting schedules). The
+    :class:`~classbalanced.losses.Criterion` defaults: a linear classifier, default bias.
     """
+
+    normalized_classifier: bool = False
+    uses_prior_bias: bool = False
 
     def _apply(self, fn, recurse=True):
         originals = dict(self._buffers)

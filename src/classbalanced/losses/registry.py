@@ -10,15 +10,18 @@ from torch import nn
 
 from .._validation import check_choice
 from ..registry import Registry
+from .criterion import Criterion, missing_members
 from .functional import DEFAULT_GAMMA
 from .modules import ClassBalancedLoss
+from .types import Reduction
 
 __all__ = ["loss_options", "register_loss", "available_losses", "build_loss"]
 
 
-#: Loss names -> ``build(samples_per_class, *, beta, gamma, reduction, **options)``;
-#: a builder's further public keyword-only parameters (with defaults) are the loss's own
-#: options, settable as ``loss_options`` in a config (``--loss-option KEY=VALUE``).
+#: Loss names -> ``build(samples_per_class, *, beta, gamma, reduction, **options)``, which
+#: returns a :class:`~.criterion.Criterion`; a builder's further public keyword-only
+#: parameters (with defaults) are the loss's own options, settable as ``loss_options`` in
+#: a config (``--loss-option KEY=VALUE``).
 LOSS_REGISTRY: Registry[Callable[..., nn.Module]] = Registry("loss")
 _COMMON_ARGS = ("beta", "gamma", "reduction")
 
@@ -57,12 +60,13 @@ def build_loss(
     *,
     beta: float = 0.0,
     gamma: float = DEFAULT_GAMMA,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     **options: Any,
 ) -> nn.Module:
     """Build the registered loss ``name`` for the given training counts.
 
     ``options`` are the loss's own settings (:func:`loss_options`), e.g. LDAM's ``max_m``.
+    The result is a :class:`~.criterion.Criterion` (TypeError otherwise).
 
     >>> build_loss("focal", [50, 5], beta=0.9, gamma=2.0)
     ClassBalancedLoss(beta=0.9, loss_type='focal', gamma=2.0, reduction='mean')
@@ -77,7 +81,13 @@ def build_loss(
         raise ValueError(
             f"loss {name!r} has no option {', '.join(unknown)}: expected one of: {valid}"
         )
-    return build(samples_per_class, beta=beta, gamma=gamma, reduction=reduction, **options)
+    loss = build(samples_per_class, beta=beta, gamma=gamma, reduction=reduction, **options)
+    if not isinstance(loss, Criterion):
+        raise TypeError(
+            f"loss {name!r} built a {type(loss).__name__} without {', '.join(missing_members(loss))}: "
+            "expected a Criterion (derive from classbalanced.losses.ClassWeightBuffers)"
+        )
+    return loss
 
 
 for _name, _text in (

@@ -36,14 +36,16 @@ standard convolutional network (``model.to(memory_format=torch.channels_last)``)
 from __future__ import annotations
 
 import numbers
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["VERSIONS", "CifarResNet", "blocks_per_stage"]
+__all__ = ["VERSIONS", "Version", "CifarResNet", "blocks_per_stage"]
 
 #: Valid values of ``CifarResNet(version=...)``.
-VERSIONS: tuple[str, ...] = ("v1", "v2", "bottleneck")
+Version = Literal["v1", "v2", "bottleneck"]
+VERSIONS: tuple[str, ...] = get_args(Version)
 
 _EXPANSION = 4  # bottleneck output channels / inner channels
 
@@ -141,7 +143,7 @@ def _check_float(name: str, value: object) -> float:
     return float(value)
 
 
-def blocks_per_stage(depth: int, version: str = "v1") -> int:
+def blocks_per_stage(depth: int, version: Version = "v1") -> int:
     """Number ``n`` of blocks per stage for a given depth (6n+2, or 9n+2 for bottleneck).
 
     >>> blocks_per_stage(32), blocks_per_stage(110, "v2"), blocks_per_stage(164, "bottleneck")
@@ -198,7 +200,7 @@ class CifarResNet(nn.Module):
         depth: int = 32,
         num_classes: int = 10,
         *,
-        version: str = "v1",
+        version: Version = "v1",
         in_channels: int = 3,
         width: int = 16,
         bn_momentum: float = 0.1,

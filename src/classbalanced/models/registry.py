@@ -15,6 +15,8 @@ Built-in names (case-insensitive):
   accepts: ``cifar_resnet50`` (v1, n = 8), ``cifar_resnet152`` (v1, n = 25),
   ``cifar_resnet32`` (same as ``resnet32``). (101 is not 6n+2, so there is no
   ``cifar_resnet101`` v1, but ``resnet101_bottleneck`` is 9n+2 with n = 11.)
+- ``resnext50``: torchvision's ``resnext50_32x4d`` (random initialisation), the network of
+  the decoupling paper's ImageNet-LT results (Kang et al., ICLR 2020).
 
 - ``simple_cnn``: a small convolutional net without batch norm (quick experiments, and
   exact equivalence between one process and several under DDP).
@@ -46,9 +48,11 @@ __all__ = [
     "available_models",
     "build_model",
     "check_model_name",
+    "classifier",
     "load_pretrained_",
     "pretrained_weights_path",
     "register_model",
+    "set_classifier_",
     "use_normed_classifier_",
 ]
 
@@ -108,7 +112,7 @@ def available_models() -> list[str]:
     >>> available_models()[:3]
     ['resnet{6n+2}', 'resnet{6n+2}_v2', 'resnet{9n+2}_bottleneck']
     >>> available_models()[-4:]
-    ['resnet50', 'resnet101', 'resnet152', 'simple_cnn']
+    ['resnet101', 'resnet152', 'resnext50', 'simple_cnn']
     """
     return [*_CIFAR_PATTERNS, *MODEL_REGISTRY]
 
@@ -163,7 +167,7 @@ def check_model_name(name: object) -> str:
     >>> check_model_name("nonsense")
     Traceback (most recent call last):
     ...
-    ValueError: expected a model name matching one of resnet{6n+2}, resnet{6n+2}_v2, resnet{9n+2}_bottleneck, cifar_resnet{6n+2}, cifar_resnet{6n+2}_v2, cifar_resnet{9n+2}_bottleneck, resnet50, resnet101, resnet152, simple_cnn, got 'nonsense'
+    ValueError: expected a model name matching one of resnet{6n+2}, resnet{6n+2}_v2, resnet{9n+2}_bottleneck, cifar_resnet{6n+2}, cifar_resnet{6n+2}_v2, cifar_resnet{9n+2}_bottleneck, resnet50, resnet101, resnet152, resnext50, simple_cnn, got 'nonsense'
     """
     if not isinstance(name, str):
         raise TypeError(f"expected model name to be a str, got {type(name).__name__}")
@@ -188,25 +192,36 @@ def _parse_cifar_name(name: str) -> tuple[int, str]:
     return depth, version
 
 
-def _torchvision_resnet(depth: int) -> ModelFactory:
+#: our name -> torchvision's constructor name
+_TORCHVISION = {
+    "resnet50": "resnet50",
+    "resnet101": "resnet101",
+    "resnet152": "resnet152",
+    "resnext50": "resnext50_32x4d",
+}
+
+
+def _torchvision_model(name: str) -> ModelFactory:
+    tv_name = _TORCHVISION[name]
+
     def factory(num_classes: int, *, in_channels: int = 3) -> nn.Module:
         if in_channels != 3:
             raise ValueError(
-                f"expected in_channels=3 for torchvision's ImageNet resnet{depth}, got {in_channels}"
+                f"expected in_channels=3 for torchvision's ImageNet {name}, got {in_channels}"
             )
         import torchvision.models  # deferred: importing torchvision is slow
 
-        return getattr(torchvision.models, f"resnet{depth}")(weights=None, num_classes=num_classes)
+        return getattr(torchvision.models, tv_name)(weights=None, num_classes=num_classes)
 
-    factory.__name__ = factory.__qualname__ = f"torchvision_resnet{depth}"
-    factory.__doc__ = f"torchvision's ImageNet ResNet-{depth}, random initialisation."
+    factory.__name__ = factory.__qualname__ = f"torchvision_{name}"
+    factory.__doc__ = f"torchvision's ImageNet {tv_name}, random initialisation."
     return factory
 
 
-# Registered directly: these names deliberately shadow the CIFAR pattern.
-for _depth in (50, 101, 152):
-    MODEL_REGISTRY[f"resnet{_depth}"] = _torchvision_resnet(_depth)
-del _depth
+# Registered directly: the resnet names deliberately shadow the CIFAR pattern.
+for _name in _TORCHVISION:
+    MODEL_REGISTRY[_name] = _torchvision_model(_name)
+del _name
 
 
 class SimpleConvNet(nn.Module):
@@ -263,14 +278,44 @@ class NormedLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}"
 
 
-def use_normed_classifier_(model: nn.Module) -> nn.Module:
-    """Replace ``model.fc`` (a linear layer) by a :class:`NormedLinear` of the same shape."""
-    fc = model.fc
-    model.fc = NormedLinear(fc.in_features, fc.out_features)
+#: where every model keeps its classifier: ``model.fc`` (written once, read through
+#: :func:`classifier` / :func:`set_classifier_` by the trainer and the decoupling stage)
+CLASSIFIER = "fc"
+
+
+def classifier(model: nn.Module) -> nn.Module:
+    """The model's classifier, ``model.fc`` (ValueError for a model without one).
+
+    >>> classifier(build_model("resnet8", 3))
+    Linear(in_features=64, out_features=3, bias=True)
+    >>> classifier(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)))
+    Traceback (most recent call last):
+    ...
+    ValueError: expected the model's classifier at model.fc (an nn.Linear), got a Sequential without one
+    """
+    head = getattr(model, CLASSIFIER, None)
+    if not isinstance(head, nn.Module):
+        raise ValueError(
+            f"expected the model's classifier at model.{CLASSIFIER} (an nn.Linear), "
+            f"got a {type(model).__name__} without one"
+        )
+    return head
+
+
+def set_classifier_(model: nn.Module, head: nn.Module) -> nn.Module:
+    """Replace the model's classifier (``model.fc``) by ``head``, in place; returns ``model``."""
+    classifier(model)
+    setattr(model, CLASSIFIER, head)
     return model
 
 
-_PRETRAINED = ("resnet50", "resnet101", "resnet152")
+def use_normed_classifier_(model: nn.Module) -> nn.Module:
+    """Replace ``model.fc`` (a linear layer) by a :class:`NormedLinear` of the same shape."""
+    fc = classifier(model)
+    return set_classifier_(model, NormedLinear(fc.in_features, fc.out_features))
+
+
+_PRETRAINED = tuple(_TORCHVISION)
 
 
 def pretrained_weights_path(name: str):
@@ -285,7 +330,7 @@ def pretrained_weights_path(name: str):
         raise ValueError(
             f"pretrained weights are available for {', '.join(_PRETRAINED)} (torchvision), got {name!r}"
         )
-    weights = torchvision.models.get_model_weights(key).DEFAULT
+    weights = torchvision.models.get_model_weights(_TORCHVISION[key]).DEFAULT
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
 
 
@@ -299,7 +344,8 @@ def load_pretrained_(model: nn.Module, name: str) -> nn.Module:
     if not path.is_file():
         raise FileNotFoundError(
             f"torchvision's {name} weights are not in the local cache (expected {path}); fetch them once on a "
-            f"machine with internet (torchvision.models.{name.lower()}(weights='DEFAULT')) or drop --pretrained"
+            f"machine with internet (torchvision.models.{_TORCHVISION[name.lower()]}(weights='DEFAULT')) "
+            "or drop --pretrained"
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)

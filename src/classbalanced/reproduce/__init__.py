@@ -3,7 +3,8 @@
 * :mod:`.published`: Table 2 / Table 3 / later work as data (``published.json``);
 * :mod:`.sweep`: grids of runs from a TOML file, their names and the sweep folder's plan;
 * :mod:`.results`: run states, ``results.csv`` written and read;
-* :mod:`.report`: ``report.md`` comparing a sweep with the paper (``classbalanced report``).
+* :mod:`.report`: ``report.md`` comparing a sweep with the paper (``classbalanced report``);
+* :mod:`.decoupling`: its section on ``classbalanced decouple`` runs beside Kang et al.
 
 Imports go one way: ``report`` and ``sweep`` use ``results``, never each other.
 Running a sweep is :func:`classbalanced.launch.sweep.run_sweep` (``classbalanced sweep``).
@@ -13,6 +14,7 @@ from .published import (
     IMBALANCE_FACTORS,
     later_work,
     paper_cb_setting,
+    published_decoupling,
     published_error,
     published_large,
     table2,
@@ -29,6 +31,7 @@ __all__ = [
     "later_work",
     "published_error",
     "published_large",
+    "published_decoupling",
     "paper_cb_setting",
     "load_sweep",
     "expand_sweep",

@@ -2,8 +2,10 @@
 
 Table 2 (ResNet-32 on long-tailed CIFAR-10/100, test error % for imbalance
 factors 200/100/50/20/10/1), Table 3 (ResNet-50 on iNaturalist 2017/2018 and
-ImageNet, top-1/top-5 error %) and later work on CIFAR at imbalance factor 100
-(CE-DRW, LDAM-DRW, logit-adjusted loss).
+ImageNet, top-1/top-5 error %), later work on CIFAR at imbalance factor 100
+(CE-DRW, LDAM-DRW, logit-adjusted loss), and the decoupled classifiers of Kang et
+al. (ICLR 2020) on ImageNet-LT as listed in the authors' release (top-1 accuracy %
+overall and on many / medium / few-shot classes; :func:`published_decoupling`).
 
 Method names: ``softmax``, ``sigmoid``, ``focal`` (with ``gamma``) for the
 unweighted baselines (beta = 0), ``class_balanced`` for the paper's best
@@ -25,6 +27,8 @@ the later work.
 57.96
 >>> print(published_error("digits", 10, "softmax"))
 None
+>>> published_decoupling("imagenet_lt", "resnext50", "crt")
+{'all': 49.6, 'many': 61.8, 'medium': 46.2, 'few': 27.4}
 """
 
 from __future__ import annotations
@@ -49,6 +53,9 @@ __all__ = [
     "published_large",
     "paper_cb_setting",
     "normalize_dataset",
+    "DECOUPLING_METHODS",
+    "published_decoupling",
+    "decoupling_models",
 ]
 
 #: columns of Table 2, in the paper's order
@@ -58,6 +65,10 @@ FOCAL_GAMMAS = (0.5, 1.0, 2.0)
 BASELINE_METHODS = ("softmax", "sigmoid", "focal")
 CB_METHOD = "class_balanced"
 LATER_METHODS = ("ce_drw", "ldam_drw", "logit_adjusted")
+#: rows of the decoupling table: the stage-one classifier (``joint``), the nearest class
+#: mean classifier (``ncm``, published only; not implemented here) and the stage-two
+#: methods of :mod:`classbalanced.decouple`
+DECOUPLING_METHODS = ("joint", "ncm", "crt", "tau_norm", "lws")
 _ALIASES = {"cb": CB_METHOD, "class-balanced": CB_METHOD, "cb_focal": CB_METHOD}
 
 
@@ -258,3 +269,39 @@ def paper_cb_setting(dataset: str, imbalance_factor: float | None) -> dict[str, 
     if setting is None or index is None:
         return None
     return {key: setting[key][index] for key in ("loss", "beta", "gamma")}
+
+
+def published_decoupling(dataset: str, model: str, method: str) -> dict[str, float] | None:
+    """Top-1 accuracy % (``all``, ``many``, ``medium``, ``few``) of a decoupled classifier
+    (Kang et al., ICLR 2020, as listed in the authors' release), or None when nothing is
+    published for that data set and model.
+
+    ``method``: one of :data:`DECOUPLING_METHODS` (``joint`` is the stage-one network's
+    own classifier). Published: ImageNet-LT with ResNeXt-50 (``resnext50``).
+
+    >>> published_decoupling("ImageNet-LT", "resnext50", "joint")["few"]
+    7.7
+    >>> print(published_decoupling("imagenet_lt", "resnet50", "crt"))
+    None
+    """
+    if not isinstance(method, str) or method.lower() not in DECOUPLING_METHODS:
+        raise ValueError(
+            f"unknown decoupling method {method!r}: expected one of {', '.join(DECOUPLING_METHODS)}"
+        )
+    if not isinstance(model, str):
+        raise TypeError(f"model must be a str, got {model!r}")
+    name = normalize_dataset(dataset)
+    table = _load()["decoupling"]
+    rows = {normalize_dataset(k): v for k, v in table["rows"].items()}
+    values = rows.get(name, {}).get(model.lower(), {}).get(method.lower())
+    return None if values is None else dict(zip(table["columns"], values, strict=True))
+
+
+def decoupling_models(dataset: str) -> list[str]:
+    """The networks with published decoupling numbers for ``dataset`` (maybe none).
+
+    >>> decoupling_models("imagenet_lt"), decoupling_models("cifar10")
+    (['resnext50'], [])
+    """
+    rows = {normalize_dataset(k): v for k, v in _load()["decoupling"]["rows"].items()}
+    return sorted(rows.get(normalize_dataset(dataset), {}))

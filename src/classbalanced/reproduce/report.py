@@ -501,17 +501,28 @@ def write_report(
     """Write ``report.md`` (and ``figures/``) in a sweep folder from its ``results.csv``.
 
     ``refresh``: first rebuild results.csv from plan.json and the run folders (for a
-    sweep that was interrupted or is still running).
+    sweep that was interrupted or is still running). Runs of ``classbalanced decouple``
+    found under the folder get their own section
+    (:func:`~classbalanced.reproduce.decoupling.decoupling_lines`); a folder holding only
+    such runs (no plan.json, no results.csv) gets a report of that section alone.
     """
     from ..data.safe_io import atomic_write_text
+    from .decoupling import decoupling_lines
 
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"sweep folder not found: {sweep_dir}")
-    if refresh:
-        write_results_csv(sweep_dir)
-    rows = load_results(sweep_dir / "results.csv")
-    text = build_report(sweep_dir, rows, figures=figures)
+    decoupled = decoupling_lines(sweep_dir)
+    is_sweep = (sweep_dir / "plan.json").is_file() or (sweep_dir / "results.csv").is_file()
+    if decoupled and not is_sweep:
+        text = "\n".join([f"# Reproduction report: {sweep_dir.name}", "", *decoupled])
+    else:
+        if refresh:
+            write_results_csv(sweep_dir)
+        rows = load_results(sweep_dir / "results.csv")
+        text = build_report(sweep_dir, rows, figures=figures)
+        if decoupled:
+            text = text.rstrip("\n") + "\n\n" + "\n".join(decoupled)
     path = sweep_dir / "report.md"
     atomic_write_text(path, text)
     return path

@@ -1,0 +1,146 @@
+"""The decoupled-classifier section of ``report.md``: stage-two runs beside Kang et al.
+
+``classbalanced decouple`` writes ordinary run folders holding ``decouple.json``
+(:mod:`classbalanced.decouple`). :func:`decoupling_lines` finds them under a folder,
+adds each one's stage-one run as the ``joint`` row (the network's own classifier), and
+prints top-1 accuracy % overall and on many / medium / few-shot classes beside the
+numbers Kang et al. (ICLR 2020) list in their release, where those exist for the same
+data set and network (:func:`~classbalanced.reproduce.published.published_decoupling`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from .published import DECOUPLING_METHODS, decoupling_models, published_decoupling
+from .results import read_json
+
+__all__ = ["find_decouple_runs", "decoupling_rows", "decoupling_lines"]
+
+#: how deep below the report folder run folders are looked for
+MAX_DEPTH = 4
+_GROUPS = ("all", "many", "medium", "few")
+_METRIC = {
+    "all": "accuracy",
+    "many": "many_shot_accuracy",
+    "medium": "medium_shot_accuracy",
+    "few": "few_shot_accuracy",
+}
+
+
+def find_decouple_runs(folder: str | os.PathLike) -> list[Path]:
+    """Run folders under ``folder`` (itself included, at most :data:`MAX_DEPTH` levels down,
+    symbolic links not followed) that hold both ``decouple.json`` and ``metrics.json``."""
+    root = Path(folder)
+    found = []
+    for path, dirs, files in os.walk(root):
+        depth = len(Path(path).relative_to(root).parts)
+        if depth >= MAX_DEPTH:
+            dirs[:] = []
+        dirs.sort()
+        if "decouple.json" in files and "metrics.json" in files:
+            found.append(Path(path))
+    return found
+
+
+def _row(name: str, method: str, metrics: dict[str, Any]) -> dict[str, Any]:
+    row = {"name": name, "method": method}
+    row.update({k: metrics.get(k) for k in ("dataset", "model", "seed")})
+    for group, key in _METRIC.items():
+        value = metrics.get(key)
+        row[group] = None if value is None else 100.0 * float(value)
+    return row
+
+
+def _stage_one(run: Path, settings: dict[str, Any], root: Path) -> Path | None:
+    """The stage-one folder named in ``decouple.json``: as written, or relative to the
+    report folder (the path was written relative to where ``decouple`` ran)."""
+    written = settings.get("stage_one")
+    if not isinstance(written, str):
+        return None
+    for candidate in (Path(written), root / written, run.parent / Path(written).name):
+        if (candidate / "metrics.json").is_file():
+            return candidate.resolve()
+    return None
+
+
+def decoupling_rows(folder: str | os.PathLike) -> tuple[list[dict[str, Any]], list[str]]:
+    """One row per decouple run and one ``joint`` row per distinct stage-one run, in
+    :data:`DECOUPLING_METHODS` order, and the notes (stage-one runs not found,
+    unreadable files)."""
+    root = Path(folder)
+    rows, notes, seen = [], [], set()
+    for run in find_decouple_runs(root):
+        name = str(run.relative_to(root)) if run != root else run.name
+        settings, metrics = read_json(run / "decouple.json"), read_json(run / "metrics.json")
+        if not isinstance(settings, dict) or not isinstance(metrics, dict):
+            notes.append(f"{name}: decouple.json or metrics.json unreadable, skipped")
+            continue
+        rows.append(_row(name, str(settings.get("method")), metrics))
+        first = _stage_one(run, settings, root)
+        if first is None:
+            notes.append(f"{name}: stage-one run {settings.get('stage_one')!r} not found")
+        elif first not in seen:
+            seen.add(first)
+            joint = read_json(first / "metrics.json")
+            if isinstance(joint, dict):
+                rows.append(_row(str(settings.get("stage_one")), "joint", joint))
+    order = {m: i for i, m in enumerate(DECOUPLING_METHODS)}
+    rows.sort(key=lambda r: (str(r["dataset"]), str(r["model"]), order.get(r["method"], 99)))
+    return rows, notes
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _published_text(dataset: str, model: str) -> str | None:
+    cells = []
+    for method in DECOUPLING_METHODS:
+        pub = published_decoupling(dataset, model, method)
+        if pub is not None:
+            cells.append(f"{method} " + " / ".join(_pct(pub[g]) for g in _GROUPS))
+    return "; ".join(cells) or None
+
+
+def decoupling_lines(folder: str | os.PathLike) -> list[str]:
+    """The markdown section (empty when ``folder`` holds no decouple run)."""
+    rows, notes = decoupling_rows(folder)
+    if not rows:
+        return []
+    lines = [
+        "## Decoupled classifiers (Kang et al., ICLR 2020)",
+        "",
+        "Top-1 accuracy % on each run's evaluation split: all / many / medium / few-shot "
+        "classes (> 100, 20-100, < 20 training images). Published: the authors' release of "
+        "Kang et al., ICLR 2020 (ImageNet-LT, ResNeXt-50, 90 epochs), shown where the data "
+        "set and network match; diff = ours - published (all classes).",
+        "",
+        "| run | method | data set | model | ours: all / many / medium / few | published | diff |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        ours = " / ".join(_pct(r[g]) for g in _GROUPS)
+        pub = published_decoupling(str(r["dataset"]), str(r["model"]), r["method"])
+        if r["method"] not in DECOUPLING_METHODS or pub is None:
+            pub_text, diff = "-", "-"
+        else:
+            pub_text = " / ".join(_pct(pub[g]) for g in _GROUPS)
+            diff = "-" if r["all"] is None else f"{r['all'] - pub['all']:+.1f}"
+        lines.append(
+            f"| {r['name']} | {r['method']} | {r['dataset']} | {r['model']} | {ours} "
+            f"| {pub_text} | {diff} |"
+        )
+    lines.append("")
+    for dataset in sorted({str(r["dataset"]) for r in rows}):
+        ran = {str(r["model"]).lower() for r in rows if str(r["dataset"]) == dataset}
+        for model in sorted(set(decoupling_models(dataset)) - ran):
+            lines += [
+                f"Published for {dataset} with {model} (train stage one with `--model {model}` "
+                f"to compare): {_published_text(dataset, model)}.",
+                "",
+            ]
+    lines += [f"- {note}" for note in notes] + ([""] if notes else [])
+    return lines

@@ -1,0 +1,45 @@
+"""The engine tests' command-line helpers (imported by name, like ``reproduce_helpers``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from classbalanced import cli
+
+
+def train_args(data, out: Path, *extra: str, epochs: int = 4) -> list[str]:
+    """The CLI spelling of conftest's ``tiny_config`` (the same resolved config)."""
+    return [
+        "train",
+        "--dataset", "npz",
+        "--train-data", str(data.train),
+        "--test-data", str(data.test),
+        "--imbalance-factor", "10",
+        "--model", "resnet8",
+        "--epochs", str(epochs),
+        "--batch-size", "32",
+        "--warmup-epochs", str(min(2, epochs - 1)),
+        "--eval-every", "2",
+        "--eval-batch-size", "40",
+        "--device", "cpu",
+        "--no-progress",
+        "--seed", "0",
+        "--out", str(out),
+        *extra,
+    ]  # fmt: skip
+
+
+def run_cli(capsys, argv) -> tuple[int, str, str]:
+    """``cli.main(argv)``: its exit status, stdout and stderr."""
+    code = cli.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def one_error_line(err: str) -> str:
+    """The one ``classbalanced: error:`` line of ``err`` (fails on anything more)."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("classbalanced: error:"), err
+    assert "Traceback" not in err
+    return lines[0]
