@@ -19,16 +19,19 @@ True
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import numpy as np
 import torch
 
-__all__ = ["EPOCH_SEED_RULES", "epoch_generator"]
+__all__ = ["EPOCH_SEED_RULES", "EpochSeedRule", "epoch_generator"]
 
-EPOCH_SEED_RULES = ("affine", "seedsequence")
+EpochSeedRule = Literal["affine", "seedsequence"]
+EPOCH_SEED_RULES: tuple[str, ...] = get_args(EpochSeedRule)
 
 
 def epoch_generator(
-    seed: int, epoch: int, *, rule: str, key: tuple[int, ...] = ()
+    seed: int, epoch: int, *, rule: EpochSeedRule, key: tuple[int, ...] = ()
 ) -> torch.Generator:
     """A CPU ``torch.Generator`` seeded from ``(seed, epoch)`` by ``rule`` (see the module).
 
