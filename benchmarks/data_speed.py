@@ -5,6 +5,7 @@ Run from the repository root::
     .venv/bin/python benchmarks/data_speed.py
     .venv/bin/python benchmarks/data_speed.py --pipeline-images 600 --workers 4
     .venv/bin/python benchmarks/data_speed.py --pipeline-only --sizes 800x600
+    .venv/bin/python benchmarks/data_speed.py --device cuda   # batches also go to the GPU
 
 Everything is generated in a temporary folder (deleted at the end):
 
@@ -25,21 +26,28 @@ Everything is generated in a temporary folder (deleted at the end):
   - old: torchvision's v2 ``RandomResizedCrop`` + flip on the fully decoded image, float
     normalisation in the worker, a ``DataLoader`` rebuilt every epoch
     (``persistent_workers=False``, as ``LoaderStream`` does);
-  - new: ``build_transforms(draft=True, output="uint8")`` (the same random draws, JPEG
-    decoded at a reduced size where the crop allows), uint8 batches out of the workers,
-    ``normalize_uint8`` on the batch in the main process (the device's job on a GPU; its
-    time is counted here), persistent workers;
-  - the new path on copies of the images with their short side reduced to ``--resize``
-    (what ``classbalanced prepare --resize`` writes; made before timing).
+  - draft: ``build_transforms(draft=True, output="uint8")`` (the same random draws, JPEG
+    decoded at a reduced size where the crop allows, PIL's resize), uint8 batches out of
+    the workers, persistent workers;
+  - fast: ``pipeline.FastRandomResizedCrop`` (the same random draws; the JPEG decoded at a
+    reduced size and only down to the crop's last row; torch's uint8 resize),
+    ``collate_channels_last``, persistent workers;
+  - the fast path on copies of the images with their short side reduced to ``--resize``
+    (what ``classbalanced prepare --resize`` writes; made before timing);
+  - with ``--device cuda``: device (``EncodedRandomResizedCrop``: the workers read the
+    files and draw the crops; ``decode_batch`` decodes each batch with nvJPEG on the GPU).
 
+  uint8 batches are normalised with ``normalize_uint8`` in the main process (the device's
+  job on a GPU); that time is left out of the rates, which measure the workers' work.
   "one worker" is the rate in the main process (``num_workers=0``, one torch thread), i.e.
   what one worker process delivers, counted per CPU-second of the process (robust to other
   load on a shared machine; the wall-clock rate is printed beside it); "workers for 3,000
   images/s" = ceil(3000 / that rate)
-  (one H200 trains ResNet-50 in bf16 at roughly 3,000 images/s). Then both paths with
-  ``--workers`` worker processes. Four epochs each; the best epoch after the first is
+  (one H200 trains ResNet-50 in bf16 at roughly 3,000 images/s). Then each path with
+  ``--workers`` worker processes (0: skip). ``--epochs`` (4) epochs each; the best epoch after the first is
   reported, so start-up and bursts of background load are excluded (the old path's
   worker start-up recurs every epoch in training; it is not in its number here).
+  Then where one image's time goes (``stage`` rows, ms of CPU per image, one thread).
 
 Prints one markdown table.
 """
@@ -172,14 +180,19 @@ def make_jpegs(root: Path, n: int, seed: int, size=(500, 375)) -> list[tuple[str
 
 
 def images_per_second(
-    make_loader, epochs: int, normalize=None, rebuild: bool = False
+    make_loader, epochs: int, normalize=None, rebuild: bool = False, device=None
 ) -> tuple[float, float]:
     """Best epoch rates after the first (warm-up, worker start-up) epoch: robust to background load.
 
     Returns ``(wall-clock rate, rate per CPU-second of this process)``; the second is what a
     dedicated core delivers when this process does all the work (``num_workers=0``).
-    ``rebuild``: a new loader every epoch (the old path); ``normalize``: applied to each batch.
+    ``rebuild``: a new loader every epoch (the old path); ``normalize``: applied to each
+    batch (uint8 batches; decoding too for the device path); on the CPU its time is left out
+    (the device's work on a GPU, not the workers'). ``device`` cuda: every batch (pinned by
+    the loader) is copied to the GPU with ``non_blocking=True`` and normalised there, and
+    each epoch's clock stops after a synchronise.
     """
+    cuda = device is not None and device.type == "cuda"
     rates, cpu_rates = [], []
     loader = make_loader()
     for _ in range(epochs):
@@ -187,24 +200,34 @@ def images_per_second(
             loader = make_loader()
         n, t0, c0 = 0, time.perf_counter(), time.process_time()
         for images, _labels, skipped in loader:
-            assert skipped == 0 and images.shape[1:] == (3, 224, 224)
+            assert skipped == 0
+            if cuda and isinstance(images, torch.Tensor):
+                if not images.is_pinned():
+                    raise SystemExit("expected pinned host batches on CUDA (the loader pins them)")
+                images = images.to(device, non_blocking=True)
             if normalize is not None:
+                t1, c1 = time.perf_counter(), time.process_time()
                 images = normalize(images)
-            assert images.dtype == torch.float32
+                if not cuda:
+                    t0, c0 = t0 + time.perf_counter() - t1, c0 + time.process_time() - c1
+            assert images.dtype == torch.float32 and images.shape[1:] == (3, 224, 224)
             n += images.shape[0]
+        if cuda:
+            torch.cuda.synchronize(device)
         rates.append(n / (time.perf_counter() - t0))
         cpu_rates.append(n / max(time.process_time() - c0, 1e-9))
     return max(rates[1:]), max(cpu_rates[1:])
 
 
-def loader_factory(dataset, batch: int, workers: int, persistent: bool):
+def loader_factory(dataset, batch: int, workers: int, persistent: bool, collate=None):
     def make():
         return torch.utils.data.DataLoader(
             dataset,
+            pin_memory=torch.cuda.is_available(),
             batch_size=batch,
             shuffle=True,
             num_workers=workers,
-            collate_fn=inat.collate_skip_bad,
+            collate_fn=collate or inat.collate_skip_bad,
             persistent_workers=persistent and workers > 0,
             generator=torch.Generator().manual_seed(0),
         )
@@ -212,34 +235,72 @@ def loader_factory(dataset, batch: int, workers: int, persistent: bool):
     return make
 
 
-def pipeline_rows(root: Path, size: tuple[int, int], args) -> list[tuple[str, str]]:
-    """Old path vs new path at one image size: per-worker rate, workers for 3,000 img/s, N workers."""
-    from classbalanced.data.pipeline import normalize_uint8, resize_images
-
-    samples = make_jpegs(root, args.pipeline_images, args.seed, size)
-    kb = statistics.mean((root / rel).stat().st_size for rel, _ in samples) / 1024
-    mean, std = inat.mean_std("inat2018")
-    new = (
-        inat.build_transforms(True, 224, mean, std, draft=True, output="uint8"),
-        lambda x: normalize_uint8(x, mean, std),
-        True,
+def pipeline_paths(root: Path, samples, args) -> dict:
+    """name -> (transform, batch normalisation or None, persistent workers, collate, image root)."""
+    from classbalanced.data.pipeline import (
+        FastRandomResizedCrop,
+        collate_channels_last,
+        normalize_uint8,
+        resize_images,
     )
+
+    mean, std = inat.mean_std("inat2018")
+    device = torch.device(args.device)
+    on_device = lambda x: normalize_uint8(x, mean, std)  # noqa: E731
+    fast = (FastRandomResizedCrop(224), on_device, True, collate_channels_last)
     paths = {
-        "old": (inat.build_transforms(True, 224, mean, std, draft=False), None, False, root),
-        "new": (*new, root),
+        "old": (inat.build_transforms(True, 224, mean, std, draft=False), None, False, None, root),
+        "draft": (
+            inat.build_transforms(True, 224, mean, std, draft=True, output="uint8"),
+            on_device,
+            True,
+            None,
+            root,
+        ),
+        "fast": (*fast, root),
     }
     if args.resize:
         cache = root / f"resized-{args.resize}"
         resize_images(root, cache, [rel for rel, _ in samples], args.resize, args.workers)
-        paths[f"new on `prepare --resize {args.resize}` copies"] = (*new, cache)
+        paths[f"fast on `prepare --resize {args.resize}` copies"] = (*fast, cache)
+    if device.type == "cuda":  # decoded in batches by nvJPEG on the GPU
+        from classbalanced.data.pipeline import (
+            EncodedRandomResizedCrop,
+            collate_encoded,
+            decode_batch,
+        )
+
+        decode = lambda b: normalize_uint8(decode_batch(b, 224, device), mean, std)  # noqa: E731
+        paths["device (nvJPEG)"] = (
+            EncodedRandomResizedCrop(224),
+            decode,
+            True,
+            collate_encoded,
+            root,
+        )
+    return paths
+
+
+def pipeline_rows(root: Path, size: tuple[int, int], args) -> list[tuple[str, str]]:
+    """Old path vs new paths at one image size: per-worker rate, workers for 3,000 img/s."""
+    samples = make_jpegs(root, args.pipeline_images, args.seed, size)
+    kb = statistics.mean((root / rel).stat().st_size for rel, _ in samples) / 1024
     rows, per_worker = [], {}
     what = f"{size[0]}x{size[1]} JPEGs (~{kb:.0f} KB), 224 px train transform"
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        what += ", copied to the GPU"
     threads = torch.get_num_threads()
-    for name, (transform, normalize, persistent, images) in paths.items():
+    paths = pipeline_paths(root, samples, args)
+    for name, (transform, normalize, persistent, collate, images) in paths.items():
         dataset = inat.ImageFileDataset(images, samples, transform)
         torch.set_num_threads(1)
         wall, rate = images_per_second(
-            loader_factory(dataset, args.batch_size, 0, False), 4, normalize, not persistent
+            loader_factory(dataset, args.batch_size, 0, False, collate),
+            args.epochs,
+            normalize,
+            not persistent,
+            device,
         )
         torch.set_num_threads(threads)
         per_worker[name] = rate
@@ -250,12 +311,101 @@ def pipeline_rows(root: Path, size: tuple[int, int], args) -> list[tuple[str, st
                 f"{math.ceil(3000 / rate)} workers for 3,000 images/s",
             )
         )
-        many = loader_factory(dataset, args.batch_size, args.workers, persistent)
-        rate_n, _ = images_per_second(many, 4, normalize, not persistent)
-        rows.append((f"{name} path, {args.workers} workers: {what}", f"{rate_n:,.0f} images/s"))
-    ratio = per_worker["new"] / per_worker["old"]
-    rows.append((f"new / old per worker, {size[0]}x{size[1]}", f"{ratio:.2f}x"))
+        if args.workers:
+            many = loader_factory(dataset, args.batch_size, args.workers, persistent, collate)
+            rate_n, _ = images_per_second(many, args.epochs, normalize, not persistent, device)
+            rows.append((f"{name} path, {args.workers} workers: {what}", f"{rate_n:,.0f} images/s"))
+    for name in ("draft", "fast"):
+        ratio = per_worker[name] / per_worker["old"]
+        rows.append((f"{name} / old per worker, {size[0]}x{size[1]}", f"{ratio:.2f}x"))
+    torch.set_num_threads(1)
+    rows += stage_rows(root, samples, size, args.repeats)
+    torch.set_num_threads(threads)
     return rows
+
+
+def stage_rows(root: Path, samples, size, repeats: int) -> list[tuple[str, str]]:
+    """Where one image's time goes, old path vs fast path (ms per image, CPU time, best of
+    ``repeats``): decode, crop + resize, flip + tensor (+ float normalisation), collate."""
+    import torch.nn.functional as F
+
+    from classbalanced.data.pipeline import draft_factor, draw_crop, jpeg_rows
+
+    files = [str(root / rel) for rel, _ in samples]
+    stages: dict[str, float] = {}
+
+    def clock(name, fn):
+        best = math.inf
+        for _ in range(max(1, repeats)):
+            torch.manual_seed(0)
+            t0 = time.process_time()
+            out = [fn(f) for f in files]
+            best = min(best, time.process_time() - t0)
+        stages[name] = best / len(files) * 1e3
+        return out
+
+    def full(f):
+        with Image.open(f) as img:
+            img.load()
+            return img.convert("RGB")
+
+    def partial(f):
+        with Image.open(f) as img:
+            p = draw_crop(img, (0.08, 1.0), (3 / 4, 4 / 3), True)
+            return jpeg_rows(img, draft_factor(p.width, p.height, 224), p.top + p.height)
+
+    clock("read the file, parse the header", lambda f: Image.open(f).close())
+    decoded = clock("old: decode whole image (PIL)", full)
+    clock("fast: decode at 1/k down to the crop's last row", partial)
+
+    def eighth(f):
+        with Image.open(f) as img:
+            img.draft("RGB", (img.size[0] // 8, img.size[1] // 8))
+            img.load()
+
+    clock("floor: decode whole image at 1/8 (entropy decoding, about all that is left)", eighth)
+    boxes = []
+    torch.manual_seed(0)
+    for img in decoded:
+        p = draw_crop(img, (0.08, 1.0), (3 / 4, 4 / 3), True)
+        boxes.append((p.left, p.top, p.left + p.width, p.top + p.height))
+    it = iter(boxes * repeats)
+    crops = clock(
+        "old: crop + resize (PIL bilinear, full resolution)",
+        lambda f: decoded[files.index(f)].crop(next(it)).resize((224, 224), Image.BILINEAR),
+    )
+    it = iter(boxes * repeats)
+
+    def torch_resize(f):
+        hwc = torch.from_numpy(np.array(decoded[files.index(f)].crop(next(it))))
+        x = hwc.permute(2, 0, 1)[None]
+        return F.interpolate(x, (224, 224), mode="bilinear", antialias=True)
+
+    clock("fast: crop + resize (torch uint8, full resolution: k = 1)", torch_resize)
+    mean, std = inat.mean_std("inat2018")
+    from torchvision.transforms import v2
+
+    to_float = v2.Compose(
+        [v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+    )
+    floats = clock(
+        "old: flip + to float tensor + normalise",
+        lambda f: to_float(crops[files.index(f)].transpose(Image.FLIP_LEFT_RIGHT)),
+    )
+    collate = [(x, 0) for x in floats[:32]]
+    t0 = time.process_time()
+    for _ in range(20):
+        inat.collate_skip_bad(collate)
+    stages["old: collate float32 (per image)"] = (time.process_time() - t0) / 640 * 1e3
+    from classbalanced.data.pipeline import collate_channels_last
+
+    small = [(torch.zeros(224, 224, 3, dtype=torch.uint8).permute(2, 0, 1), 0)] * 32
+    t0 = time.process_time()
+    for _ in range(20):
+        collate_channels_last(small)
+    stages["fast: collate uint8 channels-last (per image)"] = (time.process_time() - t0) / 640 * 1e3
+    tag = f"{size[0]}x{size[1]}"
+    return [(f"stage, {tag}: {name}", f"{ms:.2f} ms") for name, ms in stages.items()]
 
 
 def prepare_rows(root: Path, args, rows: list) -> float:
@@ -300,6 +450,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--exist-files", type=int, default=20_000)
     p.add_argument("--exist-folders", type=int, default=400)
     p.add_argument("--pipeline-images", type=int, default=300)
+    p.add_argument("--epochs", type=int, default=4, help="epochs per pipeline measurement")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
@@ -317,7 +468,15 @@ def main(argv: list[str] | None = None) -> None:
         default=256,
         help="also the new path on copies with this short side (prepare --resize; 0: skip)",
     )
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu, or cuda: batches are also copied to the GPU (pinned, non-blocking) and "
+        "normalised there, and a path decoding on the GPU (nvJPEG) is added",
+    )
     args = p.parse_args(argv)
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda but CUDA is not available here")
 
     rows = []
     gen_s = None
@@ -328,7 +487,10 @@ def main(argv: list[str] | None = None) -> None:
         for size in args.sizes:
             rows += pipeline_rows(root, size, args)
 
-    print(f"Data speed (classbalanced.data.inat), {os.cpu_count()} CPUs, torch {torch.__version__}")
+    print(
+        f"Data speed (classbalanced.data.inat), {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"device {args.device}"
+    )
     if gen_s is not None:
         print(f"(generating the synthetic annotations took {gen_s:.1f} s, not counted)")
     print()

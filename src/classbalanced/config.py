@@ -56,6 +56,8 @@ __all__ = [
 
 Precision = Literal["fp32", "bf16", "fp16"]
 SamplerName = Literal["shuffle", "class_balanced"]
+ImageDecode = Literal["fast", "draft", "device"]
+WorkerOutput = Literal["uint8", "float"]
 
 #: Datasets whose default imbalance factor is the paper's headline setting (100).
 CIFAR_DATASETS: tuple[str, ...] = typing.get_args(CifarName)
@@ -141,6 +143,27 @@ class TrainConfig:
     )
     val_list: str | None = option(None, "list data sets: the val list prepared", group="data")
     test_list: str | None = option(None, "list data sets: the test list prepared", group="data")
+    # the input pipeline of the image-file data sets (data.pipeline, engine.streams)
+    image_decode: ImageDecode = option(
+        "fast",
+        "image-file data sets, training crops: fast (default: JPEG decoded at a reduced size "
+        "and only down to the crop's last row, resized on uint8), draft (reduced size, "
+        "torchvision's pixels otherwise), device (decoded in batches on the training device: "
+        "nvJPEG on CUDA)",
+        group="data",
+    )
+    worker_output: WorkerOutput = option(
+        "uint8",
+        "image-file data sets: uint8 (default: normalised on the device) or float batches "
+        "(normalised in the loader workers; not with --image-decode device)",
+        group="data",
+    )
+    persistent_workers: bool = option(
+        True,
+        "image-file data sets: keep the loader workers for the whole run (reseeded each "
+        "epoch: the same batches as new workers; default: yes)",
+        group="data",
+    )
     # model
     model: str = option(
         "resnet32", "model: {models} (default resnet32)", group="model", registry="model"

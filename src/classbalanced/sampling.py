@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Sampler
 
+from ._seeding import epoch_generator
 from ._validation import check_beta, check_choice, check_int, check_positive_int
 from .weights import effective_number
 
@@ -165,15 +166,6 @@ def sampling_probabilities(
     return probs
 
 
-def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """A ``torch.Generator`` seeded from ``(seed, epoch)`` through numpy's ``SeedSequence``.
-
-    Distinct pairs give unrelated streams (no ``seed + epoch`` collisions).
-    """
-    state = np.random.SeedSequence([seed, epoch]).generate_state(2, dtype=np.uint32)
-    return torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
-
-
 class ClassBalancedSampler(Sampler[int]):
     """Draw dataset indices so that class ``i`` comes up with probability ``∝ n_i * alpha_i(beta)``.
 
@@ -269,7 +261,7 @@ class ClassBalancedSampler(Sampler[int]):
     def global_indices(self, epoch: int | None = None) -> Tensor:
         """The ``(num_samples,)`` global draw of an epoch (default the current one), all ranks."""
         epoch = self.epoch if epoch is None else check_int("epoch", epoch)
-        g = _epoch_generator(self.seed, epoch)
+        g = epoch_generator(self.seed, epoch, rule="seedsequence")
         if self.replacement:
             # one uniform per draw, inverted through the class CDF; its position inside the
             # class's interval then picks the example uniformly. One draw per position makes

@@ -195,3 +195,145 @@ def test_prepare_resize_cache(tmp_path):
         inat.load_prepared("list", tmp_path)
     with pytest.raises(ValueError, match=r"resize: expected a short side >= 1 pixel, got 0"):
         inat.prepare("list", tmp_path, lists=lists, resize=0, log=quiet)
+
+
+# --------------------------------------------------------------------------- the fast path
+
+
+@pytest.mark.parametrize("k", [1, 2, 4])
+@pytest.mark.parametrize("kind", ["baseline", "progressive"])
+def test_jpeg_rows_are_the_top_rows_of_the_full_decode(tmp_path, k, kind):
+    from classbalanced.data.pipeline import jpeg_rows
+
+    path = _photo(tmp_path / "r.jpg", 640, 480, 20)
+    if kind == "progressive":
+        Image.open(path).convert("RGB").save(path, "JPEG", quality=90, progressive=True)
+    with Image.open(path) as img:
+        img.draft("RGB", (640 // k, 480 // k))
+        full = np.asarray(img.convert("RGB"))
+    for bottom in (1, 37, 300, 480):
+        with Image.open(path) as img:
+            top = jpeg_rows(img, k, bottom)
+        rows = max(1, int(bottom / k + 0.5))  # the nearest reduced row, halves up
+        assert top.size == (640 // k, rows)
+        assert np.array_equal(np.asarray(top), full[:rows])  # bit for bit
+
+
+def test_jpeg_rows_leaves_other_files_and_truncated_ones_to_the_full_decode(tmp_path):
+    from classbalanced.data.pipeline import FastRandomResizedCrop, jpeg_rows
+
+    png = tmp_path / "p.png"
+    Image.new("RGB", (300, 300), (1, 2, 3)).save(png)
+    with Image.open(png) as img:
+        assert jpeg_rows(img, 1, 10) is None
+        torch.manual_seed(0)
+        x = FastRandomResizedCrop(16)(img)
+    assert (
+        x.shape == (3, 16, 16) and x.dtype == torch.uint8 and set(x[:, 0, 0].tolist()) == {1, 2, 3}
+    )
+    bad = _photo(tmp_path / "t.jpg", 400, 300, 21)
+    bad.write_bytes(bad.read_bytes()[:3000])
+    with Image.open(bad) as img:
+        assert jpeg_rows(img, 1, 5) is None  # no end marker: not trusted
+    data = inat.ImageFileDataset(tmp_path, [("t.jpg", 0)], FastRandomResizedCrop(16))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert data[0] is None  # skipped, as with the other transforms
+    assert any("skipping unreadable image" in str(w.message) for w in caught)
+
+
+def test_fast_crop_has_torchvisions_draws_and_pixels(tmp_path):
+    from classbalanced.data.pipeline import FastRandomResizedCrop
+
+    small = _photo(tmp_path / "s.jpg", 300, 260, 22)  # every 224 crop at full scale (k = 1)
+    big = _photo(tmp_path / "b.jpg", 800, 600, 23)
+    for path, size, mean_tol, max_tol in ((small, 224, 0.5, 4), (big, 224, 3.0, 255)):
+        with Image.open(path) as img:
+            decoded = img.convert("RGB")
+        flips = 0
+        for seed in range(16):
+            torch.manual_seed(seed)
+            expected = _reference_train(size)(decoded).float()
+            after_reference = torch.rand(1)
+            torch.manual_seed(seed)
+            with Image.open(path) as img:
+                got = FastRandomResizedCrop(size)(img)
+            assert torch.equal(torch.rand(1), after_reference)  # the same draws, no more
+            assert got.dtype == torch.uint8 and got.shape == (3, size, size)
+            assert got.permute(1, 2, 0).is_contiguous()  # stored HWC (channels-last)
+            diff = (got.float() - expected).abs()
+            assert diff.mean() < mean_tol and diff.max() <= max_tol  # resampling rounding only
+            torch.manual_seed(seed)
+            with Image.open(path) as img:
+                plain = FastRandomResizedCrop(size, flip=False)(img)
+            flipped = not torch.equal(got, plain)
+            assert torch.equal(got, plain.flip(2) if flipped else plain)
+            flips += flipped
+        assert 3 <= flips <= 13  # the flip is applied, about half the time
+
+
+def test_collate_channels_last_equals_collate_skip_bad():
+    from classbalanced.data.pipeline import collate_channels_last
+
+    g = torch.Generator().manual_seed(0)
+    items = [
+        (torch.randint(0, 256, (3, 5, 4), generator=g, dtype=torch.uint8), i) for i in range(3)
+    ]
+    items = [items[0], None, items[1], items[2]]
+    a, ya, sa = collate_channels_last(items)
+    b, yb, sb = inat.collate_skip_bad(items)
+    assert torch.equal(a, b) and torch.equal(ya, yb) and sa == sb == 1
+    assert a.is_contiguous(memory_format=torch.channels_last)
+    assert collate_channels_last([None])[0].shape == (0,)
+
+
+# --------------------------------------------------------------------------- decoding on the device
+
+
+def test_encoded_crop_carries_the_file_and_the_fast_crops_draws(tmp_path):
+    from classbalanced.data.pipeline import (
+        EncodedRandomResizedCrop,
+        FastRandomResizedCrop,
+        collate_encoded,
+        decode_batch,
+    )
+
+    jpg = _photo(tmp_path / "e.jpg", 300, 260, 30)  # k = 1 for every 224 crop
+    png = tmp_path / "e.png"
+    Image.open(jpg).save(png)
+    encoded, fast = EncodedRandomResizedCrop(224), FastRandomResizedCrop(224)
+    items, expected = [], []
+    for seed, path in enumerate([jpg, png, jpg, jpg]):
+        torch.manual_seed(seed)
+        with Image.open(path) as img:
+            items.append((encoded(img), seed))
+        after = torch.rand(1)
+        torch.manual_seed(seed)
+        with Image.open(path) as img:
+            expected.append(fast(img))
+        assert torch.equal(torch.rand(1), after)  # the same draws
+    data, params = items[0][0]
+    assert torch.equal(data, torch.frombuffer(bytearray(jpg.read_bytes()), dtype=torch.uint8))
+    assert params.tolist()[2:4] != [0, 0] and params.dtype == torch.int64
+    assert isinstance(items[1][0], torch.Tensor)  # a PNG is decoded in the worker
+    batch, labels, skipped = collate_encoded([items[0], None, items[1], items[2], items[3]])
+    assert labels.tolist() == [0, 1, 2, 3] and skipped == 1 and batch.shape == (4,)
+    assert [f.numel() > 0 for f in batch.files] == [True, False, True, True]
+    out = decode_batch(batch, 224, "cpu")
+    assert out.dtype == torch.uint8 and out.shape == (4, 3, 224, 224)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    for got, want in zip(out, expected, strict=True):
+        diff = (got.float() - want.float()).abs()
+        assert diff.mean() < 0.5 and diff.max() <= 2  # float vs uint8 resize rounding
+    assert torch.equal(out[1], expected[1])  # the worker's own crop, as is
+
+
+def test_encoded_crop_skips_truncated_files(tmp_path):
+    from classbalanced.data.pipeline import EncodedRandomResizedCrop
+
+    bad = _photo(tmp_path / "t.jpg", 300, 200, 31)
+    bad.write_bytes(bad.read_bytes()[:2500])
+    data = inat.ImageFileDataset(tmp_path, [("t.jpg", 0)], EncodedRandomResizedCrop(32))
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        assert data[0] is None  # no end marker: decoded here, which fails: skipped

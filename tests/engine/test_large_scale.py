@@ -146,3 +146,22 @@ def test_prepare_refuses_missing_images(tmp_path):
         ).returncode
         == 0
     )
+
+
+def test_persistent_workers_train_exactly_as_rebuilt_loaders(layout, tmp_path):
+    """Two epochs with two loader workers: the same metrics and history either way."""
+    runs = {}
+    for flag in ("--persistent-workers", "--no-persistent-workers"):
+        out = tmp_path / flag
+        args = [*TRAIN, "--data-dir", str(layout), "--out", str(out), flag]
+        args[args.index("--num-workers") + 1] = "2"
+        result = _cli(*args)
+        assert result.returncode == 0, result.stderr[-3000:]
+        metrics = json.loads((out / "metrics.json").read_text())
+        history = json.loads((out / "history.json").read_text())
+        runs[flag] = [
+            {k: v for k, v in m.items() if "second" not in k and "time" not in k}
+            for m in [metrics, *history]
+        ]
+    assert runs["--persistent-workers"] == runs["--no-persistent-workers"]
+    assert runs["--persistent-workers"][0]["train_loss"] > 0

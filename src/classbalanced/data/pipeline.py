@@ -16,6 +16,12 @@ pixels away: a crop of an 800x600 photo is shrunk to 224x224. A JPEG can be deco
    queues and pinned memory), to be normalised in whole batches on the device by
    :func:`normalize_uint8`; ``output="float"`` normalises in the worker instead.
 
+:class:`FastRandomResizedCrop` (the trainer's default, ``--image-decode fast``) goes
+further: libjpeg stops after the crop's last row (:func:`jpeg_rows`) and the crop is resized
+by torch's uint8 kernel, stored channels-last (:func:`collate_channels_last`);
+:class:`EncodedRandomResizedCrop` + :func:`collate_encoded` + :func:`decode_batch` leave the
+decoding to the device (nvJPEG on CUDA, in batches). Speed: docs/benchmarks.md.
+
 They take the image *before* it is decoded (``decodes = True``):
 :class:`classbalanced.data.inat.ImageFileDataset` passes the opened file; a truncated
 file still raises inside the transform and is skipped there.
@@ -34,13 +40,29 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
+from torchvision.transforms import RandomResizedCrop  # here: forked loader workers inherit it
 
-__all__ = ["draft_factor", "DraftRandomResizedCrop", "DraftResizeCenterCrop", "normalize_uint8"]
+__all__ = [
+    "draft_factor",
+    "DraftRandomResizedCrop",
+    "DraftResizeCenterCrop",
+    "FastRandomResizedCrop",
+    "CropParams",
+    "draw_crop",
+    "jpeg_rows",
+    "collate_channels_last",
+    "EncodedBatch",
+    "EncodedRandomResizedCrop",
+    "collate_encoded",
+    "decode_batch",
+    "normalize_uint8",
+]
 
 _FACTORS = (8, 4, 2, 1)
 
@@ -107,8 +129,6 @@ class DraftRandomResizedCrop(_Output):
         self.size, self.scale, self.ratio, self.flip = size, scale, ratio, flip
 
     def __call__(self, img: Image.Image) -> Tensor:
-        from torchvision.transforms import RandomResizedCrop
-
         top, left, ch, cw = RandomResizedCrop.get_params(img, list(self.scale), list(self.ratio))
         flip = self.flip and bool(torch.rand(1) < 0.5)
         k = draft_factor(cw, ch, self.size)
@@ -156,6 +176,230 @@ class DraftResizeCenterCrop(_Output):
 
             return self._finish(F.center_crop(resized, [self.size, self.size]))
         return self._finish(resized.crop((left, top, left + self.size, top + self.size)))
+
+
+class CropParams(NamedTuple):
+    """One ``RandomResizedCrop`` draw in pixels of the full image, and the flip."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+    flip: bool
+
+
+def draw_crop(img: Image.Image, scale, ratio, flip: bool) -> CropParams:
+    """torchvision's draws from the global RNG: ``RandomResizedCrop.get_params`` on the header
+    size (nothing is decoded), then ``torch.rand(1) < 0.5`` for the flip when ``flip``."""
+    top, left, h, w = RandomResizedCrop.get_params(img, list(scale), list(ratio))
+    return CropParams(top, left, h, w, flip and bool(torch.rand(1) < 0.5))
+
+
+def _has_end_marker(data: bytes) -> bool:
+    """A complete JPEG ends with EOI (``FF D9``), possibly followed by a little padding."""
+    return b"\xff\xd9" in data[-64:]
+
+
+def jpeg_rows(img: Image.Image, k: int, bottom: float) -> Image.Image | None:
+    """JPEG ``img`` decoded at ``1 / k`` (libjpeg's DCT scaling) down to the row that holds
+    row ``bottom`` of the full-size image (rounded to the nearest reduced row): libjpeg stops
+    there, so the rows below are never entropy-decoded. The rows are bit for bit those of
+    the full decode at that scale (``img.draft``).
+
+    ``None`` where this does not apply (not a baseline RGB JPEG, no end marker: the caller
+    decodes the usual way, which raises on a truncated file). Uses PIL's decoder object
+    (``Image._getdecoder``): a PIL without it takes the usual way too.
+    """
+    getdecoder = getattr(Image, "_getdecoder", None)
+    if img.format != "JPEG" or img.mode != "RGB" or getdecoder is None or len(img.tile) != 1:
+        return None
+    w, h = img.size
+    if k > 1:
+        img.draft("RGB", (w // k, h // k))
+    (name, _extents, offset, args) = img.tile[0]
+    width, height = img.size
+    rows = max(1, min(height, math.floor(bottom * height / h + 0.5)))
+    img.fp.seek(0)
+    data = img.fp.read()
+    if not _has_end_marker(data):
+        return None
+    decoder = getdecoder(img.mode, name, args, img.decoderconfig)
+    out = Image.core.new("RGB", (width, rows))
+    decoder.setimage(out, (0, 0, width, rows))
+    try:
+        consumed, err = decoder.decode(data[offset:])
+    finally:
+        decoder.cleanup()
+    # stopped early: (-1, -2) "too few scanlines read"; all rows: (-1, 0); >= 0: ran out of data
+    if consumed >= 0 or (err < 0 and rows == height):
+        raise OSError(f"broken JPEG data (decoder status {consumed}, {err})")
+    return img._new(out)
+
+
+def _resized_crop(img: Image.Image, box: tuple[int, int, int, int], size: int) -> Tensor:
+    """Bilinear, antialiased resize of the ``box`` region of RGB ``img`` to ``(3, size, size)``
+    uint8 (torch's channels-last uint8 kernel); the result is stored HWC (channels-last)."""
+    import torch.nn.functional as F
+
+    hwc = np.array(img.crop(box))  # only the crop leaves PIL (writable: a copy)
+    x = torch.from_numpy(hwc).permute(2, 0, 1)[None]
+    out = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return out[0]
+
+
+class FastRandomResizedCrop(_Output):
+    """``RandomResizedCrop(size, scale, ratio)`` + flip of an undecoded image, decoding only
+    what the crop needs.
+
+    1. The crop and flip are drawn from the header size (:func:`draw_crop`: torchvision's
+       draws, so the augmentation distribution is unchanged).
+    2. The JPEG is decoded at the largest reduction ``k`` in {8, 4, 2, 1} that keeps the
+       crop >= ``size`` pixels on both sides, and only down to the crop's last row
+       (:func:`jpeg_rows`); other files are decoded whole.
+    3. The crop (rounded to whole pixels of the reduced image: at most ``k / 2`` original
+       pixels at each edge, none when ``k = 1``) is resized with torch's antialiased
+       bilinear kernel on uint8, and flipped.
+
+    Against torchvision (PIL's resize of the fully decoded image) pixels differ by the
+    reduced decoding where ``k > 1`` and by the two resize kernels' rounding (a level or
+    two of 255 at a few pixels; tested). Output: uint8 ``(3, size, size)`` stored
+    channels-last (use :func:`collate_channels_last`), or float normalised in the worker.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        scale: tuple[float, float] = (0.08, 1.0),
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        *,
+        flip: bool = True,
+        output: str = "uint8",
+        mean: Sequence[float] = (0.0, 0.0, 0.0),
+        std: Sequence[float] = (1.0, 1.0, 1.0),
+    ) -> None:
+        super().__init__(output, mean, std)
+        if size < 1:
+            raise ValueError(f"size: expected a positive integer, got {size}")
+        self.size, self.scale, self.ratio, self.flip = size, scale, ratio, flip
+
+    def __call__(self, img: Image.Image) -> Tensor:
+        return self.apply(img, draw_crop(img, self.scale, self.ratio, self.flip))
+
+    def apply(self, img: Image.Image, p: CropParams) -> Tensor:
+        """The crop ``p`` (drawn on ``img``'s header size) of ``img``, decoded as needed."""
+        w, h = img.size
+        k = draft_factor(p.width, p.height, self.size)
+        decoded = jpeg_rows(img, k, p.top + p.height)
+        if decoded is None:
+            decoded, fx, fy = _decode(img, k)
+        else:  # the (reduced) size of the whole image; ``decoded`` holds its top rows
+            fx, fy = img.size[0] / w, img.size[1] / h
+        x0, y0 = math.floor(p.left * fx + 0.5), math.floor(p.top * fy + 0.5)
+        x1 = min(decoded.size[0], max(x0 + 1, math.floor((p.left + p.width) * fx + 0.5)))
+        y1 = min(decoded.size[1], max(y0 + 1, math.floor((p.top + p.height) * fy + 0.5)))
+        hwc = _resized_crop(decoded, (x0, y0, x1, y1), self.size).permute(1, 2, 0)
+        if p.flip:
+            hwc = hwc.flip(1)
+        out = hwc.contiguous().permute(2, 0, 1)  # stored HWC: a channels-last view
+        if self.output == "uint8":
+            return out
+        return normalize_uint8(out[None], self.mean, self.std)[0]
+
+
+def collate_channels_last(batch: Sequence[Any]) -> tuple[Tensor, Tensor, int]:
+    """:func:`classbalanced.data.inat.collate_skip_bad` stacking in HWC order: the images come
+    out ``(N, 3, H, W)`` in channels-last memory (one copy per image, no transposition when
+    the items are channels-last views, as :class:`FastRandomResizedCrop` makes them).
+
+    >>> x = torch.arange(12, dtype=torch.uint8).view(3, 2, 2)
+    >>> images, labels, skipped = collate_channels_last([(x, 1), None, (x + 1, 0)])
+    >>> images.is_contiguous(memory_format=torch.channels_last), labels.tolist(), skipped
+    (True, [1, 0], 1)
+    >>> torch.equal(images[1], x + 1)
+    True
+    """
+    good = [item for item in batch if item is not None]
+    skipped = len(batch) - len(good)
+    if not good:
+        return torch.empty(0), torch.empty(0, dtype=torch.int64), skipped
+    images = torch.stack([torch.as_tensor(img).permute(1, 2, 0) for img, _ in good])
+    labels = torch.tensor([label for _, label in good], dtype=torch.int64)
+    return images.permute(0, 3, 1, 2), labels, skipped
+
+
+# --------------------------------------------------------------------------- decoding on the device
+
+
+class EncodedBatch(NamedTuple):
+    """A batch for :func:`decode_batch`: per image either its JPEG file (``files[i]``, uint8
+    bytes) and crop ``params[i]`` = (top, left, height, width, flip), or the finished uint8
+    image (``images[i]``, for files the device cannot decode); the other is empty."""
+
+    files: list[Tensor]
+    params: Tensor  # (N, 5) int64
+    images: list[Tensor]
+
+    @property
+    def shape(self) -> tuple[int]:  # ``shape[0]``: the number of images, as for a tensor batch
+        return (int(self.params.shape[0]),)
+
+
+class EncodedRandomResizedCrop(FastRandomResizedCrop):
+    """The crop of :class:`FastRandomResizedCrop` (same draws), left to the device: a complete
+    RGB or greyscale JPEG comes back as its bytes and crop parameters (``(bytes, params)``),
+    to be decoded in batches by :func:`decode_batch`; other files are decoded here."""
+
+    def __call__(self, img: Image.Image) -> Any:
+        p = draw_crop(img, self.scale, self.ratio, self.flip)
+        if img.format == "JPEG" and img.mode in ("RGB", "L"):
+            img.fp.seek(0)
+            data = img.fp.read()
+            if _has_end_marker(data):
+                return torch.frombuffer(bytearray(data), dtype=torch.uint8), torch.tensor(p)
+        return self.apply(img, p)
+
+
+def collate_encoded(batch: Sequence[Any]) -> tuple[EncodedBatch, Tensor, int]:
+    """Collate :class:`EncodedRandomResizedCrop` items (``None``: unreadable, dropped and counted)."""
+    good = [item for item in batch if item is not None]
+    empty = torch.empty(0, dtype=torch.uint8)
+    files, params, images = [], [], []
+    for value, _ in good:
+        encoded = isinstance(value, tuple)
+        files.append(value[0] if encoded else empty)
+        params.append(value[1] if encoded else torch.zeros(5, dtype=torch.int64))
+        images.append(empty if encoded else value)
+    stacked = torch.stack(params) if params else torch.empty(0, 5, dtype=torch.int64)
+    labels = torch.tensor([label for _, label in good], dtype=torch.int64)
+    return EncodedBatch(files, stacked, images), labels, len(batch) - len(good)
+
+
+def decode_batch(batch: EncodedBatch, size: int, device: torch.device | str) -> Tensor:
+    """uint8 ``(N, 3, size, size)`` (channels-last) on ``device`` from an :class:`EncodedBatch`.
+
+    The JPEGs are decoded in one call of ``torchvision.io.decode_jpeg(..., device=device)``
+    (nvJPEG on CUDA, libjpeg-turbo on the CPU), each crop resized (bilinear, antialiased, in
+    float32, rounded back to uint8) and flipped as drawn.
+    """
+    import torch.nn.functional as F
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    device = torch.device(device)
+    n = batch.shape[0]
+    out = torch.empty((n, size, size, 3), dtype=torch.uint8, device=device).permute(0, 3, 1, 2)
+    todo = [i for i in range(n) if batch.files[i].numel()]
+    if todo:
+        decoded = decode_jpeg([batch.files[i] for i in todo], mode=ImageReadMode.RGB, device=device)
+        for i, img in zip(todo, decoded, strict=True):
+            top, left, h, w, flip = batch.params[i].tolist()
+            crop = img[None, :, top : top + h, left : left + w].float()
+            resized = F.interpolate(crop, (size, size), mode="bilinear", antialias=True)
+            resized = resized.round_().clamp_(0, 255).to(torch.uint8)
+            out[i] = resized[0].flip(2) if flip else resized[0]
+    for i in range(n):
+        if batch.images[i].numel():
+            out[i] = batch.images[i].to(device, non_blocking=True)
+    return out
 
 
 def normalize_uint8(

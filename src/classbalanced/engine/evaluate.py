@@ -94,11 +94,42 @@ class TensorEvaluator:
 
 class LoaderEvaluator:
     """``evaluator(model) -> EvalCounts`` over this rank's shard of an image-file dataset;
-    unreadable images are skipped (``collate`` drops them)."""
+    unreadable images are skipped (``collate`` drops them).
 
-    def __init__(self, shard, collate, cfg: TrainConfig, ctx: DistContext, num_classes: int):
+    The ``DataLoader`` is built once; with ``persistent`` (and workers) its workers live
+    between evaluations. It draws nothing from the global RNG. ``normalize``:
+    applied to each batch on the device (uint8 batches); default: batches come normalised.
+    """
+
+    def __init__(
+        self,
+        shard,
+        collate,
+        cfg: TrainConfig,
+        ctx: DistContext,
+        num_classes: int,
+        *,
+        normalize=None,
+        persistent: bool = False,
+    ):
         self.shard, self.collate, self.cfg, self.ctx = shard, collate, cfg, ctx
-        self.num_classes = num_classes
+        self.num_classes, self.normalize = num_classes, normalize
+        self.persistent = persistent and cfg.num_workers > 0
+        self._loader = None
+
+    def _batches(self):
+        if self._loader is None:
+            extra = {"persistent_workers": True} if self.persistent else {}
+            self._loader = torch.utils.data.DataLoader(
+                self.shard,
+                batch_size=max(1, self.cfg.eval_batch_size),
+                num_workers=self.cfg.num_workers,
+                collate_fn=self.collate,
+                pin_memory=self.ctx.device.type == "cuda",
+                generator=torch.Generator().manual_seed(0),  # not the global RNG
+                **extra,
+            )
+        return self._loader
 
     @torch.no_grad()
     def __call__(self, model: nn.Module) -> EvalCounts:
@@ -106,17 +137,12 @@ class LoaderEvaluator:
         was_training = model.training
         model.eval()
         counts = EvalCounts.zeros(self.num_classes, device=device)
-        loader = torch.utils.data.DataLoader(
-            self.shard,
-            batch_size=max(1, cfg.eval_batch_size),
-            num_workers=cfg.num_workers,
-            collate_fn=self.collate,
-            pin_memory=device.type == "cuda",
-        )
-        for images, labels, _ in loader:
+        for images, labels, _ in self._batches():
             if images.shape[0] == 0:
                 continue
             x = images.to(device, non_blocking=True)
+            if self.normalize is not None:
+                x = self.normalize(x)
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast(device, cfg.precision):

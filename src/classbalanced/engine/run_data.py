@@ -199,19 +199,18 @@ def _large_data(cfg: TrainConfig, ctx: DistContext) -> RunData:
     }
     if len(indices) != len(samples):
         samples = [samples[i] for i in indices]
-    size = cfg.image_size or 224
     mean, std = inat.mean_std(cfg.dataset)
-    train_set = inat.ImageFileDataset(
-        layout.root, samples, inat.build_transforms(True, size, mean, std)
-    )
+    transform, collate, on_device = _train_pipeline(cfg, ctx)
     stream = LoaderStream(
-        train_set,
+        inat.ImageFileDataset(layout.root, samples, transform),
         batch_size=cfg.batch_size // cfg.accumulate_steps,
         seed=cfg.seed,
         ctx=ctx,
         num_workers=cfg.num_workers,
-        collate=inat.collate_skip_bad,
+        collate=collate,
         sampler=_sampler(cfg, labels[indices], ctx),
+        persistent=cfg.persistent_workers,
+        on_device=on_device,
     )
     evaluator = _large_evaluator(cfg, ctx, layout)
     normalization = {"mean": list(mean), "std": list(std)}
@@ -219,18 +218,60 @@ def _large_data(cfg: TrainConfig, ctx: DistContext) -> RunData:
     return RunData(counts, layout.class_names, indices, 3, stream, evaluator, record)
 
 
-def _large_evaluator(cfg: TrainConfig, ctx: DistContext, layout) -> LoaderEvaluator:
+def _crops() -> dict[str, tuple[type, Callable]]:
+    """``--image-decode`` -> (training crop transform, collate)."""
+    from ..data import inat, pipeline
+
+    return {
+        "fast": (pipeline.FastRandomResizedCrop, pipeline.collate_channels_last),
+        "draft": (pipeline.DraftRandomResizedCrop, inat.collate_skip_bad),
+        "device": (pipeline.EncodedRandomResizedCrop, pipeline.collate_encoded),
+    }
+
+
+def _train_pipeline(cfg: TrainConfig, ctx: DistContext) -> tuple[Any, Callable, Callable | None]:
+    """The training crop transform, its collate and what the stream does on the device:
+    decode (``--image-decode device``) and normalise (uint8 batches), or nothing."""
     from ..data import inat
+    from ..data.pipeline import decode_batch, normalize_uint8
 
     size = cfg.image_size or 224
     mean, std = inat.mean_std(cfg.dataset)
-    val = inat.ImageFileDataset(
-        layout.root, layout.val_samples, inat.build_transforms(False, size, mean, std)
-    )
+    crop, collate = _crops()[cfg.image_decode]
+    output = "uint8" if cfg.image_decode == "device" else cfg.worker_output
+    transform = crop(size, output=output, mean=mean, std=std)
+    if cfg.image_decode == "device":
+        return (
+            transform,
+            collate,
+            lambda b: normalize_uint8(decode_batch(b, size, ctx.device), mean, std),
+        )
+    if output == "uint8":
+        return transform, collate, lambda x: normalize_uint8(x, mean, std)
+    return transform, collate, None
+
+
+def _large_evaluator(cfg: TrainConfig, ctx: DistContext, layout) -> LoaderEvaluator:
+    from ..data import inat
+    from ..data.pipeline import DraftResizeCenterCrop, normalize_uint8
+
+    size = cfg.image_size or 224
+    mean, std = inat.mean_std(cfg.dataset)
+    output = "uint8" if cfg.image_decode == "device" else cfg.worker_output
+    transform = DraftResizeCenterCrop(size, output=output, mean=mean, std=std)
+    val = inat.ImageFileDataset(layout.root, layout.val_samples, transform)
     shard = torch.utils.data.Subset(
         val, list(inat.eval_indices(len(val), ctx.rank, ctx.world_size))
     )
-    return LoaderEvaluator(shard, inat.collate_skip_bad, cfg, ctx, len(layout.class_names))
+    return LoaderEvaluator(
+        shard,
+        inat.collate_skip_bad,
+        cfg,
+        ctx,
+        len(layout.class_names),
+        normalize=(lambda x: normalize_uint8(x, mean, std)) if output == "uint8" else None,
+        persistent=cfg.persistent_workers,
+    )
 
 
 def _sampler(cfg: TrainConfig, labels, ctx: DistContext):

@@ -13,25 +13,33 @@ process with batch ``W * b`` sees.
 * :class:`LoaderStream` (iNaturalist, ImageNet): a ``DataLoader`` over image
   files with decoding and augmentation in worker processes, a
   ``DistributedSampler`` re-seeded each epoch with ``set_epoch``, and unreadable
-  images skipped and counted rather than crashing a long run.
+  images skipped and counted rather than crashing a long run; optionally persistent
+  workers (reseeded each epoch: the same batches) and uint8 batches decoded and / or
+  normalised on the device.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from .._seeding import epoch_generator
 from ..data.augment import crop_flip, normalize_images
 from .distributed import DistContext
 
-__all__ = ["EpochPlan", "epoch_plan", "InMemoryStream", "LoaderStream"]
-
-
-def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+__all__ = [
+    "EpochPlan",
+    "epoch_plan",
+    "InMemoryStream",
+    "LoaderStream",
+    "draw_loader_seed",
+    "loader_generator",
+    "seed_worker",
+]
 
 
 @dataclass
@@ -54,7 +62,7 @@ def epoch_plan(
     >>> torch.equal(a.order, b.order), a.order.shape, int(a.top.max()) <= 8
     (True, torch.Size([10]), True)
     """
-    g = _epoch_generator(seed, epoch)
+    g = epoch_generator(seed, epoch, rule="affine")
     # drawn for all n images whatever the batch: the same epoch for any batch split
     # (gradient accumulation) or number of processes; the steps use the first steps * batch
     order = torch.randperm(n, generator=g)
@@ -126,26 +134,83 @@ class InMemoryStream:
 
 
 class _SkipSampler(torch.utils.data.Sampler):
-    """The indices of ``sampler`` after the first ``skip`` (to resume mid-epoch)."""
+    """The indices of ``sampler`` after the first ``skip`` (to resume mid-epoch); with ``seed``
+    set, each tagged ``(seed, index)`` for :class:`_ReseededDataset` (persistent workers)."""
 
-    def __init__(self, sampler, skip: int) -> None:
-        self.sampler, self.skip = sampler, skip
+    def __init__(self, sampler, skip: int, seed: int | None = None) -> None:
+        self.sampler, self.skip, self.seed = sampler, skip, seed
 
     def __iter__(self):
         for i, index in enumerate(self.sampler):
             if i >= self.skip:
-                yield index
+                yield index if self.seed is None else (self.seed, index)
 
     def __len__(self) -> int:
         return max(0, len(self.sampler) - self.skip)
 
 
+def loader_generator(seed: int, epoch: int, rank: int) -> torch.Generator:
+    """The generator a loader of ``epoch`` draws its workers' base seed from (one draw: worker
+    ``w`` is seeded with ``base + w``); a function of ``(seed, epoch, rank)`` only."""
+    return epoch_generator(seed, epoch, rule="seedsequence", key=(rank, 1))
+
+
+def draw_loader_seed(generator: torch.Generator) -> int:
+    """The base seed a new ``DataLoader`` iterator draws from its ``generator``."""
+    return int(torch.empty((), dtype=torch.int64).random_(generator=generator).item())
+
+
+def seed_worker(base_seed: int) -> None:
+    """Seed this worker's ``random``, ``torch`` and ``numpy`` RNGs exactly as PyTorch seeds a
+    fresh ``DataLoader`` worker for ``base_seed`` (``base_seed + worker id``)."""
+    import random
+
+    import numpy as np
+
+    info = torch.utils.data.get_worker_info()
+    worker = 0 if info is None else info.id
+    random.seed(base_seed + worker)
+    torch.manual_seed(base_seed + worker)
+    try:  # numpy's seed as torch's worker loop derives it
+        from torch.utils.data._utils.worker import _generate_state
+
+        np.random.seed(_generate_state(base_seed, worker))  # noqa: NPY002 (as torch does)
+    except ImportError:  # pragma: no cover - a torch without it: a seed of our own
+        np.random.seed((base_seed + worker) % 2**32)  # noqa: NPY002
+
+
+class _ReseededDataset(torch.utils.data.Dataset):
+    """``dataset`` indexed by ``(seed, index)``: a persistent worker reseeds itself
+    (:func:`seed_worker`) on its first item of each epoch, so it draws what a fresh worker of a
+    rebuilt loader would."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset, self._seed = dataset, None
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item):
+        seed, index = item
+        if seed != self._seed:
+            self._seed = seed
+            seed_worker(seed)
+        return self.dataset[index]
+
+
 class LoaderStream:
     """Batches decoded from image files by ``DataLoader`` workers (large-scale datasets).
 
-    ``dataset[i]`` returns ``(image tensor, label)`` or ``None`` for an
-    unreadable file; ``collate`` drops those and returns ``(images, labels,
-    num_skipped)``; :attr:`skipped` counts them over the run.
+    ``dataset[i]`` returns ``(image, label)`` or ``None`` for an unreadable file;
+    ``collate`` drops those and returns ``(images, labels, num_skipped)``; :attr:`skipped`
+    counts them over the run. ``images`` arrive on the device and pass through ``on_device``
+    (e.g. decoding and normalising uint8 batches there; default: as they come).
+
+    The workers of epoch ``e`` are seeded from ``(seed, e, rank)`` (:func:`loader_generator`),
+    so a run's augmentation replays (with ``num_workers=0`` the transforms draw from the
+    process's global RNG instead). ``persistent``: the workers live for the whole run and are
+    reseeded each epoch as the fresh workers of a loader rebuilt for that epoch would be: every
+    batch is the same as with ``persistent=False`` (a new loader, new workers, every epoch).
     """
 
     def __init__(
@@ -158,6 +223,8 @@ class LoaderStream:
         num_workers: int,
         collate,
         sampler=None,
+        persistent: bool = False,
+        on_device: Callable[[Any], Tensor] | None = None,
     ) -> None:
         from torch.utils.data.distributed import DistributedSampler
 
@@ -178,21 +245,42 @@ class LoaderStream:
             drop_last=True,
         )
         self.steps_per_epoch = max(1, len(self.sampler) // self.local)
-        self.num_workers = num_workers
+        self.num_workers, self.seed = num_workers, seed
+        self.persistent = persistent and num_workers > 0
+        self.on_device = on_device
         self.skipped = 0
+        self._loader = None
 
-    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
-        self.sampler.set_epoch(epoch)
-        loader = torch.utils.data.DataLoader(
-            self.dataset,
+    def _make_loader(self, sampler, dataset, **extra) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(
+            dataset,
             batch_size=self.local,
-            sampler=_SkipSampler(self.sampler, start_step * self.local),
+            sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=self.collate,
             pin_memory=self.ctx.device.type == "cuda",
             drop_last=True,
-            persistent_workers=False,
+            **extra,
         )
+
+    def _epoch_loader(self, epoch: int, start_step: int) -> torch.utils.data.DataLoader:
+        skip = start_step * self.local
+        generator = loader_generator(self.seed, epoch, self.ctx.rank)
+        if not self.persistent:
+            sampler = _SkipSampler(self.sampler, skip)
+            return self._make_loader(sampler, self.dataset, generator=generator)
+        if self._loader is None:
+            tagged = _SkipSampler(self.sampler, skip)
+            self._loader = self._make_loader(
+                tagged, _ReseededDataset(self.dataset), persistent_workers=True
+            )
+        self._loader.sampler.skip = skip
+        self._loader.sampler.seed = draw_loader_seed(generator)
+        return self._loader
+
+    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        self.sampler.set_epoch(epoch)
+        loader = self._epoch_loader(epoch, start_step)
         device = self.ctx.device
         for step, (images, labels, skipped) in enumerate(loader, start=start_step):
             if step >= self.steps_per_epoch:
@@ -202,4 +290,8 @@ class LoaderStream:
                 if self.ctx.distributed:  # the other ranks are waiting for this step's gradients
                     raise RuntimeError(f"every image of a batch at step {step} was unreadable")
                 continue
-            yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            if isinstance(images, Tensor):
+                images = images.to(device, non_blocking=True)
+            if self.on_device is not None:
+                images = self.on_device(images)
+            yield images, labels.to(device, non_blocking=True)

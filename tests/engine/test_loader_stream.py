@@ -1,0 +1,148 @@
+"""The image-file batch stream: persistent workers give the batches of rebuilt loaders, uint8
+batches normalised on the device equal the float path, and decoding on the device (here the
+CPU) is the fast crop's decode."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from classbalanced.config import TrainConfig
+from classbalanced.data import inat
+from classbalanced.data.pipeline import (
+    DraftResizeCenterCrop,
+    FastRandomResizedCrop,
+    collate_channels_last,
+)
+from classbalanced.engine.distributed import DistContext
+from classbalanced.engine.evaluate import LoaderEvaluator
+from classbalanced.engine.run_data import _train_pipeline
+from classbalanced.engine.streams import LoaderStream
+
+N = 20
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("jpegs")
+    rng = np.random.default_rng(0)
+    samples = []
+    for i in range(N):
+        w, h = (60, 44) if i % 3 else (30, 40)
+        pixels = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / f"{i}.jpg", quality=85)
+        samples.append((f"{i}.jpg", i % 4))
+    return root, samples
+
+
+def _stream(files, *, persistent, transform=None, workers=2, collate=collate_channels_last, **kw):
+    root, samples = files
+    data = inat.ImageFileDataset(root, samples, transform or FastRandomResizedCrop(16))
+    return LoaderStream(
+        data,
+        batch_size=4,
+        seed=3,
+        ctx=DistContext(),
+        num_workers=workers,
+        collate=collate,
+        persistent=persistent,
+        **kw,
+    )
+
+
+class _Mean(torch.nn.Module):
+    def forward(self, x):
+        return x.float().mean(dim=(2, 3)).repeat(1, 2)[:, :4]
+
+
+def _evaluator(files, persistent):
+    root, samples = files
+    shard = inat.ImageFileDataset(root, samples[:8], DraftResizeCenterCrop(16, output="uint8"))
+    cfg = TrainConfig(num_workers=2, eval_batch_size=4, channels_last=False)
+    return LoaderEvaluator(
+        shard, inat.collate_skip_bad, cfg, DistContext(), 4, persistent=persistent
+    )
+
+
+def _run(files, persistent, global_seed):
+    """Epoch 0, an evaluation, epoch 1 resumed at step 2, epoch 2: every batch."""
+    torch.manual_seed(global_seed)
+    stream, evaluator = _stream(files, persistent=persistent), _evaluator(files, persistent)
+    batches = [(x.clone(), y.clone()) for x, y in stream.epoch(0)]
+    counts = evaluator(_Mean())
+    batches += [(x.clone(), y.clone()) for x, y in stream.epoch(1, start_step=2)]
+    batches += [(x.clone(), y.clone()) for x, y in stream.epoch(2)]
+    return batches, counts.stacked()
+
+
+def test_persistent_workers_give_the_batches_of_rebuilt_loaders(files):
+    rebuilt, counts = _run(files, persistent=False, global_seed=11)
+    kept, kept_counts = _run(files, persistent=True, global_seed=12)  # seeds from (seed, epoch)
+    assert len(rebuilt) == len(kept) == 5 + 3 + 5
+    for (x, y), (xp, yp) in zip(rebuilt, kept, strict=True):
+        assert torch.equal(x, xp) and torch.equal(y, yp)
+    assert torch.equal(counts, kept_counts)
+    # the augmentation depends on the epoch (the comparison can fail) and on the seed
+    assert not torch.equal(rebuilt[0][0], rebuilt[5 + 3][0])
+    other = _stream(files, persistent=True)
+    other.seed = 4
+    assert not torch.equal(next(iter(other.epoch(0)))[0], rebuilt[0][0])
+
+
+def test_uint8_batches_normalised_on_the_device_equal_the_float_path(files):
+    def batches(output):
+        cfg = TrainConfig(dataset="inat2018", image_size=16, worker_output=output).resolved()
+        transform, collate, on_device = _train_pipeline(cfg, DistContext())
+        stream = _stream(files, persistent=True, transform=transform, collate=collate)
+        stream.on_device = on_device
+        torch.manual_seed(5)
+        return [x for x, _ in stream.epoch(0)]
+
+    as_float, as_uint8 = batches("float"), batches("uint8")
+    for f, u in zip(as_float, as_uint8, strict=True):
+        assert f.dtype == u.dtype == torch.float32
+        torch.testing.assert_close(u, f, rtol=0, atol=1e-6)  # float rounding only
+    assert float(as_float[0].std()) > 0.5  # normalised, not raw pixels
+
+
+def test_decoding_on_the_device_is_the_fast_crops_decode(files):
+    cfg = TrainConfig(dataset="inat2018", image_size=16, image_decode="device").resolved()
+    transform, collate, on_device = _train_pipeline(cfg, DistContext())
+    cfg_fast = TrainConfig(dataset="inat2018", image_size=16).resolved()
+    fast, fast_collate, fast_device = _train_pipeline(cfg_fast, DistContext())
+
+    def batches(t, c, d):
+        stream = _stream(files, persistent=False, transform=t, collate=c, workers=0, on_device=d)
+        torch.manual_seed(2)
+        return [x for x, _ in stream.epoch(0)]
+
+    for a, b in zip(
+        batches(transform, collate, on_device),
+        batches(fast, fast_collate, fast_device),
+        strict=True,
+    ):
+        # crops of 60x44 images to 16 px: reduced decoding (k = 2) on one side only
+        assert a.shape == b.shape == (4, 3, 16, 16)
+        assert (a - b).abs().mean() < 0.25  # of about 4 std units: the same crops
+
+
+def test_the_options_are_config_keys_and_flags():
+    from classbalanced.cli import build_parser
+
+    cfg = TrainConfig.from_dict(
+        {"image_decode": "draft", "worker_output": "float", "persistent_workers": False}
+    )
+    assert (cfg.image_decode, cfg.worker_output, cfg.persistent_workers) == (
+        "draft",
+        "float",
+        False,
+    )
+    with pytest.raises(
+        ValueError, match="config key image_decode in config: expected one of fast, draft, device"
+    ):
+        TrainConfig.from_dict({"image_decode": "gpu"})
+    text = build_parser().format_help() + " ".join(
+        a.format_help() for a in build_parser()._subparsers._group_actions[0].choices.values()
+    )
+    for flag in ("--image-decode", "--worker-output", "--no-persistent-workers"):
+        assert flag in text
