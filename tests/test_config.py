@@ -356,3 +356,15 @@ def test_data_options_the_dataset_does_not_read_are_refused():
         TrainConfig(train_data="images/train", test_data="images/test").resolved()
     with pytest.raises(ValueError, match="digits does not read image_size"):
         TrainConfig(dataset="digits", image_size=32).resolved()
+
+
+def test_options_that_change_no_result_may_change_on_resume():
+    from classbalanced.config import config_differences
+
+    old = TrainConfig().to_dict()
+    free = {"persistent_workers": False, "async_checkpoints": True, "sync_every": 5}
+    assert config_differences(old, {**old, **free}) == []
+    assert config_differences(old, {**old, **free, "lr": 0.5, "sgd_impl": "foreach"}) == [
+        "lr",
+        "sgd_impl",
+    ]

@@ -76,8 +76,20 @@ GROUPS = {
     "run": "run",
 }
 
-#: keys that may differ between an interrupted run and its resumption
-RESUME_FREE_KEYS = ("resume", "overwrite", "device", "progress", "force", "out")
+#: keys that may differ between an interrupted run and its resumption: how the run is
+#: driven, and options that change no result (loader workers kept or rebuilt give the same
+#: batches; where checkpoints are written and how often the host reads the loss neither)
+RESUME_FREE_KEYS = (
+    "resume",
+    "overwrite",
+    "device",
+    "progress",
+    "force",
+    "out",
+    "persistent_workers",
+    "async_checkpoints",
+    "sync_every",
+)
 #: keys of older config files that are read and dropped
 LEGACY_KEYS = ("extra",)
 

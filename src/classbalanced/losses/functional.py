@@ -31,6 +31,8 @@ meta-learning) are exact too; the losses compile with
 
 from __future__ import annotations
 
+from typing import get_args
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -47,6 +49,7 @@ from .checks import (
     _reduce,
 )
 from .kernels import _index_focal_rows, _IndexFocal, focal_elements
+from .types import LossType, Reduction
 
 __all__ = [
     "LOSS_TYPES",
@@ -58,8 +61,8 @@ __all__ = [
     "class_balanced_loss",
 ]
 
-LOSS_TYPES = ("softmax", "sigmoid", "focal")
-REDUCTIONS = ("mean", "sum", "none")
+LOSS_TYPES: tuple[LossType, ...] = get_args(LossType)
+REDUCTIONS: tuple[Reduction, ...] = get_args(Reduction)
 #: the focal exponent every loss of this package defaults to
 DEFAULT_GAMMA = 1.0
 
