@@ -242,6 +242,26 @@ def test_jpeg_rows_leaves_other_files_and_truncated_ones_to_the_full_decode(tmp_
     assert any("skipping unreadable image" in str(w.message) for w in caught)
 
 
+def test_jpeg_with_bytes_after_its_end_marker_gives_the_same_crops(tmp_path):
+    """Camera trailers after the end marker send the file to the full decode, which must
+    crop the same region (the header's pixel grid), not a shifted one nor fail."""
+    from classbalanced.data.pipeline import CropParams, FastRandomResizedCrop
+
+    left_black = np.zeros((600, 800, 3), dtype=np.uint8)
+    left_black[:, 400:] = 255
+    clean = tmp_path / "clean.jpg"
+    Image.fromarray(left_black).save(clean, "JPEG", quality=95)
+    trailer = tmp_path / "trailer.jpg"
+    trailer.write_bytes(clean.read_bytes() + bytes(200))
+    crop = FastRandomResizedCrop(64)
+    for p in (CropParams(50, 50, 280, 400, False), CropParams(300, 300, 250, 480, True)):
+        with Image.open(clean) as a, Image.open(trailer) as b:
+            x, y = crop.apply(a, p), crop.apply(b, p)
+        assert torch.equal(x, y)
+    with Image.open(trailer) as b:
+        assert crop.apply(b, CropParams(50, 50, 280, 300, False)).float().mean() < 8  # all black
+
+
 def test_fast_crop_has_torchvisions_draws_and_pixels(tmp_path):
     from classbalanced.data.pipeline import FastRandomResizedCrop
 

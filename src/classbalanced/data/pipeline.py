@@ -213,16 +213,16 @@ def jpeg_rows(img: Image.Image, k: int, bottom: float) -> Image.Image | None:
     getdecoder = getattr(Image, "_getdecoder", None)
     if img.format != "JPEG" or img.mode != "RGB" or getdecoder is None or len(img.tile) != 1:
         return None
+    img.fp.seek(0)
+    data = img.fp.read()
+    if not _has_end_marker(data):  # checked before ``draft``: the caller decodes ``img`` as is
+        return None
     w, h = img.size
     if k > 1:
         img.draft("RGB", (w // k, h // k))
     (name, _extents, offset, args) = img.tile[0]
     width, height = img.size
     rows = max(1, min(height, math.floor(bottom * height / h + 0.5)))
-    img.fp.seek(0)
-    data = img.fp.read()
-    if not _has_end_marker(data):
-        return None
     decoder = getdecoder(img.mode, name, args, img.decoderconfig)
     out = Image.core.new("RGB", (width, rows))
     decoder.setimage(out, (0, 0, width, rows))
@@ -291,7 +291,8 @@ class FastRandomResizedCrop(_Output):
         k = draft_factor(p.width, p.height, self.size)
         decoded = jpeg_rows(img, k, p.top + p.height)
         if decoded is None:
-            decoded, fx, fy = _decode(img, k)
+            decoded = _decode(img, k)[0]
+            fx, fy = decoded.size[0] / w, decoded.size[1] / h  # against the header size
         else:  # the (reduced) size of the whole image; ``decoded`` holds its top rows
             fx, fy = img.size[0] / w, img.size[1] / h
         x0, y0 = math.floor(p.left * fx + 0.5), math.floor(p.top * fy + 0.5)
