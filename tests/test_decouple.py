@@ -364,6 +364,12 @@ def test_report_puts_decouple_runs_beside_the_published_numbers(npz_run, tmp_pat
     assert any(line.startswith("Published for imagenet_lt with resnext50") for line in lines)
     assert "crt 49.6 / 61.8 / 46.2 / 27.4" in "\n".join(lines)
 
+    # a method this version does not know (a later one) is listed, not fatal to the report
+    path = out / "tau" / "decouple.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "method": "future_method"}))
+    table = _table("\n".join(decoupling_lines(out)))
+    assert table["future_method"][5:] == ["-", "-"] and table["crt"][1] == "crt"
+
 
 def test_published_decoupling_lookups():
     from classbalanced.decouple import METHODS
