@@ -76,6 +76,8 @@ GROUPS = {
     "run": "run",
 }
 
+#: the ``compile_mode`` values that replay CUDA graphs
+CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")
 #: keys that may differ between an interrupted run and its resumption: how the run is
 #: driven, and options that change no result (loader workers kept or rebuilt give the same
 #: batches; where checkpoints are written and how often the host reads the loss neither)
@@ -167,7 +169,8 @@ class TrainConfig:
     worker_output: WorkerOutput = option(
         "uint8",
         "image-file data sets: uint8 (default: normalised on the device) or float batches "
-        "(normalised in the loader workers; not with --image-decode device)",
+        "(normalised in the loader workers; refused with --image-decode device, which "
+        "normalises on the device)",
         group="data",
     )
     persistent_workers: bool = option(
@@ -579,10 +582,24 @@ def _check_lr_schedule(cfg: TrainConfig) -> None:
 
 
 def _check_speed_options(cfg: TrainConfig) -> None:
-    """A compile mode without ``--compile`` would be silently ignored: refused."""
+    """Refused: options that would be silently ignored (a compile mode without ``--compile``,
+    float worker output with device decoding) and CUDA graphs with gradient accumulation
+    (a replay may overwrite the previous micro-batch's gradients, which live in the graphs'
+    memory; untested on a GPU, so not offered)."""
     if cfg.compile_mode != "default" and not cfg.compile:
         raise ValueError(
             f"compile_mode {cfg.compile_mode} needs --compile (compile = true), got compile = false"
+        )
+    if cfg.compile_mode in CUDAGRAPH_MODES and cfg.accumulate_steps > 1:
+        raise ValueError(
+            f"compile_mode {cfg.compile_mode} (CUDA graphs) cannot accumulate gradients: expected "
+            f"accumulate_steps = 1 or compile_mode default / max-autotune-no-cudagraphs, got "
+            f"accumulate_steps = {cfg.accumulate_steps}"
+        )
+    if cfg.image_decode == "device" and cfg.worker_output == "float":
+        raise ValueError(
+            "worker_output float does not apply to image_decode device (decoded and normalised on "
+            "the device): expected worker_output = uint8, got float"
         )
 
 

@@ -286,6 +286,24 @@ def test_a_compile_mode_without_compile_is_refused():
         TrainConfig(dataset="digits", compile_mode="reduce-overhead").resolved()
 
 
+@pytest.mark.parametrize("mode", ["reduce-overhead", "max-autotune"])
+def test_cuda_graphs_with_gradient_accumulation_are_refused(mode):
+    with pytest.raises(
+        ValueError, match=f"compile_mode {mode} \\(CUDA graphs\\) cannot accumulate"
+    ):
+        TrainConfig(
+            dataset="digits", compile=True, compile_mode=mode, accumulate_steps=2
+        ).resolved()
+    for ok in ("default", "max-autotune-no-cudagraphs"):
+        TrainConfig(dataset="digits", compile=True, compile_mode=ok, accumulate_steps=2).resolved()
+
+
+def test_float_worker_output_with_device_decoding_is_refused():
+    with pytest.raises(ValueError, match="expected worker_output = uint8, got float"):
+        TrainConfig(dataset="digits", image_decode="device", worker_output="float").resolved()
+    TrainConfig(dataset="digits", image_decode="device").resolved()
+
+
 # ---------------------------------------------------------------------------
 # evaluation batch
 # ---------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..config import TrainConfig
+from ..config import CUDAGRAPH_MODES, TrainConfig
 from .checkpoint import BackgroundWriter, cpu_copy
 from .distributed import DistContext, all_reduce_sum
 from .evaluate import autocast
@@ -97,7 +97,7 @@ class Run:
     @property
     def cudagraphs(self) -> bool:
         """Whether the compiled forward replays CUDA graphs (``--compile-mode reduce-overhead``)."""
-        return self.cfg.compile and self.cfg.compile_mode in ("reduce-overhead", "max-autotune")
+        return self.cfg.compile and self.cfg.compile_mode in CUDAGRAPH_MODES
 
     @property
     def device(self) -> torch.device:
