@@ -368,3 +368,17 @@ def test_options_that_change_no_result_may_change_on_resume():
         "lr",
         "sgd_impl",
     ]
+
+
+def test_a_run_saved_before_the_pipeline_options_resumes_only_with_its_own_pipeline():
+    """Configs written before ``image_decode`` / ``worker_output`` existed ran the reduced-size
+    decode with float output: a resume with today's defaults would switch pipelines."""
+    from classbalanced.config import config_differences
+
+    new = TrainConfig().to_dict()
+    for dataset, differ in (("inat2018", ["image_decode", "worker_output"]), ("cifar10", [])):
+        saved = {k: v for k, v in new.items() if k not in ("image_decode", "worker_output")}
+        saved["dataset"] = dataset
+        assert config_differences(saved, {**new, "dataset": dataset}) == differ
+    old_pipeline = {**new, "dataset": "inat2018", "image_decode": "draft", "worker_output": "float"}
+    assert config_differences({**saved, "dataset": "inat2018"}, old_pipeline) == []

@@ -50,6 +50,7 @@ __all__ = [
     "ConfigTypeError",
     "TrainConfig",
     "config_differences",
+    "recorded_value",
     "config_from_sources",
     "load_config_file",
 ]
@@ -92,6 +93,9 @@ RESUME_FREE_KEYS = (
     "async_checkpoints",
     "sync_every",
 )
+#: keys added later -> the value that reproduces runs written before them (image-file data
+#: sets: crops decoded at a reduced size, normalised in the loader workers)
+LEGACY_VALUES = {"image_decode": "draft", "worker_output": "float"}
 #: keys of older config files that are read and dropped
 LEGACY_KEYS = ("extra",)
 
@@ -693,13 +697,33 @@ def config_from_sources(
     return cfg
 
 
+def recorded_value(config: dict[str, Any], key: str) -> Any:
+    """``config[key]`` of a saved config; for a key it lacks (written before the key existed),
+    the value that reproduces what such runs did (:data:`LEGACY_VALUES`, image-file data sets
+    only), else the key's default.
+
+    >>> recorded_value({"dataset": "inat2018"}, "image_decode")
+    'draft'
+    >>> recorded_value({"dataset": "cifar10"}, "image_decode")
+    'fast'
+    """
+    if key in config:
+        return config[key]
+    if key in LEGACY_VALUES and config.get("dataset") in LARGE_DATASETS:
+        return LEGACY_VALUES[key]
+    return _DEFAULTS.get(key)
+
+
 def config_differences(
     old: dict[str, Any], new: dict[str, Any], ignore=RESUME_FREE_KEYS
 ) -> list[str]:
     """Keys whose values differ between two resolved configs (for refusing a resume).
 
-    A key missing on one side counts as its default (configs written before the key existed).
+    A key missing on one side counts as :func:`recorded_value` gives it (configs written
+    before the key existed).
     """
-    defaults = TrainConfig().to_dict()
     keys = (set(old) | set(new)) - set(ignore) - set(LEGACY_KEYS)
-    return sorted(k for k in keys if old.get(k, defaults.get(k)) != new.get(k, defaults.get(k)))
+    return sorted(k for k in keys if recorded_value(old, k) != recorded_value(new, k))
+
+
+_DEFAULTS = TrainConfig().to_dict()

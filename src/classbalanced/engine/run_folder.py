@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import TrainConfig, config_differences
+from ..config import TrainConfig, config_differences, recorded_value
 from ..data.safe_io import atomic_write_json, file_sha256
 from .checkpoint import (
     CorruptCheckpoint,
@@ -305,10 +305,15 @@ def _check_resume_folder(out: Path, cfg: TrainConfig) -> tuple[Manifest, dict]:
             f"cannot resume {out}: it has no run.json manifest, so it is not a classbalanced run"
         )
     old = read_run_json(out / "config.json")
-    differ = config_differences(old, cfg.to_dict())
+    new = cfg.to_dict()
+    differ = config_differences(old, new)
     if differ and not cfg.force:
+        values = ", ".join(
+            f"{k} (run: {recorded_value(old, k)!r}, now: {recorded_value(new, k)!r})"
+            for k in differ
+        )
         raise ValueError(
-            f"{out} holds a run with a different config (keys: {', '.join(differ)}); "
+            f"{out} holds a run with a different config (keys: {values}); "
             "resume with the same settings or add --force"
         )
     return manifest, old
