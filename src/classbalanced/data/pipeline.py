@@ -106,11 +106,8 @@ class _Output:
         return normalize_uint8(x[None], self.mean, self.std)[0]
 
 
-class DraftRandomResizedCrop(_Output):
-    """``RandomResizedCrop(size, scale, ratio)`` + ``RandomHorizontalFlip()`` of an undecoded image.
-
-    Same random draws as torchvision's pair; bilinear resampling with antialiasing (PIL).
-    """
+class _RandomCrop(_Output):
+    """The settings of ``RandomResizedCrop(size, scale, ratio)`` + flip, checked once."""
 
     def __init__(
         self,
@@ -127,6 +124,13 @@ class DraftRandomResizedCrop(_Output):
         if size < 1:
             raise ValueError(f"size: expected a positive integer, got {size}")
         self.size, self.scale, self.ratio, self.flip = size, scale, ratio, flip
+
+
+class DraftRandomResizedCrop(_RandomCrop):
+    """``RandomResizedCrop(size, scale, ratio)`` + ``RandomHorizontalFlip()`` of an undecoded image.
+
+    Same random draws as torchvision's pair; bilinear resampling with antialiasing (PIL).
+    """
 
     def __call__(self, img: Image.Image) -> Tensor:
         top, left, ch, cw = RandomResizedCrop.get_params(img, list(self.scale), list(self.ratio))
@@ -247,7 +251,7 @@ def _resized_crop(img: Image.Image, box: tuple[int, int, int, int], size: int) -
     return out[0]
 
 
-class FastRandomResizedCrop(_Output):
+class FastRandomResizedCrop(_RandomCrop):
     """``RandomResizedCrop(size, scale, ratio)`` + flip of an undecoded image, decoding only
     what the crop needs.
 
@@ -265,22 +269,6 @@ class FastRandomResizedCrop(_Output):
     two of 255 at a few pixels; tested). Output: uint8 ``(3, size, size)`` stored
     channels-last (use :func:`collate_channels_last`), or float normalised in the worker.
     """
-
-    def __init__(
-        self,
-        size: int,
-        scale: tuple[float, float] = (0.08, 1.0),
-        ratio: tuple[float, float] = (3 / 4, 4 / 3),
-        *,
-        flip: bool = True,
-        output: str = "uint8",
-        mean: Sequence[float] = (0.0, 0.0, 0.0),
-        std: Sequence[float] = (1.0, 1.0, 1.0),
-    ) -> None:
-        super().__init__(output, mean, std)
-        if size < 1:
-            raise ValueError(f"size: expected a positive integer, got {size}")
-        self.size, self.scale, self.ratio, self.flip = size, scale, ratio, flip
 
     def __call__(self, img: Image.Image) -> Tensor:
         return self.apply(img, draw_crop(img, self.scale, self.ratio, self.flip))
