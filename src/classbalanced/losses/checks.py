@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .types import Reduction
+
 
 def _compiling() -> bool:
     return torch.compiler.is_compiling()
@@ -158,7 +160,7 @@ def _full_precision(z: Tensor):
     return contextlib.nullcontext()
 
 
-def _reduce(per_example: Tensor, reduction: str, normalizer: Tensor | int) -> Tensor:
+def _reduce(per_example: Tensor, reduction: Reduction, normalizer: Tensor | int) -> Tensor:
     if reduction == "none":
         return per_example
     total = per_example.sum()

@@ -75,7 +75,9 @@ def _dense_row_weight(targets: Tensor, weight: Tensor) -> Tensor:
     return torch.where(has_labels, (targets * weight).sum(1) / safe_mass, weight.mean())
 
 
-def _binary_loss(logits, targets, weight, gamma: float, reduction: str, validate: bool) -> Tensor:
+def _binary_loss(
+    logits, targets, weight, gamma: float, reduction: Reduction, validate: bool
+) -> Tensor:
     logits = _check_logits(logits)
     targets, dense = _check_targets(targets, logits, allow_dense=True, validate=validate)
     weight = _check_weight(weight, logits, validate)
@@ -104,7 +106,7 @@ def softmax_cross_entropy(
     targets: Tensor,
     weight: Tensor | None = None,
     *,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     validate_args: bool = True,
 ) -> Tensor:
     """Softmax cross-entropy weighted per example by the weight of its true class.
@@ -139,7 +141,7 @@ def softmax_cross_entropy(
         return _weighted_ce(z, targets, weight, reduction)
 
 
-def _weighted_ce(z: Tensor, targets: Tensor, weight: Tensor | None, reduction: str) -> Tensor:
+def _weighted_ce(z: Tensor, targets: Tensor, weight: Tensor | None, reduction: Reduction) -> Tensor:
     """``w[y_b] * CE(z_b, y_b)`` reduced over ``N`` (inputs already validated)."""
     per_example = F.cross_entropy(z, targets, reduction="none")
     if weight is not None:
@@ -152,7 +154,7 @@ def sigmoid_cross_entropy(
     targets: Tensor,
     weight: Tensor | None = None,
     *,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     validate_args: bool = True,
 ) -> Tensor:
     """One-vs-all sigmoid cross-entropy over all ``C`` logits, weighted per example.
@@ -189,7 +191,7 @@ def sigmoid_focal_cross_entropy(
     weight: Tensor | None = None,
     *,
     gamma: float = DEFAULT_GAMMA,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     validate_args: bool = True,
 ) -> Tensor:
     """Sigmoid focal loss ``(1 - p_t)**gamma * BCE`` over all ``C`` logits, weighted per example.
@@ -209,7 +211,9 @@ def sigmoid_focal_cross_entropy(
     return _binary_loss(logits, targets, weight, gamma, reduction, validate_args)
 
 
-def _apply(loss_type: str, logits, targets, weight, gamma: float, reduction: str, validate: bool):
+def _apply(
+    loss_type: LossType, logits, targets, weight, gamma: float, reduction: Reduction, validate: bool
+):
     if loss_type == "softmax":
         return softmax_cross_entropy(
             logits, targets, weight, reduction=reduction, validate_args=validate
@@ -225,9 +229,9 @@ def class_balanced_loss(
     samples_per_class,
     *,
     beta: float,
-    loss_type: str,
+    loss_type: LossType,
     gamma: float = DEFAULT_GAMMA,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     validate_args: bool = True,
 ) -> Tensor:
     """Class-balanced loss: ``loss_type`` re-weighted by ``(1 - beta) / (1 - beta**n_y)``.

@@ -9,6 +9,7 @@ from .._validation import check_beta, check_choice, check_gamma
 from ..weights import as_counts, class_balanced_weights
 from .checks import _check_logits, _check_num_classes
 from .functional import DEFAULT_GAMMA, LOSS_TYPES, REDUCTIONS, _apply
+from .types import LossType, Reduction
 
 __all__ = ["ClassWeightBuffers", "WeightedLoss", "ClassBalancedLoss"]
 
@@ -87,11 +88,11 @@ class WeightedLoss(ClassWeightBuffers):
 
     def __init__(
         self,
-        loss_type: str,
+        loss_type: LossType,
         weight: Tensor | None = None,
         *,
         gamma: float = DEFAULT_GAMMA,
-        reduction: str = "mean",
+        reduction: Reduction = "mean",
         validate_args: bool = True,
     ) -> None:
         super().__init__()
@@ -144,9 +145,9 @@ class ClassBalancedLoss(WeightedLoss):
         samples_per_class,
         *,
         beta: float,
-        loss_type: str,
+        loss_type: LossType,
         gamma: float = DEFAULT_GAMMA,
-        reduction: str = "mean",
+        reduction: Reduction = "mean",
         validate_args: bool = True,
     ) -> None:
         counts = as_counts(samples_per_class)
