@@ -256,6 +256,23 @@ def test_lws_trains_only_the_scales(list_run, tmp_path):
     assert evaluate_run(tmp_path / "lws", device="cpu")["accuracy"] == metrics["accuracy"]
 
 
+def test_image_files_go_through_the_trainers_pipeline(list_run, tmp_path):
+    from classbalanced.decouple import _file_data, _load_run
+    from classbalanced.engine.distributed import DistContext
+    from classbalanced.engine.run_data import train_pipeline
+
+    run = _load_run(list_run)
+    data = _file_data(run, torch.device("cpu"), eval_batch=5, num_workers=0)
+    stream = data.stream(8, None)
+    transform, collate, _ = train_pipeline(run.cfg, DistContext())
+    assert type(stream.dataset.transform) is type(transform) and stream.collate is collate
+    assert stream.persistent is False  # num_workers=0 here; the run's setting otherwise
+    # the evaluation batches are the trainer's: tau = 0 gives the stage-one run's numbers
+    metrics = decouple(list_run, _options("tau_norm", tmp_path / "t0", tau=0.0), log=_quiet)
+    stage_one = json.loads((list_run / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["per_class_accuracy"] == stage_one["per_class_accuracy"]
+
+
 # --------------------------------------------------------------------------- bad inputs
 
 

@@ -302,8 +302,11 @@ def _memory_data(run: _Run, device: torch.device, eval_batch: int) -> _Data:
 
 
 def _file_data(run: _Run, device: torch.device, eval_batch: int, num_workers: int) -> _Data:
+    """The stage-one run's image files through the trainer's pipeline: its ``--image-decode``,
+    ``--worker-output`` and ``--[no-]persistent-workers`` for training, its evaluation transform."""
     from .data import inat
     from .engine.distributed import DistContext
+    from .engine.run_data import eval_pipeline, train_pipeline
     from .engine.streams import LoaderStream
 
     cfg = run.cfg
@@ -317,32 +320,29 @@ def _file_data(run: _Run, device: torch.device, eval_batch: int, num_workers: in
         raise ValueError(
             f"the prepared {cfg.dataset} training set differs from the run's subset.json"
         )
-    size = cfg.image_size or 224
-    mean, std = inat.mean_std(cfg.dataset)
-    train_set = inat.ImageFileDataset(
-        layout.root, samples, inat.build_transforms(True, size, mean, std)
-    )
     ctx = DistContext(device=device)
+    transform, collate, on_device = train_pipeline(cfg, ctx)
+    train_set = inat.ImageFileDataset(layout.root, samples, transform)
 
     def stream(batch: int, sampler):
         return LoaderStream(
             train_set, batch_size=batch, seed=cfg.seed, ctx=ctx, num_workers=num_workers,
-            collate=inat.collate_skip_bad, sampler=sampler,
+            collate=collate, sampler=sampler, persistent=cfg.persistent_workers,
+            on_device=on_device,
         )  # fmt: skip
 
+    eval_transform, normalize = eval_pipeline(cfg)
+
     def batches(split: str):
-        dataset = inat.ImageFileDataset(
-            layout.root, layout.splits[split], inat.build_transforms(False, size, mean, std)
-        )
+        dataset = inat.ImageFileDataset(layout.root, layout.splits[split], eval_transform)
         loader = torch.utils.data.DataLoader(
-            dataset,
-            batch_size=eval_batch,
-            num_workers=num_workers,
+            dataset, batch_size=eval_batch, num_workers=num_workers,
             collate_fn=inat.collate_skip_bad,
-        )
+        )  # fmt: skip
         for images, labels_, _ in loader:
             if images.shape[0]:
-                yield images.to(device), labels_.to(device)
+                images = images.to(device)
+                yield (normalize(images) if normalize else images), labels_.to(device)
 
     tune = "val" if layout.eval_split == "test" and layout.splits.get("val") else None
     return _Data(labels, stream, batches, layout.eval_split, tune)

@@ -12,7 +12,7 @@ from classbalanced.config import TrainConfig
 from classbalanced.data import inat
 from classbalanced.data.pipeline import EncodedRandomResizedCrop, collate_encoded, decode_batch
 from classbalanced.engine.distributed import DistContext
-from classbalanced.engine.run_data import _train_pipeline
+from classbalanced.engine.run_data import train_pipeline
 from classbalanced.engine.streams import LoaderStream
 
 
@@ -47,7 +47,7 @@ def test_stream_decodes_and_normalises_on_cuda(tmp_path):
     samples = _jpegs(tmp_path)
     ctx = DistContext(device=torch.device("cuda"))
     cfg = TrainConfig(dataset="inat2018", image_size=64, image_decode="device").resolved()
-    transform, collate, on_device = _train_pipeline(cfg, ctx)
+    transform, collate, on_device = train_pipeline(cfg, ctx)
     stream = LoaderStream(
         inat.ImageFileDataset(tmp_path, samples, transform),
         batch_size=4,
@@ -61,7 +61,7 @@ def test_stream_decodes_and_normalises_on_cuda(tmp_path):
     torch.manual_seed(1)
     batches = [x for x, _ in stream.epoch(0)]
     cpu_ctx = DistContext()
-    _, _, cpu_device = _train_pipeline(cfg, cpu_ctx)
+    _, _, cpu_device = train_pipeline(cfg, cpu_ctx)
     cpu_stream = LoaderStream(
         inat.ImageFileDataset(tmp_path, samples, transform),
         batch_size=4,

@@ -16,7 +16,7 @@ from classbalanced.data.pipeline import (
 )
 from classbalanced.engine.distributed import DistContext
 from classbalanced.engine.evaluate import LoaderEvaluator
-from classbalanced.engine.run_data import _train_pipeline
+from classbalanced.engine.run_data import train_pipeline
 from classbalanced.engine.streams import LoaderStream
 
 N = 20
@@ -92,7 +92,7 @@ def test_persistent_workers_give_the_batches_of_rebuilt_loaders(files):
 def test_uint8_batches_normalised_on_the_device_equal_the_float_path(files):
     def batches(output):
         cfg = TrainConfig(dataset="inat2018", image_size=16, worker_output=output).resolved()
-        transform, collate, on_device = _train_pipeline(cfg, DistContext())
+        transform, collate, on_device = train_pipeline(cfg, DistContext())
         stream = _stream(files, persistent=True, transform=transform, collate=collate)
         stream.on_device = on_device
         torch.manual_seed(5)
@@ -107,9 +107,9 @@ def test_uint8_batches_normalised_on_the_device_equal_the_float_path(files):
 
 def test_decoding_on_the_device_is_the_fast_crops_decode(files):
     cfg = TrainConfig(dataset="inat2018", image_size=16, image_decode="device").resolved()
-    transform, collate, on_device = _train_pipeline(cfg, DistContext())
+    transform, collate, on_device = train_pipeline(cfg, DistContext())
     cfg_fast = TrainConfig(dataset="inat2018", image_size=16).resolved()
-    fast, fast_collate, fast_device = _train_pipeline(cfg_fast, DistContext())
+    fast, fast_collate, fast_device = train_pipeline(cfg_fast, DistContext())
 
     def batches(t, c, d):
         stream = _stream(files, persistent=False, transform=t, collate=c, workers=0, on_device=d)

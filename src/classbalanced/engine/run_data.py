@@ -36,6 +36,8 @@ __all__ = [
     "prepare_data",
     "RunData",
     "load_run_data",
+    "train_pipeline",
+    "eval_pipeline",
     "TestSet",
     "load_test_set",
     "fingerprint_arrays",
@@ -200,7 +202,7 @@ def _large_data(cfg: TrainConfig, ctx: DistContext) -> RunData:
     if len(indices) != len(samples):
         samples = [samples[i] for i in indices]
     mean, std = inat.mean_std(cfg.dataset)
-    transform, collate, on_device = _train_pipeline(cfg, ctx)
+    transform, collate, on_device = train_pipeline(cfg, ctx)
     stream = LoaderStream(
         inat.ImageFileDataset(layout.root, samples, transform),
         batch_size=cfg.batch_size // cfg.accumulate_steps,
@@ -229,7 +231,12 @@ def _crops() -> dict[str, tuple[type, Callable]]:
     }
 
 
-def _train_pipeline(cfg: TrainConfig, ctx: DistContext) -> tuple[Any, Callable, Callable | None]:
+def _worker_output(cfg: TrainConfig) -> str:
+    """What the loader workers return: uint8 with ``--image-decode device``, else ``--worker-output``."""
+    return "uint8" if cfg.image_decode == "device" else cfg.worker_output
+
+
+def train_pipeline(cfg: TrainConfig, ctx: DistContext) -> tuple[Any, Callable, Callable | None]:
     """The training crop transform, its collate and what the stream does on the device:
     decode (``--image-decode device``) and normalise (uint8 batches), or nothing."""
     from ..data import inat
@@ -238,7 +245,7 @@ def _train_pipeline(cfg: TrainConfig, ctx: DistContext) -> tuple[Any, Callable, 
     size = cfg.image_size or 224
     mean, std = inat.mean_std(cfg.dataset)
     crop, collate = _crops()[cfg.image_decode]
-    output = "uint8" if cfg.image_decode == "device" else cfg.worker_output
+    output = _worker_output(cfg)
     transform = crop(size, output=output, mean=mean, std=std)
     if cfg.image_decode == "device":
         return (
@@ -251,14 +258,24 @@ def _train_pipeline(cfg: TrainConfig, ctx: DistContext) -> tuple[Any, Callable, 
     return transform, collate, None
 
 
-def _large_evaluator(cfg: TrainConfig, ctx: DistContext, layout) -> LoaderEvaluator:
+def eval_pipeline(cfg: TrainConfig) -> tuple[Any, Callable | None]:
+    """The evaluation transform (resize + centre crop, reduced JPEG decoding) and the
+    normalisation of its batches on the device (uint8 batches), or ``None``."""
     from ..data import inat
     from ..data.pipeline import DraftResizeCenterCrop, normalize_uint8
 
-    size = cfg.image_size or 224
     mean, std = inat.mean_std(cfg.dataset)
-    output = "uint8" if cfg.image_decode == "device" else cfg.worker_output
-    transform = DraftResizeCenterCrop(size, output=output, mean=mean, std=std)
+    output = _worker_output(cfg)
+    transform = DraftResizeCenterCrop(cfg.image_size or 224, output=output, mean=mean, std=std)
+    if output == "uint8":
+        return transform, lambda x: normalize_uint8(x, mean, std)
+    return transform, None
+
+
+def _large_evaluator(cfg: TrainConfig, ctx: DistContext, layout) -> LoaderEvaluator:
+    from ..data import inat
+
+    transform, normalize = eval_pipeline(cfg)
     val = inat.ImageFileDataset(layout.root, layout.val_samples, transform)
     shard = torch.utils.data.Subset(
         val, list(inat.eval_indices(len(val), ctx.rank, ctx.world_size))
@@ -269,7 +286,7 @@ def _large_evaluator(cfg: TrainConfig, ctx: DistContext, layout) -> LoaderEvalua
         cfg,
         ctx,
         len(layout.class_names),
-        normalize=(lambda x: normalize_uint8(x, mean, std)) if output == "uint8" else None,
+        normalize=normalize,
         persistent=cfg.persistent_workers,
     )
 
