@@ -6,6 +6,7 @@ runs in one process: rank 0 of a world of 1, and the collectives are no-ops.
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -110,5 +111,12 @@ def all_reduce_sum(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:
 
 
 def cleanup_distributed(ctx: DistContext) -> None:
+    """Destroy the process group, after collecting what still holds it.
+
+    A model's ``DistributedDataParallel`` wrapper keeps the group alive and sits in
+    reference cycles, so without a collection here the group (and its gloo / NCCL threads)
+    would be torn down at some later collection, possibly during interpreter shutdown.
+    """
     if ctx.distributed and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()

@@ -106,6 +106,7 @@ def train(
     cfg = cfg.resolved()
     ctx = setup_distributed(cfg.device, cfg.dist_backend)
     benchmark = torch.backends.cudnn.benchmark
+    run = state = None
     try:
         if cfg.cudnn_benchmark and ctx.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
@@ -113,6 +114,7 @@ def train(
         return _train(run, state)
     finally:
         torch.backends.cudnn.benchmark = benchmark
+        del run, state  # the DDP wrapper in ``run`` holds the process group
         cleanup_distributed(ctx)
 
 
