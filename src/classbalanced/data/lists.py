@@ -110,8 +110,8 @@ def _bad_path(rel: str) -> str | None:
 def read_list(path: PathLike, num_classes: int | None = None) -> list[tuple[str, int]]:
     """Parse a ``relative/path label`` list file into ``(path, label)`` pairs, in file order.
 
-    Blank lines are ignored; the label is the last whitespace-separated field (so a
-    path may hold spaces). ``num_classes`` bounds the labels to ``[0, num_classes)``.
+    UTF-8, with or without a byte-order mark; ``\n`` or ``\r\n`` line ends. Blank lines are
+    ignored; the label is the last whitespace-separated field (so a path may hold spaces). ``num_classes`` bounds the labels to ``[0, num_classes)``.
 
     Raises:
         FileNotFoundError: no such file.
@@ -123,7 +123,7 @@ def read_list(path: PathLike, num_classes: int | None = None) -> list[tuple[str,
     if not path.is_file():
         raise FileNotFoundError(f"list file not found: expected a file at {path}")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: a BOM is not text
     except UnicodeDecodeError as exc:
         raise ValueError(f"{path.name}: expected UTF-8 text, got {exc.reason}") from None
     samples: list[tuple[str, int]] = []

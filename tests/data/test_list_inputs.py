@@ -1,0 +1,60 @@
+"""Adversarial inputs to the list-file and flat-val readers: what users' files really look like.
+
+Each test builds a tiny data folder, feeds one malformed or unusual input and checks the
+outcome: the right samples, or a one-line error naming the file and line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from classbalanced.data import inat, lists
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+def _jpeg(path: Path, seed: int, size=(20, 14)) -> None:
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(path, "JPEG")
+
+
+def _tree(root: Path) -> list[tuple[str, int]]:
+    """Six images ``img/c<k>/<j>.jpg`` of classes 0, 0, 0, 1, 1, 2 (the train list's)."""
+    samples = [(f"img/c{c}/{j}.jpg", c) for c, n in enumerate([3, 2, 1]) for j in range(n)]
+    for seed, (rel, _) in enumerate(samples):
+        _jpeg(root / rel, seed)
+    for c in range(3):  # one val image per class
+        _jpeg(root / f"val/{c}.jpg", 50 + c)
+    (root / "val.txt").write_text("".join(f"val/{c}.jpg {c}\n" for c in range(3)))
+    return samples
+
+
+def _prepare(root: Path, train_text: str | bytes, **kwargs) -> inat.PreparedLayout:
+    path = root / "train.txt"
+    if isinstance(train_text, bytes):
+        path.write_bytes(train_text)
+    else:
+        path.write_text(train_text, newline="")
+    given = {"train": path, "val": root / "val.txt"}
+    return inat.prepare("list", root, lists=given, log=kwargs.pop("log", _quiet), **kwargs)
+
+
+def _text(samples, end: str = "\n") -> str:
+    return "".join(f"{rel} {label}{end}" for rel, label in samples)
+
+
+# --------------------------------------------------------------------------- encodings, line ends
+
+
+def test_utf8_bom_crlf_blank_lines_and_trailing_spaces_are_read(tmp_path):
+    samples = _tree(tmp_path)
+    text = "\ufeff" + _text(samples, end=" \r\n") + "\r\n  \r\n"
+    layout = _prepare(tmp_path, text.encode("utf-8"))
+    assert layout.train_samples == samples  # no BOM glued to the first path
+    assert lists.read_list(tmp_path / "train.txt") == samples
