@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from classbalanced.data import inat, lists
@@ -58,3 +59,18 @@ def test_utf8_bom_crlf_blank_lines_and_trailing_spaces_are_read(tmp_path):
     layout = _prepare(tmp_path, text.encode("utf-8"))
     assert layout.train_samples == samples  # no BOM glued to the first path
     assert lists.read_list(tmp_path / "train.txt") == samples
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def test_paths_are_normalised_so_one_image_cannot_be_listed_twice(tmp_path):
+    samples = _tree(tmp_path)
+    spelled = [("./img//c0/./0.jpg", 0), *samples[1:]]
+    assert _prepare(tmp_path, _text(spelled)).train_samples == samples
+    for other in ("img//c0/0.jpg", "img/./c0/0.jpg", "./img/c0/0.jpg", "img/c0/0.jpg/"):
+        with pytest.raises(
+            ValueError,
+            match=rf"^train.txt: line 7: duplicated path {other} = img/c0/0.jpg \(already listed at line 1\)$",
+        ):
+            _prepare(tmp_path, _text([*samples, (other, 0)]))

@@ -33,6 +33,7 @@ Example:
 from __future__ import annotations
 
 import os
+import posixpath
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,8 +111,10 @@ def _bad_path(rel: str) -> str | None:
 def read_list(path: PathLike, num_classes: int | None = None) -> list[tuple[str, int]]:
     """Parse a ``relative/path label`` list file into ``(path, label)`` pairs, in file order.
 
-    UTF-8, with or without a byte-order mark; ``\n`` or ``\r\n`` line ends. Blank lines are
-    ignored; the label is the last whitespace-separated field (so a path may hold spaces). ``num_classes`` bounds the labels to ``[0, num_classes)``.
+    UTF-8, with or without a byte-order mark; ``LF`` or ``CR LF`` line ends. Blank lines are
+    ignored; the label is the last whitespace-separated field (so a path may hold spaces);
+    paths are normalised (``./a//b`` is ``a/b``), so that one image cannot be listed twice.
+    ``num_classes`` bounds the labels to ``[0, num_classes)``.
 
     Raises:
         FileNotFoundError: no such file.
@@ -149,12 +152,12 @@ def read_list(path: PathLike, num_classes: int | None = None) -> list[tuple[str,
         why = _bad_path(rel)
         if why:
             raise ValueError(f"{path.name}: line {n}: expected {why}, got {rel!r}")
-        if rel.startswith("./"):
-            rel = rel[2:]
+        spelled, rel = rel, posixpath.normpath(rel)  # ./a, a//b, a/./b, a/ -> one image's path
         previous = first_line.setdefault(rel, n)
         if previous != n:
+            same = f" = {rel}" if spelled != rel else ""
             raise ValueError(
-                f"{path.name}: line {n}: duplicated path {rel} (already listed at line {previous})"
+                f"{path.name}: line {n}: duplicated path {spelled}{same} (already listed at line {previous})"
             )
         samples.append((rel, label))
     if not samples:
