@@ -74,3 +74,23 @@ def test_paths_are_normalised_so_one_image_cannot_be_listed_twice(tmp_path):
             match=rf"^train.txt: line 7: duplicated path {other} = img/c0/0.jpg \(already listed at line 1\)$",
         ):
             _prepare(tmp_path, _text([*samples, (other, 0)]))
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def test_a_train_label_beyond_one_class_per_image_is_refused_before_counting(tmp_path):
+    samples = _tree(tmp_path)
+    # a typo'd label once made np.bincount allocate C counts (10**12 classes: 8 TB)
+    text = _text([*samples[:-1], (samples[-1][0], 10**12)])
+    with pytest.raises(
+        ValueError,
+        match=r"^train.txt: line 6: label 1000000000000 makes 1000000000001 classes for 6 training "
+        r"images: expected a class index below 6 \(every class needs training images\)$",
+    ):
+        _prepare(tmp_path, text)
+    # a gap below one class per image stays a warning (training refuses empty classes)
+    logged: list[str] = []
+    layout = _prepare(tmp_path, _text([*samples[:-1], (samples[-1][0], 5)]), log=logged.append)
+    assert layout.train_counts.tolist() == [3, 2, 0, 0, 0, 1]
+    assert any(m.startswith("warning: 3 of 6 classes have no training images") for m in logged)

@@ -108,13 +108,17 @@ def _bad_path(rel: str) -> str | None:
     return None
 
 
-def read_list(path: PathLike, num_classes: int | None = None) -> list[tuple[str, int]]:
+def read_list(
+    path: PathLike, num_classes: int | None = None, *, train: bool = False
+) -> list[tuple[str, int]]:
     """Parse a ``relative/path label`` list file into ``(path, label)`` pairs, in file order.
 
     UTF-8, with or without a byte-order mark; ``LF`` or ``CR LF`` line ends. Blank lines are
     ignored; the label is the last whitespace-separated field (so a path may hold spaces);
     paths are normalised (``./a//b`` is ``a/b``), so that one image cannot be listed twice.
-    ``num_classes`` bounds the labels to ``[0, num_classes)``.
+    ``num_classes`` bounds the labels to ``[0, num_classes)``; without it, a ``train`` list's
+    classes are ``0 ..`` its largest label, which may not exceed the number of images (more
+    classes than images leave some without any; a typo'd label would make billions).
 
     Raises:
         FileNotFoundError: no such file.
@@ -131,6 +135,7 @@ def read_list(path: PathLike, num_classes: int | None = None) -> list[tuple[str,
         raise ValueError(f"{path.name}: expected UTF-8 text, got {exc.reason}") from None
     samples: list[tuple[str, int]] = []
     first_line: dict[str, int] = {}
+    per_image = sum(1 for line in lines if line.strip()) if train and num_classes is None else None
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -148,6 +153,11 @@ def read_list(path: PathLike, num_classes: int | None = None) -> list[tuple[str,
         if label < 0 or (num_classes is not None and label >= num_classes):
             raise ValueError(
                 f"{path.name}: line {n}: label out of range: expected 0 <= label < {high}, got {label}"
+            )
+        if per_image is not None and label >= per_image:
+            raise ValueError(
+                f"{path.name}: line {n}: label {label} makes {label + 1} classes for {per_image} "
+                f"training images: expected a class index below {per_image} (every class needs training images)"
             )
         why = _bad_path(rel)
         if why:
@@ -237,7 +247,7 @@ def scan(
     """
     paths = list_paths(dataset, root, lists)
     bench = BENCHMARKS.get(dataset)
-    train = read_list(paths["train"], bench.num_classes if bench else None)
+    train = read_list(paths["train"], bench.num_classes if bench else None, train=True)
     counts = np.bincount([label for _, label in train]).astype(np.int64)
     num_classes = len(counts)  # a list: its largest training label + 1
     if bench is not None:
