@@ -94,3 +94,26 @@ def test_a_train_label_beyond_one_class_per_image_is_refused_before_counting(tmp
     layout = _prepare(tmp_path, _text([*samples[:-1], (samples[-1][0], 5)]), log=logged.append)
     assert layout.train_counts.tolist() == [3, 2, 0, 0, 0, 1]
     assert any(m.startswith("warning: 3 of 6 classes have no training images") for m in logged)
+
+
+# --------------------------------------------------------------------------- missing images
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_a_split_left_empty_by_skip_missing_is_refused(tmp_path, split):
+    samples = _tree(tmp_path)
+    _prepare(tmp_path, _text(samples))  # an earlier, good prepare
+    if split == "train":
+        text = _text([(f"gone/{c}.jpg", c) for c in range(3)])
+    else:
+        text = _text(samples)
+        (tmp_path / "val.txt").write_text(_text([(f"gone/{c}.jpg", c) for c in range(3)]))
+    with pytest.raises(
+        ValueError,
+        match=rf"^no {split} images: expected at least one, got none \(3 listed images are missing: "
+        r"--skip-missing left them out\)$",
+    ):
+        _prepare(tmp_path, text, skip_missing=True)
+    # the earlier prepared files are untouched (and noticed as stale)
+    with pytest.raises(ValueError, match=r"changed since it was prepared"):
+        inat.load_prepared("list", tmp_path)

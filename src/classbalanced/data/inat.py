@@ -551,7 +551,8 @@ def prepare(
         FileNotFoundError: ``data_dir``, an annotation / list file or a split folder is missing.
         ValueError: invalid JSON (file + line), a missing key, an annotation with an
             unknown image or category, an image without annotation, a bad list line
-            (file + line), a benchmark list of the wrong size, missing images.
+            (file + line), a benchmark list of the wrong size, missing images, a split
+            without images (e.g. all of them missing and skipped).
     """
     _check_dataset(dataset)
     root = Path(data_dir)
@@ -571,6 +572,12 @@ def prepare(
     found = _SCANNERS[dataset](dataset, root, opts)
     ids, names, splits = found["ids"], found["names"], found["splits"]
     train, skipped = splits["train"], found["skipped"]
+    for split, samples in splits.items():  # a run cannot train or be evaluated on nothing
+        if not samples:
+            why = f" ({skipped} listed images are missing: --skip-missing left them out)"
+            raise ValueError(
+                f"no {split} images: expected at least one, got none{why if skipped else ''}"
+            )
     counts = _train_counts(train, len(ids), names, log)
     eval_split = "test" if "test" in splits else "val"
     found["image_root"] = "."
