@@ -117,3 +117,29 @@ def test_a_split_left_empty_by_skip_missing_is_refused(tmp_path, split):
     # the earlier prepared files are untouched (and noticed as stale)
     with pytest.raises(ValueError, match=r"changed since it was prepared"):
         inat.load_prepared("list", tmp_path)
+
+
+# --------------------------------------------------------------------------- ImageNet's flat val/
+
+WNIDS = ["n01440764", "n01443537", "n01484850"]
+TRUTH = [WNIDS[k] for k in (2, 0, 1, 1)]  # the class of val image 1, 2, 3, 4
+
+
+def _flat_imagenet(root: Path) -> list[tuple[str, int]]:
+    """train/<wnid>/ with one image per class and a flat val/ of 4; the expected val samples."""
+    for i, wnid in enumerate(WNIDS):
+        _jpeg(root / "train" / wnid / f"{wnid}_{i}.JPEG", i)
+    for k in range(1, len(TRUTH) + 1):
+        _jpeg(root / "val" / f"ILSVRC2012_val_{k:08d}.JPEG", 10 + k)
+    return [(f"val/ILSVRC2012_val_{k:08d}.JPEG", WNIDS.index(w)) for k, w in enumerate(TRUTH, 1)]
+
+
+def _loc_rows(truth) -> list[str]:
+    return [f"ILSVRC2012_val_{k:08d},{w} 1 2 30 40" for k, w in enumerate(truth, 1)]
+
+
+def test_loc_csv_with_a_byte_order_mark_and_crlf_is_read(tmp_path):
+    expected = _flat_imagenet(tmp_path)
+    text = "\ufeffImageId,PredictionString\r\n" + "\r\n".join(_loc_rows(TRUTH)) + "\r\n"
+    (tmp_path / "LOC_val_solution.csv").write_bytes(text.encode("utf-8"))
+    assert inat.prepare("imagenet", tmp_path, log=_quiet).val_samples == expected

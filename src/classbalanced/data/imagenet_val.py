@@ -41,9 +41,9 @@ def _image_number(name: str) -> int | None:
 
 
 def _loc_csv(path: Path) -> dict[str, str]:
-    """``ImageId -> wnid`` from ``LOC_val_solution.csv``."""
+    """``ImageId -> wnid`` from ``LOC_val_solution.csv`` (UTF-8, with or without a byte-order mark)."""
     labels: dict[str, str] = {}
-    with open(path, encoding="utf-8", newline="") as f:
+    with open(path, encoding="utf-8-sig", newline="") as f:  # -sig: as saved by spreadsheets
         rows = csv.reader(f)
         header = next(rows, None)
         if header is None or [h.strip() for h in header[:2]] != ["ImageId", "PredictionString"]:
