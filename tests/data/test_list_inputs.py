@@ -143,3 +143,20 @@ def test_loc_csv_with_a_byte_order_mark_and_crlf_is_read(tmp_path):
     text = "\ufeffImageId,PredictionString\r\n" + "\r\n".join(_loc_rows(TRUTH)) + "\r\n"
     (tmp_path / "LOC_val_solution.csv").write_bytes(text.encode("utf-8"))
     assert inat.prepare("imagenet", tmp_path, log=_quiet).val_samples == expected
+
+
+@pytest.mark.parametrize("wnid", [TRUTH[0], WNIDS[0]])  # the same label again, or another one
+def test_loc_csv_listing_an_image_twice_is_refused(tmp_path, wnid):
+    _flat_imagenet(tmp_path)
+    rows = [
+        "ImageId,PredictionString",
+        *_loc_rows(TRUTH),
+        f"ILSVRC2012_val_00000001,{wnid} 5 6 7 8",
+    ]
+    (tmp_path / "LOC_val_solution.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(
+        ValueError,
+        match=r"^LOC_val_solution.csv: line 6: duplicated ImageId ILSVRC2012_val_00000001 "
+        r"\(already listed at line 2\)$",
+    ):
+        inat.prepare("imagenet", tmp_path, log=_quiet)

@@ -43,6 +43,7 @@ def _image_number(name: str) -> int | None:
 def _loc_csv(path: Path) -> dict[str, str]:
     """``ImageId -> wnid`` from ``LOC_val_solution.csv`` (UTF-8, with or without a byte-order mark)."""
     labels: dict[str, str] = {}
+    first: dict[str, int] = {}
     with open(path, encoding="utf-8-sig", newline="") as f:  # -sig: as saved by spreadsheets
         rows = csv.reader(f)
         header = next(rows, None)
@@ -58,7 +59,12 @@ def _loc_csv(path: Path) -> dict[str, str]:
                 raise ValueError(
                     f"{path.name}: line {n}: expected 'ImageId,wnid x y x y ...', got {','.join(row)!r}"
                 )
-            labels[row[0].strip()] = boxes[0]
+            image_id = row[0].strip()
+            if image_id in labels:  # a second row, perhaps with another class: which one is it?
+                raise ValueError(
+                    f"{path.name}: line {n}: duplicated ImageId {image_id} (already listed at line {first[image_id]})"
+                )
+            labels[image_id], first[image_id] = boxes[0], n
     return labels
 
 
