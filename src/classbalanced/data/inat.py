@@ -543,7 +543,7 @@ def prepare(
 
     ``resize=S`` also writes every image with its short side reduced to ``S`` into
     ``classbalanced-<dataset>/resized-S/`` (same relative paths; ``workers`` processes;
-    up-to-date copies are kept) and makes it the folder training reads
+    copies of the current version of an image are kept) and makes it the folder training reads
     (:attr:`PreparedLayout.root`); a later prepare without ``resize`` switches back to the
     originals. Unreadable images are left out of the copy (and skipped in training).
 
