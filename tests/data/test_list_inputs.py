@@ -160,3 +160,27 @@ def test_loc_csv_listing_an_image_twice_is_refused(tmp_path, wnid):
         r"\(already listed at line 2\)$",
     ):
         inat.prepare("imagenet", tmp_path, log=_quiet)
+
+
+# --------------------------------------------------------------------------- prepare's options
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"workers": -1, "resize": 20}, r"^workers: expected an integer >= 0, got -1$"),
+        (
+            {"workers": 2},
+            r"^workers: the processes that write resized copies: expected 0 without resize, got 2$",
+        ),
+        (
+            {"allow_size_mismatch": True},
+            r"^allow_size_mismatch: for imagenet_lt, places_lt \(published sizes\), got dataset 'list'$",
+        ),
+    ],
+)
+def test_an_option_prepare_would_ignore_is_refused(tmp_path, options, message):
+    samples = _tree(tmp_path)
+    with pytest.raises(ValueError, match=message):
+        _prepare(tmp_path, _text(samples), **options)
+    assert not (tmp_path / "classbalanced-list").exists()

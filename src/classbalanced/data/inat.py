@@ -562,6 +562,7 @@ def prepare(
         raise ValueError(
             f"list files are for --dataset {', '.join(LIST_DATASETS)}, got --dataset {dataset}"
         )
+    _check_prepare_options(dataset, allow_size_mismatch, resize, workers)
     opts = {
         "skip_missing": skip_missing,
         "check_files": check_files,
@@ -603,6 +604,24 @@ def prepare(
         dict(splits),
         eval_split,
     )
+
+
+def _check_prepare_options(
+    dataset: str, allow_size_mismatch: bool, resize: int | None, workers: int
+) -> None:
+    """Refuse options that :func:`prepare` would ignore (one-line ValueError)."""
+    from .lists import BENCHMARKS
+
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ValueError(f"workers: expected an integer >= 0, got {workers!r}")
+    if workers and resize is None:
+        raise ValueError(
+            f"workers: the processes that write resized copies: expected 0 without resize, got {workers}"
+        )
+    if allow_size_mismatch and dataset not in BENCHMARKS:
+        raise ValueError(
+            f"allow_size_mismatch: for {', '.join(BENCHMARKS)} (published sizes), got dataset {dataset!r}"
+        )
 
 
 def _train_counts(
