@@ -184,3 +184,30 @@ def test_an_option_prepare_would_ignore_is_refused(tmp_path, options, message):
     with pytest.raises(ValueError, match=message):
         _prepare(tmp_path, _text(samples), **options)
     assert not (tmp_path / "classbalanced-list").exists()
+
+
+# --------------------------------------------------------------------------- across splits
+
+
+def test_an_image_with_another_label_in_another_split_is_refused(tmp_path):
+    samples = _tree(tmp_path)
+    (tmp_path / "val.txt").write_text("val/0.jpg 0\nimg/c0/1.jpg 2\n")
+    with pytest.raises(
+        ValueError,
+        match=r"^val.txt: img/c0/1.jpg has label 2, but train.txt gives it label 0: "
+        r"expected one class per image$",
+    ):
+        _prepare(tmp_path, _text(samples))
+
+
+def test_training_images_in_the_evaluated_split_are_reported(tmp_path):
+    samples = _tree(tmp_path)
+    (tmp_path / "val.txt").write_text("val/0.jpg 0\nimg/c0/1.jpg 0\nval/2.jpg 2\n")
+    logged: list[str] = []
+    layout = _prepare(tmp_path, _text(samples), log=logged.append)
+    assert layout.val_samples == [("val/0.jpg", 0), ("img/c0/1.jpg", 0), ("val/2.jpg", 2)]
+    assert "warning: 1 of 3 images of val.txt are in train.txt too (e.g. img/c0/1.jpg)" in logged
+    logged.clear()
+    (tmp_path / "val.txt").write_text("val/0.jpg 0\nval/1.jpg 1\n")
+    _prepare(tmp_path, _text(samples), log=logged.append)
+    assert not any("too" in m for m in logged)

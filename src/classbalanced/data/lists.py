@@ -229,6 +229,30 @@ def _class_names(train: Sequence[tuple[str, int]], num_classes: int) -> list[str
     return [names.get(i) or str(i) for i in range(num_classes)]
 
 
+def _check_across_splits(
+    splits: dict[str, list[tuple[str, int]]], names: dict[str, str], log: Callable[[str], Any]
+) -> None:
+    """Refuse an image listed with two labels (one-line ValueError); report training images
+    that are evaluated on too (a warning: a list may do it on purpose)."""
+    label_of: dict[str, tuple[int, str]] = {}
+    for split, samples in splits.items():
+        shared = []
+        for rel, label in samples:
+            first = label_of.setdefault(rel, (label, split))
+            if first[0] != label:
+                raise ValueError(
+                    f"{names[split]}: {rel} has label {label}, but {names[first[1]]} gives it "
+                    f"label {first[0]}: expected one class per image"
+                )
+            if split != "train" and first[1] == "train":
+                shared.append(rel)
+        if shared:
+            log(
+                f"warning: {len(shared)} of {len(samples)} images of {names[split]} are in "
+                f"{names['train']} too (e.g. {', '.join(shared[:3])})"
+            )
+
+
 def scan(
     dataset: str,
     root: Path,
@@ -265,6 +289,7 @@ def scan(
     for split in ("val", "test"):
         if split in paths:
             splits[split] = read_list(paths[split], num_classes)
+    _check_across_splits(splits, {s: p.name for s, p in paths.items()}, log)
     skipped = 0
     if check_files:
         for split, samples in splits.items():
