@@ -6,6 +6,7 @@ outcome: the right samples, or a one-line error naming the file and line.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +78,16 @@ def test_paths_are_normalised_so_one_image_cannot_be_listed_twice(tmp_path):
 
 
 # --------------------------------------------------------------------------- labels
+
+
+@pytest.mark.parametrize("label", ["1_0", "+1", "\uff11", "\u0661", "1.0", "1e0", "0x1", "one"])
+def test_a_label_is_ascii_digits_only(tmp_path, label):
+    samples = _tree(tmp_path)
+    with pytest.raises(
+        ValueError,
+        match=rf"^train.txt: line 7: expected an integer class index, got '{re.escape(label)}'$",
+    ):
+        _prepare(tmp_path, _text(samples) + f"img/c0/extra.jpg {label}\n")
 
 
 def test_a_train_label_beyond_one_class_per_image_is_refused_before_counting(tmp_path):

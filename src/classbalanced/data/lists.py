@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,7 @@ __all__ = [
 
 PathLike = str | os.PathLike
 SPLITS = ("train", "val", "test")
+_LABEL = re.compile(r"-?[0-9]+")  # ASCII digits (a minus sign: refused as out of range)
 
 
 @dataclass(frozen=True)
@@ -143,12 +145,11 @@ def read_list(
         if len(parts) != 2:
             raise ValueError(f"{path.name}: line {n}: expected 'relative/path label', got {line!r}")
         rel, label_text = parts
-        try:
-            label = int(label_text)
-        except ValueError:
+        if not _LABEL.fullmatch(label_text):  # int() would take 1_0, +1 and non-ASCII digits
             raise ValueError(
                 f"{path.name}: line {n}: expected an integer class index, got {label_text!r}"
-            ) from None
+            )
+        label = int(label_text)
         high = f"{num_classes}" if num_classes is not None else "C"
         if label < 0 or (num_classes is not None and label >= num_classes):
             raise ValueError(
