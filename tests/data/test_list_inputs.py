@@ -222,3 +222,24 @@ def test_training_images_in_the_evaluated_split_are_reported(tmp_path):
     (tmp_path / "val.txt").write_text("val/0.jpg 0\nval/1.jpg 1\n")
     _prepare(tmp_path, _text(samples), log=logged.append)
     assert not any("too" in m for m in logged)
+
+
+def test_missing_test_images_do_not_change_the_benchmarks_training_set(tmp_path):
+    samples = _tree(tmp_path)
+    (tmp_path / "ImageNet_LT_train.txt").write_text(_text(samples))
+    (tmp_path / "ImageNet_LT_test.txt").write_text("val/0.jpg 0\nval/1.jpg 1\nval/gone.jpg 2\n")
+    logged: list[str] = []
+    inat.prepare(
+        "imagenet_lt", tmp_path, allow_size_mismatch=True, skip_missing=True, log=logged.append
+    )
+    assert any("1 of 3 images referenced by ImageNet_LT_test.txt are missing" in m for m in logged)
+    assert not any("training set" in m for m in logged)
+    (tmp_path / "img/c0/0.jpg").unlink()
+    logged.clear()
+    inat.prepare(
+        "imagenet_lt", tmp_path, allow_size_mismatch=True, skip_missing=True, log=logged.append
+    )
+    assert (
+        "warning: 1 training images are missing: the training set no longer has ImageNet-LT's "
+        "published size" in logged
+    )

@@ -291,15 +291,16 @@ def scan(
         if split in paths:
             splits[split] = read_list(paths[split], num_classes)
     _check_across_splits(splits, {s: p.name for s, p in paths.items()}, log)
-    skipped = 0
+    skipped = {}
     if check_files:
         for split, samples in splits.items():
-            splits[split], n = _drop_missing(root, samples, paths[split].name, skip_missing, log)
-            skipped += n
-        if skipped and bench is not None:
+            splits[split], skipped[split] = _drop_missing(
+                root, samples, paths[split].name, skip_missing, log
+            )
+        if skipped["train"] and bench is not None:  # missing val / test images leave it as is
             log(
-                f"warning: {skipped} listed images are missing: the training set no longer has "
-                f"{bench.title}'s published size"
+                f"warning: {skipped['train']} training images are missing: the training set no "
+                f"longer has {bench.title}'s published size"
             )
     sources = {str(p.resolve()): _source_stamp(p) for p in paths.values()}
     names = _class_names(splits["train"], num_classes)
@@ -308,7 +309,7 @@ def scan(
         "ids": list(range(num_classes)),
         "names": names,
         "splits": splits,
-        "skipped": skipped,
+        "skipped": sum(skipped.values()),
         "lists": {s: str(p.resolve()) for s, p in paths.items()},
     }
 
