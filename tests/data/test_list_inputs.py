@@ -243,3 +243,23 @@ def test_missing_test_images_do_not_change_the_benchmarks_training_set(tmp_path)
         "warning: 1 training images are missing: the training set no longer has ImageNet-LT's "
         "published size" in logged
     )
+
+
+def test_an_eval_label_beyond_the_train_lists_classes_says_where_they_come_from(tmp_path):
+    samples = _tree(tmp_path)
+    (tmp_path / "val.txt").write_text("val/0.jpg 0\nval/1.jpg 3\n")
+    with pytest.raises(
+        ValueError,
+        match=r"^val.txt: line 2: label out of range: expected 0 <= label < 3 "
+        r"\(the classes of train.txt: 0 to its largest label\), got 3$",
+    ):
+        _prepare(tmp_path, _text(samples))
+
+
+def test_a_windows_path_is_refused_as_such(tmp_path):
+    samples = _tree(tmp_path)
+    with pytest.raises(
+        ValueError,
+        match=r"^train.txt: line 7: expected a path with / separators, got 'img\\\\c0\\\\0.jpg'$",
+    ):
+        _prepare(tmp_path, _text(samples) + "img\\c0\\0.jpg 0\n")

@@ -101,8 +101,10 @@ BENCHMARKS: dict[str, Benchmark] = {
 
 def _bad_path(rel: str) -> str | None:
     """Why ``rel`` is not a usable relative path (None when it is)."""
-    if rel.startswith("/") or "\\" in rel or (len(rel) > 1 and rel[1] == ":"):
+    if rel.startswith("/") or (len(rel) > 1 and rel[1] == ":"):
         return "a path relative to the data folder"
+    if "\\" in rel:
+        return "a path with / separators"
     if ".." in rel.split("/"):
         return "a path inside the data folder"
     if "\t" in rel:
@@ -111,14 +113,15 @@ def _bad_path(rel: str) -> str | None:
 
 
 def read_list(
-    path: PathLike, num_classes: int | None = None, *, train: bool = False
+    path: PathLike, num_classes: int | None = None, *, train: bool = False, classes_of: str = ""
 ) -> list[tuple[str, int]]:
     """Parse a ``relative/path label`` list file into ``(path, label)`` pairs, in file order.
 
     UTF-8, with or without a byte-order mark; ``LF`` or ``CR LF`` line ends. Blank lines are
     ignored; the label is the last whitespace-separated field (so a path may hold spaces);
     paths are normalised (``./a//b`` is ``a/b``), so that one image cannot be listed twice.
-    ``num_classes`` bounds the labels to ``[0, num_classes)``; without it, a ``train`` list's
+    ``num_classes`` bounds the labels to ``[0, num_classes)`` (``classes_of``: where that number
+    comes from, for the error message); without it, a ``train`` list's
     classes are ``0 ..`` its largest label, which may not exceed the number of images (more
     classes than images leave some without any; a typo'd label would make billions).
 
@@ -151,6 +154,7 @@ def read_list(
             )
         label = int(label_text)
         high = f"{num_classes}" if num_classes is not None else "C"
+        high += f" ({classes_of})" if classes_of else ""
         if label < 0 or (num_classes is not None and label >= num_classes):
             raise ValueError(
                 f"{path.name}: line {n}: label out of range: expected 0 <= label < {high}, got {label}"
@@ -286,10 +290,13 @@ def scan(
             log(f"warning: {mismatch}")
         else:
             num_classes = bench.num_classes
+    classes_of = f"the classes of {paths['train'].name}: 0 to its largest label"
+    if num_classes == (bench.num_classes if bench else -1):
+        classes_of = f"{bench.title}'s {num_classes} classes"
     splits = {"train": train}
     for split in ("val", "test"):
         if split in paths:
-            splits[split] = read_list(paths[split], num_classes)
+            splits[split] = read_list(paths[split], num_classes, classes_of=classes_of)
     _check_across_splits(splits, {s: p.name for s, p in paths.items()}, log)
     skipped = {}
     if check_files:
