@@ -263,3 +263,25 @@ def test_a_windows_path_is_refused_as_such(tmp_path):
         match=r"^train.txt: line 7: expected a path with / separators, got 'img\\\\c0\\\\0.jpg'$",
     ):
         _prepare(tmp_path, _text(samples) + "img\\c0\\0.jpg 0\n")
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_class_folders_next_to_loose_images_are_refused(tmp_path, split):
+    _flat_imagenet(tmp_path)
+    (tmp_path / "LOC_val_solution.csv").write_text(
+        "ImageId,PredictionString\n" + "\n".join(_loc_rows(TRUTH)) + "\n"
+    )
+    if split == "val":  # half sorted into class folders: the loose images were not evaluated
+        _jpeg(tmp_path / "val" / WNIDS[0] / "ILSVRC2012_val_00000009.JPEG", 9)
+    else:
+        _jpeg(tmp_path / "train" / "stray.JPEG", 9)
+    with pytest.raises(
+        ValueError,
+        match=rf"^ImageNet layout: expected either class folders or loose images in {split}/, got "
+        + (
+            r"1 class folders and 4 loose images \(e.g. ILSVRC2012_val_00000001.JPEG, "
+            if split == "val"
+            else r"3 class folders and 1 loose images \(e.g. stray.JPEG\)"
+        ),
+    ):
+        inat.prepare("imagenet", tmp_path, log=_quiet)

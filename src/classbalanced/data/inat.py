@@ -394,12 +394,21 @@ def _class_folders(split_dir: Path, what: str, *, allow_flat: bool = False) -> l
     with os.scandir(split_dir) as it:
         entries = list(it)
     wnids = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+    loose = sorted(
+        e.name
+        for e in entries
+        if e.name.lower().endswith(IMG_EXTENSIONS) and not e.name.startswith(".") and e.is_file()
+    )
+    if wnids and loose:  # the loose images would be left out without a word
+        raise ValueError(
+            f"ImageNet layout: expected either class folders or loose images in {what}/, got "
+            f"{len(wnids)} class folders and {len(loose)} loose images (e.g. {', '.join(loose[:3])})"
+        )
     if not wnids:
-        loose = sum(1 for e in entries if e.name.lower().endswith(IMG_EXTENSIONS))
         if allow_flat and loose:
             return []
         raise ValueError(
-            f"ImageNet layout: expected class folders {what}/<wnid>/*.JPEG, got {loose} loose files "
+            f"ImageNet layout: expected class folders {what}/<wnid>/*.JPEG, got {len(loose)} loose files "
             f"and no folders in {split_dir} (sort the images into class folders first)"
         )
     return wnids
