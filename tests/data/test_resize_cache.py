@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from classbalanced.data import inat
@@ -82,3 +83,30 @@ def test_prepare_resize_after_an_image_broke_or_went_missing(tmp_path):
     assert sorted(p.name for p in cache.iterdir()) == ["2.jpg", "3.jpg"]
     assert "2 unreadable left out (e.g. img/0.jpg, img/1.jpg)" in logged[-2]
     assert layout.root == cache.parent
+
+
+def test_an_interrupted_resize_leaves_no_prepared_set_behind(tmp_path, monkeypatch):
+    from classbalanced.data import pipeline
+
+    for seed, rel in enumerate(["img/0.jpg", "img/1.jpg", "img/2.jpg", "img/3.jpg"]):
+        _jpeg(tmp_path / rel, seed)
+    (tmp_path / "train.txt").write_text("img/0.jpg 0\nimg/1.jpg 1\nimg/2.jpg 0\n")
+    (tmp_path / "val.txt").write_text("img/3.jpg 1\n")
+    lists = {"train": tmp_path / "train.txt", "val": tmp_path / "val.txt"}
+    inat.prepare("list", tmp_path, lists=lists, resize=20, log=lambda _m: None)
+    for seed, rel in enumerate(["img/0.jpg", "img/1.jpg", "img/2.jpg", "img/3.jpg"]):
+        _jpeg(tmp_path / rel, 10 + seed)  # the images change: prepare again, and stop half-way
+    calls = []
+
+    def interrupted(src, dest, short_side):
+        calls.append(src)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return resize_copy(src, dest, short_side)
+
+    monkeypatch.setattr(pipeline, "resize_copy", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        inat.prepare("list", tmp_path, lists=lists, resize=20, log=lambda _m: None)
+    # two copies are new, two old: no prepared set may name this folder as complete
+    with pytest.raises(FileNotFoundError, match=r"list is not prepared in"):
+        inat.load_prepared("list", tmp_path)

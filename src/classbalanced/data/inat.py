@@ -657,6 +657,8 @@ def _resize_cache(
     from .pipeline import resize_images
 
     rel_dir = f"{prepared_dir(dataset, root).name}/resized-{short_side}"
+    # the copies change from here on: an earlier prepared set must not outlive an interruption
+    (prepared_dir(dataset, root) / "prepared.json").unlink(missing_ok=True)
     rels = sorted({rel for samples in splits.values() for rel, _ in samples})
     bad = resize_images(root, root / rel_dir, rels, short_side, workers)
     log(
