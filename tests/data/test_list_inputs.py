@@ -285,3 +285,29 @@ def test_class_folders_next_to_loose_images_are_refused(tmp_path, split):
         ),
     ):
         inat.prepare("imagenet", tmp_path, log=_quiet)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("img/c0/gone.jpg 0", r"1 of 7 images referenced by train.txt are missing"),
+        ("img/c0/0.jpg 7", r"train.txt: line 7: label 7 makes 8 classes for 7 training images"),
+        ("img//c0/0.jpg 0", r"train.txt: line 7: duplicated path img//c0/0.jpg = img/c0/0.jpg"),
+        ("img/c0/0.jpg 1_0", r"train.txt: line 7: expected an integer class index, got '1_0'"),
+    ],
+)
+def test_cli_prepare_bad_list_is_one_line_and_exit_2(tmp_path, capsys, line, message):
+    from classbalanced import cli
+
+    samples = _tree(tmp_path)
+    (tmp_path / "train.txt").write_text(_text(samples) + line + "\n")
+    argv = ["prepare", "--dataset", "list", "--data-dir", str(tmp_path)]
+    argv += ["--train-list", str(tmp_path / "train.txt"), "--val-list", str(tmp_path / "val.txt")]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert re.match(rf"classbalanced: error: {message}", err)
+    assert not (tmp_path / "classbalanced-list").exists()
