@@ -311,3 +311,23 @@ def test_cli_prepare_bad_list_is_one_line_and_exit_2(tmp_path, capsys, line, mes
     assert err.count("\n") == 1 and "Traceback" not in err
     assert re.match(rf"classbalanced: error: {message}", err)
     assert not (tmp_path / "classbalanced-list").exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage", "dict", "one"])
+def test_a_corrupt_meta_bin_is_a_one_line_error(tmp_path, content):
+    import torch
+
+    _flat_imagenet(tmp_path)
+    if content == "dict":
+        torch.save({"a": 1}, tmp_path / "meta.bin")
+    elif content == "one":
+        torch.save(({}, [1, 2, 3, 4]), tmp_path / "meta.bin")  # ints, not wnids
+    else:
+        (tmp_path / "meta.bin").write_bytes(content)
+    with pytest.raises(
+        ValueError,
+        match=r"^meta.bin: expected torchvision's ImageNet meta file \(wnid -> classes, "
+        r"validation wnids\), got ",
+    ) as info:
+        inat.prepare("imagenet", tmp_path, log=_quiet)
+    assert "\n" not in str(info.value)

@@ -104,11 +104,19 @@ def _torchvision_wnids(meta_dir: Path, archive: Path | None) -> list[str]:
             tv.parse_devkit_archive(str(meta_dir), str(archive.resolve()))
         except RuntimeError as exc:
             raise ValueError(f"{archive.name}: {' '.join(str(exc).split())}") from None
+    if not (meta_dir / "meta.bin").is_file():  # torchvision's own message names the devkit
+        raise ValueError(f"expected meta.bin in {meta_dir}, got no such file")
+    expected = (
+        "meta.bin: expected torchvision's ImageNet meta file (wnid -> classes, validation wnids)"
+    )
     try:
         _, val_wnids = tv.load_meta_file(str(meta_dir))
-    except RuntimeError as exc:
-        raise ValueError(" ".join(str(exc).split())) from None
-    return [str(w) for w in val_wnids]
+    except Exception as exc:  # empty, truncated or foreign: torch.load raises many kinds
+        message = " ".join(str(exc).split())[:200]
+        raise ValueError(f"{expected}, got {type(exc).__name__}: {message}") from None
+    if not isinstance(val_wnids, list | tuple) or not all(isinstance(w, str) for w in val_wnids):
+        raise ValueError(f"{expected}, got validation wnids of type {type(val_wnids).__name__}")
+    return list(val_wnids)
 
 
 def _labels_by_name(root: Path, out: Path) -> tuple[dict[str, str], str]:
