@@ -331,3 +331,15 @@ def test_a_corrupt_meta_bin_is_a_one_line_error(tmp_path, content):
     ) as info:
         inat.prepare("imagenet", tmp_path, log=_quiet)
     assert "\n" not in str(info.value)
+
+
+def test_a_loc_csv_that_is_not_utf8_is_named(tmp_path):
+    _flat_imagenet(tmp_path)
+    text = "ImageId,PredictionString\n" + "\n".join(_loc_rows(TRUTH)) + "\n"
+    (tmp_path / "LOC_val_solution.csv").write_bytes(
+        text.encode() + b"ILSVRC2012_val_00000009,n\xff 1\n"
+    )
+    with pytest.raises(
+        ValueError, match=r"^LOC_val_solution.csv: expected UTF-8 text, got invalid start byte$"
+    ):
+        inat.prepare("imagenet", tmp_path, log=_quiet)
