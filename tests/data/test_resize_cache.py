@@ -110,3 +110,18 @@ def test_an_interrupted_resize_leaves_no_prepared_set_behind(tmp_path, monkeypat
     # two copies are new, two old: no prepared set may name this folder as complete
     with pytest.raises(FileNotFoundError, match=r"list is not prepared in"):
         inat.load_prepared("list", tmp_path)
+
+
+def test_a_bad_short_side_is_refused_before_anything_changes(tmp_path):
+    _jpeg(tmp_path / "img/0.jpg", 0)
+    _jpeg(tmp_path / "img/1.jpg", 1)
+    (tmp_path / "train.txt").write_text("img/0.jpg 0\n")
+    (tmp_path / "val.txt").write_text("img/1.jpg 0\n")
+    lists = {"train": tmp_path / "train.txt", "val": tmp_path / "val.txt"}
+    inat.prepare("list", tmp_path, lists=lists, log=lambda _m: None)
+    for bad in (0, -5, 2.5, True):
+        with pytest.raises(
+            ValueError, match=rf"^resize: expected a short side >= 1 pixel, got {bad}$"
+        ):
+            inat.prepare("list", tmp_path, lists=lists, resize=bad, log=lambda _m: None)
+    assert inat.load_prepared("list", tmp_path).root == tmp_path  # the earlier set is still there

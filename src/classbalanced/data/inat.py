@@ -621,6 +621,10 @@ def _check_prepare_options(
     """Refuse options that :func:`prepare` would ignore (one-line ValueError)."""
     from .lists import BENCHMARKS
 
+    if resize is not None and (
+        isinstance(resize, bool) or not isinstance(resize, int) or resize < 1
+    ):
+        raise ValueError(f"resize: expected a short side >= 1 pixel, got {resize!r}")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise ValueError(f"workers: expected an integer >= 0, got {workers!r}")
     if workers and resize is None:
