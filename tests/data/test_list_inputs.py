@@ -179,14 +179,19 @@ def test_loc_csv_listing_an_image_twice_is_refused(tmp_path, wnid):
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"workers": -1, "resize": 20}, r"^workers: expected an integer >= 0, got -1$"),
+        ({"workers": -1, "resize": 20}, r"^--workers: expected an integer >= 0, got -1$"),
         (
             {"workers": 2},
-            r"^workers: the processes that write resized copies: expected 0 without resize, got 2$",
+            r"^--workers: the processes that write resized copies: expected 0 without --resize, got 2$",
+        ),
+        (
+            {"skip_missing": True, "check_files": False},
+            r"^--skip-missing: missing images are found by the file check: expected it on, got "
+            r"--no-check-files$",
         ),
         (
             {"allow_size_mismatch": True},
-            r"^allow_size_mismatch: for imagenet_lt, places_lt \(published sizes\), got dataset 'list'$",
+            r"^--allow-size-mismatch: for --dataset imagenet_lt / places_lt \(published sizes\), got --dataset list$",
         ),
     ],
 )

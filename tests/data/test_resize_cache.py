@@ -121,7 +121,7 @@ def test_a_bad_short_side_is_refused_before_anything_changes(tmp_path):
     inat.prepare("list", tmp_path, lists=lists, log=lambda _m: None)
     for bad in (0, -5, 2.5, True):
         with pytest.raises(
-            ValueError, match=rf"^resize: expected a short side >= 1 pixel, got {bad}$"
+            ValueError, match=rf"^--resize: expected a short side >= 1 pixel, got {bad}$"
         ):
             inat.prepare("list", tmp_path, lists=lists, resize=bad, log=lambda _m: None)
     assert inat.load_prepared("list", tmp_path).root == tmp_path  # the earlier set is still there

@@ -571,7 +571,7 @@ def prepare(
         raise ValueError(
             f"list files are for --dataset {', '.join(LIST_DATASETS)}, got --dataset {dataset}"
         )
-    _check_prepare_options(dataset, allow_size_mismatch, resize, workers)
+    _check_prepare_options(dataset, allow_size_mismatch, resize, workers, skip_missing, check_files)
     opts = {
         "skip_missing": skip_missing,
         "check_files": check_files,
@@ -616,24 +616,34 @@ def prepare(
 
 
 def _check_prepare_options(
-    dataset: str, allow_size_mismatch: bool, resize: int | None, workers: int
+    dataset: str,
+    allow_size_mismatch: bool,
+    resize: int | None,
+    workers: int,
+    skip_missing: bool,
+    check_files: bool,
 ) -> None:
-    """Refuse options that :func:`prepare` would ignore (one-line ValueError)."""
+    """Refuse options that :func:`prepare` would ignore or could not use (one-line ValueError)."""
     from .lists import BENCHMARKS
+
+    if skip_missing and not check_files and dataset != "imagenet":  # imagenet: the flat val/'s
+        raise ValueError(
+            "--skip-missing: missing images are found by the file check: expected it on, got --no-check-files"
+        )
 
     if resize is not None and (
         isinstance(resize, bool) or not isinstance(resize, int) or resize < 1
     ):
-        raise ValueError(f"resize: expected a short side >= 1 pixel, got {resize!r}")
+        raise ValueError(f"--resize: expected a short side >= 1 pixel, got {resize!r}")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-        raise ValueError(f"workers: expected an integer >= 0, got {workers!r}")
+        raise ValueError(f"--workers: expected an integer >= 0, got {workers!r}")
     if workers and resize is None:
         raise ValueError(
-            f"workers: the processes that write resized copies: expected 0 without resize, got {workers}"
+            f"--workers: the processes that write resized copies: expected 0 without --resize, got {workers}"
         )
     if allow_size_mismatch and dataset not in BENCHMARKS:
         raise ValueError(
-            f"allow_size_mismatch: for {', '.join(BENCHMARKS)} (published sizes), got dataset {dataset!r}"
+            f"--allow-size-mismatch: for --dataset {' / '.join(BENCHMARKS)} (published sizes), got --dataset {dataset}"
         )
 
 
