@@ -630,7 +630,6 @@ def _check_prepare_options(
         raise ValueError(
             "--skip-missing: missing images are found by the file check: expected it on, got --no-check-files"
         )
-
     if resize is not None and (
         isinstance(resize, bool) or not isinstance(resize, int) or resize < 1
     ):
