@@ -219,7 +219,10 @@ def _add_prepare_parser(sub) -> None:
         help="also write copies with this short side (e.g. 256) and train from them",
     )
     p.add_argument(
-        "--workers", type=int, default=0, help="--resize: processes (default 0: this one)"
+        "--workers",
+        type=int,
+        default=0,
+        help="--resize only: processes writing the copies (default 0: this one)",
     )
     p.add_argument(
         "--allow-size-mismatch",

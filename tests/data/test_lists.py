@@ -160,11 +160,12 @@ def test_published_sizes_are_checked(tmp_path, dataset):
     [
         (
             "train/n01440764/x.JPEG 3",
-            r"ImageNet_LT_test.txt: line 7: label out of range: expected 0 <= label < 3, got 3",
+            r"ImageNet_LT_test.txt: line 7: label out of range: expected 0 <= label < 3 "
+            r"\(the classes of ImageNet_LT_train.txt: 0 to its largest label\), got 3",
         ),
         (
             "train/n01440764/x.JPEG -1",
-            r"line 7: label out of range: expected 0 <= label < 3, got -1",
+            r"line 7: label out of range: expected 0 <= label < 3 \(the classes of .*\), got -1",
         ),
         ("train/n01440764/x.JPEG zero", r"line 7: expected an integer class index, got 'zero'"),
         ("train/n01440764/x.JPEG", r"line 7: expected 'relative/path label', got"),

@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import io
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -41,24 +42,32 @@ def _image_number(name: str) -> int | None:
 
 
 def _loc_csv(path: Path) -> dict[str, str]:
-    """``ImageId -> wnid`` from ``LOC_val_solution.csv``."""
+    """``ImageId -> wnid`` from ``LOC_val_solution.csv`` (UTF-8, with or without a byte-order mark)."""
     labels: dict[str, str] = {}
-    with open(path, encoding="utf-8", newline="") as f:
-        rows = csv.reader(f)
-        header = next(rows, None)
-        if header is None or [h.strip() for h in header[:2]] != ["ImageId", "PredictionString"]:
+    first: dict[str, int] = {}
+    try:  # -sig: a byte-order mark, as spreadsheets save it, is not text
+        rows = csv.reader(io.StringIO(path.read_text(encoding="utf-8-sig")))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path.name}: expected UTF-8 text, got {exc.reason}") from None
+    header = next(rows, None)
+    if header is None or [h.strip() for h in header[:2]] != ["ImageId", "PredictionString"]:
+        raise ValueError(
+            f"{path.name}: expected the header 'ImageId,PredictionString', got {header!r}"
+        )
+    for n, row in enumerate(rows, 2):
+        if not row:
+            continue
+        boxes = row[1].split() if len(row) > 1 else []
+        if len(row) != 2 or not boxes:
             raise ValueError(
-                f"{path.name}: expected the header 'ImageId,PredictionString', got {header!r}"
+                f"{path.name}: line {n}: expected 'ImageId,wnid x y x y ...', got {','.join(row)!r}"
             )
-        for n, row in enumerate(rows, 2):
-            if not row:
-                continue
-            boxes = row[1].split() if len(row) > 1 else []
-            if len(row) != 2 or not boxes:
-                raise ValueError(
-                    f"{path.name}: line {n}: expected 'ImageId,wnid x y x y ...', got {','.join(row)!r}"
-                )
-            labels[row[0].strip()] = boxes[0]
+        image_id = row[0].strip()
+        if image_id in labels:  # a second row, perhaps with another class: which one is it?
+            raise ValueError(
+                f"{path.name}: line {n}: duplicated ImageId {image_id} (already listed at line {first[image_id]})"
+            )
+        labels[image_id], first[image_id] = boxes[0], n
     return labels
 
 
@@ -80,7 +89,12 @@ def _devkit_wnids(root: Path) -> list[str]:
         raise ValueError(
             f"{meta_path.name}: expected the devkit's 'synsets' table, got {exc}"
         ) from None
-    ids = (root / GROUND_TRUTH).read_text(encoding="utf-8").split()
+    try:
+        ids = (root / GROUND_TRUTH).read_text(encoding="utf-8-sig").split()
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"{Path(GROUND_TRUTH).name}: expected UTF-8 text, got {exc.reason}"
+        ) from None
     try:
         return [id_to_wnid[int(i)] for i in ids]
     except (KeyError, ValueError) as exc:
@@ -98,11 +112,19 @@ def _torchvision_wnids(meta_dir: Path, archive: Path | None) -> list[str]:
             tv.parse_devkit_archive(str(meta_dir), str(archive.resolve()))
         except RuntimeError as exc:
             raise ValueError(f"{archive.name}: {' '.join(str(exc).split())}") from None
+    if not (meta_dir / "meta.bin").is_file():  # torchvision's own message names the devkit
+        raise ValueError(f"expected meta.bin in {meta_dir}, got no such file")
+    expected = (
+        "meta.bin: expected torchvision's ImageNet meta file (wnid -> classes, validation wnids)"
+    )
     try:
         _, val_wnids = tv.load_meta_file(str(meta_dir))
-    except RuntimeError as exc:
-        raise ValueError(" ".join(str(exc).split())) from None
-    return [str(w) for w in val_wnids]
+    except Exception as exc:  # empty, truncated or foreign: torch.load raises many kinds
+        message = " ".join(str(exc).split())[:200]
+        raise ValueError(f"{expected}, got {type(exc).__name__}: {message}") from None
+    if not isinstance(val_wnids, list | tuple) or not all(isinstance(w, str) for w in val_wnids):
+        raise ValueError(f"{expected}, got validation wnids of type {type(val_wnids).__name__}")
+    return list(val_wnids)
 
 
 def _labels_by_name(root: Path, out: Path) -> tuple[dict[str, str], str]:

@@ -394,12 +394,21 @@ def _class_folders(split_dir: Path, what: str, *, allow_flat: bool = False) -> l
     with os.scandir(split_dir) as it:
         entries = list(it)
     wnids = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+    loose = sorted(
+        e.name
+        for e in entries
+        if e.name.lower().endswith(IMG_EXTENSIONS) and not e.name.startswith(".") and e.is_file()
+    )
+    if wnids and loose:  # the loose images would be left out without a word
+        raise ValueError(
+            f"ImageNet layout: expected either class folders or loose images in {what}/, got "
+            f"{len(wnids)} class folders and {len(loose)} loose images (e.g. {', '.join(loose[:3])})"
+        )
     if not wnids:
-        loose = sum(1 for e in entries if e.name.lower().endswith(IMG_EXTENSIONS))
         if allow_flat and loose:
             return []
         raise ValueError(
-            f"ImageNet layout: expected class folders {what}/<wnid>/*.JPEG, got {loose} loose files "
+            f"ImageNet layout: expected class folders {what}/<wnid>/*.JPEG, got {len(loose)} loose files "
             f"and no folders in {split_dir} (sort the images into class folders first)"
         )
     return wnids
@@ -543,7 +552,7 @@ def prepare(
 
     ``resize=S`` also writes every image with its short side reduced to ``S`` into
     ``classbalanced-<dataset>/resized-S/`` (same relative paths; ``workers`` processes;
-    up-to-date copies are kept) and makes it the folder training reads
+    copies of the current version of an image are kept) and makes it the folder training reads
     (:attr:`PreparedLayout.root`); a later prepare without ``resize`` switches back to the
     originals. Unreadable images are left out of the copy (and skipped in training).
 
@@ -551,7 +560,8 @@ def prepare(
         FileNotFoundError: ``data_dir``, an annotation / list file or a split folder is missing.
         ValueError: invalid JSON (file + line), a missing key, an annotation with an
             unknown image or category, an image without annotation, a bad list line
-            (file + line), a benchmark list of the wrong size, missing images.
+            (file + line), a benchmark list of the wrong size, missing images, a split
+            without images (e.g. all of them missing and skipped).
     """
     _check_dataset(dataset)
     root = Path(data_dir)
@@ -561,6 +571,7 @@ def prepare(
         raise ValueError(
             f"list files are for --dataset {', '.join(LIST_DATASETS)}, got --dataset {dataset}"
         )
+    _check_prepare_options(dataset, allow_size_mismatch, resize, workers, skip_missing, check_files)
     opts = {
         "skip_missing": skip_missing,
         "check_files": check_files,
@@ -571,6 +582,12 @@ def prepare(
     found = _SCANNERS[dataset](dataset, root, opts)
     ids, names, splits = found["ids"], found["names"], found["splits"]
     train, skipped = splits["train"], found["skipped"]
+    for split, samples in splits.items():  # a run cannot train or be evaluated on nothing
+        if not samples:
+            why = f" ({skipped} listed images are missing: --skip-missing left them out)"
+            raise ValueError(
+                f"no {split} images: expected at least one, got none{why if skipped else ''}"
+            )
     counts = _train_counts(train, len(ids), names, log)
     eval_split = "test" if "test" in splits else "val"
     found["image_root"] = "."
@@ -598,6 +615,37 @@ def prepare(
     )
 
 
+def _check_prepare_options(
+    dataset: str,
+    allow_size_mismatch: bool,
+    resize: int | None,
+    workers: int,
+    skip_missing: bool,
+    check_files: bool,
+) -> None:
+    """Refuse options that :func:`prepare` would ignore or could not use (one-line ValueError)."""
+    from .lists import BENCHMARKS
+
+    if skip_missing and not check_files and dataset != "imagenet":  # imagenet: the flat val/'s
+        raise ValueError(
+            "--skip-missing: missing images are found by the file check: expected it on, got --no-check-files"
+        )
+    if resize is not None and (
+        isinstance(resize, bool) or not isinstance(resize, int) or resize < 1
+    ):
+        raise ValueError(f"--resize: expected a short side >= 1 pixel, got {resize!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ValueError(f"--workers: expected an integer >= 0, got {workers!r}")
+    if workers and resize is None:
+        raise ValueError(
+            f"--workers: the processes that write resized copies: expected 0 without --resize, got {workers}"
+        )
+    if allow_size_mismatch and dataset not in BENCHMARKS:
+        raise ValueError(
+            f"--allow-size-mismatch: for --dataset {' / '.join(BENCHMARKS)} (published sizes), got --dataset {dataset}"
+        )
+
+
 def _train_counts(
     train: Sequence[tuple[str, int]], num_classes: int, names, log: Callable[[str], Any]
 ) -> np.ndarray:
@@ -622,6 +670,8 @@ def _resize_cache(
     from .pipeline import resize_images
 
     rel_dir = f"{prepared_dir(dataset, root).name}/resized-{short_side}"
+    # the copies change from here on: an earlier prepared set must not outlive an interruption
+    (prepared_dir(dataset, root) / "prepared.json").unlink(missing_ok=True)
     rels = sorted({rel for samples in splits.values() for rel, _ in samples})
     bad = resize_images(root, root / rel_dir, rels, short_side, workers)
     log(

@@ -33,6 +33,8 @@ Example:
 from __future__ import annotations
 
 import os
+import posixpath
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +56,7 @@ __all__ = [
 
 PathLike = str | os.PathLike
 SPLITS = ("train", "val", "test")
+_LABEL = re.compile(r"-?[0-9]+")  # ASCII digits (a minus sign: refused as out of range)
 
 
 @dataclass(frozen=True)
@@ -98,8 +101,10 @@ BENCHMARKS: dict[str, Benchmark] = {
 
 def _bad_path(rel: str) -> str | None:
     """Why ``rel`` is not a usable relative path (None when it is)."""
-    if rel.startswith("/") or "\\" in rel or (len(rel) > 1 and rel[1] == ":"):
+    if rel.startswith("/") or (len(rel) > 1 and rel[1] == ":"):
         return "a path relative to the data folder"
+    if "\\" in rel:
+        return "a path with / separators"
     if ".." in rel.split("/"):
         return "a path inside the data folder"
     if "\t" in rel:
@@ -107,11 +112,18 @@ def _bad_path(rel: str) -> str | None:
     return None
 
 
-def read_list(path: PathLike, num_classes: int | None = None) -> list[tuple[str, int]]:
+def read_list(
+    path: PathLike, num_classes: int | None = None, *, train: bool = False, classes_of: str = ""
+) -> list[tuple[str, int]]:
     """Parse a ``relative/path label`` list file into ``(path, label)`` pairs, in file order.
 
-    Blank lines are ignored; the label is the last whitespace-separated field (so a
-    path may hold spaces). ``num_classes`` bounds the labels to ``[0, num_classes)``.
+    UTF-8, with or without a byte-order mark; ``LF`` or ``CR LF`` line ends. Blank lines are
+    ignored; the label is the last whitespace-separated field (so a path may hold spaces);
+    paths are normalised (``./a//b`` is ``a/b``), so that one image cannot be listed twice.
+    ``num_classes`` bounds the labels to ``[0, num_classes)`` (``classes_of``: where that number
+    comes from, for the error message); without it, a ``train`` list's
+    classes are ``0 ..`` its largest label, which may not exceed the number of images (more
+    classes than images leave some without any; a typo'd label would make billions).
 
     Raises:
         FileNotFoundError: no such file.
@@ -123,11 +135,12 @@ def read_list(path: PathLike, num_classes: int | None = None) -> list[tuple[str,
     if not path.is_file():
         raise FileNotFoundError(f"list file not found: expected a file at {path}")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: a BOM is not text
     except UnicodeDecodeError as exc:
         raise ValueError(f"{path.name}: expected UTF-8 text, got {exc.reason}") from None
     samples: list[tuple[str, int]] = []
     first_line: dict[str, int] = {}
+    per_image = sum(1 for line in lines if line.strip()) if train and num_classes is None else None
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -135,26 +148,31 @@ def read_list(path: PathLike, num_classes: int | None = None) -> list[tuple[str,
         if len(parts) != 2:
             raise ValueError(f"{path.name}: line {n}: expected 'relative/path label', got {line!r}")
         rel, label_text = parts
-        try:
-            label = int(label_text)
-        except ValueError:
+        if not _LABEL.fullmatch(label_text):  # int() would take 1_0, +1 and non-ASCII digits
             raise ValueError(
                 f"{path.name}: line {n}: expected an integer class index, got {label_text!r}"
-            ) from None
+            )
+        label = int(label_text)
         high = f"{num_classes}" if num_classes is not None else "C"
+        high += f" ({classes_of})" if classes_of else ""
         if label < 0 or (num_classes is not None and label >= num_classes):
             raise ValueError(
                 f"{path.name}: line {n}: label out of range: expected 0 <= label < {high}, got {label}"
             )
+        if per_image is not None and label >= per_image:
+            raise ValueError(
+                f"{path.name}: line {n}: label {label} makes {label + 1} classes for {per_image} "
+                f"training images: expected a class index below {per_image} (every class needs training images)"
+            )
         why = _bad_path(rel)
         if why:
             raise ValueError(f"{path.name}: line {n}: expected {why}, got {rel!r}")
-        if rel.startswith("./"):
-            rel = rel[2:]
+        spelled, rel = rel, posixpath.normpath(rel)  # ./a, a//b, a/./b, a/ -> one image's path
         previous = first_line.setdefault(rel, n)
         if previous != n:
+            same = f" = {rel}" if spelled != rel else ""
             raise ValueError(
-                f"{path.name}: line {n}: duplicated path {rel} (already listed at line {previous})"
+                f"{path.name}: line {n}: duplicated path {spelled}{same} (already listed at line {previous})"
             )
         samples.append((rel, label))
     if not samples:
@@ -216,6 +234,30 @@ def _class_names(train: Sequence[tuple[str, int]], num_classes: int) -> list[str
     return [names.get(i) or str(i) for i in range(num_classes)]
 
 
+def _check_across_splits(
+    splits: dict[str, list[tuple[str, int]]], names: dict[str, str], log: Callable[[str], Any]
+) -> None:
+    """Refuse an image listed with two labels (one-line ValueError); report training images
+    that are evaluated on too (a warning: a list may do it on purpose)."""
+    label_of: dict[str, tuple[int, str]] = {}
+    for split, samples in splits.items():
+        shared = []
+        for rel, label in samples:
+            first = label_of.setdefault(rel, (label, split))
+            if first[0] != label:
+                raise ValueError(
+                    f"{names[split]}: {rel} has label {label}, but {names[first[1]]} gives it "
+                    f"label {first[0]}: expected one class per image"
+                )
+            if split != "train" and first[1] == "train":
+                shared.append(rel)
+        if shared:
+            log(
+                f"warning: {len(shared)} of {len(samples)} images of {names[split]} are in "
+                f"{names['train']} too (e.g. {', '.join(shared[:3])})"
+            )
+
+
 def scan(
     dataset: str,
     root: Path,
@@ -234,7 +276,7 @@ def scan(
     """
     paths = list_paths(dataset, root, lists)
     bench = BENCHMARKS.get(dataset)
-    train = read_list(paths["train"], bench.num_classes if bench else None)
+    train = read_list(paths["train"], bench.num_classes if bench else None, train=True)
     counts = np.bincount([label for _, label in train]).astype(np.int64)
     num_classes = len(counts)  # a list: its largest training label + 1
     if bench is not None:
@@ -248,19 +290,24 @@ def scan(
             log(f"warning: {mismatch}")
         else:
             num_classes = bench.num_classes
+    classes_of = f"the classes of {paths['train'].name}: 0 to its largest label"
+    if num_classes == (bench.num_classes if bench else -1):
+        classes_of = f"{bench.title}'s {num_classes} classes"
     splits = {"train": train}
     for split in ("val", "test"):
         if split in paths:
-            splits[split] = read_list(paths[split], num_classes)
-    skipped = 0
+            splits[split] = read_list(paths[split], num_classes, classes_of=classes_of)
+    _check_across_splits(splits, {s: p.name for s, p in paths.items()}, log)
+    skipped = {}
     if check_files:
         for split, samples in splits.items():
-            splits[split], n = _drop_missing(root, samples, paths[split].name, skip_missing, log)
-            skipped += n
-        if skipped and bench is not None:
+            splits[split], skipped[split] = _drop_missing(
+                root, samples, paths[split].name, skip_missing, log
+            )
+        if skipped["train"] and bench is not None:  # missing val / test images leave it as is
             log(
-                f"warning: {skipped} listed images are missing: the training set no longer has "
-                f"{bench.title}'s published size"
+                f"warning: {skipped['train']} training images are missing: the training set no "
+                f"longer has {bench.title}'s published size"
             )
     sources = {str(p.resolve()): _source_stamp(p) for p in paths.values()}
     names = _class_names(splits["train"], num_classes)
@@ -269,7 +316,7 @@ def scan(
         "ids": list(range(num_classes)),
         "names": names,
         "splits": splits,
-        "skipped": skipped,
+        "skipped": sum(skipped.values()),
         "lists": {s: str(p.resolve()) for s, p in paths.items()},
     }
 

@@ -419,16 +419,18 @@ def normalize_uint8(
 def resize_copy(src: str, dest: str, short_side: int) -> bool:
     """Write ``src`` to ``dest`` with its short side reduced to ``short_side`` (bicubic; JPEGs
     re-encoded at quality 90, other formats kept); an image already that small is copied as
-    is. Done already (``dest`` newer than ``src``): nothing to do. False: ``src`` is unreadable.
+    is. The copy takes the mtime of ``src``: a ``dest`` with the same mtime was made from this
+    version of ``src`` (nothing to do); any other (a source replaced, even by an older file) is
+    made again. False: ``src`` is missing or unreadable, and no copy of it is left at ``dest``.
     The file appears at once (written to a temporary name, then renamed).
     """
     import os
     import shutil
 
-    if os.path.isfile(dest) and os.stat(dest).st_mtime_ns >= os.stat(src).st_mtime_ns:
-        return True
-    tmp = os.path.join(os.path.dirname(dest), f".{os.path.basename(dest)}.tmp")
     try:
+        stamp = os.stat(src)
+        if os.path.isfile(dest) and os.stat(dest).st_mtime_ns == stamp.st_mtime_ns:
+            return True
         with Image.open(src) as img:
             fmt, (w, h) = img.format, img.size
             short = min(w, h)
@@ -442,13 +444,17 @@ def resize_copy(src: str, dest: str, short_side: int) -> bool:
                 rgb = img if img.mode in ("RGB", "L") else img.convert("RGB")
                 out = rgb.resize(new, Image.BICUBIC)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        if os.path.isfile(dest):  # a copy of an earlier version: training must not read it
+            os.unlink(dest)
         return False
     os.makedirs(os.path.dirname(dest), exist_ok=True)
+    tmp = os.path.join(os.path.dirname(dest), f".{os.path.basename(dest)}.tmp")
     try:
         if out is None:
             shutil.copyfile(src, tmp)
         else:
             out.save(tmp, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+        os.utime(tmp, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
         os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):
