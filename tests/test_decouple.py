@@ -400,3 +400,20 @@ def test_published_decoupling_lookups():
     assert published_decoupling("places_lt", "resnet152", "crt") is None
     with pytest.raises(ValueError, match="expected one of joint, ncm, crt, tau_norm, lws"):
         published_decoupling("imagenet_lt", "resnext50", "crt2")
+
+
+def _copy_run(run: Path, to: Path) -> Path:
+    import shutil
+
+    shutil.copytree(run, to)
+    return to
+
+
+def test_out_naming_the_stage_one_run_another_way_is_refused(npz_run, tmp_path):
+    run = _copy_run(npz_run, tmp_path / "runs" / "s1")
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    (tmp_path / "link").symlink_to(run)
+    for out in (tmp_path / "runs" / ".." / "runs" / "s1", tmp_path / "link"):
+        with pytest.raises(ValueError, match=r"is the stage-one run: expected another folder"):
+            decouple(run, _options("tau_norm", out, tau=1.0, overwrite=True), log=_quiet)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before

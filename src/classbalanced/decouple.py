@@ -494,7 +494,7 @@ def _open_out(run: _Run, out: Path, overwrite: bool):
 
     from .engine.run_folder import RunFolder
 
-    if out.absolute() == run.folder:
+    if out.resolve() == run.folder.resolve():  # also through a symbolic link or ".."
         raise ValueError(f"--out {out} is the stage-one run: expected another folder")
     if (out / "run.json").is_file() and not overwrite:  # (decouple has no --resume)
         raise ValueError(f"{out} already holds a run: pass --overwrite to replace it")
