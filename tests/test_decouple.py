@@ -417,3 +417,25 @@ def test_out_naming_the_stage_one_run_another_way_is_refused(npz_run, tmp_path):
         with pytest.raises(ValueError, match=r"is the stage-one run: expected another folder"):
             decouple(run, _options("tau_norm", out, tau=1.0, overwrite=True), log=_quiet)
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_an_interrupted_run_is_refused(npz_run, tmp_path):
+    """A run stopped by Ctrl-C after an evaluation has a metrics.json and a checkpoint, but
+    its network is not the finished one."""
+    import signal
+
+    from classbalanced.engine.trainer import TrainingInterrupted
+
+    cfg = json.loads((npz_run / "config.json").read_text(encoding="utf-8"))
+    cfg.update(out=str(tmp_path / "run"), epochs=5, eval_every=1)
+
+    def stop_after_the_first_evaluation(line: str) -> None:
+        if line.startswith("epoch   1/5"):
+            os.kill(os.getpid(), signal.SIGINT)  # caught by the trainer: checkpoint, stop
+
+    with pytest.raises(TrainingInterrupted):
+        train(TrainConfig.from_dict(cfg), log=stop_after_the_first_evaluation)
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epoch"] == 1
+    with pytest.raises(ValueError, match=r"run is unfinished \(evaluated up to epoch 1 of 5\)"):
+        decouple(tmp_path / "run", _options("tau_norm", tmp_path / "t", tau=0.0), log=_quiet)
+    assert not (tmp_path / "t").exists()

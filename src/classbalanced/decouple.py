@@ -230,13 +230,29 @@ def _load_run(run: str | Path) -> _Run:
         read_run_json(path / "config.json"), source=str(path / "config.json")
     )
     subset = read_run_json(path / "subset.json", ("counts",))
-    checkpoint, state = folder.load_checkpoint()
+    checkpoint, state = folder.load_checkpoint(use="it is not the finished network either")
     if state is None:
         raise FileNotFoundError(
             f"no checkpoint in {path / 'checkpoints'}: is {path} a finished run?"
         )
+    _check_finished(path, cfg.epochs, read_run_json(path / "metrics.json"), state)
     counts = np.asarray(subset["counts"], dtype=np.int64)
     return _Run(path, checkpoint, cfg, counts, subset, state, folder.data)
+
+
+def _check_finished(path: Path, epochs: int, metrics: dict, state: dict) -> None:
+    """A run stopped early (Ctrl-C, a time limit) has ``metrics.json`` and checkpoints from
+    its last evaluation: refuse it unless both the metrics and the newest checkpoint are
+    those of the last epoch."""
+    history = state.get("history") if isinstance(state.get("history"), list) else []
+    last = history[-1].get("epoch") if history and isinstance(history[-1], dict) else None
+    evaluated = metrics.get("epoch")
+    if evaluated != epochs or last != epochs:
+        done = min((e for e in (evaluated, last) if isinstance(e, int)), default=0)
+        raise ValueError(
+            f"{path}: the run is unfinished (evaluated up to epoch {done} of {epochs}): "
+            "expected a finished run (continue it with `classbalanced train --resume`)"
+        )
 
 
 def _build_model(run: _Run, device: torch.device) -> nn.Module:
