@@ -439,3 +439,10 @@ def test_an_interrupted_run_is_refused(npz_run, tmp_path):
     with pytest.raises(ValueError, match=r"run is unfinished \(evaluated up to epoch 1 of 5\)"):
         decouple(tmp_path / "run", _options("tau_norm", tmp_path / "t", tau=0.0), log=_quiet)
     assert not (tmp_path / "t").exists()
+    # a corrupt newest checkpoint is named, without `train`'s --fallback-checkpoint
+    assert len(list((tmp_path / "run" / "checkpoints").glob("*.pt"))) == 2
+    newest = latest_checkpoint(tmp_path / "run" / "checkpoints")
+    newest.write_bytes(newest.read_bytes()[:-1] + b"x")
+    with pytest.raises(ValueError, match=r"is corrupt.*newest valid older checkpoint") as caught:
+        decouple(tmp_path / "run", _options("tau_norm", tmp_path / "t", tau=0.0), log=_quiet)
+    assert "--fallback-checkpoint" not in str(caught.value)
