@@ -446,3 +446,41 @@ def test_an_interrupted_run_is_refused(npz_run, tmp_path):
     with pytest.raises(ValueError, match=r"is corrupt.*newest valid older checkpoint") as caught:
         decouple(tmp_path / "run", _options("tau_norm", tmp_path / "t", tau=0.0), log=_quiet)
     assert "--fallback-checkpoint" not in str(caught.value)
+
+
+def _npz_files(folder: Path, seed: int, test_per_class: int = 6) -> None:
+    rng = np.random.default_rng(seed)
+    templates = _templates(rng)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, per_class in (("train", TRAIN), ("test", [test_per_class] * len(TRAIN))):
+        y = np.repeat(np.arange(len(TRAIN)), per_class)
+        x = np.clip(templates[y] + rng.normal(0, 25, (len(y), SIZE, SIZE, 3)), 0, 255)
+        np.savez(folder / f"{name}.npz", x=x.astype(np.uint8), y=y)
+
+
+@pytest.fixture(scope="module")
+def relative_run(tmp_path_factory) -> Path:
+    """A run trained from its data folder with relative data paths (as a user types them)."""
+    root = tmp_path_factory.mktemp("relative")
+    _npz_files(root / "data", seed=5)
+    cwd = os.getcwd()
+    os.chdir(root / "data")
+    try:
+        cfg = TrainConfig(
+            dataset="npz", train_data="train.npz", test_data="test.npz", model="resnet8",
+            epochs=1, batch_size=8, device="cpu", progress=False, out=str(root / "run"), seed=3,
+        )  # fmt: skip
+        train(cfg, log=_quiet)
+    finally:
+        os.chdir(cwd)
+    return root / "run"
+
+
+def test_decouple_reads_the_runs_recorded_data_from_any_folder(relative_run, tmp_path, monkeypatch):
+    _npz_files(tmp_path, seed=99, test_per_class=2)  # other data under the same names here
+    monkeypatch.chdir(tmp_path)
+    metrics = decouple(relative_run, _options("tau_norm", tmp_path / "t0", tau=0.0), log=_quiet)
+    stage_one = json.loads((relative_run / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["num_test_images"] == stage_one["num_test_images"] == 24
+    assert metrics["per_class_accuracy"] == stage_one["per_class_accuracy"]
+    assert evaluate_run(tmp_path / "t0", device="cpu")["accuracy"] == metrics["accuracy"]

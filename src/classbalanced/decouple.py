@@ -229,6 +229,7 @@ def _load_run(run: str | Path) -> _Run:
     cfg = TrainConfig.from_dict(
         read_run_json(path / "config.json"), source=str(path / "config.json")
     )
+    cfg = _recorded_paths(cfg, folder.data)
     subset = read_run_json(path / "subset.json", ("counts",))
     checkpoint, state = folder.load_checkpoint(use="it is not the finished network either")
     if state is None:
@@ -238,6 +239,19 @@ def _load_run(run: str | Path) -> _Run:
     _check_finished(path, cfg.epochs, read_run_json(path / "metrics.json"), state)
     counts = np.asarray(subset["counts"], dtype=np.int64)
     return _Run(path, checkpoint, cfg, counts, subset, state, folder.data)
+
+
+def _recorded_paths(cfg, record: dict):
+    """``cfg`` reading the data from the absolute paths the run recorded (``config.json``
+    keeps them as typed, maybe relative to where the run was started)."""
+    import dataclasses
+
+    train, test = record["train"]["source"], record["test"]["source"]
+    if cfg.dataset in ("npz", "folder"):
+        return dataclasses.replace(cfg, train_data=train, test_data=test)
+    if cfg.dataset == "digits":  # built in: no path
+        return cfg
+    return dataclasses.replace(cfg, data_dir=train)
 
 
 def _check_finished(path: Path, epochs: int, metrics: dict, state: dict) -> None:
