@@ -262,7 +262,7 @@ def test_image_files_go_through_the_trainers_pipeline(list_run, tmp_path):
     from classbalanced.engine.run_data import train_pipeline
 
     run = _load_run(list_run)
-    data = _file_data(run, torch.device("cpu"), eval_batch=5, num_workers=0)
+    data = _file_data(run, torch.device("cpu"), eval_batch=5, num_workers=0, accept_change=False)
     stream = data.stream(8, None)
     transform, collate, _ = train_pipeline(run.cfg, DistContext())
     assert type(stream.dataset.transform) is type(transform) and stream.collate is collate
@@ -484,3 +484,22 @@ def test_decouple_reads_the_runs_recorded_data_from_any_folder(relative_run, tmp
     assert metrics["num_test_images"] == stage_one["num_test_images"] == 24
     assert metrics["per_class_accuracy"] == stage_one["per_class_accuracy"]
     assert evaluate_run(tmp_path / "t0", device="cpu")["accuracy"] == metrics["accuracy"]
+
+
+def test_data_changed_since_stage_one_is_refused(relative_run, tmp_path):
+    data = relative_run.parent / "data"
+    for name in ("test", "train"):
+        original = (data / f"{name}.npz").read_bytes()
+        arrays = dict(np.load(data / f"{name}.npz"))
+        arrays["x"] = 255 - arrays["x"]  # same classes and counts, other images
+        np.savez(data / f"{name}.npz", **arrays)
+        try:
+            with pytest.raises(ValueError, match=rf"the data changed since .*{name} data"):
+                decouple(relative_run, _options("tau_norm", tmp_path / name, tau=0.0), log=_quiet)
+            assert not (tmp_path / name).exists()
+            if name == "test":  # accepted on request: the output records the data it used
+                opts = _options("tau_norm", tmp_path / name, tau=0.0, accept_data_change=True)
+                decouple(relative_run, opts, log=_quiet)
+                evaluate_run(tmp_path / name, device="cpu")  # no --accept-data-change needed
+        finally:
+            (data / f"{name}.npz").write_bytes(original)

@@ -318,6 +318,7 @@ def _add_decouple_parser(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--num-workers", type=int, help="image-file datasets (default: the run's)")
     p.add_argument("--overwrite", action="store_true", help="replace a run in --out")
+    _add_run_safety_arguments(p, train=False)
     p.set_defaults(func=_cmd_decouple)
 
 

@@ -82,6 +82,7 @@ class DecoupleOptions:
     device: str = "auto"
     num_workers: int | None = None
     overwrite: bool = False
+    accept_data_change: bool = False  # use data that changed since stage one (fingerprints)
 
     def validate(self) -> None:
         """One-line ValueError for a bad value."""
@@ -300,9 +301,22 @@ class _Data:
     batches: Callable[[str], Iterator[tuple[Tensor, Tensor]]]  # split -> normalised batches
     eval_split: str
     tune_split: str | None  # a validation split other than the evaluated one, if any
+    record: dict  # the run's data record, with the fingerprints of the data read now
 
 
-def _memory_data(run: _Run, device: torch.device, eval_batch: int) -> _Data:
+def _checked_record(run: _Run, class_names, fingerprints: dict, accept_change: bool) -> dict:
+    """The run's data record with the class names and fingerprints of the data as read now;
+    refused (one line) when they differ from stage one's, unless ``accept_change``."""
+    from .engine.run_folder import RunFolder
+
+    record = {**run.record, "class_names": list(class_names)}
+    for split in ("train", "test"):
+        record[split] = {**run.record[split], "fingerprint": fingerprints[split]}
+    RunFolder.read(run.folder).check_data(record, accept_change=accept_change)
+    return record
+
+
+def _memory_data(run: _Run, device: torch.device, eval_batch: int, accept_change: bool) -> _Data:
     from .data.augment import normalize_images
     from .engine.distributed import DistContext
     from .engine.run_data import prepare_data
@@ -310,6 +324,7 @@ def _memory_data(run: _Run, device: torch.device, eval_batch: int) -> _Data:
 
     cfg = run.cfg
     data = prepare_data(cfg)
+    record = _checked_record(run, data.train.class_names, data.fingerprints, accept_change)
     if run.subset.get("indices") is not None and data.indices.tolist() != run.subset["indices"]:
         raise ValueError(f"the training subset of {cfg.dataset} differs from the run's subset.json")
     to_device = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).contiguous().to(device)  # noqa: E731
@@ -328,19 +343,26 @@ def _memory_data(run: _Run, device: torch.device, eval_batch: int) -> _Data:
         for i in range(0, x_test.shape[0], eval_batch):
             yield normalize_images(x_test[i : i + eval_batch]), y_test[i : i + eval_batch]
 
-    return _Data(data.train.labels, stream, batches, "test", None)
+    return _Data(data.train.labels, stream, batches, "test", None, record)
 
 
-def _file_data(run: _Run, device: torch.device, eval_batch: int, num_workers: int) -> _Data:
+def _file_data(
+    run: _Run, device: torch.device, eval_batch: int, num_workers: int, accept_change: bool
+) -> _Data:
     """The stage-one run's image files through the trainer's pipeline: its ``--image-decode``,
     ``--worker-output`` and ``--[no-]persistent-workers`` for training, its evaluation transform."""
     from .data import inat
     from .engine.distributed import DistContext
-    from .engine.run_data import eval_pipeline, train_pipeline
+    from .engine.run_data import _fingerprint_samples, eval_pipeline, train_pipeline
     from .engine.streams import LoaderStream
 
     cfg = run.cfg
     layout = inat.load_prepared(cfg.dataset, cfg.data_dir)
+    fingerprints = {
+        "train": _fingerprint_samples(layout.train_samples),
+        "test": _fingerprint_samples(layout.val_samples),
+    }
+    record = _checked_record(run, layout.class_names, fingerprints, accept_change)
     indices = run.subset.get("indices")
     samples = (
         layout.train_samples if indices is None else [layout.train_samples[i] for i in indices]
@@ -375,7 +397,7 @@ def _file_data(run: _Run, device: torch.device, eval_batch: int, num_workers: in
                 yield (normalize(images) if normalize else images), labels_.to(device)
 
     tune = "val" if layout.eval_split == "test" and layout.splits.get("val") else None
-    return _Data(labels, stream, batches, layout.eval_split, tune)
+    return _Data(labels, stream, batches, layout.eval_split, tune, record)
 
 
 # --------------------------------------------------------------------------- features and heads
@@ -545,9 +567,9 @@ def _evaluate(model: nn.Module, data: _Data, counts: np.ndarray, cast) -> dict[s
     return summarize(result, counts)
 
 
-def _write(folder, cfg, run: _Run, model: nn.Module, metrics: dict, settings: dict) -> None:
+def _write(folder, cfg, run: _Run, record: dict, model, metrics: dict, settings: dict) -> None:
     """Through :class:`~classbalanced.engine.run_folder.RunFolder`, like any run."""
-    folder.start(cfg, run.subset, run.record)
+    folder.start(cfg, run.subset, record)
     folder.write_json("decouple.json", settings)
     state = {
         "model": model.state_dict(),
@@ -590,9 +612,9 @@ def decouple(
     eval_batch = cfg.eval_batch_size
     if cfg.dataset in LARGE_DATASETS:
         workers = cfg.num_workers if options.num_workers is None else options.num_workers
-        data = _file_data(r, device, eval_batch, workers)
+        data = _file_data(r, device, eval_batch, workers, options.accept_data_change)
     else:
-        data = _memory_data(r, device, eval_batch)
+        data = _memory_data(r, device, eval_batch, options.accept_data_change)
     fc = classifier(model)
     set_classifier_(model, nn.Identity())
     model.eval().requires_grad_(False)  # frozen: no gradients, batch-norm statistics fixed
@@ -621,7 +643,7 @@ def decouple(
     }
     summary = {**summary_fields(cfg, np.asarray(r.counts)), "method": options.method}
     metrics = {**summary, **metrics, "epoch": cfg.epochs, "decouple": settings}
-    _write(out_folder, out_cfg, r, model, metrics, settings)
+    _write(out_folder, out_cfg, r, data.record, model, metrics, settings)
     log(
         f"{options.method} on {r.folder} ({r.checkpoint.name}): {data.eval_split} error "
         f"{metrics['error_percent']:.2f}%  many/medium/few acc "
