@@ -503,3 +503,13 @@ def test_data_changed_since_stage_one_is_refused(relative_run, tmp_path):
                 evaluate_run(tmp_path / name, device="cpu")  # no --accept-data-change needed
         finally:
             (data / f"{name}.npz").write_bytes(original)
+
+
+def test_a_batch_larger_than_the_training_set_still_trains(list_run, tmp_path):
+    """37 training images, batch 64: the batch shrinks to the data (as in memory), so the
+    new classifier is trained, not left at its random initialisation."""
+    metrics = decouple(
+        list_run, _options("crt", tmp_path / "crt", epochs=1, batch_size=64), log=_quiet
+    )
+    info = metrics["decouple"]
+    assert info["batch_size"] == 37 and info["train_loss"][0] > 0

@@ -448,7 +448,9 @@ def _fit(head: nn.Module, params, backbone: nn.Module, stream, loss_fn, ctx: dic
             optimizer.step()
             loss_sum += loss.detach()
             step, n = step + 1, n + 1
-        mean = float(loss_sum) / max(n, 1)
+        if n == 0:  # e.g. every image of the epoch unreadable: nothing was trained
+            raise ValueError(f"no training batch in stage-two epoch {epoch + 1}")
+        mean = float(loss_sum) / n
         if not math.isfinite(mean):
             raise ValueError(f"the stage-two loss is not finite at epoch {epoch + 1}: lower --lr")
         losses.append(mean)
@@ -625,7 +627,8 @@ def decouple(
         "log": log,
         "lr": options.lr if options.lr is not None else cfg.lr,
         "weight_decay": cfg.weight_decay if options.weight_decay is None else options.weight_decay,
-        "batch_size": options.batch_size or cfg.batch_size,
+        # a batch larger than the training set shrinks to it (as the trainer's in memory)
+        "batch_size": min(options.batch_size or cfg.batch_size, len(data.labels)),
     }
     head, info = _METHODS[options.method](r, model, fc, data, ctx)
     set_classifier_(model, head.requires_grad_(False))
