@@ -513,3 +513,9 @@ def test_a_batch_larger_than_the_training_set_still_trains(list_run, tmp_path):
     )
     info = metrics["decouple"]
     assert info["batch_size"] == 37 and info["train_loss"][0] > 0
+
+
+def test_a_decouple_run_is_not_a_stage_one_run(npz_run, tmp_path):
+    decouple(npz_run, _options("tau_norm", tmp_path / "t", tau=0.5), log=_quiet)
+    with pytest.raises(ValueError, match=r"holds a tau_norm stage two of .*: decouple .* itself"):
+        decouple(tmp_path / "t", _options("crt", tmp_path / "again"), log=_quiet)

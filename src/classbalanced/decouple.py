@@ -223,6 +223,12 @@ def _load_run(run: str | Path) -> _Run:
 
     path = Path(run).absolute()
     folder = RunFolder.read(path)
+    if (path / "decouple.json").is_file():  # its report row would read as stage one's
+        first = read_run_json(path / "decouple.json")
+        raise ValueError(
+            f"{path} holds a {first.get('method')} stage two of {first.get('stage_one')}: "
+            "decouple that stage-one run itself"
+        )
     if not (path / "metrics.json").is_file():
         raise ValueError(
             f"{path} has no metrics.json: expected a finished run (train it to the end first)"
