@@ -519,3 +519,15 @@ def test_a_decouple_run_is_not_a_stage_one_run(npz_run, tmp_path):
     decouple(npz_run, _options("tau_norm", tmp_path / "t", tau=0.5), log=_quiet)
     with pytest.raises(ValueError, match=r"holds a tau_norm stage two of .*: decouple .* itself"):
         decouple(tmp_path / "t", _options("crt", tmp_path / "again"), log=_quiet)
+
+
+def test_decouple_under_torchrun_is_refused(npz_run, tmp_path, monkeypatch):
+    """Each of torchrun's processes would run all of stage two and write the same folder."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(ValueError, match=r"decouple runs in one process: .* WORLD_SIZE=2"):
+        decouple(npz_run, _options("tau_norm", tmp_path / "t", tau=0.5), log=_quiet)
+    assert not (tmp_path / "t").exists()
+    monkeypatch.setenv("WORLD_SIZE", "1")  # torchrun with one process is one process
+    monkeypatch.setenv("RANK", "0")
+    decouple(npz_run, _options("tau_norm", tmp_path / "t", tau=0.5), log=_quiet)

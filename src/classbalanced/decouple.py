@@ -36,6 +36,7 @@ Example:
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -612,6 +613,12 @@ def decouple(
     from .models.registry import classifier, set_classifier_
 
     options.validate()
+    world = os.environ.get("WORLD_SIZE", "1")
+    if world.strip() != "1":  # every torchrun process would run it all and write ``out``
+        raise ValueError(
+            f"decouple runs in one process: expected no torchrun (or one process), "
+            f"got WORLD_SIZE={world}"
+        )
     r = _load_run(run)
     out_folder, out_cfg = _open_out(r, Path(options.out), options.overwrite)
     device = resolve_device(options.device, 0)
