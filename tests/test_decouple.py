@@ -352,6 +352,7 @@ def test_report_puts_decouple_runs_beside_the_published_numbers(npz_run, tmp_pat
     # a folder holding only decouple runs (no plan.json, no results.csv) is reported
     table = _table(write_report(out).read_text(encoding="utf-8"))
     assert list(table) == ["joint", "crt", "tau_norm"]  # stage one once, then paper order
+    assert table["joint"][0] == str(npz_run)  # outside the report folder: its whole path
     joint = json.loads((npz_run / "metrics.json").read_text(encoding="utf-8"))
     for method, metrics in (("joint", joint), ("crt", crt), ("tau_norm", tau)):
         assert table[method][4] == _ours(metrics)
@@ -531,3 +532,19 @@ def test_decouple_under_torchrun_is_refused(npz_run, tmp_path, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "1")  # torchrun with one process is one process
     monkeypatch.setenv("RANK", "0")
     decouple(npz_run, _options("tau_norm", tmp_path / "t", tau=0.5), log=_quiet)
+
+
+def test_report_leaves_out_a_stage_one_run_retrained_since(npz_run, tmp_path):
+    from classbalanced.reproduce.decoupling import decoupling_rows
+
+    run = _copy_run(npz_run, tmp_path / "s1")
+    decouple(run, _options("tau_norm", tmp_path / "s1_tau", tau=0.5), log=_quiet)
+    rows, notes = decoupling_rows(tmp_path)
+    assert [r["method"] for r in rows] == ["joint", "tau_norm"] and notes == []
+    assert rows[0]["name"] == "s1"  # named like the other rows: relative to the report folder
+    cfg = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    cfg.update(out=str(run), epochs=1, eval_every=1, warmup_epochs=0, seed=7, overwrite=True)
+    train(TrainConfig.from_dict(cfg), log=_quiet)  # stage one replaced by another network
+    rows, notes = decoupling_rows(tmp_path)
+    assert [r["method"] for r in rows] == ["tau_norm"]  # no joint row of another network
+    assert len(notes) == 1 and "changed since it was decoupled" in notes[0]

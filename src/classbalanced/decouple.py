@@ -216,6 +216,7 @@ class _Run:
     subset: dict
     state: dict
     record: dict  # run.json's data record (class names, channels, sources)
+    checkpoint_sha256: str  # as run.json lists it: the report checks stage one is unchanged
 
 
 def _load_run(run: str | Path) -> _Run:
@@ -246,7 +247,8 @@ def _load_run(run: str | Path) -> _Run:
         )
     _check_finished(path, cfg.epochs, read_run_json(path / "metrics.json"), state)
     counts = np.asarray(subset["counts"], dtype=np.int64)
-    return _Run(path, checkpoint, cfg, counts, subset, state, folder.data)
+    sha = folder.manifest.checkpoint_sha(checkpoint)
+    return _Run(path, checkpoint, cfg, counts, subset, state, folder.data, sha)
 
 
 def _recorded_paths(cfg, record: dict):
@@ -650,6 +652,7 @@ def decouple(
         "method": options.method,
         "stage_one": str(r.folder),
         "stage_one_checkpoint": str(r.checkpoint),
+        "stage_one_checkpoint_sha256": r.checkpoint_sha256,
         "options": {k: v for k, v in asdict(options).items() if k not in ("out", "overwrite")},
         "lr": ctx["lr"],
         "weight_decay": ctx["weight_decay"],

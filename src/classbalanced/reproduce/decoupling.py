@@ -2,7 +2,8 @@
 
 ``classbalanced decouple`` writes ordinary run folders holding ``decouple.json``
 (:mod:`classbalanced.decouple`). :func:`decoupling_lines` finds them under a folder,
-adds each one's stage-one run as the ``joint`` row (the network's own classifier), and
+adds each one's stage-one run as the ``joint`` row (the network's own classifier; left
+out with a note when that folder no longer holds the checkpoint that was decoupled), and
 prints top-1 accuracy % overall and on many / medium / few-shot classes beside the
 numbers Kang et al. (ICLR 2020) list in their release, where those exist for the same
 data set and network (:func:`~classbalanced.reproduce.published.published_decoupling`).
@@ -45,8 +46,8 @@ def find_decouple_runs(folder: str | os.PathLike) -> list[Path]:
     return found
 
 
-def _row(name: str, method: str, metrics: dict[str, Any]) -> dict[str, Any]:
-    row = {"name": name, "method": method}
+def _row(name: str, method: str, metrics: dict[str, Any], stage_one: str) -> dict[str, Any]:
+    row = {"name": name, "method": method, "stage_one": stage_one}
     row.update({k: metrics.get(k) for k in ("dataset", "model", "seed")})
     for group, key in _METRIC.items():
         value = metrics.get(key)
@@ -55,8 +56,8 @@ def _row(name: str, method: str, metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def _stage_one(run: Path, settings: dict[str, Any], root: Path) -> Path | None:
-    """The stage-one folder named in ``decouple.json``: as written, or relative to the
-    report folder (the path was written relative to where ``decouple`` ran)."""
+    """The stage-one folder named in ``decouple.json``: as written, relative to the report
+    folder, or beside the decouple run (folders moved together)."""
     written = settings.get("stage_one")
     if not isinstance(written, str):
         return None
@@ -66,29 +67,57 @@ def _stage_one(run: Path, settings: dict[str, Any], root: Path) -> Path | None:
     return None
 
 
+def _decoupled_checkpoint(stage_one: Path, settings: dict[str, Any]) -> bool:
+    """Whether ``stage_one`` still lists the checkpoint that was decoupled (its SHA-256 in
+    ``run.json``): not after a retrain into the same folder (unknown for older records)."""
+    sha = settings.get("stage_one_checkpoint_sha256")
+    manifest = read_json(stage_one / "run.json")
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    return sha is None or (isinstance(files, dict) and sha in files.values())
+
+
+def _name(path: Path, root: Path) -> str:
+    """``path`` relative to the report folder (its own name for the folder itself; the whole
+    path for a folder outside it)."""
+    if path == root:
+        return path.name
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
 def decoupling_rows(folder: str | os.PathLike) -> tuple[list[dict[str, Any]], list[str]]:
     """One row per decouple run and one ``joint`` row per distinct stage-one run, in
     :data:`DECOUPLING_METHODS` order, and the notes (stage-one runs not found,
     unreadable files)."""
-    root = Path(folder)
+    root = Path(folder).resolve()
     rows, notes, seen = [], [], set()
     for run in find_decouple_runs(root):
-        name = str(run.relative_to(root)) if run != root else run.name
+        name = _name(run, root)
         settings, metrics = read_json(run / "decouple.json"), read_json(run / "metrics.json")
         if not isinstance(settings, dict) or not isinstance(metrics, dict):
             notes.append(f"{name}: decouple.json or metrics.json unreadable, skipped")
             continue
-        rows.append(_row(name, str(settings.get("method")), metrics))
         first = _stage_one(run, settings, root)
-        if first is None:
+        if first is not None and not _decoupled_checkpoint(first, settings):
+            notes.append(
+                f"{name}: stage-one run {_name(first, root)} changed since it was decoupled "
+                "(trained again?): its joint row is left out"
+            )
+            first = None
+        elif first is None:
             notes.append(f"{name}: stage-one run {settings.get('stage_one')!r} not found")
-        elif first not in seen:
+        group = str(first or settings.get("stage_one"))
+        rows.append(_row(name, str(settings.get("method")), metrics, group))
+        if first is not None and first not in seen:
             seen.add(first)
             joint = read_json(first / "metrics.json")
             if isinstance(joint, dict):
-                rows.append(_row(str(settings.get("stage_one")), "joint", joint))
+                rows.append(_row(_name(first, root), "joint", joint, group))
     order = {m: i for i, m in enumerate(DECOUPLING_METHODS)}
-    rows.sort(key=lambda r: (str(r["dataset"]), str(r["model"]), order.get(r["method"], 99)))
+    rows.sort(
+        key=lambda r: (
+            str(r["dataset"]), str(r["model"]), r["stage_one"], order.get(r["method"], 99)
+        )
+    )  # fmt: skip
     return rows, notes
 
 
