@@ -548,3 +548,18 @@ def test_report_leaves_out_a_stage_one_run_retrained_since(npz_run, tmp_path):
     rows, notes = decoupling_rows(tmp_path)
     assert [r["method"] for r in rows] == ["tau_norm"]  # no joint row of another network
     assert len(notes) == 1 and "changed since it was decoupled" in notes[0]
+
+
+def test_options_of_another_method_are_refused(npz_run, tmp_path):
+    """Silently ignored, they would also be recorded in decouple.json as if used."""
+    cases = [
+        ("tau_norm", {"tau": 1.0, "loss": "focal"}, r"--loss applies to crt and lws, not tau_norm"),
+        ("tau_norm", {"tau": 1.0, "epochs": 3}, r"--epochs applies to crt and lws"),
+        ("tau_norm", {"tau": 1.0, "taus": [0.5, 1.0]}, r"--tau and --taus: expected one of them"),
+        ("crt", {"tau": 1.0}, r"--tau applies to tau_norm, not crt"),
+        ("lws", {"taus": [0.5]}, r"--taus applies to tau_norm, not lws"),
+    ]
+    for method, kw, message in cases:
+        with pytest.raises(ValueError, match=message):
+            decouple(npz_run, _options(method, tmp_path / "x", **kw), log=_quiet)
+    assert not (tmp_path / "x").exists()

@@ -301,8 +301,10 @@ def _add_decouple_parser(sub) -> None:
     p.add_argument(
         "--loss", default="softmax", help="crt / lws loss: softmax (default), sigmoid, focal, ..."
     )
-    p.add_argument("--beta", type=float, default=0.0, help="class-balanced beta of that loss")
-    p.add_argument("--gamma", type=float, default=1.0, help="focal gamma of that loss")
+    p.add_argument(
+        "--beta", type=float, default=0.0, help="crt / lws: class-balanced beta of that loss"
+    )
+    p.add_argument("--gamma", type=float, default=1.0, help="crt / lws: focal gamma of that loss")
     p.add_argument(
         "--sampler",
         default="class_uniform",

@@ -111,6 +111,32 @@ class DecoupleOptions:
         taus = [self.tau] if self.tau is not None else list(self.taus)
         if not taus or any(not math.isfinite(t) or t < 0 for t in taus):
             raise ValueError(f"tau must be finite and >= 0, got {taus}")
+        self._check_method_options()
+
+    def _check_method_options(self) -> None:
+        """An option of another method is refused (ignored, decouple.json would record it)."""
+        changed = [name for name in _TRAINING_OPTIONS + _TAU_OPTIONS if self._given(name)]
+        if self.tau is not None and "taus" in changed:
+            raise ValueError("--tau and --taus: expected one of them (a tau, or a grid to search)")
+        own = _TAU_OPTIONS if self.method == "tau_norm" else _TRAINING_OPTIONS
+        users = "tau_norm" if self.method != "tau_norm" else "crt and lws"
+        for name in changed:
+            if name not in own:
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(f"{flag} applies to {users}, not {self.method}")
+
+    def _given(self, name: str) -> bool:
+        f = self.__dataclass_fields__[name]
+        if callable(f.default_factory):  # the tau grid: any sequence of the same values
+            return list(getattr(self, name)) != list(f.default_factory())
+        return getattr(self, name) != f.default
+
+
+#: the options of the trained methods (crt, lws) and of tau_norm
+_TRAINING_OPTIONS = (
+    "epochs", "batch_size", "lr", "momentum", "weight_decay", "loss", "beta", "gamma", "sampler",
+)  # fmt: skip
+_TAU_OPTIONS = ("taus", "tau")
 
 
 def tau_normalize(weight: Tensor, tau: float) -> Tensor:
