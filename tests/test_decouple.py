@@ -563,3 +563,11 @@ def test_options_of_another_method_are_refused(npz_run, tmp_path):
         with pytest.raises(ValueError, match=message):
             decouple(npz_run, _options(method, tmp_path / "x", **kw), log=_quiet)
     assert not (tmp_path / "x").exists()
+
+
+def test_the_tau_grid_is_searched_in_order_smallest_first_on_ties(list_run, tmp_path):
+    opts = _options("tau_norm", tmp_path / "tau", taus=[2.0, 0.5, 0.5, 0.0])
+    info = decouple(list_run, opts, log=_quiet)["decouple"]
+    assert [r["tau"] for r in info["tau_search"]] == [0.0, 0.5, 2.0]
+    best = max(r["accuracy"] for r in info["tau_search"])
+    assert info["tau"] == min(r["tau"] for r in info["tau_search"] if r["accuracy"] == best)

@@ -548,10 +548,10 @@ def _tau_norm(run: _Run, backbone, fc: nn.Linear, data: _Data, ctx: dict) -> tup
     else:
         feats, labels = _features(backbone, data.batches(data.tune_split), ctx["cast"])
         search = []
-        for t in opts.taus:
+        for t in sorted(set(opts.taus)):  # ascending: ties go to the smallest tau
             logits = feats @ tau_normalize(fc.weight, t).T + fc.bias
             search.append({"tau": float(t), "accuracy": _top1(logits, labels)})
-        best = max(search, key=lambda r: r["accuracy"])  # the first (smallest) tau on ties
+        best = max(search, key=lambda r: r["accuracy"])  # the first: the smallest on ties
         tau = best["tau"]
         info.update(tau_search=search, tau_chosen_on=data.tune_split)
         ctx["log"](
