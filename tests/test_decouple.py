@@ -571,3 +571,24 @@ def test_the_tau_grid_is_searched_in_order_smallest_first_on_ties(list_run, tmp_
     assert [r["tau"] for r in info["tau_search"]] == [0.0, 0.5, 2.0]
     best = max(r["accuracy"] for r in info["tau_search"])
     assert info["tau"] == min(r["tau"] for r in info["tau_search"] if r["accuracy"] == best)
+
+
+def test_report_skips_a_damaged_decouple_run_with_a_note(npz_run, tmp_path):
+    from classbalanced.reproduce.decoupling import decoupling_rows
+
+    decouple(npz_run, _options("tau_norm", tmp_path / "good", tau=0.5), log=_quiet)
+    decouple(npz_run, _options("tau_norm", tmp_path / "bad", tau=1.0), log=_quiet)
+    path = tmp_path / "bad" / "metrics.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "accuracy": "oops"}))
+    rows, notes = decoupling_rows(tmp_path)
+    assert [r["name"] for r in rows if r["method"] == "tau_norm"] == ["good"]
+    assert notes == [
+        "bad: metrics.json is damaged (accuracy is 'oops', expected a number), skipped"
+    ]
+    stage_one = _copy_run(npz_run, tmp_path / "s1")  # a damaged stage one: no joint row
+    decouple(stage_one, _options("tau_norm", tmp_path / "s1_t", tau=0.5), log=_quiet)
+    path = stage_one / "metrics.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "few_shot_accuracy": [1]}))
+    rows, notes = decoupling_rows(tmp_path)
+    assert "s1" not in [r["name"] for r in rows]
+    assert "s1: metrics.json damaged, no joint row" in notes

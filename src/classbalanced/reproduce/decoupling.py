@@ -46,6 +46,15 @@ def find_decouple_runs(folder: str | os.PathLike) -> list[Path]:
     return found
 
 
+def _damage(metrics: dict[str, Any]) -> str | None:
+    """What is wrong with the accuracies of ``metrics`` (None: each a number or null)."""
+    for key in _METRIC.values():
+        value = metrics.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            return f"{key} is {value!r}, expected a number"
+    return None
+
+
 def _row(name: str, method: str, metrics: dict[str, Any], stage_one: str) -> dict[str, Any]:
     row = {"name": name, "method": method, "stage_one": stage_one}
     row.update({k: metrics.get(k) for k in ("dataset", "model", "seed")})
@@ -96,6 +105,9 @@ def decoupling_rows(folder: str | os.PathLike) -> tuple[list[dict[str, Any]], li
         if not isinstance(settings, dict) or not isinstance(metrics, dict):
             notes.append(f"{name}: decouple.json or metrics.json unreadable, skipped")
             continue
+        if _damage(metrics):
+            notes.append(f"{name}: metrics.json is damaged ({_damage(metrics)}), skipped")
+            continue
         first = _stage_one(run, settings, root)
         if first is not None and not _decoupled_checkpoint(first, settings):
             notes.append(
@@ -110,8 +122,10 @@ def decoupling_rows(folder: str | os.PathLike) -> tuple[list[dict[str, Any]], li
         if first is not None and first not in seen:
             seen.add(first)
             joint = read_json(first / "metrics.json")
-            if isinstance(joint, dict):
+            if isinstance(joint, dict) and not _damage(joint):
                 rows.append(_row(_name(first, root), "joint", joint, group))
+            else:
+                notes.append(f"{_name(first, root)}: metrics.json damaged, no joint row")
     order = {m: i for i, m in enumerate(DECOUPLING_METHODS)}
     rows.sort(
         key=lambda r: (
