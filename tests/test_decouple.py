@@ -499,8 +499,11 @@ def test_data_changed_since_stage_one_is_refused(relative_run, tmp_path):
                 decouple(relative_run, _options("tau_norm", tmp_path / name, tau=0.0), log=_quiet)
             assert not (tmp_path / name).exists()
             if name == "test":  # accepted on request: the output records the data it used
-                opts = _options("tau_norm", tmp_path / name, tau=0.0, accept_data_change=True)
-                decouple(relative_run, opts, log=_quiet)
+                from classbalanced.cli import main
+
+                args = ["decouple", str(relative_run), "--method", "tau_norm", "--tau", "0"]
+                args += ["--out", str(tmp_path / name), "--device", "cpu"]
+                assert main([*args, "--accept-data-change"]) == 0
                 evaluate_run(tmp_path / name, device="cpu")  # no --accept-data-change needed
         finally:
             (data / f"{name}.npz").write_bytes(original)
