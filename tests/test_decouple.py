@@ -350,7 +350,11 @@ def test_report_puts_decouple_runs_beside_the_published_numbers(npz_run, tmp_pat
     crt = decouple(npz_run, _options("crt", out / "crt", epochs=1), log=_quiet)
     tau = decouple(npz_run, _options("tau_norm", out / "tau", tau=0.5), log=_quiet)
     # a folder holding only decouple runs (no plan.json, no results.csv) is reported
-    table = _table(write_report(out).read_text(encoding="utf-8"))
+    text = write_report(out).read_text(encoding="utf-8")
+    # the source is cited: paper and the table of the authors' release
+    assert "Decoupling Representation and Classifier for Long-Tailed Recognition" in text
+    assert "github.com/facebookresearch/classifier-balancing, README, Results: ImageNet_LT" in text
+    table = _table(text)
     assert list(table) == ["joint", "crt", "tau_norm"]  # stage one once, then paper order
     assert table["joint"][0] == str(npz_run)  # outside the report folder: its whole path
     joint = json.loads((npz_run / "metrics.json").read_text(encoding="utf-8"))

@@ -157,9 +157,12 @@ def decoupling_lines(folder: str | os.PathLike) -> list[str]:
         "## Decoupled classifiers (Kang et al., ICLR 2020)",
         "",
         "Top-1 accuracy % on each run's evaluation split: all / many / medium / few-shot "
-        "classes (> 100, 20-100, < 20 training images). Published: the authors' release of "
-        "Kang et al., ICLR 2020 (ImageNet-LT, ResNeXt-50, 90 epochs), shown where the data "
-        "set and network match; diff = ours - published (all classes).",
+        'classes (> 100, 20-100, < 20 training images). Published: Kang et al., "Decoupling '
+        'Representation and Classifier for Long-Tailed Recognition", ICLR 2020, as listed in '
+        "the results table of the authors' release (github.com/facebookresearch/"
+        "classifier-balancing, README, Results: ImageNet_LT, classifier learning; ResNeXt-50, "
+        "90 epochs), shown where the data set and network match; diff = ours - published "
+        "(all classes).",
         "",
         "| run | method | data set | model | ours: all / many / medium / few | published | diff |",
         "|---|---|---|---|---|---|---|",
