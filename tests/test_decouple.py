@@ -599,3 +599,61 @@ def test_report_skips_a_damaged_decouple_run_with_a_note(npz_run, tmp_path):
     rows, notes = decoupling_rows(tmp_path)
     assert "s1" not in [r["name"] for r in rows]
     assert "s1: metrics.json damaged, no joint row" in notes
+
+
+def _spy_on_training(monkeypatch) -> list[dict]:
+    """Record what each stage-two training is given: its loss and the labels it trains on."""
+    import classbalanced.decouple as module
+
+    seen, fit = [], module._fit
+
+    def spy(head, params, backbone, stream, loss_fn, ctx):
+        labels = [y for e in range(ctx["options"].epochs) for _, y in stream.epoch(e)]
+        seen.append({"loss_fn": loss_fn, "labels": torch.cat(labels).cpu().numpy()})
+        return fit(head, params, backbone, stream, loss_fn, ctx)
+
+    monkeypatch.setattr(module, "_fit", spy)
+    return seen
+
+
+def test_crt_and_lws_train_on_class_balanced_batches(npz_run, tmp_path, monkeypatch):
+    seen = _spy_on_training(monkeypatch)
+    for method in ("crt", "lws"):
+        for sampler in ("class_uniform", "shuffle"):
+            opts = _options(method, tmp_path / f"{method}_{sampler}", epochs=4, sampler=sampler)
+            decouple(npz_run, opts, log=_quiet)
+    for record, sampler in zip(seen, ["class_uniform", "shuffle"] * 2, strict=True):
+        drawn = np.bincount(record["labels"], minlength=len(TRAIN))
+        n = drawn.sum()  # 4 epochs of 37 images (batch 8: 4 full batches each)
+        if sampler == "class_uniform":  # each class a quarter, binomial spread
+            assert np.all(np.abs(drawn - n / 4) < 4 * np.sqrt(n * 3 / 16)), drawn
+        else:  # the training set's own long tail, each image once per epoch
+            assert drawn[0] > 0.5 * n and drawn[3] <= 4 * TRAIN[3], drawn
+
+
+def test_stage_two_uses_the_class_balanced_loss_asked_for(npz_run, tmp_path, monkeypatch):
+    from classbalanced.losses import build_loss
+
+    seen = _spy_on_training(monkeypatch)
+    opts = _options("crt", tmp_path / "cb", epochs=1, loss="focal", beta=0.999, gamma=0.5)
+    decouple(npz_run, opts, log=_quiet)
+    counts = json.loads((npz_run / "subset.json").read_text())["counts"]
+    logits, y = torch.randn(16, 4, generator=torch.Generator().manual_seed(0)), torch.arange(16) % 4
+    expected = build_loss("focal", counts, beta=0.999, gamma=0.5)(logits, y)
+    assert torch.allclose(seen[0]["loss_fn"](logits, y), expected)
+    assert not torch.allclose(expected, build_loss("softmax", counts)(logits, y))
+
+
+def test_a_stage_one_trained_with_a_class_balanced_loss(npz_run, tmp_path):
+    cfg = json.loads((npz_run / "config.json").read_text(encoding="utf-8"))
+    cfg.update(out=str(tmp_path / "cb"), loss="focal", beta=0.999, gamma=0.5, epochs=1)
+    cfg.update(eval_every=1, warmup_epochs=0)
+    train(TrainConfig.from_dict(cfg), log=_quiet)
+    metrics = decouple(tmp_path / "cb", _options("tau_norm", tmp_path / "t0", tau=0.0), log=_quiet)
+    stage_one = json.loads((tmp_path / "cb" / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["per_class_accuracy"] == stage_one["per_class_accuracy"]
+    assert metrics["loss"] == "focal" and metrics["beta"] == 0.999  # the stage-one settings
+    before = _state(tmp_path / "cb")
+    decouple(tmp_path / "cb", _options("crt", tmp_path / "crt", epochs=1), log=_quiet)
+    after = _state(tmp_path / "crt")
+    assert all(torch.equal(after[k], v) for k, v in before.items() if not k.startswith("fc."))
