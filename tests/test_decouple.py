@@ -657,3 +657,17 @@ def test_a_stage_one_trained_with_a_class_balanced_loss(npz_run, tmp_path):
     decouple(tmp_path / "cb", _options("crt", tmp_path / "crt", epochs=1), log=_quiet)
     after = _state(tmp_path / "crt")
     assert all(torch.equal(after[k], v) for k, v in before.items() if not k.startswith("fc."))
+
+
+def test_report_does_not_replace_a_users_report_md(npz_run, tmp_path):
+    from classbalanced.reproduce.report import write_report
+
+    decouple(npz_run, _options("tau_norm", tmp_path / "t", tau=0.5), log=_quiet)
+    write_report(tmp_path)
+    write_report(tmp_path)  # its own report.md is replaced
+    mine = tmp_path / "notes" / "report.md"
+    decouple(npz_run, _options("tau_norm", tmp_path / "notes" / "t", tau=0.5), log=_quiet)
+    mine.write_text("# My notes on these runs\n")
+    with pytest.raises(ValueError, match=r"report.md exists and is not a report of classbalanced"):
+        write_report(tmp_path / "notes")
+    assert mine.read_text() == "# My notes on these runs\n"

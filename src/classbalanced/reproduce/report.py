@@ -44,6 +44,8 @@ __all__ = [
     "PAPER_EPOCHS",
 ]
 
+#: the first line of every report.md written here (another file there is not replaced)
+REPORT_TITLE = "# Reproduction report: "
 PAPER_EPOCHS = 200
 #: Table 3's schedule (ResNet-50 on iNaturalist / ImageNet)
 LARGE_EPOCHS = 90
@@ -310,7 +312,7 @@ def build_report(
     CIFAR runs are compared with Table 2, iNaturalist / ImageNet runs with Table 3.
     """
     sweep_dir = Path(sweep_dir)
-    lines = [f"# Reproduction report: {sweep_dir.name}", ""]
+    lines = [f"{REPORT_TITLE}{sweep_dir.name}", ""]
     if not rows:
         return "\n".join(lines + ["results.csv holds no runs.", ""])
     large = [r for r in rows if _is_large(r)]
@@ -515,7 +517,7 @@ def write_report(
     decoupled = decoupling_lines(sweep_dir)
     is_sweep = (sweep_dir / "plan.json").is_file() or (sweep_dir / "results.csv").is_file()
     if decoupled and not is_sweep:
-        text = "\n".join([f"# Reproduction report: {sweep_dir.name}", "", *decoupled])
+        text = "\n".join([f"{REPORT_TITLE}{sweep_dir.name}", "", *decoupled])
     else:
         if refresh:
             write_results_csv(sweep_dir)
@@ -524,5 +526,19 @@ def write_report(
         if decoupled:
             text = text.rstrip("\n") + "\n\n" + "\n".join(decoupled)
     path = sweep_dir / "report.md"
+    if path.is_file() and not _written_here(path):
+        raise ValueError(
+            f"{path} exists and is not a report of classbalanced (it does not start with "
+            f"'{REPORT_TITLE}'): move it away to write the report"
+        )
     atomic_write_text(path, text)
     return path
+
+
+def _written_here(path: Path) -> bool:
+    """Whether ``path`` starts like a report this module writes (replaced on a rerun)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read(len(REPORT_TITLE)) == REPORT_TITLE
+    except (OSError, UnicodeDecodeError):
+        return False
