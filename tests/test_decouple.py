@@ -671,3 +671,14 @@ def test_report_does_not_replace_a_users_report_md(npz_run, tmp_path):
     with pytest.raises(ValueError, match=r"report.md exists and is not a report of classbalanced"):
         write_report(tmp_path / "notes")
     assert mine.read_text() == "# My notes on these runs\n"
+
+
+def test_a_bad_stage_two_loss_is_refused_before_the_data_load(npz_run, tmp_path, monkeypatch):
+    import classbalanced.decouple as module
+
+    def no_data(*args):
+        raise AssertionError("the data were loaded before the loss was checked")
+
+    monkeypatch.setattr(module, "_memory_data", no_data)
+    with pytest.raises(ValueError, match=r"unknown loss 'nope'"):
+        decouple(npz_run, _options("crt", tmp_path / "x", loss="nope"), log=_quiet)

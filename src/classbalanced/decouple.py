@@ -512,8 +512,7 @@ def _sampler(opts: DecoupleOptions, data: _Data, seed: int):
 def _crt(run: _Run, backbone, fc: nn.Linear, data: _Data, ctx: dict) -> tuple[nn.Linear, dict]:
     from .losses import init_prior_bias_
 
-    opts, device = ctx["options"], ctx["device"]
-    loss_fn = _stage_two_loss(run, opts, device)
+    opts, device, loss_fn = ctx["options"], ctx["device"], ctx["loss_fn"]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(run.cfg.seed + 1)
         head = nn.Linear(fc.in_features, fc.out_features).to(device)
@@ -525,8 +524,7 @@ def _crt(run: _Run, backbone, fc: nn.Linear, data: _Data, ctx: dict) -> tuple[nn
 
 
 def _lws(run: _Run, backbone, fc: nn.Linear, data: _Data, ctx: dict) -> tuple[nn.Linear, dict]:
-    opts = ctx["options"]
-    loss_fn = _stage_two_loss(run, opts, ctx["device"])
+    opts, loss_fn = ctx["options"], ctx["loss_fn"]
     head = LWSHead(fc)
     stream = data.stream(ctx["batch_size"], _sampler(opts, data, run.cfg.seed))
     losses = _fit(head, [head.scales], backbone, stream, loss_fn, ctx)
@@ -622,6 +620,16 @@ def _write(folder, cfg, run: _Run, record: dict, model, metrics: dict, settings:
     folder.write_json("metrics.json", metrics)
 
 
+def _load_data(run: _Run, options: DecoupleOptions, device: torch.device) -> _Data:
+    from .config import LARGE_DATASETS
+
+    cfg, accept = run.cfg, options.accept_data_change
+    if cfg.dataset in LARGE_DATASETS:
+        workers = cfg.num_workers if options.num_workers is None else options.num_workers
+        return _file_data(run, device, cfg.eval_batch_size, workers, accept)
+    return _memory_data(run, device, cfg.eval_batch_size, accept)
+
+
 def decouple(
     run: str | Path, options: DecoupleOptions, *, log: Callable[[str], Any] = print
 ) -> dict[str, Any]:
@@ -635,7 +643,6 @@ def decouple(
         FileNotFoundError / ValueError: not a finished run, a classifier that is not linear,
             a bad option, ``out`` holding something else (see :class:`DecoupleOptions`).
     """
-    from .config import LARGE_DATASETS
     from .engine.distributed import resolve_device
     from .engine.loop import summary_fields
     from .models.registry import classifier, set_classifier_
@@ -652,12 +659,9 @@ def decouple(
     device = resolve_device(options.device, 0)
     cfg = r.cfg
     model = _build_model(r, device)
-    eval_batch = cfg.eval_batch_size
-    if cfg.dataset in LARGE_DATASETS:
-        workers = cfg.num_workers if options.num_workers is None else options.num_workers
-        data = _file_data(r, device, eval_batch, workers, options.accept_data_change)
-    else:
-        data = _memory_data(r, device, eval_batch, options.accept_data_change)
+    trained = options.method != "tau_norm"  # checked before the data load (minutes at scale)
+    loss_fn = _stage_two_loss(r, options, device) if trained else None
+    data = _load_data(r, options, device)
     fc = classifier(model)
     set_classifier_(model, nn.Identity())
     model.eval().requires_grad_(False)  # frozen: no gradients, batch-norm statistics fixed
@@ -666,6 +670,7 @@ def decouple(
         "device": device,
         "cast": _autocast(cfg, device),
         "log": log,
+        "loss_fn": loss_fn,
         "lr": options.lr if options.lr is not None else cfg.lr,
         "weight_decay": cfg.weight_decay if options.weight_decay is None else options.weight_decay,
         # a batch larger than the training set shrinks to it (as the trainer's in memory)
