@@ -682,3 +682,10 @@ def test_a_bad_stage_two_loss_is_refused_before_the_data_load(npz_run, tmp_path,
     monkeypatch.setattr(module, "_memory_data", no_data)
     with pytest.raises(ValueError, match=r"unknown loss 'nope'"):
         decouple(npz_run, _options("crt", tmp_path / "x", loss="nope"), log=_quiet)
+
+
+def test_a_missing_folder_or_a_file_is_named_as_such(npz_run, tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"nope does not exist: expected a finished run"):
+        decouple(tmp_path / "nope", _options("crt", tmp_path / "x"), log=_quiet)
+    with pytest.raises(ValueError, match=r"metrics.json is a file: expected a finished run folder"):
+        decouple(npz_run / "metrics.json", _options("crt", tmp_path / "x"), log=_quiet)

@@ -250,6 +250,10 @@ def _load_run(run: str | Path) -> _Run:
     from .engine.run_folder import RunFolder, read_run_json
 
     path = Path(run).absolute()
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: expected a finished run folder")
+    if not path.is_dir():
+        raise ValueError(f"{path} is a file: expected a finished run folder")
     folder = RunFolder.read(path)
     if (path / "decouple.json").is_file():  # its report row would read as stage one's
         first = read_run_json(path / "decouple.json")
