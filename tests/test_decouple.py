@@ -689,3 +689,14 @@ def test_a_missing_folder_or_a_file_is_named_as_such(npz_run, tmp_path):
         decouple(tmp_path / "nope", _options("crt", tmp_path / "x"), log=_quiet)
     with pytest.raises(ValueError, match=r"metrics.json is a file: expected a finished run folder"):
         decouple(npz_run / "metrics.json", _options("crt", tmp_path / "x"), log=_quiet)
+
+
+def test_report_of_a_folder_without_sweep_or_decouple_runs_says_what_it_looked_for(
+    npz_run, tmp_path
+):
+    from classbalanced.reproduce.report import write_report
+
+    _copy_run(npz_run, tmp_path / "runs" / "s1")  # an ordinary run only
+    with pytest.raises(FileNotFoundError, match=r"no results.csv .* and no decouple run"):
+        write_report(tmp_path / "runs")
+    assert not (tmp_path / "runs" / "report.md").exists()

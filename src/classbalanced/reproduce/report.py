@@ -516,6 +516,14 @@ def write_report(
         raise FileNotFoundError(f"sweep folder not found: {sweep_dir}")
     decoupled = decoupling_lines(sweep_dir)
     is_sweep = (sweep_dir / "plan.json").is_file() or (sweep_dir / "results.csv").is_file()
+    if not decoupled and not is_sweep and not refresh:
+        from .decoupling import MAX_DEPTH
+
+        raise FileNotFoundError(
+            f"no results.csv at {sweep_dir / 'results.csv'} (run the sweep first) and no "
+            f"decouple run (decouple.json + metrics.json) up to {MAX_DEPTH} levels below "
+            f"{sweep_dir}: expected a sweep folder or a folder of decouple runs"
+        )
     if decoupled and not is_sweep:
         text = "\n".join([f"{REPORT_TITLE}{sweep_dir.name}", "", *decoupled])
     else:
