@@ -392,15 +392,12 @@ def _file_data(
     ``--worker-output`` and ``--[no-]persistent-workers`` for training, its evaluation transform."""
     from .data import inat
     from .engine.distributed import DistContext
-    from .engine.run_data import _fingerprint_samples, eval_pipeline, train_pipeline
+    from .engine.run_data import eval_pipeline, layout_fingerprints, train_pipeline
     from .engine.streams import LoaderStream
 
     cfg = run.cfg
     layout = inat.load_prepared(cfg.dataset, cfg.data_dir)
-    fingerprints = {
-        "train": _fingerprint_samples(layout.train_samples),
-        "test": _fingerprint_samples(layout.val_samples),
-    }
+    fingerprints = layout_fingerprints(layout, cfg.data_dir)
     record = _checked_record(run, layout.class_names, fingerprints, accept_change)
     indices = run.subset.get("indices")
     samples = (

@@ -147,3 +147,30 @@ def test_prepare_train_evaluate(tmp_path, capsys, layout):
     assert metrics["accuracy"] == pytest.approx(weighted, abs=1e-12)
     _, out = _main(capsys, "evaluate", run, "--device", "cpu")
     assert json.loads(out)["accuracy"] == metrics["accuracy"]
+
+
+def test_a_run_resumed_or_evaluated_on_resized_copies_is_told(tmp_path, capsys):
+    # prepare --resize keeps the file list (same fingerprint of paths and labels), but the
+    # pixels come from smaller copies since: a resume or evaluate must not switch silently
+    data, run = tmp_path / "data", tmp_path / "run"
+    args = _inat2018_list(data)
+    _main(capsys, "prepare", "--dataset", "list", "--data-dir", data, *args)
+    train = [
+        "train", "--dataset", "list", "--data-dir", data, "--model", "simple_cnn",
+        "--image-size", "8", "--batch-size", "3", "--num-workers", "0", "--device", "cpu",
+        "--no-progress", "--out", run,
+    ]  # fmt: skip
+    _main(capsys, *train, "--epochs", "1")
+    _main(capsys, "prepare", "--dataset", "list", "--data-dir", data, *args, "--resize", "12")
+    copies = "from classbalanced-list/resized-12"
+    for argv in (
+        [*train, "--epochs", "2", "--resume", "--force"],
+        ["evaluate", run, "--device", "cpu"],
+    ):
+        assert cli.main([str(a) for a in argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert copies in err and "--accept-data-change" in err and len(err.splitlines()) == 1
+    _main(capsys, *train, "--epochs", "2", "--resume", "--force", "--accept-data-change")
+    assert json.loads((run / "metrics.json").read_text())["epoch"] == 2
+    recorded = json.loads((run / "run.json").read_text())["data"]["train"]["fingerprint"]
+    assert recorded["images_from"] == "classbalanced-list/resized-12"  # the data it now ran on

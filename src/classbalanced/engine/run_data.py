@@ -28,7 +28,7 @@ from ..data.registry import load_dataset
 from .distributed import DistContext
 from .evaluate import LoaderEvaluator, TensorEvaluator
 from .metrics import EvalCounts
-from .run_folder import check_class_names
+from .run_folder import check_class_names, describe_fingerprint
 from .streams import InMemoryStream, LoaderStream
 
 __all__ = [
@@ -60,11 +60,26 @@ def fingerprint_arrays(data: ImageArrays) -> dict[str, Any]:
     return {"images": len(data), "sha256": digest.hexdigest()}
 
 
-def _fingerprint_samples(samples) -> dict[str, Any]:
+def _fingerprint_samples(samples, images_from: str = ".") -> dict[str, Any]:
+    """Count + SHA-256 of ``(relative path, label)`` lines; ``images_from``: the folder the
+    paths are read in, relative to the data folder (``.``: the original files, left out)."""
     digest = hashlib.sha256()
     for path, label in samples:
         digest.update(f"{path}\t{label}\n".encode())
-    return {"images": len(samples), "sha256": digest.hexdigest()}
+    fingerprint: dict[str, Any] = {"images": len(samples), "sha256": digest.hexdigest()}
+    if images_from != ".":  # copies written by ``prepare --resize``
+        fingerprint["images_from"] = images_from
+    return fingerprint
+
+
+def layout_fingerprints(layout, data_dir) -> dict[str, dict[str, Any]]:
+    """The fingerprints of a prepared data set's training and evaluated splits, naming the
+    resized copies (``prepare --resize``) when the images are read from them."""
+    images_from = Path(os.path.relpath(layout.root, data_dir)).as_posix()
+    return {
+        "train": _fingerprint_samples(layout.train_samples, images_from),
+        "test": _fingerprint_samples(layout.val_samples, images_from),
+    }
 
 
 def _sources(cfg: TrainConfig) -> tuple[str, str]:
@@ -195,10 +210,7 @@ def _large_data(cfg: TrainConfig, ctx: DistContext) -> RunData:
         profile=cfg.profile,
         num_classes=len(layout.class_names),
     )
-    fingerprints = {
-        "train": _fingerprint_samples(samples),
-        "test": _fingerprint_samples(layout.val_samples),
-    }
+    fingerprints = layout_fingerprints(layout, cfg.data_dir)
     if len(indices) != len(samples):
         samples = [samples[i] for i in indices]
     mean, std = inat.mean_std(cfg.dataset)
@@ -350,7 +362,7 @@ def load_test_set(
         from ..data import inat
 
         layout = inat.load_prepared(cfg.dataset, record["test"]["source"])
-        fingerprint = _fingerprint_samples(layout.val_samples)
+        fingerprint = layout_fingerprints(layout, record["test"]["source"])["test"]
         test = TestSet(layout.class_names, 3, _large_evaluator(cfg, ctx, layout))
     else:
         arrays = _runs_own_arrays(cfg, record)
@@ -360,7 +372,8 @@ def load_test_set(
     if fingerprint != expected and not accept_change:
         raise ValueError(
             f"the run's test data changed since training ({record['test']['source']}: "
-            f"{expected['images']} images then, {fingerprint['images']} now, or other content); "
+            f"{describe_fingerprint(expected)} then, {describe_fingerprint(fingerprint)} now, "
+            "or other content); "
             "pass --accept-data-change to evaluate on it anyway"
         )
     return test

@@ -267,11 +267,17 @@ def _check_data_record(record: Any, path: Path) -> None:
 def data_differences(old: dict, new: dict) -> list[str]:
     """What changed between two data records (``fingerprint`` per split, class names)."""
     changed = [
-        f"{split} data ({old[split]['fingerprint']['images']} images -> {new[split]['fingerprint']['images']})"
+        f"{split} data ({describe_fingerprint(old[split]['fingerprint'])} -> {describe_fingerprint(new[split]['fingerprint'])})"
         for split in ("train", "test")
         if split in old and split in new and old[split]["fingerprint"] != new[split]["fingerprint"]
     ]
     return changed
+
+
+def describe_fingerprint(fingerprint: dict) -> str:
+    """``N images``, and where they are read from when not the original files."""
+    where = fingerprint.get("images_from")  # resized copies (prepare --resize)
+    return f"{fingerprint['images']} images" + (f" from {where}" if where else "")
 
 
 def _check_new_folder(out: Path, overwrite: bool) -> Manifest | None:
