@@ -325,6 +325,21 @@ def test_cli_decouple(npz_run, tmp_path):
     assert bad.stderr.count("\n") == 1 and "pass --tau VALUE" in bad.stderr
 
 
+def test_a_decouple_output_cannot_be_resumed_as_a_training_run(npz_run, tmp_path, capsys):
+    from classbalanced import cli
+
+    out = tmp_path / "t"
+    decouple(npz_run, _options("tau_norm", out, tau=0.5), log=_quiet)
+    config = json.loads((npz_run / "config.json").read_text(encoding="utf-8"))
+    argv = ["train", "--dataset", "npz", "--train-data", config["train_data"]]
+    argv += ["--test-data", config["test_data"], "--resume", "--force", "--out", str(out)]
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "classbalanced decouple" in err and "resume" in err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
 # --------------------------------------------------------------------------- the report
 
 

@@ -247,7 +247,7 @@ class _Run:
 
 def _load_run(run: str | Path) -> _Run:
     from .config import TrainConfig
-    from .engine.run_folder import RunFolder, read_run_json
+    from .engine.run_folder import DECOUPLE_FILE, RunFolder, read_run_json
 
     path = Path(run).absolute()
     if not path.exists():
@@ -255,8 +255,8 @@ def _load_run(run: str | Path) -> _Run:
     if not path.is_dir():
         raise ValueError(f"{path} is a file: expected a finished run folder")
     folder = RunFolder.read(path)
-    if (path / "decouple.json").is_file():  # its report row would read as stage one's
-        first = read_run_json(path / "decouple.json")
+    if (path / DECOUPLE_FILE).is_file():  # its report row would read as stage one's
+        first = read_run_json(path / DECOUPLE_FILE)
         raise ValueError(
             f"{path} holds a {first.get('method')} stage two of {first.get('stage_one')}: "
             "decouple that stage-one run itself"
@@ -605,8 +605,10 @@ def _evaluate(model: nn.Module, data: _Data, counts: np.ndarray, cast) -> dict[s
 
 def _write(folder, cfg, run: _Run, record: dict, model, metrics: dict, settings: dict) -> None:
     """Through :class:`~classbalanced.engine.run_folder.RunFolder`, like any run."""
+    from .engine.run_folder import DECOUPLE_FILE
+
     folder.start(cfg, run.subset, record)
-    folder.write_json("decouple.json", settings)
+    folder.write_json(DECOUPLE_FILE, settings)
     state = {
         "model": model.state_dict(),
         "config": cfg.to_dict(),

@@ -51,6 +51,8 @@ __all__ = [
 ]
 
 MANIFEST = "run.json"
+#: the stage-two settings that ``classbalanced decouple`` writes into its output run folder
+DECOUPLE_FILE = "decouple.json"
 _LOGGED_METRICS = (
     "accuracy",
     "error_percent",
@@ -309,6 +311,11 @@ def _check_resume_folder(out: Path, cfg: TrainConfig) -> tuple[Manifest, dict]:
     if manifest is None:
         raise ValueError(
             f"cannot resume {out}: it has no run.json manifest, so it is not a classbalanced run"
+        )
+    if (out / DECOUPLE_FILE).is_file():
+        raise ValueError(
+            f"cannot resume {out}: it holds a classifier of `classbalanced decouple` "
+            f"({DECOUPLE_FILE}), not a training run; resume its stage-one run, or decouple again"
         )
     old = read_run_json(out / "config.json")
     new = cfg.to_dict()

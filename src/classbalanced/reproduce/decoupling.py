@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..engine.run_folder import DECOUPLE_FILE
 from .published import DECOUPLING_METHODS, decoupling_models, published_decoupling
 from .results import read_json
 
@@ -41,7 +42,7 @@ def find_decouple_runs(folder: str | os.PathLike) -> list[Path]:
         if depth >= MAX_DEPTH:
             dirs[:] = []
         dirs.sort()
-        if "decouple.json" in files and "metrics.json" in files:
+        if DECOUPLE_FILE in files and "metrics.json" in files:
             found.append(Path(path))
     return found
 
@@ -101,7 +102,7 @@ def decoupling_rows(folder: str | os.PathLike) -> tuple[list[dict[str, Any]], li
     rows, notes, seen = [], [], set()
     for run in find_decouple_runs(root):
         name = _name(run, root)
-        settings, metrics = read_json(run / "decouple.json"), read_json(run / "metrics.json")
+        settings, metrics = read_json(run / DECOUPLE_FILE), read_json(run / "metrics.json")
         if not isinstance(settings, dict) or not isinstance(metrics, dict):
             notes.append(f"{name}: decouple.json or metrics.json unreadable, skipped")
             continue
