@@ -77,3 +77,17 @@ def test_skip_nonfinite_counts_and_finishes(tmp_path, poisoned, options):
     assert saved["skipped_nonfinite_steps"] == 2
     state = torch.load(latest_checkpoint(tmp_path / "run" / "checkpoints"), weights_only=True)
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("options", [{}, {"async_checkpoints": True}], ids=["sync", "async"])
+def test_a_stop_between_two_loss_reads_after_a_nan_saves_no_nan_checkpoint(
+    tmp_path, poisoned, engine_helpers, options
+):
+    """SIGTERM after step 7, the NaN at step 6, the loss read at steps 5 and 8 (--sync-every
+    20, 4 steps an epoch): the stop reads the loss first, so the run ends as a non-finite
+    loss naming the checkpoint before it, and no checkpoint of the NaN weights is written."""
+    with engine_helpers.record_sgd_steps(sigterm_at=7), pytest.raises(NonFiniteLoss) as info:
+        train(_cfg(tmp_path, **options), log=lambda _: None)
+    last = latest_checkpoint(tmp_path / "run" / "checkpoints")
+    assert last is not None and last.name == "checkpoint-00000004.pt"
+    assert f"epoch 2, step 2; last good checkpoint: {last} " in str(info.value)

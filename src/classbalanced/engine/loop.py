@@ -246,11 +246,12 @@ def train_epoch(run: Run, state: TrainState, epoch: int) -> EpochResult:
         state.train_images += run.data.stream.batch * accumulate
         loss_sum += loss_value
         loss_count += 1
-        if (run.cfg.sync_every and s % run.cfg.sync_every == 0) or s == spe - 1:
+        stopping = run.stop.agreed(run.ctx, run.device, s, spe, stopping)
+        # a stop reads the loss too: a NaN since the last read must not be checkpointed
+        if (run.cfg.sync_every and s % run.cfg.sync_every == 0) or s == spe - 1 or stopping:
             watch.check(epoch, run)
             bar.set_postfix(loss=f"{float(loss_value):.4f}", lr=f"{lr:.4g}")
         bar.update(1)
-        stopping = run.stop.agreed(run.ctx, run.device, s, spe, stopping)
         if stopping and s + 1 < spe:
             break  # mid-epoch stop; after an epoch's last step its end-of-epoch work runs first
     _synchronize(run.device)
