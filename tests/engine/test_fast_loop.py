@@ -238,6 +238,42 @@ def test_a_failed_background_checkpoint_stops_the_run_at_the_next_one(
     assert _read(out / "metrics.json")["epoch"] == 4
 
 
+def test_a_sigterm_during_the_last_background_checkpoint_waits_for_it(
+    engine_helpers, tiny_npz, tmp_path, monkeypatch
+):
+    """The run's last checkpoint is written in the background while the run waits for it:
+    a SIGTERM then (here raised by the writer itself, 0.3 s into the write) must find the
+    run's handler, not the default one that would kill the process mid-write."""
+    import signal
+    import time
+
+    real, outside = run_folder.write_checkpoint, []
+
+    def slow_write(path, step, state):
+        time.sleep(0.3)  # the main thread has long reached its wait for this write
+        signal.raise_signal(signal.SIGTERM)
+        return real(path, step, state)
+
+    previous = signal.signal(signal.SIGTERM, lambda *_: outside.append(1))
+    try:
+        monkeypatch.setattr(run_folder, "write_checkpoint", slow_write)
+        cfg = engine_helpers.tiny_config(
+            tiny_npz,
+            tmp_path / "run",
+            epochs=2,
+            warmup_epochs=1,
+            async_checkpoints=True,
+            model="simple_cnn",
+        )
+        trainer.train(cfg, log=engine_helpers.quiet)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert outside == []  # the run's own handler took it (the process would have died)
+    (last,) = (tmp_path / "run" / "checkpoints").glob("*.pt")  # written whole, and listed
+    sha = _read(tmp_path / "run" / "run.json")["files"][f"checkpoints/{last.name}"]
+    assert load_checkpoint(last, sha256=sha)["history"][-1]["epoch"] == 2
+
+
 def _cli_args(engine_helpers, data, out: Path, *extra: str) -> list[str]:
     return [
         "train", "--dataset", "npz", "--train-data", str(data.train), "--test-data",

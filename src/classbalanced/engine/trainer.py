@@ -128,10 +128,12 @@ def _train(run: Run, state: TrainState) -> dict[str, Any]:
             for epoch in range(state.step // spe, cfg.epochs):
                 result = train_epoch(run, state, epoch)
                 metrics = end_epoch(run, state, epoch, result) or metrics
+            # the last checkpoint is on disk, or its error is raised here; a SIGTERM meanwhile
+            # finds the flag's handler, not the default one that kills the write midway
+            run.settle()
         except BaseException:
             _settle_quietly(run)
             raise
-    run.settle()  # the last checkpoint is on disk, or its error is raised here
     run.folder.close()
     run.folder.plots(run.data.counts, run.data.class_names, metrics, state.history)
     if run.ctx.distributed:  # leave together: no rank tears the process group down under another
