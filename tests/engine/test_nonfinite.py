@@ -91,3 +91,55 @@ def test_a_stop_between_two_loss_reads_after_a_nan_saves_no_nan_checkpoint(
     last = latest_checkpoint(tmp_path / "run" / "checkpoints")
     assert last is not None and last.name == "checkpoint-00000004.pt"
     assert f"epoch 2, step 2; last good checkpoint: {last} " in str(info.value)
+
+
+def _skip_worker(rank: int, folder: str) -> None:
+    """One of 2 gloo processes: a DDP step whose loss is NaN on rank 1 only, then a finite one."""
+    import torch.distributed as dist
+    from torch import nn
+
+    from classbalanced.engine.distributed import DistContext
+    from classbalanced.engine.loop import Run
+    from classbalanced.engine.state import TrainState
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank, world_size=2)
+    try:
+        torch.manual_seed(0)
+        model, poison = nn.Linear(4, 3), [rank == 1]
+        ddp = nn.parallel.DistributedDataParallel(model)
+
+        def loss_fn(logits, _targets):
+            return logits.sum() * (float("nan") if poison[0] else 1.0)
+
+        run = Run(
+            TrainConfig(skip_nonfinite=True, channels_last=False, device="cpu"),
+            DistContext(rank, 2, rank), None, None, model, ddp, ddp, loss_fn,
+            torch.optim.SGD(model.parameters(), lr=0.1), [], lambda s: 0.1, None, 1, print,
+        )  # fmt: skip
+        state, weights = TrainState(), [model.weight.detach().clone()]
+        for _ in range(2):
+            batch = iter([(torch.ones(2, 4), torch.zeros(2, dtype=torch.long))])
+            run.optimizer_step(run.forward_backward(batch, 0.1), state, 0, 0)
+            weights.append(model.weight.detach().clone())
+            poison[0] = False
+        torch.save({"skipped": state.skipped_nonfinite, "weights": weights}, f"{folder}/{rank}.pt")
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_skip_nonfinite_under_ddp_skips_on_every_rank_together(tmp_path):
+    """A NaN loss on one rank reaches every rank's gradients through DDP's all-reduce: all
+    ranks skip that step (a rank with a finite loss stepped with NaN gradients, so the model
+    became NaN and every later step was skipped: a run that 'finished' with NaN weights)."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_skip_worker, args=(str(tmp_path),), nprocs=2)
+    ranks = [torch.load(tmp_path / f"{r}.pt", weights_only=True) for r in (0, 1)]
+    for result in ranks:
+        start, after_nan, after_finite = result["weights"]
+        assert result["skipped"] == 1
+        assert torch.equal(after_nan, start)  # skipped: nothing applied
+        assert torch.isfinite(after_finite).all() and not torch.equal(after_finite, start)
+    assert torch.equal(ranks[0]["weights"][-1], ranks[1]["weights"][-1])  # still in step

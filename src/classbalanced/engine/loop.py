@@ -132,12 +132,13 @@ class Run:
         return loss_value
 
     def optimizer_step(self, loss_value: Tensor, state: TrainState, epoch: int, s: int) -> None:
-        """Step, or with ``--skip-nonfinite`` skip (and count) a step whose loss is not finite.
+        """Step, or with ``--skip-nonfinite`` skip (and count) a step whose loss is not finite
+        (on any process: all skip it).
 
         With fp16 the ``GradScaler`` steps: it skips a step whose scaled gradients overflow
         (and lowers the scale) without reading them on the host; such a step has a finite
         loss and is not a non-finite loss."""
-        if not self.cfg.skip_nonfinite or bool(torch.isfinite(loss_value)):
+        if not self.cfg.skip_nonfinite or self._finite_everywhere(loss_value):
             if self.scaler is None:
                 self.optimizer.step()
             else:
@@ -145,10 +146,17 @@ class Run:
                 self.scaler.update()
             return
         state.skipped_nonfinite += 1
-        self.log(
-            f"skipping a non-finite loss at epoch {epoch + 1}, step {s + 1} ({state.skipped_nonfinite} so far)"
-        )
+        if self.ctx.is_main:
+            self.log(
+                f"skipping a non-finite loss at epoch {epoch + 1}, step {s + 1} ({state.skipped_nonfinite} so far)"
+            )
         loss_value.zero_()
+
+    def _finite_everywhere(self, loss_value: Tensor) -> bool:
+        """Whether the loss is finite on every process: one process's NaN reaches every
+        gradient through DDP's all-reduce, so all processes skip that step together."""
+        bad = (~torch.isfinite(loss_value)).to(torch.float32).reshape(1)
+        return not bool(all_reduce_sum(bad, self.ctx).item())
 
     def checkpoint(self, state: TrainState, epoch_loss=(0.0, 0), *, background: bool = False):
         """Write a checkpoint of ``state``; with ``background`` and ``--async-checkpoints`` a
