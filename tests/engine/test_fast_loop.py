@@ -475,6 +475,20 @@ def test_sync_bn_with_one_process_converts_warns_and_trains_like_batch_norm(
         torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
+def test_sync_bn_on_a_model_without_batch_norm_is_one_line(
+    engine_helpers, tiny_npz, tmp_path, capsys
+):
+    """Nothing to convert: the option would be silently ignored (at any world size)."""
+    out = tmp_path / "run"
+    code = cli.main(_cli_args(engine_helpers, tiny_npz, out, "--sync-bn", "--model", "simple_cnn"))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and not out.exists()
+    assert err == (
+        "classbalanced: error: --sync-bn synchronises batch-norm layers, and model simple_cnn "
+        "has none: expected a model with batch norm (e.g. resnet32), or no --sync-bn"
+    )
+
+
 def test_the_nccl_backend_on_the_cpu_is_one_line(engine_helpers, tiny_npz, tmp_path, capsys):
     out = tmp_path / "run"
     code = cli.main(_cli_args(engine_helpers, tiny_npz, out, "--dist-backend", "nccl"))

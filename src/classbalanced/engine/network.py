@@ -53,7 +53,9 @@ def build_training_model(
         init_prior_bias_(classifier(model))
         no_decay.append(classifier(model).bias)
     if cfg.sync_bn:
-        model = sync_batchnorm(model, world_size=ctx.world_size, device=ctx.device)
+        model = sync_batchnorm(
+            model, world_size=ctx.world_size, device=ctx.device, name=f"model {cfg.model}"
+        )
     model.to(ctx.device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
