@@ -370,6 +370,16 @@ def test_options_that_change_no_result_may_change_on_resume():
     ]
 
 
+def test_a_run_on_nccl_resumes_on_the_cpu_with_gloo():
+    """The device may change on resume, and NCCL needs CUDA: the backend must change with it
+    (--force would lift every other check as well)."""
+    from classbalanced.config import config_differences
+
+    gpu = TrainConfig(device="cuda", dist_backend="nccl").to_dict()
+    cpu = TrainConfig(device="cpu", dist_backend="gloo").to_dict()
+    assert config_differences(gpu, cpu) == []
+
+
 def test_a_run_saved_before_the_pipeline_options_resumes_only_with_its_own_pipeline():
     """Configs written before ``image_decode`` / ``worker_output`` existed ran the reduced-size
     decode with float output: a resume with today's defaults would switch pipelines."""

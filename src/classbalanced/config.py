@@ -80,12 +80,14 @@ GROUPS = {
 #: the ``compile_mode`` values that replay CUDA graphs
 CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")
 #: keys that may differ between an interrupted run and its resumption: how the run is
-#: driven, and options that change no result (loader workers kept or rebuilt give the same
-#: batches; where checkpoints are written and how often the host reads the loss neither)
+#: driven (the device, and with it the process-group backend: NCCL needs CUDA), and options
+#: that change no result (loader workers kept or rebuilt give the same batches; where
+#: checkpoints are written and how often the host reads the loss neither)
 RESUME_FREE_KEYS = (
     "resume",
     "overwrite",
     "device",
+    "dist_backend",
     "progress",
     "force",
     "out",
