@@ -489,6 +489,17 @@ def test_sync_bn_on_a_model_without_batch_norm_is_one_line(
     )
 
 
+def test_a_process_that_does_not_write_names_the_checkpoint_rank_0_wrote(copied_run):
+    """Under torchrun rank 0 writes; another rank's manifest is the one it read at the start
+    (empty for a new run), so its non-finite-loss line named no checkpoint ('none')."""
+    from classbalanced.engine.run_folder import Manifest, RunFolder
+
+    folder = RunFolder(copied_run, Manifest(copied_run), writer=False, resuming=False)
+    run = Run(TrainConfig(), DistContext(rank=1, world_size=2), None, folder, *[None] * 9, print)
+    newest = sorted((copied_run / "checkpoints").glob("*.pt"))[-1]
+    assert run.newest_valid_checkpoint() == newest
+
+
 def test_the_nccl_backend_on_the_cpu_is_one_line(engine_helpers, tiny_npz, tmp_path, capsys):
     out = tmp_path / "run"
     code = cli.main(_cli_args(engine_helpers, tiny_npz, out, "--dist-backend", "nccl"))

@@ -25,7 +25,7 @@ from .distributed import DistContext, all_reduce_sum
 from .evaluate import autocast
 from .metrics import summarize
 from .run_data import RunData
-from .run_folder import RunFolder
+from .run_folder import Manifest, RunFolder
 from .state import TrainState
 
 __all__ = ["TrainingInterrupted", "NonFiniteLoss", "StopFlag", "Run", "train_epoch", "end_epoch"]
@@ -178,8 +178,16 @@ class Run:
             self.writer.wait()
 
     def newest_valid_checkpoint(self):
+        """The newest complete checkpoint; a process that does not write (torchrun rank > 0)
+        reads rank 0's manifest anew (its own is the one read at the start)."""
         self.settle()
-        return self.folder.newest_valid_checkpoint()
+        if self.folder.writer:
+            return self.folder.newest_valid_checkpoint()
+        try:
+            manifest = Manifest.read(self.folder.path)
+        except (OSError, ValueError):  # not readable from this node, or damaged: none to name
+            return None
+        return manifest.newest_valid_checkpoint() if manifest is not None else None
 
     def interrupted(self, state: TrainState, epoch: int, epoch_loss=None) -> TrainingInterrupted:
         """Checkpoint (unless this step's checkpoint exists: ``epoch_loss=None``) and say so."""
