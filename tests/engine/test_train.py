@@ -499,13 +499,30 @@ def test_overwrite_replaces_only_the_runs_files(copied_run, tiny_npz, capsys, en
 
 def test_resume_with_another_config_is_refused_naming_the_keys(copied_run, tiny_npz, capsys):
     before = tree_snapshot(copied_run)
-    args = train_args(tiny_npz, copied_run, "--resume", "--eval-batch-size", "20", "--lr", "0.5")
+    args = train_args(
+        tiny_npz, copied_run, "--resume", "--eval-batch-size", "20", "--lr", "0.5",
+        "--precision", "fp16", "--sync-every", "3", "--async-checkpoints",
+    )  # fmt: skip
     code, _, err = run_cli(capsys, args)
     assert code == 2
     line = one_error_line(err)
-    assert "eval_batch_size" in line and "lr" in line and "--force" in line
+    assert "eval_batch_size (run: 40, now: 20)" in line and "lr (run: 0.025, now: 0.5)" in line
+    assert "precision (run: 'fp32', now: 'fp16')" in line and "--force" in line
     assert "seed" not in line and "epochs" not in line  # only the keys that differ
+    assert "sync_every" not in line and "async_checkpoints" not in line  # free to change
     assert tree_snapshot(copied_run) == before
+
+
+def test_resume_with_other_free_options_is_accepted_and_recorded(
+    copied_run, tiny_npz, capsys, engine_helpers
+):
+    extra = ("--sync-every", "3", "--async-checkpoints", "--dist-backend", "gloo")
+    code, _, err = run_cli(capsys, train_args(tiny_npz, copied_run, "--resume", *extra))
+    assert code == 0, err
+    saved = engine_helpers.read_json(copied_run / "config.json")
+    assert (saved["sync_every"], saved["async_checkpoints"], saved["dist_backend"]) == (
+        3, True, "gloo",
+    )  # fmt: skip
 
 
 def test_resume_with_another_config_and_force_is_accepted(
