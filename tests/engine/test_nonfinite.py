@@ -1,6 +1,7 @@
 """A NaN / infinite loss stops the run with a clear message, or is skipped and counted."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -99,7 +100,8 @@ def _skip_worker(rank: int, folder: str) -> None:
     from torch import nn
 
     from classbalanced.engine.distributed import DistContext
-    from classbalanced.engine.loop import Run
+    from classbalanced.engine.loop import Run, _NonFiniteWatch
+    from classbalanced.engine.run_folder import Manifest, RunFolder
     from classbalanced.engine.state import TrainState
 
     torch.set_num_threads(1)
@@ -114,7 +116,8 @@ def _skip_worker(rank: int, folder: str) -> None:
 
         run = Run(
             TrainConfig(skip_nonfinite=True, channels_last=False, device="cpu"),
-            DistContext(rank, 2, rank), None, None, model, ddp, ddp, loss_fn,
+            DistContext(rank, 2, rank), None, RunFolder(Path(folder), Manifest(Path(folder)),
+            writer=False, resuming=False), model, ddp, ddp, loss_fn,
             torch.optim.SGD(model.parameters(), lr=0.1), [], lambda s: 0.1, None, 1, print,
         )  # fmt: skip
         state, weights = TrainState(), [model.weight.detach().clone()]
@@ -123,16 +126,26 @@ def _skip_worker(rank: int, folder: str) -> None:
             run.optimizer_step(run.forward_backward(batch, 0.1), state, 0, 0)
             weights.append(model.weight.detach().clone())
             poison[0] = False
-        torch.save({"skipped": state.skipped_nonfinite, "weights": weights}, f"{folder}/{rank}.pt")
+        watch = _NonFiniteWatch(torch.device("cpu"), 2)  # without --skip-nonfinite: a stop
+        watch.update(torch.tensor(float("nan") if rank == 1 else 1.0))
+        try:
+            watch.check(0, run)  # every rank reads the loss at the same step
+            stopped = ""
+        except NonFiniteLoss as exc:
+            stopped = str(exc)
+        result = {"skipped": state.skipped_nonfinite, "weights": weights, "stopped": stopped}
+        torch.save(result, f"{folder}/{rank}.pt")
         dist.barrier()
     finally:
         dist.destroy_process_group()
 
 
-def test_skip_nonfinite_under_ddp_skips_on_every_rank_together(tmp_path):
-    """A NaN loss on one rank reaches every rank's gradients through DDP's all-reduce: all
-    ranks skip that step (a rank with a finite loss stepped with NaN gradients, so the model
-    became NaN and every later step was skipped: a run that 'finished' with NaN weights)."""
+def test_under_ddp_a_nan_loss_on_one_rank_is_acted_on_by_every_rank(tmp_path):
+    """A NaN loss on one rank reaches every rank's gradients through DDP's all-reduce. With
+    --skip-nonfinite all ranks skip that step (a rank with a finite loss stepped with NaN
+    gradients, so the model became NaN and every later step was skipped: a run that
+    'finished' with NaN weights); without it all ranks stop, naming the same step (rank 0,
+    its loss finite, went on, and a stop then checkpointed its NaN weights)."""
     import torch.multiprocessing as mp
 
     mp.spawn(_skip_worker, args=(str(tmp_path),), nprocs=2)
@@ -143,3 +156,5 @@ def test_skip_nonfinite_under_ddp_skips_on_every_rank_together(tmp_path):
         assert torch.equal(after_nan, start)  # skipped: nothing applied
         assert torch.isfinite(after_finite).all() and not torch.equal(after_finite, start)
     assert torch.equal(ranks[0]["weights"][-1], ranks[1]["weights"][-1])  # still in step
+    for result in ranks:
+        assert result["stopped"].startswith("the loss is not finite at epoch 1, step 3;")

@@ -214,7 +214,8 @@ class EpochResult:
 
 
 class _NonFiniteWatch:
-    """The first non-finite step of an epoch, tracked on the device (read every 20 steps)."""
+    """The first non-finite step of an epoch, tracked on the device (read every --sync-every
+    steps, at the end of the epoch and at a stop)."""
 
     def __init__(self, device, first: int) -> None:
         self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
@@ -226,10 +227,19 @@ class _NonFiniteWatch:
         self.first_bad = torch.where(bad, self.step_no, self.first_bad)
 
     def check(self, epoch: int, run: Run) -> None:
-        if int(self.first_bad) >= 0:
+        """Raise :class:`NonFiniteLoss` if a step's loss was not finite, here or (under
+        torchrun, where every rank checks at the same step) on any rank: one rank's NaN
+        reaches every rank's weights through the shared gradients, so all stop together."""
+        first = self.first_bad
+        if run.ctx.distributed:  # the first bad step over the ranks (-1: none)
+            none = torch.iinfo(torch.long).max
+            first = torch.where(first >= 0, first, none)
+            torch.distributed.all_reduce(first, op=torch.distributed.ReduceOp.MIN)
+            first = torch.where(first == none, -1, first)
+        if int(first) >= 0:
             last = run.newest_valid_checkpoint()
             raise NonFiniteLoss(
-                f"the loss is not finite at epoch {epoch + 1}, step {int(self.first_bad)}; last good "
+                f"the loss is not finite at epoch {epoch + 1}, step {int(first)}; last good "
                 f"checkpoint: {last if last else 'none'} (lower --lr, or --skip-nonfinite to skip such batches)"
             )
 
