@@ -446,6 +446,30 @@ def test_an_fp16_run_resumed_after_sigterm_ends_like_the_whole_run(
     assert h.without_timing(resumed) == h.without_timing(whole)
 
 
+def test_a_fast_loop_run_stopped_mid_epoch_resumes_to_the_plain_runs_end(
+    engine_helpers, tiny_npz, tmp_path
+):
+    """--sync-every 0 and --async-checkpoints: SIGTERM in epoch 2 (step 5 of 6), after the
+    background checkpoint of epoch 1; resumed without those options (they may change), the
+    run ends exactly as the plain uninterrupted one, evaluations included."""
+    h = engine_helpers
+    cfg = h.tiny_config(
+        tiny_npz, tmp_path / "whole", epochs=2, warmup_epochs=1, eval_every=1,
+        model="simple_cnn",
+    )  # fmt: skip
+    whole = trainer.train(cfg, log=h.quiet)
+    cut = h.replace(cfg, out=str(tmp_path / "cut"), sync_every=0, async_checkpoints=True)
+    with h.record_sgd_steps(sigterm_at=5), pytest.raises(trainer.TrainingInterrupted):
+        trainer.train(cut, log=h.quiet)
+    steps = sorted(p.name for p in (tmp_path / "cut" / "checkpoints").glob("*.pt"))
+    assert steps == ["checkpoint-00000003.pt", "checkpoint-00000005.pt"]
+    resumed = trainer.train(h.replace(cfg, out=cut.out, resume=True), log=h.quiet)
+    assert h.without_timing(resumed) == h.without_timing(whole)
+    assert h.history_without_timing(_read(tmp_path / "cut" / "history.json")) == (
+        h.history_without_timing(_read(tmp_path / "whole" / "history.json"))
+    )
+
+
 # ---------------------------------------------------------------------------
 # --sync-bn with one process, --dist-backend
 # ---------------------------------------------------------------------------
