@@ -118,7 +118,7 @@ def _skip_worker(rank: int, folder: str) -> None:
             TrainConfig(skip_nonfinite=True, channels_last=False, device="cpu"),
             DistContext(rank, 2, rank), None, RunFolder(Path(folder), Manifest(Path(folder)),
             writer=False, resuming=False), model, ddp, ddp, loss_fn,
-            torch.optim.SGD(model.parameters(), lr=0.1), [], lambda s: 0.1, None, 1, print,
+            torch.optim.SGD(model.parameters(), lr=0.1), [], lambda s: 0.1, None, 1, lambda _: None,
         )  # fmt: skip
         state, weights = TrainState(), [model.weight.detach().clone()]
         for _ in range(2):
