@@ -271,7 +271,9 @@ class TrainConfig:
     )
     compile: bool = option(False, "torch.compile the model", group="run")
     sync_bn: bool = option(
-        False, "synchronised batch norm across processes (torchrun)", group="run"
+        False,
+        "synchronised batch norm across processes (torchrun; a model without batch norm is refused)",
+        group="run",
     )
     skip_nonfinite: bool = option(
         False, "skip and count steps whose loss is NaN/inf instead of stopping", group="run"
