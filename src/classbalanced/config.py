@@ -302,7 +302,7 @@ class TrainConfig:
     async_checkpoints: bool = option(
         False,
         "write checkpoints in a background thread from a CPU copy (a failed write stops the "
-        "run at the next checkpoint or at the end)",
+        "run at the next evaluation or at the end; the last one is waited for)",
         group="run",
     )
     sync_every: int = option(
