@@ -94,8 +94,9 @@ def test_a_stop_between_two_loss_reads_after_a_nan_saves_no_nan_checkpoint(
     assert f"epoch 2, step 2; last good checkpoint: {last} " in str(info.value)
 
 
-def _skip_worker(rank: int, folder: str) -> None:
-    """One of 2 gloo processes: a DDP step whose loss is NaN on rank 1 only, then a finite one."""
+def _ddp_nan_worker(rank: int, folder: str) -> None:
+    """One of 2 gloo processes: with --skip-nonfinite a DDP step whose loss is NaN on rank 1
+    only, then a finite one; then a loss read (the non-finite check) after a NaN on rank 1."""
     import torch.distributed as dist
     from torch import nn
 
@@ -148,7 +149,7 @@ def test_under_ddp_a_nan_loss_on_one_rank_is_acted_on_by_every_rank(tmp_path):
     its loss finite, went on, and a stop then checkpointed its NaN weights)."""
     import torch.multiprocessing as mp
 
-    mp.spawn(_skip_worker, args=(str(tmp_path),), nprocs=2)
+    mp.spawn(_ddp_nan_worker, args=(str(tmp_path),), nprocs=2)
     ranks = [torch.load(tmp_path / f"{r}.pt", weights_only=True) for r in (0, 1)]
     for result in ranks:
         start, after_nan, after_finite = result["weights"]
