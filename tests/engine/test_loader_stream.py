@@ -146,3 +146,19 @@ def test_the_options_are_config_keys_and_flags():
     )
     for flag in ("--image-decode", "--worker-output", "--no-persistent-workers"):
         assert flag in text
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_resumed_epoch_gives_the_batches_of_the_whole_epoch(files, workers):
+    """Mid-epoch resume (``start_step``) replays the remaining batches exactly, whatever the
+    process's global RNG; with no workers the global RNG is left as it was."""
+    torch.manual_seed(0)
+    whole = [x for x, _ in _stream(files, persistent=False, workers=workers).epoch(0)]
+    torch.manual_seed(1)
+    before = torch.get_rng_state()
+    tail = [x for x, _ in _stream(files, persistent=False, workers=workers).epoch(0, 3)]
+    assert torch.equal(torch.get_rng_state(), before)
+    assert len(tail) == 2 and len(whole) == 5
+    for x, y in zip(whole[3:], tail, strict=True):
+        assert torch.equal(x, y)
+    assert not torch.equal(whole[3], whole[4])  # the batches differ: the comparison can fail

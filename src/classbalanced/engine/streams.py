@@ -14,7 +14,7 @@ process with batch ``W * b`` sees.
   files with decoding and augmentation in worker processes, a
   ``DistributedSampler`` re-seeded each epoch with ``set_epoch``, and unreadable
   images skipped and counted rather than crashing a long run; optionally persistent
-  workers (reseeded each epoch: the same batches) and uint8 batches decoded and / or
+  workers (each batch seeded by its position: the same batches) and uint8 batches decoded and / or
   normalised on the device.
 """
 
@@ -134,16 +134,17 @@ class InMemoryStream:
 
 
 class _SkipSampler(torch.utils.data.Sampler):
-    """The indices of ``sampler`` after the first ``skip`` (to resume mid-epoch); with ``seed``
-    set, each tagged ``(seed, index)`` for :class:`_ReseededDataset` (persistent workers)."""
+    """The indices of ``sampler`` after the first ``skip`` (to resume mid-epoch), each tagged
+    ``(seed, batch, index)`` (``batch``: its position in the epoch // ``batch_size``) for
+    :class:`_ReseededDataset`."""
 
-    def __init__(self, sampler, skip: int, seed: int | None = None) -> None:
-        self.sampler, self.skip, self.seed = sampler, skip, seed
+    def __init__(self, sampler, skip: int, batch_size: int, seed: int = 0) -> None:
+        self.sampler, self.skip, self.batch_size, self.seed = sampler, skip, batch_size, seed
 
     def __iter__(self):
         for i, index in enumerate(self.sampler):
             if i >= self.skip:
-                yield index if self.seed is None else (self.seed, index)
+                yield self.seed, i // self.batch_size, index
 
     def __len__(self) -> int:
         return max(0, len(self.sampler) - self.skip)
@@ -160,42 +161,71 @@ def draw_loader_seed(generator: torch.Generator) -> int:
     return int(torch.empty((), dtype=torch.int64).random_(generator=generator).item())
 
 
-def seed_worker(base_seed: int) -> None:
-    """Seed this worker's ``random``, ``torch`` and ``numpy`` RNGs exactly as PyTorch seeds a
-    fresh ``DataLoader`` worker for ``base_seed`` (``base_seed + worker id``)."""
+def seed_worker(base_seed: int, stream: int | None = None) -> None:
+    """Seed this process's ``random``, ``torch`` and ``numpy`` RNGs exactly as PyTorch seeds a
+    fresh ``DataLoader`` worker number ``stream`` (default: this worker's id) for ``base_seed``
+    (``base_seed + stream``)."""
     import random
 
     import numpy as np
 
-    info = torch.utils.data.get_worker_info()
-    worker = 0 if info is None else info.id
-    random.seed(base_seed + worker)
-    torch.manual_seed(base_seed + worker)
+    if stream is None:
+        info = torch.utils.data.get_worker_info()
+        stream = 0 if info is None else info.id
+    random.seed(base_seed + stream)
+    torch.manual_seed(base_seed + stream)
     try:  # numpy's seed as torch's worker loop derives it
         from torch.utils.data._utils.worker import _generate_state
 
-        np.random.seed(_generate_state(base_seed, worker))  # noqa: NPY002 (as torch does)
+        np.random.seed(_generate_state(base_seed, stream))  # noqa: NPY002 (as torch does)
     except ImportError:  # pragma: no cover - a torch without it: a seed of our own
-        np.random.seed((base_seed + worker) % 2**32)  # noqa: NPY002
+        np.random.seed((base_seed + stream) % 2**32)  # noqa: NPY002
+
+
+def _rng_states() -> tuple:
+    import random
+
+    import numpy as np
+
+    return random.getstate(), torch.get_rng_state(), np.random.get_state()  # noqa: NPY002
+
+
+def _set_rng_states(states: tuple) -> None:
+    import random
+
+    import numpy as np
+
+    random.setstate(states[0])
+    torch.set_rng_state(states[1])
+    np.random.set_state(states[2])  # noqa: NPY002
 
 
 class _ReseededDataset(torch.utils.data.Dataset):
-    """``dataset`` indexed by ``(seed, index)``: a persistent worker reseeds itself
-    (:func:`seed_worker`) on its first item of each epoch, so it draws what a fresh worker of a
-    rebuilt loader would."""
+    """``dataset`` indexed by ``(seed, batch, index)``: the transforms of each batch draw from
+    the global RNGs seeded by :func:`seed_worker` ``(seed, batch)``, whichever process (a
+    worker, persistent or not, or the main one) and whichever batch it decoded before, so a
+    batch depends only on ``(seed, batch)``; the process's own RNG states are left as they were.
+    """
 
     def __init__(self, dataset) -> None:
-        self.dataset, self._seed = dataset, None
+        self.dataset, self._key, self._states = dataset, None, None
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, item):
-        seed, index = item
-        if seed != self._seed:
-            self._seed = seed
-            seed_worker(seed)
-        return self.dataset[index]
+        seed, batch, index = item
+        saved = _rng_states()
+        try:
+            if (seed, batch) != self._key:
+                self._key = seed, batch
+                seed_worker(seed, batch)
+            else:  # the next item of the same batch: go on with its streams
+                _set_rng_states(self._states)
+            return self.dataset[index]
+        finally:
+            self._states = _rng_states()
+            _set_rng_states(saved)
 
 
 class LoaderStream:
@@ -206,11 +236,12 @@ class LoaderStream:
     counts them over the run. ``images`` arrive on the device and pass through ``on_device``
     (e.g. decoding and normalising uint8 batches there; default: as they come).
 
-    The workers of epoch ``e`` are seeded from ``(seed, e, rank)`` (:func:`loader_generator`),
-    so a run's augmentation replays (with ``num_workers=0`` the transforms draw from the
-    process's global RNG instead). ``persistent``: the workers live for the whole run and are
-    reseeded each epoch as the fresh workers of a loader rebuilt for that epoch would be: every
-    batch is the same as with ``persistent=False`` (a new loader, new workers, every epoch).
+    The transforms of batch ``b`` of epoch ``e`` draw from RNGs seeded by ``(seed, e, rank,
+    b)`` (:func:`loader_generator`, :class:`_ReseededDataset`), so a run's augmentation
+    replays, a run resumed mid-epoch gets the batches of the uninterrupted one, and the
+    batches are the same for any ``num_workers`` (0: decoded in this process, whose global
+    RNG is left alone). ``persistent``: the workers live for the whole run; every batch is the
+    same as with ``persistent=False`` (a new loader, new workers, every epoch).
     """
 
     def __init__(
@@ -254,6 +285,7 @@ class LoaderStream:
     def _make_loader(self, sampler, dataset, **extra) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(
             dataset,
+            generator=torch.Generator().manual_seed(0),  # the base seed: not the global RNG
             batch_size=self.local,
             sampler=sampler,
             num_workers=self.num_workers,
@@ -265,17 +297,17 @@ class LoaderStream:
 
     def _epoch_loader(self, epoch: int, start_step: int) -> torch.utils.data.DataLoader:
         skip = start_step * self.local
-        generator = loader_generator(self.seed, epoch, self.ctx.rank)
+        seed = draw_loader_seed(loader_generator(self.seed, epoch, self.ctx.rank))
         if not self.persistent:
-            sampler = _SkipSampler(self.sampler, skip)
-            return self._make_loader(sampler, self.dataset, generator=generator)
+            sampler = _SkipSampler(self.sampler, skip, self.local, seed)
+            return self._make_loader(sampler, _ReseededDataset(self.dataset))
         if self._loader is None:
-            tagged = _SkipSampler(self.sampler, skip)
+            tagged = _SkipSampler(self.sampler, skip, self.local, seed)
             self._loader = self._make_loader(
                 tagged, _ReseededDataset(self.dataset), persistent_workers=True
             )
         self._loader.sampler.skip = skip
-        self._loader.sampler.seed = draw_loader_seed(generator)
+        self._loader.sampler.seed = seed
         return self._loader
 
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
