@@ -332,7 +332,8 @@ def test_encoded_crop_carries_the_file_and_the_fast_crops_draws(tmp_path):
         with Image.open(path) as img:
             expected.append(fast(img))
         assert torch.equal(torch.rand(1), after)  # the same draws
-    data, params = items[0][0]
+    data, params, name = items[0][0]
+    assert name == str(jpg)
     assert torch.equal(data, torch.frombuffer(bytearray(jpg.read_bytes()), dtype=torch.uint8))
     assert params.tolist()[2:4] != [0, 0] and params.dtype == torch.int64
     assert isinstance(items[1][0], torch.Tensor)  # a PNG is decoded in the worker

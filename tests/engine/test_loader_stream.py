@@ -13,6 +13,8 @@ from classbalanced.data.pipeline import (
     DraftResizeCenterCrop,
     FastRandomResizedCrop,
     collate_channels_last,
+    collate_encoded,
+    decode_batch,
 )
 from classbalanced.engine.distributed import DistContext
 from classbalanced.engine.evaluate import LoaderEvaluator
@@ -162,3 +164,31 @@ def test_a_resumed_epoch_gives_the_batches_of_the_whole_epoch(files, workers):
     for x, y in zip(whole[3:], tail, strict=True):
         assert torch.equal(x, y)
     assert not torch.equal(whole[3], whole[4])  # the batches differ: the comparison can fail
+
+
+def test_decoding_on_the_device_skips_and_counts_a_jpeg_it_cannot_decode(files, tmp_path):
+    """A JPEG whose header reads and whose end marker is there but whose data is broken (a
+    marker in the middle of the scan): left out of its batch with its label, counted, named."""
+    root, samples = files
+    data = (root / "0.jpg").read_bytes()
+    at = data.find(b"\xff\xda") + 40
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(data[:at] + b"\xff\xc4" + data[at + 2 :])
+    cfg = TrainConfig(dataset="inat2018", image_size=16, image_decode="device").resolved()
+    transform, collate, on_device = train_pipeline(cfg, DistContext())
+
+    def batches(first):
+        files_ = (root, [(first, 0), *samples[1:4]])
+        stream = _stream(files_, persistent=False, transform=transform, collate=collate)
+        stream.on_device, stream.sampler.shuffle = on_device, False
+        return [(x, y) for x, y in stream.epoch(0)], stream.skipped
+
+    with pytest.warns(inat.BadImageWarning, match="broken.jpg"):
+        [(x, y)], skipped = batches(str(broken))
+    [(ref, ref_y)], ref_skipped = batches("0.jpg")
+    assert (skipped, ref_skipped) == (1, 0) and y.tolist() == [1, 2, 3] == ref_y[1:].tolist()
+    assert torch.equal(x, ref[1:])  # the others keep their own crops
+    with Image.open(broken) as img:
+        batch = collate_encoded([(transform(img), 0)])[0]
+    with pytest.raises(OSError, match="cannot decode .*broken.jpg on cpu"):
+        decode_batch(batch, 16, "cpu")  # without drop_bad: an error naming the file

@@ -234,7 +234,9 @@ class LoaderStream:
     ``dataset[i]`` returns ``(image, label)`` or ``None`` for an unreadable file;
     ``collate`` drops those and returns ``(images, labels, num_skipped)``; :attr:`skipped`
     counts them over the run. ``images`` arrive on the device and pass through ``on_device``
-    (e.g. decoding and normalising uint8 batches there; default: as they come).
+    (e.g. decoding and normalising uint8 batches there; default: as they come), which may
+    return ``(images, kept)`` instead: the images it could decode and the ``(N,)`` bool mask
+    of them (the others are dropped with their labels and counted).
 
     The transforms of batch ``b`` of epoch ``e`` draw from RNGs seeded by ``(seed, e, rank,
     b)`` (:func:`loader_generator`, :class:`_ReseededDataset`), so a run's augmentation
@@ -318,12 +320,24 @@ class LoaderStream:
             if step >= self.steps_per_epoch:
                 break
             self.skipped += int(skipped)
-            if images.shape[0] == 0:  # every image of this batch was unreadable
-                if self.ctx.distributed:  # the other ranks are waiting for this step's gradients
-                    raise RuntimeError(f"every image of a batch at step {step} was unreadable")
+            if self._empty(images, step):
                 continue
             if isinstance(images, Tensor):
                 images = images.to(device, non_blocking=True)
             if self.on_device is not None:
                 images = self.on_device(images)
+                if isinstance(images, tuple):  # (images, kept): some could not be decoded
+                    images, kept = images
+                    self.skipped += int((~kept).sum())
+                    labels = labels[kept.cpu()]
+                    if self._empty(images, step):
+                        continue
             yield images, labels.to(device, non_blocking=True)
+
+    def _empty(self, images, step: int) -> bool:
+        """True when every image of the batch was unreadable (the step is skipped)."""
+        if images.shape[0]:
+            return False
+        if self.ctx.distributed:  # the other ranks are waiting for this step's gradients
+            raise RuntimeError(f"every image of a batch at step {step} was unreadable")
+        return True
