@@ -358,3 +358,29 @@ def test_encoded_crop_skips_truncated_files(tmp_path):
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
         assert data[0] is None  # no end marker: decoded here, which fails: skipped
+
+
+def test_sixteen_bit_greyscale_images_keep_their_grey_levels(tmp_path):
+    """A 16-bit greyscale PNG (PIL mode I;16) reads as its 8-bit version (value / 257) in every
+    transform and without one; PIL's ``convert("RGB")`` clips it to 255: a white image."""
+    from classbalanced.data.pipeline import EncodedRandomResizedCrop, FastRandomResizedCrop
+
+    levels = np.linspace(0, 255, 40 * 30).reshape(30, 40).round().astype(np.uint16)
+    Image.fromarray(levels * 257).save(tmp_path / "deep.png")
+    Image.fromarray(levels.astype(np.uint8)).save(tmp_path / "flat.png")
+    assert Image.open(tmp_path / "deep.png").mode == "I;16"
+    transforms = [
+        None,
+        DraftRandomResizedCrop(8),
+        DraftResizeCenterCrop(8),
+        FastRandomResizedCrop(8),
+        EncodedRandomResizedCrop(8),
+    ]
+    for transform in transforms:
+        got = []
+        for name in ("deep.png", "flat.png"):
+            torch.manual_seed(3)
+            image = inat.ImageFileDataset(tmp_path, [(name, 0)], transform)[0][0]
+            got.append(torch.as_tensor(np.asarray(image)))
+        assert torch.equal(got[0], got[1]), transform
+        assert 40 < got[0].float().mean() < 215  # a grey ramp, not white

@@ -50,6 +50,7 @@ from torchvision.transforms import RandomResizedCrop  # here: forked loader work
 
 __all__ = [
     "draft_factor",
+    "to_rgb",
     "DraftRandomResizedCrop",
     "DraftResizeCenterCrop",
     "FastRandomResizedCrop",
@@ -75,13 +76,30 @@ def draft_factor(crop_w: float, crop_h: float, size: int) -> int:
     return 1
 
 
+def to_rgb(img: Image.Image) -> Image.Image:
+    """``img`` (decoded) in RGB: ``img.convert("RGB")``, except that 16-bit greyscale (modes
+    ``I;16``, ``I;16B``, ...: 16-bit PNGs and TIFFs) is first scaled to 8 bits (``v / 257``,
+    rounded) where PIL's conversion clips every level above 255 to white.
+
+    >>> deep = Image.fromarray(np.array([[0, 32896, 65535]], dtype=np.uint16))
+    >>> deep.mode, np.asarray(to_rgb(deep))[0, :, 0].tolist()
+    ('I;16', [0, 128, 255])
+    """
+    if img.mode == "RGB":
+        return img
+    if img.mode.startswith("I;16"):
+        levels = (np.asarray(img).astype(np.uint32) + 128) // 257
+        img = Image.fromarray(levels.astype(np.uint8))
+    return img.convert("RGB")
+
+
 def _decode(img: Image.Image, k: int) -> tuple[Image.Image, float, float]:
     """Decode ``img`` (reduced by ``k`` when it is a JPEG) to RGB; return it and its x / y scale."""
     w, h = img.size
     if k > 1:
         img.draft("RGB", (w // k, h // k))  # a no-op for other formats
     img.load()  # the full decode: a truncated file raises here
-    rgb = img if img.mode == "RGB" else img.convert("RGB")
+    rgb = to_rgb(img)
     return rgb, rgb.size[0] / w, rgb.size[1] / h
 
 
