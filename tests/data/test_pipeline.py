@@ -384,3 +384,26 @@ def test_sixteen_bit_greyscale_images_keep_their_grey_levels(tmp_path):
             got.append(torch.as_tensor(np.asarray(image)))
         assert torch.equal(got[0], got[1]), transform
         assert 40 < got[0].float().mean() < 215  # a grey ramp, not white
+
+
+def test_eval_of_an_extreme_aspect_ratio_resizes_only_the_centre(tmp_path, monkeypatch):
+    """A 3 x 3000 strip: torchvision's resize to short side 256 then centre crop would make a
+    256 x 256000 image (200 MB; 12 GB for 1 x 60000); only the centre is resized, to
+    torchvision's pixels up to a level or two."""
+    strip = np.tile(np.linspace(0, 255, 3000).astype(np.uint8)[None, :, None], (3, 1, 3))
+    strip[1, :, 1] = 255 - strip[1, :, 1]
+    Image.fromarray(strip).save(tmp_path / "strip.png")
+    with Image.open(tmp_path / "strip.png") as img:
+        expected = _reference_eval(16)(img.convert("RGB")).int()
+    made = []
+    resize = Image.Image.resize
+
+    def recording_resize(self, size, *args, **kwargs):
+        made.append(size[0] * size[1])
+        return resize(self, size, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "resize", recording_resize)
+    with Image.open(tmp_path / "strip.png") as img:
+        got = DraftResizeCenterCrop(16)(img).int()
+    assert max(made) <= 16 * 18**2  # not the 18 x 18000 of the full resize
+    assert got.shape == (3, 16, 16) and (got - expected).abs().max() <= 2

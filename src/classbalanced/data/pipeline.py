@@ -166,8 +166,17 @@ class DraftRandomResizedCrop(_RandomCrop):
         return self._finish(out)
 
 
+#: an image whose resized size is over this many ``resize ** 2`` (more than 16 times as long as
+#: wide) has only its centre resized: torchvision's full resize of a 1 x 60000 strip to short
+#: side 256 takes 12 GB
+_FULL_RESIZE_LIMIT = 16
+
+
 class DraftResizeCenterCrop(_Output):
-    """``Resize(resize)`` (short side) + ``CenterCrop(size)`` of an undecoded image, as torchvision."""
+    """``Resize(resize)`` (short side) + ``CenterCrop(size)`` of an undecoded image, as torchvision
+    (bit for bit without a reduced decode); an image more than 16 times as long as wide has only
+    the centre crop's region resized (PIL's ``box``: within a level or two of torchvision's).
+    """
 
     def __init__(
         self,
@@ -190,9 +199,13 @@ class DraftResizeCenterCrop(_Output):
         new_long = int(self.resize * long / short)  # torchvision's rounding
         new_w, new_h = (self.resize, new_long) if w <= h else (new_long, self.resize)
         rgb, fx, fy = _decode(img, draft_factor(short, short, self.resize))
-        resized = rgb.resize((new_w, new_h), Image.BILINEAR)
         top = int(round((new_h - self.size) / 2.0))
         left = int(round((new_w - self.size) / 2.0))
+        if new_w * new_h > _FULL_RESIZE_LIMIT * self.resize**2 and top >= 0 and left >= 0:
+            sx, sy = rgb.size[0] / new_w, rgb.size[1] / new_h  # resize the centre only
+            box = (left * sx, top * sy, (left + self.size) * sx, (top + self.size) * sy)
+            return self._finish(rgb.resize((self.size, self.size), Image.BILINEAR, box=box))
+        resized = rgb.resize((new_w, new_h), Image.BILINEAR)
         if top < 0 or left < 0:  # smaller than the crop: torchvision pads with zeros
             from torchvision.transforms.v2 import functional as F
 
