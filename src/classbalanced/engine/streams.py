@@ -215,7 +215,12 @@ class _ReseededDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, item):
         seed, batch, index = item
-        saved = _rng_states()
+        if torch.utils.data.get_worker_info() is not None:  # a worker: its RNGs are the batch's
+            if (seed, batch) != self._key:  # a batch's items come one after the other
+                self._key = seed, batch
+                seed_worker(seed, batch)
+            return self.dataset[index]
+        saved = _rng_states()  # this process: the trainer's RNGs, to be left as they were
         try:
             if (seed, batch) != self._key:
                 self._key = seed, batch
