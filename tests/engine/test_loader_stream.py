@@ -2,6 +2,8 @@
 batches normalised on the device equal the float path, and decoding on the device (here the
 CPU) is the fast crop's decode."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -192,3 +194,26 @@ def test_decoding_on_the_device_skips_and_counts_a_jpeg_it_cannot_decode(files, 
         batch = collate_encoded([(transform(img), 0)])[0]
     with pytest.raises(OSError, match="cannot decode .*broken.jpg on cpu"):
         decode_batch(batch, 16, "cpu")  # without drop_bad: an error naming the file
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_batch_of_unreadable_images_is_replaced_not_dropped(files, workers):
+    """Every step gets a batch (the loop makes steps_per_epoch steps): a batch whose images are
+    all unreadable is replaced by the epoch's previous readable one (at the start of an epoch
+    the next one); an epoch with none left is a one-line error."""
+    root, samples = files
+    missing = [(f"missing-{i}.jpg", 0) for i in range(4)]
+    order = [*missing, *samples[:4], *missing, *samples[4:8], *missing]
+    stream = _stream((root, order), persistent=False, workers=workers)
+    stream.sampler.shuffle = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = [(x, y) for x, y in stream.epoch(0, start_step=0)]
+        assert len(got) == stream.steps_per_epoch == 5 and stream.skipped == 12
+        for i, j in ((0, 1), (2, 1)):  # steps 0 and 2 get the batch of step 1
+            assert torch.equal(got[i][0], got[j][0]) and torch.equal(got[i][1], got[j][1])
+        assert [y.tolist() for _, y in got[1::2]] == [[0, 1, 2, 3], [0, 1, 2, 3]]
+        assert not torch.equal(got[1][0], got[3][0]) and torch.equal(got[4][0], got[3][0])
+        stream = _stream((root, missing * 2), persistent=False, workers=workers)
+        with pytest.raises(ValueError, match="every image .* unreadable"):
+            list(stream.epoch(0))

@@ -271,8 +271,6 @@ class LoaderStream:
                 f"batch_size must divide over {ctx.world_size} processes, got {batch_size}"
             )
         self.dataset, self.ctx, self.collate = dataset, ctx, collate
-        self.local = batch_size // ctx.world_size
-        self.batch = batch_size
         # a rank-aware sampler with set_epoch (class-balanced), or each image once per epoch
         self.sampler = sampler or DistributedSampler(
             dataset,
@@ -282,6 +280,8 @@ class LoaderStream:
             seed=seed,
             drop_last=True,
         )
+        self.local = batch_size // ctx.world_size
+        self.batch = batch_size
         self.steps_per_epoch = max(1, len(self.sampler) // self.local)
         self.num_workers, self.seed = num_workers, seed
         self.persistent = persistent and num_workers > 0
@@ -318,31 +318,57 @@ class LoaderStream:
         return self._loader
 
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        """The batches of steps ``start_step`` to ``steps_per_epoch - 1``: one per step. A batch
+        whose images are all unreadable is replaced by the previous batch of this iteration
+        (before the first readable one: by that one); none left readable: ``ValueError``."""
         self.sampler.set_epoch(epoch)
         loader = self._epoch_loader(epoch, start_step)
-        device = self.ctx.device
+        last, unreadable = None, []  # the last readable batch; the steps still waiting for one
         for step, (images, labels, skipped) in enumerate(loader, start=start_step):
             if step >= self.steps_per_epoch:
                 break
             self.skipped += int(skipped)
-            if self._empty(images, step):
-                continue
-            if isinstance(images, Tensor):
-                images = images.to(device, non_blocking=True)
-            if self.on_device is not None:
-                images = self.on_device(images)
-                if isinstance(images, tuple):  # (images, kept): some could not be decoded
-                    images, kept = images
-                    self.skipped += int((~kept).sum())
-                    labels = labels[kept.cpu()]
-                    if self._empty(images, step):
-                        continue
-            yield images, labels.to(device, non_blocking=True)
+            batch = self._on_device(images, labels)
+            if batch is None:
+                _warn_unreadable(f"every image of the batch of step {step} was unreadable")
+                unreadable.append(step)
+                if last is None:
+                    continue
+                batch = last
+            for _ in range(len(unreadable) - (batch is last)):  # the steps waiting for one
+                yield batch
+            unreadable, last = [], batch
+            yield batch
+        if unreadable and last is None:
+            raise ValueError(
+                f"every image of the batches of steps {unreadable[0]} to {unreadable[-1]} of "
+                f"epoch {epoch + 1} was unreadable ({self.skipped} images skipped so far): "
+                "nothing to train on"
+            )
 
-    def _empty(self, images, step: int) -> bool:
-        """True when every image of the batch was unreadable (the step is skipped)."""
-        if images.shape[0]:
-            return False
-        if self.ctx.distributed:  # the other ranks are waiting for this step's gradients
-            raise RuntimeError(f"every image of a batch at step {step} was unreadable")
-        return True
+    def _on_device(self, images, labels) -> tuple[Tensor, Tensor] | None:
+        """The batch on the device, through ``on_device``; ``None``: no image was readable."""
+        device = self.ctx.device
+        if images.shape[0] == 0:
+            return None
+        if isinstance(images, Tensor):
+            images = images.to(device, non_blocking=True)
+        if self.on_device is not None:
+            images = self.on_device(images)
+            if isinstance(images, tuple):  # (images, kept): some could not be decoded
+                images, kept = images
+                self.skipped += int((~kept).sum())
+                labels = labels[kept.cpu()]
+                if images.shape[0] == 0:
+                    return None
+        return images, labels.to(device, non_blocking=True)
+
+
+def _warn_unreadable(msg: str) -> None:
+    import logging
+    import warnings
+
+    from ..data.inat import BadImageWarning
+
+    logging.getLogger(__name__).warning(msg)
+    warnings.warn(msg, BadImageWarning, stacklevel=3)
