@@ -196,6 +196,17 @@ def test_decoding_on_the_device_skips_and_counts_a_jpeg_it_cannot_decode(files, 
         decode_batch(batch, 16, "cpu")  # without drop_bad: an error naming the file
 
 
+def test_a_batch_larger_than_the_training_set_shrinks_to_it(files):
+    root, samples = files
+    data = inat.ImageFileDataset(root, samples[:6], FastRandomResizedCrop(16))
+    stream = LoaderStream(
+        data, batch_size=16, seed=0, ctx=DistContext(), num_workers=0, collate=collate_channels_last
+    )
+    batches = list(stream.epoch(0))
+    assert (stream.batch, stream.steps_per_epoch, len(batches)) == (6, 1, 1)
+    assert sorted(batches[0][1].tolist()) == sorted(label for _, label in samples[:6])
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_a_batch_of_unreadable_images_is_replaced_not_dropped(files, workers):
     """Every step gets a batch (the loop makes steps_per_epoch steps): a batch whose images are

@@ -280,9 +280,15 @@ class LoaderStream:
             seed=seed,
             drop_last=True,
         )
-        self.local = batch_size // ctx.world_size
-        self.batch = batch_size
-        self.steps_per_epoch = max(1, len(self.sampler) // self.local)
+        if len(self.sampler) < 1:
+            raise ValueError(
+                f"expected at least {ctx.world_size} training images for {ctx.world_size} "
+                f"processes, got {len(dataset)}"
+            )
+        # a global batch larger than the data shrinks to the data (as InMemoryStream's)
+        self.local = min(batch_size // ctx.world_size, len(self.sampler))
+        self.batch = self.local * ctx.world_size
+        self.steps_per_epoch = len(self.sampler) // self.local
         self.num_workers, self.seed = num_workers, seed
         self.persistent = persistent and num_workers > 0
         self.on_device = on_device
