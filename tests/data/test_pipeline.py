@@ -407,3 +407,24 @@ def test_eval_of_an_extreme_aspect_ratio_resizes_only_the_centre(tmp_path, monke
         got = DraftResizeCenterCrop(16)(img).int()
     assert max(made) <= 16 * 18**2  # not the 18 x 18000 of the full resize
     assert got.shape == (3, 16, 16) and (got - expected).abs().max() <= 2
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_fast_crop_skips_a_jpeg_broken_above_the_crops_last_row(tmp_path, progressive):
+    """A marker written over the scan data makes the full decode fail; the decode stopped at
+    the crop's last row never reached that error and returned grey fill instead."""
+    from classbalanced.data.pipeline import FastRandomResizedCrop, jpeg_rows
+
+    path = _photo(tmp_path / "b.jpg", 320, 240, 40)
+    Image.open(path).save(path, "JPEG", quality=90, progressive=progressive)
+    data = path.read_bytes()
+    at = data.find(b"\xff\xda") + 40  # in the first scan's data
+    path.write_bytes(data[:at] + b"\xff\xc4" + data[at + 2 :])
+    with Image.open(path) as img, pytest.raises(OSError):
+        img.load()  # the full decode: broken
+    with Image.open(path) as img:
+        assert jpeg_rows(img, 1, 200) is None  # not trusted: the caller's full decode raises
+    dataset = inat.ImageFileDataset(tmp_path, [("b.jpg", 0)], FastRandomResizedCrop(16))
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        assert all(dataset[0] is None for _ in range(3))
