@@ -428,3 +428,25 @@ def test_fast_crop_skips_a_jpeg_broken_above_the_crops_last_row(tmp_path, progre
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
         assert all(dataset[0] is None for _ in range(3))
+
+
+def test_reduced_decoding_is_limited_where_chroma_subsampling_spoils_it(tmp_path):
+    """libjpeg's 1/8 decode of 4:2:2 / 4:4:0 JPEGs and its every reduced decode of 4:1:1 ones
+    move colours by 5-10 levels on average (max 30-90; 4:2:0 and 4:4:4: under 1): 4:2:2 and
+    4:4:0 are decoded at 1/4 at most, 4:1:1 and other samplings at full size."""
+    from classbalanced.data.pipeline import FastRandomResizedCrop, jpeg_factor_limit
+
+    assert jpeg_factor_limit([(1, 2, 2, 0), (2, 1, 1, 1), (3, 1, 1, 1)]) == 8  # 4:2:0
+    assert jpeg_factor_limit([(1, 1, 1, 0), (2, 1, 1, 1), (3, 1, 1, 1)]) == 8  # 4:4:4
+    assert jpeg_factor_limit([(1, 1, 1, 0)]) == 8  # greyscale
+    assert jpeg_factor_limit([(1, 2, 1, 0), (2, 1, 1, 1), (3, 1, 1, 1)]) == 4  # 4:2:2
+    assert jpeg_factor_limit([(1, 1, 2, 0), (2, 1, 1, 1), (3, 1, 1, 1)]) == 4  # 4:4:0
+    assert jpeg_factor_limit([(1, 4, 1, 0), (2, 1, 1, 1), (3, 1, 1, 1)]) == 1  # 4:1:1
+    assert jpeg_factor_limit([(1, 2, 2, 0), (2, 2, 1, 1), (3, 1, 1, 1)]) == 1
+    path = _photo(tmp_path / "p.jpg", 640, 480, 41)
+    Image.open(path).save(path, "JPEG", quality=90, subsampling=1)  # 4:2:2
+    whole = FastRandomResizedCrop(32, scale=(1, 1), ratio=(4 / 3, 4 / 3), flip=False)
+    with Image.open(path) as img:
+        assert jpeg_factor_limit(img.layer) == 4
+        whole(img)
+        assert img.size == (160, 120)  # decoded at 1/4, not 1/8 (60 rows >= 32)

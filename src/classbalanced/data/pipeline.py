@@ -11,7 +11,8 @@ pixels away: a crop of an 800x600 photo is shrunk to 224x224. A JPEG can be deco
    worker), so the augmentation distribution is unchanged;
 2. decode at the largest reduction ``k`` in {8, 4, 2, 1} that keeps the crop at least
    ``S`` pixels on both sides (no pixel is upsampled that the full decode would not
-   upsample); with ``k = 1`` the output equals torchvision's bit for bit;
+   upsample) and the JPEG's colours (:func:`jpeg_factor_limit`); with ``k = 1`` the output
+   equals torchvision's bit for bit;
 3. return a uint8 ``(3, S, S)`` tensor (a quarter of float32's bytes through the worker
    queues and pinned memory), to be normalised in whole batches on the device by
    :func:`normalize_uint8`; ``output="float"`` normalises in the worker instead.
@@ -50,6 +51,7 @@ from torchvision.transforms import RandomResizedCrop  # here: forked loader work
 
 __all__ = [
     "draft_factor",
+    "jpeg_factor_limit",
     "to_rgb",
     "DraftRandomResizedCrop",
     "DraftResizeCenterCrop",
@@ -68,12 +70,33 @@ __all__ = [
 _FACTORS = (8, 4, 2, 1)
 
 
-def draft_factor(crop_w: float, crop_h: float, size: int) -> int:
-    """The largest JPEG reduction ``k`` in {8, 4, 2, 1} with ``crop / k >= size`` on both sides."""
+def draft_factor(crop_w: float, crop_h: float, size: int, limit: int = 8) -> int:
+    """The largest JPEG reduction ``k`` in {8, 4, 2, 1}, at most ``limit``, with
+    ``crop / k >= size`` on both sides."""
     for k in _FACTORS:
-        if crop_w / k >= size and crop_h / k >= size:
+        if k <= limit and crop_w / k >= size and crop_h / k >= size:
             return k
     return 1
+
+
+def jpeg_factor_limit(layers: Sequence[tuple[Any, int, int, Any]]) -> int:
+    """The largest reduction at which libjpeg's DCT-scaled decode keeps a JPEG's colours, from
+    its components' ``(id, h, v, table)`` sampling factors (PIL's ``img.layer``): 8 for
+    greyscale, 4:4:4 and 4:2:0; 4 for 4:2:2 and 4:4:0 (at 1/8 their colours move by 5 levels on
+    average, up to 35); 1 for 4:1:1 (5-10 levels at 1/4 and 1/8, up to 90) and other samplings.
+
+    >>> jpeg_factor_limit([(1, 2, 1, 0), (2, 1, 1, 1), (3, 1, 1, 1)])
+    4
+    """
+    luma, chroma = tuple(layers[0][1:3]), {tuple(c[1:3]) for c in layers[1:]}
+    if not chroma or (chroma == {(1, 1)} and luma in ((1, 1), (2, 2))):
+        return 8
+    return 4 if chroma == {(1, 1)} and luma in ((2, 1), (1, 2)) else 1
+
+
+def _factor_limit(img: Image.Image) -> int:
+    layers = getattr(img, "layer", None)
+    return jpeg_factor_limit(layers) if img.format in ("JPEG", "MPO") and layers else 8
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -153,7 +176,7 @@ class DraftRandomResizedCrop(_RandomCrop):
     def __call__(self, img: Image.Image) -> Tensor:
         top, left, ch, cw = RandomResizedCrop.get_params(img, list(self.scale), list(self.ratio))
         flip = self.flip and bool(torch.rand(1) < 0.5)
-        k = draft_factor(cw, ch, self.size)
+        k = draft_factor(cw, ch, self.size, _factor_limit(img))
         rgb, fx, fy = _decode(img, k)
         out_size = (self.size, self.size)
         if fx == 1 and fy == 1:  # torchvision's own steps: crop, then resize
@@ -198,7 +221,7 @@ class DraftResizeCenterCrop(_Output):
         short, long = min(w, h), max(w, h)
         new_long = int(self.resize * long / short)  # torchvision's rounding
         new_w, new_h = (self.resize, new_long) if w <= h else (new_long, self.resize)
-        rgb, fx, fy = _decode(img, draft_factor(short, short, self.resize))
+        rgb, fx, fy = _decode(img, draft_factor(short, short, self.resize, _factor_limit(img)))
         top = int(round((new_h - self.size) / 2.0))
         left = int(round((new_w - self.size) / 2.0))
         if new_w * new_h > _FULL_RESIZE_LIMIT * self.resize**2 and top >= 0 and left >= 0:
@@ -337,7 +360,7 @@ class FastRandomResizedCrop(_RandomCrop):
     def apply(self, img: Image.Image, p: CropParams) -> Tensor:
         """The crop ``p`` (drawn on ``img``'s header size) of ``img``, decoded as needed."""
         w, h = img.size
-        k = draft_factor(p.width, p.height, self.size)
+        k = draft_factor(p.width, p.height, self.size, _factor_limit(img))
         decoded = jpeg_rows(img, k, p.top + p.height)
         if decoded is None:
             decoded = _decode(img, k)[0]
