@@ -332,7 +332,8 @@ def test_encoded_crop_carries_the_file_and_the_fast_crops_draws(tmp_path):
         with Image.open(path) as img:
             expected.append(fast(img))
         assert torch.equal(torch.rand(1), after)  # the same draws
-    data, params = items[0][0]
+    data, params, name = items[0][0]
+    assert name == str(jpg)
     assert torch.equal(data, torch.frombuffer(bytearray(jpg.read_bytes()), dtype=torch.uint8))
     assert params.tolist()[2:4] != [0, 0] and params.dtype == torch.int64
     assert isinstance(items[1][0], torch.Tensor)  # a PNG is decoded in the worker
@@ -357,3 +358,95 @@ def test_encoded_crop_skips_truncated_files(tmp_path):
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
         assert data[0] is None  # no end marker: decoded here, which fails: skipped
+
+
+def test_sixteen_bit_greyscale_images_keep_their_grey_levels(tmp_path):
+    """A 16-bit greyscale PNG (PIL mode I;16) reads as its 8-bit version (value / 257) in every
+    transform and without one; PIL's ``convert("RGB")`` clips it to 255: a white image."""
+    from classbalanced.data.pipeline import EncodedRandomResizedCrop, FastRandomResizedCrop
+
+    levels = np.linspace(0, 255, 40 * 30).reshape(30, 40).round().astype(np.uint16)
+    Image.fromarray(levels * 257).save(tmp_path / "deep.png")
+    Image.fromarray(levels.astype(np.uint8)).save(tmp_path / "flat.png")
+    assert Image.open(tmp_path / "deep.png").mode == "I;16"
+    transforms = [
+        None,
+        DraftRandomResizedCrop(8),
+        DraftResizeCenterCrop(8),
+        FastRandomResizedCrop(8),
+        EncodedRandomResizedCrop(8),
+    ]
+    for transform in transforms:
+        got = []
+        for name in ("deep.png", "flat.png"):
+            torch.manual_seed(3)
+            image = inat.ImageFileDataset(tmp_path, [(name, 0)], transform)[0][0]
+            got.append(torch.as_tensor(np.asarray(image)))
+        assert torch.equal(got[0], got[1]), transform
+        assert 40 < got[0].float().mean() < 215  # a grey ramp, not white
+
+
+def test_eval_of_an_extreme_aspect_ratio_resizes_only_the_centre(tmp_path, monkeypatch):
+    """A 3 x 3000 strip: torchvision's resize to short side 256 then centre crop would make a
+    256 x 256000 image (200 MB; 12 GB for 1 x 60000); only the centre is resized, to
+    torchvision's pixels up to a level or two."""
+    strip = np.tile(np.linspace(0, 255, 3000).astype(np.uint8)[None, :, None], (3, 1, 3))
+    strip[1, :, 1] = 255 - strip[1, :, 1]
+    Image.fromarray(strip).save(tmp_path / "strip.png")
+    with Image.open(tmp_path / "strip.png") as img:
+        expected = _reference_eval(16)(img.convert("RGB")).int()
+    made = []
+    resize = Image.Image.resize
+
+    def recording_resize(self, size, *args, **kwargs):
+        made.append(size[0] * size[1])
+        return resize(self, size, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "resize", recording_resize)
+    with Image.open(tmp_path / "strip.png") as img:
+        got = DraftResizeCenterCrop(16)(img).int()
+    assert max(made) <= 16 * 18**2  # not the 18 x 18000 of the full resize
+    assert got.shape == (3, 16, 16) and (got - expected).abs().max() <= 2
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_fast_crop_skips_a_jpeg_broken_above_the_crops_last_row(tmp_path, progressive):
+    """A marker written over the scan data makes the full decode fail; the decode stopped at
+    the crop's last row never reached that error and returned grey fill instead."""
+    from classbalanced.data.pipeline import FastRandomResizedCrop, jpeg_rows
+
+    path = _photo(tmp_path / "b.jpg", 320, 240, 40)
+    Image.open(path).save(path, "JPEG", quality=90, progressive=progressive)
+    data = path.read_bytes()
+    at = data.find(b"\xff\xda") + 40  # in the first scan's data
+    path.write_bytes(data[:at] + b"\xff\xc4" + data[at + 2 :])
+    with Image.open(path) as img, pytest.raises(OSError):
+        img.load()  # the full decode: broken
+    with Image.open(path) as img:
+        assert jpeg_rows(img, 1, 200) is None  # not trusted: the caller's full decode raises
+    dataset = inat.ImageFileDataset(tmp_path, [("b.jpg", 0)], FastRandomResizedCrop(16))
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        assert all(dataset[0] is None for _ in range(3))
+
+
+def test_reduced_decoding_is_limited_where_chroma_subsampling_spoils_it(tmp_path):
+    """libjpeg's 1/8 decode of 4:2:2 / 4:4:0 JPEGs and its every reduced decode of 4:1:1 ones
+    move colours by 5-10 levels on average (max 30-90; 4:2:0 and 4:4:4: under 1): 4:2:2 and
+    4:4:0 are decoded at 1/4 at most, 4:1:1 and other samplings at full size."""
+    from classbalanced.data.pipeline import FastRandomResizedCrop, jpeg_factor_limit
+
+    assert jpeg_factor_limit([(1, 2, 2, 0), (2, 1, 1, 1), (3, 1, 1, 1)]) == 8  # 4:2:0
+    assert jpeg_factor_limit([(1, 1, 1, 0), (2, 1, 1, 1), (3, 1, 1, 1)]) == 8  # 4:4:4
+    assert jpeg_factor_limit([(1, 1, 1, 0)]) == 8  # greyscale
+    assert jpeg_factor_limit([(1, 2, 1, 0), (2, 1, 1, 1), (3, 1, 1, 1)]) == 4  # 4:2:2
+    assert jpeg_factor_limit([(1, 1, 2, 0), (2, 1, 1, 1), (3, 1, 1, 1)]) == 4  # 4:4:0
+    assert jpeg_factor_limit([(1, 4, 1, 0), (2, 1, 1, 1), (3, 1, 1, 1)]) == 1  # 4:1:1
+    assert jpeg_factor_limit([(1, 2, 2, 0), (2, 2, 1, 1), (3, 1, 1, 1)]) == 1
+    path = _photo(tmp_path / "p.jpg", 640, 480, 41)
+    Image.open(path).save(path, "JPEG", quality=90, subsampling=1)  # 4:2:2
+    whole = FastRandomResizedCrop(32, scale=(1, 1), ratio=(4 / 3, 4 / 3), flip=False)
+    with Image.open(path) as img:
+        assert jpeg_factor_limit(img.layer) == 4
+        whole(img)
+        assert img.size == (160, 120)  # decoded at 1/4, not 1/8 (60 rows >= 32)

@@ -2,6 +2,8 @@
 batches normalised on the device equal the float path, and decoding on the device (here the
 CPU) is the fast crop's decode."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +15,8 @@ from classbalanced.data.pipeline import (
     DraftResizeCenterCrop,
     FastRandomResizedCrop,
     collate_channels_last,
+    collate_encoded,
+    decode_batch,
 )
 from classbalanced.engine.distributed import DistContext
 from classbalanced.engine.evaluate import LoaderEvaluator
@@ -146,3 +150,81 @@ def test_the_options_are_config_keys_and_flags():
     )
     for flag in ("--image-decode", "--worker-output", "--no-persistent-workers"):
         assert flag in text
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_resumed_epoch_gives_the_batches_of_the_whole_epoch(files, workers):
+    """Mid-epoch resume (``start_step``) replays the remaining batches exactly, whatever the
+    process's global RNG; with no workers the global RNG is left as it was."""
+    torch.manual_seed(0)
+    whole = [x for x, _ in _stream(files, persistent=False, workers=workers).epoch(0)]
+    torch.manual_seed(1)
+    before = torch.get_rng_state()
+    tail = [x for x, _ in _stream(files, persistent=False, workers=workers).epoch(0, 3)]
+    assert torch.equal(torch.get_rng_state(), before)
+    assert len(tail) == 2 and len(whole) == 5
+    for x, y in zip(whole[3:], tail, strict=True):
+        assert torch.equal(x, y)
+    assert not torch.equal(whole[3], whole[4])  # the batches differ: the comparison can fail
+
+
+def test_decoding_on_the_device_skips_and_counts_a_jpeg_it_cannot_decode(files, tmp_path):
+    """A JPEG whose header reads and whose end marker is there but whose data is broken (a
+    marker in the middle of the scan): left out of its batch with its label, counted, named."""
+    root, samples = files
+    data = (root / "0.jpg").read_bytes()
+    at = data.find(b"\xff\xda") + 40
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(data[:at] + b"\xff\xc4" + data[at + 2 :])
+    cfg = TrainConfig(dataset="inat2018", image_size=16, image_decode="device").resolved()
+    transform, collate, on_device = train_pipeline(cfg, DistContext())
+
+    def batches(first):
+        files_ = (root, [(first, 0), *samples[1:4]])
+        stream = _stream(files_, persistent=False, transform=transform, collate=collate)
+        stream.on_device, stream.sampler.shuffle = on_device, False
+        return [(x, y) for x, y in stream.epoch(0)], stream.skipped
+
+    with pytest.warns(inat.BadImageWarning, match="broken.jpg"):
+        [(x, y)], skipped = batches(str(broken))
+    [(ref, ref_y)], ref_skipped = batches("0.jpg")
+    assert (skipped, ref_skipped) == (1, 0) and y.tolist() == [1, 2, 3] == ref_y[1:].tolist()
+    assert torch.equal(x, ref[1:])  # the others keep their own crops
+    with Image.open(broken) as img:
+        batch = collate_encoded([(transform(img), 0)])[0]
+    with pytest.raises(OSError, match="cannot decode .*broken.jpg on cpu"):
+        decode_batch(batch, 16, "cpu")  # without drop_bad: an error naming the file
+
+
+def test_a_batch_larger_than_the_training_set_shrinks_to_it(files):
+    root, samples = files
+    data = inat.ImageFileDataset(root, samples[:6], FastRandomResizedCrop(16))
+    stream = LoaderStream(
+        data, batch_size=16, seed=0, ctx=DistContext(), num_workers=0, collate=collate_channels_last
+    )
+    batches = list(stream.epoch(0))
+    assert (stream.batch, stream.steps_per_epoch, len(batches)) == (6, 1, 1)
+    assert sorted(batches[0][1].tolist()) == sorted(label for _, label in samples[:6])
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_batch_of_unreadable_images_is_replaced_not_dropped(files, workers):
+    """Every step gets a batch (the loop makes steps_per_epoch steps): a batch whose images are
+    all unreadable is replaced by the epoch's previous readable one (at the start of an epoch
+    the next one); an epoch with none left is a one-line error."""
+    root, samples = files
+    missing = [(f"missing-{i}.jpg", 0) for i in range(4)]
+    order = [*missing, *samples[:4], *missing, *samples[4:8], *missing]
+    stream = _stream((root, order), persistent=False, workers=workers)
+    stream.sampler.shuffle = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = [(x, y) for x, y in stream.epoch(0, start_step=0)]
+        assert len(got) == stream.steps_per_epoch == 5 and stream.skipped == 12
+        for i, j in ((0, 1), (2, 1)):  # steps 0 and 2 get the batch of step 1
+            assert torch.equal(got[i][0], got[j][0]) and torch.equal(got[i][1], got[j][1])
+        assert [y.tolist() for _, y in got[1::2]] == [[0, 1, 2, 3], [0, 1, 2, 3]]
+        assert not torch.equal(got[1][0], got[3][0]) and torch.equal(got[4][0], got[3][0])
+        stream = _stream((root, missing * 2), persistent=False, workers=workers)
+        with pytest.raises(ValueError, match="every image .* unreadable"):
+            list(stream.epoch(0))

@@ -883,7 +883,8 @@ class BadImageWarning(UserWarning):
 
 
 class ImageFileDataset(Dataset):
-    """Decodes ``root / path`` with PIL (RGB) and applies ``transform``.
+    """Decodes ``root / path`` with PIL (RGB, :func:`~classbalanced.data.pipeline.to_rgb`) and
+    applies ``transform``.
 
     ``__getitem__`` returns ``(image, label)``, or ``None`` when the file is
     missing, unreadable or truncated (a full decode is forced with
@@ -916,13 +917,15 @@ class ImageFileDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[Any, int] | None:
         rel, label = self.samples[index]
         path = os.path.join(self.root, rel)
+        from .pipeline import to_rgb
+
         decodes = getattr(self.transform, "decodes", False)
         try:
             with Image.open(path) as img:
                 if decodes:  # the transform decodes (e.g. at a reduced size) and raises alike
                     return self.transform(img), int(label)
                 img.load()  # full decode: a truncated file raises here
-                rgb = img.convert("RGB")
+                rgb = to_rgb(img)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             if path not in self._warned:
                 self._warned.add(path)

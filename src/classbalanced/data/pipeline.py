@@ -11,7 +11,8 @@ pixels away: a crop of an 800x600 photo is shrunk to 224x224. A JPEG can be deco
    worker), so the augmentation distribution is unchanged;
 2. decode at the largest reduction ``k`` in {8, 4, 2, 1} that keeps the crop at least
    ``S`` pixels on both sides (no pixel is upsampled that the full decode would not
-   upsample); with ``k = 1`` the output equals torchvision's bit for bit;
+   upsample) and the JPEG's colours (:func:`jpeg_factor_limit`); with ``k = 1`` the output
+   equals torchvision's bit for bit;
 3. return a uint8 ``(3, S, S)`` tensor (a quarter of float32's bytes through the worker
    queues and pinned memory), to be normalised in whole batches on the device by
    :func:`normalize_uint8`; ``output="float"`` normalises in the worker instead.
@@ -50,6 +51,8 @@ from torchvision.transforms import RandomResizedCrop  # here: forked loader work
 
 __all__ = [
     "draft_factor",
+    "jpeg_factor_limit",
+    "to_rgb",
     "DraftRandomResizedCrop",
     "DraftResizeCenterCrop",
     "FastRandomResizedCrop",
@@ -67,12 +70,50 @@ __all__ = [
 _FACTORS = (8, 4, 2, 1)
 
 
-def draft_factor(crop_w: float, crop_h: float, size: int) -> int:
-    """The largest JPEG reduction ``k`` in {8, 4, 2, 1} with ``crop / k >= size`` on both sides."""
+def draft_factor(crop_w: float, crop_h: float, size: int, limit: int = 8) -> int:
+    """The largest JPEG reduction ``k`` in {8, 4, 2, 1}, at most ``limit``, with
+    ``crop / k >= size`` on both sides."""
     for k in _FACTORS:
-        if crop_w / k >= size and crop_h / k >= size:
+        if k <= limit and crop_w / k >= size and crop_h / k >= size:
             return k
     return 1
+
+
+def jpeg_factor_limit(layers: Sequence[tuple[Any, int, int, Any]]) -> int:
+    """The largest reduction at which libjpeg's DCT-scaled decode keeps a JPEG's colours, from
+    its components' ``(id, h, v, table)`` sampling factors (PIL's ``img.layer``): 8 for
+    greyscale, 4:4:4 and 4:2:0; 4 for 4:2:2 and 4:4:0 (at 1/8 their colours move by 5 levels on
+    average, up to 35); 1 for 4:1:1 (5-10 levels at 1/4 and 1/8, up to 90) and other samplings.
+
+    >>> jpeg_factor_limit([(1, 2, 1, 0), (2, 1, 1, 1), (3, 1, 1, 1)])
+    4
+    """
+    luma, chroma = tuple(layers[0][1:3]), {tuple(c[1:3]) for c in layers[1:]}
+    if not chroma or (chroma == {(1, 1)} and luma in ((1, 1), (2, 2))):
+        return 8
+    return 4 if chroma == {(1, 1)} and luma in ((2, 1), (1, 2)) else 1
+
+
+def _factor_limit(img: Image.Image) -> int:
+    layers = getattr(img, "layer", None)
+    return jpeg_factor_limit(layers) if img.format in ("JPEG", "MPO") and layers else 8
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """``img`` (decoded) in RGB: ``img.convert("RGB")``, except that 16-bit greyscale (modes
+    ``I;16``, ``I;16B``, ...: 16-bit PNGs and TIFFs) is first scaled to 8 bits (``v / 257``,
+    rounded) where PIL's conversion clips every level above 255 to white.
+
+    >>> deep = Image.fromarray(np.array([[0, 32896, 65535]], dtype=np.uint16))
+    >>> deep.mode, np.asarray(to_rgb(deep))[0, :, 0].tolist()
+    ('I;16', [0, 128, 255])
+    """
+    if img.mode == "RGB":
+        return img
+    if img.mode.startswith("I;16"):
+        levels = (np.asarray(img).astype(np.uint32) + 128) // 257
+        img = Image.fromarray(levels.astype(np.uint8))
+    return img.convert("RGB")
 
 
 def _decode(img: Image.Image, k: int) -> tuple[Image.Image, float, float]:
@@ -81,7 +122,7 @@ def _decode(img: Image.Image, k: int) -> tuple[Image.Image, float, float]:
     if k > 1:
         img.draft("RGB", (w // k, h // k))  # a no-op for other formats
     img.load()  # the full decode: a truncated file raises here
-    rgb = img if img.mode == "RGB" else img.convert("RGB")
+    rgb = to_rgb(img)
     return rgb, rgb.size[0] / w, rgb.size[1] / h
 
 
@@ -135,7 +176,7 @@ class DraftRandomResizedCrop(_RandomCrop):
     def __call__(self, img: Image.Image) -> Tensor:
         top, left, ch, cw = RandomResizedCrop.get_params(img, list(self.scale), list(self.ratio))
         flip = self.flip and bool(torch.rand(1) < 0.5)
-        k = draft_factor(cw, ch, self.size)
+        k = draft_factor(cw, ch, self.size, _factor_limit(img))
         rgb, fx, fy = _decode(img, k)
         out_size = (self.size, self.size)
         if fx == 1 and fy == 1:  # torchvision's own steps: crop, then resize
@@ -148,8 +189,17 @@ class DraftRandomResizedCrop(_RandomCrop):
         return self._finish(out)
 
 
+#: an image whose resized size is over this many ``resize ** 2`` (more than 16 times as long as
+#: wide) has only its centre resized: torchvision's full resize of a 1 x 60000 strip to short
+#: side 256 takes 12 GB
+_FULL_RESIZE_LIMIT = 16
+
+
 class DraftResizeCenterCrop(_Output):
-    """``Resize(resize)`` (short side) + ``CenterCrop(size)`` of an undecoded image, as torchvision."""
+    """``Resize(resize)`` (short side) + ``CenterCrop(size)`` of an undecoded image, as torchvision
+    (bit for bit without a reduced decode); an image more than 16 times as long as wide has only
+    the centre crop's region resized (PIL's ``box``: within a level or two of torchvision's).
+    """
 
     def __init__(
         self,
@@ -171,10 +221,14 @@ class DraftResizeCenterCrop(_Output):
         short, long = min(w, h), max(w, h)
         new_long = int(self.resize * long / short)  # torchvision's rounding
         new_w, new_h = (self.resize, new_long) if w <= h else (new_long, self.resize)
-        rgb, fx, fy = _decode(img, draft_factor(short, short, self.resize))
-        resized = rgb.resize((new_w, new_h), Image.BILINEAR)
+        rgb, fx, fy = _decode(img, draft_factor(short, short, self.resize, _factor_limit(img)))
         top = int(round((new_h - self.size) / 2.0))
         left = int(round((new_w - self.size) / 2.0))
+        if new_w * new_h > _FULL_RESIZE_LIMIT * self.resize**2 and top >= 0 and left >= 0:
+            sx, sy = rgb.size[0] / new_w, rgb.size[1] / new_h  # resize the centre only
+            box = (left * sx, top * sy, (left + self.size) * sx, (top + self.size) * sy)
+            return self._finish(rgb.resize((self.size, self.size), Image.BILINEAR, box=box))
+        resized = rgb.resize((new_w, new_h), Image.BILINEAR)
         if top < 0 or left < 0:  # smaller than the crop: torchvision pads with zeros
             from torchvision.transforms.v2 import functional as F
 
@@ -204,23 +258,53 @@ def _has_end_marker(data: bytes) -> bool:
     return b"\xff\xd9" in data[-64:]
 
 
+def _well_formed(data: bytes) -> bool:
+    """The JPEG's segments chain from SOI to EOI: each marker segment's length leads to the next
+    marker, and each scan's entropy-coded data (``FF`` followed only by ``00``, fill ``FF`` or a
+    restart marker) ends at one. A marker written over the data breaks the chain: a broken file
+    that a decode stopped at the crop's last row would not see fail. ~40 us for 120 KB.
+    """
+    arr = np.frombuffer(data, dtype=np.uint8)
+    ff = np.flatnonzero(arr[:-1] == 0xFF)
+    after = arr[ff + 1]
+    markers = ff[(after != 0) & (after != 0xFF) & ((after < 0xD0) | (after > 0xD7))]
+    pos, n = 2, len(data)
+    while pos + 1 < n and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xD9:  # EOI
+            return True
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if marker < 0xC0 or 0xD0 <= marker <= 0xD8 or length < 2:
+            return False
+        pos += 2 + length
+        if marker == 0xDA:  # SOS: the entropy-coded data runs to the next marker
+            i = int(np.searchsorted(markers, pos))
+            if i == len(markers):
+                return False
+            pos = int(markers[i])
+    return False
+
+
 def jpeg_rows(img: Image.Image, k: int, bottom: float) -> Image.Image | None:
     """JPEG ``img`` decoded at ``1 / k`` (libjpeg's DCT scaling) down to the row that holds
     row ``bottom`` of the full-size image (rounded to the nearest reduced row): libjpeg stops
     there, so the rows below are never entropy-decoded. The rows are bit for bit those of
     the full decode at that scale (``img.draft``).
 
-    ``None`` where this does not apply (not a baseline RGB JPEG, no end marker: the caller
-    decodes the usual way, which raises on a truncated file). Uses PIL's decoder object
-    (``Image._getdecoder``): a PIL without it takes the usual way too.
+    ``None`` where this does not apply (not an RGB JPEG, no end marker, segments that do not
+    chain to it: the caller decodes the usual way, which raises on a truncated or broken file). Uses
+    PIL's decoder object (``Image._getdecoder``): a PIL without it takes the usual way too.
     """
     getdecoder = getattr(Image, "_getdecoder", None)
     if img.format != "JPEG" or img.mode != "RGB" or getdecoder is None or len(img.tile) != 1:
         return None
     img.fp.seek(0)
     data = img.fp.read()
-    if not _has_end_marker(data):  # checked before ``draft``: the caller decodes ``img`` as is
-        return None
+    if not _has_end_marker(data) or not _well_formed(data):  # before ``draft``: the caller
+        return None  # decodes ``img`` as is
     w, h = img.size
     if k > 1:
         img.draft("RGB", (w // k, h // k))
@@ -276,7 +360,7 @@ class FastRandomResizedCrop(_RandomCrop):
     def apply(self, img: Image.Image, p: CropParams) -> Tensor:
         """The crop ``p`` (drawn on ``img``'s header size) of ``img``, decoded as needed."""
         w, h = img.size
-        k = draft_factor(p.width, p.height, self.size)
+        k = draft_factor(p.width, p.height, self.size, _factor_limit(img))
         decoded = jpeg_rows(img, k, p.top + p.height)
         if decoded is None:
             decoded = _decode(img, k)[0]
@@ -322,11 +406,13 @@ def collate_channels_last(batch: Sequence[Any]) -> tuple[Tensor, Tensor, int]:
 class EncodedBatch(NamedTuple):
     """A batch for :func:`decode_batch`: per image either its JPEG file (``files[i]``, uint8
     bytes) and crop ``params[i]`` = (top, left, height, width, flip), or the finished uint8
-    image (``images[i]``, for files the device cannot decode); the other is empty."""
+    image (``images[i]``, for files the device cannot decode); the other is empty.
+    ``names[i]``: the JPEG's file name, for the warning when it cannot be decoded."""
 
     files: list[Tensor]
     params: Tensor  # (N, 5) int64
     images: list[Tensor]
+    names: Sequence[str] = ()
 
     @property
     def shape(self) -> tuple[int]:  # ``shape[0]``: the number of images, as for a tensor batch
@@ -335,8 +421,9 @@ class EncodedBatch(NamedTuple):
 
 class EncodedRandomResizedCrop(FastRandomResizedCrop):
     """The crop of :class:`FastRandomResizedCrop` (same draws), left to the device: a complete
-    RGB or greyscale JPEG comes back as its bytes and crop parameters (``(bytes, params)``),
-    to be decoded in batches by :func:`decode_batch`; other files are decoded here."""
+    RGB or greyscale JPEG comes back as its bytes, crop parameters and file name
+    (``(bytes, params, name)``), to be decoded in batches by :func:`decode_batch`; other files
+    are decoded here."""
 
     def __call__(self, img: Image.Image) -> Any:
         p = draw_crop(img, self.scale, self.ratio, self.flip)
@@ -344,7 +431,8 @@ class EncodedRandomResizedCrop(FastRandomResizedCrop):
             img.fp.seek(0)
             data = img.fp.read()
             if _has_end_marker(data):
-                return torch.frombuffer(bytearray(data), dtype=torch.uint8), torch.tensor(p)
+                name = str(getattr(img, "filename", "") or "a JPEG")
+                return torch.frombuffer(bytearray(data), dtype=torch.uint8), torch.tensor(p), name
         return self.apply(img, p)
 
 
@@ -352,43 +440,90 @@ def collate_encoded(batch: Sequence[Any]) -> tuple[EncodedBatch, Tensor, int]:
     """Collate :class:`EncodedRandomResizedCrop` items (``None``: unreadable, dropped and counted)."""
     good = [item for item in batch if item is not None]
     empty = torch.empty(0, dtype=torch.uint8)
-    files, params, images = [], [], []
+    files, params, images, names = [], [], [], []
     for value, _ in good:
         encoded = isinstance(value, tuple)
         files.append(value[0] if encoded else empty)
         params.append(value[1] if encoded else torch.zeros(5, dtype=torch.int64))
         images.append(empty if encoded else value)
+        names.append(value[2] if encoded else "")
     stacked = torch.stack(params) if params else torch.empty(0, 5, dtype=torch.int64)
     labels = torch.tensor([label for _, label in good], dtype=torch.int64)
-    return EncodedBatch(files, stacked, images), labels, len(batch) - len(good)
+    return EncodedBatch(files, stacked, images, names), labels, len(batch) - len(good)
 
 
-def decode_batch(batch: EncodedBatch, size: int, device: torch.device | str) -> Tensor:
+def _decode_jpegs(files: list[Tensor], device: torch.device) -> list[Tensor | RuntimeError]:
+    """``decode_jpeg`` of ``files`` on ``device`` in one call; where that fails, one by one on
+    the device, then with libjpeg on the host: per file its RGB image or the host's error."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    try:
+        return list(decode_jpeg(files, mode=ImageReadMode.RGB, device=device))
+    except RuntimeError:
+        pass
+    out: list[Tensor | RuntimeError] = []
+    for data in files:
+        try:
+            out.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
+        except RuntimeError:
+            try:
+                out.append(decode_jpeg(data, mode=ImageReadMode.RGB).to(device))
+            except RuntimeError as exc:
+                out.append(exc)
+    return out
+
+
+def decode_batch(
+    batch: EncodedBatch, size: int, device: torch.device | str, *, drop_bad: bool = False
+) -> Tensor | tuple[Tensor, Tensor]:
     """uint8 ``(N, 3, size, size)`` (channels-last) on ``device`` from an :class:`EncodedBatch`.
 
     The JPEGs are decoded in one call of ``torchvision.io.decode_jpeg(..., device=device)``
     (nvJPEG on CUDA, libjpeg-turbo on the CPU), each crop resized (bilinear, antialiased, in
-    float32, rounded back to uint8) and flipped as drawn.
+    float32, rounded back to uint8) and flipped as drawn. A JPEG that neither the device nor
+    libjpeg on the host decodes (broken data behind a valid header) raises ``OSError``; with
+    ``drop_bad`` it is left out with a :class:`~classbalanced.data.inat.BadImageWarning`, and
+    the result is ``(images, kept)``: the ``M <= N`` others and the ``(N,)`` bool mask of them.
     """
     import torch.nn.functional as F
-    from torchvision.io import ImageReadMode, decode_jpeg
 
     device = torch.device(device)
     n = batch.shape[0]
     out = torch.empty((n, size, size, 3), dtype=torch.uint8, device=device).permute(0, 3, 1, 2)
+    kept = torch.ones(n, dtype=torch.bool)
     todo = [i for i in range(n) if batch.files[i].numel()]
-    if todo:
-        decoded = decode_jpeg([batch.files[i] for i in todo], mode=ImageReadMode.RGB, device=device)
-        for i, img in zip(todo, decoded, strict=True):
-            top, left, h, w, flip = batch.params[i].tolist()
-            crop = img[None, :, top : top + h, left : left + w].float()
-            resized = F.interpolate(crop, (size, size), mode="bilinear", antialias=True)
-            resized = resized.round_().clamp_(0, 255).to(torch.uint8)
-            out[i] = resized[0].flip(2) if flip else resized[0]
+    decoded = _decode_jpegs([batch.files[i] for i in todo], device) if todo else []
+    for i, img in zip(todo, decoded, strict=True):
+        top, left, h, w, flip = batch.params[i].tolist()
+        if isinstance(img, RuntimeError) or img.shape[1] < top + h or img.shape[2] < left + w:
+            name = batch.names[i] if i < len(batch.names) else f"image {i} of the batch"
+            # torchvision's message: "decode_jpeg, <source file>:<line>, <libjpeg's message>"
+            why = str(img).split(", ")[-1] if isinstance(img, RuntimeError) else "its size"
+            if not drop_bad:
+                raise OSError(f"cannot decode {name} on {device}: {why}")
+            _warn_bad(f"skipping unreadable image {name}: not decoded on {device} ({why})")
+            kept[i] = False
+            continue
+        crop = img[None, :, top : top + h, left : left + w].float()
+        resized = F.interpolate(crop, (size, size), mode="bilinear", antialias=True)
+        resized = resized.round_().clamp_(0, 255).to(torch.uint8)
+        out[i] = resized[0].flip(2) if flip else resized[0]
     for i in range(n):
         if batch.images[i].numel():
             out[i] = batch.images[i].to(device, non_blocking=True)
-    return out
+    if not drop_bad:
+        return out
+    return (out if bool(kept.all()) else out[kept.to(device)]), kept
+
+
+def _warn_bad(msg: str) -> None:
+    import logging
+    import warnings
+
+    from .inat import BadImageWarning
+
+    logging.getLogger(__name__).warning(msg)
+    warnings.warn(msg, BadImageWarning, stacklevel=3)
 
 
 def normalize_uint8(

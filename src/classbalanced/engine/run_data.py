@@ -250,7 +250,8 @@ def _worker_output(cfg: TrainConfig) -> str:
 
 def train_pipeline(cfg: TrainConfig, ctx: DistContext) -> tuple[Any, Callable, Callable | None]:
     """The training crop transform, its collate and what the stream does on the device:
-    decode (``--image-decode device``) and normalise (uint8 batches), or nothing."""
+    decode (``--image-decode device``: also which images it kept, see :class:`LoaderStream`)
+    and normalise (uint8 batches), or nothing."""
     from ..data import inat
     from ..data.pipeline import decode_batch, normalize_uint8
 
@@ -260,11 +261,12 @@ def train_pipeline(cfg: TrainConfig, ctx: DistContext) -> tuple[Any, Callable, C
     output = _worker_output(cfg)
     transform = crop(size, output=output, mean=mean, std=std)
     if cfg.image_decode == "device":
-        return (
-            transform,
-            collate,
-            lambda b: normalize_uint8(decode_batch(b, size, ctx.device), mean, std),
-        )
+
+        def on_device(batch):
+            images, kept = decode_batch(batch, size, ctx.device, drop_bad=True)
+            return normalize_uint8(images, mean, std), kept
+
+        return transform, collate, on_device
     if output == "uint8":
         return transform, collate, lambda x: normalize_uint8(x, mean, std)
     return transform, collate, None

@@ -14,7 +14,7 @@ process with batch ``W * b`` sees.
   files with decoding and augmentation in worker processes, a
   ``DistributedSampler`` re-seeded each epoch with ``set_epoch``, and unreadable
   images skipped and counted rather than crashing a long run; optionally persistent
-  workers (reseeded each epoch: the same batches) and uint8 batches decoded and / or
+  workers (each batch seeded by its position: the same batches) and uint8 batches decoded and / or
   normalised on the device.
 """
 
@@ -134,16 +134,17 @@ class InMemoryStream:
 
 
 class _SkipSampler(torch.utils.data.Sampler):
-    """The indices of ``sampler`` after the first ``skip`` (to resume mid-epoch); with ``seed``
-    set, each tagged ``(seed, index)`` for :class:`_ReseededDataset` (persistent workers)."""
+    """The indices of ``sampler`` after the first ``skip`` (to resume mid-epoch), each tagged
+    ``(seed, batch, index)`` (``batch``: its position in the epoch // ``batch_size``) for
+    :class:`_ReseededDataset`."""
 
-    def __init__(self, sampler, skip: int, seed: int | None = None) -> None:
-        self.sampler, self.skip, self.seed = sampler, skip, seed
+    def __init__(self, sampler, skip: int, batch_size: int, seed: int = 0) -> None:
+        self.sampler, self.skip, self.batch_size, self.seed = sampler, skip, batch_size, seed
 
     def __iter__(self):
         for i, index in enumerate(self.sampler):
             if i >= self.skip:
-                yield index if self.seed is None else (self.seed, index)
+                yield self.seed, i // self.batch_size, index
 
     def __len__(self) -> int:
         return max(0, len(self.sampler) - self.skip)
@@ -160,42 +161,76 @@ def draw_loader_seed(generator: torch.Generator) -> int:
     return int(torch.empty((), dtype=torch.int64).random_(generator=generator).item())
 
 
-def seed_worker(base_seed: int) -> None:
-    """Seed this worker's ``random``, ``torch`` and ``numpy`` RNGs exactly as PyTorch seeds a
-    fresh ``DataLoader`` worker for ``base_seed`` (``base_seed + worker id``)."""
+def seed_worker(base_seed: int, stream: int | None = None) -> None:
+    """Seed this process's ``random``, ``torch`` and ``numpy`` RNGs exactly as PyTorch seeds a
+    fresh ``DataLoader`` worker number ``stream`` (default: this worker's id) for ``base_seed``
+    (``base_seed + stream``)."""
     import random
 
     import numpy as np
 
-    info = torch.utils.data.get_worker_info()
-    worker = 0 if info is None else info.id
-    random.seed(base_seed + worker)
-    torch.manual_seed(base_seed + worker)
+    if stream is None:
+        info = torch.utils.data.get_worker_info()
+        stream = 0 if info is None else info.id
+    random.seed(base_seed + stream)
+    torch.manual_seed(base_seed + stream)
     try:  # numpy's seed as torch's worker loop derives it
         from torch.utils.data._utils.worker import _generate_state
 
-        np.random.seed(_generate_state(base_seed, worker))  # noqa: NPY002 (as torch does)
+        np.random.seed(_generate_state(base_seed, stream))  # noqa: NPY002 (as torch does)
     except ImportError:  # pragma: no cover - a torch without it: a seed of our own
-        np.random.seed((base_seed + worker) % 2**32)  # noqa: NPY002
+        np.random.seed((base_seed + stream) % 2**32)  # noqa: NPY002
+
+
+def _rng_states() -> tuple:
+    import random
+
+    import numpy as np
+
+    return random.getstate(), torch.get_rng_state(), np.random.get_state()  # noqa: NPY002
+
+
+def _set_rng_states(states: tuple) -> None:
+    import random
+
+    import numpy as np
+
+    random.setstate(states[0])
+    torch.set_rng_state(states[1])
+    np.random.set_state(states[2])  # noqa: NPY002
 
 
 class _ReseededDataset(torch.utils.data.Dataset):
-    """``dataset`` indexed by ``(seed, index)``: a persistent worker reseeds itself
-    (:func:`seed_worker`) on its first item of each epoch, so it draws what a fresh worker of a
-    rebuilt loader would."""
+    """``dataset`` indexed by ``(seed, batch, index)``: the transforms of each batch draw from
+    the global RNGs seeded by :func:`seed_worker` ``(seed, batch)``, whichever process (a
+    worker, persistent or not, or the main one) and whichever batch it decoded before, so a
+    batch depends only on ``(seed, batch)``; the process's own RNG states are left as they were.
+    """
 
     def __init__(self, dataset) -> None:
-        self.dataset, self._seed = dataset, None
+        self.dataset, self._key, self._states = dataset, None, None
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, item):
-        seed, index = item
-        if seed != self._seed:
-            self._seed = seed
-            seed_worker(seed)
-        return self.dataset[index]
+        seed, batch, index = item
+        if torch.utils.data.get_worker_info() is not None:  # a worker: its RNGs are the batch's
+            if (seed, batch) != self._key:  # a batch's items come one after the other
+                self._key = seed, batch
+                seed_worker(seed, batch)
+            return self.dataset[index]
+        saved = _rng_states()  # this process: the trainer's RNGs, to be left as they were
+        try:
+            if (seed, batch) != self._key:
+                self._key = seed, batch
+                seed_worker(seed, batch)
+            else:  # the next item of the same batch: go on with its streams
+                _set_rng_states(self._states)
+            return self.dataset[index]
+        finally:
+            self._states = _rng_states()
+            _set_rng_states(saved)
 
 
 class LoaderStream:
@@ -204,13 +239,16 @@ class LoaderStream:
     ``dataset[i]`` returns ``(image, label)`` or ``None`` for an unreadable file;
     ``collate`` drops those and returns ``(images, labels, num_skipped)``; :attr:`skipped`
     counts them over the run. ``images`` arrive on the device and pass through ``on_device``
-    (e.g. decoding and normalising uint8 batches there; default: as they come).
+    (e.g. decoding and normalising uint8 batches there; default: as they come), which may
+    return ``(images, kept)`` instead: the images it could decode and the ``(N,)`` bool mask
+    of them (the others are dropped with their labels and counted).
 
-    The workers of epoch ``e`` are seeded from ``(seed, e, rank)`` (:func:`loader_generator`),
-    so a run's augmentation replays (with ``num_workers=0`` the transforms draw from the
-    process's global RNG instead). ``persistent``: the workers live for the whole run and are
-    reseeded each epoch as the fresh workers of a loader rebuilt for that epoch would be: every
-    batch is the same as with ``persistent=False`` (a new loader, new workers, every epoch).
+    The transforms of batch ``b`` of epoch ``e`` draw from RNGs seeded by ``(seed, e, rank,
+    b)`` (:func:`loader_generator`, :class:`_ReseededDataset`), so a run's augmentation
+    replays, a run resumed mid-epoch gets the batches of the uninterrupted one, and the
+    batches are the same for any ``num_workers`` (0: decoded in this process, whose global
+    RNG is left alone). ``persistent``: the workers live for the whole run; every batch is the
+    same as with ``persistent=False`` (a new loader, new workers, every epoch).
     """
 
     def __init__(
@@ -233,8 +271,6 @@ class LoaderStream:
                 f"batch_size must divide over {ctx.world_size} processes, got {batch_size}"
             )
         self.dataset, self.ctx, self.collate = dataset, ctx, collate
-        self.local = batch_size // ctx.world_size
-        self.batch = batch_size
         # a rank-aware sampler with set_epoch (class-balanced), or each image once per epoch
         self.sampler = sampler or DistributedSampler(
             dataset,
@@ -244,7 +280,15 @@ class LoaderStream:
             seed=seed,
             drop_last=True,
         )
-        self.steps_per_epoch = max(1, len(self.sampler) // self.local)
+        if len(self.sampler) < 1:
+            raise ValueError(
+                f"expected at least {ctx.world_size} training images for {ctx.world_size} "
+                f"processes, got {len(dataset)}"
+            )
+        # a global batch larger than the data shrinks to the data (as InMemoryStream's)
+        self.local = min(batch_size // ctx.world_size, len(self.sampler))
+        self.batch = self.local * ctx.world_size
+        self.steps_per_epoch = len(self.sampler) // self.local
         self.num_workers, self.seed = num_workers, seed
         self.persistent = persistent and num_workers > 0
         self.on_device = on_device
@@ -254,6 +298,7 @@ class LoaderStream:
     def _make_loader(self, sampler, dataset, **extra) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(
             dataset,
+            generator=torch.Generator().manual_seed(0),  # the base seed: not the global RNG
             batch_size=self.local,
             sampler=sampler,
             num_workers=self.num_workers,
@@ -265,33 +310,71 @@ class LoaderStream:
 
     def _epoch_loader(self, epoch: int, start_step: int) -> torch.utils.data.DataLoader:
         skip = start_step * self.local
-        generator = loader_generator(self.seed, epoch, self.ctx.rank)
+        seed = draw_loader_seed(loader_generator(self.seed, epoch, self.ctx.rank))
         if not self.persistent:
-            sampler = _SkipSampler(self.sampler, skip)
-            return self._make_loader(sampler, self.dataset, generator=generator)
+            sampler = _SkipSampler(self.sampler, skip, self.local, seed)
+            return self._make_loader(sampler, _ReseededDataset(self.dataset))
         if self._loader is None:
-            tagged = _SkipSampler(self.sampler, skip)
+            tagged = _SkipSampler(self.sampler, skip, self.local, seed)
             self._loader = self._make_loader(
                 tagged, _ReseededDataset(self.dataset), persistent_workers=True
             )
         self._loader.sampler.skip = skip
-        self._loader.sampler.seed = draw_loader_seed(generator)
+        self._loader.sampler.seed = seed
         return self._loader
 
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        """The batches of steps ``start_step`` to ``steps_per_epoch - 1``: one per step. A batch
+        whose images are all unreadable is replaced by the previous batch of this iteration
+        (before the first readable one: by that one); none left readable: ``ValueError``."""
         self.sampler.set_epoch(epoch)
         loader = self._epoch_loader(epoch, start_step)
-        device = self.ctx.device
+        last, unreadable = None, []  # the last readable batch; the steps still waiting for one
         for step, (images, labels, skipped) in enumerate(loader, start=start_step):
             if step >= self.steps_per_epoch:
                 break
             self.skipped += int(skipped)
-            if images.shape[0] == 0:  # every image of this batch was unreadable
-                if self.ctx.distributed:  # the other ranks are waiting for this step's gradients
-                    raise RuntimeError(f"every image of a batch at step {step} was unreadable")
-                continue
-            if isinstance(images, Tensor):
-                images = images.to(device, non_blocking=True)
-            if self.on_device is not None:
-                images = self.on_device(images)
-            yield images, labels.to(device, non_blocking=True)
+            batch = self._on_device(images, labels)
+            if batch is None:
+                _warn_unreadable(f"every image of the batch of step {step} was unreadable")
+                unreadable.append(step)
+                if last is None:
+                    continue
+                batch = last
+            for _ in range(len(unreadable) - (batch is last)):  # the steps waiting for one
+                yield batch
+            unreadable, last = [], batch
+            yield batch
+        if unreadable and last is None:
+            raise ValueError(
+                f"every image of the batches of steps {unreadable[0]} to {unreadable[-1]} of "
+                f"epoch {epoch + 1} was unreadable ({self.skipped} images skipped so far): "
+                "nothing to train on"
+            )
+
+    def _on_device(self, images, labels) -> tuple[Tensor, Tensor] | None:
+        """The batch on the device, through ``on_device``; ``None``: no image was readable."""
+        device = self.ctx.device
+        if images.shape[0] == 0:
+            return None
+        if isinstance(images, Tensor):
+            images = images.to(device, non_blocking=True)
+        if self.on_device is not None:
+            images = self.on_device(images)
+            if isinstance(images, tuple):  # (images, kept): some could not be decoded
+                images, kept = images
+                self.skipped += int((~kept).sum())
+                labels = labels[kept.cpu()]
+                if images.shape[0] == 0:
+                    return None
+        return images, labels.to(device, non_blocking=True)
+
+
+def _warn_unreadable(msg: str) -> None:
+    import logging
+    import warnings
+
+    from ..data.inat import BadImageWarning
+
+    logging.getLogger(__name__).warning(msg)
+    warnings.warn(msg, BadImageWarning, stacklevel=3)
