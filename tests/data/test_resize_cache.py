@@ -125,3 +125,14 @@ def test_a_bad_short_side_is_refused_before_anything_changes(tmp_path):
         ):
             inat.prepare("list", tmp_path, lists=lists, resize=bad, log=lambda _m: None)
     assert inat.load_prepared("list", tmp_path).root == tmp_path  # the earlier set is still there
+
+
+def test_a_sixteen_bit_greyscale_image_keeps_its_grey_levels(tmp_path):
+    levels = np.linspace(0, 65535, 60 * 40).reshape(40, 60).astype(np.uint16)
+    src, dest = tmp_path / "deep.png", tmp_path / "out" / "deep.png"
+    Image.fromarray(levels).save(src)
+    assert resize_copy(str(src), str(dest), 20)
+    with Image.open(dest) as img:
+        copy = np.asarray(img.convert("L"), dtype=np.float64)
+    assert copy.shape == (20, 30)
+    assert abs(copy.mean() - levels.mean() / 257) < 2  # not clipped to white (255)

@@ -576,7 +576,7 @@ def resize_copy(src: str, dest: str, short_side: int) -> bool:
                 new = (short_side, new[1]) if w <= h else (new[0], short_side)
                 img.draft("RGB", new)  # decode no larger than needed (JPEG)
                 img.load()
-                rgb = img if img.mode in ("RGB", "L") else img.convert("RGB")
+                rgb = img if img.mode in ("RGB", "L") else to_rgb(img)  # 16-bit grey: scaled
                 out = rgb.resize(new, Image.BICUBIC)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         if os.path.isfile(dest):  # a copy of an earlier version: training must not read it
