@@ -189,6 +189,28 @@ def test_gradient_accumulation_equals_the_full_batch(cifar_dir, tmp_path):
         torch.testing.assert_close(accum["model"][name], tensor, rtol=1e-5, atol=1e-6)
 
 
+def test_accumulation_over_more_batches_than_an_epoch_has_is_refused(tmp_path, capsys):
+    from classbalanced import cli
+
+    # digits IF 10 has 534 training images: one batch of 1024 (shrunk to the data) per epoch
+    out = tmp_path / "run"
+    argv = ["train", "--dataset", "digits", "--imbalance-factor", "10", "--model", "simple_cnn"]
+    argv += [
+        "--batch-size",
+        "1024",
+        "--accumulate-steps",
+        "2",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--accumulate-steps 2 needs that many batches" in err
+    assert not out.exists()  # refused before the folder gets its first byte
+
+
 def test_ldam_trains_a_cosine_classifier_and_evaluates(cifar_dir, tmp_path):
     from classbalanced.engine.evaluate import evaluate_run
 

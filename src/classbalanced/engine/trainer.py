@@ -175,6 +175,12 @@ def _set_up(cfg, ctx, log, accept_data_change: bool, fallback_checkpoint: bool):
     folder = RunFolder.open(cfg, writer=ctx.is_main)
     _barrier(ctx)
     data = load_run_data(cfg, ctx)
+    if data.stream.steps_per_epoch < cfg.accumulate_steps:  # not one optimiser step per epoch
+        raise ValueError(
+            f"--accumulate-steps {cfg.accumulate_steps} needs that many batches per epoch, got "
+            f"{data.stream.steps_per_epoch} (a batch of {cfg.batch_size} over "
+            f"{int(data.counts.sum())} training images): lower --accumulate-steps or --batch-size"
+        )
     if folder.resuming and folder.data:
         folder.check_data(data.record, accept_change=accept_data_change)
     parts = _model_and_optimizer(cfg, ctx, data)
