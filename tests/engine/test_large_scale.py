@@ -114,6 +114,21 @@ def test_train_skips_the_truncated_image_and_evaluates_every_image_once(layout, 
     assert json.loads(evaluated.stdout)["accuracy"] == metrics["accuracy"]
 
 
+def test_the_skipped_image_count_survives_a_resume(layout, tmp_path):
+    # the truncated training image is drawn in epoch 2 (not 1: the remainder is dropped)
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    args = [*TRAIN, "--data-dir", str(layout)]
+    assert _cli(*args, "--out", str(whole), "--epochs", "3").returncode == 0
+    assert _cli(*args, "--out", str(resumed)).returncode == 0  # 2 epochs
+    again = _cli(*args, "--out", str(resumed), "--epochs", "3", "--resume", "--force")
+    assert again.returncode == 0, again.stderr[-3000:]
+    counts = [
+        [h["skipped_unreadable_images"] for h in json.loads((run / "history.json").read_text())]
+        for run in (whole, resumed)
+    ]
+    assert counts[0] == counts[1] and counts[0][1] > 0  # skipped before the resume, counted on
+
+
 @pytest.mark.skipif(
     shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None, reason="no torchrun"
 )

@@ -93,6 +93,7 @@ class Run:
     stop: StopFlag | None = None
     scaler: torch.amp.GradScaler | None = None  # fp16: loss scaling
     writer: BackgroundWriter | None = None  # --async-checkpoints
+    skipped_before: int = 0  # unreadable images skipped before a resume, by every process
 
     @property
     def cudagraphs(self) -> bool:
@@ -189,8 +190,17 @@ class Run:
             return None
         return manifest.newest_valid_checkpoint() if manifest is not None else None
 
+    def count_skipped(self, state: TrainState) -> int:
+        """Unreadable images skipped so far by every process, resumes included (every
+        process calls this at the same point); kept in ``state`` for the checkpoint."""
+        here = torch.tensor(float(self.data.stream.skipped), device=self.device)
+        state.skipped_unreadable = self.skipped_before + round(float(all_reduce_sum(here, self.ctx)))
+        return state.skipped_unreadable
+
     def interrupted(self, state: TrainState, epoch: int, epoch_loss=None) -> TrainingInterrupted:
         """Checkpoint (unless this step's checkpoint exists: ``epoch_loss=None``) and say so."""
+        if epoch_loss is not None:
+            self.count_skipped(state)
         path = self.checkpoint(state, epoch_loss) if epoch_loss is not None else None
         if self.ctx.is_main:
             path = path or self.newest_valid_checkpoint()
@@ -309,7 +319,8 @@ def end_epoch(run: Run, state: TrainState, epoch: int, result: EpochResult) -> d
     if result.stopping and state.step < (epoch + 1) * run.steps_per_epoch:
         raise run.interrupted(state, epoch, (float(result.loss_sum), result.loss_count))
     mean_loss = float(result.loss_sum) / max(result.loss_count, 1)
-    _log_training(run, epoch, mean_loss, result, state.step)
+    skipped = run.count_skipped(state)
+    _log_training(run, epoch, mean_loss, result, state.step, skipped)
     last_epoch = epoch + 1 == cfg.epochs
     if (epoch + 1) % cfg.eval_every and not last_epoch:
         if result.stopping:  # stopped in the epoch's last step: checkpoint it
@@ -321,7 +332,7 @@ def end_epoch(run: Run, state: TrainState, epoch: int, result: EpochResult) -> d
         epoch=epoch + 1,
         train_loss=mean_loss,
         train_images_per_second=state.train_images / max(state.train_seconds, 1e-9),
-        skipped_unreadable_images=run.data.stream.skipped,
+        skipped_unreadable_images=skipped,
         skipped_nonfinite_steps=state.skipped_nonfinite,
     )
     state.history.append({k: v for k, v in metrics.items() if k != "per_class_accuracy"})
@@ -336,7 +347,9 @@ def end_epoch(run: Run, state: TrainState, epoch: int, result: EpochResult) -> d
     return metrics
 
 
-def _log_training(run: Run, epoch: int, mean_loss: float, result: EpochResult, step: int) -> None:
+def _log_training(
+    run: Run, epoch: int, mean_loss: float, result: EpochResult, step: int, skipped: int
+) -> None:
     values = {
         "train/learning_rate": run.schedule(step - 1),
         "train/network_loss": mean_loss,
@@ -344,8 +357,8 @@ def _log_training(run: Run, epoch: int, mean_loss: float, result: EpochResult, s
         "train/epoch": epoch + 1,
         "train/images_per_second": result.images / max(result.seconds, 1e-9),
     }
-    if run.data.stream.skipped:
-        values["train/skipped_unreadable_images"] = run.data.stream.skipped
+    if skipped:
+        values["train/skipped_unreadable_images"] = skipped
     if run.folder.writer:
         run.folder.tensorboard.scalars(values, epoch + 1)
 

@@ -28,6 +28,7 @@ class TrainState:
     train_seconds: float = 0.0
     train_images: int = 0
     skipped_nonfinite: int = 0
+    skipped_unreadable: int = 0  # images skipped as unreadable, by every process
     epoch_loss: tuple[float, int] = (0.0, 0)
 
     def to_checkpoint(
@@ -49,6 +50,7 @@ class TrainState:
             "train_seconds": self.train_seconds,
             "train_images": self.train_images,
             "skipped_nonfinite": self.skipped_nonfinite,
+            "skipped_unreadable_images": self.skipped_unreadable,
             "epoch_loss_sum": float(epoch_loss[0]),
             "epoch_loss_count": int(epoch_loss[1]),
             "config": cfg.to_dict(),
@@ -87,6 +89,7 @@ class TrainState:
                 train_seconds=float(state.get("train_seconds", 0.0)),
                 train_images=int(state.get("train_images", 0)),
                 skipped_nonfinite=int(state.get("skipped_nonfinite", 0)),
+                skipped_unreadable=int(state.get("skipped_unreadable_images", 0)),
                 epoch_loss=(float(state["epoch_loss_sum"]), int(state["epoch_loss_count"])),
             )
         except KeyError as exc:

@@ -212,6 +212,7 @@ def _set_up(cfg, ctx, log, accept_data_change: bool, fallback_checkpoint: bool):
         cfg, ctx, data, folder, parts.model, ddp_model, forward, parts.loss_fn,
         parts.optimizer, parts.groups, schedule, parts.reweight, steps_per_epoch, log,
         scaler=parts.scaler, writer=BackgroundWriter() if cfg.async_checkpoints else None,
+        skipped_before=state.skipped_unreadable,
     )  # fmt: skip
     return run, state
 
