@@ -194,7 +194,9 @@ class Run:
         """Unreadable images skipped so far by every process, resumes included (every
         process calls this at the same point); kept in ``state`` for the checkpoint."""
         here = torch.tensor(float(self.data.stream.skipped), device=self.device)
-        state.skipped_unreadable = self.skipped_before + round(float(all_reduce_sum(here, self.ctx)))
+        state.skipped_unreadable = self.skipped_before + round(
+            float(all_reduce_sum(here, self.ctx))
+        )
         return state.skipped_unreadable
 
     def interrupted(self, state: TrainState, epoch: int, epoch_loss=None) -> TrainingInterrupted:
