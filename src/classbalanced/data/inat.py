@@ -975,7 +975,7 @@ def build_transforms(
 
     ``draft=True`` (default): the transforms of :mod:`classbalanced.data.pipeline`, which
     decode JPEGs at a reduced size where the crop allows (same random draws as torchvision;
-    1.4-1.6x the throughput of the full decode at 800x600, docs/benchmarks.md); ``False``: torchvision's v2
+    1.3-1.5x the throughput of the full decode at 800x600, docs/benchmarks.md); ``False``: torchvision's v2
     transforms on the fully decoded image.
     """
     from torchvision.transforms import v2
