@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from data_helpers import noise_jpeg as _jpeg
 from PIL import Image, ImageFile
 
 from classbalanced.data import inat
@@ -24,12 +25,6 @@ CATEGORIES = [
     (3, "Mammalia", 2),
 ]
 VAL_PER_CLASS = 2
-
-
-def _jpeg(path: Path, seed: int, size=(20, 14)) -> None:
-    rng = np.random.default_rng(seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(path, "JPEG")
 
 
 @dataclass

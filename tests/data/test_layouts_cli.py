@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from data_helpers import noise_jpeg
 
 from classbalanced import cli
 
@@ -33,9 +33,7 @@ def _one_torch_thread():
 
 
 def _jpeg(path: Path, seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rng.integers(0, 256, (18, 24, 3), dtype=np.uint8)).save(path, "JPEG")
+    noise_jpeg(path, seed, size=(24, 18))
 
 
 def _lists(root: Path, names: dict[str, str], samples: dict[str, list]) -> None:

@@ -9,21 +9,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+from data_helpers import noise_jpeg as _jpeg
+from data_helpers import quiet as _quiet
 
 from classbalanced.data import inat, lists
-
-
-def _quiet(_msg: str) -> None:
-    pass
-
-
-def _jpeg(path: Path, seed: int, size=(20, 14)) -> None:
-    rng = np.random.default_rng(seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(path, "JPEG")
 
 
 def _tree(root: Path) -> list[tuple[str, int]]:

@@ -14,23 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from data_helpers import noise_jpeg as _jpeg
+from data_helpers import quiet as _quiet
 
 from classbalanced.data import inat, lists
 
 WNIDS = ["n01440764", "n01443537", "n01484850"]  # class index order of the lists
 LT_TRAIN = [6, 3, 1]  # long-tailed
 PLACES = ["a/airfield", "b/bedroom", "c/corridor"]
-
-
-def _quiet(_msg: str) -> None:
-    pass
-
-
-def _jpeg(path: Path, seed: int, size=(20, 14)) -> None:
-    rng = np.random.default_rng(seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(path, "JPEG")
 
 
 def _write_list(path: Path, samples) -> None:

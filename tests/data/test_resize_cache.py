@@ -11,17 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from data_helpers import noise_jpeg
 from PIL import Image
 
 from classbalanced.data import inat
 from classbalanced.data.pipeline import resize_copy, resize_images
 
 
-def _jpeg(path: Path, seed: int, size=(60, 40)) -> Path:
-    rng = np.random.default_rng(seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(path, "JPEG")
-    return path
+def _jpeg(path: Path, seed: int) -> Path:
+    return noise_jpeg(path, seed, size=(60, 40))
 
 
 def _pixels(path: Path) -> np.ndarray:
