@@ -567,11 +567,9 @@ def prepare(
     root = Path(data_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"data directory not found: expected a folder at {root}")
-    if lists and any(lists.values()) and dataset not in LIST_DATASETS:
-        raise ValueError(
-            f"list files are for --dataset {', '.join(LIST_DATASETS)}, got --dataset {dataset}"
-        )
-    _check_prepare_options(dataset, allow_size_mismatch, resize, workers, skip_missing, check_files)
+    _check_prepare_options(
+        dataset, lists, allow_size_mismatch, resize, workers, skip_missing, check_files
+    )
     opts = {
         "skip_missing": skip_missing,
         "check_files": check_files,
@@ -582,12 +580,7 @@ def prepare(
     found = _SCANNERS[dataset](dataset, root, opts)
     ids, names, splits = found["ids"], found["names"], found["splits"]
     train, skipped = splits["train"], found["skipped"]
-    for split, samples in splits.items():  # a run cannot train or be evaluated on nothing
-        if not samples:
-            why = f" ({skipped} listed images are missing: --skip-missing left them out)"
-            raise ValueError(
-                f"no {split} images: expected at least one, got none{why if skipped else ''}"
-            )
+    _check_not_empty(splits, skipped)
     counts = _train_counts(train, len(ids), names, log)
     eval_split = "test" if "test" in splits else "val"
     found["image_root"] = "."
@@ -615,8 +608,19 @@ def prepare(
     )
 
 
+def _check_not_empty(splits: dict[str, list], skipped: int) -> None:
+    """A run cannot train or be evaluated on nothing: every split has an image."""
+    for split, samples in splits.items():
+        if not samples:
+            why = f" ({skipped} listed images are missing: --skip-missing left them out)"
+            raise ValueError(
+                f"no {split} images: expected at least one, got none{why if skipped else ''}"
+            )
+
+
 def _check_prepare_options(
     dataset: str,
+    lists: dict | None,
     allow_size_mismatch: bool,
     resize: int | None,
     workers: int,
@@ -626,6 +630,10 @@ def _check_prepare_options(
     """Refuse options that :func:`prepare` would ignore or could not use (one-line ValueError)."""
     from .lists import BENCHMARKS
 
+    if lists and any(lists.values()) and dataset not in LIST_DATASETS:
+        raise ValueError(
+            f"list files are for --dataset {', '.join(LIST_DATASETS)}, got --dataset {dataset}"
+        )
     if skip_missing and not check_files and dataset != "imagenet":  # imagenet: the flat val/'s
         raise ValueError(
             "--skip-missing: missing images are found by the file check: expected it on, got --no-check-files"
