@@ -356,6 +356,18 @@ def _ours(metrics: dict) -> str:
     return " / ".join("-" if metrics[k] is None else f"{100 * metrics[k]:.1f}" for k in keys)
 
 
+def _relabel(run: Path, **fields) -> None:
+    """Rewrite the data set / network / epochs a decouple run's metrics.json records."""
+    path = run / "metrics.json"
+    path.write_text(json.dumps({**json.loads(path.read_text(encoding="utf-8")), **fields}))
+
+
+def _cells(pub: dict) -> str:
+    return " / ".join(
+        "-" if pub[g] is None else f"{pub[g]:.1f}" for g in ("all", "many", "medium", "few")
+    )
+
+
 def test_report_puts_decouple_runs_beside_the_published_numbers(npz_run, tmp_path):
     from classbalanced.reproduce.decoupling import decoupling_lines
     from classbalanced.reproduce.published import published_decoupling
@@ -366,60 +378,91 @@ def test_report_puts_decouple_runs_beside_the_published_numbers(npz_run, tmp_pat
     tau = decouple(npz_run, _options("tau_norm", out / "tau", tau=0.5), log=_quiet)
     # a folder holding only decouple runs (no plan.json, no results.csv) is reported
     text = write_report(out).read_text(encoding="utf-8")
-    # the source is cited: paper and the table of the authors' release
     assert "Decoupling Representation and Classifier for Long-Tailed Recognition" in text
-    assert "github.com/facebookresearch/classifier-balancing, README, Results: ImageNet_LT" in text
+    assert "Where the published numbers were read" not in text  # nothing for npz data
     table = _table(text)
     assert list(table) == ["joint", "crt", "tau_norm"]  # stage one once, then paper order
     assert table["joint"][0] == str(npz_run)  # outside the report folder: its whole path
     joint = json.loads((npz_run / "metrics.json").read_text(encoding="utf-8"))
     for method, metrics in (("joint", joint), ("crt", crt), ("tau_norm", tau)):
-        assert table[method][4] == _ours(metrics)
-        assert table[method][5:] == ["-", "-"]  # nothing published for this data set
+        assert table[method][4] == str(joint["epochs"])  # stage one's epochs, on every row
+        assert table[method][5] == _ours(metrics)
+        assert table[method][6:] == ["-", "-"]  # nothing published for this data set
 
-    # the same runs labelled as the published setting: published cells and diff appear
+    # labelled as the release's setting: published cells, diff and the source appear
     for name in ("crt", "tau"):
-        path = out / name / "metrics.json"
-        metrics = json.loads(path.read_text(encoding="utf-8"))
-        path.write_text(json.dumps({**metrics, "dataset": "imagenet_lt", "model": "resnext50"}))
-    table = _table("\n".join(decoupling_lines(out)))
+        _relabel(out / name, dataset="imagenet_lt", model="resnext50", epochs=90)
+    text = "\n".join(decoupling_lines(out))
+    table = _table(text)
     for method, metrics in (("crt", crt), ("tau_norm", tau)):
-        pub = published_decoupling("imagenet_lt", "resnext50", method)
-        assert table[method][5] == " / ".join(
-            f"{pub[g]:.1f}" for g in ("all", "many", "medium", "few")
-        )
-        assert table[method][6] == f"{100 * metrics['accuracy'] - pub['all']:+.1f}"
-    assert table["joint"][5] == "-"  # stage one is still the npz run
+        pub = published_decoupling("imagenet_lt", "resnext50", method, 90)
+        assert table[method][6] == _cells(pub)
+        assert table[method][7] == f"{100 * metrics['accuracy'] - pub['all']:+.1f}"
+    assert table["joint"][6] == "-"  # stage one is still the npz run
+    assert "github.com/facebookresearch/classifier-balancing, README, Results: ImageNet_LT" in text
+    assert "imagenet_lt, resnet50, 90 epochs: ImageNet-LT test list, ResNet-50" in text
+    assert "CVPR 2021, Table 1" in text  # the second ImageNet-LT table's source
+    assert "Published for imagenet_lt with resnet50, 90 epochs" in text  # not run: listed
+    assert "Published for imagenet_lt with resnext50" not in text  # run: in the table
 
-    # another network on the published data set: no diff, and the published row is named
-    path = out / "crt" / "metrics.json"
-    path.write_text(json.dumps({**json.loads(path.read_text()), "model": "resnet50"}))
-    path = out / "tau" / "metrics.json"
-    path.write_text(json.dumps({**json.loads(path.read_text()), "model": "resnet50"}))
-    lines = decoupling_lines(out)
-    assert _table("\n".join(lines))["crt"][5:] == ["-", "-"]
-    assert any(line.startswith("Published for imagenet_lt with resnext50") for line in lines)
-    assert "crt 49.6 / 61.8 / 46.2 / 27.4" in "\n".join(lines)
+    # the same network trained for other epochs: no published cells, the table is listed
+    for name in ("crt", "tau"):
+        _relabel(out / name, epochs=200)
+    text = "\n".join(decoupling_lines(out))
+    assert _table(text)["crt"][6:] == ["-", "-"]
+    assert "Published for imagenet_lt with resnext50, 90 epochs" in text
+    assert "crt 49.6 / 61.8 / 46.2 / 27.4" in text
+
+    # iNaturalist 2018 at 200 epochs: overall accuracy only, and the right schedule's row
+    for name in ("crt", "tau"):
+        _relabel(out / name, dataset="inat2018", model="resnet50")
+    table = _table("\n".join(decoupling_lines(out)))
+    pub = published_decoupling("inat2018", "resnet50", "crt", 200)
+    assert pub["all"] != published_decoupling("inat2018", "resnet50", "crt", 90)["all"]
+    assert table["crt"][6] == f"{pub['all']:.1f} / - / - / -"
+    assert table["crt"][7] == f"{100 * crt['accuracy'] - pub['all']:+.1f}"
 
     # a method this version does not know (a later one) is listed, not fatal to the report
     path = out / "tau" / "decouple.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), "method": "future_method"}))
     table = _table("\n".join(decoupling_lines(out)))
-    assert table["future_method"][5:] == ["-", "-"] and table["crt"][1] == "crt"
+    assert table["future_method"][6:] == ["-", "-"] and table["crt"][1] == "crt"
 
 
 def test_published_decoupling_lookups():
     from classbalanced.decouple import METHODS
-    from classbalanced.reproduce.published import DECOUPLING_METHODS, published_decoupling
+    from classbalanced.reproduce.published import (
+        DECOUPLING_METHODS,
+        decoupling_tables,
+        published_decoupling,
+    )
 
     assert DECOUPLING_METHODS == ("joint", "ncm", *METHODS)  # the report's rows: ours and NCM
     rows = {m: published_decoupling("ImageNet-LT", "ResNeXt50", m) for m in DECOUPLING_METHODS}
     # the release's table: every method beats the joint classifier on few-shot classes
     assert all(rows[m]["few"] > rows["joint"]["few"] for m in DECOUPLING_METHODS[1:])
     assert rows["lws"] == {"all": 49.9, "many": 60.2, "medium": 47.2, "few": 30.3}
-    assert published_decoupling("places_lt", "resnet152", "crt") is None
+    for dataset in ("imagenet_lt", "places_lt", "inat2018"):
+        for t in decoupling_tables(dataset):
+            pubs = {m: published_decoupling(dataset, t["model"], m, t["epochs"]) for m in METHODS}
+            joint = published_decoupling(dataset, t["model"], "joint", t["epochs"])
+            # the paper's finding on every table: each stage-two method beats joint overall
+            assert all(p["all"] > joint["all"] for p in pubs.values()), (dataset, t)
+            if joint["few"] is not None:  # cRT gains the least of them on few-shot classes
+                assert min(pubs, key=lambda m: pubs[m]["few"]) == "crt", (dataset, t)
+    # 200 epochs beat 90 on iNaturalist 2018 for every method and network
+    for model in ("resnet50", "resnet152"):
+        for m in ("joint", *METHODS):
+            longer = published_decoupling("inat2018", model, m, 200)["all"]
+            assert longer > published_decoupling("inat2018", model, m, 90)["all"]
+    assert published_decoupling("places_lt", "resnet152", "ncm", 30)["few"] == 27.3
+    assert published_decoupling("places_lt", "resnet152", "crt", 90) is None  # other epochs
+    assert published_decoupling("inat2018", "resnet50", "ncm") is None  # not in the source
+    assert published_decoupling("imagenet_lt", "resnet152", "crt") is None
     with pytest.raises(ValueError, match="expected one of joint, ncm, crt, tau_norm, lws"):
         published_decoupling("imagenet_lt", "resnext50", "crt2")
+    with pytest.raises(TypeError, match="epochs must be an int or None, got '90'"):
+        published_decoupling("imagenet_lt", "resnext50", "crt", "90")
 
 
 def _copy_run(run: Path, to: Path) -> Path:

@@ -5,8 +5,8 @@
 adds each one's stage-one run as the ``joint`` row (the network's own classifier; left
 out with a note when that folder no longer holds the checkpoint that was decoupled), and
 prints top-1 accuracy % overall and on many / medium / few-shot classes beside the
-numbers Kang et al. (ICLR 2020) list in their release, where those exist for the same
-data set and network (:func:`~classbalanced.reproduce.published.published_decoupling`).
+numbers of Kang et al. (ICLR 2020), where those exist for the same data set, network and
+stage-one epochs (:func:`~classbalanced.reproduce.published.published_decoupling`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..engine.run_folder import DECOUPLE_FILE
-from .published import DECOUPLING_METHODS, decoupling_models, published_decoupling
+from .published import DECOUPLING_METHODS, decoupling_tables, published_decoupling
 from .results import read_json
 
 __all__ = ["find_decouple_runs", "decoupling_rows", "decoupling_lines"]
@@ -59,6 +59,8 @@ def _damage(metrics: dict[str, Any]) -> str | None:
 def _row(name: str, method: str, metrics: dict[str, Any], stage_one: str) -> dict[str, Any]:
     row = {"name": name, "method": method, "stage_one": stage_one}
     row.update({k: metrics.get(k) for k in ("dataset", "model", "seed")})
+    epochs = metrics.get("epochs")  # of stage one (a decouple run records its stage one's)
+    row["epochs"] = epochs if isinstance(epochs, int) and not isinstance(epochs, bool) else None
     for group, key in _METRIC.items():
         value = metrics.get(key)
         row[group] = None if value is None else 100.0 * float(value)
@@ -140,13 +142,39 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
-def _published_text(dataset: str, model: str) -> str | None:
+def _published(row: dict[str, Any]) -> dict[str, float | None] | None:
+    """The published numbers of ``row``'s method on its data set, network and epochs (None
+    for a later method, or a run whose epochs are not recorded)."""
+    if row["method"] not in DECOUPLING_METHODS or row["epochs"] is None:
+        return None
+    model = str(row["model"])
+    return published_decoupling(str(row["dataset"]), model, row["method"], row["epochs"])
+
+
+def _published_text(dataset: str, model: str, epochs: int) -> str:
     cells = []
     for method in DECOUPLING_METHODS:
-        pub = published_decoupling(dataset, model, method)
+        pub = published_decoupling(dataset, model, method, epochs)
         if pub is not None:
             cells.append(f"{method} " + " / ".join(_pct(pub[g]) for g in _GROUPS))
-    return "; ".join(cells) or None
+    return "; ".join(cells)
+
+
+def _sources(rows: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """The source line of each published table of the reported data sets, and a line for
+    each of those tables no reported run matches (network and stage-one epochs)."""
+    sources, others = [], []
+    for dataset in sorted({str(r["dataset"]) for r in rows}):
+        ran = {(str(r["model"]).lower(), r["epochs"]) for r in rows if str(r["dataset"]) == dataset}
+        for t in decoupling_tables(dataset):
+            sources.append(f"- {dataset}, {t['model']}, {t['epochs']} epochs: {t['source']}.")
+            if (t["model"], t["epochs"]) not in ran:
+                others.append(
+                    f"Published for {dataset} with {t['model']}, {t['epochs']} epochs (train "
+                    f"stage one with `--model {t['model']} --epochs {t['epochs']}` to compare): "
+                    f"{_published_text(dataset, t['model'], t['epochs'])}."
+                )
+    return sources, others
 
 
 def decoupling_lines(folder: str | os.PathLike) -> list[str]:
@@ -154,41 +182,34 @@ def decoupling_lines(folder: str | os.PathLike) -> list[str]:
     rows, notes = decoupling_rows(folder)
     if not rows:
         return []
+    sources, others = _sources(rows)
     lines = [
         "## Decoupled classifiers (Kang et al., ICLR 2020)",
         "",
         "Top-1 accuracy % on each run's evaluation split: all / many / medium / few-shot "
         'classes (> 100, 20-100, < 20 training images). Published: Kang et al., "Decoupling '
-        'Representation and Classifier for Long-Tailed Recognition", ICLR 2020, as listed in '
-        "the results table of the authors' release (github.com/facebookresearch/"
-        "classifier-balancing, README, Results: ImageNet_LT, classifier learning; ResNeXt-50, "
-        "90 epochs), shown where the data set and network match; diff = ours - published "
-        "(all classes).",
+        'Representation and Classifier for Long-Tailed Recognition", ICLR 2020, shown where '
+        "the data set, the network and stage one's epochs match (- where the source gives no "
+        "figure); diff = ours - published (all classes).",
         "",
-        "| run | method | data set | model | ours: all / many / medium / few | published | diff |",
-        "|---|---|---|---|---|---|---|",
+        "| run | method | data set | model | epochs | ours: all / many / medium / few "
+        "| published | diff |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         ours = " / ".join(_pct(r[g]) for g in _GROUPS)
-        known = r["method"] in DECOUPLING_METHODS  # a later method: no published numbers
-        pub = known and published_decoupling(str(r["dataset"]), str(r["model"]), r["method"])
-        if not pub:
-            pub_text, diff = "-", "-"
-        else:
-            pub_text = " / ".join(_pct(pub[g]) for g in _GROUPS)
-            diff = "-" if r["all"] is None else f"{r['all'] - pub['all']:+.1f}"
+        pub = _published(r)
+        pub_text = "-" if pub is None else " / ".join(_pct(pub[g]) for g in _GROUPS)
+        diff = "-" if pub is None or r["all"] is None else f"{r['all'] - pub['all']:+.1f}"
+        epochs = "-" if r["epochs"] is None else r["epochs"]
         lines.append(
-            f"| {r['name']} | {r['method']} | {r['dataset']} | {r['model']} | {ours} "
+            f"| {r['name']} | {r['method']} | {r['dataset']} | {r['model']} | {epochs} | {ours} "
             f"| {pub_text} | {diff} |"
         )
     lines.append("")
-    for dataset in sorted({str(r["dataset"]) for r in rows}):
-        ran = {str(r["model"]).lower() for r in rows if str(r["dataset"]) == dataset}
-        for model in sorted(set(decoupling_models(dataset)) - ran):
-            lines += [
-                f"Published for {dataset} with {model} (train stage one with `--model {model}` "
-                f"to compare): {_published_text(dataset, model)}.",
-                "",
-            ]
+    for other in others:
+        lines += [other, ""]
+    if sources:
+        lines += ["Where the published numbers were read:", "", *sources, ""]
     lines += [f"- {note}" for note in notes] + ([""] if notes else [])
     return lines

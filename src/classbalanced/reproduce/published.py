@@ -4,8 +4,8 @@ Table 2 (ResNet-32 on long-tailed CIFAR-10/100, test error % for imbalance
 factors 200/100/50/20/10/1), Table 3 (ResNet-50 on iNaturalist 2017/2018 and
 ImageNet, top-1/top-5 error %), later work on CIFAR at imbalance factor 100
 (CE-DRW, LDAM-DRW, logit-adjusted loss), and the decoupled classifiers of Kang et
-al. (ICLR 2020) on ImageNet-LT as listed in the authors' release (top-1 accuracy %
-overall and on many / medium / few-shot classes; :func:`published_decoupling`).
+al. (ICLR 2020) on ImageNet-LT, Places-LT and iNaturalist 2018 (top-1 accuracy % overall
+and, where published, on many / medium / few-shot classes; :func:`published_decoupling`).
 
 Method names: ``softmax``, ``sigmoid``, ``focal`` (with ``gamma``) for the
 unweighted baselines (beta = 0), ``class_balanced`` for the paper's best
@@ -55,7 +55,7 @@ __all__ = [
     "normalize_dataset",
     "DECOUPLING_METHODS",
     "published_decoupling",
-    "decoupling_models",
+    "decoupling_tables",
 ]
 
 #: columns of Table 2, in the paper's order
@@ -271,37 +271,62 @@ def paper_cb_setting(dataset: str, imbalance_factor: float | None) -> dict[str, 
     return {key: setting[key][index] for key in ("loss", "beta", "gamma")}
 
 
-def published_decoupling(dataset: str, model: str, method: str) -> dict[str, float] | None:
-    """Top-1 accuracy % (``all``, ``many``, ``medium``, ``few``) of a decoupled classifier
-    (Kang et al., ICLR 2020, as listed in the authors' release), or None when nothing is
-    published for that data set and model.
+def _decoupling_tables(dataset: str, model: str | None = None) -> list[dict[str, Any]]:
+    """The decoupling tables of ``dataset`` (and ``model``), in ``published.json`` order."""
+    if model is not None and not isinstance(model, str):
+        raise TypeError(f"model must be a str, got {model!r}")
+    name = normalize_dataset(dataset)
+    return [
+        t
+        for t in _load()["decoupling"]["tables"]
+        if normalize_dataset(t["dataset"]) == name and model in (None, t["model"])
+    ]
+
+
+def published_decoupling(
+    dataset: str, model: str, method: str, epochs: int | None = None
+) -> dict[str, float | None] | None:
+    """Top-1 accuracy % (``all``, ``many``, ``medium``, ``few``; None where the source gives
+    no figure) of a decoupled classifier of Kang et al. (ICLR 2020), or None when nothing is
+    published for that data set, network, method and stage-one ``epochs``.
 
     ``method``: one of :data:`DECOUPLING_METHODS` (``joint`` is the stage-one network's
-    own classifier). Published: ImageNet-LT with ResNeXt-50 (``resnext50``).
+    own classifier). ``epochs`` None takes the first table listed for the data set and
+    network (90 epochs where the paper has two schedules). Published: ImageNet-LT with
+    ResNeXt-50 and ResNet-50 (90 epochs), Places-LT with an ImageNet-pretrained ResNet-152
+    (30 epochs), iNaturalist 2018 with ResNet-50 and ResNet-152 (90 and 200 epochs, overall
+    accuracy only); :func:`decoupling_tables` names each one's source.
 
     >>> published_decoupling("ImageNet-LT", "resnext50", "joint")["few"]
     7.7
-    >>> print(published_decoupling("imagenet_lt", "resnet50", "crt"))
+    >>> published_decoupling("inat2018", "resnet50", "crt", epochs=200)["all"]
+    68.2
+    >>> print(published_decoupling("imagenet_lt", "resnet152", "crt"))
     None
     """
     if not isinstance(method, str) or method.lower() not in DECOUPLING_METHODS:
         raise ValueError(
             f"unknown decoupling method {method!r}: expected one of {', '.join(DECOUPLING_METHODS)}"
         )
-    if not isinstance(model, str):
-        raise TypeError(f"model must be a str, got {model!r}")
-    name = normalize_dataset(dataset)
-    table = _load()["decoupling"]
-    rows = {normalize_dataset(k): v for k, v in table["rows"].items()}
-    values = rows.get(name, {}).get(model.lower(), {}).get(method.lower())
-    return None if values is None else dict(zip(table["columns"], values, strict=True))
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int)):
+        raise TypeError(f"epochs must be an int or None, got {epochs!r}")
+    model = model.lower() if isinstance(model, str) else model
+    for table in _decoupling_tables(dataset, model):
+        if epochs in (None, table["epochs"]):
+            values = table["rows"].get(method.lower())
+            columns = _load()["decoupling"]["columns"]
+            return None if values is None else dict(zip(columns, values, strict=True))
+    return None
 
 
-def decoupling_models(dataset: str) -> list[str]:
-    """The networks with published decoupling numbers for ``dataset`` (maybe none).
+def decoupling_tables(dataset: str) -> list[dict[str, Any]]:
+    """The published decoupling tables of ``dataset``: ``model``, ``epochs`` (of stage one)
+    and ``source`` (where the numbers were read) of each, in the order they are listed.
 
-    >>> decoupling_models("imagenet_lt"), decoupling_models("cifar10")
-    (['resnext50'], [])
+    >>> [(t["model"], t["epochs"]) for t in decoupling_tables("iNat-2018")]
+    [('resnet50', 90), ('resnet50', 200), ('resnet152', 90), ('resnet152', 200)]
+    >>> decoupling_tables("cifar10")
+    []
     """
-    rows = {normalize_dataset(k): v for k, v in _load()["decoupling"]["rows"].items()}
-    return sorted(rows.get(normalize_dataset(dataset), {}))
+    keys = ("model", "epochs", "source")
+    return [{k: t[k] for k in keys} for t in _decoupling_tables(dataset)]
