@@ -24,10 +24,13 @@ Stages, in order (``--stages`` picks a subset, e.g. to rerun one that failed):
    of configs/sweeps/cifar10_table2.toml.
 7. ``resnet50``: torchvision ResNet-50 training steps, bf16 autocast, channels_last,
    224 px, batch 128 (images/s), with ``cudnn.benchmark`` off and on.
-8. ``remedies`` (only when named in ``--stages``): the ResNet-32 batch-128 step with the
+8. ``pipeline``: benchmarks/data_speed.py on 800x600 JPEGs (iNaturalist's size): the old and
+   fast input paths per worker, then with 8 workers, and the nvJPEG path (JPEGs decoded
+   in batches on the GPU); images/s and the workers needed for 3,000 images/s.
+9. ``remedies`` (only when named in ``--stages``): the ResNet-32 batch-128 step with the
    launch-overhead remedies added one by one (fused SGD, ``cudnn.benchmark``, bf16,
    ``torch.compile``, CUDA graphs through ``mode="reduce-overhead"``).
-9. ``train_fast`` (only when named in ``--stages``): the ``train`` stage's run with the
+10. ``train_fast`` (only when named in ``--stages``): the ``train`` stage's run with the
    trainer's speed options on (``FAST_TRAIN_FLAGS``: the same remedies, as trainer
    flags, plus checkpoints in the background and one host read per epoch); its wall
    time per epoch against the ``train`` stage's.
@@ -74,7 +77,8 @@ if str(SRC) not in sys.path:
 
 PY = sys.executable
 STAGES = (
-    "env", "tests", "loss", "train_speed", "train", "grid", "resnet50", "remedies", "train_fast"
+    "env", "tests", "loss", "train_speed", "train", "grid", "resnet50", "pipeline", "remedies",
+    "train_fast",
 )  # fmt: skip
 #: run when --stages is not given (remedies, train_fast: measurements for the trainer's
 #: speed options, which become defaults on CUDA only once measured)
@@ -95,6 +99,7 @@ WEIGHTS = {
     "train": 0.17,
     "grid": 0.17,
     "resnet50": 0.08,
+    "pipeline": 0.10,
     "remedies": 0.30,
     "train_fast": 0.17,
 }
@@ -133,6 +138,12 @@ class Sizes:
     r50_warmup: int = 5
     r50_precision: str = "bf16"
     remedy_steps: int = 50
+    #: the input pipeline at iNaturalist's image size: old / fast paths per worker, then
+    #: ``pipe_workers`` workers, and the nvJPEG path on the GPU (benchmarks/data_speed.py)
+    pipe_args: tuple[str, ...] = tuple(
+        "--sizes 800x600 --pipeline-images 192 --epochs 2 --batch-size 64 --workers 8 "
+        "--resize 0".split()
+    )
     #: the rows with goals (focal at the smallest and the target shape): 6 cold compiles
     loss_args: tuple[str, ...] = ("--losses", "focal", "--shapes", "128x10", "256x8142")
     speed_runs: tuple[tuple[str, ...], ...] = (
@@ -162,6 +173,10 @@ class Sizes:
             r50_warmup=1,
             r50_precision="fp32",  # bf16 convolutions are slow on many CPUs
             remedy_steps=2,
+            pipe_args=tuple(
+                "--sizes 96x64 --pipeline-images 8 --epochs 2 --batch-size 4 --workers 0 "
+                "--resize 0".split()
+            ),
             loss_args=tuple(
                 "--losses focal --shapes 128x10 --repeats 1 --rounds 1 --warmup 0".split()
             ),
@@ -774,6 +789,20 @@ class Check:
                     shown,
                 )
         if out.rc == 0 and json_path.is_file():
+            stage.status = "ok"
+        else:
+            stage.status = "timed out" if out.timed_out else f"failed (exit {out.rc})"
+            stage.notes.append(_tail(out.text))
+
+    def stage_pipeline(self, stage: Stage, limit: float) -> None:
+        args = ["--pipeline-only", "--device", self.device, *self.sizes.pipe_args]
+        out = run_timed([PY, str(ROOT / "benchmarks" / "data_speed.py"), *args], limit, self.log)
+        shown = _cmd([PY, "benchmarks/data_speed.py", *args])
+        _, rows = _markdown_table(out.text, "| measurement")
+        for row in rows:
+            if len(row) == 2 and not row[0].startswith("stage,"):  # rates, not the ms split
+                stage.add(row[0], row[1], shown)
+        if out.rc == 0 and stage.figures:
             stage.status = "ok"
         else:
             stage.status = "timed out" if out.timed_out else f"failed (exit {out.rc})"

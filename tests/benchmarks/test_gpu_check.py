@@ -18,7 +18,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
 STAGES = [
-    "env", "tests", "loss", "train_speed", "train", "grid", "resnet50", "remedies", "train_fast"
+    "env", "tests", "loss", "train_speed", "train", "grid", "resnet50", "pipeline", "remedies",
+    "train_fast",
 ]  # fmt: skip
 
 pytestmark = pytest.mark.slow
@@ -78,6 +79,13 @@ def test_quick_mode_runs_every_stage_and_writes_both_summaries(tmp_path):
     assert "runs of 2 epochs per hour" in grid["2 concurrent runs: grid throughput"]
     r50 = _figures(doc, "resnet50")
     assert any(v.endswith("steps)") and "images/s" in v for v in r50.values())
+    pipe = _figures(doc, "pipeline")  # the input paths side by side, no ms split
+    assert re.search(
+        r"^[\d,]+ images per CPU-second .*; \d+ workers for 3,000 images/s$",
+        next(v for k, v in pipe.items() if k.startswith("fast path, one worker")),
+    )
+    assert re.fullmatch(r"\d+\.\d\dx", pipe["fast / old per worker, 96x64"])
+    assert not any(k.startswith("stage,") for k in pipe)
     remedies = _figures(doc, "remedies")
     base = remedies[
         "resnet8 batch 32 step: fp32 channels_last eager, SGD default (the trainer's defaults)"
