@@ -429,6 +429,22 @@ def _copy_run(run: Path, to: Path) -> Path:
     return to
 
 
+def test_a_run_in_fp16_decoupled_or_evaluated_on_the_cpu_is_announced_as_slow(npz_run, tmp_path):
+    """Decouple and evaluate use the run's precision: fp16 on the CPU is one warning line."""
+    run = _copy_run(npz_run, tmp_path / "s1")
+    config = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    lines: list[str] = []
+    decouple(run, _options("tau_norm", tmp_path / "fp32", tau=0.0), log=lines.append)
+    evaluate_run(tmp_path / "fp32", device="cpu", log=lines.append)
+    assert not [line for line in lines if "slow" in line]
+    (run / "config.json").write_text(json.dumps({**config, "precision": "fp16"}))
+    decouple(run, _options("tau_norm", tmp_path / "fp16", tau=0.0), log=lines.append)
+    evaluate_run(tmp_path / "fp16", device="cpu", log=lines.append)
+    warned = [line for line in lines if "slow" in line]
+    assert len(warned) == 2 and all(w.startswith("warning: ") for w in warned)
+    assert all("CPU is very slow" in w and "bf16 or fp32" in w for w in warned)
+
+
 def test_out_naming_the_stage_one_run_another_way_is_refused(npz_run, tmp_path):
     run = _copy_run(npz_run, tmp_path / "runs" / "s1")
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}

@@ -439,13 +439,14 @@ def _file_data(
 # --------------------------------------------------------------------------- features and heads
 
 
-def _autocast(cfg, device: torch.device):
-    import contextlib
+def _autocast(cfg, device: torch.device, log: Callable[[str], Any]):
+    """The stage-one run's autocast on ``device``; fp16 on the CPU is announced (one line)."""
+    from .engine.evaluate import autocast, fp16_cpu_warning
 
-    if cfg.precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    warning = fp16_cpu_warning(cfg.precision, device, "the run's precision")
+    if warning:
+        log(warning)
+    return autocast(device, cfg.precision)
 
 
 @torch.no_grad()
@@ -661,6 +662,7 @@ def decouple(
     out_folder, out_cfg = _open_out(r, Path(options.out), options.overwrite)
     device = resolve_device(options.device, 0)
     cfg = r.cfg
+    cast = _autocast(cfg, device, log)  # before the data load (minutes at scale)
     model = _build_model(r, device)
     trained = options.method != "tau_norm"  # checked before the data load (minutes at scale)
     loss_fn = _stage_two_loss(r, options, device) if trained else None
@@ -671,7 +673,7 @@ def decouple(
     ctx = {
         "options": options,
         "device": device,
-        "cast": _autocast(cfg, device),
+        "cast": cast,
         "log": log,
         "loss_fn": loss_fn,
         "lr": options.lr if options.lr is not None else cfg.lr,

@@ -406,6 +406,25 @@ def test_a_resume_may_change_the_options_that_change_no_result(tiny_run, tmp_pat
     assert len(list((out / "checkpoints").iterdir())) == len(listed) == 1
 
 
+@pytest.mark.parametrize("precision", ["fp16", "bf16", "fp32"])
+def test_fp16_on_the_cpu_is_announced_as_slow_at_start_up(
+    tiny_run, tmp_path, engine_helpers, precision
+):
+    """One warning line (fp16 autocast is very slow on the CPU), none for bf16 or fp32.
+    The run stops after its first step (batch 8): fp16 steps take seconds here."""
+    h = engine_helpers
+    cfg = h.replace(tiny_run.cfg, out=str(tmp_path / "run"), precision=precision, batch_size=8)
+    lines: list[str] = []
+    with h.record_sgd_steps(sigterm_at=1), pytest.raises(TrainingInterrupted):
+        train(cfg, log=lines.append)
+    warned = [line for line in lines if "slow" in line]
+    if precision != "fp16":
+        assert warned == []
+        return
+    assert len(warned) == 1 and warned[0].startswith("warning: ")
+    assert "CPU is very slow" in warned[0] and "bf16 or fp32" in warned[0]
+
+
 def test_sigterm_in_the_very_last_step_finishes_the_run(tiny_run, tmp_path, engine_helpers):
     # the work is done: the run ends normally (evaluated, checkpointed), nothing to resume
     h = engine_helpers
