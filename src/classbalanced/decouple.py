@@ -341,6 +341,9 @@ class _Data:
     eval_split: str
     tune_split: str | None  # a validation split other than the evaluated one, if any
     record: dict  # the run's data record, with the fingerprints of the data read now
+    # the tune split's source and fingerprint, as the record holds the others (stage one
+    # does not record it: written into decouple.json and run.json when tau is chosen on it)
+    tune_data: dict | None = None
 
 
 def _checked_record(run: _Run, class_names, fingerprints: dict, accept_change: bool) -> dict:
@@ -432,8 +435,9 @@ def _file_data(
                 images = images.to(device)
                 yield (normalize(images) if normalize else images), labels_.to(device)
 
-    tune = "val" if layout.eval_split == "test" and layout.splits.get("val") else None
-    return _Data(labels, stream, batches, layout.eval_split, tune, record)
+    tune = layout.tune_split
+    tune_data = tune and {"source": record["test"]["source"], "fingerprint": fingerprints[tune]}
+    return _Data(labels, stream, batches, layout.eval_split, tune, record, tune_data)
 
 
 # --------------------------------------------------------------------------- features and heads
@@ -553,7 +557,7 @@ def _tau_norm(run: _Run, backbone, fc: nn.Linear, data: _Data, ctx: dict) -> tup
             search.append({"tau": float(t), "accuracy": _top1(logits, labels)})
         best = max(search, key=lambda r: r["accuracy"])  # the first: the smallest on ties
         tau = best["tau"]
-        info.update(tau_search=search, tau_chosen_on=data.tune_split)
+        info.update(tau_search=search, tau_chosen_on=data.tune_split, tau_data=data.tune_data)
         ctx["log"](
             f"tau_norm: tau {tau:g} (top-1 {100 * best['accuracy']:.2f}% on {data.tune_split})"
         )
@@ -605,9 +609,12 @@ def _evaluate(model: nn.Module, data: _Data, counts: np.ndarray, cast) -> dict[s
 
 
 def _write(folder, cfg, run: _Run, record: dict, model, metrics: dict, settings: dict) -> None:
-    """Through :class:`~classbalanced.engine.run_folder.RunFolder`, like any run."""
+    """Through :class:`~classbalanced.engine.run_folder.RunFolder`, like any run; the data
+    record names the split tau was chosen on (``val``) beside the others."""
     from .engine.run_folder import DECOUPLE_FILE
 
+    if settings.get("tau_data"):
+        record = {**record, settings["tau_chosen_on"]: settings["tau_data"]}
     folder.start(cfg, run.subset, record)
     folder.write_json(DECOUPLE_FILE, settings)
     state = {
