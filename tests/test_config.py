@@ -362,12 +362,14 @@ def test_options_that_change_no_result_may_change_on_resume():
     from classbalanced.config import config_differences
 
     old = TrainConfig().to_dict()
-    free = {"persistent_workers": False, "async_checkpoints": True, "sync_every": 5}
+    free = {
+        "persistent_workers": False, "async_checkpoints": True, "sync_every": 5,
+        "keep_checkpoints": 7, "eval_batch_size": 3, "cudnn_benchmark": True, "num_workers": 9,
+        "download": False,
+    }  # fmt: skip
     assert config_differences(old, {**old, **free}) == []
-    assert config_differences(old, {**old, **free, "lr": 0.5, "sgd_impl": "foreach"}) == [
-        "lr",
-        "sgd_impl",
-    ]
+    refused = {"lr": 0.5, "sgd_impl": "foreach", "eval_every": 1, "channels_last": False}
+    assert config_differences(old, {**old, **free, **refused}) == sorted(refused)
 
 
 def test_a_run_on_nccl_resumes_on_the_cpu_with_gloo():

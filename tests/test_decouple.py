@@ -245,6 +245,58 @@ def test_tau_is_chosen_on_the_val_split(list_run, tmp_path):
     assert metrics["num_test_images"] == 16 and again["accuracy"] == metrics["accuracy"]
 
 
+def _val_fingerprint(data_dir: Path) -> dict:
+    """Count + SHA-256 of the val list's ``path<TAB>label`` lines, as stage one's splits."""
+    import hashlib
+
+    lines = [line.split() for line in (data_dir / "val.txt").read_text().splitlines()]
+    text = "".join(f"{path}\t{label}\n" for path, label in lines)
+    return {"images": len(lines), "sha256": hashlib.sha256(text.encode()).hexdigest()}
+
+
+def _prepare_lists(data_dir: Path) -> None:
+    from classbalanced.data import inat
+
+    lists = {s: data_dir / f"{s}.txt" for s in ("train", "val", "test")}
+    inat.prepare("list", data_dir, log=_quiet, lists=lists)
+
+
+def test_the_split_tau_is_chosen_on_is_fingerprinted(list_run, tmp_path):
+    """decouple.json (and the output's run.json) record the val split tau was chosen on, as
+    stage one records its splits; the record follows the val data."""
+    data_dir = Path(json.loads((list_run / "config.json").read_text())["data_dir"]).absolute()
+
+    def tau_data(out: Path, **kw) -> dict | None:
+        decouple(list_run, _options("tau_norm", out, **kw), log=_quiet)
+        settings = json.loads((out / "decouple.json").read_text(encoding="utf-8"))
+        record = json.loads((out / "run.json").read_text(encoding="utf-8"))["data"]
+        assert settings.get("tau_data") == record.get("val")
+        return settings.get("tau_data")
+
+    before = tau_data(tmp_path / "a", taus=[0.0, 1.0])
+    assert before == {"source": str(data_dir), "fingerprint": _val_fingerprint(data_dir)}
+    assert tau_data(tmp_path / "given", tau=0.5) is None  # no split chosen on
+    original = (data_dir / "val.txt").read_text()
+    first, *rest = original.splitlines(keepends=True)
+    path, label = first.split()
+    try:  # the first val image under another label: the val data changed, train and test not
+        (data_dir / "val.txt").write_text(f"{path} {(int(label) + 1) % 4}\n" + "".join(rest))
+        _prepare_lists(data_dir)
+        changed = _val_fingerprint(data_dir)
+        after = tau_data(tmp_path / "b", taus=[0.0, 1.0])
+    finally:
+        (data_dir / "val.txt").write_text(original)
+        _prepare_lists(data_dir)
+    assert after == {"source": str(data_dir), "fingerprint": changed}
+    assert changed["sha256"] != before["fingerprint"]["sha256"] and changed["images"] == 12
+    # a damaged val record is refused like a damaged train or test one
+    manifest = json.loads((tmp_path / "a" / "run.json").read_text(encoding="utf-8"))
+    del manifest["data"]["val"]["fingerprint"]
+    (tmp_path / "a" / "run.json").write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"data record lacks val.source / val.fingerprint"):
+        evaluate_run(tmp_path / "a", device="cpu")
+
+
 def test_lws_trains_only_the_scales(list_run, tmp_path):
     metrics = decouple(list_run, _options("lws", tmp_path / "lws", epochs=2, lr=0.5), log=_quiet)
     scales = torch.tensor(metrics["decouple"]["scales"], dtype=torch.float32)
@@ -470,6 +522,22 @@ def _copy_run(run: Path, to: Path) -> Path:
 
     shutil.copytree(run, to)
     return to
+
+
+def test_a_run_in_fp16_decoupled_or_evaluated_on_the_cpu_is_announced_as_slow(npz_run, tmp_path):
+    """Decouple and evaluate use the run's precision: fp16 on the CPU is one warning line."""
+    run = _copy_run(npz_run, tmp_path / "s1")
+    config = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    lines: list[str] = []
+    decouple(run, _options("tau_norm", tmp_path / "fp32", tau=0.0), log=lines.append)
+    evaluate_run(tmp_path / "fp32", device="cpu", log=lines.append)
+    assert not [line for line in lines if "slow" in line]
+    (run / "config.json").write_text(json.dumps({**config, "precision": "fp16"}))
+    decouple(run, _options("tau_norm", tmp_path / "fp16", tau=0.0), log=lines.append)
+    evaluate_run(tmp_path / "fp16", device="cpu", log=lines.append)
+    warned = [line for line in lines if "slow" in line]
+    assert len(warned) == 2 and all(w.startswith("warning: ") for w in warned)
+    assert all("CPU is very slow" in w and "bf16 or fp32" in w for w in warned)
 
 
 def test_out_naming_the_stage_one_run_another_way_is_refused(npz_run, tmp_path):

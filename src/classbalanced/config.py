@@ -79,10 +79,15 @@ GROUPS = {
 
 #: the ``compile_mode`` values that replay CUDA graphs
 CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")
-#: keys that may differ between an interrupted run and its resumption: how the run is
-#: driven (the device, and with it the process-group backend: NCCL needs CUDA), and options
-#: that change no result (loader workers kept or rebuilt give the same batches; where
-#: checkpoints are written and how often the host reads the loss neither)
+#: keys that may differ between an interrupted run and its resumption (the new value is
+#: used and recorded in config.json): how the run is driven (the device, and with it the
+#: process-group backend: NCCL needs CUDA), and options that change no result: loader
+#: workers kept or rebuilt, and how many, give the same batches (each batch is seeded by its
+#: position, ``engine.streams.LoaderStream``); how checkpoints are written and how many are
+#: kept, how often the host reads the loss, progress bars, the evaluation batch size (the
+#: network is in evaluation mode: each image's logits alone), cuDNN's algorithm search
+#: (CUDA only) and whether missing CIFAR archives may be downloaded (resume checks the
+#: data's fingerprint). Every other key changes results and is refused without --force.
 RESUME_FREE_KEYS = (
     "resume",
     "overwrite",
@@ -92,8 +97,13 @@ RESUME_FREE_KEYS = (
     "force",
     "out",
     "persistent_workers",
+    "num_workers",
     "async_checkpoints",
     "sync_every",
+    "keep_checkpoints",
+    "eval_batch_size",
+    "cudnn_benchmark",
+    "download",
 )
 #: keys added later -> the value that reproduces runs written before them (image-file data
 #: sets: crops decoded at a reduced size, normalised in the loader workers)
@@ -323,7 +333,11 @@ class TrainConfig:
     resume: bool = option(False, "continue the run in --out", group="run", action="store_true")
     overwrite: bool = option(False, "replace the run in --out", group="run", action="store_true")
     force: bool = option(
-        False, "resume even if the config differs", group="run", action="store_true"
+        False,
+        "resume even if an option that changes results differs (the others, e.g. "
+        "--keep-checkpoints, --eval-batch-size, --num-workers, may change without it)",
+        group="run",
+        action="store_true",
     )
 
     # ------------------------------------------------------------------

@@ -341,6 +341,9 @@ class _Data:
     eval_split: str
     tune_split: str | None  # a validation split other than the evaluated one, if any
     record: dict  # the run's data record, with the fingerprints of the data read now
+    # the tune split's source and fingerprint, as the record holds the others (stage one
+    # does not record it: written into decouple.json and run.json when tau is chosen on it)
+    tune_data: dict | None = None
 
 
 def _checked_record(run: _Run, class_names, fingerprints: dict, accept_change: bool) -> dict:
@@ -432,20 +435,22 @@ def _file_data(
                 images = images.to(device)
                 yield (normalize(images) if normalize else images), labels_.to(device)
 
-    tune = "val" if layout.eval_split == "test" and layout.splits.get("val") else None
-    return _Data(labels, stream, batches, layout.eval_split, tune, record)
+    tune = layout.tune_split
+    tune_data = tune and {"source": record["test"]["source"], "fingerprint": fingerprints[tune]}
+    return _Data(labels, stream, batches, layout.eval_split, tune, record, tune_data)
 
 
 # --------------------------------------------------------------------------- features and heads
 
 
-def _autocast(cfg, device: torch.device):
-    import contextlib
+def _autocast(cfg, device: torch.device, log: Callable[[str], Any]):
+    """The stage-one run's autocast on ``device``; fp16 on the CPU is announced (one line)."""
+    from .engine.evaluate import autocast, fp16_cpu_warning
 
-    if cfg.precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    warning = fp16_cpu_warning(cfg.precision, device, "the run's precision")
+    if warning:
+        log(warning)
+    return autocast(device, cfg.precision)
 
 
 @torch.no_grad()
@@ -552,7 +557,7 @@ def _tau_norm(run: _Run, backbone, fc: nn.Linear, data: _Data, ctx: dict) -> tup
             search.append({"tau": float(t), "accuracy": _top1(logits, labels)})
         best = max(search, key=lambda r: r["accuracy"])  # the first: the smallest on ties
         tau = best["tau"]
-        info.update(tau_search=search, tau_chosen_on=data.tune_split)
+        info.update(tau_search=search, tau_chosen_on=data.tune_split, tau_data=data.tune_data)
         ctx["log"](
             f"tau_norm: tau {tau:g} (top-1 {100 * best['accuracy']:.2f}% on {data.tune_split})"
         )
@@ -604,9 +609,12 @@ def _evaluate(model: nn.Module, data: _Data, counts: np.ndarray, cast) -> dict[s
 
 
 def _write(folder, cfg, run: _Run, record: dict, model, metrics: dict, settings: dict) -> None:
-    """Through :class:`~classbalanced.engine.run_folder.RunFolder`, like any run."""
+    """Through :class:`~classbalanced.engine.run_folder.RunFolder`, like any run; the data
+    record names the split tau was chosen on (``val``) beside the others."""
     from .engine.run_folder import DECOUPLE_FILE
 
+    if settings.get("tau_data"):
+        record = {**record, settings["tau_chosen_on"]: settings["tau_data"]}
     folder.start(cfg, run.subset, record)
     folder.write_json(DECOUPLE_FILE, settings)
     state = {
@@ -661,6 +669,7 @@ def decouple(
     out_folder, out_cfg = _open_out(r, Path(options.out), options.overwrite)
     device = resolve_device(options.device, 0)
     cfg = r.cfg
+    cast = _autocast(cfg, device, log)  # before the data load (minutes at scale)
     model = _build_model(r, device)
     trained = options.method != "tau_norm"  # checked before the data load (minutes at scale)
     loss_fn = _stage_two_loss(r, options, device) if trained else None
@@ -671,7 +680,7 @@ def decouple(
     ctx = {
         "options": options,
         "device": device,
-        "cast": _autocast(cfg, device),
+        "cast": cast,
         "log": log,
         "loss_fn": loss_fn,
         "lr": options.lr if options.lr is not None else cfg.lr,

@@ -168,6 +168,20 @@ def test_a_resumed_epoch_gives_the_batches_of_the_whole_epoch(files, workers):
     assert not torch.equal(whole[3], whole[4])  # the batches differ: the comparison can fail
 
 
+def test_the_number_of_workers_changes_no_batch(files):
+    """Why ``num_workers`` may change on resume (``config.RESUME_FREE_KEYS``): each batch is
+    seeded by its position, so no workers, one or two give the same batches."""
+    runs = {}
+    for workers in (0, 1, 2):
+        torch.manual_seed(workers)
+        stream = _stream(files, persistent=workers > 0, workers=workers)
+        runs[workers] = [x for x, _ in stream.epoch(0)] + [x for x, _ in stream.epoch(1, 1)]
+    for batches in (runs[1], runs[2]):
+        assert len(batches) == len(runs[0]) == 5 + 4
+        assert all(torch.equal(a, b) for a, b in zip(runs[0], batches, strict=True))
+    assert not torch.equal(runs[0][0], runs[0][1])  # the batches differ: the comparison can fail
+
+
 def test_decoding_on_the_device_skips_and_counts_a_jpeg_it_cannot_decode(files, tmp_path):
     """A JPEG whose header reads and whose end marker is there but whose data is broken (a
     marker in the middle of the scan): left out of its batch with its label, counted, named."""

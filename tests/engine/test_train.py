@@ -350,7 +350,7 @@ def test_same_seed_same_results_other_seed_other_subset(
 # ---------------------------------------------------------------------------
 
 
-def _interrupt_then_resume(tiny_run, h, out: Path, stop_after_step: int):
+def _interrupt_then_resume(tiny_run, h, out: Path, stop_after_step: int, **resume_changes):
     cfg = h.replace(tiny_run.cfg, out=str(out))
     with h.record_sgd_steps(sigterm_at=stop_after_step) as before:
         with pytest.raises(TrainingInterrupted, match="--resume"):
@@ -358,7 +358,7 @@ def _interrupt_then_resume(tiny_run, h, out: Path, stop_after_step: int):
     steps = [int(p.stem.split("-")[1]) for p in (out / "checkpoints").glob("checkpoint-*.pt")]
     assert max(steps) == stop_after_step  # the step that was running is finished and saved
     with h.record_sgd_steps() as after:
-        returned = train(h.replace(cfg, resume=True), log=h.quiet)
+        returned = train(h.replace(cfg, resume=True, **resume_changes), log=h.quiet)
     return returned, list(before) + list(after)
 
 
@@ -383,6 +383,46 @@ def test_resume_after_sigterm_mid_epoch_is_exact(tiny_run, tmp_path, engine_help
         [v for _, v in ref["train/network_loss"]], rel=1e-6
     )
     assert [s for s, _ in tb["test/accuracy"]] == [2, 4]
+
+
+def test_a_resume_may_change_the_options_that_change_no_result(tiny_run, tmp_path, engine_helpers):
+    """``--keep-checkpoints``, ``--eval-batch-size`` and ``--cudnn-benchmark`` (no effect on
+    the CPU) differ on resume: accepted without ``--force``, used, recorded in
+    ``config.json``, and the run ends exactly like the uninterrupted one."""
+    h = engine_helpers
+    spe = len(tiny_run.step_lrs) // h.EPOCHS
+    out = tmp_path / "resumed"
+    changes = {"keep_checkpoints": 1, "eval_batch_size": 7, "cudnn_benchmark": True}
+    returned, lrs = _interrupt_then_resume(tiny_run, h, out, spe + 1, **changes)
+    assert lrs == tiny_run.step_lrs
+    reference = h.read_json(tiny_run.out / "metrics.json")
+    assert h.without_timing(returned) == h.without_timing(reference)
+    saved = h.read_json(out / "config.json")
+    assert {k: saved[k] for k in changes} == changes
+    same = lambda config: {k: v for k, v in config.items() if k not in {*changes, "out", "resume"}}  # noqa: E731
+    assert same(saved) == same(h.read_json(tiny_run.out / "config.json"))
+    # the new --keep-checkpoints is the one used: one checkpoint left, on disk and listed
+    listed = [n for n in h.read_json(out / "run.json")["files"] if n.startswith("checkpoints/")]
+    assert len(list((out / "checkpoints").iterdir())) == len(listed) == 1
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16", "fp32"])
+def test_fp16_on_the_cpu_is_announced_as_slow_at_start_up(
+    tiny_run, tmp_path, engine_helpers, precision
+):
+    """One warning line (fp16 autocast is very slow on the CPU), none for bf16 or fp32.
+    The run stops after its first step (batch 8): fp16 steps take seconds here."""
+    h = engine_helpers
+    cfg = h.replace(tiny_run.cfg, out=str(tmp_path / "run"), precision=precision, batch_size=8)
+    lines: list[str] = []
+    with h.record_sgd_steps(sigterm_at=1), pytest.raises(TrainingInterrupted):
+        train(cfg, log=lines.append)
+    warned = [line for line in lines if "slow" in line]
+    if precision != "fp16":
+        assert warned == []
+        return
+    assert len(warned) == 1 and warned[0].startswith("warning: ")
+    assert "CPU is very slow" in warned[0] and "bf16 or fp32" in warned[0]
 
 
 def test_sigterm_in_the_very_last_step_finishes_the_run(tiny_run, tmp_path, engine_helpers):
@@ -500,16 +540,19 @@ def test_overwrite_replaces_only_the_runs_files(copied_run, tiny_npz, capsys, en
 def test_resume_with_another_config_is_refused_naming_the_keys(copied_run, tiny_npz, capsys):
     before = tree_snapshot(copied_run)
     args = train_args(
-        tiny_npz, copied_run, "--resume", "--eval-batch-size", "20", "--lr", "0.5",
+        tiny_npz, copied_run, "--resume", "--eval-every", "1", "--lr", "0.5",
         "--precision", "fp16", "--sync-every", "3", "--async-checkpoints",
+        "--eval-batch-size", "20", "--keep-checkpoints", "1", "--cudnn-benchmark",
     )  # fmt: skip
     code, _, err = run_cli(capsys, args)
     assert code == 2
     line = one_error_line(err)
-    assert "eval_batch_size (run: 40, now: 20)" in line and "lr (run: 0.025, now: 0.5)" in line
+    assert "eval_every (run: 2, now: 1)" in line and "lr (run: 0.025, now: 0.5)" in line
     assert "precision (run: 'fp32', now: 'fp16')" in line and "--force" in line
     assert "seed" not in line and "epochs" not in line  # only the keys that differ
-    assert "sync_every" not in line and "async_checkpoints" not in line  # free to change
+    for free in ("sync_every", "async_checkpoints", "eval_batch_size", "keep_checkpoints"):
+        assert free not in line  # free to change
+    assert "cudnn_benchmark" not in line
     assert tree_snapshot(copied_run) == before
 
 
@@ -530,7 +573,7 @@ def test_resume_with_another_config_and_force_is_accepted(
 ):
     h = engine_helpers
     metrics_before = h.read_json(copied_run / "metrics.json")
-    args = train_args(tiny_npz, copied_run, "--resume", "--force", "--eval-batch-size", "20")
+    args = train_args(tiny_npz, copied_run, "--resume", "--force", "--eval-every", "1")
     code, _, err = run_cli(capsys, args)
     assert code == 0, err
     assert "Traceback" not in err

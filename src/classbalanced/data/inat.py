@@ -155,6 +155,12 @@ class PreparedLayout:
         return len(self.class_names)
 
     @property
+    def tune_split(self) -> str | None:
+        """``val`` when runs are evaluated on another split (post-hoc settings, e.g. decoupling's
+        tau, are chosen on it), else ``None``: no split apart from the evaluated one."""
+        return "val" if self.eval_split != "val" and self.splits.get("val") else None
+
+    @property
     def tune_samples(self) -> list[tuple[str, int]]:
         """The ``val`` split when runs are evaluated on ``test`` (for choosing post-hoc settings),
         else the evaluated split itself."""

@@ -12,12 +12,14 @@ data, the checkpoint and the run is one line.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from .._console import info
 from ..config import Precision, TrainConfig
 from ..data.augment import normalize_images
 from .distributed import DistContext, all_reduce_sum, resolve_device
@@ -25,7 +27,14 @@ from .metrics import EvalCounts, summarize
 from .network import build_network
 from .run_folder import RunFolder, check_class_names, read_run_json
 
-__all__ = ["autocast", "evaluate", "TensorEvaluator", "LoaderEvaluator", "evaluate_run"]
+__all__ = [
+    "autocast",
+    "fp16_cpu_warning",
+    "evaluate",
+    "TensorEvaluator",
+    "LoaderEvaluator",
+    "evaluate_run",
+]
 
 
 def autocast(device: torch.device, precision: Precision):
@@ -34,6 +43,24 @@ def autocast(device: torch.device, precision: Precision):
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def fp16_cpu_warning(precision: Precision, device: torch.device, whose: str = "") -> str | None:
+    """The one start-up line for fp16 autocast on the CPU (``None`` for anything else):
+    PyTorch's CPU kernels for float16 are many times slower than float32 (bf16's are fast).
+    ``whose``: where the precision comes from, when not ``--precision``.
+
+    >>> print(fp16_cpu_warning("fp16", torch.device("cpu")))
+    warning: --precision fp16 on the CPU is very slow (float16 autocast runs many times slower there than fp32); use bf16 or fp32 on the CPU
+    >>> fp16_cpu_warning("bf16", torch.device("cpu")), fp16_cpu_warning("fp16", torch.device("meta"))
+    (None, None)
+    """
+    if precision != "fp16" or device.type != "cpu":
+        return None
+    return (
+        f"warning: {whose or '--precision'} fp16 on the CPU is very slow (float16 autocast "
+        "runs many times slower there than fp32); use bf16 or fp32 on the CPU"
+    )
 
 
 @torch.no_grad()
@@ -163,6 +190,7 @@ def evaluate_run(
     test_data: str | None = None,
     device: str = "auto",
     accept_data_change: bool = False,
+    log: Callable[[str], Any] = info,
 ) -> dict[str, Any]:
     """Evaluate a run's newest checkpoint (``run`` a run folder) or a given one (``run`` a
     checkpoint file of that run) on the run's test set, or on ``test_data``.
@@ -173,7 +201,8 @@ def evaluate_run(
     path it recorded. Refused with one line: a checkpoint the run did not write
     or whose bytes changed, a checkpoint of another model, a test set with other
     classes or channels, and the run's test data changed since training (unless
-    ``accept_data_change``).
+    ``accept_data_change``). ``log`` gets the one warning line of a run in fp16 evaluated
+    on the CPU (very slow there).
     """
     from .run_data import load_test_set
 
@@ -192,6 +221,9 @@ def evaluate_run(
         )
     check_checkpoint_fits(state, cfg, record["class_names"], str(checkpoint))
     target = resolve_device(device, 0)
+    warning = fp16_cpu_warning(cfg.precision, target, "the run's precision")
+    if warning:
+        log(warning)
     ctx = DistContext(device=target)
     test = load_test_set(cfg, record, test_data, ctx, accept_change=accept_data_change)
     check_class_names(record["class_names"], test.class_names, "the run", "the test set")

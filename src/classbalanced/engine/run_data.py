@@ -73,13 +73,18 @@ def _fingerprint_samples(samples, images_from: str = ".") -> dict[str, Any]:
 
 
 def layout_fingerprints(layout, data_dir) -> dict[str, dict[str, Any]]:
-    """The fingerprints of a prepared data set's training and evaluated splits, naming the
-    resized copies (``prepare --resize``) when the images are read from them."""
+    """The fingerprints of a prepared data set's training (``train``) and evaluated (``test``)
+    splits, and (``val``) of the split post-hoc settings are chosen on when there is one
+    apart from the evaluated split, naming the resized copies (``prepare --resize``) when
+    the images are read from them."""
     images_from = Path(os.path.relpath(layout.root, data_dir)).as_posix()
-    return {
+    found = {
         "train": _fingerprint_samples(layout.train_samples, images_from),
         "test": _fingerprint_samples(layout.val_samples, images_from),
     }
+    if layout.tune_split is not None:
+        found["val"] = _fingerprint_samples(layout.splits[layout.tune_split], images_from)
+    return found
 
 
 def _sources(cfg: TrainConfig) -> tuple[str, str]:

@@ -249,6 +249,9 @@ class TensorBoardLog:
 
 
 _RECORD_KEYS = ("class_names", "in_channels", "image_shape", "normalization", "train", "test")
+#: the splits a data record may hold, each ``{"source", "fingerprint"}``: ``train`` and
+#: ``test`` (the evaluated split) always; ``val`` in a decouple output whose tau was chosen on it
+_SPLITS = ("train", "val", "test")
 
 
 def _check_data_record(record: Any, path: Path) -> None:
@@ -256,7 +259,7 @@ def _check_data_record(record: Any, path: Path) -> None:
     if not isinstance(record, dict):
         raise ValueError(f"{path} is damaged: expected a data record, got {type(record).__name__}")
     missing = [k for k in _RECORD_KEYS if k not in record]
-    for split in ("train", "test"):
+    for split in _SPLITS:
         part = record.get(split, {})
         fingerprint = part.get("fingerprint") if isinstance(part, dict) else None
         complete = isinstance(fingerprint, dict) and {"images", "sha256"} <= set(fingerprint)
@@ -267,10 +270,15 @@ def _check_data_record(record: Any, path: Path) -> None:
 
 
 def data_differences(old: dict, new: dict) -> list[str]:
-    """What changed between two data records (``fingerprint`` per split, class names)."""
+    """What changed between two data records: the ``fingerprint`` of each split both hold.
+
+    >>> old = {s: {"fingerprint": {"images": 3, "sha256": "a"}} for s in ("train", "val", "test")}
+    >>> data_differences(old, {**old, "val": {"fingerprint": {"images": 2, "sha256": "b"}}})
+    ['val data (3 images -> 2 images)']
+    """
     changed = [
         f"{split} data ({describe_fingerprint(old[split]['fingerprint'])} -> {describe_fingerprint(new[split]['fingerprint'])})"
-        for split in ("train", "test")
+        for split in _SPLITS
         if split in old and split in new and old[split]["fingerprint"] != new[split]["fingerprint"]
     ]
     return changed
