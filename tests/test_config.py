@@ -134,6 +134,30 @@ def test_other_file_kinds_and_missing_files_are_refused(tmp_path):
         load_config_file(listing)
 
 
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("c.toml", "imbalance-factor = 5\nimbalance_factor = 50\n"),
+        ("c.yaml", "imbalance-factor: 5\nimbalance_factor: 50\n"),
+        ("c.yaml", "beta: 0.9\nbeta: 0.99\n"),
+    ],
+    ids=["toml dash and underscore", "yaml dash and underscore", "yaml twice"],
+)
+def test_a_key_given_twice_in_a_file_is_refused_not_resolved_silently(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ValueError, match=r"c\.(toml|yaml).* (imbalance_factor|beta) .*twice"):
+        load_config_file(path)
+
+
+def test_yaml_numbers_in_exponent_notation_are_numbers(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("weight_decay: 2e-4\nlr: 1E-1\nimbalance_factor: +1e2\nmomentum: .9e0\n")
+    values = load_config_file(path)
+    assert values == {"weight_decay": 2e-4, "lr": 0.1, "imbalance_factor": 100.0, "momentum": 0.9}
+    assert config_from_sources(path).resolved().weight_decay == 2e-4
+
+
 @pytest.mark.parametrize("inverse,factor", [(0.02, 50), (0.01, 100), (0.1, 10)])
 def test_an_imbalance_factor_below_one_is_refused_with_the_inverse_hint(inverse, factor):
     with pytest.raises(ValueError) as info:

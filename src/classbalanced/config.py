@@ -655,31 +655,59 @@ def _int_at_least(name: str, value: Any, minimum: int) -> None:
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a TOML (``.toml``) or YAML (``.yaml`` / ``.yml``) file of config keys.
 
-    Keys may use dashes or underscores (``imbalance-factor`` or ``imbalance_factor``).
+    Keys may use dashes or underscores (``imbalance-factor`` or ``imbalance_factor``); a key
+    given twice (in both spellings, or twice in YAML) is refused. YAML numbers follow
+    YAML 1.2 (``2e-4`` is a number, as in TOML, not the string PyYAML makes of it).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     text = path.read_text(encoding="utf-8")
     suffix = path.suffix.lower()
+    if suffix not in (".toml", ".yaml", ".yml"):
+        raise ValueError(f"config file must end in .toml, .yaml or .yml, got {path.name}")
     try:
         if suffix == ".toml":
             data = tomllib.loads(text)
-        elif suffix in (".yaml", ".yml"):
+        else:
             import yaml
 
-            data = yaml.safe_load(text) or {}
-        else:
-            raise ValueError(f"config file must end in .toml, .yaml or .yml, got {path.name}")
+            data = yaml.load(text, Loader=_yaml_loader()) or {}
     except (tomllib.TOMLDecodeError, ImportError) as exc:
         raise ValueError(f"cannot parse config file {path}: {exc}") from None
     except Exception as exc:  # yaml.YAMLError and friends
         if isinstance(exc, ValueError):
-            raise
+            raise ValueError(f"config file {path}: {exc}") from None
         raise ValueError(f"cannot parse config file {path}: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise ValueError(f"config file {path} must hold a table of keys, got {type(data).__name__}")
-    return {str(k).replace("-", "_"): v for k, v in data.items()}
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if name in values:
+            raise ValueError(f"config file {path}: key {name} given twice (expected it once)")
+        values[name] = value
+    return values
+
+
+@functools.cache
+def _yaml_loader() -> type:
+    """PyYAML's safe loader, refusing duplicate keys and reading YAML 1.2 exponent floats."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
+            twice = sorted({str(k) for k in keys if keys.count(k) > 1})
+            if twice:
+                raise ValueError(f"key {', '.join(twice)} given twice (expected it once)")
+            return super().construct_mapping(node, deep=deep)
+
+    exponent = re.compile(r"^[-+]?(\.[0-9]+|[0-9][0-9_]*(\.[0-9_]*)?)[eE][-+]?[0-9]+$")
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", exponent, list("-+.0123456789"))
+    return Loader
 
 
 def config_from_sources(
