@@ -187,6 +187,16 @@ def test_an_imbalance_factor_below_one_is_refused_with_the_inverse_hint(inverse,
         ({"decay_epochs": [160], "decay_factors": [0.1, 0.01]}, "same length"),
         ({"dataset": "mnist"}, "dataset"),
         ({"dataset": "npz"}, "--train-data"),
+        # beyond float32, the training dtype: an overflow inside PyTorch, not a one-line error
+        ({"lr": 1e39}, "lr must be at most 3.403e+38"),
+        ({"weight_decay": 1e308}, "weight_decay must be at most"),
+        ({"momentum": -1e308}, "momentum must be at most"),
+        ({"gamma": 1e39}, "gamma must be at most"),
+        ({"decay_epochs": [1, 2], "decay_factors": [1e39, 1.0]}, "decay_factors"),
+        ({"lr": 1e30, "decay_epochs": [1, 2], "decay_factors": [1e10, 1.0]}, "lr x decay"),
+        ({"loss": "ldam", "loss_options": {"s": 1e300}}, "loss_options.s must be at most"),
+        # seeds feed torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        ({"seed": 2**32}, "seed must be an integer in [0, 4294967295]"),
     ],
 )
 def test_bad_values_are_refused_with_one_line(changes, fragment):

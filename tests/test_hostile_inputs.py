@@ -222,6 +222,12 @@ ROWS = {
         "would never switch on in a run of 2 epochs",
     ),
     # bounded arguments, data that lies about itself
+    "--lr 1e39 (beyond float32)": Row(
+        [*TRAIN, *NPZ, "--lr", "1e39"], _pair, 2, "lr must be at most 3.403e+38"
+    ),
+    "--seed 2**64": Row(
+        [*TRAIN, *NPZ, "--seed", str(2**64)], _pair, 2, "seed must be an integer in [0, 4294967295]"
+    ),
     "--pad 100000": Row(
         [*TRAIN, *NPZ, "--pad", "100000"], _pair, 2, "pad must be an integer in [0, 128]"
     ),

@@ -67,6 +67,12 @@ PROFILES: tuple[str, ...] = typing.get_args(Profile)
 #: the largest --pad (a crop offset beyond the image is all padding; larger values only
 #: allocate memory: --pad 100000 asked for hundreds of GB)
 MAX_PAD = 128
+#: the largest magnitude of a real-valued setting: float32's (the training dtype; PyTorch
+#: cannot convert a larger learning rate, weight decay or gamma, a bug-like overflow)
+FLOAT32_MAX = 3.4028234663852886e38
+#: the largest --seed (seeds reach torch.Generator().manual_seed(seed * 1_000_003 + epoch),
+#: which takes 64 bits; numpy's convention of 32-bit seeds leaves ample room)
+MAX_SEED = 2**32 - 1
 
 #: field groups, in the order of ``--help``
 GROUPS = {
@@ -536,7 +542,6 @@ def _check_ranges(cfg: TrainConfig) -> None:
         ("pad", 0),
         ("num_workers", 0),
         ("accumulate_steps", 1),
-        ("seed", 0),
         ("image_size", 1),
         ("reweight_epoch", 0),
         ("warmup_epochs", 0),
@@ -546,6 +551,9 @@ def _check_ranges(cfg: TrainConfig) -> None:
             _int_at_least(name, getattr(cfg, name), minimum)
     if cfg.pad > MAX_PAD:
         raise ValueError(f"pad must be an integer in [0, {MAX_PAD}], got {cfg.pad}")
+    _int_at_least("seed", cfg.seed, 0)
+    if cfg.seed > MAX_SEED:
+        raise ValueError(f"seed must be an integer in [0, {MAX_SEED}], got {cfg.seed}")
     if cfg.imbalance_factor is not None:
         factor = _number("imbalance_factor", cfg.imbalance_factor)
         if factor < 1:
@@ -578,10 +586,12 @@ def _check_lr_schedule(cfg: TrainConfig) -> None:
             raise ValueError(f"decay_epochs must be increasing, got {cfg.decay_epochs}")
     if cfg.decay_factors is not None:
         for f in cfg.decay_factors:
-            if not (math.isfinite(f) and f > 0):
+            if not (math.isfinite(f) and 0 < f <= FLOAT32_MAX):
                 raise ValueError(
                     f"decay_factors must be a list of positive numbers, got {cfg.decay_factors!r}"
                 )
+            if cfg.lr is not None:
+                _number(f"lr x decay factor ({cfg.lr:g} x {f:g})", cfg.lr * f)
     if cfg.decay_epochs is not None and cfg.decay_factors is not None:
         if len(cfg.decay_epochs) != len(cfg.decay_factors):
             raise ValueError(
@@ -637,6 +647,10 @@ def _number(name: str, value: Any) -> float:
         raise ConfigTypeError(f"{name} must be a number, got {value!r}")
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value!r}")
+    if abs(value) > FLOAT32_MAX:
+        raise ValueError(
+            f"{name} must be at most {FLOAT32_MAX:.4g} in magnitude (float32), got {value!r}"
+        )
     return float(value)
 
 
