@@ -324,6 +324,38 @@ def test_demo_refuses_to_run_again_without_overwrite(demo, capsys):
     assert after == before
 
 
+@pytest.mark.parametrize("mine", ["per_class_accuracy.png", "notes.txt"])
+def test_demo_refuses_a_folder_that_holds_no_demo(capsys, tmp_path, mine):
+    """(The demo used to write its plots, results.json and summary.md into any folder,
+    over a user's files of those names.)"""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / mine).write_text("mine")
+    code, _, err = _main(capsys, ["demo", "--epochs", "1", "--seeds", "1", "--out", out])
+    assert code == 2
+    assert "is not empty and holds no demo" in _one_error_line(err)
+    assert [p.name for p in out.iterdir()] == [mine] and (out / mine).read_text() == "mine"
+
+
+def test_demo_accepts_the_run_folders_of_an_interrupted_demo(tmp_path):
+    from classbalanced.demo import _check_out
+
+    for name in ("softmax-s0", "cb_focal-s12"):
+        (tmp_path / name).mkdir()
+    _check_out(tmp_path)  # resumed as the runs allow (train refuses a run without --overwrite)
+    (tmp_path / "softmax-sx").mkdir()
+    with pytest.raises(ValueError, match="found softmax-sx"):
+        _check_out(tmp_path)
+
+
+def test_demo_refuses_a_file_as_its_folder_before_training(capsys, tmp_path):
+    out = tmp_path / "file.txt"
+    out.write_text("mine")
+    code, stdout, err = _main(capsys, ["demo", "--epochs", "1", "--seeds", "1", "--out", out])
+    assert code == 2 and "exists and is not a folder" in _one_error_line(err)
+    assert "softmax" not in stdout + err and out.read_text() == "mine"  # nothing started
+
+
 def test_evaluate_prints_the_runs_accuracy(demo, capsys, tmp_path):
     out, _ = demo
     run = out / "softmax-s0"

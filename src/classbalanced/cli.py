@@ -251,8 +251,12 @@ def _add_demo_parser(sub) -> None:
     p = sub.add_parser(
         "demo", help="offline demo: long-tailed digits, softmax vs class-balanced focal"
     )
-    p.add_argument("--out", default="runs/demo")
-    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument(
+        "--out",
+        default="runs/demo",
+        help="a new or empty folder, or an earlier demo's (default runs/demo)",
+    )
+    p.add_argument("--epochs", type=int, default=None, help="epochs per run")
     p.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per loss (default 3)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --out")
