@@ -158,6 +158,18 @@ ROWS = {
         2,
         "would overwrite the input run/checkpoints",
     ),
+    "make-lt --output is a folder": Row(
+        ["make-lt", "--dataset", "npz", "--train-data", "train.npz", "--output", "lt"],
+        lambda tmp: (_pair(tmp), (tmp / "lt").mkdir()),
+        2,
+        "--output lt is a folder: expected a file path",
+    ),
+    "evaluate --output is a folder": Row(
+        ["evaluate", "run", "--output", "somewhere"],
+        lambda tmp: (_fake_run(tmp), (tmp / "somewhere").mkdir()),
+        2,
+        "--output somewhere is a folder: expected a file path",
+    ),
     "make-lt --output over a CIFAR archive": Row(
         ["make-lt", "--output", "data/cifar-10-python.tar.gz"],
         lambda tmp: (

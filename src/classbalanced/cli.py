@@ -626,9 +626,9 @@ def _run_files(folder: Path) -> list[Path]:
 
 
 def _refuse_overwriting_inputs(outputs: dict[str, str | None], inputs) -> None:
-    """ValueError before anything is written when an output path is one of the command's
-    inputs (files or folders), an existing file inside an input folder, or the path of
-    another output. Paths are compared after resolving links, ``..`` and ``.``."""
+    """ValueError before anything is written when an output file is an existing folder,
+    one of the command's inputs (files or folders), an existing file inside an input folder,
+    or the path of another output. Paths are compared after resolving links, ``..`` and ``.``."""
     import os
 
     given = [str(p) for p in inputs if p]
@@ -636,6 +636,8 @@ def _refuse_overwriting_inputs(outputs: dict[str, str | None], inputs) -> None:
     for flag, path in outputs.items():
         if not path:
             continue
+        if os.path.isdir(path):
+            raise ValueError(f"{flag} {path} is a folder: expected a file path")
         target = os.path.realpath(path)
         for source in given:
             real = os.path.realpath(source)
