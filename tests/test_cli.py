@@ -570,3 +570,14 @@ def test_a_warm_up_longer_than_the_run_is_a_one_line_warning(capsys, tmp_path, d
         "classbalanced: warning: a warm-up of 2 epochs does not end within a run of 1: "
         "the learning rate never reaches 0.025"
     ]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "0", "-5"])
+def test_sweep_stale_after_must_be_a_positive_number_of_seconds(capsys, tmp_path, value):
+    """(nan used to be accepted: a claim would never, or at once, count as stale.)"""
+    sweep = Path(__file__).resolve().parents[1] / "configs" / "sweeps" / "smoke.toml"
+    argv = ["sweep", "--config", sweep, "--dry-run", "--out", tmp_path / "s"]
+    code, _, err = _main(capsys, [*argv, "--stale-after", value])
+    line = _one_error_line(err, prefix="classbalanced sweep: error:")
+    assert code == 2 and "--stale-after" in line and "expected a positive number" in line
+    assert not (tmp_path / "s").exists()

@@ -46,6 +46,17 @@ def _key_value(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"expected KEY=NUMBER, got {text!r}") from None
 
 
+def _positive_seconds(text: str) -> float:
+    """A positive, finite number of seconds (``--stale-after``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):  # NaN fails too
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
 def _help_names() -> dict[str, str]:
     """The registries' names, for the ``{datasets}``, ``{models}``, ... of the fields' help."""
     from .data.registry import available_datasets
@@ -705,7 +716,7 @@ def _add_sweep_parser(sub) -> None:
     p.add_argument("--no-report", action="store_true", help="write results.csv but not report.md")
     p.add_argument(
         "--stale-after",
-        type=float,
+        type=_positive_seconds,
         default=120.0,
         help="seconds without a heartbeat after which a run's claim is taken over (default 120)",
     )
