@@ -426,3 +426,23 @@ def test_a_run_saved_before_the_pipeline_options_resumes_only_with_its_own_pipel
         assert config_differences(saved, {**new, "dataset": dataset}) == differ
     old_pipeline = {**new, "dataset": "inat2018", "image_decode": "draft", "worker_output": "float"}
     assert config_differences({**saved, "dataset": "inat2018"}, old_pipeline) == []
+
+
+@pytest.mark.parametrize(
+    ("dataset", "changes", "reader"),
+    [
+        ("digits", {"image_decode": "device"}, "inat2018"),
+        ("cifar10", {"worker_output": "float"}, "imagenet_lt"),
+        ("npz", {"num_workers": 8}, "inat2018"),
+        ("folder", {"persistent_workers": False}, "places_lt"),
+        ("digits", {"data_dir": "/data/cifar"}, "cifar10"),
+        ("npz", {"download": False}, "cifar100"),
+    ],
+)
+def test_pipeline_and_folder_options_a_dataset_ignores_are_refused(dataset, changes, reader):
+    """(They used to be accepted and ignored: the loader workers and image decoding belong to
+    the image-file data sets, the data folder to CIFAR and those, the download to CIFAR.)"""
+    files = {"train_data": "a.npz", "test_data": "b.npz"} if dataset in ("npz", "folder") else {}
+    with pytest.raises(ValueError, match=f"{dataset} does not read {next(iter(changes))}"):
+        TrainConfig(dataset=dataset, **files, **changes).resolved()
+    TrainConfig(dataset=reader, **changes).resolved()  # a data set that reads it

@@ -776,3 +776,9 @@ def test_stage_two_numbers_beyond_float32_are_refused_with_one_line(changes, fra
     with pytest.raises(ValueError) as info:
         DecoupleOptions(method="crt", out="x", **changes).validate()
     assert fragment in str(info.value) and "\n" not in str(info.value)
+
+
+def test_num_workers_for_a_run_held_in_memory_is_refused_not_ignored(npz_run, tmp_path):
+    with pytest.raises(ValueError, match="--num-workers applies to image-file data sets, not npz"):
+        decouple(npz_run, _options("crt", tmp_path / "w", num_workers=2), log=_quiet)
+    assert not (tmp_path / "w").exists()

@@ -494,25 +494,15 @@ def _check_loss_options(cfg: TrainConfig, where: str) -> None:
         _number(f"loss_options.{key}", value)
 
 
-#: data options whose value must be read by the data set when given (a data set that
-#: ignores --train-data must not silently train on something else)
-_REFUSED_IF_IGNORED = (
-    "train_data",
-    "test_data",
-    "image_size",
-    "skip_missing",
-    "train_list",
-    "val_list",
-    "test_list",
-)
-
-
 def _check_data(cfg: TrainConfig) -> None:
-    from .data.registry import dataset_options
+    """Refuse a data option (:data:`~classbalanced.data.registry.DATASET_OPTIONS`) set to other
+    than its default for a data set that does not read it (a data set that ignores
+    --train-data must not silently train on something else)."""
+    from .data.registry import DATASET_OPTIONS, dataset_options
 
     reads = dataset_options(cfg.dataset)
     defaults = {f.name: f.default for f in fields(TrainConfig)}
-    ignored = [k for k in _REFUSED_IF_IGNORED if k not in reads and getattr(cfg, k) != defaults[k]]
+    ignored = [k for k in DATASET_OPTIONS if k not in reads and getattr(cfg, k) != defaults[k]]
     if ignored:
         hint = ""
         if "train_data" in ignored:

@@ -649,6 +649,7 @@ def decouple(
         FileNotFoundError / ValueError: not a finished run, a classifier that is not linear,
             a bad option, ``out`` holding something else (see :class:`DecoupleOptions`).
     """
+    from .data.registry import is_large_dataset
     from .engine.distributed import resolve_device
     from .engine.loop import summary_fields
     from .models.registry import classifier, set_classifier_
@@ -661,6 +662,10 @@ def decouple(
             f"got WORLD_SIZE={world}"
         )
     r = _load_run(run)
+    if options.num_workers is not None and not is_large_dataset(r.cfg.dataset):
+        raise ValueError(
+            f"--num-workers applies to image-file data sets, not {r.cfg.dataset} (held in memory)"
+        )
     out_folder, out_cfg = _open_out(r, Path(options.out), options.overwrite)
     device = resolve_device(options.device, 0)
     cfg = r.cfg
