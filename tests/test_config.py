@@ -68,7 +68,8 @@ def test_flags_override_file_values(config_file):
     cfg = config_from_sources(config_file, {"epochs": 7, "beta": 0.9})
     assert cfg.epochs == 7 and cfg.beta == 0.9
     assert cfg.gamma == 2.0  # not overridden: the file's value
-    resolved = cfg.resolved()
+    with pytest.warns(UserWarning, match="decay_epochs 20, 25 lie beyond a run of 7 epochs"):
+        resolved = cfg.resolved()
     assert resolved.decay_epochs == [20, 25]  # from the file, not rescaled
     assert resolved.warmup_epochs == max(1, round(5 * 7 / 200))
 
@@ -356,6 +357,21 @@ def test_a_warm_up_longer_than_the_run_is_a_loud_warning(warmup, recwarn):
     assert cfg.warmup_epochs == warmup
     (warning,) = [w for w in recwarn if "warm-up" in str(w.message)]
     assert f"warm-up of {warmup} epochs does not end within a run of 10" in str(warning.message)
+
+
+def test_explicit_decay_epochs_the_run_never_reaches_are_a_loud_warning(tmp_path, recwarn):
+    """(A preset's decays, e.g. [30, 60, 80] of the 90-epoch recipes, are kept as given when
+    --epochs shortens the run: the learning rate then silently never decayed.)"""
+    path = tmp_path / "c.toml"
+    path.write_text('dataset = "digits"\ndecay_epochs = [5, 30]\ndecay_factors = [0.1, 0.01]\n')
+    cfg = config_from_sources(path, {"epochs": 10}).resolved()
+    assert cfg.decay_epochs == [5, 30]
+    (warning,) = [w for w in recwarn if "decay" in str(w.message)]
+    assert "decay_epochs 30 lie beyond a run of 10 epochs" in str(warning.message)
+    recwarn.clear()
+    TrainConfig(dataset="digits", epochs=2).resolved()  # derived decays: scaled, never warned
+    TrainConfig(dataset="digits", epochs=10, decay_epochs=[9], decay_factors=[0.1]).resolved()
+    assert not [w for w in recwarn if "decay" in str(w.message)]
 
 
 def test_schedules_within_the_run_are_accepted():

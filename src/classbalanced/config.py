@@ -337,6 +337,8 @@ class TrainConfig:
         """Return a copy with every derived value filled in and every value checked."""
         cfg = dataclasses.replace(self, loss_options=dict(self.loss_options))
         cfg.validate()
+        if cfg.decay_epochs is not None:  # given: kept as they are, maybe beyond a shorter run
+            _warn_unreached_decays(cfg)
         if cfg.imbalance_factor is None:
             cfg.imbalance_factor = 100.0 if cfg.dataset in CIFAR_DATASETS else 1.0
         cfg.imbalance_factor = float(cfg.imbalance_factor)
@@ -629,6 +631,19 @@ def _check_schedule_fits(cfg: TrainConfig) -> None:
         raise ValueError(
             f"reweight_epoch must be <= epochs for ramp: beta would not reach {cfg.beta} "
             f"(ramp ends at epoch {cfg.reweight_epoch}, the run at {cfg.epochs})"
+        )
+
+
+def _warn_unreached_decays(cfg: TrainConfig) -> None:
+    """Warn about given decay epochs at or beyond the run's end (a decay at epoch ``e`` acts
+    from the ``e``-th epoch, counted from 0): the learning rate never takes their factors."""
+    beyond = [e for e in cfg.decay_epochs if e >= cfg.epochs]
+    if beyond:
+        warnings.warn(
+            f"decay_epochs {', '.join(map(str, beyond))} lie beyond a run of {cfg.epochs} "
+            f"epochs: the learning rate never decays there (decay_epochs are kept as given "
+            f"when epochs change)",
+            stacklevel=3,
         )
 
 
