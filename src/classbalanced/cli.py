@@ -284,8 +284,8 @@ def _add_plot_parser(sub) -> None:
         help="run folder(s) (for 'run'); several: per-class accuracy and error curves side by side",
     )
     p.add_argument("--output", required=True, help="PNG file (for 'run': a folder)")
-    p.add_argument("--beta", type=float, nargs="+", default=[0.9, 0.99, 0.999, 0.9999])
-    p.add_argument("--max-samples", type=int, default=10_000)
+    p.add_argument("--beta", type=float, nargs="+", help="effective-number: one curve per beta")
+    p.add_argument("--max-samples", type=int, help="effective-number: the largest n drawn")
     p.set_defaults(func=_cmd_plot)
 
 
@@ -554,14 +554,14 @@ def _cmd_demo(args) -> int:
 def _cmd_plot(args) -> int:
     from . import plots
 
+    _check_plot_flags(args)
     if args.what == "effective-number":
+        given = {"betas": args.beta, "max_samples": args.max_samples}
         path = plots.plot_effective_number(
-            args.output, betas=tuple(args.beta), max_samples=args.max_samples
+            args.output, **{k: v for k, v in given.items() if v is not None}
         )
         _info(f"wrote {path}")
         return 0
-    if not args.run:
-        raise ValueError("plot run needs --run RUN_FOLDER [RUN_FOLDER ...]")
     runs = {}
     for folder in map(Path, args.run):
         name = folder.name if folder.name not in runs else str(folder)
@@ -595,6 +595,25 @@ def _cmd_plot(args) -> int:
         plots.plot_error_curves(out / "error_curve.png", curves)
     _info(f"wrote plots to {out}")
     return 0
+
+
+def _check_plot_flags(args) -> None:
+    """Refuse the flags of the other plot (ignored otherwise) and a run named twice."""
+    import os
+
+    own = {"effective-number": ("beta", "max_samples"), "run": ("run",)}
+    for what, names in own.items():
+        for name in names:
+            if what != args.what and getattr(args, name) is not None:
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(f"{flag} applies to plot {what}, not {args.what}")
+    if args.what == "run" and not args.run:
+        raise ValueError("plot run needs --run RUN_FOLDER [RUN_FOLDER ...]")
+    seen = set()
+    for folder in args.run or ():
+        if os.path.realpath(folder) in seen:
+            raise ValueError(f"--run names the run {folder} twice: expected different runs")
+        seen.add(os.path.realpath(folder))
 
 
 def _read_json(path: Path):
