@@ -249,7 +249,9 @@ class TrainConfig:
         1, "micro-batches per optimiser step (default 1)", group="optimisation"
     )
     warmup_epochs: int | None = option(
-        None, "linear warm-up epochs (default 5 x epochs / 200, at least 1)", group="optimisation"
+        None,
+        "linear warm-up epochs (default 5 x epochs / 200, at least 1; none in a 1-epoch run)",
+        group="optimisation",
     )
     decay_epochs: list[int] | None = option(
         None, "epochs of the step decays (default 160 180, scaled)", group="optimisation"
@@ -268,7 +270,9 @@ class TrainConfig:
     eval_every: int = option(2, "evaluate every N epochs (default 2)", group="run")
     eval_batch_size: int = option(1000, "evaluation batch size (default 1000)", group="run")
     seed: int = option(
-        0, "seeds the subset, initialisation, order and augmentation (default 0)", group="run"
+        0,
+        f"seeds the subset, initialisation, order and augmentation, 0 to {MAX_SEED} (default 0)",
+        group="run",
     )
     device: str = option("auto", "auto (default), cpu, cuda, cuda:N", group="run")
     precision: Precision = option("fp32", "autocast precision (default fp32)", group="run")
