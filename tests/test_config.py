@@ -462,3 +462,10 @@ def test_pipeline_and_folder_options_a_dataset_ignores_are_refused(dataset, chan
     with pytest.raises(ValueError, match=f"{dataset} does not read {next(iter(changes))}"):
         TrainConfig(dataset=dataset, **files, **changes).resolved()
     TrainConfig(dataset=reader, **changes).resolved()  # a data set that reads it
+
+
+def test_a_sampler_beta_without_the_class_balanced_sampler_is_refused_not_ignored():
+    with pytest.raises(ValueError, match="sampler_beta 0.99 needs sampler = class_balanced"):
+        TrainConfig(dataset="digits", sampler_beta=0.99).resolved()
+    cfg = TrainConfig(dataset="digits", sampler="class_balanced", sampler_beta=0.99).resolved()
+    assert cfg.sampler_beta == 0.99

@@ -596,10 +596,16 @@ def _check_lr_schedule(cfg: TrainConfig) -> None:
 
 
 def _check_speed_options(cfg: TrainConfig) -> None:
-    """Refused: options that would be silently ignored (a compile mode without ``--compile``,
-    float worker output with device decoding) and CUDA graphs with gradient accumulation
+    """Refused: options that would be silently ignored (a sampler beta without the
+    class-balanced sampler, a compile mode without ``--compile``, float worker output with
+    device decoding) and CUDA graphs with gradient accumulation
     (a replay may overwrite the previous micro-batch's gradients, which live in the graphs'
     memory; untested on a GPU, so not offered)."""
+    if cfg.sampler != "class_balanced" and cfg.sampler_beta != _DEFAULTS["sampler_beta"]:
+        raise ValueError(
+            f"sampler_beta {cfg.sampler_beta} needs sampler = class_balanced (--sampler "
+            f"class_balanced), got sampler = {cfg.sampler}"
+        )
     if cfg.compile_mode != "default" and not cfg.compile:
         raise ValueError(
             f"compile_mode {cfg.compile_mode} needs --compile (compile = true), got compile = false"
