@@ -581,3 +581,14 @@ def test_sweep_stale_after_must_be_a_positive_number_of_seconds(capsys, tmp_path
     line = _one_error_line(err, prefix="classbalanced sweep: error:")
     assert code == 2 and "--stale-after" in line and "expected a positive number" in line
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [["--config", "c.toml"], ["--dry-run"], ["--extend"], ["--launcher", "ray"], ["--jobs", "2"]],
+)
+def test_sweep_status_refuses_the_flags_it_would_ignore(capsys, tmp_path, extra):
+    """(--status printed the state and exited, silently ignoring a sweep file, --dry-run, ...)"""
+    code, out, err = _main(capsys, ["sweep", "--status", tmp_path, *extra])
+    line = _one_error_line(err)
+    assert code == 2 and f"--status takes no {extra[0]}" in line and out == ""

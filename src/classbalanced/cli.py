@@ -767,13 +767,16 @@ def _add_cluster_arguments(p) -> None:
     )
 
 
+#: the launcher flags of ``sweep`` (``None`` unless given)
+_LAUNCH_FLAGS = ("jobs", "gpus_per_run", "cpus_per_run", "ray_address", "slurm_partition")
+_LAUNCH_FLAGS += ("slurm_time", "slurm_array_parallelism", "slurm_option")
+
+
 def _launch_options(args):
     from .launch import LaunchOptions, check_launch_flags
     from .launch.slurm import parse_slurm_options, parse_slurm_time
 
-    names = ("jobs", "gpus_per_run", "cpus_per_run", "ray_address", "slurm_partition")
-    names += ("slurm_time", "slurm_array_parallelism", "slurm_option")
-    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    given = {n: getattr(args, n) for n in _LAUNCH_FLAGS if getattr(args, n) is not None}
     check_launch_flags(args.launcher, given)
     options = LaunchOptions()
     for name, value in given.items():
@@ -785,11 +788,24 @@ def _launch_options(args):
     return options
 
 
+def _check_status_flags(args) -> None:
+    """``sweep --status`` reads a folder and starts nothing: refuse the flags it would ignore."""
+    given = [n for n in ("config", "out", *_LAUNCH_FLAGS) if getattr(args, n) is not None]
+    given += [n for n in ("dry_run", "extend", "no_report") if getattr(args, n)]
+    given += ["launcher"] if args.launcher != "local" else []
+    if given:
+        flag = "--" + given[0].replace("_", "-")
+        raise ValueError(
+            f"--status takes no {flag}: it prints the state of a sweep folder and starts nothing"
+        )
+
+
 def _cmd_sweep(args) -> int:
     from .launch import make_launcher
     from .launch.sweep import run_sweep, sweep_status
 
     if args.status:
+        _check_status_flags(args)
         for line in sweep_status(args.status, stale_after=args.stale_after):
             print(line)
         return 0
