@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -103,6 +104,14 @@ def test_unknown_keys_are_named(tmp_path, suffix, capsys):
     assert code == 2
     assert err.count("\n") == 1 and "learning_rate" in err and "imbalance" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_sweep_file_given_to_train_says_so(capsys):
+    sweep = Path(__file__).resolve().parents[1] / "configs" / "sweeps" / "smoke.toml"
+    assert cli.main(["train", "--config", str(sweep)]) == 2
+    line = capsys.readouterr().err.strip()
+    assert "unknown key(s)" in line and "base, grid, sweep" in line
+    assert f"a sweep file: run it with classbalanced sweep --config {sweep}" in line
 
 
 def test_unknown_keys_in_a_dict_are_named():

@@ -386,8 +386,11 @@ class TrainConfig:
         values = {k: v for k, v in values.items() if k not in LEGACY_KEYS or v}
         unknown = sorted(set(values) - known)
         if unknown:
+            hint = ""
+            if {"base", "grid"} & set(unknown):
+                hint = f"; {source} looks like a sweep file: run it with classbalanced sweep --config {source}"
             raise ValueError(
-                f"unknown key(s) in {source}: {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}"
+                f"unknown key(s) in {source}: {', '.join(unknown)}{hint}; valid keys: {', '.join(sorted(known))}"
             )
         cfg = cls(**values)
         check_types(cfg, source, keys=values)
