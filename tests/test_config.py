@@ -144,6 +144,18 @@ def test_other_file_kinds_and_missing_files_are_refused(tmp_path):
         load_config_file(listing)
 
 
+def test_a_binary_file_or_a_folder_as_config_file_is_named(tmp_path):
+    binary = tmp_path / "c.toml"
+    binary.write_bytes(b"\x7fELF\x02\x01\xd0\xff")
+    with pytest.raises(
+        ValueError, match=r"config file .*c\.toml is not UTF-8 text.*expected a TOML"
+    ):
+        load_config_file(binary)
+    (tmp_path / "d.yaml").mkdir()
+    with pytest.raises(ValueError, match=r"config file .*d\.yaml is a folder: expected a file"):
+        load_config_file(tmp_path / "d.yaml")
+
+
 @pytest.mark.parametrize(
     ("name", "text"),
     [

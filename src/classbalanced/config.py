@@ -692,9 +692,17 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     YAML 1.2 (``2e-4`` is a number, as in TOML, not the string PyYAML makes of it).
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"config file {path} is a folder: expected a file")
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"config file {path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at "
+            f"{exc.start}): expected a TOML or YAML file"
+        ) from None
     suffix = path.suffix.lower()
     if suffix not in (".toml", ".yaml", ".yml"):
         raise ValueError(f"config file must end in .toml, .yaml or .yml, got {path.name}")
