@@ -217,6 +217,9 @@ def test_an_imbalance_factor_below_one_is_refused_with_the_inverse_hint(inverse,
         ({"decay_epochs": [1, 2], "decay_factors": [1e39, 1.0]}, "decay_factors"),
         ({"lr": 1e30, "decay_epochs": [1, 2], "decay_factors": [1e10, 1.0]}, "lr x decay"),
         ({"loss": "ldam", "loss_options": {"s": 1e300}}, "loss_options.s must be at most"),
+        # permissions that contradict or lack their command (one was silently ignored)
+        ({"resume": True, "overwrite": True}, "resume and overwrite: expected one of them"),
+        ({"force": True}, "force (resume even if the config differs) needs resume"),
         # seeds feed torch.Generator().manual_seed(seed * 1_000_003 + epoch)
         ({"seed": 2**32}, "seed must be an integer in [0, 4294967295]"),
     ],

@@ -372,6 +372,7 @@ class TrainConfig:
         _check_ranges(self)
         _check_lr_schedule(self)
         _check_speed_options(self)
+        _check_permissions(self)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -623,6 +624,19 @@ def _check_speed_options(cfg: TrainConfig) -> None:
         raise ValueError(
             "worker_output float does not apply to image_decode device (decoded and normalised on "
             "the device): expected worker_output = uint8, got float"
+        )
+
+
+def _check_permissions(cfg: TrainConfig) -> None:
+    """``resume`` with ``overwrite`` contradict each other; ``force`` acts on a resume only."""
+    if cfg.resume and cfg.overwrite:
+        raise ValueError(
+            "resume and overwrite: expected one of them (--resume continues the run in --out, "
+            "--overwrite replaces it), got both"
+        )
+    if cfg.force and not cfg.resume:
+        raise ValueError(
+            "force (resume even if the config differs) needs resume: got --force alone"
         )
 
 
