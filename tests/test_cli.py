@@ -592,3 +592,11 @@ def test_sweep_status_refuses_the_flags_it_would_ignore(capsys, tmp_path, extra)
     code, out, err = _main(capsys, ["sweep", "--status", tmp_path, *extra])
     line = _one_error_line(err)
     assert code == 2 and f"--status takes no {extra[0]}" in line and out == ""
+
+
+@pytest.mark.parametrize("flag", ["--accept-data-change", "--fallback-checkpoint"])
+def test_train_permissions_of_a_resume_need_resume(capsys, tmp_path, data, flag):
+    """(Without --resume they were accepted and did nothing.)"""
+    code, _, err = _main(capsys, [*_train_args(data, tmp_path / "run"), flag])
+    assert code == 2 and f"{flag} acts on --resume only" in _one_error_line(err)
+    assert not (tmp_path / "run").exists()

@@ -369,6 +369,10 @@ def _cmd_train(args) -> int:
     from .engine.trainer import train
 
     cfg = _train_config(args)
+    for flag in ("accept_data_change", "fallback_checkpoint"):
+        if getattr(args, flag) and not cfg.resume:
+            name = "--" + flag.replace("_", "-")
+            raise ValueError(f"{name} acts on --resume only: expected --resume with it")
     if cfg.train_list or cfg.val_list or cfg.test_list:  # list datasets: as prepared?
         from .data.lists import check_prepared_lists
 
