@@ -217,6 +217,9 @@ def test_an_imbalance_factor_below_one_is_refused_with_the_inverse_hint(inverse,
         ({"decay_epochs": [1, 2], "decay_factors": [1e39, 1.0]}, "decay_factors"),
         ({"lr": 1e30, "decay_epochs": [1, 2], "decay_factors": [1e10, 1.0]}, "lr x decay"),
         ({"loss": "ldam", "loss_options": {"s": 1e300}}, "loss_options.s must be at most"),
+        # an empty folder path (an unset shell variable) meant the working folder
+        ({"out": ""}, "out must be a folder path, got ''"),
+        ({"data_dir": " "}, "data_dir must be a folder path, got ' '"),
         # permissions that contradict or lack their command (one was silently ignored)
         ({"resume": True, "overwrite": True}, "resume and overwrite: expected one of them"),
         ({"force": True}, "force (resume even if the config differs) needs resume"),

@@ -549,6 +549,9 @@ def _check_ranges(cfg: TrainConfig) -> None:
     ):
         if getattr(cfg, name) is not None:
             _int_at_least(name, getattr(cfg, name), minimum)
+    for name in ("out", "data_dir"):  # "" would mean the working folder
+        if not getattr(cfg, name).strip():
+            raise ValueError(f"{name} must be a folder path, got {getattr(cfg, name)!r}")
     if cfg.pad > MAX_PAD:
         raise ValueError(f"pad must be an integer in [0, {MAX_PAD}], got {cfg.pad}")
     _int_at_least("seed", cfg.seed, 0)
