@@ -378,6 +378,14 @@ def test_a_schedule_longer_than_the_run_is_refused(changes, fragment):
         TrainConfig(dataset="digits", epochs=10, **changes).resolved()
 
 
+@pytest.mark.parametrize("schedule", ["drw", "ramp"])
+def test_a_reweight_schedule_without_a_beta_is_refused_not_a_silent_no_op(schedule):
+    """(beta 0 weights every class 1: the schedule switched 1 to 1.)"""
+    with pytest.raises(ValueError, match=f"reweight_schedule {schedule} needs beta > 0"):
+        TrainConfig(dataset="digits", epochs=10, reweight_schedule=schedule).resolved()
+    TrainConfig(dataset="digits", epochs=10, reweight_schedule=schedule, beta=0.9).resolved()
+
+
 @pytest.mark.parametrize("warmup", [10, 12])
 def test_a_warm_up_longer_than_the_run_is_a_loud_warning(warmup, recwarn):
     cfg = TrainConfig(dataset="digits", epochs=10, warmup_epochs=warmup).resolved()
@@ -402,20 +410,17 @@ def test_explicit_decay_epochs_the_run_never_reaches_are_a_loud_warning(tmp_path
 
 
 def test_schedules_within_the_run_are_accepted():
-    ok = TrainConfig(dataset="digits", epochs=10, reweight_schedule="drw", reweight_epoch=9)
-    assert ok.resolved().reweight_epoch == 9
+    drw = dict(dataset="digits", epochs=10, beta=0.999, reweight_schedule="drw")
+    assert TrainConfig(**drw, reweight_epoch=9).resolved().reweight_epoch == 9
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert (
             TrainConfig(dataset="digits", epochs=10, warmup_epochs=9).resolved().warmup_epochs == 9
         )
-    ramp = TrainConfig(dataset="digits", epochs=10, reweight_schedule="ramp", reweight_epoch=10)
+    ramp = TrainConfig(**{**drw, "reweight_schedule": "ramp"}, reweight_epoch=10)
     assert ramp.resolved().reweight_epoch == 10
     # the default switch epoch (160 x epochs / 200) lies inside every run longer than one epoch
-    assert (
-        TrainConfig(dataset="digits", epochs=5, reweight_schedule="drw").resolved().reweight_epoch
-        == 4
-    )
+    assert TrainConfig(**{**drw, "epochs": 5}).resolved().reweight_epoch == 4
 
 
 def test_pad_is_bounded():

@@ -644,8 +644,9 @@ def _check_permissions(cfg: TrainConfig) -> None:
 
 
 def _check_schedule_fits(cfg: TrainConfig) -> None:
-    """Refuse a re-weighting epoch the run never reaches (a silent no-op); warn about a
-    warm-up that does not end within the run (the learning rate never reaches ``lr``)."""
+    """Refuse a re-weighting schedule without a beta or with an epoch the run never reaches
+    (silent no-ops); warn about a warm-up that does not end within the run (the learning rate
+    never reaches ``lr``)."""
     if cfg.warmup_epochs and cfg.warmup_epochs >= cfg.epochs:
         warnings.warn(
             f"a warm-up of {cfg.warmup_epochs} epochs does not end within a run of {cfg.epochs}: "
@@ -661,6 +662,11 @@ def _check_schedule_fits(cfg: TrainConfig) -> None:
         raise ValueError(
             f"reweight_epoch must be <= epochs for ramp: beta would not reach {cfg.beta} "
             f"(ramp ends at epoch {cfg.reweight_epoch}, the run at {cfg.epochs})"
+        )
+    if cfg.reweight_schedule != "constant" and cfg.beta == 0:
+        raise ValueError(
+            f"reweight_schedule {cfg.reweight_schedule} needs beta > 0: beta 0 weights every "
+            "class 1 before and after the switch, got beta = 0"
         )
 
 
