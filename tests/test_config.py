@@ -75,6 +75,23 @@ def test_flags_override_file_values(config_file):
     assert resolved.warmup_epochs == max(1, round(5 * 7 / 200))
 
 
+def test_a_batch_flag_over_a_files_lr_is_a_loud_warning(tmp_path, recwarn):
+    """(configs/imagenet_cb_focal.toml sets lr 0.4 for its batch of 1024: --batch-size 256
+    kept lr 0.4, four times the recipe's 0.1 per 256 images, without a word.)"""
+    path = tmp_path / "c.toml"
+    path.write_text('dataset = "digits"\nbatch_size = 1024\nlr = 0.4\n')
+    assert config_from_sources(path, {"batch_size": 256}).resolved().lr == 0.4  # kept, as given
+    (warning,) = [w for w in recwarn if "lr" in str(w.message)]
+    assert "lr 0.4 of" in str(warning.message) and "--batch-size 256" in str(warning.message)
+    assert "pass --lr" in str(warning.message)
+    recwarn.clear()
+    config_from_sources(path, {"batch_size": 256, "lr": 0.1})  # both given: nothing to say
+    config_from_sources(path, {"batch_size": 1024})
+    (tmp_path / "n.toml").write_text('dataset = "digits"\nbatch_size = 1024\n')
+    assert config_from_sources(tmp_path / "n.toml", {"batch_size": 256}).resolved().lr == 0.2
+    assert not [w for w in recwarn if "lr" in str(w.message)]
+
+
 def test_a_flag_overrides_the_file_through_the_cli(tmp_path, capsys):
     file_path = tmp_path / "from_file.npz"
     flag_path = tmp_path / "from_flag.npz"

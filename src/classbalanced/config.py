@@ -789,7 +789,22 @@ def config_from_sources(
             overrides["loss_options"] = {**cfg.loss_options, **overrides["loss_options"]}
         cfg = dataclasses.replace(cfg, **overrides)
         check_types(cfg, "the command line", keys=overrides)
+        _warn_kept_lr(values, overrides, source)
     return cfg
+
+
+def _warn_kept_lr(file_values: dict[str, Any], overrides: dict[str, Any], source: str) -> None:
+    """Warn when a flag changes the batch size but the file's learning rate, chosen for the
+    file's batch, is kept (the default lr scales with the batch; a given one does not)."""
+    batch, lr = overrides.get("batch_size"), file_values.get("lr")
+    if batch is None or lr is None or "lr" in overrides:
+        return
+    if batch != file_values.get("batch_size", _DEFAULTS["batch_size"]):
+        warnings.warn(
+            f"lr {lr} of {source} is kept with --batch-size {batch} (the file's batch: "
+            f"{file_values.get('batch_size', _DEFAULTS['batch_size'])}): pass --lr to scale it",
+            stacklevel=3,
+        )
 
 
 def recorded_value(config: dict[str, Any], key: str) -> Any:
