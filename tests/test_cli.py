@@ -337,6 +337,15 @@ def test_demo_refuses_a_folder_that_holds_no_demo(capsys, tmp_path, mine):
     assert [p.name for p in out.iterdir()] == [mine] and (out / mine).read_text() == "mine"
 
 
+def test_demo_checks_every_runs_config_before_training_the_first(capsys, tmp_path):
+    """(A last seed beyond the range failed only after the runs before it had trained.)"""
+    out = tmp_path / "demo"
+    argv = ["demo", "--epochs", "1", "--seed", "4294967295", "--seeds", "2", "--out", out]
+    code, stdout, err = _main(capsys, argv)
+    assert code == 2 and "seed must be an integer in [0, 4294967295]" in _one_error_line(err)
+    assert stdout == "" and not out.exists()
+
+
 def test_demo_accepts_the_run_folders_of_an_interrupted_demo(tmp_path):
     from classbalanced.demo import _check_out
 

@@ -110,6 +110,22 @@ def _check_out(out: Path) -> None:
         )
 
 
+def _demo_runs(
+    out: Path, epochs: int, seed: int, seeds: int, *, progress: bool, overwrite: bool
+) -> list[tuple[str, int, TrainConfig]]:
+    """``(name, seed, config)`` of every demo run, every config checked before any trains."""
+    runs = []
+    for name, loss, beta, gamma in DEMO_RUNS:
+        for s in range(seed, seed + seeds):
+            cfg = demo_config(
+                out / f"{name}-s{s}", loss, beta, gamma, epochs=epochs, seed=s, progress=progress
+            )
+            runs.append((name, s, dataclasses.replace(cfg, overwrite=overwrite)))
+    for *_, cfg in runs:
+        cfg.resolved()
+    return runs
+
+
 def run_demo(
     out: str | Path = "runs/demo",
     *,
@@ -134,14 +150,11 @@ def run_demo(
         raise ValueError(
             f"{out} already holds a demo: pass --overwrite to run it again, or choose another --out"
         )
+    runs = _demo_runs(out, epochs, seed, seeds, progress=progress, overwrite=overwrite)
     results: dict[str, list[dict]] = {}
-    for name, loss, beta, gamma in DEMO_RUNS:
-        for s in range(seed, seed + seeds):
-            run = out / f"{name}-s{s}"
-            cfg = demo_config(run, loss, beta, gamma, epochs=epochs, seed=s, progress=progress)
-            cfg = dataclasses.replace(cfg, overwrite=overwrite)
-            log(f"--- {name}, seed {s}: loss={loss} beta={beta} gamma={gamma}")
-            results.setdefault(name, []).append(train(cfg, log=log))
+    for name, s, cfg in runs:
+        log(f"--- {name}, seed {s}: loss={cfg.loss} beta={cfg.beta} gamma={cfg.gamma}")
+        results.setdefault(name, []).append(train(cfg, log=log))
     counts = results[DEMO_RUNS[0][0]][0]["train_counts"]
     table = _table(results)
     log("\n" + table)
