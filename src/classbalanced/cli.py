@@ -184,7 +184,7 @@ def _add_evaluate_parser(sub) -> None:
     p.add_argument(
         "--test-data", help="evaluate on this .npz / class folder instead of the run's test set"
     )
-    p.add_argument("--device", default="auto")
+    _add_config_flag(p, "device", default=_config_default("device"))
     p.add_argument("--output", help="also write the metrics to this JSON file")
     _add_run_safety_arguments(p, train=False)
     p.set_defaults(func=_cmd_evaluate)
@@ -332,7 +332,7 @@ def _add_decouple_parser(sub) -> None:
         help="tau_norm: the grid searched on the val split (0 .. 2)",
     )
     p.add_argument("--tau", type=float, help="tau_norm: this tau, no search")
-    p.add_argument("--device", default="auto")
+    _add_config_flag(p, "device", default=_config_default("device"))
     p.add_argument("--num-workers", type=int, help="image-file datasets (default: the run's)")
     p.add_argument("--overwrite", action="store_true", help="replace a run in --out")
     _add_run_safety_arguments(p, train=False)
