@@ -164,6 +164,12 @@ ROWS = {
         2,
         "--output lt is a folder: expected a file path",
     ),
+    "make-lt --output under a file": Row(
+        ["make-lt", "--dataset", "npz", "--train-data", "train.npz", "--output", "f.txt/a/lt.json"],
+        lambda tmp: (_pair(tmp), (tmp / "f.txt").write_text("mine")),
+        2,
+        "--output f.txt/a/lt.json: f.txt is a file, not a folder",
+    ),
     "evaluate --output is a folder": Row(
         ["evaluate", "run", "--output", "somewhere"],
         lambda tmp: (_fake_run(tmp), (tmp / "somewhere").mkdir()),

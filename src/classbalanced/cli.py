@@ -672,6 +672,11 @@ def _refuse_overwriting_inputs(outputs: dict[str, str | None], inputs) -> None:
             continue
         if os.path.isdir(path):
             raise ValueError(f"{flag} {path} is a folder: expected a file path")
+        parent = Path(path).parent
+        while not parent.exists() and parent != parent.parent:  # nearest existing: a folder
+            parent = parent.parent
+        if parent.exists() and not parent.is_dir():
+            raise ValueError(f"{flag} {path}: {parent} is a file, not a folder")
         target = os.path.realpath(path)
         for source in given:
             real = os.path.realpath(source)
