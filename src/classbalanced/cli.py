@@ -46,6 +46,11 @@ def _key_value(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"expected KEY=NUMBER, got {text!r}") from None
 
 
+def _flag(name: str) -> str:
+    """The command-line flag of argument or config key ``name``: ``--imbalance-factor``."""
+    return "--" + name.replace("_", "-")
+
+
 def _positive_seconds(text: str) -> float:
     """A positive, finite number of seconds (``--stale-after``)."""
     try:
@@ -113,7 +118,7 @@ def _add_config_flag(parser, name: str, **overrides) -> None:
     kwargs = _flag_kwargs(f, field_types()[name])
     kwargs.update(overrides)
     parser.add_argument(
-        f.metadata.get("flag", "--" + name.replace("_", "-")),
+        f.metadata.get("flag", _flag(name)),
         dest=name,
         help=f.metadata["help"].format(**_help_names()),
         **kwargs,
@@ -369,10 +374,9 @@ def _cmd_train(args) -> int:
     from .engine.trainer import train
 
     cfg = _train_config(args)
-    for flag in ("accept_data_change", "fallback_checkpoint"):
-        if getattr(args, flag) and not cfg.resume:
-            name = "--" + flag.replace("_", "-")
-            raise ValueError(f"{name} acts on --resume only: expected --resume with it")
+    for name in ("accept_data_change", "fallback_checkpoint"):
+        if getattr(args, name) and not cfg.resume:
+            raise ValueError(f"{_flag(name)} acts on --resume only: expected --resume with it")
     if cfg.train_list or cfg.val_list or cfg.test_list:  # list datasets: as prepared?
         from .data.lists import check_prepared_lists
 
@@ -609,8 +613,7 @@ def _check_plot_flags(args) -> None:
     for what, names in own.items():
         for name in names:
             if what != args.what and getattr(args, name) is not None:
-                flag = "--" + name.replace("_", "-")
-                raise ValueError(f"{flag} applies to plot {what}, not {args.what}")
+                raise ValueError(f"{_flag(name)} applies to plot {what}, not {args.what}")
     if args.what == "run" and not args.run:
         raise ValueError("plot run needs --run RUN_FOLDER [RUN_FOLDER ...]")
     seen = set()
@@ -803,9 +806,9 @@ def _check_status_flags(args) -> None:
     given += [n for n in ("dry_run", "extend", "no_report") if getattr(args, n)]
     given += ["launcher"] if args.launcher != "local" else []
     if given:
-        flag = "--" + given[0].replace("_", "-")
         raise ValueError(
-            f"--status takes no {flag}: it prints the state of a sweep folder and starts nothing"
+            f"--status takes no {_flag(given[0])}: it prints the state of a sweep folder and "
+            "starts nothing"
         )
 
 
