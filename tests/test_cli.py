@@ -324,6 +324,47 @@ def test_demo_refuses_to_run_again_without_overwrite(demo, capsys):
     assert after == before
 
 
+@pytest.mark.parametrize("mine", ["per_class_accuracy.png", "notes.txt"])
+def test_demo_refuses_a_folder_that_holds_no_demo(capsys, tmp_path, mine):
+    """(The demo used to write its plots, results.json and summary.md into any folder,
+    over a user's files of those names.)"""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / mine).write_text("mine")
+    code, _, err = _main(capsys, ["demo", "--epochs", "1", "--seeds", "1", "--out", out])
+    assert code == 2
+    assert "is not empty and holds no demo" in _one_error_line(err)
+    assert [p.name for p in out.iterdir()] == [mine] and (out / mine).read_text() == "mine"
+
+
+def test_demo_checks_every_runs_config_before_training_the_first(capsys, tmp_path):
+    """(A last seed beyond the range failed only after the runs before it had trained.)"""
+    out = tmp_path / "demo"
+    argv = ["demo", "--epochs", "1", "--seed", "4294967295", "--seeds", "2", "--out", out]
+    code, stdout, err = _main(capsys, argv)
+    assert code == 2 and "seed must be an integer in [0, 4294967295]" in _one_error_line(err)
+    assert stdout == "" and not out.exists()
+
+
+def test_demo_accepts_the_run_folders_of_an_interrupted_demo(tmp_path):
+    from classbalanced.demo import _check_out
+
+    for name in ("softmax-s0", "cb_focal-s12"):
+        (tmp_path / name).mkdir()
+    _check_out(tmp_path)  # resumed as the runs allow (train refuses a run without --overwrite)
+    (tmp_path / "softmax-sx").mkdir()
+    with pytest.raises(ValueError, match="found softmax-sx"):
+        _check_out(tmp_path)
+
+
+def test_demo_refuses_a_file_as_its_folder_before_training(capsys, tmp_path):
+    out = tmp_path / "file.txt"
+    out.write_text("mine")
+    code, stdout, err = _main(capsys, ["demo", "--epochs", "1", "--seeds", "1", "--out", out])
+    assert code == 2 and "exists and is not a folder" in _one_error_line(err)
+    assert "softmax" not in stdout + err and out.read_text() == "mine"  # nothing started
+
+
 def test_evaluate_prints_the_runs_accuracy(demo, capsys, tmp_path):
     out, _ = demo
     run = out / "softmax-s0"
@@ -538,3 +579,33 @@ def test_a_warm_up_longer_than_the_run_is_a_one_line_warning(capsys, tmp_path, d
         "classbalanced: warning: a warm-up of 2 epochs does not end within a run of 1: "
         "the learning rate never reaches 0.025"
     ]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "0", "-5"])
+def test_sweep_stale_after_must_be_a_positive_number_of_seconds(capsys, tmp_path, value):
+    """(nan used to be accepted: a claim would never, or at once, count as stale.)"""
+    sweep = Path(__file__).resolve().parents[1] / "configs" / "sweeps" / "smoke.toml"
+    argv = ["sweep", "--config", sweep, "--dry-run", "--out", tmp_path / "s"]
+    code, _, err = _main(capsys, [*argv, "--stale-after", value])
+    line = _one_error_line(err, prefix="classbalanced sweep: error:")
+    assert code == 2 and "--stale-after" in line and "expected a positive number" in line
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [["--config", "c.toml"], ["--dry-run"], ["--extend"], ["--launcher", "ray"], ["--jobs", "2"]],
+)
+def test_sweep_status_refuses_the_flags_it_would_ignore(capsys, tmp_path, extra):
+    """(--status printed the state and exited, silently ignoring a sweep file, --dry-run, ...)"""
+    code, out, err = _main(capsys, ["sweep", "--status", tmp_path, *extra])
+    line = _one_error_line(err)
+    assert code == 2 and f"--status takes no {extra[0]}" in line and out == ""
+
+
+@pytest.mark.parametrize("flag", ["--accept-data-change", "--fallback-checkpoint"])
+def test_train_permissions_of_a_resume_need_resume(capsys, tmp_path, data, flag):
+    """(Without --resume they were accepted and did nothing.)"""
+    code, _, err = _main(capsys, [*_train_args(data, tmp_path / "run"), flag])
+    assert code == 2 and f"{flag} acts on --resume only" in _one_error_line(err)
+    assert not (tmp_path / "run").exists()

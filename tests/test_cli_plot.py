@@ -47,3 +47,30 @@ def test_plot_run_may_write_again_into_a_plots_folder_inside_the_run(tmp_path):
     first = (run / "plots" / "per_class_accuracy.png").read_bytes()
     assert main(argv) == 0  # its own earlier output is not an input
     assert (run / "plots" / "per_class_accuracy.png").read_bytes() == first
+
+
+def _refused(capsys, argv, fragment, tmp_path):
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("classbalanced: error:") and err.count("\n") == 1, err
+    assert fragment in err, err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing drawn
+
+
+def test_flags_of_the_other_plot_are_refused_not_ignored(tmp_path, capsys):
+    """(--run with effective-number, --beta / --max-samples with run used to be ignored.)"""
+    run = _fake_run(tmp_path / "run", [0.9, 0.5, 0.1])
+    out = str(tmp_path / "e.png")
+    argv = ["plot", "effective-number", "--output", out, "--run", str(run)]
+    _refused(capsys, argv, "--run applies to plot run, not effective-number", tmp_path)
+    for extra in (["--beta", "0.9"], ["--max-samples", "100"]):
+        argv = ["plot", "run", "--run", str(run), "--output", str(tmp_path / "p"), *extra]
+        _refused(capsys, argv, f"{extra[0]} applies to plot effective-number, not run", tmp_path)
+
+
+def test_the_same_run_twice_is_refused(tmp_path, capsys):
+    """(The second replaced the first: one run drawn where two were asked for.)"""
+    run = _fake_run(tmp_path / "run", [0.9, 0.5, 0.1])
+    argv = ["plot", "run", "--run", str(run), str(tmp_path / "." / "run"), "--output"]
+    _refused(capsys, [*argv, str(tmp_path / "p")], "names the run", tmp_path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -68,9 +69,27 @@ def test_flags_override_file_values(config_file):
     cfg = config_from_sources(config_file, {"epochs": 7, "beta": 0.9})
     assert cfg.epochs == 7 and cfg.beta == 0.9
     assert cfg.gamma == 2.0  # not overridden: the file's value
-    resolved = cfg.resolved()
+    with pytest.warns(UserWarning, match="decay_epochs 20, 25 lie beyond a run of 7 epochs"):
+        resolved = cfg.resolved()
     assert resolved.decay_epochs == [20, 25]  # from the file, not rescaled
     assert resolved.warmup_epochs == max(1, round(5 * 7 / 200))
+
+
+def test_a_batch_flag_over_a_files_lr_is_a_loud_warning(tmp_path, recwarn):
+    """(configs/imagenet_cb_focal.toml sets lr 0.4 for its batch of 1024: --batch-size 256
+    kept lr 0.4, four times the recipe's 0.1 per 256 images, without a word.)"""
+    path = tmp_path / "c.toml"
+    path.write_text('dataset = "digits"\nbatch_size = 1024\nlr = 0.4\n')
+    assert config_from_sources(path, {"batch_size": 256}).resolved().lr == 0.4  # kept, as given
+    (warning,) = [w for w in recwarn if "lr" in str(w.message)]
+    assert "lr 0.4 of" in str(warning.message) and "--batch-size 256" in str(warning.message)
+    assert "pass --lr" in str(warning.message)
+    recwarn.clear()
+    config_from_sources(path, {"batch_size": 256, "lr": 0.1})  # both given: nothing to say
+    config_from_sources(path, {"batch_size": 1024})
+    (tmp_path / "n.toml").write_text('dataset = "digits"\nbatch_size = 1024\n')
+    assert config_from_sources(tmp_path / "n.toml", {"batch_size": 256}).resolved().lr == 0.2
+    assert not [w for w in recwarn if "lr" in str(w.message)]
 
 
 def test_a_flag_overrides_the_file_through_the_cli(tmp_path, capsys):
@@ -104,6 +123,14 @@ def test_unknown_keys_are_named(tmp_path, suffix, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_sweep_file_given_to_train_says_so(capsys):
+    sweep = Path(__file__).resolve().parents[1] / "configs" / "sweeps" / "smoke.toml"
+    assert cli.main(["train", "--config", str(sweep)]) == 2
+    line = capsys.readouterr().err.strip()
+    assert "unknown key(s)" in line and "base, grid, sweep" in line
+    assert f"a sweep file: run it with classbalanced sweep --config {sweep}" in line
+
+
 def test_unknown_keys_in_a_dict_are_named():
     with pytest.raises(ValueError, match="bogus_key"):
         TrainConfig.from_dict({"epochs": 3, "bogus_key": 1})
@@ -132,6 +159,42 @@ def test_other_file_kinds_and_missing_files_are_refused(tmp_path):
     listing.write_text("- 1\n- 2\n")
     with pytest.raises(ValueError):
         load_config_file(listing)
+
+
+def test_a_binary_file_or_a_folder_as_config_file_is_named(tmp_path):
+    binary = tmp_path / "c.toml"
+    binary.write_bytes(b"\x7fELF\x02\x01\xd0\xff")
+    with pytest.raises(
+        ValueError, match=r"config file .*c\.toml is not UTF-8 text.*expected a TOML"
+    ):
+        load_config_file(binary)
+    (tmp_path / "d.yaml").mkdir()
+    with pytest.raises(ValueError, match=r"config file .*d\.yaml is a folder: expected a file"):
+        load_config_file(tmp_path / "d.yaml")
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("c.toml", "imbalance-factor = 5\nimbalance_factor = 50\n"),
+        ("c.yaml", "imbalance-factor: 5\nimbalance_factor: 50\n"),
+        ("c.yaml", "beta: 0.9\nbeta: 0.99\n"),
+    ],
+    ids=["toml dash and underscore", "yaml dash and underscore", "yaml twice"],
+)
+def test_a_key_given_twice_in_a_file_is_refused_not_resolved_silently(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ValueError, match=r"c\.(toml|yaml).* (imbalance_factor|beta) .*twice"):
+        load_config_file(path)
+
+
+def test_yaml_numbers_in_exponent_notation_are_numbers(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("weight_decay: 2e-4\nlr: 1E-1\nimbalance_factor: +1e2\nmomentum: .9e0\n")
+    values = load_config_file(path)
+    assert values == {"weight_decay": 2e-4, "lr": 0.1, "imbalance_factor": 100.0, "momentum": 0.9}
+    assert config_from_sources(path).resolved().weight_decay == 2e-4
 
 
 @pytest.mark.parametrize("inverse,factor", [(0.02, 50), (0.01, 100), (0.1, 10)])
@@ -163,6 +226,22 @@ def test_an_imbalance_factor_below_one_is_refused_with_the_inverse_hint(inverse,
         ({"decay_epochs": [160], "decay_factors": [0.1, 0.01]}, "same length"),
         ({"dataset": "mnist"}, "dataset"),
         ({"dataset": "npz"}, "--train-data"),
+        # beyond float32, the training dtype: an overflow inside PyTorch, not a one-line error
+        ({"lr": 1e39}, "lr must be at most 3.403e+38"),
+        ({"weight_decay": 1e308}, "weight_decay must be at most"),
+        ({"momentum": -1e308}, "momentum must be at most"),
+        ({"gamma": 1e39}, "gamma must be at most"),
+        ({"decay_epochs": [1, 2], "decay_factors": [1e39, 1.0]}, "decay_factors"),
+        ({"lr": 1e30, "decay_epochs": [1, 2], "decay_factors": [1e10, 1.0]}, "lr x decay"),
+        ({"loss": "ldam", "loss_options": {"s": 1e300}}, "loss_options.s must be at most"),
+        # an empty folder path (an unset shell variable) meant the working folder
+        ({"out": ""}, "out must be a folder path, got ''"),
+        ({"data_dir": " "}, "data_dir must be a folder path, got ' '"),
+        # permissions that contradict or lack their command (one was silently ignored)
+        ({"resume": True, "overwrite": True}, "resume and overwrite: expected one of them"),
+        ({"force": True}, "force (resume even if the config differs) needs resume"),
+        # seeds feed torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        ({"seed": 2**32}, "seed must be an integer in [0, 4294967295]"),
     ],
 )
 def test_bad_values_are_refused_with_one_line(changes, fragment):
@@ -316,6 +395,14 @@ def test_a_schedule_longer_than_the_run_is_refused(changes, fragment):
         TrainConfig(dataset="digits", epochs=10, **changes).resolved()
 
 
+@pytest.mark.parametrize("schedule", ["drw", "ramp"])
+def test_a_reweight_schedule_without_a_beta_is_refused_not_a_silent_no_op(schedule):
+    """(beta 0 weights every class 1: the schedule switched 1 to 1.)"""
+    with pytest.raises(ValueError, match=f"reweight_schedule {schedule} needs beta > 0"):
+        TrainConfig(dataset="digits", epochs=10, reweight_schedule=schedule).resolved()
+    TrainConfig(dataset="digits", epochs=10, reweight_schedule=schedule, beta=0.9).resolved()
+
+
 @pytest.mark.parametrize("warmup", [10, 12])
 def test_a_warm_up_longer_than_the_run_is_a_loud_warning(warmup, recwarn):
     cfg = TrainConfig(dataset="digits", epochs=10, warmup_epochs=warmup).resolved()
@@ -324,21 +411,33 @@ def test_a_warm_up_longer_than_the_run_is_a_loud_warning(warmup, recwarn):
     assert f"warm-up of {warmup} epochs does not end within a run of 10" in str(warning.message)
 
 
+def test_explicit_decay_epochs_the_run_never_reaches_are_a_loud_warning(tmp_path, recwarn):
+    """(A preset's decays, e.g. [30, 60, 80] of the 90-epoch recipes, are kept as given when
+    --epochs shortens the run: the learning rate then silently never decayed.)"""
+    path = tmp_path / "c.toml"
+    path.write_text('dataset = "digits"\ndecay_epochs = [5, 30]\ndecay_factors = [0.1, 0.01]\n')
+    cfg = config_from_sources(path, {"epochs": 10}).resolved()
+    assert cfg.decay_epochs == [5, 30]
+    (warning,) = [w for w in recwarn if "decay" in str(w.message)]
+    assert "decay_epochs 30 lie beyond a run of 10 epochs" in str(warning.message)
+    recwarn.clear()
+    TrainConfig(dataset="digits", epochs=2).resolved()  # derived decays: scaled, never warned
+    TrainConfig(dataset="digits", epochs=10, decay_epochs=[9], decay_factors=[0.1]).resolved()
+    assert not [w for w in recwarn if "decay" in str(w.message)]
+
+
 def test_schedules_within_the_run_are_accepted():
-    ok = TrainConfig(dataset="digits", epochs=10, reweight_schedule="drw", reweight_epoch=9)
-    assert ok.resolved().reweight_epoch == 9
+    drw = dict(dataset="digits", epochs=10, beta=0.999, reweight_schedule="drw")
+    assert TrainConfig(**drw, reweight_epoch=9).resolved().reweight_epoch == 9
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert (
             TrainConfig(dataset="digits", epochs=10, warmup_epochs=9).resolved().warmup_epochs == 9
         )
-    ramp = TrainConfig(dataset="digits", epochs=10, reweight_schedule="ramp", reweight_epoch=10)
+    ramp = TrainConfig(**{**drw, "reweight_schedule": "ramp"}, reweight_epoch=10)
     assert ramp.resolved().reweight_epoch == 10
     # the default switch epoch (160 x epochs / 200) lies inside every run longer than one epoch
-    assert (
-        TrainConfig(dataset="digits", epochs=5, reweight_schedule="drw").resolved().reweight_epoch
-        == 4
-    )
+    assert TrainConfig(**{**drw, "epochs": 5}).resolved().reweight_epoch == 4
 
 
 def test_pad_is_bounded():
@@ -394,3 +493,30 @@ def test_a_run_saved_before_the_pipeline_options_resumes_only_with_its_own_pipel
         assert config_differences(saved, {**new, "dataset": dataset}) == differ
     old_pipeline = {**new, "dataset": "inat2018", "image_decode": "draft", "worker_output": "float"}
     assert config_differences({**saved, "dataset": "inat2018"}, old_pipeline) == []
+
+
+@pytest.mark.parametrize(
+    ("dataset", "changes", "reader"),
+    [
+        ("digits", {"image_decode": "device"}, "inat2018"),
+        ("cifar10", {"worker_output": "float"}, "imagenet_lt"),
+        ("npz", {"num_workers": 8}, "inat2018"),
+        ("folder", {"persistent_workers": False}, "places_lt"),
+        ("digits", {"data_dir": "/data/cifar"}, "cifar10"),
+        ("npz", {"download": False}, "cifar100"),
+    ],
+)
+def test_pipeline_and_folder_options_a_dataset_ignores_are_refused(dataset, changes, reader):
+    """(They used to be accepted and ignored: the loader workers and image decoding belong to
+    the image-file data sets, the data folder to CIFAR and those, the download to CIFAR.)"""
+    files = {"train_data": "a.npz", "test_data": "b.npz"} if dataset in ("npz", "folder") else {}
+    with pytest.raises(ValueError, match=f"{dataset} does not read {next(iter(changes))}"):
+        TrainConfig(dataset=dataset, **files, **changes).resolved()
+    TrainConfig(dataset=reader, **changes).resolved()  # a data set that reads it
+
+
+def test_a_sampler_beta_without_the_class_balanced_sampler_is_refused_not_ignored():
+    with pytest.raises(ValueError, match="sampler_beta 0.99 needs sampler = class_balanced"):
+        TrainConfig(dataset="digits", sampler_beta=0.99).resolved()
+    cfg = TrainConfig(dataset="digits", sampler="class_balanced", sampler_beta=0.99).resolved()
+    assert cfg.sampler_beta == 0.99

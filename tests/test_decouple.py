@@ -826,3 +826,27 @@ def test_report_of_a_folder_without_sweep_or_decouple_runs_says_what_it_looked_f
     with pytest.raises(FileNotFoundError, match=r"no results.csv .* and no decouple run"):
         write_report(tmp_path / "runs")
     assert not (tmp_path / "runs" / "report.md").exists()
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragment"),
+    [
+        ({"lr": 1e39}, "lr must be > 0 and at most 3.403e+38"),
+        ({"lr": float("nan")}, "lr must be > 0"),
+        ({"weight_decay": 1e308}, "weight_decay must be >= 0 and at most 3.403e+38"),
+        ({"momentum": float("nan")}, "momentum must be >= 0 and at most"),
+        ({"momentum": -0.5}, "momentum must be >= 0"),
+        ({"gamma": 1e39}, "gamma must be >= 0 and at most"),
+    ],
+)
+def test_stage_two_numbers_beyond_float32_are_refused_with_one_line(changes, fragment):
+    """(1e39 used to reach SGD and end as PyTorch's 'cannot be converted to float')."""
+    with pytest.raises(ValueError) as info:
+        DecoupleOptions(method="crt", out="x", **changes).validate()
+    assert fragment in str(info.value) and "\n" not in str(info.value)
+
+
+def test_num_workers_for_a_run_held_in_memory_is_refused_not_ignored(npz_run, tmp_path):
+    with pytest.raises(ValueError, match="--num-workers applies to image-file data sets, not npz"):
+        decouple(npz_run, _options("crt", tmp_path / "w", num_workers=2), log=_quiet)
+    assert not (tmp_path / "w").exists()

@@ -158,6 +158,24 @@ ROWS = {
         2,
         "would overwrite the input run/checkpoints",
     ),
+    "make-lt --output is a folder": Row(
+        ["make-lt", "--dataset", "npz", "--train-data", "train.npz", "--output", "lt"],
+        lambda tmp: (_pair(tmp), (tmp / "lt").mkdir()),
+        2,
+        "--output lt is a folder: expected a file path",
+    ),
+    "make-lt --output under a file": Row(
+        ["make-lt", "--dataset", "npz", "--train-data", "train.npz", "--output", "f.txt/a/lt.json"],
+        lambda tmp: (_pair(tmp), (tmp / "f.txt").write_text("mine")),
+        2,
+        "--output f.txt/a/lt.json: f.txt is a file, not a folder",
+    ),
+    "evaluate --output is a folder": Row(
+        ["evaluate", "run", "--output", "somewhere"],
+        lambda tmp: (_fake_run(tmp), (tmp / "somewhere").mkdir()),
+        2,
+        "--output somewhere is a folder: expected a file path",
+    ),
     "make-lt --output over a CIFAR archive": Row(
         ["make-lt", "--output", "data/cifar-10-python.tar.gz"],
         lambda tmp: (
@@ -222,6 +240,12 @@ ROWS = {
         "would never switch on in a run of 2 epochs",
     ),
     # bounded arguments, data that lies about itself
+    "--lr 1e39 (beyond float32)": Row(
+        [*TRAIN, *NPZ, "--lr", "1e39"], _pair, 2, "lr must be at most 3.403e+38"
+    ),
+    "--seed 2**64": Row(
+        [*TRAIN, *NPZ, "--seed", str(2**64)], _pair, 2, "seed must be an integer in [0, 4294967295]"
+    ),
     "--pad 100000": Row(
         [*TRAIN, *NPZ, "--pad", "100000"], _pair, 2, "pad must be an integer in [0, 128]"
     ),

@@ -40,6 +40,9 @@ def test_case_insensitive_registry():
     reg = Registry("model", case_insensitive=True)
     reg.register("Net", len)
     assert reg.lookup("NET") is len and reg.names() == ["net"]
+    assert reg.pop("NeT") is len  # any spelling that looks it up removes it, info included
+    assert reg.names() == [] and reg.info == {}
+    reg.register("net", len)  # the name is free again
 
 
 def test_the_four_registries_share_the_helper():

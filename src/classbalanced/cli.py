@@ -46,6 +46,22 @@ def _key_value(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"expected KEY=NUMBER, got {text!r}") from None
 
 
+def _flag(name: str) -> str:
+    """The command-line flag of argument or config key ``name``: ``--imbalance-factor``."""
+    return "--" + name.replace("_", "-")
+
+
+def _positive_seconds(text: str) -> float:
+    """A positive, finite number of seconds (``--stale-after``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):  # NaN fails too
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
 def _help_names() -> dict[str, str]:
     """The registries' names, for the ``{datasets}``, ``{models}``, ... of the fields' help."""
     from .data.registry import available_datasets
@@ -102,7 +118,7 @@ def _add_config_flag(parser, name: str, **overrides) -> None:
     kwargs = _flag_kwargs(f, field_types()[name])
     kwargs.update(overrides)
     parser.add_argument(
-        f.metadata.get("flag", "--" + name.replace("_", "-")),
+        f.metadata.get("flag", _flag(name)),
         dest=name,
         help=f.metadata["help"].format(**_help_names()),
         **kwargs,
@@ -173,7 +189,7 @@ def _add_evaluate_parser(sub) -> None:
     p.add_argument(
         "--test-data", help="evaluate on this .npz / class folder instead of the run's test set"
     )
-    p.add_argument("--device", default="auto")
+    _add_config_flag(p, "device", default=_config_default("device"))
     p.add_argument("--output", help="also write the metrics to this JSON file")
     _add_run_safety_arguments(p, train=False)
     p.set_defaults(func=_cmd_evaluate)
@@ -251,8 +267,12 @@ def _add_demo_parser(sub) -> None:
     p = sub.add_parser(
         "demo", help="offline demo: long-tailed digits, softmax vs class-balanced focal"
     )
-    p.add_argument("--out", default="runs/demo")
-    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument(
+        "--out",
+        default="runs/demo",
+        help="a new or empty folder, or an earlier demo's (default runs/demo)",
+    )
+    p.add_argument("--epochs", type=int, default=None, help="epochs per run")
     p.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per loss (default 3)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --out")
@@ -269,8 +289,8 @@ def _add_plot_parser(sub) -> None:
         help="run folder(s) (for 'run'); several: per-class accuracy and error curves side by side",
     )
     p.add_argument("--output", required=True, help="PNG file (for 'run': a folder)")
-    p.add_argument("--beta", type=float, nargs="+", default=[0.9, 0.99, 0.999, 0.9999])
-    p.add_argument("--max-samples", type=int, default=10_000)
+    p.add_argument("--beta", type=float, nargs="+", help="effective-number: one curve per beta")
+    p.add_argument("--max-samples", type=int, help="effective-number: the largest n drawn")
     p.set_defaults(func=_cmd_plot)
 
 
@@ -317,7 +337,7 @@ def _add_decouple_parser(sub) -> None:
         help="tau_norm: the grid searched on the val split (0 .. 2)",
     )
     p.add_argument("--tau", type=float, help="tau_norm: this tau, no search")
-    p.add_argument("--device", default="auto")
+    _add_config_flag(p, "device", default=_config_default("device"))
     p.add_argument("--num-workers", type=int, help="image-file datasets (default: the run's)")
     p.add_argument("--overwrite", action="store_true", help="replace a run in --out")
     _add_run_safety_arguments(p, train=False)
@@ -354,6 +374,9 @@ def _cmd_train(args) -> int:
     from .engine.trainer import train
 
     cfg = _train_config(args)
+    for name in ("accept_data_change", "fallback_checkpoint"):
+        if getattr(args, name) and not cfg.resume:
+            raise ValueError(f"{_flag(name)} acts on --resume only: expected --resume with it")
     if cfg.train_list or cfg.val_list or cfg.test_list:  # list datasets: as prepared?
         from .data.lists import check_prepared_lists
 
@@ -539,14 +562,14 @@ def _cmd_demo(args) -> int:
 def _cmd_plot(args) -> int:
     from . import plots
 
+    _check_plot_flags(args)
     if args.what == "effective-number":
+        given = {"betas": args.beta, "max_samples": args.max_samples}
         path = plots.plot_effective_number(
-            args.output, betas=tuple(args.beta), max_samples=args.max_samples
+            args.output, **{k: v for k, v in given.items() if v is not None}
         )
         _info(f"wrote {path}")
         return 0
-    if not args.run:
-        raise ValueError("plot run needs --run RUN_FOLDER [RUN_FOLDER ...]")
     runs = {}
     for folder in map(Path, args.run):
         name = folder.name if folder.name not in runs else str(folder)
@@ -580,6 +603,24 @@ def _cmd_plot(args) -> int:
         plots.plot_error_curves(out / "error_curve.png", curves)
     _info(f"wrote plots to {out}")
     return 0
+
+
+def _check_plot_flags(args) -> None:
+    """Refuse the flags of the other plot (ignored otherwise) and a run named twice."""
+    import os
+
+    own = {"effective-number": ("beta", "max_samples"), "run": ("run",)}
+    for what, names in own.items():
+        for name in names:
+            if what != args.what and getattr(args, name) is not None:
+                raise ValueError(f"{_flag(name)} applies to plot {what}, not {args.what}")
+    if args.what == "run" and not args.run:
+        raise ValueError("plot run needs --run RUN_FOLDER [RUN_FOLDER ...]")
+    seen = set()
+    for folder in args.run or ():
+        if os.path.realpath(folder) in seen:
+            raise ValueError(f"--run names the run {folder} twice: expected different runs")
+        seen.add(os.path.realpath(folder))
 
 
 def _read_json(path: Path):
@@ -622,9 +663,9 @@ def _run_files(folder: Path) -> list[Path]:
 
 
 def _refuse_overwriting_inputs(outputs: dict[str, str | None], inputs) -> None:
-    """ValueError before anything is written when an output path is one of the command's
-    inputs (files or folders), an existing file inside an input folder, or the path of
-    another output. Paths are compared after resolving links, ``..`` and ``.``."""
+    """ValueError before anything is written when an output file is an existing folder,
+    one of the command's inputs (files or folders), an existing file inside an input folder,
+    or the path of another output. Paths are compared after resolving links, ``..`` and ``.``."""
     import os
 
     given = [str(p) for p in inputs if p]
@@ -632,6 +673,13 @@ def _refuse_overwriting_inputs(outputs: dict[str, str | None], inputs) -> None:
     for flag, path in outputs.items():
         if not path:
             continue
+        if os.path.isdir(path):
+            raise ValueError(f"{flag} {path} is a folder: expected a file path")
+        parent = Path(path).parent
+        while not parent.exists() and parent != parent.parent:  # nearest existing: a folder
+            parent = parent.parent
+        if parent.exists() and not parent.is_dir():
+            raise ValueError(f"{flag} {path}: {parent} is a file, not a folder")
         target = os.path.realpath(path)
         for source in given:
             real = os.path.realpath(source)
@@ -699,7 +747,7 @@ def _add_sweep_parser(sub) -> None:
     p.add_argument("--no-report", action="store_true", help="write results.csv but not report.md")
     p.add_argument(
         "--stale-after",
-        type=float,
+        type=_positive_seconds,
         default=120.0,
         help="seconds without a heartbeat after which a run's claim is taken over (default 120)",
     )
@@ -731,13 +779,16 @@ def _add_cluster_arguments(p) -> None:
     )
 
 
+#: the launcher flags of ``sweep`` (``None`` unless given)
+_LAUNCH_FLAGS = ("jobs", "gpus_per_run", "cpus_per_run", "ray_address", "slurm_partition")
+_LAUNCH_FLAGS += ("slurm_time", "slurm_array_parallelism", "slurm_option")
+
+
 def _launch_options(args):
     from .launch import LaunchOptions, check_launch_flags
     from .launch.slurm import parse_slurm_options, parse_slurm_time
 
-    names = ("jobs", "gpus_per_run", "cpus_per_run", "ray_address", "slurm_partition")
-    names += ("slurm_time", "slurm_array_parallelism", "slurm_option")
-    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    given = {n: getattr(args, n) for n in _LAUNCH_FLAGS if getattr(args, n) is not None}
     check_launch_flags(args.launcher, given)
     options = LaunchOptions()
     for name, value in given.items():
@@ -749,11 +800,24 @@ def _launch_options(args):
     return options
 
 
+def _check_status_flags(args) -> None:
+    """``sweep --status`` reads a folder and starts nothing: refuse the flags it would ignore."""
+    given = [n for n in ("config", "out", *_LAUNCH_FLAGS) if getattr(args, n) is not None]
+    given += [n for n in ("dry_run", "extend", "no_report") if getattr(args, n)]
+    given += ["launcher"] if args.launcher != "local" else []
+    if given:
+        raise ValueError(
+            f"--status takes no {_flag(given[0])}: it prints the state of a sweep folder and "
+            "starts nothing"
+        )
+
+
 def _cmd_sweep(args) -> int:
     from .launch import make_launcher
     from .launch.sweep import run_sweep, sweep_status
 
     if args.status:
+        _check_status_flags(args)
         for line in sweep_status(args.status, stale_after=args.stale_after):
             print(line)
         return 0

@@ -67,6 +67,12 @@ PROFILES: tuple[str, ...] = typing.get_args(Profile)
 #: the largest --pad (a crop offset beyond the image is all padding; larger values only
 #: allocate memory: --pad 100000 asked for hundreds of GB)
 MAX_PAD = 128
+#: the largest magnitude of a real-valued setting: float32's (the training dtype; PyTorch
+#: cannot convert a larger learning rate, weight decay or gamma, a bug-like overflow)
+FLOAT32_MAX = 3.4028234663852886e38
+#: the largest --seed (seeds reach torch.Generator().manual_seed(seed * 1_000_003 + epoch),
+#: which takes 64 bits; numpy's convention of 32-bit seeds leaves ample room)
+MAX_SEED = 2**32 - 1
 
 #: field groups, in the order of ``--help``
 GROUPS = {
@@ -253,7 +259,9 @@ class TrainConfig:
         1, "micro-batches per optimiser step (default 1)", group="optimisation"
     )
     warmup_epochs: int | None = option(
-        None, "linear warm-up epochs (default 5 x epochs / 200, at least 1)", group="optimisation"
+        None,
+        "linear warm-up epochs (default 5 x epochs / 200, at least 1; none in a 1-epoch run)",
+        group="optimisation",
     )
     decay_epochs: list[int] | None = option(
         None, "epochs of the step decays (default 160 180, scaled)", group="optimisation"
@@ -272,7 +280,9 @@ class TrainConfig:
     eval_every: int = option(2, "evaluate every N epochs (default 2)", group="run")
     eval_batch_size: int = option(1000, "evaluation batch size (default 1000)", group="run")
     seed: int = option(
-        0, "seeds the subset, initialisation, order and augmentation (default 0)", group="run"
+        0,
+        f"seeds the subset, initialisation, order and augmentation, 0 to {MAX_SEED} (default 0)",
+        group="run",
     )
     device: str = option("auto", "auto (default), cpu, cuda, cuda:N", group="run")
     precision: Precision = option("fp32", "autocast precision (default fp32)", group="run")
@@ -345,6 +355,8 @@ class TrainConfig:
         """Return a copy with every derived value filled in and every value checked."""
         cfg = dataclasses.replace(self, loss_options=dict(self.loss_options))
         cfg.validate()
+        if cfg.decay_epochs is not None:  # given: kept as they are, maybe beyond a shorter run
+            _warn_unreached_decays(cfg)
         if cfg.imbalance_factor is None:
             cfg.imbalance_factor = 100.0 if cfg.dataset in CIFAR_DATASETS else 1.0
         cfg.imbalance_factor = float(cfg.imbalance_factor)
@@ -374,6 +386,7 @@ class TrainConfig:
         _check_ranges(self)
         _check_lr_schedule(self)
         _check_speed_options(self)
+        _check_permissions(self)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -388,8 +401,11 @@ class TrainConfig:
         values = {k: v for k, v in values.items() if k not in LEGACY_KEYS or v}
         unknown = sorted(set(values) - known)
         if unknown:
+            hint = ""
+            if {"base", "grid"} & set(unknown):
+                hint = f"; {source} looks like a sweep file: run it with classbalanced sweep --config {source}"
             raise ValueError(
-                f"unknown key(s) in {source}: {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}"
+                f"unknown key(s) in {source}: {', '.join(unknown)}{hint}; valid keys: {', '.join(sorted(known))}"
             )
         cfg = cls(**values)
         check_types(cfg, source, keys=values)
@@ -502,25 +518,15 @@ def _check_loss_options(cfg: TrainConfig, where: str) -> None:
         _number(f"loss_options.{key}", value)
 
 
-#: data options whose value must be read by the data set when given (a data set that
-#: ignores --train-data must not silently train on something else)
-_REFUSED_IF_IGNORED = (
-    "train_data",
-    "test_data",
-    "image_size",
-    "skip_missing",
-    "train_list",
-    "val_list",
-    "test_list",
-)
-
-
 def _check_data(cfg: TrainConfig) -> None:
-    from .data.registry import dataset_options
+    """Refuse a data option (:data:`~classbalanced.data.registry.DATASET_OPTIONS`) set to other
+    than its default for a data set that does not read it (a data set that ignores
+    --train-data must not silently train on something else)."""
+    from .data.registry import DATASET_OPTIONS, dataset_options
 
     reads = dataset_options(cfg.dataset)
     defaults = {f.name: f.default for f in fields(TrainConfig)}
-    ignored = [k for k in _REFUSED_IF_IGNORED if k not in reads and getattr(cfg, k) != defaults[k]]
+    ignored = [k for k in DATASET_OPTIONS if k not in reads and getattr(cfg, k) != defaults[k]]
     if ignored:
         hint = ""
         if "train_data" in ignored:
@@ -550,7 +556,6 @@ def _check_ranges(cfg: TrainConfig) -> None:
         ("pad", 0),
         ("num_workers", 0),
         ("accumulate_steps", 1),
-        ("seed", 0),
         ("image_size", 1),
         ("reweight_epoch", 0),
         ("warmup_epochs", 0),
@@ -558,8 +563,14 @@ def _check_ranges(cfg: TrainConfig) -> None:
     ):
         if getattr(cfg, name) is not None:
             _int_at_least(name, getattr(cfg, name), minimum)
+    for name in ("out", "data_dir"):  # "" would mean the working folder
+        if not getattr(cfg, name).strip():
+            raise ValueError(f"{name} must be a folder path, got {getattr(cfg, name)!r}")
     if cfg.pad > MAX_PAD:
         raise ValueError(f"pad must be an integer in [0, {MAX_PAD}], got {cfg.pad}")
+    _int_at_least("seed", cfg.seed, 0)
+    if cfg.seed > MAX_SEED:
+        raise ValueError(f"seed must be an integer in [0, {MAX_SEED}], got {cfg.seed}")
     if cfg.imbalance_factor is not None:
         factor = _number("imbalance_factor", cfg.imbalance_factor)
         if factor < 1:
@@ -592,10 +603,12 @@ def _check_lr_schedule(cfg: TrainConfig) -> None:
             raise ValueError(f"decay_epochs must be increasing, got {cfg.decay_epochs}")
     if cfg.decay_factors is not None:
         for f in cfg.decay_factors:
-            if not (math.isfinite(f) and f > 0):
+            if not (math.isfinite(f) and 0 < f <= FLOAT32_MAX):
                 raise ValueError(
                     f"decay_factors must be a list of positive numbers, got {cfg.decay_factors!r}"
                 )
+            if cfg.lr is not None:
+                _number(f"lr x decay factor ({cfg.lr:g} x {f:g})", cfg.lr * f)
     if cfg.decay_epochs is not None and cfg.decay_factors is not None:
         if len(cfg.decay_epochs) != len(cfg.decay_factors):
             raise ValueError(
@@ -604,10 +617,16 @@ def _check_lr_schedule(cfg: TrainConfig) -> None:
 
 
 def _check_speed_options(cfg: TrainConfig) -> None:
-    """Refused: options that would be silently ignored (a compile mode without ``--compile``,
-    float worker output with device decoding) and CUDA graphs with gradient accumulation
+    """Refused: options that would be silently ignored (a sampler beta without the
+    class-balanced sampler, a compile mode without ``--compile``, float worker output with
+    device decoding) and CUDA graphs with gradient accumulation
     (a replay may overwrite the previous micro-batch's gradients, which live in the graphs'
     memory; untested on a GPU, so not offered)."""
+    if cfg.sampler != "class_balanced" and cfg.sampler_beta != _DEFAULTS["sampler_beta"]:
+        raise ValueError(
+            f"sampler_beta {cfg.sampler_beta} needs sampler = class_balanced (--sampler "
+            f"class_balanced), got sampler = {cfg.sampler}"
+        )
     if cfg.compile_mode != "default" and not cfg.compile:
         raise ValueError(
             f"compile_mode {cfg.compile_mode} needs --compile (compile = true), got compile = false"
@@ -625,9 +644,23 @@ def _check_speed_options(cfg: TrainConfig) -> None:
         )
 
 
+def _check_permissions(cfg: TrainConfig) -> None:
+    """``resume`` with ``overwrite`` contradict each other; ``force`` acts on a resume only."""
+    if cfg.resume and cfg.overwrite:
+        raise ValueError(
+            "resume and overwrite: expected one of them (--resume continues the run in --out, "
+            "--overwrite replaces it), got both"
+        )
+    if cfg.force and not cfg.resume:
+        raise ValueError(
+            "force (resume even if the config differs) needs resume: got --force alone"
+        )
+
+
 def _check_schedule_fits(cfg: TrainConfig) -> None:
-    """Refuse a re-weighting epoch the run never reaches (a silent no-op); warn about a
-    warm-up that does not end within the run (the learning rate never reaches ``lr``)."""
+    """Refuse a re-weighting schedule without a beta or with an epoch the run never reaches
+    (silent no-ops); warn about a warm-up that does not end within the run (the learning rate
+    never reaches ``lr``)."""
     if cfg.warmup_epochs and cfg.warmup_epochs >= cfg.epochs:
         warnings.warn(
             f"a warm-up of {cfg.warmup_epochs} epochs does not end within a run of {cfg.epochs}: "
@@ -644,6 +677,24 @@ def _check_schedule_fits(cfg: TrainConfig) -> None:
             f"reweight_epoch must be <= epochs for ramp: beta would not reach {cfg.beta} "
             f"(ramp ends at epoch {cfg.reweight_epoch}, the run at {cfg.epochs})"
         )
+    if cfg.reweight_schedule != "constant" and cfg.beta == 0:
+        raise ValueError(
+            f"reweight_schedule {cfg.reweight_schedule} needs beta > 0: beta 0 weights every "
+            "class 1 before and after the switch, got beta = 0"
+        )
+
+
+def _warn_unreached_decays(cfg: TrainConfig) -> None:
+    """Warn about given decay epochs at or beyond the run's end (a decay at epoch ``e`` acts
+    from the ``e``-th epoch, counted from 0): the learning rate never takes their factors."""
+    beyond = [e for e in cfg.decay_epochs if e >= cfg.epochs]
+    if beyond:
+        warnings.warn(
+            f"decay_epochs {', '.join(map(str, beyond))} lie beyond a run of {cfg.epochs} "
+            f"epochs: the learning rate never decays there (decay_epochs are kept as given "
+            f"when epochs change)",
+            stacklevel=3,
+        )
 
 
 def _number(name: str, value: Any) -> float:
@@ -651,6 +702,10 @@ def _number(name: str, value: Any) -> float:
         raise ConfigTypeError(f"{name} must be a number, got {value!r}")
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value!r}")
+    if abs(value) > FLOAT32_MAX:
+        raise ValueError(
+            f"{name} must be at most {FLOAT32_MAX:.4g} in magnitude (float32), got {value!r}"
+        )
     return float(value)
 
 
@@ -669,31 +724,67 @@ def _int_at_least(name: str, value: Any, minimum: int) -> None:
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a TOML (``.toml``) or YAML (``.yaml`` / ``.yml``) file of config keys.
 
-    Keys may use dashes or underscores (``imbalance-factor`` or ``imbalance_factor``).
+    Keys may use dashes or underscores (``imbalance-factor`` or ``imbalance_factor``); a key
+    given twice (in both spellings, or twice in YAML) is refused. YAML numbers follow
+    YAML 1.2 (``2e-4`` is a number, as in TOML, not the string PyYAML makes of it).
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"config file {path} is a folder: expected a file")
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"config file {path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at "
+            f"{exc.start}): expected a TOML or YAML file"
+        ) from None
     suffix = path.suffix.lower()
+    if suffix not in (".toml", ".yaml", ".yml"):
+        raise ValueError(f"config file must end in .toml, .yaml or .yml, got {path.name}")
     try:
         if suffix == ".toml":
             data = tomllib.loads(text)
-        elif suffix in (".yaml", ".yml"):
+        else:
             import yaml
 
-            data = yaml.safe_load(text) or {}
-        else:
-            raise ValueError(f"config file must end in .toml, .yaml or .yml, got {path.name}")
+            data = yaml.load(text, Loader=_yaml_loader()) or {}
     except (tomllib.TOMLDecodeError, ImportError) as exc:
         raise ValueError(f"cannot parse config file {path}: {exc}") from None
     except Exception as exc:  # yaml.YAMLError and friends
         if isinstance(exc, ValueError):
-            raise
+            raise ValueError(f"config file {path}: {exc}") from None
         raise ValueError(f"cannot parse config file {path}: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise ValueError(f"config file {path} must hold a table of keys, got {type(data).__name__}")
-    return {str(k).replace("-", "_"): v for k, v in data.items()}
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if name in values:
+            raise ValueError(f"config file {path}: key {name} given twice (expected it once)")
+        values[name] = value
+    return values
+
+
+@functools.cache
+def _yaml_loader() -> type:
+    """PyYAML's safe loader, refusing duplicate keys and reading YAML 1.2 exponent floats."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
+            twice = sorted({str(k) for k in keys if keys.count(k) > 1})
+            if twice:
+                raise ValueError(f"key {', '.join(twice)} given twice (expected it once)")
+            return super().construct_mapping(node, deep=deep)
+
+    exponent = re.compile(r"^[-+]?(\.[0-9]+|[0-9][0-9_]*(\.[0-9_]*)?)[eE][-+]?[0-9]+$")
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", exponent, list("-+.0123456789"))
+    return Loader
 
 
 def config_from_sources(
@@ -712,7 +803,22 @@ def config_from_sources(
             overrides["loss_options"] = {**cfg.loss_options, **overrides["loss_options"]}
         cfg = dataclasses.replace(cfg, **overrides)
         check_types(cfg, "the command line", keys=overrides)
+        _warn_kept_lr(values, overrides, source)
     return cfg
+
+
+def _warn_kept_lr(file_values: dict[str, Any], overrides: dict[str, Any], source: str) -> None:
+    """Warn when a flag changes the batch size but the file's learning rate, chosen for the
+    file's batch, is kept (the default lr scales with the batch; a given one does not)."""
+    batch, lr = overrides.get("batch_size"), file_values.get("lr")
+    if batch is None or lr is None or "lr" in overrides:
+        return
+    if batch != file_values.get("batch_size", _DEFAULTS["batch_size"]):
+        warnings.warn(
+            f"lr {lr} of {source} is kept with --batch-size {batch} (the file's batch: "
+            f"{file_values.get('batch_size', _DEFAULTS['batch_size'])}): pass --lr to scale it",
+            stacklevel=3,
+        )
 
 
 def recorded_value(config: dict[str, Any], key: str) -> Any:

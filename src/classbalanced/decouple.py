@@ -102,12 +102,15 @@ class DecoupleOptions:
                 isinstance(value, bool) or not isinstance(value, int) or value < low
             ):
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.weight_decay is not None and not (
-            math.isfinite(self.weight_decay) and self.weight_decay >= 0
-        ):
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        from .config import FLOAT32_MAX  # float32: the training dtype
+
+        for name, strict in (("lr", 1), ("weight_decay", 0), ("momentum", 0), ("gamma", 0)):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if not ((value > 0 if strict else value >= 0) and value <= FLOAT32_MAX):  # NaN too
+                low = "> 0" if strict else ">= 0"
+                raise ValueError(f"{name} must be {low} and at most {FLOAT32_MAX:.4g}, got {value}")
         taus = [self.tau] if self.tau is not None else list(self.taus)
         if not taus or any(not math.isfinite(t) or t < 0 for t in taus):
             raise ValueError(f"tau must be finite and >= 0, got {taus}")
@@ -654,6 +657,7 @@ def decouple(
         FileNotFoundError / ValueError: not a finished run, a classifier that is not linear,
             a bad option, ``out`` holding something else (see :class:`DecoupleOptions`).
     """
+    from .data.registry import is_large_dataset
     from .engine.distributed import resolve_device
     from .engine.loop import summary_fields
     from .models.registry import classifier, set_classifier_
@@ -666,6 +670,10 @@ def decouple(
             f"got WORLD_SIZE={world}"
         )
     r = _load_run(run)
+    if options.num_workers is not None and not is_large_dataset(r.cfg.dataset):
+        raise ValueError(
+            f"--num-workers applies to image-file data sets, not {r.cfg.dataset} (held in memory)"
+        )
     out_folder, out_cfg = _open_out(r, Path(options.out), options.overwrite)
     device = resolve_device(options.device, 0)
     cfg = r.cfg

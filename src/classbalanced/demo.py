@@ -87,6 +87,45 @@ def _table(results: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
+def _check_out(out: Path) -> None:
+    """Refuse an ``out`` that is a file, or a folder holding anything but a finished demo
+    (``summary.md``) or the run folders of an interrupted one: the demo's plots, results and
+    summary would replace a user's files of those names."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a folder")
+    if (out / "summary.md").is_file():
+        return
+    runs = {f"{name}-s" for name, *_ in DEMO_RUNS}
+    foreign = sorted(
+        p.name
+        for p in out.iterdir()
+        if not (p.is_dir() and p.name.rstrip("0123456789") in runs and p.name[-1].isdigit())
+    )
+    if foreign:
+        raise ValueError(
+            f"--out {out} is not empty and holds no demo (found {', '.join(foreign[:3])}"
+            f"{', ...' if len(foreign) > 3 else ''}): expected a new or empty folder"
+        )
+
+
+def _demo_runs(
+    out: Path, epochs: int, seed: int, seeds: int, *, progress: bool, overwrite: bool
+) -> list[tuple[str, int, TrainConfig]]:
+    """``(name, seed, config)`` of every demo run, every config checked before any trains."""
+    runs = []
+    for name, loss, beta, gamma in DEMO_RUNS:
+        for s in range(seed, seed + seeds):
+            cfg = demo_config(
+                out / f"{name}-s{s}", loss, beta, gamma, epochs=epochs, seed=s, progress=progress
+            )
+            runs.append((name, s, dataclasses.replace(cfg, overwrite=overwrite)))
+    for *_, cfg in runs:
+        cfg.resolved()
+    return runs
+
+
 def run_demo(
     out: str | Path = "runs/demo",
     *,
@@ -106,18 +145,16 @@ def run_demo(
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
     summary = out / "summary.md"
+    _check_out(out)
     if summary.exists() and not overwrite:
         raise ValueError(
             f"{out} already holds a demo: pass --overwrite to run it again, or choose another --out"
         )
+    runs = _demo_runs(out, epochs, seed, seeds, progress=progress, overwrite=overwrite)
     results: dict[str, list[dict]] = {}
-    for name, loss, beta, gamma in DEMO_RUNS:
-        for s in range(seed, seed + seeds):
-            run = out / f"{name}-s{s}"
-            cfg = demo_config(run, loss, beta, gamma, epochs=epochs, seed=s, progress=progress)
-            cfg = dataclasses.replace(cfg, overwrite=overwrite)
-            log(f"--- {name}, seed {s}: loss={loss} beta={beta} gamma={gamma}")
-            results.setdefault(name, []).append(train(cfg, log=log))
+    for name, s, cfg in runs:
+        log(f"--- {name}, seed {s}: loss={cfg.loss} beta={cfg.beta} gamma={cfg.gamma}")
+        results.setdefault(name, []).append(train(cfg, log=log))
     counts = results[DEMO_RUNS[0][0]][0]["train_counts"]
     table = _table(results)
     log("\n" + table)

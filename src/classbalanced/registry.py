@@ -77,9 +77,10 @@ class Registry(dict[str, T], Generic[T]):
         return add if obj is None else add(obj)
 
     def pop(self, name: str, *default: Any) -> Any:  # type: ignore[override]
-        """Remove ``name`` (and its info), like ``dict.pop``."""
-        self.info.pop(name, None)
-        return super().pop(name, *default)
+        """Remove ``name`` (and its info), like ``dict.pop`` (any case in a case-insensitive one)."""
+        key = name.lower() if self.case_insensitive and isinstance(name, str) else name
+        self.info.pop(key, None)
+        return super().pop(key, *default)
 
     def names(self) -> list[str]:
         """Registered names, in registration order."""

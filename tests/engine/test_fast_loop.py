@@ -336,8 +336,8 @@ def test_cuda_graphs_with_gradient_accumulation_are_refused(mode):
 
 def test_float_worker_output_with_device_decoding_is_refused():
     with pytest.raises(ValueError, match="expected worker_output = uint8, got float"):
-        TrainConfig(dataset="digits", image_decode="device", worker_output="float").resolved()
-    TrainConfig(dataset="digits", image_decode="device").resolved()
+        TrainConfig(dataset="inat2018", image_decode="device", worker_output="float").resolved()
+    TrainConfig(dataset="inat2018", image_decode="device").resolved()
 
 
 # ---------------------------------------------------------------------------

@@ -44,6 +44,20 @@ DATASET_OPTIONS = (
     "train_list",
     "val_list",
     "test_list",
+    "image_decode",
+    "worker_output",
+    "persistent_workers",
+)
+#: what the image-file data sets read besides their lists: the data folder, the crop size, the
+#: loader workers and the decoding pipeline (streamed by the engine, not loaded into memory)
+_FILE_OPTIONS = (
+    "data_dir",
+    "image_size",
+    "num_workers",
+    "skip_missing",
+    "image_decode",
+    "worker_output",
+    "persistent_workers",
 )
 
 DATASET_REGISTRY: Registry[Loader] = Registry("dataset")
@@ -177,7 +191,7 @@ for _name in ("inat2017", "inat2018", "imagenet"):
     register_dataset(
         _name,
         _streamed(_name),
-        options=("data_dir", "image_size", "num_workers", "skip_missing"),
+        options=_FILE_OPTIONS,
         description="image files in --data-dir (run `classbalanced prepare` once)",
         large=True,
     )
@@ -189,15 +203,7 @@ for _name, _what in (
     register_dataset(
         _name,
         _streamed(_name),
-        options=(
-            "data_dir",
-            "image_size",
-            "num_workers",
-            "skip_missing",
-            "train_list",
-            "val_list",
-            "test_list",
-        ),  # fmt: skip
+        options=(*_FILE_OPTIONS, "train_list", "val_list", "test_list"),
         description=f"{_what} in --data-dir (run `classbalanced prepare` once)",
         large=True,
     )
