@@ -423,6 +423,11 @@ def test_explicit_decay_epochs_the_run_never_reaches_are_a_loud_warning(tmp_path
     recwarn.clear()
     TrainConfig(dataset="digits", epochs=2).resolved()  # derived decays: scaled, never warned
     TrainConfig(dataset="digits", epochs=10, decay_epochs=[9], decay_factors=[0.1]).resolved()
+    # a short run's saved config resolved again (resume, evaluate, decouple): its derived
+    # decays [3, 4] include the last epoch, and that is the default, not a user's mistake
+    saved = TrainConfig(dataset="digits", epochs=4).resolved()
+    assert saved.decay_epochs == [3, 4]
+    TrainConfig.from_dict(saved.to_dict()).resolved()
     assert not [w for w in recwarn if "decay" in str(w.message)]
 
 

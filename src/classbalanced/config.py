@@ -366,7 +366,7 @@ class TrainConfig:
         if cfg.warmup_epochs is None:
             cfg.warmup_epochs = max(1, round(5 * scale)) if cfg.epochs > 1 else 0
         if cfg.decay_epochs is None:
-            cfg.decay_epochs = [max(1, round(160 * scale)), max(1, round(180 * scale))]
+            cfg.decay_epochs = default_decay_epochs(cfg.epochs)
         if cfg.reweight_epoch is None:
             cfg.reweight_epoch = round(160 * scale)
         if cfg.decay_factors is None:
@@ -684,11 +684,21 @@ def _check_schedule_fits(cfg: TrainConfig) -> None:
         )
 
 
+def default_decay_epochs(epochs: int) -> list[int]:
+    """The paper's decays at epochs 160 and 180 of 200, scaled to ``epochs`` (at least 1).
+
+    >>> default_decay_epochs(200), default_decay_epochs(4)
+    ([160, 180], [3, 4])
+    """
+    return [max(1, round(160 * epochs / 200)), max(1, round(180 * epochs / 200))]
+
+
 def _warn_unreached_decays(cfg: TrainConfig) -> None:
     """Warn about given decay epochs at or beyond the run's end (a decay at epoch ``e`` acts
-    from the ``e``-th epoch, counted from 0): the learning rate never takes their factors."""
+    from the ``e``-th epoch, counted from 0): the learning rate never takes their factors.
+    The defaults of a short run (a saved config resolved again) are not warned about."""
     beyond = [e for e in cfg.decay_epochs if e >= cfg.epochs]
-    if beyond:
+    if beyond and list(cfg.decay_epochs) != default_decay_epochs(cfg.epochs):
         warnings.warn(
             f"decay_epochs {', '.join(map(str, beyond))} lie beyond a run of {cfg.epochs} "
             f"epochs: the learning rate never decays there (decay_epochs are kept as given "
