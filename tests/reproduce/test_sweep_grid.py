@@ -140,6 +140,19 @@ def test_names_carry_keys_that_change_the_run():
     ]
 
 
+def test_a_key_the_run_cannot_do_without_is_named():
+    """Without ``train_data`` an npz run is not a config at all: the key changes the run."""
+    spec = parse_sweep(
+        {
+            "base": {"dataset": "npz", "test_data": "test.npz"},
+            "grid": {"train_data": ["a.npz", "b/a.npz"]},
+        }
+    )
+    assert [r.name for r in expand_sweep(spec)] == [
+        "npz-if1-softmax-b0.0-train_data_a.npz-s0",
+        "npz-if1-softmax-b0.0-train_data_b_a.npz-s0",
+    ]
+
 def test_names_stay_stable_when_a_grid_grows():
     base = {"dataset": "digits", "imbalance_factor": 10, "epochs": 2}
     first = [{"loss": ["softmax", "focal"], "beta": [0.0, 0.999], "seed": [0]}]

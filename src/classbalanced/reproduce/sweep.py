@@ -29,7 +29,7 @@ Output folder layout (``--out``, default ``[sweep] out`` or ``runs/sweeps/<file 
 **Run names** are stable: dataset, imbalance factor, loss, beta, gamma (focal
 loss, or a gamma other than the run would get without it), then every other key
 of the run's grid point whose value differs from what the run would get without
-that key, then the seed, e.g. ``cifar10-if100-focal-b0.9999-g1.0-s0`` or
+that key (or without which it is no valid run), then the seed, e.g. ``cifar10-if100-focal-b0.9999-g1.0-s0`` or
 ``cifar10-if100-softmax-b0.0-lr_0.05-s0``. Adding a key or a seed to a grid
 therefore never renames the runs that were already there.
 
@@ -246,7 +246,11 @@ def _named_keys(spec: SweepSpec, point: dict[str, Any], cfg: TrainConfig) -> lis
         without = {**spec.base, **{k: v for k, v in point.items() if k != key}}
         if key in spec.base:
             without[key] = spec.base[key]
-        reference = TrainConfig.from_dict(without, source=spec.source).resolved()
+        try:
+            reference = TrainConfig.from_dict(without, source=spec.source).resolved()
+        except (ValueError, TypeError):  # no run at all without it (npz without train_data)
+            keys.append(key)
+            continue
         if not _same(getattr(cfg, key), getattr(reference, key)):
             keys.append(key)
     return keys
