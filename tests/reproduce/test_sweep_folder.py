@@ -65,6 +65,28 @@ def test_a_changed_sweep_file_is_refused_and_nothing_changes(tmp_path, fake_laun
     assert _snapshot(out) == before
 
 
+@pytest.mark.parametrize("held", ["results.csv", "report.md", "runs/x/metrics.json", "sweep.toml"])
+def test_a_folder_that_is_no_sweep_folder_is_refused(tmp_path, no_launch, held):
+    """A user's file where the sweep would write, or a run folder of unknown origin, is
+    refused before anything is written (dry run too)."""
+    out = tmp_path / "mine"
+    (out / held).parent.mkdir(parents=True, exist_ok=True)
+    (out / held).write_text("precious\n")
+    for dry_run in (True, False):
+        with pytest.raises(ValueError, match=r"holds .* but no plan.json: it is not a sweep"):
+            run_sweep(_file(tmp_path), out=out, dry_run=dry_run, log=_quiet)
+    assert _snapshot(out) == {held: b"precious\n"}
+
+
+def test_an_empty_folder_or_an_interrupted_start_is_a_sweep_folder(tmp_path, fake_launcher):
+    fake_launcher()
+    sweep = _file(tmp_path)
+    out = tmp_path / "out"
+    (out / "runs").mkdir(parents=True)  # a start stopped before plan.json was written
+    (out / "sweep.toml").write_text(sweep.read_text())
+    assert run_sweep(sweep, out=out, log=_quiet).exit_code == 0
+    assert (out / "plan.json").is_file() and not (out / "sweep-extend-0.toml").exists()
+
 def test_added_runs_need_extend_and_are_merged(tmp_path, fake_launcher, capsys):
     launcher = fake_launcher()
     out = tmp_path / "out"

@@ -36,7 +36,9 @@ therefore never renames the runs that were already there.
 **A sweep folder belongs to its sweep file** (:func:`plan_sweep`): rerunning with a
 file that defines a run of the folder differently is refused with the difference;
 a file that adds runs is refused unless ``extend`` (``--extend``) merges them in.
-A run whose config equals one of the plan's keeps the plan's name.
+A run whose config equals one of the plan's keeps the plan's name. A folder without
+``plan.json`` that holds ``results.csv``, ``report.md``, anything under ``runs/`` or
+another ``sweep.toml`` is no sweep folder and is refused (nothing of it is overwritten).
 
 Running the plan is the launchers' job (:mod:`classbalanced.launch`).
 """
@@ -357,6 +359,23 @@ def _list(names: list[str], limit: int = 3) -> str:
     return ", ".join(names[:limit]) + more
 
 
+def _refuse_foreign(out: Path, spec: SweepSpec) -> None:
+    """A folder without plan.json must not hold what a sweep writes (it would be
+    overwritten, or another run's folder taken for this sweep's)."""
+    found = [name for name in ("results.csv", "report.md") if (out / name).exists()]
+    if (out / "runs").is_dir() and any((out / "runs").iterdir()):
+        found.append("runs/")
+    toml = out / "sweep.toml"
+    if toml.is_file() and toml.read_text(encoding="utf-8", errors="replace") != spec.text:
+        found.append("another sweep.toml")
+    if found:
+        raise ValueError(
+            f"--out {out} holds {', '.join(found)} but no plan.json: it is not a sweep folder "
+            "(or lost its plan.json), and a sweep would overwrite or adopt those files; "
+            "use a new or empty folder"
+        )
+
+
 def plan_sweep(spec: SweepSpec, out: str | os.PathLike, *, extend: bool = False) -> SweepPlan:
     """Bind the file's runs to the folder ``out``: refuse a file that changes a run of
     the folder's plan, and one that adds runs unless ``extend`` (module docstring)."""
@@ -366,6 +385,7 @@ def plan_sweep(spec: SweepSpec, out: str | os.PathLike, *, extend: bool = False)
     runs = expand_sweep(spec)
     plan_path = out / "plan.json"
     if not plan_path.exists():
+        _refuse_foreign(out, spec)
         for run in runs:
             run.config.out = str(out / "runs" / run.name)
         return SweepPlan(out, spec, runs, [_entry(r, out) for r in runs], [], False)
@@ -410,9 +430,9 @@ def write_plan(plan: SweepPlan) -> None:
     sources = list(previous.get("sources", [previous.get("source")])) if previous else []
     if not plan.existing or plan.added:
         if plan.spec.text is not None:
-            target = out / "sweep.toml"
-            if target.exists():
-                target = out / f"sweep-extend-{len(sources)}.toml"
+            # a sweep.toml without a plan is this file's (plan_sweep checked it)
+            name = f"sweep-extend-{len(sources)}.toml" if plan.existing else "sweep.toml"
+            target = out / name
             atomic_write_text(target, plan.spec.text)
         sources.append(plan.spec.source)
     configs = [e["config"] for e in plan.entries]
