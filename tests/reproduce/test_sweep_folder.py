@@ -87,6 +87,7 @@ def test_an_empty_folder_or_an_interrupted_start_is_a_sweep_folder(tmp_path, fak
     assert run_sweep(sweep, out=out, log=_quiet).exit_code == 0
     assert (out / "plan.json").is_file() and not (out / "sweep-extend-0.toml").exists()
 
+
 def test_added_runs_need_extend_and_are_merged(tmp_path, fake_launcher, capsys):
     launcher = fake_launcher()
     out = tmp_path / "out"

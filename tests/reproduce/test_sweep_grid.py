@@ -153,6 +153,7 @@ def test_a_key_the_run_cannot_do_without_is_named():
         "npz-if1-softmax-b0.0-train_data_b_a.npz-s0",
     ]
 
+
 def test_names_stay_stable_when_a_grid_grows():
     base = {"dataset": "digits", "imbalance_factor": 10, "epochs": 2}
     first = [{"loss": ["softmax", "focal"], "beta": [0.0, 0.999], "seed": [0]}]
