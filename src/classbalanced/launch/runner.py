@@ -120,8 +120,8 @@ def _wait(proc, claim: Claim, task: RunTask, stop: threading.Event | None) -> in
     beat = time.monotonic()
     while True:
         rc = proc.poll()
-        if rc is not None:
-            return rc
+        if rc is not None:  # a stop (Ctrl-C) may reach the trainer before this thread
+            return "interrupted" if rc != 0 and stop is not None and stop.is_set() else rc
         if stop is not None and stop.is_set():
             proc.terminate()
             proc.wait()
