@@ -101,3 +101,21 @@ def test_a_registered_launcher_is_a_cli_choice_with_its_own_flags(tmp_path, caps
         LAUNCHER_REGISTRY.pop("toy")
     with pytest.raises(SystemExit, match="2"):  # no longer a choice
         main(["sweep", "--config", SMOKE, "--launcher", "toy"])
+
+
+@pytest.mark.parametrize("command", ["sweep", "submit"])
+def test_slurm_without_sbatch_is_one_line(command, tmp_path, capsys, monkeypatch):
+    pytest.importorskip("submitit")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no SLURM commands on this machine
+    monkeypatch.chdir(tmp_path)
+    if command == "sweep":
+        argv = ["sweep", "--config", SMOKE, "--out", "o", "--launcher", "slurm"]
+    else:
+        argv = ["submit", "--", "train", "--dataset", "digits"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "classbalanced: error: --launcher slurm needs SLURM's sbatch on PATH: run it where "
+        "jobs are submitted to the cluster (a login node)"
+    ]
+    assert not list(tmp_path.iterdir())  # nothing written
