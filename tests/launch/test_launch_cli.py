@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -119,3 +120,26 @@ def test_slurm_without_sbatch_is_one_line(command, tmp_path, capsys, monkeypatch
         "jobs are submitted to the cluster (a login node)"
     ]
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_a_ray_address_nothing_answers_at_is_one_line(how, tmp_path):
+    """ray.init would retry for minutes: the launcher says so at once, before writing."""
+    pytest.importorskip("ray")
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{s.getsockname()[1]}"
+    argv = ["sweep", "--config", SMOKE, "--out", str(tmp_path / "o"), "--launcher", "ray"]
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    if how == "flag":
+        argv += ["--ray-address", address]
+    else:
+        env["RAY_ADDRESS"] = address
+    cmd = [sys.executable, "-m", "classbalanced", *argv]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"classbalanced: error: no Ray cluster answers at {address} (Connection refused): "
+        "start one with `ray start --head`, or check --ray-address / $RAY_ADDRESS"
+    )
+    assert not (tmp_path / "o").exists()

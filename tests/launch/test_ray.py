@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,27 @@ def test_ray_sweep_equals_local_and_survives_a_dead_node(tmp_path):
         assert run_results(out / "runs" / name) == run_results(reference / "runs" / name), name
     left = [p.name for p in [*(out / "runs").glob("*.claim*"), *out.glob(".probe-*")]]
     assert not left, (left, facts["stderr"][-3000:])
+
+
+def test_without_an_address_the_sweep_starts_a_ray_of_its_own(tmp_path):
+    """Not the dead cluster a stale ray_current_cluster names (left by a killed `ray start`):
+    ray.init() alone would try to join that one for minutes."""
+    if not (Path(sys.executable).parent / "ray").exists():
+        pytest.skip("ray is not installed next to this Python: pip install 'classbalanced[ray]'")
+    ray_tmp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths
+    try:
+        (ray_tmp / "ray").mkdir()
+        (ray_tmp / "ray" / "ray_current_cluster").write_text("127.0.0.1:9\n")  # nobody there
+        config = tmp_path / "one.toml"
+        config.write_text(sweep_toml("one", seeds=[0]).replace('"softmax", "focal"', '"softmax"'))
+        cmd = sweep_command(config, tmp_path / "out", "--launcher", "ray")
+        env = process_env(RAY_TMPDIR=str(ray_tmp))
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "ray: 1 node(s) at a local Ray started for this sweep" in done.stderr
+    metrics = json.loads(
+        (tmp_path / "out/runs/digits-if10-softmax-b0.0-s0/metrics.json").read_text()
+    )
+    assert metrics["epoch"] == 3

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 import uuid
 from pathlib import Path
 
@@ -30,6 +31,29 @@ MAX_RETRIES = 3
 def _ray_train(task: RunTask) -> dict:
     """The body of a Ray task (importable on every node)."""
     return train_run(task, log=lambda line: print(line, flush=True)).to_dict()
+
+
+def _check_reachable(ray, address: str) -> None:
+    """One line at once when nothing answers at a Ray address (``ray.init`` would retry
+    for minutes): ``HOST:PORT``, ``ray://HOST:PORT`` or ``auto``."""
+    target = address
+    if address == "auto":  # the cluster `ray start` last started on this machine
+        resolve = getattr(ray._private.services, "canonicalize_bootstrap_address", None)
+        target = resolve(address) if resolve is not None else None
+        if target is None:
+            return
+    host, sep, port = target.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(
+            f"--ray-address must be HOST:PORT, ray://HOST:PORT or auto, got {address!r}"
+        )
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+    except OSError as exc:
+        raise ConnectionError(
+            f"no Ray cluster answers at {target} ({exc.strerror or exc}): start one with "
+            "`ray start --head`, or check --ray-address / $RAY_ADDRESS"
+        ) from None
 
 
 class RayLauncher:
@@ -55,6 +79,7 @@ class RayLauncher:
 
     def prepare(self, out: Path, log) -> None:
         if self.address is not None:
+            _check_reachable(self.ray, self.address)
             warn_if_local(out, "Ray", log)
         out.mkdir(parents=True, exist_ok=True)
         self._probe_path = out / self.probe
@@ -64,7 +89,8 @@ class RayLauncher:
         ray = self.ray
         if ray.is_initialized():
             return
-        ray.init(address=self.address, log_to_driver=False, include_dashboard=False)
+        # "local": a Ray of its own, never one a stale /tmp/ray/ray_current_cluster names
+        ray.init(address=self.address or "local", log_to_driver=False, include_dashboard=False)
         where = self.address or "a local Ray started for this sweep"
         log(f"ray: {len(ray.nodes())} node(s) at {where}")
 
