@@ -14,6 +14,7 @@ import pytest
 from classbalanced.cli import main
 from classbalanced.launch.claims import try_claim
 from classbalanced.launch.sweep import run_sweep, sweep_status
+from classbalanced.reproduce.sweep import parse_sweep
 
 REPO = Path(__file__).resolve().parents[2]
 SWEEP = """[sweep]
@@ -120,6 +121,23 @@ def test_added_runs_need_extend_and_are_merged(tmp_path, fake_launcher, capsys):
         "digits-if10-softmax-b0.0-s0",
         "digits-if10-focal-b0.0-g1.0-s0",
     ]
+
+
+def test_an_added_run_whose_name_a_kept_run_holds_gets_its_own(tmp_path, fake_launcher):
+    """The folder's lr 0.05 run is named without lr (it was the base); a file that keeps it
+    and adds lr 0.1 (the default, also named without lr) adds a run, it changes none."""
+    launcher = fake_launcher()
+    out, base = tmp_path / "out", {"dataset": "digits", "epochs": 1}
+    first = {"base": {**base, "lr": 0.05}, "grid": {"lr": [0.05, 0.2]}}
+    run_sweep(parse_sweep(first), out=out, log=_quiet)
+    grown = parse_sweep({"base": base, "grid": {"lr": [0.05, 0.2, 0.1]}})
+    result = run_sweep(grown, out=out, extend=True, log=_quiet)
+    names = ["digits-if1-softmax-b0.0-s0", "digits-if1-softmax-b0.0-lr_0.2-s0"]
+    names.append("digits-if1-softmax-b0.0-lr_0.1-s0")
+    assert [r.name for r in result.runs] == names
+    assert [c["name"] for c in launcher.calls] == [*names[:2], names[2]]  # the new one alone
+    lrs = [json.loads((out / "runs" / n / "config.json").read_text())["lr"] for n in names]
+    assert lrs == [0.05, 0.2, 0.1]
 
 
 def test_the_plan_keeps_its_names(tmp_path, fake_launcher):

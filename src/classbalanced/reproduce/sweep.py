@@ -36,7 +36,8 @@ therefore never renames the runs that were already there.
 **A sweep folder belongs to its sweep file** (:func:`plan_sweep`): rerunning with a
 file that defines a run of the folder differently is refused with the difference;
 a file that adds runs is refused unless ``extend`` (``--extend``) merges them in.
-A run whose config equals one of the plan's keeps the plan's name. A folder without
+A run whose config equals one of the plan's keeps the plan's name; an added run whose
+name a kept run holds is named by the keys that set it apart from it. A folder without
 ``plan.json`` that holds ``results.csv``, ``report.md``, anything under ``runs/`` or
 another ``sweep.toml`` is no sweep folder and is refused (nothing of it is overwritten).
 
@@ -79,6 +80,8 @@ __all__ = [
 _CONTROLLED = ("out", "resume", "overwrite", "force")
 _TABLES = ("sweep", "base", "grid", "include")
 _FIELDS = {f.name: f for f in fields(TrainConfig)}
+#: keys every run name carries (gamma too for the focal loss)
+_ALWAYS_NAMED = ("dataset", "imbalance_factor", "loss", "beta", "seed")
 
 # ---------------------------------------------------------------------------
 # sweep files
@@ -243,7 +246,7 @@ def _named_keys(spec: SweepSpec, point: dict[str, Any], cfg: TrainConfig) -> lis
     """Keys of the grid point (besides the always-named ones) that change the run."""
     keys = []
     for key in sorted(point):
-        if key in ("dataset", "imbalance_factor", "loss", "beta", "seed"):
+        if key in _ALWAYS_NAMED:
             continue
         without = {**spec.base, **{k: v for k, v in point.items() if k != key}}
         if key in spec.base:
@@ -376,6 +379,31 @@ def _refuse_foreign(out: Path, spec: SweepSpec) -> None:
         )
 
 
+def _bind_names(runs: list[SweepRun], old: dict[str, dict], out: Path) -> list[str]:
+    """Name the runs as the plan ``old`` does: a config of the plan keeps its name; a new
+    config whose name belongs to a run this file keeps (under another name) is named by
+    the keys that set it apart from that run. Returns the runs the file changes."""
+    by_signature = {_signature(e["config"]): name for name, e in old.items()}
+    configs = [_entry(run, out)["config"] for run in runs]
+    kept = {by_signature[s] for s in map(_signature, configs) if s in by_signature}
+    changed = []
+    for run, config in zip(runs, configs, strict=True):
+        signature = _signature(config)
+        if signature in by_signature:
+            run.name = by_signature[signature]
+        elif run.name in kept:  # e.g. lr 0.1 (the default) added where lr 0.05 was the base
+            theirs = old[run.name]["config"]
+            keys = [k for k in sorted(config) if k != "out" and not _same(theirs.get(k), config[k])]
+            run.name = _name(run.config, [k for k in keys if k not in _ALWAYS_NAMED])
+        if run.name in old and _signature(old[run.name]["config"]) != signature:
+            changed.append(f"{run.name} ({_difference(old[run.name]['config'], config)})")
+    names = [run.name for run in runs]
+    if len(set(names)) != len(names):
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"runs with the same folder name in {out}: {', '.join(dupes[:3])}")
+    return changed
+
+
 def plan_sweep(spec: SweepSpec, out: str | os.PathLike, *, extend: bool = False) -> SweepPlan:
     """Bind the file's runs to the folder ``out``: refuse a file that changes a run of
     the folder's plan, and one that adds runs unless ``extend`` (module docstring)."""
@@ -393,13 +421,7 @@ def plan_sweep(spec: SweepSpec, out: str | os.PathLike, *, extend: bool = False)
     if not isinstance(plan, dict) or not isinstance(plan.get("runs"), list):
         raise ValueError(f"{plan_path} is unreadable: cannot tell which sweep made {out}")
     old = {entry["name"]: entry for entry in plan["runs"]}
-    by_signature = {_signature(e["config"]): name for name, e in old.items()}
-    changed = []
-    for run in runs:
-        config = _entry(run, out)["config"]
-        run.name = by_signature.get(_signature(config), run.name)
-        if run.name in old and _signature(old[run.name]["config"]) != _signature(config):
-            changed.append(f"{run.name} ({_difference(old[run.name]['config'], config)})")
+    changed = _bind_names(runs, old, out)
     made_by = plan.get("source", "another sweep file")
     if changed:
         raise ValueError(
