@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 
@@ -43,3 +44,14 @@ def test_a_failing_trainer_is_recorded_as_failed(tmp_path, monkeypatch):
     outcome = train_run(RunTask(str(tmp_path), "r", 2, "me"), log=lambda _: None)
     assert (outcome.status, outcome.line) == ("failed", "classbalanced: error: boom")
     assert (tmp_path / "runs" / "r.failed").is_file()
+
+
+def test_a_killed_trainer_is_failed_with_the_signal_named(tmp_path, monkeypatch):
+    """The OOM killer's SIGKILL leaves a log ending in an ordinary line: the signal is said."""
+    (tmp_path / "runs").mkdir()
+    code = "import os, signal; print('epoch   1/2', flush=True); os.kill(os.getpid(), 9)"
+    _trainer_exiting(monkeypatch, code)
+    outcome = train_run(RunTask(str(tmp_path), "r", 2, "me"), log=lambda _: None)
+    assert outcome.status == "failed"
+    assert outcome.line == "killed by signal 9 (Killed); last line: epoch   1/2"
+    assert json.loads((tmp_path / "runs" / "r.failed").read_text())["line"] == outcome.line

@@ -204,5 +204,7 @@ def _train_claimed(task, claim, resume: bool, stop, log) -> Outcome:
     line = last_line(log_path)
     if rc == 0:
         line = f"exited without final metrics: {line}"
+    elif rc < 0:  # killed (the OOM killer, a user): the log's last line says nothing of it
+        line = f"killed by signal {-rc} ({signal.strsignal(-rc) or '?'}); last line: {line}"
     _record_failure(runs, task.name, rc, line)
     return Outcome(task.name, "failed", resume, line, minutes=minutes)
