@@ -66,7 +66,8 @@ def test_ray_sweep_equals_local_and_survives_a_dead_node(tmp_path):
 
 def test_without_an_address_the_sweep_starts_a_ray_of_its_own(tmp_path):
     """Not the dead cluster a stale ray_current_cluster names (left by a killed `ray start`):
-    ray.init() alone would try to join that one for minutes."""
+    ray.init() alone would try to join that one for minutes. A run it cannot hold is
+    refused rather than waited for."""
     if not (Path(sys.executable).parent / "ray").exists():
         pytest.skip("ray is not installed next to this Python: pip install 'classbalanced[ray]'")
     ray_tmp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths
@@ -77,6 +78,12 @@ def test_without_an_address_the_sweep_starts_a_ray_of_its_own(tmp_path):
         config.write_text(sweep_toml("one", seeds=[0]).replace('"softmax", "focal"', '"softmax"'))
         cmd = sweep_command(config, tmp_path / "out", "--launcher", "ray")
         env = process_env(RAY_TMPDIR=str(ray_tmp))
+        # a run no node can hold would wait for ever: refused on the Ray started here
+        big = [*cmd, "--cpus-per-run", "1000"]
+        done = subprocess.run(big, env=env, capture_output=True, text=True, timeout=180)
+        assert done.returncode == 2, done.stderr[-3000:]
+        last = done.stderr.strip().splitlines()[-1]
+        assert last.startswith("classbalanced: error: this machine's Ray: no node has 1000 CPU(s)")
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)

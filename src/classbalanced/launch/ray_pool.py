@@ -93,6 +93,20 @@ class RayLauncher:
         ray.init(address=self.address or "local", log_to_driver=False, include_dashboard=False)
         where = self.address or "a local Ray started for this sweep"
         log(f"ray: {len(ray.nodes())} node(s) at {where}")
+        self._check_fits(log)
+
+    def _check_fits(self, log) -> None:
+        """A task no node can hold waits for ever: refused on the Ray started here, a
+        warning on a cluster (an autoscaler may add such a node)."""
+        cpus, gpus = self.options.cpus_per_run, self.options.gpus_per_run
+        nodes = [n.get("Resources", {}) for n in self.ray.nodes() if n.get("Alive")]
+        if any(r.get("CPU", 0) >= cpus and r.get("GPU", 0) >= gpus for r in nodes):
+            return
+        largest = ", ".join(f"{r.get('CPU', 0):g} CPU / {r.get('GPU', 0):g} GPU" for r in nodes)
+        need = f"no node has {cpus} CPU(s) and {gpus:g} GPU(s) for a run (nodes: {largest})"
+        if self.address is None:
+            raise ValueError(f"this machine's Ray: {need}; lower --cpus-per-run / --gpus-per-run")
+        log(f"warning: the Ray cluster: {need}; the runs wait until such a node joins")
 
     def run(self, tasks: list[RunTask], log) -> list[Outcome]:
         ray = self.ray
