@@ -5,10 +5,13 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
+import subprocess
 import sys
+import time
 
 import pytest
-from reproduce_helpers import quiet, write_run
+from reproduce_helpers import REPO, quiet, write_run
 
 from classbalanced.cli import main
 from classbalanced.launch.local import threads_per_job
@@ -182,3 +185,31 @@ def test_dry_run_starts_nothing(tmp_path, no_launch, capsys):
 def test_bad_jobs(tmp_path):
     with pytest.raises(ValueError, match="--jobs"):
         run_sweep(_spec(), out=tmp_path, jobs=0, log=quiet)
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_sweep_as_ctrl_c_does(tmp_path):
+    """`timeout`, a scheduler or `docker stop` send SIGTERM to the sweep: its run saves a
+    checkpoint, is not failed, and leaves no claim (a rerun resumes it at once instead of
+    waiting --stale-after seconds for a claim nobody refreshes)."""
+    toml = tmp_path / "long.toml"
+    toml.write_text(
+        '[base]\ndataset = "digits"\nmodel = "simple_cnn"\nepochs = 300\neval_every = 1\n'
+    )
+    out, name = tmp_path / "out", "digits-if1-softmax-b0.0-s0"
+    cmd = [sys.executable, "-m", "classbalanced", "sweep", "--config", str(toml)]
+    cmd += ["--out", str(out), "--no-report"]
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1")
+    sweep = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    log = out / "runs" / f"{name}.log"
+    for _ in range(600):
+        if log.exists() and "epoch   1/300" in log.read_text():
+            break
+        time.sleep(0.1)
+    sweep.send_signal(signal.SIGTERM)
+    err = sweep.communicate(timeout=120)[1]
+    assert sweep.returncode == 130, err
+    assert "interrupted at step" in log.read_text()  # the trainer saved a checkpoint
+    assert (
+        not list((out / "runs").glob("*.claim*")) and not (out / "runs" / f"{name}.failed").exists()
+    )

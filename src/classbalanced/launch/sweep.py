@@ -5,7 +5,7 @@ a changed file is refused, ``extend`` merges added runs), writes the plan and ea
 run's config file, hands the unfinished runs to the launcher, waits for runs other
 launchers hold, then writes ``results.csv`` and ``report.md``. A finished run is
 skipped, a started one resumed; a failed one is reported with the last line of its
-log and the sweep goes on (exit status 1).
+log and the sweep goes on (exit status 1). SIGTERM stops it as Ctrl-C does.
 
 :func:`sweep_status` describes each run: done, running on HOST since T, stalled
 (its claim's heartbeat stopped), failed with its last line, or pending.
@@ -13,8 +13,11 @@ log and the sweep goes on (exit status 1).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -113,12 +116,32 @@ def run_sweep(
     log(summary)
     todo = [r for r in runs if states[r.name] != "done"]
     try:
-        _dispatch(launcher, todo, out, stale_after, result, log, poll_seconds)
+        with _sigterm_as_ctrl_c():
+            _dispatch(launcher, todo, out, stale_after, result, log, poll_seconds)
     finally:
         close = getattr(launcher, "close", None)
         if close is not None:
             close()
     return _finish(out, todo, result, report, log)
+
+
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c():
+    """SIGTERM (``timeout``, a scheduler, ``docker stop``) stops the sweep as Ctrl-C does:
+    every run saves a checkpoint and its claim is released (else the runs were killed
+    and their claims held off a rerun for ``stale_after`` seconds)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _dispatch(launcher, todo, out, stale_after, result, log, poll_seconds) -> None:
