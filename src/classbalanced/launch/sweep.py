@@ -28,7 +28,7 @@ from .._console import info
 from ..reproduce.results import read_failure, read_json, read_plan, run_state, write_results_csv
 from ..reproduce.sweep import SweepRun, SweepSpec, default_out, load_sweep, plan_sweep, run_toml
 from ..reproduce.sweep import write_plan as _write_plan
-from .claims import STALE_AFTER, claim_age, read_claim
+from .claims import STALE_AFTER, claim_age, claim_alive, read_claim
 from .runner import RunTask
 
 __all__ = ["SweepResult", "run_sweep", "sweep_status", "run_states"]
@@ -56,7 +56,7 @@ def run_states(out: Path, names_epochs: list[tuple[str, int]], stale_after: floa
         state = run_state(out / "runs" / name, epochs)
         claim = read_claim(out / "runs" / f"{name}.claim")
         if state != "done" and claim is not None:
-            state = "running" if claim_age(claim) < stale_after else "stalled"
+            state = "running" if claim_alive(claim, stale_after) else "stalled"
         states[name] = state
     return states
 
@@ -236,7 +236,7 @@ def sweep_status(out: str | os.PathLike, *, stale_after: float = STALE_AFTER) ->
             since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(claim.get("started", 0)))
             where = f"{claim.get('host', '?')} (pid {claim.get('pid', '?')}) since {since}"
             age = claim_age(claim)
-            state = "running " if age < stale_after else "stalled "
+            state = "running " if claim_alive(claim, stale_after) else "stalled "
             lines.append(f"{state} {name}: on {where}, heartbeat {age:.0f} s ago")
         elif failure is not None:
             lines.append(f"failed   {name}: {failure.get('line', '?')}")
