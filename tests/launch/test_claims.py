@@ -112,7 +112,7 @@ def test_a_late_take_over_of_a_released_claim_backs_out(tmp_path):
 
 
 def test_bad_timeout(tmp_path):
-    with pytest.raises(ValueError, match="stale_after"):
+    with pytest.raises(ValueError, match="--stale-after must be a positive number"):
         try_claim(tmp_path / "x.claim", "a", stale_after=0)
 
 

@@ -182,6 +182,14 @@ def test_dry_run_starts_nothing(tmp_path, no_launch, capsys):
     assert result.exit_code == 0
 
 
+@pytest.mark.parametrize("stale_after", [0, -1.0, float("nan"), float("inf")])
+def test_bad_stale_after_is_refused_before_anything_is_written(tmp_path, stale_after):
+    # NaN judged every claim dead: two launchers took each other's runs
+    with pytest.raises(ValueError, match="--stale-after must be a positive number"):
+        run_sweep(_spec(), out=tmp_path / "out", stale_after=stale_after, log=quiet)
+    assert not (tmp_path / "out").exists()
+
+
 def test_bad_jobs(tmp_path):
     with pytest.raises(ValueError, match="--jobs"):
         run_sweep(_spec(), out=tmp_path, jobs=0, log=quiet)

@@ -41,6 +41,7 @@ True
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import time
@@ -57,6 +58,7 @@ __all__ = [
     "read_claim",
     "claim_age",
     "claim_alive",
+    "check_stale_after",
     "clear_dead_claims",
 ]
 
@@ -164,13 +166,20 @@ def _create(path: Path, record: dict[str, Any]) -> bool:
     return True
 
 
+def check_stale_after(stale_after: Any) -> None:
+    """A positive number of seconds (NaN would judge every claim dead)."""
+    if isinstance(stale_after, bool) or not isinstance(stale_after, (int, float)):
+        raise TypeError(f"--stale-after must be a number of seconds, got {stale_after!r}")
+    if not 0 < stale_after < math.inf:
+        raise ValueError(f"--stale-after must be a positive number of seconds, got {stale_after!r}")
+
+
 def try_claim(
     base: str | os.PathLike, owner: str, *, stale_after: float = STALE_AFTER
 ) -> Claim | None:
     """Claim the run of ``base`` (``runs/NAME.claim``) for ``owner``; None when another
     live holder has it (rules above)."""
-    if not isinstance(stale_after, (int, float)) or stale_after <= 0:
-        raise ValueError(f"stale_after must be a positive number of seconds, got {stale_after!r}")
+    check_stale_after(stale_after)
     base = Path(base)
     for _ in range(10):
         numbered = _numbered(base)

@@ -28,7 +28,7 @@ from .._console import info
 from ..reproduce.results import read_failure, read_json, read_plan, run_state, write_results_csv
 from ..reproduce.sweep import SweepRun, SweepSpec, default_out, load_sweep, plan_sweep, run_toml
 from ..reproduce.sweep import write_plan as _write_plan
-from .claims import STALE_AFTER, claim_age, claim_alive, read_claim
+from .claims import STALE_AFTER, check_stale_after, claim_age, claim_alive, read_claim
 from .runner import RunTask
 
 __all__ = ["SweepResult", "run_sweep", "sweep_status", "run_states"]
@@ -88,6 +88,7 @@ def run_sweep(
     launcher with ``jobs``), then write results.csv and the report."""
     from .local import LocalLauncher
 
+    check_stale_after(stale_after)
     launcher = launcher if launcher is not None else LocalLauncher(jobs)
     spec = sweep if isinstance(sweep, SweepSpec) else load_sweep(sweep)
     plan = plan_sweep(spec, out if out is not None else default_out(spec), extend=extend)
