@@ -77,7 +77,9 @@ def test_without_an_address_the_sweep_starts_a_ray_of_its_own(tmp_path):
         config = tmp_path / "one.toml"
         config.write_text(sweep_toml("one", seeds=[0]).replace('"softmax", "focal"', '"softmax"'))
         cmd = sweep_command(config, tmp_path / "out", "--launcher", "ray")
-        env = process_env(RAY_TMPDIR=str(ray_tmp))
+        # a Ray started by ray.init() writes an auth token to ~/.ray, which later `ray start`
+        # clusters would require: kept in the test's own home
+        env = process_env(RAY_TMPDIR=str(ray_tmp), HOME=str(ray_tmp))
         # a run no node can hold would wait for ever: refused on the Ray started here
         big = [*cmd, "--cpus-per-run", "1000"]
         done = subprocess.run(big, env=env, capture_output=True, text=True, timeout=180)
