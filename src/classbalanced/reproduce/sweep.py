@@ -31,7 +31,9 @@ loss, or a gamma other than the run would get without it), then every other key
 of the run's grid point whose value differs from what the run would get without
 that key (or without which it is no valid run), then the seed, e.g. ``cifar10-if100-focal-b0.9999-g1.0-s0`` or
 ``cifar10-if100-softmax-b0.0-lr_0.05-s0``. Adding a key or a seed to a grid
-therefore never renames the runs that were already there.
+therefore never renames the runs that were already there. A name longer than 200
+characters (long paths as values) keeps its first characters, then a hash of the
+whole name and the seed.
 
 **A sweep folder belongs to its sweep file** (:func:`plan_sweep`): rerunning with a
 file that defines a run of the folder differently is refused with the difference;
@@ -46,6 +48,7 @@ Running the plan is the launchers' job (:mod:`classbalanced.launch`).
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import math
@@ -80,6 +83,8 @@ __all__ = [
 _CONTROLLED = ("out", "resume", "overwrite", "force")
 _TABLES = ("sweep", "base", "grid", "include")
 _FIELDS = {f.name: f for f in fields(TrainConfig)}
+#: the longest run name: longer ones keep their start and end in a hash of the whole
+MAX_NAME = 200
 #: keys every run name carries (gamma too for the focal loss)
 _ALWAYS_NAMED = ("dataset", "imbalance_factor", "loss", "beta", "seed")
 
@@ -267,7 +272,11 @@ def _name(cfg: TrainConfig, keys: list[str]) -> str:
         parts.append(f"g{cfg.gamma!r}")
     parts += [f"{key}_{_fmt(getattr(cfg, key))}" for key in keys if key != "gamma"]
     parts.append(f"s{cfg.seed}")
-    return _safe("-".join(parts))
+    name = _safe("-".join(parts))
+    if len(name) > MAX_NAME:  # a file name holds 255 bytes: NAME.toml, .NAME.failed.X.tmp, ...
+        tail = f"-{hashlib.sha256(name.encode()).hexdigest()[:12]}-s{cfg.seed}"
+        name = name[: MAX_NAME - len(tail)] + tail
+    return name
 
 
 def _signature(config: dict[str, Any]) -> str:
