@@ -6,15 +6,18 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
+from reproduce_helpers import write_run
 
 from classbalanced.cli import main
-from classbalanced.launch.claims import try_claim
+from classbalanced.launch.claims import release, try_claim
+from classbalanced.launch.local import LocalLauncher
 from classbalanced.launch.sweep import run_sweep, sweep_status
-from classbalanced.reproduce.sweep import parse_sweep
+from classbalanced.reproduce.sweep import load_sweep, parse_sweep, plan_sweep, write_plan
 
 REPO = Path(__file__).resolve().parents[2]
 SWEEP = """[sweep]
@@ -182,6 +185,36 @@ def test_status_and_dry_run_show_claims_and_failures(tmp_path, fake_launcher, ca
         "stalled digits-if10-focal-b0.0-g1.0-s0",
         "new     digits-if10-focal-b0.0-g1.0-s1",
     ]
+
+
+def test_a_run_another_launcher_holds_is_watched_not_handed_out(tmp_path, fake_launcher):
+    """Another live launcher trains one run: this sweep trains the other, never hands the
+    held one to its launcher (on SLURM an array task per poll, for hours), and counts it
+    once the other launcher has finished it."""
+    fake_launcher()
+
+    class Recording(LocalLauncher):
+        def run(self, tasks, log):
+            given.append([t.name for t in tasks])
+            return super().run(tasks, log)
+
+    given: list[list[str]] = []
+    out, sweep = tmp_path / "out", _file(tmp_path)
+    held, other = "digits-if10-focal-b0.0-g1.0-s0", "digits-if10-softmax-b0.0-s0"
+    write_plan(plan_sweep(load_sweep(sweep), out))
+    claim = try_claim(out / "runs" / f"{held}.claim", "another launcher")
+
+    def finish():  # the other launcher ends its run a moment later
+        time.sleep(1.0)
+        write_run(out / "runs" / held, {"epochs": 2, "loss": "focal"}, 30.0)
+        release(claim)
+
+    thread = threading.Thread(target=finish)
+    thread.start()
+    result = run_sweep(sweep, out=out, launcher=Recording(1), log=_quiet, poll_seconds=0.05)
+    thread.join()
+    assert given == [[other]]
+    assert result.skipped == [held] and result.started == [other] and result.exit_code == 0
 
 
 @pytest.mark.slow

@@ -29,7 +29,7 @@ from ..reproduce.results import read_failure, read_json, read_plan, run_state, w
 from ..reproduce.sweep import SweepRun, SweepSpec, default_out, load_sweep, plan_sweep, run_toml
 from ..reproduce.sweep import write_plan as _write_plan
 from .claims import STALE_AFTER, check_stale_after, claim_age, claim_alive, read_claim
-from .runner import RunTask
+from .runner import Outcome, RunTask
 
 __all__ = ["SweepResult", "run_sweep", "sweep_status", "run_states"]
 
@@ -146,7 +146,8 @@ def _sigterm_as_ctrl_c():
 
 
 def _dispatch(launcher, todo, out, stale_after, result, log, poll_seconds) -> None:
-    """Hand the runs to the launcher; runs another launcher holds are tried again later."""
+    """Hand the runs to the launcher; runs another launcher holds are waited for here and
+    handed out only if their claim dies."""
     session = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     probe = getattr(launcher, "probe", None)
     tasks = [
@@ -165,11 +166,16 @@ def _dispatch(launcher, todo, out, stale_after, result, log, poll_seconds) -> No
         log(f"{launcher.name} launcher: {len(tasks)} run(s) to train")
     waiting_said = False
     while tasks:
-        outcomes = launcher.run(tasks, log)
+        # a run another launcher holds is watched here, never handed out (a SLURM array
+        # task per run and per poll, for as long as the other launcher trains it)
+        states = run_states(out, [(t.name, t.epochs) for t in tasks], stale_after)
+        ready = [t for t in tasks if states[t.name] not in ("done", "running")]
+        outcomes = [Outcome(t.name, "skipped") for t in tasks if states[t.name] == "done"]
+        outcomes += launcher.run(ready, log) if ready else []
         busy = {o.name for o in outcomes if o.status == "busy"}
         for outcome in outcomes:
             _record(outcome, result, log)
-        tasks = [t for t in tasks if t.name in busy]
+        tasks = [t for t in tasks if states[t.name] == "running" or t.name in busy]
         if tasks:
             if not waiting_said:
                 log(f"waiting for {len(tasks)} run(s) another launcher is training")
