@@ -16,7 +16,7 @@ from reproduce_helpers import REPO, quiet, write_run
 from classbalanced.cli import main
 from classbalanced.launch.local import threads_per_job
 from classbalanced.launch.sweep import run_sweep
-from classbalanced.reproduce.sweep import expand_sweep, parse_sweep
+from classbalanced.reproduce.sweep import expand_sweep, parse_sweep, plan_sweep, write_plan
 
 SPEC = {
     "sweep": {"name": "tiny"},
@@ -38,6 +38,12 @@ def _spec():
     return parse_sweep(json.loads(json.dumps(SPEC)))
 
 
+def _sweep_folder(out):
+    """The sweep folder of SPEC before any run (its plan.json), where runs are then put."""
+    write_plan(plan_sweep(_spec(), out))
+    return out
+
+
 def _config(name):
     run = next(r for r in expand_sweep(_spec()) if r.name == name)
     return run.config.to_dict()
@@ -49,6 +55,7 @@ def _results(out):
 
 
 def test_finished_runs_are_skipped(tmp_path, no_launch):
+    _sweep_folder(tmp_path)
     for name in NAMES:
         write_run(tmp_path / "runs" / name, _config(name), 40.0)
     result = run_sweep(_spec(), out=tmp_path, jobs=2, log=quiet)
@@ -61,6 +68,7 @@ def test_finished_runs_are_skipped(tmp_path, no_launch):
 
 def test_unfinished_runs_are_resumed_and_new_ones_started(tmp_path, fake_launcher):
     launcher = fake_launcher()
+    _sweep_folder(tmp_path)
     write_run(tmp_path / "runs" / NAMES[0], _config(NAMES[0]), 40.0)  # finished
     half = tmp_path / "runs" / NAMES[1]
     write_run(half, _config(NAMES[1]), 60.0, epoch=1)  # evaluated at epoch 1 of 2
@@ -165,6 +173,7 @@ def test_real_failing_subprocess(tmp_path):
 
 
 def test_dry_run_starts_nothing(tmp_path, no_launch, capsys):
+    _sweep_folder(tmp_path)
     write_run(tmp_path / "runs" / NAMES[0], _config(NAMES[0]), 40.0)
     (tmp_path / "runs" / NAMES[1]).mkdir()
     (tmp_path / "runs" / NAMES[1] / "config.json").write_text("{}")
@@ -210,9 +219,9 @@ def test_sigterm_stops_the_sweep_as_ctrl_c_does(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1")
     sweep = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
     log = out / "runs" / f"{name}.log"
-    for _ in range(600):
-        if log.exists() and "epoch   1/300" in log.read_text():
-            break
+    end = time.monotonic() + 240
+    while not (log.exists() and "epoch   1/300" in log.read_text()):
+        assert time.monotonic() < end and sweep.poll() is None, "the run never reached epoch 1"
         time.sleep(0.1)
     sweep.send_signal(signal.SIGTERM)
     err = sweep.communicate(timeout=120)[1]
