@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import socket
+import threading
 import uuid
 from pathlib import Path
 
@@ -26,6 +28,8 @@ __all__ = ["RayLauncher"]
 
 #: times Ray retries a task whose worker or node died
 MAX_RETRIES = 3
+#: seconds the cancelled tasks of a stopped sweep get to save their checkpoints
+STOP_SECONDS = 150
 
 
 def _ray_train(task: RunTask) -> dict:
@@ -89,8 +93,11 @@ class RayLauncher:
         ray = self.ray
         if ray.is_initialized():
             return
+        handler = signal.getsignal(signal.SIGTERM)
         # "local": a Ray of its own, never one a stale /tmp/ray/ray_current_cluster names
         ray.init(address=self.address or "local", log_to_driver=False, include_dashboard=False)
+        if callable(handler) and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, handler)  # the sweep's (stop as Ctrl-C), not Ray's
         where = self.address or "a local Ray started for this sweep"
         log(f"ray: {len(ray.nodes())} node(s) at {where}")
         self._check_fits(log)
@@ -124,19 +131,27 @@ class RayLauncher:
         refs = {remote.remote(dataclasses.replace(t, threads=threads)): t for t in tasks}
         outcomes: dict[str, Outcome] = {}
         pending = list(refs)
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
-            for ref in ready:
-                task = refs[ref]
-                try:
-                    outcome = Outcome(**ray.get(ref))
-                except Exception as exc:  # retries exhausted: a failed run, the sweep goes on
-                    line = " ".join(str(exc).split())[:300]
-                    outcome = Outcome(task.name, "failed", line=f"ray task failed: {line}")
-                outcomes[task.name] = outcome
-                if outcome.status in ("finished", "failed"):
-                    log(f"ray: {outcome.status} {task.name} on {outcome.host}")
+        try:
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1)
+                for ref in ready:
+                    outcomes[refs[ref].name] = self._outcome(ref, refs[ref], log)
+        except KeyboardInterrupt:  # Ctrl-C / SIGTERM: every run saves a checkpoint first
+            for ref in pending:
+                ray.cancel(ref)
+            ray.wait(pending, num_returns=len(pending), timeout=STOP_SECONDS)
+            raise
         return [outcomes[t.name] for t in tasks]
+
+    def _outcome(self, ref, task: RunTask, log) -> Outcome:
+        try:
+            outcome = Outcome(**self.ray.get(ref))
+        except Exception as exc:  # retries exhausted: a failed run, the sweep goes on
+            line = " ".join(str(exc).split())[:300]
+            outcome = Outcome(task.name, "failed", line=f"ray task failed: {line}")
+        if outcome.status in ("finished", "failed"):
+            log(f"ray: {outcome.status} {task.name} on {outcome.host}")
+        return outcome
 
     def close(self) -> None:
         """Remove the probe file and disconnect (a local Ray started here stops)."""

@@ -190,6 +190,10 @@ def _train_claimed(task, claim, resume: bool, stop, log) -> Outcome:
         _LIVE.add(proc)
     try:
         rc = _wait(proc, claim, task, stop)
+    except KeyboardInterrupt:  # a cancelled Ray task: the trainer saves a checkpoint first
+        proc.terminate()
+        proc.wait()
+        raise
     finally:
         with _LIVE_LOCK:
             _LIVE.discard(proc)
