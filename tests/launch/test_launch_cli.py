@@ -44,6 +44,10 @@ SMOKE = str(REPO / "configs" / "sweeps" / "smoke.toml")
             ["sweep", "--config", SMOKE, "--launcher", "slurm", "--gpus-per-run", "0.5"],
             "--gpus-per-run must be a whole number for SLURM, got 0.5",
         ),
+        (
+            ["sweep", "--config", SMOKE, "--launcher", "ray", "--gpus-per-run", "nan"],
+            "--gpus-per-run must be >= 0 and --cpus-per-run >= 1, got nan and 1",
+        ),
         (["submit", "--", "evaluate", "runs/x"], "submit runs `train ...` after --, got evaluate"),
         (["submit", "--nodes", "0", "--", "train"], "--nodes must be an integer >= 1, got 0"),
         (["sweep", "--status", "/nonexistent/sweep"], "no readable plan.json in /nonexistent"),

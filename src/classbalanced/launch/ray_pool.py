@@ -14,6 +14,7 @@ probe file the launcher wrote there.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import signal
 import socket
@@ -69,7 +70,7 @@ class RayLauncher:
         from . import require
 
         self.ray = require("ray", "ray")
-        if options.gpus_per_run < 0 or options.cpus_per_run < 1:
+        if not 0 <= options.gpus_per_run < math.inf or options.cpus_per_run < 1:
             raise ValueError(
                 f"--gpus-per-run must be >= 0 and --cpus-per-run >= 1, got "
                 f"{options.gpus_per_run} and {options.cpus_per_run}"
