@@ -46,8 +46,11 @@ def test_ray_sweep_equals_local_and_survives_a_dead_node(tmp_path):
     local = sweep_command(config, reference, "--jobs", str(len(os.sched_getaffinity(0))))
     local = subprocess.Popen(local, env=env, stderr=subprocess.PIPE, text=True)
     scenario = [sys.executable, str(HERE / "ray_scenario.py"), str(config), str(out), str(report)]
+    # a home of its own: an auth token a local Ray once left in ~/.ray makes `ray start`
+    # require it, and Ray's clients then fail to connect
+    ray_env = {**env, "HOME": str(tmp_path)}
     done = subprocess.run(
-        ["unshare", "-n", *scenario], env=env, capture_output=True, text=True, timeout=600
+        ["unshare", "-n", *scenario], env=ray_env, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert local.wait(timeout=300) == 0, local.stderr.read()[-3000:]
