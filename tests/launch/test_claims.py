@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -109,7 +112,7 @@ def test_a_late_take_over_of_a_released_claim_backs_out(tmp_path):
 
 
 def test_bad_timeout(tmp_path):
-    with pytest.raises(ValueError, match="stale_after"):
+    with pytest.raises(ValueError, match="--stale-after must be a positive number"):
         try_claim(tmp_path / "x.claim", "a", stale_after=0)
 
 
@@ -125,3 +128,31 @@ def test_claims_left_on_a_finished_run_are_cleared(tmp_path):
     os.utime(dead.path, (time.time() - 60, time.time() - 60))
     clear_dead_claims(path, "someone-else", stale_after=30)  # stale: cleared
     assert not list(tmp_path.iterdir())
+
+
+def test_a_claim_whose_process_is_gone_is_taken_over_at_once(tmp_path):
+    """A holder on this machine killed with SIGKILL (the out-of-memory killer, `kill -9` of
+    a sweep) releases nothing: its claim is taken over without waiting for the heartbeat
+    to go stale. A live holder, and one on another machine, are left alone."""
+    path = tmp_path / "run.claim"
+    code = (
+        "import sys; from classbalanced.launch.claims import try_claim; "
+        "try_claim(sys.argv[1], 'dead', stale_after=600); print('ok', flush=True); sys.stdin.read()"
+    )
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=src),
+    )
+    assert holder.stdout.readline() == "ok\n"
+    assert try_claim(path, "me", stale_after=600) is None  # alive
+    holder.kill()
+    holder.wait()
+    elsewhere = {**json.loads((tmp_path / "run.claim.0").read_text()), "host": "elsewhere"}
+    (tmp_path / "other.claim.0").write_text(json.dumps(elsewhere))
+    claim = try_claim(path, "me", stale_after=600)
+    assert claim is not None and claim.path.name == "run.claim.1"
+    assert try_claim(tmp_path / "other.claim", "me", stale_after=600) is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +43,10 @@ SMOKE = str(REPO / "configs" / "sweeps" / "smoke.toml")
         (
             ["sweep", "--config", SMOKE, "--launcher", "slurm", "--gpus-per-run", "0.5"],
             "--gpus-per-run must be a whole number for SLURM, got 0.5",
+        ),
+        (
+            ["sweep", "--config", SMOKE, "--launcher", "ray", "--gpus-per-run", "nan"],
+            "--gpus-per-run must be >= 0 and --cpus-per-run >= 1, got nan and 1",
         ),
         (["submit", "--", "evaluate", "runs/x"], "submit runs `train ...` after --, got evaluate"),
         (["submit", "--nodes", "0", "--", "train"], "--nodes must be an integer >= 1, got 0"),
@@ -101,3 +106,44 @@ def test_a_registered_launcher_is_a_cli_choice_with_its_own_flags(tmp_path, caps
         LAUNCHER_REGISTRY.pop("toy")
     with pytest.raises(SystemExit, match="2"):  # no longer a choice
         main(["sweep", "--config", SMOKE, "--launcher", "toy"])
+
+
+@pytest.mark.parametrize("command", ["sweep", "submit"])
+def test_slurm_without_sbatch_is_one_line(command, tmp_path, capsys, monkeypatch):
+    pytest.importorskip("submitit")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no SLURM commands on this machine
+    monkeypatch.chdir(tmp_path)
+    if command == "sweep":
+        argv = ["sweep", "--config", SMOKE, "--out", "o", "--launcher", "slurm"]
+    else:
+        argv = ["submit", "--", "train", "--dataset", "digits"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "classbalanced: error: --launcher slurm needs SLURM's sbatch on PATH: run it where "
+        "jobs are submitted to the cluster (a login node)"
+    ]
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_a_ray_address_nothing_answers_at_is_one_line(how, tmp_path):
+    """ray.init would retry for minutes: the launcher says so at once, before writing."""
+    pytest.importorskip("ray")
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{s.getsockname()[1]}"
+    argv = ["sweep", "--config", SMOKE, "--out", str(tmp_path / "o"), "--launcher", "ray"]
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    if how == "flag":
+        argv += ["--ray-address", address]
+    else:
+        env["RAY_ADDRESS"] = address
+    cmd = [sys.executable, "-m", "classbalanced", *argv]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"classbalanced: error: no Ray cluster answers at {address} (Connection refused): "
+        "start one with `ray start --head`, or check --ray-address / $RAY_ADDRESS"
+    )
+    assert not (tmp_path / "o").exists()

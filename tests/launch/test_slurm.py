@@ -120,6 +120,25 @@ def test_sweep_through_slurm_requeue_resumes_exactly(slurm_cluster, tmp_path):
     assert (out / "runs" / f"{NAMES[1]}.log").read_text().count("=== ") == 1
 
 
+def test_sbatch_refusing_the_job_is_one_line(slurm_cluster, tmp_path, capsys):
+    """A partition the cluster lacks: sbatch refuses; sweep and submit end in one line of
+    ours (after sbatch's own lines), exit status 2, never a traceback."""
+    from classbalanced.cli import main
+
+    config = tmp_path / "one.toml"
+    config.write_text(sweep_toml("slurm", seeds=[0]))
+    sweep = ["sweep", "--config", str(config), "--out", str(tmp_path / "o"), "--no-report"]
+    sweep += ["--launcher", "slurm", "--slurm-partition", "nosuch"]
+    submit = ["submit", "--slurm-partition", "nosuch", "--logs", str(tmp_path / "logs")]
+    submit += ["--", *_train(tmp_path / "t", 8)]
+    for argv in (sweep, submit):
+        capsys.readouterr()
+        assert main(argv) == 2
+        last = capsys.readouterr().err.strip().splitlines()[-1]
+        assert last.startswith("classbalanced: error: sbatch refused the job: "), last
+        assert "Invalid partition name specified" in last
+
+
 def _train(out: Path, batch: int) -> list[str]:
     return [
         "train",

@@ -6,14 +6,18 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
+from reproduce_helpers import write_run
 
 from classbalanced.cli import main
-from classbalanced.launch.claims import try_claim
+from classbalanced.launch.claims import release, try_claim
+from classbalanced.launch.local import LocalLauncher
 from classbalanced.launch.sweep import run_sweep, sweep_status
+from classbalanced.reproduce.sweep import load_sweep, parse_sweep, plan_sweep, write_plan
 
 REPO = Path(__file__).resolve().parents[2]
 SWEEP = """[sweep]
@@ -65,6 +69,29 @@ def test_a_changed_sweep_file_is_refused_and_nothing_changes(tmp_path, fake_laun
     assert _snapshot(out) == before
 
 
+@pytest.mark.parametrize("held", ["results.csv", "report.md", "runs/x/metrics.json", "sweep.toml"])
+def test_a_folder_that_is_no_sweep_folder_is_refused(tmp_path, no_launch, held):
+    """A user's file where the sweep would write, or a run folder of unknown origin, is
+    refused before anything is written (dry run too)."""
+    out = tmp_path / "mine"
+    (out / held).parent.mkdir(parents=True, exist_ok=True)
+    (out / held).write_text("precious\n")
+    for dry_run in (True, False):
+        with pytest.raises(ValueError, match=r"holds .* but no plan.json: it is not a sweep"):
+            run_sweep(_file(tmp_path), out=out, dry_run=dry_run, log=_quiet)
+    assert _snapshot(out) == {held: b"precious\n"}
+
+
+def test_an_empty_folder_or_an_interrupted_start_is_a_sweep_folder(tmp_path, fake_launcher):
+    fake_launcher()
+    sweep = _file(tmp_path)
+    out = tmp_path / "out"
+    (out / "runs").mkdir(parents=True)  # a start stopped before plan.json was written
+    (out / "sweep.toml").write_text(sweep.read_text())
+    assert run_sweep(sweep, out=out, log=_quiet).exit_code == 0
+    assert (out / "plan.json").is_file() and not (out / "sweep-extend-0.toml").exists()
+
+
 def test_added_runs_need_extend_and_are_merged(tmp_path, fake_launcher, capsys):
     launcher = fake_launcher()
     out = tmp_path / "out"
@@ -97,6 +124,23 @@ def test_added_runs_need_extend_and_are_merged(tmp_path, fake_launcher, capsys):
         "digits-if10-softmax-b0.0-s0",
         "digits-if10-focal-b0.0-g1.0-s0",
     ]
+
+
+def test_an_added_run_whose_name_a_kept_run_holds_gets_its_own(tmp_path, fake_launcher):
+    """The folder's lr 0.05 run is named without lr (it was the base); a file that keeps it
+    and adds lr 0.1 (the default, also named without lr) adds a run, it changes none."""
+    launcher = fake_launcher()
+    out, base = tmp_path / "out", {"dataset": "digits", "epochs": 1}
+    first = {"base": {**base, "lr": 0.05}, "grid": {"lr": [0.05, 0.2]}}
+    run_sweep(parse_sweep(first), out=out, log=_quiet)
+    grown = parse_sweep({"base": base, "grid": {"lr": [0.05, 0.2, 0.1]}})
+    result = run_sweep(grown, out=out, extend=True, log=_quiet)
+    names = ["digits-if1-softmax-b0.0-s0", "digits-if1-softmax-b0.0-lr_0.2-s0"]
+    names.append("digits-if1-softmax-b0.0-lr_0.1-s0")
+    assert [r.name for r in result.runs] == names
+    assert [c["name"] for c in launcher.calls] == [*names[:2], names[2]]  # the new one alone
+    lrs = [json.loads((out / "runs" / n / "config.json").read_text())["lr"] for n in names]
+    assert lrs == [0.05, 0.2, 0.1]
 
 
 def test_the_plan_keeps_its_names(tmp_path, fake_launcher):
@@ -141,6 +185,36 @@ def test_status_and_dry_run_show_claims_and_failures(tmp_path, fake_launcher, ca
         "stalled digits-if10-focal-b0.0-g1.0-s0",
         "new     digits-if10-focal-b0.0-g1.0-s1",
     ]
+
+
+def test_a_run_another_launcher_holds_is_watched_not_handed_out(tmp_path, fake_launcher):
+    """Another live launcher trains one run: this sweep trains the other, never hands the
+    held one to its launcher (on SLURM an array task per poll, for hours), and counts it
+    once the other launcher has finished it."""
+    fake_launcher()
+
+    class Recording(LocalLauncher):
+        def run(self, tasks, log):
+            given.append([t.name for t in tasks])
+            return super().run(tasks, log)
+
+    given: list[list[str]] = []
+    out, sweep = tmp_path / "out", _file(tmp_path)
+    held, other = "digits-if10-focal-b0.0-g1.0-s0", "digits-if10-softmax-b0.0-s0"
+    write_plan(plan_sweep(load_sweep(sweep), out))
+    claim = try_claim(out / "runs" / f"{held}.claim", "another launcher")
+
+    def finish():  # the other launcher ends its run a moment later
+        time.sleep(1.0)
+        write_run(out / "runs" / held, {"epochs": 2, "loss": "focal"}, 30.0)
+        release(claim)
+
+    thread = threading.Thread(target=finish)
+    thread.start()
+    result = run_sweep(sweep, out=out, launcher=Recording(1), log=_quiet, poll_seconds=0.05)
+    thread.join()
+    assert given == [[other]]
+    assert result.skipped == [held] and result.started == [other] and result.exit_code == 0
 
 
 @pytest.mark.slow

@@ -140,6 +140,33 @@ def test_names_carry_keys_that_change_the_run():
     ]
 
 
+def test_a_key_the_run_cannot_do_without_is_named():
+    """Without ``train_data`` an npz run is not a config at all: the key changes the run."""
+    spec = parse_sweep(
+        {
+            "base": {"dataset": "npz", "test_data": "test.npz"},
+            "grid": {"train_data": ["a.npz", "b/a.npz"]},
+        }
+    )
+    assert [r.name for r in expand_sweep(spec)] == [
+        "npz-if1-softmax-b0.0-train_data_a.npz-s0",
+        "npz-if1-softmax-b0.0-train_data_b_a.npz-s0",
+    ]
+
+
+def test_long_names_fit_a_file_name():
+    """Long paths as values: NAME.toml and the temporary files beside it must stay under
+    255 bytes; names that differ only far out stay apart, and stay the same run to run."""
+    long = "/data/" + "d" * 150
+    grid = {"train_data": [f"{long}/a.npz", f"{long}/b.npz"], "test_data": f"{long}/t.npz"}
+    spec = {"base": {"dataset": "npz"}, "grid": {**grid, "seed": [3]}}
+    names = [r.name for r in expand_sweep(parse_sweep(spec))]
+    assert [len(n) for n in names] == [200, 200] and len(set(names)) == 2
+    assert all(n.startswith("npz-if1-softmax-b0.0-test_data__data_ddd") for n in names)
+    assert all(n.endswith("-s3") for n in names)
+    assert names == [r.name for r in expand_sweep(parse_sweep(spec))]
+
+
 def test_names_stay_stable_when_a_grid_grows():
     base = {"dataset": "digits", "imbalance_factor": 10, "epochs": 2}
     first = [{"loss": ["softmax", "focal"], "beta": [0.0, 0.999], "seed": [0]}]

@@ -5,15 +5,18 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
+import subprocess
 import sys
+import time
 
 import pytest
-from reproduce_helpers import quiet, write_run
+from reproduce_helpers import REPO, quiet, write_run
 
 from classbalanced.cli import main
 from classbalanced.launch.local import threads_per_job
 from classbalanced.launch.sweep import run_sweep
-from classbalanced.reproduce.sweep import expand_sweep, parse_sweep
+from classbalanced.reproduce.sweep import expand_sweep, parse_sweep, plan_sweep, write_plan
 
 SPEC = {
     "sweep": {"name": "tiny"},
@@ -35,6 +38,12 @@ def _spec():
     return parse_sweep(json.loads(json.dumps(SPEC)))
 
 
+def _sweep_folder(out):
+    """The sweep folder of SPEC before any run (its plan.json), where runs are then put."""
+    write_plan(plan_sweep(_spec(), out))
+    return out
+
+
 def _config(name):
     run = next(r for r in expand_sweep(_spec()) if r.name == name)
     return run.config.to_dict()
@@ -46,6 +55,7 @@ def _results(out):
 
 
 def test_finished_runs_are_skipped(tmp_path, no_launch):
+    _sweep_folder(tmp_path)
     for name in NAMES:
         write_run(tmp_path / "runs" / name, _config(name), 40.0)
     result = run_sweep(_spec(), out=tmp_path, jobs=2, log=quiet)
@@ -58,6 +68,7 @@ def test_finished_runs_are_skipped(tmp_path, no_launch):
 
 def test_unfinished_runs_are_resumed_and_new_ones_started(tmp_path, fake_launcher):
     launcher = fake_launcher()
+    _sweep_folder(tmp_path)
     write_run(tmp_path / "runs" / NAMES[0], _config(NAMES[0]), 40.0)  # finished
     half = tmp_path / "runs" / NAMES[1]
     write_run(half, _config(NAMES[1]), 60.0, epoch=1)  # evaluated at epoch 1 of 2
@@ -162,6 +173,7 @@ def test_real_failing_subprocess(tmp_path):
 
 
 def test_dry_run_starts_nothing(tmp_path, no_launch, capsys):
+    _sweep_folder(tmp_path)
     write_run(tmp_path / "runs" / NAMES[0], _config(NAMES[0]), 40.0)
     (tmp_path / "runs" / NAMES[1]).mkdir()
     (tmp_path / "runs" / NAMES[1] / "config.json").write_text("{}")
@@ -179,6 +191,42 @@ def test_dry_run_starts_nothing(tmp_path, no_launch, capsys):
     assert result.exit_code == 0
 
 
+@pytest.mark.parametrize("stale_after", [0, -1.0, float("nan"), float("inf")])
+def test_bad_stale_after_is_refused_before_anything_is_written(tmp_path, stale_after):
+    # NaN judged every claim dead: two launchers took each other's runs
+    with pytest.raises(ValueError, match="--stale-after must be a positive number"):
+        run_sweep(_spec(), out=tmp_path / "out", stale_after=stale_after, log=quiet)
+    assert not (tmp_path / "out").exists()
+
+
 def test_bad_jobs(tmp_path):
     with pytest.raises(ValueError, match="--jobs"):
         run_sweep(_spec(), out=tmp_path, jobs=0, log=quiet)
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_sweep_as_ctrl_c_does(tmp_path):
+    """`timeout`, a scheduler or `docker stop` send SIGTERM to the sweep: its run saves a
+    checkpoint, is not failed, and leaves no claim (a rerun resumes it at once instead of
+    waiting --stale-after seconds for a claim nobody refreshes)."""
+    toml = tmp_path / "long.toml"
+    toml.write_text(
+        '[base]\ndataset = "digits"\nmodel = "simple_cnn"\nepochs = 300\neval_every = 1\n'
+    )
+    out, name = tmp_path / "out", "digits-if1-softmax-b0.0-s0"
+    cmd = [sys.executable, "-m", "classbalanced", "sweep", "--config", str(toml)]
+    cmd += ["--out", str(out), "--no-report"]
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1")
+    sweep = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    log = out / "runs" / f"{name}.log"
+    end = time.monotonic() + 240
+    while not (log.exists() and "epoch   1/300" in log.read_text()):
+        assert time.monotonic() < end and sweep.poll() is None, "the run never reached epoch 1"
+        time.sleep(0.1)
+    sweep.send_signal(signal.SIGTERM)
+    err = sweep.communicate(timeout=120)[1]
+    assert sweep.returncode == 130, err
+    assert "interrupted at step" in log.read_text()  # the trainer saved a checkpoint
+    assert (
+        not list((out / "runs").glob("*.claim*")) and not (out / "runs" / f"{name}.failed").exists()
+    )

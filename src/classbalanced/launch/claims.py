@@ -4,7 +4,8 @@ A claim on run ``NAME`` is a numbered file ``runs/NAME.claim.G`` next to the run
 folder, created with an exclusive create (``O_CREAT | O_EXCL``, atomic on local
 file systems and on NFS v3+); the highest number ``G`` is the current claim. The
 file holds the claimant's ``owner`` (a launcher session, or a Ray task / SLURM
-job that a retry or requeue continues), ``host``, ``pid``, ``started`` time, a
+job that a retry or requeue continues), ``host``, ``pid`` (with its start time, the
+machine's ``boot`` id and process namespace ``pidns``), ``started`` time, a
 random ``token`` and the token of the claim it took over (``prev``); it is never
 rewritten. The **heartbeat** is the file's modification time, refreshed by the
 holder every few seconds.
@@ -14,8 +15,10 @@ Rules (:func:`try_claim`):
 * no claim: create number 0, the run is ours;
 * a claim of the same ``owner``: the earlier attempt of the same task died (Ray
   retried it on another node, SLURM requeued it): take it over at once;
-* a claim whose heartbeat is older than ``stale_after`` seconds: its holder died
-  without cleaning up: take it over;
+* a claim whose heartbeat is older than ``stale_after`` seconds, or whose holder ran
+  on this machine (same host name, boot and process namespace) and is gone (a
+  ``kill -9``, the out-of-memory killer): its holder died without cleaning up: take
+  it over;
 * otherwise another live launcher trains the run: leave it alone.
 
 A take-over creates number ``G + 1`` exclusively, so of several launchers that
@@ -38,6 +41,7 @@ True
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import time
@@ -53,6 +57,8 @@ __all__ = [
     "release",
     "read_claim",
     "claim_age",
+    "claim_alive",
+    "check_stale_after",
     "clear_dead_claims",
 ]
 
@@ -117,6 +123,37 @@ def claim_age(record: dict[str, Any], now: float | None = None) -> float:
     return (time.time() if now is None else now) - float(record["heartbeat"])
 
 
+def _process_start(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks after boot; Linux), None if none runs."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _this_machine() -> dict[str, Any]:
+    """What tells this machine's processes apart: host, boot and process namespace."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        pidns = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:  # not Linux: judged by the heartbeat alone
+        return {}
+    return {"host": socket.gethostname(), "boot": boot, "pidns": pidns}
+
+
+def claim_alive(record: dict[str, Any], stale_after: float) -> bool:
+    """Whether the claim's holder lives: a fresh heartbeat, and (where it ran on this
+    machine) its process still running."""
+    if claim_age(record) >= stale_after:
+        return False
+    here = _this_machine()
+    if not here or any(record.get(key) != value for key, value in here.items()):
+        return True  # another machine's process: its heartbeat tells
+    pid = record.get("pid")
+    return not isinstance(pid, int) or _process_start(pid) == record.get("pid_start")
+
+
 def _create(path: Path, record: dict[str, Any]) -> bool:
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -129,13 +166,20 @@ def _create(path: Path, record: dict[str, Any]) -> bool:
     return True
 
 
+def check_stale_after(stale_after: Any) -> None:
+    """A positive number of seconds (NaN would judge every claim dead)."""
+    if isinstance(stale_after, bool) or not isinstance(stale_after, (int, float)):
+        raise TypeError(f"--stale-after must be a number of seconds, got {stale_after!r}")
+    if not 0 < stale_after < math.inf:
+        raise ValueError(f"--stale-after must be a positive number of seconds, got {stale_after!r}")
+
+
 def try_claim(
     base: str | os.PathLike, owner: str, *, stale_after: float = STALE_AFTER
 ) -> Claim | None:
     """Claim the run of ``base`` (``runs/NAME.claim``) for ``owner``; None when another
     live holder has it (rules above)."""
-    if not isinstance(stale_after, (int, float)) or stale_after <= 0:
-        raise ValueError(f"stale_after must be a positive number of seconds, got {stale_after!r}")
+    check_stale_after(stale_after)
     base = Path(base)
     for _ in range(10):
         numbered = _numbered(base)
@@ -145,7 +189,7 @@ def try_claim(
             current = _read(top_path)
             if current is None:
                 continue  # released meanwhile: look again
-            if current.get("owner") != owner and claim_age(current) < stale_after:
+            if current.get("owner") != owner and claim_alive(current, stale_after):
                 return None
             number, prev = top + 1, (top_path, current.get("token"))
         token = uuid.uuid4().hex
@@ -153,6 +197,8 @@ def try_claim(
             "owner": owner,
             "host": socket.gethostname(),
             "pid": os.getpid(),
+            "pid_start": _process_start(os.getpid()),
+            **_this_machine(),
             "started": time.time(),
             "token": token,
             "prev": prev[1] if prev else None,
@@ -199,6 +245,6 @@ def clear_dead_claims(
     for _, path in _numbered(Path(base)):
         record = _read(path)
         if record is not None and (
-            record.get("owner") == owner or claim_age(record) >= stale_after
+            record.get("owner") == owner or not claim_alive(record, stale_after)
         ):
             path.unlink(missing_ok=True)

@@ -120,8 +120,8 @@ def _wait(proc, claim: Claim, task: RunTask, stop: threading.Event | None) -> in
     beat = time.monotonic()
     while True:
         rc = proc.poll()
-        if rc is not None:
-            return rc
+        if rc is not None:  # a stop (Ctrl-C) may reach the trainer before this thread
+            return "interrupted" if rc != 0 and stop is not None and stop.is_set() else rc
         if stop is not None and stop.is_set():
             proc.terminate()
             proc.wait()
@@ -190,6 +190,10 @@ def _train_claimed(task, claim, resume: bool, stop, log) -> Outcome:
         _LIVE.add(proc)
     try:
         rc = _wait(proc, claim, task, stop)
+    except KeyboardInterrupt:  # a cancelled Ray task: the trainer saves a checkpoint first
+        proc.terminate()
+        proc.wait()
+        raise
     finally:
         with _LIVE_LOCK:
             _LIVE.discard(proc)
@@ -204,5 +208,7 @@ def _train_claimed(task, claim, resume: bool, stop, log) -> Outcome:
     line = last_line(log_path)
     if rc == 0:
         line = f"exited without final metrics: {line}"
+    elif rc < 0:  # killed (the OOM killer, a user): the log's last line says nothing of it
+        line = f"killed by signal {-rc} ({signal.strsignal(-rc) or '?'}); last line: {line}"
     _record_failure(runs, task.name, rc, line)
     return Outcome(task.name, "failed", resume, line, minutes=minutes)

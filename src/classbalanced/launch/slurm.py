@@ -92,6 +92,32 @@ def wait_for_jobs(jobs, *, poll_seconds: float = 2.0) -> None:
             time.sleep(poll_seconds)
 
 
+def _need_sbatch() -> None:
+    import shutil
+
+    if shutil.which("sbatch") is None:
+        raise FileNotFoundError(
+            "--launcher slurm needs SLURM's sbatch on PATH: run it where jobs are submitted "
+            "to the cluster (a login node)"
+        )
+
+
+def _sbatch(submit, *args):
+    """``submit(*args)`` (submitit's submit / map_array); sbatch refusing the job (a missing
+    partition, a time over the limit, a bad option, no controller) is one line."""
+    from submitit.core.utils import FailedJobError, FailedSubmissionError
+
+    try:
+        return submit(*args)
+    except (FailedJobError, FailedSubmissionError) as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        reason = lines[-1] if lines else type(exc).__name__
+        raise ValueError(
+            f"sbatch refused the job: {reason} (check --slurm-partition, --slurm-time and "
+            "--slurm-option)"
+        ) from None
+
+
 def _job_failure(job) -> str:
     from ..reproduce.results import last_line
 
@@ -125,6 +151,7 @@ class SlurmLauncher:
         return "slurm"  # replaced by the SLURM task's own id on the node
 
     def prepare(self, out, log) -> None:
+        _need_sbatch()
         warn_if_local(out, "SLURM", log)
 
     def _executor(self, out):
@@ -153,7 +180,7 @@ class SlurmLauncher:
         if not tasks:
             return []
         executor = self._executor(Path(tasks[0].out))
-        jobs = executor.map_array(SweepTask(), tasks)
+        jobs = _sbatch(executor.map_array, SweepTask(), tasks)
         log(f"submitted SLURM array {jobs[0].job_id.split('_')[0]} ({len(jobs)} task(s))")
         wait_for_jobs(jobs)
         outcomes = []
@@ -230,6 +257,7 @@ def submit_training(
         raise ValueError(f"--gpus-per-node must be >= 0, got {gpus_per_node}")
     procs = procs_per_node or max(1, gpus_per_node)
     submitit = require("submitit", "slurm")
+    _need_sbatch()
     from ._slurm_task import DistributedTrain
 
     folder = Path(logs or "runs/slurm").absolute()
@@ -247,7 +275,7 @@ def submit_training(
     if gpus_per_node:
         params["gpus_per_node"] = gpus_per_node
     executor.update_parameters(**params)
-    job = executor.submit(DistributedTrain(), list(command), procs)
+    job = _sbatch(executor.submit, DistributedTrain(), list(command), procs)
     log(
         f"submitted SLURM job {job.job_id}: {nodes} node(s) x {procs} process(es); logs in {folder}"
     )

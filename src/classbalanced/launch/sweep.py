@@ -5,7 +5,7 @@ a changed file is refused, ``extend`` merges added runs), writes the plan and ea
 run's config file, hands the unfinished runs to the launcher, waits for runs other
 launchers hold, then writes ``results.csv`` and ``report.md``. A finished run is
 skipped, a started one resumed; a failed one is reported with the last line of its
-log and the sweep goes on (exit status 1).
+log and the sweep goes on (exit status 1). SIGTERM stops it as Ctrl-C does.
 
 :func:`sweep_status` describes each run: done, running on HOST since T, stalled
 (its claim's heartbeat stopped), failed with its last line, or pending.
@@ -13,8 +13,11 @@ log and the sweep goes on (exit status 1).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -25,8 +28,8 @@ from .._console import info
 from ..reproduce.results import read_failure, read_json, read_plan, run_state, write_results_csv
 from ..reproduce.sweep import SweepRun, SweepSpec, default_out, load_sweep, plan_sweep, run_toml
 from ..reproduce.sweep import write_plan as _write_plan
-from .claims import STALE_AFTER, claim_age, read_claim
-from .runner import RunTask
+from .claims import STALE_AFTER, check_stale_after, claim_age, claim_alive, read_claim
+from .runner import Outcome, RunTask
 
 __all__ = ["SweepResult", "run_sweep", "sweep_status", "run_states"]
 
@@ -53,7 +56,7 @@ def run_states(out: Path, names_epochs: list[tuple[str, int]], stale_after: floa
         state = run_state(out / "runs" / name, epochs)
         claim = read_claim(out / "runs" / f"{name}.claim")
         if state != "done" and claim is not None:
-            state = "running" if claim_age(claim) < stale_after else "stalled"
+            state = "running" if claim_alive(claim, stale_after) else "stalled"
         states[name] = state
     return states
 
@@ -85,6 +88,7 @@ def run_sweep(
     launcher with ``jobs``), then write results.csv and the report."""
     from .local import LocalLauncher
 
+    check_stale_after(stale_after)
     launcher = launcher if launcher is not None else LocalLauncher(jobs)
     spec = sweep if isinstance(sweep, SweepSpec) else load_sweep(sweep)
     plan = plan_sweep(spec, out if out is not None else default_out(spec), extend=extend)
@@ -113,7 +117,8 @@ def run_sweep(
     log(summary)
     todo = [r for r in runs if states[r.name] != "done"]
     try:
-        _dispatch(launcher, todo, out, stale_after, result, log, poll_seconds)
+        with _sigterm_as_ctrl_c():
+            _dispatch(launcher, todo, out, stale_after, result, log, poll_seconds)
     finally:
         close = getattr(launcher, "close", None)
         if close is not None:
@@ -121,8 +126,28 @@ def run_sweep(
     return _finish(out, todo, result, report, log)
 
 
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c():
+    """SIGTERM (``timeout``, a scheduler, ``docker stop``) stops the sweep as Ctrl-C does:
+    every run saves a checkpoint and its claim is released (else the runs were killed
+    and their claims held off a rerun for ``stale_after`` seconds)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _dispatch(launcher, todo, out, stale_after, result, log, poll_seconds) -> None:
-    """Hand the runs to the launcher; runs another launcher holds are tried again later."""
+    """Hand the runs to the launcher; runs another launcher holds are waited for here and
+    handed out only if their claim dies."""
     session = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     probe = getattr(launcher, "probe", None)
     tasks = [
@@ -141,11 +166,16 @@ def _dispatch(launcher, todo, out, stale_after, result, log, poll_seconds) -> No
         log(f"{launcher.name} launcher: {len(tasks)} run(s) to train")
     waiting_said = False
     while tasks:
-        outcomes = launcher.run(tasks, log)
+        # a run another launcher holds is watched here, never handed out (a SLURM array
+        # task per run and per poll, for as long as the other launcher trains it)
+        states = run_states(out, [(t.name, t.epochs) for t in tasks], stale_after)
+        ready = [t for t in tasks if states[t.name] not in ("done", "running")]
+        outcomes = [Outcome(t.name, "skipped") for t in tasks if states[t.name] == "done"]
+        outcomes += launcher.run(ready, log) if ready else []
         busy = {o.name for o in outcomes if o.status == "busy"}
         for outcome in outcomes:
             _record(outcome, result, log)
-        tasks = [t for t in tasks if t.name in busy]
+        tasks = [t for t in tasks if states[t.name] == "running" or t.name in busy]
         if tasks:
             if not waiting_said:
                 log(f"waiting for {len(tasks)} run(s) another launcher is training")
@@ -213,7 +243,7 @@ def sweep_status(out: str | os.PathLike, *, stale_after: float = STALE_AFTER) ->
             since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(claim.get("started", 0)))
             where = f"{claim.get('host', '?')} (pid {claim.get('pid', '?')}) since {since}"
             age = claim_age(claim)
-            state = "running " if age < stale_after else "stalled "
+            state = "running " if claim_alive(claim, stale_after) else "stalled "
             lines.append(f"{state} {name}: on {where}, heartbeat {age:.0f} s ago")
         elif failure is not None:
             lines.append(f"failed   {name}: {failure.get('line', '?')}")

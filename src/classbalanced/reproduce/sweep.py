@@ -29,20 +29,26 @@ Output folder layout (``--out``, default ``[sweep] out`` or ``runs/sweeps/<file 
 **Run names** are stable: dataset, imbalance factor, loss, beta, gamma (focal
 loss, or a gamma other than the run would get without it), then every other key
 of the run's grid point whose value differs from what the run would get without
-that key, then the seed, e.g. ``cifar10-if100-focal-b0.9999-g1.0-s0`` or
+that key (or without which it is no valid run), then the seed, e.g. ``cifar10-if100-focal-b0.9999-g1.0-s0`` or
 ``cifar10-if100-softmax-b0.0-lr_0.05-s0``. Adding a key or a seed to a grid
-therefore never renames the runs that were already there.
+therefore never renames the runs that were already there. A name longer than 200
+characters (long paths as values) keeps its first characters, then a hash of the
+whole name and the seed.
 
 **A sweep folder belongs to its sweep file** (:func:`plan_sweep`): rerunning with a
 file that defines a run of the folder differently is refused with the difference;
 a file that adds runs is refused unless ``extend`` (``--extend``) merges them in.
-A run whose config equals one of the plan's keeps the plan's name.
+A run whose config equals one of the plan's keeps the plan's name; an added run whose
+name a kept run holds is named by the keys that set it apart from it. A folder without
+``plan.json`` that holds ``results.csv``, ``report.md``, anything under ``runs/`` or
+another ``sweep.toml`` is no sweep folder and is refused (nothing of it is overwritten).
 
 Running the plan is the launchers' job (:mod:`classbalanced.launch`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import math
@@ -77,6 +83,10 @@ __all__ = [
 _CONTROLLED = ("out", "resume", "overwrite", "force")
 _TABLES = ("sweep", "base", "grid", "include")
 _FIELDS = {f.name: f for f in fields(TrainConfig)}
+#: the longest run name: longer ones keep their start and end in a hash of the whole
+MAX_NAME = 200
+#: keys every run name carries (gamma too for the focal loss)
+_ALWAYS_NAMED = ("dataset", "imbalance_factor", "loss", "beta", "seed")
 
 # ---------------------------------------------------------------------------
 # sweep files
@@ -241,12 +251,16 @@ def _named_keys(spec: SweepSpec, point: dict[str, Any], cfg: TrainConfig) -> lis
     """Keys of the grid point (besides the always-named ones) that change the run."""
     keys = []
     for key in sorted(point):
-        if key in ("dataset", "imbalance_factor", "loss", "beta", "seed"):
+        if key in _ALWAYS_NAMED:
             continue
         without = {**spec.base, **{k: v for k, v in point.items() if k != key}}
         if key in spec.base:
             without[key] = spec.base[key]
-        reference = TrainConfig.from_dict(without, source=spec.source).resolved()
+        try:
+            reference = TrainConfig.from_dict(without, source=spec.source).resolved()
+        except (ValueError, TypeError):  # no run at all without it (npz without train_data)
+            keys.append(key)
+            continue
         if not _same(getattr(cfg, key), getattr(reference, key)):
             keys.append(key)
     return keys
@@ -258,7 +272,11 @@ def _name(cfg: TrainConfig, keys: list[str]) -> str:
         parts.append(f"g{cfg.gamma!r}")
     parts += [f"{key}_{_fmt(getattr(cfg, key))}" for key in keys if key != "gamma"]
     parts.append(f"s{cfg.seed}")
-    return _safe("-".join(parts))
+    name = _safe("-".join(parts))
+    if len(name) > MAX_NAME:  # a file name holds 255 bytes: NAME.toml, .NAME.failed.X.tmp, ...
+        tail = f"-{hashlib.sha256(name.encode()).hexdigest()[:12]}-s{cfg.seed}"
+        name = name[: MAX_NAME - len(tail)] + tail
+    return name
 
 
 def _signature(config: dict[str, Any]) -> str:
@@ -353,6 +371,48 @@ def _list(names: list[str], limit: int = 3) -> str:
     return ", ".join(names[:limit]) + more
 
 
+def _refuse_foreign(out: Path, spec: SweepSpec) -> None:
+    """A folder without plan.json must not hold what a sweep writes (it would be
+    overwritten, or another run's folder taken for this sweep's)."""
+    found = [name for name in ("results.csv", "report.md") if (out / name).exists()]
+    if (out / "runs").is_dir() and any((out / "runs").iterdir()):
+        found.append("runs/")
+    toml = out / "sweep.toml"
+    if toml.is_file() and toml.read_text(encoding="utf-8", errors="replace") != spec.text:
+        found.append("another sweep.toml")
+    if found:
+        raise ValueError(
+            f"--out {out} holds {', '.join(found)} but no plan.json: it is not a sweep folder "
+            "(or lost its plan.json), and a sweep would overwrite or adopt those files; "
+            "use a new or empty folder"
+        )
+
+
+def _bind_names(runs: list[SweepRun], old: dict[str, dict], out: Path) -> list[str]:
+    """Name the runs as the plan ``old`` does: a config of the plan keeps its name; a new
+    config whose name belongs to a run this file keeps (under another name) is named by
+    the keys that set it apart from that run. Returns the runs the file changes."""
+    by_signature = {_signature(e["config"]): name for name, e in old.items()}
+    configs = [_entry(run, out)["config"] for run in runs]
+    kept = {by_signature[s] for s in map(_signature, configs) if s in by_signature}
+    changed = []
+    for run, config in zip(runs, configs, strict=True):
+        signature = _signature(config)
+        if signature in by_signature:
+            run.name = by_signature[signature]
+        elif run.name in kept:  # e.g. lr 0.1 (the default) added where lr 0.05 was the base
+            theirs = old[run.name]["config"]
+            keys = [k for k in sorted(config) if k != "out" and not _same(theirs.get(k), config[k])]
+            run.name = _name(run.config, [k for k in keys if k not in _ALWAYS_NAMED])
+        if run.name in old and _signature(old[run.name]["config"]) != signature:
+            changed.append(f"{run.name} ({_difference(old[run.name]['config'], config)})")
+    names = [run.name for run in runs]
+    if len(set(names)) != len(names):
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"runs with the same folder name in {out}: {', '.join(dupes[:3])}")
+    return changed
+
+
 def plan_sweep(spec: SweepSpec, out: str | os.PathLike, *, extend: bool = False) -> SweepPlan:
     """Bind the file's runs to the folder ``out``: refuse a file that changes a run of
     the folder's plan, and one that adds runs unless ``extend`` (module docstring)."""
@@ -362,6 +422,7 @@ def plan_sweep(spec: SweepSpec, out: str | os.PathLike, *, extend: bool = False)
     runs = expand_sweep(spec)
     plan_path = out / "plan.json"
     if not plan_path.exists():
+        _refuse_foreign(out, spec)
         for run in runs:
             run.config.out = str(out / "runs" / run.name)
         return SweepPlan(out, spec, runs, [_entry(r, out) for r in runs], [], False)
@@ -369,13 +430,7 @@ def plan_sweep(spec: SweepSpec, out: str | os.PathLike, *, extend: bool = False)
     if not isinstance(plan, dict) or not isinstance(plan.get("runs"), list):
         raise ValueError(f"{plan_path} is unreadable: cannot tell which sweep made {out}")
     old = {entry["name"]: entry for entry in plan["runs"]}
-    by_signature = {_signature(e["config"]): name for name, e in old.items()}
-    changed = []
-    for run in runs:
-        config = _entry(run, out)["config"]
-        run.name = by_signature.get(_signature(config), run.name)
-        if run.name in old and _signature(old[run.name]["config"]) != _signature(config):
-            changed.append(f"{run.name} ({_difference(old[run.name]['config'], config)})")
+    changed = _bind_names(runs, old, out)
     made_by = plan.get("source", "another sweep file")
     if changed:
         raise ValueError(
@@ -406,9 +461,9 @@ def write_plan(plan: SweepPlan) -> None:
     sources = list(previous.get("sources", [previous.get("source")])) if previous else []
     if not plan.existing or plan.added:
         if plan.spec.text is not None:
-            target = out / "sweep.toml"
-            if target.exists():
-                target = out / f"sweep-extend-{len(sources)}.toml"
+            # a sweep.toml without a plan is this file's (plan_sweep checked it)
+            name = f"sweep-extend-{len(sources)}.toml" if plan.existing else "sweep.toml"
+            target = out / name
             atomic_write_text(target, plan.spec.text)
         sources.append(plan.spec.source)
     configs = [e["config"] for e in plan.entries]
