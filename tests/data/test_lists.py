@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -346,42 +344,38 @@ def test_flat_val_bad_labels(tmp_path):
 # --------------------------------------------------------------------------- command line
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    return subprocess.run(
-        [sys.executable, "-m", "classbalanced", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+def _cli(capsys, *args: str) -> tuple[int, str, str]:
+    """``classbalanced ARGS`` in this process: exit status, stdout, stderr."""
+    from classbalanced import cli
+
+    code = cli.main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
 
 
-@pytest.mark.slow
-def test_cli_prepare_train_evaluate_imagenet_lt(tmp_path):
+def test_cli_prepare_train_evaluate_imagenet_lt(tmp_path, capsys):
     data = tmp_path / "imagenet"
     splits = _imagenet_lt(data)
     prepare = ["prepare", "--dataset", "imagenet_lt", "--data-dir", str(data)]
-    refused = _cli(*prepare)
-    assert refused.returncode == 2
-    assert refused.stderr.count("\n") == 1 and "does not match ImageNet-LT" in refused.stderr
-    done = _cli(*prepare, "--allow-size-mismatch")
-    assert done.returncode == 0, done.stderr
-    assert "10 training and 6 evaluation (test) images, 3 classes" in done.stderr
+    code, _, err = _cli(capsys, *prepare)
+    assert code == 2 and err.count("\n") == 1 and "does not match ImageNet-LT" in err
+    code, _, err = _cli(capsys, *prepare, "--allow-size-mismatch")
+    assert code == 0, err
+    assert "10 training and 6 evaluation (test) images, 3 classes" in err
     run = tmp_path / "run"
     train = [
         "train", "--dataset", "imagenet_lt", "--data-dir", str(data), "--model", "simple_cnn",
         "--image-size", "16", "--epochs", "1", "--batch-size", "4", "--num-workers", "0",
         "--device", "cpu", "--no-progress", "--out", str(run),
     ]  # fmt: skip
-    result = _cli(*train)
-    assert result.returncode == 0, result.stderr
+    code, _, err = _cli(capsys, *train)
+    assert code == 0, err
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["num_test_images"] == len(splits["test"]) and metrics["train_counts"] == LT_TRAIN
-    evaluated = _cli("evaluate", str(run), "--device", "cpu")
-    assert evaluated.returncode == 0, evaluated.stderr
-    assert json.loads(evaluated.stdout)["accuracy"] == metrics["accuracy"]
+    code, out, err = _cli(capsys, "evaluate", str(run), "--device", "cpu")
+    assert code == 0, err
+    assert json.loads(out)["accuracy"] == metrics["accuracy"]
     other = tmp_path / "other.txt"
     other.write_text((data / "ImageNet_LT_train.txt").read_text())
-    wrong = _cli(*train[:-1], str(tmp_path / "run2"), "--train-list", str(other))
-    assert wrong.returncode == 2 and "expected the list prepared in" in wrong.stderr
+    code, _, err = _cli(capsys, *train[:-1], str(tmp_path / "run2"), "--train-list", str(other))
+    assert code == 2 and "expected the list prepared in" in err

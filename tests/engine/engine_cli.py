@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import subprocess
 from pathlib import Path
 
 from classbalanced import cli
@@ -34,6 +37,17 @@ def run_cli(capsys, argv) -> tuple[int, str, str]:
     code = cli.main([str(a) for a in argv])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def cli_result(*args) -> subprocess.CompletedProcess:
+    """``classbalanced ARGS`` run in this process (seconds of start-up saved per call) and
+    returned like ``subprocess.run(..., capture_output=True, text=True)``."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main([str(a) for a in args])
+    return subprocess.CompletedProcess(
+        ["classbalanced", *args], code, out.getvalue(), err.getvalue()
+    )
 
 
 def one_error_line(err: str) -> str:

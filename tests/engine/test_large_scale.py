@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from engine_cli import cli_result
 from PIL import Image
 
 pytestmark = pytest.mark.slow
@@ -45,6 +46,9 @@ def _write_layout(root: Path) -> None:
 
 
 def _cli(*args, runner=None, timeout=300):
+    """``classbalanced ARGS``: in this process, or as a subprocess under ``runner`` (torchrun)."""
+    if runner is None:
+        return cli_result(*args)
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         env.pop(key, None)

@@ -1,40 +1,31 @@
 """Nothing a user had on disk is lost: failed runs write nothing, --overwrite only replaces a run."""
 
 import json
-import subprocess
-import sys
 
-import pytest
-
-
-def _cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "classbalanced", *args], capture_output=True, text=True, timeout=300
-    )
-
+from engine_cli import one_error_line, run_cli
 
 BASE = ["train", "--dataset", "digits", "--epochs", "1", "--model", "simple_cnn", "--no-progress"]
 
 
-@pytest.mark.slow
-def test_bad_settings_write_nothing_and_keep_an_old_run(tmp_path):
+def test_bad_settings_write_nothing_and_keep_an_old_run(tmp_path, capsys):
+    """(In-process through ``cli.main``; tests/test_cli.py runs the real entry point.)"""
     out = tmp_path / "run"
     # a bad model name: refused before the folder gets any file
-    bad = _cli(*BASE, "--model", "vgg", "--out", str(out))
-    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "simple_cnn" in bad.stderr
+    code, _, err = run_cli(capsys, [*BASE, "--model", "vgg", "--out", out])
+    assert code == 2 and "simple_cnn" in one_error_line(err)
     assert not out.exists() or not any(out.iterdir())
-    good = _cli(*BASE, "--out", str(out))
-    assert good.returncode == 0, good.stderr
+    code, _, err = run_cli(capsys, [*BASE, "--out", out])
+    assert code == 0, err
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     (out / "notes.txt").write_text("mine")
-    # --overwrite with a setting that fails: the old run survives untouched
-    failed = _cli(*BASE, "--model", "resnet50", "--out", str(out), "--overwrite")  # 1-channel data
-    assert failed.returncode == 2 and "in_channels=3" in failed.stderr
+    # --overwrite with a setting that fails: the old run survives untouched (1-channel data)
+    code, _, err = run_cli(capsys, [*BASE, "--model", "resnet50", "--out", out, "--overwrite"])
+    assert code == 2 and "in_channels=3" in one_error_line(err)
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after.pop(type(next(iter(after)))("notes.txt")) == b"mine"
     assert after == before
     # --overwrite that works replaces the run's files but not the user's
-    again = _cli(*BASE, "--out", str(out), "--overwrite", "--seed", "1")
-    assert again.returncode == 0, again.stderr
+    code, _, err = run_cli(capsys, [*BASE, "--out", out, "--overwrite", "--seed", "1"])
+    assert code == 0, err
     assert (out / "notes.txt").read_text() == "mine"
     assert json.loads((out / "config.json").read_text())["seed"] == 1

@@ -97,11 +97,7 @@ def test_without_an_address_the_sweep_starts_a_ray_of_its_own(tmp_path, local_ra
     assert done.returncode == 2, done.stderr[-3000:]
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("classbalanced: error: this machine's Ray: no node has 1000 CPU(s)")
-    done = subprocess.run(cmd, env=local_ray_env, capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "ray: 1 node(s) at a local Ray started for this sweep" in done.stderr
-    run = tmp_path / "out/runs/digits-if10-softmax-b0.0-s0"
-    assert json.loads((run / "metrics.json").read_text())["epoch"] == 3
+    # a sweep that trains on the Ray it starts: test_sigterm_stops_a_ray_sweep_as_ctrl_c_does
 
 
 def test_sigterm_stops_a_ray_sweep_as_ctrl_c_does(tmp_path, local_ray_env):
@@ -119,5 +115,6 @@ def test_sigterm_stops_a_ray_sweep_as_ctrl_c_does(tmp_path, local_ray_env):
     sweep.send_signal(signal.SIGTERM)
     err = sweep.communicate(timeout=240)[1]
     assert sweep.returncode == 130, err[-3000:]
+    assert "ray: 1 node(s) at a local Ray started for this sweep" in err  # not a dead one
     assert "interrupted at step" in log.read_text()  # the trainer saved a checkpoint
     assert not list((tmp_path / "out/runs").glob("*.claim*"))
