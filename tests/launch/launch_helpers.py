@@ -11,14 +11,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 
-#: a digits grid of 2 losses x len(seeds) runs, 3 epochs each (about a minute on one core)
+#: a digits grid of 2 losses x len(seeds) runs, 3 epochs each by default (about a minute on
+#: one core)
 _SWEEP = """[sweep]
 name = "{name}"
 [base]
 dataset = "digits"
 imbalance_factor = 10
 model = "resnet8"
-epochs = 3
+epochs = {epochs}
 batch_size = 64
 pad = 1
 flip = false
@@ -32,9 +33,9 @@ seed = {seeds}
 """
 
 
-def sweep_toml(name: str, seeds: list[int]) -> str:
+def sweep_toml(name: str, seeds: list[int], epochs: int = 3) -> str:
     """The sweep file the cluster tests run (the same grid on the local launcher is the reference)."""
-    return _SWEEP.format(name=name, seeds=json.dumps(seeds))
+    return _SWEEP.format(name=name, seeds=json.dumps(seeds), epochs=epochs)
 
 
 def process_env(**extra: str) -> dict[str, str]:

@@ -74,14 +74,15 @@ def _sweep(config: Path, out: Path, env, *extra):
     )
 
 
-def _wait_for(predicate, timeout: float, what: str):
+def _wait_for(predicate, timeout: float, what: str, state=lambda: ""):
+    """``predicate()`` once true; a timeout names ``what`` and what ``state()`` says."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         value = predicate()
         if value:
             return value
         time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what}: {state()}")
 
 
 def _job(job: str, env) -> str:
@@ -91,14 +92,16 @@ def _job(job: str, env) -> str:
 
 def test_sweep_through_slurm_requeue_resumes_exactly(slurm_cluster, tmp_path):
     config = tmp_path / "slurm.toml"
-    config.write_text(sweep_toml("slurm", seeds=[0]))
+    # 20 epochs of ~0.15 s: the signal must reach the task before its run ends (with 3, the
+    # run sometimes finished first under load, and nothing was requeued)
+    config.write_text(sweep_toml("slurm", seeds=[0], epochs=20))
     env = _env(slurm_cluster)
     out, reference = tmp_path / "slurm", tmp_path / "local"
     sweep = _sweep(config, out, env, "--launcher", "slurm", "--slurm-time", "10")
     # the same grid on the local launcher meanwhile, with one thread per run as in SLURM
     local = _sweep(config, reference, env, "--jobs", str(len(os.sched_getaffinity(0))))
     log = out / "runs" / f"{NAMES[0]}.log"
-    _wait_for(lambda: log.exists() and "epoch   1/3" in log.read_text(), 240, "epoch 1 of 3")
+    _wait_for(lambda: log.exists() and "epoch   1/20" in log.read_text(), 240, "epoch 1 of 20")
     owner = read_claim(out / "runs" / f"{NAMES[0]}.claim")["owner"]
     assert owner.startswith("slurm:")  # the claim is the SLURM task's
     job = owner.split(":", 1)[1]
@@ -106,7 +109,12 @@ def test_sweep_through_slurm_requeue_resumes_exactly(slurm_cluster, tmp_path):
     subprocess.run(["scancel", "--signal=USR2", job], env=env, check=True)
     # SLURM holds a requeued job for about two minutes (Reason=BeginTime); an administrator
     # may release it at once, and so does the test
-    _wait_for(lambda: "Reason=BeginTime" in _job(job, env), 120, "the requeued task")
+    _wait_for(
+        lambda: "Reason=BeginTime" in _job(job, env),
+        120,
+        "the requeued task",
+        lambda: _job(job, env),
+    )
     subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], env=env, check=True)
     assert sweep.wait(timeout=300) == 0, sweep.stderr.read()[-3000:]
     assert local.wait(timeout=300) == 0, local.stderr.read()[-3000:]
