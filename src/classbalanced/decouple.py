@@ -448,11 +448,9 @@ def _file_data(
 
 def _autocast(cfg, device: torch.device, log: Callable[[str], Any]):
     """The stage-one run's autocast on ``device``; fp16 on the CPU is announced (one line)."""
-    from .engine.evaluate import autocast, fp16_cpu_warning
+    from .engine.evaluate import autocast, warn_fp16_on_cpu
 
-    warning = fp16_cpu_warning(cfg.precision, device, "the run's precision")
-    if warning:
-        log(warning)
+    warn_fp16_on_cpu(cfg.precision, device, log, "the run's precision")
     return autocast(device, cfg.precision)
 
 

@@ -29,7 +29,7 @@ from .run_folder import RunFolder, check_class_names, read_run_json
 
 __all__ = [
     "autocast",
-    "fp16_cpu_warning",
+    "warn_fp16_on_cpu",
     "evaluate",
     "TensorEvaluator",
     "LoaderEvaluator",
@@ -45,22 +45,23 @@ def autocast(device: torch.device, precision: Precision):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def fp16_cpu_warning(precision: Precision, device: torch.device, whose: str = "") -> str | None:
-    """The one start-up line for fp16 autocast on the CPU (``None`` for anything else):
+def warn_fp16_on_cpu(
+    precision: Precision, device: torch.device, log: Callable[[str], Any], whose: str = ""
+) -> None:
+    """Give ``log`` one start-up line for fp16 autocast on the CPU (nothing otherwise):
     PyTorch's CPU kernels for float16 are many times slower than float32 (bf16's are fast).
     ``whose``: where the precision comes from, when not ``--precision``.
 
-    >>> print(fp16_cpu_warning("fp16", torch.device("cpu")))
+    >>> warn_fp16_on_cpu("fp16", torch.device("cpu"), print)
     warning: --precision fp16 on the CPU is very slow (float16 autocast runs many times slower there than fp32); use bf16 or fp32 on the CPU
-    >>> fp16_cpu_warning("bf16", torch.device("cpu")), fp16_cpu_warning("fp16", torch.device("meta"))
-    (None, None)
+    >>> warn_fp16_on_cpu("bf16", torch.device("cpu"), print)
+    >>> warn_fp16_on_cpu("fp16", torch.device("meta"), print)
     """
-    if precision != "fp16" or device.type != "cpu":
-        return None
-    return (
-        f"warning: {whose or '--precision'} fp16 on the CPU is very slow (float16 autocast "
-        "runs many times slower there than fp32); use bf16 or fp32 on the CPU"
-    )
+    if precision == "fp16" and device.type == "cpu":
+        log(
+            f"warning: {whose or '--precision'} fp16 on the CPU is very slow (float16 autocast "
+            "runs many times slower there than fp32); use bf16 or fp32 on the CPU"
+        )
 
 
 @torch.no_grad()
@@ -221,9 +222,7 @@ def evaluate_run(
         )
     check_checkpoint_fits(state, cfg, record["class_names"], str(checkpoint))
     target = resolve_device(device, 0)
-    warning = fp16_cpu_warning(cfg.precision, target, "the run's precision")
-    if warning:
-        log(warning)
+    warn_fp16_on_cpu(cfg.precision, target, log, "the run's precision")
     ctx = DistContext(device=target)
     test = load_test_set(cfg, record, test_data, ctx, accept_change=accept_data_change)
     check_class_names(record["class_names"], test.class_names, "the run", "the test set")

@@ -30,7 +30,7 @@ from ..optim import build_sgd
 from ..schedules import ReweightSchedule
 from .checkpoint import BackgroundWriter
 from .distributed import DistContext, cleanup_distributed, setup_distributed
-from .evaluate import evaluate, fp16_cpu_warning
+from .evaluate import evaluate, warn_fp16_on_cpu
 from .loop import (
     NonFiniteLoss,
     Run,
@@ -208,9 +208,7 @@ def _set_up(cfg, ctx, log, accept_data_change: bool, fallback_checkpoint: bool):
     folder.open_tensorboard(state.step // steps_per_epoch + 1 if folder.resuming else None)
     if ctx.is_main:
         log(_start_line(cfg, data, ctx))
-        warning = fp16_cpu_warning(cfg.precision, ctx.device)
-        if warning:
-            log(warning)
+        warn_fp16_on_cpu(cfg.precision, ctx.device, log)
     run = Run(
         cfg, ctx, data, folder, parts.model, ddp_model, forward, parts.loss_fn,
         parts.optimizer, parts.groups, schedule, parts.reweight, steps_per_epoch, log,
