@@ -126,6 +126,33 @@ def test_added_runs_need_extend_and_are_merged(tmp_path, fake_launcher, capsys):
     ]
 
 
+def test_two_extends_at_once_both_keep_their_runs(tmp_path, fake_launcher):
+    """Two sweeps read the folder's plan before either writes it (started at once): the
+    second write must not drop the runs the first added, nor reuse its extend file."""
+    fake_launcher()
+    out = tmp_path / "out"
+    first = _file(tmp_path)
+    run_sweep(first, out=out, log=_quiet)
+    one, two = (
+        _file(tmp_path, "one.toml", seeds="[0, 1]"),
+        _file(tmp_path, "two.toml", seeds="[0, 2]"),
+    )
+    plans = [plan_sweep(load_sweep(f), out, extend=True) for f in (one, two)]  # both read now
+    written = [write_plan(p) for p in plans]
+    assert written[1].added == ["digits-if10-softmax-b0.0-s2", "digits-if10-focal-b0.0-g1.0-s2"]
+    plan = json.loads((out / "plan.json").read_text())
+    assert sorted(e["name"][-2:] for e in plan["runs"]) == ["s0", "s0", "s1", "s1", "s2", "s2"]
+    assert plan["sources"] == [str(first), str(one), str(two)]
+    assert (out / "sweep-extend-1.toml").read_bytes() == one.read_bytes()
+    assert (out / "sweep-extend-2.toml").read_bytes() == two.read_bytes()
+    # a sweep without --extend that planned before another's plan existed is refused
+    fresh = tmp_path / "fresh"
+    late = plan_sweep(load_sweep(two), fresh)
+    write_plan(plan_sweep(load_sweep(one), fresh))
+    with pytest.raises(ValueError, match="--extend"):
+        write_plan(late)
+
+
 def test_an_added_run_whose_name_a_kept_run_holds_gets_its_own(tmp_path, fake_launcher):
     """The folder's lr 0.05 run is named without lr (it was the base); a file that keeps it
     and adds lr 0.1 (the default, also named without lr) adds a run, it changes none."""

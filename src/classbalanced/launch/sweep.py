@@ -92,29 +92,23 @@ def run_sweep(
     launcher = launcher if launcher is not None else LocalLauncher(jobs)
     spec = sweep if isinstance(sweep, SweepSpec) else load_sweep(sweep)
     plan = plan_sweep(spec, out if out is not None else default_out(spec), extend=extend)
-    out, runs = plan.out, plan.runs
-    states = run_states(out, [(r.name, r.epochs) for r in runs], stale_after)
-    result = SweepResult(out=out, runs=runs)
-    result.skipped = [r.name for r in runs if states[r.name] == "done"]
-    counts = {s: list(states.values()).count(s) for s in ("done", "resume", "new", "running")}
-    summary = (
-        f"sweep {spec.name}: {len(runs)} runs ({counts['done']} finished, "
-        f"{counts['resume']} to resume, {counts['new']} new"
-        + (f", {counts['running']} running elsewhere" if counts["running"] else "")
-        + (f"; adds {len(plan.added)} run(s) to the folder" if plan.added else "")
-        + f") in {out}"
-    )
+    out = plan.out
     if dry_run:
-        for run in runs:
+        states = run_states(out, [(r.name, r.epochs) for r in plan.runs], stale_after)
+        for run in plan.runs:
             print(f"{states[run.name]:<7} {run.name}")
-        print(summary + " [dry run: nothing started]")
-        return result
+        print(_summary(plan, states) + " [dry run: nothing started]")
+        return SweepResult(out=out, runs=plan.runs)
     prepare = getattr(launcher, "prepare", None)
     if prepare is not None:
         prepare(out, log)
-    _write_plan(plan)
+    plan = _write_plan(plan)  # made again under the folder's lock: another sweep may extend it
+    runs = plan.runs
     _write_run_files(out, runs)
-    log(summary)
+    states = run_states(out, [(r.name, r.epochs) for r in runs], stale_after)
+    result = SweepResult(out=out, runs=runs)
+    result.skipped = [r.name for r in runs if states[r.name] == "done"]
+    log(_summary(plan, states))
     todo = [r for r in runs if states[r.name] != "done"]
     try:
         with _sigterm_as_ctrl_c():
@@ -124,6 +118,17 @@ def run_sweep(
         if close is not None:
             close()
     return _finish(out, todo, result, report, log)
+
+
+def _summary(plan, states: dict[str, str]) -> str:
+    counts = {s: list(states.values()).count(s) for s in ("done", "resume", "new", "running")}
+    return (
+        f"sweep {plan.spec.name}: {len(plan.runs)} runs ({counts['done']} finished, "
+        f"{counts['resume']} to resume, {counts['new']} new"
+        + (f", {counts['running']} running elsewhere" if counts["running"] else "")
+        + (f"; adds {len(plan.added)} run(s) to the folder" if plan.added else "")
+        + f") in {plan.out}"
+    )
 
 
 @contextlib.contextmanager

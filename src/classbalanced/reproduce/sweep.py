@@ -18,6 +18,7 @@ Output folder layout (``--out``, default ``[sweep] out`` or ``runs/sweeps/<file 
     sweep.toml            the sweep file the folder was made with (never replaced)
     sweep-extend-N.toml   files merged in later with ``--extend``
     plan.json             every run: name, folder, keys, resolved config
+    .plan.lock            held while a sweep rewrites plan.json (sweeps started at once)
     runs/<name>/          the run folder the trainer writes (config.json, metrics.json, ...)
     runs/<name>.toml      the run's own config file (``classbalanced train --config``)
     runs/<name>.log       its stdout and stderr (appended on each attempt)
@@ -48,6 +49,7 @@ Running the plan is the launchers' job (:mod:`classbalanced.launch`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -332,7 +334,8 @@ class SweepPlan:
     ``runs``: the file's runs (names bound to the plan's), configs' ``out`` set;
     ``entries``: every run of the folder's plan after this file (old ones first);
     ``added``: names of the runs this file adds to an existing plan (``--extend``);
-    ``existing``: whether the folder already had a plan.
+    ``existing``: whether the folder already had a plan; ``extend``: whether the file
+    may add runs to it.
     """
 
     out: Path
@@ -341,6 +344,7 @@ class SweepPlan:
     entries: list[dict[str, Any]]
     added: list[str]
     existing: bool
+    extend: bool = False
 
 
 def default_out(spec: SweepSpec) -> Path:
@@ -425,7 +429,7 @@ def plan_sweep(spec: SweepSpec, out: str | os.PathLike, *, extend: bool = False)
         _refuse_foreign(out, spec)
         for run in runs:
             run.config.out = str(out / "runs" / run.name)
-        return SweepPlan(out, spec, runs, [_entry(r, out) for r in runs], [], False)
+        return SweepPlan(out, spec, runs, [_entry(r, out) for r in runs], [], False, extend)
     plan = read_json(plan_path)
     if not isinstance(plan, dict) or not isinstance(plan.get("runs"), list):
         raise ValueError(f"{plan_path} is unreadable: cannot tell which sweep made {out}")
@@ -446,16 +450,42 @@ def plan_sweep(spec: SweepSpec, out: str | os.PathLike, *, extend: bool = False)
     for run in runs:
         run.config.out = str(out / "runs" / run.name)
     entries = list(plan["runs"]) + [_entry(r, out) for r in runs if r.name in added]
-    return SweepPlan(out, spec, runs, entries, added, True)
+    return SweepPlan(out, spec, runs, entries, added, True, extend)
 
 
-def write_plan(plan: SweepPlan) -> None:
+@contextlib.contextmanager
+def _plan_lock(out: Path):
+    """Hold the folder's ``.plan.lock`` (a POSIX record lock, which NFS serves too):
+    one sweep at a time reads and rewrites the plan."""
+    import fcntl
+
+    with open(out / ".plan.lock", "a+b") as handle:
+        fcntl.lockf(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.lockf(handle, fcntl.LOCK_UN)
+
+
+def write_plan(plan: SweepPlan) -> SweepPlan:
     """Create the sweep folder's files: ``sweep.toml`` (first time only) or
-    ``sweep-extend-N.toml`` (runs added), and ``plan.json``."""
+    ``sweep-extend-N.toml`` (runs added), and ``plan.json``.
+
+    Under the folder's lock the plan is made again from plan.json as it is then, so
+    sweeps started at once on one folder each keep the runs the others added (or are
+    refused as a later start would be). Returns that plan.
+    """
+    plan.out.mkdir(parents=True, exist_ok=True)
+    with _plan_lock(plan.out):
+        plan = plan_sweep(plan.spec, plan.out, extend=plan.extend)
+        _write_plan_files(plan)
+    return plan
+
+
+def _write_plan_files(plan: SweepPlan) -> None:
     from ..data.safe_io import atomic_write_json, atomic_write_text
 
     out = plan.out
-    out.mkdir(parents=True, exist_ok=True)
     (out / "runs").mkdir(exist_ok=True)
     previous = read_json(out / "plan.json") if plan.existing else None
     sources = list(previous.get("sources", [previous.get("source")])) if previous else []
