@@ -205,3 +205,26 @@ def test_a_sweep_folder_the_nodes_cannot_see_is_reported(slurm_cluster, tmp_path
     assert "is tmpfs storage of this machine" in done.stderr
     assert "the sweep folder must live on storage every node shares" in done.stderr
     assert not list(private.iterdir())  # the tmpfs is gone with its namespace
+
+
+@pytest.mark.skipif(shutil.which("squeue") is None, reason="needs SLURM's squeue")
+def test_a_failing_squeue_is_waited_out_then_one_line(tmp_path, monkeypatch):
+    """squeue failing for real (a configuration it cannot read, as while the controller's
+    host is being reconfigured) is logged once, waited out, then a one-line error; it
+    used to be polled for ever."""
+    from types import SimpleNamespace
+
+    from classbalanced.launch.slurm import wait_for_jobs
+
+    (tmp_path / "slurm.conf").write_text("")
+    monkeypatch.setenv("SLURM_CONF", str(tmp_path / "slurm.conf"))
+    result = tmp_path / "77_0_result.pkl"
+    job = SimpleNamespace(job_id="77_0", paths=SimpleNamespace(result_pickle=result))
+    lines: list[str] = []
+    with pytest.raises(
+        ConnectionError, match=r"squeue has failed for 0 s \(.+\); SLURM job\(s\) 77_0 may still"
+    ):
+        wait_for_jobs([job], poll_seconds=0.01, patience=0.2, log=lines.append)
+    assert len(lines) == 1 and lines[0].startswith("squeue failed (")
+    result.write_bytes(b"")  # a result written meanwhile ends the wait whatever squeue says
+    wait_for_jobs([job], poll_seconds=0.01, patience=0.0)

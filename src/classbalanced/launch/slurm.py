@@ -56,40 +56,72 @@ def parse_slurm_options(items: list[str]) -> dict[str, str]:
     return options
 
 
-def _squeue_ids() -> set[str] | None:
-    """Job ids SLURM still holds (array tasks one per line), or None if squeue failed."""
+SQUEUE_PATIENCE = 900.0  # seconds of failing squeue calls before the wait gives up
+
+
+def _squeue_ids() -> set[str] | str:
+    """Job ids SLURM still holds (array tasks one per line), or squeue's error line."""
     import subprocess
 
     try:
         done = subprocess.run(
             ["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True, timeout=60
         )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return " ".join(str(exc).split())
     if done.returncode != 0:
-        return None
+        lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
+        return lines[-1] if lines else f"squeue exited with status {done.returncode}"
     return {line.strip() for line in done.stdout.splitlines() if line.strip()}
 
 
-def wait_for_jobs(jobs, *, poll_seconds: float = 2.0) -> None:
-    """Until every job has a result file or has left SLURM's queue (twice in a row)."""
+def wait_for_jobs(
+    jobs, *, poll_seconds: float = 2.0, patience: float = SQUEUE_PATIENCE, log=None
+) -> None:
+    """Until every job has a result file or has left SLURM's queue (twice in a row).
+
+    squeue failing (the controller restarting) is waited out for ``patience`` seconds in
+    a row, then a one-line ``ConnectionError``: the jobs may still run, and a rerun of
+    the sweep takes up their results.
+    """
     import time
 
     pending = {job.job_id: job for job in jobs}
     absent: set[str] = set()
+    failing_since = None  # monotonic time of the first of the failing squeue calls in a row
     while pending:
         held = _squeue_ids()
         for job_id, job in list(pending.items()):
             if job.paths.result_pickle.exists():
                 pending.pop(job_id)
-            elif held is not None and job_id not in held:
+            elif not isinstance(held, str) and job_id not in held:
                 if job_id in absent:
                     pending.pop(job_id)
                 absent.add(job_id)
             else:
                 absent.discard(job_id)
+        if not isinstance(held, str):
+            failing_since = None
+        elif pending:
+            failing_since = _squeue_failing(held, failing_since, patience, pending, log)
         if pending:
             time.sleep(poll_seconds)
+
+
+def _squeue_failing(error: str, since, patience: float, pending, log):
+    """When squeue first failed: said once, and past ``patience`` seconds an error."""
+    import time
+
+    if since is None:
+        if log is not None:
+            log(f"squeue failed ({error}); waiting for SLURM's controller")
+        return time.monotonic()
+    if time.monotonic() - since > patience:
+        raise ConnectionError(
+            f"squeue has failed for {patience:.0f} s ({error}); SLURM job(s) "
+            f"{', '.join(sorted(pending)[:3])} may still run: rerun the sweep later"
+        )
+    return since
 
 
 def _need_sbatch() -> None:
@@ -182,7 +214,7 @@ class SlurmLauncher:
         executor = self._executor(Path(tasks[0].out))
         jobs = _sbatch(executor.map_array, SweepTask(), tasks)
         log(f"submitted SLURM array {jobs[0].job_id.split('_')[0]} ({len(jobs)} task(s))")
-        wait_for_jobs(jobs)
+        wait_for_jobs(jobs, log=log)
         outcomes = []
         for task, job in zip(tasks, jobs, strict=True):
             if not job.paths.result_pickle.exists():  # never ask submitit: it would wait on sacct
@@ -281,7 +313,7 @@ def submit_training(
     )
     if not wait:
         return 0
-    wait_for_jobs([job])
+    wait_for_jobs([job], log=log)
     if not job.paths.result_pickle.exists():
         log(_job_failure(job))
         return 1
