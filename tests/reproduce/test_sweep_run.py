@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from reproduce_helpers import REPO, quiet, write_run
+from reproduce_helpers import REPO, FakeLauncher, FakeProc, quiet, write_run
 
 from classbalanced.cli import main
 from classbalanced.launch.local import threads_per_job
@@ -105,8 +105,9 @@ def test_threads_and_gpus_per_job(tmp_path, fake_launcher, monkeypatch):
     for call in launcher.calls:
         assert call["env"]["OMP_NUM_THREADS"] == str(max(1, cpus // 2))
     gpus = [c["env"]["CUDA_VISIBLE_DEVICES"] for c in launcher.calls]
-    # the order of the calls depends on thread timing, the share of each device does not
-    assert sorted(gpus) == ["3", "3", "5", "5"]
+    # the order of the calls and each device's share depend on thread timing (a thread
+    # whose run ends first takes the idle device again); the first two takes are 3 then 5
+    assert len(gpus) == 4 and set(gpus) == {"3", "5"}
 
 
 def test_devices_go_least_busy_first():
@@ -148,6 +149,30 @@ def test_failed_run_is_reported_and_the_sweep_goes_on(tmp_path, fake_launcher, c
     launcher = fake_launcher({"digits-if1-softmax-b0.0-s1": "Traceback: boom"})
     assert main(["sweep", "--config", str(toml), "--out", str(tmp_path / "cli")]) == 1
     assert "Traceback: boom" in capsys.readouterr().err
+
+
+def test_a_run_failing_after_its_final_metrics_is_finished_with_a_warning(tmp_path, monkeypatch):
+    """The trainer exits non-zero once its final metrics are written (e.g. a disk full while
+    saving the last plot): the sweep said FAILED while results.csv said finished and a
+    rerun skipped it; now finished everywhere, with the exit said as a warning."""
+    from classbalanced.launch import runner
+
+    finish = FakeLauncher()
+
+    def launch(cmd, *, env, log_path):
+        finish(cmd, env=env, log_path=log_path)
+        log_path.write_text("final\nOSError: [Errno 28] No space left on device\n")
+        return FakeProc(1)
+
+    monkeypatch.setattr(runner, "launch_run", launch)
+    messages: list[str] = []
+    result = run_sweep(_spec(), out=tmp_path, jobs=1, log=messages.append)
+    assert result.exit_code == 0 and result.failed == {} and len(result.started) == 4
+    assert {row["status"] for row in _results(tmp_path).values()} == {"finished"}
+    warnings = [m for m in messages if m.startswith("warning: ")]
+    assert len(warnings) == 4
+    assert all("exited with status 1: OSError: [Errno 28]" in w for w in warnings)
+    assert not list((tmp_path / "runs").glob("*.failed"))
 
 
 def test_real_failing_subprocess(tmp_path):

@@ -201,11 +201,16 @@ def _train_claimed(task, claim, resume: bool, stop, log) -> Outcome:
     if rc in ("interrupted", "lost"):
         return Outcome(task.name, "interrupted", resume, str(rc), minutes=minutes)
     metrics = read_json(runs / task.name / "metrics.json")
-    if rc == 0 and isinstance(metrics, dict) and metrics.get("epoch") == task.epochs:
+    line = last_line(log_path)
+    if isinstance(metrics, dict) and metrics.get("epoch") == task.epochs:
+        # finished as results.csv and a rerun see it, even if something after the final
+        # metrics failed (then said, not hidden)
         (runs / f"{task.name}.failed").unlink(missing_ok=True)
         error = metrics.get("error_percent")
-        return Outcome(task.name, "finished", resume, minutes=minutes, error_percent=error)
-    line = last_line(log_path)
+        after = f"after its final metrics the trainer exited with status {rc}: {line}"
+        return Outcome(
+            task.name, "finished", resume, after if rc else "", minutes=minutes, error_percent=error
+        )
     if rc == 0:
         line = f"exited without final metrics: {line}"
     elif rc < 0:  # killed (the OOM killer, a user): the log's last line says nothing of it

@@ -201,6 +201,8 @@ def _record(outcome, result: SweepResult, log: Log) -> None:
         error = outcome.error_percent
         text = f"{error:.2f}%" if isinstance(error, (int, float)) else "?"
         log(f"finished {name} on {outcome.host}: error {text} ({outcome.minutes:.1f} min)")
+        if outcome.line:
+            log(f"warning: {name}: {outcome.line}")
     elif outcome.status == "failed":
         result.failed[name] = outcome.line
         log(f"FAILED {name} on {outcome.host}: {outcome.line}")
