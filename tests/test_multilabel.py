@@ -168,6 +168,22 @@ def test_module_buffers_and_set_beta():
         plain(torch.zeros(2, 3), torch.zeros(2, 3))
 
 
+@pytest.mark.parametrize("cast", [torch.nn.Module.half, torch.nn.Module.bfloat16])
+def test_module_counts_and_weights_survive_module_dtype_casts(cast):
+    """As for the single-label losses: .half() turned the count 70000 into inf (set_beta then
+    failed) and rounded the weights the loss used."""
+    pos, neg = [70000, 5000, 7], [7, 5000, 70000]
+    module = MultiLabelClassBalancedLoss(pos, beta=0.9999, negatives_per_class=neg)
+    logits, targets = _batch(n=6, c=3, dtype=torch.float32)
+    expected = module(logits, targets)
+    cast(module)
+    for name, value in module.state_dict().items():
+        assert value.dtype == torch.float32, name
+    torch.testing.assert_close(module(logits, targets), expected, rtol=0, atol=0)
+    module.set_beta(0.99)
+    torch.testing.assert_close(module.neg_weight, class_balanced_weights(neg, 0.99))
+
+
 @pytest.mark.parametrize(
     "call, error, match",
     [

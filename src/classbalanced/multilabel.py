@@ -38,12 +38,13 @@ from collections.abc import Iterable
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ._validation import check_beta, check_choice, check_gamma, check_positive_int, check_real
 from .losses.checks import _full_precision, _reduce
 from .losses.functional import DEFAULT_GAMMA, REDUCTIONS
 from .losses.kernels import focal_elements
+from .losses.modules import _KeptDtypeBuffers
 from .losses.types import Reduction
 from .weights import as_counts, class_balanced_weights
 
@@ -241,12 +242,13 @@ def multilabel_class_balanced_loss(
     return _weighted_binary_focal(z, t, w_pos, w_neg, gamma, reduction)
 
 
-class MultiLabelClassBalancedLoss(nn.Module):
+class MultiLabelClassBalancedLoss(_KeptDtypeBuffers):
     """Module form of :func:`multilabel_class_balanced_loss`.
 
     ``pos_weight`` and ``neg_weight`` (``(C,)`` float32, all ones without
     ``negatives_per_class``) and the counts are buffers: they follow ``.to()`` and the
-    ``state_dict``. :meth:`set_beta` recomputes the weights.
+    ``state_dict``, and stay float32 under module dtype casts (``.half()``,
+    ``.to(torch.bfloat16)``). :meth:`set_beta` recomputes the weights.
 
     >>> loss = MultiLabelClassBalancedLoss(
     ...     [90, 10], beta=0.999999, negatives_per_class=[10, 90], gamma=0.0

@@ -28,19 +28,13 @@ def _as_weight(weight: object) -> Tensor:
     return weight
 
 
-class ClassWeightBuffers(nn.Module):
-    """Base of the loss modules: float32 buffers that keep their dtype.
+class _KeptDtypeBuffers(nn.Module):
+    """A module whose buffers follow ``.to()`` / ``.cuda()`` but keep their dtype.
 
-    ``weight`` (``(C,)`` or ``None``) and any count buffers move with ``.to()`` /
-    ``.cuda()`` and are saved in the ``state_dict``, but module dtype casts
-    (``.half()``, ``.to(torch.bfloat16)``, ``.double()``) leave them float32, so
-    counts above 65504 or weights such as 0.1893 are never rounded. Replace the
-    weights with :meth:`set_weight` (re-weighting schedules). The
-    :class:`~classbalanced.losses.Criterion` defaults: a linear classifier, default bias.
+    Module dtype casts (``.half()``, ``.to(torch.bfloat16)``, ``.double()``) leave the
+    buffers as they are, so float32 counts above 65504 or weights such as 0.1893 are
+    never rounded (nor turned into ``inf``) when a loss is part of a cast model.
     """
-
-    normalized_classifier: bool = False
-    uses_prior_bias: bool = False
 
     def _apply(self, fn, recurse=True):
         originals = dict(self._buffers)
@@ -50,6 +44,20 @@ class ClassWeightBuffers(nn.Module):
             if original is not None and moved is not None and moved.dtype != original.dtype:
                 self._buffers[name] = original.to(moved.device)  # follow the device only
         return self
+
+
+class ClassWeightBuffers(_KeptDtypeBuffers):
+    """Base of the loss modules: float32 buffers that keep their dtype.
+
+    ``weight`` (``(C,)`` or ``None``) and any count buffers move with ``.to()`` /
+    ``.cuda()`` and are saved in the ``state_dict``, but stay float32 under module
+    dtype casts (``.half()``, ``.to(torch.bfloat16)``, ``.double()``). Replace the
+    weights with :meth:`set_weight` (re-weighting schedules). The
+    :class:`~classbalanced.losses.Criterion` defaults: a linear classifier, default bias.
+    """
+
+    normalized_classifier: bool = False
+    uses_prior_bias: bool = False
 
     def set_weight(self, weight: Tensor | None) -> None:
         """Replace the per-class weights (``None`` = unweighted), keeping the buffers' device."""
