@@ -123,6 +123,15 @@ def test_gradcheck(gamma):
     assert torch.autograd.gradcheck(fn, (logits,))
 
 
+@pytest.mark.slow
+def test_module_compiles_with_fullgraph_and_equals_eager():
+    """The eager 0/1 check of the targets read them on the host, which broke the graph."""
+    logits, targets = _batch(n=6, c=4, dtype=torch.float32)
+    module = MultiLabelClassBalancedLoss(POS, beta=0.99, negatives_per_class=NEG, gamma=0.5)
+    compiled = torch.compile(module, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(logits, targets), module(logits, targets))
+
+
 @pytest.mark.parametrize("gamma", [0.0, 0.25, 1.0, 2.0])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
 def test_extreme_logits_are_finite(gamma, dtype):

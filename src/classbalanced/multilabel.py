@@ -167,7 +167,12 @@ def _check_logits_targets(logits: object, targets: object) -> tuple[Tensor, Tens
             f"targets must be on the logits' device {logits.device}, got targets on {targets.device}"
         )
     dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
-    if targets.dtype != torch.bool and targets.device.type == "cpu" and targets.numel() > 0:
+    if (
+        targets.dtype != torch.bool
+        and targets.device.type == "cpu"
+        and targets.numel() > 0
+        and not torch.compiler.is_compiling()  # a host read would break the compiled graph
+    ):
         if bool(((targets != 0) & (targets != 1)).any()):
             raise ValueError("multi-hot targets must hold only 0/1 (or bool) values")
     return logits.to(dtype), targets.to(dtype)
@@ -214,7 +219,9 @@ def multilabel_class_balanced_loss(
 
     Args:
         logits: ``(N, C)`` floating tensor (computed in float32, float64 for float64).
-        targets: ``(N, C)`` multi-hot, values 0/1 (bool, integer or float).
+        targets: ``(N, C)`` multi-hot, values 0/1 (bool, integer or float); the values
+            are checked for CPU tensors outside ``torch.compile`` (the loss compiles
+            with ``fullgraph=True``).
         positives_per_class: ``(C,)`` training examples with each label, every count > 0.
         beta: in ``[0, 1)``; 0 gives the unweighted loss.
         negatives_per_class: optional ``(C,)`` training examples without each label, > 0.
