@@ -171,7 +171,7 @@ def test_beta_zero_gives_plain_losses():
 def test_class_balanced_equals_weighted_definition():
     z, y, _ = make_batch(n=12, c=4, seed=5, dtype=torch.float64)
     counts, beta = [400, 40, 8, 2], 0.99
-    w = class_balanced_weights(counts, beta).double()
+    w = class_balanced_weights(counts, beta, dtype=torch.float64)
     per = F.cross_entropy(z, y, reduction="none") * w[y]
     torch.testing.assert_close(
         class_balanced_loss(z, y, counts, beta=beta, loss_type="softmax"), per.mean()
@@ -182,6 +182,19 @@ def test_class_balanced_equals_weighted_definition():
         class_balanced_loss(z, y, counts, beta=beta, loss_type="focal", gamma=0.5),
         (elem * w[y].unsqueeze(1)).sum() / 12,
     )
+
+
+@pytest.mark.parametrize("loss_type", ["softmax", "focal"])
+def test_float64_logits_use_float64_weights(loss_type):
+    """The weights were rounded to float32, so float64 losses were off by ~1e-8 relative."""
+    z, y, _ = make_batch(n=12, c=4, seed=5, dtype=torch.float64)
+    counts, beta = torch.tensor([400.0, 40.0, 8.0, 2.0], dtype=torch.float64), 0.99
+    alpha = (1 - beta) / (1 - beta**counts)  # the paper's closed form, then sum = C
+    alpha = alpha * 4 / alpha.sum()
+    got = class_balanced_loss(z, y, counts, beta=beta, loss_type=loss_type, gamma=0.5)
+    expected = {"softmax": softmax_cross_entropy, "focal": sigmoid_focal_cross_entropy}[loss_type]
+    kwargs = {"gamma": 0.5} if loss_type == "focal" else {}
+    torch.testing.assert_close(got, expected(z, y, alpha, **kwargs), rtol=1e-14, atol=0)
 
 
 def test_focal_at_most_sigmoid_elementwise_and_gamma_zero_is_sigmoid():

@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from classbalanced.losses import sigmoid_cross_entropy, sigmoid_focal_cross_entropy
@@ -27,10 +28,14 @@ def _batch(n=16, c=4, seed=0, dtype=torch.float64):
     return logits, targets
 
 
-def _reference(logits, targets, pos, neg, beta, gamma, reduction):
-    """Elementwise float64 loop over the documented definition."""
-    w_pos = class_balanced_weights(pos, beta).double().tolist()
-    w_neg = [1.0] * len(pos) if neg is None else class_balanced_weights(neg, beta).double().tolist()
+def _reference(logits, targets, pos, neg, beta, gamma, reduction, weight_dtype=torch.float64):
+    """Elementwise float64 loop over the documented definition (weights of ``weight_dtype``)."""
+
+    def weights(counts):
+        return class_balanced_weights(counts, beta, dtype=weight_dtype).double().tolist()
+
+    w_pos = weights(pos)
+    w_neg = [1.0] * len(pos) if neg is None else weights(neg)
     z, t = logits.double().tolist(), targets.double().tolist()
     rows = []
     for zb, tb in zip(z, t, strict=True):
@@ -60,19 +65,20 @@ def test_matches_loop_reference(beta, neg, gamma, reduction):
     )
     want = _reference(logits, targets, POS, neg, beta, gamma, reduction)
     assert got.dtype == torch.float64
-    # the class weights themselves are float32 (class_balanced_weights)
-    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-15)
     module = MultiLabelClassBalancedLoss(
         POS, beta=beta, negatives_per_class=neg, gamma=gamma, reduction=reduction
     )
-    torch.testing.assert_close(module(logits, targets), got, rtol=1e-12, atol=0)
+    # the module's weights are float32 buffers
+    want = _reference(logits, targets, POS, neg, beta, gamma, reduction, torch.float32)
+    torch.testing.assert_close(module(logits, targets), want, rtol=1e-12, atol=1e-15)
 
 
 def test_per_class_weighting_of_each_term():
     """A positive of class j is weighted by w_pos[j], a negative by w_neg[j], nothing else."""
     beta = 0.999
-    w_pos = class_balanced_weights(POS, beta).double()
-    w_neg = class_balanced_weights(NEG, beta).double()
+    w_pos = class_balanced_weights(POS, beta, dtype=torch.float64)
+    w_neg = class_balanced_weights(NEG, beta, dtype=torch.float64)
     z = torch.zeros(1, 4, dtype=torch.float64)
     for j in range(4):
         t = torch.zeros(1, 4, dtype=torch.float64)
@@ -121,6 +127,20 @@ def test_gradcheck(gamma):
         )
 
     assert torch.autograd.gradcheck(fn, (logits,))
+
+
+def test_float64_logits_use_float64_weights():
+    """The weights were rounded to float32, so float64 losses were off by ~1e-8 relative."""
+    logits, targets = _batch(n=6, c=4)
+    beta, pos, neg = 0.99, torch.tensor(POS, dtype=torch.float64), torch.tensor(NEG).double()
+    w_pos, w_neg = ((1 - beta) / (1 - beta**n) for n in (pos, neg))  # closed form, sum = C
+    w_pos, w_neg = w_pos * 4 / w_pos.sum(), w_neg * 4 / w_neg.sum()
+    terms = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    expected = (terms * torch.where(targets > 0, w_pos, w_neg)).sum() / targets.sum()
+    got = multilabel_class_balanced_loss(
+        logits, targets, POS, beta=beta, negatives_per_class=NEG, gamma=0.0
+    )
+    torch.testing.assert_close(got, expected, rtol=1e-14, atol=0)
 
 
 @pytest.mark.slow

@@ -63,6 +63,20 @@ def test_weights_against_definition():
     torch.testing.assert_close(class_balanced_weights(counts, beta), expected, rtol=1e-6, atol=0)
 
 
+def test_float64_weights_are_exact_to_float64():
+    counts = [1200, 80, 3]
+    for beta in (0.5, 0.99, 0.999999):
+        inv = [1 / reference_effective_number(n, beta) for n in counts]
+        expected = torch.tensor([r * 3 / sum(inv) for r in inv], dtype=torch.float64)
+        got = class_balanced_weights(counts, beta, dtype=torch.float64)
+        torch.testing.assert_close(got, expected, rtol=1e-13, atol=0)
+        assert torch.equal(got.float(), class_balanced_weights(counts, beta))  # rounded once
+    with pytest.raises(
+        TypeError, match="dtype must be a floating-point torch.dtype, got torch.int64"
+    ):
+        class_balanced_weights(counts, 0.9, dtype=torch.int64)
+
+
 @pytest.mark.parametrize("beta", [0.999999, 1 - 1e-12])
 @pytest.mark.parametrize("counts", [[1_000_000, 1], [1, 10, 1000], [1_000_000, 10_000, 100]])
 def test_beta_near_one_is_finite_and_exact(beta, counts):

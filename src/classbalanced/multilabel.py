@@ -178,7 +178,9 @@ def _check_logits_targets(logits: object, targets: object) -> tuple[Tensor, Tens
     return logits.to(dtype), targets.to(dtype)
 
 
-def _class_weight_vector(counts, beta: float, num_classes: int, name: str) -> Tensor:
+def _class_weight_vector(counts, beta: float, logits: Tensor, name: str) -> Tensor:
+    """Checked ``(C,)`` class-balanced weights in the dtype of the (up-cast) ``logits``."""
+    num_classes = logits.shape[1]
     try:
         counts = as_counts(counts)
     except ValueError as error:  # name the argument in the message
@@ -187,7 +189,7 @@ def _class_weight_vector(counts, beta: float, num_classes: int, name: str) -> Te
         raise ValueError(
             f"{name} must have one count per class: expected {num_classes}, got {counts.shape[0]}"
         )
-    return class_balanced_weights(counts, beta)
+    return class_balanced_weights(counts, beta, dtype=logits.dtype)
 
 
 def _weighted_binary_focal(
@@ -215,7 +217,8 @@ def multilabel_class_balanced_loss(
     Term ``(b, j)`` is weighted by ``w_pos[j]`` when ``t_bj = 1`` and by ``w_neg[j]``
     when ``t_bj = 0`` (module docstring); ``w_pos`` / ``w_neg`` are
     :func:`~classbalanced.weights.class_balanced_weights` of ``positives_per_class`` /
-    ``negatives_per_class`` (``w_neg = 1`` when ``negatives_per_class`` is ``None``).
+    ``negatives_per_class`` (``w_neg = 1`` when ``negatives_per_class`` is ``None``),
+    in float64 for float64 logits.
 
     Args:
         logits: ``(N, C)`` floating tensor (computed in float32, float64 for float64).
@@ -239,12 +242,11 @@ def multilabel_class_balanced_loss(
     gamma = check_gamma(gamma)
     check_choice("reduction", reduction, REDUCTIONS)
     z, t = _check_logits_targets(logits, targets)
-    c = z.shape[1]
-    w_pos = _class_weight_vector(positives_per_class, beta, c, "positives_per_class")
+    w_pos = _class_weight_vector(positives_per_class, beta, z, "positives_per_class")
     w_neg = (
         None
         if negatives_per_class is None
-        else _class_weight_vector(negatives_per_class, beta, c, "negatives_per_class")
+        else _class_weight_vector(negatives_per_class, beta, z, "negatives_per_class")
     )
     return _weighted_binary_focal(z, t, w_pos, w_neg, gamma, reduction)
 

@@ -106,24 +106,31 @@ def effective_number(samples_per_class, beta: float) -> torch.Tensor:
     return effective_number_formula(counts, beta, torch.expm1)
 
 
-def class_balanced_weights(samples_per_class, beta: float) -> torch.Tensor:
+def class_balanced_weights(
+    samples_per_class, beta: float, *, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """Class-balanced weights ``alpha_i = (1 - beta) / (1 - beta**n_i)``, summing to C.
 
     Args:
         samples_per_class: ``(C,)`` counts (list, numpy array or tensor), each > 0.
         beta: hyper-parameter in ``[0, 1)``; 0 gives all ones, ``beta -> 1``
             approaches inverse-frequency weights ``C * (1/n_i) / sum_j (1/n_j)``.
+        dtype: a floating dtype of the result; the weights are computed in float64
+            and rounded once (``torch.float64`` for losses computed in float64).
 
     Returns:
-        ``(C,)`` float32 tensor with ``sum == C`` (on the device of a tensor input).
+        ``(C,)`` tensor of ``dtype`` (float32 by default) with ``sum == C`` (on the
+        device of a tensor input).
 
     >>> class_balanced_weights([100, 10], beta=0.0)
     tensor([1., 1.])
     >>> class_balanced_weights([100, 10], beta=0.999999)
     tensor([0.1818, 1.8182])
     """
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
     # alpha_i / sum_j alpha_j = (E_min / E_i) / sum_j (E_min / E_j): every ratio is in
     # (0, 1], so no 1 / E overflows, even for a count as small as 5e-324
     effective = effective_number(samples_per_class, beta).clamp_min(torch.finfo(torch.float64).tiny)
     ratio = effective.min() / effective
-    return (ratio * (ratio.numel() / ratio.sum())).to(torch.float32)
+    return (ratio * (ratio.numel() / ratio.sum())).to(dtype)

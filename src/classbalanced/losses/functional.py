@@ -237,7 +237,7 @@ def class_balanced_loss(
     """Class-balanced loss: ``loss_type`` re-weighted by ``(1 - beta) / (1 - beta**n_y)``.
 
     The per-class weights are :func:`classbalanced.weights.class_balanced_weights`
-    (normalised to sum to ``C``); each example is weighted by its true class's
+    (normalised to sum to ``C``; in float64 for float64 logits); each example is weighted by its true class's
     weight (Cui et al., 2019, eq. 6-9). ``beta = 0`` gives the unweighted loss.
 
     Args:
@@ -255,7 +255,6 @@ def class_balanced_loss(
     check_choice("loss_type", loss_type, LOSS_TYPES)
     gamma = check_gamma(gamma)
     logits = _check_logits(logits)
-    weight = class_balanced_weights(samples_per_class, beta)
+    weight = class_balanced_weights(samples_per_class, beta, dtype=_compute_dtype(logits))
     _check_num_classes(weight.shape[0], logits)
-    weight = weight.to(logits.device)
     return _apply(loss_type, logits, targets, weight, gamma, reduction, validate_args)

@@ -141,7 +141,8 @@ class ClassBalancedLoss(WeightedLoss):
 
     ``set_beta`` recomputes the weights (e.g. for deferred re-weighting).
     ``samples_per_class`` and ``weight`` are float32 buffers that keep their
-    dtype under ``.half()`` / ``.to(torch.bfloat16)``.
+    dtype under ``.half()`` / ``.to(torch.bfloat16)`` (so for float64 logits the
+    module uses float32-rounded weights, the function float64 ones).
 
     >>> loss = ClassBalancedLoss([100, 10], beta=0.999, loss_type="focal", gamma=0.5)
     >>> loss.weight
