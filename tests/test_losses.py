@@ -969,6 +969,19 @@ def test_bad_weights():
         softmax_cross_entropy(z, y, [1.0, 1.0, 1.0])
 
 
+@pytest.mark.parametrize(
+    "dtype", [torch.int8, torch.uint8, torch.int32, torch.uint16, torch.uint64]
+)
+def test_class_indices_of_every_integer_width(dtype):
+    """uint16 / uint32 / uint64 targets failed with torch's NotImplementedError ("aminmax")."""
+    z, y, w = make_batch(n=6, c=4, seed=2)
+    for fn in (softmax_cross_entropy, sigmoid_focal_cross_entropy):
+        expected = fn(z, y, w.float(), reduction="none")
+        torch.testing.assert_close(fn(z, y.to(dtype), w.float(), reduction="none"), expected)
+        with pytest.raises(ValueError, match=r"class indices in \[0, 3\], got 4"):
+            fn(z, torch.tensor([0, 1, 4, 1, 1, 1], dtype=dtype))
+
+
 def test_empty_batch_gives_zero_not_nan():
     z, y = torch.zeros(0, 3, requires_grad=True), torch.zeros(0, dtype=torch.long)
     for loss_type in ("softmax", "sigmoid", "focal"):

@@ -74,6 +74,7 @@ def _check_index_targets(targets: Tensor, logits: Tensor, validate: bool) -> Ten
             f"class-index targets must have shape (N,) = ({n},) to match logits {tuple(logits.shape)}, "
             f"got shape {tuple(targets.shape)}"
         )
+    targets = targets.long()  # first: torch has no aminmax for uint16 / uint32 / uint64
     if validate and n > 0:
 
         def message(low, high) -> str:
@@ -81,7 +82,7 @@ def _check_index_targets(targets: Tensor, logits: Tensor, validate: bool) -> Ten
             return f"targets must be class indices in [0, {c - 1}]{bad}"
 
         _check_values(targets, lambda low, high: (low >= 0) & (high < c), message)
-    return targets.long()
+    return targets
 
 
 def _check_dense_targets(targets: Tensor, logits: Tensor, validate: bool) -> Tensor:
