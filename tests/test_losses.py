@@ -982,6 +982,21 @@ def test_class_indices_of_every_integer_width(dtype):
             fn(z, torch.tensor([0, 1, 4, 1, 1, 1], dtype=dtype))
 
 
+def test_integer_multi_hot_targets_are_multi_hot():
+    """F.one_hot gives int64 (N, C) targets: they were refused as class indices of the
+    wrong shape; they are multi-hot, like float or bool ones."""
+    z, y, w = make_batch(n=6, c=4, seed=2)
+    w = w.float()
+    multi_hot = F.one_hot(y, 4)
+    multi_hot[0, (y[0] + 1) % 4] = 1
+    for fn in (sigmoid_cross_entropy, sigmoid_focal_cross_entropy):
+        torch.testing.assert_close(fn(z, multi_hot, w), fn(z, multi_hot.float(), w))
+    with pytest.raises(ValueError, match=r"multi-hot targets must lie in \[0, 1\]"):
+        sigmoid_cross_entropy(z, multi_hot * 2)
+    with pytest.raises(ValueError, match=r"class-index targets must have shape \(N,\)"):
+        softmax_cross_entropy(z, multi_hot)
+
+
 def test_empty_batch_gives_zero_not_nan():
     z, y = torch.zeros(0, 3, requires_grad=True), torch.zeros(0, dtype=torch.long)
     for loss_type in ("softmax", "sigmoid", "focal"):

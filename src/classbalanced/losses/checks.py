@@ -104,7 +104,8 @@ def _check_dense_targets(targets: Tensor, logits: Tensor, validate: bool) -> Ten
 def _check_targets(
     targets: object, logits: Tensor, *, allow_dense: bool, validate: bool = True
 ) -> tuple[Tensor, bool]:
-    """Return (targets, is_dense)."""
+    """Return (targets, is_dense): integer ``(N,)`` class indices, or (``allow_dense``)
+    ``(N, C)`` multi-hot of any real dtype (float, bool or integer, e.g. ``F.one_hot``)."""
     if not isinstance(targets, Tensor):
         raise TypeError(f"targets must be a torch.Tensor, got {type(targets).__name__}")
     if targets.device != logits.device:
@@ -114,7 +115,7 @@ def _check_targets(
     is_integer = (
         not targets.is_floating_point() and not targets.is_complex() and targets.dtype != torch.bool
     )
-    if is_integer:
+    if is_integer and (targets.dim() != 2 or not allow_dense):
         return _check_index_targets(targets, logits, validate and not _compiling()), False
     if not allow_dense:
         raise TypeError(
@@ -122,7 +123,7 @@ def _check_targets(
         )
     if targets.dim() != 2:
         raise TypeError(
-            "targets must be int64 class indices of shape (N,) or float multi-hot of shape (N, C), "
+            "targets must be int64 class indices of shape (N,) or multi-hot of shape (N, C), "
             f"got dtype {targets.dtype} with shape {tuple(targets.shape)}"
         )
     return _check_dense_targets(targets, logits, validate and not _compiling()), True

@@ -173,7 +173,8 @@ def sigmoid_cross_entropy(
 
     Args:
         logits: ``(N, C)`` floating tensor.
-        targets: ``(N,)`` integer class indices, or ``(N, C)`` float multi-hot in ``[0, 1]``.
+        targets: ``(N,)`` integer class indices, or ``(N, C)`` multi-hot in ``[0, 1]``
+            (float, also soft labels, bool or integer, e.g. ``F.one_hot(y, C)``).
         weight: optional ``(C,)`` non-negative per-class weights (gradients
             flow to a weight that requires grad).
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` (``(N,)`` per-example sums).
