@@ -997,6 +997,18 @@ def test_integer_multi_hot_targets_are_multi_hot():
         softmax_cross_entropy(z, multi_hot)
 
 
+def test_complex_weights_and_targets_are_refused():
+    """Their imaginary part was dropped with a warning, not refused."""
+    z, y = torch.zeros(2, 3), torch.tensor([0, 1])
+    weight = torch.ones(3, dtype=torch.complex64)
+    with pytest.raises(TypeError, match="weight must hold real numbers, got dtype torch.complex64"):
+        softmax_cross_entropy(z, y, weight)
+    with pytest.raises(TypeError, match="weight must hold real numbers"):
+        WeightedLoss("focal", weight)
+    with pytest.raises(TypeError, match="targets must be .* got dtype torch.complex64"):
+        sigmoid_cross_entropy(z, torch.zeros(2, 3, dtype=torch.complex64))
+
+
 def test_empty_batch_gives_zero_not_nan():
     z, y = torch.zeros(0, 3, requires_grad=True), torch.zeros(0, dtype=torch.long)
     for loss_type in ("softmax", "sigmoid", "focal"):

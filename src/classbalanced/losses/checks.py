@@ -112,9 +112,9 @@ def _check_targets(
         raise ValueError(
             f"targets must be on the logits' device {logits.device}, got targets on {targets.device}"
         )
-    is_integer = (
-        not targets.is_floating_point() and not targets.is_complex() and targets.dtype != torch.bool
-    )
+    if targets.is_complex():
+        raise TypeError(f"targets must be class indices or multi-hot, got dtype {targets.dtype}")
+    is_integer = not targets.is_floating_point() and targets.dtype != torch.bool
     if is_integer and (targets.dim() != 2 or not allow_dense):
         return _check_index_targets(targets, logits, validate and not _compiling()), False
     if not allow_dense:
@@ -129,14 +129,21 @@ def _check_targets(
     return _check_dense_targets(targets, logits, validate and not _compiling()), True
 
 
-def _check_weight(weight: object, logits: Tensor, validate: bool = True) -> Tensor | None:
-    """``(C,)`` weights in the compute dtype; gradients flow to a weight that requires them."""
-    if weight is None:
-        return None
+def _check_weight_type(weight: object) -> None:
+    """A per-class weight must be a real tensor (a complex one's imaginary part would be dropped)."""
     if not isinstance(weight, Tensor):
         raise TypeError(
             f"weight must be a tensor of shape (C,) or None, got {type(weight).__name__}"
         )
+    if weight.is_complex():
+        raise TypeError(f"weight must hold real numbers, got dtype {weight.dtype}")
+
+
+def _check_weight(weight: object, logits: Tensor, validate: bool = True) -> Tensor | None:
+    """``(C,)`` weights in the compute dtype; gradients flow to a weight that requires them."""
+    if weight is None:
+        return None
+    _check_weight_type(weight)
     c = logits.shape[1]
     if weight.dim() != 1 or weight.shape[0] != c:
         raise ValueError(

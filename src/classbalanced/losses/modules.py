@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from .._validation import check_beta, check_choice, check_gamma
 from ..weights import as_counts, class_balanced_weights
-from .checks import _check_logits, _check_num_classes
+from .checks import _check_logits, _check_num_classes, _check_weight_type
 from .functional import DEFAULT_GAMMA, LOSS_TYPES, REDUCTIONS, _apply
 from .types import LossType, Reduction
 
@@ -16,10 +16,7 @@ __all__ = ["ClassWeightBuffers", "WeightedLoss", "ClassBalancedLoss"]
 
 def _as_weight(weight: object) -> Tensor:
     """A ``(C,)`` float32 CPU copy of per-class weights, checked finite and >= 0."""
-    if not isinstance(weight, Tensor):
-        raise TypeError(
-            f"weight must be a tensor of shape (C,) or None, got {type(weight).__name__}"
-        )
+    _check_weight_type(weight)
     weight = weight.detach().to(dtype=torch.float32)
     if weight.dim() != 1 or not bool(torch.isfinite(weight).all()) or bool((weight < 0).any()):
         raise ValueError(
