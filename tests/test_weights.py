@@ -135,6 +135,22 @@ def test_bad_counts(counts, error, match):
         effective_number(counts, 0.9)
 
 
+@pytest.mark.parametrize("dtype", [np.uint16, np.uint32, np.uint64, np.int16, np.float16])
+def test_counts_of_every_numeric_dtype(dtype):
+    """Unsigned counts (numpy or torch) were refused as "not real numbers"."""
+    expected = class_balanced_weights([300, 30, 3], 0.99)
+    assert torch.equal(class_balanced_weights(np.array([300, 30, 3], dtype=dtype), 0.99), expected)
+    tensor = torch.from_numpy(np.array([300, 30, 3], dtype=dtype))
+    assert torch.equal(class_balanced_weights(tensor, 0.99), expected)
+
+
+def test_non_numeric_counts_get_the_library_error():
+    with pytest.raises(TypeError, match="samples_per_class must hold real numbers, got dtype <U"):
+        as_counts(["3", "5"])
+    with pytest.raises(TypeError, match="samples_per_class must hold real numbers"):
+        as_counts(np.array([3, 5], dtype=np.complex64))
+
+
 def test_as_counts_does_not_alias_input():
     source = np.array([4.0, 2.0])
     counts = as_counts(source)

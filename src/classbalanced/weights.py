@@ -56,20 +56,15 @@ def as_counts(samples_per_class: Sequence[float] | np.ndarray | torch.Tensor) ->
             raise TypeError(
                 "samples_per_class must hold numbers, got a ragged or non-numeric sequence"
             )
+        if array.dtype.kind not in "iuf":  # bool, complex, strings
+            raise TypeError(f"samples_per_class must hold real numbers, got dtype {array.dtype}")
         counts = torch.from_numpy(np.array(array, copy=True))
     else:
         raise TypeError(
             "samples_per_class must be a list, numpy array or tensor of counts, "
             f"got {type(samples_per_class).__name__}"
         )
-    if (
-        counts.dtype == torch.bool
-        or counts.is_complex()
-        or not (
-            counts.is_floating_point()
-            or counts.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
-        )
-    ):
+    if counts.dtype == torch.bool or counts.is_complex():
         raise TypeError(f"samples_per_class must hold real numbers, got dtype {counts.dtype}")
     if counts.dim() != 1 or counts.numel() == 0:
         raise ValueError(
