@@ -307,6 +307,30 @@ def test_index_targets_give_the_second_derivatives_of_one_hot(gamma, weighted):
     assert grads[0].abs().max() > 1e-6  # a real second-order signal was compared
 
 
+def test_torch_func_transforms_equal_autograd(gamma=0.5):
+    """torch.func.grad / vmap / hessian (per-sample gradients, MAML) raised "must override
+    the setup_context staticmethod": the fused kernels have no functorch rules."""
+    z, y, w = make_batch(n=5, c=4, seed=15, dtype=torch.float64, scale=4.0)
+    z[0, y[0]], z[1, 0] = -100.0, 100.0  # saturated terms: still exact and finite
+    targets = {"index": y, "dense": F.one_hot(y, 4).double()}
+    for kind, t in targets.items():
+
+        def loss(logits, t=t):
+            return sigmoid_focal_cross_entropy(logits, t, w, gamma=gamma, validate_args=False)
+
+        x = z.clone().requires_grad_(True)
+        (expected,) = torch.autograd.grad(loss(x), x, create_graph=True)
+        torch.testing.assert_close(torch.func.grad(loss)(z), expected, rtol=1e-12, atol=0)
+        # per-sample gradients: a batch of one example per vmap lane
+        per_sample = torch.func.vmap(torch.func.grad(lambda zi, ti: loss(zi[None], ti[None])))
+        rows = [torch.autograd.grad(loss(x[i : i + 1], t[i : i + 1]), x)[0][i] for i in range(5)]
+        torch.testing.assert_close(per_sample(z, t), torch.stack(rows), rtol=1e-12, atol=0)
+        hessian = torch.func.hessian(lambda r, t=t: loss(r[None], t[:1]))(z[0])
+        rows = [torch.autograd.grad(expected[0, j], x, retain_graph=True)[0][0] for j in range(4)]
+        torch.testing.assert_close(hessian, 5 * torch.stack(rows), rtol=1e-10, atol=1e-15)
+        assert kind and torch.isfinite(hessian).all()
+
+
 def test_soft_targets_receive_exact_gradients():
     z, y, w = make_batch(n=5, c=4, seed=13, dtype=torch.float64, scale=2.0)
     t = torch.rand(5, 4, generator=torch.Generator().manual_seed(2), dtype=torch.float64)

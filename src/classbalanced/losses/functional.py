@@ -25,8 +25,9 @@ so the loss and its gradient are finite and exact for every finite logit, in
 float32 (float64 for float64 logits) whatever the logits' precision:
 half-precision logits are up-cast, so results match float32 at any logit
 magnitude. Second derivatives (``create_graph=True``, gradient penalties,
-meta-learning) are exact too; the losses compile with
-``torch.compile(fullgraph=True)``.
+meta-learning) are exact too, also under ``torch.func`` transforms (``grad``,
+``vmap``, ``hessian``; pass ``validate_args=False`` under ``vmap``); the losses
+compile with ``torch.compile(fullgraph=True)``.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from .checks import (
     _full_precision,
     _reduce,
 )
-from .kernels import _index_focal_rows, _IndexFocal, focal_elements
+from .kernels import focal_elements, index_focal_rows
 from .types import LossType, Reduction
 
 __all__ = [
@@ -90,10 +91,7 @@ def _binary_loss(
             positives = targets.sum()
             normalizer = torch.where(positives > 0, positives, torch.ones_like(positives))
         else:
-            if torch.is_grad_enabled() and z.requires_grad:
-                per_example = _IndexFocal.apply(z.contiguous(), targets, gamma)
-            else:  # evaluation: no gradient to form
-                per_example = _index_focal_rows(z.contiguous(), targets, gamma)
+            per_example = index_focal_rows(z, targets, gamma)
             row_weight = None if weight is None else weight[targets]
             normalizer = max(z.shape[0], 1)
         if row_weight is not None:
