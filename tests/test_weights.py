@@ -31,6 +31,11 @@ def test_effective_number_bounds_and_monotone():
         assert torch.all(e <= torch.from_numpy(counts).double() * (1 + 1e-12))
         assert torch.all(e[1:] >= e[:-1])
     assert torch.equal(effective_number(counts, 0.0), torch.ones(len(counts), dtype=torch.float64))
+    # a fractional count (decayed running counts): n <= E_n <= 1
+    fractions = torch.tensor([1e-6, 0.01, 0.5, 0.999], dtype=torch.float64)
+    for beta in (0.0, 0.5, 0.9, 0.999999):
+        e = effective_number(fractions, beta)
+        assert torch.all(e >= fractions) and torch.all(e <= 1.0)
     # E_1 == 1 for every beta
     for beta in (0.1, 0.9, 0.999999):
         assert effective_number([1], beta).item() == pytest.approx(1.0, rel=1e-12)

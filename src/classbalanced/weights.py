@@ -89,7 +89,9 @@ def effective_number(samples_per_class, beta: float) -> torch.Tensor:
         beta: hyper-parameter in ``[0, 1)``.
 
     Returns:
-        ``(C,)`` float64 tensor (on the device of a tensor input). ``1 <= E_n <= n``.
+        ``(C,)`` float64 tensor (on the device of a tensor input). ``E_n`` lies
+        between 1 and ``n``: ``1 <= E_n <= n`` for ``n >= 1``, ``n <= E_n <= 1`` for
+        a fractional count (e.g. decayed running counts).
 
     >>> effective_number([1, 10, 100], beta=0.9)
     tensor([1.0000, 6.5132, 9.9997], dtype=torch.float64)
