@@ -334,6 +334,20 @@ def test_running_counts_state_dict_round_trip():
         restored.load_state_dict({"counts": torch.zeros(5)})
 
 
+def test_running_counts_bad_state_is_refused_whole():
+    """A bad min_count was refused after decay had been replaced (a half-loaded object),
+    and num_updates was taken as it came (negative, or int('x')'s own error)."""
+    running = RunningClassCounts(3, decay=0.5).update(torch.tensor([0, 1]))
+    state = dict(running.state_dict(), decay=0.9, min_count=-1.0)
+    with pytest.raises(ValueError, match="min_count"):
+        running.load_state_dict(state)
+    assert running.decay == 0.5 and running.num_updates == 1
+    for bad, error in ((-2, ValueError), ("x", TypeError), (1.5, TypeError)):
+        with pytest.raises(error, match="num_updates must be an integer >= 0"):
+            running.load_state_dict(dict(running.state_dict(), num_updates=bad))
+    assert running.num_updates == 1
+
+
 @pytest.mark.parametrize(
     "call, error, match",
     [

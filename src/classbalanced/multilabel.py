@@ -40,7 +40,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._validation import check_beta, check_choice, check_gamma, check_positive_int, check_real
+from ._validation import (
+    check_beta,
+    check_choice,
+    check_gamma,
+    check_int,
+    check_positive_int,
+    check_real,
+)
 from .losses.checks import _full_precision, _reduce
 from .losses.functional import DEFAULT_GAMMA, REDUCTIONS
 from .losses.kernels import focal_elements
@@ -455,10 +462,11 @@ class RunningClassCounts:
             raise ValueError(
                 f"state counts must be {self.num_classes} finite values >= 0, got shape {tuple(counts.shape)}"
             )
-        self.decay = self._check_decay(state["decay"])
-        self.min_count = check_real("min_count", state["min_count"], positive=True)
+        decay = self._check_decay(state["decay"])  # every value checked before any is set
+        min_count = check_real("min_count", state["min_count"], positive=True)
+        num_updates = check_int("num_updates", state["num_updates"])
+        self.decay, self.min_count, self.num_updates = decay, min_count, num_updates
         self._counts = counts.clone()
-        self.num_updates = int(state["num_updates"])
 
     def __repr__(self) -> str:
         return (
