@@ -838,6 +838,9 @@ def test_set_beta_and_set_weight_schedule_reweighting():
     assert torch.equal(module.weight, torch.ones(3))
     with pytest.raises(ValueError, match=r"weight must have shape \(3,\)"):
         module.set_weight(torch.ones(4))
+    module.set_weight(None)  # DRW before its switch: then the shape was no longer checked
+    with pytest.raises(ValueError, match=r"weight must have shape \(3,\)"):
+        module.set_weight(torch.ones(4))
 
 
 def test_registry_builds_named_losses():

@@ -172,6 +172,9 @@ class ClassBalancedLoss(WeightedLoss):
         self.beta = check_beta(beta)
         self.set_weight(class_balanced_weights(self.samples_per_class.double().cpu(), self.beta))
 
+    def _num_weights(self) -> int:
+        return int(self.samples_per_class.shape[0])  # also while the weights are None
+
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
         logits = _check_logits(logits)
         _check_num_classes(self.samples_per_class.shape[0], logits)
