@@ -49,7 +49,7 @@ from .checks import (
     _full_precision,
     _reduce,
 )
-from .kernels import focal_elements, index_focal_rows
+from .kernels import focal_elements, index_focal_per_example
 from .types import LossType, Reduction
 
 __all__ = [
@@ -91,7 +91,7 @@ def _binary_loss(
             positives = targets.sum()
             normalizer = torch.where(positives > 0, positives, torch.ones_like(positives))
         else:
-            per_example = index_focal_rows(z, targets, gamma)
+            per_example = index_focal_per_example(z, targets, gamma)
             row_weight = None if weight is None else weight[targets]
             normalizer = max(z.shape[0], 1)
         if row_weight is not None:
@@ -236,8 +236,9 @@ def class_balanced_loss(
     """Class-balanced loss: ``loss_type`` re-weighted by ``(1 - beta) / (1 - beta**n_y)``.
 
     The per-class weights are :func:`classbalanced.weights.class_balanced_weights`
-    (normalised to sum to ``C``; in float64 for float64 logits); each example is weighted by its true class's
-    weight (Cui et al., 2019, eq. 6-9). ``beta = 0`` gives the unweighted loss.
+    (normalised to sum to ``C``; in float64 for float64 logits); each example is
+    weighted by its true class's weight (Cui et al., 2019, eq. 6-9). ``beta = 0``
+    gives the unweighted loss.
 
     Args:
         logits: ``(N, C)``; targets: ``(N,)`` class indices (or ``(N, C)`` multi-hot

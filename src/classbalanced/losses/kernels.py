@@ -73,7 +73,7 @@ def focal_elements(z: Tensor, t: Tensor, gamma: float) -> Tensor:
     return _FocalElements.apply(z, t, gamma)
 
 
-def index_focal_rows(z: Tensor, targets: Tensor, gamma: float) -> Tensor:
+def index_focal_per_example(z: Tensor, targets: Tensor, gamma: float) -> Tensor:
     """``(N,)`` focal loss row sums for validated class indices ``targets`` ``(N,)``: the
     fused :class:`_IndexFocal`, or without a gradient to form :func:`_index_focal_rows`."""
     if _functorch_active():
