@@ -171,7 +171,7 @@ def test_beta_zero_gives_plain_losses():
 def test_class_balanced_equals_weighted_definition():
     z, y, _ = make_batch(n=12, c=4, seed=5, dtype=torch.float64)
     counts, beta = [400, 40, 8, 2], 0.99
-    w = class_balanced_weights(counts, beta).double()
+    w = class_balanced_weights(counts, beta, dtype=torch.float64)
     per = F.cross_entropy(z, y, reduction="none") * w[y]
     torch.testing.assert_close(
         class_balanced_loss(z, y, counts, beta=beta, loss_type="softmax"), per.mean()
@@ -182,6 +182,19 @@ def test_class_balanced_equals_weighted_definition():
         class_balanced_loss(z, y, counts, beta=beta, loss_type="focal", gamma=0.5),
         (elem * w[y].unsqueeze(1)).sum() / 12,
     )
+
+
+@pytest.mark.parametrize("loss_type", ["softmax", "focal"])
+def test_float64_logits_use_float64_weights(loss_type):
+    """The weights were rounded to float32, so float64 losses were off by ~1e-8 relative."""
+    z, y, _ = make_batch(n=12, c=4, seed=5, dtype=torch.float64)
+    counts, beta = torch.tensor([400.0, 40.0, 8.0, 2.0], dtype=torch.float64), 0.99
+    alpha = (1 - beta) / (1 - beta**counts)  # the paper's closed form, then sum = C
+    alpha = alpha * 4 / alpha.sum()
+    got = class_balanced_loss(z, y, counts, beta=beta, loss_type=loss_type, gamma=0.5)
+    expected = {"softmax": softmax_cross_entropy, "focal": sigmoid_focal_cross_entropy}[loss_type]
+    kwargs = {"gamma": 0.5} if loss_type == "focal" else {}
+    torch.testing.assert_close(got, expected(z, y, alpha, **kwargs), rtol=1e-14, atol=0)
 
 
 def test_focal_at_most_sigmoid_elementwise_and_gamma_zero_is_sigmoid():
@@ -292,6 +305,30 @@ def test_index_targets_give_the_second_derivatives_of_one_hot(gamma, weighted):
         grads.append(torch.cat([layer.weight.grad.flatten(), layer.bias.grad]))
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-12, atol=1e-15)
     assert grads[0].abs().max() > 1e-6  # a real second-order signal was compared
+
+
+def test_torch_func_transforms_equal_autograd(gamma=0.5):
+    """torch.func.grad / vmap / hessian (per-sample gradients, MAML) raised "must override
+    the setup_context staticmethod": the fused kernels have no functorch rules."""
+    z, y, w = make_batch(n=5, c=4, seed=15, dtype=torch.float64, scale=4.0)
+    z[0, y[0]], z[1, 0] = -100.0, 100.0  # saturated terms: still exact and finite
+    targets = {"index": y, "dense": F.one_hot(y, 4).double()}
+    for kind, t in targets.items():
+
+        def loss(logits, t=t):
+            return sigmoid_focal_cross_entropy(logits, t, w, gamma=gamma, validate_args=False)
+
+        x = z.clone().requires_grad_(True)
+        (expected,) = torch.autograd.grad(loss(x), x, create_graph=True)
+        torch.testing.assert_close(torch.func.grad(loss)(z), expected, rtol=1e-12, atol=0)
+        # per-sample gradients: a batch of one example per vmap lane
+        per_sample = torch.func.vmap(torch.func.grad(lambda zi, ti: loss(zi[None], ti[None])))
+        rows = [torch.autograd.grad(loss(x[i : i + 1], t[i : i + 1]), x)[0][i] for i in range(5)]
+        torch.testing.assert_close(per_sample(z, t), torch.stack(rows), rtol=1e-12, atol=0)
+        hessian = torch.func.hessian(lambda r, t=t: loss(r[None], t[:1]))(z[0])
+        rows = [torch.autograd.grad(expected[0, j], x, retain_graph=True)[0][0] for j in range(4)]
+        torch.testing.assert_close(hessian, 5 * torch.stack(rows), rtol=1e-10, atol=1e-15)
+        assert kind and torch.isfinite(hessian).all()
 
 
 def test_soft_targets_receive_exact_gradients():
@@ -801,6 +838,9 @@ def test_set_beta_and_set_weight_schedule_reweighting():
     assert torch.equal(module.weight, torch.ones(3))
     with pytest.raises(ValueError, match=r"weight must have shape \(3,\)"):
         module.set_weight(torch.ones(4))
+    module.set_weight(None)  # DRW before its switch: then the shape was no longer checked
+    with pytest.raises(ValueError, match=r"weight must have shape \(3,\)"):
+        module.set_weight(torch.ones(4))
 
 
 def test_registry_builds_named_losses():
@@ -954,6 +994,46 @@ def test_bad_weights():
         softmax_cross_entropy(z, y, torch.tensor([1.0, -1.0, 1.0]))
     with pytest.raises(TypeError, match="weight must be a tensor"):
         softmax_cross_entropy(z, y, [1.0, 1.0, 1.0])
+
+
+@pytest.mark.parametrize(
+    "dtype", [torch.int8, torch.uint8, torch.int32, torch.uint16, torch.uint64]
+)
+def test_class_indices_of_every_integer_width(dtype):
+    """uint16 / uint32 / uint64 targets failed with torch's NotImplementedError ("aminmax")."""
+    z, y, w = make_batch(n=6, c=4, seed=2)
+    for fn in (softmax_cross_entropy, sigmoid_focal_cross_entropy):
+        expected = fn(z, y, w.float(), reduction="none")
+        torch.testing.assert_close(fn(z, y.to(dtype), w.float(), reduction="none"), expected)
+        with pytest.raises(ValueError, match=r"class indices in \[0, 3\], got 4"):
+            fn(z, torch.tensor([0, 1, 4, 1, 1, 1], dtype=dtype))
+
+
+def test_integer_multi_hot_targets_are_multi_hot():
+    """F.one_hot gives int64 (N, C) targets: they were refused as class indices of the
+    wrong shape; they are multi-hot, like float or bool ones."""
+    z, y, w = make_batch(n=6, c=4, seed=2)
+    w = w.float()
+    multi_hot = F.one_hot(y, 4)
+    multi_hot[0, (y[0] + 1) % 4] = 1
+    for fn in (sigmoid_cross_entropy, sigmoid_focal_cross_entropy):
+        torch.testing.assert_close(fn(z, multi_hot, w), fn(z, multi_hot.float(), w))
+    with pytest.raises(ValueError, match=r"multi-hot targets must lie in \[0, 1\]"):
+        sigmoid_cross_entropy(z, multi_hot * 2)
+    with pytest.raises(ValueError, match=r"class-index targets must have shape \(N,\)"):
+        softmax_cross_entropy(z, multi_hot)
+
+
+def test_complex_weights_and_targets_are_refused():
+    """Their imaginary part was dropped with a warning, not refused."""
+    z, y = torch.zeros(2, 3), torch.tensor([0, 1])
+    weight = torch.ones(3, dtype=torch.complex64)
+    with pytest.raises(TypeError, match="weight must hold real numbers, got dtype torch.complex64"):
+        softmax_cross_entropy(z, y, weight)
+    with pytest.raises(TypeError, match="weight must hold real numbers"):
+        WeightedLoss("focal", weight)
+    with pytest.raises(TypeError, match="targets must be .* got dtype torch.complex64"):
+        sigmoid_cross_entropy(z, torch.zeros(2, 3, dtype=torch.complex64))
 
 
 def test_empty_batch_gives_zero_not_nan():

@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from classbalanced.losses import sigmoid_cross_entropy, sigmoid_focal_cross_entropy
@@ -27,10 +28,14 @@ def _batch(n=16, c=4, seed=0, dtype=torch.float64):
     return logits, targets
 
 
-def _reference(logits, targets, pos, neg, beta, gamma, reduction):
-    """Elementwise float64 loop over the documented definition."""
-    w_pos = class_balanced_weights(pos, beta).double().tolist()
-    w_neg = [1.0] * len(pos) if neg is None else class_balanced_weights(neg, beta).double().tolist()
+def _reference(logits, targets, pos, neg, beta, gamma, reduction, weight_dtype=torch.float64):
+    """Elementwise float64 loop over the documented definition (weights of ``weight_dtype``)."""
+
+    def weights(counts):
+        return class_balanced_weights(counts, beta, dtype=weight_dtype).double().tolist()
+
+    w_pos = weights(pos)
+    w_neg = [1.0] * len(pos) if neg is None else weights(neg)
     z, t = logits.double().tolist(), targets.double().tolist()
     rows = []
     for zb, tb in zip(z, t, strict=True):
@@ -60,19 +65,20 @@ def test_matches_loop_reference(beta, neg, gamma, reduction):
     )
     want = _reference(logits, targets, POS, neg, beta, gamma, reduction)
     assert got.dtype == torch.float64
-    # the class weights themselves are float32 (class_balanced_weights)
-    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-15)
     module = MultiLabelClassBalancedLoss(
         POS, beta=beta, negatives_per_class=neg, gamma=gamma, reduction=reduction
     )
-    torch.testing.assert_close(module(logits, targets), got, rtol=1e-12, atol=0)
+    # the module's weights are float32 buffers
+    want = _reference(logits, targets, POS, neg, beta, gamma, reduction, torch.float32)
+    torch.testing.assert_close(module(logits, targets), want, rtol=1e-12, atol=1e-15)
 
 
 def test_per_class_weighting_of_each_term():
     """A positive of class j is weighted by w_pos[j], a negative by w_neg[j], nothing else."""
     beta = 0.999
-    w_pos = class_balanced_weights(POS, beta).double()
-    w_neg = class_balanced_weights(NEG, beta).double()
+    w_pos = class_balanced_weights(POS, beta, dtype=torch.float64)
+    w_neg = class_balanced_weights(NEG, beta, dtype=torch.float64)
     z = torch.zeros(1, 4, dtype=torch.float64)
     for j in range(4):
         t = torch.zeros(1, 4, dtype=torch.float64)
@@ -123,6 +129,29 @@ def test_gradcheck(gamma):
     assert torch.autograd.gradcheck(fn, (logits,))
 
 
+def test_float64_logits_use_float64_weights():
+    """The weights were rounded to float32, so float64 losses were off by ~1e-8 relative."""
+    logits, targets = _batch(n=6, c=4)
+    beta, pos, neg = 0.99, torch.tensor(POS, dtype=torch.float64), torch.tensor(NEG).double()
+    w_pos, w_neg = ((1 - beta) / (1 - beta**n) for n in (pos, neg))  # closed form, sum = C
+    w_pos, w_neg = w_pos * 4 / w_pos.sum(), w_neg * 4 / w_neg.sum()
+    terms = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    expected = (terms * torch.where(targets > 0, w_pos, w_neg)).sum() / targets.sum()
+    got = multilabel_class_balanced_loss(
+        logits, targets, POS, beta=beta, negatives_per_class=NEG, gamma=0.0
+    )
+    torch.testing.assert_close(got, expected, rtol=1e-14, atol=0)
+
+
+@pytest.mark.slow
+def test_module_compiles_with_fullgraph_and_equals_eager():
+    """The eager 0/1 check of the targets read them on the host, which broke the graph."""
+    logits, targets = _batch(n=6, c=4, dtype=torch.float32)
+    module = MultiLabelClassBalancedLoss(POS, beta=0.99, negatives_per_class=NEG, gamma=0.5)
+    compiled = torch.compile(module, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(logits, targets), module(logits, targets))
+
+
 @pytest.mark.parametrize("gamma", [0.0, 0.25, 1.0, 2.0])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
 def test_extreme_logits_are_finite(gamma, dtype):
@@ -166,6 +195,22 @@ def test_module_buffers_and_set_beta():
     assert "beta=0.999" in repr(plain)
     with pytest.raises(ValueError, match="4 classes"):
         plain(torch.zeros(2, 3), torch.zeros(2, 3))
+
+
+@pytest.mark.parametrize("cast", [torch.nn.Module.half, torch.nn.Module.bfloat16])
+def test_module_counts_and_weights_survive_module_dtype_casts(cast):
+    """As for the single-label losses: .half() turned the count 70000 into inf (set_beta then
+    failed) and rounded the weights the loss used."""
+    pos, neg = [70000, 5000, 7], [7, 5000, 70000]
+    module = MultiLabelClassBalancedLoss(pos, beta=0.9999, negatives_per_class=neg)
+    logits, targets = _batch(n=6, c=3, dtype=torch.float32)
+    expected = module(logits, targets)
+    cast(module)
+    for name, value in module.state_dict().items():
+        assert value.dtype == torch.float32, name
+    torch.testing.assert_close(module(logits, targets), expected, rtol=0, atol=0)
+    module.set_beta(0.99)
+    torch.testing.assert_close(module.neg_weight, class_balanced_weights(neg, 0.99))
 
 
 @pytest.mark.parametrize(
@@ -287,6 +332,20 @@ def test_running_counts_state_dict_round_trip():
         RunningClassCounts(4).load_state_dict(state)
     with pytest.raises(ValueError, match="missing"):
         restored.load_state_dict({"counts": torch.zeros(5)})
+
+
+def test_running_counts_bad_state_is_refused_whole():
+    """A bad min_count was refused after decay had been replaced (a half-loaded object),
+    and num_updates was taken as it came (negative, or int('x')'s own error)."""
+    running = RunningClassCounts(3, decay=0.5).update(torch.tensor([0, 1]))
+    state = dict(running.state_dict(), decay=0.9, min_count=-1.0)
+    with pytest.raises(ValueError, match="min_count"):
+        running.load_state_dict(state)
+    assert running.decay == 0.5 and running.num_updates == 1
+    for bad, error in ((-2, ValueError), ("x", TypeError), (1.5, TypeError)):
+        with pytest.raises(error, match="num_updates must be an integer >= 0"):
+            running.load_state_dict(dict(running.state_dict(), num_updates=bad))
+    assert running.num_updates == 1
 
 
 @pytest.mark.parametrize(

@@ -86,7 +86,7 @@ def test_losses_finite_with_finite_gradients(args):
     # the same numbers as the float64 definition (for moderate logits, where it is itself exact)
     z = logits.detach().double()
     if z.numel() and z.abs().max() < 30:
-        w = class_balanced_weights(counts, beta).double()[targets]
+        w = class_balanced_weights(counts, beta, dtype=torch.float64)[targets]
         onehot = F.one_hot(targets, z.shape[1]).double()
         if loss_type == "softmax":
             per = F.cross_entropy(z, targets, reduction="none") * w

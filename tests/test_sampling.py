@@ -58,6 +58,13 @@ def test_probability_limits():
         assert torch.all(probs[1:] <= probs[:-1])
 
 
+def test_probabilities_of_huge_counts_sum_to_one():
+    """The sum of n_i / E_{n_i} overflowed to inf, so every probability was 0."""
+    probs = sampling_probabilities([1e308, 0, 1.5e308, 5e307], 0.0)
+    expected = torch.tensor([1 / 3, 0, 1 / 2, 1 / 6], dtype=torch.float64)
+    torch.testing.assert_close(probs, expected, rtol=1e-15, atol=0)
+
+
 def test_probabilities_from_labels_and_absent_classes():
     labels = [0, 0, 3, 3, 3, 3]
     probs = sampling_probabilities(labels, 0.0, kind="labels")

@@ -38,6 +38,30 @@ def test_ramp_grows_the_volume_geometrically():
     assert all(b >= a for a, b in zip(rare, rare[1:], strict=False))
 
 
+def test_ramp_ends_exactly_at_beta():
+    """1 - (1 - beta) ** 1 is not beta below 0.5 (0.09999999999999998 for 0.1)."""
+    for beta in (0.1, 0.3, 0.9999):
+        s = ReweightSchedule("ramp", COUNTS, beta, start_epoch=4)
+        assert s.beta_at(4) == beta and s.beta_at(9) == beta
+        assert torch.equal(s.weight_at(4), class_balanced_weights(COUNTS, beta))
+
+
+def test_epochs_are_checked_and_numpy_integers_accepted():
+    """A negative epoch gave the ramp a negative beta (then a confusing beta error), a
+    float epoch passed, and a numpy integer start_epoch was refused as not an integer."""
+    np = pytest.importorskip("numpy")
+    s = ReweightSchedule("ramp", COUNTS, 0.99, start_epoch=np.int64(4))
+    assert s.start_epoch == 4 and s.beta_at(np.int64(4)) == 0.99
+    for kind in ("constant", "drw", "ramp"):
+        schedule = ReweightSchedule(kind, COUNTS, 0.99, start_epoch=4)
+        with pytest.raises(ValueError, match="epoch must be an integer >= 0, got -1"):
+            schedule.weight_at(-1)
+        with pytest.raises(TypeError, match="epoch must be an integer >= 0, got 3.5"):
+            schedule.beta_at(3.5)
+    with pytest.raises(TypeError, match="start_epoch must be an integer >= 0, got '4'"):
+        ReweightSchedule("drw", COUNTS, 0.99, start_epoch="4")
+
+
 @pytest.mark.parametrize(
     "kind, beta, start, error",
     [

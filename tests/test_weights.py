@@ -31,6 +31,11 @@ def test_effective_number_bounds_and_monotone():
         assert torch.all(e <= torch.from_numpy(counts).double() * (1 + 1e-12))
         assert torch.all(e[1:] >= e[:-1])
     assert torch.equal(effective_number(counts, 0.0), torch.ones(len(counts), dtype=torch.float64))
+    # a fractional count (decayed running counts): n <= E_n <= 1
+    fractions = torch.tensor([1e-6, 0.01, 0.5, 0.999], dtype=torch.float64)
+    for beta in (0.0, 0.5, 0.9, 0.999999):
+        e = effective_number(fractions, beta)
+        assert torch.all(e >= fractions) and torch.all(e <= 1.0)
     # E_1 == 1 for every beta
     for beta in (0.1, 0.9, 0.999999):
         assert effective_number([1], beta).item() == pytest.approx(1.0, rel=1e-12)
@@ -61,6 +66,20 @@ def test_weights_against_definition():
     raw = [(1 - beta) / (1 - beta**n) for n in counts]
     expected = torch.tensor([r * 3 / sum(raw) for r in raw])
     torch.testing.assert_close(class_balanced_weights(counts, beta), expected, rtol=1e-6, atol=0)
+
+
+def test_float64_weights_are_exact_to_float64():
+    counts = [1200, 80, 3]
+    for beta in (0.5, 0.99, 0.999999):
+        inv = [1 / reference_effective_number(n, beta) for n in counts]
+        expected = torch.tensor([r * 3 / sum(inv) for r in inv], dtype=torch.float64)
+        got = class_balanced_weights(counts, beta, dtype=torch.float64)
+        torch.testing.assert_close(got, expected, rtol=1e-13, atol=0)
+        assert torch.equal(got.float(), class_balanced_weights(counts, beta))  # rounded once
+    with pytest.raises(
+        TypeError, match="dtype must be a floating-point torch.dtype, got torch.int64"
+    ):
+        class_balanced_weights(counts, 0.9, dtype=torch.int64)
 
 
 @pytest.mark.parametrize("beta", [0.999999, 1 - 1e-12])
@@ -119,6 +138,22 @@ def test_bad_beta(beta, error, match):
 def test_bad_counts(counts, error, match):
     with pytest.raises(error, match=match):
         effective_number(counts, 0.9)
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.uint32, np.uint64, np.int16, np.float16])
+def test_counts_of_every_numeric_dtype(dtype):
+    """Unsigned counts (numpy or torch) were refused as "not real numbers"."""
+    expected = class_balanced_weights([300, 30, 3], 0.99)
+    assert torch.equal(class_balanced_weights(np.array([300, 30, 3], dtype=dtype), 0.99), expected)
+    tensor = torch.from_numpy(np.array([300, 30, 3], dtype=dtype))
+    assert torch.equal(class_balanced_weights(tensor, 0.99), expected)
+
+
+def test_non_numeric_counts_get_the_library_error():
+    with pytest.raises(TypeError, match="samples_per_class must hold real numbers, got dtype <U"):
+        as_counts(["3", "5"])
+    with pytest.raises(TypeError, match="samples_per_class must hold real numbers"):
+        as_counts(np.array([3, 5], dtype=np.complex64))
 
 
 def test_as_counts_does_not_alias_input():

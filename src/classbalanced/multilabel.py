@@ -38,12 +38,20 @@ from collections.abc import Iterable
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ._validation import check_beta, check_choice, check_gamma, check_positive_int, check_real
+from ._validation import (
+    check_beta,
+    check_choice,
+    check_gamma,
+    check_int,
+    check_positive_int,
+    check_real,
+)
 from .losses.checks import _full_precision, _reduce
 from .losses.functional import DEFAULT_GAMMA, REDUCTIONS
 from .losses.kernels import focal_elements
+from .losses.modules import _KeptDtypeBuffers
 from .losses.types import Reduction
 from .weights import as_counts, class_balanced_weights
 
@@ -166,13 +174,20 @@ def _check_logits_targets(logits: object, targets: object) -> tuple[Tensor, Tens
             f"targets must be on the logits' device {logits.device}, got targets on {targets.device}"
         )
     dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
-    if targets.dtype != torch.bool and targets.device.type == "cpu" and targets.numel() > 0:
+    if (
+        targets.dtype != torch.bool
+        and targets.device.type == "cpu"
+        and targets.numel() > 0
+        and not torch.compiler.is_compiling()  # a host read would break the compiled graph
+    ):
         if bool(((targets != 0) & (targets != 1)).any()):
             raise ValueError("multi-hot targets must hold only 0/1 (or bool) values")
     return logits.to(dtype), targets.to(dtype)
 
 
-def _class_weight_vector(counts, beta: float, num_classes: int, name: str) -> Tensor:
+def _class_weight_vector(counts, beta: float, logits: Tensor, name: str) -> Tensor:
+    """Checked ``(C,)`` class-balanced weights in the dtype of the (up-cast) ``logits``."""
+    num_classes = logits.shape[1]
     try:
         counts = as_counts(counts)
     except ValueError as error:  # name the argument in the message
@@ -181,7 +196,7 @@ def _class_weight_vector(counts, beta: float, num_classes: int, name: str) -> Te
         raise ValueError(
             f"{name} must have one count per class: expected {num_classes}, got {counts.shape[0]}"
         )
-    return class_balanced_weights(counts, beta)
+    return class_balanced_weights(counts, beta, dtype=logits.dtype)
 
 
 def _weighted_binary_focal(
@@ -209,11 +224,14 @@ def multilabel_class_balanced_loss(
     Term ``(b, j)`` is weighted by ``w_pos[j]`` when ``t_bj = 1`` and by ``w_neg[j]``
     when ``t_bj = 0`` (module docstring); ``w_pos`` / ``w_neg`` are
     :func:`~classbalanced.weights.class_balanced_weights` of ``positives_per_class`` /
-    ``negatives_per_class`` (``w_neg = 1`` when ``negatives_per_class`` is ``None``).
+    ``negatives_per_class`` (``w_neg = 1`` when ``negatives_per_class`` is ``None``),
+    in float64 for float64 logits.
 
     Args:
         logits: ``(N, C)`` floating tensor (computed in float32, float64 for float64).
-        targets: ``(N, C)`` multi-hot, values 0/1 (bool, integer or float).
+        targets: ``(N, C)`` multi-hot, values 0/1 (bool, integer or float); the values
+            are checked for CPU tensors outside ``torch.compile`` (the loss compiles
+            with ``fullgraph=True``).
         positives_per_class: ``(C,)`` training examples with each label, every count > 0.
         beta: in ``[0, 1)``; 0 gives the unweighted loss.
         negatives_per_class: optional ``(C,)`` training examples without each label, > 0.
@@ -231,22 +249,22 @@ def multilabel_class_balanced_loss(
     gamma = check_gamma(gamma)
     check_choice("reduction", reduction, REDUCTIONS)
     z, t = _check_logits_targets(logits, targets)
-    c = z.shape[1]
-    w_pos = _class_weight_vector(positives_per_class, beta, c, "positives_per_class")
+    w_pos = _class_weight_vector(positives_per_class, beta, z, "positives_per_class")
     w_neg = (
         None
         if negatives_per_class is None
-        else _class_weight_vector(negatives_per_class, beta, c, "negatives_per_class")
+        else _class_weight_vector(negatives_per_class, beta, z, "negatives_per_class")
     )
     return _weighted_binary_focal(z, t, w_pos, w_neg, gamma, reduction)
 
 
-class MultiLabelClassBalancedLoss(nn.Module):
+class MultiLabelClassBalancedLoss(_KeptDtypeBuffers):
     """Module form of :func:`multilabel_class_balanced_loss`.
 
     ``pos_weight`` and ``neg_weight`` (``(C,)`` float32, all ones without
     ``negatives_per_class``) and the counts are buffers: they follow ``.to()`` and the
-    ``state_dict``. :meth:`set_beta` recomputes the weights.
+    ``state_dict``, and stay float32 under module dtype casts (``.half()``,
+    ``.to(torch.bfloat16)``). :meth:`set_beta` recomputes the weights.
 
     >>> loss = MultiLabelClassBalancedLoss(
     ...     [90, 10], beta=0.999999, negatives_per_class=[10, 90], gamma=0.0
@@ -444,10 +462,11 @@ class RunningClassCounts:
             raise ValueError(
                 f"state counts must be {self.num_classes} finite values >= 0, got shape {tuple(counts.shape)}"
             )
-        self.decay = self._check_decay(state["decay"])
-        self.min_count = check_real("min_count", state["min_count"], positive=True)
+        decay = self._check_decay(state["decay"])  # every value checked before any is set
+        min_count = check_real("min_count", state["min_count"], positive=True)
+        num_updates = check_int("num_updates", state["num_updates"])
+        self.decay, self.min_count, self.num_updates = decay, min_count, num_updates
         self._counts = counts.clone()
-        self.num_updates = int(state["num_updates"])
 
     def __repr__(self) -> str:
         return (

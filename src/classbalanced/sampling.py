@@ -161,6 +161,7 @@ def sampling_probabilities(
     present = counts > 0
     n = counts[present]
     mass = n / effective_number(n, beta)  # n / E_n
+    mass = mass / mass.max()  # in (0, 1]: the sum cannot overflow, even for counts near 1e308
     probs = torch.zeros_like(counts)
     probs[present] = mass / mass.sum()
     return probs

@@ -20,7 +20,7 @@ from typing import Literal, get_args
 
 import torch
 
-from ._validation import check_beta, check_choice
+from ._validation import check_beta, check_choice, check_int
 from .weights import as_counts, class_balanced_weights
 
 __all__ = ["SCHEDULES", "ReweightSchedule", "ScheduleKind"]
@@ -46,18 +46,16 @@ class ReweightSchedule:
         self.kind = check_choice("reweight schedule", kind, SCHEDULES)
         self.counts = as_counts(samples_per_class)
         self.beta = check_beta(beta)
-        if isinstance(start_epoch, bool) or not isinstance(start_epoch, int) or start_epoch < 0:
-            raise ValueError(f"start_epoch must be an integer >= 0, got {start_epoch!r}")
-        self.start_epoch = start_epoch
+        self.start_epoch = check_int("start_epoch", start_epoch)
 
     def beta_at(self, epoch: int) -> float | None:
-        """The beta in force at ``epoch`` (0-based); ``None`` means unweighted."""
-        if self.kind == "constant":
+        """The beta in force at ``epoch`` (0-based, an integer ``>= 0``); ``None`` means unweighted."""
+        epoch = check_int("epoch", epoch)
+        if self.kind == "constant" or epoch >= self.start_epoch:  # the ramp ends at beta itself
             return self.beta
         if self.kind == "drw":
-            return self.beta if epoch >= self.start_epoch else None
-        t = 1.0 if self.start_epoch == 0 else min(1.0, epoch / self.start_epoch)
-        return 1.0 - (1.0 - self.beta) ** t
+            return None
+        return 1.0 - (1.0 - self.beta) ** (epoch / self.start_epoch)
 
     def weight_at(self, epoch: int) -> torch.Tensor | None:
         """Class weights (``(C,)`` float32, summing to C) at ``epoch``, or ``None`` (unweighted)."""

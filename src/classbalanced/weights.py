@@ -56,20 +56,15 @@ def as_counts(samples_per_class: Sequence[float] | np.ndarray | torch.Tensor) ->
             raise TypeError(
                 "samples_per_class must hold numbers, got a ragged or non-numeric sequence"
             )
+        if array.dtype.kind not in "iuf":  # bool, complex, strings
+            raise TypeError(f"samples_per_class must hold real numbers, got dtype {array.dtype}")
         counts = torch.from_numpy(np.array(array, copy=True))
     else:
         raise TypeError(
             "samples_per_class must be a list, numpy array or tensor of counts, "
             f"got {type(samples_per_class).__name__}"
         )
-    if (
-        counts.dtype == torch.bool
-        or counts.is_complex()
-        or not (
-            counts.is_floating_point()
-            or counts.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
-        )
-    ):
+    if counts.dtype == torch.bool or counts.is_complex():
         raise TypeError(f"samples_per_class must hold real numbers, got dtype {counts.dtype}")
     if counts.dim() != 1 or counts.numel() == 0:
         raise ValueError(
@@ -94,7 +89,9 @@ def effective_number(samples_per_class, beta: float) -> torch.Tensor:
         beta: hyper-parameter in ``[0, 1)``.
 
     Returns:
-        ``(C,)`` float64 tensor (on the device of a tensor input). ``1 <= E_n <= n``.
+        ``(C,)`` float64 tensor (on the device of a tensor input). ``E_n`` lies
+        between 1 and ``n``: ``1 <= E_n <= n`` for ``n >= 1``, ``n <= E_n <= 1`` for
+        a fractional count (e.g. decayed running counts).
 
     >>> effective_number([1, 10, 100], beta=0.9)
     tensor([1.0000, 6.5132, 9.9997], dtype=torch.float64)
@@ -106,24 +103,31 @@ def effective_number(samples_per_class, beta: float) -> torch.Tensor:
     return effective_number_formula(counts, beta, torch.expm1)
 
 
-def class_balanced_weights(samples_per_class, beta: float) -> torch.Tensor:
+def class_balanced_weights(
+    samples_per_class, beta: float, *, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """Class-balanced weights ``alpha_i = (1 - beta) / (1 - beta**n_i)``, summing to C.
 
     Args:
         samples_per_class: ``(C,)`` counts (list, numpy array or tensor), each > 0.
         beta: hyper-parameter in ``[0, 1)``; 0 gives all ones, ``beta -> 1``
             approaches inverse-frequency weights ``C * (1/n_i) / sum_j (1/n_j)``.
+        dtype: a floating dtype of the result; the weights are computed in float64
+            and rounded once (``torch.float64`` for losses computed in float64).
 
     Returns:
-        ``(C,)`` float32 tensor with ``sum == C`` (on the device of a tensor input).
+        ``(C,)`` tensor of ``dtype`` (float32 by default) with ``sum == C`` (on the
+        device of a tensor input).
 
     >>> class_balanced_weights([100, 10], beta=0.0)
     tensor([1., 1.])
     >>> class_balanced_weights([100, 10], beta=0.999999)
     tensor([0.1818, 1.8182])
     """
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
     # alpha_i / sum_j alpha_j = (E_min / E_i) / sum_j (E_min / E_j): every ratio is in
     # (0, 1], so no 1 / E overflows, even for a count as small as 5e-324
     effective = effective_number(samples_per_class, beta).clamp_min(torch.finfo(torch.float64).tiny)
     ratio = effective.min() / effective
-    return (ratio * (ratio.numel() / ratio.sum())).to(torch.float32)
+    return (ratio * (ratio.numel() / ratio.sum())).to(dtype)

@@ -74,6 +74,7 @@ def _check_index_targets(targets: Tensor, logits: Tensor, validate: bool) -> Ten
             f"class-index targets must have shape (N,) = ({n},) to match logits {tuple(logits.shape)}, "
             f"got shape {tuple(targets.shape)}"
         )
+    targets = targets.long()  # first: torch has no aminmax for uint16 / uint32 / uint64
     if validate and n > 0:
 
         def message(low, high) -> str:
@@ -81,7 +82,7 @@ def _check_index_targets(targets: Tensor, logits: Tensor, validate: bool) -> Ten
             return f"targets must be class indices in [0, {c - 1}]{bad}"
 
         _check_values(targets, lambda low, high: (low >= 0) & (high < c), message)
-    return targets.long()
+    return targets
 
 
 def _check_dense_targets(targets: Tensor, logits: Tensor, validate: bool) -> Tensor:
@@ -103,17 +104,18 @@ def _check_dense_targets(targets: Tensor, logits: Tensor, validate: bool) -> Ten
 def _check_targets(
     targets: object, logits: Tensor, *, allow_dense: bool, validate: bool = True
 ) -> tuple[Tensor, bool]:
-    """Return (targets, is_dense)."""
+    """Return (targets, is_dense): integer ``(N,)`` class indices, or (``allow_dense``)
+    ``(N, C)`` multi-hot of any real dtype (float, bool or integer, e.g. ``F.one_hot``)."""
     if not isinstance(targets, Tensor):
         raise TypeError(f"targets must be a torch.Tensor, got {type(targets).__name__}")
     if targets.device != logits.device:
         raise ValueError(
             f"targets must be on the logits' device {logits.device}, got targets on {targets.device}"
         )
-    is_integer = (
-        not targets.is_floating_point() and not targets.is_complex() and targets.dtype != torch.bool
-    )
-    if is_integer:
+    if targets.is_complex():
+        raise TypeError(f"targets must be class indices or multi-hot, got dtype {targets.dtype}")
+    is_integer = not targets.is_floating_point() and targets.dtype != torch.bool
+    if is_integer and (targets.dim() != 2 or not allow_dense):
         return _check_index_targets(targets, logits, validate and not _compiling()), False
     if not allow_dense:
         raise TypeError(
@@ -121,20 +123,27 @@ def _check_targets(
         )
     if targets.dim() != 2:
         raise TypeError(
-            "targets must be int64 class indices of shape (N,) or float multi-hot of shape (N, C), "
+            "targets must be int64 class indices of shape (N,) or multi-hot of shape (N, C), "
             f"got dtype {targets.dtype} with shape {tuple(targets.shape)}"
         )
     return _check_dense_targets(targets, logits, validate and not _compiling()), True
+
+
+def _check_weight_type(weight: object) -> None:
+    """A per-class weight must be a real tensor (a complex one's imaginary part would be dropped)."""
+    if not isinstance(weight, Tensor):
+        raise TypeError(
+            f"weight must be a tensor of shape (C,) or None, got {type(weight).__name__}"
+        )
+    if weight.is_complex():
+        raise TypeError(f"weight must hold real numbers, got dtype {weight.dtype}")
 
 
 def _check_weight(weight: object, logits: Tensor, validate: bool = True) -> Tensor | None:
     """``(C,)`` weights in the compute dtype; gradients flow to a weight that requires them."""
     if weight is None:
         return None
-    if not isinstance(weight, Tensor):
-        raise TypeError(
-            f"weight must be a tensor of shape (C,) or None, got {type(weight).__name__}"
-        )
+    _check_weight_type(weight)
     c = logits.shape[1]
     if weight.dim() != 1 or weight.shape[0] != c:
         raise ValueError(

@@ -25,8 +25,9 @@ so the loss and its gradient are finite and exact for every finite logit, in
 float32 (float64 for float64 logits) whatever the logits' precision:
 half-precision logits are up-cast, so results match float32 at any logit
 magnitude. Second derivatives (``create_graph=True``, gradient penalties,
-meta-learning) are exact too; the losses compile with
-``torch.compile(fullgraph=True)``.
+meta-learning) are exact too, also under ``torch.func`` transforms (``grad``,
+``vmap``, ``hessian``; pass ``validate_args=False`` under ``vmap``); the losses
+compile with ``torch.compile(fullgraph=True)``.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from .checks import (
     _full_precision,
     _reduce,
 )
-from .kernels import _index_focal_rows, _IndexFocal, focal_elements
+from .kernels import focal_elements, index_focal_per_example
 from .types import LossType, Reduction
 
 __all__ = [
@@ -90,10 +91,7 @@ def _binary_loss(
             positives = targets.sum()
             normalizer = torch.where(positives > 0, positives, torch.ones_like(positives))
         else:
-            if torch.is_grad_enabled() and z.requires_grad:
-                per_example = _IndexFocal.apply(z.contiguous(), targets, gamma)
-            else:  # evaluation: no gradient to form
-                per_example = _index_focal_rows(z.contiguous(), targets, gamma)
+            per_example = index_focal_per_example(z, targets, gamma)
             row_weight = None if weight is None else weight[targets]
             normalizer = max(z.shape[0], 1)
         if row_weight is not None:
@@ -173,7 +171,8 @@ def sigmoid_cross_entropy(
 
     Args:
         logits: ``(N, C)`` floating tensor.
-        targets: ``(N,)`` integer class indices, or ``(N, C)`` float multi-hot in ``[0, 1]``.
+        targets: ``(N,)`` integer class indices, or ``(N, C)`` multi-hot in ``[0, 1]``
+            (float, also soft labels, bool or integer, e.g. ``F.one_hot(y, C)``).
         weight: optional ``(C,)`` non-negative per-class weights (gradients
             flow to a weight that requires grad).
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` (``(N,)`` per-example sums).
@@ -237,8 +236,9 @@ def class_balanced_loss(
     """Class-balanced loss: ``loss_type`` re-weighted by ``(1 - beta) / (1 - beta**n_y)``.
 
     The per-class weights are :func:`classbalanced.weights.class_balanced_weights`
-    (normalised to sum to ``C``); each example is weighted by its true class's
-    weight (Cui et al., 2019, eq. 6-9). ``beta = 0`` gives the unweighted loss.
+    (normalised to sum to ``C``; in float64 for float64 logits); each example is
+    weighted by its true class's weight (Cui et al., 2019, eq. 6-9). ``beta = 0``
+    gives the unweighted loss.
 
     Args:
         logits: ``(N, C)``; targets: ``(N,)`` class indices (or ``(N, C)`` multi-hot
@@ -255,7 +255,6 @@ def class_balanced_loss(
     check_choice("loss_type", loss_type, LOSS_TYPES)
     gamma = check_gamma(gamma)
     logits = _check_logits(logits)
-    weight = class_balanced_weights(samples_per_class, beta)
+    weight = class_balanced_weights(samples_per_class, beta, dtype=_compute_dtype(logits))
     _check_num_classes(weight.shape[0], logits)
-    weight = weight.to(logits.device)
     return _apply(loss_type, logits, targets, weight, gamma, reduction, validate_args)

@@ -68,7 +68,27 @@ class _FocalElements(torch.autograd.Function):
 def focal_elements(z: Tensor, t: Tensor, gamma: float) -> Tensor:
     """Elementwise focal terms ``(1 - p_t)**gamma * BCE(z, t)`` of validated float inputs,
     exact and twice differentiable (see :func:`_focal_terms`)."""
+    if _functorch_active():
+        return _focal_terms(z, t, gamma)[0]
     return _FocalElements.apply(z, t, gamma)
+
+
+def index_focal_per_example(z: Tensor, targets: Tensor, gamma: float) -> Tensor:
+    """``(N,)`` focal loss row sums for validated class indices ``targets`` ``(N,)``: the
+    fused :class:`_IndexFocal`, or without a gradient to form :func:`_index_focal_rows`."""
+    if _functorch_active():
+        return _focal_terms(z, _one_hot(z, targets.unsqueeze(1)), gamma)[0].sum(1)
+    if torch.is_grad_enabled() and z.requires_grad:
+        return _IndexFocal.apply(z.contiguous(), targets, gamma)
+    return _index_focal_rows(z.contiguous(), targets, gamma)  # evaluation
+
+
+def _functorch_active() -> bool:
+    """Whether a ``torch.func`` transform (``grad``, ``vmap``, ``hessian``...) is running.
+
+    The fused autograd Functions have no rules for them (their forward keeps the gradient
+    in ``ctx``); the same formulas as plain differentiable ops need none."""
+    return torch._C._are_functorch_transforms_active()
 
 
 def _modulator(z: Tensor, t: Tensor, gamma: float) -> Tensor | float:

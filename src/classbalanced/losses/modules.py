@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from .._validation import check_beta, check_choice, check_gamma
 from ..weights import as_counts, class_balanced_weights
-from .checks import _check_logits, _check_num_classes
+from .checks import _check_logits, _check_num_classes, _check_weight_type
 from .functional import DEFAULT_GAMMA, LOSS_TYPES, REDUCTIONS, _apply
 from .types import LossType, Reduction
 
@@ -16,10 +16,7 @@ __all__ = ["ClassWeightBuffers", "WeightedLoss", "ClassBalancedLoss"]
 
 def _as_weight(weight: object) -> Tensor:
     """A ``(C,)`` float32 CPU copy of per-class weights, checked finite and >= 0."""
-    if not isinstance(weight, Tensor):
-        raise TypeError(
-            f"weight must be a tensor of shape (C,) or None, got {type(weight).__name__}"
-        )
+    _check_weight_type(weight)
     weight = weight.detach().to(dtype=torch.float32)
     if weight.dim() != 1 or not bool(torch.isfinite(weight).all()) or bool((weight < 0).any()):
         raise ValueError(
@@ -28,19 +25,13 @@ def _as_weight(weight: object) -> Tensor:
     return weight
 
 
-class ClassWeightBuffers(nn.Module):
-    """Base of the loss modules: float32 buffers that keep their dtype.
+class _KeptDtypeBuffers(nn.Module):
+    """A module whose buffers follow ``.to()`` / ``.cuda()`` but keep their dtype.
 
-    ``weight`` (``(C,)`` or ``None``) and any count buffers move with ``.to()`` /
-    ``.cuda()`` and are saved in the ``state_dict``, but module dtype casts
-    (``.half()``, ``.to(torch.bfloat16)``, ``.double()``) leave them float32, so
-    counts above 65504 or weights such as 0.1893 are never rounded. Replace the
-    weights with :meth:`set_weight` (re-weighting schedules). The
-    :class:`~classbalanced.losses.Criterion` defaults: a linear classifier, default bias.
+    Module dtype casts (``.half()``, ``.to(torch.bfloat16)``, ``.double()``) leave the
+    buffers as they are, so float32 counts above 65504 or weights such as 0.1893 are
+    never rounded (nor turned into ``inf``) when a loss is part of a cast model.
     """
-
-    normalized_classifier: bool = False
-    uses_prior_bias: bool = False
 
     def _apply(self, fn, recurse=True):
         originals = dict(self._buffers)
@@ -50,6 +41,20 @@ class ClassWeightBuffers(nn.Module):
             if original is not None and moved is not None and moved.dtype != original.dtype:
                 self._buffers[name] = original.to(moved.device)  # follow the device only
         return self
+
+
+class ClassWeightBuffers(_KeptDtypeBuffers):
+    """Base of the loss modules: float32 buffers that keep their dtype.
+
+    ``weight`` (``(C,)`` or ``None``) and any count buffers move with ``.to()`` /
+    ``.cuda()`` and are saved in the ``state_dict``, but stay float32 under module
+    dtype casts (``.half()``, ``.to(torch.bfloat16)``, ``.double()``). Replace the
+    weights with :meth:`set_weight` (re-weighting schedules). The
+    :class:`~classbalanced.losses.Criterion` defaults: a linear classifier, default bias.
+    """
+
+    normalized_classifier: bool = False
+    uses_prior_bias: bool = False
 
     def set_weight(self, weight: Tensor | None) -> None:
         """Replace the per-class weights (``None`` = unweighted), keeping the buffers' device."""
@@ -133,7 +138,8 @@ class ClassBalancedLoss(WeightedLoss):
 
     ``set_beta`` recomputes the weights (e.g. for deferred re-weighting).
     ``samples_per_class`` and ``weight`` are float32 buffers that keep their
-    dtype under ``.half()`` / ``.to(torch.bfloat16)``.
+    dtype under ``.half()`` / ``.to(torch.bfloat16)`` (so for float64 logits the
+    module uses float32-rounded weights, the function float64 ones).
 
     >>> loss = ClassBalancedLoss([100, 10], beta=0.999, loss_type="focal", gamma=0.5)
     >>> loss.weight
@@ -165,6 +171,9 @@ class ClassBalancedLoss(WeightedLoss):
         """Recompute the class weights for a new ``beta``."""
         self.beta = check_beta(beta)
         self.set_weight(class_balanced_weights(self.samples_per_class.double().cpu(), self.beta))
+
+    def _num_weights(self) -> int:
+        return int(self.samples_per_class.shape[0])  # also while the weights are None
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
         logits = _check_logits(logits)
