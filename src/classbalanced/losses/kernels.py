@@ -88,7 +88,8 @@ def _functorch_active() -> bool:
 
     The fused autograd Functions have no rules for them (their forward keeps the gradient
     in ``ctx``); the same formulas as plain differentiable ops need none."""
-    return torch._C._are_functorch_transforms_active()
+    active = getattr(torch._C, "_are_functorch_transforms_active", None)  # a private hook
+    return bool(active()) if active is not None else False
 
 
 def _modulator(z: Tensor, t: Tensor, gamma: float) -> Tensor | float:
