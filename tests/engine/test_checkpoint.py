@@ -217,3 +217,22 @@ def test_flipped_bits_are_caught_by_the_checksum_before_unpickling(tmp_path, mon
     monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("unpickled a corrupt file"))
     with pytest.raises(CorruptCheckpoint, match="SHA-256"):
         load_checkpoint(path, sha256=digest)
+
+
+def test_rotation_never_removes_the_checkpoint_it_just_wrote(tmp_path):
+    # a resume from an older checkpoint (--fallback-checkpoint past a corrupt newest one,
+    # whose step the run has not reached again) with fewer checkpoints kept than before
+    from classbalanced.engine.run_folder import Manifest, RunFolder
+
+    folder = RunFolder(tmp_path, Manifest(tmp_path), writer=True, resuming=True)
+    for step in (10, 30):
+        folder.save_checkpoint(step, _state(step), keep=5)
+    new = folder.save_checkpoint(20, _state(20), keep=1)
+    assert load_checkpoint(new, sha256=folder.manifest.checkpoint_sha(new))["global_step"] == 20
+    # the older one goes; the later one stays until the run writes that step again
+    assert _files(tmp_path / "checkpoints") == [new.name, "checkpoint-00000030.pt"]
+    plain = tmp_path / "plain"
+    for step in (10, 30):
+        save_checkpoint(plain, step, _state(step), keep=5)
+    assert load_checkpoint(save_checkpoint(plain, 20, _state(20), keep=1))["global_step"] == 20
+    assert _files(plain) == ["checkpoint-00000020.pt", "checkpoint-00000030.pt"]

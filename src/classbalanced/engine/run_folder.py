@@ -38,6 +38,7 @@ from .checkpoint import (
     checkpoint_path,
     checkpoint_step,
     load_checkpoint,
+    stale_checkpoints,
     write_checkpoint,
 )
 
@@ -442,7 +443,8 @@ class RunFolder:
 
     def save_checkpoint(self, step: int, state: dict[str, Any], keep: int) -> Path | None:
         """Write ``checkpoints/checkpoint-<step>.pt`` with its SHA-256 in the manifest, then
-        remove all but the newest ``keep`` of this run's checkpoints."""
+        remove this run's older checkpoints so that ``keep`` remain up to ``step``
+        (:func:`~.checkpoint.stale_checkpoints`: never the new one, nor a later one)."""
         if not self.writer:
             return None
         path = checkpoint_path(self.path / "checkpoints", step)
@@ -450,7 +452,7 @@ class RunFolder:
         with self._writing(name):
             self.manifest.record(name)  # listed (unverified) before its first byte is written
             self.manifest.record(name, write_checkpoint(path, step, state))
-            old = [p for p, _ in self.manifest.checkpoints()][:-keep]
+            old = stale_checkpoints([p for p, _ in self.manifest.checkpoints()], step, keep)
             for stale in old:
                 stale.unlink(missing_ok=True)
                 del self.manifest.files[f"checkpoints/{stale.name}"]
