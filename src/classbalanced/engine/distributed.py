@@ -87,20 +87,38 @@ def choose_backend(backend: str, device: torch.device) -> str:
 
 
 def setup_distributed(device: str = "auto", backend: str = "auto") -> DistContext:
-    """Read torchrun's environment, initialise the process group with ``backend``
-    (:func:`choose_backend`: by default NCCL on GPU, gloo on CPU)."""
+    """Read torchrun's environment (``WORLD_SIZE`` >= 1, ``RANK`` in ``0..WORLD_SIZE-1``,
+    ``LOCAL_RANK`` >= 0; anything else is one ValueError line), initialise the process group
+    with ``backend`` (:func:`choose_backend`: by default NCCL on GPU, gloo on CPU)."""
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         resolved = resolve_device(device, 0)
         choose_backend(backend, resolved)  # the same checks without torchrun
         return DistContext(device=resolved)
-    rank = int(os.environ["RANK"])
-    world_size = int(os.environ["WORLD_SIZE"])
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    world_size = _env_int("WORLD_SIZE", 1)
+    rank = _env_int("RANK", 0, world_size - 1)
+    local_rank = _env_int("LOCAL_RANK", 0, default="0")
     resolved = resolve_device(device, local_rank)
     chosen = choose_backend(backend, resolved)
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend=chosen, device_id=resolved if chosen == "nccl" else None)
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=resolved)
+
+
+def _env_int(name: str, low: int, high: int | None = None, default: str | None = None) -> int:
+    """The integer in ``low..high`` that environment variable ``name`` holds, else one line
+    naming the variable, the range and the value (``RANK=1`` with ``WORLD_SIZE=1`` would
+    train a rank that writes nothing; ``RANK=2`` of 2 would wait for a rank that never comes)."""
+    text = os.environ.get(name, default)
+    try:
+        value = int(text)
+    except (TypeError, ValueError):
+        value = None
+    if value is None or value < low or (high is not None and value > high):
+        expected = f"an integer >= {low}" if high is None else f"an integer in {low}..{high}"
+        if name == "RANK":
+            expected += f" (WORLD_SIZE is {high + 1})"
+        raise ValueError(f"expected the torchrun variable {name} to be {expected}, got {text!r}")
+    return value
 
 
 def all_reduce_sum(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:

@@ -1,0 +1,39 @@
+"""torchrun's environment read by ``setup_distributed``: bad values are one line, before any
+process group or run folder exists (no rank that writes nothing, no hang, no ZeroDivisionError)."""
+
+from __future__ import annotations
+
+import pytest
+
+from classbalanced.engine.distributed import setup_distributed
+
+BAD = [
+    ({"RANK": "abc", "WORLD_SIZE": "2"}, "RANK"),
+    ({"RANK": "0", "WORLD_SIZE": "0"}, "WORLD_SIZE"),
+    ({"RANK": "0", "WORLD_SIZE": "-2"}, "WORLD_SIZE"),
+    ({"RANK": "1", "WORLD_SIZE": "1"}, "RANK"),  # would train, and nothing would be written
+    ({"RANK": "-1", "WORLD_SIZE": "1"}, "RANK"),
+    ({"RANK": "2", "WORLD_SIZE": "2"}, "RANK"),  # would wait for a rank that never comes
+    ({"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "x"}, "LOCAL_RANK"),
+    ({"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "-1"}, "LOCAL_RANK"),
+]
+
+
+@pytest.mark.parametrize(("env", "name"), BAD, ids=[" ".join(e.values()) for e, _ in BAD])
+def test_a_bad_torchrun_variable_is_one_line_naming_it(monkeypatch, env, name):
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ValueError, match=rf"^expected the torchrun variable {name} ") as info:
+        setup_distributed("cpu")
+    assert "\n" not in str(info.value)
+    assert repr(env[name]) in str(info.value)
+
+
+def test_a_world_of_one_is_rank_0_writing_without_a_process_group(monkeypatch):
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    ctx = setup_distributed("cpu")
+    assert (ctx.rank, ctx.world_size, ctx.is_main, ctx.distributed) == (0, 1, True, False)
