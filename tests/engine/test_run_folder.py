@@ -1,6 +1,8 @@
 """Nothing a user had on disk is lost: failed runs write nothing, --overwrite only replaces a run."""
 
+import contextlib
 import json
+from pathlib import Path
 
 from engine_cli import one_error_line, run_cli
 
@@ -29,3 +31,36 @@ def test_bad_settings_write_nothing_and_keep_an_old_run(tmp_path, capsys):
     assert code == 0, err
     assert (out / "notes.txt").read_text() == "mine"
     assert json.loads((out / "config.json").read_text())["seed"] == 1
+
+
+def _killed_write(target: Path) -> Path:
+    """The temporary file an atomic write of ``target`` leaves when its process is killed."""
+    from classbalanced.data.safe_io import atomic_save
+
+    names = []
+
+    def write(tmp):
+        names.append(Path(tmp))
+        raise OSError("killed")
+
+    with contextlib.suppress(OSError):
+        atomic_save(target, write)
+    names[0].write_bytes(b"partial")
+    return names[0]
+
+
+def test_a_resume_removes_its_own_stale_temporary_files_and_no_user_file(
+    copied_run, tiny_run, engine_helpers
+):
+    from classbalanced.engine.run_folder import RunFolder
+
+    mine = [copied_run / ".notes.tmp", copied_run / "checkpoints" / ".draft.pt.tmp"]
+    for path in mine:
+        path.write_text("mine")
+    names = ("run.json", "metrics.json", "checkpoints/checkpoint-00000099.pt")
+    stale = [_killed_write(copied_run / name) for name in names]
+    cfg = engine_helpers.replace(tiny_run.cfg.resolved(), resume=True, out=str(copied_run))
+    folder = RunFolder.open(cfg)
+    folder.start(cfg, {}, folder.data)
+    assert [p.read_text() for p in mine] == ["mine", "mine"]
+    assert not any(p.exists() for p in stale)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import errno as errno_codes
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,8 @@ _LOGGED_METRICS = (
     "medium_shot_accuracy",
     "few_shot_accuracy",
 )
+#: the temporary file of an atomic write (``data.safe_io.atomic_save``: ``mkstemp`` names)
+_TEMPORARY = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp$")
 RUN_FORMAT = "classbalanced-run"
 RUN_VERSION = 1
 
@@ -400,9 +403,8 @@ class RunFolder:
         with self._writing(MANIFEST):
             self.manifest.content["data"] = data
             if self.resuming:
-                for folder in (self.path, self.path / "checkpoints"):  # left by a kill; never read
-                    for stale in folder.glob(".*.tmp") if folder.is_dir() else ():
-                        stale.unlink(missing_ok=True)
+                for stale in self._stale_temporaries():  # left by a kill; never read
+                    stale.unlink(missing_ok=True)
                 self.manifest.save()
                 if self._config_changed:
                     atomic_write_json(self.path / "config.json", cfg.to_dict())
@@ -414,6 +416,21 @@ class RunFolder:
             self.manifest.save()  # first: every file below is already listed
             atomic_write_json(self.path / "subset.json", subset)
             atomic_write_json(self.path / "config.json", cfg.to_dict())
+
+    def _stale_temporaries(self) -> list[Path]:
+        """The temporary files an atomic write of this run's files left (``.<name>.<random>.tmp``
+        of ``run.json``, of a listed file or of a checkpoint); a user's other files are not."""
+        found = []
+        for sub in ("", "checkpoints/"):
+            folder = self.path / sub
+            for path in folder.glob(".*.tmp") if folder.is_dir() else ():
+                match = _TEMPORARY.match(path.name)
+                name = sub + match["target"] if match else None
+                if name in (MANIFEST, *self.manifest.files) or (
+                    sub and name and checkpoint_step(name) is not None
+                ):
+                    found.append(path)
+        return found
 
     @contextlib.contextmanager
     def _writing(self, name: str) -> Iterator[None]:
