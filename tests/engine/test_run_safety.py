@@ -244,6 +244,13 @@ def _damage(file: str, *keys: str, evaluate: bool = False):
     return make
 
 
+def _files_listed_as_a_list(run, data, tmp):
+    content = manifest(run)
+    content["files"] = list(content["files"])  # the names without their SHA-256
+    (run / "run.json").write_text(json.dumps(content))
+    return ["evaluate", run, "--device", "cpu"]
+
+
 REFUSALS = [
     ("resume-force-other-model", _force("--model", "simple_cnn"), "checkpoint holds resnet8, config asks for simple_cnn"),
     ("resume-force-other-loss", _force("--loss", "ldam"), "does not fit"),
@@ -259,6 +266,7 @@ REFUSALS = [
     ("evaluate-subset-without-counts", _subset_without_counts, "lacks the key(s) counts"),
     ("resume-manifest-without-data", _damage("run.json", "data"), "lacks the key(s) data"),
     ("resume-record-without-fingerprint", _damage("run.json", "data.train.fingerprint"), "lacks train.source / train.fingerprint"),
+    ("evaluate-manifest-files-not-a-mapping", _files_listed_as_a_list, "expected its files as a mapping"),
     ("evaluate-record-without-class-names", _damage("run.json", "data.class_names", evaluate=True), "lacks class_names"),
     ("evaluate-corrupt-checkpoint", lambda r, d, t: (_corrupt_newest_checkpoint(r, d, t), _evaluate()(r, d, t))[1], "newest valid older checkpoint is"),
 ]  # fmt: skip

@@ -129,7 +129,15 @@ class Manifest:
                 f"version {RUN_VERSION}, got {content['format']!r} version {content['version']!r})"
             )
         _check_data_record(content["data"], path)
-        for name in content["files"]:  # a tampered manifest must not reach outside the folder
+        files = content["files"]
+        if not isinstance(files, dict) or not all(
+            isinstance(sha, str | None) for sha in files.values()
+        ):
+            raise ValueError(
+                f"{path} is damaged: expected its files as a mapping of name to SHA-256 "
+                f"(or null), got {json.dumps(files)[:80]}"
+            )
+        for name in files:  # a tampered manifest must not reach outside the folder
             parts = Path(name).parts
             if Path(name).is_absolute() or ".." in parts or not parts:
                 raise ValueError(f"{path} is damaged: it lists {name!r}, outside the run folder")
