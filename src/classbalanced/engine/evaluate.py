@@ -79,13 +79,14 @@ def evaluate(
     """Top-1 / top-5 counts of ``model`` on uint8 ``images (N, C, H, W)``, summed over ranks.
 
     Each rank evaluates positions ``rank, rank + world, ...``: no image is
-    counted twice and none is padded in.
+    counted twice and none is padded in. ``num_classes`` (default: the width of
+    the model's logits) is the length of the counts, so classes without a test
+    image are counted too (as zeros).
     """
     ctx = ctx or DistContext(device=images.device)
     was_training = model.training
     model.eval()
-    num_classes = num_classes or int(labels.max()) + 1
-    counts = EvalCounts.zeros(num_classes, device=images.device)
+    counts = None if num_classes is None else EvalCounts.zeros(num_classes, device=images.device)
     positions = torch.arange(ctx.rank, images.shape[0], ctx.world_size, device=images.device)
     for start in range(0, positions.numel(), batch_size):
         idx = positions[start : start + batch_size]
@@ -94,7 +95,14 @@ def evaluate(
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(images.device, precision):
             logits = model(x)
+        if counts is None:
+            counts = EvalCounts.zeros(logits.shape[1], device=images.device)
         counts.update(logits.float(), labels[idx])
+    if counts is None:
+        raise ValueError(
+            f"expected num_classes to evaluate on no image (rank {ctx.rank} of {ctx.world_size}, "
+            f"{images.shape[0]} test images)"
+        )
     stacked = all_reduce_sum(counts.stacked(), ctx)
     model.train(was_training)
     return EvalCounts.from_stacked(stacked, counts.k)
