@@ -484,3 +484,34 @@ def test_a_checkpoint_of_other_classes_is_refused_before_its_weights_load(tiny_r
         check_checkpoint_fits(state, cfg, swapped, str(path))
     with pytest.raises(ValueError, match="expected 10 classes, got 9"):
         check_checkpoint_fits(state, cfg, names[:9], str(path))
+
+
+def test_a_full_disk_under_tensorboard_is_one_line_without_a_thread_traceback(
+    tmp_path, monkeypatch
+):
+    import threading
+
+    import torch
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    from classbalanced.engine.metrics import EvalCounts, summarize
+    from classbalanced.engine.run_folder import Manifest, RunFolder, RunWriteError
+
+    tracebacks = []  # what an unhandled exception in a thread would print
+    monkeypatch.setattr(threading, "excepthook", tracebacks.append)
+    folder = RunFolder(tmp_path, Manifest(tmp_path), writer=True, resuming=False)
+    folder.open_tensorboard(None)
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(RecordWriter, "write", full)
+    counts = EvalCounts.zeros(3)
+    counts.update(torch.eye(3), torch.arange(3))
+    with pytest.raises(RunWriteError) as info:  # the writer thread's error, on the next write
+        folder.log_scalars({"train/epoch": 1.0}, 1)
+        folder.log_evaluation(summarize(counts, [100, 10, 1]), 1)
+    line = str(info.value)
+    assert "No space left on device" in line and "--resume" in line and "\n" not in line
+    assert f"cannot write tensorboard in {tmp_path}" in line
+    assert tracebacks == []

@@ -26,6 +26,7 @@ import contextlib
 import errno as errno_codes
 import json
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -219,6 +220,25 @@ class Manifest:
             raise CorruptCheckpoint(f"{exc}{hint}") from None
 
 
+def _quiet_tensorboard_threads() -> None:
+    """Leave a write error of TensorBoard's writer thread (a full disk) untold there: the
+    thread keeps it, and the run's next TensorBoard call raises it as one line
+    (:meth:`RunFolder._writing`). Any other thread's exception goes to the hook before."""
+    previous = threading.excepthook
+    if getattr(previous, "quiet_tensorboard", False):
+        return
+
+    def hook(args) -> None:
+        if not (
+            type(args.thread).__module__.startswith("tensorboard.")
+            and isinstance(args.exc_value, OSError)
+        ):
+            previous(args)
+
+    hook.quiet_tensorboard = True
+    threading.excepthook = hook
+
+
 class TensorBoardLog:
     """The run's TensorBoard event file (nothing happens before :meth:`open`)."""
 
@@ -229,6 +249,7 @@ class TensorBoardLog:
         """Start an event file in ``folder``; return the names of the files it created."""
         from torch.utils.tensorboard import SummaryWriter
 
+        _quiet_tensorboard_threads()
         before = set(folder.iterdir()) if folder.is_dir() else set()
         self.writer = SummaryWriter(str(folder), purge_step=purge_step)
         return [p.name for p in sorted(set(folder.iterdir()) - before)]
@@ -492,8 +513,21 @@ class RunFolder:
                 for new in self.tensorboard.open(self.path / "tensorboard", purge_step):
                     self.manifest.record(f"tensorboard/{new}")
 
+    def log_scalars(self, values: dict[str, float], step: int) -> None:
+        """TensorBoard scalars (a failed write, e.g. a full disk: :class:`RunWriteError`)."""
+        if self.writer:
+            with self._writing("tensorboard"):
+                self.tensorboard.scalars(values, step)
+
+    def log_evaluation(self, metrics: dict, epoch: int) -> None:
+        """An evaluation's metrics in TensorBoard (see :meth:`TensorBoardLog.evaluation`)."""
+        if self.writer:
+            with self._writing("tensorboard"):
+                self.tensorboard.evaluation(metrics, epoch)
+
     def close(self) -> None:
-        self.tensorboard.close()
+        with self._writing("tensorboard"):
+            self.tensorboard.close()
 
     def plots(self, counts, class_names, metrics: dict, history: list[dict]) -> None:
         """The class distribution, per-class accuracy and error curve (up to 200 classes)."""
