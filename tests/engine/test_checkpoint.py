@@ -236,3 +236,13 @@ def test_rotation_never_removes_the_checkpoint_it_just_wrote(tmp_path):
         save_checkpoint(plain, step, _state(step), keep=5)
     assert load_checkpoint(save_checkpoint(plain, 20, _state(20), keep=1))["global_step"] == 20
     assert _files(plain) == ["checkpoint-00000020.pt", "checkpoint-00000030.pt"]
+
+
+def test_a_checkpoint_of_another_format_version_names_both_versions(tmp_path):
+    from classbalanced.engine.checkpoint import FORMAT_VERSION
+
+    path = tmp_path / "checkpoint-00000001.pt"
+    torch.save({**_state(), "format_version": FORMAT_VERSION + 1}, path)
+    message = _one_line_value_error(path)
+    assert f"format_version {FORMAT_VERSION + 1}" in message
+    assert f"expected format_version {FORMAT_VERSION}" in message

@@ -145,13 +145,14 @@ def load_checkpoint(
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # unpickling errors, truncated zip files, ...
         raise ValueError(f"cannot load checkpoint {path}: {_reason(exc)}") from None
-    if (
-        not isinstance(state, dict)
-        or "model" not in state
-        or state.get("format_version") != FORMAT_VERSION
-    ):
+    if not isinstance(state, dict) or "model" not in state or "format_version" not in state:
         raise ValueError(
             f"{path} is not a classbalanced checkpoint (expected format_version {FORMAT_VERSION})"
+        )
+    if state["format_version"] != FORMAT_VERSION:
+        raise ValueError(
+            f"{path} is a checkpoint of another classbalanced version (format_version "
+            f"{state['format_version']!r}, expected format_version {FORMAT_VERSION})"
         )
     return state
 
