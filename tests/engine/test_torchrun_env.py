@@ -1,4 +1,4 @@
-"""torchrun's environment read by ``setup_distributed``: bad values are one line, before any
+"""torchrun's environment and the device read by ``setup_distributed``: bad values are one line, before any
 process group or run folder exists (no rank that writes nothing, no hang, no ZeroDivisionError)."""
 
 from __future__ import annotations
@@ -37,3 +37,12 @@ def test_a_world_of_one_is_rank_0_writing_without_a_process_group(monkeypatch):
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     ctx = setup_distributed("cpu")
     assert (ctx.rank, ctx.world_size, ctx.is_main, ctx.distributed) == (0, 1, True, False)
+
+
+@pytest.mark.parametrize("name", ["mps", "meta", "xpu", "cuda:x", "gpu"])
+def test_a_device_other_than_cpu_or_cuda_is_one_line_before_anything_runs(name):
+    # mps / meta / xpu are torch device types: refused here, not by a RuntimeError mid-run
+    with pytest.raises(
+        ValueError, match=rf"^expected a device auto, cpu, cuda or cuda:N, got '{name}'$"
+    ):
+        setup_distributed(name)

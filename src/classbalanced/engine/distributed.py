@@ -40,12 +40,25 @@ class DistContext:
 
 
 def resolve_device(name: str, local_rank: int) -> torch.device:
+    """The device ``name`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``) names for the process of
+    local rank ``local_rank`` (``cuda``: its own GPU); anything else is one ValueError line
+    (other torch device types, ``mps`` or ``meta``, would fail only mid-run).
+
+    >>> resolve_device("cpu", 0)
+    device(type='cpu')
+    >>> resolve_device("mps", 0)
+    Traceback (most recent call last):
+    ...
+    ValueError: expected a device auto, cpu, cuda or cuda:N, got 'mps'
+    """
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"unknown device {name!r}: expected auto, cpu, cuda or cuda:N") from None
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ValueError(f"expected a device auto, cpu, cuda or cuda:N, got {name!r}")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(
