@@ -246,3 +246,31 @@ def test_a_checkpoint_of_another_format_version_names_both_versions(tmp_path):
     message = _one_line_value_error(path)
     assert f"format_version {FORMAT_VERSION + 1}" in message
     assert f"expected format_version {FORMAT_VERSION}" in message
+
+
+def test_a_forced_resume_steps_with_the_configs_hyperparameters_and_the_saved_momentum(tmp_path):
+    from classbalanced.config import TrainConfig
+    from classbalanced.engine.state import TrainState
+    from classbalanced.models import build_model
+    from classbalanced.optim import build_sgd, parameter_groups
+
+    cfg = TrainConfig(dataset="digits", model="simple_cnn")
+
+    def model_and_sgd(weight_decay, momentum, nesterov):
+        model = build_model("simple_cnn", 3, in_channels=1)
+        groups = parameter_groups(model, weight_decay, no_decay=[model.fc.bias])
+        return model, build_sgd(groups, lr=0.1, momentum=momentum, nesterov=nesterov)
+
+    model, sgd = model_and_sgd(2e-4, 0.9, False)
+    model(torch.randn(4, 1, 8, 8)).sum().backward()
+    sgd.step()
+    path = tmp_path / "checkpoint-00000001.pt"
+    write_checkpoint(path, 1, TrainState().to_checkpoint(model, sgd, cfg, ["a", "b", "c"]))
+    # --resume --force --weight-decay 0.5 --momentum 0.5 --nesterov: the new values apply
+    model, sgd = model_and_sgd(0.5, 0.5, True)
+    TrainState.from_checkpoint(load_checkpoint(path), model, sgd, cfg, ["a", "b", "c"], "x")
+    assert [g["weight_decay"] for g in sgd.param_groups] == [0.5, 0.0]
+    assert {(g["momentum"], g["nesterov"]) for g in sgd.param_groups} == {(0.5, True)}
+    saved = load_checkpoint(path)["optimizer"]["state"]
+    for i, p in enumerate(model.parameters()):
+        assert torch.equal(sgd.state[p]["momentum_buffer"], saved[i]["momentum_buffer"])
