@@ -4,6 +4,7 @@ import contextlib
 import json
 from pathlib import Path
 
+import pytest
 from engine_cli import one_error_line, run_cli
 
 BASE = ["train", "--dataset", "digits", "--epochs", "1", "--model", "simple_cnn", "--no-progress"]
@@ -64,3 +65,20 @@ def test_a_resume_removes_its_own_stale_temporary_files_and_no_user_file(
     folder.start(cfg, {}, folder.data)
     assert [p.read_text() for p in mine] == ["mine", "mine"]
     assert not any(p.exists() for p in stale)
+
+
+def test_evaluate_names_what_it_expected_for_a_path_that_is_no_run_or_checkpoint_of_one(
+    tmp_path, copied_run
+):
+    from classbalanced.engine.evaluate import evaluate_run
+
+    checkpoint = next((copied_run / "checkpoints").glob("checkpoint-*.pt"))
+    loose = tmp_path / "elsewhere" / "model.pt"  # a checkpoint copied out of its run
+    loose.parent.mkdir()
+    loose.write_bytes(checkpoint.read_bytes())
+    for path in (loose, copied_run / "config.json"):
+        with pytest.raises(ValueError, match="^expected a run folder or a checkpoint in its ") as e:
+            evaluate_run(path, device="cpu")
+        assert str(path) in str(e.value)
+    with pytest.raises(FileNotFoundError, match="^no run folder or checkpoint at "):
+        evaluate_run(tmp_path / "missing", device="cpu")

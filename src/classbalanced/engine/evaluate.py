@@ -25,7 +25,7 @@ from ..data.augment import normalize_images
 from .distributed import DistContext, all_reduce_sum, resolve_device
 from .metrics import EvalCounts, summarize
 from .network import build_network
-from .run_folder import RunFolder, check_class_names, read_run_json
+from .run_folder import MANIFEST, RunFolder, check_class_names, read_run_json
 
 __all__ = [
     "autocast",
@@ -217,6 +217,14 @@ def evaluate_run(
 
     run = Path(run).absolute()
     folder_path, checkpoint = (run.parent.parent, run) if run.is_file() else (run, None)
+    if checkpoint is not None and not (
+        run.parent.name == "checkpoints" and (folder_path / MANIFEST).is_file()
+    ):
+        raise ValueError(
+            f"expected a run folder or a checkpoint in its checkpoints/ folder, got the file {run}"
+        )
+    if not run.exists():
+        raise FileNotFoundError(f"no run folder or checkpoint at {run}")
     folder = RunFolder.read(folder_path)
     cfg = TrainConfig.from_dict(
         read_run_json(folder_path / "config.json"), source=str(folder_path / "config.json")
