@@ -34,37 +34,50 @@ def test_bad_settings_write_nothing_and_keep_an_old_run(tmp_path, capsys):
     assert json.loads((out / "config.json").read_text())["seed"] == 1
 
 
-def _killed_write(target: Path) -> Path:
-    """The temporary file an atomic write of ``target`` leaves when its process is killed."""
-    from classbalanced.data.safe_io import atomic_save
+def _killed_while_writing(folder: Path, write, monkeypatch) -> list[Path]:
+    """The temporary files ``write()`` (atomic writes) leaves in ``folder`` and its
+    ``checkpoints/`` when the process is killed before each rename."""
+    import os
 
-    names = []
-
-    def write(tmp):
-        names.append(Path(tmp))
-        raise OSError("killed")
-
-    with contextlib.suppress(OSError):
-        atomic_save(target, write)
-    names[0].write_bytes(b"partial")
-    return names[0]
+    before = set(folder.rglob(".*.tmp"))
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(OSError("killed")))
+        patch.setattr(os, "unlink", lambda *a, **k: None)  # the kill leaves the file behind
+        write()
+    return sorted(set(folder.rglob(".*.tmp")) - before)
 
 
 def test_a_resume_removes_its_own_stale_temporary_files_and_no_user_file(
-    copied_run, tiny_run, engine_helpers
+    copied_run, tiny_run, engine_helpers, monkeypatch
 ):
+    import matplotlib.pyplot as plt
+
+    from classbalanced.data.safe_io import atomic_write_json
+    from classbalanced.engine.checkpoint import write_checkpoint
     from classbalanced.engine.run_folder import RunFolder
+    from classbalanced.plots import _write_png
 
     mine = [copied_run / ".notes.tmp", copied_run / "checkpoints" / ".draft.pt.tmp"]
     for path in mine:
         path.write_text("mine")
-    names = ("run.json", "metrics.json", "checkpoints/checkpoint-00000099.pt")
-    stale = [_killed_write(copied_run / name) for name in names]
+
+    def writes():  # the run's writers, each killed midway
+        for name in ("run.json", "metrics.json"):
+            with contextlib.suppress(OSError):
+                atomic_write_json(copied_run / name, {})
+        with contextlib.suppress(OSError):
+            write_checkpoint(copied_run / "checkpoints" / "checkpoint-00000099.pt", 99, {})
+        with contextlib.suppress(OSError):
+            _write_png(plt.figure(), copied_run / "class_distribution.png")
+        plt.close("all")
+
+    stale = _killed_while_writing(copied_run, writes, monkeypatch)
+    assert len(stale) == 4
     cfg = engine_helpers.replace(tiny_run.cfg.resolved(), resume=True, out=str(copied_run))
     folder = RunFolder.open(cfg)
     folder.start(cfg, {}, folder.data)
     assert [p.read_text() for p in mine] == ["mine", "mine"]
-    assert not any(p.exists() for p in stale)
+    assert [p for p in stale if p.exists()] == []
 
 
 def test_evaluate_names_what_it_expected_for_a_path_that_is_no_run_or_checkpoint_of_one(

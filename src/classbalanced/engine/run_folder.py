@@ -64,8 +64,9 @@ _LOGGED_METRICS = (
     "medium_shot_accuracy",
     "few_shot_accuracy",
 )
-#: the temporary file of an atomic write (``data.safe_io.atomic_save``: ``mkstemp`` names)
-_TEMPORARY = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp$")
+#: the temporary file of an atomic write of ``target`` (``data.safe_io.atomic_save``: a
+#: ``mkstemp`` name; ``plots``: hex digits): ``.<target>.<random>.tmp``
+_TEMPORARY = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]+\.tmp$")
 RUN_FORMAT = "classbalanced-run"
 RUN_VERSION = 1
 
