@@ -46,3 +46,18 @@ def test_a_device_other_than_cpu_or_cuda_is_one_line_before_anything_runs(name):
         ValueError, match=rf"^expected a device auto, cpu, cuda or cuda:N, got '{name}'$"
     ):
         setup_distributed(name)
+
+
+def test_a_gpu_index_beyond_the_gpus_names_the_index_not_a_local_rank(monkeypatch):
+    import torch
+
+    from classbalanced.engine.distributed import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(
+        ValueError, match=r"^expected a GPU index below 2 \(this machine's GPUs\), got 'cuda:3'$"
+    ):
+        resolve_device("cuda:3", 0)
+    with pytest.raises(ValueError, match="got local rank 2: lower --nproc_per_node"):
+        resolve_device("cuda", 2)  # torchrun started more processes than there are GPUs

@@ -65,6 +65,11 @@ def resolve_device(name: str, local_rank: int) -> torch.device:
                 f"device {name!r} requested but CUDA is not available here; use --device cpu"
             )
         index = local_rank if device.index is None else device.index
+        if device.index is not None and index >= torch.cuda.device_count():
+            raise ValueError(
+                f"expected a GPU index below {torch.cuda.device_count()} (this machine's GPUs), "
+                f"got {name!r}"
+            )
         if index >= torch.cuda.device_count():
             raise ValueError(
                 f"expected at most {torch.cuda.device_count()} processes per node (one per GPU), "
