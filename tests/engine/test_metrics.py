@@ -223,3 +223,15 @@ def test_evaluate_counts_every_class_of_the_model_when_the_last_ones_have_no_tes
         ValueError, match="expected training counts of the 8 evaluated classes, got 6"
     ):
         summarize(counts, TRAIN_COUNTS[:6])  # the counts of the classes the test set holds
+
+
+@pytest.mark.parametrize("precision", ["fp64", "float16", "FP16"])
+def test_evaluate_refuses_a_precision_it_would_take_for_fp16(precision):
+    from classbalanced.engine import evaluate
+
+    images = torch.zeros(2, 1, 1, 1, dtype=torch.uint8)
+    model = _Lookup(torch.zeros(256, 3))
+    with pytest.raises(
+        ValueError, match=f"expected a precision in fp32, bf16, fp16, got '{precision}'"
+    ):
+        evaluate(model, images, torch.zeros(2, dtype=torch.long), precision=precision)

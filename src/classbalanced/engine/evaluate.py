@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from .._console import info
-from ..config import Precision, TrainConfig
+from ..config import PRECISIONS, Precision, TrainConfig
 from ..data.augment import normalize_images
 from .distributed import DistContext, all_reduce_sum, resolve_device
 from .metrics import EvalCounts, summarize
@@ -38,7 +38,10 @@ __all__ = [
 
 
 def autocast(device: torch.device, precision: Precision):
-    """``torch.autocast`` for ``bf16`` / ``fp16``, nothing for ``fp32``."""
+    """``torch.autocast`` for ``bf16`` / ``fp16``, nothing for ``fp32`` (anything else is one
+    ValueError line)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"expected a precision in {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "fp32":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
