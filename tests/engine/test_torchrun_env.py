@@ -61,3 +61,23 @@ def test_a_gpu_index_beyond_the_gpus_names_the_index_not_a_local_rank(monkeypatc
         resolve_device("cuda:3", 0)
     with pytest.raises(ValueError, match="got local rank 2: lower --nproc_per_node"):
         resolve_device("cuda", 2)  # torchrun started more processes than there are GPUs
+
+
+def test_a_process_group_the_caller_made_is_left_to_the_caller(tmp_path, monkeypatch):
+    """A script that made its own process group and calls ``train`` keeps it afterwards."""
+    import torch.distributed as dist
+
+    from classbalanced.engine.distributed import cleanup_distributed
+
+    # the caller's group (one process here, so that the test needs no second one)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
+    try:
+        monkeypatch.setenv("RANK", "0")
+        monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun says to the caller's processes
+        ctx = setup_distributed("cpu")
+        assert ctx.distributed
+        cleanup_distributed(ctx)
+        assert dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -29,6 +29,7 @@ class DistContext:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    owns_group: bool = False  # the process group was made by setup_distributed (not the caller)
 
     @property
     def is_main(self) -> bool:
@@ -107,7 +108,8 @@ def choose_backend(backend: str, device: torch.device) -> str:
 def setup_distributed(device: str = "auto", backend: str = "auto") -> DistContext:
     """Read torchrun's environment (``WORLD_SIZE`` >= 1, ``RANK`` in ``0..WORLD_SIZE-1``,
     ``LOCAL_RANK`` >= 0; anything else is one ValueError line), initialise the process group
-    with ``backend`` (:func:`choose_backend`: by default NCCL on GPU, gloo on CPU)."""
+    with ``backend`` (:func:`choose_backend`: by default NCCL on GPU, gloo on CPU) unless
+    the caller already did (then that group is used, and left to the caller)."""
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         resolved = resolve_device(device, 0)
         choose_backend(backend, resolved)  # the same checks without torchrun
@@ -117,9 +119,10 @@ def setup_distributed(device: str = "auto", backend: str = "auto") -> DistContex
     local_rank = _env_int("LOCAL_RANK", 0, default="0")
     resolved = resolve_device(device, local_rank)
     chosen = choose_backend(backend, resolved)
-    if world_size > 1 and not dist.is_initialized():
+    owns = world_size > 1 and not dist.is_initialized()  # else the caller's group is used
+    if owns:
         dist.init_process_group(backend=chosen, device_id=resolved if chosen == "nccl" else None)
-    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=resolved)
+    return DistContext(rank, world_size, local_rank, resolved, owns_group=owns)
 
 
 def _env_int(name: str, low: int, high: int | None = None, default: str | None = None) -> int:
@@ -147,12 +150,13 @@ def all_reduce_sum(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:
 
 
 def cleanup_distributed(ctx: DistContext) -> None:
-    """Destroy the process group, after collecting what still holds it.
+    """Destroy the process group :func:`setup_distributed` made (one the caller made is
+    left to the caller), after collecting what still holds it.
 
     A model's ``DistributedDataParallel`` wrapper keeps the group alive and sits in
     reference cycles, so without a collection here the group (and its gloo / NCCL threads)
     would be torn down at some later collection, possibly during interpreter shutdown.
     """
-    if ctx.distributed and dist.is_initialized():
+    if ctx.owns_group and dist.is_initialized():
         gc.collect()
         dist.destroy_process_group()
