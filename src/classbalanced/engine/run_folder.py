@@ -222,9 +222,10 @@ class Manifest:
 
 
 def _quiet_tensorboard_threads() -> None:
-    """Leave a write error of TensorBoard's writer thread (a full disk) untold there: the
-    thread keeps it, and the run's next TensorBoard call raises it as one line
-    (:meth:`RunFolder._writing`). Any other thread's exception goes to the hook before."""
+    """Keep a write error of TensorBoard's writer thread (a full disk) from printing a
+    traceback: the thread keeps the error, and the run's next TensorBoard call raises it
+    as one line (:meth:`RunFolder._writing`). Other threads' exceptions go to the hook
+    installed before."""
     previous = threading.excepthook
     if getattr(previous, "quiet_tensorboard", False):
         return
