@@ -358,6 +358,13 @@ def load_pretrained_(model: nn.Module, name: str) -> nn.Module:
     if not isinstance(state, dict):
         raise ValueError(f"{path} does not match {name}: expected a dict of tensors")
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    own = model.state_dict()
+    for key, value in state.items():  # checked first: load_state_dict copies what fits, then fails
+        if key in own and getattr(value, "shape", None) != own[key].shape:
+            got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise ValueError(
+                f"{path} does not match {name}: expected {key} of shape {tuple(own[key].shape)}, got {got}"
+            )
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or any(not k.startswith("fc.") for k in missing):
         raise ValueError(f"{path} does not match {name}: expected its parameters, got other keys")
