@@ -383,6 +383,10 @@ class TrainConfig:
         check_types(self, source)
         _check_loss_options(self, f" in {source}" if source else "")
         _check_data(self)
+        if self.pretrained:  # before the data load, not after it
+            from .models.registry import check_pretrained
+
+            check_pretrained(self.model)
         _check_ranges(self)
         _check_lr_schedule(self)
         _check_speed_options(self)

@@ -28,6 +28,12 @@ def test_pretrained_weights_load_from_the_local_cache_only(tmp_path, monkeypatch
 def test_pretrained_only_for_torchvision_models():
     with pytest.raises(ValueError, match="resnet50, resnet101, resnet152"):
         pretrained_weights_path("resnet32")
+    # refused with the config, before any data is loaded (it was after the data load)
+    from classbalanced.config import TrainConfig
+
+    with pytest.raises(ValueError, match=r"available for resnet50.*got 'resnet32'$"):
+        TrainConfig(dataset="digits", model="resnet32", pretrained=True).resolved()
+    assert TrainConfig(dataset="digits", model="ResNet50", pretrained=True).resolved().pretrained
 
 
 class _Payload:  # an object weights_only loading refuses
