@@ -850,3 +850,57 @@ def test_num_workers_for_a_run_held_in_memory_is_refused_not_ignored(npz_run, tm
     with pytest.raises(ValueError, match="--num-workers applies to image-file data sets, not npz"):
         decouple(npz_run, _options("crt", tmp_path / "w", num_workers=2), log=_quiet)
     assert not (tmp_path / "w").exists()
+
+
+class _NoBiasNet(torch.nn.Module):
+    """A registered model whose classifier has no bias (``nn.Linear(..., bias=False)``)."""
+
+    def __init__(self, num_classes: int, *, in_channels: int = 3) -> None:
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(in_channels * 64, 8))
+        self.fc = torch.nn.Linear(8, num_classes, bias=False)
+
+    def forward(self, x):
+        return self.fc(self.body(x))
+
+
+def test_a_classifier_without_bias_stays_without_bias(tmp_path):
+    """cRT gave it a bias: a checkpoint that `evaluate` could not load into the run's model;
+    the tau search added ``None`` to its logits."""
+    import contextlib
+
+    from classbalanced.decouple import _Data, _tau_norm
+    from classbalanced.models.registry import MODEL_REGISTRY, register_model
+
+    rng = np.random.default_rng(0)
+    for name, per_class in (("train", [8, 4, 2]), ("test", [3, 3, 3])):
+        y = np.repeat(np.arange(3), per_class)
+        x = rng.integers(0, 256, (len(y), 8, 8, 3), dtype=np.uint8)
+        np.savez(tmp_path / f"{name}.npz", x=x, y=y)
+    register_model("test_no_bias", _NoBiasNet)
+    try:
+        cfg = TrainConfig(
+            dataset="npz", train_data=str(tmp_path / "train.npz"), model="test_no_bias",
+            test_data=str(tmp_path / "test.npz"), epochs=1, batch_size=4, device="cpu",
+            progress=False, out=str(tmp_path / "run"),
+        )  # fmt: skip
+        train(cfg, log=_quiet)
+        for method in ("crt", "lws"):
+            opts = _options(method, tmp_path / method, epochs=1)
+            metrics = decouple(tmp_path / "run", opts, log=_quiet)
+            assert set(_state(tmp_path / method)) == set(_state(tmp_path / "run"))
+            again = evaluate_run(tmp_path / method, device="cpu")
+            assert again["per_class_accuracy"] == metrics["per_class_accuracy"]
+    finally:
+        MODEL_REGISTRY.pop("test_no_bias")
+    fc = torch.nn.Linear(5, 3, bias=False)
+    feats = torch.randn(12, 5, generator=torch.Generator().manual_seed(0))
+    labels = torch.arange(12) % 3
+    data = _Data(labels.numpy(), None, lambda split: iter([(feats, labels)]), "test", "val", {})
+    ctx = {"options": _options("tau_norm", tmp_path / "t"), "cast": contextlib.nullcontext()}
+    head, info = _tau_norm(None, torch.nn.Identity(), fc, data, {**ctx, "log": _quiet})
+    assert head.bias is None
+    for row in info["tau_search"]:  # each tau's accuracy: argmax of f . w_i / ||w_i||^tau
+        w = fc.weight.detach().double()
+        logits = feats.double() @ (w / w.norm(dim=1, keepdim=True) ** row["tau"]).T
+        assert row["accuracy"] == float((logits.argmax(1) == labels).double().mean())

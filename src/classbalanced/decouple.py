@@ -522,7 +522,8 @@ def _crt(run: _Run, backbone, fc: nn.Linear, data: _Data, ctx: dict) -> tuple[nn
     opts, device, loss_fn = ctx["options"], ctx["device"], ctx["loss_fn"]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(run.cfg.seed + 1)
-        head = nn.Linear(fc.in_features, fc.out_features).to(device)
+        # a classifier without a bias gets none: the run's model must still load the result
+        head = nn.Linear(fc.in_features, fc.out_features, bias=fc.bias is not None).to(device)
     if loss_fn.uses_prior_bias:
         init_prior_bias_(head)
     stream = data.stream(ctx["batch_size"], _sampler(opts, data, run.cfg.seed))
@@ -554,7 +555,7 @@ def _tau_norm(run: _Run, backbone, fc: nn.Linear, data: _Data, ctx: dict) -> tup
         feats, labels = _features(backbone, data.batches(data.tune_split), ctx["cast"])
         search = []
         for t in sorted(set(opts.taus)):  # ascending: ties go to the smallest tau
-            logits = feats @ tau_normalize(fc.weight, t).T + fc.bias
+            logits = nn.functional.linear(feats, tau_normalize(fc.weight, t), fc.bias)
             search.append({"tau": float(t), "accuracy": _top1(logits, labels)})
         best = max(search, key=lambda r: r["accuracy"])  # the first: the smallest on ties
         tau = best["tau"]
