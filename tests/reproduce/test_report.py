@@ -10,7 +10,7 @@ from reproduce_helpers import quiet
 
 from classbalanced.cli import main
 from classbalanced.launch.sweep import run_sweep
-from classbalanced.reproduce.report import write_report
+from classbalanced.reproduce.report import build_report, write_report
 from classbalanced.reproduce.results import load_results
 from classbalanced.reproduce.sweep import parse_sweep
 
@@ -208,3 +208,38 @@ def test_large_scale_runs_are_reported_against_table3(tmp_path, fake_launcher):
         "38.88",
         "+1.62",
     ]
+
+
+def _csv_row(**values):
+    """One row as load_results gives it (a finished run; the keys of results.csv)."""
+    row = dict.fromkeys(("name", "run_dir", "top5_error_percent", "accuracy"))
+    row.update(dataset="cifar10", imbalance_factor=100.0, model="resnet32", loss="softmax")
+    row.update(beta=0.0, gamma=None, seed=0, epochs=200, epoch=200, status="finished")
+    row.update(dict.fromkeys(("many_shot_accuracy", "medium_shot_accuracy")))
+    row.update(few_shot_accuracy=None, error_percent=30.0)
+    row.update(values)
+    row["name"] = row["name"] or f"{row['model']}-{row['epochs']}-s{row['seed']}"
+    return row
+
+
+def test_table3_does_not_average_other_networks_or_schedules_together(tmp_path):
+    """A ResNet-152 and a 10-epoch run used to join the ResNet-50 ones in one '3 seeds' cell."""
+    base = {"dataset": "inat2018", "imbalance_factor": 1.0, "top5_error_percent": 20.0}
+    rows = [
+        _csv_row(**base, model="resnet50", epochs=90, epoch=90, seed=0, error_percent=44.0),
+        _csv_row(**base, model="resnet50", epochs=90, epoch=90, seed=1, error_percent=46.0),
+        _csv_row(**base, model="resnet152", epochs=90, epoch=90, seed=0, error_percent=30.0),
+        _csv_row(**base, model="resnet50", epochs=10, epoch=10, seed=0, error_percent=70.0),
+    ]
+    report = build_report(tmp_path, rows, figures=False)
+    softmax = {}
+    for line in report.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 9 and cells[1] == "Softmax":
+            softmax[cells[0]] = cells[3]
+    mean, std = _stats([44.0, 46.0])
+    assert softmax == {
+        "inat2018, model resnet50, epochs 90": f"{mean:.2f} ± {std:.2f} (2 seeds)",
+        "inat2018, model resnet152, epochs 90": "30.00 (1 seed)",
+        "inat2018, model resnet50, epochs 10": "70.00 (1 seed)",
+    }

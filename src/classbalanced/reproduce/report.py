@@ -17,7 +17,8 @@ epoch of each row's runs (:func:`classbalanced.plots.plot_error_curves`).
 
 Runs on iNaturalist 2017 / 2018 or ImageNet are compared with Table 3 instead
 (ResNet-50, 90 epochs): per data set, Softmax and the paper's class-balanced focal
-loss (beta 0.999, gamma 0.5), top-1 and top-5 error beside the published ones. The
+loss (beta 0.999, gamma 0.5), top-1 and top-5 error beside the published ones; runs of
+other networks, epochs or other varied keys get rows of their own (never averaged). The
 CIFAR protocol's 200-epoch warning never applies to them; runs shorter than 90
 epochs are flagged instead.
 """
@@ -335,6 +336,14 @@ def _table3_cell(runs: list[dict[str, Any]], key: str, published: float | None) 
     return [ours, f"{published:.2f}", f"{mean - published:+.2f}"]
 
 
+def _natural(text: str) -> tuple:
+    """Sort key: numbers by value (90 before 200), then any other text."""
+    try:
+        return (0, float(text), "")
+    except ValueError:
+        return (1, 0.0, text)
+
+
 def _table3_lines(rows: list[dict[str, Any]]) -> list[str]:
     """Table 3 of the paper (ResNet-50, 90 epochs): top-1 and top-5 error per data set."""
     from .published import normalize_dataset
@@ -368,9 +377,19 @@ def _table3_lines(rows: list[dict[str, Any]]) -> list[str]:
         ("Softmax", "softmax", 0.0, None, "softmax, β=0"),
         ("Class-balanced (paper's setting)", cb["loss"], cb["beta"], cb["gamma"], ""),
     )
-    datasets = sorted({normalize_dataset(str(r["dataset"])) for r in rows})
-    for dataset in datasets:
-        runs = [r for r in finished if normalize_dataset(str(r["dataset"])) == dataset]
+    # one group per data set and every other key that varies (network, epochs, the sweep's
+    # own columns), as Table 2's columns: other networks or schedules are never averaged
+    keys = [k for k in _column_keys(rows) if k not in ("dataset", "imbalance_factor")]
+
+    def group(row: dict[str, Any]) -> tuple:
+        return (normalize_dataset(str(row["dataset"])), *(str(row[k]) for k in keys))
+
+    groups = sorted({group(r) for r in rows}, key=lambda g: [_natural(v) for v in g])
+    shown = [k for i, k in enumerate(keys, 1) if len({g[i] for g in groups}) > 1]
+    for values in groups:
+        runs = [r for r in finished if group(r) == values]
+        dataset = values[0]
+        where = ", ".join([dataset, *(f"{k} {values[keys.index(k) + 1]}" for k in shown)])
         for label, loss, beta, gamma, setting in methods:
             chosen = _select(runs, loss, beta, gamma)
             method = "softmax" if loss == "softmax" and beta == 0 else "class_balanced"
@@ -378,7 +397,7 @@ def _table3_lines(rows: list[dict[str, Any]]) -> list[str]:
             setting = setting or _setting_label(loss, beta, gamma)
             cells = _table3_cell(chosen, "error_percent", published.get("top1"))
             cells += _table3_cell(chosen, "top5_error_percent", published.get("top5"))
-            lines.append(f"| {dataset} | {label} | {setting} | " + " | ".join(cells) + " |")
+            lines.append(f"| {where} | {label} | {setting} | " + " | ".join(cells) + " |")
     lines.append("")
     return lines
 
