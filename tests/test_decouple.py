@@ -716,7 +716,13 @@ def test_report_skips_a_damaged_decouple_run_with_a_note(npz_run, tmp_path):
     rows, notes = decoupling_rows(tmp_path)
     assert [r["name"] for r in rows if r["method"] == "tau_norm"] == ["good"]
     assert notes == [
-        "bad: metrics.json is damaged (accuracy is 'oops', expected a number), skipped"
+        "bad: metrics.json is damaged (accuracy is 'oops', expected a finite number), skipped"
+    ]
+    path.write_text(json.dumps({**json.loads(path.read_text()), "accuracy": float("nan")}))
+    rows, notes = decoupling_rows(tmp_path)  # (NaN was printed as 'nan', its diff too)
+    assert [r["name"] for r in rows if r["method"] == "tau_norm"] == ["good"]
+    assert notes == [
+        "bad: metrics.json is damaged (accuracy is nan, expected a finite number), skipped"
     ]
     stage_one = _copy_run(npz_run, tmp_path / "s1")  # a damaged stage one: no joint row
     decouple(stage_one, _options("tau_norm", tmp_path / "s1_t", tau=0.5), log=_quiet)

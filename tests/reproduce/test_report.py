@@ -243,3 +243,34 @@ def test_table3_does_not_average_other_networks_or_schedules_together(tmp_path):
         "inat2018, model resnet152, epochs 90": "30.00 (1 seed)",
         "inat2018, model resnet50, epochs 10": "70.00 (1 seed)",
     }
+
+
+def test_a_run_with_a_nan_error_is_not_counted_and_is_named(tmp_path):
+    """(A NaN error in results.csv ended the report in a traceback of statistics.stdev, and
+    a NaN group, listed first, stayed the 'best of grid': nothing compares below NaN.)"""
+    nan = float("nan")
+    rows = [
+        _csv_row(loss="focal", beta=0.999, gamma=1.0, seed=0, error_percent=nan, name="bad"),
+        _csv_row(loss="focal", beta=0.999, gamma=1.0, seed=1, error_percent=20.0),
+        _csv_row(loss="focal", beta=0.9999, gamma=1.0, seed=0, error_percent=25.0),
+        _csv_row(loss="softmax", seed=0, error_percent=31.0),
+        _csv_row(loss="softmax", seed=1, error_percent=33.0),
+    ]
+    report = build_report(tmp_path, rows, figures=False)
+    assert "nan" not in _row(report, "Class-balanced (best of grid)")[2]
+    assert _row(report, "Class-balanced (best of grid)")[1:3] == [
+        "focal, β=0.999, γ=1",
+        "20.00 (1 seed)",
+    ]
+    assert _row(report, "Softmax")[2] == f"32.00 ± {_stats([31.0, 33.0])[1]:.2f} (2 seeds)"
+    assert "- bad: finished, but its error_percent is nan" in report
+    large = {"dataset": "inat2018", "imbalance_factor": 1.0, "epochs": 90, "epoch": 90}
+    rows = [
+        _csv_row(**large, seed=0, error_percent=nan, top5_error_percent=nan),
+        _csv_row(**large, seed=1, error_percent=40.0, top5_error_percent=nan),
+        _csv_row(**large, seed=2, error_percent=42.0, top5_error_percent=20.0),
+    ]
+    line = next(x for x in build_report(tmp_path, rows).splitlines() if "| Softmax |" in x)
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[3] == f"41.00 ± {_stats([40.0, 42.0])[1]:.2f} (2 seeds)"
+    assert cells[6] == "20.00 (1 seed)"

@@ -11,6 +11,7 @@ stage-one epochs (:func:`~classbalanced.reproduce.published.published_decoupling
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -51,8 +52,12 @@ def _damage(metrics: dict[str, Any]) -> str | None:
     """What is wrong with the accuracies of ``metrics`` (None: each a number or null)."""
     for key in _METRIC.values():
         value = metrics.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-            return f"{key} is {value!r}, expected a number"
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            return f"{key} is {value!r}, expected a finite number"
     return None
 
 

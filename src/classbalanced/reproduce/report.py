@@ -324,8 +324,25 @@ def build_report(
     return text
 
 
+def _finite(value: Any) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def _counted(row: dict[str, Any]) -> bool:
+    """A run the tables count: finished, with a finite error (NaN compares to nothing)."""
+    return row["status"] == "finished" and _finite(row["error_percent"])
+
+
+def _not_counted(row: dict[str, Any]) -> str:
+    """Why ``row`` is not counted (its status, or the error a finished run holds)."""
+    if row["status"] != "finished":
+        return str(row["status"])
+    error = row["error_percent"]
+    return f"finished, but its error_percent is {'missing' if error is None else error}"
+
+
 def _table3_cell(runs: list[dict[str, Any]], key: str, published: float | None) -> list[str]:
-    values = [r[key] for r in runs if r.get(key) is not None]
+    values = [r[key] for r in runs if _finite(r.get(key))]
     if not values:
         return ["-", "-" if published is None else f"{published:.2f}", "-"]
     mean, std = mean_std(values)
@@ -348,7 +365,7 @@ def _table3_lines(rows: list[dict[str, Any]]) -> list[str]:
     """Table 3 of the paper (ResNet-50, 90 epochs): top-1 and top-5 error per data set."""
     from .published import normalize_dataset
 
-    finished = [r for r in rows if r["status"] == "finished" and r["error_percent"] is not None]
+    finished = [r for r in rows if _counted(r)]
     epochs = sorted({r["epochs"] for r in (finished or rows) if r["epochs"] is not None})
     models = sorted({str(r.get("model")) for r in rows if r.get("model")})
     lines = [
@@ -421,7 +438,7 @@ def _table2_preamble(rows: list[dict[str, Any]], finished: list[dict[str, Any]])
     return lines + [
         f"- Runs: {len(rows)} ("
         + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
-        + "); only finished runs are counted.",
+        + "); only finished runs (with a finite error) are counted.",
         f"- Model(s): {', '.join(models) or '-'} (paper: ResNet-32 on CIFAR).",
         "- Errors are test error % at the LAST evaluation of each run (metrics.json), never the "
         "best epoch; cells give mean ± sample std over seeds (n seeds).",
@@ -475,7 +492,7 @@ def _table2_report(
     sweep_dir: Path, rows: list[dict[str, Any]], lines: list[str], figures: bool
 ) -> str:
     """The Table 2 part of :func:`build_report` (CIFAR runs)."""
-    finished = [r for r in rows if r["status"] == "finished" and r["error_percent"] is not None]
+    finished = [r for r in rows if _counted(r)]
     lines += _table2_preamble(rows, finished)
     keys = _column_keys(rows)
     columns = sorted({tuple(r[k] for k in keys) for r in rows}, key=lambda c: _column_sort(keys, c))
@@ -506,10 +523,10 @@ def _table2_report(
         slug = _slug(keys, column, shown)
         lines += _column_section(sweep_dir, where, cells, runs, title, slug, figures)
 
-    unfinished = [r for r in rows if r["status"] != "finished"]
+    unfinished = [r for r in rows if not _counted(r)]
     if unfinished:
         lines += ["## Runs not counted", ""]
-        lines += [f"- {r['name']}: {r['status']}" for r in unfinished[:50]]
+        lines += [f"- {r['name']}: {_not_counted(r)}" for r in unfinished[:50]]
         if len(unfinished) > 50:
             lines.append(f"- ... and {len(unfinished) - 50} more")
         lines.append("")
