@@ -910,3 +910,48 @@ def test_a_classifier_without_bias_stays_without_bias(tmp_path):
         w = fc.weight.detach().double()
         logits = feats.double() @ (w / w.norm(dim=1, keepdim=True) ** row["tau"]).T
         assert row["accuracy"] == float((logits.argmax(1) == labels).double().mean())
+
+
+def test_published_numbers_only_beside_runs_of_kang_et_als_recipe(npz_run, tmp_path):
+    """Kang et al.'s numbers are for softmax cross-entropy (beta 0) with shuffled batches in
+    stage one and with class-balanced batches in cRT / LWS (and an ImageNet-pretrained
+    network on Places-LT): they used to appear beside a run of any loss and sampler."""
+    from classbalanced.reproduce.decoupling import decoupling_lines
+    from classbalanced.reproduce.published import published_decoupling
+
+    out = tmp_path / "two"
+    decouple(npz_run, _options("crt", out / "focal", epochs=1, loss="focal", beta=0.9), log=_quiet)
+    decouple(npz_run, _options("lws", out / "shuffle", epochs=1, sampler="shuffle"), log=_quiet)
+    decouple(npz_run, _options("tau_norm", out / "tau", tau=0.5), log=_quiet)
+    for name in ("focal", "shuffle", "tau"):
+        _relabel(out / name, dataset="imagenet_lt", model="resnext50", epochs=90)
+
+    def published_cells() -> dict[str, str]:
+        return {m: cells[6] for m, cells in _table(text).items()}
+
+    text = "\n".join(decoupling_lines(out))
+    pub = published_decoupling("imagenet_lt", "resnext50", "tau_norm", 90)
+    assert published_cells() == {"joint": "-", "crt": "-", "tau_norm": _cells(pub), "lws": "-"}
+    assert "focal: stage two's loss focal, beta 0.9" in text
+    assert "shuffle: stage two's sampler shuffle" in text
+    # a stage one trained with another loss (or sampler): no published stage-two row either
+    _relabel(out / "tau", loss="sigmoid", beta=0.99)
+    text = "\n".join(decoupling_lines(out))
+    assert (
+        published_cells()["tau_norm"] == "-" and "tau: stage one's loss sigmoid, beta 0.99" in text
+    )
+    _relabel(out / "tau", loss="softmax", beta=0.0)
+    config = json.loads((out / "tau" / "config.json").read_text(encoding="utf-8"))
+    (out / "tau" / "config.json").write_text(json.dumps({**config, "sampler": "class_balanced"}))
+    text = "\n".join(decoupling_lines(out))
+    assert published_cells()["tau_norm"] == "-"
+    assert "tau: stage one's sampler class_balanced" in text
+    # Places-LT's numbers are those of an ImageNet-pretrained network
+    (out / "tau" / "config.json").write_text(json.dumps(config))
+    _relabel(out / "tau", dataset="places_lt", model="resnet152", epochs=30)
+    text = "\n".join(decoupling_lines(out))
+    assert published_cells()["tau_norm"] == "-" and "tau: stage one not ImageNet-pretrained" in text
+    (out / "tau" / "config.json").write_text(json.dumps({**config, "pretrained": True}))
+    text = "\n".join(decoupling_lines(out))
+    pub = published_decoupling("places_lt", "resnet152", "tau_norm", 30)
+    assert published_cells()["tau_norm"] == _cells(pub)

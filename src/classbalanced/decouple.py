@@ -61,6 +61,10 @@ Sampler = Literal["class_uniform", "shuffle"]
 METHODS: tuple[Method, ...] = get_args(Method)
 DEFAULT_TAUS = tuple(round(0.1 * i, 1) for i in range(21))
 SAMPLERS: tuple[Sampler, ...] = get_args(Sampler)
+#: Kang et al.'s stage-two sampling (class-balanced), the default of ``crt`` and ``lws``
+CLASS_BALANCED_SAMPLER: Sampler = "class_uniform"
+#: the methods that train (the others are post hoc)
+TRAINED_METHODS: tuple[Method, ...] = ("crt", "lws")
 
 
 @dataclass
@@ -77,7 +81,7 @@ class DecoupleOptions:
     loss: str = "softmax"
     beta: float = 0.0
     gamma: float = 1.0
-    sampler: Sampler = "class_uniform"
+    sampler: Sampler = CLASS_BALANCED_SAMPLER
     taus: list[float] = field(default_factory=lambda: list(DEFAULT_TAUS))
     tau: float | None = None  # tau_norm: use this tau instead of searching
     device: str = "auto"
@@ -678,7 +682,7 @@ def decouple(
     cfg = r.cfg
     cast = _autocast(cfg, device, log)  # before the data load (minutes at scale)
     model = _build_model(r, device)
-    trained = options.method != "tau_norm"  # checked before the data load (minutes at scale)
+    trained = options.method in TRAINED_METHODS  # checked before the data load (minutes at scale)
     loss_fn = _stage_two_loss(r, options, device) if trained else None
     data = _load_data(r, options, device)
     fc = classifier(model)
