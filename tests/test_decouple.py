@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -399,7 +400,7 @@ def _table(text: str) -> dict[str, list[str]]:
     """method -> cells of the decoupling table in a report's markdown."""
     section = text[text.index("## Decoupled classifiers") :]
     rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
-    cells = [[c.strip() for c in line.strip("|").split("|")] for line in rows[1:]]
+    cells = [[c.strip() for c in re.split(r"(?<!\\)\|", line[1:-1])] for line in rows[1:]]
     return {c[1]: c for c in cells}
 
 
@@ -921,9 +922,10 @@ def test_published_numbers_only_beside_runs_of_kang_et_als_recipe(npz_run, tmp_p
 
     out = tmp_path / "two"
     decouple(npz_run, _options("crt", out / "focal", epochs=1, loss="focal", beta=0.9), log=_quiet)
-    decouple(npz_run, _options("lws", out / "shuffle", epochs=1, sampler="shuffle"), log=_quiet)
+    lws = _options("lws", out / "shuffle|lws", epochs=1, sampler="shuffle")  # '|': escaped
+    decouple(npz_run, lws, log=_quiet)
     decouple(npz_run, _options("tau_norm", out / "tau", tau=0.5), log=_quiet)
-    for name in ("focal", "shuffle", "tau"):
+    for name in ("focal", "shuffle|lws", "tau"):
         _relabel(out / name, dataset="imagenet_lt", model="resnext50", epochs=90)
 
     def published_cells() -> dict[str, str]:
@@ -933,7 +935,8 @@ def test_published_numbers_only_beside_runs_of_kang_et_als_recipe(npz_run, tmp_p
     pub = published_decoupling("imagenet_lt", "resnext50", "tau_norm", 90)
     assert published_cells() == {"joint": "-", "crt": "-", "tau_norm": _cells(pub), "lws": "-"}
     assert "focal: stage two's loss focal, beta 0.9" in text
-    assert "shuffle: stage two's sampler shuffle" in text
+    assert "shuffle|lws: stage two's sampler shuffle" in text
+    assert _table(text)["lws"][0] == r"shuffle\|lws" and len(_table(text)["lws"]) == 8
     # a stage one trained with another loss (or sampler): no published stage-two row either
     _relabel(out / "tau", loss="sigmoid", beta=0.99)
     text = "\n".join(decoupling_lines(out))

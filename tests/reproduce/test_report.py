@@ -274,3 +274,37 @@ def test_a_run_with_a_nan_error_is_not_counted_and_is_named(tmp_path):
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells[3] == f"41.00 ± {_stats([40.0, 42.0])[1]:.2f} (2 seeds)"
     assert cells[6] == "20.00 (1 seed)"
+
+
+def _table_rows(report: str) -> list[list[str]]:
+    """The rows of every markdown table, split on unescaped pipes."""
+    return [
+        [c.strip() for c in re.split(r"(?<!\\)\|", line.strip()[1:-1])]
+        for line in report.splitlines()
+        if line.startswith("|")
+    ]
+
+
+def test_a_pipe_or_line_break_in_a_value_does_not_break_the_tables(tmp_path):
+    """(A varied value holding '|' added a column to the summary table and each row.)"""
+    rows = [
+        _csv_row(data_dir="/data/a|b", seed=0, error_percent=31.0),
+        _csv_row(data_dir="/data/c\nd", seed=0, error_percent=33.0),
+        _csv_row(dataset="inat2018", data_dir="/x|y", epochs=90, epoch=90),
+        _csv_row(dataset="inat2018", data_dir="/z", epochs=90, epoch=90),
+    ]
+    report = build_report(tmp_path, rows, figures=False)
+    tables = _table_rows(report)
+    header = next(t for t in tables if t[0] == "method" and t[1].startswith("cifar10"))
+    assert header[1:] == [
+        r"cifar10, IF 100, data_dir /data/a\|b",
+        "cifar10, IF 100, data_dir /data/c d",
+    ]
+    widths = {len(t) for t in tables if t[0] in ("method", "Softmax")}
+    assert widths == {3, 5}  # the summary's (method + 2 columns), each column's own table
+    large = [t for t in tables if t[0].startswith("inat2018")]
+    assert [t[0] for t in large if t[1] == "Softmax"] == [
+        r"inat2018, data_dir /x\|y",
+        "inat2018, data_dir /z",
+    ]
+    assert {len(t) for t in large} == {9}

@@ -22,7 +22,7 @@ from typing import Any
 from ..decouple import CLASS_BALANCED_SAMPLER, TRAINED_METHODS
 from ..engine.run_folder import DECOUPLE_FILE
 from .published import DECOUPLING_METHODS, decoupling_tables, published_decoupling
-from .results import read_json
+from .results import md_cell, read_json
 
 __all__ = ["find_decouple_runs", "decoupling_rows", "decoupling_lines"]
 
@@ -254,10 +254,8 @@ def decoupling_lines(folder: str | os.PathLike) -> list[str]:
         pub_text = "-" if pub is None else " / ".join(_pct(pub[g]) for g in _GROUPS)
         diff = "-" if pub is None or r["all"] is None else f"{r['all'] - pub['all']:+.1f}"
         epochs = "-" if r["epochs"] is None else r["epochs"]
-        lines.append(
-            f"| {r['name']} | {r['method']} | {r['dataset']} | {r['model']} | {epochs} | {ours} "
-            f"| {pub_text} | {diff} |"
-        )
+        named = " | ".join(md_cell(r[k]) for k in ("name", "method", "dataset", "model"))
+        lines.append(f"| {named} | {epochs} | {ours} | {pub_text} | {diff} |")
     lines.append("")
     for other in others:
         lines += [other, ""]

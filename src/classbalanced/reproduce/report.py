@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .published import FOCAL_GAMMAS, paper_cb_setting, published_error, published_large
-from .results import RESULT_METRICS, load_results, write_results_csv
+from .results import RESULT_METRICS, load_results, md_cell, write_results_csv
 
 __all__ = [
     "load_results",
@@ -223,7 +223,7 @@ def _column_title(keys: list[str], column: tuple, shown: list[str]) -> str:
     title = f"{values['dataset']}, IF {values['imbalance_factor']:g}"
     for key in shown:
         title += f", {key} {values[key]}"
-    return title
+    return md_cell(title)
 
 
 def _slug(keys: list[str], column: tuple, shown: list[str]) -> str:
@@ -406,7 +406,7 @@ def _table3_lines(rows: list[dict[str, Any]]) -> list[str]:
     for values in groups:
         runs = [r for r in finished if group(r) == values]
         dataset = values[0]
-        where = ", ".join([dataset, *(f"{k} {values[keys.index(k) + 1]}" for k in shown)])
+        where = md_cell(", ".join([dataset, *(f"{k} {values[keys.index(k) + 1]}" for k in shown)]))
         for label, loss, beta, gamma, setting in methods:
             chosen = _select(runs, loss, beta, gamma)
             method = "softmax" if loss == "softmax" and beta == 0 else "class_balanced"

@@ -30,6 +30,7 @@ __all__ = [
     "collect_results",
     "write_results_csv",
     "load_results",
+    "md_cell",
 ]
 
 #: keys always present in results.csv (from each run's resolved config)
@@ -92,6 +93,16 @@ def read_failure(out: str | os.PathLike, name: str) -> dict[str, Any] | None:
     """The record of the run's last failed attempt (``runs/NAME.failed``), if any."""
     record = read_json(Path(out) / "runs" / f"{name}.failed")
     return record if isinstance(record, dict) else None
+
+
+def md_cell(value: Any) -> str:
+    r"""``value`` as text for a markdown table cell or heading: ``|`` escaped, line breaks
+    as spaces (either would end the cell or the row early).
+
+    >>> md_cell("runs/a|b\nc")
+    'runs/a\\|b c'
+    """
+    return " ".join(str(value).replace("|", "\\|").splitlines())
 
 
 def _csv_value(value: Any) -> Any:
