@@ -647,6 +647,79 @@ def _load_data(run: _Run, options: DecoupleOptions, device: torch.device) -> _Da
     return _memory_data(run, device, cfg.eval_batch_size, accept)
 
 
+def _check_one_process() -> None:
+    """Refuse torchrun: every one of its processes would run it all and write ``out``."""
+    world = os.environ.get("WORLD_SIZE", "1")
+    if world.strip() != "1":
+        raise ValueError(
+            f"decouple runs in one process: expected no torchrun (or one process), "
+            f"got WORLD_SIZE={world}"
+        )
+
+
+def _check_workers(run: _Run, options: DecoupleOptions) -> None:
+    from .data.registry import is_large_dataset
+
+    if options.num_workers is not None and not is_large_dataset(run.cfg.dataset):
+        raise ValueError(
+            f"--num-workers applies to image-file data sets, not {run.cfg.dataset} (held in memory)"
+        )
+
+
+def _freeze_backbone(model: nn.Module) -> nn.Linear:
+    """Take the classifier out of ``model`` (``fc`` becomes the identity: ``model`` gives
+    features) and freeze the rest: no gradients, batch-norm statistics fixed."""
+    from .models.registry import classifier, set_classifier_
+
+    fc = classifier(model)
+    set_classifier_(model, nn.Identity())
+    model.eval().requires_grad_(False)
+    return fc
+
+
+def _context(run: _Run, options: DecoupleOptions, data: _Data, **given) -> dict[str, Any]:
+    """What a method reads (``given``: device, cast, log, loss_fn), with the stage-two
+    ``lr``, ``weight_decay`` and ``batch_size`` (the run's where ``options`` has none)."""
+    cfg = run.cfg
+    return {
+        "options": options,
+        **given,
+        "lr": options.lr if options.lr is not None else cfg.lr,
+        "weight_decay": cfg.weight_decay if options.weight_decay is None else options.weight_decay,
+        # a batch larger than the training set shrinks to it (as the trainer's in memory)
+        "batch_size": min(options.batch_size or cfg.batch_size, len(data.labels)),
+    }
+
+
+def _settings(run: _Run, options: DecoupleOptions, ctx: dict, split: str, info: dict) -> dict:
+    """``decouple.json``: the method, its stage-one run and every setting it used."""
+    return {
+        "method": options.method,
+        "stage_one": str(run.folder),
+        "stage_one_checkpoint": str(run.checkpoint),
+        "stage_one_checkpoint_sha256": run.checkpoint_sha256,
+        "options": {k: v for k, v in asdict(options).items() if k not in ("out", "overwrite")},
+        "lr": ctx["lr"],
+        "weight_decay": ctx["weight_decay"],
+        "batch_size": ctx["batch_size"],
+        "evaluated_split": split,
+        **info,
+    }
+
+
+def _result_line(run: _Run, options: DecoupleOptions, split: str, metrics: dict) -> str:
+    groups = "/".join(
+        "-"
+        if metrics[f"{g}_shot_accuracy"] is None
+        else f"{100 * metrics[f'{g}_shot_accuracy']:.1f}"
+        for g in ("many", "medium", "few")
+    )
+    return (
+        f"{options.method} on {run.folder} ({run.checkpoint.name}): {split} error "
+        f"{metrics['error_percent']:.2f}%  many/medium/few acc {groups}  -> {options.out}"
+    )
+
+
 def decouple(
     run: str | Path, options: DecoupleOptions, *, log: Callable[[str], Any] = print
 ) -> dict[str, Any]:
@@ -660,72 +733,29 @@ def decouple(
         FileNotFoundError / ValueError: not a finished run, a classifier that is not linear,
             a bad option, ``out`` holding something else (see :class:`DecoupleOptions`).
     """
-    from .data.registry import is_large_dataset
     from .engine.distributed import resolve_device
     from .engine.loop import summary_fields
-    from .models.registry import classifier, set_classifier_
+    from .models.registry import set_classifier_
 
     options.validate()
-    world = os.environ.get("WORLD_SIZE", "1")
-    if world.strip() != "1":  # every torchrun process would run it all and write ``out``
-        raise ValueError(
-            f"decouple runs in one process: expected no torchrun (or one process), "
-            f"got WORLD_SIZE={world}"
-        )
+    _check_one_process()
     r = _load_run(run)
-    if options.num_workers is not None and not is_large_dataset(r.cfg.dataset):
-        raise ValueError(
-            f"--num-workers applies to image-file data sets, not {r.cfg.dataset} (held in memory)"
-        )
+    _check_workers(r, options)
     out_folder, out_cfg = _open_out(r, Path(options.out), options.overwrite)
     device = resolve_device(options.device, 0)
-    cfg = r.cfg
-    cast = _autocast(cfg, device, log)  # before the data load (minutes at scale)
+    cast = _autocast(r.cfg, device, log)  # before the data load (minutes at scale)
     model = _build_model(r, device)
     trained = options.method in TRAINED_METHODS  # checked before the data load (minutes at scale)
     loss_fn = _stage_two_loss(r, options, device) if trained else None
     data = _load_data(r, options, device)
-    fc = classifier(model)
-    set_classifier_(model, nn.Identity())
-    model.eval().requires_grad_(False)  # frozen: no gradients, batch-norm statistics fixed
-    ctx = {
-        "options": options,
-        "device": device,
-        "cast": cast,
-        "log": log,
-        "loss_fn": loss_fn,
-        "lr": options.lr if options.lr is not None else cfg.lr,
-        "weight_decay": cfg.weight_decay if options.weight_decay is None else options.weight_decay,
-        # a batch larger than the training set shrinks to it (as the trainer's in memory)
-        "batch_size": min(options.batch_size or cfg.batch_size, len(data.labels)),
-    }
+    fc = _freeze_backbone(model)
+    ctx = _context(r, options, data, device=device, cast=cast, log=log, loss_fn=loss_fn)
     head, info = _METHODS[options.method](r, model, fc, data, ctx)
     set_classifier_(model, head.requires_grad_(False))
-    metrics = _evaluate(model, data, r.counts, ctx["cast"])
-    settings = {
-        "method": options.method,
-        "stage_one": str(r.folder),
-        "stage_one_checkpoint": str(r.checkpoint),
-        "stage_one_checkpoint_sha256": r.checkpoint_sha256,
-        "options": {k: v for k, v in asdict(options).items() if k not in ("out", "overwrite")},
-        "lr": ctx["lr"],
-        "weight_decay": ctx["weight_decay"],
-        "batch_size": ctx["batch_size"],
-        "evaluated_split": data.eval_split,
-        **info,
-    }
-    summary = {**summary_fields(cfg, np.asarray(r.counts)), "method": options.method}
-    metrics = {**summary, **metrics, "epoch": cfg.epochs, "decouple": settings}
+    metrics = _evaluate(model, data, r.counts, cast)
+    settings = _settings(r, options, ctx, data.eval_split, info)
+    summary = {**summary_fields(r.cfg, np.asarray(r.counts)), "method": options.method}
+    metrics = {**summary, **metrics, "epoch": r.cfg.epochs, "decouple": settings}
     _write(out_folder, out_cfg, r, data.record, model, metrics, settings)
-    log(
-        f"{options.method} on {r.folder} ({r.checkpoint.name}): {data.eval_split} error "
-        f"{metrics['error_percent']:.2f}%  many/medium/few acc "
-        + "/".join(
-            "-"
-            if metrics[f"{g}_shot_accuracy"] is None
-            else f"{100 * metrics[f'{g}_shot_accuracy']:.1f}"
-            for g in ("many", "medium", "few")
-        )
-        + f"  -> {options.out}"
-    )
+    log(_result_line(r, options, data.eval_split, metrics))
     return metrics
