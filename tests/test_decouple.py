@@ -958,3 +958,29 @@ def test_published_numbers_only_beside_runs_of_kang_et_als_recipe(npz_run, tmp_p
     text = "\n".join(decoupling_lines(out))
     pub = published_decoupling("places_lt", "resnet152", "tau_norm", 30)
     assert published_cells()["tau_norm"] == _cells(pub)
+
+
+@pytest.mark.parametrize(
+    ("split", "kw", "message"),
+    [
+        ("val", {}, r"no readable image in the val split to choose tau on"),
+        ("test", {"tau": 0.0}, r"no readable image in the test split to evaluate"),
+    ],
+)
+def test_a_split_without_a_readable_image_is_named(list_run, tmp_path, split, kw, message):
+    """(Its images moved away since `prepare`: the tau search ended in torch.cat's 'expected
+    a non-empty list of Tensors', an internal error; the evaluation wrote a run with a test
+    error of 100% on 0 images.)"""
+    import warnings
+
+    data_dir = Path(json.loads((list_run / "config.json").read_text())["data_dir"])
+    images = data_dir / "images" / split
+    images.rename(tmp_path / split)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # one 'skipping unreadable image' per image
+            with pytest.raises(ValueError, match=message):
+                decouple(list_run, _options("tau_norm", tmp_path / "t", **kw), log=_quiet)
+    finally:
+        (tmp_path / split).rename(images)
+    assert not (tmp_path / "t").exists()

@@ -459,13 +459,18 @@ def _autocast(cfg, device: torch.device, log: Callable[[str], Any]):
 
 
 @torch.no_grad()
-def _features(backbone: nn.Module, batches, cast) -> tuple[Tensor, Tensor]:
-    """Frozen features ``(N, D)`` (float32) and labels ``(N,)`` of an evaluation split."""
+def _features(backbone: nn.Module, data: _Data, split: str, cast) -> tuple[Tensor, Tensor]:
+    """Frozen features ``(N, D)`` (float32) and labels ``(N,)`` of the split ``split``."""
     feats, labels = [], []
-    for x, y in batches:
+    for x, y in data.batches(split):
         with cast:
             feats.append(backbone(x).float())
         labels.append(y)
+    if not feats:  # every image unreadable (moved or deleted since `prepare`)
+        raise ValueError(
+            f"no readable image in the {split} split to choose tau on: expected its image "
+            "files where `prepare` found them (or pass --tau VALUE)"
+        )
     return torch.cat(feats), torch.cat(labels)
 
 
@@ -556,7 +561,7 @@ def _tau_norm(run: _Run, backbone, fc: nn.Linear, data: _Data, ctx: dict) -> tup
             "with a val list and a test list)"
         )
     else:
-        feats, labels = _features(backbone, data.batches(data.tune_split), ctx["cast"])
+        feats, labels = _features(backbone, data, data.tune_split, ctx["cast"])
         search = []
         for t in sorted(set(opts.taus)):  # ascending: ties go to the smallest tau
             logits = nn.functional.linear(feats, tau_normalize(fc.weight, t), fc.bias)
@@ -611,7 +616,13 @@ def _evaluate(model: nn.Module, data: _Data, counts: np.ndarray, cast) -> dict[s
         with cast:
             logits = model(x)
         result.update(logits.float(), y)
-    return summarize(result, counts)
+    metrics = summarize(result, counts)
+    if metrics["num_test_images"] == 0:  # every image unreadable: not a test error of 100%
+        raise ValueError(
+            f"no readable image in the {data.eval_split} split to evaluate: expected its image "
+            "files where `prepare` found them"
+        )
+    return metrics
 
 
 def _write(folder, cfg, run: _Run, record: dict, model, metrics: dict, settings: dict) -> None:
