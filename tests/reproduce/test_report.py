@@ -308,3 +308,22 @@ def test_a_pipe_or_line_break_in_a_value_does_not_break_the_tables(tmp_path):
         "inat2018, data_dir /z",
     ]
     assert {len(t) for t in large} == {9}
+
+
+def test_table3_compares_only_the_full_training_set(tmp_path):
+    """Table 3 is for the official iNaturalist / ImageNet training sets (IF 1 keeps them
+    whole); a sub-sampled one (IF 10) was averaged with them and compared with it too."""
+    base = {"dataset": "inat2018", "model": "resnet50", "epochs": 90, "epoch": 90}
+    rows = [
+        _csv_row(**base, imbalance_factor=1.0, error_percent=44.0, top5_error_percent=20.0),
+        _csv_row(**base, imbalance_factor=10.0, error_percent=60.0, top5_error_percent=30.0),
+    ]
+    softmax = {}
+    for line in build_report(tmp_path, rows, figures=False).splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 9 and cells[1] == "Softmax":
+            softmax[cells[0]] = cells[3:]
+    assert softmax == {
+        "inat2018, IF 1": ["44.00 (1 seed)", "42.86", "+1.14", "20.00 (1 seed)", "21.31", "-1.31"],
+        "inat2018, IF 10": ["60.00 (1 seed)", "-", "-", "30.00 (1 seed)", "-", "-"],
+    }

@@ -17,8 +17,9 @@ epoch of each row's runs (:func:`classbalanced.plots.plot_error_curves`).
 
 Runs on iNaturalist 2017 / 2018 or ImageNet are compared with Table 3 instead
 (ResNet-50, 90 epochs): per data set, Softmax and the paper's class-balanced focal
-loss (beta 0.999, gamma 0.5), top-1 and top-5 error beside the published ones; runs of
-other networks, epochs or other varied keys get rows of their own (never averaged). The
+loss (beta 0.999, gamma 0.5), top-1 and top-5 error beside the published ones (for the
+whole official training set, imbalance factor 1, only); runs of other imbalance factors,
+networks, epochs or other varied keys get rows of their own (never averaged). The
 CIFAR protocol's 200-epoch warning never applies to them; runs shorter than 90
 epochs are flagged instead.
 """
@@ -353,6 +354,13 @@ def _table3_cell(runs: list[dict[str, Any]], key: str, published: float | None) 
     return [ours, f"{published:.2f}", f"{mean - published:+.2f}"]
 
 
+def _key_text(key: str, value: Any) -> str:
+    """``IF 10`` for the imbalance factor, ``key value`` for any other key."""
+    if key == "imbalance_factor" and isinstance(value, float):
+        return f"IF {value:g}"
+    return f"{key} {value}"
+
+
 def _natural(text: str) -> tuple:
     """Sort key: numbers by value (90 before 200), then any other text."""
     try:
@@ -394,23 +402,25 @@ def _table3_lines(rows: list[dict[str, Any]]) -> list[str]:
         ("Softmax", "softmax", 0.0, None, "softmax, β=0"),
         ("Class-balanced (paper's setting)", cb["loss"], cb["beta"], cb["gamma"], ""),
     )
-    # one group per data set and every other key that varies (network, epochs, the sweep's
-    # own columns), as Table 2's columns: other networks or schedules are never averaged
-    keys = [k for k in _column_keys(rows) if k not in ("dataset", "imbalance_factor")]
+    # one group per data set and every other key that varies (imbalance factor, network,
+    # epochs, the sweep's own columns), as Table 2's columns: never averaged together
+    keys = [k for k in _column_keys(rows) if k != "dataset"]
 
     def group(row: dict[str, Any]) -> tuple:
-        return (normalize_dataset(str(row["dataset"])), *(str(row[k]) for k in keys))
+        return (normalize_dataset(str(row["dataset"])), *(row[k] for k in keys))
 
-    groups = sorted({group(r) for r in rows}, key=lambda g: [_natural(v) for v in g])
+    groups = sorted({group(r) for r in rows}, key=lambda g: [_natural(str(v)) for v in g])
     shown = [k for i, k in enumerate(keys, 1) if len({g[i] for g in groups}) > 1]
     for values in groups:
         runs = [r for r in finished if group(r) == values]
-        dataset = values[0]
-        where = md_cell(", ".join([dataset, *(f"{k} {values[keys.index(k) + 1]}" for k in shown)]))
+        dataset, named = values[0], dict(zip(keys, values[1:], strict=True))
+        where = md_cell(", ".join([dataset, *(_key_text(k, named[k]) for k in shown)]))
+        # Table 3 is for the official training sets: IF 1 keeps them whole, others sub-sample
+        whole = _close(named["imbalance_factor"], 1.0)
         for label, loss, beta, gamma, setting in methods:
             chosen = _select(runs, loss, beta, gamma)
             method = "softmax" if loss == "softmax" and beta == 0 else "class_balanced"
-            published = published_large(dataset, method) or {}
+            published = (published_large(dataset, method) if whole else None) or {}
             setting = setting or _setting_label(loss, beta, gamma)
             cells = _table3_cell(chosen, "error_percent", published.get("top1"))
             cells += _table3_cell(chosen, "top5_error_percent", published.get("top5"))
