@@ -958,6 +958,11 @@ def test_published_numbers_only_beside_runs_of_kang_et_als_recipe(npz_run, tmp_p
     text = "\n".join(decoupling_lines(out))
     pub = published_decoupling("places_lt", "resnet152", "tau_norm", 30)
     assert published_cells()["tau_norm"] == _cells(pub)
+    # the benchmark's own training set: --imbalance-factor 10 sub-samples it
+    _relabel(out / "tau", imbalance_factor=10.0)
+    text = "\n".join(decoupling_lines(out))
+    assert published_cells()["tau_norm"] == "-"
+    assert "tau: stage one's training set sub-sampled (imbalance factor 10)" in text
 
 
 @pytest.mark.parametrize(

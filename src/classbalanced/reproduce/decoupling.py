@@ -7,9 +7,9 @@ out with a note when that folder no longer holds the checkpoint that was decoupl
 prints top-1 accuracy % overall and on many / medium / few-shot classes beside the
 numbers of Kang et al. (ICLR 2020), where those exist for the same data set, network and
 stage-one epochs (:func:`~classbalanced.reproduce.published.published_decoupling`) and the
-run follows their recipe (softmax cross-entropy, beta 0; shuffled batches in stage one,
-class-balanced ones in cRT and LWS; an ImageNet-pretrained network where theirs was); a
-run of another recipe gets a note instead.
+run follows their recipe (the whole training set; softmax cross-entropy, beta 0; shuffled
+batches in stage one, class-balanced ones in cRT and LWS; an ImageNet-pretrained network
+where theirs was); a run of another recipe gets a note instead.
 """
 
 from __future__ import annotations
@@ -67,14 +67,18 @@ def _damage(metrics: dict[str, Any]) -> str | None:
 
 def _departures(method: str, metrics: dict, config: dict, settings: dict) -> list[str]:
     """How a run departs from Kang et al.'s recipe, the one their numbers are for (empty: it
-    follows it): softmax cross-entropy without re-weighting (beta 0), shuffled
-    (instance-balanced) batches in stage one and class-balanced batches in cRT and LWS."""
+    follows it): the benchmark's whole training set (imbalance factor 1), softmax
+    cross-entropy without re-weighting (beta 0), shuffled (instance-balanced) batches in
+    stage one and class-balanced batches in cRT and LWS."""
     options = settings.get("options")
     options = options if isinstance(options, dict) else {}
     stages = [("stage one", metrics, config.get("sampler", "shuffle"), "shuffle")]
     if method in TRAINED_METHODS:
         stages.append(("stage two", options, options.get("sampler"), CLASS_BALANCED_SAMPLER))
     found = []
+    factor = metrics.get("imbalance_factor")  # 1 keeps the benchmark's training set whole
+    if isinstance(factor, int | float) and factor != 1:
+        found.append(f"stage one's training set sub-sampled (imbalance factor {factor:g})")
     for stage, values, sampler, recipe in stages:
         loss, beta = values.get("loss"), values.get("beta")
         if loss != "softmax" or beta != 0:
