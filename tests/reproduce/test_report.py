@@ -327,3 +327,34 @@ def test_table3_compares_only_the_full_training_set(tmp_path):
         "inat2018, IF 1": ["44.00 (1 seed)", "42.86", "+1.14", "20.00 (1 seed)", "21.31", "-1.31"],
         "inat2018, IF 10": ["60.00 (1 seed)", "-", "-", "30.00 (1 seed)", "-", "-"],
     }
+
+
+def _published_cells(report: str, label: str) -> dict[str, str]:
+    """Section title -> the published cell of row ``label`` in that column's table."""
+    found = {}
+    for section in report.split("\n## ")[1:]:
+        rows = [r for r in _table_rows(section) if r[0] == label and len(r) == 5]
+        if rows:
+            found[section.splitlines()[0]] = rows[0][3]
+    return found
+
+
+def test_table2_numbers_only_beside_the_papers_sampling_and_weighting(tmp_path, fake_launcher):
+    """Table 2's runs draw shuffled batches with constant class-balanced weights: a run with
+    the class-balanced sampler (or deferred re-weighting) was shown beside them as 'Softmax'
+    and diffed, whether the sweep varied the setting or fixed it for all its runs."""
+    fake_launcher(default=20.0)
+    grid = {"loss": ["softmax"], "sampler": ["shuffle", "class_balanced"]}
+    spec = {"base": {"dataset": "cifar10", "imbalance_factor": 100}, "grid": grid}
+    run_sweep(parse_sweep(spec), out=tmp_path / "varied", log=quiet)
+    report = (tmp_path / "varied" / "report.md").read_text(encoding="utf-8")
+    assert _published_cells(report, "Softmax") == {
+        "cifar10, IF 100, sampler shuffle": "29.64",
+        "cifar10, IF 100, sampler class_balanced": "-",
+    }
+    assert "are not the paper's setting (sampler class_balanced)" in report
+    spec["base"]["sampler"], spec["grid"] = "class_balanced", {"loss": ["softmax"]}
+    run_sweep(parse_sweep(spec), out=tmp_path / "fixed", log=quiet)
+    report = (tmp_path / "fixed" / "report.md").read_text(encoding="utf-8")
+    assert _published_cells(report, "Softmax") == {"cifar10, IF 100": "-"}
+    assert load_results(tmp_path / "fixed" / "results.csv")[0]["sampler"] == "class_balanced"

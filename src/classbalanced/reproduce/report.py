@@ -9,7 +9,9 @@ paper's setting for that column. Each cell: mean ± sample std over seeds (n
 seeds), the published error, and the difference (ours - published; positive is
 worse than the paper). Only finished runs count, and their error is that of the
 LAST evaluation (``metrics.json``), never the best epoch. Cells without a
-finished run show "-".
+finished run show "-", and so do the published cells of a column whose runs are not the
+paper's setting (another ``sampler`` or ``reweight_schedule``: the paper's runs draw
+shuffled batches with constant class-balanced weights).
 
 Figures (``figures/``): a beta x gamma heat map of the class-balanced focal loss
 per column (:func:`classbalanced.plots.plot_heatmap`) and the test error against
@@ -63,6 +65,14 @@ _NOT_COLUMN = {
     *RESULT_METRICS,
 }
 _DATASET_ORDER = ("cifar10", "cifar100", "cifar20")
+#: the paper's runs (Tables 2 and 3): shuffled batches, constant class-balanced weights
+_PAPER_METHOD = {"sampler": "shuffle", "reweight_schedule": "constant"}
+
+
+def _off_paper(values: dict[str, Any]) -> list[str]:
+    """The settings of a column (``key value``) that the paper's runs did not use
+    (an older results.csv without the key: the default, the paper's)."""
+    return [f"{k} {values[k]}" for k, v in _PAPER_METHOD.items() if values.get(k) not in (None, v)]
 
 
 def mean_std(values: list[float]) -> tuple[float, float | None]:
@@ -155,10 +165,13 @@ def _select(runs, loss: str, beta: float, gamma: float | None = None) -> list[di
 
 
 def _column_cells(
-    dataset: str, factor: float, runs: list[dict[str, Any]], gammas: list[float]
+    dataset: str, factor: float, runs: list[dict[str, Any]], gammas: list[float], paper: bool
 ) -> list[Cell]:
+    """The cells of one column; ``paper``: its runs are the paper's setting (else no
+    published numbers)."""
+
     def pub(method: str, gamma: float | None = None) -> float | None:
-        return published_error(dataset, factor, method, gamma=gamma)
+        return published_error(dataset, factor, method, gamma=gamma) if paper else None
 
     cells = [
         Cell("Softmax", _select(runs, "softmax", 0.0), pub("softmax"), "softmax, β=0"),
@@ -188,17 +201,17 @@ def _column_cells(
             _setting_label(*best_key) if best_key else "",
         )
     )
-    paper = paper_cb_setting(dataset, factor)
-    if paper is None:
+    chosen = paper_cb_setting(dataset, factor)
+    if chosen is None:
         cells.append(Cell("Class-balanced (paper's setting)", [], None, "no published setting"))
     else:
-        beta = 0.0 if paper["beta"] is None else paper["beta"]
+        beta = 0.0 if chosen["beta"] is None else chosen["beta"]
         cells.append(
             Cell(
                 "Class-balanced (paper's setting)",
-                _select(runs, paper["loss"], beta, paper["gamma"]),
+                _select(runs, chosen["loss"], beta, chosen["gamma"]),
                 pub("class_balanced"),
-                _setting_label(paper["loss"], beta, paper["gamma"]),
+                _setting_label(chosen["loss"], beta, chosen["gamma"]),
             )
         )
     return cells
@@ -415,8 +428,9 @@ def _table3_lines(rows: list[dict[str, Any]]) -> list[str]:
         runs = [r for r in finished if group(r) == values]
         dataset, named = values[0], dict(zip(keys, values[1:], strict=True))
         where = md_cell(", ".join([dataset, *(_key_text(k, named[k]) for k in shown)]))
-        # Table 3 is for the official training sets: IF 1 keeps them whole, others sub-sample
-        whole = _close(named["imbalance_factor"], 1.0)
+        # Table 3 is for the official training sets (IF 1 keeps them whole, others
+        # sub-sample) and the paper's sampling and weighting
+        whole = _close(named["imbalance_factor"], 1.0) and not _off_paper(named)
         for label, loss, beta, gamma, setting in methods:
             chosen = _select(runs, loss, beta, gamma)
             method = "softmax" if loss == "softmax" and beta == 0 else "class_balanced"
@@ -461,13 +475,18 @@ def _table2_preamble(rows: list[dict[str, Any]], finished: list[dict[str, Any]])
     ]
 
 
-def _column_section(sweep_dir: Path, column, cells, runs, title, slug, figures) -> list[str]:
-    """One column's table, the later work at that setting, and its figures."""
-    lines = [
-        f"## {title}",
-        "",
-        "| method | setting | ours: mean ± std (n seeds) | published | diff |",
-    ]
+def _column_section(sweep_dir: Path, column, cells, runs, title, slug, figures, off) -> list[str]:
+    """One column's table, the later work at that setting, and its figures (``off``: its
+    settings the paper's runs did not use)."""
+    lines = [f"## {title}", ""]
+    if off:
+        lines += [
+            f"> Published numbers left out: these runs are not the paper's setting "
+            f"({', '.join(off)}); its runs draw shuffled batches with constant class-balanced "
+            "weights.",
+            "",
+        ]
+    lines.append("| method | setting | ours: mean ± std (n seeds) | published | diff |")
     lines.append("|---|---|---|---|---|")
     for cell in cells:
         lines.append(
@@ -513,25 +532,26 @@ def _table2_report(
     for column in columns:
         runs = [r for r in finished if tuple(r[k] for k in keys) == column]
         values = dict(zip(keys, column, strict=True))
-        cells = _column_cells(str(values["dataset"]), values["imbalance_factor"], runs, gammas)
-        tables.append((column, cells, runs))
+        off = _off_paper(values)
+        where = (str(values["dataset"]), values["imbalance_factor"])
+        tables.append((column, _column_cells(*where, runs, gammas, not off), runs, off))
 
     # the summary in the paper's layout
-    titles = [_column_title(keys, c, shown) for c, _, _ in tables]
+    titles = [_column_title(keys, c, shown) for c, *_ in tables]
     lines += ["## Summary (mean last-epoch error %, paper layout)", ""]
     lines.append("| method | " + " | ".join(titles) + " |")
     lines.append("|---|" + "---|" * len(titles))
     for i, cell in enumerate(tables[0][1]):
         lines.append(
-            f"| {cell.label} | " + " | ".join(cells[i].text() for _, cells, _ in tables) + " |"
+            f"| {cell.label} | " + " | ".join(cells[i].text() for _, cells, *_ in tables) + " |"
         )
     lines.append("")
 
-    for (column, cells, runs), title in zip(tables, titles, strict=True):
+    for (column, cells, runs, off), title in zip(tables, titles, strict=True):
         values = dict(zip(keys, column, strict=True))
         where = (str(values["dataset"]), values["imbalance_factor"])
         slug = _slug(keys, column, shown)
-        lines += _column_section(sweep_dir, where, cells, runs, title, slug, figures)
+        lines += _column_section(sweep_dir, where, cells, runs, title, slug, figures, off)
 
     unfinished = [r for r in rows if not _counted(r)]
     if unfinished:

@@ -21,6 +21,7 @@ from typing import Any
 
 __all__ = [
     "CORE_KEYS",
+    "METHOD_KEYS",
     "RESULT_METRICS",
     "read_json",
     "run_state",
@@ -35,6 +36,9 @@ __all__ = [
 
 #: keys always present in results.csv (from each run's resolved config)
 CORE_KEYS = ("dataset", "imbalance_factor", "model", "loss", "beta", "gamma", "seed")
+#: settings that change the method itself (the paper's runs: shuffled batches, constant
+#: class-balanced weights), always in results.csv so that the report can tell
+METHOD_KEYS = ("sampler", "reweight_schedule")
 #: last-evaluation metrics copied from metrics.json into results.csv
 RESULT_METRICS = (
     "error_percent",
@@ -123,6 +127,7 @@ def collect_results(out: str | os.PathLike) -> tuple[list[str], list[dict[str, A
     out = Path(out)
     plan = read_plan(out)
     extra = [c for c in plan.get("columns", []) if c not in CORE_KEYS and c != "epochs"]
+    extra += [k for k in METHOD_KEYS if k not in extra]
     header = ["name", "run_dir", *CORE_KEYS, *extra, "epochs", *RESULT_METRICS, "epoch", "status"]
     rows = []
     for entry in plan["runs"]:
