@@ -427,10 +427,12 @@ def _table3_lines(rows: list[dict[str, Any]]) -> list[str]:
     for values in groups:
         runs = [r for r in finished if group(r) == values]
         dataset, named = values[0], dict(zip(keys, values[1:], strict=True))
-        where = md_cell(", ".join([dataset, *(_key_text(k, named[k]) for k in shown)]))
+        where = ", ".join([dataset, *(_key_text(k, named[k]) for k in shown)])
         # Table 3 is for the official training sets (IF 1 keeps them whole, others
         # sub-sample) and the paper's sampling and weighting
-        whole = _close(named["imbalance_factor"], 1.0) and not _off_paper(named)
+        off = _off_paper(named)
+        whole = _close(named["imbalance_factor"], 1.0) and not off
+        where = md_cell(where + (f" ({', '.join(off)}: not the paper's setting)" if off else ""))
         for label, loss, beta, gamma, setting in methods:
             chosen = _select(runs, loss, beta, gamma)
             method = "softmax" if loss == "softmax" and beta == 0 else "class_balanced"
