@@ -989,3 +989,28 @@ def test_a_split_without_a_readable_image_is_named(list_run, tmp_path, split, kw
     finally:
         (tmp_path / split).rename(images)
     assert not (tmp_path / "t").exists()
+
+
+def test_stage_two_weight_decay_spares_the_biases_stage_one_spares(npz_run, tmp_path, monkeypatch):
+    """The prior-initialised bias of a sigmoid-family classifier is not decayed (Cui et al.,
+    Sec. 3; the trainer's parameter groups), nor every bias with the run's
+    --no-decay-bias-and-norm; cRT decayed the whole new classifier."""
+    import classbalanced.decouple as module
+
+    seen, fit = [], module._fit
+
+    def spy(head, groups, *rest):
+        seen.append({id(p): g["weight_decay"] for g in groups for p in g["params"]})
+        return fit(head, groups, *rest)
+
+    monkeypatch.setattr(module, "_fit", spy)
+    opts = _options("crt", tmp_path / "f", epochs=1, loss="focal", beta=0.9, weight_decay=0.01)
+    decouple(npz_run, opts, log=_quiet)
+    decouple(npz_run, _options("crt", tmp_path / "s", epochs=1, weight_decay=0.01), log=_quiet)
+    decouple(npz_run, _options("lws", tmp_path / "l", epochs=1, weight_decay=0.01), log=_quiet)
+    assert [sorted(s.values()) for s in seen] == [[0.0, 0.01], [0.01, 0.01], [0.01]]
+    run = _copy_run(npz_run, tmp_path / "s1")  # a run of the large-scale recipe
+    config = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    (run / "config.json").write_text(json.dumps({**config, "no_decay_bias_and_norm": True}))
+    decouple(run, _options("crt", tmp_path / "n", epochs=1, weight_decay=0.01), log=_quiet)
+    assert sorted(seen[-1].values()) == [0.0, 0.01]

@@ -7,7 +7,9 @@ frozen (evaluation mode: its batch-norm statistics do not move either) and one o
 
 * ``crt`` -- classifier re-training: a freshly initialised ``fc`` trained on the frozen
   features of augmented training images drawn with class-balanced sampling (every class
-  equally likely, then an image of it uniformly), SGD with a cosine learning rate;
+  equally likely, then an image of it uniformly), SGD with a cosine learning rate and the
+  run's weight decay (not on the bias a sigmoid-family loss initialises to the prior, nor
+  on any bias after a stage one with ``--no-decay-bias-and-norm``);
 * ``tau_norm`` -- no training: ``w_i <- w_i / ||w_i||^tau`` for every class row ``i``
   (the bias is kept, so ``tau = 0`` is exactly the run's classifier); ``tau`` is the value of
   a grid (default 0, 0.1, ..., 2) with the best top-1 accuracy on the validation split;
@@ -478,13 +480,12 @@ def _top1(logits: Tensor, labels: Tensor) -> float:
     return float((logits.argmax(1) == labels).double().mean())
 
 
-def _fit(head: nn.Module, params, backbone: nn.Module, stream, loss_fn, ctx: dict) -> list[float]:
-    """Train ``params`` of ``head`` on frozen features of ``stream``: SGD, cosine lr to 0."""
+def _fit(head: nn.Module, groups, backbone: nn.Module, stream, loss_fn, ctx: dict) -> list[float]:
+    """Train the parameter ``groups`` (each with its weight decay) of ``head`` on frozen
+    features of ``stream``: SGD, cosine lr to 0."""
     opts, cast, log = ctx["options"], ctx["cast"], ctx["log"]
     lr, epochs = ctx["lr"], opts.epochs
-    optimizer = torch.optim.SGD(
-        params, lr=lr, momentum=opts.momentum, weight_decay=ctx["weight_decay"]
-    )
+    optimizer = torch.optim.SGD(groups, lr=lr, momentum=opts.momentum)
     total, step, losses = max(1, epochs * stream.steps_per_epoch), 0, []
     for epoch in range(epochs):
         loss_sum, n = torch.zeros((), device=ctx["device"]), 0
@@ -522,29 +523,36 @@ def _stage_two_loss(run: _Run, opts: DecoupleOptions, device: torch.device):
 
 
 def _sampler(opts: DecoupleOptions, data: _Data, seed: int):
-    return ClassUniformSampler(data.labels, seed) if opts.sampler == "class_uniform" else None
+    uniform = opts.sampler == CLASS_BALANCED_SAMPLER
+    return ClassUniformSampler(data.labels, seed) if uniform else None
 
 
 def _crt(run: _Run, backbone, fc: nn.Linear, data: _Data, ctx: dict) -> tuple[nn.Linear, dict]:
     from .losses import init_prior_bias_
+    from .optim import parameter_groups
 
     opts, device, loss_fn = ctx["options"], ctx["device"], ctx["loss_fn"]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(run.cfg.seed + 1)
         # a classifier without a bias gets none: the run's model must still load the result
         head = nn.Linear(fc.in_features, fc.out_features, bias=fc.bias is not None).to(device)
-    if loss_fn.uses_prior_bias:
-        init_prior_bias_(head)
+    no_decay = []
+    if loss_fn.uses_prior_bias:  # its bias starts at the prior and is not decayed (as stage one)
+        no_decay.append(init_prior_bias_(head).bias)
+    groups = parameter_groups(
+        head, ctx["weight_decay"], no_decay=no_decay, bias_and_norm=run.cfg.no_decay_bias_and_norm
+    )
     stream = data.stream(ctx["batch_size"], _sampler(opts, data, run.cfg.seed))
-    losses = _fit(head, head.parameters(), backbone, stream, loss_fn, ctx)
+    losses = _fit(head, groups, backbone, stream, loss_fn, ctx)
     return head, {"train_loss": losses}
 
 
 def _lws(run: _Run, backbone, fc: nn.Linear, data: _Data, ctx: dict) -> tuple[nn.Linear, dict]:
     opts, loss_fn = ctx["options"], ctx["loss_fn"]
     head = LWSHead(fc)
+    groups = [{"params": [head.scales], "weight_decay": ctx["weight_decay"]}]  # s alone trains
     stream = data.stream(ctx["batch_size"], _sampler(opts, data, run.cfg.seed))
-    losses = _fit(head, [head.scales], backbone, stream, loss_fn, ctx)
+    losses = _fit(head, groups, backbone, stream, loss_fn, ctx)
     return head.folded(), {"train_loss": losses, "scales": head.scales.detach().cpu().tolist()}
 
 
