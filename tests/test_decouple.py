@@ -29,6 +29,7 @@ from classbalanced.decouple import (
 from classbalanced.engine import train
 from classbalanced.engine.checkpoint import latest_checkpoint, load_checkpoint
 from classbalanced.engine.evaluate import evaluate_run
+from classbalanced.engine.run_folder import DECOUPLE_FILE
 
 TRAIN = [24, 8, 3, 2]  # long-tailed
 SIZE = 16
@@ -921,10 +922,22 @@ def test_published_numbers_only_beside_runs_of_kang_et_als_recipe(npz_run, tmp_p
     from classbalanced.reproduce.published import published_decoupling
 
     out = tmp_path / "two"
-    decouple(npz_run, _options("crt", out / "focal", epochs=1, loss="focal", beta=0.9), log=_quiet)
-    lws = _options("lws", out / "shuffle|lws", epochs=1, sampler="shuffle")  # '|': escaped
-    decouple(npz_run, lws, log=_quiet)
     decouple(npz_run, _options("tau_norm", out / "tau", tau=0.5), log=_quiet)
+    # crt and lws runs: its copies, their decouple.json as `decouple` writes it for
+    # `crt --loss focal --beta 0.9` and `lws --sampler shuffle` (the report reads nothing else)
+    settings = json.loads((out / "tau" / DECOUPLE_FILE).read_text(encoding="utf-8"))
+    options = {**settings["options"], "tau": None}
+    for name, method, changed in (
+        ("focal", "crt", {"loss": "focal", "beta": 0.9}),
+        ("shuffle|lws", "lws", {"sampler": "shuffle"}),  # '|': escaped in the table
+    ):
+        _copy_run(out / "tau", out / name)
+        written = {**settings, "method": method}
+        written["options"] = {**options, "method": method, **changed}
+        (out / name / DECOUPLE_FILE).write_text(json.dumps(written), encoding="utf-8")
+    assert DecoupleOptions(**{**written["options"], "out": "x"}) == _options(
+        "lws", "x", sampler="shuffle"
+    )  # (the options as written: those of a real run)
     for name in ("focal", "shuffle|lws", "tau"):
         _relabel(out / name, dataset="imagenet_lt", model="resnext50", epochs=90)
 
@@ -997,20 +1010,33 @@ def test_stage_two_weight_decay_spares_the_biases_stage_one_spares(npz_run, tmp_
     --no-decay-bias-and-norm; cRT decayed the whole new classifier."""
     import classbalanced.decouple as module
 
-    seen, fit = [], module._fit
+    seen = []
 
-    def spy(head, groups, *rest):
-        seen.append({id(p): g["weight_decay"] for g in groups for p in g["params"]})
-        return fit(head, groups, *rest)
+    class Seen(Exception):
+        pass
+
+    def spy(head, groups, *rest):  # what the optimiser would decay, and nothing trained
+        decay = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+        seen.append({name: decay.get(id(p)) for name, p in head.named_parameters()})
+        raise Seen
 
     monkeypatch.setattr(module, "_fit", spy)
-    opts = _options("crt", tmp_path / "f", epochs=1, loss="focal", beta=0.9, weight_decay=0.01)
-    decouple(npz_run, opts, log=_quiet)
-    decouple(npz_run, _options("crt", tmp_path / "s", epochs=1, weight_decay=0.01), log=_quiet)
-    decouple(npz_run, _options("lws", tmp_path / "l", epochs=1, weight_decay=0.01), log=_quiet)
-    assert [sorted(s.values()) for s in seen] == [[0.0, 0.01], [0.01, 0.01], [0.01]]
-    run = _copy_run(npz_run, tmp_path / "s1")  # a run of the large-scale recipe
+    run = _copy_run(npz_run, tmp_path / "s1")
+    cases = [
+        (npz_run, "crt", {"loss": "focal", "beta": 0.9}),
+        (npz_run, "crt", {}),
+        (npz_run, "lws", {}),
+        (run, "crt", {}),  # made a run of the large-scale recipe below
+    ]
     config = json.loads((run / "config.json").read_text(encoding="utf-8"))
     (run / "config.json").write_text(json.dumps({**config, "no_decay_bias_and_norm": True}))
-    decouple(run, _options("crt", tmp_path / "n", epochs=1, weight_decay=0.01), log=_quiet)
-    assert sorted(seen[-1].values()) == [0.0, 0.01]
+    for stage_one, method, kw in cases:
+        with pytest.raises(Seen):
+            opts = _options(method, tmp_path / "x", weight_decay=0.01, **kw)
+            decouple(stage_one, opts, log=_quiet)
+    assert seen == [
+        {"weight": 0.01, "bias": 0.0},  # focal: the prior bias is not decayed
+        {"weight": 0.01, "bias": 0.01},  # softmax: as stage one, everything is
+        {"scales": 0.01, "linear.weight": None, "linear.bias": None},  # LWS: s alone trains
+        {"weight": 0.01, "bias": 0.0},  # --no-decay-bias-and-norm: no bias decayed
+    ]
