@@ -365,3 +365,18 @@ def test_table2_numbers_only_beside_the_papers_sampling_and_weighting(tmp_path, 
     report = (tmp_path / "fixed" / "report.md").read_text(encoding="utf-8")
     assert _published_cells(report, "Softmax") == {"cifar10, IF 100": "-"}
     assert load_results(tmp_path / "fixed" / "results.csv")[0]["sampler"] == "class_balanced"
+
+
+def test_runs_of_table3_not_counted_are_named_too(tmp_path):
+    """(Only the CIFAR part listed its failed / missing runs: a Table 3 sweep's cells went
+    '-' without a word on which runs were missing.)"""
+    base = {"dataset": "inat2018", "imbalance_factor": 1.0, "epochs": 90}
+    rows = [
+        _csv_row(**base, name="inat-s0", epoch=90),
+        _csv_row(**base, name="inat-s1", status="failed", error_percent=None, epoch=None),
+        _csv_row(name="cifar-s0", status="missing", error_percent=None, epoch=None),
+    ]
+    report = build_report(tmp_path, rows, figures=False)
+    section = report[report.index("## Runs not counted") :]
+    assert "- inat-s1: failed" in section and "- cifar-s0: missing" in section
+    assert report.count("## Runs not counted") == 1 and "inat-s0" not in section

@@ -335,6 +335,8 @@ def build_report(
     text = _table2_report(sweep_dir, small, lines, figures) if small else "\n".join(lines)
     if large:
         text = text.rstrip("\n") + "\n\n" + "\n".join(_table3_lines(large)) + "\n"
+    if _not_counted_lines(rows):
+        text = text.rstrip("\n") + "\n\n" + "\n".join(_not_counted_lines(rows))
     return text
 
 
@@ -555,14 +557,19 @@ def _table2_report(
         slug = _slug(keys, column, shown)
         lines += _column_section(sweep_dir, where, cells, runs, title, slug, figures, off)
 
-    unfinished = [r for r in rows if not _counted(r)]
-    if unfinished:
-        lines += ["## Runs not counted", ""]
-        lines += [f"- {r['name']}: {_not_counted(r)}" for r in unfinished[:50]]
-        if len(unfinished) > 50:
-            lines.append(f"- ... and {len(unfinished) - 50} more")
-        lines.append("")
     return "\n".join(lines)
+
+
+def _not_counted_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The section naming the runs no table counts (failed, missing, unfinished, NaN)."""
+    unfinished = [r for r in rows if not _counted(r)]
+    if not unfinished:
+        return []
+    lines = ["## Runs not counted", ""]
+    lines += [f"- {r['name']}: {_not_counted(r)}" for r in unfinished[:50]]
+    if len(unfinished) > 50:
+        lines.append(f"- ... and {len(unfinished) - 50} more")
+    return [*lines, ""]
 
 
 def write_report(
