@@ -517,6 +517,9 @@ def test_published_decoupling_lookups():
         published_decoupling("imagenet_lt", "resnext50", "crt2")
     with pytest.raises(TypeError, match="epochs must be an int or None, got '90'"):
         published_decoupling("imagenet_lt", "resnext50", "crt", "90")
+    # (no network matched any: the first table's numbers, ResNeXt-50's, for any network)
+    with pytest.raises(TypeError, match="model must be a str, got None"):
+        published_decoupling("imagenet_lt", None, "crt")
 
 
 def _copy_run(run: Path, to: Path) -> Path:

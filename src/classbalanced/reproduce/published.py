@@ -320,7 +320,9 @@ def published_decoupling(
         raise TypeError(f"epochs must be an int or None, got {epochs!r}")
     if pretrained is not None and not isinstance(pretrained, bool):
         raise TypeError(f"pretrained must be a bool or None, got {pretrained!r}")
-    model = model.lower() if isinstance(model, str) else model
+    if not isinstance(model, str):  # (None would match every table's network)
+        raise TypeError(f"model must be a str, got {model!r}")
+    model = model.lower()
     for table in _decoupling_tables(dataset, model):
         if epochs in (None, table["epochs"]) and pretrained in (None, _pretrained(table)):
             values = table["rows"].get(method.lower())
