@@ -380,3 +380,25 @@ def test_runs_of_table3_not_counted_are_named_too(tmp_path):
     section = report[report.index("## Runs not counted") :]
     assert "- inat-s1: failed" in section and "- cifar-s0: missing" in section
     assert report.count("## Runs not counted") == 1 and "inat-s0" not in section
+
+
+def test_a_refused_report_writes_nothing(tmp_path, fake_launcher, capsys):
+    """A user's report.md (or a folder of that name) is refused before anything is written:
+    the figures and, with --refresh, results.csv used to be written first."""
+    fake_launcher(_errors())
+    run_sweep(_spec(), out=tmp_path, log=quiet, report=False)
+    csv_text = (tmp_path / "results.csv").read_text(encoding="utf-8")
+    (tmp_path / "results.csv").write_text(csv_text.replace("finished", "incomplete"))
+    before = (tmp_path / "results.csv").read_bytes()
+    (tmp_path / "report.md").write_text("# my notes\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"report.md exists and is not a report of classbalanced"):
+        write_report(tmp_path, refresh=True)
+    assert (tmp_path / "report.md").read_text(encoding="utf-8") == "# my notes\n"
+    assert not (tmp_path / "figures").exists()
+    assert (tmp_path / "results.csv").read_bytes() == before
+    (tmp_path / "report.md").unlink()
+    (tmp_path / "report.md").mkdir()
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "report.md is a folder: expected a file path" in err and ".tmp" not in err
+    assert not (tmp_path / "figures").exists()

@@ -589,6 +589,8 @@ def write_report(
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"sweep folder not found: {sweep_dir}")
+    path = sweep_dir / "report.md"
+    _check_replaceable(path)  # before results.csv or a figure is written
     decoupled = decoupling_lines(sweep_dir)
     is_sweep = (sweep_dir / "plan.json").is_file() or (sweep_dir / "results.csv").is_file()
     if not decoupled and not is_sweep and not refresh:
@@ -608,14 +610,19 @@ def write_report(
         text = build_report(sweep_dir, rows, figures=figures)
         if decoupled:
             text = text.rstrip("\n") + "\n\n" + "\n".join(decoupled)
-    path = sweep_dir / "report.md"
+    atomic_write_text(path, text)
+    return path
+
+
+def _check_replaceable(path: Path) -> None:
+    """``report.md`` may be written: absent, or a report this module wrote."""
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder: expected a file path (move it away)")
     if path.is_file() and not _written_here(path):
         raise ValueError(
             f"{path} exists and is not a report of classbalanced (it does not start with "
             f"'{REPORT_TITLE}'): move it away to write the report"
         )
-    atomic_write_text(path, text)
-    return path
 
 
 def _written_here(path: Path) -> bool:
