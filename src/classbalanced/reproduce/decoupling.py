@@ -192,13 +192,14 @@ def _published(row: dict[str, Any]) -> tuple[dict[str, float | None] | None, lis
     if published_decoupling(*where) is None:
         return None, []
     departures = list(row["departures"])
-    if published_decoupling(*where, pretrained=row["pretrained"]) is None:
+    exact = published_decoupling(*where, pretrained=row["pretrained"])
+    if exact is None:
         departures.append(
             "stage one ImageNet-pretrained (the published network was not)"
             if row["pretrained"]
             else "stage one not ImageNet-pretrained (the published network was)"
         )
-    return (None, departures) if departures else (published_decoupling(*where), [])
+    return (None, departures) if departures else (exact, [])
 
 
 def _published_text(dataset: str, model: str, epochs: int) -> str:
