@@ -402,3 +402,15 @@ def test_a_refused_report_writes_nothing(tmp_path, fake_launcher, capsys):
     err = capsys.readouterr().err
     assert "report.md is a folder: expected a file path" in err and ".tmp" not in err
     assert not (tmp_path / "figures").exists()
+
+
+def test_best_of_grid_is_chosen_among_the_papers_losses(tmp_path):
+    """The published 'class-balanced (best)' is the best of softmax / sigmoid / focal with
+    beta > 0: an LDAM run with beta > 0 in the sweep was taken as the class-balanced best."""
+    rows = [
+        _csv_row(loss="softmax", error_percent=30.0),
+        _csv_row(loss="focal", beta=0.9999, gamma=1.0, error_percent=26.0),
+        _csv_row(loss="ldam", beta=0.9999, error_percent=20.0),
+    ]
+    best = _row(build_report(tmp_path, rows, figures=False), "Class-balanced (best of grid)")
+    assert best[1:3] == ["focal, β=0.9999, γ=1", "26.00 (1 seed)"]

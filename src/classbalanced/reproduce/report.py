@@ -3,8 +3,9 @@
 Reads ``results.csv`` of a sweep folder (see :mod:`.sweep`). For each column
 (dataset x imbalance factor, plus any other key the sweep varied) the rows are
 Softmax, Sigmoid, Focal gamma = 0.5 / 1 / 2 (all unweighted, beta = 0), the
-class-balanced loss that is best on the grid (lowest mean error; beta > 0, or any
-run at IF 1 where every beta gives weight 1) and the class-balanced loss at the
+class-balanced loss that is best on the grid (lowest mean error among the paper's
+softmax, sigmoid and focal losses; beta > 0, or any run at IF 1 where every beta gives
+weight 1) and the class-balanced loss at the
 paper's setting for that column. Each cell: mean ± sample std over seeds (n
 seeds), the published error, and the difference (ours - published; positive is
 worse than the paper). Only finished runs count, and their error is that of the
@@ -37,7 +38,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .published import FOCAL_GAMMAS, paper_cb_setting, published_error, published_large
+from .published import (
+    BASELINE_METHODS,
+    FOCAL_GAMMAS,
+    paper_cb_setting,
+    published_error,
+    published_large,
+)
 from .results import RESULT_METRICS, load_results, md_cell, write_results_csv
 
 __all__ = [
@@ -187,7 +194,10 @@ def _column_cells(
             )
         )
     # best of the grid: beta > 0 (at IF 1 every beta gives weight 1, so all runs count)
-    candidates = [r for r in runs if r["beta"] > 0 or _close(factor, 1.0)]
+    # (the paper's losses only: its best is that of softmax, sigmoid and focal)
+    candidates = [
+        r for r in runs if r["loss"] in BASELINE_METHODS and (r["beta"] > 0 or _close(factor, 1))
+    ]
     best_key, best_runs = None, []
     for key, group in _group(candidates).items():
         mean = statistics.fmean(r["error_percent"] for r in group)
