@@ -74,3 +74,22 @@ def test_the_same_run_twice_is_refused(tmp_path, capsys):
     run = _fake_run(tmp_path / "run", [0.9, 0.5, 0.1])
     argv = ["plot", "run", "--run", str(run), str(tmp_path / "." / "run"), "--output"]
     _refused(capsys, [*argv, str(tmp_path / "p")], "names the run", tmp_path)
+
+
+def test_a_class_without_test_images_is_drawn_as_missing_not_zero(tmp_path, monkeypatch):
+    import math
+
+    from classbalanced import plots
+
+    seen = {}
+    draw = plots.plot_per_class_accuracy
+
+    def spy(path, runs, **kw):
+        seen.update(runs)
+        return draw(path, runs, **kw)
+
+    monkeypatch.setattr(plots, "plot_per_class_accuracy", spy)
+    run = _fake_run(tmp_path / "run", [0.9, None, 0.0])
+    assert main(["plot", "run", "--run", str(run), "--output", str(tmp_path / "p")]) == 0
+    accuracy = seen["run"]
+    assert accuracy[0] == 0.9 and math.isnan(accuracy[1]) and accuracy[2] == 0.0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import warnings
@@ -589,7 +590,7 @@ def _cmd_plot(args) -> int:
     plots.plot_per_class_accuracy(
         out / "per_class_accuracy.png",
         {
-            name: [0.0 if v is None else v for v in m["per_class_accuracy"]]
+            name: [math.nan if v is None else v for v in m["per_class_accuracy"]]  # no image
             for name, (m, _) in runs.items()
         },
         counts=counts,
