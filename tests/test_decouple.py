@@ -229,12 +229,18 @@ def _split_features(run: Path, split: str):
     return feats, labels, fc.weight.detach().double(), fc.bias.detach().double()
 
 
-def test_tau_is_chosen_on_the_val_split(list_run, tmp_path):
+@pytest.mark.parametrize("tau_bias", ["keep", "drop"])
+def test_tau_is_chosen_on_the_val_split(list_run, tmp_path, tau_bias):
+    """``drop``: the logits of Kang et al.'s release, ``W f`` without the bias."""
     taus = [0.0, 0.5, 1.0, 1.5, 2.0]
-    metrics = decouple(list_run, _options("tau_norm", tmp_path / "tau", taus=taus), log=_quiet)
+    opts = _options("tau_norm", tmp_path / "tau", taus=taus, tau_bias=tau_bias)
+    metrics = decouple(list_run, opts, log=_quiet)
     info = metrics["decouple"]
     assert info["tau_chosen_on"] == "val" and info["evaluated_split"] == "test"
+    assert info["tau_bias"] == tau_bias
     feats, labels, w, b = _split_features(list_run, "val")
+    b = b if tau_bias == "keep" else torch.zeros_like(b)
+    assert torch.equal(_state(tmp_path / "tau")["fc.bias"], b.float())
     expected = []
     for tau in taus:
         norms = w.norm(dim=1, keepdim=True)
@@ -429,7 +435,8 @@ def test_report_puts_decouple_runs_beside_the_published_numbers(npz_run, tmp_pat
 
     out = tmp_path / "stage_two"
     crt = decouple(npz_run, _options("crt", out / "crt", epochs=1), log=_quiet)
-    tau = decouple(npz_run, _options("tau_norm", out / "tau", tau=0.5), log=_quiet)
+    opts = _options("tau_norm", out / "tau", tau=0.5, tau_bias="drop")  # the release's
+    tau = decouple(npz_run, opts, log=_quiet)
     # a folder holding only decouple runs (no plan.json, no results.csv) is reported
     text = write_report(out).read_text(encoding="utf-8")
     assert "Decoupling Representation and Classifier for Long-Tailed Recognition" in text
@@ -696,6 +703,8 @@ def test_options_of_another_method_are_refused(npz_run, tmp_path):
         ("tau_norm", {"tau": 1.0, "taus": [0.5, 1.0]}, r"--tau and --taus: expected one of them"),
         ("crt", {"tau": 1.0}, r"--tau applies to tau_norm, not crt"),
         ("lws", {"taus": [0.5]}, r"--taus applies to tau_norm, not lws"),
+        ("crt", {"tau_bias": "drop"}, r"--tau-bias applies to tau_norm, not crt"),
+        ("tau_norm", {"tau": 1.0, "tau_bias": "none"}, r"tau_bias must be keep or drop"),
     ]
     for method, kw, message in cases:
         with pytest.raises(ValueError, match=message):
@@ -925,11 +934,11 @@ def test_published_numbers_only_beside_runs_of_kang_et_als_recipe(npz_run, tmp_p
     from classbalanced.reproduce.published import published_decoupling
 
     out = tmp_path / "two"
-    decouple(npz_run, _options("tau_norm", out / "tau", tau=0.5), log=_quiet)
+    decouple(npz_run, _options("tau_norm", out / "tau", tau=0.5, tau_bias="drop"), log=_quiet)
     # crt and lws runs: its copies, their decouple.json as `decouple` writes it for
     # `crt --loss focal --beta 0.9` and `lws --sampler shuffle` (the report reads nothing else)
     settings = json.loads((out / "tau" / DECOUPLE_FILE).read_text(encoding="utf-8"))
-    options = {**settings["options"], "tau": None}
+    options = {**settings["options"], "tau": None, "tau_bias": "keep"}
     for name, method, changed in (
         ("focal", "crt", {"loss": "focal", "beta": 0.9}),
         ("shuffle|lws", "lws", {"sampler": "shuffle"}),  # '|': escaped in the table
@@ -979,6 +988,17 @@ def test_published_numbers_only_beside_runs_of_kang_et_als_recipe(npz_run, tmp_p
     text = "\n".join(decoupling_lines(out))
     assert published_cells()["tau_norm"] == "-"
     assert "tau: stage one's training set sub-sampled (imbalance factor 10)" in text
+    # tau-normalised logits with the bias kept (our default): not the release's recipe
+    _relabel(out / "tau", imbalance_factor=1.0)
+    text = "\n".join(decoupling_lines(out))
+    assert published_cells()["tau_norm"] == _cells(pub)
+    written = json.loads((out / "tau" / DECOUPLE_FILE).read_text(encoding="utf-8"))
+    written["options"]["tau_bias"] = "keep"
+    (out / "tau" / DECOUPLE_FILE).write_text(json.dumps(written), encoding="utf-8")
+    text = "\n".join(decoupling_lines(out))
+    assert (
+        published_cells()["tau_norm"] == "-" and "tau: tau_norm keeps the classifier's bias" in text
+    )
 
 
 @pytest.mark.parametrize(

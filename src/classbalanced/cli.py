@@ -338,6 +338,12 @@ def _add_decouple_parser(sub) -> None:
         help="tau_norm: the grid searched on the val split (0 .. 2)",
     )
     p.add_argument("--tau", type=float, help="tau_norm: this tau, no search")
+    p.add_argument(
+        "--tau-bias",
+        choices=("keep", "drop"),
+        help="tau_norm: keep the classifier's bias (default: tau 0 is the run's classifier) "
+        "or drop it, as Kang et al.'s release does",
+    )
     _add_config_flag(p, "device", default=_config_default("device"))
     p.add_argument("--num-workers", type=int, help="image-file datasets (default: the run's)")
     p.add_argument("--overwrite", action="store_true", help="replace a run in --out")

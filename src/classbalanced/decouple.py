@@ -11,8 +11,9 @@ frozen (evaluation mode: its batch-norm statistics do not move either) and one o
   run's weight decay (not on the bias a sigmoid-family loss initialises to the prior, nor
   on any bias after a stage one with ``--no-decay-bias-and-norm``);
 * ``tau_norm`` -- no training: ``w_i <- w_i / ||w_i||^tau`` for every class row ``i``
-  (the bias is kept, so ``tau = 0`` is exactly the run's classifier); ``tau`` is the value of
-  a grid (default 0, 0.1, ..., 2) with the best top-1 accuracy on the validation split;
+  (the bias is kept, so ``tau = 0`` is exactly the run's classifier; ``tau_bias="drop"``
+  drops it, as the logits of Kang et al.'s release are ``W f`` alone); ``tau`` is the value
+  of a grid (default 0, 0.1, ..., 2) with the best top-1 accuracy on the validation split;
 * ``lws`` -- learnable weight scaling: ``z_i = s_i (w_i . f + b_i)`` with ``s`` (``(C,)``,
   starting at 1) the only trained parameters, sampled and scheduled as ``crt``.
 
@@ -86,6 +87,7 @@ class DecoupleOptions:
     sampler: Sampler = CLASS_BALANCED_SAMPLER
     taus: list[float] = field(default_factory=lambda: list(DEFAULT_TAUS))
     tau: float | None = None  # tau_norm: use this tau instead of searching
+    tau_bias: str = "keep"  # tau_norm: keep the classifier's bias, or drop it as the release does
     device: str = "auto"
     num_workers: int | None = None
     overwrite: bool = False
@@ -117,6 +119,8 @@ class DecoupleOptions:
             if not ((value > 0 if strict else value >= 0) and value <= FLOAT32_MAX):  # NaN too
                 low = "> 0" if strict else ">= 0"
                 raise ValueError(f"{name} must be {low} and at most {FLOAT32_MAX:.4g}, got {value}")
+        if self.tau_bias not in ("keep", "drop"):
+            raise ValueError(f"tau_bias must be keep or drop, got {self.tau_bias!r}")
         taus = [self.tau] if self.tau is not None else list(self.taus)
         if not taus or any(not math.isfinite(t) or t < 0 for t in taus):
             raise ValueError(f"tau must be finite and >= 0, got {taus}")
@@ -145,7 +149,7 @@ class DecoupleOptions:
 _TRAINING_OPTIONS = (
     "epochs", "batch_size", "lr", "momentum", "weight_decay", "loss", "beta", "gamma", "sampler",
 )  # fmt: skip
-_TAU_OPTIONS = ("taus", "tau")
+_TAU_OPTIONS = ("taus", "tau", "tau_bias")
 
 
 def tau_normalize(weight: Tensor, tau: float) -> Tensor:
@@ -558,7 +562,8 @@ def _lws(run: _Run, backbone, fc: nn.Linear, data: _Data, ctx: dict) -> tuple[nn
 
 def _tau_norm(run: _Run, backbone, fc: nn.Linear, data: _Data, ctx: dict) -> tuple[nn.Linear, dict]:
     opts = ctx["options"]
-    info: dict[str, Any] = {}
+    info: dict[str, Any] = {"tau_bias": opts.tau_bias}
+    bias = fc.bias if opts.tau_bias == "keep" else None
     if opts.tau is not None:
         tau = float(opts.tau)
         info["tau_chosen_on"] = "given (--tau)"
@@ -572,7 +577,7 @@ def _tau_norm(run: _Run, backbone, fc: nn.Linear, data: _Data, ctx: dict) -> tup
         feats, labels = _features(backbone, data, data.tune_split, ctx["cast"])
         search = []
         for t in sorted(set(opts.taus)):  # ascending: ties go to the smallest tau
-            logits = nn.functional.linear(feats, tau_normalize(fc.weight, t), fc.bias)
+            logits = nn.functional.linear(feats, tau_normalize(fc.weight, t), bias)
             search.append({"tau": float(t), "accuracy": _top1(logits, labels)})
         best = max(search, key=lambda r: r["accuracy"])  # the first: the smallest on ties
         tau = best["tau"]
@@ -583,8 +588,8 @@ def _tau_norm(run: _Run, backbone, fc: nn.Linear, data: _Data, ctx: dict) -> tup
     head = nn.Linear(fc.in_features, fc.out_features, bias=fc.bias is not None).to(fc.weight.device)
     with torch.no_grad():
         head.weight.copy_(tau_normalize(fc.weight.detach(), tau))
-        if fc.bias is not None:
-            head.bias.copy_(fc.bias)
+        if fc.bias is not None:  # the run's architecture, the bias dropped as zeros
+            head.bias.copy_(fc.bias if bias is not None else torch.zeros_like(fc.bias))
     info["tau"] = tau
     return head, info
 

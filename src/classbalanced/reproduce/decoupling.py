@@ -69,7 +69,8 @@ def _departures(method: str, metrics: dict, config: dict, settings: dict) -> lis
     """How a run departs from Kang et al.'s recipe, the one their numbers are for (empty: it
     follows it): the benchmark's whole training set (imbalance factor 1), softmax
     cross-entropy without re-weighting (beta 0), shuffled (instance-balanced) batches in
-    stage one and class-balanced batches in cRT and LWS."""
+    stage one and class-balanced batches in cRT and LWS, tau-normalised logits ``W f``
+    without the bias (``--tau-bias drop``, as the authors' release computes them)."""
     options = settings.get("options")
     options = options if isinstance(options, dict) else {}
     stages = [("stage one", metrics, config.get("sampler", "shuffle"), "shuffle")]
@@ -85,6 +86,8 @@ def _departures(method: str, metrics: dict, config: dict, settings: dict) -> lis
             found.append(f"{stage}'s loss {loss}, beta {beta}")
         if sampler != recipe:
             found.append(f"{stage}'s sampler {sampler}")
+    if method == "tau_norm" and options.get("tau_bias", "keep") != "drop":
+        found.append("tau_norm keeps the classifier's bias (the release drops it: --tau-bias drop)")
     return found
 
 
