@@ -23,6 +23,20 @@ def test_plot_two_runs_side_by_side(tmp_path):
         assert image.ndim == 3 and image.shape[0] > 100 and image.std() > 0
 
 
+def test_an_older_error_curve_is_not_passed_off_as_this_plots(tmp_path, capsys):
+    a = _fake_run(tmp_path / "a", [0.9, 0.5, 0.1])
+    out = str(tmp_path / "plots")
+    assert main(["plot", "run", "--run", str(a), "--output", out]) == 0
+    assert "wrote class_distribution.png, per_class_accuracy.png, error_curve.png" in (
+        capsys.readouterr().err
+    )
+    (a / "history.json").write_text(json.dumps([{"epoch": 6, "error_percent": 40.0}]))
+    assert main(["plot", "run", "--run", str(a), "--output", out]) == 0
+    err = capsys.readouterr().err
+    assert "wrote class_distribution.png, per_class_accuracy.png to" in err
+    assert f"no error curve (no run has two evaluations): {out}/error_curve.png is an older" in err
+
+
 def test_plot_refuses_runs_of_different_data(tmp_path, capsys):
     a = _fake_run(tmp_path / "a", [0.9, 0.5, 0.1])
     b = _fake_run(tmp_path / "b", [0.9, 0.5, 0.1], counts=(40, 10, 2))

@@ -606,9 +606,13 @@ def _cmd_plot(args) -> int:
         for name, (_, hist) in runs.items()
         if len(hist) >= 2
     }
+    written = list(names[:2])
     if curves:
         plots.plot_error_curves(out / "error_curve.png", curves)
-    _info(f"wrote plots to {out}")
+        written.append(names[2])
+    elif (out / names[2]).exists():  # not this plot's: say so rather than let it pass for one
+        _info(f"no error curve (no run has two evaluations): {out / names[2]} is an older plot's")
+    _info(f"wrote {', '.join(written)} to {out}")
     return 0
 
 
