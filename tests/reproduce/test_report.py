@@ -145,6 +145,9 @@ def test_single_seed_and_unpublished_dataset(tmp_path, fake_launcher):
     report = (tmp_path / "report.md").read_text()
     assert _row(report, "Softmax")[2:] == ["61.25 (1 seed)", "-", "-"]
     assert _row(report, "Class-balanced (paper's setting)")[2:] == ["-", "-", "-"]
+    # nothing to compare with: no 200-epoch warning about the published numbers, a note
+    assert "NOT the paper's protocol" not in report
+    assert "No published numbers for digits (Table 2 has CIFAR only)." in report
 
 
 def test_report_cli_and_refresh(tmp_path, fake_launcher, capsys):

@@ -466,7 +466,14 @@ def _table2_preamble(rows: list[dict[str, Any]], finished: list[dict[str, Any]])
     models = sorted({str(r.get("model")) for r in rows if r.get("model")})
     epochs_text = ", ".join(str(e) for e in epochs) or "-"
     lines = [f"**Epochs run: {epochs_text}** (the paper trains for {PAPER_EPOCHS} epochs).", ""]
-    if any(e < PAPER_EPOCHS for e in epochs):
+    datasets = sorted({str(r["dataset"]) for r in rows})
+    unpublished = [d for d in datasets if published_error(d, 100, "softmax") is None]
+    if unpublished:  # digits, npz, folders, ImageNet-LT, Places-LT, lists: no Table 2 column
+        lines += [
+            f"No published numbers for {', '.join(unpublished)} (Table 2 has CIFAR only).",
+            "",
+        ]
+    if len(unpublished) < len(datasets) and any(e < PAPER_EPOCHS for e in epochs):
         lines += [
             f"> **Warning: runs shorter than {PAPER_EPOCHS} epochs are NOT the paper's protocol.** "
             "Their errors are not comparable with the published numbers; the diff column "
