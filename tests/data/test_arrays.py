@@ -144,6 +144,23 @@ def test_load_npz_errors(tmp_path, arrays, msg):
     assert "\n" not in str(info.value)
 
 
+def test_a_stray_huge_label_is_refused_before_naming_a_class_per_index(tmp_path):
+    # -1 ("unlabelled") stored as uint32 is 4294967295: the default names "0", "1", ... of
+    # that many classes would take hundreds of GB; 10**6 shows the same without the memory
+    x = np.zeros((3, 2, 2), np.uint8)
+    path = _save(tmp_path / "stray.npz", x=x, y=np.array([0, 1, 10**6], np.uint32))
+    with pytest.raises(
+        ValueError,
+        match=r"label 1000000 .* makes 1000001 classes for 3 images: expected labels below 3",
+    ) as info:
+        load_npz(path)
+    assert "\n" not in str(info.value)
+    # classes without images are fine when class_names names them
+    names = np.array(["a", "b", "c", "d", "e"])
+    ds = load_npz(_save(tmp_path / "named.npz", x=x, y=np.array([0, 1, 4]), class_names=names))
+    assert ds.num_classes == 5 and ds.counts().tolist() == [1, 1, 0, 0, 1]
+
+
 def test_load_npz_not_an_npz(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_npz(tmp_path / "absent.npz")
