@@ -214,6 +214,18 @@ def test_load_image_folder(tmp_path):
     assert ds.images[2, 0, 0].tolist() == [128, 128, 128]  # grayscale converted to RGB
 
 
+def test_a_16_bit_greyscale_image_keeps_its_grey_levels(tmp_path):
+    # PIL's convert("RGB") of mode I;16 clips every level above 255 to white
+    deep = np.array([[0, 1000], [32896, 65535]], dtype=np.uint16)
+    (tmp_path / "a").mkdir()
+    Image.fromarray(deep).save(tmp_path / "a" / "deep.png")
+    assert Image.open(tmp_path / "a" / "deep.png").mode == "I;16"
+    ds = load_image_folder(tmp_path)
+    expected = np.round(deep / 257).astype(np.uint8)  # [[0, 4], [128, 255]]
+    for c in range(3):
+        np.testing.assert_array_equal(ds.images[0, :, :, c], expected)
+
+
 def test_load_image_folder_sizes(tmp_path):
     _png(tmp_path / "a" / "1.png", (8, 8), (10, 20, 30))
     _png(tmp_path / "b" / "2.png", (5, 7), (10, 20, 30))

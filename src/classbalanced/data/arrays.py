@@ -310,7 +310,8 @@ def load_image_folder(
     """Load a torchvision ``ImageFolder`` tree (``root/<class>/<image>``) into memory as RGB.
 
     Classes are the sorted sub-folder names (hidden ones skipped); images are
-    found recursively by extension and decoded with PIL to RGB. Symbolic links
+    found recursively by extension and decoded with PIL to RGB
+    (:func:`~classbalanced.data.pipeline.to_rgb`: 16-bit greyscale scaled to 8 bits). Symbolic links
     are followed only inside ``root``, each folder is walked once (a link loop
     adds nothing) and each image file counts once; the skipped links are counted
     in a warning. With
@@ -321,6 +322,8 @@ def load_image_folder(
         ImageArrays with images uint8 (N, H, W, 3).
     """
     from PIL import Image, UnidentifiedImageError
+
+    from .pipeline import to_rgb
 
     base = Path(root)
     if not base.exists():
@@ -358,7 +361,7 @@ def load_image_folder(
     for f in files:
         try:
             with Image.open(f) as im:
-                im = im.convert("RGB")
+                im = to_rgb(im)  # 16-bit grey scaled to 8 bits, not clipped to white
                 if hw is not None and (im.height, im.width) != hw:
                     im = im.resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
                 arr = np.asarray(im, dtype=np.uint8)
