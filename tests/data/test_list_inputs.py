@@ -146,6 +146,20 @@ def test_loc_csv_with_a_byte_order_mark_and_crlf_is_read(tmp_path):
     assert inat.prepare("imagenet", tmp_path, log=_quiet).val_samples == expected
 
 
+def test_hidden_files_in_a_flat_val_folder_are_skipped_like_in_class_folders(tmp_path):
+    # macOS copies leave AppleDouble files ``._<name>`` next to every image
+    expected = _flat_imagenet(tmp_path)
+    for rel, _ in expected:
+        (tmp_path / "val" / f"._{Path(rel).name}").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    (tmp_path / "train" / WNIDS[0] / f"._{WNIDS[0]}_0.JPEG").write_bytes(b"\x00\x05\x16\x07")
+    (tmp_path / "LOC_val_solution.csv").write_text(
+        "ImageId,PredictionString\n" + "\n".join(_loc_rows(TRUTH)) + "\n"
+    )
+    layout = inat.prepare("imagenet", tmp_path, log=_quiet)
+    assert layout.val_samples == expected
+    assert len(layout.train_samples) == len(WNIDS)
+
+
 @pytest.mark.parametrize("wnid", [TRUTH[0], WNIDS[0]])  # the same label again, or another one
 def test_loc_csv_listing_an_image_twice_is_refused(tmp_path, wnid):
     _flat_imagenet(tmp_path)
