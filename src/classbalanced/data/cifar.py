@@ -26,6 +26,7 @@ import hashlib
 import http.client
 import os
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -36,7 +37,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 
 from .arrays import ImageArrays
-from .safe_io import load_pickle_dict, safe_extract_tar
+from .safe_io import _current_umask, load_pickle_dict, safe_extract_tar
 
 __all__ = [
     "ARCHIVES",
@@ -217,11 +218,12 @@ def download(
     backoff: float = 1.0,
     progress: bool = True,
 ) -> Path:
-    """Download ``url`` to ``dest_path`` via ``dest_path + ".part"``, verifying ``md5``.
+    """Download ``url`` to ``dest_path`` via a partial file next to it, verifying ``md5``.
 
     Network errors, timeouts, HTTP 5xx and truncated bodies are retried up to
     ``retries`` more times, sleeping ``backoff * 2**k`` seconds before retry k.
-    The body streams into ``<dest_path>.part`` (tqdm progress on stderr unless
+    The body streams into a hidden ``.<name>.<random>.part`` of this call alone (two
+    processes downloading the same file at once each write their own; tqdm progress on stderr unless
     ``progress=False``), is MD5-checked and only then ``os.replace``-d into place;
     a partial or mismatching file is deleted, never used.
 
@@ -237,7 +239,11 @@ def download(
         raise ValueError(f"timeout: expected seconds > 0, got {timeout!r}")
     dest = Path(dest_path)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = Path(str(dest) + ".part")
+    # one partial file per call: two processes (DDP ranks) fetching the same file at once
+    # would otherwise truncate and rename each other's
+    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    os.close(fd)
+    part = Path(name)
     last = "unknown error"
     try:
         for attempt in range(retries + 1):
@@ -255,6 +261,7 @@ def download(
                     raise ValueError(
                         f"checksum mismatch for {url}: expected md5 {md5}, got {got}; the file was deleted"
                     )
+            os.chmod(part, 0o666 & ~_current_umask())  # mkstemp's 0600: not for shared data
             os.replace(part, dest)
             return dest
         raise DownloadError(f"download failed for {url} after {retries + 1} attempts: {last}")
