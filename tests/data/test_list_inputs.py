@@ -52,6 +52,30 @@ def test_utf8_bom_crlf_blank_lines_and_trailing_spaces_are_read(tmp_path):
     assert lists.read_list(tmp_path / "train.txt") == samples
 
 
+# names with characters str.splitlines() also breaks lines at (form feed, file separator,
+# NEL, the Unicode line and paragraph separators): legal in Linux file names
+ODD_NAMES = ["a\x0cb.jpg", "c\x1cd.jpg", "e\x85f.jpg", "photo\u2028copy.jpg", "g\u2029h.jpg"]
+
+
+def test_a_list_breaks_lines_only_at_line_ends(tmp_path):
+    samples = [(f"img/{name}", k % 2) for k, name in enumerate(ODD_NAMES)]
+    (tmp_path / "train.txt").write_text(_text(samples, end="\r\n"), newline="")
+    assert lists.read_list(tmp_path / "train.txt") == samples
+
+
+def test_prepared_files_read_back_names_with_unicode_line_separators(tmp_path):
+    # prepare wrote them; training then refused its own train.tsv
+    for split in ("train", "val"):
+        for c, wnid in enumerate(["n01", "n02"]):
+            for k, name in enumerate(ODD_NAMES):
+                _jpeg(tmp_path / split / wnid / f"{wnid}_{name}", 10 * c + k)
+    layout = inat.prepare("imagenet", tmp_path, log=_quiet)
+    assert len(layout.train_samples) == 2 * len(ODD_NAMES)
+    loaded = inat.load_prepared("imagenet", tmp_path)
+    assert loaded.train_samples == layout.train_samples
+    assert loaded.val_samples == layout.val_samples
+
+
 # --------------------------------------------------------------------------- paths
 
 

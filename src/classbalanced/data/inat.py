@@ -500,6 +500,8 @@ def _flat_digest(folder: Path) -> dict[str, Any]:
 
 
 def _tsv(samples: Sequence[tuple[str, int]]) -> str:
+    """``path<TAB>label`` lines ending in ``"\n"`` (paths hold no tab, CR or LF; other
+    characters that ``str.splitlines`` breaks at, such as ``\u2028``, may be in them)."""
     if not samples:
         return ""
     return "\n".join(f"{rel}\t{label}" for rel, label in samples) + "\n"
@@ -737,8 +739,10 @@ def _write_prepared(
 
 
 def _read_tsv(path: Path, num_classes: int) -> list[tuple[str, int]]:
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().splitlines()
+    with open(path, encoding="utf-8") as f:  # lines end at "\n" only: see _tsv
+        lines = f.read().split("\n")
+    if lines[-1] == "":
+        lines.pop()
     samples = []
     try:
         for n, line in enumerate(lines, 1):  # noqa: B007 - n is used in the error message

@@ -135,7 +135,9 @@ def read_list(
     if not path.is_file():
         raise FileNotFoundError(f"list file not found: expected a file at {path}")
     try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: a BOM is not text
+        # -sig: a BOM is not text; LF, CR LF and CR end lines (not splitlines()'s other
+        # separators: \x1c, \x85, \u2028, ... may be in a file name)
+        lines = path.read_text(encoding="utf-8-sig").split("\n")
     except UnicodeDecodeError as exc:
         raise ValueError(f"{path.name}: expected UTF-8 text, got {exc.reason}") from None
     samples: list[tuple[str, int]] = []
