@@ -38,6 +38,7 @@ import hashlib
 import json
 import logging
 import os
+import posixpath
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -293,7 +294,8 @@ def _inat_samples(doc: Any, name: str, cat_index: dict[int, int]) -> list[tuple[
     except (KeyError, TypeError) as exc:
         raise _entry_error(name, "annotations", k, annotations[k], exc) from None
     samples = []
-    for iid, rel in files.items():
+    image_of: dict[str, Any] = {}  # normalised file name -> the first image id listing it
+    for k, (iid, rel) in enumerate(files.items()):  # ids are unique: k indexes ``images``
         label = label_of.get(iid)
         if label is None:
             raise ValueError(
@@ -310,6 +312,12 @@ def _inat_samples(doc: Any, name: str, cat_index: dict[int, int]) -> list[tuple[
             or "\r" in rel
         ):
             _check_rel(name, rel, iid)
+        first = image_of.setdefault(posixpath.normpath(rel), iid)
+        if first != iid:  # one photo twice (perhaps in two classes) would weigh double
+            raise ValueError(
+                f"{name}: images[{k}]: expected every file listed once, got {rel} again "
+                f"(image ids {first!r} and {iid!r})"
+            )
         samples.append((rel, label))
     return samples
 
@@ -374,6 +382,11 @@ def _prepare_inat(dataset: str, root: Path, opts: dict[str, Any]) -> dict[str, A
     del train_doc
     val = _inat_samples(val_doc, val_name, cat_index)
     del val_doc
+    from .lists import _check_across_splits  # lists imports this module
+
+    _check_across_splits(
+        {"train": train, "val": val}, {"train": train_name, "val": val_name}, opts["log"]
+    )
     skipped = 0
     if opts["check_files"]:
         train, n_train = _drop_missing(root, train, train_name, opts["skip_missing"], opts["log"])
@@ -567,7 +580,8 @@ def prepare(
     Raises:
         FileNotFoundError: ``data_dir``, an annotation / list file or a split folder is missing.
         ValueError: invalid JSON (file + line), a missing key, an annotation with an
-            unknown image or category, an image without annotation, a bad list line
+            unknown image or category, an image without annotation, an image file listed
+            twice (or in two splits with two classes; in both with one: a warning), a bad list line
             (file + line), a benchmark list of the wrong size, missing images, a split
             without images (e.g. all of them missing and skipped).
     """
