@@ -2,7 +2,10 @@ import hashlib
 import os
 import pickle
 import shutil
+import socket
 import stat
+import subprocess
+import sys
 import tarfile
 import threading
 import time
@@ -140,6 +143,25 @@ def test_two_downloads_of_one_file_at_once_do_not_share_a_partial_file(tmp_path,
     umask = os.umask(0o022)
     os.umask(umask)
     assert stat.S_IMODE(dest.stat().st_mode) == 0o666 & ~umask  # readable as any other file
+
+
+def test_partial_files_of_killed_downloads_are_removed_by_the_next_one(tmp_path, http_server):
+    # a download killed outright (SIGKILL, out of memory) cannot delete its partial file
+    body = b"archive" * 1000
+    dest = tmp_path / "f.bin"
+    download(http_server.add("/f.bin", body), dest, None, progress=False)
+    (tmp_path / "keep.txt").write_text("the user's")
+    dest.unlink()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid names no process now
+    host = socket.gethostname()
+    stale = tmp_path / f".f.bin.{host}.{dead.pid}.1.part"
+    live = tmp_path / f".f.bin.{host}.1.1.part"  # pid 1 lives: another download in progress
+    for path in (stale, live):
+        path.write_bytes(body[:100])
+    download(http_server.url("/f.bin"), dest, hashlib.md5(body).hexdigest(), progress=False)
+    assert dest.read_bytes() == body
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "f.bin", "keep.txt"])
 
 
 def test_download_keeps_previous_file_on_failure(tmp_path, http_server):

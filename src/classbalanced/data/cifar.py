@@ -22,11 +22,13 @@ Example:
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import http.client
 import os
+import socket
 import sys
-import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -37,7 +39,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 
 from .arrays import ImageArrays
-from .safe_io import _current_umask, load_pickle_dict, safe_extract_tar
+from .safe_io import load_pickle_dict, safe_extract_tar
 
 __all__ = [
     "ARCHIVES",
@@ -208,6 +210,30 @@ def _fetch_once(url: str, part: Path, timeout: float, progress: bool) -> None:
         raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
 
 
+def _alive(pid: int) -> bool:
+    if os.name != "posix":  # Windows' os.kill(pid, 0) would send CTRL_C_EVENT
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: nothing is sent
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: another user's process
+        return True
+    return True
+
+
+def _partial_file(dest: Path) -> Path:
+    """``.<name>.<host>.<pid>.<thread>.part`` next to ``dest``: this download's alone (two
+    processes or threads fetching ``dest`` at once would truncate and rename each other's file),
+    after deleting those that processes of this host no longer running left (killed mid-download)."""
+    prefix = f".{dest.name}.{socket.gethostname()}."
+    for old in dest.parent.glob(glob.escape(prefix) + "*.part"):
+        pid = old.name[len(prefix) :].split(".")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            old.unlink(missing_ok=True)
+    return dest.parent / f"{prefix}{os.getpid()}.{threading.get_ident()}.part"
+
+
 def download(
     url: str,
     dest_path: str | os.PathLike,
@@ -222,8 +248,9 @@ def download(
 
     Network errors, timeouts, HTTP 5xx and truncated bodies are retried up to
     ``retries`` more times, sleeping ``backoff * 2**k`` seconds before retry k.
-    The body streams into a hidden ``.<name>.<random>.part`` of this call alone (two
-    processes downloading the same file at once each write their own; tqdm progress on stderr unless
+    The body streams into a partial file of this process and thread alone
+    (:func:`_partial_file`: two processes, e.g. DDP ranks, downloading the same file at once
+    each write their own; tqdm progress on stderr unless
     ``progress=False``), is MD5-checked and only then ``os.replace``-d into place;
     a partial or mismatching file is deleted, never used.
 
@@ -239,11 +266,7 @@ def download(
         raise ValueError(f"timeout: expected seconds > 0, got {timeout!r}")
     dest = Path(dest_path)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    # one partial file per call: two processes (DDP ranks) fetching the same file at once
-    # would otherwise truncate and rename each other's
-    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    os.close(fd)
-    part = Path(name)
+    part = _partial_file(dest)
     last = "unknown error"
     try:
         for attempt in range(retries + 1):
@@ -261,7 +284,6 @@ def download(
                     raise ValueError(
                         f"checksum mismatch for {url}: expected md5 {md5}, got {got}; the file was deleted"
                     )
-            os.chmod(part, 0o666 & ~_current_umask())  # mkstemp's 0600: not for shared data
             os.replace(part, dest)
             return dest
         raise DownloadError(f"download failed for {url} after {retries + 1} attempts: {last}")
