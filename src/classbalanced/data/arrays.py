@@ -33,6 +33,8 @@ __all__ = [
     "load_npz",
 ]
 
+#: without class_names, labels beyond the number of images and this many classes are refused
+_MAX_UNNAMED_CLASSES = 1 << 16
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
@@ -127,7 +129,8 @@ def load_npz(path: str | os.PathLike) -> ImageArrays:
     ``x``: uint8, shape (N, H, W) (a channel axis is added) or (N, H, W, C) with
     C in {1, 3, 4}. ``y``: integer, shape (N,), values >= 0. ``class_names``:
     strings, at least ``max(y) + 1`` of them (default ``"0"``, ``"1"``, ... ``str(max(y))``;
-    without them ``max(y)`` must be below N: more classes than images is taken for a stray label).
+    without them ``max(y)`` must be below ``max(N, 65536)``: more classes than that many, and than
+    images, is taken for a stray label).
     Loaded with ``allow_pickle=False``.
 
     Example:
@@ -197,10 +200,11 @@ def _npz_arrays(p: Path, x: np.ndarray, y: np.ndarray, names: np.ndarray | None)
         raise ValueError(f"negative label in {p}: expected labels >= 0, got {int(y.min())}")
     num_classes = int(y.max()) + 1
     if names is None:
-        if num_classes > len(y):  # a stray label (-1 stored as uint32: 4294967295) would name
-            raise ValueError(  # billions of classes, most of them without an image
+        if num_classes > max(len(y), _MAX_UNNAMED_CLASSES):  # a stray label (-1 stored as
+            raise ValueError(  # uint32: 4294967295) would name billions of empty classes
                 f"label {num_classes - 1} in {p} makes {num_classes} classes for {len(y)} images: "
-                f"expected labels below {len(y)}, or class_names naming all {num_classes} classes"
+                f"expected labels below {max(len(y), _MAX_UNNAMED_CLASSES)}, or class_names "
+                f"naming all {num_classes} classes"
             )
         class_names = [str(i) for i in range(num_classes)]
     else:
