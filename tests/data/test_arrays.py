@@ -256,6 +256,30 @@ def test_load_image_folder_errors(tmp_path):
         load_image_folder(tmp_path)
 
 
+def test_a_test_folder_may_keep_a_class_without_images(tmp_path):
+    # few-shot classes may have no test image; their empty folder keeps the class order
+    from classbalanced.data.registry import load_dataset
+
+    for k, name in enumerate(["ant", "bee", "cat"]):
+        _png(tmp_path / "train" / name / "0.png", (4, 4), (k, 0, 0))
+        _png(tmp_path / "train" / name / "1.png", (4, 4), (k, 1, 0))
+        if name != "bee":
+            _png(tmp_path / "test" / name / "0.png", (4, 4), (k, 2, 0))
+    (tmp_path / "test" / "bee").mkdir()
+    train, test = load_dataset(
+        "folder", train_data=str(tmp_path / "train"), test_data=str(tmp_path / "test")
+    )
+    assert test.class_names == train.class_names == ["ant", "bee", "cat"]
+    assert test.counts().tolist() == [1, 0, 1] and test.images[1, 0, 0].tolist() == [2, 2, 0]
+    assert load_image_folder(tmp_path / "test", empty_classes=True).counts().tolist() == [1, 0, 1]
+    with pytest.raises(ValueError, match="empty class folders .*got none in bee"):
+        load_image_folder(tmp_path / "test")  # a training set needs every class
+    for name in ("ant", "cat"):
+        (tmp_path / "test" / name / "0.png").unlink()
+    with pytest.raises(ValueError, match=r"^no images in .*test: expected images \(.jpg"):
+        load_image_folder(tmp_path / "test", empty_classes=True)
+
+
 def test_a_decompression_bomb_header_is_one_line(tmp_path):
     import struct
     import zlib

@@ -309,7 +309,10 @@ def _list_images(base: Path, classes: list[str]) -> tuple[list[list[Path]], int]
 
 
 def load_image_folder(
-    root: str | os.PathLike, *, image_size: int | Sequence[int] | None = None
+    root: str | os.PathLike,
+    *,
+    image_size: int | Sequence[int] | None = None,
+    empty_classes: bool = False,
 ) -> ImageArrays:
     """Load a torchvision ``ImageFolder`` tree (``root/<class>/<image>``) into memory as RGB.
 
@@ -320,15 +323,12 @@ def load_image_folder(
     adds nothing) and each image file counts once; the skipped links are counted
     in a warning. With
     ``image_size`` (int or (height, width)) every image is resized (bilinear);
-    without it all images must share the first image's size.
+    without it all images must share the first image's size. A class folder without
+    images is refused unless ``empty_classes`` (a test set: its folder keeps the class order).
 
     Returns:
         ImageArrays with images uint8 (N, H, W, 3).
     """
-    from PIL import Image, UnidentifiedImageError
-
-    from .pipeline import to_rgb
-
     base = Path(root)
     if not base.exists():
         raise FileNotFoundError(f"image folder not found: expected a folder at {base}")
@@ -356,10 +356,22 @@ def load_image_folder(
             "into a loop, or to an image already counted)",
             stacklevel=2,
         )
-    if empty:
+    expected = f"expected images ({', '.join(IMG_EXTENSIONS)})"
+    if empty and not empty_classes:
         raise ValueError(
-            f"empty class folders in {base}: expected images ({', '.join(IMG_EXTENSIONS)}) in every class, got none in {', '.join(empty)}"
+            f"empty class folders in {base}: {expected} in every class, got none in {', '.join(empty)}"
         )
+    if not files:
+        raise ValueError(f"no images in {base}: {expected} in its class folders, got none")
+    return ImageArrays(_read_images(files, hw), np.asarray(labels, dtype=np.int64), classes)
+
+
+def _read_images(files: list[Path], hw: tuple[int, int] | None) -> np.ndarray:
+    """uint8 (N, H, W, 3) of ``files`` in RGB, resized to ``hw`` or all of the first one's size."""
+    from PIL import Image, UnidentifiedImageError
+
+    from .pipeline import to_rgb
+
     arrays: list[np.ndarray] = []
     first_shape: tuple[int, int] | None = None
     for f in files:
@@ -381,8 +393,7 @@ def load_image_folder(
                 f"got {arr.shape[0]}x{arr.shape[1]} for {f}; pass image_size to resize"
             )
         arrays.append(arr)
-    images = np.stack(arrays).astype(np.uint8, copy=False)
-    return ImageArrays(images, np.asarray(labels, dtype=np.int64), classes)
+    return np.stack(arrays).astype(np.uint8, copy=False)
 
 
 # --------------------------------------------------------------------------- digits
