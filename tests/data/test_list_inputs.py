@@ -144,6 +144,26 @@ def test_a_split_left_empty_by_skip_missing_is_refused(tmp_path, split):
         inat.load_prepared("list", tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"lists": ', r"corrupt prepared file in .*: Expecting value at line 2"),
+        ('{"dataset": "places_lt"}', r"prepared\.json: expected dataset 'list', got 'places_lt'"),
+    ],
+)
+def test_train_with_a_list_reads_a_damaged_prepared_json_like_load_prepared(
+    tmp_path, content, message
+):
+    samples = _tree(tmp_path)
+    _prepare(tmp_path, _text(samples))
+    given = {"train": tmp_path / "train.txt", "val": tmp_path / "val.txt"}
+    lists.check_prepared_lists("list", tmp_path, given)  # as prepared
+    (inat.prepared_dir("list", tmp_path) / "prepared.json").write_text(content + "\n")
+    with pytest.raises(ValueError, match=message) as info:
+        lists.check_prepared_lists("list", tmp_path, given)
+    assert "run `classbalanced prepare --dataset list" in str(info.value)
+
+
 # --------------------------------------------------------------------------- ImageNet's flat val/
 
 WNIDS = ["n01440764", "n01443537", "n01484850"]
