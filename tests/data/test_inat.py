@@ -293,6 +293,28 @@ def test_load_prepared_detects_tampered_counts(inat_tree):
         inat.load_prepared("inat2018", inat_tree.root)
 
 
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("class_index.json", '[{"index": 0}]'),
+        ("class_index.json", "[1, 2]"),
+        ("class_index.json", '"x"'),
+        ("train_counts.json", "5"),
+        ("prepared.json", '{"dataset": "inat2018", "format": 1, "sources": [1]}'),
+        ("prepared.json", '{"dataset": "inat2018", "format": 1, "sources": {"a": 5}}'),
+    ],
+)
+def test_load_prepared_names_a_prepared_file_of_another_shape(inat_tree, name, content):
+    # hand-edited or written by something else: load_prepared promises a ValueError
+    inat.prepare("inat2018", inat_tree.root, log=_quiet)
+    (inat_tree.root / "classbalanced-inat2018" / name).write_text(content)
+    with pytest.raises(
+        ValueError, match=rf"^{name}: expected what prepare writes \(.*\), got .*; run `"
+    ) as info:
+        inat.load_prepared("inat2018", inat_tree.root)
+    assert "\n" not in str(info.value)
+
+
 def test_load_prepared_detects_tampered_sample_list(inat_tree):
     inat.prepare("inat2018", inat_tree.root, log=_quiet)
     tsv = inat_tree.root / "classbalanced-inat2018" / "train.tsv"

@@ -887,7 +887,32 @@ def _read_prepared_meta(dataset: str, out: Path, hint: str) -> tuple[dict, list,
         raise ValueError(
             f"{meta_path}: expected format {FORMAT_VERSION}, got {meta.get('format')!r}; run {hint} again"
         )
+    _check_shapes(meta, class_index, counts_json, hint)
     return meta, class_index, counts_json
+
+
+def _check_shapes(meta: dict, class_index: Any, counts_json: Any, hint: str) -> None:
+    """Refuse prepared files holding other structures than prepare writes (hand-edited ones)."""
+    sources, keys = meta.get("sources", {}), {"index", "category_id", "name"}
+    wrong = {
+        "prepared.json": (
+            "'sources' mapping names to objects and 'splits' mapping names to sizes",
+            not isinstance(sources, dict)
+            or not all(isinstance(s, dict) for s in sources.values())
+            or not isinstance(meta.get("splits", {}), dict),
+        ),
+        "class_index.json": (
+            "a list of objects with index, category_id and name",
+            not isinstance(class_index, list)
+            or not all(isinstance(c, dict) and keys <= c.keys() for c in class_index),
+        ),
+        "train_counts.json": ("a list of counts", not isinstance(counts_json, list)),
+    }
+    for name, (expected, bad) in wrong.items():
+        if bad:
+            raise ValueError(
+                f"{name}: expected what prepare writes ({expected}), got other content; run {hint} again"
+            )
 
 
 def _check_sources(dataset: str, root: Path, sources: dict[str, Any], hint: str) -> None:
