@@ -209,6 +209,9 @@ class Route:
     declared_length: int | None = None  # Content-Length to send (defaults to len(body))
     delay: float = 0.0  # seconds to wait before answering
     fail_first: int = 0  # answer 503 this many times first
+    pause_at: int | None = None  # send this many bytes of the body, then wait for ``resume``
+    paused: threading.Event = field(default_factory=threading.Event)  # set while waiting
+    resume: threading.Event = field(default_factory=threading.Event)
 
 
 class LocalServer:
@@ -239,7 +242,14 @@ class LocalServer:
                 self.send_header("Content-Type", "application/octet-stream")
                 self.end_headers()
                 try:
-                    self.wfile.write(route.body)
+                    if route.pause_at is not None:
+                        self.wfile.write(route.body[: route.pause_at])
+                        self.wfile.flush()
+                        route.paused.set()
+                        route.resume.wait(10.0)
+                        self.wfile.write(route.body[route.pause_at :])
+                    else:
+                        self.wfile.write(route.body)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 

@@ -144,6 +144,26 @@ def test_load_npz_errors(tmp_path, arrays, msg):
     assert "\n" not in str(info.value)
 
 
+def test_a_stray_huge_label_is_refused_before_naming_a_class_per_index(tmp_path):
+    # -1 ("unlabelled") stored as uint32 is 4294967295: the default names "0", "1", ... of
+    # that many classes would take hundreds of GB; 10**6 shows the same without the memory
+    x = np.zeros((3, 2, 2), np.uint8)
+    path = _save(tmp_path / "stray.npz", x=x, y=np.array([0, 1, 10**6], np.uint32))
+    with pytest.raises(
+        ValueError,
+        match=r"label 1000000 .* makes 1000001 classes for 3 images: expected labels below 65536",
+    ) as info:
+        load_npz(path)
+    assert "\n" not in str(info.value)
+    # a small test set of a larger label space is no stray label
+    few = load_npz(_save(tmp_path / "few.npz", x=x, y=np.array([0, 9, 4], np.uint32)))
+    assert few.class_names == [str(c) for c in range(10)]
+    # classes without images are fine when class_names names them
+    names = np.array(["a", "b", "c", "d", "e"])
+    ds = load_npz(_save(tmp_path / "named.npz", x=x, y=np.array([0, 1, 4]), class_names=names))
+    assert ds.num_classes == 5 and ds.counts().tolist() == [1, 1, 0, 0, 1]
+
+
 def test_load_npz_not_an_npz(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_npz(tmp_path / "absent.npz")
@@ -197,6 +217,18 @@ def test_load_image_folder(tmp_path):
     assert ds.images[2, 0, 0].tolist() == [128, 128, 128]  # grayscale converted to RGB
 
 
+def test_a_16_bit_greyscale_image_keeps_its_grey_levels(tmp_path):
+    # PIL's convert("RGB") of mode I;16 clips every level above 255 to white
+    deep = np.array([[0, 1000], [32896, 65535]], dtype=np.uint16)
+    (tmp_path / "a").mkdir()
+    Image.fromarray(deep).save(tmp_path / "a" / "deep.png")
+    assert Image.open(tmp_path / "a" / "deep.png").mode == "I;16"
+    ds = load_image_folder(tmp_path)
+    expected = np.round(deep / 257).astype(np.uint8)  # [[0, 4], [128, 255]]
+    for c in range(3):
+        np.testing.assert_array_equal(ds.images[0, :, :, c], expected)
+
+
 def test_load_image_folder_sizes(tmp_path):
     _png(tmp_path / "a" / "1.png", (8, 8), (10, 20, 30))
     _png(tmp_path / "b" / "2.png", (5, 7), (10, 20, 30))
@@ -222,6 +254,30 @@ def test_load_image_folder_errors(tmp_path):
     (tmp_path / "b" / "broken.png").write_bytes(b"\x89PNG not really")
     with pytest.raises(ValueError, match="cannot read image .*broken.png"):
         load_image_folder(tmp_path)
+
+
+def test_a_test_folder_may_keep_a_class_without_images(tmp_path):
+    # few-shot classes may have no test image; their empty folder keeps the class order
+    from classbalanced.data.registry import load_dataset
+
+    for k, name in enumerate(["ant", "bee", "cat"]):
+        _png(tmp_path / "train" / name / "0.png", (4, 4), (k, 0, 0))
+        _png(tmp_path / "train" / name / "1.png", (4, 4), (k, 1, 0))
+        if name != "bee":
+            _png(tmp_path / "test" / name / "0.png", (4, 4), (k, 2, 0))
+    (tmp_path / "test" / "bee").mkdir()
+    train, test = load_dataset(
+        "folder", train_data=str(tmp_path / "train"), test_data=str(tmp_path / "test")
+    )
+    assert test.class_names == train.class_names == ["ant", "bee", "cat"]
+    assert test.counts().tolist() == [1, 0, 1] and test.images[1, 0, 0].tolist() == [2, 2, 0]
+    assert load_image_folder(tmp_path / "test", empty_classes=True).counts().tolist() == [1, 0, 1]
+    with pytest.raises(ValueError, match="empty class folders .*got none in bee"):
+        load_image_folder(tmp_path / "test")  # a training set needs every class
+    for name in ("ant", "cat"):
+        (tmp_path / "test" / name / "0.png").unlink()
+    with pytest.raises(ValueError, match=r"^no images in .*test: expected images \(.jpg"):
+        load_image_folder(tmp_path / "test", empty_classes=True)
 
 
 def test_a_decompression_bomb_header_is_one_line(tmp_path):

@@ -1,7 +1,14 @@
 import hashlib
+import os
 import pickle
 import shutil
+import socket
+import stat
+import subprocess
+import sys
 import tarfile
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -106,6 +113,55 @@ def test_download_checksum_mismatch_deletes_file(tmp_path, http_server):
         download(url, dest, "0" * 32, retries=3, backoff=0, progress=False)
     assert http_server.hits["/wrong"] == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_two_downloads_of_one_file_at_once_do_not_share_a_partial_file(tmp_path, http_server):
+    # two DDP ranks starting on an empty --data-dir download the same archive at once
+    body = bytes(range(256)) * 1024
+    md5 = hashlib.md5(body).hexdigest()
+    slow = http_server.add("/a/f.bin", body, pause_at=len(body) // 2)
+    dest = tmp_path / "f.bin"
+    errors = []
+
+    def first() -> None:
+        try:
+            download(slow, dest, md5, retries=0, progress=False)
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    route = http_server.routes["/a/f.bin"]
+    assert route.paused.wait(10.0)
+    time.sleep(0.2)  # the first download has its partial file open, half written
+    download(http_server.add("/b/f.bin", body), dest, md5, retries=0, progress=False)
+    route.resume.set()
+    thread.join(10.0)
+    assert errors == []
+    assert dest.read_bytes() == body
+    assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]  # no partial file left
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o666 & ~umask  # readable as any other file
+
+
+def test_partial_files_of_killed_downloads_are_removed_by_the_next_one(tmp_path, http_server):
+    # a download killed outright (SIGKILL, out of memory) cannot delete its partial file
+    body = b"archive" * 1000
+    dest = tmp_path / "f.bin"
+    download(http_server.add("/f.bin", body), dest, None, progress=False)
+    (tmp_path / "keep.txt").write_text("the user's")
+    dest.unlink()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid names no process now
+    host = socket.gethostname()
+    stale = tmp_path / f".f.bin.{host}.{dead.pid}.1.part"
+    live = tmp_path / f".f.bin.{host}.1.1.part"  # pid 1 lives: another download in progress
+    for path in (stale, live):
+        path.write_bytes(body[:100])
+    download(http_server.url("/f.bin"), dest, hashlib.md5(body).hexdigest(), progress=False)
+    assert dest.read_bytes() == body
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "f.bin", "keep.txt"])
 
 
 def test_download_keeps_previous_file_on_failure(tmp_path, http_server):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -218,6 +219,46 @@ def test_bad_annotations_are_one_line_errors(inat_tree, edit, message):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("spelling", ["{}", "./{}"])
+def test_one_image_file_listed_twice_in_a_file_is_refused(inat_tree, spelling):
+    # a merged annotation file listing one photo under two image ids (here, two classes)
+    doc = json.loads(json.dumps(inat_tree.train_doc))
+    first = doc["images"][4]
+    other = next(a["category_id"] for a in doc["annotations"] if a["image_id"] != first["id"])
+    doc["images"].append({"id": 9999, "file_name": spelling.format(first["file_name"])})
+    doc["annotations"].append({"id": 9999, "image_id": 9999, "category_id": other})
+    _write(inat_tree.root / "train2018.json", doc)
+    k = len(doc["images"]) - 1
+    with pytest.raises(
+        ValueError,
+        match=rf"^train2018\.json: images\[{k}\]: expected every file listed once, got "
+        rf"{re.escape(spelling.format(first['file_name']))} again \(image ids {first['id']} and 9999\)$",
+    ):
+        inat.prepare("inat2018", inat_tree.root, log=_quiet)
+
+
+def test_a_training_image_in_the_val_file_is_refused_or_reported(inat_tree):
+    train_image = inat_tree.train_doc["images"][0]
+    label_of = {a["image_id"]: a["category_id"] for a in inat_tree.train_doc["annotations"]}
+    doc = json.loads(json.dumps(inat_tree.val_doc))
+    doc["images"][0]["file_name"] = train_image["file_name"]
+    ann = next(a for a in doc["annotations"] if a["image_id"] == doc["images"][0]["id"])
+    ann["category_id"] = label_of[train_image["id"]]  # the same class: reported
+    _write(inat_tree.root / "val2018.json", doc)
+    logged = []
+    inat.prepare("inat2018", inat_tree.root, log=logged.append)
+    assert any(
+        m.startswith("warning: 1 of 10 images of val2018.json are in train2018.json")
+        for m in logged
+    )
+    ann["category_id"] = next(c for c in label_of.values() if c != label_of[train_image["id"]])
+    _write(inat_tree.root / "val2018.json", doc)  # another class: which one is it?
+    with pytest.raises(
+        ValueError, match=r"^val2018\.json: .* has label \d+, but train2018\.json gives it label"
+    ):
+        inat.prepare("inat2018", inat_tree.root, log=_quiet)
+
+
 def test_val_category_must_exist_in_train(inat_tree):
     doc = json.loads(json.dumps(inat_tree.val_doc))
     doc["annotations"][0]["category_id"] = 55
@@ -250,6 +291,28 @@ def test_load_prepared_detects_tampered_counts(inat_tree):
     counts.write_text("2\n12\n6\n3\n")
     with pytest.raises(ValueError, match=r"expected 5 counts \(one per class\), got 4"):
         inat.load_prepared("inat2018", inat_tree.root)
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("class_index.json", '[{"index": 0}]'),
+        ("class_index.json", "[1, 2]"),
+        ("class_index.json", '"x"'),
+        ("train_counts.json", "5"),
+        ("prepared.json", '{"dataset": "inat2018", "format": 1, "sources": [1]}'),
+        ("prepared.json", '{"dataset": "inat2018", "format": 1, "sources": {"a": 5}}'),
+    ],
+)
+def test_load_prepared_names_a_prepared_file_of_another_shape(inat_tree, name, content):
+    # hand-edited or written by something else: load_prepared promises a ValueError
+    inat.prepare("inat2018", inat_tree.root, log=_quiet)
+    (inat_tree.root / "classbalanced-inat2018" / name).write_text(content)
+    with pytest.raises(
+        ValueError, match=rf"^{name}: expected what prepare writes \(.*\), got .*; run `"
+    ) as info:
+        inat.load_prepared("inat2018", inat_tree.root)
+    assert "\n" not in str(info.value)
 
 
 def test_load_prepared_detects_tampered_sample_list(inat_tree):

@@ -52,6 +52,30 @@ def test_utf8_bom_crlf_blank_lines_and_trailing_spaces_are_read(tmp_path):
     assert lists.read_list(tmp_path / "train.txt") == samples
 
 
+# names with characters str.splitlines() also breaks lines at (form feed, file separator,
+# NEL, the Unicode line and paragraph separators): legal in Linux file names
+ODD_NAMES = ["a\x0cb.jpg", "c\x1cd.jpg", "e\x85f.jpg", "photo\u2028copy.jpg", "g\u2029h.jpg"]
+
+
+def test_a_list_breaks_lines_only_at_line_ends(tmp_path):
+    samples = [(f"img/{name}", k % 2) for k, name in enumerate(ODD_NAMES)]
+    (tmp_path / "train.txt").write_text(_text(samples, end="\r\n"), newline="")
+    assert lists.read_list(tmp_path / "train.txt") == samples
+
+
+def test_prepared_files_read_back_names_with_unicode_line_separators(tmp_path):
+    # prepare wrote them; training then refused its own train.tsv
+    for split in ("train", "val"):
+        for c, wnid in enumerate(["n01", "n02"]):
+            for k, name in enumerate(ODD_NAMES):
+                _jpeg(tmp_path / split / wnid / f"{wnid}_{name}", 10 * c + k)
+    layout = inat.prepare("imagenet", tmp_path, log=_quiet)
+    assert len(layout.train_samples) == 2 * len(ODD_NAMES)
+    loaded = inat.load_prepared("imagenet", tmp_path)
+    assert loaded.train_samples == layout.train_samples
+    assert loaded.val_samples == layout.val_samples
+
+
 # --------------------------------------------------------------------------- paths
 
 
@@ -120,6 +144,26 @@ def test_a_split_left_empty_by_skip_missing_is_refused(tmp_path, split):
         inat.load_prepared("list", tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"lists": ', r"corrupt prepared file in .*: Expecting value at line 2"),
+        ('{"dataset": "places_lt"}', r"prepared\.json: expected dataset 'list', got 'places_lt'"),
+    ],
+)
+def test_train_with_a_list_reads_a_damaged_prepared_json_like_load_prepared(
+    tmp_path, content, message
+):
+    samples = _tree(tmp_path)
+    _prepare(tmp_path, _text(samples))
+    given = {"train": tmp_path / "train.txt", "val": tmp_path / "val.txt"}
+    lists.check_prepared_lists("list", tmp_path, given)  # as prepared
+    (inat.prepared_dir("list", tmp_path) / "prepared.json").write_text(content + "\n")
+    with pytest.raises(ValueError, match=message) as info:
+        lists.check_prepared_lists("list", tmp_path, given)
+    assert "run `classbalanced prepare --dataset list" in str(info.value)
+
+
 # --------------------------------------------------------------------------- ImageNet's flat val/
 
 WNIDS = ["n01440764", "n01443537", "n01484850"]
@@ -144,6 +188,20 @@ def test_loc_csv_with_a_byte_order_mark_and_crlf_is_read(tmp_path):
     text = "\ufeffImageId,PredictionString\r\n" + "\r\n".join(_loc_rows(TRUTH)) + "\r\n"
     (tmp_path / "LOC_val_solution.csv").write_bytes(text.encode("utf-8"))
     assert inat.prepare("imagenet", tmp_path, log=_quiet).val_samples == expected
+
+
+def test_hidden_files_in_a_flat_val_folder_are_skipped_like_in_class_folders(tmp_path):
+    # macOS copies leave AppleDouble files ``._<name>`` next to every image
+    expected = _flat_imagenet(tmp_path)
+    for rel, _ in expected:
+        (tmp_path / "val" / f"._{Path(rel).name}").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    (tmp_path / "train" / WNIDS[0] / f"._{WNIDS[0]}_0.JPEG").write_bytes(b"\x00\x05\x16\x07")
+    (tmp_path / "LOC_val_solution.csv").write_text(
+        "ImageId,PredictionString\n" + "\n".join(_loc_rows(TRUTH)) + "\n"
+    )
+    layout = inat.prepare("imagenet", tmp_path, log=_quiet)
+    assert layout.val_samples == expected
+    assert len(layout.train_samples) == len(WNIDS)
 
 
 @pytest.mark.parametrize("wnid", [TRUTH[0], WNIDS[0]])  # the same label again, or another one

@@ -134,3 +134,21 @@ def test_a_sixteen_bit_greyscale_image_keeps_its_grey_levels(tmp_path):
         copy = np.asarray(img.convert("L"), dtype=np.float64)
     assert copy.shape == (20, 30)
     assert abs(copy.mean() - levels.mean() / 257) < 2  # not clipped to white (255)
+
+
+def test_a_camera_jpeg_read_as_mpo_is_re_encoded_like_any_jpeg(tmp_path):
+    # PIL opens JPEGs with a multi-picture extension (many phone cameras) as format MPO
+    yy, xx = np.mgrid[0:90, 0:120]
+    photo = Image.fromarray(np.stack([xx * 2, yy * 2, xx + yy], -1).astype(np.uint8))
+    photo.save(tmp_path / "plain.jpg", "JPEG", quality=95)
+    photo.save(
+        tmp_path / "camera.jpg", "MPO", quality=95, save_all=True, append_images=[photo.rotate(90)]
+    )
+    assert Image.open(tmp_path / "camera.jpg").format == "MPO"
+    assert np.array_equal(_pixels(tmp_path / "camera.jpg"), _pixels(tmp_path / "plain.jpg"))
+    for name in ("plain.jpg", "camera.jpg"):
+        assert resize_copy(str(tmp_path / name), str(tmp_path / "out" / name), 30)
+    # the same pixels in, the same encoder settings (quality 90): the same copy
+    np.testing.assert_array_equal(
+        _pixels(tmp_path / "out" / "camera.jpg"), _pixels(tmp_path / "out" / "plain.jpg")
+    )

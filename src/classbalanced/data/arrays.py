@@ -33,6 +33,8 @@ __all__ = [
     "load_npz",
 ]
 
+#: without class_names, labels beyond the number of images and this many classes are refused
+_MAX_UNNAMED_CLASSES = 1 << 16
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
@@ -126,7 +128,9 @@ def load_npz(path: str | os.PathLike) -> ImageArrays:
 
     ``x``: uint8, shape (N, H, W) (a channel axis is added) or (N, H, W, C) with
     C in {1, 3, 4}. ``y``: integer, shape (N,), values >= 0. ``class_names``:
-    strings, at least ``max(y) + 1`` of them (default ``"0"``, ``"1"``, ...).
+    strings, at least ``max(y) + 1`` of them (default ``"0"``, ``"1"``, ... ``str(max(y))``;
+    without them ``max(y)`` must be below ``max(N, 65536)``: more classes than that many, and than
+    images, is taken for a stray label).
     Loaded with ``allow_pickle=False``.
 
     Example:
@@ -196,6 +200,12 @@ def _npz_arrays(p: Path, x: np.ndarray, y: np.ndarray, names: np.ndarray | None)
         raise ValueError(f"negative label in {p}: expected labels >= 0, got {int(y.min())}")
     num_classes = int(y.max()) + 1
     if names is None:
+        if num_classes > max(len(y), _MAX_UNNAMED_CLASSES):  # a stray label (-1 stored as
+            raise ValueError(  # uint32: 4294967295) would name billions of empty classes
+                f"label {num_classes - 1} in {p} makes {num_classes} classes for {len(y)} images: "
+                f"expected labels below {max(len(y), _MAX_UNNAMED_CLASSES)}, or class_names "
+                f"naming all {num_classes} classes"
+            )
         class_names = [str(i) for i in range(num_classes)]
     else:
         if names.ndim != 1 or names.dtype.kind not in "US":
@@ -299,23 +309,26 @@ def _list_images(base: Path, classes: list[str]) -> tuple[list[list[Path]], int]
 
 
 def load_image_folder(
-    root: str | os.PathLike, *, image_size: int | Sequence[int] | None = None
+    root: str | os.PathLike,
+    *,
+    image_size: int | Sequence[int] | None = None,
+    empty_classes: bool = False,
 ) -> ImageArrays:
     """Load a torchvision ``ImageFolder`` tree (``root/<class>/<image>``) into memory as RGB.
 
     Classes are the sorted sub-folder names (hidden ones skipped); images are
-    found recursively by extension and decoded with PIL to RGB. Symbolic links
+    found recursively by extension and decoded with PIL to RGB
+    (:func:`~classbalanced.data.pipeline.to_rgb`: 16-bit greyscale scaled to 8 bits). Symbolic links
     are followed only inside ``root``, each folder is walked once (a link loop
     adds nothing) and each image file counts once; the skipped links are counted
     in a warning. With
     ``image_size`` (int or (height, width)) every image is resized (bilinear);
-    without it all images must share the first image's size.
+    without it all images must share the first image's size. A class folder without
+    images is refused unless ``empty_classes`` (a test set: its folder keeps the class order).
 
     Returns:
         ImageArrays with images uint8 (N, H, W, 3).
     """
-    from PIL import Image, UnidentifiedImageError
-
     base = Path(root)
     if not base.exists():
         raise FileNotFoundError(f"image folder not found: expected a folder at {base}")
@@ -343,16 +356,28 @@ def load_image_folder(
             "into a loop, or to an image already counted)",
             stacklevel=2,
         )
-    if empty:
+    expected = f"expected images ({', '.join(IMG_EXTENSIONS)})"
+    if empty and not empty_classes:
         raise ValueError(
-            f"empty class folders in {base}: expected images ({', '.join(IMG_EXTENSIONS)}) in every class, got none in {', '.join(empty)}"
+            f"empty class folders in {base}: {expected} in every class, got none in {', '.join(empty)}"
         )
+    if not files:
+        raise ValueError(f"no images in {base}: {expected} in its class folders, got none")
+    return ImageArrays(_read_images(files, hw), np.asarray(labels, dtype=np.int64), classes)
+
+
+def _read_images(files: list[Path], hw: tuple[int, int] | None) -> np.ndarray:
+    """uint8 (N, H, W, 3) of ``files`` in RGB, resized to ``hw`` or all of the first one's size."""
+    from PIL import Image, UnidentifiedImageError
+
+    from .pipeline import to_rgb
+
     arrays: list[np.ndarray] = []
     first_shape: tuple[int, int] | None = None
     for f in files:
         try:
             with Image.open(f) as im:
-                im = im.convert("RGB")
+                im = to_rgb(im)  # 16-bit grey scaled to 8 bits, not clipped to white
                 if hw is not None and (im.height, im.width) != hw:
                     im = im.resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
                 arr = np.asarray(im, dtype=np.uint8)
@@ -368,8 +393,7 @@ def load_image_folder(
                 f"got {arr.shape[0]}x{arr.shape[1]} for {f}; pass image_size to resize"
             )
         arrays.append(arr)
-    images = np.stack(arrays).astype(np.uint8, copy=False)
-    return ImageArrays(images, np.asarray(labels, dtype=np.int64), classes)
+    return np.stack(arrays).astype(np.uint8, copy=False)
 
 
 # --------------------------------------------------------------------------- digits

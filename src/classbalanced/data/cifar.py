@@ -22,10 +22,13 @@ Example:
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import http.client
 import os
+import socket
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -207,6 +210,30 @@ def _fetch_once(url: str, part: Path, timeout: float, progress: bool) -> None:
         raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
 
 
+def _alive(pid: int) -> bool:
+    if os.name != "posix":  # Windows' os.kill(pid, 0) would send CTRL_C_EVENT
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: nothing is sent
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: another user's process
+        return True
+    return True
+
+
+def _partial_file(dest: Path) -> Path:
+    """``.<name>.<host>.<pid>.<thread>.part`` next to ``dest``: this download's alone (two
+    processes or threads fetching ``dest`` at once would truncate and rename each other's file),
+    after deleting those that processes of this host no longer running left (killed mid-download)."""
+    prefix = f".{dest.name}.{socket.gethostname()}."
+    for old in dest.parent.glob(glob.escape(prefix) + "*.part"):
+        pid = old.name[len(prefix) :].split(".")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            old.unlink(missing_ok=True)
+    return dest.parent / f"{prefix}{os.getpid()}.{threading.get_ident()}.part"
+
+
 def download(
     url: str,
     dest_path: str | os.PathLike,
@@ -217,11 +244,13 @@ def download(
     backoff: float = 1.0,
     progress: bool = True,
 ) -> Path:
-    """Download ``url`` to ``dest_path`` via ``dest_path + ".part"``, verifying ``md5``.
+    """Download ``url`` to ``dest_path`` via a partial file next to it, verifying ``md5``.
 
     Network errors, timeouts, HTTP 5xx and truncated bodies are retried up to
     ``retries`` more times, sleeping ``backoff * 2**k`` seconds before retry k.
-    The body streams into ``<dest_path>.part`` (tqdm progress on stderr unless
+    The body streams into a partial file of this process and thread alone
+    (:func:`_partial_file`: two processes, e.g. DDP ranks, downloading the same file at once
+    each write their own; tqdm progress on stderr unless
     ``progress=False``), is MD5-checked and only then ``os.replace``-d into place;
     a partial or mismatching file is deleted, never used.
 
@@ -237,7 +266,7 @@ def download(
         raise ValueError(f"timeout: expected seconds > 0, got {timeout!r}")
     dest = Path(dest_path)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = Path(str(dest) + ".part")
+    part = _partial_file(dest)
     last = "unknown error"
     try:
         for attempt in range(retries + 1):

@@ -157,13 +157,14 @@ def flat_val_samples(
 ) -> tuple[list[tuple[str, int]], str, int]:
     """``(val samples, label file, number skipped)`` of a flat ``val/`` (sorted by image number).
 
-    Every image in ``val/`` needs a label and every labelled image must exist
+    Every image in ``val/`` (hidden files skipped) needs a label and every labelled image must exist
     (``skip_missing`` leaves out the labelled ones that are missing); a label must
     be a training wnid. Each failure is a one-line ValueError.
     """
     labels, source = _labels_by_name(root, out)
     with_label = sorted(labels, key=lambda n: (_image_number(n) or 0, n))
-    present = {p.name for p in (root / "val").iterdir() if p.is_file()}
+    # hidden files (macOS's ``._<name>`` copies) are skipped, as in class folders
+    present = {p.name for p in (root / "val").iterdir() if p.is_file() and p.name[:1] != "."}
     images = {n for n in present if n.lower().endswith((".jpeg", ".jpg", ".png"))}
     unlabelled = sorted(images - labels.keys())
     if unlabelled:

@@ -38,6 +38,7 @@ import hashlib
 import json
 import logging
 import os
+import posixpath
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -293,7 +294,8 @@ def _inat_samples(doc: Any, name: str, cat_index: dict[int, int]) -> list[tuple[
     except (KeyError, TypeError) as exc:
         raise _entry_error(name, "annotations", k, annotations[k], exc) from None
     samples = []
-    for iid, rel in files.items():
+    image_of: dict[str, Any] = {}  # normalised file name -> the first image id listing it
+    for k, (iid, rel) in enumerate(files.items()):  # ids are unique: k indexes ``images``
         label = label_of.get(iid)
         if label is None:
             raise ValueError(
@@ -310,6 +312,12 @@ def _inat_samples(doc: Any, name: str, cat_index: dict[int, int]) -> list[tuple[
             or "\r" in rel
         ):
             _check_rel(name, rel, iid)
+        first = image_of.setdefault(posixpath.normpath(rel), iid)
+        if first != iid:  # one photo twice (perhaps in two classes) would weigh double
+            raise ValueError(
+                f"{name}: images[{k}]: expected every file listed once, got {rel} again "
+                f"(image ids {first!r} and {iid!r})"
+            )
         samples.append((rel, label))
     return samples
 
@@ -374,6 +382,11 @@ def _prepare_inat(dataset: str, root: Path, opts: dict[str, Any]) -> dict[str, A
     del train_doc
     val = _inat_samples(val_doc, val_name, cat_index)
     del val_doc
+    from .lists import _check_across_splits  # lists imports this module
+
+    _check_across_splits(
+        {"train": train, "val": val}, {"train": train_name, "val": val_name}, opts["log"]
+    )
     skipped = 0
     if opts["check_files"]:
         train, n_train = _drop_missing(root, train, train_name, opts["skip_missing"], opts["log"])
@@ -500,6 +513,8 @@ def _flat_digest(folder: Path) -> dict[str, Any]:
 
 
 def _tsv(samples: Sequence[tuple[str, int]]) -> str:
+    """``path<TAB>label`` lines ending in ``"\n"`` (paths hold no tab, CR or LF; other
+    characters that ``str.splitlines`` breaks at, such as ``\u2028``, may be in them)."""
     if not samples:
         return ""
     return "\n".join(f"{rel}\t{label}" for rel, label in samples) + "\n"
@@ -565,7 +580,8 @@ def prepare(
     Raises:
         FileNotFoundError: ``data_dir``, an annotation / list file or a split folder is missing.
         ValueError: invalid JSON (file + line), a missing key, an annotation with an
-            unknown image or category, an image without annotation, a bad list line
+            unknown image or category, an image without annotation, an image file listed
+            twice (or in two splits with two classes; in both with one: a warning), a bad list line
             (file + line), a benchmark list of the wrong size, missing images, a split
             without images (e.g. all of them missing and skipped).
     """
@@ -737,8 +753,10 @@ def _write_prepared(
 
 
 def _read_tsv(path: Path, num_classes: int) -> list[tuple[str, int]]:
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().splitlines()
+    with open(path, encoding="utf-8") as f:  # lines end at "\n" only: see _tsv
+        lines = f.read().split("\n")
+    if lines[-1] == "":
+        lines.pop()
     samples = []
     try:
         for n, line in enumerate(lines, 1):  # noqa: B007 - n is used in the error message
@@ -869,7 +887,32 @@ def _read_prepared_meta(dataset: str, out: Path, hint: str) -> tuple[dict, list,
         raise ValueError(
             f"{meta_path}: expected format {FORMAT_VERSION}, got {meta.get('format')!r}; run {hint} again"
         )
+    _check_shapes(meta, class_index, counts_json, hint)
     return meta, class_index, counts_json
+
+
+def _check_shapes(meta: dict, class_index: Any, counts_json: Any, hint: str) -> None:
+    """Refuse prepared files holding other structures than prepare writes (hand-edited ones)."""
+    sources, keys = meta.get("sources", {}), {"index", "category_id", "name"}
+    wrong = {
+        "prepared.json": (
+            "'sources' mapping names to objects and 'splits' mapping names to sizes",
+            not isinstance(sources, dict)
+            or not all(isinstance(s, dict) for s in sources.values())
+            or not isinstance(meta.get("splits", {}), dict),
+        ),
+        "class_index.json": (
+            "a list of objects with index, category_id and name",
+            not isinstance(class_index, list)
+            or not all(isinstance(c, dict) and keys <= c.keys() for c in class_index),
+        ),
+        "train_counts.json": ("a list of counts", not isinstance(counts_json, list)),
+    }
+    for name, (expected, bad) in wrong.items():
+        if bad:
+            raise ValueError(
+                f"{name}: expected what prepare writes ({expected}), got other content; run {hint} again"
+            )
 
 
 def _check_sources(dataset: str, root: Path, sources: dict[str, Any], hint: str) -> None:

@@ -135,7 +135,9 @@ def read_list(
     if not path.is_file():
         raise FileNotFoundError(f"list file not found: expected a file at {path}")
     try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: a BOM is not text
+        # -sig: a BOM is not text; LF, CR LF and CR end lines (not splitlines()'s other
+        # separators: \x1c, \x85, \u2028, ... may be in a file name)
+        lines = path.read_text(encoding="utf-8-sig").split("\n")
     except UnicodeDecodeError as exc:
         raise ValueError(f"{path.name}: expected UTF-8 text, got {exc.reason}") from None
     samples: list[tuple[str, int]] = []
@@ -327,9 +329,7 @@ def check_prepared_lists(dataset: str, data_dir: PathLike, given: dict[str, Any]
     Training reads the prepared folder; a ``--train-list`` given to ``train`` must be
     the file that was prepared (its content is checked by ``load_prepared``).
     """
-    import json
-
-    from .inat import prepared_dir
+    from .inat import _prepare_hint, _read_prepared_meta, prepared_dir
 
     meta_path = prepared_dir(dataset, data_dir) / "prepared.json"
     if not meta_path.is_file():
@@ -337,7 +337,9 @@ def check_prepared_lists(dataset: str, data_dir: PathLike, given: dict[str, Any]
             f"{dataset} is not prepared in {data_dir}: expected {meta_path}, got no such file; run "
             f"`classbalanced prepare --dataset {dataset} --data-dir {data_dir} --train-list ...` first"
         )
-    prepared = json.loads(meta_path.read_text(encoding="utf-8")).get("lists", {})
+    # read and checked as load_prepared does: a damaged file is named, never a traceback
+    meta, _, _ = _read_prepared_meta(dataset, meta_path.parent, _prepare_hint(dataset, data_dir))
+    prepared = meta.get("lists", {})
     for split, path in given.items():
         if path and prepared.get(split) != str(Path(path).resolve()):
             raise ValueError(

@@ -568,6 +568,7 @@ def resize_copy(src: str, dest: str, short_side: int) -> bool:
             return True
         with Image.open(src) as img:
             fmt, (w, h) = img.format, img.size
+            fmt = "JPEG" if fmt == "MPO" else fmt  # a camera JPEG with a multi-picture extension
             short = min(w, h)
             if short <= short_side:
                 out = None

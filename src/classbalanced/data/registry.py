@@ -153,7 +153,9 @@ def _npz(*, train_data=None, test_data=None, **_):
 def _folder(*, train_data=None, test_data=None, image_size=None, **_):
     train = load_image_folder(_required(train_data, "--train-data"), image_size=image_size)
     size = image_size if image_size is not None else train.image_shape[:2]
-    test = load_image_folder(_required(test_data, "--test-data"), image_size=size)
+    test = load_image_folder(
+        _required(test_data, "--test-data"), image_size=size, empty_classes=True
+    )
     if test.class_names != train.class_names:
         raise ValueError(
             f"test folder classes must match the train folder's: expected {train.class_names[:5]}..., got {test.class_names[:5]}..."

@@ -346,7 +346,7 @@ def _load_arrays(path: str, image_shape) -> ImageArrays:
     if Path(path).suffix == ".npz":
         return load_npz(path)
     size = None if image_shape is None else tuple(image_shape[:2])
-    return load_image_folder(path, image_size=size)
+    return load_image_folder(path, image_size=size, empty_classes=True)  # a test set
 
 
 def _runs_own_arrays(cfg: TrainConfig, record: dict) -> ImageArrays:
