@@ -1,0 +1,167 @@
+"""README.md and docs/*.md say what the code does: every ``classbalanced`` command line they
+show parses with the real parser, every flag they name exists, every test, file and link
+they cite exists, and the README's library example runs as written.
+
+(The ```python blocks of docs/beyond.md run in tests/test_sampling.py; the site build,
+which checks the pages' cross-references, in test_site_build.py.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from classbalanced.cli import build_parser
+from classbalanced.config import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+#: flags of other programs the pages show (torchrun, sphinx, ray, scancel; the
+#: architecture page's generic --x / --no-x)
+OTHER_TOOLS_FLAGS = {
+    "--standalone", "--nproc_per_node", "--nnodes", "--rdzv-backend", "--rdzv-endpoint",
+    "--rdzv-id", "--keep-going", "--head", "--address", "--signal", "--x", "--no-x",
+}  # fmt: skip
+FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9_-]*")
+CITED_PATH = re.compile(
+    r"(?<![\w/.-])((?:configs|tests|benchmarks|examples|src|docs|\.ci)/[\w./{},-]*\w)"
+)
+
+
+def _code_blocks(text: str, langs: tuple[str, ...]) -> list[str]:
+    return [body for lang, body in re.findall(r"```(\w*)\n(.*?)```", text, re.S) if lang in langs]
+
+
+def _command_lines(text: str) -> list[str]:
+    """The ``classbalanced ...`` lines of the shell blocks (continuations joined, comments cut)."""
+    lines = []
+    for block in _code_blocks(text, ("bash", "")):
+        for line in block.replace("\\\n", " ").splitlines():
+            found = re.search(r"(?:^|-m )classbalanced (\S.*)$", line.split(" #")[0].strip())
+            if found:
+                lines.append(found.group(1).split(" && ")[0])
+    return lines
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    (action,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return action.choices
+
+
+def test_every_documented_command_line_parses(capsys):
+    parser = build_parser()
+    failures = []
+    for page in PAGES:
+        for line in _command_lines(page.read_text()):
+            try:
+                parser.parse_args(shlex.split(line))
+            except SystemExit:
+                failures.append(f"{page.name}: classbalanced {line}: {capsys.readouterr().err}")
+    assert not failures, "\n".join(failures)
+
+
+def _known_flags() -> set[str]:
+    flags = set(OTHER_TOOLS_FLAGS)
+    for sub in _subparsers(build_parser()).values():
+        for action in sub._actions:
+            flags.update(action.option_strings)
+    for script in (ROOT / "benchmarks").glob("*.py"):  # their parsers are built inside main()
+        for name in re.findall(r"\"(--[a-z][a-z0-9-]*)\"", script.read_text()):
+            flags.update({name, "--no-" + name[2:]})
+    return flags
+
+
+def test_every_flag_the_docs_name_exists():
+    known = _known_flags()
+    unknown = [
+        f"{page.name}: {flag}"
+        for page in PAGES
+        for flag in sorted(set(FLAG.findall(page.read_text())))
+        if flag not in known and flag.replace("--no-", "--") not in known
+    ]
+    assert not unknown, unknown
+
+
+def _tests_cited(line: str):
+    """``(file or None, test name or None, parameter id or None)`` of each backticked
+    ``tests/x.py::test_y[id]``, ``::test_y`` (same file as before on the line) or ``test_y``
+    (not a config key such as ``test_data``)."""
+    file = None
+    for token in re.findall(r"`([^`]+)`", line):
+        found = re.fullmatch(
+            r"((?:[\w/]+/)?test_\w+\.py)?(?:::)?(test_\w+|\.\.\.)?(\[[^\]]*\])?", token
+        )
+        if found and any(found.groups()) and token not in TrainConfig.__dataclass_fields__:
+            path, name, param = found.groups()
+            file = path or file
+            yield file, None if name == "..." else name, param and param[1:-1]
+
+
+def test_every_test_and_file_the_docs_cite_exists():
+    sources = {p: p.read_text() for p in (ROOT / "tests").rglob("*.py")}
+    missing = []
+    for page in PAGES:
+        text = page.read_text()
+        for line in text.splitlines():
+            for file, name, param in _tests_cited(line):
+                scope = [p for p in sources if not file or p.as_posix().endswith(file)]
+                if not scope:
+                    missing.append(f"{page.name}: {file}")
+                elif name and not any(re.search(rf"def {name}\b", sources[p]) for p in scope):
+                    missing.append(f"{page.name}: {file or ''}::{name}")
+                elif param and not any(
+                    all(part in sources[p] for part in param.split("-")) for p in scope
+                ):
+                    missing.append(f"{page.name}: {file}::{name}[{param}]")
+        for cited in CITED_PATH.findall(text):
+            path = cited.split("::")[0]
+            head, _, rest = path.partition("{")
+            options, _, tail = rest.partition("}")
+            for one in [head + o + tail for o in options.split(",")] if rest else [path]:
+                if not one.startswith("docs/_build") and not (ROOT / one).exists():
+                    missing.append(f"{page.name}: {one}")
+    assert not missing, missing
+
+
+def _anchor(heading: str) -> str:
+    """MyST's / GitHub's anchor of a heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_link_between_pages_resolves():
+    broken = []
+    for page in PAGES:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if target.startswith(("http://", "https://")):
+                continue
+            path, _, anchor = target.partition("#")
+            linked = page.parent / path if path else page
+            if not linked.exists():
+                broken.append(f"{page.name}: {target}")
+            elif anchor and linked.suffix == ".md":
+                headings = re.findall(r"^#+ (.*)$", linked.read_text(), re.M)
+                if anchor not in {_anchor(h) for h in headings}:
+                    broken.append(f"{page.name}: {target}")
+    assert not broken, broken
+
+
+def test_the_readme_library_example_runs_and_says_true_values():
+    text = (ROOT / "README.md").read_text()
+    (block,) = _code_blocks(text, ("python",))
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    # the values its comments state
+    effective = namespace["cb"].effective_number(namespace["counts"], beta=0.999)
+    assert "993.3, 393.6, 48.8" in block
+    assert [round(float(v), 1) for v in effective] == [993.3, 393.6, 48.8]
+    weights = namespace["weights"]
+    assert weights.sum().item() == pytest.approx(3.0) and str(weights.dtype) == "torch.float32"
+    expected = namespace["cb"].class_balanced_loss(
+        namespace["logits"], namespace["targets"], namespace["counts"], beta=0.999,
+        loss_type="focal", gamma=0.5,
+    )  # fmt: skip
+    assert namespace["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
