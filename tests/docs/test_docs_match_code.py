@@ -9,6 +9,7 @@ which checks the pages' cross-references, in test_site_build.py.)
 from __future__ import annotations
 
 import argparse
+import importlib
 import re
 import shlex
 from pathlib import Path
@@ -165,3 +166,34 @@ def test_the_readme_library_example_runs_and_says_true_values():
         loss_type="focal", gamma=0.5,
     )  # fmt: skip
     assert namespace["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def _resolves(dotted: str) -> bool:
+    """Whether ``dotted`` (``classbalanced.losses.comparison``, ``...Criterion``) exists."""
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        return all((obj := getattr(obj, attr, None)) is not None for attr in parts[i:])
+    return False
+
+
+def test_every_python_name_the_docs_cite_exists():
+    """``classbalanced.x.y`` / ``cb.x`` and ``engine/loop.py::StopFlag.agreed`` in backticks."""
+    missing = []
+    for page in PAGES:
+        text = page.read_text()
+        for name in set(re.findall(r"`(?:classbalanced|cb)(\.[\w.]*\w)", text)):
+            if not _resolves("classbalanced" + name):
+                missing.append(f"{page.name}: classbalanced{name}")
+        for file, name in set(re.findall(r"`((?:\w+/)*\w+\.py)::([\w.]+)", text)):
+            if "test_" in file or file.startswith("benchmarks/"):
+                continue  # tests: test_every_test_and_file_the_docs_cite_exists
+            module = "classbalanced." + file.removeprefix("src/classbalanced/")[:-3].replace(
+                "/", "."
+            )
+            if not _resolves(f"{module}.{name}"):
+                missing.append(f"{page.name}: {file}::{name}")
+    assert not missing, missing
