@@ -215,7 +215,8 @@ def _add_make_lt_parser(sub) -> None:
 def _add_prepare_parser(sub) -> None:
     p = sub.add_parser(
         "prepare",
-        help="scan iNaturalist / ImageNet annotations once: counts, class index, file check",
+        help="scan a large data set's annotations or list files once (iNaturalist, ImageNet, "
+        "ImageNet-LT, Places-LT, lists): counts, class index, file check",
     )
     p.add_argument(
         "--dataset",
@@ -272,7 +273,7 @@ def _add_demo_parser(sub) -> None:
         default="runs/demo",
         help="a new or empty folder, or an earlier demo's (default runs/demo)",
     )
-    p.add_argument("--epochs", type=int, default=None, help="epochs per run")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per run (default 60)")
     p.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per loss (default 3)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --out")
@@ -322,9 +323,14 @@ def _add_decouple_parser(sub) -> None:
         "--loss", default="softmax", help="crt / lws loss: softmax (default), sigmoid, focal, ..."
     )
     p.add_argument(
-        "--beta", type=float, default=0.0, help="crt / lws: class-balanced beta of that loss"
+        "--beta",
+        type=float,
+        default=0.0,
+        help="crt / lws: class-balanced beta of that loss (default 0: unweighted)",
     )
-    p.add_argument("--gamma", type=float, default=1.0, help="crt / lws: focal gamma of that loss")
+    p.add_argument(
+        "--gamma", type=float, default=1.0, help="crt / lws: focal gamma of that loss (default 1)"
+    )
     p.add_argument(
         "--sampler",
         default="class_uniform",
@@ -334,7 +340,7 @@ def _add_decouple_parser(sub) -> None:
         "--taus",
         type=float,
         nargs="+",
-        help="tau_norm: the grid searched on the val split (0 .. 2)",
+        help="tau_norm: the grid searched on the val split (default 0, 0.1, ..., 2)",
     )
     p.add_argument("--tau", type=float, help="tau_norm: this tau, no search")
     _add_config_flag(p, "device", default=_config_default("device"))

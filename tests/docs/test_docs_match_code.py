@@ -9,6 +9,7 @@ which checks the pages' cross-references, in test_site_build.py.)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import re
 import shlex
@@ -197,3 +198,39 @@ def test_every_python_name_the_docs_cite_exists():
             if not _resolves(f"{module}.{name}"):
                 missing.append(f"{page.name}: {file}::{name}")
     assert not missing, missing
+
+
+def _code_default(command: str, action: argparse.Action):
+    """The default that applies: ``train``'s flags default to None (only given flags
+    override a config file), the value being the TrainConfig field's."""
+    field = TrainConfig.__dataclass_fields__.get(action.dest)
+    if command == "train" and field is not None and action.default is None:
+        return field.default if field.default_factory is dataclasses.MISSING else None
+    return action.default
+
+
+def _agrees(stated: str, before: str, default) -> bool:
+    first = re.split(r"[\s:;,]", stated, maxsplit=1)[0]
+    if isinstance(default, bool):
+        return first == ("yes" if default else "no")
+    if isinstance(default, int | float):
+        try:
+            return float(first) == default
+        except ValueError:
+            return False
+    return default in (first, before)
+
+
+def test_every_default_the_help_states_is_the_codes():
+    """``--help``'s "(default X)" against the argparse default or the TrainConfig field."""
+    wrong = []
+    for command, sub in _subparsers(build_parser()).items():
+        for action in sub._actions:
+            found = re.search(r"(\S*) \(default:? ([^)]*)\)|^()default ([^;,]*)", action.help or "")
+            default = _code_default(command, action)
+            if found is None or default is None:
+                continue
+            before, stated = found.group(1) or found.group(3), found.group(2) or found.group(4)
+            if not _agrees(stated, before, default):
+                wrong.append(f"{command} {action.option_strings}: says {stated!r}, is {default!r}")
+    assert not wrong, wrong
