@@ -103,6 +103,15 @@ def _tests_cited(line: str):
             yield file, None if name == "..." else name, param and param[1:-1]
 
 
+def _expand(path: str) -> list[str]:
+    """The paths a shell brace pattern names: ``a_{x,y}.toml`` -> ``a_x.toml``, ``a_y.toml``."""
+    head, brace, rest = path.partition("{")
+    if not brace:
+        return [path]
+    options, _, tail = rest.partition("}")
+    return [one for option in options.split(",") for one in _expand(head + option + tail)]
+
+
 def test_every_test_and_file_the_docs_cite_exists():
     sources = {p: p.read_text() for p in (ROOT / "tests").rglob("*.py")}
     missing = []
@@ -120,10 +129,7 @@ def test_every_test_and_file_the_docs_cite_exists():
                 ):
                     missing.append(f"{page.name}: {file}::{name}[{param}]")
         for cited in CITED_PATH.findall(text):
-            path = cited.split("::")[0]
-            head, _, rest = path.partition("{")
-            options, _, tail = rest.partition("}")
-            for one in [head + o + tail for o in options.split(",")] if rest else [path]:
+            for one in _expand(cited.split("::")[0]):
                 if not one.startswith("docs/_build") and not (ROOT / one).exists():
                     missing.append(f"{page.name}: {one}")
     assert not missing, missing
