@@ -22,11 +22,11 @@ from classbalanced.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-#: flags of other programs the pages show (torchrun, sphinx, ray, scancel; the
+#: flags of other programs the pages show (torchrun, sphinx, ray, scancel, pip; the
 #: architecture page's generic --x / --no-x)
 OTHER_TOOLS_FLAGS = {
     "--standalone", "--nproc_per_node", "--nnodes", "--rdzv-backend", "--rdzv-endpoint",
-    "--rdzv-id", "--keep-going", "--head", "--address", "--signal", "--x", "--no-x",
+    "--rdzv-id", "--keep-going", "--head", "--address", "--signal", "--index-url", "--x", "--no-x",
 }  # fmt: skip
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9_-]*")
 CITED_PATH = re.compile(
