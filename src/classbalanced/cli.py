@@ -260,7 +260,13 @@ def _add_prepare_parser(sub) -> None:
 def _add_weights_parser(sub) -> None:
     p = sub.add_parser("weights", help="print effective numbers and class-balanced weights")
     p.add_argument("counts", nargs="+", type=float, help="training images per class")
-    p.add_argument("--beta", type=float, nargs="+", default=[0.9, 0.99, 0.999, 0.9999])
+    p.add_argument(
+        "--beta",
+        type=float,
+        nargs="+",
+        default=[0.9, 0.99, 0.999, 0.9999],
+        help="one column pair per beta (default 0.9 0.99 0.999 0.9999)",
+    )
     p.set_defaults(func=_cmd_weights)
 
 
@@ -290,8 +296,15 @@ def _add_plot_parser(sub) -> None:
         help="run folder(s) (for 'run'); several: per-class accuracy and error curves side by side",
     )
     p.add_argument("--output", required=True, help="PNG file (for 'run': a folder)")
-    p.add_argument("--beta", type=float, nargs="+", help="effective-number: one curve per beta")
-    p.add_argument("--max-samples", type=int, help="effective-number: the largest n drawn")
+    p.add_argument(
+        "--beta",
+        type=float,
+        nargs="+",
+        help="effective-number: one curve per beta (default 0.9 0.99 0.999 0.9999)",
+    )
+    p.add_argument(
+        "--max-samples", type=int, help="effective-number: the largest n drawn (default 10000)"
+    )
     p.set_defaults(func=_cmd_plot)
 
 
@@ -895,7 +908,9 @@ def _add_submit_parser(sub) -> None:
     )
     p.add_argument("--cpus-per-node", type=int, default=1, help="CPUs per node (default 1)")
     p.add_argument("--slurm-partition", help="partition")
-    p.add_argument("--slurm-time", default="60", help="time limit, MINUTES or HH:MM:SS")
+    p.add_argument(
+        "--slurm-time", default="60", help="time limit, MINUTES or HH:MM:SS (default 60)"
+    )
     p.add_argument(
         "--slurm-option",
         action="append",

@@ -216,6 +216,8 @@ def _code_default(command: str, action: argparse.Action):
 
 
 def _agrees(stated: str, before: str, default) -> bool:
+    if isinstance(default, list | tuple):
+        return stated.split() == [f"{v:g}" for v in default]
     first = re.split(r"[\s:;,]", stated, maxsplit=1)[0]
     if isinstance(default, bool):
         return first == ("yes" if default else "no")
