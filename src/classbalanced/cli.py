@@ -783,7 +783,7 @@ def _add_cluster_arguments(p) -> None:
     )
     p.add_argument("--slurm-partition", help="slurm: partition")
     p.add_argument(
-        "--slurm-time", help="slurm: time limit per task, MINUTES or HH:MM:SS (default 60)"
+        "--slurm-time", help="slurm: time limit per task, MINUTES or [D-]HH:MM:SS (default 60)"
     )
     p.add_argument(
         "--slurm-array-parallelism",
@@ -909,7 +909,7 @@ def _add_submit_parser(sub) -> None:
     p.add_argument("--cpus-per-node", type=int, default=1, help="CPUs per node (default 1)")
     p.add_argument("--slurm-partition", help="partition")
     p.add_argument(
-        "--slurm-time", default="60", help="time limit, MINUTES or HH:MM:SS (default 60)"
+        "--slurm-time", default="60", help="time limit, MINUTES or [D-]HH:MM:SS (default 60)"
     )
     p.add_argument(
         "--slurm-option",
