@@ -242,3 +242,15 @@ def test_every_default_the_help_states_is_the_codes():
             if not _agrees(stated, before, default):
                 wrong.append(f"{command} {action.option_strings}: says {stated!r}, is {default!r}")
     assert not wrong, wrong
+
+
+def test_the_demo_config_file_is_the_demos_class_balanced_run():
+    """configs/digits_demo.yaml says it is `classbalanced demo`'s cb_focal setting."""
+    from classbalanced.config import config_from_sources
+    from classbalanced.demo import DEMO_EPOCHS, DEMO_RUNS, demo_config
+
+    (loss, beta, gamma) = dict((name, rest) for name, *rest in DEMO_RUNS)["cb_focal"]
+    demo = demo_config(Path("out"), loss, beta, gamma, epochs=DEMO_EPOCHS, seed=0, progress=True)
+    from_file = config_from_sources(ROOT / "configs" / "digits_demo.yaml")
+    from_file.out = demo.out
+    assert from_file == demo
