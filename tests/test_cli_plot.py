@@ -23,6 +23,20 @@ def test_plot_two_runs_side_by_side(tmp_path):
         assert image.ndim == 3 and image.shape[0] > 100 and image.std() > 0
 
 
+def test_an_older_error_curve_is_not_passed_off_as_this_plots(tmp_path, capsys):
+    a = _fake_run(tmp_path / "a", [0.9, 0.5, 0.1])
+    out = str(tmp_path / "plots")
+    assert main(["plot", "run", "--run", str(a), "--output", out]) == 0
+    assert "wrote class_distribution.png, per_class_accuracy.png, error_curve.png" in (
+        capsys.readouterr().err
+    )
+    (a / "history.json").write_text(json.dumps([{"epoch": 6, "error_percent": 40.0}]))
+    assert main(["plot", "run", "--run", str(a), "--output", out]) == 0
+    err = capsys.readouterr().err
+    assert "wrote class_distribution.png, per_class_accuracy.png to" in err
+    assert f"no error curve (no run has two evaluations): {out}/error_curve.png is an older" in err
+
+
 def test_plot_refuses_runs_of_different_data(tmp_path, capsys):
     a = _fake_run(tmp_path / "a", [0.9, 0.5, 0.1])
     b = _fake_run(tmp_path / "b", [0.9, 0.5, 0.1], counts=(40, 10, 2))
@@ -74,3 +88,22 @@ def test_the_same_run_twice_is_refused(tmp_path, capsys):
     run = _fake_run(tmp_path / "run", [0.9, 0.5, 0.1])
     argv = ["plot", "run", "--run", str(run), str(tmp_path / "." / "run"), "--output"]
     _refused(capsys, [*argv, str(tmp_path / "p")], "names the run", tmp_path)
+
+
+def test_a_class_without_test_images_is_drawn_as_missing_not_zero(tmp_path, monkeypatch):
+    import math
+
+    from classbalanced import plots
+
+    seen = {}
+    draw = plots.plot_per_class_accuracy
+
+    def spy(path, runs, **kw):
+        seen.update(runs)
+        return draw(path, runs, **kw)
+
+    monkeypatch.setattr(plots, "plot_per_class_accuracy", spy)
+    run = _fake_run(tmp_path / "run", [0.9, None, 0.0])
+    assert main(["plot", "run", "--run", str(run), "--output", str(tmp_path / "p")]) == 0
+    accuracy = seen["run"]
+    assert accuracy[0] == 0.9 and math.isnan(accuracy[1]) and accuracy[2] == 0.0

@@ -403,6 +403,21 @@ def test_a_reweight_schedule_without_a_beta_is_refused_not_a_silent_no_op(schedu
     TrainConfig(dataset="digits", epochs=10, reweight_schedule=schedule, beta=0.9).resolved()
 
 
+def test_a_gamma_the_loss_does_not_read_is_a_loud_warning(recwarn):
+    """--gamma with softmax (or ldam, ...) was recorded in config.json and silently unused."""
+    for loss in ("softmax", "sigmoid", "ldam"):
+        TrainConfig(dataset="digits", loss=loss, gamma=2.0).resolved()
+    messages = [str(w.message) for w in recwarn if "gamma" in str(w.message)]
+    assert messages == [
+        f"gamma 2 is ignored by the {loss} loss (only focal losses read it)"
+        for loss in ("softmax", "sigmoid", "ldam")
+    ]
+    recwarn.clear()
+    TrainConfig(dataset="digits", loss="focal", gamma=2.0).resolved()
+    TrainConfig(dataset="digits", loss="softmax").resolved()  # the default gamma: nothing said
+    assert not [w for w in recwarn if "gamma" in str(w.message)]
+
+
 @pytest.mark.parametrize("warmup", [10, 12])
 def test_a_warm_up_longer_than_the_run_is_a_loud_warning(warmup, recwarn):
     cfg = TrainConfig(dataset="digits", epochs=10, warmup_epochs=warmup).resolved()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,7 @@ from classbalanced.decouple import (
 from classbalanced.engine import train
 from classbalanced.engine.checkpoint import latest_checkpoint, load_checkpoint
 from classbalanced.engine.evaluate import evaluate_run
+from classbalanced.engine.run_folder import DECOUPLE_FILE
 
 TRAIN = [24, 8, 3, 2]  # long-tailed
 SIZE = 16
@@ -227,12 +229,18 @@ def _split_features(run: Path, split: str):
     return feats, labels, fc.weight.detach().double(), fc.bias.detach().double()
 
 
-def test_tau_is_chosen_on_the_val_split(list_run, tmp_path):
+@pytest.mark.parametrize("tau_bias", ["keep", "drop"])
+def test_tau_is_chosen_on_the_val_split(list_run, tmp_path, tau_bias):
+    """``drop``: the logits of Kang et al.'s release, ``W f`` without the bias."""
     taus = [0.0, 0.5, 1.0, 1.5, 2.0]
-    metrics = decouple(list_run, _options("tau_norm", tmp_path / "tau", taus=taus), log=_quiet)
+    opts = _options("tau_norm", tmp_path / "tau", taus=taus, tau_bias=tau_bias)
+    metrics = decouple(list_run, opts, log=_quiet)
     info = metrics["decouple"]
     assert info["tau_chosen_on"] == "val" and info["evaluated_split"] == "test"
+    assert info["tau_bias"] == tau_bias
     feats, labels, w, b = _split_features(list_run, "val")
+    b = b if tau_bias == "keep" else torch.zeros_like(b)
+    assert torch.equal(_state(tmp_path / "tau")["fc.bias"], b.float())
     expected = []
     for tau in taus:
         norms = w.norm(dim=1, keepdim=True)
@@ -399,7 +407,7 @@ def _table(text: str) -> dict[str, list[str]]:
     """method -> cells of the decoupling table in a report's markdown."""
     section = text[text.index("## Decoupled classifiers") :]
     rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
-    cells = [[c.strip() for c in line.strip("|").split("|")] for line in rows[1:]]
+    cells = [[c.strip() for c in re.split(r"(?<!\\)\|", line[1:-1])] for line in rows[1:]]
     return {c[1]: c for c in cells}
 
 
@@ -427,7 +435,8 @@ def test_report_puts_decouple_runs_beside_the_published_numbers(npz_run, tmp_pat
 
     out = tmp_path / "stage_two"
     crt = decouple(npz_run, _options("crt", out / "crt", epochs=1), log=_quiet)
-    tau = decouple(npz_run, _options("tau_norm", out / "tau", tau=0.5), log=_quiet)
+    opts = _options("tau_norm", out / "tau", tau=0.5, tau_bias="drop")  # the release's
+    tau = decouple(npz_run, opts, log=_quiet)
     # a folder holding only decouple runs (no plan.json, no results.csv) is reported
     text = write_report(out).read_text(encoding="utf-8")
     assert "Decoupling Representation and Classifier for Long-Tailed Recognition" in text
@@ -515,6 +524,9 @@ def test_published_decoupling_lookups():
         published_decoupling("imagenet_lt", "resnext50", "crt2")
     with pytest.raises(TypeError, match="epochs must be an int or None, got '90'"):
         published_decoupling("imagenet_lt", "resnext50", "crt", "90")
+    # (no network matched any: the first table's numbers, ResNeXt-50's, for any network)
+    with pytest.raises(TypeError, match="model must be a str, got None"):
+        published_decoupling("imagenet_lt", None, "crt")
 
 
 def _copy_run(run: Path, to: Path) -> Path:
@@ -691,6 +703,8 @@ def test_options_of_another_method_are_refused(npz_run, tmp_path):
         ("tau_norm", {"tau": 1.0, "taus": [0.5, 1.0]}, r"--tau and --taus: expected one of them"),
         ("crt", {"tau": 1.0}, r"--tau applies to tau_norm, not crt"),
         ("lws", {"taus": [0.5]}, r"--taus applies to tau_norm, not lws"),
+        ("crt", {"tau_bias": "drop"}, r"--tau-bias applies to tau_norm, not crt"),
+        ("tau_norm", {"tau": 1.0, "tau_bias": "none"}, r"tau_bias must be keep or drop"),
     ]
     for method, kw, message in cases:
         with pytest.raises(ValueError, match=message):
@@ -716,7 +730,13 @@ def test_report_skips_a_damaged_decouple_run_with_a_note(npz_run, tmp_path):
     rows, notes = decoupling_rows(tmp_path)
     assert [r["name"] for r in rows if r["method"] == "tau_norm"] == ["good"]
     assert notes == [
-        "bad: metrics.json is damaged (accuracy is 'oops', expected a number), skipped"
+        "bad: metrics.json is damaged (accuracy is 'oops', expected a finite number), skipped"
+    ]
+    path.write_text(json.dumps({**json.loads(path.read_text()), "accuracy": float("nan")}))
+    rows, notes = decoupling_rows(tmp_path)  # (NaN was printed as 'nan', its diff too)
+    assert [r["name"] for r in rows if r["method"] == "tau_norm"] == ["good"]
+    assert notes == [
+        "bad: metrics.json is damaged (accuracy is nan, expected a finite number), skipped"
     ]
     stage_one = _copy_run(npz_run, tmp_path / "s1")  # a damaged stage one: no joint row
     decouple(stage_one, _options("tau_norm", tmp_path / "s1_t", tau=0.5), log=_quiet)
@@ -850,3 +870,196 @@ def test_num_workers_for_a_run_held_in_memory_is_refused_not_ignored(npz_run, tm
     with pytest.raises(ValueError, match="--num-workers applies to image-file data sets, not npz"):
         decouple(npz_run, _options("crt", tmp_path / "w", num_workers=2), log=_quiet)
     assert not (tmp_path / "w").exists()
+
+
+class _NoBiasNet(torch.nn.Module):
+    """A registered model whose classifier has no bias (``nn.Linear(..., bias=False)``)."""
+
+    def __init__(self, num_classes: int, *, in_channels: int = 3) -> None:
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(in_channels * 64, 8))
+        self.fc = torch.nn.Linear(8, num_classes, bias=False)
+
+    def forward(self, x):
+        return self.fc(self.body(x))
+
+
+def test_a_classifier_without_bias_stays_without_bias(tmp_path):
+    """cRT gave it a bias: a checkpoint that `evaluate` could not load into the run's model;
+    the tau search added ``None`` to its logits."""
+    import contextlib
+
+    from classbalanced.decouple import _Data, _tau_norm
+    from classbalanced.models.registry import MODEL_REGISTRY, register_model
+
+    rng = np.random.default_rng(0)
+    for name, per_class in (("train", [8, 4, 2]), ("test", [3, 3, 3])):
+        y = np.repeat(np.arange(3), per_class)
+        x = rng.integers(0, 256, (len(y), 8, 8, 3), dtype=np.uint8)
+        np.savez(tmp_path / f"{name}.npz", x=x, y=y)
+    register_model("test_no_bias", _NoBiasNet)
+    try:
+        cfg = TrainConfig(
+            dataset="npz", train_data=str(tmp_path / "train.npz"), model="test_no_bias",
+            test_data=str(tmp_path / "test.npz"), epochs=1, batch_size=4, device="cpu",
+            progress=False, out=str(tmp_path / "run"),
+        )  # fmt: skip
+        train(cfg, log=_quiet)
+        for method in ("crt", "lws"):
+            opts = _options(method, tmp_path / method, epochs=1)
+            metrics = decouple(tmp_path / "run", opts, log=_quiet)
+            assert set(_state(tmp_path / method)) == set(_state(tmp_path / "run"))
+            again = evaluate_run(tmp_path / method, device="cpu")
+            assert again["per_class_accuracy"] == metrics["per_class_accuracy"]
+    finally:
+        MODEL_REGISTRY.pop("test_no_bias")
+    fc = torch.nn.Linear(5, 3, bias=False)
+    feats = torch.randn(12, 5, generator=torch.Generator().manual_seed(0))
+    labels = torch.arange(12) % 3
+    data = _Data(labels.numpy(), None, lambda split: iter([(feats, labels)]), "test", "val", {})
+    ctx = {"options": _options("tau_norm", tmp_path / "t"), "cast": contextlib.nullcontext()}
+    head, info = _tau_norm(None, torch.nn.Identity(), fc, data, {**ctx, "log": _quiet})
+    assert head.bias is None
+    for row in info["tau_search"]:  # each tau's accuracy: argmax of f . w_i / ||w_i||^tau
+        w = fc.weight.detach().double()
+        logits = feats.double() @ (w / w.norm(dim=1, keepdim=True) ** row["tau"]).T
+        assert row["accuracy"] == float((logits.argmax(1) == labels).double().mean())
+
+
+def test_published_numbers_only_beside_runs_of_kang_et_als_recipe(npz_run, tmp_path):
+    """Kang et al.'s numbers are for softmax cross-entropy (beta 0) with shuffled batches in
+    stage one and with class-balanced batches in cRT / LWS (and an ImageNet-pretrained
+    network on Places-LT): they used to appear beside a run of any loss and sampler."""
+    from classbalanced.reproduce.decoupling import decoupling_lines
+    from classbalanced.reproduce.published import published_decoupling
+
+    out = tmp_path / "two"
+    decouple(npz_run, _options("tau_norm", out / "tau", tau=0.5, tau_bias="drop"), log=_quiet)
+    # crt and lws runs: its copies, their decouple.json as `decouple` writes it for
+    # `crt --loss focal --beta 0.9` and `lws --sampler shuffle` (the report reads nothing else)
+    settings = json.loads((out / "tau" / DECOUPLE_FILE).read_text(encoding="utf-8"))
+    options = {**settings["options"], "tau": None, "tau_bias": "keep"}
+    for name, method, changed in (
+        ("focal", "crt", {"loss": "focal", "beta": 0.9}),
+        ("shuffle|lws", "lws", {"sampler": "shuffle"}),  # '|': escaped in the table
+    ):
+        _copy_run(out / "tau", out / name)
+        written = {**settings, "method": method}
+        written["options"] = {**options, "method": method, **changed}
+        (out / name / DECOUPLE_FILE).write_text(json.dumps(written), encoding="utf-8")
+    assert DecoupleOptions(**{**written["options"], "out": "x"}) == _options(
+        "lws", "x", sampler="shuffle"
+    )  # (the options as written: those of a real run)
+    for name in ("focal", "shuffle|lws", "tau"):
+        _relabel(out / name, dataset="imagenet_lt", model="resnext50", epochs=90)
+
+    def published_cells() -> dict[str, str]:
+        return {m: cells[6] for m, cells in _table(text).items()}
+
+    text = "\n".join(decoupling_lines(out))
+    pub = published_decoupling("imagenet_lt", "resnext50", "tau_norm", 90)
+    assert published_cells() == {"joint": "-", "crt": "-", "tau_norm": _cells(pub), "lws": "-"}
+    assert "focal: stage two's loss focal, beta 0.9" in text
+    assert "shuffle|lws: stage two's sampler shuffle" in text
+    assert _table(text)["lws"][0] == r"shuffle\|lws" and len(_table(text)["lws"]) == 8
+    # a stage one trained with another loss (or sampler): no published stage-two row either
+    _relabel(out / "tau", loss="sigmoid", beta=0.99)
+    text = "\n".join(decoupling_lines(out))
+    assert (
+        published_cells()["tau_norm"] == "-" and "tau: stage one's loss sigmoid, beta 0.99" in text
+    )
+    _relabel(out / "tau", loss="softmax", beta=0.0)
+    config = json.loads((out / "tau" / "config.json").read_text(encoding="utf-8"))
+    (out / "tau" / "config.json").write_text(json.dumps({**config, "sampler": "class_balanced"}))
+    text = "\n".join(decoupling_lines(out))
+    assert published_cells()["tau_norm"] == "-"
+    assert "tau: stage one's sampler class_balanced" in text
+    # Places-LT's numbers are those of an ImageNet-pretrained network
+    (out / "tau" / "config.json").write_text(json.dumps(config))
+    _relabel(out / "tau", dataset="places_lt", model="resnet152", epochs=30)
+    text = "\n".join(decoupling_lines(out))
+    assert published_cells()["tau_norm"] == "-" and "tau: stage one not ImageNet-pretrained" in text
+    (out / "tau" / "config.json").write_text(json.dumps({**config, "pretrained": True}))
+    text = "\n".join(decoupling_lines(out))
+    pub = published_decoupling("places_lt", "resnet152", "tau_norm", 30)
+    assert published_cells()["tau_norm"] == _cells(pub)
+    # the benchmark's own training set: --imbalance-factor 10 sub-samples it
+    _relabel(out / "tau", imbalance_factor=10.0)
+    text = "\n".join(decoupling_lines(out))
+    assert published_cells()["tau_norm"] == "-"
+    assert "tau: stage one's training set sub-sampled (imbalance factor 10)" in text
+    # tau-normalised logits with the bias kept (our default): not the release's recipe
+    _relabel(out / "tau", imbalance_factor=1.0)
+    text = "\n".join(decoupling_lines(out))
+    assert published_cells()["tau_norm"] == _cells(pub)
+    written = json.loads((out / "tau" / DECOUPLE_FILE).read_text(encoding="utf-8"))
+    written["options"]["tau_bias"] = "keep"
+    (out / "tau" / DECOUPLE_FILE).write_text(json.dumps(written), encoding="utf-8")
+    text = "\n".join(decoupling_lines(out))
+    assert (
+        published_cells()["tau_norm"] == "-" and "tau: tau_norm keeps the classifier's bias" in text
+    )
+
+
+@pytest.mark.parametrize(
+    ("split", "kw", "message"),
+    [
+        ("val", {}, r"no readable image in the val split to choose tau on"),
+        ("test", {"tau": 0.0}, r"no readable image in the test split to evaluate"),
+    ],
+)
+def test_a_split_without_a_readable_image_is_named(list_run, tmp_path, split, kw, message):
+    """(Its images moved away since `prepare`: the tau search ended in torch.cat's 'expected
+    a non-empty list of Tensors', an internal error; the evaluation wrote a run with a test
+    error of 100% on 0 images.)"""
+    import warnings
+
+    data_dir = Path(json.loads((list_run / "config.json").read_text())["data_dir"])
+    images = data_dir / "images" / split
+    images.rename(tmp_path / split)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # one 'skipping unreadable image' per image
+            with pytest.raises(ValueError, match=message):
+                decouple(list_run, _options("tau_norm", tmp_path / "t", **kw), log=_quiet)
+    finally:
+        (tmp_path / split).rename(images)
+    assert not (tmp_path / "t").exists()
+
+
+def test_stage_two_weight_decay_spares_the_biases_stage_one_spares(npz_run, tmp_path, monkeypatch):
+    """The prior-initialised bias of a sigmoid-family classifier is not decayed (Cui et al.,
+    Sec. 3; the trainer's parameter groups), nor every bias with the run's
+    --no-decay-bias-and-norm; cRT decayed the whole new classifier."""
+    import classbalanced.decouple as module
+
+    seen = []
+
+    class Seen(Exception):
+        pass
+
+    def spy(head, groups, *rest):  # what the optimiser would decay, and nothing trained
+        decay = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+        seen.append({name: decay.get(id(p)) for name, p in head.named_parameters()})
+        raise Seen
+
+    monkeypatch.setattr(module, "_fit", spy)
+    run = _copy_run(npz_run, tmp_path / "s1")
+    cases = [
+        (npz_run, "crt", {"loss": "focal", "beta": 0.9}),
+        (npz_run, "crt", {}),
+        (npz_run, "lws", {}),
+        (run, "crt", {}),  # made a run of the large-scale recipe below
+    ]
+    config = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    (run / "config.json").write_text(json.dumps({**config, "no_decay_bias_and_norm": True}))
+    for stage_one, method, kw in cases:
+        with pytest.raises(Seen):
+            opts = _options(method, tmp_path / "x", weight_decay=0.01, **kw)
+            decouple(stage_one, opts, log=_quiet)
+    assert seen == [
+        {"weight": 0.01, "bias": 0.0},  # focal: the prior bias is not decayed
+        {"weight": 0.01, "bias": 0.01},  # softmax: as stage one, everything is
+        {"scales": 0.01, "linear.weight": None, "linear.bias": None},  # LWS: s alone trains
+        {"weight": 0.01, "bias": 0.0},  # --no-decay-bias-and-norm: no bias decayed
+    ]

@@ -17,3 +17,13 @@ def test_parameter_groups():
     assert ids(parameter_groups(net, 1e-4, no_decay=["3.bias"])[1]) == {id(net[3].bias)}
     with pytest.raises(ValueError, match="unknown parameter 'fc.bias'"):
         parameter_groups(net, 1e-4, no_decay=["fc.bias"])
+
+
+def test_parameter_groups_refuse_what_would_be_silently_ignored_or_reversed():
+    net = nn.Linear(4, 3)
+    other = nn.Linear(4, 3)  # e.g. a copy of the model: its bias is not the model's
+    with pytest.raises(ValueError, match="not a parameter of the model"):
+        parameter_groups(net, 1e-4, no_decay=[other.bias])
+    for bad in (-1e-4, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=f"expected a finite weight_decay >= 0, got {bad}"):
+            parameter_groups(net, bad)

@@ -509,3 +509,17 @@ def test_new_file_gets_umask_permissions(tmp_path):
     finally:
         os.umask(old)
     assert target.stat().st_mode & 0o777 == 0o644
+
+
+def test_per_class_accuracy_of_a_class_without_test_images_is_no_bar_not_zero():
+    """NaN (``per_class_accuracy`` null: no test image of the class) draws no bar or point;
+    it was refused, so `plot run` drew such a class as 0 % accuracy."""
+    runs = {"a": [0.5, math.nan, 1.0], "b": [0.25, 0.75, math.nan]}
+    axes, _ = plots._figure_per_class_accuracy(runs, counts=[9, 3, 1], **SMALL).axes
+    heights = [patch.get_height() for patch in axes.patches]
+    np.testing.assert_array_equal(heights, [0.5, math.nan, 1.0, 0.25, 0.75, math.nan])
+    lines = {"a": np.r_[np.linspace(1, 0, 30), math.nan]}
+    (line,) = plots._figure_per_class_accuracy(lines, **SMALL).axes[0].get_lines()
+    np.testing.assert_array_equal(line.get_ydata(), lines["a"])  # a gap in the line
+    with pytest.raises(ValueError, match=r"expected runs\['a'\] to hold finite numbers or NaN"):
+        plots._figure_per_class_accuracy({"a": [0.5, math.inf]}, **SMALL)

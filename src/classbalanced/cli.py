@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import warnings
@@ -356,6 +357,12 @@ def _add_decouple_parser(sub) -> None:
         help="tau_norm: the grid searched on the val split (default 0, 0.1, ..., 2)",
     )
     p.add_argument("--tau", type=float, help="tau_norm: this tau, no search")
+    p.add_argument(
+        "--tau-bias",
+        choices=("keep", "drop"),
+        help="tau_norm: keep the classifier's bias (default: tau 0 is the run's classifier) "
+        "or drop it, as Kang et al.'s release does",
+    )
     _add_config_flag(p, "device", default=_config_default("device"))
     p.add_argument("--num-workers", type=int, help="image-file datasets (default: the run's)")
     p.add_argument("--overwrite", action="store_true", help="replace a run in --out")
@@ -608,7 +615,7 @@ def _cmd_plot(args) -> int:
     plots.plot_per_class_accuracy(
         out / "per_class_accuracy.png",
         {
-            name: [0.0 if v is None else v for v in m["per_class_accuracy"]]
+            name: [math.nan if v is None else v for v in m["per_class_accuracy"]]  # no image
             for name, (m, _) in runs.items()
         },
         counts=counts,
@@ -618,9 +625,13 @@ def _cmd_plot(args) -> int:
         for name, (_, hist) in runs.items()
         if len(hist) >= 2
     }
+    written = list(names[:2])
     if curves:
         plots.plot_error_curves(out / "error_curve.png", curves)
-    _info(f"wrote plots to {out}")
+        written.append(names[2])
+    elif (out / names[2]).exists():  # not this plot's: say so rather than let it pass for one
+        _info(f"no error curve (no run has two evaluations): {out / names[2]} is an older plot's")
+    _info(f"wrote {', '.join(written)} to {out}")
     return 0
 
 

@@ -373,6 +373,7 @@ class TrainConfig:
             cfg.decay_factors = [0.1, 0.01] if cfg.imbalance_factor == 1.0 else [0.01, 0.0001]
         cfg.validate()
         _check_schedule_fits(cfg)
+        _warn_unused_gamma(cfg)
         return cfg
 
     def validate(self, source: str | None = None) -> None:
@@ -383,6 +384,10 @@ class TrainConfig:
         check_types(self, source)
         _check_loss_options(self, f" in {source}" if source else "")
         _check_data(self)
+        if self.pretrained:  # before the data load, not after it
+            from .models.registry import check_pretrained
+
+            check_pretrained(self.model)
         _check_ranges(self)
         _check_lr_schedule(self)
         _check_speed_options(self)
@@ -654,6 +659,17 @@ def _check_permissions(cfg: TrainConfig) -> None:
     if cfg.force and not cfg.resume:
         raise ValueError(
             "force (resume even if the config differs) needs resume: got --force alone"
+        )
+
+
+def _warn_unused_gamma(cfg: TrainConfig) -> None:
+    """Warn about a gamma the loss does not read (a sweep may cross gamma with such losses)."""
+    from .losses import loss_uses_gamma
+
+    if cfg.gamma != _DEFAULTS["gamma"] and not loss_uses_gamma(cfg.loss):
+        warnings.warn(
+            f"gamma {cfg.gamma:g} is ignored by the {cfg.loss} loss (only focal losses read it)",
+            stacklevel=3,
         )
 
 

@@ -7,10 +7,13 @@ frozen (evaluation mode: its batch-norm statistics do not move either) and one o
 
 * ``crt`` -- classifier re-training: a freshly initialised ``fc`` trained on the frozen
   features of augmented training images drawn with class-balanced sampling (every class
-  equally likely, then an image of it uniformly), SGD with a cosine learning rate;
+  equally likely, then an image of it uniformly), SGD with a cosine learning rate and the
+  run's weight decay (not on the bias a sigmoid-family loss initialises to the prior, nor
+  on any bias after a stage one with ``--no-decay-bias-and-norm``);
 * ``tau_norm`` -- no training: ``w_i <- w_i / ||w_i||^tau`` for every class row ``i``
-  (the bias is kept, so ``tau = 0`` is exactly the run's classifier); ``tau`` is the value of
-  a grid (default 0, 0.1, ..., 2) with the best top-1 accuracy on the validation split;
+  (the bias is kept, so ``tau = 0`` is exactly the run's classifier; ``tau_bias="drop"``
+  drops it, as the logits of Kang et al.'s release are ``W f`` alone); ``tau`` is the value
+  of a grid (default 0, 0.1, ..., 2) with the best top-1 accuracy on the validation split;
 * ``lws`` -- learnable weight scaling: ``z_i = s_i (w_i . f + b_i)`` with ``s`` (``(C,)``,
   starting at 1) the only trained parameters, sampled and scheduled as ``crt``.
 
@@ -61,6 +64,10 @@ Sampler = Literal["class_uniform", "shuffle"]
 METHODS: tuple[Method, ...] = get_args(Method)
 DEFAULT_TAUS = tuple(round(0.1 * i, 1) for i in range(21))
 SAMPLERS: tuple[Sampler, ...] = get_args(Sampler)
+#: Kang et al.'s stage-two sampling (class-balanced), the default of ``crt`` and ``lws``
+CLASS_BALANCED_SAMPLER: Sampler = "class_uniform"
+#: the methods that train (the others are post hoc)
+TRAINED_METHODS: tuple[Method, ...] = ("crt", "lws")
 
 
 @dataclass
@@ -77,9 +84,10 @@ class DecoupleOptions:
     loss: str = "softmax"
     beta: float = 0.0
     gamma: float = 1.0
-    sampler: Sampler = "class_uniform"
+    sampler: Sampler = CLASS_BALANCED_SAMPLER
     taus: list[float] = field(default_factory=lambda: list(DEFAULT_TAUS))
     tau: float | None = None  # tau_norm: use this tau instead of searching
+    tau_bias: str = "keep"  # tau_norm: keep the classifier's bias, or drop it as the release does
     device: str = "auto"
     num_workers: int | None = None
     overwrite: bool = False
@@ -111,6 +119,8 @@ class DecoupleOptions:
             if not ((value > 0 if strict else value >= 0) and value <= FLOAT32_MAX):  # NaN too
                 low = "> 0" if strict else ">= 0"
                 raise ValueError(f"{name} must be {low} and at most {FLOAT32_MAX:.4g}, got {value}")
+        if self.tau_bias not in ("keep", "drop"):
+            raise ValueError(f"tau_bias must be keep or drop, got {self.tau_bias!r}")
         taus = [self.tau] if self.tau is not None else list(self.taus)
         if not taus or any(not math.isfinite(t) or t < 0 for t in taus):
             raise ValueError(f"tau must be finite and >= 0, got {taus}")
@@ -139,7 +149,7 @@ class DecoupleOptions:
 _TRAINING_OPTIONS = (
     "epochs", "batch_size", "lr", "momentum", "weight_decay", "loss", "beta", "gamma", "sampler",
 )  # fmt: skip
-_TAU_OPTIONS = ("taus", "tau")
+_TAU_OPTIONS = ("taus", "tau", "tau_bias")
 
 
 def tau_normalize(weight: Tensor, tau: float) -> Tensor:
@@ -455,13 +465,18 @@ def _autocast(cfg, device: torch.device, log: Callable[[str], Any]):
 
 
 @torch.no_grad()
-def _features(backbone: nn.Module, batches, cast) -> tuple[Tensor, Tensor]:
-    """Frozen features ``(N, D)`` (float32) and labels ``(N,)`` of an evaluation split."""
+def _features(backbone: nn.Module, data: _Data, split: str, cast) -> tuple[Tensor, Tensor]:
+    """Frozen features ``(N, D)`` (float32) and labels ``(N,)`` of the split ``split``."""
     feats, labels = [], []
-    for x, y in batches:
+    for x, y in data.batches(split):
         with cast:
             feats.append(backbone(x).float())
         labels.append(y)
+    if not feats:  # every image unreadable (moved or deleted since `prepare`)
+        raise ValueError(
+            f"no readable image in the {split} split to choose tau on: expected its image "
+            "files where `prepare` found them (or pass --tau VALUE)"
+        )
     return torch.cat(feats), torch.cat(labels)
 
 
@@ -469,13 +484,12 @@ def _top1(logits: Tensor, labels: Tensor) -> float:
     return float((logits.argmax(1) == labels).double().mean())
 
 
-def _fit(head: nn.Module, params, backbone: nn.Module, stream, loss_fn, ctx: dict) -> list[float]:
-    """Train ``params`` of ``head`` on frozen features of ``stream``: SGD, cosine lr to 0."""
+def _fit(head: nn.Module, groups, backbone: nn.Module, stream, loss_fn, ctx: dict) -> list[float]:
+    """Train the parameter ``groups`` (each with its weight decay) of ``head`` on frozen
+    features of ``stream``: SGD, cosine lr to 0."""
     opts, cast, log = ctx["options"], ctx["cast"], ctx["log"]
     lr, epochs = ctx["lr"], opts.epochs
-    optimizer = torch.optim.SGD(
-        params, lr=lr, momentum=opts.momentum, weight_decay=ctx["weight_decay"]
-    )
+    optimizer = torch.optim.SGD(groups, lr=lr, momentum=opts.momentum)
     total, step, losses = max(1, epochs * stream.steps_per_epoch), 0, []
     for epoch in range(epochs):
         loss_sum, n = torch.zeros((), device=ctx["device"]), 0
@@ -513,34 +527,43 @@ def _stage_two_loss(run: _Run, opts: DecoupleOptions, device: torch.device):
 
 
 def _sampler(opts: DecoupleOptions, data: _Data, seed: int):
-    return ClassUniformSampler(data.labels, seed) if opts.sampler == "class_uniform" else None
+    uniform = opts.sampler == CLASS_BALANCED_SAMPLER
+    return ClassUniformSampler(data.labels, seed) if uniform else None
 
 
 def _crt(run: _Run, backbone, fc: nn.Linear, data: _Data, ctx: dict) -> tuple[nn.Linear, dict]:
     from .losses import init_prior_bias_
+    from .optim import parameter_groups
 
     opts, device, loss_fn = ctx["options"], ctx["device"], ctx["loss_fn"]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(run.cfg.seed + 1)
-        head = nn.Linear(fc.in_features, fc.out_features).to(device)
-    if loss_fn.uses_prior_bias:
-        init_prior_bias_(head)
+        # a classifier without a bias gets none: the run's model must still load the result
+        head = nn.Linear(fc.in_features, fc.out_features, bias=fc.bias is not None).to(device)
+    no_decay = []
+    if loss_fn.uses_prior_bias:  # its bias starts at the prior and is not decayed (as stage one)
+        no_decay.append(init_prior_bias_(head).bias)
+    groups = parameter_groups(
+        head, ctx["weight_decay"], no_decay=no_decay, bias_and_norm=run.cfg.no_decay_bias_and_norm
+    )
     stream = data.stream(ctx["batch_size"], _sampler(opts, data, run.cfg.seed))
-    losses = _fit(head, head.parameters(), backbone, stream, loss_fn, ctx)
+    losses = _fit(head, groups, backbone, stream, loss_fn, ctx)
     return head, {"train_loss": losses}
 
 
 def _lws(run: _Run, backbone, fc: nn.Linear, data: _Data, ctx: dict) -> tuple[nn.Linear, dict]:
     opts, loss_fn = ctx["options"], ctx["loss_fn"]
     head = LWSHead(fc)
+    groups = [{"params": [head.scales], "weight_decay": ctx["weight_decay"]}]  # s alone trains
     stream = data.stream(ctx["batch_size"], _sampler(opts, data, run.cfg.seed))
-    losses = _fit(head, [head.scales], backbone, stream, loss_fn, ctx)
+    losses = _fit(head, groups, backbone, stream, loss_fn, ctx)
     return head.folded(), {"train_loss": losses, "scales": head.scales.detach().cpu().tolist()}
 
 
 def _tau_norm(run: _Run, backbone, fc: nn.Linear, data: _Data, ctx: dict) -> tuple[nn.Linear, dict]:
     opts = ctx["options"]
-    info: dict[str, Any] = {}
+    info: dict[str, Any] = {"tau_bias": opts.tau_bias}
+    bias = fc.bias if opts.tau_bias == "keep" else None
     if opts.tau is not None:
         tau = float(opts.tau)
         info["tau_chosen_on"] = "given (--tau)"
@@ -551,10 +574,10 @@ def _tau_norm(run: _Run, backbone, fc: nn.Linear, data: _Data, ctx: dict) -> tup
             "with a val list and a test list)"
         )
     else:
-        feats, labels = _features(backbone, data.batches(data.tune_split), ctx["cast"])
+        feats, labels = _features(backbone, data, data.tune_split, ctx["cast"])
         search = []
         for t in sorted(set(opts.taus)):  # ascending: ties go to the smallest tau
-            logits = feats @ tau_normalize(fc.weight, t).T + fc.bias
+            logits = nn.functional.linear(feats, tau_normalize(fc.weight, t), bias)
             search.append({"tau": float(t), "accuracy": _top1(logits, labels)})
         best = max(search, key=lambda r: r["accuracy"])  # the first: the smallest on ties
         tau = best["tau"]
@@ -565,8 +588,8 @@ def _tau_norm(run: _Run, backbone, fc: nn.Linear, data: _Data, ctx: dict) -> tup
     head = nn.Linear(fc.in_features, fc.out_features, bias=fc.bias is not None).to(fc.weight.device)
     with torch.no_grad():
         head.weight.copy_(tau_normalize(fc.weight.detach(), tau))
-        if fc.bias is not None:
-            head.bias.copy_(fc.bias)
+        if fc.bias is not None:  # the run's architecture, the bias dropped as zeros
+            head.bias.copy_(fc.bias if bias is not None else torch.zeros_like(fc.bias))
     info["tau"] = tau
     return head, info
 
@@ -606,7 +629,13 @@ def _evaluate(model: nn.Module, data: _Data, counts: np.ndarray, cast) -> dict[s
         with cast:
             logits = model(x)
         result.update(logits.float(), y)
-    return summarize(result, counts)
+    metrics = summarize(result, counts)
+    if metrics["num_test_images"] == 0:  # every image unreadable: not a test error of 100%
+        raise ValueError(
+            f"no readable image in the {data.eval_split} split to evaluate: expected its image "
+            "files where `prepare` found them"
+        )
+    return metrics
 
 
 def _write(folder, cfg, run: _Run, record: dict, model, metrics: dict, settings: dict) -> None:
@@ -642,6 +671,79 @@ def _load_data(run: _Run, options: DecoupleOptions, device: torch.device) -> _Da
     return _memory_data(run, device, cfg.eval_batch_size, accept)
 
 
+def _check_one_process() -> None:
+    """Refuse torchrun: every one of its processes would run it all and write ``out``."""
+    world = os.environ.get("WORLD_SIZE", "1")
+    if world.strip() != "1":
+        raise ValueError(
+            f"decouple runs in one process: expected no torchrun (or one process), "
+            f"got WORLD_SIZE={world}"
+        )
+
+
+def _check_workers(run: _Run, options: DecoupleOptions) -> None:
+    from .data.registry import is_large_dataset
+
+    if options.num_workers is not None and not is_large_dataset(run.cfg.dataset):
+        raise ValueError(
+            f"--num-workers applies to image-file data sets, not {run.cfg.dataset} (held in memory)"
+        )
+
+
+def _freeze_backbone(model: nn.Module) -> nn.Linear:
+    """Take the classifier out of ``model`` (``fc`` becomes the identity: ``model`` gives
+    features) and freeze the rest: no gradients, batch-norm statistics fixed."""
+    from .models.registry import classifier, set_classifier_
+
+    fc = classifier(model)
+    set_classifier_(model, nn.Identity())
+    model.eval().requires_grad_(False)
+    return fc
+
+
+def _context(run: _Run, options: DecoupleOptions, data: _Data, **given) -> dict[str, Any]:
+    """What a method reads (``given``: device, cast, log, loss_fn), with the stage-two
+    ``lr``, ``weight_decay`` and ``batch_size`` (the run's where ``options`` has none)."""
+    cfg = run.cfg
+    return {
+        "options": options,
+        **given,
+        "lr": options.lr if options.lr is not None else cfg.lr,
+        "weight_decay": cfg.weight_decay if options.weight_decay is None else options.weight_decay,
+        # a batch larger than the training set shrinks to it (as the trainer's in memory)
+        "batch_size": min(options.batch_size or cfg.batch_size, len(data.labels)),
+    }
+
+
+def _settings(run: _Run, options: DecoupleOptions, ctx: dict, split: str, info: dict) -> dict:
+    """``decouple.json``: the method, its stage-one run and every setting it used."""
+    return {
+        "method": options.method,
+        "stage_one": str(run.folder),
+        "stage_one_checkpoint": str(run.checkpoint),
+        "stage_one_checkpoint_sha256": run.checkpoint_sha256,
+        "options": {k: v for k, v in asdict(options).items() if k not in ("out", "overwrite")},
+        "lr": ctx["lr"],
+        "weight_decay": ctx["weight_decay"],
+        "batch_size": ctx["batch_size"],
+        "evaluated_split": split,
+        **info,
+    }
+
+
+def _result_line(run: _Run, options: DecoupleOptions, split: str, metrics: dict) -> str:
+    groups = "/".join(
+        "-"
+        if metrics[f"{g}_shot_accuracy"] is None
+        else f"{100 * metrics[f'{g}_shot_accuracy']:.1f}"
+        for g in ("many", "medium", "few")
+    )
+    return (
+        f"{options.method} on {run.folder} ({run.checkpoint.name}): {split} error "
+        f"{metrics['error_percent']:.2f}%  many/medium/few acc {groups}  -> {options.out}"
+    )
+
+
 def decouple(
     run: str | Path, options: DecoupleOptions, *, log: Callable[[str], Any] = print
 ) -> dict[str, Any]:
@@ -655,72 +757,29 @@ def decouple(
         FileNotFoundError / ValueError: not a finished run, a classifier that is not linear,
             a bad option, ``out`` holding something else (see :class:`DecoupleOptions`).
     """
-    from .data.registry import is_large_dataset
     from .engine.distributed import resolve_device
     from .engine.loop import summary_fields
-    from .models.registry import classifier, set_classifier_
+    from .models.registry import set_classifier_
 
     options.validate()
-    world = os.environ.get("WORLD_SIZE", "1")
-    if world.strip() != "1":  # every torchrun process would run it all and write ``out``
-        raise ValueError(
-            f"decouple runs in one process: expected no torchrun (or one process), "
-            f"got WORLD_SIZE={world}"
-        )
+    _check_one_process()
     r = _load_run(run)
-    if options.num_workers is not None and not is_large_dataset(r.cfg.dataset):
-        raise ValueError(
-            f"--num-workers applies to image-file data sets, not {r.cfg.dataset} (held in memory)"
-        )
+    _check_workers(r, options)
     out_folder, out_cfg = _open_out(r, Path(options.out), options.overwrite)
     device = resolve_device(options.device, 0)
-    cfg = r.cfg
-    cast = _autocast(cfg, device, log)  # before the data load (minutes at scale)
+    cast = _autocast(r.cfg, device, log)  # before the data load (minutes at scale)
     model = _build_model(r, device)
-    trained = options.method != "tau_norm"  # checked before the data load (minutes at scale)
+    trained = options.method in TRAINED_METHODS  # checked before the data load (minutes at scale)
     loss_fn = _stage_two_loss(r, options, device) if trained else None
     data = _load_data(r, options, device)
-    fc = classifier(model)
-    set_classifier_(model, nn.Identity())
-    model.eval().requires_grad_(False)  # frozen: no gradients, batch-norm statistics fixed
-    ctx = {
-        "options": options,
-        "device": device,
-        "cast": cast,
-        "log": log,
-        "loss_fn": loss_fn,
-        "lr": options.lr if options.lr is not None else cfg.lr,
-        "weight_decay": cfg.weight_decay if options.weight_decay is None else options.weight_decay,
-        # a batch larger than the training set shrinks to it (as the trainer's in memory)
-        "batch_size": min(options.batch_size or cfg.batch_size, len(data.labels)),
-    }
+    fc = _freeze_backbone(model)
+    ctx = _context(r, options, data, device=device, cast=cast, log=log, loss_fn=loss_fn)
     head, info = _METHODS[options.method](r, model, fc, data, ctx)
     set_classifier_(model, head.requires_grad_(False))
-    metrics = _evaluate(model, data, r.counts, ctx["cast"])
-    settings = {
-        "method": options.method,
-        "stage_one": str(r.folder),
-        "stage_one_checkpoint": str(r.checkpoint),
-        "stage_one_checkpoint_sha256": r.checkpoint_sha256,
-        "options": {k: v for k, v in asdict(options).items() if k not in ("out", "overwrite")},
-        "lr": ctx["lr"],
-        "weight_decay": ctx["weight_decay"],
-        "batch_size": ctx["batch_size"],
-        "evaluated_split": data.eval_split,
-        **info,
-    }
-    summary = {**summary_fields(cfg, np.asarray(r.counts)), "method": options.method}
-    metrics = {**summary, **metrics, "epoch": cfg.epochs, "decouple": settings}
+    metrics = _evaluate(model, data, r.counts, cast)
+    settings = _settings(r, options, ctx, data.eval_split, info)
+    summary = {**summary_fields(r.cfg, np.asarray(r.counts)), "method": options.method}
+    metrics = {**summary, **metrics, "epoch": r.cfg.epochs, "decouple": settings}
     _write(out_folder, out_cfg, r, data.record, model, metrics, settings)
-    log(
-        f"{options.method} on {r.folder} ({r.checkpoint.name}): {data.eval_split} error "
-        f"{metrics['error_percent']:.2f}%  many/medium/few acc "
-        + "/".join(
-            "-"
-            if metrics[f"{g}_shot_accuracy"] is None
-            else f"{100 * metrics[f'{g}_shot_accuracy']:.1f}"
-            for g in ("many", "medium", "few")
-        )
-        + f"  -> {options.out}"
-    )
+    log(_result_line(r, options, data.eval_split, metrics))
     return metrics

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
@@ -46,14 +47,21 @@ def parameter_groups(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if not (math.isfinite(weight_decay) and weight_decay >= 0):
+        raise ValueError(f"expected a finite weight_decay >= 0, got {weight_decay}")
     excluded_ids = set()
     names = dict(model.named_parameters())
+    own = {id(p) for p in names.values()}
     for item in no_decay:
         if isinstance(item, str):
             if item not in names:
                 raise ValueError(f"no_decay names an unknown parameter {item!r}")
             excluded_ids.add(id(names[item]))
         elif isinstance(item, Tensor):
+            if id(item) not in own:  # e.g. of a copy of the model: it would decay all the same
+                raise ValueError(
+                    f"no_decay holds a tensor of shape {tuple(item.shape)} that is not a parameter of the model"
+                )
             excluded_ids.add(id(item))
         else:
             raise TypeError(

@@ -144,8 +144,9 @@ def _to_vector(name: str, value: object, *, allow_nan: bool = False) -> np.ndarr
     bad = np.isinf(array) if allow_nan else ~np.isfinite(array)
     if bad.any():
         index = int(np.flatnonzero(bad)[0])
+        kind = "finite numbers or NaN" if allow_nan else "finite numbers"
         raise ValueError(
-            f"expected {name} to hold finite numbers, got {float(array[index])!r} at index {index}"
+            f"expected {name} to hold {kind}, got {float(array[index])!r} at index {index}"
         )
     return array
 
@@ -438,7 +439,7 @@ def _figure_per_class_accuracy(
     accuracies: dict[str, np.ndarray] = {}
     num_classes = None
     for name, values in runs.items():
-        array = _to_vector(f"runs[{name!r}]", values)
+        array = _to_vector(f"runs[{name!r}]", values, allow_nan=True)  # NaN: no test image
         if num_classes is None:
             num_classes = array.size
         elif array.size != num_classes:
@@ -523,7 +524,8 @@ def plot_per_class_accuracy(
 
     Args:
         path: target ``.png`` file; missing parent directories are created.
-        runs: run name -> ``(C,)`` accuracies in ``[0, 1]``, the same ``C`` for every run.
+        runs: run name -> ``(C,)`` accuracies in ``[0, 1]``, the same ``C`` for every run;
+            NaN for a class without test images (no bar or point is drawn for it).
         counts: optional ``(C,)`` non-negative training-set sizes.
         class_names: optional ``C`` tick labels.
         figsize: ``(width, height)`` in inches; the image is ``figsize * dpi`` pixels.

@@ -217,3 +217,60 @@ def test_flipped_bits_are_caught_by_the_checksum_before_unpickling(tmp_path, mon
     monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("unpickled a corrupt file"))
     with pytest.raises(CorruptCheckpoint, match="SHA-256"):
         load_checkpoint(path, sha256=digest)
+
+
+def test_rotation_never_removes_the_checkpoint_it_just_wrote(tmp_path):
+    # a resume from an older checkpoint (--fallback-checkpoint past a corrupt newest one,
+    # whose step the run has not reached again) with fewer checkpoints kept than before
+    from classbalanced.engine.run_folder import Manifest, RunFolder
+
+    folder = RunFolder(tmp_path, Manifest(tmp_path), writer=True, resuming=True)
+    for step in (10, 30):
+        folder.save_checkpoint(step, _state(step), keep=5)
+    new = folder.save_checkpoint(20, _state(20), keep=1)
+    assert load_checkpoint(new, sha256=folder.manifest.checkpoint_sha(new))["global_step"] == 20
+    # the older one goes; the later one stays until the run writes that step again
+    assert _files(tmp_path / "checkpoints") == [new.name, "checkpoint-00000030.pt"]
+    plain = tmp_path / "plain"
+    for step in (10, 30):
+        save_checkpoint(plain, step, _state(step), keep=5)
+    assert load_checkpoint(save_checkpoint(plain, 20, _state(20), keep=1))["global_step"] == 20
+    assert _files(plain) == ["checkpoint-00000020.pt", "checkpoint-00000030.pt"]
+
+
+def test_a_checkpoint_of_another_format_version_names_both_versions(tmp_path):
+    from classbalanced.engine.checkpoint import FORMAT_VERSION
+
+    path = tmp_path / "checkpoint-00000001.pt"
+    torch.save({**_state(), "format_version": FORMAT_VERSION + 1}, path)
+    message = _one_line_value_error(path)
+    assert f"format_version {FORMAT_VERSION + 1}" in message
+    assert f"expected format_version {FORMAT_VERSION}" in message
+
+
+def test_a_forced_resume_steps_with_the_configs_hyperparameters_and_the_saved_momentum(tmp_path):
+    from classbalanced.config import TrainConfig
+    from classbalanced.engine.state import TrainState
+    from classbalanced.models import build_model
+    from classbalanced.optim import build_sgd, parameter_groups
+
+    cfg = TrainConfig(dataset="digits", model="simple_cnn")
+
+    def model_and_sgd(weight_decay, momentum, nesterov):
+        model = build_model("simple_cnn", 3, in_channels=1)
+        groups = parameter_groups(model, weight_decay, no_decay=[model.fc.bias])
+        return model, build_sgd(groups, lr=0.1, momentum=momentum, nesterov=nesterov)
+
+    model, sgd = model_and_sgd(2e-4, 0.9, False)
+    model(torch.randn(4, 1, 8, 8)).sum().backward()
+    sgd.step()
+    path = tmp_path / "checkpoint-00000001.pt"
+    write_checkpoint(path, 1, TrainState().to_checkpoint(model, sgd, cfg, ["a", "b", "c"]))
+    # --resume --force --weight-decay 0.5 --momentum 0.5 --nesterov: the new values apply
+    model, sgd = model_and_sgd(0.5, 0.5, True)
+    TrainState.from_checkpoint(load_checkpoint(path), model, sgd, cfg, ["a", "b", "c"], "x")
+    assert [g["weight_decay"] for g in sgd.param_groups] == [0.5, 0.0]
+    assert {(g["momentum"], g["nesterov"]) for g in sgd.param_groups} == {(0.5, True)}
+    saved = load_checkpoint(path)["optimizer"]["state"]
+    for i, p in enumerate(model.parameters()):
+        assert torch.equal(sgd.state[p]["momentum_buffer"], saved[i]["momentum_buffer"])

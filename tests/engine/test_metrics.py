@@ -196,3 +196,42 @@ def test_counts_support_the_plus_operator():
     a_before, b_before = a.stacked().clone(), b.stacked().clone()
     assert summarize(a + b, TRAIN_COUNTS) == summarize(whole, TRAIN_COUNTS)
     assert torch.equal(a.stacked(), a_before) and torch.equal(b.stacked(), b_before)  # no aliasing
+
+
+class _Lookup(torch.nn.Module):
+    """Image ``i`` (a 1x1 uint8 image of value ``i``, normalised to ``i / 128 - 1``) -> row
+    ``i`` of ``table``."""
+
+    def __init__(self, table: torch.Tensor) -> None:
+        super().__init__()
+        self.table = table
+
+    def forward(self, x):
+        return self.table[((x.reshape(len(x)) + 1) * 128).round().long()]
+
+
+def test_evaluate_counts_every_class_of_the_model_when_the_last_ones_have_no_test_image():
+    from classbalanced.engine import evaluate
+
+    rng = np.random.default_rng(3)
+    logits, labels = _random_batch(rng, 57, len(TRAIN_COUNTS), absent=(6, 7))  # the last two
+    images = torch.arange(len(labels), dtype=torch.uint8).reshape(-1, 1, 1, 1)
+    model = _Lookup(torch.from_numpy(logits))
+    counts = evaluate(model, images, torch.from_numpy(labels), batch_size=10)
+    _assert_close(summarize(counts, TRAIN_COUNTS), _reference(logits, labels, TRAIN_COUNTS))
+    with pytest.raises(
+        ValueError, match="expected training counts of the 8 evaluated classes, got 6"
+    ):
+        summarize(counts, TRAIN_COUNTS[:6])  # the counts of the classes the test set holds
+
+
+@pytest.mark.parametrize("precision", ["fp64", "float16", "FP16"])
+def test_evaluate_refuses_a_precision_it_would_take_for_fp16(precision):
+    from classbalanced.engine import evaluate
+
+    images = torch.zeros(2, 1, 1, 1, dtype=torch.uint8)
+    model = _Lookup(torch.zeros(256, 3))
+    with pytest.raises(
+        ValueError, match=f"expected a precision in fp32, bf16, fp16, got '{precision}'"
+    ):
+        evaluate(model, images, torch.zeros(2, dtype=torch.long), precision=precision)

@@ -1,7 +1,10 @@
 """Nothing a user had on disk is lost: failed runs write nothing, --overwrite only replaces a run."""
 
+import contextlib
 import json
+from pathlib import Path
 
+import pytest
 from engine_cli import one_error_line, run_cli
 
 BASE = ["train", "--dataset", "digits", "--epochs", "1", "--model", "simple_cnn", "--no-progress"]
@@ -29,3 +32,66 @@ def test_bad_settings_write_nothing_and_keep_an_old_run(tmp_path, capsys):
     assert code == 0, err
     assert (out / "notes.txt").read_text() == "mine"
     assert json.loads((out / "config.json").read_text())["seed"] == 1
+
+
+def _killed_while_writing(folder: Path, write, monkeypatch) -> list[Path]:
+    """The temporary files ``write()`` (atomic writes) leaves in ``folder`` and its
+    ``checkpoints/`` when the process is killed before each rename."""
+    import os
+
+    before = set(folder.rglob(".*.tmp"))
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(OSError("killed")))
+        patch.setattr(os, "unlink", lambda *a, **k: None)  # the kill leaves the file behind
+        write()
+    return sorted(set(folder.rglob(".*.tmp")) - before)
+
+
+def test_a_resume_removes_its_own_stale_temporary_files_and_no_user_file(
+    copied_run, tiny_run, engine_helpers, monkeypatch
+):
+    import matplotlib.pyplot as plt
+
+    from classbalanced.data.safe_io import atomic_write_json
+    from classbalanced.engine.checkpoint import write_checkpoint
+    from classbalanced.engine.run_folder import RunFolder
+    from classbalanced.plots import _write_png
+
+    mine = [copied_run / ".notes.tmp", copied_run / "checkpoints" / ".draft.pt.tmp"]
+    for path in mine:
+        path.write_text("mine")
+
+    def writes():  # the run's writers, each killed midway
+        for name in ("run.json", "metrics.json"):
+            with contextlib.suppress(OSError):
+                atomic_write_json(copied_run / name, {})
+        with contextlib.suppress(OSError):
+            write_checkpoint(copied_run / "checkpoints" / "checkpoint-00000099.pt", 99, {})
+        with contextlib.suppress(OSError):
+            _write_png(plt.figure(), copied_run / "class_distribution.png")
+        plt.close("all")
+
+    stale = _killed_while_writing(copied_run, writes, monkeypatch)
+    assert len(stale) == 4
+    cfg = engine_helpers.replace(tiny_run.cfg.resolved(), resume=True, out=str(copied_run))
+    folder = RunFolder.open(cfg)
+    folder.start(cfg, {}, folder.data)
+    assert [p.read_text() for p in mine] == ["mine", "mine"]
+    assert [p for p in stale if p.exists()] == []
+
+
+def test_evaluate_names_what_it_expected_for_a_path_that_is_no_run_or_checkpoint_of_one(
+    tmp_path, copied_run
+):
+    from classbalanced.engine.evaluate import evaluate_run
+
+    checkpoint = next((copied_run / "checkpoints").glob("checkpoint-*.pt"))
+    loose = tmp_path / "elsewhere" / "model.pt"  # a checkpoint copied out of its run
+    loose.parent.mkdir()
+    loose.write_bytes(checkpoint.read_bytes())
+    for path in (loose, copied_run / "config.json"):
+        with pytest.raises(ValueError, match="^expected a run folder or a checkpoint in its ") as e:
+            evaluate_run(path, device="cpu")
+        assert str(path) in str(e.value)
+    with pytest.raises(FileNotFoundError, match="^no run folder or checkpoint at "):
+        evaluate_run(tmp_path / "missing", device="cpu")

@@ -244,6 +244,13 @@ def _damage(file: str, *keys: str, evaluate: bool = False):
     return make
 
 
+def _files_listed_as_a_list(run, data, tmp):
+    content = manifest(run)
+    content["files"] = list(content["files"])  # the names without their SHA-256
+    (run / "run.json").write_text(json.dumps(content))
+    return ["evaluate", run, "--device", "cpu"]
+
+
 REFUSALS = [
     ("resume-force-other-model", _force("--model", "simple_cnn"), "checkpoint holds resnet8, config asks for simple_cnn"),
     ("resume-force-other-loss", _force("--loss", "ldam"), "does not fit"),
@@ -259,6 +266,7 @@ REFUSALS = [
     ("evaluate-subset-without-counts", _subset_without_counts, "lacks the key(s) counts"),
     ("resume-manifest-without-data", _damage("run.json", "data"), "lacks the key(s) data"),
     ("resume-record-without-fingerprint", _damage("run.json", "data.train.fingerprint"), "lacks train.source / train.fingerprint"),
+    ("evaluate-manifest-files-not-a-mapping", _files_listed_as_a_list, "expected its files as a mapping"),
     ("evaluate-record-without-class-names", _damage("run.json", "data.class_names", evaluate=True), "lacks class_names"),
     ("evaluate-corrupt-checkpoint", lambda r, d, t: (_corrupt_newest_checkpoint(r, d, t), _evaluate()(r, d, t))[1], "newest valid older checkpoint is"),
 ]  # fmt: skip
@@ -476,3 +484,34 @@ def test_a_checkpoint_of_other_classes_is_refused_before_its_weights_load(tiny_r
         check_checkpoint_fits(state, cfg, swapped, str(path))
     with pytest.raises(ValueError, match="expected 10 classes, got 9"):
         check_checkpoint_fits(state, cfg, names[:9], str(path))
+
+
+def test_a_full_disk_under_tensorboard_is_one_line_without_a_thread_traceback(
+    tmp_path, monkeypatch
+):
+    import threading
+
+    import torch
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    from classbalanced.engine.metrics import EvalCounts, summarize
+    from classbalanced.engine.run_folder import Manifest, RunFolder, RunWriteError
+
+    tracebacks = []  # what an unhandled exception in a thread would print
+    monkeypatch.setattr(threading, "excepthook", tracebacks.append)
+    folder = RunFolder(tmp_path, Manifest(tmp_path), writer=True, resuming=False)
+    folder.open_tensorboard(None)
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(RecordWriter, "write", full)
+    counts = EvalCounts.zeros(3)
+    counts.update(torch.eye(3), torch.arange(3))
+    with pytest.raises(RunWriteError) as info:  # the writer thread's error, on the next write
+        folder.log_scalars({"train/epoch": 1.0}, 1)
+        folder.log_evaluation(summarize(counts, [100, 10, 1]), 1)
+    line = str(info.value)
+    assert "No space left on device" in line and "--resume" in line and "\n" not in line
+    assert f"cannot write tensorboard in {tmp_path}" in line
+    assert tracebacks == []

@@ -111,6 +111,15 @@ def test_unknown_names_list_valid_patterns(name):
         ("resnet33_v2", "6n+2 (8, 14, 20, 32, 44, 56, 110, ...), got 33"),
         ("resnet32_bottleneck", "9n+2 (11, 20, 29, 38, 47, 56, 110, 164, ...), got 32"),
         ("resnet2", "6n+2 (8, 14, 20, 32, 44, 56, 110, ...), got 2"),
+        # a depth of 6n+2 / 9n+2 beyond any published one: refused at once (it built for minutes)
+        (
+            "resnet2006",
+            "at most 2000 (the deepest CIFAR ResNets of He et al. have 1202 and 1001 layers), got 2006",
+        ),
+        (
+            "resnet600000002_bottleneck",
+            "at most 2000 (the deepest CIFAR ResNets of He et al. have 1202 and 1001 layers), got 600000002",
+        ),
     ],
 )
 def test_bad_depths_list_valid_depths(name, fragment):

@@ -28,6 +28,12 @@ def test_pretrained_weights_load_from_the_local_cache_only(tmp_path, monkeypatch
 def test_pretrained_only_for_torchvision_models():
     with pytest.raises(ValueError, match="resnet50, resnet101, resnet152"):
         pretrained_weights_path("resnet32")
+    # refused with the config, before any data is loaded (it was after the data load)
+    from classbalanced.config import TrainConfig
+
+    with pytest.raises(ValueError, match=r"available for resnet50.*got 'resnet32'$"):
+        TrainConfig(dataset="digits", model="resnet32", pretrained=True).resolved()
+    assert TrainConfig(dataset="digits", model="ResNet50", pretrained=True).resolved().pretrained
 
 
 class _Payload:  # an object weights_only loading refuses
@@ -55,3 +61,21 @@ def test_an_unsafe_cached_file_is_refused_without_suggesting_weights_only_false(
     assert message.startswith(f"refusing {path}") and "\n" not in message
     assert "weights_only=False" not in message and "trust" not in message
     assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_a_cached_file_of_other_shapes_is_one_line_naming_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    model = build_model("resnet50", 3)
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        source = build_model("resnet50", 3).state_dict()
+    state = {k: v for k, v in source.items() if not k.startswith("fc.")}
+    state["conv1.weight"] = torch.zeros(64, 1, 7, 7)  # a one-channel stem: not torchvision's
+    path = pretrained_weights_path("resnet50")
+    path.parent.mkdir(parents=True)
+    torch.save(state, path)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"does not match resnet50: .*conv1\.weight") as info:
+        load_pretrained_(model, "resnet50")
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

@@ -10,7 +10,7 @@ from reproduce_helpers import quiet
 
 from classbalanced.cli import main
 from classbalanced.launch.sweep import run_sweep
-from classbalanced.reproduce.report import write_report
+from classbalanced.reproduce.report import build_report, write_report
 from classbalanced.reproduce.results import load_results
 from classbalanced.reproduce.sweep import parse_sweep
 
@@ -145,6 +145,9 @@ def test_single_seed_and_unpublished_dataset(tmp_path, fake_launcher):
     report = (tmp_path / "report.md").read_text()
     assert _row(report, "Softmax")[2:] == ["61.25 (1 seed)", "-", "-"]
     assert _row(report, "Class-balanced (paper's setting)")[2:] == ["-", "-", "-"]
+    # nothing to compare with: no 200-epoch warning about the published numbers, a note
+    assert "NOT the paper's protocol" not in report
+    assert "No published numbers for digits (Table 2 has CIFAR only)." in report
 
 
 def test_report_cli_and_refresh(tmp_path, fake_launcher, capsys):
@@ -208,3 +211,209 @@ def test_large_scale_runs_are_reported_against_table3(tmp_path, fake_launcher):
         "38.88",
         "+1.62",
     ]
+
+
+def _csv_row(**values):
+    """One row as load_results gives it (a finished run; the keys of results.csv)."""
+    row = dict.fromkeys(("name", "run_dir", "top5_error_percent", "accuracy"))
+    row.update(dataset="cifar10", imbalance_factor=100.0, model="resnet32", loss="softmax")
+    row.update(beta=0.0, gamma=None, seed=0, epochs=200, epoch=200, status="finished")
+    row.update(dict.fromkeys(("many_shot_accuracy", "medium_shot_accuracy")))
+    row.update(few_shot_accuracy=None, error_percent=30.0)
+    row.update(values)
+    row["name"] = row["name"] or f"{row['model']}-{row['epochs']}-s{row['seed']}"
+    return row
+
+
+def test_table3_does_not_average_other_networks_or_schedules_together(tmp_path):
+    """A ResNet-152 and a 10-epoch run used to join the ResNet-50 ones in one '3 seeds' cell."""
+    base = {"dataset": "inat2018", "imbalance_factor": 1.0, "top5_error_percent": 20.0}
+    rows = [
+        _csv_row(**base, model="resnet50", epochs=90, epoch=90, seed=0, error_percent=44.0),
+        _csv_row(**base, model="resnet50", epochs=90, epoch=90, seed=1, error_percent=46.0),
+        _csv_row(**base, model="resnet152", epochs=90, epoch=90, seed=0, error_percent=30.0),
+        _csv_row(**base, model="resnet50", epochs=10, epoch=10, seed=0, error_percent=70.0),
+    ]
+    report = build_report(tmp_path, rows, figures=False)
+    softmax = {}
+    for line in report.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 9 and cells[1] == "Softmax":
+            softmax[cells[0]] = cells[3]
+    mean, std = _stats([44.0, 46.0])
+    assert softmax == {
+        "inat2018, model resnet50, epochs 90": f"{mean:.2f} ± {std:.2f} (2 seeds)",
+        "inat2018, model resnet152, epochs 90": "30.00 (1 seed)",
+        "inat2018, model resnet50, epochs 10": "70.00 (1 seed)",
+    }
+
+
+def test_a_run_with_a_nan_error_is_not_counted_and_is_named(tmp_path):
+    """(A NaN error in results.csv ended the report in a traceback of statistics.stdev, and
+    a NaN group, listed first, stayed the 'best of grid': nothing compares below NaN.)"""
+    nan = float("nan")
+    rows = [
+        _csv_row(loss="focal", beta=0.999, gamma=1.0, seed=0, error_percent=nan, name="bad"),
+        _csv_row(loss="focal", beta=0.999, gamma=1.0, seed=1, error_percent=20.0),
+        _csv_row(loss="focal", beta=0.9999, gamma=1.0, seed=0, error_percent=25.0),
+        _csv_row(loss="softmax", seed=0, error_percent=31.0),
+        _csv_row(loss="softmax", seed=1, error_percent=33.0),
+    ]
+    report = build_report(tmp_path, rows, figures=False)
+    assert "nan" not in _row(report, "Class-balanced (best of grid)")[2]
+    assert _row(report, "Class-balanced (best of grid)")[1:3] == [
+        "focal, β=0.999, γ=1",
+        "20.00 (1 seed)",
+    ]
+    assert _row(report, "Softmax")[2] == f"32.00 ± {_stats([31.0, 33.0])[1]:.2f} (2 seeds)"
+    assert "- bad: finished, but its error_percent is nan" in report
+    large = {"dataset": "inat2018", "imbalance_factor": 1.0, "epochs": 90, "epoch": 90}
+    rows = [
+        _csv_row(**large, seed=0, error_percent=nan, top5_error_percent=nan),
+        _csv_row(**large, seed=1, error_percent=40.0, top5_error_percent=nan),
+        _csv_row(**large, seed=2, error_percent=42.0, top5_error_percent=20.0),
+    ]
+    line = next(x for x in build_report(tmp_path, rows).splitlines() if "| Softmax |" in x)
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[3] == f"41.00 ± {_stats([40.0, 42.0])[1]:.2f} (2 seeds)"
+    assert cells[6] == "20.00 (1 seed)"
+
+
+def _table_rows(report: str) -> list[list[str]]:
+    """The rows of every markdown table, split on unescaped pipes."""
+    return [
+        [c.strip() for c in re.split(r"(?<!\\)\|", line.strip()[1:-1])]
+        for line in report.splitlines()
+        if line.startswith("|")
+    ]
+
+
+def test_a_pipe_or_line_break_in_a_value_does_not_break_the_tables(tmp_path):
+    """(A varied value holding '|' added a column to the summary table and each row.)"""
+    rows = [
+        _csv_row(data_dir="/data/a|b", seed=0, error_percent=31.0),
+        _csv_row(data_dir="/data/c\nd", seed=0, error_percent=33.0),
+        _csv_row(dataset="inat2018", data_dir="/x|y", epochs=90, epoch=90),
+        _csv_row(dataset="inat2018", data_dir="/z", epochs=90, epoch=90),
+    ]
+    report = build_report(tmp_path, rows, figures=False)
+    tables = _table_rows(report)
+    header = next(t for t in tables if t[0] == "method" and t[1].startswith("cifar10"))
+    assert header[1:] == [
+        r"cifar10, IF 100, data_dir /data/a\|b",
+        "cifar10, IF 100, data_dir /data/c d",
+    ]
+    widths = {len(t) for t in tables if t[0] in ("method", "Softmax")}
+    assert widths == {3, 5}  # the summary's (method + 2 columns), each column's own table
+    large = [t for t in tables if t[0].startswith("inat2018")]
+    assert [t[0] for t in large if t[1] == "Softmax"] == [
+        r"inat2018, data_dir /x\|y",
+        "inat2018, data_dir /z",
+    ]
+    assert {len(t) for t in large} == {9}
+
+
+def test_table3_compares_only_the_full_training_set(tmp_path):
+    """Table 3 is for the official iNaturalist / ImageNet training sets (IF 1 keeps them
+    whole) and shuffled batches: a sub-sampled set (IF 10) was averaged with them and
+    compared with it too, and so was a run with the class-balanced sampler."""
+    base = {"dataset": "inat2018", "model": "resnet50", "epochs": 90, "epoch": 90}
+    base.update(sampler="shuffle", reweight_schedule="constant", top5_error_percent=20.0)
+    rows = [
+        _csv_row(**base, imbalance_factor=1.0, error_percent=44.0),
+        _csv_row(**{**base, "top5_error_percent": 30.0}, imbalance_factor=10.0, error_percent=60.0),
+        _csv_row(**{**base, "sampler": "class_balanced"}, imbalance_factor=1.0, error_percent=40.0),
+    ]
+    softmax = {}
+    for line in build_report(tmp_path, rows, figures=False).splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 9 and cells[1] == "Softmax":
+            softmax[cells[0]] = cells[3:]
+    assert softmax == {
+        "inat2018, IF 1, sampler shuffle": [
+            "44.00 (1 seed)", "42.86", "+1.14", "20.00 (1 seed)", "21.31", "-1.31",
+        ],
+        "inat2018, IF 1, sampler class_balanced (sampler class_balanced: not the paper's "
+        "setting)": ["40.00 (1 seed)", "-", "-", "20.00 (1 seed)", "-", "-"],
+        "inat2018, IF 10, sampler shuffle": ["60.00 (1 seed)", "-", "-", "30.00 (1 seed)", "-", "-"],
+    }  # fmt: skip
+
+
+def _published_cells(report: str, label: str) -> dict[str, str]:
+    """Section title -> the published cell of row ``label`` in that column's table."""
+    found = {}
+    for section in report.split("\n## ")[1:]:
+        rows = [r for r in _table_rows(section) if r[0] == label and len(r) == 5]
+        if rows:
+            found[section.splitlines()[0]] = rows[0][3]
+    return found
+
+
+def test_table2_numbers_only_beside_the_papers_sampling_and_weighting(tmp_path, fake_launcher):
+    """Table 2's runs draw shuffled batches with constant class-balanced weights: a run with
+    the class-balanced sampler (or deferred re-weighting) was shown beside them as 'Softmax'
+    and diffed, whether the sweep varied the setting or fixed it for all its runs."""
+    fake_launcher(default=20.0)
+    grid = {"loss": ["softmax"], "sampler": ["shuffle", "class_balanced"]}
+    spec = {"base": {"dataset": "cifar10", "imbalance_factor": 100}, "grid": grid}
+    run_sweep(parse_sweep(spec), out=tmp_path / "varied", log=quiet)
+    report = (tmp_path / "varied" / "report.md").read_text(encoding="utf-8")
+    assert _published_cells(report, "Softmax") == {
+        "cifar10, IF 100, sampler shuffle": "29.64",
+        "cifar10, IF 100, sampler class_balanced": "-",
+    }
+    assert "are not the paper's setting (sampler class_balanced)" in report
+    spec["base"]["sampler"], spec["grid"] = "class_balanced", {"loss": ["softmax"]}
+    run_sweep(parse_sweep(spec), out=tmp_path / "fixed", log=quiet)
+    report = (tmp_path / "fixed" / "report.md").read_text(encoding="utf-8")
+    assert _published_cells(report, "Softmax") == {"cifar10, IF 100": "-"}
+    assert load_results(tmp_path / "fixed" / "results.csv")[0]["sampler"] == "class_balanced"
+
+
+def test_runs_of_table3_not_counted_are_named_too(tmp_path):
+    """(Only the CIFAR part listed its failed / missing runs: a Table 3 sweep's cells went
+    '-' without a word on which runs were missing.)"""
+    base = {"dataset": "inat2018", "imbalance_factor": 1.0, "epochs": 90}
+    rows = [
+        _csv_row(**base, name="inat-s0", epoch=90),
+        _csv_row(**base, name="inat-s1", status="failed", error_percent=None, epoch=None),
+        _csv_row(name="cifar-s0", status="missing", error_percent=None, epoch=None),
+    ]
+    report = build_report(tmp_path, rows, figures=False)
+    section = report[report.index("## Runs not counted") :]
+    assert "- inat-s1: failed" in section and "- cifar-s0: missing" in section
+    assert report.count("## Runs not counted") == 1 and "inat-s0" not in section
+
+
+def test_a_refused_report_writes_nothing(tmp_path, fake_launcher, capsys):
+    """A user's report.md (or a folder of that name) is refused before anything is written:
+    the figures and, with --refresh, results.csv used to be written first."""
+    fake_launcher(_errors())
+    run_sweep(_spec(), out=tmp_path, log=quiet, report=False)
+    csv_text = (tmp_path / "results.csv").read_text(encoding="utf-8")
+    (tmp_path / "results.csv").write_text(csv_text.replace("finished", "incomplete"))
+    before = (tmp_path / "results.csv").read_bytes()
+    (tmp_path / "report.md").write_text("# my notes\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"report.md exists and is not a report of classbalanced"):
+        write_report(tmp_path, refresh=True)
+    assert (tmp_path / "report.md").read_text(encoding="utf-8") == "# my notes\n"
+    assert not (tmp_path / "figures").exists()
+    assert (tmp_path / "results.csv").read_bytes() == before
+    (tmp_path / "report.md").unlink()
+    (tmp_path / "report.md").mkdir()
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "report.md is a folder: expected a file path" in err and ".tmp" not in err
+    assert not (tmp_path / "figures").exists()
+
+
+def test_best_of_grid_is_chosen_among_the_papers_losses(tmp_path):
+    """The published 'class-balanced (best)' is the best of softmax / sigmoid / focal with
+    beta > 0: an LDAM run with beta > 0 in the sweep was taken as the class-balanced best."""
+    rows = [
+        _csv_row(loss="softmax", error_percent=30.0),
+        _csv_row(loss="focal", beta=0.9999, gamma=1.0, error_percent=26.0),
+        _csv_row(loss="ldam", beta=0.9999, error_percent=20.0),
+    ]
+    best = _row(build_report(tmp_path, rows, figures=False), "Class-balanced (best of grid)")
+    assert best[1:3] == ["focal, β=0.9999, γ=1", "26.00 (1 seed)"]

@@ -49,7 +49,8 @@ def test_smoke_sweep_end_to_end(tmp_path, monkeypatch):
     ]
 
     report = (out / "report.md").read_text()
-    assert "**Epochs run: 2**" in report and "NOT the paper's protocol" in report
+    assert "**Epochs run: 2**" in report and "NOT the paper's protocol" not in report
+    assert "No published numbers for digits (Table 2 has CIFAR only)." in report  # nor a warning
     softmax = [float(r["error_percent"]) for r in rows[:2]]
     lines = {
         line.split("|")[1].strip(): line for line in report.splitlines() if line.startswith("| ")

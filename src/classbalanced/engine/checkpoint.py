@@ -24,6 +24,7 @@ __all__ = [
     "checkpoint_step",
     "write_checkpoint",
     "save_checkpoint",
+    "stale_checkpoints",
     "load_checkpoint",
     "latest_checkpoint",
     "list_checkpoints",
@@ -89,8 +90,22 @@ def write_checkpoint(path: str | Path, step: int, state: dict[str, Any]) -> str:
     return digest[0]
 
 
+def stale_checkpoints(paths: list[Path], step: int, keep: int) -> list[Path]:
+    """Which of ``paths`` (sorted by step) go once ``step`` is written: all older ones but
+    the newest ``keep - 1``. The new one and any later one (left by a resume from an older
+    checkpoint, e.g. past a corrupt newest one) are never among them.
+
+    >>> names = [checkpoint_path("c", s) for s in (10, 20, 30, 40)]
+    >>> [p.name for p in stale_checkpoints(names, 30, keep=2)]
+    ['checkpoint-00000010.pt']
+    """
+    older = [p for p in paths if checkpoint_step(p) < step]
+    return older[: max(0, len(older) - (keep - 1))]
+
+
 def save_checkpoint(folder: str | Path, step: int, state: dict[str, Any], *, keep: int = 2) -> Path:
-    """Write ``state`` as ``checkpoint-<step>.pt`` atomically, then drop all but the last ``keep``.
+    """Write ``state`` as ``checkpoint-<step>.pt`` atomically, then drop older ones so that
+    ``keep`` remain up to ``step`` (:func:`stale_checkpoints`).
 
     The new file is complete on disk (fsync + rename) before any older one is
     removed, so a crash at any moment leaves a loadable checkpoint.
@@ -99,7 +114,7 @@ def save_checkpoint(folder: str | Path, step: int, state: dict[str, Any], *, kee
     folder.mkdir(parents=True, exist_ok=True)
     path = checkpoint_path(folder, step)
     write_checkpoint(path, step, state)
-    for old in list_checkpoints(folder)[:-keep]:
+    for old in stale_checkpoints(list_checkpoints(folder), step, keep):
         old.unlink(missing_ok=True)
     return path
 
@@ -130,13 +145,14 @@ def load_checkpoint(
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # unpickling errors, truncated zip files, ...
         raise ValueError(f"cannot load checkpoint {path}: {_reason(exc)}") from None
-    if (
-        not isinstance(state, dict)
-        or "model" not in state
-        or state.get("format_version") != FORMAT_VERSION
-    ):
+    if not isinstance(state, dict) or "model" not in state or "format_version" not in state:
         raise ValueError(
             f"{path} is not a classbalanced checkpoint (expected format_version {FORMAT_VERSION})"
+        )
+    if state["format_version"] != FORMAT_VERSION:
+        raise ValueError(
+            f"{path} is a checkpoint of another classbalanced version (format_version "
+            f"{state['format_version']!r}, expected format_version {FORMAT_VERSION})"
         )
     return state
 

@@ -20,12 +20,12 @@ import torch
 from torch import Tensor, nn
 
 from .._console import info
-from ..config import Precision, TrainConfig
+from ..config import PRECISIONS, Precision, TrainConfig
 from ..data.augment import normalize_images
 from .distributed import DistContext, all_reduce_sum, resolve_device
 from .metrics import EvalCounts, summarize
 from .network import build_network
-from .run_folder import RunFolder, check_class_names, read_run_json
+from .run_folder import MANIFEST, RunFolder, check_class_names, read_run_json
 
 __all__ = [
     "autocast",
@@ -38,7 +38,10 @@ __all__ = [
 
 
 def autocast(device: torch.device, precision: Precision):
-    """``torch.autocast`` for ``bf16`` / ``fp16``, nothing for ``fp32``."""
+    """``torch.autocast`` for ``bf16`` / ``fp16``, nothing for ``fp32`` (anything else is one
+    ValueError line)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"expected a precision in {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "fp32":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
@@ -79,13 +82,14 @@ def evaluate(
     """Top-1 / top-5 counts of ``model`` on uint8 ``images (N, C, H, W)``, summed over ranks.
 
     Each rank evaluates positions ``rank, rank + world, ...``: no image is
-    counted twice and none is padded in.
+    counted twice and none is padded in. ``num_classes`` (default: the width of
+    the model's logits) is the length of the counts, so classes without a test
+    image are counted too (as zeros).
     """
     ctx = ctx or DistContext(device=images.device)
     was_training = model.training
     model.eval()
-    num_classes = num_classes or int(labels.max()) + 1
-    counts = EvalCounts.zeros(num_classes, device=images.device)
+    counts = None if num_classes is None else EvalCounts.zeros(num_classes, device=images.device)
     positions = torch.arange(ctx.rank, images.shape[0], ctx.world_size, device=images.device)
     for start in range(0, positions.numel(), batch_size):
         idx = positions[start : start + batch_size]
@@ -94,7 +98,14 @@ def evaluate(
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(images.device, precision):
             logits = model(x)
+        if counts is None:
+            counts = EvalCounts.zeros(logits.shape[1], device=images.device)
         counts.update(logits.float(), labels[idx])
+    if counts is None:
+        raise ValueError(
+            f"expected num_classes to evaluate on no image (rank {ctx.rank} of {ctx.world_size}, "
+            f"{images.shape[0]} test images)"
+        )
     stacked = all_reduce_sum(counts.stacked(), ctx)
     model.train(was_training)
     return EvalCounts.from_stacked(stacked, counts.k)
@@ -209,6 +220,14 @@ def evaluate_run(
 
     run = Path(run).absolute()
     folder_path, checkpoint = (run.parent.parent, run) if run.is_file() else (run, None)
+    if checkpoint is not None and not (
+        run.parent.name == "checkpoints" and (folder_path / MANIFEST).is_file()
+    ):
+        raise ValueError(
+            f"expected a run folder or a checkpoint in its checkpoints/ folder, got the file {run}"
+        )
+    if not run.exists():
+        raise FileNotFoundError(f"no run folder or checkpoint at {run}")
     folder = RunFolder.read(folder_path)
     cfg = TrainConfig.from_dict(
         read_run_json(folder_path / "config.json"), source=str(folder_path / "config.json")

@@ -338,7 +338,7 @@ def end_epoch(run: Run, state: TrainState, epoch: int, result: EpochResult) -> d
         skipped_nonfinite_steps=state.skipped_nonfinite,
     )
     state.history.append({k: v for k, v in metrics.items() if k != "per_class_accuracy"})
-    run.folder.tensorboard.evaluation(metrics, epoch + 1)
+    run.folder.log_evaluation(metrics, epoch + 1)
     run.folder.write_json("metrics.json", {**summary_fields(cfg, run.data.counts), **metrics})
     run.folder.write_json("history.json", state.history)
     run.checkpoint(state, background=True)
@@ -361,8 +361,7 @@ def _log_training(
     }
     if skipped:
         values["train/skipped_unreadable_images"] = skipped
-    if run.folder.writer:
-        run.folder.tensorboard.scalars(values, epoch + 1)
+    run.folder.log_scalars(values, epoch + 1)
 
 
 def regularization_loss(groups: list[dict]) -> float:

@@ -103,6 +103,10 @@ def summarize(counts: EvalCounts, train_counts) -> dict:
     (0.6666666666666666, [1.0, 0.5], 1.0, 0.5)
     """
     total = counts.total.double().cpu()
+    if len(train_counts) != total.numel():
+        raise ValueError(
+            f"expected training counts of the {total.numel()} evaluated classes, got {len(train_counts)}"
+        )
     n = float(total.sum())
     per_class = counts.correct.double().cpu() / total  # NaN where a class has no test image
     groups = shot_groups(torch.as_tensor(train_counts).cpu())

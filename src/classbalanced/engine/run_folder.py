@@ -25,6 +25,8 @@ from __future__ import annotations
 import contextlib
 import errno as errno_codes
 import json
+import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,7 @@ from .checkpoint import (
     checkpoint_path,
     checkpoint_step,
     load_checkpoint,
+    stale_checkpoints,
     write_checkpoint,
 )
 
@@ -61,6 +64,9 @@ _LOGGED_METRICS = (
     "medium_shot_accuracy",
     "few_shot_accuracy",
 )
+#: the temporary file of an atomic write of ``target`` (``data.safe_io.atomic_save``: a
+#: ``mkstemp`` name; ``plots``: hex digits): ``.<target>.<random>.tmp``
+_TEMPORARY = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]+\.tmp$")
 RUN_FORMAT = "classbalanced-run"
 RUN_VERSION = 1
 
@@ -125,7 +131,15 @@ class Manifest:
                 f"version {RUN_VERSION}, got {content['format']!r} version {content['version']!r})"
             )
         _check_data_record(content["data"], path)
-        for name in content["files"]:  # a tampered manifest must not reach outside the folder
+        files = content["files"]
+        if not isinstance(files, dict) or not all(
+            isinstance(sha, str | None) for sha in files.values()
+        ):
+            raise ValueError(
+                f"{path} is damaged: expected its files as a mapping of name to SHA-256 "
+                f"(or null), got {json.dumps(files)[:80]}"
+            )
+        for name in files:  # a tampered manifest must not reach outside the folder
             parts = Path(name).parts
             if Path(name).is_absolute() or ".." in parts or not parts:
                 raise ValueError(f"{path} is damaged: it lists {name!r}, outside the run folder")
@@ -207,6 +221,26 @@ class Manifest:
             raise CorruptCheckpoint(f"{exc}{hint}") from None
 
 
+def _quiet_tensorboard_threads() -> None:
+    """Keep a write error of TensorBoard's writer thread (a full disk) from printing a
+    traceback: the thread keeps the error, and the run's next TensorBoard call raises it
+    as one line (:meth:`RunFolder._writing`). Other threads' exceptions go to the hook
+    installed before."""
+    previous = threading.excepthook
+    if getattr(previous, "quiet_tensorboard", False):
+        return
+
+    def hook(args) -> None:
+        if not (
+            type(args.thread).__module__.startswith("tensorboard.")
+            and isinstance(args.exc_value, OSError)
+        ):
+            previous(args)
+
+    hook.quiet_tensorboard = True
+    threading.excepthook = hook
+
+
 class TensorBoardLog:
     """The run's TensorBoard event file (nothing happens before :meth:`open`)."""
 
@@ -217,6 +251,7 @@ class TensorBoardLog:
         """Start an event file in ``folder``; return the names of the files it created."""
         from torch.utils.tensorboard import SummaryWriter
 
+        _quiet_tensorboard_threads()
         before = set(folder.iterdir()) if folder.is_dir() else set()
         self.writer = SummaryWriter(str(folder), purge_step=purge_step)
         return [p.name for p in sorted(set(folder.iterdir()) - before)]
@@ -399,9 +434,8 @@ class RunFolder:
         with self._writing(MANIFEST):
             self.manifest.content["data"] = data
             if self.resuming:
-                for folder in (self.path, self.path / "checkpoints"):  # left by a kill; never read
-                    for stale in folder.glob(".*.tmp") if folder.is_dir() else ():
-                        stale.unlink(missing_ok=True)
+                for stale in self._stale_temporaries():  # left by a kill; never read
+                    stale.unlink(missing_ok=True)
                 self.manifest.save()
                 if self._config_changed:
                     atomic_write_json(self.path / "config.json", cfg.to_dict())
@@ -413,6 +447,21 @@ class RunFolder:
             self.manifest.save()  # first: every file below is already listed
             atomic_write_json(self.path / "subset.json", subset)
             atomic_write_json(self.path / "config.json", cfg.to_dict())
+
+    def _stale_temporaries(self) -> list[Path]:
+        """The temporary files an atomic write of this run's files left (``.<name>.<random>.tmp``
+        of ``run.json``, of a listed file or of a checkpoint); a user's other files are not."""
+        found = []
+        for sub in ("", "checkpoints/"):
+            folder = self.path / sub
+            for path in folder.glob(".*.tmp") if folder.is_dir() else ():
+                match = _TEMPORARY.match(path.name)
+                name = sub + match["target"] if match else None
+                if name in (MANIFEST, *self.manifest.files) or (
+                    sub and name and checkpoint_step(name) is not None
+                ):
+                    found.append(path)
+        return found
 
     @contextlib.contextmanager
     def _writing(self, name: str) -> Iterator[None]:
@@ -442,7 +491,8 @@ class RunFolder:
 
     def save_checkpoint(self, step: int, state: dict[str, Any], keep: int) -> Path | None:
         """Write ``checkpoints/checkpoint-<step>.pt`` with its SHA-256 in the manifest, then
-        remove all but the newest ``keep`` of this run's checkpoints."""
+        remove this run's older checkpoints so that ``keep`` remain up to ``step``
+        (:func:`~.checkpoint.stale_checkpoints`: never the new one, nor a later one)."""
         if not self.writer:
             return None
         path = checkpoint_path(self.path / "checkpoints", step)
@@ -450,7 +500,7 @@ class RunFolder:
         with self._writing(name):
             self.manifest.record(name)  # listed (unverified) before its first byte is written
             self.manifest.record(name, write_checkpoint(path, step, state))
-            old = [p for p, _ in self.manifest.checkpoints()][:-keep]
+            old = stale_checkpoints([p for p, _ in self.manifest.checkpoints()], step, keep)
             for stale in old:
                 stale.unlink(missing_ok=True)
                 del self.manifest.files[f"checkpoints/{stale.name}"]
@@ -465,8 +515,21 @@ class RunFolder:
                 for new in self.tensorboard.open(self.path / "tensorboard", purge_step):
                     self.manifest.record(f"tensorboard/{new}")
 
+    def log_scalars(self, values: dict[str, float], step: int) -> None:
+        """TensorBoard scalars (a failed write, e.g. a full disk: :class:`RunWriteError`)."""
+        if self.writer:
+            with self._writing("tensorboard"):
+                self.tensorboard.scalars(values, step)
+
+    def log_evaluation(self, metrics: dict, epoch: int) -> None:
+        """An evaluation's metrics in TensorBoard (see :meth:`TensorBoardLog.evaluation`)."""
+        if self.writer:
+            with self._writing("tensorboard"):
+                self.tensorboard.evaluation(metrics, epoch)
+
     def close(self) -> None:
-        self.tensorboard.close()
+        with self._writing("tensorboard"):
+            self.tensorboard.close()
 
     def plots(self, counts, class_names, metrics: dict, history: list[dict]) -> None:
         """The class distribution, per-class accuracy and error curve (up to 200 classes)."""

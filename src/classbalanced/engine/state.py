@@ -70,11 +70,15 @@ class TrainState:
     ) -> TrainState:
         """Load weights, optimiser (and ``scaler``) state from ``state`` (a loaded checkpoint)
         and return the counters; a checkpoint of another model or class count is one
-        ValueError line."""
+        ValueError line. The optimiser keeps the settings it was built with (those of ``cfg``)
+        and takes its state (momentum buffers) from the checkpoint."""
         check_checkpoint_fits(state, cfg, class_names, where)
         load_weights(model, state["model"], where)
         if scaler is not None and isinstance(state.get("scaler"), dict):
             scaler.load_state_dict(state["scaler"])
+        # the config's settings (weight decay, momentum, ...: a --force'd resume may change
+        # them), the checkpoint's momentum buffers: load_state_dict takes both from the file
+        settings = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
         try:
             optimizer.load_state_dict(state["optimizer"])
         except (ValueError, KeyError, RuntimeError) as exc:
@@ -82,6 +86,8 @@ class TrainState:
                 f"checkpoint {where} does not fit the optimiser the config builds: "
                 f"{' '.join(str(exc).split())}"
             ) from None
+        for group, own in zip(optimizer.param_groups, settings, strict=True):
+            group.update(own)
         try:
             return cls(
                 step=int(state["global_step"]),

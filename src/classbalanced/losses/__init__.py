@@ -39,7 +39,7 @@ from .functional import (
 from .kernels import focal_elements
 from .modules import ClassBalancedLoss, ClassWeightBuffers, WeightedLoss
 from .prior import init_prior_bias_, prior_bias
-from .registry import available_losses, build_loss, loss_options, register_loss
+from .registry import available_losses, build_loss, loss_options, loss_uses_gamma, register_loss
 
 __all__ = [
     "DEFAULT_GAMMA",
@@ -63,6 +63,7 @@ __all__ = [
     "LogitAdjustedLoss",
     "BalancedSoftmaxLoss",
     "loss_options",
+    "loss_uses_gamma",
     "register_loss",
     "available_losses",
     "build_loss",

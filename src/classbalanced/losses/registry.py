@@ -15,7 +15,7 @@ from .functional import DEFAULT_GAMMA
 from .modules import ClassBalancedLoss
 from .types import Reduction
 
-__all__ = ["loss_options", "register_loss", "available_losses", "build_loss"]
+__all__ = ["loss_options", "loss_uses_gamma", "register_loss", "available_losses", "build_loss"]
 
 
 #: Loss names -> ``build(samples_per_class, *, beta, gamma, reduction, **options)``, which
@@ -24,11 +24,27 @@ __all__ = ["loss_options", "register_loss", "available_losses", "build_loss"]
 #: a config (``--loss-option KEY=VALUE``).
 LOSS_REGISTRY: Registry[Callable[..., nn.Module]] = Registry("loss")
 _COMMON_ARGS = ("beta", "gamma", "reduction")
+_USES_GAMMA: set[str] = set()
 
 
-def register_loss(name: str, build: Callable[..., nn.Module], description: str = "") -> None:
-    """Register ``build(samples_per_class, *, beta, gamma, reduction, **options) -> nn.Module`` as ``name``."""
+def register_loss(
+    name: str, build: Callable[..., nn.Module], description: str = "", *, uses_gamma: bool = False
+) -> None:
+    """Register ``build(samples_per_class, *, beta, gamma, reduction, **options) -> nn.Module`` as
+    ``name``; ``uses_gamma``: whether the loss reads ``gamma`` (else it is ignored)."""
     LOSS_REGISTRY.register(name, build, description=description)
+    if uses_gamma:
+        _USES_GAMMA.add(name)
+
+
+def loss_uses_gamma(name: str) -> bool:
+    """Whether loss ``name`` reads ``gamma`` (the focal family); the others ignore it.
+
+    >>> loss_uses_gamma("focal"), loss_uses_gamma("softmax")
+    (True, False)
+    """
+    check_choice("loss", name, available_losses())
+    return name in _USES_GAMMA
 
 
 def available_losses() -> list[str]:
@@ -101,4 +117,5 @@ for _name, _text in (
             samples_per_class, beta=beta, loss_type=_t, gamma=gamma, reduction=reduction
         ),
         f"class-balanced {_text} (beta = 0: unweighted)",
+        uses_gamma=_name == "focal",
     )

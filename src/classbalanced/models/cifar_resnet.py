@@ -143,6 +143,10 @@ def _check_float(name: str, value: object) -> float:
     return float(value)
 
 
+#: The deepest network :func:`blocks_per_stage` accepts.
+MAX_DEPTH = 2000
+
+
 def blocks_per_stage(depth: int, version: Version = "v1") -> int:
     """Number ``n`` of blocks per stage for a given depth (6n+2, or 9n+2 for bottleneck).
 
@@ -150,6 +154,13 @@ def blocks_per_stage(depth: int, version: Version = "v1") -> int:
     (5, 18, 18)
     """
     depth = _check_int("depth", depth, 0)
+    if (
+        depth > MAX_DEPTH
+    ):  # else a typo like resnet600002 builds for minutes, then runs out of memory
+        raise ValueError(
+            f"resnet depth must be at most {MAX_DEPTH} (the deepest CIFAR ResNets of He et al. "
+            f"have 1202 and 1001 layers), got {depth}"
+        )
     if version not in VERSIONS:
         raise ValueError(f"expected version in {list(VERSIONS)}, got {version!r}")
     if version == "bottleneck":

@@ -48,6 +48,7 @@ __all__ = [
     "available_models",
     "build_model",
     "check_model_name",
+    "check_pretrained",
     "classifier",
     "load_pretrained_",
     "pretrained_weights_path",
@@ -318,6 +319,23 @@ def use_normed_classifier_(model: nn.Module) -> nn.Module:
 _PRETRAINED = tuple(_TORCHVISION)
 
 
+def check_pretrained(name: str) -> str:
+    """Check that torchvision has ImageNet weights for model ``name``; return it.
+
+    >>> check_pretrained("resnet50")
+    'resnet50'
+    >>> check_pretrained("resnet32")
+    Traceback (most recent call last):
+    ...
+    ValueError: pretrained weights are available for resnet50, resnet101, resnet152, resnext50 (torchvision), got 'resnet32'
+    """
+    if name.lower() not in _PRETRAINED:
+        raise ValueError(
+            f"pretrained weights are available for {', '.join(_PRETRAINED)} (torchvision), got {name!r}"
+        )
+    return name
+
+
 def pretrained_weights_path(name: str):
     """Where torchvision keeps its ImageNet weights for ``name`` (its hub cache; nothing is downloaded)."""
     from pathlib import Path
@@ -325,11 +343,7 @@ def pretrained_weights_path(name: str):
 
     import torchvision.models
 
-    key = name.lower()
-    if key not in _PRETRAINED:
-        raise ValueError(
-            f"pretrained weights are available for {', '.join(_PRETRAINED)} (torchvision), got {name!r}"
-        )
+    key = check_pretrained(name).lower()
     weights = torchvision.models.get_model_weights(_TORCHVISION[key]).DEFAULT
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
 
@@ -358,6 +372,13 @@ def load_pretrained_(model: nn.Module, name: str) -> nn.Module:
     if not isinstance(state, dict):
         raise ValueError(f"{path} does not match {name}: expected a dict of tensors")
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    own = model.state_dict()
+    for key, value in state.items():  # checked first: load_state_dict copies what fits, then fails
+        if key in own and getattr(value, "shape", None) != own[key].shape:
+            got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise ValueError(
+                f"{path} does not match {name}: expected {key} of shape {tuple(own[key].shape)}, got {got}"
+            )
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or any(not k.startswith("fc.") for k in missing):
         raise ValueError(f"{path} does not match {name}: expected its parameters, got other keys")

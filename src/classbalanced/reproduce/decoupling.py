@@ -6,18 +6,23 @@ adds each one's stage-one run as the ``joint`` row (the network's own classifier
 out with a note when that folder no longer holds the checkpoint that was decoupled), and
 prints top-1 accuracy % overall and on many / medium / few-shot classes beside the
 numbers of Kang et al. (ICLR 2020), where those exist for the same data set, network and
-stage-one epochs (:func:`~classbalanced.reproduce.published.published_decoupling`).
+stage-one epochs (:func:`~classbalanced.reproduce.published.published_decoupling`) and the
+run follows their recipe (the whole training set; softmax cross-entropy, beta 0; shuffled
+batches in stage one, class-balanced ones in cRT and LWS; an ImageNet-pretrained network
+where theirs was); a run of another recipe gets a note instead.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
 
+from ..decouple import CLASS_BALANCED_SAMPLER, TRAINED_METHODS
 from ..engine.run_folder import DECOUPLE_FILE
 from .published import DECOUPLING_METHODS, decoupling_tables, published_decoupling
-from .results import read_json
+from .results import md_cell, read_json
 
 __all__ = ["find_decouple_runs", "decoupling_rows", "decoupling_lines"]
 
@@ -51,13 +56,51 @@ def _damage(metrics: dict[str, Any]) -> str | None:
     """What is wrong with the accuracies of ``metrics`` (None: each a number or null)."""
     for key in _METRIC.values():
         value = metrics.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-            return f"{key} is {value!r}, expected a number"
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            return f"{key} is {value!r}, expected a finite number"
     return None
 
 
-def _row(name: str, method: str, metrics: dict[str, Any], stage_one: str) -> dict[str, Any]:
+def _departures(method: str, metrics: dict, config: dict, settings: dict) -> list[str]:
+    """How a run departs from Kang et al.'s recipe, the one their numbers are for (empty: it
+    follows it): the benchmark's whole training set (imbalance factor 1), softmax
+    cross-entropy without re-weighting (beta 0), shuffled (instance-balanced) batches in
+    stage one and class-balanced batches in cRT and LWS, tau-normalised logits ``W f``
+    without the bias (``--tau-bias drop``, as the authors' release computes them)."""
+    options = settings.get("options")
+    options = options if isinstance(options, dict) else {}
+    stages = [("stage one", metrics, config.get("sampler", "shuffle"), "shuffle")]
+    if method in TRAINED_METHODS:
+        stages.append(("stage two", options, options.get("sampler"), CLASS_BALANCED_SAMPLER))
+    found = []
+    factor = metrics.get("imbalance_factor")  # 1 keeps the benchmark's training set whole
+    if isinstance(factor, int | float) and factor != 1:
+        found.append(f"stage one's training set sub-sampled (imbalance factor {factor:g})")
+    for stage, values, sampler, recipe in stages:
+        loss, beta = values.get("loss"), values.get("beta")
+        if loss != "softmax" or beta != 0:
+            found.append(f"{stage}'s loss {loss}, beta {beta}")
+        if sampler != recipe:
+            found.append(f"{stage}'s sampler {sampler}")
+    if method == "tau_norm" and options.get("tau_bias", "keep") != "drop":
+        found.append("tau_norm keeps the classifier's bias (the release drops it: --tau-bias drop)")
+    return found
+
+
+def _row(
+    name: str, method: str, metrics: dict[str, Any], stage_one: str, folder: Path, settings: dict
+) -> dict[str, Any]:
+    """One table row; ``folder`` holds the run's ``config.json`` (a decouple run's is a copy
+    of its stage one's), ``settings`` its ``decouple.json`` (``{}`` for a joint row)."""
+    config = read_json(folder / "config.json")
+    config = config if isinstance(config, dict) else {}
     row = {"name": name, "method": method, "stage_one": stage_one}
+    row["pretrained"] = config.get("pretrained") is True
+    row["departures"] = _departures(method, metrics, config, settings)
     row.update({k: metrics.get(k) for k in ("dataset", "model", "seed")})
     epochs = metrics.get("epochs")  # of stage one (a decouple run records its stage one's)
     row["epochs"] = epochs if isinstance(epochs, int) and not isinstance(epochs, bool) else None
@@ -121,12 +164,12 @@ def decoupling_rows(folder: str | os.PathLike) -> tuple[list[dict[str, Any]], li
         elif first is None:
             notes.append(f"{name}: stage-one run {settings.get('stage_one')!r} not found")
         group = str(first or settings.get("stage_one"))
-        rows.append(_row(name, str(settings.get("method")), metrics, group))
+        rows.append(_row(name, str(settings.get("method")), metrics, group, run, settings))
         if first is not None and first not in seen:
             seen.add(first)
             joint = read_json(first / "metrics.json")
             if isinstance(joint, dict) and not _damage(joint):
-                rows.append(_row(_name(first, root), "joint", joint, group))
+                rows.append(_row(_name(first, root), "joint", joint, group, first, {}))
             else:
                 notes.append(f"{_name(first, root)}: metrics.json damaged, no joint row")
     order = {m: i for i, m in enumerate(DECOUPLING_METHODS)}
@@ -142,13 +185,24 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
-def _published(row: dict[str, Any]) -> dict[str, float | None] | None:
+def _published(row: dict[str, Any]) -> tuple[dict[str, float | None] | None, list[str]]:
     """The published numbers of ``row``'s method on its data set, network and epochs (None
-    for a later method, or a run whose epochs are not recorded)."""
+    for a later method, or a run whose epochs are not recorded), and how the run departs
+    from the recipe of those numbers (then None: they are not shown beside it)."""
     if row["method"] not in DECOUPLING_METHODS or row["epochs"] is None:
-        return None
-    model = str(row["model"])
-    return published_decoupling(str(row["dataset"]), model, row["method"], row["epochs"])
+        return None, []
+    where = (str(row["dataset"]), str(row["model"]), row["method"], row["epochs"])
+    if published_decoupling(*where) is None:
+        return None, []
+    departures = list(row["departures"])
+    exact = published_decoupling(*where, pretrained=row["pretrained"])
+    if exact is None:
+        departures.append(
+            "stage one ImageNet-pretrained (the published network was not)"
+            if row["pretrained"]
+            else "stage one not ImageNet-pretrained (the published network was)"
+        )
+    return (None, departures) if departures else (exact, [])
 
 
 def _published_text(dataset: str, model: str, epochs: int) -> str:
@@ -189,8 +243,9 @@ def decoupling_lines(folder: str | os.PathLike) -> list[str]:
         "Top-1 accuracy % on each run's evaluation split: all / many / medium / few-shot "
         'classes (> 100, 20-100, < 20 training images). Published: Kang et al., "Decoupling '
         'Representation and Classifier for Long-Tailed Recognition", ICLR 2020, shown where '
-        "the data set, the network and stage one's epochs match (- where the source gives no "
-        "figure); diff = ours - published (all classes).",
+        "the data set, the network and stage one's epochs match and the run follows their "
+        "recipe (softmax cross-entropy, beta 0, class-balanced batches in cRT and LWS only; "
+        "- where the source gives no figure); diff = ours - published (all classes).",
         "",
         "| run | method | data set | model | epochs | ours: all / many / medium / few "
         "| published | diff |",
@@ -198,14 +253,17 @@ def decoupling_lines(folder: str | os.PathLike) -> list[str]:
     ]
     for r in rows:
         ours = " / ".join(_pct(r[g]) for g in _GROUPS)
-        pub = _published(r)
+        pub, departures = _published(r)
+        if departures:
+            notes.append(
+                f"{r['name']}: {'; '.join(departures)}: not Kang et al.'s recipe, so no "
+                "published numbers beside it"
+            )
         pub_text = "-" if pub is None else " / ".join(_pct(pub[g]) for g in _GROUPS)
         diff = "-" if pub is None or r["all"] is None else f"{r['all'] - pub['all']:+.1f}"
         epochs = "-" if r["epochs"] is None else r["epochs"]
-        lines.append(
-            f"| {r['name']} | {r['method']} | {r['dataset']} | {r['model']} | {epochs} | {ours} "
-            f"| {pub_text} | {diff} |"
-        )
+        named = " | ".join(md_cell(r[k]) for k in ("name", "method", "dataset", "model"))
+        lines.append(f"| {named} | {epochs} | {ours} | {pub_text} | {diff} |")
     lines.append("")
     for other in others:
         lines += [other, ""]

@@ -284,7 +284,11 @@ def _decoupling_tables(dataset: str, model: str | None = None) -> list[dict[str,
 
 
 def published_decoupling(
-    dataset: str, model: str, method: str, epochs: int | None = None
+    dataset: str,
+    model: str,
+    method: str,
+    epochs: int | None = None,
+    pretrained: bool | None = None,
 ) -> dict[str, float | None] | None:
     """Top-1 accuracy % (``all``, ``many``, ``medium``, ``few``; None where the source gives
     no figure) of a decoupled classifier of Kang et al. (ICLR 2020), or None when nothing is
@@ -292,7 +296,9 @@ def published_decoupling(
 
     ``method``: one of :data:`DECOUPLING_METHODS` (``joint`` is the stage-one network's
     own classifier). ``epochs`` None takes the first table listed for the data set and
-    network (90 epochs where the paper has two schedules). Published: ImageNet-LT with
+    network (90 epochs where the paper has two schedules); ``pretrained`` None takes either
+    kind of network, True / False only one started from ImageNet weights / from scratch
+    (Places-LT's is pretrained, the others are not). Published: ImageNet-LT with
     ResNeXt-50 and ResNet-50 (90 epochs), Places-LT with an ImageNet-pretrained ResNet-152
     (30 epochs), iNaturalist 2018 with ResNet-50 and ResNet-152 (90 and 200 epochs, overall
     accuracy only); :func:`decoupling_tables` names each one's source.
@@ -303,6 +309,8 @@ def published_decoupling(
     68.2
     >>> print(published_decoupling("imagenet_lt", "resnet152", "crt"))
     None
+    >>> print(published_decoupling("places_lt", "resnet152", "crt", 30, pretrained=False))
+    None
     """
     if not isinstance(method, str) or method.lower() not in DECOUPLING_METHODS:
         raise ValueError(
@@ -310,23 +318,38 @@ def published_decoupling(
         )
     if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int)):
         raise TypeError(f"epochs must be an int or None, got {epochs!r}")
-    model = model.lower() if isinstance(model, str) else model
+    if pretrained is not None and not isinstance(pretrained, bool):
+        raise TypeError(f"pretrained must be a bool or None, got {pretrained!r}")
+    if not isinstance(model, str):  # (None would match every table's network)
+        raise TypeError(f"model must be a str, got {model!r}")
+    model = model.lower()
     for table in _decoupling_tables(dataset, model):
-        if epochs in (None, table["epochs"]):
+        if epochs in (None, table["epochs"]) and pretrained in (None, _pretrained(table)):
             values = table["rows"].get(method.lower())
             columns = _load()["decoupling"]["columns"]
             return None if values is None else dict(zip(columns, values, strict=True))
     return None
 
 
+def _pretrained(table: dict[str, Any]) -> bool:
+    """Whether a decoupling table's network started from ImageNet weights."""
+    return bool(table.get("pretrained", False))
+
+
 def decoupling_tables(dataset: str) -> list[dict[str, Any]]:
-    """The published decoupling tables of ``dataset``: ``model``, ``epochs`` (of stage one)
-    and ``source`` (where the numbers were read) of each, in the order they are listed.
+    """The published decoupling tables of ``dataset``: ``model``, ``epochs`` (of stage one),
+    ``pretrained`` (from ImageNet weights) and ``source`` (where the numbers were read) of
+    each, in the order they are listed.
 
     >>> [(t["model"], t["epochs"]) for t in decoupling_tables("iNat-2018")]
     [('resnet50', 90), ('resnet50', 200), ('resnet152', 90), ('resnet152', 200)]
+    >>> [t["pretrained"] for t in decoupling_tables("places_lt")]
+    [True]
     >>> decoupling_tables("cifar10")
     []
     """
     keys = ("model", "epochs", "source")
-    return [{k: t[k] for k in keys} for t in _decoupling_tables(dataset)]
+    return [
+        {**{k: t[k] for k in keys}, "pretrained": _pretrained(t)}
+        for t in _decoupling_tables(dataset)
+    ]

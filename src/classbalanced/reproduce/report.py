@@ -3,13 +3,16 @@
 Reads ``results.csv`` of a sweep folder (see :mod:`.sweep`). For each column
 (dataset x imbalance factor, plus any other key the sweep varied) the rows are
 Softmax, Sigmoid, Focal gamma = 0.5 / 1 / 2 (all unweighted, beta = 0), the
-class-balanced loss that is best on the grid (lowest mean error; beta > 0, or any
-run at IF 1 where every beta gives weight 1) and the class-balanced loss at the
+class-balanced loss that is best on the grid (lowest mean error among the paper's
+softmax, sigmoid and focal losses; beta > 0, or any run at IF 1 where every beta gives
+weight 1) and the class-balanced loss at the
 paper's setting for that column. Each cell: mean ± sample std over seeds (n
 seeds), the published error, and the difference (ours - published; positive is
 worse than the paper). Only finished runs count, and their error is that of the
 LAST evaluation (``metrics.json``), never the best epoch. Cells without a
-finished run show "-".
+finished run show "-", and so do the published cells of a column whose runs are not the
+paper's setting (another ``sampler`` or ``reweight_schedule``: the paper's runs draw
+shuffled batches with constant class-balanced weights).
 
 Figures (``figures/``): a beta x gamma heat map of the class-balanced focal loss
 per column (:func:`classbalanced.plots.plot_heatmap`) and the test error against
@@ -17,7 +20,9 @@ epoch of each row's runs (:func:`classbalanced.plots.plot_error_curves`).
 
 Runs on iNaturalist 2017 / 2018 or ImageNet are compared with Table 3 instead
 (ResNet-50, 90 epochs): per data set, Softmax and the paper's class-balanced focal
-loss (beta 0.999, gamma 0.5), top-1 and top-5 error beside the published ones. The
+loss (beta 0.999, gamma 0.5), top-1 and top-5 error beside the published ones (for the
+whole official training set, imbalance factor 1, only); runs of other imbalance factors,
+networks, epochs or other varied keys get rows of their own (never averaged). The
 CIFAR protocol's 200-epoch warning never applies to them; runs shorter than 90
 epochs are flagged instead.
 """
@@ -33,8 +38,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .published import FOCAL_GAMMAS, paper_cb_setting, published_error, published_large
-from .results import RESULT_METRICS, load_results, write_results_csv
+from .published import (
+    BASELINE_METHODS,
+    FOCAL_GAMMAS,
+    paper_cb_setting,
+    published_error,
+    published_large,
+)
+from .results import RESULT_METRICS, load_results, md_cell, write_results_csv
 
 __all__ = [
     "load_results",
@@ -61,6 +72,14 @@ _NOT_COLUMN = {
     *RESULT_METRICS,
 }
 _DATASET_ORDER = ("cifar10", "cifar100", "cifar20")
+#: the paper's runs (Tables 2 and 3): shuffled batches, constant class-balanced weights
+_PAPER_METHOD = {"sampler": "shuffle", "reweight_schedule": "constant"}
+
+
+def _off_paper(values: dict[str, Any]) -> list[str]:
+    """The settings of a column (``key value``) that the paper's runs did not use
+    (an older results.csv without the key: the default, the paper's)."""
+    return [f"{k} {values[k]}" for k, v in _PAPER_METHOD.items() if values.get(k) not in (None, v)]
 
 
 def mean_std(values: list[float]) -> tuple[float, float | None]:
@@ -153,10 +172,13 @@ def _select(runs, loss: str, beta: float, gamma: float | None = None) -> list[di
 
 
 def _column_cells(
-    dataset: str, factor: float, runs: list[dict[str, Any]], gammas: list[float]
+    dataset: str, factor: float, runs: list[dict[str, Any]], gammas: list[float], paper: bool
 ) -> list[Cell]:
+    """The cells of one column; ``paper``: its runs are the paper's setting (else no
+    published numbers)."""
+
     def pub(method: str, gamma: float | None = None) -> float | None:
-        return published_error(dataset, factor, method, gamma=gamma)
+        return published_error(dataset, factor, method, gamma=gamma) if paper else None
 
     cells = [
         Cell("Softmax", _select(runs, "softmax", 0.0), pub("softmax"), "softmax, β=0"),
@@ -172,7 +194,10 @@ def _column_cells(
             )
         )
     # best of the grid: beta > 0 (at IF 1 every beta gives weight 1, so all runs count)
-    candidates = [r for r in runs if r["beta"] > 0 or _close(factor, 1.0)]
+    # (the paper's losses only: its best is that of softmax, sigmoid and focal)
+    candidates = [
+        r for r in runs if r["loss"] in BASELINE_METHODS and (r["beta"] > 0 or _close(factor, 1))
+    ]
     best_key, best_runs = None, []
     for key, group in _group(candidates).items():
         mean = statistics.fmean(r["error_percent"] for r in group)
@@ -186,17 +211,17 @@ def _column_cells(
             _setting_label(*best_key) if best_key else "",
         )
     )
-    paper = paper_cb_setting(dataset, factor)
-    if paper is None:
+    chosen = paper_cb_setting(dataset, factor)
+    if chosen is None:
         cells.append(Cell("Class-balanced (paper's setting)", [], None, "no published setting"))
     else:
-        beta = 0.0 if paper["beta"] is None else paper["beta"]
+        beta = 0.0 if chosen["beta"] is None else chosen["beta"]
         cells.append(
             Cell(
                 "Class-balanced (paper's setting)",
-                _select(runs, paper["loss"], beta, paper["gamma"]),
+                _select(runs, chosen["loss"], beta, chosen["gamma"]),
                 pub("class_balanced"),
-                _setting_label(paper["loss"], beta, paper["gamma"]),
+                _setting_label(chosen["loss"], beta, chosen["gamma"]),
             )
         )
     return cells
@@ -222,7 +247,7 @@ def _column_title(keys: list[str], column: tuple, shown: list[str]) -> str:
     title = f"{values['dataset']}, IF {values['imbalance_factor']:g}"
     for key in shown:
         title += f", {key} {values[key]}"
-    return title
+    return md_cell(title)
 
 
 def _slug(keys: list[str], column: tuple, shown: list[str]) -> str:
@@ -320,11 +345,30 @@ def build_report(
     text = _table2_report(sweep_dir, small, lines, figures) if small else "\n".join(lines)
     if large:
         text = text.rstrip("\n") + "\n\n" + "\n".join(_table3_lines(large)) + "\n"
+    if _not_counted_lines(rows):
+        text = text.rstrip("\n") + "\n\n" + "\n".join(_not_counted_lines(rows))
     return text
 
 
+def _finite(value: Any) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def _counted(row: dict[str, Any]) -> bool:
+    """A run the tables count: finished, with a finite error (NaN compares to nothing)."""
+    return row["status"] == "finished" and _finite(row["error_percent"])
+
+
+def _not_counted(row: dict[str, Any]) -> str:
+    """Why ``row`` is not counted (its status, or the error a finished run holds)."""
+    if row["status"] != "finished":
+        return str(row["status"])
+    error = row["error_percent"]
+    return f"finished, but its error_percent is {'missing' if error is None else error}"
+
+
 def _table3_cell(runs: list[dict[str, Any]], key: str, published: float | None) -> list[str]:
-    values = [r[key] for r in runs if r.get(key) is not None]
+    values = [r[key] for r in runs if _finite(r.get(key))]
     if not values:
         return ["-", "-" if published is None else f"{published:.2f}", "-"]
     mean, std = mean_std(values)
@@ -335,11 +379,26 @@ def _table3_cell(runs: list[dict[str, Any]], key: str, published: float | None) 
     return [ours, f"{published:.2f}", f"{mean - published:+.2f}"]
 
 
+def _key_text(key: str, value: Any) -> str:
+    """``IF 10`` for the imbalance factor, ``key value`` for any other key."""
+    if key == "imbalance_factor" and isinstance(value, float):
+        return f"IF {value:g}"
+    return f"{key} {value}"
+
+
+def _natural(text: str) -> tuple:
+    """Sort key: numbers by value (90 before 200), then any other text."""
+    try:
+        return (0, float(text), "")
+    except ValueError:
+        return (1, 0.0, text)
+
+
 def _table3_lines(rows: list[dict[str, Any]]) -> list[str]:
     """Table 3 of the paper (ResNet-50, 90 epochs): top-1 and top-5 error per data set."""
     from .published import normalize_dataset
 
-    finished = [r for r in rows if r["status"] == "finished" and r["error_percent"] is not None]
+    finished = [r for r in rows if _counted(r)]
     epochs = sorted({r["epochs"] for r in (finished or rows) if r["epochs"] is not None})
     models = sorted({str(r.get("model")) for r in rows if r.get("model")})
     lines = [
@@ -368,17 +427,32 @@ def _table3_lines(rows: list[dict[str, Any]]) -> list[str]:
         ("Softmax", "softmax", 0.0, None, "softmax, β=0"),
         ("Class-balanced (paper's setting)", cb["loss"], cb["beta"], cb["gamma"], ""),
     )
-    datasets = sorted({normalize_dataset(str(r["dataset"])) for r in rows})
-    for dataset in datasets:
-        runs = [r for r in finished if normalize_dataset(str(r["dataset"])) == dataset]
+    # one group per data set and every other key that varies (imbalance factor, network,
+    # epochs, the sweep's own columns), as Table 2's columns: never averaged together
+    keys = [k for k in _column_keys(rows) if k != "dataset"]
+
+    def group(row: dict[str, Any]) -> tuple:
+        return (normalize_dataset(str(row["dataset"])), *(row[k] for k in keys))
+
+    groups = sorted({group(r) for r in rows}, key=lambda g: [_natural(str(v)) for v in g])
+    shown = [k for i, k in enumerate(keys, 1) if len({g[i] for g in groups}) > 1]
+    for values in groups:
+        runs = [r for r in finished if group(r) == values]
+        dataset, named = values[0], dict(zip(keys, values[1:], strict=True))
+        where = ", ".join([dataset, *(_key_text(k, named[k]) for k in shown)])
+        # Table 3 is for the official training sets (IF 1 keeps them whole, others
+        # sub-sample) and the paper's sampling and weighting
+        off = _off_paper(named)
+        whole = _close(named["imbalance_factor"], 1.0) and not off
+        where = md_cell(where + (f" ({', '.join(off)}: not the paper's setting)" if off else ""))
         for label, loss, beta, gamma, setting in methods:
             chosen = _select(runs, loss, beta, gamma)
             method = "softmax" if loss == "softmax" and beta == 0 else "class_balanced"
-            published = published_large(dataset, method) or {}
+            published = (published_large(dataset, method) if whole else None) or {}
             setting = setting or _setting_label(loss, beta, gamma)
             cells = _table3_cell(chosen, "error_percent", published.get("top1"))
             cells += _table3_cell(chosen, "top5_error_percent", published.get("top5"))
-            lines.append(f"| {dataset} | {label} | {setting} | " + " | ".join(cells) + " |")
+            lines.append(f"| {where} | {label} | {setting} | " + " | ".join(cells) + " |")
     lines.append("")
     return lines
 
@@ -392,7 +466,14 @@ def _table2_preamble(rows: list[dict[str, Any]], finished: list[dict[str, Any]])
     models = sorted({str(r.get("model")) for r in rows if r.get("model")})
     epochs_text = ", ".join(str(e) for e in epochs) or "-"
     lines = [f"**Epochs run: {epochs_text}** (the paper trains for {PAPER_EPOCHS} epochs).", ""]
-    if any(e < PAPER_EPOCHS for e in epochs):
+    datasets = sorted({str(r["dataset"]) for r in rows})
+    unpublished = [d for d in datasets if published_error(d, 100, "softmax") is None]
+    if unpublished:  # digits, npz, folders, ImageNet-LT, Places-LT, lists: no Table 2 column
+        lines += [
+            f"No published numbers for {', '.join(unpublished)} (Table 2 has CIFAR only).",
+            "",
+        ]
+    if len(unpublished) < len(datasets) and any(e < PAPER_EPOCHS for e in epochs):
         lines += [
             f"> **Warning: runs shorter than {PAPER_EPOCHS} epochs are NOT the paper's protocol.** "
             "Their errors are not comparable with the published numbers; the diff column "
@@ -402,7 +483,7 @@ def _table2_preamble(rows: list[dict[str, Any]], finished: list[dict[str, Any]])
     return lines + [
         f"- Runs: {len(rows)} ("
         + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
-        + "); only finished runs are counted.",
+        + "); only finished runs (with a finite error) are counted.",
         f"- Model(s): {', '.join(models) or '-'} (paper: ResNet-32 on CIFAR).",
         "- Errors are test error % at the LAST evaluation of each run (metrics.json), never the "
         "best epoch; cells give mean ± sample std over seeds (n seeds).",
@@ -415,13 +496,18 @@ def _table2_preamble(rows: list[dict[str, Any]], finished: list[dict[str, Any]])
     ]
 
 
-def _column_section(sweep_dir: Path, column, cells, runs, title, slug, figures) -> list[str]:
-    """One column's table, the later work at that setting, and its figures."""
-    lines = [
-        f"## {title}",
-        "",
-        "| method | setting | ours: mean ± std (n seeds) | published | diff |",
-    ]
+def _column_section(sweep_dir: Path, column, cells, runs, title, slug, figures, off) -> list[str]:
+    """One column's table, the later work at that setting, and its figures (``off``: its
+    settings the paper's runs did not use)."""
+    lines = [f"## {title}", ""]
+    if off:
+        lines += [
+            f"> Published numbers left out: these runs are not the paper's setting "
+            f"({', '.join(off)}); its runs draw shuffled batches with constant class-balanced "
+            "weights.",
+            "",
+        ]
+    lines.append("| method | setting | ours: mean ± std (n seeds) | published | diff |")
     lines.append("|---|---|---|---|---|")
     for cell in cells:
         lines.append(
@@ -456,7 +542,7 @@ def _table2_report(
     sweep_dir: Path, rows: list[dict[str, Any]], lines: list[str], figures: bool
 ) -> str:
     """The Table 2 part of :func:`build_report` (CIFAR runs)."""
-    finished = [r for r in rows if r["status"] == "finished" and r["error_percent"] is not None]
+    finished = [r for r in rows if _counted(r)]
     lines += _table2_preamble(rows, finished)
     keys = _column_keys(rows)
     columns = sorted({tuple(r[k] for k in keys) for r in rows}, key=lambda c: _column_sort(keys, c))
@@ -467,34 +553,40 @@ def _table2_report(
     for column in columns:
         runs = [r for r in finished if tuple(r[k] for k in keys) == column]
         values = dict(zip(keys, column, strict=True))
-        cells = _column_cells(str(values["dataset"]), values["imbalance_factor"], runs, gammas)
-        tables.append((column, cells, runs))
+        off = _off_paper(values)
+        where = (str(values["dataset"]), values["imbalance_factor"])
+        tables.append((column, _column_cells(*where, runs, gammas, not off), runs, off))
 
     # the summary in the paper's layout
-    titles = [_column_title(keys, c, shown) for c, _, _ in tables]
+    titles = [_column_title(keys, c, shown) for c, *_ in tables]
     lines += ["## Summary (mean last-epoch error %, paper layout)", ""]
     lines.append("| method | " + " | ".join(titles) + " |")
     lines.append("|---|" + "---|" * len(titles))
     for i, cell in enumerate(tables[0][1]):
         lines.append(
-            f"| {cell.label} | " + " | ".join(cells[i].text() for _, cells, _ in tables) + " |"
+            f"| {cell.label} | " + " | ".join(cells[i].text() for _, cells, *_ in tables) + " |"
         )
     lines.append("")
 
-    for (column, cells, runs), title in zip(tables, titles, strict=True):
+    for (column, cells, runs, off), title in zip(tables, titles, strict=True):
         values = dict(zip(keys, column, strict=True))
         where = (str(values["dataset"]), values["imbalance_factor"])
         slug = _slug(keys, column, shown)
-        lines += _column_section(sweep_dir, where, cells, runs, title, slug, figures)
+        lines += _column_section(sweep_dir, where, cells, runs, title, slug, figures, off)
 
-    unfinished = [r for r in rows if r["status"] != "finished"]
-    if unfinished:
-        lines += ["## Runs not counted", ""]
-        lines += [f"- {r['name']}: {r['status']}" for r in unfinished[:50]]
-        if len(unfinished) > 50:
-            lines.append(f"- ... and {len(unfinished) - 50} more")
-        lines.append("")
     return "\n".join(lines)
+
+
+def _not_counted_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The section naming the runs no table counts (failed, missing, unfinished, NaN)."""
+    unfinished = [r for r in rows if not _counted(r)]
+    if not unfinished:
+        return []
+    lines = ["## Runs not counted", ""]
+    lines += [f"- {r['name']}: {_not_counted(r)}" for r in unfinished[:50]]
+    if len(unfinished) > 50:
+        lines.append(f"- ... and {len(unfinished) - 50} more")
+    return [*lines, ""]
 
 
 def write_report(
@@ -514,6 +606,8 @@ def write_report(
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"sweep folder not found: {sweep_dir}")
+    path = sweep_dir / "report.md"
+    _check_replaceable(path)  # before results.csv or a figure is written
     decoupled = decoupling_lines(sweep_dir)
     is_sweep = (sweep_dir / "plan.json").is_file() or (sweep_dir / "results.csv").is_file()
     if not decoupled and not is_sweep and not refresh:
@@ -533,14 +627,19 @@ def write_report(
         text = build_report(sweep_dir, rows, figures=figures)
         if decoupled:
             text = text.rstrip("\n") + "\n\n" + "\n".join(decoupled)
-    path = sweep_dir / "report.md"
+    atomic_write_text(path, text)
+    return path
+
+
+def _check_replaceable(path: Path) -> None:
+    """``report.md`` may be written: absent, or a report this module wrote."""
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder: expected a file path (move it away)")
     if path.is_file() and not _written_here(path):
         raise ValueError(
             f"{path} exists and is not a report of classbalanced (it does not start with "
             f"'{REPORT_TITLE}'): move it away to write the report"
         )
-    atomic_write_text(path, text)
-    return path
 
 
 def _written_here(path: Path) -> bool:

@@ -21,6 +21,7 @@ from typing import Any
 
 __all__ = [
     "CORE_KEYS",
+    "METHOD_KEYS",
     "RESULT_METRICS",
     "read_json",
     "run_state",
@@ -30,10 +31,14 @@ __all__ = [
     "collect_results",
     "write_results_csv",
     "load_results",
+    "md_cell",
 ]
 
 #: keys always present in results.csv (from each run's resolved config)
 CORE_KEYS = ("dataset", "imbalance_factor", "model", "loss", "beta", "gamma", "seed")
+#: settings that change the method itself (the paper's runs: shuffled batches, constant
+#: class-balanced weights), always in results.csv so that the report can tell
+METHOD_KEYS = ("sampler", "reweight_schedule")
 #: last-evaluation metrics copied from metrics.json into results.csv
 RESULT_METRICS = (
     "error_percent",
@@ -94,6 +99,16 @@ def read_failure(out: str | os.PathLike, name: str) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
+def md_cell(value: Any) -> str:
+    r"""``value`` as text for a markdown table cell or heading: ``|`` escaped, line breaks
+    as spaces (either would end the cell or the row early).
+
+    >>> md_cell("runs/a|b\nc")
+    'runs/a\\|b c'
+    """
+    return " ".join(str(value).replace("|", "\\|").splitlines())
+
+
 def _csv_value(value: Any) -> Any:
     if value is None:
         return ""
@@ -112,6 +127,7 @@ def collect_results(out: str | os.PathLike) -> tuple[list[str], list[dict[str, A
     out = Path(out)
     plan = read_plan(out)
     extra = [c for c in plan.get("columns", []) if c not in CORE_KEYS and c != "epochs"]
+    extra += [k for k in METHOD_KEYS if k not in extra]
     header = ["name", "run_dir", *CORE_KEYS, *extra, "epochs", *RESULT_METRICS, "epoch", "status"]
     rows = []
     for entry in plan["runs"]:
