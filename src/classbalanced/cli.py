@@ -216,7 +216,8 @@ def _add_make_lt_parser(sub) -> None:
 def _add_prepare_parser(sub) -> None:
     p = sub.add_parser(
         "prepare",
-        help="scan iNaturalist / ImageNet annotations once: counts, class index, file check",
+        help="scan a large data set's annotations or list files once (iNaturalist, ImageNet, "
+        "ImageNet-LT, Places-LT, lists): counts, class index, file check",
     )
     p.add_argument(
         "--dataset",
@@ -260,7 +261,13 @@ def _add_prepare_parser(sub) -> None:
 def _add_weights_parser(sub) -> None:
     p = sub.add_parser("weights", help="print effective numbers and class-balanced weights")
     p.add_argument("counts", nargs="+", type=float, help="training images per class")
-    p.add_argument("--beta", type=float, nargs="+", default=[0.9, 0.99, 0.999, 0.9999])
+    p.add_argument(
+        "--beta",
+        type=float,
+        nargs="+",
+        default=[0.9, 0.99, 0.999, 0.9999],
+        help="one column pair per beta (default 0.9 0.99 0.999 0.9999)",
+    )
     p.set_defaults(func=_cmd_weights)
 
 
@@ -273,7 +280,7 @@ def _add_demo_parser(sub) -> None:
         default="runs/demo",
         help="a new or empty folder, or an earlier demo's (default runs/demo)",
     )
-    p.add_argument("--epochs", type=int, default=None, help="epochs per run")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per run (default 60)")
     p.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per loss (default 3)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --out")
@@ -290,8 +297,15 @@ def _add_plot_parser(sub) -> None:
         help="run folder(s) (for 'run'); several: per-class accuracy and error curves side by side",
     )
     p.add_argument("--output", required=True, help="PNG file (for 'run': a folder)")
-    p.add_argument("--beta", type=float, nargs="+", help="effective-number: one curve per beta")
-    p.add_argument("--max-samples", type=int, help="effective-number: the largest n drawn")
+    p.add_argument(
+        "--beta",
+        type=float,
+        nargs="+",
+        help="effective-number: one curve per beta (default 0.9 0.99 0.999 0.9999)",
+    )
+    p.add_argument(
+        "--max-samples", type=int, help="effective-number: the largest n drawn (default 10000)"
+    )
     p.set_defaults(func=_cmd_plot)
 
 
@@ -323,9 +337,14 @@ def _add_decouple_parser(sub) -> None:
         "--loss", default="softmax", help="crt / lws loss: softmax (default), sigmoid, focal, ..."
     )
     p.add_argument(
-        "--beta", type=float, default=0.0, help="crt / lws: class-balanced beta of that loss"
+        "--beta",
+        type=float,
+        default=0.0,
+        help="crt / lws: class-balanced beta of that loss (default 0: unweighted)",
     )
-    p.add_argument("--gamma", type=float, default=1.0, help="crt / lws: focal gamma of that loss")
+    p.add_argument(
+        "--gamma", type=float, default=1.0, help="crt / lws: focal gamma of that loss (default 1)"
+    )
     p.add_argument(
         "--sampler",
         default="class_uniform",
@@ -335,7 +354,7 @@ def _add_decouple_parser(sub) -> None:
         "--taus",
         type=float,
         nargs="+",
-        help="tau_norm: the grid searched on the val split (0 .. 2)",
+        help="tau_norm: the grid searched on the val split (default 0, 0.1, ..., 2)",
     )
     p.add_argument("--tau", type=float, help="tau_norm: this tau, no search")
     p.add_argument(
@@ -775,7 +794,7 @@ def _add_cluster_arguments(p) -> None:
     )
     p.add_argument("--slurm-partition", help="slurm: partition")
     p.add_argument(
-        "--slurm-time", help="slurm: time limit per task, MINUTES or HH:MM:SS (default 60)"
+        "--slurm-time", help="slurm: time limit per task, MINUTES or [D-]HH:MM:SS (default 60)"
     )
     p.add_argument(
         "--slurm-array-parallelism",
@@ -900,7 +919,9 @@ def _add_submit_parser(sub) -> None:
     )
     p.add_argument("--cpus-per-node", type=int, default=1, help="CPUs per node (default 1)")
     p.add_argument("--slurm-partition", help="partition")
-    p.add_argument("--slurm-time", default="60", help="time limit, MINUTES or HH:MM:SS")
+    p.add_argument(
+        "--slurm-time", default="60", help="time limit, MINUTES or [D-]HH:MM:SS (default 60)"
+    )
     p.add_argument(
         "--slurm-option",
         action="append",

@@ -207,7 +207,7 @@ class TrainConfig:
     )
     pretrained: bool = option(
         False,
-        "start from torchvision's ImageNet weights in the local cache (resnet50/101/152)",
+        "start from torchvision's ImageNet weights in the local cache (resnet50/101/152, resnext50)",
         group="model",
     )
     # loss and re-weighting

@@ -232,7 +232,9 @@ def test_a_16_bit_greyscale_image_keeps_its_grey_levels(tmp_path):
 def test_load_image_folder_sizes(tmp_path):
     _png(tmp_path / "a" / "1.png", (8, 8), (10, 20, 30))
     _png(tmp_path / "b" / "2.png", (5, 7), (10, 20, 30))
-    with pytest.raises(ValueError, match="image size mismatch.*2.png; pass image_size"):
+    with pytest.raises(
+        ValueError, match=r"image size mismatch.*2.png; pass image_size \(--image-size\) to resize"
+    ):
         load_image_folder(tmp_path)
     ds = load_image_folder(tmp_path, image_size=(3, 4))
     assert ds.images.shape == (2, 3, 4, 3)

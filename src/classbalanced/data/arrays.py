@@ -390,7 +390,7 @@ def _read_images(files: list[Path], hw: tuple[int, int] | None) -> np.ndarray:
         elif arr.shape[:2] != first_shape:
             raise ValueError(
                 f"image size mismatch: expected {first_shape[0]}x{first_shape[1]} (HxW, like {files[0]}), "
-                f"got {arr.shape[0]}x{arr.shape[1]} for {f}; pass image_size to resize"
+                f"got {arr.shape[0]}x{arr.shape[1]} for {f}; pass image_size (--image-size) to resize"
             )
         arrays.append(arr)
     return np.stack(arrays).astype(np.uint8, copy=False)

@@ -399,7 +399,7 @@ def load_cifar(
         else:
             raise FileNotFoundError(
                 f"{name} not found in {root}: expected folder {spec.folder} or archive {spec.filename}; "
-                "enable downloading or place the archive there"
+                "enable downloading (drop --no-download) or place the archive there"
             )
         try:
             tops = safe_extract_tar(archive, root)
