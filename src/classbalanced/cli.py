@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
+from ._console import count
 from ._console import info as _info
 
 __all__ = ["main", "build_parser"]
@@ -421,7 +422,7 @@ def _cmd_train(args) -> int:
         return 0
     _info(
         f"final: error {metrics['error_percent']:.2f}% (accuracy {metrics['accuracy']:.4f}) after "
-        f"{metrics['epoch']} epochs; results in {cfg.out}"
+        f"{count(metrics['epoch'], 'epoch')}; results in {cfg.out}"
     )
     return 0
 

@@ -14,6 +14,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from ._console import count
 from .config import TrainConfig
 from .data.safe_io import atomic_write_json, atomic_write_text
 from .engine.trainer import train
@@ -185,7 +186,7 @@ def run_demo(
         plots.plot_error_curves(out / "error_curves.png", curves)
     atomic_write_text(
         summary,
-        f"# classbalanced demo (digits, IF {DEMO_IMBALANCE:g}, {epochs} epochs, seeds {seed}-{seed + seeds - 1})\n\n{table}\n",
+        f"# classbalanced demo (digits, IF {DEMO_IMBALANCE:g}, {count(epochs, 'epoch')}, seeds {seed}-{seed + seeds - 1})\n\n{table}\n",
     )
     atomic_write_json(out / "results.json", results)
     log(f"\nplots and runs written to {out}/")

@@ -599,3 +599,18 @@ def test_resume_without_a_run_is_refused(tmp_path, tiny_npz, capsys):
     assert code == 2
     assert "resume" in one_error_line(err)
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_the_start_line_names_gamma_only_for_a_loss_that_reads_it():
+    """(It said 'gamma 1.0' for softmax, which ignores gamma, and '1 epochs'.)"""
+    from types import SimpleNamespace
+
+    from classbalanced.config import TrainConfig
+    from classbalanced.engine.trainer import _start_line
+
+    data = SimpleNamespace(counts=np.array([5, 3]), class_names=["a", "b"])
+    ctx = SimpleNamespace(device="cpu", distributed=False, world_size=1)
+    line = _start_line(TrainConfig(dataset="digits", epochs=1).resolved(), data, ctx)
+    assert line.endswith("with softmax loss (beta 0.0) for 1 epoch on cpu")
+    cfg = TrainConfig(dataset="digits", loss="focal", gamma=0.5, epochs=3).resolved()
+    assert _start_line(cfg, data, ctx).endswith("(beta 0.0, gamma 0.5) for 3 epochs on cpu")

@@ -254,8 +254,13 @@ def _resume_state(cfg, folder: RunFolder, parts: _Model, data: RunData, log, fal
 
 
 def _start_line(cfg: TrainConfig, data: RunData, ctx: DistContext) -> str:
+    from .._console import count
+    from ..losses import loss_uses_gamma
+
+    gamma = f", gamma {cfg.gamma}" if loss_uses_gamma(cfg.loss) else ""
     return (
         f"training {cfg.model} on {cfg.dataset} (IF {cfg.imbalance_factor:g}, {int(data.counts.sum())} images, "
-        f"{len(data.class_names)} classes) with {cfg.loss} loss (beta {cfg.beta}, gamma {cfg.gamma}) for "
-        f"{cfg.epochs} epochs on {ctx.device}" + (f" x{ctx.world_size}" if ctx.distributed else "")
+        f"{len(data.class_names)} classes) with {cfg.loss} loss (beta {cfg.beta}{gamma}) for "
+        f"{count(cfg.epochs, 'epoch')} on {ctx.device}"
+        + (f" x{ctx.world_size}" if ctx.distributed else "")
     )
