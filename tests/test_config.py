@@ -540,3 +540,21 @@ def test_a_sampler_beta_without_the_class_balanced_sampler_is_refused_not_ignore
         TrainConfig(dataset="digits", sampler_beta=0.99).resolved()
     cfg = TrainConfig(dataset="digits", sampler="class_balanced", sampler_beta=0.99).resolved()
     assert cfg.sampler_beta == 0.99
+
+
+def test_a_leading_tilde_in_a_path_is_the_home_folder(tmp_path, monkeypatch):
+    """From a config file (no shell expands it there) `data_dir = "~/data"` read and
+    downloaded into a folder named '~' under the working folder."""
+    from classbalanced.config import PATH_KEYS
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    home = str(tmp_path / "home")
+    path = tmp_path / "c.toml"
+    path.write_text('dataset = "npz"\ntrain_data = "~/a.npz"\n')
+    cfg = config_from_sources(path, {"test_data": "~/b.npz", "out": "~"})
+    assert (cfg.train_data, cfg.test_data, cfg.out) == (f"{home}/a.npz", f"{home}/b.npz", home)
+    path.write_text('dataset = "list"\ndata_dir = "~/data"\ntrain_list = "~/train.txt"\n')
+    cfg = config_from_sources(path)
+    assert (cfg.data_dir, cfg.train_list) == (f"{home}/data", f"{home}/train.txt")
+    assert TrainConfig(data_dir="data/~x").data_dir == "data/~x"  # not a leading ~
+    assert {"data_dir", "out", "train_list"} <= set(PATH_KEYS)

@@ -28,6 +28,7 @@ import dataclasses
 import functools
 import json
 import math
+import os
 import types
 import typing
 import warnings
@@ -47,6 +48,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 
 __all__ = [
     "GROUPS",
+    "PATH_KEYS",
     "ConfigTypeError",
     "TrainConfig",
     "config_differences",
@@ -135,6 +137,10 @@ def option(default: Any = None, help: str = "", *, group: str, **cli: Any) -> An
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
+
+
+#: The config keys that name files or folders (a leading ``~`` is expanded).
+PATH_KEYS = ("data_dir", "train_data", "test_data", "train_list", "val_list", "test_list", "out")
 
 
 @dataclass
@@ -349,6 +355,14 @@ class TrainConfig:
         group="run",
         action="store_true",
     )
+
+    def __post_init__(self) -> None:
+        # a leading ~ is the user's home in a config file (or --out=~/x) as on a shell's
+        # command line; kept as typed, `data_dir = "~/data"` downloaded into a folder "~"
+        for key in PATH_KEYS:
+            value = getattr(self, key)
+            if isinstance(value, str) and value.startswith("~"):
+                setattr(self, key, os.path.expanduser(value))
 
     # ------------------------------------------------------------------
     def resolved(self) -> TrainConfig:
