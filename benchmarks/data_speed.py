@@ -29,9 +29,12 @@ Everything is generated in a temporary folder (deleted at the end):
   - draft: ``build_transforms(draft=True, output="uint8")`` (the same random draws, JPEG
     decoded at a reduced size where the crop allows, PIL's resize), uint8 batches out of
     the workers, persistent workers;
-  - fast: ``pipeline.FastRandomResizedCrop`` (the same random draws; the JPEG decoded at a
-    reduced size and only down to the crop's last row; torch's uint8 resize),
-    ``collate_channels_last``, persistent workers;
+  - fast (PIL's decoder): ``pipeline.FastRandomResizedCrop(partial=False)`` (the same random
+    draws; the JPEG decoded at a reduced size and only down to the crop's last row; torch's
+    uint8 resize), ``collate_channels_last``, persistent workers;
+  - fast: ``pipeline.FastRandomResizedCrop`` with the libjpeg extension (``_jpegcrop``,
+    built at install time where libjpeg-turbo's headers exist): only the crop's region is
+    decoded (the same pixels); left out, with a note, where the extension is not built;
   - the fast path on copies of the images with their short side reduced to ``--resize``
     (what ``classbalanced prepare --resize`` writes; made before timing);
   - with ``--device cuda``: device (``EncodedRandomResizedCrop``: the workers read the
@@ -238,6 +241,7 @@ def loader_factory(dataset, batch: int, workers: int, persistent: bool, collate=
 def pipeline_paths(root: Path, samples, args) -> dict:
     """name -> (transform, batch normalisation or None, persistent workers, collate, image root)."""
     from classbalanced.data.pipeline import (
+        PARTIAL_JPEG_DECODING,
         FastRandomResizedCrop,
         collate_channels_last,
         normalize_uint8,
@@ -248,6 +252,7 @@ def pipeline_paths(root: Path, samples, args) -> dict:
     device = torch.device(args.device)
     on_device = lambda x: normalize_uint8(x, mean, std)  # noqa: E731
     fast = (FastRandomResizedCrop(224), on_device, True, collate_channels_last)
+    pil_fast = (FastRandomResizedCrop(224, partial=False), on_device, True, collate_channels_last)
     paths = {
         "old": (inat.build_transforms(True, 224, mean, std, draft=False), None, False, None, root),
         "draft": (
@@ -257,8 +262,11 @@ def pipeline_paths(root: Path, samples, args) -> dict:
             None,
             root,
         ),
+        "fast (PIL's decoder)": (*pil_fast, root),
         "fast": (*fast, root),
     }
+    if not PARTIAL_JPEG_DECODING:  # the same as the PIL row
+        del paths["fast"]
     if args.resize:
         cache = root / f"resized-{args.resize}"
         resize_images(root, cache, [rel for rel, _ in samples], args.resize, args.workers)
@@ -315,7 +323,9 @@ def pipeline_rows(root: Path, size: tuple[int, int], args) -> list[tuple[str, st
             many = loader_factory(dataset, args.batch_size, args.workers, persistent, collate)
             rate_n, _ = images_per_second(many, args.epochs, normalize, not persistent, device)
             rows.append((f"{name} path, {args.workers} workers: {what}", f"{rate_n:,.0f} images/s"))
-    for name in ("draft", "fast"):
+    for name in ("draft", "fast (PIL's decoder)", "fast"):
+        if name not in per_worker:
+            continue
         ratio = per_worker[name] / per_worker["old"]
         rows.append((f"{name} / old per worker, {size[0]}x{size[1]}", f"{ratio:.2f}x"))
     torch.set_num_threads(1)
@@ -327,9 +337,16 @@ def pipeline_rows(root: Path, size: tuple[int, int], args) -> list[tuple[str, st
 def stage_rows(root: Path, samples, size, repeats: int) -> list[tuple[str, str]]:
     """Where one image's time goes, old path vs fast path (ms per image, CPU time, best of
     ``repeats``): decode, crop + resize, flip + tensor (+ float normalisation), collate."""
-    import torch.nn.functional as F
 
-    from classbalanced.data.pipeline import draft_factor, draw_crop, jpeg_rows
+    from classbalanced.data.pipeline import (
+        PARTIAL_JPEG_DECODING,
+        _crop_box,
+        _resized_crop,
+        draft_factor,
+        draw_crop,
+        jpeg_region,
+        jpeg_rows,
+    )
 
     files = [str(root / rel) for rel, _ in samples]
     stages: dict[str, float] = {}
@@ -356,7 +373,17 @@ def stage_rows(root: Path, samples, size, repeats: int) -> list[tuple[str, str]]
 
     clock("read the file, parse the header", lambda f: Image.open(f).close())
     decoded = clock("old: decode whole image (PIL)", full)
-    clock("fast: decode at 1/k down to the crop's last row", partial)
+    clock("fast (PIL's decoder): decode at 1/k down to the crop's last row", partial)
+
+    def region(f):
+        with Image.open(f) as img:
+            p = draw_crop(img, (0.08, 1.0), (3 / 4, 4 / 3), True)
+            k = draft_factor(p.width, p.height, 224)
+            w, h = img.size
+            return jpeg_region(img, k, _crop_box(p, w, h, -(-w // k), -(-h // k)))
+
+    if PARTIAL_JPEG_DECODING:
+        clock("fast: decode the crop's region at 1/k (libjpeg extension)", region)
 
     def eighth(f):
         with Image.open(f) as img:
@@ -377,9 +404,9 @@ def stage_rows(root: Path, samples, size, repeats: int) -> list[tuple[str, str]]
     it = iter(boxes * repeats)
 
     def torch_resize(f):
-        hwc = torch.from_numpy(np.array(decoded[files.index(f)].crop(next(it))))
-        x = hwc.permute(2, 0, 1)[None]
-        return F.interpolate(x, (224, 224), mode="bilinear", antialias=True)
+        return _resized_crop(
+            torch.from_numpy(np.array(decoded[files.index(f)].crop(next(it)))), 224
+        )
 
     clock("fast: crop + resize (torch uint8, full resolution: k = 1)", torch_resize)
     mean, std = inat.mean_std("inat2018")
@@ -491,6 +518,13 @@ def main(argv: list[str] | None = None) -> None:
         f"Data speed (classbalanced.data.inat), {os.cpu_count()} CPUs, torch {torch.__version__}, "
         f"device {args.device}"
     )
+    from classbalanced.data.pipeline import PARTIAL_JPEG_DECODING
+
+    if not PARTIAL_JPEG_DECODING:
+        print(
+            "(the libjpeg extension is not built: no 'fast' row; install libjpeg-dev and "
+            "reinstall with pip install -e . to build it)"
+        )
     if gen_s is not None:
         print(f"(generating the synthetic annotations took {gen_s:.1f} s, not counted)")
     print()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+import sysconfig
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,7 +14,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from classbalanced.data import inat
+from classbalanced.data import inat, pipeline
 from classbalanced.data.pipeline import (
     DraftRandomResizedCrop,
     DraftResizeCenterCrop,
@@ -430,7 +433,7 @@ def test_fast_crop_skips_a_jpeg_broken_above_the_crops_last_row(tmp_path, progre
         assert all(dataset[0] is None for _ in range(3))
 
 
-def test_reduced_decoding_is_limited_where_chroma_subsampling_spoils_it(tmp_path):
+def test_reduced_decoding_is_limited_where_chroma_subsampling_spoils_it(tmp_path, monkeypatch):
     """libjpeg's 1/8 decode of 4:2:2 / 4:4:0 JPEGs and its every reduced decode of 4:1:1 ones
     move colours by 5-10 levels on average (max 30-90; 4:2:0 and 4:4:4: under 1): 4:2:2 and
     4:4:0 are decoded at 1/4 at most, 4:1:1 and other samplings at full size."""
@@ -445,8 +448,173 @@ def test_reduced_decoding_is_limited_where_chroma_subsampling_spoils_it(tmp_path
     assert jpeg_factor_limit([(1, 2, 2, 0), (2, 2, 1, 1), (3, 1, 1, 1)]) == 1
     path = _photo(tmp_path / "p.jpg", 640, 480, 41)
     Image.open(path).save(path, "JPEG", quality=90, subsampling=1)  # 4:2:2
-    whole = FastRandomResizedCrop(32, scale=(1, 1), ratio=(4 / 3, 4 / 3), flip=False)
+    kw = dict(scale=(1, 1), ratio=(4 / 3, 4 / 3), flip=False)
     with Image.open(path) as img:
         assert jpeg_factor_limit(img.layer) == 4
-        whole(img)
+        pil = FastRandomResizedCrop(32, partial=False, **kw)(img)
         assert img.size == (160, 120)  # decoded at 1/4, not 1/8 (60 rows >= 32)
+    if pipeline.PARTIAL_JPEG_DECODING:  # the libjpeg extension's decode: also at 1/4
+        scales = []
+
+        def recording(data, k, *box):
+            scales.append(k)
+            return extension.decode_region(data, k, *box)
+
+        extension = pipeline._jpegcrop
+        fake = SimpleNamespace(decode_region=recording, well_formed=extension.well_formed)
+        monkeypatch.setattr(pipeline, "_jpegcrop", fake)
+        with Image.open(path) as img:
+            assert torch.equal(FastRandomResizedCrop(32, **kw)(img), pil)
+        assert scales == [4]
+
+
+# --------------------------------------------------------------------------- partial decoding
+
+needs_extension = pytest.mark.skipif(
+    not pipeline.PARTIAL_JPEG_DECODING, reason="the libjpeg extension (_jpegcrop) is not built"
+)
+
+
+def test_the_libjpeg_extension_is_built_where_it_can_be():
+    """pip builds ``_jpegcrop`` where a C compiler and libjpeg's headers exist (CI installs
+    libjpeg-dev): there, the trainer's fast path must not silently fall back to PIL."""
+    include = Path(sysconfig.get_paths()["include"])
+    if not (shutil.which("cc") and Path("/usr/include/jpeglib.h").exists() and include.is_dir()):
+        pytest.skip("no C compiler, Python headers or libjpeg headers: the extension is optional")
+    assert pipeline.PARTIAL_JPEG_DECODING, "reinstall (pip install -e .) to build _jpegcrop"
+
+
+def _variants(tmp_path: Path) -> list[Path]:
+    """JPEGs of each kind libjpeg decodes differently: chroma subsamplings, odd sizes (partial
+    iMCUs), greyscale, progressive, restart markers."""
+    base = np.asarray(Image.open(_photo(tmp_path / "base.jpg", 203, 157, 50)))
+    out = []
+    for name, kwargs, mode in (
+        ("420", {}, "RGB"),
+        ("444", {"subsampling": 0}, "RGB"),
+        ("422", {"subsampling": 1}, "RGB"),
+        ("grey", {}, "L"),
+        ("progressive", {"progressive": True}, "RGB"),
+        ("restarts", {"restart_marker_blocks": 3}, "RGB"),
+    ):
+        path = tmp_path / f"{name}.jpg"
+        Image.fromarray(base).convert(mode).save(path, "JPEG", quality=90, **kwargs)
+        out.append(path)
+    return out
+
+
+@needs_extension
+def test_partial_decoding_gives_the_regions_of_the_full_decode(tmp_path):
+    """Every region (on and off iMCU boundaries, at the image's edges, one pixel wide or
+    tall) at every scale is bit for bit that region of PIL's (libjpeg's) full decode: the
+    edges of a cropped decode see no image edge in the chroma upsampling."""
+    from classbalanced.data.pipeline import jpeg_region
+
+    rng = np.random.default_rng(0)
+    for path in _variants(tmp_path):
+        for k in (1, 2, 4, 8):
+            with Image.open(path) as img:
+                img.draft("RGB", (img.size[0] // k, img.size[1] // k))
+                full = np.asarray(img.convert("RGB"))
+            h, w = full.shape[:2]
+            boxes = [(0, 0, w, h), (w - 1, h - 1, w, h), (0, 5 % h, 1, h)]
+            for _ in range(12):
+                x0, y0 = int(rng.integers(0, w)), int(rng.integers(0, h))
+                x0 = x0 // 16 * 16 if rng.random() < 0.4 else x0  # an iMCU boundary
+                boxes.append(
+                    (x0, y0, int(rng.integers(x0 + 1, w + 1)), int(rng.integers(y0 + 1, h + 1)))
+                )
+            for x0, y0, x1, y1 in boxes:
+                with Image.open(path) as img:
+                    got = jpeg_region(img, k, (x0, y0, x1, y1))
+                assert got.shape == (y1 - y0, x1 - x0, 3), (path.name, k)
+                assert np.array_equal(got.numpy(), full[y0:y1, x0:x1]), (
+                    path.name,
+                    k,
+                    (x0, y0, x1, y1),
+                )
+
+
+@needs_extension
+def test_fast_crop_is_the_same_with_and_without_the_extension(tmp_path):
+    from classbalanced.data.pipeline import FastRandomResizedCrop
+
+    for path in _variants(tmp_path)[:4] + [_photo(tmp_path / "big.jpg", 640, 480, 51)]:
+        for seed in range(6):
+            out = []
+            for partial in (True, False):
+                torch.manual_seed(seed)
+                with Image.open(path) as img:
+                    out.append(FastRandomResizedCrop(24, partial=partial)(img))
+            assert torch.equal(out[0], out[1]), (path.name, seed)
+
+
+@needs_extension
+def test_partial_decoding_leaves_what_libjpeg_warns_about_to_the_usual_decode(tmp_path):
+    from classbalanced.data.pipeline import jpeg_region
+
+    extension = pipeline._jpegcrop
+    path = _photo(tmp_path / "c.jpg", 160, 120, 52)
+    clean = path.read_bytes()
+    # a file that ends early: libjpeg warns and would fill the missing rows with grey
+    assert extension.decode_region(clean[: len(clean) // 2], 1, 0, 0, 160, 120) is None
+    assert extension.decode_region(clean[: len(clean) // 2], 1, 0, 0, 160, 8) is not None
+    cmyk = tmp_path / "k.jpg"
+    Image.new("CMYK", (64, 48), (1, 2, 3, 4)).save(cmyk, "JPEG")
+    with Image.open(cmyk) as img:
+        assert jpeg_region(img, 1, (0, 0, 8, 8)) is None  # not RGB or greyscale: PIL's decode
+    with pytest.raises(OSError, match=r"^broken JPEG data: Not a JPEG file"):
+        extension.decode_region(b"GIF89a" + bytes(100), 1, 0, 0, 1, 1)
+    with pytest.raises(
+        ValueError, match=r"expected a region inside the RGB image at 1/2, got x 0\.\.81"
+    ):
+        extension.decode_region(clean, 2, 0, 0, 81, 60)  # 80 x 60 at 1/2
+    with pytest.raises(
+        ValueError, match=r"expected k in 1, 2, 4, 8 and 0 <= x0 < x1, 0 <= y0 < y1, got k=3"
+    ):
+        extension.decode_region(clean, 3, 0, 0, 1, 1)
+    with pytest.raises(ValueError, match=r"got k=1, x 5\.\.5"):
+        extension.decode_region(clean, 1, 5, 0, 5, 1)
+
+
+@needs_extension
+def test_the_extensions_segment_walk_agrees_with_the_python_one(tmp_path):
+    """``_jpegcrop.well_formed`` is ``_well_formed`` in C: the same answer for clean files of
+    every kind, for each one cut short, and with markers, fill and stuffing bytes written over
+    the segment lengths and the scan data."""
+    from classbalanced.data.pipeline import _well_formed
+
+    rng = np.random.default_rng(1)
+    cases = []
+    for path in _variants(tmp_path):
+        data = path.read_bytes()
+        cases += [data, data[:-2], data[: len(data) // 2], data[:3], b"", data + bytes(9)]
+        sos = data.find(b"\xff\xda")
+        for at in [4, 20, sos + 2, sos + 3] + rng.integers(2, len(data) - 2, 40).tolist():
+            for patch in (
+                b"\xff\xd9",
+                b"\xff\xc4",
+                b"\xff\x00",
+                b"\xff\xff",
+                b"\xff\xd3",
+                b"\x00\x01",
+            ):
+                cases.append(data[:at] + patch + data[at + 2 :])
+    answers = [(_well_formed(c), pipeline._jpegcrop.well_formed(c)) for c in cases]
+    assert all(py == c for py, c in answers)
+    assert 20 < sum(py for py, _ in answers) < len(answers) - 20  # both kinds of answer occur
+
+
+def test_resized_crop_is_interpolates_kernel_stored_channels_last():
+    import torch.nn.functional as F
+
+    from classbalanced.data.pipeline import _resized_crop
+
+    g = torch.Generator().manual_seed(0)
+    for h, w, size in ((37, 90, 24), (300, 260, 224), (5, 7, 16)):
+        hwc = torch.randint(0, 256, (h, w, 3), generator=g, dtype=torch.uint8)
+        got = _resized_crop(hwc, size)
+        want = F.interpolate(
+            hwc.permute(2, 0, 1)[None], size=(size, size), mode="bilinear", antialias=True
+        )
+        assert torch.equal(got, want[0]) and got.permute(1, 2, 0).is_contiguous()

@@ -1,0 +1,277 @@
+/* Partial JPEG decoding with libjpeg(-turbo): one rectangle of the image at 1/k scale.
+ *
+ * decode_region(data, k, x0, y0, x1, y1) -> bytearray | None
+ *
+ * The rows y0 <= y < y1 and columns x0 <= x < x1 of the image decoded at scale 1/k
+ * (k in 1, 2, 4, 8: libjpeg's DCT scaling), RGB, row by row ((y1 - y0) * (x1 - x0) * 3
+ * bytes). libjpeg-turbo's partial decompression does the work: jpeg_crop_scanline limits
+ * the inverse DCT, upsampling and colour conversion to the iMCU columns that hold
+ * [x0, x1); jpeg_skip_scanlines skips them for the rows above y0 (their entropy-coded data
+ * is still read: Huffman decoding is sequential); the decode stops after row y1 - 1, so
+ * the rows below it are never read. The pixels are those of the full decode at that scale
+ * (libjpeg-turbo's documented guarantee, tested against PIL's decoder).
+ *
+ * None when libjpeg warns (corrupt or truncated data, which it would patch over): the
+ * caller then decodes the usual way and decides. ValueError for arguments out of range,
+ * OSError when libjpeg refuses the data. The GIL is released while libjpeg works.
+ *
+ * Part of classbalanced (Apache-2.0). Optional: built when libjpeg's headers are found
+ * (setup.py); classbalanced.data.pipeline falls back to PIL's decoder without it.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jpeglib.h>
+
+#ifndef LIBJPEG_TURBO_VERSION
+#error "libjpeg-turbo >= 1.5 is needed (jpeg_crop_scanline, jpeg_skip_scanlines)"
+#endif
+
+typedef struct {
+    struct jpeg_error_mgr pub;
+    jmp_buf jump;
+    int warned;
+    char message[JMSG_LENGTH_MAX];
+} ErrorManager;
+
+static void on_error(j_common_ptr cinfo) {
+    ErrorManager *err = (ErrorManager *)cinfo->err;
+    (*cinfo->err->format_message)(cinfo, err->message);
+    longjmp(err->jump, 1);
+}
+
+static void on_message(j_common_ptr cinfo, int level) {
+    if (level < 0) {  /* a warning: corrupt data that libjpeg would patch over */
+        ErrorManager *err = (ErrorManager *)cinfo->err;
+        if (!err->warned) {
+            (*cinfo->err->format_message)(cinfo, err->message);
+        }
+        err->warned = 1;
+    }
+}
+
+typedef struct {
+    const unsigned char *data;
+    size_t size;
+    int k, x0, y0, x1, y1;
+    unsigned char *out;  /* (y1 - y0) * (x1 - x0) * 3 bytes */
+} Region;
+
+enum { OK = 0, FAILED = 1, WARNED = 2, OUT_OF_RANGE = 3 };
+
+/* Runs without the GIL. `row` is allocated here and freed on every path. */
+static int decode(Region *r, ErrorManager *err) {
+    struct jpeg_decompress_struct cinfo;
+    unsigned char *volatile row = NULL;
+    int status = OK;
+
+    cinfo.err = jpeg_std_error(&err->pub);
+    err->pub.error_exit = on_error;
+    err->pub.emit_message = on_message;
+    err->warned = 0;
+    err->message[0] = '\0';
+    if (setjmp(err->jump)) {
+        jpeg_destroy_decompress(&cinfo);
+        free(row);
+        return FAILED;
+    }
+    jpeg_create_decompress(&cinfo);
+    jpeg_mem_src(&cinfo, (unsigned char *)r->data, (unsigned long)r->size);
+    jpeg_read_header(&cinfo, TRUE);
+    cinfo.out_color_space = JCS_RGB;
+    cinfo.scale_num = 1;
+    cinfo.scale_denom = (unsigned int)r->k;
+    jpeg_start_decompress(&cinfo);
+    if (cinfo.output_components != 3 || r->x1 > (int)cinfo.output_width ||
+        r->y1 > (int)cinfo.output_height) {
+        jpeg_destroy_decompress(&cinfo);
+        return OUT_OF_RANGE;
+    }
+    /* one iMCU column of margin on each side: at the edges of a cropped decode the chroma
+     * upsampling sees an image edge, which the full decode does not have there */
+    int margin = cinfo.max_h_samp_factor * cinfo.min_DCT_scaled_size;
+    int from = r->x0 > margin ? r->x0 - margin : 0;
+    int to = r->x1 + margin < (int)cinfo.output_width ? r->x1 + margin : (int)cinfo.output_width;
+    JDIMENSION left = (JDIMENSION)from, width = (JDIMENSION)(to - from);
+    if (width < cinfo.output_width) {
+        jpeg_crop_scanline(&cinfo, &left, &width);  /* left moves to an iMCU boundary */
+    } else {
+        left = 0;
+    }
+    if (r->y0 > 0) {
+        jpeg_skip_scanlines(&cinfo, (JDIMENSION)r->y0);
+    }
+    row = malloc((size_t)cinfo.output_width * 3);
+    if (row == NULL) {
+        strcpy(err->message, "out of memory");
+        jpeg_destroy_decompress(&cinfo);
+        return FAILED;
+    }
+    size_t skip = (size_t)(r->x0 - (int)left) * 3, bytes = (size_t)(r->x1 - r->x0) * 3;
+    unsigned char *dest = r->out;
+    while ((int)cinfo.output_scanline < r->y1) {
+        JSAMPROW rows[1] = {row};
+        if (jpeg_read_scanlines(&cinfo, rows, 1) != 1) {
+            break;  /* cannot happen with a memory source; guarded all the same */
+        }
+        memcpy(dest, row + skip, bytes);
+        dest += bytes;
+    }
+    if (dest != r->out + bytes * (size_t)(r->y1 - r->y0)) {
+        strcpy(err->message, "too few rows decoded");
+        status = FAILED;
+    } else if (err->warned) {
+        status = WARNED;
+    }
+    jpeg_abort_decompress(&cinfo);  /* the rows below y1 are never read */
+    jpeg_destroy_decompress(&cinfo);
+    free(row);
+    return status;
+}
+
+static PyObject *decode_region(PyObject *self, PyObject *args) {
+    Py_buffer view;
+    Region r;
+    ErrorManager err;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*iiiii:decode_region", &view, &r.k, &r.x0, &r.y0, &r.x1, &r.y1)) {
+        return NULL;
+    }
+    if (!(r.k == 1 || r.k == 2 || r.k == 4 || r.k == 8) || r.x0 < 0 || r.y0 < 0 ||
+        r.x1 <= r.x0 || r.y1 <= r.y0) {
+        PyBuffer_Release(&view);
+        PyErr_Format(PyExc_ValueError,
+                     "decode_region: expected k in 1, 2, 4, 8 and 0 <= x0 < x1, 0 <= y0 < y1, "
+                     "got k=%d, x %d..%d, y %d..%d", r.k, r.x0, r.x1, r.y0, r.y1);
+        return NULL;
+    }
+    Py_ssize_t size = (Py_ssize_t)(r.y1 - r.y0) * (Py_ssize_t)(r.x1 - r.x0) * 3;
+    PyObject *result = PyByteArray_FromStringAndSize(NULL, size);  /* writable: no copy */
+    if (result == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    r.data = view.buf;
+    r.size = (size_t)view.len;
+    r.out = (unsigned char *)PyByteArray_AS_STRING(result);
+    int status;
+    Py_BEGIN_ALLOW_THREADS
+    status = decode(&r, &err);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    if (status == OK) {
+        return result;
+    }
+    Py_DECREF(result);
+    if (status == WARNED) {
+        Py_RETURN_NONE;
+    }
+    if (status == OUT_OF_RANGE) {
+        PyErr_Format(PyExc_ValueError,
+                     "decode_region: expected a region inside the RGB image at 1/%d, "
+                     "got x %d..%d, y %d..%d", r.k, r.x0, r.x1, r.y0, r.y1);
+        return NULL;
+    }
+    PyErr_Format(PyExc_OSError, "broken JPEG data: %s", err.message);
+    return NULL;
+}
+
+/* The first real marker at or after `from`: FF followed by neither 00 (stuffing), FF (fill)
+ * nor a restart marker D0-D7; n when there is none. */
+static size_t next_marker(const unsigned char *d, size_t n, size_t from) {
+    while (from + 1 < n) {
+        const unsigned char *p = memchr(d + from, 0xFF, n - 1 - from);
+        if (p == NULL) {
+            return n;
+        }
+        size_t i = (size_t)(p - d);
+        unsigned char b = d[i + 1];
+        if (b != 0x00 && b != 0xFF && (b < 0xD0 || b > 0xD7)) {
+            return i;
+        }
+        from = i + 1;
+    }
+    return n;
+}
+
+/* classbalanced.data.pipeline._well_formed, the same walk: the segments chain from SOI to EOI. */
+static int chains_to_end(const unsigned char *d, size_t n) {
+    size_t pos = 2;
+    while (pos + 1 < n && d[pos] == 0xFF) {
+        unsigned char marker = d[pos + 1];
+        if (marker == 0xFF) {  /* fill byte */
+            pos += 1;
+            continue;
+        }
+        if (marker == 0xD9) {  /* EOI */
+            return 1;
+        }
+        size_t length = 0;
+        for (size_t i = pos + 2; i < pos + 4 && i < n; i++) {
+            length = length * 256 + d[i];
+        }
+        if (marker < 0xC0 || (marker >= 0xD0 && marker <= 0xD8) || length < 2) {
+            return 0;
+        }
+        pos += 2 + length;
+        if (marker == 0xDA) {  /* SOS: the entropy-coded data runs to the next marker */
+            pos = next_marker(d, n, pos);
+            if (pos >= n) {
+                return 0;
+            }
+        }
+    }
+    return 0;
+}
+
+static PyObject *well_formed(PyObject *self, PyObject *args) {
+    Py_buffer view;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*:well_formed", &view)) {
+        return NULL;
+    }
+    int ok;
+    Py_BEGIN_ALLOW_THREADS
+    ok = chains_to_end((const unsigned char *)view.buf, (size_t)view.len);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    return PyBool_FromLong(ok);
+}
+
+static PyMethodDef methods[] = {
+    {"well_formed", well_formed, METH_VARARGS,
+     "well_formed(data) -> bool\n\n"
+     "Whether the JPEG's marker segments chain from SOI to EOI (classbalanced.data.pipeline's\n"
+     "_well_formed, in C)."},
+    {"decode_region", decode_region, METH_VARARGS,
+     "decode_region(data, k, x0, y0, x1, y1) -> bytearray | None\n\n"
+     "Rows y0..y1-1, columns x0..x1-1 of JPEG `data` decoded at scale 1/k (k in 1, 2, 4, 8),\n"
+     "RGB, row-major; None when libjpeg warns about the data (corrupt or truncated)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_jpegcrop",
+    "Partial JPEG decoding (libjpeg-turbo's jpeg_crop_scanline / jpeg_skip_scanlines).", -1,
+    methods,
+};
+
+PyMODINIT_FUNC PyInit__jpegcrop(void) {
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && PyModule_AddIntConstant(m, "LIBJPEG_TURBO_VERSION_NUMBER",
+#ifdef LIBJPEG_TURBO_VERSION_NUMBER
+                                             LIBJPEG_TURBO_VERSION_NUMBER
+#else
+                                             0
+#endif
+                                             ) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
