@@ -188,8 +188,8 @@ class TrainConfig:
     # the input pipeline of the image-file data sets (data.pipeline, engine.streams)
     image_decode: ImageDecode = option(
         "fast",
-        "image-file data sets, training crops: fast (default: JPEG decoded at a reduced size "
-        "and only down to the crop's last row, resized on uint8), draft (reduced size, "
+        "image-file data sets, training crops: fast (default: only the crop's region of a "
+        "JPEG decoded, at a reduced size where it allows, resized on uint8), draft (reduced size, "
         "torchvision's pixels otherwise), device (decoded in batches on the training device: "
         "nvJPEG on CUDA)",
         group="data",

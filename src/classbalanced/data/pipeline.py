@@ -18,8 +18,10 @@ pixels away: a crop of an 800x600 photo is shrunk to 224x224. A JPEG can be deco
    :func:`normalize_uint8`; ``output="float"`` normalises in the worker instead.
 
 :class:`FastRandomResizedCrop` (the trainer's default, ``--image-decode fast``) goes
-further: libjpeg stops after the crop's last row (:func:`jpeg_rows`) and the crop is resized
-by torch's uint8 kernel, stored channels-last (:func:`collate_channels_last`);
+further: only the crop's region is decoded (:func:`jpeg_region`: libjpeg-turbo's partial
+decompression, an optional C extension built at install time) or, without the extension,
+libjpeg stops after the crop's last row (:func:`jpeg_rows`), and the crop is resized by
+torch's uint8 kernel, stored channels-last (:func:`collate_channels_last`);
 :class:`EncodedRandomResizedCrop` + :func:`collate_encoded` + :func:`decode_batch` leave the
 decoding to the device (nvJPEG on CUDA, in batches). Speed: docs/benchmarks.md.
 
