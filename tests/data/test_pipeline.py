@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 import sysconfig
 import warnings
@@ -569,6 +570,8 @@ def test_partial_decoding_leaves_what_libjpeg_warns_about_to_the_usual_decode(tm
         ValueError, match=r"expected a region inside the RGB image at 1/2, got x 0\.\.81"
     ):
         extension.decode_region(clean, 2, 0, 0, 81, 60)  # 80 x 60 at 1/2
+    with pytest.raises(ValueError, match=r"inside the RGB image at 1/1, got x 0\.\.2147483647"):
+        extension.decode_region(clean, 1, 0, 0, 2**31 - 1, 2**31 - 1)  # no 13 EB bytearray
     with pytest.raises(
         ValueError, match=r"expected k in 1, 2, 4, 8 and 0 <= x0 < x1, 0 <= y0 < y1, got k=3"
     ):
@@ -618,3 +621,35 @@ def test_resized_crop_is_interpolates_kernel_stored_channels_last():
             hwc.permute(2, 0, 1)[None], size=(size, size), mode="bilinear", antialias=True
         )
         assert torch.equal(got, want[0]) and got.permute(1, 2, 0).is_contiguous()
+
+
+# JPEGs that PIL cannot write. 32 x 16, luma sampled 2x4 (`cjpeg -optimize -quality 30
+# -sample 2x4`, libjpeg-turbo 2.1.5): at 1/2 and 1/4 libjpeg decodes its chroma at twice the
+# luma's scaled size, where jpeg_crop_scanline sets a wrong chroma width.
+_SAMPLED_2X4 = bytes.fromhex(
+    "ffd8ffe000104a46494600010100000100010000ffdb0043001b12141714111b1716171e1c1b2028422b2825"
+    "2528513a3d3042605565645f555d5b6a7899816a7190735b5d85b586909ea3abadab6780bcc9baa6c799a8ab"
+    "a4ffdb0043011c1e1e2823284e2b2b4ea46e5d6ea4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4"
+    "a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4ffc000110800100020030124000211010311"
+    "01ffc40017000101010100000000000000000000000000040503ffc4001c1000030101010101010000000000"
+    "000000000102031104310512ffc4001501010100000000000000000000000000000403ffc4001a1100020301"
+    "01000000000000000000000001020003211113ffda000c03010002110311003f00bf4f6c73e90edeb9a6cc98"
+    "f4ddbe3659192a9e80008b1117792d4a613d33a46ca6fa5f9fe96733c6cc8d67f94f841a6ad3fa00017d7d71"
+    "c030e2e772434fffd9"
+)
+
+
+@needs_extension
+def test_partial_decoding_is_exact_where_libjpeg_cannot_crop():
+    """Every column range of a 2x4-sampled JPEG at 1/2 and 1/4 is that of the full decode
+    (libjpeg-turbo's cropped decode moved its colours by up to 190 levels)."""
+    for k in (2, 4):
+        with Image.open(io.BytesIO(_SAMPLED_2X4)) as img:
+            img.draft("RGB", (32 // k, 16 // k))
+            full = np.asarray(img)
+        h, w = full.shape[:2]
+        for x0 in range(w):
+            for x1 in range(x0 + 1, w + 1):
+                got = pipeline._jpegcrop.decode_region(_SAMPLED_2X4, k, x0, 1, x1, h)
+                got = np.frombuffer(got, dtype=np.uint8).reshape(h - 1, x1 - x0, 3)
+                assert np.array_equal(got, full[1:, x0:x1]), (k, x0, x1)
