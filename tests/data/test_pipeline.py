@@ -637,6 +637,14 @@ _SAMPLED_2X4 = bytes.fromhex(
     "f4ddbe3659192a9e80008b1117792d4a613d33a46ca6fa5f9fe96733c6cc8d67f94f841a6ad3fa00017d7d71"
     "c030e2e772434fffd9"
 )
+# 4 x 4 RGB lossless JPEG (SOF3; imagecodecs.jpeg8_encode(lossless=True), libjpeg-turbo 3):
+# Pillow's own libjpeg-turbo 3 decodes it, Debian's 2.1.5 (the extension's) does not.
+_LOSSLESS = bytes.fromhex(
+    "ffd8ffee000e41646f626500640000000000ffc30011080004000403521100471100421100ffc4001a000003"
+    "010101010000000000000000000006070805030402ffda000c035200470042000100001efa613e99a531a89c"
+    "6b641b386993b9364ce56c51095009bcbe60890cccbca0b885126ea6b5b5e06da273db0279337b61bbb3d1e1"
+    "ffd9"
+)
 
 
 @needs_extension
@@ -653,3 +661,59 @@ def test_partial_decoding_is_exact_where_libjpeg_cannot_crop():
                 got = pipeline._jpegcrop.decode_region(_SAMPLED_2X4, k, x0, 1, x1, h)
                 got = np.frombuffer(got, dtype=np.uint8).reshape(h - 1, x1 - x0, 3)
                 assert np.array_equal(got, full[1:, x0:x1]), (k, x0, x1)
+
+
+def _fast_outcome(data: bytes, mode: str, **crop) -> list:
+    """FastRandomResizedCrop(8)'s result with and without the extension ("skipped" where it
+    raises, as the dataset skips), for the whole image (``crop`` empty) or ``crop``."""
+    from classbalanced.data.pipeline import CropParams, FastRandomResizedCrop
+
+    out = []
+    for partial in (True, False):
+        with Image.open(io.BytesIO(data)) as img:
+            assert img.mode == mode
+            w, h = img.size
+            p = CropParams(**{"top": 0, "left": 0, "height": h, "width": w, **crop}, flip=False)
+            try:
+                out.append(FastRandomResizedCrop(8, partial=partial).apply(img, p))
+            except OSError:
+                out.append("skipped")
+    return out
+
+
+def test_fast_crop_decodes_and_skips_what_the_full_decode_does(tmp_path):
+    """Parity with the full decode for damaged files whose segments chain to the end marker:
+    a file it refuses is skipped (a bogus Huffman table, a progressive file broken anywhere:
+    libjpeg fails before the first row, which the decode stopped at the crop's last row took
+    for its stop and returned black; a second frame header after the scan where the crop
+    reaches the last row, or, for greyscale, whose usual decode is whole, anywhere); a file
+    it decodes is decoded (a lossless JPEG, which only Pillow's libjpeg knows)."""
+    buf = io.BytesIO()
+    Image.open(_photo(tmp_path / "a.jpg", 48, 32, 60)).save(buf, "JPEG", progressive=True)
+    progressive, baseline = buf.getvalue(), _photo(tmp_path / "b.jpg", 48, 32, 61).read_bytes()
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(baseline)).convert("L").save(buf, "JPEG")
+    grey = buf.getvalue()
+    at = baseline.find(b"\xff\xc4") + 5  # the first Huffman table's code counts: too many
+    bogus_table = baseline[:at] + b"\xff" * 16 + baseline[at + 16 :]
+    second_sof = b"\xff\xc0\x00\x04\x00\x00\xff\xd9"  # before the end marker
+    for data, mode, crop, decodes in (
+        (bogus_table, "RGB", {}, False),
+        (bogus_table, "RGB", {"height": 8, "width": 8}, False),
+        (progressive[:-2] + second_sof, "RGB", {"height": 8, "width": 8}, False),
+        (baseline[:-2] + second_sof, "RGB", {}, False),
+        (grey[:-2] + second_sof, "L", {"height": 8, "width": 8}, False),
+        (grey, "L", {"height": 8, "width": 8}, True),
+        (_LOSSLESS, "RGB", {}, None),
+    ):
+        with Image.open(io.BytesIO(data)) as img:
+            try:
+                img.load()
+                whole = True
+            except OSError:
+                whole = False
+        assert decodes in (whole, None)  # None: whatever this PIL's libjpeg does
+        got = _fast_outcome(data, mode, **crop)
+        assert [isinstance(x, torch.Tensor) for x in got] == [whole, whole], (mode, crop, got)
+        if whole:
+            assert torch.equal(got[0], got[1])
