@@ -482,7 +482,22 @@ def test_the_libjpeg_extension_is_built_where_it_can_be():
     include = Path(sysconfig.get_paths()["include"])
     if not (shutil.which("cc") and Path("/usr/include/jpeglib.h").exists() and include.is_dir()):
         pytest.skip("no C compiler, Python headers or libjpeg headers: the extension is optional")
-    assert pipeline.PARTIAL_JPEG_DECODING, "reinstall (pip install -e .) to build _jpegcrop"
+    assert pipeline.PARTIAL_JPEG_DECODING, (
+        "_jpegcrop is not built, or built from an older _jpegcrop.c: reinstall (pip install -e .)"
+        " or rebuild it in place (python setup.py build_ext --inplace)"
+    )
+
+
+def test_an_extension_built_from_an_older_source_is_not_used(monkeypatch):
+    """An in-place build is not redone by a checkout: a stale _jpegcrop (its decode_region
+    took 6 arguments) would raise TypeError in every worker; PIL's decoder is used instead."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "classbalanced.data._jpegcrop", SimpleNamespace())
+    assert pipeline._extension() is None
+    current = SimpleNamespace(API_VERSION=pipeline._EXTENSION_API)
+    monkeypatch.setitem(sys.modules, "classbalanced.data._jpegcrop", current)
+    assert pipeline._extension() is current
 
 
 def _variants(tmp_path: Path) -> list[Path]:

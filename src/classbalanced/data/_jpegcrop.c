@@ -315,15 +315,20 @@ static struct PyModuleDef module = {
     methods,
 };
 
+/* The version of this module's functions: classbalanced.data.pipeline uses a module built
+ * from the same version only (a stale in-place build would take other arguments). */
+#define API_VERSION 2
+
 PyMODINIT_FUNC PyInit__jpegcrop(void) {
     PyObject *m = PyModule_Create(&module);
-    if (m != NULL && PyModule_AddIntConstant(m, "LIBJPEG_TURBO_VERSION_NUMBER",
+    if (m != NULL && (PyModule_AddIntConstant(m, "API_VERSION", API_VERSION) < 0 ||
+                      PyModule_AddIntConstant(m, "LIBJPEG_TURBO_VERSION_NUMBER",
 #ifdef LIBJPEG_TURBO_VERSION_NUMBER
-                                             LIBJPEG_TURBO_VERSION_NUMBER
+                                              LIBJPEG_TURBO_VERSION_NUMBER
 #else
-                                             0
+                                              0
 #endif
-                                             ) < 0) {
+                                              ) < 0)) {
         Py_DECREF(m);
         return NULL;
     }

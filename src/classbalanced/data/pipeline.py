@@ -51,10 +51,24 @@ from PIL import Image
 from torch import Tensor
 from torchvision.transforms import RandomResizedCrop  # here: forked loader workers inherit it
 
-try:  # built from _jpegcrop.c where libjpeg-turbo's headers were found at install time
-    from classbalanced.data import _jpegcrop
-except ImportError:  # pragma: no cover - depends on the install
-    _jpegcrop = None
+#: the version of ``_jpegcrop.c``'s functions this module calls (its ``API_VERSION``)
+_EXTENSION_API = 2
+
+
+def _extension() -> Any:
+    """``classbalanced.data._jpegcrop`` (built from _jpegcrop.c where libjpeg-turbo's headers
+    were found at install time), or ``None``: not built, or built from an older _jpegcrop.c,
+    whose functions take other arguments (an in-place build not redone: rebuild it)."""
+    import importlib
+
+    try:
+        module = importlib.import_module("classbalanced.data._jpegcrop")
+    except ImportError:  # pragma: no cover - depends on the install
+        return None
+    return module if getattr(module, "API_VERSION", None) == _EXTENSION_API else None
+
+
+_jpegcrop = _extension()
 
 #: whether :class:`FastRandomResizedCrop` decodes only the crop's region (the optional
 #: libjpeg-turbo extension was built at install time); without it, PIL's decoder (same pixels)
