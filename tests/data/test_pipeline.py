@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
+import shlex
 import shutil
+import subprocess
 import sysconfig
 import warnings
 from pathlib import Path
@@ -476,12 +479,27 @@ needs_extension = pytest.mark.skipif(
 )
 
 
-def test_the_libjpeg_extension_is_built_where_it_can_be():
-    """pip builds ``_jpegcrop`` where a C compiler and libjpeg's headers exist (CI installs
-    libjpeg-dev): there, the trainer's fast path must not silently fall back to PIL."""
-    include = Path(sysconfig.get_paths()["include"])
-    if not (shutil.which("cc") and Path("/usr/include/jpeglib.h").exists() and include.is_dir()):
-        pytest.skip("no C compiler, Python headers or libjpeg headers: the extension is optional")
+def _libjpeg_turbo_builds(tmp_path: Path) -> bool:
+    """Whether the C compiler setuptools uses (``$CC``, else Python's) compiles and links a
+    program against libjpeg-turbo's headers and library, wherever they are (``CPATH``, ...)."""
+    cc = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
+    python_h = Path(sysconfig.get_paths()["include"], "Python.h")
+    if not cc or shutil.which(cc[0]) is None or not python_h.exists():
+        return False
+    probe = tmp_path / "probe.c"
+    probe.write_text(
+        "#include <stdio.h>\n#include <jpeglib.h>\n#ifndef LIBJPEG_TURBO_VERSION\n#error\n"
+        "#endif\nint main(void) { struct jpeg_error_mgr e; jpeg_std_error(&e); return 0; }\n"
+    )
+    args = [*cc, str(probe), "-ljpeg", "-o", str(tmp_path / "probe")]
+    return subprocess.run(args, capture_output=True).returncode == 0
+
+
+def test_the_libjpeg_extension_is_built_where_it_can_be(tmp_path):
+    """pip builds ``_jpegcrop`` where a C compiler and libjpeg-turbo's headers exist (CI
+    installs libjpeg-dev): there, the trainer's fast path must not silently fall back to PIL."""
+    if not _libjpeg_turbo_builds(tmp_path):
+        pytest.skip("no C compiler, Python headers or libjpeg-turbo: the extension is optional")
     assert pipeline.PARTIAL_JPEG_DECODING, (
         "_jpegcrop is not built, or built from an older _jpegcrop.c: reinstall (pip install -e .)"
         " or rebuild it in place (python setup.py build_ext --inplace)"
