@@ -71,7 +71,8 @@ def _extension() -> Any:
 _jpegcrop = _extension()
 
 #: whether :class:`FastRandomResizedCrop` decodes only the crop's region (the optional
-#: libjpeg-turbo extension was built at install time); without it, PIL's decoder (same pixels)
+#: libjpeg-turbo extension was built at install time, from this version of _jpegcrop.c);
+#: without it, PIL's decoder (same pixels)
 PARTIAL_JPEG_DECODING = _jpegcrop is not None
 
 __all__ = [
