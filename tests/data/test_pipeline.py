@@ -641,19 +641,31 @@ def test_the_extensions_segment_walk_agrees_with_the_python_one(tmp_path):
     assert 20 < sum(py for py, _ in answers) < len(answers) - 20  # both kinds of answer occur
 
 
-def test_resized_crop_is_interpolates_kernel_stored_channels_last():
+def test_resized_crop_is_interpolates_kernel_stored_channels_last(monkeypatch):
+    """Bit for bit F.interpolate's result, for crops larger, thinner and smaller than the
+    output (one pixel upscaled), and the same through the fallback of a torch whose
+    ``_upsample_bilinear2d_aa.out`` raises."""
     import torch.nn.functional as F
 
     from classbalanced.data.pipeline import _resized_crop
 
+    def no_overload(*args, **kwargs):
+        raise RuntimeError("no such overload")
+
     g = torch.Generator().manual_seed(0)
-    for h, w, size in ((37, 90, 24), (300, 260, 224), (5, 7, 16)):
-        hwc = torch.randint(0, 256, (h, w, 3), generator=g, dtype=torch.uint8)
-        got = _resized_crop(hwc, size)
-        want = F.interpolate(
-            hwc.permute(2, 0, 1)[None], size=(size, size), mode="bilinear", antialias=True
-        )
-        assert torch.equal(got, want[0]) and got.permute(1, 2, 0).is_contiguous()
+    sizes = ((37, 90, 24), (300, 260, 224), (5, 7, 16), (1, 1, 24), (2, 300, 224), (97, 3, 8))
+    for fallback in (False, True):
+        if fallback:
+            monkeypatch.setattr(
+                torch.ops.aten, "_upsample_bilinear2d_aa", SimpleNamespace(out=no_overload)
+            )
+        for h, w, size in sizes:
+            hwc = torch.randint(0, 256, (h, w, 3), generator=g, dtype=torch.uint8)
+            got = _resized_crop(hwc, size)
+            want = F.interpolate(
+                hwc.permute(2, 0, 1)[None], size=(size, size), mode="bilinear", antialias=True
+            )
+            assert torch.equal(got, want[0]) and got.permute(1, 2, 0).is_contiguous()
 
 
 # JPEGs that PIL cannot write. 32 x 16, luma sampled 2x4 (`cjpeg -optimize -quality 30
