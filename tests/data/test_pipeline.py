@@ -762,3 +762,32 @@ def test_fast_crop_decodes_and_skips_what_the_full_decode_does(tmp_path):
         assert [isinstance(x, torch.Tensor) for x in got] == [whole, whole], (mode, crop, got)
         if whole:
             assert torch.equal(got[0], got[1])
+
+
+@needs_extension
+def test_a_progressive_jpeg_cut_at_a_scan_boundary_is_left_to_pils_decoder(tmp_path):
+    """Cut before its last scans (an end marker after a whole scan: libjpeg does not warn),
+    a progressive file has coefficients left to libjpeg's estimate (block smoothing), which
+    Debian's libjpeg-turbo 2.1 and Pillow's 3.x make differently (by a level at some
+    pixels): the extension leaves it to PIL's decoder, so the pixels do not depend on
+    which path decoded them."""
+    from classbalanced.data.pipeline import FastRandomResizedCrop, jpeg_region
+
+    buf = io.BytesIO()
+    Image.open(_photo(tmp_path / "a.jpg", 160, 120, 62)).save(buf, "JPEG", progressive=True)
+    data = buf.getvalue()
+    scans = [i for i in range(len(data) - 1) if data[i : i + 2] == b"\xff\xda"]
+    assert len(scans) > 4
+    cut = data[: scans[4]] + b"\xff\xd9"
+    for box in ((0, 0, 160, 120), (40, 30, 90, 70)):
+        with Image.open(io.BytesIO(cut)) as img:
+            assert jpeg_region(img, 1, box) is None
+        with Image.open(io.BytesIO(data)) as img:  # the whole file: decoded in part
+            assert jpeg_region(img, 1, box) is not None
+    for seed in range(4):
+        out = []
+        for partial in (True, False):
+            torch.manual_seed(seed)
+            with Image.open(io.BytesIO(cut)) as img:
+                out.append(FastRandomResizedCrop(24, partial=partial)(img))
+        assert torch.equal(out[0], out[1])

@@ -14,8 +14,9 @@
  * full decode at that scale (libjpeg-turbo's documented guarantee, tested against PIL's
  * decoder).
  *
- * None when libjpeg warns (corrupt or truncated data, which it would patch over): the
- * caller then decodes the usual way and decides. ValueError for arguments out of range
+ * None when libjpeg warns (corrupt or truncated data, which it would patch over) or a
+ * progressive file's coefficients are incomplete (progression_incomplete): the caller then
+ * decodes the usual way and decides. ValueError for arguments out of range
  * (checked against the header before the output is allocated), OSError when libjpeg
  * refuses the data. The GIL is released while libjpeg works.
  *
@@ -111,6 +112,24 @@ static int crop_is_exact(j_decompress_ptr cinfo) {
     return 1;
 }
 
+/* Whether a progressive file left coefficients unrefined or unsent (cut short at a scan
+ * boundary, or a scan script that stops early): libjpeg then estimates them (block
+ * smoothing), and its versions estimate differently (Debian's 2.1 against Pillow's 3.x: a
+ * level here and there), so such a file is left to the caller's decode, as a warning is. */
+static int progression_incomplete(j_decompress_ptr cinfo) {
+    if (!cinfo->progressive_mode || cinfo->coef_bits == NULL) {
+        return 0;
+    }
+    for (int ci = 0; ci < cinfo->num_components; ci++) {
+        for (int k = 0; k < DCTSIZE2; k++) {
+            if (cinfo->coef_bits[ci][k] != 0) {
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
 /* Decodes the region into r->out after open_jpeg. Runs without the GIL; destroys the
  * decompressor and frees `row` exactly once on every path. */
 static int decode(Region *r) {
@@ -123,7 +142,10 @@ static int decode(Region *r) {
         free(row);
         return FAILED;
     }
-    jpeg_start_decompress(cinfo);
+    jpeg_start_decompress(cinfo);  /* a progressive file: all of it read here */
+    if (progression_incomplete(cinfo)) {
+        r->err.warned = 1;  /* libjpeg would patch it over; not worth a partial decode */
+    }
     /* one iMCU column of margin on each side: at the edges of a cropped decode the chroma
      * upsampling sees an image edge, which the full decode does not have there */
     int margin = cinfo->max_h_samp_factor * cinfo->min_DCT_scaled_size;
