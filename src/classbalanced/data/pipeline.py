@@ -396,11 +396,13 @@ def jpeg_region(img: Image.Image, k: int, box: tuple[int, int, int, int]) -> Ten
 
     ``None`` where this does not apply: the extension was not built
     (:data:`PARTIAL_JPEG_DECODING`), not an RGB or greyscale JPEG, an incomplete file (see
-    :func:`jpeg_rows`), data libjpeg warns about, or data it refuses (broken, or a kind
-    that PIL's own libjpeg may know and the system's not, such as lossless JPEG): the
-    caller decodes the usual way, which decides. Where that way reads the whole file
-    (greyscale: :func:`jpeg_rows` takes RGB only; a box down to the last row), this decode
-    reads on to the end marker too, so that a file broken below the box fails here as there.
+    :func:`jpeg_rows`), data libjpeg warns about (or a progressive file cut short at a scan
+    boundary, whose missing coefficients libjpeg's versions estimate differently), or data
+    it refuses (broken, or a kind that PIL's own libjpeg may know and the system's not, such
+    as lossless JPEG): the caller decodes the usual way, which decides. Where that way reads
+    the whole file (greyscale: :func:`jpeg_rows` takes RGB only; a box down to the last row),
+    this decode reads on to the end marker too, so that a file broken below the box fails
+    here as there.
     """
     if _jpegcrop is None or img.format != "JPEG" or img.mode not in ("RGB", "L"):
         return None
