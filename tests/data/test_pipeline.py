@@ -530,6 +530,7 @@ def _variants(tmp_path: Path) -> list[Path]:
         ("grey", {}, "L"),
         ("progressive", {"progressive": True}, "RGB"),
         ("restarts", {"restart_marker_blocks": 3}, "RGB"),
+        ("adobe-rgb", {"keep_rgb": True, "subsampling": 0}, "RGB"),  # no YCbCr: Adobe marker
     ):
         path = tmp_path / f"{name}.jpg"
         Image.fromarray(base).convert(mode).save(path, "JPEG", quality=90, **kwargs)
