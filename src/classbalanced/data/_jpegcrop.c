@@ -36,6 +36,11 @@
 #ifndef LIBJPEG_TURBO_VERSION
 #error "libjpeg-turbo >= 1.5 is needed (jpeg_crop_scanline, jpeg_skip_scanlines)"
 #endif
+#if JPEG_LIB_VERSION >= 70
+/* the jpeg7/8 emulations name the scaled DCT sizes per direction (DCT_h_scaled_size, ...)
+ * and scale them so; PIL's pixels at 1/k were never checked against such a build */
+#error "libjpeg-turbo built with its default libjpeg v6b API (JPEG_LIB_VERSION 62) is needed"
+#endif
 
 typedef struct {
     struct jpeg_error_mgr pub;
