@@ -189,7 +189,8 @@ class TrainConfig:
     image_decode: ImageDecode = option(
         "fast",
         "image-file data sets, training crops: fast (default: only the crop's region of a "
-        "JPEG decoded, at a reduced size where it allows, resized on uint8), draft (reduced size, "
+        "JPEG decoded, or without the libjpeg extension its rows down to the last, at a reduced "
+        "size where it allows, resized on uint8), draft (reduced size, "
         "torchvision's pixels otherwise), device (decoded in batches on the training device: "
         "nvJPEG on CUDA)",
         group="data",

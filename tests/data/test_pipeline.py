@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import io
+import os
+import shlex
 import shutil
+import subprocess
 import sysconfig
 import warnings
 from pathlib import Path
@@ -475,14 +479,43 @@ needs_extension = pytest.mark.skipif(
 )
 
 
-def test_the_libjpeg_extension_is_built_where_it_can_be():
-    """pip builds ``_jpegcrop`` where a C compiler and libjpeg's headers exist (CI installs
-    libjpeg-dev): there, the trainer's fast path must not silently fall back to PIL."""
-    include = Path(sysconfig.get_paths()["include"])
-    headers = Path("/usr/include/jpeglib.h").exists() and (include / "Python.h").exists()
-    if not (shutil.which("cc") and headers):
-        pytest.skip("no C compiler, Python headers or libjpeg headers: the extension is optional")
-    assert pipeline.PARTIAL_JPEG_DECODING, "reinstall (pip install -e .) to build _jpegcrop"
+def _libjpeg_turbo_builds(tmp_path: Path) -> bool:
+    """Whether the C compiler setuptools uses (``$CC``, else Python's) compiles and links a
+    program against libjpeg-turbo's headers and library, wherever they are (``CPATH``, ...)."""
+    cc = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
+    python_h = Path(sysconfig.get_paths()["include"], "Python.h")
+    if not cc or shutil.which(cc[0]) is None or not python_h.exists():
+        return False
+    probe = tmp_path / "probe.c"
+    probe.write_text(
+        "#include <stdio.h>\n#include <jpeglib.h>\n#ifndef LIBJPEG_TURBO_VERSION\n#error\n"
+        "#endif\nint main(void) { struct jpeg_error_mgr e; jpeg_std_error(&e); return 0; }\n"
+    )
+    args = [*cc, str(probe), "-ljpeg", "-o", str(tmp_path / "probe")]
+    return subprocess.run(args, capture_output=True).returncode == 0
+
+
+def test_the_libjpeg_extension_is_built_where_it_can_be(tmp_path):
+    """pip builds ``_jpegcrop`` where a C compiler and libjpeg-turbo's headers exist (CI
+    installs libjpeg-dev): there, the trainer's fast path must not silently fall back to PIL."""
+    if not _libjpeg_turbo_builds(tmp_path):
+        pytest.skip("no C compiler, Python headers or libjpeg-turbo: the extension is optional")
+    assert pipeline.PARTIAL_JPEG_DECODING, (
+        "_jpegcrop is not built, or built from an older _jpegcrop.c: reinstall (pip install -e .)"
+        " or rebuild it in place (python setup.py build_ext --inplace)"
+    )
+
+
+def test_an_extension_built_from_an_older_source_is_not_used(monkeypatch):
+    """An in-place build is not redone by a checkout: a stale _jpegcrop (its decode_region
+    took 6 arguments) would raise TypeError in every worker; PIL's decoder is used instead."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "classbalanced.data._jpegcrop", SimpleNamespace())
+    assert pipeline._extension() is None
+    current = SimpleNamespace(API_VERSION=pipeline._EXTENSION_API)
+    monkeypatch.setitem(sys.modules, "classbalanced.data._jpegcrop", current)
+    assert pipeline._extension() is current
 
 
 def _variants(tmp_path: Path) -> list[Path]:
@@ -497,6 +530,7 @@ def _variants(tmp_path: Path) -> list[Path]:
         ("grey", {}, "L"),
         ("progressive", {"progressive": True}, "RGB"),
         ("restarts", {"restart_marker_blocks": 3}, "RGB"),
+        ("adobe-rgb", {"keep_rgb": True, "subsampling": 0}, "RGB"),  # no YCbCr: Adobe marker
     ):
         path = tmp_path / f"{name}.jpg"
         Image.fromarray(base).convert(mode).save(path, "JPEG", quality=90, **kwargs)
@@ -570,6 +604,8 @@ def test_partial_decoding_leaves_what_libjpeg_warns_about_to_the_usual_decode(tm
         ValueError, match=r"expected a region inside the RGB image at 1/2, got x 0\.\.81"
     ):
         extension.decode_region(clean, 2, 0, 0, 81, 60)  # 80 x 60 at 1/2
+    with pytest.raises(ValueError, match=r"inside the RGB image at 1/1, got x 0\.\.2147483647"):
+        extension.decode_region(clean, 1, 0, 0, 2**31 - 1, 2**31 - 1)  # no 13 EB bytearray
     with pytest.raises(
         ValueError, match=r"expected k in 1, 2, 4, 8 and 0 <= x0 < x1, 0 <= y0 < y1, got k=3"
     ):
@@ -606,16 +642,153 @@ def test_the_extensions_segment_walk_agrees_with_the_python_one(tmp_path):
     assert 20 < sum(py for py, _ in answers) < len(answers) - 20  # both kinds of answer occur
 
 
-def test_resized_crop_is_interpolates_kernel_stored_channels_last():
+def test_resized_crop_is_interpolates_kernel_stored_channels_last(monkeypatch):
+    """Bit for bit F.interpolate's result, for crops larger, thinner and smaller than the
+    output (one pixel upscaled), and the same through the fallback of a torch whose
+    ``_upsample_bilinear2d_aa.out`` raises."""
     import torch.nn.functional as F
 
     from classbalanced.data.pipeline import _resized_crop
 
+    def no_overload(*args, **kwargs):
+        raise RuntimeError("no such overload")
+
     g = torch.Generator().manual_seed(0)
-    for h, w, size in ((37, 90, 24), (300, 260, 224), (5, 7, 16)):
-        hwc = torch.randint(0, 256, (h, w, 3), generator=g, dtype=torch.uint8)
-        got = _resized_crop(hwc, size)
-        want = F.interpolate(
-            hwc.permute(2, 0, 1)[None], size=(size, size), mode="bilinear", antialias=True
-        )
-        assert torch.equal(got, want[0]) and got.permute(1, 2, 0).is_contiguous()
+    sizes = ((37, 90, 24), (300, 260, 224), (5, 7, 16), (1, 1, 24), (2, 300, 224), (97, 3, 8))
+    for fallback in (False, True):
+        if fallback:
+            monkeypatch.setattr(
+                torch.ops.aten, "_upsample_bilinear2d_aa", SimpleNamespace(out=no_overload)
+            )
+        for h, w, size in sizes:
+            hwc = torch.randint(0, 256, (h, w, 3), generator=g, dtype=torch.uint8)
+            got = _resized_crop(hwc, size)
+            want = F.interpolate(
+                hwc.permute(2, 0, 1)[None], size=(size, size), mode="bilinear", antialias=True
+            )
+            assert torch.equal(got, want[0]) and got.permute(1, 2, 0).is_contiguous()
+
+
+# JPEGs that PIL cannot write. 32 x 16, luma sampled 2x4 (`cjpeg -optimize -quality 30
+# -sample 2x4`, libjpeg-turbo 2.1.5): at 1/2 and 1/4 libjpeg decodes its chroma at twice the
+# luma's scaled size, where jpeg_crop_scanline sets a wrong chroma width.
+_SAMPLED_2X4 = bytes.fromhex(
+    "ffd8ffe000104a46494600010100000100010000ffdb0043001b12141714111b1716171e1c1b2028422b2825"
+    "2528513a3d3042605565645f555d5b6a7899816a7190735b5d85b586909ea3abadab6780bcc9baa6c799a8ab"
+    "a4ffdb0043011c1e1e2823284e2b2b4ea46e5d6ea4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4"
+    "a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4a4ffc000110800100020030124000211010311"
+    "01ffc40017000101010100000000000000000000000000040503ffc4001c1000030101010101010000000000"
+    "000000000102031104310512ffc4001501010100000000000000000000000000000403ffc4001a1100020301"
+    "01000000000000000000000001020003211113ffda000c03010002110311003f00bf4f6c73e90edeb9a6cc98"
+    "f4ddbe3659192a9e80008b1117792d4a613d33a46ca6fa5f9fe96733c6cc8d67f94f841a6ad3fa00017d7d71"
+    "c030e2e772434fffd9"
+)
+# 4 x 4 RGB lossless JPEG (SOF3; imagecodecs.jpeg8_encode(lossless=True), libjpeg-turbo 3):
+# Pillow's own libjpeg-turbo 3 decodes it, Debian's 2.1.5 (the extension's) does not.
+_LOSSLESS = bytes.fromhex(
+    "ffd8ffee000e41646f626500640000000000ffc30011080004000403521100471100421100ffc4001a000003"
+    "010101010000000000000000000006070805030402ffda000c035200470042000100001efa613e99a531a89c"
+    "6b641b386993b9364ce56c51095009bcbe60890cccbca0b885126ea6b5b5e06da273db0279337b61bbb3d1e1"
+    "ffd9"
+)
+
+
+@needs_extension
+def test_partial_decoding_is_exact_where_libjpeg_cannot_crop():
+    """Every column range of a 2x4-sampled JPEG at 1/2 and 1/4 is that of the full decode
+    (libjpeg-turbo's cropped decode moved its colours by up to 190 levels)."""
+    for k in (2, 4):
+        with Image.open(io.BytesIO(_SAMPLED_2X4)) as img:
+            img.draft("RGB", (32 // k, 16 // k))
+            full = np.asarray(img)
+        h, w = full.shape[:2]
+        for x0 in range(w):
+            for x1 in range(x0 + 1, w + 1):
+                got = pipeline._jpegcrop.decode_region(_SAMPLED_2X4, k, x0, 1, x1, h)
+                got = np.frombuffer(got, dtype=np.uint8).reshape(h - 1, x1 - x0, 3)
+                assert np.array_equal(got, full[1:, x0:x1]), (k, x0, x1)
+
+
+def _fast_outcome(data: bytes, mode: str, **crop) -> list:
+    """FastRandomResizedCrop(8)'s result with and without the extension ("skipped" where it
+    raises, as the dataset skips), for the whole image (``crop`` empty) or ``crop``."""
+    from classbalanced.data.pipeline import CropParams, FastRandomResizedCrop
+
+    out = []
+    for partial in (True, False):
+        with Image.open(io.BytesIO(data)) as img:
+            assert img.mode == mode
+            w, h = img.size
+            p = CropParams(**{"top": 0, "left": 0, "height": h, "width": w, **crop}, flip=False)
+            try:
+                out.append(FastRandomResizedCrop(8, partial=partial).apply(img, p))
+            except OSError:
+                out.append("skipped")
+    return out
+
+
+def test_fast_crop_decodes_and_skips_what_the_full_decode_does(tmp_path):
+    """Parity with the full decode for damaged files whose segments chain to the end marker:
+    a file it refuses is skipped (a bogus Huffman table, a progressive file broken anywhere:
+    libjpeg fails before the first row, which the decode stopped at the crop's last row took
+    for its stop and returned black; a second frame header after the scan where the crop
+    reaches the last row, or, for greyscale, whose usual decode is whole, anywhere); a file
+    it decodes is decoded (a lossless JPEG, which only Pillow's libjpeg knows)."""
+    buf = io.BytesIO()
+    Image.open(_photo(tmp_path / "a.jpg", 48, 32, 60)).save(buf, "JPEG", progressive=True)
+    progressive, baseline = buf.getvalue(), _photo(tmp_path / "b.jpg", 48, 32, 61).read_bytes()
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(baseline)).convert("L").save(buf, "JPEG")
+    grey = buf.getvalue()
+    at = baseline.find(b"\xff\xc4") + 5  # the first Huffman table's code counts: too many
+    bogus_table = baseline[:at] + b"\xff" * 16 + baseline[at + 16 :]
+    second_sof = b"\xff\xc0\x00\x04\x00\x00\xff\xd9"  # before the end marker
+    for data, mode, crop, decodes in (
+        (bogus_table, "RGB", {}, False),
+        (bogus_table, "RGB", {"height": 8, "width": 8}, False),
+        (progressive[:-2] + second_sof, "RGB", {"height": 8, "width": 8}, False),
+        (baseline[:-2] + second_sof, "RGB", {}, False),
+        (grey[:-2] + second_sof, "L", {"height": 8, "width": 8}, False),
+        (grey, "L", {"height": 8, "width": 8}, True),
+        (_LOSSLESS, "RGB", {}, None),
+    ):
+        with Image.open(io.BytesIO(data)) as img:
+            try:
+                img.load()
+                whole = True
+            except OSError:
+                whole = False
+        assert decodes in (whole, None)  # None: whatever this PIL's libjpeg does
+        got = _fast_outcome(data, mode, **crop)
+        assert [isinstance(x, torch.Tensor) for x in got] == [whole, whole], (mode, crop, got)
+        if whole:
+            assert torch.equal(got[0], got[1])
+
+
+@needs_extension
+def test_a_progressive_jpeg_cut_at_a_scan_boundary_is_left_to_pils_decoder(tmp_path):
+    """Cut before its last scans (an end marker after a whole scan: libjpeg does not warn),
+    a progressive file has coefficients left to libjpeg's estimate (block smoothing), which
+    Debian's libjpeg-turbo 2.1 and Pillow's 3.x make differently (by a level at some
+    pixels): the extension leaves it to PIL's decoder, so the pixels do not depend on
+    which path decoded them."""
+    from classbalanced.data.pipeline import FastRandomResizedCrop, jpeg_region
+
+    buf = io.BytesIO()
+    Image.open(_photo(tmp_path / "a.jpg", 160, 120, 62)).save(buf, "JPEG", progressive=True)
+    data = buf.getvalue()
+    scans = [i for i in range(len(data) - 1) if data[i : i + 2] == b"\xff\xda"]
+    assert len(scans) > 4
+    cut = data[: scans[4]] + b"\xff\xd9"
+    for box in ((0, 0, 160, 120), (40, 30, 90, 70)):
+        with Image.open(io.BytesIO(cut)) as img:
+            assert jpeg_region(img, 1, box) is None
+        with Image.open(io.BytesIO(data)) as img:  # the whole file: decoded in part
+            assert jpeg_region(img, 1, box) is not None
+    for seed in range(4):
+        out = []
+        for partial in (True, False):
+            torch.manual_seed(seed)
+            with Image.open(io.BytesIO(cut)) as img:
+                out.append(FastRandomResizedCrop(24, partial=partial)(img))
+        assert torch.equal(out[0], out[1])

@@ -51,13 +51,28 @@ from PIL import Image
 from torch import Tensor
 from torchvision.transforms import RandomResizedCrop  # here: forked loader workers inherit it
 
-try:  # built from _jpegcrop.c where libjpeg-turbo's headers were found at install time
-    from classbalanced.data import _jpegcrop
-except ImportError:  # pragma: no cover - depends on the install
-    _jpegcrop = None
+#: the version of ``_jpegcrop.c``'s functions this module calls (its ``API_VERSION``)
+_EXTENSION_API = 2
+
+
+def _extension() -> Any:
+    """``classbalanced.data._jpegcrop`` (built from _jpegcrop.c where libjpeg-turbo's headers
+    were found at install time), or ``None``: not built, or built from an older _jpegcrop.c,
+    whose functions take other arguments (an in-place build not redone: rebuild it)."""
+    import importlib
+
+    try:
+        module = importlib.import_module("classbalanced.data._jpegcrop")
+    except ImportError:  # pragma: no cover - depends on the install
+        return None
+    return module if getattr(module, "API_VERSION", None) == _EXTENSION_API else None
+
+
+_jpegcrop = _extension()
 
 #: whether :class:`FastRandomResizedCrop` decodes only the crop's region (the optional
-#: libjpeg-turbo extension was built at install time); without it, PIL's decoder (same pixels)
+#: libjpeg-turbo extension was built at install time, from this version of _jpegcrop.c);
+#: without it, PIL's decoder (same pixels)
 PARTIAL_JPEG_DECODING = _jpegcrop is not None
 
 __all__ = [
@@ -321,6 +336,10 @@ def jpeg_rows(img: Image.Image, k: int, bottom: float) -> Image.Image | None:
     ``None`` where this does not apply (not an RGB JPEG, no end marker, segments that do not
     chain to it: the caller decodes the usual way, which raises on a truncated or broken file). Uses
     PIL's decoder object (``Image._getdecoder``): a PIL without it takes the usual way too.
+    Also ``None`` where libjpeg gave up before the last row (its stop there and an error
+    both end PIL's decode with the same status: the last row is checked for a pattern
+    written before the decode): a bogus Huffman table, or a progressive file broken anywhere
+    (its whole data is read before the first row), which the usual decode then refuses.
     """
     getdecoder = getattr(Image, "_getdecoder", None)
     if img.format != "JPEG" or img.mode != "RGB" or getdecoder is None or len(img.tile) != 1:
@@ -336,6 +355,9 @@ def jpeg_rows(img: Image.Image, k: int, bottom: float) -> Image.Image | None:
     rows = max(1, min(height, math.floor(bottom * height / h + 0.5)))
     decoder = getdecoder(img.mode, name, args, img.decoderconfig)
     out = Image.core.new("RGB", (width, rows))
+    last = (0, rows - 1, width, rows)
+    pattern = _unlikely_row(width)
+    out.paste(Image.frombytes("RGB", (width, 1), pattern).im, last)
     decoder.setimage(out, (0, 0, width, rows))
     try:
         consumed, err = decoder.decode(data[offset:])
@@ -344,7 +366,15 @@ def jpeg_rows(img: Image.Image, k: int, bottom: float) -> Image.Image | None:
     # stopped early: (-1, -2) "too few scanlines read"; all rows: (-1, 0); >= 0: ran out of data
     if consumed >= 0 or (err < 0 and rows == height):
         raise OSError(f"broken JPEG data (decoder status {consumed}, {err})")
-    return img._new(out)
+    decoded = img._new(out)
+    if decoded.crop(last).tobytes() == pattern:  # the last row was never written
+        return None
+    return decoded
+
+
+def _unlikely_row(width: int) -> bytes:
+    """``width`` RGB pixels that no decode of a photo writes (a sawtooth over the channels)."""
+    return ((np.arange(width * 3, dtype=np.uint32) * 89 + 13) % 251).astype(np.uint8).tobytes()
 
 
 def _crop_box(p: CropParams, w: int, h: int, rw: int, rh: int) -> tuple[int, int, int, int]:
@@ -366,14 +396,23 @@ def jpeg_region(img: Image.Image, k: int, box: tuple[int, int, int, int]) -> Ten
 
     ``None`` where this does not apply: the extension was not built
     (:data:`PARTIAL_JPEG_DECODING`), not an RGB or greyscale JPEG, an incomplete file (see
-    :func:`jpeg_rows`), or data libjpeg warns about: the caller decodes the usual way.
+    :func:`jpeg_rows`), data libjpeg warns about (or a progressive file cut short at a scan
+    boundary, whose missing coefficients libjpeg's versions estimate differently), or data
+    it refuses (broken, or a kind that PIL's own libjpeg may know and the system's not, such
+    as lossless JPEG): the caller decodes the usual way, which decides. Where that way reads
+    the whole file (greyscale: :func:`jpeg_rows` takes RGB only; a box down to the last row),
+    this decode reads on to the end marker too, so that a file broken below the box fails
+    here as there.
     """
     if _jpegcrop is None or img.format != "JPEG" or img.mode not in ("RGB", "L"):
         return None
     data = _jpeg_bytes(img)
     if data is None:
         return None
-    region = _jpegcrop.decode_region(data, k, *box)
+    try:
+        region = _jpegcrop.decode_region(data, k, *box, img.mode != "RGB")
+    except OSError:
+        return None
     if region is None:
         return None
     x0, y0, x1, y1 = box
