@@ -173,6 +173,21 @@ def test_resize_copy(tmp_path):
     ]
 
 
+def test_resize_copy_of_a_format_pil_cannot_write_is_a_png_under_the_same_name(tmp_path):
+    """XPM (like PSD) is read by PIL, not written: the copy is a lossless PNG, not a KeyError."""
+    from classbalanced.data.pipeline import resize_copy
+
+    rows = ["".join("ab"[(x // 5 + y // 5) % 2] for x in range(40)) for y in range(30)]
+    text = '"40 30 2 1",\n"a c #FF0000",\n"b c #0000FF",\n' + ",\n".join(f'"{r}"' for r in rows)
+    src = tmp_path / "t.xpm"
+    src.write_text("/* XPM */\nstatic char *t[] = {\n" + text + "\n};\n")
+    assert resize_copy(str(src), str(tmp_path / "out" / "t.xpm"), 10)
+    with Image.open(src) as img:
+        expected = np.asarray(img.convert("RGB").resize((13, 10), Image.BICUBIC))
+    with Image.open(tmp_path / "out" / "t.xpm") as copy:
+        assert copy.format == "PNG" and np.array_equal(np.asarray(copy), expected)
+
+
 def test_prepare_resize_cache(tmp_path):
     lines = []
     for i in range(4):
