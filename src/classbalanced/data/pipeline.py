@@ -670,7 +670,8 @@ def normalize_uint8(
 def resize_copy(src: str, dest: str, short_side: int) -> bool:
     """Write ``src`` to ``dest`` with its short side reduced to ``short_side`` (bicubic; JPEGs
     re-encoded at quality 90, other formats kept, or PNG, under the same name, for one PIL
-    reads but cannot write: PSD, XPM, ...); an image already that small is copied as is. The copy takes the mtime of ``src``: a ``dest`` with the same mtime was made from this
+    reads but cannot write: PSD, XPM, ...); an image already that small is copied as is.
+    The copy takes the mtime of ``src``: a ``dest`` with the same mtime was made from this
     version of ``src`` (nothing to do); any other (a source replaced, even by an older file) is
     made again. False: ``src`` is missing or unreadable, and no copy of it is left at ``dest``.
     The file appears at once (written to a temporary name, then renamed).
