@@ -609,3 +609,24 @@ def test_train_permissions_of_a_resume_need_resume(capsys, tmp_path, data, flag)
     code, _, err = _main(capsys, [*_train_args(data, tmp_path / "run"), flag])
     assert code == 2 and f"{flag} acts on --resume only" in _one_error_line(err)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_yes_no_key_named_no_x_reads_no_x_and_x_not_no_no_x(capsys):
+    """``no_decay_bias_and_norm``: ``--no-decay-bias-and-norm`` / ``--decay-bias-and-norm``
+    (argparse's own pair was ``--no-no-decay-bias-and-norm``: still read, not listed)."""
+    parse = cli.build_parser().parse_args
+    for argv, value in (
+        ([], None),
+        (["--no-decay-bias-and-norm"], True),
+        (["--decay-bias-and-norm"], False),
+        (["--no-no-decay-bias-and-norm"], False),
+        (["--decay-bias-and-norm", "--no-decay-bias-and-norm"], True),  # the last one wins
+    ):
+        args = parse(["train", "--dataset", "digits", *argv])
+        assert args.no_decay_bias_and_norm is value, argv
+    with pytest.raises(SystemExit):
+        parse(["train", "--help"])
+    shown = capsys.readouterr().out
+    assert "--no-decay-bias-and-norm | --decay-bias-and-norm" in shown
+    assert "--no-decay-bias-and-norm, --decay-bias-and-norm\n" in shown
+    assert "no-no-" not in shown

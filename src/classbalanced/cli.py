@@ -96,7 +96,11 @@ def _flag_kwargs(f, tp) -> dict:
         (tp,) = [a for a in args if a is not type(None)]
         origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp is bool:
-        return {"action": argparse.BooleanOptionalAction, "default": None}
+        negative = f.name.startswith("no_")
+        return {
+            "action": _NegativeFlag if negative else argparse.BooleanOptionalAction,
+            "default": None,
+        }
     if origin is typing.Literal:
         return {"choices": args}
     if origin is list:
@@ -104,6 +108,21 @@ def _flag_kwargs(f, tp) -> dict:
     if origin is dict:
         return {"type": _key_value, "action": "append", "metavar": f.metadata.get("metavar")}
     return {"type": tp}
+
+
+class _NegativeFlag(argparse.Action):
+    """``--no-X`` (true) / ``--X`` (false) for a yes/no key already named ``no_X``, where
+    argparse's own pair would read ``--no-X`` / ``--no-no-X``."""
+
+    def __init__(self, option_strings, dest, default=None, help=None):
+        (flag,) = option_strings
+        super().__init__([flag, "--" + flag[len("--no-") :]], dest, 0, default=default, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, option_string == self.option_strings[0])
+
+    def format_usage(self) -> str:
+        return " | ".join(self.option_strings)
 
 
 def _config_default(name: str):
@@ -119,12 +138,13 @@ def _add_config_flag(parser, name: str, **overrides) -> None:
     f = TrainConfig.__dataclass_fields__[name]
     kwargs = _flag_kwargs(f, field_types()[name])
     kwargs.update(overrides)
-    parser.add_argument(
-        f.metadata.get("flag", _flag(name)),
-        dest=name,
-        help=f.metadata["help"].format(**_help_names()),
-        **kwargs,
-    )
+    flag = f.metadata.get("flag", _flag(name))
+    parser.add_argument(flag, dest=name, help=f.metadata["help"].format(**_help_names()), **kwargs)
+    if kwargs.get("action") is _NegativeFlag:  # the spelling argparse gave it before, unlisted
+        legacy = "--no-" + flag[2:]
+        parser.add_argument(
+            legacy, dest=name, action="store_false", default=None, help=argparse.SUPPRESS
+        )
 
 
 def _add_config_arguments(p: argparse.ArgumentParser) -> None:
