@@ -558,3 +558,13 @@ def test_a_leading_tilde_in_a_path_is_the_home_folder(tmp_path, monkeypatch):
     assert (cfg.data_dir, cfg.train_list) == (f"{home}/data", f"{home}/train.txt")
     assert TrainConfig(data_dir="data/~x").data_dir == "data/~x"  # not a leading ~
     assert {"data_dir", "out", "train_list"} <= set(PATH_KEYS)
+
+
+def test_a_model_name_is_saved_in_one_spelling(tmp_path):
+    """Model names are case-insensitive: `ResNet32` built resnet32 but was saved as typed, so
+    `report` put its runs in another group than resnet32's, without published numbers."""
+    path = tmp_path / "c.toml"
+    path.write_text('dataset = "digits"\nmodel = "Simple_CNN"\n')
+    assert config_from_sources(path).model == "simple_cnn"
+    assert config_from_sources(path, {"model": "ResNet32"}).resolved().model == "resnet32"
+    assert TrainConfig(model="CIFAR_ResNet110_V2").model == "cifar_resnet110_v2"

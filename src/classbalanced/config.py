@@ -364,6 +364,10 @@ class TrainConfig:
             value = getattr(self, key)
             if isinstance(value, str) and value.startswith("~"):
                 setattr(self, key, os.path.expanduser(value))
+        # model names are case-insensitive (models.registry): one spelling is saved, so that
+        # report groups --model ResNet32 with resnet32 runs and finds their published numbers
+        if isinstance(self.model, str):
+            self.model = self.model.lower()
 
     # ------------------------------------------------------------------
     def resolved(self) -> TrainConfig:
