@@ -7,13 +7,13 @@ headers (Debian: ``libjpeg-dev``); without them the install goes on without it a
 
 from setuptools import Extension, setup
 
-setup(
-    ext_modules=[
-        Extension(
-            "classbalanced.data._jpegcrop",
-            ["src/classbalanced/data/_jpegcrop.c"],
-            libraries=["jpeg"],
-            optional=True,
-        )
-    ]
+#: also built in place by benchmarks/gpu_check.py (which imports it from here)
+JPEGCROP = Extension(
+    "classbalanced.data._jpegcrop",
+    ["src/classbalanced/data/_jpegcrop.c"],
+    libraries=["jpeg"],
+    optional=True,
 )
+
+if __name__ == "__main__":  # as setuptools' build backend runs it
+    setup(ext_modules=[JPEGCROP])

@@ -27,8 +27,9 @@ Stages, in order (``--stages`` picks a subset, e.g. to rerun one that failed):
 8. ``pipeline``: benchmarks/data_speed.py on 800x600 JPEGs (iNaturalist's size): the old and
    fast input paths per worker, then with 8 workers, and the nvJPEG path (JPEGs decoded
    in batches on the GPU); images/s and the workers needed for 3,000 images/s. The fast
-   path's libjpeg extension is first built in place (``setup.py build_ext --inplace``,
-   which keeps a build newer than its source); where that fails, a note says why.
+   path's libjpeg extension is first built in place (setup.py's extension through
+   setuptools' ``build_ext --inplace``, which keeps a build newer than its source); where
+   that fails, a note says why.
 9. ``remedies`` (only when named in ``--stages``): the ResNet-32 batch-128 step with the
    launch-overhead remedies added one by one (fused SGD, ``cudnn.benchmark``, bf16,
    ``torch.compile``, CUDA graphs through ``mode="reduce-overhead"``).
@@ -798,9 +799,15 @@ class Check:
 
     def stage_pipeline(self, stage: Stage, limit: float) -> None:
         # the fast path's partial JPEG decoding, built in place where it can be (setuptools
-        # keeps a build newer than _jpegcrop.c; a stale one would not be used)
-        build = [PY, str(ROOT / "setup.py"), "-q", "build_ext", "--inplace"]
-        out = run_timed(build, 60, self.log)
+        # keeps a build newer than _jpegcrop.c; a stale one would not be used); setup.py's
+        # extension alone, so that a setuptools too old for pyproject.toml builds it too
+        build = (
+            f"import os, sys; os.chdir({str(ROOT)!r}); sys.path.insert(0, '.'); "
+            "from setup import JPEGCROP; from setuptools import Distribution; "
+            "d = Distribution({'ext_modules': [JPEGCROP], 'package_dir': {'': 'src'}}); "
+            "d.get_command_obj('build_ext').inplace = True; d.run_command('build_ext')"
+        )
+        out = run_timed([PY, "-c", build], 60, self.log)
         if out.rc != 0:
             stage.notes.append(f"the libjpeg extension did not build: {_tail(out.text, 1)}")
         args = ["--pipeline-only", "--device", self.device, *self.sizes.pipe_args]
