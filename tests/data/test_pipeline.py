@@ -807,3 +807,89 @@ def test_a_progressive_jpeg_cut_at_a_scan_boundary_is_left_to_pils_decoder(tmp_p
             with Image.open(io.BytesIO(cut)) as img:
                 out.append(FastRandomResizedCrop(24, partial=partial)(img))
         assert torch.equal(out[0], out[1])
+
+
+# 40 x 36 RGB lossless JPEG (SOF3) of the pixels (3 x, 3 y, 200 - x - y)
+# (imagecodecs.jpeg8_encode(lossless=True), libjpeg-turbo 3)
+_LOSSLESS_40X36 = bytes.fromhex(
+    "ffd8ffee000e41646f626500640000000000ffc30011080024002803521100471100421100ffc40018000003"
+    "01010000000000000000000000000001020807ffda000c03520047004200010000cff9ff00a458ac562b158a"
+    "c562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac5622d58ac562b15"
+    "8ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac5622d58ac562b"
+    "158ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac5622d58ac56"
+    "2b158ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac5622d58ac"
+    "562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac5622d58"
+    "ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac5622d"
+    "58ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac562"
+    "2d58ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac5"
+    "622d58ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158a"
+    "c5622d58ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac562b15"
+    "8ac5622d58ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac562b"
+    "158ac5622d58ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac56"
+    "2b158ac5622d58ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac"
+    "562b158ac5622d58ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158"
+    "ac562b158ac5622d58ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac562b1"
+    "58ac562b158ac5622d58ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac562"
+    "b158ac562b158ac5622d58ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac5"
+    "62b158ac562b158ac5622d58ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158a"
+    "c562b158ac562b158ac5622d58ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac562b15"
+    "8ac562b158ac562b158ac5622d58ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac562b"
+    "158ac562b158ac562b158ac5622d58ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac56"
+    "2b158ac562b158ac562b158ac5622d58ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac"
+    "562b158ac562b158ac562b158ac5622d58ac562b158ac562b158ac562b158ac562b158ac562b158ac562b158"
+    "ac562b158ac562b158ac562b158ac5622d58ac562b158ac562b158ac562b158ac562b158ac562b158ac562b1"
+    "58ac562b158ac562b158ac562b158ac5622d58ac562b158ac562b158ac562b158ac562b158ac562b158ac562"
+    "b158ac562b158ac562b158ac562b158ac5622d58ac562b158ac562b158ac562b158ac562b158ac562b158ac5"
+    "62b158ac562b158ac562b158ac562b158ac5622d58ac562b158ac562b158ac562b158ac562b158ac562b158a"
+    "c562b158ac562b158ac562b158ac562b158ac5622d58ac562b158ac562b158ac562b158ac562b158ac562b15"
+    "8ac562b158ac562b158ac562b158ac562b158ac5622d58ac562b158ac562b158ac562b158ac562b158ac562b"
+    "158ac562b158ac562b158ac562b158ac562b158ac5622d58ac562b158ac562b158ac562b158ac562b158ac56"
+    "2b158ac562b158ac562b158ac562b158ac562b158ac5622d58ac562b158ac562b158ac562b158ac562b158ac"
+    "562b158ac562b158ac562b158ac562b158ac562b158ac5622d58ac562b158ac562b158ac562b158ac562b158"
+    "ac562b158ac562b158ac562b158ac562b158ac562b158ac5622d58ac562b158ac562b158ac562b158ac562b1"
+    "58ac562b158ac562b158ac562b158ac562b158ac562b158ac5622d58ac562b158ac562b158ac562b158ac562"
+    "b158ac562b158ac562b158ac562b158ac562b158ac562b158ac5622d58ac562b158ac562b158ac562b158ac5"
+    "62b158ac562b158ac562b158ac562b158ac562b158ac562b158ac5622d58ac562b158ac562b158ac562b158a"
+    "c562b158ac562b158ac562b158ac562b158ac562b158ac562b158ac562ffd9"
+)
+
+
+def test_a_lossless_jpeg_larger_than_its_crop_is_decoded_at_full_size(tmp_path):
+    """libjpeg cannot decode a lossless JPEG reduced (no DCT to scale): every path skipped one
+    more than twice the output size, in training and in evaluation, where torchvision's path
+    decodes it. Now it is decoded at full size: torchvision's pixels (draft), within the two
+    resize kernels' rounding (fast)."""
+    from classbalanced.data.pipeline import FastRandomResizedCrop
+
+    path = tmp_path / "l.jpg"
+    path.write_bytes(_LOSSLESS_40X36)
+    y, x = np.mgrid[0:36, 0:40]
+    pixels = np.stack([x * 3, y * 3, 200 - x - y], -1).astype(np.uint8)
+    with Image.open(path) as img:
+        assert np.array_equal(np.asarray(img), pixels)  # PIL decodes it at full size
+    reference = Image.fromarray(pixels)
+    crop = {"scale": (0.9, 1.0)}  # >= 32 px: a reduced decode would be tried
+    train = v2.Compose(
+        [
+            v2.RandomResizedCrop(16, antialias=True, **crop),
+            v2.RandomHorizontalFlip(),
+            v2.PILToTensor(),
+        ]
+    )
+    for seed in range(4):
+        got = []
+        for transform in (
+            DraftRandomResizedCrop(16, **crop),
+            FastRandomResizedCrop(16, **crop),
+            FastRandomResizedCrop(16, partial=False, **crop),
+        ):
+            torch.manual_seed(seed)
+            with Image.open(path) as img:
+                got.append(transform(img).int())
+        torch.manual_seed(seed)
+        expected = train(reference).int()
+        assert torch.equal(got[0], expected)
+        assert torch.equal(got[1], got[2]) and (got[1] - expected).abs().max() <= 4
+    evaluate = v2.Compose([v2.Resize(18, antialias=True), v2.CenterCrop(16), v2.PILToTensor()])
+    with Image.open(path) as img:
+        assert torch.equal(DraftResizeCenterCrop(16)(img), evaluate(reference))

@@ -145,13 +145,32 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 
 def _decode(img: Image.Image, k: int) -> tuple[Image.Image, float, float]:
-    """Decode ``img`` (reduced by ``k`` when it is a JPEG) to RGB; return it and its x / y scale."""
+    """Decode ``img`` (reduced by ``k`` when it is a JPEG) to RGB; return it and its x / y scale.
+
+    A JPEG libjpeg cannot decode reduced (lossless JPEG: no DCT to scale) is decoded at full
+    size from its file again; one that fails at full size too raises (truncated, broken).
+    """
     w, h = img.size
+    source = getattr(img, "filename", "") or img.fp  # PIL closes its own file on a failure
     if k > 1:
         img.draft("RGB", (w // k, h // k))  # a no-op for other formats
-    img.load()  # the full decode: a truncated file raises here
+    try:
+        img.load()  # the full decode: a truncated file raises here
+    except OSError:
+        if k == 1:
+            raise
+        img = _full_size(source)
     rgb = to_rgb(img)
     return rgb, rgb.size[0] / w, rgb.size[1] / h
+
+
+def _full_size(source: Any) -> Image.Image:
+    """The image in ``source`` (a path, or a file object read from its start) decoded."""
+    if hasattr(source, "seek"):
+        source.seek(0)
+    img = Image.open(source)
+    img.load()
+    return img
 
 
 def _to_tensor(img: Image.Image) -> Tensor:
@@ -365,6 +384,8 @@ def jpeg_rows(img: Image.Image, k: int, bottom: float) -> Image.Image | None:
         decoder.cleanup()
     # stopped early: (-1, -2) "too few scanlines read"; all rows: (-1, 0); >= 0: ran out of data
     if consumed >= 0 or (err < 0 and rows == height):
+        if k > 1:  # broken, or a JPEG libjpeg cannot reduce (lossless): the caller decides
+            return None
         raise OSError(f"broken JPEG data (decoder status {consumed}, {err})")
     decoded = img._new(out)
     if decoded.crop(last).tobytes() == pattern:  # the last row was never written
