@@ -358,7 +358,9 @@ def jpeg_rows(img: Image.Image, k: int, bottom: float) -> Image.Image | None:
     Also ``None`` where libjpeg gave up before the last row (its stop there and an error
     both end PIL's decode with the same status: the last row is checked for a pattern
     written before the decode): a bogus Huffman table, or a progressive file broken anywhere
-    (its whole data is read before the first row), which the usual decode then refuses.
+    (its whole data is read before the first row), which the usual decode then refuses;
+    and where a decode at ``1 / k`` (``k > 1``) fails outright: broken, or a JPEG libjpeg
+    cannot reduce (lossless), which the usual decode reads at full size.
     """
     getdecoder = getattr(Image, "_getdecoder", None)
     if img.format != "JPEG" or img.mode != "RGB" or getdecoder is None or len(img.tile) != 1:
