@@ -151,13 +151,14 @@ def _decode(img: Image.Image, k: int) -> tuple[Image.Image, float, float]:
     size from its file again; one that fails at full size too raises (truncated, broken).
     """
     w, h = img.size
-    source = getattr(img, "filename", "") or img.fp  # PIL closes its own file on a failure
+    # to read again (PIL closes its own file on a failure); None: an image made in memory
+    source = getattr(img, "filename", "") or getattr(img, "fp", None)
     if k > 1:
         img.draft("RGB", (w // k, h // k))  # a no-op for other formats
     try:
         img.load()  # the full decode: a truncated file raises here
     except OSError:
-        if k == 1:
+        if k == 1 or source is None:
             raise
         img = _full_size(source)
     rgb = to_rgb(img)
