@@ -15,7 +15,6 @@ the pages need no JavaScript math library and no network.
 
 from __future__ import annotations
 
-import importlib
 import sys
 from pathlib import Path
 
@@ -25,6 +24,9 @@ from sphinx.util import logging
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "docs"))
+
+from _names import importable  # noqa: E402
 
 import classbalanced  # noqa: E402
 
@@ -83,23 +85,6 @@ def _candidates(node):
     return out
 
 
-def _exists(dotted: str) -> bool:
-    """Whether ``dotted`` names an object importable from the classbalanced package."""
-    parts = dotted.split(".")
-    for i in range(len(parts), 0, -1):
-        try:
-            obj = importlib.import_module(".".join(parts[:i]))
-        except ImportError:
-            continue
-        try:
-            for attr in parts[i:]:
-                obj = getattr(obj, attr)
-        except AttributeError:
-            return False
-        return True
-    return False
-
-
 def _public_alias(app, env, node, contnode):
     """Resolve a reference to its documented public name, role-agnostic.
 
@@ -121,14 +106,14 @@ def _public_alias(app, env, node, contnode):
     module = node.get("py:module") or "classbalanced"
     owner = f"{module}.{node['py:class']}" if node.get("py:class") else module
     for dotted in (target, f"{module}.{target}", f"{owner}.{target}"):
-        if dotted.startswith("classbalanced.") and _exists(dotted):
+        if dotted.startswith("classbalanced.") and importable(dotted):
             return contnode
     first = target.split(".")[0]
     for name, mod in list(sys.modules.items()):
         if (
             name.startswith("classbalanced.")
             and hasattr(mod, first)
-            and _exists(f"{name}.{target}")
+            and importable(f"{name}.{target}")
         ):
             return contnode
     return None
