@@ -1,11 +1,12 @@
 """classbalanced.integrations.lightning with the real Lightning Trainer on the CPU: the
-ReweightCallback drives a ReweightSchedule from trainer.current_epoch, one process and two
-(``strategy="ddp"``, run as this file as a script: Lightning starts rank 1 by running it
-again), every loss recomputed with cb.class_balanced_loss."""
+ReweightCallback drives a ReweightSchedule from trainer.current_epoch, in one process and in
+two (``strategy="ddp"``: this file run as a script, once per rank), every loss recomputed
+with cb.class_balanced_loss."""
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -121,13 +122,32 @@ def ddp_main(out: Path) -> None:
 
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_apply_the_global_counts_weights(tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    for name in ("LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "NODE_RANK"):
-        env.pop(name, None)
-    subprocess.run(
-        [sys.executable, __file__, str(tmp_path)], env=env, check=True, timeout=300,
-        capture_output=True,
-    )  # fmt: skip
+    """Both processes started at once, torchrun's way (LOCAL_RANK set: Lightning launches
+    none itself), so they import in parallel."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(port), "WORLD_SIZE": "2", "NODE_RANK": "0"}  # fmt: skip
+    logs = [tmp_path / f"rank{rank}.log" for rank in (0, 1)]
+    ranks = []
+    for rank, log in enumerate(logs):
+        with log.open("w") as sink:
+            ranks.append(
+                subprocess.Popen(
+                    [sys.executable, __file__, str(tmp_path)],
+                    env={**env, "LOCAL_RANK": str(rank)},
+                    stdout=sink,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+    try:
+        for process, log in zip(ranks, logs, strict=True):
+            assert process.wait(timeout=300) == 0, log.read_text()[-3000:]
+    finally:
+        for process in ranks:  # the other rank would wait for a failed one
+            process.kill()
+            process.wait()
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
     seen = torch.zeros(len(COUNTS), dtype=torch.int64)
     for steps in ranks:

@@ -162,26 +162,6 @@ def test_drw_switches_the_weights_at_the_named_epoch_and_the_prior_bias_is_set(t
     eval_loss_is_the_class_balanced_mean(beta=0.999)
 
 
-def test_ramp_weights_follow_the_schedule_epoch_by_epoch(tmp_path):
-    dataset = long_tailed_texts()
-    counts = cbt.class_counts(dataset)
-    loss_func = cbt.class_balanced_loss_func(
-        counts, beta=0.999, loss_type="sigmoid", reweight_schedule="ramp", start_epoch=2
-    )
-    records: list = []
-    trainer(
-        tiny_model("bert"), dataset, recording(loss_func, records), tmp_path,
-        callbacks=[cbt.ReweightCallback(loss_func)], per_device_train_batch_size=12,
-        num_train_epochs=3,
-    ).train()  # fmt: skip
-    schedule = cb.ReweightSchedule("ramp", counts, 0.999, start_epoch=2)
-    assert len(records) == 6  # 3 epochs of 2 steps
-    for step, record in enumerate(records):
-        torch.testing.assert_close(record[3], schedule.weight_at(step // 2))
-    torch.testing.assert_close(records[0][3], torch.ones(3))  # beta 0 at epoch 0
-    torch.testing.assert_close(records[-1][3], cb.class_balanced_weights(counts, 0.999))
-
-
 def test_loss_func_multi_label_ignored_rows_and_tuple_outputs():
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(5, 3, generator=generator)
