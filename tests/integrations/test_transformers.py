@@ -88,6 +88,13 @@ def test_class_counts_of_a_dataset_list_and_multi_hot_column():
     assert cbt.class_counts(dataset["label"][:3], num_labels=3).sum() == 3
     multi = datasets.Dataset.from_dict({"labels": [[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]]})
     assert cbt.class_counts(multi, label_column="labels").tolist() == [1, 0, 2]
+    index_lists = datasets.Dataset.from_dict(
+        {"labels": [[0, 2], [2], [], [1, 2]]},
+        features=datasets.Features(
+            {"labels": datasets.Sequence(datasets.ClassLabel(num_classes=4))}
+        ),
+    )
+    assert cbt.class_counts(index_lists, label_column="labels").tolist() == [1, 1, 3, 0]
     with pytest.raises(ValueError, match="no column 'labels'"):
         cbt.class_counts(dataset, label_column="labels")
     with pytest.raises(TypeError, match=r"one split \(e\.g\. dataset\['train'\]\)"):

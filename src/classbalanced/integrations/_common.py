@@ -34,6 +34,19 @@ def require(module: str, extra: str, what: str):
         ) from None
 
 
+def _multi_hot(rows: list, num_classes: int) -> np.ndarray:
+    """``(N, C)`` 0/1 rows from a list of class-index lists (a ``Sequence(ClassLabel)`` column)."""
+    matrix = np.zeros((len(rows), num_classes), dtype=np.int64)
+    for i, row in enumerate(rows):
+        row = np.asarray(row, dtype=np.int64)
+        if (row < 0).any():
+            raise ValueError(
+                f"class_counts expects class indices >= 0, got {row.tolist()} in row {i}"
+            )
+        matrix[i, row] = 1
+    return matrix
+
+
 def _labels_of(labels, label_column: str) -> tuple[np.ndarray, int | None]:
     """The labels as an array, and the number of classes a ``ClassLabel`` column declares."""
     if hasattr(labels, "column_names") and not hasattr(labels, "features"):
@@ -47,12 +60,19 @@ def _labels_of(labels, label_column: str) -> tuple[np.ndarray, int | None]:
                 f"class_counts: the dataset has no column {label_column!r}, "
                 f"got columns {labels.column_names}"
             )
-        declared = getattr(labels.features[label_column], "num_classes", None)
+        feature = labels.features[label_column]
+        inner = getattr(feature, "feature", None)
+        if hasattr(inner, "num_classes"):  # a list of class indices per example
+            return _multi_hot(list(labels[label_column]), inner.num_classes), inner.num_classes
+        declared = getattr(feature, "num_classes", None)
         return np.asarray(labels.with_format("numpy")[label_column]), declared
     if isinstance(labels, Tensor):
         return labels.detach().cpu().numpy(), None
     if isinstance(labels, (np.ndarray, list, tuple)):
-        return np.asarray(labels), None
+        try:
+            return np.asarray(labels), None
+        except ValueError:  # rows of different lengths
+            return np.asarray(labels, dtype=object), None
     raise TypeError(
         "class_counts expects a datasets.Dataset, a list, numpy array or tensor of labels, "
         f"got {type(labels).__name__}"
@@ -66,7 +86,8 @@ def class_counts(labels, label_column: str = "label", num_labels: int | None = N
         labels: a ``datasets.Dataset`` (its ``label_column``), or a list, numpy array or
             tensor of labels: ``(N,)`` class indices in ``[0, C)`` (entries equal to
             ``-100``, Transformers' ignored label, are not counted), or ``(N, C)``
-            multi-hot rows (0/1), counted as positives per class.
+            multi-hot rows (0/1), counted as positives per class; a ``Dataset`` column of
+            class-index lists (``Sequence(ClassLabel)``) counts each example once per label.
         label_column: the column holding the labels of a ``Dataset``.
         num_labels: ``C``; default: the ``ClassLabel`` feature's number of classes, the
             width of multi-hot rows, else the largest label + 1.
