@@ -6,6 +6,7 @@ with cb.class_balanced_loss."""
 from __future__ import annotations
 
 import os
+import pickle
 import socket
 import subprocess
 import sys
@@ -106,6 +107,10 @@ def test_fast_dev_run_with_the_loss_object_and_a_missing_loss_named(tmp_path):
     torch.testing.assert_close(module.steps[0]["weight"], torch.ones(3))  # the ramp's beta 0
     with pytest.raises(TypeError, match=r"Recorder\.loss to be a loss with set_weight"):
         fit(Recorder(counts), [cbl.ReweightCallback(schedule)], tmp_path, fast_dev_run=True)
+    copy = pickle.loads(pickle.dumps(cbl.ReweightCallback(schedule, loss="criterion")))  # ddp_spawn
+    assert isinstance(copy, cbl.ReweightCallback) and copy.schedule.beta_at(2) == schedule.beta_at(
+        2
+    )
     with pytest.raises(TypeError, match="expects a classbalanced.ReweightSchedule"):
         cbl.ReweightCallback(COUNTS)
 

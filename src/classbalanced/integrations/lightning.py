@@ -70,7 +70,7 @@ def _reweight_callback_class() -> type:
         def on_train_epoch_start(self, trainer, pl_module) -> None:
             self._apply(trainer, pl_module)
 
-    ReweightCallback.__module__ = __name__
+    ReweightCallback.__module__, ReweightCallback.__qualname__ = __name__, "ReweightCallback"
     return ReweightCallback
 
 

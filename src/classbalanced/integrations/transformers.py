@@ -156,6 +156,12 @@ def class_balanced_loss_func(
     Returns:
         ``f(outputs, labels, num_items_in_batch=None)``: the mean reduction, or the sum
         divided by ``num_items_in_batch`` (see the module).
+
+    >>> f = class_balanced_loss_func([90, 10], beta=0.9, loss_type="softmax", reweight_schedule="drw", start_epoch=1)
+    >>> f.set_epoch(0); f.weight is None
+    True
+    >>> f.set_epoch(1); f.weight
+    tensor([0.7889, 1.2111])
     """
     return ClassBalancedLossFunc(
         counts,
@@ -194,6 +200,11 @@ def init_prior_bias_(model: nn.Module, *, head: nn.Linear | None = None, prior=N
     class's initial probability is ``pi``. ``head`` defaults to
     :func:`classification_head`; ``prior`` is as in :func:`classbalanced.prior_bias`.
     Returns the head.
+
+    >>> model = nn.Module()
+    >>> model.classifier = nn.Linear(8, 4)
+    >>> torch.sigmoid(init_prior_bias_(model).bias.detach())
+    tensor([0.2500, 0.2500, 0.2500, 0.2500])
     """
     head = classification_head(model) if head is None else head
     if isinstance(head, nn.Linear) and head.bias is None:
@@ -224,7 +235,7 @@ def _reweight_callback_class() -> type:
         def on_epoch_begin(self, args, state, control, **kwargs):
             self.loss_func.set_epoch(int(state.epoch + 1e-6))
 
-    ReweightCallback.__module__ = __name__
+    ReweightCallback.__module__, ReweightCallback.__qualname__ = __name__, "ReweightCallback"
     return ReweightCallback
 
 
