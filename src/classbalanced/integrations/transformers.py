@@ -104,6 +104,7 @@ class ClassBalancedLossFunc:
         return self._losses["sum"].weight
 
     def set_weight(self, weight: Tensor | None) -> None:
+        """Replace the ``(C,)`` class weights (``None``: unweighted)."""
         for loss in self._losses.values():
             loss.set_weight(weight)
 
