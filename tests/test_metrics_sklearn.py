@@ -71,7 +71,9 @@ def test_ece_closed_forms():
     right = torch.tensor([True] * 6 + [False] * 4)
     assert cbm.expected_calibration_error(cbm.calibration_bins(conf, right)) == pytest.approx(0.2)
     # a confidence on a bin edge belongs to the lower bin ((m-1)/M, m/M]
-    sums = cbm.calibration_bins(torch.tensor([1 / 15, 2 / 15], dtype=torch.float64), torch.tensor([True, True]))
+    sums = cbm.calibration_bins(
+        torch.tensor([1 / 15, 2 / 15], dtype=torch.float64), torch.tensor([True, True])
+    )
     assert sums[0, :2].tolist() == [1.0, 1.0]
     # perfectly calibrated bins: 0
     conf = torch.tensor([0.5, 0.5, 1.0, 1.0], dtype=torch.float64)

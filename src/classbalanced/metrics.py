@@ -61,9 +61,13 @@ FEW_SHOT = 20  # few-shot: fewer than 20 training images
 def _check_labels(name: str, labels: Tensor, num_classes: int) -> Tensor:
     labels = torch.as_tensor(labels)
     if labels.dim() != 1 or labels.dtype.is_floating_point or labels.dtype == torch.bool:
-        raise ValueError(f"expected {name} as integer class indices (N,), got {labels.dtype} {tuple(labels.shape)}")
+        raise ValueError(
+            f"expected {name} as integer class indices (N,), got {labels.dtype} {tuple(labels.shape)}"
+        )
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise ValueError(f"expected {name} in [0, {num_classes}), got values in [{int(labels.min())}, {int(labels.max())}]")
+        raise ValueError(
+            f"expected {name} in [0, {num_classes}), got values in [{int(labels.min())}, {int(labels.max())}]"
+        )
     return labels.long()
 
 
@@ -78,7 +82,9 @@ def confusion_matrix(predictions: Tensor, targets: Tensor, num_classes: int) -> 
     targets = _check_labels("targets", targets, num_classes)
     predictions = _check_labels("predictions", predictions, num_classes).to(targets.device)
     if predictions.shape != targets.shape:
-        raise ValueError(f"expected predictions and targets of one shape, got {tuple(predictions.shape)} and {tuple(targets.shape)}")
+        raise ValueError(
+            f"expected predictions and targets of one shape, got {tuple(predictions.shape)} and {tuple(targets.shape)}"
+        )
     flat = torch.bincount(targets * num_classes + predictions, minlength=num_classes * num_classes)
     return flat.view(num_classes, num_classes)
 
@@ -127,7 +133,9 @@ def expected_calibration_error(sums: Tensor) -> float:
     return float((sums[2] - sums[1]).abs().sum()) / n if n else 0.0
 
 
-def prf_from_counts(true_positive: Tensor, total: Tensor, predicted: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def prf_from_counts(
+    true_positive: Tensor, total: Tensor, predicted: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
     """Per-class ``(precision, recall, f1)`` in float64 from ``(C,)`` counts; 0 where a
     denominator is 0 (scikit-learn's ``zero_division=0``).
 

@@ -841,7 +841,14 @@ def plot_reliability(
     edges = np.arange(bins) / bins
     figure = _new_figure(figsize, dpi)
     axes = figure.add_subplot()
-    axes.bar(edges, np.nan_to_num(acc), width=1.0 / bins, align="edge", edgecolor="black", label="accuracy")
+    axes.bar(
+        edges,
+        np.nan_to_num(acc),
+        width=1.0 / bins,
+        align="edge",
+        edgecolor="black",
+        label="accuracy",
+    )
     axes.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
     axes.set_xlim(0, 1)
     axes.set_ylim(0, 1)

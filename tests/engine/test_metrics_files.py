@@ -18,8 +18,9 @@ def test_run_writes_balanced_metrics_and_plots(tiny_run):
     cm = np.asarray(m["confusion_matrix"])
     assert cm.shape == (10, 10) and cm.sum() == m["num_test_images"]
     # the labels and predictions the confusion matrix counts, back to sklearn
-    y, p = np.concatenate([np.full(cm[t].sum(), t) for t in range(10)]), np.concatenate(
-        [np.repeat(np.arange(10), cm[t]) for t in range(10)]
+    y, p = (
+        np.concatenate([np.full(cm[t].sum(), t) for t in range(10)]),
+        np.concatenate([np.repeat(np.arange(10), cm[t]) for t in range(10)]),
     )
     assert m["balanced_accuracy"] == pytest.approx(sk.balanced_accuracy_score(y, p), abs=1e-12)
     assert m["macro_f1"] == pytest.approx(sk.f1_score(y, p, average="macro"), abs=1e-12)

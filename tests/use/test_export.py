@@ -33,7 +33,9 @@ def model_and_images(use_run):
 def test_torchscript_matches_the_model(use_run, model_and_images, tmp_path):
     model, _, x, expected = model_and_images
     out = tmp_path / "m.pt"
-    assert cli.main(["export", str(use_run.out), "--format", "torchscript", "--output", str(out)]) == 0
+    assert (
+        cli.main(["export", str(use_run.out), "--format", "torchscript", "--output", str(out)]) == 0
+    )
     scripted = torch.jit.load(str(out))
     assert (scripted(x) - expected).abs().max() <= 1e-5
     assert scripted(x[:3]).shape == (3, 10)  # dynamic batch axis
@@ -70,7 +72,9 @@ def test_onnx_matches_the_model_in_onnxruntime(use_run, model_and_images, tmp_pa
 def test_safetensors_round_trip(use_run, model_and_images, tmp_path):
     model, files, _, _ = model_and_images
     out = tmp_path / "m.safetensors"
-    assert cli.main(["export", str(use_run.out), "--format", "safetensors", "--output", str(out)]) == 0
+    assert (
+        cli.main(["export", str(use_run.out), "--format", "safetensors", "--output", str(out)]) == 0
+    )
     assert (tmp_path / "m.safetensors.json").is_file()
     again = cb.load_run(out)
     assert again.class_names == model.class_names and again.train_counts == model.train_counts

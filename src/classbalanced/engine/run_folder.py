@@ -573,12 +573,18 @@ def _draw_metric_plots(out: Path, manifest: Manifest, class_names, metrics: dict
     confusion = metrics.get("confusion_matrix")
     if confusion and len(confusion) <= plots.CONFUSION_PLOT_MAX_CLASSES:
         manifest.record("confusion_matrix.png")
-        plots.plot_confusion_matrix(out / "confusion_matrix.png", confusion, class_names=class_names)
+        plots.plot_confusion_matrix(
+            out / "confusion_matrix.png", confusion, class_names=class_names
+        )
     bins = metrics.get("calibration")
     if bins:
         manifest.record("reliability.png")
         plots.plot_reliability(
-            out / "reliability.png", bins["confidence"], bins["accuracy"], bins["count"], ece=metrics.get("ece")
+            out / "reliability.png",
+            bins["confidence"],
+            bins["accuracy"],
+            bins["count"],
+            ece=metrics.get("ece"),
         )
 
 

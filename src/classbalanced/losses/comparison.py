@@ -336,7 +336,6 @@ class LogitAdjustment(nn.Module):
         return self.model(x) - self.shift
 
 
-
 class _CountsSoftmaxLoss(ClassWeightBuffers):
     """Base: ``samples_per_class`` and the optional ``weight`` are float32 buffers.
 

@@ -91,7 +91,9 @@ def validation_arrays(run_dir: Path, cfg: TrainConfig, record: dict, val_data: s
     else the run's own validation split; neither: one ValueError line."""
     if val_data:
         arrays = _load_arrays(val_data, record.get("image_shape"))
-        check_class_names(record["class_names"], arrays.class_names, "the run", "the validation set")
+        check_class_names(
+            record["class_names"], arrays.class_names, "the run", "the validation set"
+        )
         return arrays, str(Path(val_data).absolute())
     subset = read_run_json(run_dir / "subset.json")
     indices = subset.get(VALIDATION_KEY)
@@ -101,7 +103,9 @@ def validation_arrays(run_dir: Path, cfg: TrainConfig, record: dict, val_data: s
             f"folder), or train with --val-fraction (its split in {run_dir / 'subset.json'}); "
             "tau is never chosen on the test set"
         )
-    return _training_arrays(cfg, record).subset(indices), f"{run_dir / 'subset.json'}:{VALIDATION_KEY}"
+    return _training_arrays(cfg, record).subset(
+        indices
+    ), f"{run_dir / 'subset.json'}:{VALIDATION_KEY}"
 
 
 def evaluate_adjusted(

@@ -108,7 +108,9 @@ def export_model(
         elif fmt == "onnx":
             atomic_save(out, lambda tmp: _write_onnx(module, example, tmp))
         else:
-            weights = {k: v.detach().cpu().contiguous() for k, v in classifier.model.state_dict().items()}
+            weights = {
+                k: v.detach().cpu().contiguous() for k, v in classifier.model.state_dict().items()
+            }
             atomic_save(out, lambda tmp: save_file(weights, tmp))
             c = classifier
             atomic_write_json(targets[1], sidecar(c.config, c.train_counts, c.record, c.source))

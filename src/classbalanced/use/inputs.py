@@ -145,10 +145,16 @@ class Preprocess:
     def _large(self, image: Any) -> Tensor:
         array = _as_array(image)
         if array is not None:
-            image = Image.fromarray(array[..., 0] if array.ndim == 3 and array.shape[2] == 1 else array)
+            image = Image.fromarray(
+                array[..., 0] if array.ndim == 3 and array.shape[2] == 1 else array
+            )
         try:
             with contextlib.ExitStack() as stack:
-                img = image if isinstance(image, Image.Image) else stack.enter_context(Image.open(image))
+                img = (
+                    image
+                    if isinstance(image, Image.Image)
+                    else stack.enter_context(Image.open(image))
+                )
                 if getattr(self.transform, "decodes", False):
                     return torch.as_tensor(self.transform(img))
                 img.load()  # full decode: a truncated file raises here

@@ -73,9 +73,7 @@ def _folder(root: Path, class_names: list[str], found: Inputs) -> None:
         for label, files in enumerate(per_class):
             for f in files:
                 found.add(f, str(f), label)
-        found.non_images += sum(
-            1 for f in root.rglob("*") if f.is_file() and not is_image_file(f)
-        )
+        found.non_images += sum(1 for f in root.rglob("*") if f.is_file() and not is_image_file(f))
         return
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -108,7 +106,9 @@ def _npz(path: Path, class_names: list[str], found: Inputs) -> None:
         x, y = arrays.images, arrays.labels.tolist()
     else:
         if "x" not in keys:
-            raise ValueError(f"missing key 'x' in {path}: expected images x (and optional y), got {keys}")
+            raise ValueError(
+                f"missing key 'x' in {path}: expected images x (and optional y), got {keys}"
+            )
         with np.load(path, allow_pickle=False) as npz:
             x = npz["x"]
         if x.dtype != np.uint8:
@@ -155,14 +155,18 @@ def check_outputs(output: str | None, run_dir: Path, overwrite: bool) -> list[Pa
         return []
     out = Path(output)
     if out.suffix.lower() not in OUTPUT_SUFFIXES:
-        raise ValueError(f"--output {out}: expected a .csv or .jsonl file, got {out.suffix or 'no suffix'}")
+        raise ValueError(
+            f"--output {out}: expected a .csv or .jsonl file, got {out.suffix or 'no suffix'}"
+        )
     targets = [out, out.with_suffix(".metrics.json")]
     run_real = os.path.realpath(run_dir)
     for target in targets:
         if target.is_dir():
             raise ValueError(f"--output {target} is a folder: expected a file path")
         if os.path.realpath(target).startswith(run_real.rstrip(os.sep) + os.sep):
-            raise ValueError(f"--output {target} is inside the run folder {run_dir}: predict never writes there")
+            raise ValueError(
+                f"--output {target} is inside the run folder {run_dir}: predict never writes there"
+            )
         if target.exists() and not overwrite:
             raise ValueError(f"{target} exists: pass --overwrite to replace it")
     return targets
@@ -189,7 +193,7 @@ def run_predictions(
     classifier: TrainedClassifier,
     found: Inputs,
     *,
-    top_k: int,
+    top_k: int | None,
     adjust_tau: float,
     batch_size: int | None,
     num_workers: int | None = None,
@@ -232,7 +236,7 @@ def predict_files(
     inputs: Sequence[str | os.PathLike],
     *,
     output: str | None = None,
-    top_k: int = 5,
+    top_k: int | None = None,
     adjust_tau: float = 0.0,
     batch_size: int | None = None,
     overwrite: bool = False,
@@ -256,12 +260,19 @@ def predict_files(
             writer.writeheader()
         emit = (lambda row: handle.write(json.dumps(row) + "\n")) if jsonl else writer.writerow
         return run_predictions(
-            classifier, found, top_k=k, adjust_tau=adjust_tau, batch_size=batch_size,
-            num_workers=num_workers, progress=progress, emit=emit,
+            classifier,
+            found,
+            top_k=k,
+            adjust_tau=adjust_tau,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            progress=progress,
+            emit=emit,
         )
 
     result: list[tuple] = []
     if targets:
+
         def to_file(tmp: str) -> None:
             with open(tmp, "w", encoding="utf-8", newline="") as handle:
                 result.append(write(handle))

@@ -27,7 +27,10 @@ from ..engine.network import build_network
 from ..losses import post_hoc_logit_adjustment
 from .inputs import Preprocess, as_items
 
-__all__ = ["Prediction", "TrainedClassifier", "load_run", "SIDECAR_SUFFIX"]
+__all__ = ["DEFAULT_TOP_K", "Prediction", "TrainedClassifier", "load_run", "SIDECAR_SUFFIX"]
+
+#: classes per image when ``top_k`` is not given (fewer when the run has fewer classes)
+DEFAULT_TOP_K = 5
 
 #: the JSON file written next to an exported ``.safetensors`` (``model.safetensors.json``)
 SIDECAR_SUFFIX = ".json"
@@ -92,7 +95,9 @@ class TrainedClassifier:
             logits = post_hoc_logit_adjustment(logits, self.train_counts, adjust_tau)
         return logits
 
-    def logits(self, images: Any, *, adjust_tau: float = 0.0, batch_size: int | None = None) -> Tensor:
+    def logits(
+        self, images: Any, *, adjust_tau: float = 0.0, batch_size: int | None = None
+    ) -> Tensor:
         """float32 logits ``(N, C)`` of ``images``, ``batch_size`` at a time (default: the
         run's evaluation batch size)."""
         items = as_items(images, self._preprocess.image_shape)
@@ -106,14 +111,22 @@ class TrainedClassifier:
         return torch.cat(out)
 
     def predict(
-        self, images: Any, *, top_k: int = 5, adjust_tau: float = 0.0, batch_size: int | None = None
+        self,
+        images: Any,
+        *,
+        top_k: int | None = None,
+        adjust_tau: float = 0.0,
+        batch_size: int | None = None,
     ) -> Prediction:
         """The ``top_k`` most probable classes of each image (``top_k`` at most the number
-        of classes)."""
+        of classes; default 5, or the number of classes when fewer)."""
         k = self.check_top_k(top_k)
         return self.top_k(self.logits(images, adjust_tau=adjust_tau, batch_size=batch_size), k)
 
-    def check_top_k(self, top_k: int) -> int:
+    def check_top_k(self, top_k: int | None) -> int:
+        """``top_k`` checked (``None``: :data:`DEFAULT_TOP_K`, at most the number of classes)."""
+        if top_k is None:
+            return min(DEFAULT_TOP_K, self.num_classes)
         top_k = check_positive_int("top_k", top_k)
         if top_k > self.num_classes:
             raise ValueError(
@@ -153,8 +166,14 @@ def load_run(
         return _load_safetensors(path, target)
     if checkpoint is not None:
         named = Path(checkpoint)
-        path = named if named.is_absolute() or named.parent != Path(".") else path / "checkpoints" / named
-    trained = read_trained_run(path.absolute() if checkpoint is None else path, use="name that checkpoint to load it")
+        path = (
+            named
+            if named.is_absolute() or named.parent != Path(".")
+            else path / "checkpoints" / named
+        )
+    trained = read_trained_run(
+        path.absolute() if checkpoint is None else path, use="name that checkpoint to load it"
+    )
     return TrainedClassifier(
         trained.model, trained.cfg, trained.counts, trained.record, trained.checkpoint, target
     )
@@ -183,7 +202,9 @@ def _load_safetensors(path: Path, device: torch.device) -> TrainedClassifier:
     meta_path = path.with_name(path.name + SIDECAR_SUFFIX)
     for p in (path, meta_path):
         if not p.is_file():
-            raise FileNotFoundError(f"{p} is missing: expected the .safetensors file and its JSON sidecar")
+            raise FileNotFoundError(
+                f"{p} is missing: expected the .safetensors file and its JSON sidecar"
+            )
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         if meta.get("format") != SIDECAR_FORMAT:
