@@ -40,6 +40,7 @@ __all__ = ["Inputs", "gather_inputs", "predict_files", "OUTPUT_SUFFIXES"]
 
 OUTPUT_SUFFIXES = (".csv", ".jsonl")
 _WORKERS_FROM = 512  # fewer images than this: decoded in the main process (no worker start-up)
+_MAX_WORKERS = 4
 
 
 @dataclass
@@ -178,8 +179,10 @@ def _rows(found: Inputs, classifier: TrainedClassifier, k: int) -> list[str]:
 
 
 def _loader(found: Inputs, classifier: TrainedClassifier, batch_size: int, workers: int | None):
-    if workers is None:
-        workers = 0 if len(found.items) < _WORKERS_FROM else min(4, os.cpu_count() or 1)
+    if workers is None:  # half the cores decode, the rest run the network (none on 2 cores)
+        cores = os.cpu_count() or 1
+        few = len(found.items) < _WORKERS_FROM or cores <= 2
+        workers = 0 if few else min(_MAX_WORKERS, cores // 2)
     return torch.utils.data.DataLoader(
         ImageItems(found.items, classifier.preprocessor),
         batch_size=batch_size,
