@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -103,8 +104,10 @@ def export_model(
     example = _example(classifier)
     try:
         if fmt == "torchscript":
-            scripted = torch.jit.trace(module, example, check_trace=False)
-            atomic_save(out, lambda tmp: torch.jit.save(scripted, tmp))
+            with warnings.catch_warnings():  # torch >= 2.9 calls TorchScript deprecated
+                warnings.simplefilter("ignore", (FutureWarning, DeprecationWarning))
+                scripted = torch.jit.trace(module, example, check_trace=False)
+                atomic_save(out, lambda tmp: torch.jit.save(scripted, tmp))
         elif fmt == "onnx":
             atomic_save(out, lambda tmp: _write_onnx(module, example, tmp))
         else:
