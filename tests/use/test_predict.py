@@ -93,3 +93,21 @@ def test_predict_npz_and_jsonl(use_run, tmp_path):
     assert not (tmp_path / "u.metrics.json").exists()
     model = cb.load_run(use_run.out)
     assert [r["label_1"] for r in rows] == [n[0] for n in model.predict(test.images[:5]).names]
+
+
+def test_load_run_by_checkpoint_name_and_refusals(use_run, tmp_path):
+    import shutil
+
+    newest = sorted((use_run.out / "checkpoints").glob("checkpoint-*.pt"))[-1]
+    by_name = cb.load_run(use_run.out, checkpoint=newest.name)
+    assert by_name.source == newest
+    run = tmp_path / "run"
+    shutil.copytree(use_run.out, run)
+    stray = run / "checkpoints" / "mine.pt"
+    shutil.copy(newest, stray)  # bytes of a real checkpoint, not written by the run
+    with pytest.raises(ValueError, match="is not a checkpoint of the run"):
+        cb.load_run(run, checkpoint="mine.pt")
+    target = run / "checkpoints" / newest.name
+    target.write_bytes(target.read_bytes()[:-10])  # truncated: refused before unpickling
+    with pytest.raises(ValueError, match="is corrupt"):
+        cb.load_run(run)

@@ -49,9 +49,9 @@ def choose_tau(
     ``logits (N, C)`` on ``labels (N,)``, ties broken by the lower balanced log-loss (then
     the smaller tau); and the balanced accuracy of each tau (keys ``str(tau)``).
 
-    >>> z = torch.tensor([[2.0, 1.5], [2.0, 1.5], [0.0, 3.0]])
-    >>> choose_tau(z, torch.tensor([0, 1, 1]), [90, 10], grid=(0.0, 1.0))
-    (0.0, {'0.0': 0.75, '1.0': 0.75})
+    >>> z = torch.tensor([[3.0, 0.0], [1.0, 0.0], [1.0, 0.0]])  # the head wins every image
+    >>> choose_tau(z, torch.tensor([0, 1, 1]), [90, 10], grid=(0.0, 1.0, 2.0))
+    (1.0, {'0.0': 0.5, '1.0': 1.0, '2.0': 0.5})
     """
     logits, labels = logits.float().cpu(), labels.long().cpu()
     c = logits.shape[1]

@@ -155,7 +155,7 @@ def load_run(
     checkpoint file of a run, or a ``.safetensors`` written by ``classbalanced export``
     (with its JSON sidecar). ``device``: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
 
-    >>> load_run("no/such/run")
+    >>> load_run("no/such/run")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
     FileNotFoundError: no run folder or checkpoint at ...
@@ -164,16 +164,10 @@ def load_run(
     path = Path(run_dir)
     if path.suffix == ".safetensors":
         return _load_safetensors(path, target)
-    if checkpoint is not None:
+    if checkpoint is not None:  # a bare file name is one of run_dir/checkpoints
         named = Path(checkpoint)
-        path = (
-            named
-            if named.is_absolute() or named.parent != Path(".")
-            else path / "checkpoints" / named
-        )
-    trained = read_trained_run(
-        path.absolute() if checkpoint is None else path, use="name that checkpoint to load it"
-    )
+        path = named if named.parent != Path(".") else path / "checkpoints" / named
+    trained = read_trained_run(path, use="name that checkpoint to load it")
     return TrainedClassifier(
         trained.model, trained.cfg, trained.counts, trained.record, trained.checkpoint, target
     )
