@@ -30,6 +30,7 @@ def model_and_images(use_run):
         return model, files, x, model.model(x)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 def test_torchscript_matches_the_model(use_run, model_and_images, tmp_path):
     model, _, x, expected = model_and_images
     out = tmp_path / "m.pt"
