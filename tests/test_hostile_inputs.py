@@ -394,6 +394,12 @@ ROWS = {
         2,
         "p.csv exists: pass --overwrite to replace it",
     ),
+    "predict: --output inside the run folder": Row(
+        ["predict", "run", "imgs", "--output", "run/p.csv"],
+        _run_with(3, OK_PNG),
+        2,
+        "is inside the run folder",
+    ),
     "predict: --top-k above the number of classes": Row(
         ["predict", "run", "imgs", "--top-k", "5"],
         _run_with(3, OK_PNG),

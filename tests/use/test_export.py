@@ -82,6 +82,10 @@ def test_safetensors_round_trip(use_run, model_and_images, tmp_path):
     assert torch.equal(again.logits(files), model.logits(files))
     a, b = again.predict(files), model.predict(files)
     assert torch.equal(a.indices, b.indices) and torch.equal(a.probabilities, b.probabilities)
+    assert again.run_folder is None  # no run folder to keep predict's output out of
+    written = tmp_path / "p.csv"
+    assert cli.main(["predict", str(out), *map(str, files[:3]), "--output", str(written)]) == 0
+    assert len(written.read_text().splitlines()) == 4
 
 
 def test_missing_extra_is_one_line(use_run, tmp_path, monkeypatch, capsys):

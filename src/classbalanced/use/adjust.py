@@ -122,7 +122,9 @@ def evaluate_adjusted(
     if adjust_tau != "auto":
         return evaluate_run(run, device=device, adjust_tau=float(adjust_tau), **evaluate)
     classifier = load_run(run, device=device)
-    folder = Path(classifier.source).parent.parent
+    folder = classifier.run_folder
+    if folder is None:
+        raise ValueError(f"expected a run folder or a checkpoint in one, got {run}")
     arrays, where = validation_arrays(folder, classifier.config, classifier.record, val_data)
     logits = classifier.logits(arrays.images)
     tau, scores = choose_tau(logits, torch.from_numpy(arrays.labels), classifier.train_counts)

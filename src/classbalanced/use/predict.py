@@ -148,7 +148,7 @@ def gather_inputs(inputs: Sequence[str | os.PathLike], class_names: list[str]) -
     return found
 
 
-def check_outputs(output: str | None, run_dir: Path, overwrite: bool) -> list[Path]:
+def check_outputs(output: str | None, run_dir: Path | None, overwrite: bool) -> list[Path]:
     """The rows file and its metrics file; refused with one line before anything is read:
     another suffix, a folder, a path inside the run folder, an existing file without
     ``overwrite``."""
@@ -160,11 +160,11 @@ def check_outputs(output: str | None, run_dir: Path, overwrite: bool) -> list[Pa
             f"--output {out}: expected a .csv or .jsonl file, got {out.suffix or 'no suffix'}"
         )
     targets = [out, out.with_suffix(".metrics.json")]
-    run_real = os.path.realpath(run_dir)
+    run_real = None if run_dir is None else os.path.realpath(run_dir)
     for target in targets:
         if target.is_dir():
             raise ValueError(f"--output {target} is a folder: expected a file path")
-        if os.path.realpath(target).startswith(run_real.rstrip(os.sep) + os.sep):
+        if run_real and os.path.realpath(target).startswith(run_real.rstrip(os.sep) + os.sep):
             raise ValueError(
                 f"--output {target} is inside the run folder {run_dir}: predict never writes there"
             )
@@ -251,7 +251,7 @@ def predict_files(
     """Predict ``inputs`` with ``classifier``; write the rows to ``output`` (CSV / JSONL,
     atomically; ``None``: CSV on ``stdout``) and, with true labels, the metrics to
     ``FILE.metrics.json``. Returns ``{"images", "skipped", "metrics"}``."""
-    targets = check_outputs(output, Path(classifier.source).parent.parent, overwrite)
+    targets = check_outputs(output, classifier.run_folder, overwrite)
     k = classifier.check_top_k(top_k)
     found = gather_inputs(inputs, classifier.class_names)
     fields = _rows(found, classifier, k)

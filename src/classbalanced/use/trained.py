@@ -74,6 +74,12 @@ class TrainedClassifier:
         return len(self.class_names)
 
     @property
+    def run_folder(self) -> Path | None:
+        """The run folder the weights came from (``None``: an exported ``.safetensors``)."""
+        source = Path(self.source)
+        return source.parent.parent if source.parent.name == "checkpoints" else None
+
+    @property
     def preprocessor(self) -> Preprocess:
         return self._preprocess
 
