@@ -5,27 +5,35 @@ Run from the repository root::
 
     .venv/bin/python benchmarks/loss_speed.py            # cuda if available, else cpu
     .venv/bin/python benchmarks/loss_speed.py --device cpu --threads 2 --losses focal
-    .venv/bin/python benchmarks/loss_speed.py --shapes 128x10 256x8142 --statistic min
+    .venv/bin/python benchmarks/loss_speed.py --device cuda:1 --shapes 128x10 256x8142
+    .venv/bin/python benchmarks/loss_speed.py --columns ours ours_nv ours_c  # some columns
 
 For every loss (softmax, sigmoid, focal) and every shape (N, C) in
 (128, 10), (128, 100), (256, 1000), (256, 8142) the script times one
 forward + backward pass (``loss(logits, targets, w).backward()`` with fresh
-``logits.grad``) of six implementations, and measures the peak memory of that
-pass for four of them:
+``logits.grad``) of seven implementations, and measures the peak memory of that
+pass for each of them, the same way for all:
 
 * transcription eager / compiled: the naive port below, as is and under
   ``torch.compile`` (inductor);
+* plain transcription compiled: the same formulas written with plain operations
+  (one-hot by comparison, the per-example weight broadcast; no ``repeat``, no
+  ``binary_cross_entropy_with_logits``), compiled: what a user would compile;
 * torchvision compiled: ``torchvision.ops.sigmoid_focal_loss`` (alpha = -1) on
   one-hot targets times the per-example weights, compiled (sigmoid: gamma 0;
   none for softmax);
 * ours eager (default ``validate_args=True``), ours eager with
   ``validate_args=False``, ours compiled.
 
-It prints one markdown table and the issue's goals for the focal rows it measured,
-and exits with status 1 if one is missed: at (256, 8142) ours eager and ours
-compiled each at least 1.5x faster than the compiled transcription and with at
-most a third of the eager transcription's peak memory; at (128, 10) ours eager
-(validation off allowed) no slower than the eager transcription.
+``--columns`` keeps some of them: running the script twice, with ``PYTHONPATH`` naming
+two versions of the package, compares them side by side (docs/benchmarks.md). Each row
+is printed (and flushed) as soon as it is measured, then the goals.
+
+The goals, for the focal rows measured (exit status 1 if one is missed): at (256, 8142)
+ours eager and ours compiled each at least 1.5x faster than the compiled transcription
+and with at most a third of the eager transcription's peak memory, and ours compiled
+at most one ``(N, C)`` float32 buffer (the gradient it leaves) plus 64 KiB; at
+(128, 10) ours eager (validation off allowed) no slower than the eager transcription.
 
 Inputs: ``logits = 2 * randn(N, C)`` (modest, so the naive exp/log1p modulator
 stays finite), uniform random class-index targets, and class-balanced weights
@@ -34,18 +42,17 @@ implementation is checked to agree with the eager transcription on these inputs
 (loss and gradient within 1e-4 relative); the script aborts loudly otherwise.
 Compilation happens in the untimed warm-up passes.
 
-Timing: after ``--warmup`` untimed passes per row, the ``--repeats`` timed
-passes of each implementation and row are split over ``--rounds`` rounds; each
-round visits every row and runs the implementations back to back (in rotating
-order), so bursts of background load are spread over all rows and
-implementations. The median (``--statistic min``: the minimum, the better
+Timing: after ``--warmup`` untimed passes, the ``--repeats`` timed passes of each
+implementation of a row are split over ``--rounds`` rounds; each round runs the
+implementations back to back (in rotating order), so bursts of background load are
+spread over all of them. The median (``--statistic min``: the minimum, the better
 estimate of the idle cost when other jobs share the machine) wall-clock time of
 a single pass is reported (CUDA: ``torch.cuda.synchronize()`` before each clock
 reading).
 
-Peak memory of one forward + backward pass, above what is live before it
-(logits, targets, weights; ``logits.grad`` is cleared first, so the gradient
-the pass leaves behind counts):
+Peak memory of one forward + backward pass, the same quantity for every column: bytes
+live at the peak above those live before it (the logits, targets and weights;
+``logits.grad`` is cleared first, so the gradient the pass leaves counts):
 
 * CUDA: ``torch.cuda.reset_peak_memory_stats()``, then
   ``max_memory_allocated() - memory_allocated()`` taken before the pass.

@@ -199,3 +199,24 @@ def test_second_derivatives_pass_gradgradcheck_at_wide_margins():
         return softmax_cross_entropy(logits, y, w, reduction="none")
 
     assert torch.autograd.gradgradcheck(f, (z.clone().requires_grad_(True),))
+
+
+@pytest.mark.parametrize("bad", [-1, 4])
+@pytest.mark.parametrize("grad", [True, False])
+def test_out_of_range_index_without_validation_raises(bad, grad):
+    """``validate_args=False`` reads nothing on the host; the true logit's gather still checks
+    the index (CPU: torch's error; CUDA: a device-side assert), so -1 (which plain indexing
+    would take as the last class) and C fail rather than give a loss."""
+    z = torch.zeros(3, 4, requires_grad=True)
+    y = torch.tensor([0, bad, 1])
+    counts = [10, 5, 3, 1]
+    losses = [
+        lambda: softmax_cross_entropy(z, y, torch.ones(4), validate_args=False),
+        lambda: ldam_loss(z, y, counts, validate_args=False),
+        lambda: logit_adjusted_loss(z, y, counts, validate_args=False),
+        lambda: balanced_softmax_loss(z, y, counts, validate_args=False),
+    ]
+    for loss in losses:  # an IndexError where a per-class vector is indexed first
+        with pytest.raises((RuntimeError, IndexError), match="out of bounds"):
+            with torch.set_grad_enabled(grad):
+                loss()
