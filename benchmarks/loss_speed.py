@@ -174,7 +174,9 @@ def plain_focal(
     gamma 0: the sigmoid loss."""
     t = (torch.arange(z.shape[1], device=z.device) == targets.unsqueeze(1)).to(z.dtype)
     bce = z.clamp_min(0) - t * z + torch.log1p(torch.exp(-z.abs()))
-    elements = bce if gamma == 0 else torch.exp(-gamma * t * z - gamma * torch.log1p(torch.exp(-z))) * bce
+    elements = (
+        bce if gamma == 0 else torch.exp(-gamma * t * z - gamma * torch.log1p(torch.exp(-z))) * bce
+    )
     return (w[targets].unsqueeze(1) * elements).sum() / z.shape[0]
 
 
@@ -499,7 +501,9 @@ def check_targets(cases: list[dict]) -> int:
                 f"{m['ours_c'] / MIB:.3f} MiB (goal: at most one (N, C) float32 buffer, "
                 f"{4 * n * c / MIB:.3f} MiB, + {TARGET_COMPILED_SLACK // 1024} KiB)"
             )
-        if case["shape"] == TARGET_SHAPE and all(k in t for k in ("naive", "naive_c", "ours", "ours_c")):
+        if case["shape"] == TARGET_SHAPE and all(
+            k in t for k in ("naive", "naive_c", "ours", "ours_c")
+        ):
             for key in ("ours", "ours_c"):
                 speedup, ratio = t["naive_c"] / t[key], m[key] / m["naive"]
                 ok = speedup >= TARGET_SPEEDUP and ratio <= TARGET_MEMORY_RATIO

@@ -99,9 +99,7 @@ def test_class_balanced_softmax_exact_at_every_margin(dtype):
     counts = [500, 40, 7, 1]
     w = class_balanced_weights(counts, 0.99, dtype=dtype)
     logits = z.clone().requires_grad_(True)
-    per = class_balanced_loss(
-        logits, y, counts, beta=0.99, loss_type="softmax", reduction="none"
-    )
+    per = class_balanced_loss(logits, y, counts, beta=0.99, loss_type="softmax", reduction="none")
     _check(per, logits, z.tolist(), y, [w[c].item() for c in y.tolist()], 1.0, dtype)
 
 
