@@ -26,8 +26,9 @@ pass for each of them, the same way for all:
   ``validate_args=False``, ours compiled.
 
 ``--columns`` keeps some of them: running the script twice, with ``PYTHONPATH`` naming
-two versions of the package, compares them side by side (docs/benchmarks.md). Each row
-is printed (and flushed) as soon as it is measured, then the goals.
+two versions of the package, compares them side by side (docs/benchmarks.md). As soon
+as a row is measured the table so far is printed (and flushed), so the last table of a
+run cut short holds every finished row; then the goals.
 
 The goals, for the focal rows measured (exit status 1 if one is missed): at (256, 8142)
 ours eager and ours compiled each at least 1.5x faster than the compiled transcription
@@ -425,16 +426,17 @@ def main(argv=None) -> int:
         "one pass above the live logits, targets and weights, its gradient included (MiB)",
         flush=True,
     )
-    print(flush=True)
     keys = [k for k in COLUMNS if args.columns is None or k in args.columns]
-    print_header(keys)
     cases = []
     for loss in args.losses:
         for shape in args.shapes:
             case = prepare_case(loss, shape, args, device, dtype, keys)
             run_rounds(case, args, device)
-            print_row(case, keys)
             cases.append(case)
+            # the table so far, after every row: a run cut short (or whose log interleaves
+            # other output, e.g. the profiler's, with these lines) keeps every finished row
+            # in its last table
+            print_table(cases, keys)
     return check_targets(cases)
 
 
@@ -471,18 +473,16 @@ def run_rounds(case: dict, args, device: torch.device) -> None:
     case["median"] = {k: STATISTICS[args.statistic](v) for k, v in case["times"].items()}
 
 
-def print_header(keys) -> None:
+def print_table(cases: list[dict], keys) -> None:
     header = ["loss", "N", "C"] + [f"{COLUMNS[k]} ms" for k in keys]
     header += [f"{COLUMNS[k]} MiB" for k in keys]
-    print("| " + " | ".join(header) + " |")
-    print("|---|---:|---:|" + "---:|" * (len(header) - 3), flush=True)
-
-
-def print_row(case: dict, keys) -> None:
-    cells = [case["loss"], str(case["shape"][0]), str(case["shape"][1])]
-    cells += [f"{1e3 * case['median'][k]:.3f}" if k in case["median"] else "-" for k in keys]
-    cells += [f"{case['peak'][k] / MIB:.3f}" if k in case["peak"] else "-" for k in keys]
-    print("| " + " | ".join(cells) + " |", flush=True)
+    lines = ["", "| " + " | ".join(header) + " |", "|---|---:|---:|" + "---:|" * (len(header) - 3)]
+    for case in cases:
+        cells = [case["loss"], str(case["shape"][0]), str(case["shape"][1])]
+        cells += [f"{1e3 * case['median'][k]:.3f}" if k in case["median"] else "-" for k in keys]
+        cells += [f"{case['peak'][k] / MIB:.3f}" if k in case["peak"] else "-" for k in keys]
+        lines.append("| " + " | ".join(cells) + " |")
+    print("\n".join(lines), flush=True)
 
 
 def check_targets(cases: list[dict]) -> int:
