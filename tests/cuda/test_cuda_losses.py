@@ -1,6 +1,6 @@
 """Every registered loss on CUDA against the same loss in float64 on the CPU.
 
-The float64 CPU path is itself checked against closed forms in tests/test_losses.py;
+The float64 CPU path is itself checked against closed forms in tests/losses/test_losses.py;
 here the CUDA kernels (fp32 / bf16 / fp16 logits, autocast, torch.compile) must
 reproduce it, values and gradients, within the rounding of the input dtype.
 The device-side target and weight checks (``torch._assert_async``) run in a

@@ -5,6 +5,7 @@ Modules by job:
 
 * :mod:`.functional` -- the formulas (softmax / sigmoid / focal, class-balanced);
 * :mod:`.kernels` -- the exact, twice-differentiable focal kernels (eager and compiled);
+* :mod:`.softmax` -- the softmax cross-entropy kernel, exact at wide margins;
 * :mod:`.checks` -- boundary checks, compute dtype, reduction;
 * :mod:`.modules` -- ``nn.Module`` forms with float32 weight / count buffers;
 * :mod:`.criterion` -- what a loss module offers the trainer (:class:`Criterion`);

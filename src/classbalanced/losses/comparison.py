@@ -26,9 +26,11 @@ library), NOT by ``sum_b w[y_b]`` as ``torch.nn.functional.cross_entropy(weight=
 (and hence the LDAM authors' PyTorch code) does; ``"sum"`` sums and ``"none"``
 returns the ``(N,)`` per-example losses. Without weights the two means agree.
 
-Each is computed in log space (``F.cross_entropy``) in float32, float64 for float64
-logits (half-precision logits are up-cast, autocast is disabled inside), so the
-loss and its gradient are finite for every finite logit.
+Each is the cross-entropy of the adjusted logits ``x`` (the offset added in the compute
+dtype: float32, float64 for float64 logits; half-precision logits are up-cast, autocast
+is disabled inside), computed by :func:`~classbalanced.losses.softmax.softmax_ce_rows`:
+finite for every finite logit, and exact to a few ulps of ``CE(x, y)`` and its gradient
+however wide the margin of the true class.
 
 The modules (:class:`LDAMLoss`, :class:`LogitAdjustedLoss`,
 :class:`BalancedSoftmaxLoss`) keep the counts and the optional weights as buffers,

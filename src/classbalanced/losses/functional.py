@@ -35,7 +35,6 @@ from __future__ import annotations
 from typing import get_args
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .._validation import check_choice, check_gamma
@@ -50,6 +49,7 @@ from .checks import (
     _reduce,
 )
 from .kernels import focal_elements, index_focal_per_example
+from .softmax import softmax_ce_rows
 from .types import LossType, Reduction
 
 __all__ = [
@@ -140,8 +140,9 @@ def softmax_cross_entropy(
 
 
 def _weighted_ce(z: Tensor, targets: Tensor, weight: Tensor | None, reduction: Reduction) -> Tensor:
-    """``w[y_b] * CE(z_b, y_b)`` reduced over ``N`` (inputs already validated)."""
-    per_example = F.cross_entropy(z, targets, reduction="none")
+    """``w[y_b] * CE(z_b, y_b)`` reduced over ``N`` (inputs already validated), exact when
+    ``y_b`` wins by any margin (:func:`~classbalanced.losses.softmax.softmax_ce_rows`)."""
+    per_example = softmax_ce_rows(z, targets)
     if weight is not None:
         per_example = per_example * weight[targets]
     return _reduce(per_example, reduction, max(z.shape[0], 1))

@@ -107,20 +107,17 @@ _CHUNK_ELEMENTS = 1 << 17
 _BLOCK_ELEMENTS = 1 << 14
 
 
-@torch.library.custom_op("classbalanced::scale_rows", mutates_args=())
-def _scale_rows(grad: Tensor, scale: Tensor) -> Tensor:
-    """``grad * scale[:, None]``, opaque to ``torch.compile``.
+@torch.library.custom_op("classbalanced::scale_rows_", mutates_args=("grad",))
+def _scale_rows_(grad: Tensor, scale: Tensor) -> None:
+    """``grad *= scale[:, None]`` in place, opaque to ``torch.compile``.
 
     The backward of :class:`_IndexFocal` under the compiler: an op the partitioner
     cannot fuse makes it keep the gradient computed in forward, instead of
-    recomputing it (three transcendental functions per element) in backward.
+    recomputing it (three transcendental functions per element) in backward; done in
+    place, that kept buffer becomes the logits' gradient, so forward + backward hold
+    one ``(N, C)`` buffer (inductor reuses the saved tensor, which dies with the call).
     """
-    return grad * scale.unsqueeze(1)
-
-
-@_scale_rows.register_fake
-def _scale_rows_fake(grad: Tensor, scale: Tensor) -> Tensor:
-    return torch.empty_like(grad)
+    grad.mul_(scale.unsqueeze(1))
 
 
 class _IndexFocal(torch.autograd.Function):
@@ -135,9 +132,9 @@ class _IndexFocal(torch.autograd.Function):
     buffer, so backward is one in-place scaling of it (a second backward of a
     retained graph recomputes it). Under ``torch.compile`` the same loss and
     gradient come from one pointwise expression (:func:`_index_focal_fused`),
-    which the compiler fuses into one kernel, and backward is the opaque
-    :func:`_scale_rows` (above ``_BLOCK_ELEMENTS`` elements), so the gradient is
-    not recomputed. With ``create_graph=True`` backward rebuilds the gradient
+    which the compiler fuses into one kernel, and backward is the opaque in-place
+    :func:`_scale_rows_` (above ``_BLOCK_ELEMENTS`` elements), so the gradient is
+    not recomputed and no second ``(N, C)`` buffer is allocated. With ``create_graph=True`` backward rebuilds the gradient
     from differentiable ops, so second derivatives equal those of one-hot targets.
     """
 
@@ -160,7 +157,8 @@ class _IndexFocal(torch.autograd.Function):
             z, targets, grad = ctx.saved_tensors
             if grad.numel() <= _BLOCK_ELEMENTS:  # small: the opaque op's call costs more
                 return grad * grad_output.unsqueeze(1), None, None
-            return _scale_rows(grad, grad_output), None, None
+            _scale_rows_(grad, grad_output)
+            return grad, None, None
         z, targets = ctx.saved_tensors
         scale = grad_output.unsqueeze(1)
         if torch.is_grad_enabled():  # double backward: a differentiable gradient
@@ -173,9 +171,19 @@ class _IndexFocal(torch.autograd.Function):
 
 
 def _one_hot(z: Tensor, index: Tensor) -> Tensor:
-    """``(N, C)`` one-hot of ``index`` ``(N, 1)`` as a comparison (fused, never stored, when compiled)."""
+    """``(N, C)`` one-hot of ``index`` ``(N, 1)`` as a comparison (fused, never stored, when
+    compiled); an index outside ``[0, C)`` raises (:func:`_gather_checked`)."""
     classes = torch.arange(z.shape[1], device=z.device)
-    return (classes == index).to(z.dtype)
+    return (classes == _gather_checked(classes.expand_as(z), index)).to(z.dtype)
+
+
+def _gather_checked(z: Tensor, index: Tensor) -> Tensor:
+    """``z[b, index[b]]`` ``(N, 1)``: used where a comparison with ``arange`` alone would turn
+    an index outside ``[0, C)`` (``validate_args=False``: no host read) into a row without
+    a positive label, a silently wrong loss. The gather checks its indices where they are:
+    an error on the CPU, a device-side assert on CUDA, a bounds check in the compiled
+    kernel; it costs one load per row. (Where ``positive`` holds, ``z`` equals it.)"""
+    return z.gather(1, index)
 
 
 def _index_focal_fused(z: Tensor, index: Tensor, gamma: float) -> tuple[Tensor, Tensor]:
@@ -191,7 +199,7 @@ def _index_focal_fused(z: Tensor, index: Tensor, gamma: float) -> tuple[Tensor, 
     log), fused by the compiler into one pass that writes only the gradient.
     """
     positive = torch.arange(z.shape[1], device=z.device) == index
-    s = torch.where(positive, -z, z)
+    s = torch.where(positive, -_gather_checked(z, index), z)
     e = torch.exp(-s.abs())
     u = 1.0 + e
     r = 1.0 / u
@@ -243,7 +251,7 @@ def _index_focal_block(
     """Small inputs in one block: the chunks' elementwise terms of ``s = -z`` at the
     positives and ``s = z`` elsewhere (fewer operations than separate positives)."""
     positive = torch.arange(z.shape[1], device=z.device) == index
-    s = torch.where(positive, -z, z)
+    s = torch.where(positive, -_gather_checked(z, index), z)
     loss, grad = _negative_terms(s, gamma, need_grad=need_grad)
     return loss.sum(1), None if grad is None else torch.where(positive, grad.neg(), grad)
 

@@ -551,11 +551,14 @@ def test_compiled_formula_is_exact_against_mpmath(dtype, gamma):
 
 
 def test_compiled_backward_row_scaling_op_is_registered_correctly():
-    """The opaque op of the compiled backward: fake (meta) kernel and schema agree."""
+    """The opaque in-place op of the compiled backward: it scales its argument's rows, and
+    its schema (a mutated argument) and fake kernel agree."""
     grad = torch.randn(4, 3, dtype=torch.float64)
     scale = torch.randn(4, dtype=torch.float64)
-    torch.testing.assert_close(kernels._scale_rows(grad, scale), grad * scale.unsqueeze(1))
-    torch.library.opcheck(kernels._scale_rows, (grad, scale))
+    expected = grad * scale.unsqueeze(1)
+    kernels._scale_rows_(grad, scale)
+    torch.testing.assert_close(grad, expected, rtol=0, atol=0)
+    torch.library.opcheck(kernels._scale_rows_, (grad, scale))
 
 
 def test_float64_positive_keeps_its_log1p_beyond_the_softplus_threshold():
@@ -759,6 +762,62 @@ def test_compiled_backward_on_both_sides_of_the_threshold(opaque_scaling, monkey
     assert len(graphs) == 2 and ("scale_rows" in graphs[1]) == opaque_scaling
     torch.testing.assert_close(value, expected, rtol=1e-6, atol=0)
     torch.testing.assert_close(grad, expected_grad, rtol=1e-6, atol=1e-30)
+    torch._dynamo.reset()
+
+
+@pytest.mark.slow
+def test_compiled_in_place_backward_of_a_retained_graph_gives_the_same_gradient(monkeypatch):
+    """The compiled backward scales the kept gradient in place: a second backward of a
+    retained graph (a loss scale other than 1) must still give eager's gradient."""
+    torch._dynamo.reset()
+    monkeypatch.setattr(kernels, "_BLOCK_ELEMENTS", 0)  # the opaque in-place scaling
+    z, y, w = make_batch(n=6, c=5, seed=21, scale=4.0)
+    compiled = torch.compile(
+        lambda x: 3.0 * sigmoid_focal_cross_entropy(x, y, w, gamma=0.5), fullgraph=True
+    )
+    x, x_eager = _fresh(z), _fresh(z)
+    (3.0 * sigmoid_focal_cross_entropy(x_eager, y, w, gamma=0.5)).backward()
+    loss = compiled(x)
+    for _ in range(2):
+        x.grad = None
+        loss.backward(retain_graph=True)
+        torch.testing.assert_close(x.grad, x_eager.grad, rtol=1e-6, atol=1e-30)
+    torch._dynamo.reset()
+
+
+def _out_of_range_batch(bad: int, loss_type: str):
+    z, y, w = make_batch(n=5, c=4, seed=3)
+    y[2] = bad
+    gamma = 0.5 if loss_type == "focal" else 0.0
+
+    def fn(logits):
+        return sigmoid_focal_cross_entropy(logits, y, w, gamma=gamma, validate_args=False)
+
+    return fn, z
+
+
+@pytest.mark.parametrize("loss_type", ["sigmoid", "focal"])
+@pytest.mark.parametrize("bad", [-1, 4])
+@pytest.mark.parametrize("grad", [True, False])
+def test_out_of_range_index_without_validation_raises_not_a_wrong_loss(
+    loss_type, bad, grad, index_kernel_path
+):
+    """``validate_args=False`` (no host read): a class index of -1 or C used to become a
+    row without a positive label (a wrong loss) in the block kernel; the kernels' gather
+    checks it where it runs (here: torch's index error; CUDA: a device-side assert)."""
+    fn, z = _out_of_range_batch(bad, loss_type)
+    with pytest.raises(RuntimeError, match="out of bounds"), torch.set_grad_enabled(grad):
+        fn(z.requires_grad_(True)).sum().backward()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bad", [-1, 4])
+def test_compiled_out_of_range_index_without_validation_raises(bad):
+    """The compiled kernel's gather keeps its bounds check (inductor's, in the kernel)."""
+    torch._dynamo.reset()
+    fn, z = _out_of_range_batch(bad, "focal")
+    with pytest.raises(RuntimeError, match="out of bounds"):
+        torch.compile(fn, fullgraph=True)(z.requires_grad_(True)).backward()
     torch._dynamo.reset()
 
 
