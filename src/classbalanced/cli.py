@@ -448,7 +448,7 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from .engine.evaluate import evaluate_run
+    from .engine.evaluate_run import evaluate_run
 
     run = Path(args.run)
     folder = run if run.is_dir() else run.parent.parent  # RUN/checkpoints/FILE

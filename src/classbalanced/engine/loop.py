@@ -22,8 +22,8 @@ from torch import Tensor, nn
 from ..config import CUDAGRAPH_MODES, TrainConfig
 from .checkpoint import BackgroundWriter, cpu_copy
 from .distributed import DistContext, all_reduce_sum
-from .evaluate import autocast
 from .metrics import summarize
+from .precision import autocast
 from .run_data import RunData
 from .run_folder import Manifest, RunFolder
 from .state import TrainState

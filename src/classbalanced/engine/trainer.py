@@ -30,7 +30,7 @@ from ..optim import build_sgd
 from ..schedules import ReweightSchedule
 from .checkpoint import BackgroundWriter
 from .distributed import DistContext, cleanup_distributed, setup_distributed
-from .evaluate import evaluate, warn_fp16_on_cpu
+from .evaluate import evaluate
 from .loop import (
     NonFiniteLoss,
     Run,
@@ -41,6 +41,7 @@ from .loop import (
     train_epoch,
 )
 from .network import build_training_model
+from .precision import warn_fp16_on_cpu
 from .run_data import PreparedData, RunData, load_run_data, prepare_data
 from .run_folder import RunFolder
 from .state import TrainState
