@@ -92,13 +92,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from
 from classbalanced.config import TrainConfig
 from classbalanced.data import longtail_counts
 from classbalanced.engine.distributed import DistContext
-from classbalanced.engine.precision import autocast as _autocast
 from classbalanced.engine.network import build_training_model
+from classbalanced.engine.precision import autocast as _autocast
 from classbalanced.engine.streams import InMemoryStream
-from classbalanced.engine.trainer import LRSchedule
 from classbalanced.losses import build_loss, init_prior_bias_
 from classbalanced.models.registry import build_model
 from classbalanced.optim import parameter_groups
+from classbalanced.schedules import LRSchedule
 
 NUM_CLASSES = 10
 BETA, GAMMA = 0.9999, 1.0

@@ -323,8 +323,8 @@ def _check_finished(path: Path, epochs: int, metrics: dict, state: dict) -> None
 
 
 def _build_model(run: _Run, device: torch.device) -> nn.Module:
-    from .engine.state import check_checkpoint_fits, load_weights
     from .engine.network import build_network
+    from .engine.state import check_checkpoint_fits, load_weights
     from .models.registry import classifier
 
     check_checkpoint_fits(run.state, run.cfg, run.record["class_names"], str(run.checkpoint))

@@ -27,7 +27,7 @@ from torch import nn
 from ..config import TrainConfig
 from ..losses import build_loss
 from ..optim import build_sgd
-from ..schedules import ReweightSchedule
+from ..schedules import LRSchedule, ReweightSchedule
 from .checkpoint import BackgroundWriter
 from .distributed import DistContext, cleanup_distributed, setup_distributed
 from .evaluate import evaluate
@@ -55,38 +55,6 @@ __all__ = [
     "evaluate",
     "train",
 ]
-
-
-# ---------------------------------------------------------------------------
-# schedule
-# ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LRSchedule:
-    """Linear warm-up from 0 over ``warmup_epochs``, then step decays at ``decay_epochs``.
-
-    >>> s = LRSchedule(base_lr=0.1, warmup_epochs=5, decay_epochs=(160, 180), decay_factors=(0.01, 0.0001), steps_per_epoch=10)
-    >>> round(s(0), 6), round(s(49), 6), s(50), s(1599), s(1600), s(1800)
-    (0.002, 0.1, 0.1, 0.1, 0.001, 1e-05)
-    """
-
-    base_lr: float
-    warmup_epochs: int
-    decay_epochs: tuple[int, ...]
-    decay_factors: tuple[float, ...]
-    steps_per_epoch: int
-
-    def __call__(self, step: int) -> float:
-        warmup_steps = self.warmup_epochs * self.steps_per_epoch
-        if step < warmup_steps:
-            return self.base_lr * (step + 1) / warmup_steps
-        epoch = step // self.steps_per_epoch
-        factor = 1.0
-        for boundary, value in zip(self.decay_epochs, self.decay_factors, strict=True):
-            if epoch >= boundary:
-                factor = value
-        return self.base_lr * factor
 
 
 def train(
