@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from ..config import CUDAGRAPH_MODES, TrainConfig
 from .checkpoint import BackgroundWriter, cpu_copy
@@ -336,8 +337,6 @@ def train_epoch(run: Run, state: TrainState, epoch: int) -> EpochResult:
 
 
 def _progress_bar(run: Run, epoch: int, first: int):
-    from tqdm.auto import tqdm
-
     return tqdm(
         total=run.schedules.steps_per_epoch,
         initial=first,

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch.utils.tensorboard import SummaryWriter
 
 from ..config import TrainConfig, config_differences, recorded_value
 from ..data.safe_io import atomic_write_json, file_sha256
@@ -249,8 +250,6 @@ class TensorBoardLog:
 
     def open(self, folder: Path, purge_step: int | None) -> list[str]:
         """Start an event file in ``folder``; return the names of the files it created."""
-        from torch.utils.tensorboard import SummaryWriter
-
         _quiet_tensorboard_threads()
         before = set(folder.iterdir()) if folder.is_dir() else set()
         self.writer = SummaryWriter(str(folder), purge_step=purge_step)
@@ -546,7 +545,7 @@ class RunFolder:
 
 
 def _draw_plots(out: Path, manifest: Manifest, counts, class_names, metrics, history) -> None:
-    from .. import plots
+    from .. import plots  # plotting
 
     manifest.record("class_distribution.png")
     plots.plot_class_distribution(out / "class_distribution.png", counts, class_names=class_names)

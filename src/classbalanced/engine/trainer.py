@@ -23,8 +23,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._console import count
 from ..config import TrainConfig
-from ..losses import build_loss
+from ..losses import build_loss, loss_uses_gamma
 from ..optim import build_sgd
 from ..schedules import LRSchedule, ReweightSchedule
 from .checkpoint import BackgroundWriter
@@ -238,9 +239,6 @@ def _resume_state(
 
 
 def _start_line(cfg: TrainConfig, data: RunData, ctx: DistContext) -> str:
-    from .._console import count
-    from ..losses import loss_uses_gamma
-
     gamma = f", gamma {cfg.gamma}" if loss_uses_gamma(cfg.loss) else ""
     return (
         f"training {cfg.model} on {cfg.dataset} (IF {cfg.imbalance_factor:g}, {int(data.counts.sum())} images, "
