@@ -22,6 +22,7 @@ import threading
 import uuid
 from pathlib import Path
 
+from .optional import require
 from .runner import Outcome, RunTask, train_run
 from .slurm import warn_if_local
 
@@ -67,8 +68,6 @@ class RayLauncher:
     name = "ray"
 
     def __init__(self, options):
-        from . import require
-
         self.ray = require("ray", "ray")
         if not 0 <= options.gpus_per_run < math.inf or options.cpus_per_run < 1:
             raise ValueError(
