@@ -75,15 +75,15 @@ KNOWN_LAZY = {
     "data.inat",
     "data.lists",
     "data.pipeline",
-    "models.registry",
-    "optim",
     "reproduce.report",
     "reproduce.results",
     "reproduce.sweep",
 }
 #: launch/_slurm_task.py imports submitit at its top (issue 24 makes it importable
-#: without), so the SLURM launcher imports it inside the functions that submit
-KNOWN_LAZY_IMPORTS = {("launch.slurm", "launch._slurm_task")}
+#: without), so the SLURM launcher imports it inside the functions that submit;
+#: torchvision.models takes seconds to import, and only a torchvision network needs it
+#: (neither an optional engine nor plotting: to be decided)
+KNOWN_LAZY_IMPORTS = {("launch.slurm", "launch._slurm_task"), ("models.registry", "torchvision")}
 KNOWN_OPTIONAL_AT_TOP = {("launch._slurm_task", "submitit")}
 
 

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
+from torch.optim.optimizer import _get_fused_kernels_supported_devices
 
 __all__ = ["parameter_groups", "build_sgd", "SGD_IMPLS"]
 
@@ -104,8 +105,6 @@ def build_sgd(
     kwargs = {} if impl == "default" else {impl: True}
     optimizer = torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov, **kwargs)
     if impl == "fused":  # PyTorch checks only at the first step, deep in a run: check now
-        from torch.optim.optimizer import _get_fused_kernels_supported_devices
-
         devices = _get_fused_kernels_supported_devices()
         params = [p for group in optimizer.param_groups for p in group["params"]]
         bad = sorted({f"{p.dtype} on {p.device}" for p in params if not _fused_ok(p, devices)})
