@@ -52,7 +52,6 @@ from .state import TrainState
 __all__ = [
     "TrainingInterrupted",
     "NonFiniteLoss",
-    "LRSchedule",
     "PreparedData",
     "prepare_data",
     "evaluate",
