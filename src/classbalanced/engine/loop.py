@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..config import CUDAGRAPH_MODES, TrainConfig
+from ..schedules import ReweightSchedule
 from .checkpoint import BackgroundWriter, cpu_copy
 from .distributed import DistContext, all_reduce_sum
 from .metrics import summarize
@@ -109,7 +110,7 @@ class Schedules:
 
     lr: Callable[[int], float]
     steps_per_epoch: int
-    reweight: Any = None  # a ReweightSchedule (DRW, ramp), or None: constant weights
+    reweight: ReweightSchedule | None = None  # DRW, ramp; None: constant weights
 
 
 @dataclass(kw_only=True)
