@@ -151,7 +151,7 @@ def _targets(node, name: str, is_package: bool, modules, root: str) -> list[str]
             out.append("/" + full.split(".")[0])
             continue
         inner = full.removeprefix(root).lstrip(".")
-        while inner not in modules:  # `from x import name`: the module x
+        while inner and inner not in modules:  # `from x import name`: the module x
             inner = inner.rpartition(".")[0]
         out.append(inner)
     return out
