@@ -28,7 +28,7 @@ init, prior bias, ``channels_last`` conversion), the batches from
 ``InMemoryStream`` (uint8 images held on the device, the epoch plan drawn up
 front, whole-batch ``crop_flip`` + ``normalize_images``), the ``LRSchedule``
 written into the parameter groups every step, ``zero_grad(set_to_none=True)``,
-the optional ``channels_last`` input conversion, ``evaluate.autocast`` around
+the optional ``channels_last`` input conversion, ``precision.autocast`` around
 the forward pass, the loss, backward, ``optimizer.step()``, the on-device loss
 accumulation and the trainer's host read of the loss every 20 steps. What is
 left out is per-epoch work (tqdm bar updates, tensorboard scalars, evaluation,
@@ -92,13 +92,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from
 from classbalanced.config import TrainConfig
 from classbalanced.data import longtail_counts
 from classbalanced.engine.distributed import DistContext
-from classbalanced.engine.evaluate import autocast as _autocast
 from classbalanced.engine.network import build_training_model
+from classbalanced.engine.precision import autocast as _autocast
 from classbalanced.engine.streams import InMemoryStream
-from classbalanced.engine.trainer import LRSchedule
 from classbalanced.losses import build_loss, init_prior_bias_
 from classbalanced.models.registry import build_model
 from classbalanced.optim import parameter_groups
+from classbalanced.schedules import LRSchedule
 
 NUM_CLASSES = 10
 BETA, GAMMA = 0.9999, 1.0

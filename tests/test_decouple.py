@@ -28,7 +28,7 @@ from classbalanced.decouple import (
 )
 from classbalanced.engine import train
 from classbalanced.engine.checkpoint import latest_checkpoint, load_checkpoint
-from classbalanced.engine.evaluate import evaluate_run
+from classbalanced.engine.evaluate_run import evaluate_run
 from classbalanced.engine.run_folder import DECOUPLE_FILE
 
 TRAIN = [24, 8, 3, 2]  # long-tailed

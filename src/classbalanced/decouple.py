@@ -323,8 +323,8 @@ def _check_finished(path: Path, epochs: int, metrics: dict, state: dict) -> None
 
 
 def _build_model(run: _Run, device: torch.device) -> nn.Module:
-    from .engine.evaluate import check_checkpoint_fits, load_weights
     from .engine.network import build_network
+    from .engine.state import check_checkpoint_fits, load_weights
     from .models.registry import classifier
 
     check_checkpoint_fits(run.state, run.cfg, run.record["class_names"], str(run.checkpoint))
@@ -458,7 +458,7 @@ def _file_data(
 
 def _autocast(cfg, device: torch.device, log: Callable[[str], Any]):
     """The stage-one run's autocast on ``device``; fp16 on the CPU is announced (one line)."""
-    from .engine.evaluate import autocast, warn_fp16_on_cpu
+    from .engine.precision import autocast, warn_fp16_on_cpu
 
     warn_fp16_on_cpu(cfg.precision, device, log, "the run's precision")
     return autocast(device, cfg.precision)

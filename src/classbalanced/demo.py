@@ -139,7 +139,7 @@ def run_demo(
 ) -> dict[str, list[dict]]:
     """Train every demo run for ``seeds`` seeds into ``out/<name>-s<seed>``, print the
     comparison (mean ± std over seeds), write plots."""
-    from . import plots
+    from . import plots  # plotting
 
     out = Path(out)
     epochs = DEMO_EPOCHS if epochs is None else epochs

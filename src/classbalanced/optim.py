@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
+from torch.optim import optimizer as torch_optimizer
 
 __all__ = ["parameter_groups", "build_sgd", "SGD_IMPLS"]
 
@@ -104,9 +105,7 @@ def build_sgd(
     kwargs = {} if impl == "default" else {impl: True}
     optimizer = torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov, **kwargs)
     if impl == "fused":  # PyTorch checks only at the first step, deep in a run: check now
-        from torch.optim.optimizer import _get_fused_kernels_supported_devices
-
-        devices = _get_fused_kernels_supported_devices()
+        devices = torch_optimizer._get_fused_kernels_supported_devices()  # torch's own list
         params = [p for group in optimizer.param_groups for p in group["params"]]
         bad = sorted({f"{p.dtype} on {p.device}" for p in params if not _fused_ok(p, devices)})
         if bad:

@@ -27,11 +27,13 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ._validation import check_beta, check_positive_int
+from .weights import effective_number
 
 __all__ = [
     "plot_effective_number",
@@ -259,8 +261,6 @@ def _figure_effective_number(
     dpi: float = 100,
 ) -> Figure:
     """Build the effective-number figure; one line per beta labelled ``beta = <b>``."""
-    from classbalanced.weights import effective_number
-
     if isinstance(betas, (str, bytes)) or not isinstance(betas, (Sequence, np.ndarray)):
         raise TypeError(
             f"expected betas to be a sequence of numbers in [0, 1), got {_describe(betas)}"
@@ -649,8 +649,6 @@ def _figure_heatmap(
     dpi: float = 100,
 ) -> Figure:
     """Build the error-grid figure; finite cells are annotated, NaN cells left blank."""
-    import matplotlib
-
     grid = _to_numpy("errors", errors)
     if grid.ndim != 2 or grid.size == 0:
         raise ValueError(f"expected errors to be a non-empty 2-D grid, got shape {grid.shape}")

@@ -1,4 +1,4 @@
-"""Re-weighting schedules: which class weights a loss uses at each epoch.
+"""Schedules: which class weights a loss uses at each epoch, and the learning rate at each step.
 
 Class weights are computed apart from the loss, so any loss with a
 ``set_weight`` method can be re-weighted on a schedule:
@@ -12,10 +12,14 @@ Class weights are computed apart from the loss, so any loss with a
   paper grows geometrically from 1 (beta 0, unweighted) to ``1 / (1 - beta)``
   over the epochs ``[0, start_epoch]``: ``1 - beta_e = (1 - beta) ** t`` with
   ``t = min(1, epoch / start_epoch)``.
+
+:class:`LRSchedule` is the learning rate of each optimiser step (the paper's
+linear warm-up, then step decays).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal, get_args
 
 import torch
@@ -23,7 +27,7 @@ import torch
 from ._validation import check_beta, check_choice, check_int
 from .weights import as_counts, class_balanced_weights
 
-__all__ = ["SCHEDULES", "ReweightSchedule", "ScheduleKind"]
+__all__ = ["SCHEDULES", "LRSchedule", "ReweightSchedule", "ScheduleKind"]
 
 ScheduleKind = Literal["constant", "drw", "ramp"]
 SCHEDULES: tuple[str, ...] = get_args(ScheduleKind)
@@ -61,3 +65,30 @@ class ReweightSchedule:
         """Class weights (``(C,)`` float32, summing to C) at ``epoch``, or ``None`` (unweighted)."""
         beta = self.beta_at(epoch)
         return None if beta is None else class_balanced_weights(self.counts, beta)
+
+
+@dataclass(frozen=True)
+class LRSchedule:
+    """Linear warm-up from 0 over ``warmup_epochs``, then step decays at ``decay_epochs``.
+
+    >>> s = LRSchedule(base_lr=0.1, warmup_epochs=5, decay_epochs=(160, 180), decay_factors=(0.01, 0.0001), steps_per_epoch=10)
+    >>> round(s(0), 6), round(s(49), 6), s(50), s(1599), s(1600), s(1800)
+    (0.002, 0.1, 0.1, 0.1, 0.001, 1e-05)
+    """
+
+    base_lr: float
+    warmup_epochs: int
+    decay_epochs: tuple[int, ...]
+    decay_factors: tuple[float, ...]
+    steps_per_epoch: int
+
+    def __call__(self, step: int) -> float:
+        warmup_steps = self.warmup_epochs * self.steps_per_epoch
+        if step < warmup_steps:
+            return self.base_lr * (step + 1) / warmup_steps
+        epoch = step // self.steps_per_epoch
+        factor = 1.0
+        for boundary, value in zip(self.decay_epochs, self.decay_factors, strict=True):
+            if epoch >= boundary:
+                factor = value
+        return self.base_lr * factor

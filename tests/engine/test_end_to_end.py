@@ -212,7 +212,7 @@ def test_accumulation_over_more_batches_than_an_epoch_has_is_refused(tmp_path, c
 
 
 def test_ldam_trains_a_cosine_classifier_and_evaluates(cifar_dir, tmp_path):
-    from classbalanced.engine.evaluate import evaluate_run
+    from classbalanced.engine.evaluate_run import evaluate_run
 
     out = tmp_path / "ldam"
     metrics = train(_cfg(cifar_dir, out, loss="ldam", beta=0.999, epochs=2), log=lambda _: None)

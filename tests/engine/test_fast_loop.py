@@ -22,7 +22,7 @@ from classbalanced.engine import loop, run_folder, trainer
 from classbalanced.engine.checkpoint import load_checkpoint
 from classbalanced.engine.distributed import DistContext
 from classbalanced.engine.evaluate import evaluate
-from classbalanced.engine.loop import Run, _NonFiniteWatch
+from classbalanced.engine.loop import Network, Optimisation, Run, Schedules, _NonFiniteWatch
 from classbalanced.models import build_model
 from classbalanced.optim import build_sgd, parameter_groups
 
@@ -373,19 +373,25 @@ def _linear_run(precision: str, loss_scale: float) -> Run:
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0, momentum=0.0)
     scaler = torch.amp.GradScaler("cpu") if precision == "fp16" else None
     return Run(
-        cfg, DistContext(), None, None, model, model, model,
-        lambda logits, y: logits.float().sum() * loss_scale, optimizer, [], lambda s: 1.0,
-        None, 1, lambda _: None, scaler=scaler,
-    )  # fmt: skip
+        cfg=cfg,
+        ctx=DistContext(),
+        data=None,
+        folder=None,
+        network=Network(model, model, model),
+        loss_fn=lambda logits, y: logits.float().sum() * loss_scale,
+        optim=Optimisation(optimizer, [], scaler),
+        schedules=Schedules(lambda s: 1.0, 1),
+        log=lambda _: None,
+    )
 
 
 def _one_step(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimiser step on fixed inputs; returns (weight change, loss)."""
-    before = run.model.weight.detach().clone()
+    before = run.network.model.weight.detach().clone()
     batch = iter([(torch.ones(2, 4), torch.zeros(2, dtype=torch.long))])
     loss = run.forward_backward(batch, lr=1.0)
     run.optimizer_step(loss, None, 0, 0)
-    return run.model.weight.detach() - before, loss
+    return run.network.model.weight.detach() - before, loss
 
 
 def test_fp16_scales_the_loss_so_small_gradients_survive():
@@ -394,9 +400,9 @@ def test_fp16_scales_the_loss_so_small_gradients_survive():
     fp32, fp16 = _linear_run("fp32", 1e-9), _linear_run("fp16", 1e-9)
     _one_step(fp32)
     _one_step(fp16)
-    expected = fp32.model.weight.grad
+    expected = fp32.network.model.weight.grad
     assert expected.abs().min() > 1e-9
-    torch.testing.assert_close(fp16.model.weight.grad, expected, rtol=2e-3, atol=0)
+    torch.testing.assert_close(fp16.network.model.weight.grad, expected, rtol=2e-3, atol=0)
 
 
 def test_an_fp16_overflow_is_skipped_by_the_scaler_not_taken_for_a_nonfinite_loss():
@@ -409,7 +415,7 @@ def test_an_fp16_overflow_is_skipped_by_the_scaler_not_taken_for_a_nonfinite_los
     watch.update(loss)
     watch.check(0, run)  # would raise NonFiniteLoss for a non-finite loss
     assert torch.isfinite(loss) and not change.any()
-    assert run.scaler.get_scale() == 65536.0 / 2
+    assert run.optim.scaler.get_scale() == 65536.0 / 2
     change, _ = _one_step(run)
     assert change.all()
 
@@ -419,14 +425,16 @@ def test_the_scale_travels_with_the_checkpoint():
 
     run = _linear_run("fp16", 1.0)
     _one_step(run)
-    run.scaler.update(1024.0)  # as after several overflows
+    run.optim.scaler.update(1024.0)  # as after several overflows
     state = TrainState(step=3).to_checkpoint(
-        run.model, run.optimizer, run.cfg, [], scaler=run.scaler
+        run.network.model, run.optim.optimizer, run.cfg, [], scaler=run.optim.scaler
     )
     state["global_step"] = 3
     fresh = _linear_run("fp16", 1.0)
-    TrainState.from_checkpoint(state, fresh.model, fresh.optimizer, run.cfg, [], "x", fresh.scaler)
-    assert fresh.scaler.get_scale() == 1024.0
+    TrainState.from_checkpoint(
+        state, fresh.network.model, fresh.optim.optimizer, run.cfg, [], "x", fresh.optim.scaler
+    )
+    assert fresh.optim.scaler.get_scale() == 1024.0
 
 
 def test_an_fp16_run_resumed_after_sigterm_ends_like_the_whole_run(
@@ -519,7 +527,17 @@ def test_a_process_that_does_not_write_names_the_checkpoint_rank_0_wrote(copied_
     from classbalanced.engine.run_folder import Manifest, RunFolder
 
     folder = RunFolder(copied_run, Manifest(copied_run), writer=False, resuming=False)
-    run = Run(TrainConfig(), DistContext(rank=1, world_size=2), None, folder, *[None] * 9, print)
+    run = Run(
+        cfg=TrainConfig(),
+        ctx=DistContext(rank=1, world_size=2),
+        data=None,
+        folder=folder,
+        network=None,
+        loss_fn=None,
+        optim=None,
+        schedules=None,
+        log=print,
+    )
     newest = sorted((copied_run / "checkpoints").glob("*.pt"))[-1]
     assert run.newest_valid_checkpoint() == newest
 

@@ -101,7 +101,7 @@ def _ddp_nan_worker(rank: int, folder: str) -> None:
     from torch import nn
 
     from classbalanced.engine.distributed import DistContext
-    from classbalanced.engine.loop import Run, _NonFiniteWatch
+    from classbalanced.engine.loop import Network, Optimisation, Run, Schedules, _NonFiniteWatch
     from classbalanced.engine.run_folder import Manifest, RunFolder
     from classbalanced.engine.state import TrainState
 
@@ -116,11 +116,16 @@ def _ddp_nan_worker(rank: int, folder: str) -> None:
             return logits.sum() * (float("nan") if poison[0] else 1.0)
 
         run = Run(
-            TrainConfig(skip_nonfinite=True, channels_last=False, device="cpu"),
-            DistContext(rank, 2, rank), None, RunFolder(Path(folder), Manifest(Path(folder)),
-            writer=False, resuming=False), model, ddp, ddp, loss_fn,
-            torch.optim.SGD(model.parameters(), lr=0.1), [], lambda s: 0.1, None, 1, lambda _: None,
-        )  # fmt: skip
+            cfg=TrainConfig(skip_nonfinite=True, channels_last=False, device="cpu"),
+            ctx=DistContext(rank, 2, rank),
+            data=None,
+            folder=RunFolder(Path(folder), Manifest(Path(folder)), writer=False, resuming=False),
+            network=Network(model, ddp, ddp),
+            loss_fn=loss_fn,
+            optim=Optimisation(torch.optim.SGD(model.parameters(), lr=0.1), []),
+            schedules=Schedules(lambda s: 0.1, 1),
+            log=lambda _: None,
+        )
         state, weights = TrainState(), [model.weight.detach().clone()]
         for _ in range(2):
             batch = iter([(torch.ones(2, 4), torch.zeros(2, dtype=torch.long))])

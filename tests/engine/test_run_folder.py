@@ -83,7 +83,7 @@ def test_a_resume_removes_its_own_stale_temporary_files_and_no_user_file(
 def test_evaluate_names_what_it_expected_for_a_path_that_is_no_run_or_checkpoint_of_one(
     tmp_path, copied_run
 ):
-    from classbalanced.engine.evaluate import evaluate_run
+    from classbalanced.engine.evaluate_run import evaluate_run
 
     checkpoint = next((copied_run / "checkpoints").glob("checkpoint-*.pt"))
     loose = tmp_path / "elsewhere" / "model.pt"  # a checkpoint copied out of its run

@@ -472,7 +472,7 @@ def test_a_real_full_tmpfs_ends_in_one_line_and_resume_is_exact(
 
 def test_a_checkpoint_of_other_classes_is_refused_before_its_weights_load(tiny_run):
     from classbalanced.config import TrainConfig
-    from classbalanced.engine.evaluate import check_checkpoint_fits
+    from classbalanced.engine.state import check_checkpoint_fits
 
     path = sorted((tiny_run.out / "checkpoints").glob("checkpoint-*.pt"))[-1]
     state = load_checkpoint(path)

@@ -75,7 +75,7 @@ def test_a_missing_extra_is_named(launcher, module, tmp_path):
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.returncode == 2
     assert done.stderr.strip() == (
-        f"classbalanced: error: the {launcher} launcher needs the {module!r} package: "
+        f"classbalanced: error: the {launcher} launcher needs the optional package {module!r}: "
         f"pip install 'classbalanced[{launcher}]'"
     )
     assert not (tmp_path / "o").exists()

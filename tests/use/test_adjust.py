@@ -10,7 +10,7 @@ import shutil
 import torch
 
 from classbalanced import cli
-from classbalanced.engine.evaluate import evaluate_run
+from classbalanced.engine.evaluate_run import evaluate_run
 from classbalanced.use import choose_tau, evaluate_adjusted
 
 

@@ -13,7 +13,7 @@ from PIL import Image
 import classbalanced as cb
 from classbalanced import cli
 from classbalanced.data.arrays import load_image_folder
-from classbalanced.engine.evaluate import evaluate_run
+from classbalanced.engine.evaluate_run import evaluate_run
 
 
 def _csv(path):

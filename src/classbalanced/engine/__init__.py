@@ -1,9 +1,10 @@
 """Training engine: loop and schedule, evaluation metrics, checkpoints, distributed setup."""
 
+from ..schedules import LRSchedule
 from .checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from .evaluate import evaluate
 from .metrics import EvalCounts, shot_groups, summarize
-from .trainer import LRSchedule, NonFiniteLoss, TrainingInterrupted, prepare_data, train
+from .trainer import NonFiniteLoss, TrainingInterrupted, prepare_data, train
 
 __all__ = [
     "EvalCounts",

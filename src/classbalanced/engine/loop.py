@@ -1,8 +1,10 @@
 """One epoch of training (:func:`train_epoch`) and what follows it (:func:`end_epoch`).
 
-:class:`Run` holds what the epochs share, built once by the trainer: model and
-its DDP / compiled forward, loss, optimiser, batch stream, schedules, the test
-evaluator and the :class:`~.run_folder.RunFolder` that owns every file. The
+:class:`Run` holds what the epochs share, built once by the trainer from named
+parts: the :class:`Network` (model and its DDP / compiled forward), the loss, the
+:class:`Optimisation` (optimiser, parameter groups, fp16's scaler), the
+:class:`Schedules` (learning rate, class weights), the data (batch stream, test
+evaluator) and the :class:`~.run_folder.RunFolder` that owns every file. The
 :class:`~.state.TrainState` is what changes from step to step.
 """
 
@@ -18,17 +20,29 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from ..config import CUDAGRAPH_MODES, TrainConfig
+from ..schedules import ReweightSchedule
 from .checkpoint import BackgroundWriter, cpu_copy
 from .distributed import DistContext, all_reduce_sum
-from .evaluate import autocast
 from .metrics import scalar_metrics, summarize
+from .precision import autocast
 from .run_data import RunData
 from .run_folder import Manifest, RunFolder
 from .state import TrainState
 
-__all__ = ["TrainingInterrupted", "NonFiniteLoss", "StopFlag", "Run", "train_epoch", "end_epoch"]
+__all__ = [
+    "TrainingInterrupted",
+    "NonFiniteLoss",
+    "StopFlag",
+    "Network",
+    "Optimisation",
+    "Schedules",
+    "Run",
+    "train_epoch",
+    "end_epoch",
+]
 
 
 class TrainingInterrupted(RuntimeError):
@@ -73,25 +87,46 @@ class StopFlag:
 
 
 @dataclass
+class Network:
+    """The model and how the loop calls it."""
+
+    model: nn.Module  # the plain module (checkpoints, evaluation)
+    ddp: nn.Module  # DDP-wrapped under torchrun (no_sync, train mode), else ``model``
+    forward: Callable[[Tensor], Tensor]  # ``ddp``, compiled with --compile
+
+
+@dataclass
+class Optimisation:
+    """The optimiser, its parameter groups (weight decay) and fp16's loss scaler."""
+
+    optimizer: torch.optim.Optimizer
+    groups: list[dict]
+    scaler: torch.amp.GradScaler | None = None  # fp16: loss scaling (bf16 has fp32's range)
+
+
+@dataclass
+class Schedules:
+    """The learning rate of each step, the class weights of each epoch, the epoch's length."""
+
+    lr: Callable[[int], float]
+    steps_per_epoch: int
+    reweight: ReweightSchedule | None = None  # DRW, ramp; None: constant weights
+
+
+@dataclass(kw_only=True)
 class Run:
-    """What every epoch of a run shares (built once by the trainer)."""
+    """What every epoch of a run shares (built once by the trainer, from named parts)."""
 
     cfg: TrainConfig
     ctx: DistContext
     data: RunData
     folder: RunFolder
-    model: nn.Module  # the plain module (checkpoints, evaluation)
-    ddp_model: nn.Module  # DDP-wrapped under torchrun (no_sync, train mode)
-    forward: Callable[[Tensor], Tensor]  # ddp_model, compiled with --compile
+    network: Network
     loss_fn: nn.Module
-    optimizer: torch.optim.Optimizer
-    groups: list[dict]
-    schedule: Callable[[int], float]
-    reweight: Any  # ReweightSchedule or None
-    steps_per_epoch: int
+    optim: Optimisation
+    schedules: Schedules
     log: Callable[[str], None]
     stop: StopFlag | None = None
-    scaler: torch.amp.GradScaler | None = None  # fp16: loss scaling
     writer: BackgroundWriter | None = None  # --async-checkpoints
     skipped_before: int = 0  # unreadable images skipped before a resume, by every process
 
@@ -106,17 +141,18 @@ class Run:
 
     def set_class_weights(self, epoch: int) -> None:
         """The re-weighting schedule's class weights for ``epoch`` (DRW, ramp)."""
-        if self.reweight is not None:
-            weight = self.reweight.weight_at(epoch)
+        if self.schedules.reweight is not None:
+            weight = self.schedules.reweight.weight_at(epoch)
             self.loss_fn.set_weight(None if weight is None else weight.to(self.device))
 
     def forward_backward(self, batches, lr: float) -> Tensor:
         """Gradients of one optimiser step (``accumulate`` micro-batches); the loss on the device."""
-        for group in self.optimizer.param_groups:
+        optimizer = self.optim.optimizer
+        for group in optimizer.param_groups:
             group["lr"] = lr
-        self.optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=True)
         accumulate = self.cfg.accumulate_steps
-        loss_value = torch.zeros((), device=self.device)
+        loss_value, scaler = torch.zeros((), device=self.device), self.optim.scaler
         for micro in range(accumulate):
             xb, yb = next(batches)
             if self.cfg.channels_last:
@@ -124,11 +160,11 @@ class Run:
             sync = micro == accumulate - 1 or not self.ctx.distributed
             if self.cudagraphs:  # a new step: the graphs' previous outputs may be overwritten
                 torch.compiler.cudagraph_mark_step_begin()
-            with contextlib.nullcontext() if sync else self.ddp_model.no_sync():
+            with contextlib.nullcontext() if sync else self.network.ddp.no_sync():
                 with autocast(self.device, self.cfg.precision):
-                    logits = self.forward(xb)
+                    logits = self.network.forward(xb)
                 loss = self.loss_fn(logits, yb) / accumulate
-                (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+                (loss if scaler is None else scaler.scale(loss)).backward()
             loss_value += loss.detach()
         return loss_value
 
@@ -140,11 +176,12 @@ class Run:
         (and lowers the scale) without reading them on the host; such a step has a finite
         loss and is not a non-finite loss."""
         if not self.cfg.skip_nonfinite or self._finite_everywhere(loss_value):
-            if self.scaler is None:
-                self.optimizer.step()
+            optimizer, scaler = self.optim.optimizer, self.optim.scaler
+            if scaler is None:
+                optimizer.step()
             else:
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
+                scaler.step(optimizer)
+                scaler.update()
             return
         state.skipped_nonfinite += 1
         if self.ctx.is_main:
@@ -162,8 +199,9 @@ class Run:
     def checkpoint(self, state: TrainState, epoch_loss=(0.0, 0), *, background: bool = False):
         """Write a checkpoint of ``state``; with ``background`` and ``--async-checkpoints`` a
         CPU copy of it is written by the writer thread (returns ``None``), else at once."""
+        model, optim = self.network.model, self.optim
         snapshot = state.to_checkpoint(
-            self.model, self.optimizer, self.cfg, self.data.class_names, epoch_loss, self.scaler
+            model, optim.optimizer, self.cfg, self.data.class_names, epoch_loss, optim.scaler
         )
         step, keep = state.step, self.cfg.keep_checkpoints
         if background and self.writer is not None and self.folder.writer:
@@ -263,7 +301,7 @@ def _synchronize(device: torch.device) -> None:
 
 def train_epoch(run: Run, state: TrainState, epoch: int) -> EpochResult:
     """The optimiser steps of ``epoch`` from ``state.step`` on (a resumed epoch starts midway)."""
-    spe, accumulate = run.steps_per_epoch, run.cfg.accumulate_steps
+    spe, accumulate = run.schedules.steps_per_epoch, run.cfg.accumulate_steps
     first = state.step - epoch * spe
     run.set_class_weights(epoch)
     bar = _progress_bar(run, epoch, first)
@@ -276,7 +314,7 @@ def train_epoch(run: Run, state: TrainState, epoch: int) -> EpochResult:
     batches = run.data.stream.epoch(epoch, first * accumulate)
     watch, stopping = _NonFiniteWatch(run.device, first), False
     for s in range(first, spe):
-        lr = run.schedule(state.step)
+        lr = run.schedules.lr(state.step)
         loss_value = run.forward_backward(batches, lr)
         run.optimizer_step(loss_value, state, epoch, s)
         state.step += 1
@@ -300,10 +338,8 @@ def train_epoch(run: Run, state: TrainState, epoch: int) -> EpochResult:
 
 
 def _progress_bar(run: Run, epoch: int, first: int):
-    from tqdm.auto import tqdm
-
     return tqdm(
-        total=run.steps_per_epoch,
+        total=run.schedules.steps_per_epoch,
         initial=first,
         desc=f"epoch {epoch + 1}/{run.cfg.epochs}",
         unit="img",
@@ -318,7 +354,7 @@ def end_epoch(run: Run, state: TrainState, epoch: int, result: EpochResult) -> d
     """Log the epoch; evaluate, write metrics and checkpoint on evaluation epochs (returns
     the metrics); raise :class:`TrainingInterrupted` after checkpointing when stopping."""
     cfg = run.cfg
-    if result.stopping and state.step < (epoch + 1) * run.steps_per_epoch:
+    if result.stopping and state.step < (epoch + 1) * run.schedules.steps_per_epoch:
         raise run.interrupted(state, epoch, (float(result.loss_sum), result.loss_count))
     mean_loss = float(result.loss_sum) / max(result.loss_count, 1)
     skipped = run.count_skipped(state)
@@ -329,7 +365,7 @@ def end_epoch(run: Run, state: TrainState, epoch: int, result: EpochResult) -> d
             raise run.interrupted(state, epoch, (0.0, 0))
         return None
     run.settle()  # the previous checkpoint is complete (or its failure stops the run here)
-    metrics = summarize(run.data.evaluate(run.model), run.data.counts)
+    metrics = summarize(run.data.evaluate(run.network.model), run.data.counts)
     metrics.update(
         epoch=epoch + 1,
         train_loss=mean_loss,
@@ -353,9 +389,9 @@ def _log_training(
     run: Run, epoch: int, mean_loss: float, result: EpochResult, step: int, skipped: int
 ) -> None:
     values = {
-        "train/learning_rate": run.schedule(step - 1),
+        "train/learning_rate": run.schedules.lr(step - 1),
         "train/network_loss": mean_loss,
-        "train/regularization_loss": regularization_loss(run.groups),
+        "train/regularization_loss": regularization_loss(run.optim.groups),
         "train/epoch": epoch + 1,
         "train/images_per_second": result.images / max(result.seconds, 1e-9),
     }

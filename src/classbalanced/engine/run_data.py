@@ -23,9 +23,12 @@ import torch
 
 from .._console import info
 from ..config import LARGE_DATASETS, TrainConfig
+from ..data import inat, pipeline
 from ..data.arrays import ImageArrays, load_digits, load_image_folder, load_npz
 from ..data.longtail import longtail_indices
+from ..data.pipeline import DraftResizeCenterCrop, decode_batch, normalize_uint8
 from ..data.registry import load_dataset
+from ..sampling import ClassBalancedSampler
 from .distributed import DistContext
 from .evaluate import LoaderEvaluator, TensorEvaluator
 from .metrics import EvalCounts
@@ -204,8 +207,6 @@ def _in_memory_data(cfg: TrainConfig, ctx: DistContext) -> RunData:
 
 
 def _large_data(cfg: TrainConfig, ctx: DistContext) -> RunData:
-    from ..data import inat
-
     layout = inat.load_prepared(cfg.dataset, cfg.data_dir)
     samples = layout.train_samples
     labels = np.asarray([label for _, label in samples], dtype=np.int64)
@@ -240,8 +241,6 @@ def _large_data(cfg: TrainConfig, ctx: DistContext) -> RunData:
 
 def _crops() -> dict[str, tuple[type, Callable]]:
     """``--image-decode`` -> (training crop transform, collate)."""
-    from ..data import inat, pipeline
-
     return {
         "fast": (pipeline.FastRandomResizedCrop, pipeline.collate_channels_last),
         "draft": (pipeline.DraftRandomResizedCrop, inat.collate_skip_bad),
@@ -258,9 +257,6 @@ def train_pipeline(cfg: TrainConfig, ctx: DistContext) -> tuple[Any, Callable, C
     """The training crop transform, its collate and what the stream does on the device:
     decode (``--image-decode device``: also which images it kept, see :class:`LoaderStream`)
     and normalise (uint8 batches), or nothing."""
-    from ..data import inat, pipeline
-    from ..data.pipeline import decode_batch, normalize_uint8
-
     size = cfg.image_size or 224
     mean, std = inat.mean_std(cfg.dataset)
     crop, collate = _crops()[cfg.image_decode]
@@ -287,9 +283,6 @@ def train_pipeline(cfg: TrainConfig, ctx: DistContext) -> tuple[Any, Callable, C
 def eval_pipeline(cfg: TrainConfig) -> tuple[Any, Callable | None]:
     """The evaluation transform (resize + centre crop, reduced JPEG decoding) and the
     normalisation of its batches on the device (uint8 batches), or ``None``."""
-    from ..data import inat
-    from ..data.pipeline import DraftResizeCenterCrop, normalize_uint8
-
     mean, std = inat.mean_std(cfg.dataset)
     output = _worker_output(cfg)
     transform = DraftResizeCenterCrop(cfg.image_size or 224, output=output, mean=mean, std=std)
@@ -299,8 +292,6 @@ def eval_pipeline(cfg: TrainConfig) -> tuple[Any, Callable | None]:
 
 
 def _large_evaluator(cfg: TrainConfig, ctx: DistContext, layout) -> LoaderEvaluator:
-    from ..data import inat
-
     transform, normalize = eval_pipeline(cfg)
     val = inat.ImageFileDataset(layout.root, layout.val_samples, transform)
     shard = torch.utils.data.Subset(
@@ -321,8 +312,6 @@ def _sampler(cfg: TrainConfig, labels, ctx: DistContext):
     """The class-balanced sampler when asked for (``None``: shuffle each epoch)."""
     if cfg.sampler != "class_balanced":
         return None
-    from ..sampling import ClassBalancedSampler
-
     return ClassBalancedSampler(
         labels, cfg.sampler_beta, seed=cfg.seed, rank=ctx.rank, world_size=ctx.world_size
     )
@@ -373,8 +362,6 @@ def load_test_set(
     if test_data:
         return _arrays_test_set(_load_arrays(test_data, record.get("image_shape")), cfg, ctx)
     if cfg.dataset in LARGE_DATASETS:
-        from ..data import inat
-
         layout = inat.load_prepared(cfg.dataset, record["test"]["source"])
         fingerprint = layout_fingerprints(layout, record["test"]["source"])["test"]
         test = TestSet(layout.class_names, 3, _large_evaluator(cfg, ctx, layout))

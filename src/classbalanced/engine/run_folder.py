@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch.utils.tensorboard import SummaryWriter
 
 from ..config import TrainConfig, config_differences, recorded_value
 from ..data.safe_io import atomic_write_json, file_sha256
@@ -252,8 +253,6 @@ class TensorBoardLog:
 
     def open(self, folder: Path, purge_step: int | None) -> list[str]:
         """Start an event file in ``folder``; return the names of the files it created."""
-        from torch.utils.tensorboard import SummaryWriter
-
         _quiet_tensorboard_threads()
         before = set(folder.iterdir()) if folder.is_dir() else set()
         self.writer = SummaryWriter(str(folder), purge_step=purge_step)
@@ -549,7 +548,7 @@ class RunFolder:
 
 
 def _draw_plots(out: Path, manifest: Manifest, counts, class_names, metrics, history) -> None:
-    from .. import plots
+    from .. import plots  # plotting
 
     manifest.record("class_distribution.png")
     plots.plot_class_distribution(out / "class_distribution.png", counts, class_names=class_names)
@@ -568,7 +567,7 @@ def _draw_plots(out: Path, manifest: Manifest, counts, class_names, metrics, his
 
 def _draw_metric_plots(out: Path, manifest: Manifest, class_names, metrics: dict) -> None:
     """``confusion_matrix.png`` (up to 100 classes) and ``reliability.png``."""
-    from .. import plots
+    from .. import plots  # plotting
 
     confusion = metrics.get("confusion_matrix")
     if confusion and len(confusion) <= plots.CONFUSION_PLOT_MAX_CLASSES:

@@ -3,6 +3,8 @@
 Model and optimiser live in their own objects; :class:`TrainState` is the rest
 (step, evaluation history, time and image counters, and the loss sum of an
 unfinished epoch), and knows how to become a checkpoint dict and come back.
+:func:`check_checkpoint_fits` and :func:`load_weights` are the checks a loaded
+checkpoint passes before its weights are used (resume, evaluation, ``decouple``).
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ from typing import Any
 from torch import nn
 
 from ..config import TrainConfig
-from .evaluate import check_checkpoint_fits, load_weights
+from .run_folder import check_class_names
 
-__all__ = ["TrainState"]
+__all__ = ["TrainState", "check_checkpoint_fits", "load_weights"]
 
 
 @dataclass
@@ -102,3 +104,27 @@ class TrainState:
             raise ValueError(f"checkpoint {where} lacks the key {exc.args[0]!r}") from None
         except (TypeError, ValueError) as exc:
             raise ValueError(f"checkpoint {where} holds a malformed counter: {exc}") from None
+
+
+def check_checkpoint_fits(state: dict, cfg: TrainConfig, class_names: list, where: str) -> None:
+    """Refuse a checkpoint written for another model, or for other classes or another class
+    order (one line)."""
+    saved = state.get("config") if isinstance(state.get("config"), dict) else {}
+    if saved.get("model", cfg.model) != cfg.model:
+        raise ValueError(
+            f"checkpoint holds {saved['model']}, config asks for {cfg.model} ({where})"
+        )
+    names = state.get("class_names")
+    if isinstance(names, list):
+        check_class_names(names, class_names, f"the checkpoint {where}", "the data")
+
+
+def load_weights(model: nn.Module, weights: dict, where: str) -> None:
+    """``model.load_state_dict`` with a one-line error naming the first mismatch."""
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, KeyError, TypeError) as exc:
+        detail = " ".join(str(exc).split())
+        raise ValueError(
+            f"checkpoint {where} does not fit the model the config builds: {detail[:300]}"
+        ) from None

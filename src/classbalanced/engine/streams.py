@@ -20,16 +20,27 @@ process with batch ``W * b`` sees.
 
 from __future__ import annotations
 
+import logging
+import random
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
+from torch.utils.data.distributed import DistributedSampler
 
 from .._seeding import epoch_generator
 from ..data.augment import crop_flip, normalize_images
+from ..data.inat import BadImageWarning
 from .distributed import DistContext
+
+try:  # numpy's worker seed as torch derives it (a private function of torch's worker loop)
+    from torch.utils.data._utils.worker import _generate_state
+except ImportError:  # pragma: no cover - a torch without it: a seed of our own
+    _generate_state = None
 
 __all__ = [
     "EpochPlan",
@@ -165,36 +176,22 @@ def seed_worker(base_seed: int, stream: int | None = None) -> None:
     """Seed this process's ``random``, ``torch`` and ``numpy`` RNGs exactly as PyTorch seeds a
     fresh ``DataLoader`` worker number ``stream`` (default: this worker's id) for ``base_seed``
     (``base_seed + stream``)."""
-    import random
-
-    import numpy as np
-
     if stream is None:
         info = torch.utils.data.get_worker_info()
         stream = 0 if info is None else info.id
     random.seed(base_seed + stream)
     torch.manual_seed(base_seed + stream)
-    try:  # numpy's seed as torch's worker loop derives it
-        from torch.utils.data._utils.worker import _generate_state
-
+    if _generate_state is not None:  # numpy's seed as torch's worker loop derives it
         np.random.seed(_generate_state(base_seed, stream))  # noqa: NPY002 (as torch does)
-    except ImportError:  # pragma: no cover - a torch without it: a seed of our own
+    else:  # pragma: no cover - a torch without it: a seed of our own
         np.random.seed((base_seed + stream) % 2**32)  # noqa: NPY002
 
 
 def _rng_states() -> tuple:
-    import random
-
-    import numpy as np
-
     return random.getstate(), torch.get_rng_state(), np.random.get_state()  # noqa: NPY002
 
 
 def _set_rng_states(states: tuple) -> None:
-    import random
-
-    import numpy as np
-
     random.setstate(states[0])
     torch.set_rng_state(states[1])
     np.random.set_state(states[2])  # noqa: NPY002
@@ -264,8 +261,6 @@ class LoaderStream:
         persistent: bool = False,
         on_device: Callable[[Any], Tensor] | None = None,
     ) -> None:
-        from torch.utils.data.distributed import DistributedSampler
-
         if batch_size % ctx.world_size:
             raise ValueError(
                 f"batch_size must divide over {ctx.world_size} processes, got {batch_size}"
@@ -371,10 +366,5 @@ class LoaderStream:
 
 
 def _warn_unreadable(msg: str) -> None:
-    import logging
-    import warnings
-
-    from ..data.inat import BadImageWarning
-
     logging.getLogger(__name__).warning(msg)
     warnings.warn(msg, BadImageWarning, stacklevel=3)

@@ -17,23 +17,26 @@ epochs (:mod:`.loop`); every file goes through the :class:`~.run_folder.RunFolde
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from .._console import count
 from ..config import TrainConfig
-from ..losses import build_loss
+from ..losses import build_loss, loss_uses_gamma
 from ..optim import build_sgd
-from ..schedules import ReweightSchedule
+from ..schedules import LRSchedule, ReweightSchedule
 from .checkpoint import BackgroundWriter
 from .distributed import DistContext, cleanup_distributed, setup_distributed
-from .evaluate import evaluate, warn_fp16_on_cpu
+from .evaluate import evaluate
 from .loop import (
+    Network,
     NonFiniteLoss,
+    Optimisation,
     Run,
+    Schedules,
     StopFlag,
     TrainingInterrupted,
     end_epoch,
@@ -41,6 +44,7 @@ from .loop import (
     train_epoch,
 )
 from .network import build_training_model
+from .precision import warn_fp16_on_cpu
 from .run_data import PreparedData, RunData, load_run_data, prepare_data
 from .run_folder import RunFolder
 from .state import TrainState
@@ -48,44 +52,11 @@ from .state import TrainState
 __all__ = [
     "TrainingInterrupted",
     "NonFiniteLoss",
-    "LRSchedule",
     "PreparedData",
     "prepare_data",
     "evaluate",
     "train",
 ]
-
-
-# ---------------------------------------------------------------------------
-# schedule
-# ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LRSchedule:
-    """Linear warm-up from 0 over ``warmup_epochs``, then step decays at ``decay_epochs``.
-
-    >>> s = LRSchedule(base_lr=0.1, warmup_epochs=5, decay_epochs=(160, 180), decay_factors=(0.01, 0.0001), steps_per_epoch=10)
-    >>> round(s(0), 6), round(s(49), 6), s(50), s(1599), s(1600), s(1800)
-    (0.002, 0.1, 0.1, 0.1, 0.001, 1e-05)
-    """
-
-    base_lr: float
-    warmup_epochs: int
-    decay_epochs: tuple[int, ...]
-    decay_factors: tuple[float, ...]
-    steps_per_epoch: int
-
-    def __call__(self, step: int) -> float:
-        warmup_steps = self.warmup_epochs * self.steps_per_epoch
-        if step < warmup_steps:
-            return self.base_lr * (step + 1) / warmup_steps
-        epoch = step // self.steps_per_epoch
-        factor = 1.0
-        for boundary, value in zip(self.decay_epochs, self.decay_factors, strict=True):
-            if epoch >= boundary:
-                factor = value
-        return self.base_lr * factor
 
 
 def train(
@@ -120,9 +91,9 @@ def train(
 
 def _train(run: Run, state: TrainState) -> dict[str, Any]:
     """The epochs: train, then log / evaluate / checkpoint; the final plots."""
-    cfg, spe = run.cfg, run.steps_per_epoch
+    cfg, spe = run.cfg, run.schedules.steps_per_epoch
     metrics: dict[str, Any] = state.history[-1] if state.history else {}
-    run.ddp_model.train()
+    run.network.ddp.train()
     with StopFlag() as run.stop:
         try:
             for epoch in range(state.step // spe, cfg.epochs):
@@ -155,16 +126,6 @@ def _barrier(ctx: DistContext) -> None:
         torch.distributed.barrier()
 
 
-@dataclass
-class _Model:
-    model: nn.Module
-    groups: list[dict]
-    optimizer: torch.optim.Optimizer
-    loss_fn: nn.Module
-    reweight: Any
-    scaler: torch.amp.GradScaler | None  # fp16 only (bf16 has fp32's range)
-
-
 def _set_up(cfg, ctx, log, accept_data_change: bool, fallback_checkpoint: bool):
     """Everything a run needs, loaded and checked before the folder gets its first byte."""
     if cfg.batch_size % (ctx.world_size * cfg.accumulate_steps):
@@ -183,42 +144,43 @@ def _set_up(cfg, ctx, log, accept_data_change: bool, fallback_checkpoint: bool):
         )
     if folder.resuming and folder.data:
         folder.check_data(data.record, accept_change=accept_data_change)
-    parts = _model_and_optimizer(cfg, ctx, data)
-    state = _resume_state(cfg, folder, parts, data, log, fallback_checkpoint, ctx)
+    loss_fn, reweight = _loss(cfg, ctx, data)
+    model, optim = _model_and_optimizer(cfg, ctx, data, loss_fn)
+    state = _resume_state(cfg, folder, model, optim, data, log, fallback_checkpoint, ctx)
     folder.start(cfg, data.subset(), data.record)  # everything loaded: now the folder is written
     _barrier(ctx)
     steps_per_epoch = max(1, data.stream.steps_per_epoch // cfg.accumulate_steps)
-    schedule = LRSchedule(
+    lr = LRSchedule(
         cfg.lr,
         cfg.warmup_epochs,
         tuple(cfg.decay_epochs),
         tuple(cfg.decay_factors),
         steps_per_epoch,
     )
-    ddp_model = parts.model
-    if ctx.distributed:
-        ddp_model = nn.parallel.DistributedDataParallel(
-            parts.model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
-        )
-    forward = ddp_model
-    if cfg.compile:
-        mode = {} if cfg.compile_mode == "default" else {"mode": cfg.compile_mode}
-        forward = torch.compile(ddp_model, **mode)
+    network = _network(cfg, ctx, model)
     # events logged after the checkpoint we resume from (a killed run) are purged
     folder.open_tensorboard(state.step // steps_per_epoch + 1 if folder.resuming else None)
     if ctx.is_main:
         log(_start_line(cfg, data, ctx))
         warn_fp16_on_cpu(cfg.precision, ctx.device, log)
     run = Run(
-        cfg, ctx, data, folder, parts.model, ddp_model, forward, parts.loss_fn,
-        parts.optimizer, parts.groups, schedule, parts.reweight, steps_per_epoch, log,
-        scaler=parts.scaler, writer=BackgroundWriter() if cfg.async_checkpoints else None,
+        cfg=cfg,
+        ctx=ctx,
+        data=data,
+        folder=folder,
+        network=network,
+        loss_fn=loss_fn,
+        optim=optim,
+        schedules=Schedules(lr, steps_per_epoch, reweight),
+        log=log,
+        writer=BackgroundWriter() if cfg.async_checkpoints else None,
         skipped_before=state.skipped_unreadable,
-    )  # fmt: skip
+    )
     return run, state
 
 
-def _model_and_optimizer(cfg: TrainConfig, ctx: DistContext, data: RunData) -> _Model:
+def _loss(cfg: TrainConfig, ctx: DistContext, data: RunData):
+    """The loss on the device and its re-weighting schedule (``None``: constant weights)."""
     loss_fn = build_loss(
         cfg.loss, data.counts, beta=cfg.beta, gamma=cfg.gamma, **cfg.loss_options
     ).to(ctx.device)
@@ -227,15 +189,37 @@ def _model_and_optimizer(cfg: TrainConfig, ctx: DistContext, data: RunData) -> _
         reweight = ReweightSchedule(
             cfg.reweight_schedule, data.counts, cfg.beta, start_epoch=cfg.reweight_epoch
         )
+    return loss_fn, reweight
+
+
+def _model_and_optimizer(
+    cfg: TrainConfig, ctx: DistContext, data: RunData, loss_fn: nn.Module
+) -> tuple[nn.Module, Optimisation]:
     model, groups = build_training_model(cfg, data.counts, data.in_channels, loss_fn, ctx)
     optimizer = build_sgd(
         groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, impl=cfg.sgd_impl
     )
     scaler = torch.amp.GradScaler(ctx.device.type) if cfg.precision == "fp16" else None
-    return _Model(model, groups, optimizer, loss_fn, reweight, scaler)
+    return model, Optimisation(optimizer, groups, scaler)
 
 
-def _resume_state(cfg, folder: RunFolder, parts: _Model, data: RunData, log, fallback, ctx):
+def _network(cfg: TrainConfig, ctx: DistContext, model: nn.Module) -> Network:
+    """``model``, DDP-wrapped under torchrun, and its forward (compiled with ``--compile``)."""
+    ddp = model
+    if ctx.distributed:
+        ddp = nn.parallel.DistributedDataParallel(
+            model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
+        )
+    forward = ddp
+    if cfg.compile:
+        mode = {} if cfg.compile_mode == "default" else {"mode": cfg.compile_mode}
+        forward = torch.compile(ddp, **mode)
+    return Network(model, ddp, forward)
+
+
+def _resume_state(
+    cfg, folder: RunFolder, model, optim: Optimisation, data: RunData, log, fallback, ctx
+):
     """The counters to start from: fresh, or from the run's newest valid checkpoint."""
     if not folder.resuming:
         return TrainState()
@@ -246,7 +230,7 @@ def _resume_state(cfg, folder: RunFolder, parts: _Model, data: RunData, log, fal
         return TrainState()
     where = str(path)
     train_state = TrainState.from_checkpoint(
-        state, parts.model, parts.optimizer, cfg, data.class_names, where, parts.scaler
+        state, model, optim.optimizer, cfg, data.class_names, where, optim.scaler
     )
     if ctx.is_main:
         log(f"resuming {folder.path} from {Path(path).name} (step {train_state.step})")
@@ -254,9 +238,6 @@ def _resume_state(cfg, folder: RunFolder, parts: _Model, data: RunData, log, fal
 
 
 def _start_line(cfg: TrainConfig, data: RunData, ctx: DistContext) -> str:
-    from .._console import count
-    from ..losses import loss_uses_gamma
-
     gamma = f", gamma {cfg.gamma}" if loss_uses_gamma(cfg.loss) else ""
     return (
         f"training {cfg.model} on {cfg.dataset} (IF {cfg.imbalance_factor:g}, {int(data.counts.sum())} images, "

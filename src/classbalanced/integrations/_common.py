@@ -8,12 +8,11 @@ tensor([2, 1, 1])
 
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 import torch
 from torch import Tensor
 
+from .._optional import require
 from .._validation import check_positive_int
 from ..multilabel import positive_counts
 
@@ -21,17 +20,6 @@ __all__ = ["IGNORE_INDEX", "class_counts", "require"]
 
 #: the label value Transformers' collators and ``num_items_in_batch`` leave out
 IGNORE_INDEX = -100
-
-
-def require(module: str, extra: str, what: str):
-    """Import the optional ``module`` for ``what``, or raise a one-line ImportError naming ``extra``."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise ImportError(
-            f"{what} needs the optional package {module.split('.')[0]!r}: "
-            f"pip install 'classbalanced[{extra}]'"
-        ) from None
 
 
 def _multi_hot(rows: list, num_classes: int) -> np.ndarray:

@@ -6,7 +6,7 @@
 * :mod:`.ray_pool`: one Ray task per run (``pip install 'classbalanced[ray]'``);
 * :mod:`.slurm`: one SLURM job-array task per run through submitit, and one
   multi-node DDP run (``pip install 'classbalanced[slurm]'``);
-* :mod:`.sweep`: a sweep's plan through a launcher; ``--status``.
+* :mod:`.sweep`: a sweep's plan through a launcher; ``--status``;
 
 A launcher is an object with ``name``, ``owner(session, run_name)`` (the claim
 owner of a run's task: a task the engine retries or requeues keeps its owner, so
@@ -15,16 +15,19 @@ it takes its own claim over at once) and ``run(tasks, log) -> outcomes``; option
 name under the sweep folder each worker must see). The engines do the scheduling.
 Launchers are registered (:func:`register_launcher`, a :class:`~classbalanced.registry.Registry`
 like the losses, models and data sets) with the flags they read; ``--launcher`` lists them.
+This module imports the launchers; none of them imports it.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..registry import Registry
+from .local import LocalLauncher
+from .ray_pool import RayLauncher
+from .slurm import SlurmLauncher
 
 __all__ = [
     "LAUNCHER_REGISTRY",
@@ -33,7 +36,6 @@ __all__ = [
     "check_launch_flags",
     "make_launcher",
     "register_launcher",
-    "require",
 ]
 
 
@@ -49,17 +51,6 @@ class LaunchOptions:
     slurm_time: int = 60  # minutes
     slurm_array_parallelism: int = 256
     slurm_options: dict[str, str] = field(default_factory=dict)
-
-
-def require(module: str, extra: str):
-    """Import an optional engine, or fail with one line naming the extra to install."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise ImportError(
-            f"the {extra} launcher needs the {module!r} package: "
-            f"pip install 'classbalanced[{extra}]'"
-        ) from None
 
 
 #: launcher name -> factory taking :class:`LaunchOptions` (a
@@ -125,8 +116,6 @@ def check_launch_flags(launcher: str, given: dict) -> None:
 
 @register_launcher("local", options={"jobs"}, description="this machine, the default")
 def _local(options: LaunchOptions):
-    from .local import LocalLauncher
-
     return LocalLauncher(options.jobs)
 
 
@@ -134,8 +123,6 @@ def _local(options: LaunchOptions):
     "ray", options={"gpus_per_run", "cpus_per_run", "ray_address"}, description="a Ray cluster"
 )
 def _ray(options: LaunchOptions):
-    from .ray_pool import RayLauncher
-
     return RayLauncher(options)
 
 
@@ -146,6 +133,4 @@ def _ray(options: LaunchOptions):
     description="SLURM job arrays",
 )
 def _slurm(options: LaunchOptions):
-    from .slurm import SlurmLauncher
-
     return SlurmLauncher(options)

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
+import sys
 
 import submitit
 
-from .runner import RunTask, terminate_live_runs, train_run
+from .runner import RunTask, live_run, terminate_live_runs, train_run
 
 __all__ = ["SweepTask", "slurm_owner"]
 
@@ -43,8 +45,6 @@ class SweepTask(submitit.helpers.Checkpointable):
 
 
 def _first_host() -> str:
-    import subprocess
-
     nodes = os.environ.get("SLURM_JOB_NODELIST", "")
     done = subprocess.run(
         ["scontrol", "show", "hostnames", nodes], capture_output=True, text=True, check=True
@@ -55,8 +55,6 @@ def _first_host() -> str:
 def torchrun_command(train_args: list[str], procs_per_node: int) -> list[str]:
     """torchrun for this node of the allocation: static rendezvous on the first node,
     the port derived from the job id (loopback when the job has one node)."""
-    import sys
-
     nodes = int(os.environ.get("SLURM_JOB_NUM_NODES", os.environ.get("SLURM_NNODES", "1")))
     master = "127.0.0.1" if nodes == 1 else _first_host()
     port = 20000 + int(os.environ.get("SLURM_JOB_ID", "0")) % 20000
@@ -80,18 +78,9 @@ class DistributedTrain(submitit.helpers.Checkpointable):
     preemption (the ranks agree to stop and save a checkpoint on SIGTERM)."""
 
     def __call__(self, train_args: list[str], procs_per_node: int) -> int:
-        import subprocess
-
-        from .runner import _LIVE, _LIVE_LOCK
-
         proc = subprocess.Popen(torchrun_command(train_args, procs_per_node))
-        with _LIVE_LOCK:
-            _LIVE.add(proc)
-        try:
+        with live_run(proc):
             return proc.wait()
-        finally:
-            with _LIVE_LOCK:
-                _LIVE.discard(proc)
 
     def checkpoint(self, train_args: list[str], procs_per_node: int):
         terminate_live_runs()

@@ -22,6 +22,7 @@ import threading
 import uuid
 from pathlib import Path
 
+from .._optional import require
 from .runner import Outcome, RunTask, train_run
 from .slurm import warn_if_local
 
@@ -67,9 +68,7 @@ class RayLauncher:
     name = "ray"
 
     def __init__(self, options):
-        from . import require
-
-        self.ray = require("ray", "ray")
+        self.ray = require("ray", "ray", "the ray launcher")
         if not 0 <= options.gpus_per_run < math.inf or options.cpus_per_run < 1:
             raise ValueError(
                 f"--gpus-per-run must be >= 0 and --cpus-per-run >= 1, got "

@@ -11,6 +11,7 @@ each attempt starts with a line ``=== TIME HOST: COMMAND``.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import shlex
@@ -20,14 +21,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..data.safe_io import atomic_write_json
 from ..reproduce.results import last_line, read_json, run_state
 from .claims import STALE_AFTER, Claim, clear_dead_claims, heartbeat, release, try_claim
 
-__all__ = ["RunTask", "Outcome", "train_run", "launch_run", "terminate_live_runs"]
+__all__ = ["RunTask", "Outcome", "train_run", "launch_run", "live_run", "terminate_live_runs"]
 
 #: trainer subprocesses alive in this process (stopped on Ctrl-C or SLURM preemption)
 _LIVE: set[subprocess.Popen] = set()
@@ -136,8 +138,6 @@ def _wait(proc, claim: Claim, task: RunTask, stop: threading.Event | None) -> in
 
 
 def _record_failure(runs: Path, name: str, rc, line: str) -> None:
-    from ..data.safe_io import atomic_write_json
-
     record = {"host": socket.gethostname(), "time": time.time(), "exit": rc, "line": line}
     atomic_write_json(runs / f"{name}.failed", record)
 
@@ -172,6 +172,18 @@ def train_run(
         release(claim)
 
 
+@contextlib.contextmanager
+def live_run(proc: subprocess.Popen) -> Iterator[subprocess.Popen]:
+    """Count ``proc`` among the trainers :func:`terminate_live_runs` stops, while inside."""
+    with _LIVE_LOCK:
+        _LIVE.add(proc)
+    try:
+        yield proc
+    finally:
+        with _LIVE_LOCK:
+            _LIVE.discard(proc)
+
+
 def _train_claimed(task, claim, resume: bool, stop, log) -> Outcome:
     runs = Path(task.out) / "runs"
     cmd = [sys.executable, "-m", "classbalanced", "train", "--config"]
@@ -186,17 +198,13 @@ def _train_claimed(task, claim, resume: bool, stop, log) -> Outcome:
     except OSError as exc:
         _record_failure(runs, task.name, None, f"could not start: {exc}")
         return Outcome(task.name, "failed", resume, f"could not start: {exc}")
-    with _LIVE_LOCK:
-        _LIVE.add(proc)
-    try:
-        rc = _wait(proc, claim, task, stop)
-    except KeyboardInterrupt:  # a cancelled Ray task: the trainer saves a checkpoint first
-        proc.terminate()
-        proc.wait()
-        raise
-    finally:
-        with _LIVE_LOCK:
-            _LIVE.discard(proc)
+    with live_run(proc):
+        try:
+            rc = _wait(proc, claim, task, stop)
+        except KeyboardInterrupt:  # a cancelled Ray task: the trainer saves a checkpoint first
+            proc.terminate()
+            proc.wait()
+            raise
     minutes = (time.monotonic() - start) / 60
     if rc in ("interrupted", "lost"):
         return Outcome(task.name, "interrupted", resume, str(rc), minutes=minutes)

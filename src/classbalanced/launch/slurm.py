@@ -10,6 +10,14 @@ launcher wrote (and fails with that message otherwise).
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from .._optional import require
+from ..reproduce.results import last_line
+from .runner import Outcome
 
 __all__ = ["parse_slurm_time", "parse_slurm_options"]
 
@@ -61,8 +69,6 @@ SQUEUE_PATIENCE = 900.0  # seconds of failing squeue calls before the wait gives
 
 def _squeue_ids() -> set[str] | str:
     """Job ids SLURM still holds (array tasks one per line), or squeue's error line."""
-    import subprocess
-
     try:
         done = subprocess.run(
             ["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True, timeout=60
@@ -84,8 +90,6 @@ def wait_for_jobs(
     a row, then a one-line ``ConnectionError``: the jobs may still run, and a rerun of
     the sweep takes up their results.
     """
-    import time
-
     pending = {job.job_id: job for job in jobs}
     absent: set[str] = set()
     failing_since = None  # monotonic time of the first of the failing squeue calls in a row
@@ -110,8 +114,6 @@ def wait_for_jobs(
 
 def _squeue_failing(error: str, since, patience: float, pending, log):
     """When squeue first failed: said once, and past ``patience`` seconds an error."""
-    import time
-
     if since is None:
         if log is not None:
             log(f"squeue failed ({error}); waiting for SLURM's controller")
@@ -125,8 +127,6 @@ def _squeue_failing(error: str, since, patience: float, pending, log):
 
 
 def _need_sbatch() -> None:
-    import shutil
-
     if shutil.which("sbatch") is None:
         raise FileNotFoundError(
             "--launcher slurm needs SLURM's sbatch on PATH: run it where jobs are submitted "
@@ -137,7 +137,7 @@ def _need_sbatch() -> None:
 def _sbatch(submit, *args):
     """``submit(*args)`` (submitit's submit / map_array); sbatch refusing the job (a missing
     partition, a time over the limit, a bad option, no controller) is one line."""
-    from submitit.core.utils import FailedJobError, FailedSubmissionError
+    from submitit.core.utils import FailedJobError, FailedSubmissionError  # optional
 
     try:
         return submit(*args)
@@ -151,8 +151,6 @@ def _sbatch(submit, *args):
 
 
 def _job_failure(job) -> str:
-    from ..reproduce.results import last_line
-
     log = job.paths.stderr
     if not log.exists() and not job.paths.stdout.exists():
         return (
@@ -168,9 +166,7 @@ class SlurmLauncher:
     name = "slurm"
 
     def __init__(self, options):
-        from . import require
-
-        self.submitit = require("submitit", "slurm")
+        self.submitit = require("submitit", "slurm", "the slurm launcher")
         gpus = options.gpus_per_run
         if gpus != int(gpus) or gpus < 0:
             raise ValueError(f"--gpus-per-run must be a whole number for SLURM, got {gpus}")
@@ -204,10 +200,7 @@ class SlurmLauncher:
         return executor
 
     def run(self, tasks, log):
-        from pathlib import Path
-
-        from ._slurm_task import SweepTask
-        from .runner import Outcome
+        from ._slurm_task import SweepTask  # optional: it imports submitit
 
         if not tasks:
             return []
@@ -230,8 +223,6 @@ class SlurmLauncher:
 
 def warn_if_local(out, engine: str, log) -> None:
     """Say so when the sweep folder is obviously local to this machine (tmpfs, /tmp)."""
-    from pathlib import Path
-
     out = Path(out).absolute()
     kind = _filesystem(out)
     if kind in ("tmpfs", "ramfs") or out.parts[1:2] in (("tmp",), ("dev",)):
@@ -276,10 +267,6 @@ def submit_training(
 
     Returns 0 once submitted (``wait=False``), else the exit status of the training.
     """
-    from pathlib import Path
-
-    from . import require
-
     if not command or command[0] != "train":
         raise ValueError(f"submit runs `train ...` after --, got {' '.join(command) or 'nothing'}")
     for flag, value in (("--nodes", nodes), ("--cpus-per-node", cpus_per_node)):
@@ -288,9 +275,9 @@ def submit_training(
     if gpus_per_node < 0:
         raise ValueError(f"--gpus-per-node must be >= 0, got {gpus_per_node}")
     procs = procs_per_node or max(1, gpus_per_node)
-    submitit = require("submitit", "slurm")
+    submitit = require("submitit", "slurm", "the slurm launcher")
     _need_sbatch()
-    from ._slurm_task import DistributedTrain
+    from ._slurm_task import DistributedTrain  # optional: it imports submitit
 
     folder = Path(logs or "runs/slurm").absolute()
     executor = submitit.SlurmExecutor(folder=folder / "%j", max_num_timeout=10)

@@ -25,10 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._console import info
+from ..data.safe_io import atomic_write_json, atomic_write_text
+from ..reproduce.report import write_report
 from ..reproduce.results import read_failure, read_json, read_plan, run_state, write_results_csv
 from ..reproduce.sweep import SweepRun, SweepSpec, default_out, load_sweep, plan_sweep, run_toml
 from ..reproduce.sweep import write_plan as _write_plan
 from .claims import STALE_AFTER, check_stale_after, claim_age, claim_alive, read_claim
+from .local import LocalLauncher
 from .runner import Outcome, RunTask
 
 __all__ = ["SweepResult", "run_sweep", "sweep_status", "run_states"]
@@ -62,8 +65,6 @@ def run_states(out: Path, names_epochs: list[tuple[str, int]], stale_after: floa
 
 
 def _write_run_files(out: Path, runs: list[SweepRun]) -> None:
-    from ..data.safe_io import atomic_write_text
-
     for run in runs:
         path = out / "runs" / f"{run.name}.toml"
         text = run_toml(run.name, run.values, out / "runs" / run.name)
@@ -86,8 +87,6 @@ def run_sweep(
 ) -> SweepResult:
     """Run every unfinished run of a sweep through ``launcher`` (default: the local
     launcher with ``jobs``), then write results.csv and the report."""
-    from .local import LocalLauncher
-
     check_stale_after(stale_after)
     launcher = launcher if launcher is not None else LocalLauncher(jobs)
     spec = sweep if isinstance(sweep, SweepSpec) else load_sweep(sweep)
@@ -207,8 +206,6 @@ def _record(outcome, result: SweepResult, log: Log) -> None:
         result.failed[name] = outcome.line
         log(f"FAILED {name} on {outcome.host}: {outcome.line}")
         if read_failure(result.out, name) is None:  # the worker could not record it
-            from ..data.safe_io import atomic_write_json
-
             record = {"host": outcome.host, "time": time.time(), "line": outcome.line}
             atomic_write_json(result.out / "runs" / f"{name}.failed", record)
     else:
@@ -220,8 +217,6 @@ def _finish(out: Path, todo, result: SweepResult, report: bool, log: Log) -> Swe
     write_results_csv(out)
     log(f"wrote {out / 'results.csv'}")
     if report:
-        from ..reproduce.report import write_report
-
         log(f"wrote {write_report(out)}")
     if result.failed:
         log(f"{len(result.failed)} of {len(todo)} run(s) failed:")

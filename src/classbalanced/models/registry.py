@@ -34,6 +34,8 @@ from __future__ import annotations
 import numbers
 import re
 from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -338,10 +340,7 @@ def check_pretrained(name: str) -> str:
 
 def pretrained_weights_path(name: str):
     """Where torchvision keeps its ImageNet weights for ``name`` (its hub cache; nothing is downloaded)."""
-    from pathlib import Path
-    from urllib.parse import urlparse
-
-    import torchvision.models
+    import torchvision.models  # deferred: importing torchvision.models takes seconds
 
     key = check_pretrained(name).lower()
     weights = torchvision.models.get_model_weights(_TORCHVISION[key]).DEFAULT

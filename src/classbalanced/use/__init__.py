@@ -1,7 +1,7 @@
 """After training: load a run's classifier, predict, export, adjust its logits post hoc.
 
 Reads run folders through the engine's reader
-(:func:`~classbalanced.engine.evaluate.read_trained_run`); the engine never imports it.
+(:func:`~classbalanced.engine.evaluate_run.read_trained_run`); the engine never imports it.
 
 * :mod:`.trained` -- :func:`load_run`, :class:`TrainedClassifier`, :class:`Prediction`;
 * :mod:`.inputs` -- images in every form, through the run's evaluation transform;

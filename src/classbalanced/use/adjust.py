@@ -19,7 +19,7 @@ from torch import Tensor
 
 from ..config import TrainConfig
 from ..data.arrays import ImageArrays, load_digits
-from ..engine.evaluate import evaluate_run
+from ..engine.evaluate_run import evaluate_run
 from ..engine.run_data import _load_arrays, fingerprint_arrays
 from ..engine.run_folder import check_class_names, describe_fingerprint, read_run_json
 from ..losses import post_hoc_logit_adjustment

@@ -15,38 +15,22 @@ ONNX and safetensors need the optional extra ``pip install 'classbalanced[export
 
 from __future__ import annotations
 
-import importlib
 import os
 import warnings
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
+from .._optional import require
 from ..data.safe_io import atomic_save, atomic_write_json
 from ..losses import LogitAdjustment
 from .trained import SIDECAR_SUFFIX, TrainedClassifier, sidecar
 
-__all__ = ["EXPORT_FORMATS", "ONNX_OPSET", "MissingExtra", "export_model", "require"]
+__all__ = ["EXPORT_FORMATS", "ONNX_OPSET", "export_model"]
 
 EXPORT_FORMATS = ("torchscript", "onnx", "safetensors")
 ONNX_OPSET = 18
-EXTRA = "pip install 'classbalanced[export]'"
-
-
-class MissingExtra(ImportError, ValueError):
-    """An optional package of the ``export`` extra is not installed (one line naming it)."""
-
-
-def require(module: str, what: str) -> Any:
-    """Import ``module`` of the ``export`` extra; missing: one :class:`MissingExtra` line."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise MissingExtra(
-            f"{what} needs the optional package {module.split('.')[0]}: {EXTRA}"
-        ) from None
 
 
 class _Logits(nn.Module):
@@ -95,10 +79,10 @@ def export_model(
             "weights only: pass adjust_tau to predict after load_run instead"
         )
     if fmt == "onnx":
-        require("onnx", "ONNX export")
-        require("onnxscript", "ONNX export")
+        require("onnx", "export", "ONNX export")
+        require("onnxscript", "export", "ONNX export")
     if fmt == "safetensors":
-        save_file = require("safetensors.torch", "safetensors export").save_file
+        save_file = require("safetensors.torch", "export", "safetensors export").save_file
     out.parent.mkdir(parents=True, exist_ok=True)
     module = _Logits(classifier, adjust_tau).eval()
     example = _example(classifier)

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from .._console import info
 from ..data.arrays import _list_images, load_npz
@@ -211,8 +212,6 @@ def run_predictions(
     skipped: list[tuple[str, str]] = []
     loader = _loader(found, classifier, size, num_workers)
     if progress and len(found.items) > size:
-        from tqdm import tqdm  # heavy: only for long inputs
-
         loader = tqdm(loader, total=len(loader), unit="batch", desc="predict", leave=False)
     for images, indices, bad in loader:
         skipped.extend((found.paths[i], reason) for i, reason in bad)

@@ -1,7 +1,7 @@
 """A trained classifier read back from a run folder (or an exported ``.safetensors``).
 
 :func:`load_run` reads a run as ``classbalanced evaluate`` does
-(:func:`~classbalanced.engine.evaluate.read_trained_run`: the checkpoint's SHA-256
+(:func:`~classbalanced.engine.evaluate_run.read_trained_run`: the checkpoint's SHA-256
 checked against ``run.json`` before it is unpickled, weights only, the newest valid
 checkpoint unless one is named), from any directory and without the training data.
 :class:`TrainedClassifier` predicts on images in every form of :mod:`.inputs`, batched
@@ -19,11 +19,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._optional import require
 from .._validation import check_positive_int
 from ..config import TrainConfig
 from ..engine.distributed import resolve_device
-from ..engine.evaluate import autocast, check_checkpoint_fits, load_weights, read_trained_run
+from ..engine.evaluate_run import read_trained_run
 from ..engine.network import build_network
+from ..engine.precision import autocast
+from ..engine.state import check_checkpoint_fits, load_weights
 from ..losses import post_hoc_logit_adjustment
 from .inputs import Preprocess, as_items
 
@@ -196,9 +199,7 @@ def sidecar(cfg: TrainConfig, counts: Iterable[int], record: dict, checkpoint: P
 
 
 def _load_safetensors(path: Path, device: torch.device) -> TrainedClassifier:
-    from ..use.export import require  # one line naming the extra when it is missing
-
-    load_file = require("safetensors.torch", "safetensors").load_file
+    load_file = require("safetensors.torch", "export", "safetensors").load_file
     meta_path = path.with_name(path.name + SIDECAR_SUFFIX)
     for p in (path, meta_path):
         if not p.is_file():
