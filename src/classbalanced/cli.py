@@ -15,11 +15,13 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
+from contextlib import nullcontext as _nothing
 from pathlib import Path
 
 from . import __version__
 from ._console import count
 from ._console import info as _info
+from .locking import lock_folder
 
 __all__ = ["main", "build_parser"]
 
@@ -448,11 +450,25 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from .engine.evaluate import evaluate_run
-
     run = Path(args.run)
     folder = run if run.is_dir() else run.parent.parent  # RUN/checkpoints/FILE
     _refuse_overwriting_inputs({"--output": args.output}, [*_run_files(folder), args.test_data])
+    into = Path(args.output).parent if args.output else None  # a write into a run: its lock
+    with _lock_if_run(into, "evaluate --output", "--output"):
+        return _evaluate_and_write(args)
+
+
+def _lock_if_run(folder: Path | None, command: str, flag: str):
+    """The writer lock of ``folder`` when it is a run folder (else nothing to lock)."""
+    from .engine.run_folder import MANIFEST, lock_run
+
+    is_run = folder is not None and (folder / MANIFEST).is_file()
+    return lock_run(folder, command, flag=flag) if is_run else _nothing()
+
+
+def _evaluate_and_write(args) -> int:
+    from .engine.evaluate import evaluate_run
+
     metrics = evaluate_run(
         args.run,
         test_data=args.test_data,
@@ -551,17 +567,19 @@ def _cmd_prepare(args) -> int:
             f"unknown dataset {args.dataset!r}: expected one of {', '.join(inat.LARGE_DATASETS)}"
         )
     tick = time.perf_counter()
-    layout = inat.prepare(
-        args.dataset,
-        args.data_dir,
-        skip_missing=args.skip_missing,
-        check_files=not args.no_check_files,
-        log=_info,
-        lists={"train": args.train_list, "val": args.val_list, "test": args.test_list},
-        allow_size_mismatch=args.allow_size_mismatch,
-        resize=args.resize,
-        workers=args.workers,
-    )
+    out = inat.prepared_dir(args.dataset, args.data_dir)  # its writer lock (in a data folder)
+    with lock_folder(out, "prepare", flag="--data-dir") if out.parent.is_dir() else _nothing():
+        layout = inat.prepare(
+            args.dataset,
+            args.data_dir,
+            skip_missing=args.skip_missing,
+            check_files=not args.no_check_files,
+            log=_info,
+            lists={"train": args.train_list, "val": args.val_list, "test": args.test_list},
+            allow_size_mismatch=args.allow_size_mismatch,
+            resize=args.resize,
+            workers=args.workers,
+        )
     _info(
         f"{args.dataset}: {len(layout.train_samples)} training and {len(layout.val_samples)} "
         f"evaluation ({layout.eval_split}) images, "

@@ -606,13 +606,11 @@ _METHODS: dict[str, Callable[..., tuple[nn.Linear, dict]]] = {
 
 
 def _open_out(run: _Run, out: Path, overwrite: bool):
-    """The stage-two run folder (checked, nothing written yet) and its config."""
+    """The stage-two run folder (checked, nothing written yet; its lock held) and its config."""
     import dataclasses
 
     from .engine.run_folder import RunFolder
 
-    if out.resolve() == run.folder.resolve():  # also through a symbolic link or ".."
-        raise ValueError(f"--out {out} is the stage-one run: expected another folder")
     if (out / "run.json").is_file() and not overwrite:  # (decouple has no --resume)
         raise ValueError(f"{out} already holds a run: pass --overwrite to replace it")
     cfg = dataclasses.replace(run.cfg, out=str(out), overwrite=overwrite, resume=False)
@@ -755,17 +753,29 @@ def decouple(
 
     Raises:
         FileNotFoundError / ValueError: not a finished run, a classifier that is not linear,
-            a bad option, ``out`` holding something else (see :class:`DecoupleOptions`).
+            a bad option, ``out`` holding something else (see :class:`DecoupleOptions`),
+            or written by another process right now.
     """
-    from .engine.distributed import resolve_device
-    from .engine.loop import summary_fields
-    from .models.registry import set_classifier_
+    from .engine.run_folder import lock_run
 
     options.validate()
     _check_one_process()
     r = _load_run(run)
     _check_workers(r, options)
-    out_folder, out_cfg = _open_out(r, Path(options.out), options.overwrite)
+    out = Path(options.out)
+    if out.resolve() == r.folder.resolve():  # also through a symbolic link or ".."
+        raise ValueError(f"--out {out} is the stage-one run: expected another folder")
+    with lock_run(out, f"decouple --method {options.method}", log=log):  # held to the end
+        return _stage_two(r, options, out, log)
+
+
+def _stage_two(r: _Run, options: DecoupleOptions, out: Path, log) -> dict[str, Any]:
+    """:func:`decouple` with the lock of ``out`` held."""
+    from .engine.distributed import resolve_device
+    from .engine.loop import summary_fields
+    from .models.registry import set_classifier_
+
+    out_folder, out_cfg = _open_out(r, out, options.overwrite)
     device = resolve_device(options.device, 0)
     cast = _autocast(r.cfg, device, log)  # before the data load (minutes at scale)
     model = _build_model(r, device)

@@ -17,7 +17,10 @@ and listed in ``run.json`` *before* it is written, so:
   newest valid checkpoint (:class:`RunWriteError`); every file stays valid.
 
 Only the main process writes (``writer=False`` on the other ranks makes every
-write a no-op); all ranks read.
+write a no-op); all ranks read. One process writes a folder at a time: every writing
+command holds the folder's lock (:func:`lock_run`, :mod:`classbalanced.locking`) from
+before its first check to its end; the lock file is no part of the run (never listed,
+left alone by ``--overwrite``, removed at exit).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import numpy as np
 
 from ..config import TrainConfig, config_differences, recorded_value
 from ..data.safe_io import atomic_write_json, file_sha256
+from ..locking import LOCK_FILE, FolderLock, lock_folder
 from .checkpoint import (
     CorruptCheckpoint,
     checkpoint_path,
@@ -50,6 +54,7 @@ __all__ = [
     "RunWriteError",
     "check_class_names",
     "data_differences",
+    "lock_run",
     "read_run_json",
 ]
 
@@ -95,6 +100,22 @@ def read_run_json(path: Path, keys: tuple[str, ...] = (), kind: type = dict) -> 
     if missing:
         raise ValueError(f"{path} is damaged: it lacks the key(s) {', '.join(missing)}")
     return value
+
+
+def lock_run(
+    out: str | Path, command: str, *, writer: bool = True, log=None, flag: str = "--out"
+) -> FolderLock | contextlib.nullcontext:
+    """The exclusive writer lock of the run folder ``out`` for ``command`` (a context
+    manager; a no-op where ``writer`` is False: torchrun's other ranks). Another live
+    writer: :class:`~classbalanced.locking.FolderBusy` naming it."""
+    if not writer:
+        return contextlib.nullcontext()
+    return lock_folder(out, command, flag=flag, log=log)
+
+
+def _run_entries(out: Path) -> list[Path]:
+    """What ``out`` holds, its writer's lock file aside."""
+    return [p for p in out.iterdir() if p.name != LOCK_FILE]
 
 
 def written_files(out: Path) -> list[Path]:
@@ -329,7 +350,7 @@ def _check_new_folder(out: Path, overwrite: bool) -> Manifest | None:
     """Checks for a fresh run in ``out``; returns the manifest of the run it replaces."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a folder")
-    if not out.is_dir() or not any(out.iterdir()):
+    if not out.is_dir() or not _run_entries(out):
         return None
     manifest = Manifest.read(out)
     if manifest is None:
@@ -339,11 +360,20 @@ def _check_new_folder(out: Path, overwrite: bool) -> Manifest | None:
         raise ValueError(
             f"--out {out} is not empty and holds {what}: it is not a classbalanced run; choose another folder"
         )
+    if not overwrite and _never_saved(manifest):  # a start that failed: nothing to keep
+        return manifest
     if not overwrite:
         raise ValueError(
             f"{out} already holds a run: pass --resume to continue it or --overwrite to replace it"
         )
     return manifest
+
+
+def _never_saved(manifest: Manifest) -> bool:
+    """A run that failed before it saved anything: no checkpoint and no metrics listed."""
+    return not any(
+        name.startswith("checkpoints/") or name == "metrics.json" for name in manifest.files
+    )
 
 
 def _check_resume_folder(out: Path, cfg: TrainConfig) -> tuple[Manifest, dict]:

@@ -7,6 +7,10 @@ Files of one run ``NAME`` under ``runs/``: the run folder ``NAME/`` (written by 
 trainer), ``NAME.toml`` (its config), ``NAME.log`` (its output, appended on each
 attempt), ``NAME.claim.N`` while a launcher trains it (:mod:`classbalanced.launch.claims`)
 and ``NAME.failed`` after a failed attempt (host, time, exit status, last log line).
+
+Several processes share a sweep folder by design (launchers, ``report``), each run
+claimed apart; the folder's files (``plan.json``, ``results.csv``, ``report.md``) are
+rewritten only under the folder's writer lock (:func:`lock_shared`), held for that write.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ..locking import FolderLock, lock_folder
+
 __all__ = [
     "CORE_KEYS",
     "METHOD_KEYS",
@@ -30,6 +36,7 @@ __all__ = [
     "read_failure",
     "collect_results",
     "write_results_csv",
+    "lock_shared",
     "load_results",
     "md_cell",
 ]
@@ -151,10 +158,24 @@ def collect_results(out: str | os.PathLike) -> tuple[list[str], list[dict[str, A
     return header, rows
 
 
-def write_results_csv(out: str | os.PathLike) -> Path:
-    """Write ``results.csv`` in the sweep folder ``out`` (see :func:`collect_results`)."""
+#: seconds a process waits for another one rewriting a shared folder's files
+SHARED_WAIT = 300.0
+
+
+def lock_shared(out: str | os.PathLike, command: str) -> FolderLock:
+    """The writer lock of the shared folder ``out``, waited for (up to :data:`SHARED_WAIT`
+    seconds: its holders rewrite a file and let go); hold it only for that rewrite."""
+    return lock_folder(out, command, wait=SHARED_WAIT)
+
+
+def write_results_csv(out: str | os.PathLike, *, lock: bool = True) -> Path:
+    """Write ``results.csv`` in the sweep folder ``out`` (see :func:`collect_results`),
+    under the folder's lock (``lock=False``: the caller holds it)."""
     from ..data.safe_io import atomic_write_text
 
+    if lock:
+        with lock_shared(out, "results.csv"):
+            return write_results_csv(out, lock=False)
     header, rows = collect_results(out)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=header, lineterminator="\n")

@@ -18,7 +18,7 @@ Output folder layout (``--out``, default ``[sweep] out`` or ``runs/sweeps/<file 
     sweep.toml            the sweep file the folder was made with (never replaced)
     sweep-extend-N.toml   files merged in later with ``--extend``
     plan.json             every run: name, folder, keys, resolved config
-    .plan.lock            held while a sweep rewrites plan.json (sweeps started at once)
+    .classbalanced.lock   held while a process rewrites plan.json, results.csv or report.md
     runs/<name>/          the run folder the trainer writes (config.json, metrics.json, ...)
     runs/<name>.toml      the run's own config file (``classbalanced train --config``)
     runs/<name>.log       its stdout and stderr (appended on each attempt)
@@ -49,7 +49,6 @@ Running the plan is the launchers' job (:mod:`classbalanced.launch`).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import itertools
 import json
@@ -66,7 +65,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 from ..config import TrainConfig
-from .results import CORE_KEYS, read_json
+from .results import CORE_KEYS, lock_shared, read_json
 
 __all__ = [
     "SweepSpec",
@@ -453,20 +452,6 @@ def plan_sweep(spec: SweepSpec, out: str | os.PathLike, *, extend: bool = False)
     return SweepPlan(out, spec, runs, entries, added, True, extend)
 
 
-@contextlib.contextmanager
-def _plan_lock(out: Path):
-    """Hold the folder's ``.plan.lock`` (a POSIX record lock, which NFS serves too):
-    one sweep at a time reads and rewrites the plan."""
-    import fcntl
-
-    with open(out / ".plan.lock", "a+b") as handle:
-        fcntl.lockf(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.lockf(handle, fcntl.LOCK_UN)
-
-
 def write_plan(plan: SweepPlan) -> SweepPlan:
     """Create the sweep folder's files: ``sweep.toml`` (first time only) or
     ``sweep-extend-N.toml`` (runs added), and ``plan.json``.
@@ -476,7 +461,7 @@ def write_plan(plan: SweepPlan) -> SweepPlan:
     refused as a later start would be). Returns that plan.
     """
     plan.out.mkdir(parents=True, exist_ok=True)
-    with _plan_lock(plan.out):
+    with lock_shared(plan.out, "sweep"):
         plan = plan_sweep(plan.spec, plan.out, extend=plan.extend)
         _write_plan_files(plan)
     return plan
