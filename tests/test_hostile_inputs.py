@@ -9,10 +9,15 @@ that looks like one (the refusals come before any model is built).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
+import io
 import json
 import os
+import shutil
 import struct
+import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +86,10 @@ def _fake_run(tmp: Path, metrics=None, history=None) -> Path:
     return run
 
 
+def _fake_metrics(tmp: Path) -> None:
+    (tmp / "run" / "metrics.json").write_text(json.dumps(RUN_METRICS))
+
+
 def _fake_manifest(run: Path) -> None:
     """A run.json listing the files a run writes (what makes ``run`` one of our runs)."""
     from classbalanced.engine.run_folder import Manifest
@@ -100,6 +109,57 @@ def _fake_manifest(run: Path) -> None:
     manifest.files["class_distribution.png"] = None
     manifest.files["checkpoints/checkpoint-1.pt"] = None
     manifest.save()
+
+
+def _edited_config(**changes):
+    """A run folder whose config.json was edited by hand (``None``: the key removed)."""
+
+    def make(tmp: Path) -> None:
+        run = _fake_run(tmp)
+        config = {"dataset": "digits", "model": "resnet8", "loss": "softmax", **changes}
+        config = {k: v for k, v in config.items() if v is not None}
+        (run / "config.json").write_text(json.dumps(config))
+
+    return make
+
+
+@functools.cache
+def _trained_run() -> Path:
+    """One finished tiny run (8x8 grayscale .npz, resnet8, 1 epoch), trained once."""
+    root = Path(tempfile.mkdtemp(prefix="hostile-run-"))
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 40), ("test", 8)):
+        labels = np.arange(n) % 4
+        x = rng.integers(0, 256, (n, 8, 8, 1), dtype=np.uint8)
+        np.savez(root / f"{split}.npz", x=x, y=labels.astype(np.int64))
+    quiet = io.StringIO()
+    with contextlib.redirect_stderr(quiet), contextlib.redirect_stdout(quiet):
+        code = cli.main(
+        [*TRAIN[:-1], str(root / "run"), "--epochs", "1", "--model", "resnet8", "--dataset",
+         "npz", "--train-data", str(root / "train.npz"), "--test-data", str(root / "test.npz"),
+         "--batch-size", "20", "--warmup-epochs", "0"]
+    )  # fmt: skip
+    assert code == 0, quiet.getvalue()
+    return root / "run"
+
+
+def _trained(tmp: Path) -> None:
+    shutil.copytree(_trained_run(), tmp / "run")
+
+
+def _yaml_bomb(tmp: Path) -> None:
+    _pair(tmp)
+    lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}]" for i in range(1, 9)]  # fmt: skip
+    text = "\n".join(lines).replace("a0: ", "train_data: ", 1) + "\n"
+    (tmp / "c.yaml").write_text(text + "test_data: *a8\n")
+
+
+def _big_sweep(tmp: Path) -> None:
+    grid = "\n".join(f"{key} = [{', '.join(str(v) for v in range(10))}]" for key in
+                     ("seed", "epochs", "batch_size", "eval_every", "warmup_epochs", "pad",
+                      "keep_checkpoints", "eval_batch_size", "num_workers"))  # fmt: skip
+    (tmp / "s.toml").write_text(f'[base]\ndataset = "digits"\n[[grid]]\n{grid}\n')
 
 
 RUN_METRICS = {"train_counts": [3, 1], "per_class_accuracy": [1.0, 0.0], "error_percent": 25.0}
@@ -287,6 +347,98 @@ ROWS = {
         2,
         "metrics.json is not valid JSON",
     ),
+    # issue 25: the last unbounded inputs
+    "decouple --tau 200 (the classifier overflows)": Row(
+        [
+            "decouple",
+            "run",
+            "--method",
+            "tau_norm",
+            "--tau",
+            "200",
+            "--out",
+            "s2",
+            "--device",
+            "cpu",
+        ],
+        _trained,
+        2,
+        "--tau 200: the classifier's row norms",
+    ),
+    "decouple --tau 1e300": Row(
+        ["decouple", "run", "--method", "tau_norm", "--tau", "1e300", "--out", "s2"],
+        _trained,
+        2,
+        "--tau 1e+300: the classifier's row norms",
+    ),
+    "decouple --taus 0 1e39": Row(
+        ["decouple", "run", "--method", "tau_norm", "--taus", "0", "1e39", "--out", "s2"],
+        _trained,
+        2,
+        "--taus 1e+39: the classifier's row norms",
+    ),
+    "a 2 MB string in a TOML key is echoed cut": Row(
+        ["train", "--config", "c.toml"],
+        _config(f'loss = "{"x" * 2_000_000}"\n'),
+        2,
+        "config key loss in c.toml: unknown loss 'xxxx",
+    ),
+    "a 2 MB string of the wrong type": Row(
+        ["train", "--config", "c.toml"],
+        _config(f'flip = "{"x" * 2_000_000}"\n'),
+        2,
+        "... (2000000 characters)",
+    ),
+    "a YAML alias bomb in a valid key": Row(
+        ["train", "--config", "c.yaml"],
+        _yaml_bomb,
+        2,
+        "YAML alias *a0 refused (aliases can expand without bound)",
+    ),
+    "config.json eval_batch_size = -5": Row(
+        ["evaluate", "run"],
+        _edited_config(eval_batch_size=-5),
+        2,
+        "run/config.json: eval_batch_size must be an integer >= 1, got -5",
+    ),
+    "config.json eval_batch_size = 0": Row(
+        ["evaluate", "run"],
+        _edited_config(eval_batch_size=0),
+        2,
+        "run/config.json: eval_batch_size must be an integer >= 1, got 0",
+    ),
+    "config.json without model": Row(
+        ["evaluate", "run"],
+        _edited_config(model=None),
+        2,
+        "run/config.json is damaged: it lacks the key(s) model",
+    ),
+    "config.json without dataset and loss (decouple)": Row(
+        ["decouple", "run", "--method", "crt", "--out", "s2"],
+        lambda tmp: (_edited_config(dataset=None, loss=None)(tmp), _fake_metrics(tmp)),
+        2,
+        "run/config.json is damaged: it lacks the key(s) dataset, loss",
+    ),
+    "config.json momentum = 2": Row(
+        ["evaluate", "run"],
+        _edited_config(momentum=2.0),
+        2,
+        "run/config.json: momentum must be in [0, 1), got 2.0",
+    ),
+    "--image-size 1000000": Row(
+        [*TRAIN, "--dataset", "folder", "--train-data", "train", "--test-data", "test"]
+        + ["--image-size", "1000000"],
+        _bomb_folder,
+        2,
+        "image_size must be an integer in [1, 4096], got 1000000",
+    ),
+    "--momentum 2": Row([*TRAIN, *NPZ, "--momentum", "2"], _pair, 2, "momentum must be in [0, 1)"),
+    "a sweep grid of 1e9 runs": Row(
+        ["sweep", "--config", "s.toml", "--dry-run", "--out", "sw"],
+        _big_sweep,
+        2,
+        "its grid has 1e+09 runs, more than --max-runs 10000",
+    ),
     "plot run into the run folder over its files": Row(
         ["plot", "run", "--run", "run", "--output", "run"],
         lambda tmp: (
@@ -329,7 +481,8 @@ def test_hostile_input(case, tmp_path, monkeypatch, capsys):
     assert code == row.code, err
     lines = err.strip("\n").splitlines()
     assert len(lines) == 1 and "Traceback" not in err, err
-    assert row.fragment in lines[0], lines[0]
+    assert row.fragment in lines[0], lines[0][:500]
+    assert len(lines[0]) < 1000  # an echoed value is cut, never the whole input
     after = _snapshot(tmp_path)
     for allowed in row.outputs:
         after.pop(allowed, None)

@@ -815,6 +815,11 @@ def _add_sweep_parser(sub) -> None:
     )
     p.add_argument("--no-report", action="store_true", help="write results.csv but not report.md")
     p.add_argument(
+        "--max-runs",
+        type=int,
+        help="refuse a sweep file whose grid has more runs than this (default 10000)",
+    )
+    p.add_argument(
         "--stale-after",
         type=_positive_seconds,
         default=120.0,
@@ -871,7 +876,9 @@ def _launch_options(args):
 
 def _check_status_flags(args) -> None:
     """``sweep --status`` reads a folder and starts nothing: refuse the flags it would ignore."""
-    given = [n for n in ("config", "out", *_LAUNCH_FLAGS) if getattr(args, n) is not None]
+    given = [
+        n for n in ("config", "out", "max_runs", *_LAUNCH_FLAGS) if getattr(args, n) is not None
+    ]
     given += [n for n in ("dry_run", "extend", "no_report") if getattr(args, n)]
     given += ["launcher"] if args.launcher != "local" else []
     if given:
@@ -905,6 +912,7 @@ def _cmd_sweep(args) -> int:
         extend=args.extend,
         report=not args.no_report,
         stale_after=args.stale_after,
+        **({"max_runs": args.max_runs} if args.max_runs is not None else {}),
     )
     return result.exit_code
 
@@ -1037,8 +1045,14 @@ def _internal_error(exc: BaseException) -> int:
     return EXIT_INTERNAL
 
 
+#: the longest error line printed (values are cut where they are echoed; this is the backstop)
+MAX_MESSAGE = 2000
+
+
 def _usage_error(exc: BaseException) -> int:
     message = " ".join(str(exc).split()) or type(exc).__name__
+    if len(message) > MAX_MESSAGE:
+        message = f"{message[:MAX_MESSAGE]}... ({len(message)} characters)"
     print(f"classbalanced: error: {message}", file=sys.stderr)
     return EXIT_USAGE
 

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from .._console import info
-from ..config import PRECISIONS, Precision, TrainConfig
+from ..config import PRECISIONS, Precision, TrainConfig, run_config
 from ..data.augment import normalize_images
 from .distributed import DistContext, all_reduce_sum, resolve_device
 from .metrics import EvalCounts, summarize
@@ -229,9 +229,7 @@ def evaluate_run(
     if not run.exists():
         raise FileNotFoundError(f"no run folder or checkpoint at {run}")
     folder = RunFolder.read(folder_path)
-    cfg = TrainConfig.from_dict(
-        read_run_json(folder_path / "config.json"), source=str(folder_path / "config.json")
-    )
+    cfg = run_config(read_run_json(folder_path / "config.json"), str(folder_path / "config.json"))
     counts = read_run_json(folder_path / "subset.json", ("counts",))["counts"]
     record = folder.data
     checkpoint, state = folder.load_checkpoint(checkpoint, use="name that file to evaluate it")

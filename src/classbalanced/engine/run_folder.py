@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..config import TrainConfig, config_differences, recorded_value
 from ..data.safe_io import atomic_write_json, file_sha256
@@ -527,6 +528,7 @@ class RunFolder:
             return None
         path = checkpoint_path(self.path / "checkpoints", step)
         name = f"checkpoints/{path.name}"
+        _check_finite_weights(state.get("model", {}), name, self.path)
         with self._writing(name):
             self.manifest.record(name)  # listed (unverified) before its first byte is written
             self.manifest.record(name, write_checkpoint(path, step, state))
@@ -573,6 +575,17 @@ class RunFolder:
     def load_checkpoint(self, path: Path | None = None, *, fallback: bool = False, use: str = ""):
         """``(path, state)`` of ``path`` or of the newest checkpoint (see :meth:`Manifest.load`)."""
         return self.manifest.load(path, fallback=fallback, use=use)
+
+
+def _check_finite_weights(weights: dict, name: str, folder: Path) -> None:
+    """A network with a NaN or infinite weight is never saved (it would load and predict
+    nonsense): a one-line ValueError naming the first such tensor."""
+    for key, value in weights.items():
+        if torch.is_tensor(value) and value.is_floating_point() and not value.isfinite().all():
+            raise ValueError(
+                f"refused to write {name} in {folder}: the network's {key} holds NaN or "
+                "infinite values"
+            )
 
 
 def _draw_plots(out: Path, manifest: Manifest, counts, class_names, metrics, history) -> None:
