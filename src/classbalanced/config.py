@@ -429,7 +429,7 @@ class TrainConfig:
         """A config from ``values`` (a file's keys); unknown keys and wrong types name ``source``."""
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in values.items() if k not in LEGACY_KEYS or v}
-        unknown = sorted(shown(k) for k in set(values) - known)
+        unknown = sorted(k if len(k) <= 80 else shown(k) for k in set(values) - known)
         if unknown:
             hint = ""
             if {"base", "grid"} & set(unknown):

@@ -5,6 +5,7 @@ the writer's folder stays whole (issue #25)."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 from engine_cli import train_args
 
+from classbalanced import cli
 from classbalanced.engine.run_folder import Manifest
 from classbalanced.locking import LOCK_FILE, read_lock
 
@@ -123,3 +125,38 @@ def test_a_second_decouple_into_one_out_is_refused(tiny_run, tmp_path):
     finally:
         _interrupt(writer) if writer.poll() is None else writer.communicate()
     assert not out.exists()  # made for the lock alone, nothing written: removed with it
+
+
+def test_reading_a_run_being_written_works_and_writing_into_it_is_refused(
+    tiny_run, tmp_path, capsys
+):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run.out, run)
+    holder = _start_holder(run)
+    try:
+        assert cli.main(["evaluate", str(run), "--device", "cpu"]) == 0  # reads: no lock
+        assert '"accuracy"' in capsys.readouterr().out
+        output = run / "eval.json"
+        assert cli.main(["evaluate", str(run), "--output", str(output), "--device", "cpu"]) == 2
+        line = capsys.readouterr().err.strip()
+        assert f"is being written by train (pid {holder.pid} on " in line
+        assert line.endswith("wait for it or pick another --output") and not output.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def _start_holder(folder: Path) -> subprocess.Popen:
+    """A process holding ``folder``'s lock as a trainer would (``locking`` loaded by path:
+    it imports nothing of the package)."""
+    module = Path(SRC) / "classbalanced" / "locking.py"
+    code = (
+        "import importlib.util, time\n"
+        f"spec = importlib.util.spec_from_file_location('locking', {str(module)!r})\n"
+        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+        f"lock = m.lock_folder({str(folder)!r}, 'train'); print('held', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
