@@ -487,3 +487,68 @@ def test_hostile_input(case, tmp_path, monkeypatch, capsys):
     for allowed in row.outputs:
         after.pop(allowed, None)
     assert after == before  # nothing written, nothing changed, nothing removed
+
+
+# --------------------------------------------------------------------------- sweep folders
+
+
+def _sweep_folder(tmp: Path) -> tuple[Path, list[dict]]:
+    """A sweep folder of two finished runs (seeds 0 and 1), as the trainer leaves them."""
+    from classbalanced.reproduce.sweep import load_sweep, plan_sweep, write_plan
+
+    (tmp / "s.toml").write_text(
+        '[base]\ndataset = "digits"\nloss = "softmax"\nepochs = 1\n[[grid]]\nseed = [0, 1]\n'
+    )
+    plan = write_plan(plan_sweep(load_sweep(tmp / "s.toml"), tmp / "sw"))
+    entries = json.loads((tmp / "sw" / "plan.json").read_text())["runs"]
+    for entry, error in zip(entries, (30.0, 40.0), strict=True):
+        run = plan.out / entry["run_dir"]
+        run.mkdir(parents=True)
+        (run / "config.json").write_text(json.dumps(entry["config"]))
+        (run / "history.json").write_text(json.dumps([{"epoch": 1, "error_percent": error}]))
+        metrics = {"epoch": 1, "error_percent": error, "accuracy": 1 - error / 100}
+        (run / "metrics.json").write_text(json.dumps(metrics))
+    return plan.out, entries
+
+
+def _edit_json(path: Path, change) -> None:
+    path.write_text(json.dumps(change(json.loads(path.read_text()))))
+
+
+@pytest.mark.parametrize(
+    ("case", "status"),
+    [
+        ("another run's copy", "foreign"),
+        ("error -5", "damaged"),
+        ("error '12'", "damaged"),
+        ("error 1e308", "damaged"),
+        ("history NaN", "finished"),
+    ],
+)
+def test_report_refresh_on_hostile_run_files(case, status, tmp_path, monkeypatch, capsys):
+    """A run folder that is not the plan's run, a metrics.json whose error is no percentage,
+    or a history holding NaN: the run is not counted (or drawn), the others are, and
+    results.csv, figures and report.md are all rewritten (issue #25)."""
+    monkeypatch.chdir(tmp_path)
+    out, entries = _sweep_folder(tmp_path)
+    first = out / entries[0]["run_dir"]
+    if case == "another run's copy":  # run 0's folder replaced by a copy of run 1
+        shutil.rmtree(first)
+        shutil.copytree(out / entries[1]["run_dir"], first)
+    elif case.startswith("error"):
+        value = {"error -5": -5.0, "error '12'": "12", "error 1e308": 1e308}[case]
+        _edit_json(first / "metrics.json", lambda m: {**m, "error_percent": value})
+    else:
+        (first / "history.json").write_text('[{"epoch": 1, "error_percent": NaN}]')
+    assert cli.main(["report", "sw", "--refresh"]) == 0, capsys.readouterr().err
+    from classbalanced.reproduce.results import load_results
+
+    rows = {r["name"]: r for r in load_results(out / "results.csv")}
+    assert rows[entries[0]["name"]]["status"] == status
+    assert rows[entries[1]["name"]]["status"] == "finished"
+    assert rows[entries[1]["name"]]["error_percent"] == 40.0
+    report = (out / "report.md").read_text()
+    assert ("35.00" if status == "finished" else "40.00") in report  # the counted mean
+    if status != "finished":
+        assert rows[entries[0]["name"]]["error_percent"] is None
+        assert status in report  # named among the runs no table counts

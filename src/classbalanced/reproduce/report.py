@@ -295,6 +295,8 @@ def _history(sweep_dir: Path, run: dict[str, Any]) -> tuple[list[float], list[fl
         errors = [float(h["error_percent"]) for h in history]
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    if not all(math.isfinite(v) for v in epochs + errors):  # a diverged run: no curve
+        return None
     return (epochs, errors) if epochs else None
 
 

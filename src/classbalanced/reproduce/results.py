@@ -129,7 +129,9 @@ def collect_results(out: str | os.PathLike) -> tuple[list[str], list[dict[str, A
     each run's metrics.json, which holds the LAST evaluation).
 
     ``status``: finished (epoch == epochs), failed (its last attempt failed),
-    incomplete (a run folder, unfinished), missing (never started).
+    incomplete (a run folder, unfinished), missing (never started), foreign (its
+    config.json is not the plan's run: another run's copy), damaged (metrics.json whose
+    error is not a percentage); the last two report no metrics.
     """
     out = Path(out)
     plan = read_plan(out)
@@ -142,7 +144,12 @@ def collect_results(out: str | os.PathLike) -> tuple[list[str], list[dict[str, A
         run_dir = out / entry["run_dir"]
         metrics = read_json(run_dir / "metrics.json")
         metrics = metrics if isinstance(metrics, dict) else {}
-        if metrics.get("epoch") == config["epochs"]:
+        keys = (*CORE_KEYS, *extra, "epochs")
+        if _foreign(read_json(run_dir / "config.json"), config, keys):
+            status, metrics = "foreign", {}
+        elif metrics and not _is_percent(metrics.get("error_percent")):
+            status, metrics = "damaged", {}
+        elif metrics.get("epoch") == config["epochs"]:
             status = "finished"
         elif read_failure(out, entry["name"]) is not None:
             status = "failed"
@@ -156,6 +163,24 @@ def collect_results(out: str | os.PathLike) -> tuple[list[str], list[dict[str, A
         row["status"] = status
         rows.append(row)
     return header, rows
+
+
+def _foreign(run_config: Any, planned: dict[str, Any], keys) -> bool:
+    """A run folder whose config.json differs from the plan's on a reported key."""
+    if not isinstance(run_config, dict):
+        return False
+    return any(k in run_config and k in planned and run_config[k] != planned[k] for k in keys)
+
+
+def _is_percent(value: Any) -> bool:
+    """An error in percent: a number in [0, 100] (a string, NaN, -3 or 1e308 is not).
+
+    >>> [_is_percent(v) for v in (12.5, None, "12", -3, 1e308, float("nan"), True)]
+    [True, True, False, False, False, False, False]
+    """
+    if value is None:  # not evaluated yet
+        return True
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 100
 
 
 #: seconds a process waits for another one rewriting a shared folder's files
