@@ -439,6 +439,12 @@ ROWS = {
         2,
         "its grid has 1e+09 runs, more than --max-runs 10000",
     ),
+    "sweep --status with a claim file that is not UTF-8": Row(
+        ["sweep", "--status", "sw"],
+        lambda tmp: (_sweep_folder(tmp), _damaged_claim(tmp)),
+        0,
+        "digits-if1-softmax-b0.0-s0.claim.0 is damaged (not a UTF-8 claim record): taken as stale",
+    ),
     "plot run into the run folder over its files": Row(
         ["plot", "run", "--run", "run", "--output", "run"],
         lambda tmp: (
@@ -509,6 +515,10 @@ def _sweep_folder(tmp: Path) -> tuple[Path, list[dict]]:
         metrics = {"epoch": 1, "error_percent": error, "accuracy": 1 - error / 100}
         (run / "metrics.json").write_text(json.dumps(metrics))
     return plan.out, entries
+
+
+def _damaged_claim(tmp: Path) -> None:
+    (tmp / "sw" / "runs" / "digits-if1-softmax-b0.0-s0.claim.0").write_bytes(b"\xff\xfe{")
 
 
 def _edit_json(path: Path, change) -> None:

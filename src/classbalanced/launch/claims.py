@@ -46,6 +46,7 @@ import os
 import socket
 import time
 import uuid
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,13 +98,18 @@ def _numbered(base: Path) -> list[tuple[int, Path]]:
 def _read(path: Path) -> dict[str, Any] | None:
     """A claim file's record plus ``heartbeat`` (its mtime); None when it is gone.
 
-    A file being written right now (or damaged) reads as ``{"heartbeat": mtime}``.
+    A file being written right now (or damaged) reads as ``{"heartbeat": mtime}``; one
+    that is not UTF-8 (never a claim: claims are ASCII JSON) is named in a warning and
+    read as ``{"damaged": True, ...}``, a dead holder's (:func:`claim_alive`).
     """
     try:
         mtime = path.stat().st_mtime
         text = path.read_text(encoding="utf-8")
     except (FileNotFoundError, NotADirectoryError):
         return None
+    except UnicodeDecodeError:
+        warnings.warn(f"{path} is damaged (not a UTF-8 claim record): taken as stale", stacklevel=2)
+        return {"damaged": True, "heartbeat": mtime}
     try:
         record = json.loads(text)
     except ValueError:
@@ -129,8 +135,9 @@ def claim_age(record: dict[str, Any], now: float | None = None) -> float:
 
 def claim_alive(record: dict[str, Any], stale_after: float) -> bool:
     """Whether the claim's holder lives: a fresh heartbeat, and (where it ran on this
-    machine) its process still running (:func:`classbalanced.locking.holder_alive`)."""
-    return holder_alive(record, stale_after)
+    machine) its process still running (:func:`classbalanced.locking.holder_alive`); a
+    damaged claim file has no live holder."""
+    return not record.get("damaged") and holder_alive(record, stale_after)
 
 
 def _create(path: Path, record: dict[str, Any]) -> bool:
