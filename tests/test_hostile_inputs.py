@@ -18,6 +18,7 @@ import os
 import shutil
 import struct
 import tempfile
+import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -562,3 +563,19 @@ def test_report_refresh_on_hostile_run_files(case, status, tmp_path, monkeypatch
     if status != "finished":
         assert rows[entries[0]["name"]]["error_percent"] is None
         assert status in report  # named among the runs no table counts
+
+
+def test_train_data_given_as_test_data_is_warned_about(tmp_path, monkeypatch):
+    """``--train-data X --test-data ./X``: one warning naming it (lists warn of shared
+    images already); other files, none (issue #25)."""
+    from classbalanced.config import TrainConfig
+
+    monkeypatch.chdir(tmp_path)
+    _pair(tmp_path)
+    same = TrainConfig(dataset="npz", train_data="train.npz", test_data="./train.npz")
+    with pytest.warns(UserWarning, match=r"--test-data './train.npz' is the training data"):
+        same.resolved()
+    other = TrainConfig(dataset="npz", train_data="train.npz", test_data="test.npz")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        other.resolved()
