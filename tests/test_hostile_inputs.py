@@ -568,14 +568,14 @@ def test_report_refresh_on_hostile_run_files(case, status, tmp_path, monkeypatch
 def test_train_data_given_as_test_data_is_warned_about(tmp_path, monkeypatch):
     """``--train-data X --test-data ./X``: one warning naming it (lists warn of shared
     images already); other files, none (issue #25)."""
-    from classbalanced.config import TrainConfig
+    from classbalanced.config import TrainConfig, warn_test_is_train
 
     monkeypatch.chdir(tmp_path)
     _pair(tmp_path)
     same = TrainConfig(dataset="npz", train_data="train.npz", test_data="./train.npz")
     with pytest.warns(UserWarning, match=r"--test-data './train.npz' is the training data"):
-        same.resolved()
+        warn_test_is_train(same)
     other = TrainConfig(dataset="npz", train_data="train.npz", test_data="test.npz")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        other.resolved()
+        warn_test_is_train(other)

@@ -420,9 +420,11 @@ def _cmd_decouple(args) -> int:
 
 
 def _cmd_train(args) -> int:
+    from .config import warn_test_is_train
     from .engine.trainer import train
 
     cfg = _train_config(args)
+    warn_test_is_train(cfg)
     for name in ("accept_data_change", "fallback_checkpoint"):
         if getattr(args, name) and not cfg.resume:
             raise ValueError(f"{_flag(name)} acts on --resume only: expected --resume with it")

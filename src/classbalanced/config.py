@@ -57,6 +57,7 @@ __all__ = [
     "config_from_sources",
     "load_config_file",
     "run_config",
+    "warn_test_is_train",
 ]
 
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -382,7 +383,6 @@ class TrainConfig:
         cfg.validate()
         if cfg.decay_epochs is not None:  # given: kept as they are, maybe beyond a shorter run
             _warn_unreached_decays(cfg)
-        _warn_test_is_train(cfg)
         if cfg.imbalance_factor is None:
             cfg.imbalance_factor = 100.0 if cfg.dataset in CIFAR_DATASETS else 1.0
         cfg.imbalance_factor = float(cfg.imbalance_factor)
@@ -740,16 +740,16 @@ def default_decay_epochs(epochs: int) -> list[int]:
     return [max(1, round(160 * epochs / 200)), max(1, round(180 * epochs / 200))]
 
 
-def _warn_test_is_train(cfg: TrainConfig) -> None:
-    """Warn when --test-data names the training data (as lists warn about shared images):
-    the test error then measures memorisation. Paths are compared resolved."""
+def warn_test_is_train(cfg: TrainConfig) -> None:
+    """Warn when ``train``'s --test-data names the training data (as lists warn about shared
+    images): the test error then measures memorisation. Paths are compared resolved."""
     if cfg.train_data and cfg.test_data:
         train, test = Path(cfg.train_data).resolve(), Path(cfg.test_data).resolve()
         if train == test:
             warnings.warn(
                 f"--test-data {shown(cfg.test_data)} is the training data: the test error "
                 "will measure images the model trained on",
-                stacklevel=3,
+                stacklevel=2,
             )
 
 
