@@ -48,6 +48,9 @@ from .weights import class_balanced_weights, effective_number
 __version__ = "0.1.0"
 
 __all__ = [
+    "Prediction",
+    "TrainedClassifier",
+    "load_run",
     "DEFAULT_GAMMA",
     "BalancedSoftmaxLoss",
     "balanced_softmax_loss",
@@ -83,3 +86,16 @@ __all__ = [
     "sigmoid_focal_cross_entropy",
     "softmax_cross_entropy",
 ]
+
+
+#: names of :mod:`classbalanced.use`, imported on first use (the image pipeline imports
+#: torchvision, seconds that ``import classbalanced`` for the losses should not pay)
+_USE_NAMES = ("Prediction", "TrainedClassifier", "load_run")
+
+
+def __getattr__(name: str):
+    if name in _USE_NAMES:
+        from . import use  # heavy: torchvision (see _USE_NAMES)
+
+        return getattr(use, name)
+    raise AttributeError(f"module 'classbalanced' has no attribute {name!r}")

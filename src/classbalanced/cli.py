@@ -187,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     _add_train_parser(sub)
     _add_evaluate_parser(sub)
+    _add_predict_parser(sub)
+    _add_export_parser(sub)
     _add_make_lt_parser(sub)
     _add_prepare_parser(sub)
     _add_decouple_parser(sub)
@@ -215,8 +217,110 @@ def _add_evaluate_parser(sub) -> None:
     )
     _add_config_flag(p, "device", default=_config_default("device"))
     p.add_argument("--output", help="also write the metrics to this JSON file")
+    p.add_argument(
+        "--adjust-tau",
+        type=_tau,
+        default=0.0,
+        metavar="T|auto",
+        help="post-hoc logit adjustment: subtract T * log(training prior) from the logits; "
+        "auto: T chosen on --val-data (or the run's validation split) over 0..2",
+    )
+    p.add_argument("--val-data", help="validation .npz / class folder for --adjust-tau auto")
     _add_run_safety_arguments(p, train=False)
     p.set_defaults(func=_cmd_evaluate)
+
+
+def _tau(text: str) -> float | str:
+    """``--adjust-tau``: a finite number >= 0, or ``auto`` (evaluate)."""
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 or auto, got {text!r}") from None
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def _number_tau(text: str) -> float:
+    value = _tau(text)
+    if value == "auto":
+        raise argparse.ArgumentTypeError("expected a number >= 0 (auto is for evaluate)")
+    return value
+
+
+def _add_predict_parser(sub) -> None:
+    p = sub.add_parser("predict", help="predict images with a trained run (CSV / JSONL rows)")
+    p.add_argument("run", help="run folder, a checkpoint in it, or an exported .safetensors")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, .npz files")
+    p.add_argument("--top-k", type=int, help="classes per image (default 5, or all when fewer)")
+    p.add_argument(
+        "--adjust-tau",
+        type=_number_tau,
+        default=0.0,
+        metavar="T",
+        help="post-hoc logit adjustment T (default 0: none)",
+    )
+    p.add_argument("--batch-size", type=int, help="default: the run's evaluation batch size")
+    p.add_argument("--output", help="FILE.csv or FILE.jsonl (default: CSV on stdout)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    _add_config_flag(p, "device", default="cpu")
+    p.set_defaults(func=_cmd_predict)
+
+
+def _add_export_parser(sub) -> None:
+    from .use.export import EXPORT_FORMATS
+
+    p = sub.add_parser("export", help="export a trained run: TorchScript, ONNX or safetensors")
+    p.add_argument("run", help="run folder (or a checkpoint file inside one)")
+    p.add_argument("--format", required=True, choices=EXPORT_FORMATS)
+    p.add_argument("--output", required=True, help="the file to write")
+    p.add_argument(
+        "--adjust-tau",
+        type=_number_tau,
+        default=0.0,
+        metavar="T",
+        help="include post-hoc logit adjustment T in the graph",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_predict(args) -> int:
+    from .use import load_run, predict_files
+
+    classifier = load_run(args.run, device=args.device)
+    result = predict_files(
+        classifier,
+        args.inputs,
+        output=args.output,
+        top_k=args.top_k,
+        adjust_tau=args.adjust_tau,
+        batch_size=args.batch_size,
+        overwrite=args.overwrite,
+        log=_info,
+    )
+    if result["metrics"] is not None:
+        keys = ("accuracy", "balanced_accuracy", "macro_f1", "ece", "num_test_images")
+        _info(json.dumps({k: result["metrics"][k] for k in keys}, indent=2))
+    if args.output:
+        _info(f"{result['images']} predictions in {args.output}")
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from .use import export_model, load_run
+
+    written = export_model(
+        load_run(args.run),
+        args.format,
+        args.output,
+        adjust_tau=args.adjust_tau,
+        overwrite=args.overwrite,
+    )
+    _info(f"wrote {', '.join(map(str, written))}")
+    return 0
 
 
 def _add_make_lt_parser(sub) -> None:
@@ -454,7 +558,8 @@ def _cmd_train(args) -> int:
 def _cmd_evaluate(args) -> int:
     run = Path(args.run)
     folder = run if run.is_dir() else run.parent.parent  # RUN/checkpoints/FILE
-    _refuse_overwriting_inputs({"--output": args.output}, [*_run_files(folder), args.test_data])
+    inputs = [*_run_files(folder), args.test_data, args.val_data]
+    _refuse_overwriting_inputs({"--output": args.output}, inputs)
     into = Path(args.output).parent if args.output else None  # a write into a run: its lock
     with _lock_if_run(into, "evaluate --output", "--output"):
         return _evaluate_and_write(args)
@@ -469,10 +574,12 @@ def _lock_if_run(folder: Path | None, command: str, flag: str):
 
 
 def _evaluate_and_write(args) -> int:
-    from .engine.evaluate import evaluate_run
+    from .use import evaluate_adjusted
 
-    metrics = evaluate_run(
+    metrics = evaluate_adjusted(
         args.run,
+        args.adjust_tau,
+        val_data=args.val_data,
         test_data=args.test_data,
         device=args.device,
         accept_data_change=args.accept_data_change,
@@ -481,6 +588,10 @@ def _evaluate_and_write(args) -> int:
         "accuracy",
         "error_percent",
         "top5_error_percent",
+        "balanced_accuracy",
+        "macro_f1",
+        "ece",
+        "adjust_tau",
         "many_shot_accuracy",
         "medium_shot_accuracy",
         "few_shot_accuracy",

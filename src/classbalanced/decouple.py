@@ -655,6 +655,7 @@ def _evaluate(model: nn.Module, data: _Data, counts: np.ndarray, cast) -> dict[s
 def _write(folder, cfg, run: _Run, record: dict, model, metrics: dict, settings: dict) -> None:
     """Through :class:`~classbalanced.engine.run_folder.RunFolder`, like any run; the data
     record names the split tau was chosen on (``val``) beside the others."""
+    from .engine.metrics import scalar_metrics
     from .engine.run_folder import DECOUPLE_FILE
 
     if settings.get("tau_data"):
@@ -669,9 +670,7 @@ def _write(folder, cfg, run: _Run, record: dict, model, metrics: dict, settings:
         "decouple": settings,
     }
     folder.save_checkpoint(int(run.state.get("global_step", 0)), state, keep=1)
-    folder.write_json(
-        "history.json", [{k: v for k, v in metrics.items() if k != "per_class_accuracy"}]
-    )
+    folder.write_json("history.json", [scalar_metrics(metrics)])
     folder.write_json("metrics.json", metrics)
 
 

@@ -39,6 +39,8 @@ __all__ = [
     "plot_per_class_accuracy",
     "plot_error_curves",
     "plot_heatmap",
+    "plot_confusion_matrix",
+    "plot_reliability",
 ]
 
 _MAX_PIXELS = 2**15  # per side; Agg refuses images of 2**16 pixels or more
@@ -753,4 +755,106 @@ def plot_heatmap(
         figsize=figsize,
         dpi=dpi,
     )
+    return _write_png(figure, target)
+
+
+# --------------------------------------------------------------------------- #
+# Confusion matrix and reliability diagram
+# --------------------------------------------------------------------------- #
+
+CONFUSION_PLOT_MAX_CLASSES = 100  # above this, the cells are too small to read
+
+
+def plot_confusion_matrix(
+    path: str | os.PathLike[str],
+    confusion,
+    *,
+    class_names: Sequence[str] | None = None,
+    title: str | None = None,
+    figsize: tuple[float, float] = (6.4, 5.6),
+    dpi: float = 100,
+) -> Path:
+    """The confusion matrix ``(C, C)`` (rows: true class, columns: predicted class), each
+    row divided by its total (a row without images stays 0), for up to 100 classes.
+
+    >>> import tempfile, pathlib
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     out = plot_confusion_matrix(pathlib.Path(tmp) / "cm.png", [[3, 1], [0, 4]], dpi=50)
+    ...     print(out.name, out.stat().st_size > 0)
+    cm.png True
+    """
+    target = _check_path(path)
+    grid = _to_numpy("confusion", confusion).astype(np.float64)
+    if grid.ndim != 2 or grid.shape[0] != grid.shape[1] or grid.size == 0:
+        raise ValueError(f"expected confusion as a non-empty (C, C) grid, got shape {grid.shape}")
+    if not np.isfinite(grid).all() or (grid < 0).any():
+        raise ValueError("expected confusion to hold finite non-negative counts")
+    if grid.shape[0] > CONFUSION_PLOT_MAX_CLASSES:
+        raise ValueError(
+            f"expected at most {CONFUSION_PLOT_MAX_CLASSES} classes, got {grid.shape[0]}"
+        )
+    names = None if class_names is None else _check_labels("class_names", class_names, len(grid))
+    rows = grid / np.maximum(grid.sum(axis=1, keepdims=True), 1)
+    figure = _new_figure(figsize, dpi)
+    axes = figure.add_subplot()
+    image = axes.imshow(rows, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
+    figure.colorbar(image, ax=axes).set_label("Fraction of the true class")
+    positions = np.arange(len(grid))
+    _set_class_ticks(axes, positions, names)
+    if len(grid) <= 30:
+        axes.set_yticks(positions, names if names is not None else [str(i) for i in positions])
+    axes.set_xlabel("Predicted class")
+    axes.set_ylabel("True class")
+    axes.set_title(title if title is not None else "Confusion matrix (rows normalised)")
+    return _write_png(figure, target)
+
+
+def plot_reliability(
+    path: str | os.PathLike[str],
+    confidence,
+    accuracy,
+    count,
+    *,
+    ece: float | None = None,
+    figsize: tuple[float, float] = (5.0, 5.0),
+    dpi: float = 100,
+) -> Path:
+    """Reliability diagram: per equal-width bin of top-1 confidence, its accuracy (bars)
+    against the diagonal of perfect calibration; empty bins (``None`` / NaN) left blank.
+
+    >>> import tempfile, pathlib
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     out = plot_reliability(pathlib.Path(tmp) / "r.png", [0.3, None], [0.2, None], [5, 0], dpi=50)
+    ...     print(out.name, out.stat().st_size > 0)
+    r.png True
+    """
+    target = _check_path(path)
+    nan = lambda values: [math.nan if v is None else v for v in values]  # noqa: E731
+    conf = _to_vector("confidence", nan(confidence), allow_nan=True)
+    acc = _to_vector("accuracy", nan(accuracy), allow_nan=True)
+    counts = _check_counts("count", count)
+    if not len(conf) == len(acc) == len(counts):
+        raise ValueError(
+            f"expected confidence, accuracy and count of one length, got {len(conf)}, {len(acc)}, {len(counts)}"
+        )
+    bins = len(conf)
+    edges = np.arange(bins) / bins
+    figure = _new_figure(figsize, dpi)
+    axes = figure.add_subplot()
+    axes.bar(
+        edges,
+        np.nan_to_num(acc),
+        width=1.0 / bins,
+        align="edge",
+        edgecolor="black",
+        label="accuracy",
+    )
+    axes.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1)
+    axes.set_xlabel("Top-1 confidence")
+    axes.set_ylabel("Accuracy")
+    suffix = "" if ece is None else f" (ECE {ece:.4f})"
+    axes.set_title(f"Reliability diagram{suffix}")
+    axes.legend(loc="upper left")
     return _write_png(figure, target)

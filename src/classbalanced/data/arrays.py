@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 import zipfile
@@ -31,6 +32,7 @@ __all__ = [
     "load_digits",
     "load_image_folder",
     "load_npz",
+    "read_image",
 ]
 
 #: without class_names, labels beyond the number of images and this many classes are refused
@@ -366,25 +368,34 @@ def load_image_folder(
     return ImageArrays(_read_images(files, hw), np.asarray(labels, dtype=np.int64), classes)
 
 
-def _read_images(files: list[Path], hw: tuple[int, int] | None) -> np.ndarray:
-    """uint8 (N, H, W, 3) of ``files`` in RGB, resized to ``hw`` or all of the first one's size."""
+def read_image(file, hw: tuple[int, int] | None = None):
+    """uint8 ``(H, W, 3)`` RGB of one image (a path or an opened PIL image) as the folder
+    loader decodes it: :func:`~classbalanced.data.pipeline.to_rgb`, then resized (bilinear)
+    to ``hw`` (height, width) when given and different. An unreadable or truncated file,
+    or one past PIL's decompression-bomb limit, is a one-line ValueError."""
     from PIL import Image, UnidentifiedImageError
 
     from .pipeline import to_rgb
 
+    try:
+        with contextlib.ExitStack() as stack:
+            im = file if isinstance(file, Image.Image) else stack.enter_context(Image.open(file))
+            im = to_rgb(im)  # 16-bit grey scaled to 8 bits, not clipped to white
+            if hw is not None and (im.height, im.width) != hw:
+                im = im.resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
+            return np.asarray(im, dtype=np.uint8)
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
+        # DecompressionBombError: a header claiming more pixels than PIL's limit (about
+        # 179 million); nothing that size is allocated
+        raise ValueError(f"cannot read image {file}: {' '.join(str(exc).split())}") from exc
+
+
+def _read_images(files: list[Path], hw: tuple[int, int] | None) -> np.ndarray:
+    """uint8 (N, H, W, 3) of ``files`` in RGB, resized to ``hw`` or all of the first one's size."""
     arrays: list[np.ndarray] = []
     first_shape: tuple[int, int] | None = None
     for f in files:
-        try:
-            with Image.open(f) as im:
-                im = to_rgb(im)  # 16-bit grey scaled to 8 bits, not clipped to white
-                if hw is not None and (im.height, im.width) != hw:
-                    im = im.resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
-                arr = np.asarray(im, dtype=np.uint8)
-        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
-            # DecompressionBombError: a header claiming more pixels than PIL's limit (about
-            # 179 million); nothing that size is allocated
-            raise ValueError(f"cannot read image {f}: {' '.join(str(exc).split())}") from exc
+        arr = read_image(f, hw)
         if first_shape is None:
             first_shape = arr.shape[:2]
         elif arr.shape[:2] != first_shape:

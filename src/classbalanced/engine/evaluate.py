@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from torch import Tensor, nn
 from .._console import info
 from ..config import PRECISIONS, Precision, TrainConfig, run_config
 from ..data.augment import normalize_images
+from ..losses import LogitAdjustment
 from .distributed import DistContext, all_reduce_sum, resolve_device
 from .metrics import EvalCounts, summarize
 from .network import build_network
@@ -34,6 +36,8 @@ __all__ = [
     "TensorEvaluator",
     "LoaderEvaluator",
     "evaluate_run",
+    "read_trained_run",
+    "TrainedRun",
 ]
 
 
@@ -196,28 +200,26 @@ class LoaderEvaluator:
 # ---------------------------------------------------------------------------
 
 
-def evaluate_run(
-    run: str | Path,
-    *,
-    test_data: str | None = None,
-    device: str = "auto",
-    accept_data_change: bool = False,
-    log: Callable[[str], Any] = info,
-) -> dict[str, Any]:
-    """Evaluate a run's newest checkpoint (``run`` a run folder) or a given one (``run`` a
-    checkpoint file of that run) on the run's test set, or on ``test_data``.
+@dataclass
+class TrainedRun:
+    """A finished run read back: its folder, config, training counts, data record (class
+    names, channels, image shape, normalisation), the checkpoint loaded and its network
+    (on the CPU, in eval mode, the checkpoint's weights)."""
 
-    The network is rebuilt from the run's ``config.json``; the class names and
-    their order, the input channels and the training counts come from the run
-    (``run.json``, ``subset.json``), the run's own test data from the absolute
-    path it recorded. Refused with one line: a checkpoint the run did not write
-    or whose bytes changed, a checkpoint of another model, a test set with other
-    classes or channels, and the run's test data changed since training (unless
-    ``accept_data_change``). ``log`` gets the one warning line of a run in fp16 evaluated
-    on the CPU (very slow there).
-    """
-    from .run_data import load_test_set
+    folder: Path
+    cfg: TrainConfig
+    counts: list[int]
+    record: dict[str, Any]
+    checkpoint: Path
+    model: nn.Module
 
+
+def read_trained_run(run: str | Path, *, use: str = "name that file to evaluate it") -> TrainedRun:
+    """Read a run's newest valid checkpoint (``run`` a run folder) or a given one (``run`` a
+    checkpoint file in its ``checkpoints/``): the checkpoint's SHA-256 is checked against
+    ``run.json`` before it is unpickled (weights only), and refused with one line when it
+    belongs to another model or other classes. Works from any directory, the training data
+    gone."""
     run = Path(run).absolute()
     folder_path, checkpoint = (run.parent.parent, run) if run.is_file() else (run, None)
     if checkpoint is not None and not (
@@ -232,12 +234,43 @@ def evaluate_run(
     cfg = run_config(read_run_json(folder_path / "config.json"), str(folder_path / "config.json"))
     counts = read_run_json(folder_path / "subset.json", ("counts",))["counts"]
     record = folder.data
-    checkpoint, state = folder.load_checkpoint(checkpoint, use="name that file to evaluate it")
+    checkpoint, state = folder.load_checkpoint(checkpoint, use=use)
     if state is None:
         raise FileNotFoundError(
             f"no checkpoint in {folder_path / 'checkpoints'}: nothing to evaluate"
         )
     check_checkpoint_fits(state, cfg, record["class_names"], str(checkpoint))
+    model = build_network(cfg, counts, record["in_channels"])
+    load_weights(model, state["model"], str(checkpoint))
+    return TrainedRun(folder_path, cfg, counts, record, checkpoint, model.eval())
+
+
+def evaluate_run(
+    run: str | Path,
+    *,
+    test_data: str | None = None,
+    device: str = "auto",
+    accept_data_change: bool = False,
+    adjust_tau: float = 0.0,
+    log: Callable[[str], Any] = info,
+) -> dict[str, Any]:
+    """Evaluate a run's newest checkpoint (``run`` a run folder) or a given one (``run`` a
+    checkpoint file of that run) on the run's test set, or on ``test_data``.
+
+    The network is rebuilt from the run's ``config.json``; the class names and
+    their order, the input channels and the training counts come from the run
+    (``run.json``, ``subset.json``), the run's own test data from the absolute
+    path it recorded. Refused with one line: a checkpoint the run did not write
+    or whose bytes changed, a checkpoint of another model, a test set with other
+    classes or channels, and the run's test data changed since training (unless
+    ``accept_data_change``). ``adjust_tau``: post-hoc logit adjustment
+    (:class:`~classbalanced.losses.LogitAdjustment` with the run's training counts; 0: none).
+    ``log`` gets the one warning line of a run in fp16 evaluated on the CPU (very slow there).
+    """
+    from .run_data import load_test_set
+
+    trained = read_trained_run(run)
+    cfg, record, counts = trained.cfg, trained.record, trained.counts
     target = resolve_device(device, 0)
     warn_fp16_on_cpu(cfg.precision, target, log, "the run's precision")
     ctx = DistContext(device=target)
@@ -247,13 +280,14 @@ def evaluate_run(
         raise ValueError(
             f"the test set has {test.in_channels}-channel images, the run's model takes {record['in_channels']}"
         )
-    model = build_network(cfg, counts, record["in_channels"])
-    load_weights(model, state["model"], str(checkpoint))
-    model.to(target)
+    model = trained.model.to(target)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
+    if adjust_tau:
+        model = LogitAdjustment(model, counts, adjust_tau)
     metrics = summarize(test.evaluate(model), counts)
-    metrics["checkpoint"] = str(checkpoint)
+    metrics["checkpoint"] = str(trained.checkpoint)
+    metrics["adjust_tau"] = float(adjust_tau)
     return metrics
 
 

@@ -23,7 +23,7 @@ from ..config import CUDAGRAPH_MODES, TrainConfig
 from .checkpoint import BackgroundWriter, cpu_copy
 from .distributed import DistContext, all_reduce_sum
 from .evaluate import autocast
-from .metrics import summarize
+from .metrics import scalar_metrics, summarize
 from .run_data import RunData
 from .run_folder import Manifest, RunFolder
 from .state import TrainState
@@ -337,7 +337,7 @@ def end_epoch(run: Run, state: TrainState, epoch: int, result: EpochResult) -> d
         skipped_unreadable_images=skipped,
         skipped_nonfinite_steps=state.skipped_nonfinite,
     )
-    state.history.append({k: v for k, v in metrics.items() if k != "per_class_accuracy"})
+    state.history.append(scalar_metrics(metrics))
     run.folder.log_evaluation(metrics, epoch + 1)
     run.folder.write_json("metrics.json", {**summary_fields(cfg, run.data.counts), **metrics})
     run.folder.write_json("history.json", state.history)

@@ -66,6 +66,9 @@ _LOGGED_METRICS = (
     "accuracy",
     "error_percent",
     "top5_accuracy",
+    "balanced_accuracy",
+    "macro_f1",
+    "ece",
     "many_shot_accuracy",
     "medium_shot_accuracy",
     "few_shot_accuracy",
@@ -603,6 +606,29 @@ def _draw_plots(out: Path, manifest: Manifest, counts, class_names, metrics, his
         curve = ([h["epoch"] for h in history], [h["error_percent"] for h in history])
         manifest.record("error_curve.png")
         plots.plot_error_curves(out / "error_curve.png", {"test error": curve})
+    _draw_metric_plots(out, manifest, class_names, metrics)
+
+
+def _draw_metric_plots(out: Path, manifest: Manifest, class_names, metrics: dict) -> None:
+    """``confusion_matrix.png`` (up to 100 classes) and ``reliability.png``."""
+    from .. import plots
+
+    confusion = metrics.get("confusion_matrix")
+    if confusion and len(confusion) <= plots.CONFUSION_PLOT_MAX_CLASSES:
+        manifest.record("confusion_matrix.png")
+        plots.plot_confusion_matrix(
+            out / "confusion_matrix.png", confusion, class_names=class_names
+        )
+    bins = metrics.get("calibration")
+    if bins:
+        manifest.record("reliability.png")
+        plots.plot_reliability(
+            out / "reliability.png",
+            bins["confidence"],
+            bins["accuracy"],
+            bins["count"],
+            ece=metrics.get("ece"),
+        )
 
 
 def check_class_names(expected: list, got: list, where: str, what: str) -> None:

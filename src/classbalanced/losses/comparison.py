@@ -46,7 +46,7 @@ unweighted), with the method's default hyper-parameters (``max_m = 0.5``,
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .._validation import check_beta, check_choice, check_real
 from ..weights import as_counts, class_balanced_weights
@@ -69,6 +69,7 @@ __all__ = [
     "logit_adjusted_loss",
     "balanced_softmax_loss",
     "post_hoc_logit_adjustment",
+    "LogitAdjustment",
     "LDAMLoss",
     "LogitAdjustedLoss",
     "BalancedSoftmaxLoss",
@@ -310,6 +311,29 @@ def post_hoc_logit_adjustment(logits: Tensor, samples_per_class, tau: float = 1.
 # ---------------------------------------------------------------------------
 # Modules
 # ---------------------------------------------------------------------------
+
+
+class LogitAdjustment(nn.Module):
+    """``model`` followed by :func:`post_hoc_logit_adjustment`: ``model(x) - tau * log(pi)``
+    with ``pi`` from the training counts (a float32 buffer ``shift``, the same float32
+    values the function subtracts). Scriptable and exportable (TorchScript, ONNX).
+
+    >>> net = nn.Linear(2, 2, bias=False)
+    >>> _ = net.weight.data.copy_(torch.eye(2))
+    >>> LogitAdjustment(net, [99, 1], tau=1.0)(torch.tensor([[2.0, 0.5]]))
+    tensor([[2.0101, 5.1052]], grad_fn=<SubBackward0>)
+    """
+
+    def __init__(self, model: nn.Module, samples_per_class, tau: float = 1.0) -> None:
+        super().__init__()
+        tau = check_real("tau", tau, positive=False)
+        counts = as_counts(samples_per_class).float()
+        self.model = model
+        self.tau = tau
+        self.register_buffer("shift", tau * _log_prior(counts))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x) - self.shift
 
 
 class _CountsSoftmaxLoss(ClassWeightBuffers):

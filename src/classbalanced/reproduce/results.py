@@ -54,6 +54,9 @@ RESULT_METRICS = (
     "many_shot_accuracy",
     "medium_shot_accuracy",
     "few_shot_accuracy",
+    "balanced_accuracy",
+    "macro_f1",
+    "ece",
 )
 _FLOATS = ("imbalance_factor", "beta", "gamma", *RESULT_METRICS)
 _INTS = ("seed", "epochs", "epoch")
