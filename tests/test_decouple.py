@@ -854,8 +854,9 @@ def test_report_of_a_folder_without_sweep_or_decouple_runs_says_what_it_looked_f
         ({"lr": 1e39}, "lr must be > 0 and at most 3.403e+38"),
         ({"lr": float("nan")}, "lr must be > 0"),
         ({"weight_decay": 1e308}, "weight_decay must be >= 0 and at most 3.403e+38"),
-        ({"momentum": float("nan")}, "momentum must be >= 0 and at most"),
-        ({"momentum": -0.5}, "momentum must be >= 0"),
+        ({"momentum": float("nan")}, "momentum must be in [0, 1)"),
+        ({"momentum": -0.5}, "momentum must be in [0, 1)"),
+        ({"momentum": 1.0}, "momentum must be in [0, 1), got 1.0"),
         ({"gamma": 1e39}, "gamma must be >= 0 and at most"),
     ],
 )

@@ -20,6 +20,7 @@ import shutil
 import struct
 import sys
 import tempfile
+import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,6 +89,10 @@ def _fake_run(tmp: Path, metrics=None, history=None) -> Path:
     return run
 
 
+def _fake_metrics(tmp: Path) -> None:
+    (tmp / "run" / "metrics.json").write_text(json.dumps(RUN_METRICS))
+
+
 def _fake_manifest(run: Path) -> None:
     """A run.json listing the files a run writes (what makes ``run`` one of our runs)."""
     from classbalanced.engine.run_folder import Manifest
@@ -107,6 +112,18 @@ def _fake_manifest(run: Path) -> None:
     manifest.files["class_distribution.png"] = None
     manifest.files["checkpoints/checkpoint-1.pt"] = None
     manifest.save()
+
+
+def _edited_config(**changes):
+    """A run folder whose config.json was edited by hand (``None``: the key removed)."""
+
+    def make(tmp: Path) -> None:
+        run = _fake_run(tmp)
+        config = {"dataset": "digits", "model": "resnet8", "loss": "softmax", **changes}
+        config = {k: v for k, v in config.items() if v is not None}
+        (run / "config.json").write_text(json.dumps(config))
+
+    return make
 
 
 @functools.cache
@@ -140,6 +157,46 @@ def _run_with(channels: int, *images: tuple[str, object]):
                 content.save(tmp / rel)
 
     return make
+
+
+@functools.cache
+def _resnet_run() -> Path:
+    """One finished tiny run (8x8 grayscale .npz, resnet8, 1 epoch), trained once."""
+    root = Path(tempfile.mkdtemp(prefix="hostile-run-"))
+    atexit.register(shutil.rmtree, root, True)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 40), ("test", 8)):
+        labels = np.arange(n) % 4
+        x = rng.integers(0, 256, (n, 8, 8, 1), dtype=np.uint8)
+        np.savez(root / f"{split}.npz", x=x, y=labels.astype(np.int64))
+    quiet = io.StringIO()
+    with contextlib.redirect_stderr(quiet), contextlib.redirect_stdout(quiet):
+        code = cli.main(
+        [*TRAIN[:-1], str(root / "run"), "--epochs", "1", "--model", "resnet8", "--dataset",
+         "npz", "--train-data", str(root / "train.npz"), "--test-data", str(root / "test.npz"),
+         "--batch-size", "20", "--warmup-epochs", "0"]
+    )  # fmt: skip
+    assert code == 0, quiet.getvalue()
+    return root / "run"
+
+
+def _trained(tmp: Path) -> None:
+    shutil.copytree(_resnet_run(), tmp / "run")
+
+
+def _yaml_bomb(tmp: Path) -> None:
+    _pair(tmp)
+    lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}]" for i in range(1, 9)]  # fmt: skip
+    text = "\n".join(lines).replace("a0: ", "train_data: ", 1) + "\n"
+    (tmp / "c.yaml").write_text(text + "test_data: *a8\n")
+
+
+def _big_sweep(tmp: Path) -> None:
+    grid = "\n".join(f"{key} = [{', '.join(str(v) for v in range(10))}]" for key in
+                     ("seed", "epochs", "batch_size", "eval_every", "warmup_epochs", "pad",
+                      "keep_checkpoints", "eval_batch_size", "num_workers"))  # fmt: skip
+    (tmp / "s.toml").write_text(f'[base]\ndataset = "digits"\n[[grid]]\n{grid}\n')
 
 
 def _truncated_png() -> bytes:
@@ -350,6 +407,104 @@ ROWS = {
         2,
         "metrics.json is not valid JSON",
     ),
+    # issue 25: the last unbounded inputs
+    "decouple --tau 200 (the classifier overflows)": Row(
+        [
+            "decouple",
+            "run",
+            "--method",
+            "tau_norm",
+            "--tau",
+            "200",
+            "--out",
+            "s2",
+            "--device",
+            "cpu",
+        ],
+        _trained,
+        2,
+        "--tau 200: the classifier's row norms",
+    ),
+    "decouple --tau 1e300": Row(
+        ["decouple", "run", "--method", "tau_norm", "--tau", "1e300", "--out", "s2"],
+        _trained,
+        2,
+        "--tau 1e+300: the classifier's row norms",
+    ),
+    "decouple --taus 0 1e39": Row(
+        ["decouple", "run", "--method", "tau_norm", "--taus", "0", "1e39", "--out", "s2"],
+        _trained,
+        2,
+        "--taus 1e+39: the classifier's row norms",
+    ),
+    "a 2 MB string in a TOML key is echoed cut": Row(
+        ["train", "--config", "c.toml"],
+        _config(f'loss = "{"x" * 2_000_000}"\n'),
+        2,
+        "config key loss in c.toml: unknown loss 'xxxx",
+    ),
+    "a 2 MB string of the wrong type": Row(
+        ["train", "--config", "c.toml"],
+        _config(f'flip = "{"x" * 2_000_000}"\n'),
+        2,
+        "... (2000000 characters)",
+    ),
+    "a YAML alias bomb in a valid key": Row(
+        ["train", "--config", "c.yaml"],
+        _yaml_bomb,
+        2,
+        "YAML alias *a0 refused (aliases can expand without bound)",
+    ),
+    "config.json eval_batch_size = -5": Row(
+        ["evaluate", "run"],
+        _edited_config(eval_batch_size=-5),
+        2,
+        "run/config.json: eval_batch_size must be an integer >= 1, got -5",
+    ),
+    "config.json eval_batch_size = 0": Row(
+        ["evaluate", "run"],
+        _edited_config(eval_batch_size=0),
+        2,
+        "run/config.json: eval_batch_size must be an integer >= 1, got 0",
+    ),
+    "config.json without model": Row(
+        ["evaluate", "run"],
+        _edited_config(model=None),
+        2,
+        "run/config.json is damaged: it lacks the key(s) model",
+    ),
+    "config.json without dataset and loss (decouple)": Row(
+        ["decouple", "run", "--method", "crt", "--out", "s2"],
+        lambda tmp: (_edited_config(dataset=None, loss=None)(tmp), _fake_metrics(tmp)),
+        2,
+        "run/config.json is damaged: it lacks the key(s) dataset, loss",
+    ),
+    "config.json momentum = 2": Row(
+        ["evaluate", "run"],
+        _edited_config(momentum=2.0),
+        2,
+        "run/config.json: momentum must be in [0, 1), got 2.0",
+    ),
+    "--image-size 1000000": Row(
+        [*TRAIN, "--dataset", "folder", "--train-data", "train", "--test-data", "test"]
+        + ["--image-size", "1000000"],
+        _bomb_folder,
+        2,
+        "image_size must be an integer in [1, 4096], got 1000000",
+    ),
+    "--momentum 2": Row([*TRAIN, *NPZ, "--momentum", "2"], _pair, 2, "momentum must be in [0, 1)"),
+    "a sweep grid of 1e9 runs": Row(
+        ["sweep", "--config", "s.toml", "--dry-run", "--out", "sw"],
+        _big_sweep,
+        2,
+        "its grid has 1e+09 runs, more than --max-runs 10000",
+    ),
+    "sweep --status with a claim file that is not UTF-8": Row(
+        ["sweep", "--status", "sw"],
+        lambda tmp: (_sweep_folder(tmp), _damaged_claim(tmp)),
+        0,
+        "digits-if1-softmax-b0.0-s0.claim.0 is damaged (not a UTF-8 claim record): taken as stale",
+    ),
     "plot run into the run folder over its files": Row(
         ["plot", "run", "--run", "run", "--output", "run"],
         lambda tmp: (
@@ -463,8 +618,94 @@ def test_hostile_input(case, tmp_path, monkeypatch, capsys):
         assert lines == [], err
     else:
         assert len(lines) == 1 and "Traceback" not in err, err
-        assert row.fragment in lines[0], lines[0]
+        assert row.fragment in lines[0], lines[0][:500]
+        assert len(lines[0]) < 1000  # an echoed value is cut, never the whole input
     after = _snapshot(tmp_path)
     for allowed in row.outputs:
         after.pop(allowed, None)
     assert after == before  # nothing written, nothing changed, nothing removed
+
+
+# --------------------------------------------------------------------------- sweep folders
+
+
+def _sweep_folder(tmp: Path) -> tuple[Path, list[dict]]:
+    """A sweep folder of two finished runs (seeds 0 and 1), as the trainer leaves them."""
+    from classbalanced.reproduce.sweep import load_sweep, plan_sweep, write_plan
+
+    (tmp / "s.toml").write_text(
+        '[base]\ndataset = "digits"\nloss = "softmax"\nepochs = 1\n[[grid]]\nseed = [0, 1]\n'
+    )
+    plan = write_plan(plan_sweep(load_sweep(tmp / "s.toml"), tmp / "sw"))
+    entries = json.loads((tmp / "sw" / "plan.json").read_text())["runs"]
+    for entry, error in zip(entries, (30.0, 40.0), strict=True):
+        run = plan.out / entry["run_dir"]
+        run.mkdir(parents=True)
+        (run / "config.json").write_text(json.dumps(entry["config"]))
+        (run / "history.json").write_text(json.dumps([{"epoch": 1, "error_percent": error}]))
+        metrics = {"epoch": 1, "error_percent": error, "accuracy": 1 - error / 100}
+        (run / "metrics.json").write_text(json.dumps(metrics))
+    return plan.out, entries
+
+
+def _damaged_claim(tmp: Path) -> None:
+    (tmp / "sw" / "runs" / "digits-if1-softmax-b0.0-s0.claim.0").write_bytes(b"\xff\xfe{")
+
+
+def _edit_json(path: Path, change) -> None:
+    path.write_text(json.dumps(change(json.loads(path.read_text()))))
+
+
+@pytest.mark.parametrize(
+    ("case", "status"),
+    [
+        ("another run's copy", "foreign"),
+        ("error -5", "damaged"),
+        ("error '12'", "damaged"),
+        ("error 1e308", "damaged"),
+        ("history NaN", "finished"),
+    ],
+)
+def test_report_refresh_on_hostile_run_files(case, status, tmp_path, monkeypatch, capsys):
+    """A run folder that is not the plan's run, a metrics.json whose error is no percentage,
+    or a history holding NaN: the run is not counted (or drawn), the others are, and
+    results.csv, figures and report.md are all rewritten (issue #25)."""
+    monkeypatch.chdir(tmp_path)
+    out, entries = _sweep_folder(tmp_path)
+    first = out / entries[0]["run_dir"]
+    if case == "another run's copy":  # run 0's folder replaced by a copy of run 1
+        shutil.rmtree(first)
+        shutil.copytree(out / entries[1]["run_dir"], first)
+    elif case.startswith("error"):
+        value = {"error -5": -5.0, "error '12'": "12", "error 1e308": 1e308}[case]
+        _edit_json(first / "metrics.json", lambda m: {**m, "error_percent": value})
+    else:
+        (first / "history.json").write_text('[{"epoch": 1, "error_percent": NaN}]')
+    assert cli.main(["report", "sw", "--refresh"]) == 0, capsys.readouterr().err
+    from classbalanced.reproduce.results import load_results
+
+    rows = {r["name"]: r for r in load_results(out / "results.csv")}
+    assert rows[entries[0]["name"]]["status"] == status
+    assert rows[entries[1]["name"]]["status"] == "finished"
+    assert rows[entries[1]["name"]]["error_percent"] == 40.0
+    report = (out / "report.md").read_text()
+    assert ("35.00" if status == "finished" else "40.00") in report  # the counted mean
+    if status != "finished":
+        assert rows[entries[0]["name"]]["error_percent"] is None
+        assert status in report  # named among the runs no table counts
+
+
+def test_train_data_given_as_test_data_is_warned_about(tmp_path, monkeypatch):
+    """``--train-data X --test-data ./X``: one warning naming it (lists warn of shared
+    images already); other files, none (issue #25)."""
+    from classbalanced.config import TrainConfig, warn_test_is_train
+
+    monkeypatch.chdir(tmp_path)
+    _pair(tmp_path)
+    same = TrainConfig(dataset="npz", train_data="train.npz", test_data="./train.npz")
+    with pytest.warns(UserWarning, match=r"--test-data './train.npz' is the training data"):
+        warn_test_is_train(same)
+    other = TrainConfig(dataset="npz", train_data="train.npz", test_data="test.npz")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_test_is_train(other)

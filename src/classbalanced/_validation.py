@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import reprlib
 import sys
 
 __all__ = [
@@ -13,7 +14,29 @@ __all__ = [
     "check_choice",
     "check_int",
     "check_positive_int",
+    "shown",
 ]
+
+#: the most characters of a value that a message echoes
+SHOWN_CHARS = 80
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = SHOWN_CHARS
+_REPR.maxlist = _REPR.maxdict = _REPR.maxtuple = _REPR.maxset = 8
+
+
+def shown(value: object, limit: int = SHOWN_CHARS) -> str:
+    """``value`` as a message echoes it: its repr cut to ``limit`` characters, with the
+    length of a cut value (a 100 MB string makes no 100 MB message).
+
+    >>> shown("x" * 1000)
+    "'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'... (1000 characters)"
+    >>> shown([1, 2]), shown(0.5)
+    ('[1, 2]', '0.5')
+    """
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]!r}... ({len(value)} characters)"
+    text = _REPR.repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _describe(value: object) -> str:

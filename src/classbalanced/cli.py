@@ -15,11 +15,13 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
+from contextlib import nullcontext as _nothing
 from pathlib import Path
 
 from . import __version__
 from ._console import count
 from ._console import info as _info
+from .locking import lock_folder
 
 __all__ = ["main", "build_parser"]
 
@@ -522,9 +524,11 @@ def _cmd_decouple(args) -> int:
 
 
 def _cmd_train(args) -> int:
+    from .config import warn_test_is_train
     from .engine.trainer import train
 
     cfg = _train_config(args)
+    warn_test_is_train(cfg)
     for name in ("accept_data_change", "fallback_checkpoint"):
         if getattr(args, name) and not cfg.resume:
             raise ValueError(f"{_flag(name)} acts on --resume only: expected --resume with it")
@@ -552,12 +556,26 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from .use import evaluate_adjusted
-
     run = Path(args.run)
     folder = run if run.is_dir() else run.parent.parent  # RUN/checkpoints/FILE
     inputs = [*_run_files(folder), args.test_data, args.val_data]
     _refuse_overwriting_inputs({"--output": args.output}, inputs)
+    into = Path(args.output).parent if args.output else None  # a write into a run: its lock
+    with _lock_if_run(into, "evaluate --output", "--output"):
+        return _evaluate_and_write(args)
+
+
+def _lock_if_run(folder: Path | None, command: str, flag: str):
+    """The writer lock of ``folder`` when it is a run folder (else nothing to lock)."""
+    from .engine.run_folder import MANIFEST, lock_run
+
+    is_run = folder is not None and (folder / MANIFEST).is_file()
+    return lock_run(folder, command, flag=flag) if is_run else _nothing()
+
+
+def _evaluate_and_write(args) -> int:
+    from .use import evaluate_adjusted
+
     metrics = evaluate_adjusted(
         args.run,
         args.adjust_tau,
@@ -662,17 +680,19 @@ def _cmd_prepare(args) -> int:
             f"unknown dataset {args.dataset!r}: expected one of {', '.join(inat.LARGE_DATASETS)}"
         )
     tick = time.perf_counter()
-    layout = inat.prepare(
-        args.dataset,
-        args.data_dir,
-        skip_missing=args.skip_missing,
-        check_files=not args.no_check_files,
-        log=_info,
-        lists={"train": args.train_list, "val": args.val_list, "test": args.test_list},
-        allow_size_mismatch=args.allow_size_mismatch,
-        resize=args.resize,
-        workers=args.workers,
-    )
+    out = inat.prepared_dir(args.dataset, args.data_dir)  # its writer lock (in a data folder)
+    with lock_folder(out, "prepare", flag="--data-dir") if out.parent.is_dir() else _nothing():
+        layout = inat.prepare(
+            args.dataset,
+            args.data_dir,
+            skip_missing=args.skip_missing,
+            check_files=not args.no_check_files,
+            log=_info,
+            lists={"train": args.train_list, "val": args.val_list, "test": args.test_list},
+            allow_size_mismatch=args.allow_size_mismatch,
+            resize=args.resize,
+            workers=args.workers,
+        )
     _info(
         f"{args.dataset}: {len(layout.train_samples)} training and {len(layout.val_samples)} "
         f"evaluation ({layout.eval_split}) images, "
@@ -908,6 +928,11 @@ def _add_sweep_parser(sub) -> None:
     )
     p.add_argument("--no-report", action="store_true", help="write results.csv but not report.md")
     p.add_argument(
+        "--max-runs",
+        type=int,
+        help="refuse a sweep file whose grid has more runs than this (default 10000)",
+    )
+    p.add_argument(
         "--stale-after",
         type=_positive_seconds,
         default=120.0,
@@ -964,7 +989,9 @@ def _launch_options(args):
 
 def _check_status_flags(args) -> None:
     """``sweep --status`` reads a folder and starts nothing: refuse the flags it would ignore."""
-    given = [n for n in ("config", "out", *_LAUNCH_FLAGS) if getattr(args, n) is not None]
+    given = [
+        n for n in ("config", "out", "max_runs", *_LAUNCH_FLAGS) if getattr(args, n) is not None
+    ]
     given += [n for n in ("dry_run", "extend", "no_report") if getattr(args, n)]
     given += ["launcher"] if args.launcher != "local" else []
     if given:
@@ -998,6 +1025,7 @@ def _cmd_sweep(args) -> int:
         extend=args.extend,
         report=not args.no_report,
         stale_after=args.stale_after,
+        **({"max_runs": args.max_runs} if args.max_runs is not None else {}),
     )
     return result.exit_code
 
@@ -1130,8 +1158,14 @@ def _internal_error(exc: BaseException) -> int:
     return EXIT_INTERNAL
 
 
+#: the longest error line printed (values are cut where they are echoed; this is the backstop)
+MAX_MESSAGE = 2000
+
+
 def _usage_error(exc: BaseException) -> int:
     message = " ".join(str(exc).split()) or type(exc).__name__
+    if len(message) > MAX_MESSAGE:
+        message = f"{message[:MAX_MESSAGE]}... ({len(message)} characters)"
     print(f"classbalanced: error: {message}", file=sys.stderr)
     return EXIT_USAGE
 

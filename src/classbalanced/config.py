@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from ._validation import shown
 from .data.cifar import CifarName
 from .data.inat import LARGE_DATASETS, LIST_DATASETS  # noqa: F401  (re-exported)
 from .data.longtail import Profile
@@ -55,6 +56,8 @@ __all__ = [
     "recorded_value",
     "config_from_sources",
     "load_config_file",
+    "run_config",
+    "warn_test_is_train",
 ]
 
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -69,6 +72,10 @@ PROFILES: tuple[str, ...] = typing.get_args(Profile)
 #: the largest --pad (a crop offset beyond the image is all padding; larger values only
 #: allocate memory: --pad 100000 asked for hundreds of GB)
 MAX_PAD = 128
+#: the largest --image-size (a side of 4096 pixels is already 50 MB per RGB image)
+MAX_IMAGE_SIZE = 4096
+#: the keys of a run's config.json that have no default worth guessing
+RUN_REQUIRED_KEYS = ("dataset", "model", "loss")
 #: the largest magnitude of a real-valued setting: float32's (the training dtype; PyTorch
 #: cannot convert a larger learning rate, weight decay or gamma, a bug-like overflow)
 FLOAT32_MAX = 3.4028234663852886e38
@@ -423,7 +430,7 @@ class TrainConfig:
         """A config from ``values`` (a file's keys); unknown keys and wrong types name ``source``."""
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in values.items() if k not in LEGACY_KEYS or v}
-        unknown = sorted(set(values) - known)
+        unknown = sorted(k if len(k) <= 80 else shown(k) for k in set(values) - known)
         if unknown:
             hint = ""
             if {"base", "grid"} & set(unknown):
@@ -499,7 +506,7 @@ def check_types(cfg: TrainConfig, source: str | None = None, *, keys=None) -> No
         value = getattr(cfg, f.name)
         if not _matches(value, types[f.name]):
             raise ConfigTypeError(
-                f"config key {f.name}{where}: expected {describe_type(types[f.name])}, got {value!r}"
+                f"config key {f.name}{where}: expected {describe_type(types[f.name])}, got {shown(value)}"
             )
         registry = f.metadata.get("registry")
         if registry is not None:
@@ -524,7 +531,7 @@ def check_name(registry: str, name: str) -> None:
 
         if name not in available_losses():
             raise ValueError(
-                f"unknown loss {name!r}: expected one of {', '.join(available_losses())}"
+                f"unknown loss {shown(name)}: expected one of {', '.join(available_losses())}"
             )
 
 
@@ -592,6 +599,10 @@ def _check_ranges(cfg: TrainConfig) -> None:
             raise ValueError(f"{name} must be a folder path, got {getattr(cfg, name)!r}")
     if cfg.pad > MAX_PAD:
         raise ValueError(f"pad must be an integer in [0, {MAX_PAD}], got {cfg.pad}")
+    if cfg.image_size is not None and cfg.image_size > MAX_IMAGE_SIZE:
+        raise ValueError(
+            f"image_size must be an integer in [1, {MAX_IMAGE_SIZE}], got {shown(cfg.image_size)}"
+        )
     _int_at_least("seed", cfg.seed, 0)
     if cfg.seed > MAX_SEED:
         raise ValueError(f"seed must be an integer in [0, {MAX_SEED}], got {cfg.seed}")
@@ -612,9 +623,10 @@ def _check_ranges(cfg: TrainConfig) -> None:
         raise ValueError(f"gamma must be >= 0, got {gamma}")
     if cfg.lr is not None and not _number("lr", cfg.lr) > 0:
         raise ValueError(f"lr must be > 0, got {cfg.lr}")
-    for name in ("momentum", "weight_decay"):
-        if _number(name, getattr(cfg, name)) < 0:
-            raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)}")
+    if _number("weight_decay", cfg.weight_decay) < 0:
+        raise ValueError(f"weight_decay must be >= 0, got {cfg.weight_decay}")
+    if not 0 <= _number("momentum", cfg.momentum) < 1:  # 1 and above: the run diverges
+        raise ValueError(f"momentum must be in [0, 1), got {cfg.momentum}")
 
 
 def _check_lr_schedule(cfg: TrainConfig) -> None:
@@ -728,6 +740,19 @@ def default_decay_epochs(epochs: int) -> list[int]:
     return [max(1, round(160 * epochs / 200)), max(1, round(180 * epochs / 200))]
 
 
+def warn_test_is_train(cfg: TrainConfig) -> None:
+    """Warn when ``train``'s --test-data names the training data (as lists warn about shared
+    images): the test error then measures memorisation. Paths are compared resolved."""
+    if cfg.train_data and cfg.test_data:
+        train, test = Path(cfg.train_data).resolve(), Path(cfg.test_data).resolve()
+        if train == test:
+            warnings.warn(
+                f"--test-data {shown(cfg.test_data)} is the training data: the test error "
+                "will measure images the model trained on",
+                stacklevel=2,
+            )
+
+
 def _warn_unreached_decays(cfg: TrainConfig) -> None:
     """Warn about given decay epochs at or beyond the run's end (a decay at epoch ``e`` acts
     from the ``e``-th epoch, counted from 0): the learning rate never takes their factors.
@@ -744,7 +769,7 @@ def _warn_unreached_decays(cfg: TrainConfig) -> None:
 
 def _number(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigTypeError(f"{name} must be a number, got {value!r}")
+        raise ConfigTypeError(f"{name} must be a number, got {shown(value)}")
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value!r}")
     if abs(value) > FLOAT32_MAX:
@@ -756,9 +781,9 @@ def _number(name: str, value: Any) -> float:
 
 def _int_at_least(name: str, value: Any, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigTypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise ConfigTypeError(f"{name} must be an integer >= {minimum}, got {shown(value)}")
     if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {shown(value)}")
 
 
 # ---------------------------------------------------------------------------
@@ -794,6 +819,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         else:
             import yaml
 
+            _refuse_yaml_aliases(text)
             data = yaml.load(text, Loader=_yaml_loader()) or {}
     except (tomllib.TOMLDecodeError, ImportError) as exc:
         raise ValueError(f"cannot parse config file {path}: {exc}") from None
@@ -810,6 +836,20 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
             raise ValueError(f"config file {path}: key {name} given twice (expected it once)")
         values[name] = value
     return values
+
+
+def _refuse_yaml_aliases(text: str) -> None:
+    """A YAML alias (``*name``) is refused before anything is built: nested aliases expand
+    exponentially (a "billion laughs" file of a few hundred bytes fills the memory), and
+    no config key needs one. The events are read in one linear pass."""
+    import yaml
+
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent):
+            raise ValueError(
+                f"line {event.start_mark.line + 1}: YAML alias *{event.anchor[:40]} "
+                "refused (aliases can expand without bound): write the value out"
+            )
 
 
 @functools.cache
@@ -830,6 +870,25 @@ def _yaml_loader() -> type:
     exponent = re.compile(r"^[-+]?(\.[0-9]+|[0-9][0-9_]*(\.[0-9_]*)?)[eE][-+]?[0-9]+$")
     Loader.add_implicit_resolver("tag:yaml.org,2002:float", exponent, list("-+.0123456789"))
     return Loader
+
+
+def run_config(values: Any, source: str) -> TrainConfig:
+    """The config of a run from its ``config.json`` (``values``, read from ``source``):
+    every key checked with the command line's types and bounds, and a missing
+    required key (:data:`RUN_REQUIRED_KEYS`) named, never filled with its default."""
+    if not isinstance(values, dict):
+        raise ValueError(
+            f"{source} is damaged: expected a JSON object, got {type(values).__name__}"
+        )
+    missing = [k for k in RUN_REQUIRED_KEYS if k not in values]
+    if missing:
+        raise ValueError(f"{source} is damaged: it lacks the key(s) {', '.join(missing)}")
+    cfg = TrainConfig.from_dict(values, source=source)
+    try:
+        _check_ranges(cfg)
+    except ValueError as exc:  # (ConfigTypeError too)
+        raise type(exc)(f"{source}: {exc}") from None
+    return cfg
 
 
 def config_from_sources(

@@ -112,7 +112,9 @@ class DecoupleOptions:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         from .config import FLOAT32_MAX  # float32: the training dtype
 
-        for name, strict in (("lr", 1), ("weight_decay", 0), ("momentum", 0), ("gamma", 0)):
+        if not 0 <= self.momentum < 1:  # NaN too; 1 and above: stage two diverges
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        for name, strict in (("lr", 1), ("weight_decay", 0), ("gamma", 0)):
             value = getattr(self, name)
             if value is None:
                 continue
@@ -164,6 +166,20 @@ def tau_normalize(weight: Tensor, tau: float) -> Tensor:
         return weight.clone()
     norms = weight.norm(dim=1, keepdim=True)
     return weight / torch.where(norms > 0, norms, torch.ones_like(norms)).pow(tau)
+
+
+def _check_tau(weight: Tensor, tau: float, flag: str) -> None:
+    """Refuse a ``tau`` whose ``||w_i|| ** tau`` leaves float32's range (the classifier
+    would become +-inf, or all zeros): a one-line error naming the range of row norms."""
+    norms = weight.float().norm(dim=1)
+    norms = norms[norms > 0]
+    powers = norms.pow(tau)
+    if norms.numel() and not (torch.isfinite(powers).all() and (powers > 0).all()):
+        raise ValueError(
+            f"{flag} {tau:g}: the classifier's row norms ({norms.min():.3g} to {norms.max():.3g}) "
+            f"to the power tau leave float32's range (the weights would be infinite or zero): "
+            "expected a smaller tau"
+        )
 
 
 class LWSHead(nn.Module):
@@ -259,7 +275,7 @@ class _Run:
 
 
 def _load_run(run: str | Path) -> _Run:
-    from .config import TrainConfig
+    from .config import run_config
     from .engine.run_folder import DECOUPLE_FILE, RunFolder, read_run_json
 
     path = Path(run).absolute()
@@ -278,9 +294,7 @@ def _load_run(run: str | Path) -> _Run:
         raise ValueError(
             f"{path} has no metrics.json: expected a finished run (train it to the end first)"
         )
-    cfg = TrainConfig.from_dict(
-        read_run_json(path / "config.json"), source=str(path / "config.json")
-    )
+    cfg = run_config(read_run_json(path / "config.json"), str(path / "config.json"))
     cfg = _recorded_paths(cfg, folder.data)
     subset = read_run_json(path / "subset.json", ("counts",))
     checkpoint, state = folder.load_checkpoint(use="it is not the finished network either")
@@ -564,6 +578,8 @@ def _tau_norm(run: _Run, backbone, fc: nn.Linear, data: _Data, ctx: dict) -> tup
     opts = ctx["options"]
     info: dict[str, Any] = {"tau_bias": opts.tau_bias}
     bias = fc.bias if opts.tau_bias == "keep" else None
+    for t in [opts.tau] if opts.tau is not None else opts.taus:  # before the features
+        _check_tau(fc.weight.detach(), float(t), "--tau" if opts.tau is not None else "--taus")
     if opts.tau is not None:
         tau = float(opts.tau)
         info["tau_chosen_on"] = "given (--tau)"
@@ -606,13 +622,11 @@ _METHODS: dict[str, Callable[..., tuple[nn.Linear, dict]]] = {
 
 
 def _open_out(run: _Run, out: Path, overwrite: bool):
-    """The stage-two run folder (checked, nothing written yet) and its config."""
+    """The stage-two run folder (checked, nothing written yet; its lock held) and its config."""
     import dataclasses
 
     from .engine.run_folder import RunFolder
 
-    if out.resolve() == run.folder.resolve():  # also through a symbolic link or ".."
-        raise ValueError(f"--out {out} is the stage-one run: expected another folder")
     if (out / "run.json").is_file() and not overwrite:  # (decouple has no --resume)
         raise ValueError(f"{out} already holds a run: pass --overwrite to replace it")
     cfg = dataclasses.replace(run.cfg, out=str(out), overwrite=overwrite, resume=False)
@@ -754,17 +768,29 @@ def decouple(
 
     Raises:
         FileNotFoundError / ValueError: not a finished run, a classifier that is not linear,
-            a bad option, ``out`` holding something else (see :class:`DecoupleOptions`).
+            a bad option, ``out`` holding something else (see :class:`DecoupleOptions`),
+            or written by another process right now.
     """
-    from .engine.distributed import resolve_device
-    from .engine.loop import summary_fields
-    from .models.registry import set_classifier_
+    from .engine.run_folder import lock_run
 
     options.validate()
     _check_one_process()
     r = _load_run(run)
     _check_workers(r, options)
-    out_folder, out_cfg = _open_out(r, Path(options.out), options.overwrite)
+    out = Path(options.out)
+    if out.resolve() == r.folder.resolve():  # also through a symbolic link or ".."
+        raise ValueError(f"--out {out} is the stage-one run: expected another folder")
+    with lock_run(out, f"decouple --method {options.method}", log=log):  # held to the end
+        return _stage_two(r, options, out, log)
+
+
+def _stage_two(r: _Run, options: DecoupleOptions, out: Path, log) -> dict[str, Any]:
+    """:func:`decouple` with the lock of ``out`` held."""
+    from .engine.distributed import resolve_device
+    from .engine.loop import summary_fields
+    from .models.registry import set_classifier_
+
+    out_folder, out_cfg = _open_out(r, out, options.overwrite)
     device = resolve_device(options.device, 0)
     cast = _autocast(r.cfg, device, log)  # before the data load (minutes at scale)
     model = _build_model(r, device)

@@ -95,3 +95,19 @@ def test_evaluate_names_what_it_expected_for_a_path_that_is_no_run_or_checkpoint
         assert str(path) in str(e.value)
     with pytest.raises(FileNotFoundError, match="^no run folder or checkpoint at "):
         evaluate_run(tmp_path / "missing", device="cpu")
+
+
+def test_a_run_that_failed_before_saving_anything_is_replaced_without_overwrite(tmp_path, capsys):
+    """A start that failed after writing the manifest (here: the loss diverges in the first
+    epoch, before any checkpoint) blocks no rerun; a run that saved something still needs
+    --overwrite (issue #25)."""
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, [*BASE, "--lr", "1e30", "--out", out])
+    assert code == 1 and "not finite" in err, err
+    listed = json.loads((out / "run.json").read_text())["files"]
+    assert not [n for n in listed if n.startswith("checkpoints/") or n == "metrics.json"]
+    code, _, err = run_cli(capsys, [*BASE, "--out", out])
+    assert code == 0, err
+    assert json.loads((out / "config.json").read_text())["lr"] != 1e30
+    code, _, err = run_cli(capsys, [*BASE, "--out", out])
+    assert code == 2 and "already holds a run" in one_error_line(err)

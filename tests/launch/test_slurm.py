@@ -145,6 +145,7 @@ def test_sbatch_refusing_the_job_is_one_line(slurm_cluster, tmp_path, capsys):
         last = capsys.readouterr().err.strip().splitlines()[-1]
         assert last.startswith("classbalanced: error: sbatch refused the job: "), last
         assert "Invalid partition name specified" in last
+    assert not (tmp_path / "logs").exists()  # no submission file or pickle left (issue #25)
 
 
 def _train(out: Path, batch: int) -> list[str]:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .._console import info
-from ..config import TrainConfig
+from ..config import TrainConfig, run_config
 from ..losses import LogitAdjustment
 from .distributed import DistContext, resolve_device
 from .metrics import summarize
@@ -63,9 +63,7 @@ def read_trained_run(run: str | Path, *, use: str = "name that file to evaluate 
     if not run.exists():
         raise FileNotFoundError(f"no run folder or checkpoint at {run}")
     folder = RunFolder.read(folder_path)
-    cfg = TrainConfig.from_dict(
-        read_run_json(folder_path / "config.json"), source=str(folder_path / "config.json")
-    )
+    cfg = run_config(read_run_json(folder_path / "config.json"), str(folder_path / "config.json"))
     counts = read_run_json(folder_path / "subset.json", ("counts",))["counts"]
     record = folder.data
     checkpoint, state = folder.load_checkpoint(checkpoint, use=use)

@@ -17,7 +17,10 @@ and listed in ``run.json`` *before* it is written, so:
   newest valid checkpoint (:class:`RunWriteError`); every file stays valid.
 
 Only the main process writes (``writer=False`` on the other ranks makes every
-write a no-op); all ranks read.
+write a no-op); all ranks read. One process writes a folder at a time: every writing
+command holds the folder's lock (:func:`lock_run`, :mod:`classbalanced.locking`) from
+before its first check to its end; the lock file is no part of the run (never listed,
+left alone by ``--overwrite``, removed at exit).
 """
 
 from __future__ import annotations
@@ -32,10 +35,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from ..config import TrainConfig, config_differences, recorded_value
 from ..data.safe_io import atomic_write_json, file_sha256
+from ..locking import LOCK_FILE, FolderLock, lock_folder
 from .checkpoint import (
     CorruptCheckpoint,
     checkpoint_path,
@@ -51,6 +56,7 @@ __all__ = [
     "RunWriteError",
     "check_class_names",
     "data_differences",
+    "lock_run",
     "read_run_json",
 ]
 
@@ -99,6 +105,22 @@ def read_run_json(path: Path, keys: tuple[str, ...] = (), kind: type = dict) -> 
     if missing:
         raise ValueError(f"{path} is damaged: it lacks the key(s) {', '.join(missing)}")
     return value
+
+
+def lock_run(
+    out: str | Path, command: str, *, writer: bool = True, log=None, flag: str = "--out"
+) -> FolderLock | contextlib.nullcontext:
+    """The exclusive writer lock of the run folder ``out`` for ``command`` (a context
+    manager; a no-op where ``writer`` is False: torchrun's other ranks). Another live
+    writer: :class:`~classbalanced.locking.FolderBusy` naming it."""
+    if not writer:
+        return contextlib.nullcontext()
+    return lock_folder(out, command, flag=flag, log=log)
+
+
+def _run_entries(out: Path) -> list[Path]:
+    """What ``out`` holds, its writer's lock file aside."""
+    return [p for p in out.iterdir() if p.name != LOCK_FILE]
 
 
 def written_files(out: Path) -> list[Path]:
@@ -331,7 +353,7 @@ def _check_new_folder(out: Path, overwrite: bool) -> Manifest | None:
     """Checks for a fresh run in ``out``; returns the manifest of the run it replaces."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a folder")
-    if not out.is_dir() or not any(out.iterdir()):
+    if not out.is_dir() or not _run_entries(out):
         return None
     manifest = Manifest.read(out)
     if manifest is None:
@@ -341,11 +363,20 @@ def _check_new_folder(out: Path, overwrite: bool) -> Manifest | None:
         raise ValueError(
             f"--out {out} is not empty and holds {what}: it is not a classbalanced run; choose another folder"
         )
+    if not overwrite and _never_saved(manifest):  # a start that failed: nothing to keep
+        return manifest
     if not overwrite:
         raise ValueError(
             f"{out} already holds a run: pass --resume to continue it or --overwrite to replace it"
         )
     return manifest
+
+
+def _never_saved(manifest: Manifest) -> bool:
+    """A run that failed before it saved anything: no checkpoint and no metrics listed."""
+    return not any(
+        name.startswith("checkpoints/") or name == "metrics.json" for name in manifest.files
+    )
 
 
 def _check_resume_folder(out: Path, cfg: TrainConfig) -> tuple[Manifest, dict]:
@@ -499,6 +530,7 @@ class RunFolder:
             return None
         path = checkpoint_path(self.path / "checkpoints", step)
         name = f"checkpoints/{path.name}"
+        _check_finite_weights(state.get("model", {}), name, self.path)
         with self._writing(name):
             self.manifest.record(name)  # listed (unverified) before its first byte is written
             self.manifest.record(name, write_checkpoint(path, step, state))
@@ -545,6 +577,17 @@ class RunFolder:
     def load_checkpoint(self, path: Path | None = None, *, fallback: bool = False, use: str = ""):
         """``(path, state)`` of ``path`` or of the newest checkpoint (see :meth:`Manifest.load`)."""
         return self.manifest.load(path, fallback=fallback, use=use)
+
+
+def _check_finite_weights(weights: dict, name: str, folder: Path) -> None:
+    """A network with a NaN or infinite weight is never saved (it would load and predict
+    nonsense): a one-line ValueError naming the first such tensor."""
+    for key, value in weights.items():
+        if torch.is_tensor(value) and value.is_floating_point() and not value.isfinite().all():
+            raise ValueError(
+                f"refused to write {name} in {folder}: the network's {key} holds NaN or "
+                "infinite values"
+            )
 
 
 def _draw_plots(out: Path, manifest: Manifest, counts, class_names, metrics, history) -> None:

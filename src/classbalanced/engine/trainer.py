@@ -46,7 +46,7 @@ from .loop import (
 from .network import build_training_model
 from .precision import warn_fp16_on_cpu
 from .run_data import PreparedData, RunData, load_run_data, prepare_data
-from .run_folder import RunFolder
+from .run_folder import RunFolder, lock_run
 from .state import TrainState
 
 __all__ = [
@@ -81,8 +81,10 @@ def train(
     try:
         if cfg.cudnn_benchmark and ctx.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
-        run, state = _set_up(cfg, ctx, log, accept_data_change, fallback_checkpoint)
-        return _train(run, state)
+        command = "train --resume" if cfg.resume else "train"
+        with lock_run(cfg.out, command, writer=ctx.is_main, log=log):  # held to the end
+            run, state = _set_up(cfg, ctx, log, accept_data_change, fallback_checkpoint)
+            return _train(run, state)
     finally:
         torch.backends.cudnn.benchmark = benchmark
         del run, state  # the DDP wrapper in ``run`` holds the process group

@@ -46,9 +46,14 @@ import os
 import socket
 import time
 import uuid
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ..locking import holder_alive
+from ..locking import process_start as _process_start
+from ..locking import this_machine as _this_machine
 
 __all__ = [
     "Claim",
@@ -93,13 +98,18 @@ def _numbered(base: Path) -> list[tuple[int, Path]]:
 def _read(path: Path) -> dict[str, Any] | None:
     """A claim file's record plus ``heartbeat`` (its mtime); None when it is gone.
 
-    A file being written right now (or damaged) reads as ``{"heartbeat": mtime}``.
+    A file being written right now (or damaged) reads as ``{"heartbeat": mtime}``; one
+    that is not UTF-8 (never a claim: claims are ASCII JSON) is named in a warning and
+    read as ``{"damaged": True, ...}``, a dead holder's (:func:`claim_alive`).
     """
     try:
         mtime = path.stat().st_mtime
         text = path.read_text(encoding="utf-8")
     except (FileNotFoundError, NotADirectoryError):
         return None
+    except UnicodeDecodeError:
+        warnings.warn(f"{path} is damaged (not a UTF-8 claim record): taken as stale", stacklevel=2)
+        return {"damaged": True, "heartbeat": mtime}
     try:
         record = json.loads(text)
     except ValueError:
@@ -123,35 +133,11 @@ def claim_age(record: dict[str, Any], now: float | None = None) -> float:
     return (time.time() if now is None else now) - float(record["heartbeat"])
 
 
-def _process_start(pid: int) -> str | None:
-    """When process ``pid`` started (clock ticks after boot; Linux), None if none runs."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def _this_machine() -> dict[str, Any]:
-    """What tells this machine's processes apart: host, boot and process namespace."""
-    try:
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-        pidns = os.stat("/proc/self/ns/pid").st_ino
-    except OSError:  # not Linux: judged by the heartbeat alone
-        return {}
-    return {"host": socket.gethostname(), "boot": boot, "pidns": pidns}
-
-
 def claim_alive(record: dict[str, Any], stale_after: float) -> bool:
     """Whether the claim's holder lives: a fresh heartbeat, and (where it ran on this
-    machine) its process still running."""
-    if claim_age(record) >= stale_after:
-        return False
-    here = _this_machine()
-    if not here or any(record.get(key) != value for key, value in here.items()):
-        return True  # another machine's process: its heartbeat tells
-    pid = record.get("pid")
-    return not isinstance(pid, int) or _process_start(pid) == record.get("pid_start")
+    machine) its process still running (:func:`classbalanced.locking.holder_alive`); a
+    damaged claim file has no live holder."""
+    return not record.get("damaged") and holder_alive(record, stale_after)
 
 
 def _create(path: Path, record: dict[str, Any]) -> bool:

@@ -9,6 +9,7 @@ launcher wrote (and fails with that message otherwise).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import subprocess
@@ -148,6 +149,25 @@ def _sbatch(submit, *args):
             f"sbatch refused the job: {reason} (check --slurm-partition, --slurm-time and "
             "--slurm-option)"
         ) from None
+
+
+@contextlib.contextmanager
+def _removed_if_refused(folder):
+    """On a refused submission, remove what submitit wrote for it under ``folder`` (its
+    ``.submission_file_*.sh``, the pickled task, folders it made): nothing is left behind."""
+    existed = folder.exists()
+    before = set(folder.rglob("*")) if existed else set()
+    try:
+        yield
+    except ValueError:
+        made = set(folder.rglob("*")) - before if folder.exists() else set()
+        for path in sorted(made, key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):
+                path.rmdir() if path.is_dir() and not path.is_symlink() else path.unlink()
+        if not existed:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
 
 
 def _job_failure(job) -> str:
@@ -294,7 +314,8 @@ def submit_training(
     if gpus_per_node:
         params["gpus_per_node"] = gpus_per_node
     executor.update_parameters(**params)
-    job = _sbatch(executor.submit, DistributedTrain(), list(command), procs)
+    with _removed_if_refused(folder):
+        job = _sbatch(executor.submit, DistributedTrain(), list(command), procs)
     log(
         f"submitted SLURM job {job.job_id}: {nodes} node(s) x {procs} process(es); logs in {folder}"
     )

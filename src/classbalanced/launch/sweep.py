@@ -28,7 +28,15 @@ from .._console import info
 from ..data.safe_io import atomic_write_json, atomic_write_text
 from ..reproduce.report import write_report
 from ..reproduce.results import read_failure, read_json, read_plan, run_state, write_results_csv
-from ..reproduce.sweep import SweepRun, SweepSpec, default_out, load_sweep, plan_sweep, run_toml
+from ..reproduce.sweep import (
+    MAX_RUNS,
+    SweepRun,
+    SweepSpec,
+    default_out,
+    load_sweep,
+    plan_sweep,
+    run_toml,
+)
 from ..reproduce.sweep import write_plan as _write_plan
 from .claims import STALE_AFTER, check_stale_after, claim_age, claim_alive, read_claim
 from .local import LocalLauncher
@@ -84,12 +92,14 @@ def run_sweep(
     stale_after: float = STALE_AFTER,
     log: Log = info,
     poll_seconds: float = 2.0,
+    max_runs: int = MAX_RUNS,
 ) -> SweepResult:
     """Run every unfinished run of a sweep through ``launcher`` (default: the local
     launcher with ``jobs``), then write results.csv and the report."""
     check_stale_after(stale_after)
     launcher = launcher if launcher is not None else LocalLauncher(jobs)
     spec = sweep if isinstance(sweep, SweepSpec) else load_sweep(sweep)
+    spec.max_runs = max_runs
     plan = plan_sweep(spec, out if out is not None else default_out(spec), extend=extend)
     out = plan.out
     if dry_run:

@@ -45,7 +45,7 @@ from .published import (
     published_error,
     published_large,
 )
-from .results import RESULT_METRICS, load_results, md_cell, write_results_csv
+from .results import RESULT_METRICS, load_results, lock_shared, md_cell, write_results_csv
 
 __all__ = [
     "load_results",
@@ -294,6 +294,8 @@ def _history(sweep_dir: Path, run: dict[str, Any]) -> tuple[list[float], list[fl
         epochs = [float(h["epoch"]) for h in history]
         errors = [float(h["error_percent"]) for h in history]
     except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not all(math.isfinite(v) for v in epochs + errors):  # a diverged run: no curve
         return None
     return (epochs, errors) if epochs else None
 
@@ -618,16 +620,17 @@ def write_report(
             f"decouple run (decouple.json + metrics.json) up to {MAX_DEPTH} levels below "
             f"{sweep_dir}: expected a sweep folder or a folder of decouple runs"
         )
-    if decoupled and not is_sweep:
-        text = "\n".join([f"{REPORT_TITLE}{sweep_dir.name}", "", *decoupled])
-    else:
-        if refresh:
-            write_results_csv(sweep_dir)
-        rows = load_results(sweep_dir / "results.csv")
-        text = build_report(sweep_dir, rows, figures=figures)
-        if decoupled:
-            text = text.rstrip("\n") + "\n\n" + "\n".join(decoupled)
-    atomic_write_text(path, text)
+    with lock_shared(sweep_dir, "report"):  # results.csv, figures and report.md together
+        if decoupled and not is_sweep:
+            text = "\n".join([f"{REPORT_TITLE}{sweep_dir.name}", "", *decoupled])
+        else:
+            if refresh:
+                write_results_csv(sweep_dir, lock=False)
+            rows = load_results(sweep_dir / "results.csv")
+            text = build_report(sweep_dir, rows, figures=figures)
+            if decoupled:
+                text = text.rstrip("\n") + "\n\n" + "\n".join(decoupled)
+        atomic_write_text(path, text)
     return path
 
 

@@ -7,6 +7,10 @@ Files of one run ``NAME`` under ``runs/``: the run folder ``NAME/`` (written by 
 trainer), ``NAME.toml`` (its config), ``NAME.log`` (its output, appended on each
 attempt), ``NAME.claim.N`` while a launcher trains it (:mod:`classbalanced.launch.claims`)
 and ``NAME.failed`` after a failed attempt (host, time, exit status, last log line).
+
+Several processes share a sweep folder by design (launchers, ``report``), each run
+claimed apart; the folder's files (``plan.json``, ``results.csv``, ``report.md``) are
+rewritten only under the folder's writer lock (:func:`lock_shared`), held for that write.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ..locking import FolderLock, lock_folder
+
 __all__ = [
     "CORE_KEYS",
     "METHOD_KEYS",
@@ -30,6 +36,7 @@ __all__ = [
     "read_failure",
     "collect_results",
     "write_results_csv",
+    "lock_shared",
     "load_results",
     "md_cell",
 ]
@@ -125,7 +132,9 @@ def collect_results(out: str | os.PathLike) -> tuple[list[str], list[dict[str, A
     each run's metrics.json, which holds the LAST evaluation).
 
     ``status``: finished (epoch == epochs), failed (its last attempt failed),
-    incomplete (a run folder, unfinished), missing (never started).
+    incomplete (a run folder, unfinished), missing (never started), foreign (its
+    config.json is not the plan's run: another run's copy), damaged (metrics.json whose
+    error is not a percentage); the last two report no metrics.
     """
     out = Path(out)
     plan = read_plan(out)
@@ -138,7 +147,12 @@ def collect_results(out: str | os.PathLike) -> tuple[list[str], list[dict[str, A
         run_dir = out / entry["run_dir"]
         metrics = read_json(run_dir / "metrics.json")
         metrics = metrics if isinstance(metrics, dict) else {}
-        if metrics.get("epoch") == config["epochs"]:
+        keys = (*CORE_KEYS, *extra, "epochs")
+        if _foreign(read_json(run_dir / "config.json"), config, keys):
+            status, metrics = "foreign", {}
+        elif metrics and not _is_percent(metrics.get("error_percent")):
+            status, metrics = "damaged", {}
+        elif metrics.get("epoch") == config["epochs"]:
             status = "finished"
         elif read_failure(out, entry["name"]) is not None:
             status = "failed"
@@ -154,10 +168,42 @@ def collect_results(out: str | os.PathLike) -> tuple[list[str], list[dict[str, A
     return header, rows
 
 
-def write_results_csv(out: str | os.PathLike) -> Path:
-    """Write ``results.csv`` in the sweep folder ``out`` (see :func:`collect_results`)."""
+def _foreign(run_config: Any, planned: dict[str, Any], keys) -> bool:
+    """A run folder whose config.json differs from the plan's on a reported key."""
+    if not isinstance(run_config, dict):
+        return False
+    return any(k in run_config and k in planned and run_config[k] != planned[k] for k in keys)
+
+
+def _is_percent(value: Any) -> bool:
+    """An error in percent: a number in [0, 100] (a string, NaN, -3 or 1e308 is not).
+
+    >>> [_is_percent(v) for v in (12.5, None, "12", -3, 1e308, float("nan"), True)]
+    [True, True, False, False, False, False, False]
+    """
+    if value is None:  # not evaluated yet
+        return True
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 100
+
+
+#: seconds a process waits for another one rewriting a shared folder's files
+SHARED_WAIT = 300.0
+
+
+def lock_shared(out: str | os.PathLike, command: str) -> FolderLock:
+    """The writer lock of the shared folder ``out``, waited for (up to :data:`SHARED_WAIT`
+    seconds: its holders rewrite a file and let go); hold it only for that rewrite."""
+    return lock_folder(out, command, wait=SHARED_WAIT)
+
+
+def write_results_csv(out: str | os.PathLike, *, lock: bool = True) -> Path:
+    """Write ``results.csv`` in the sweep folder ``out`` (see :func:`collect_results`),
+    under the folder's lock (``lock=False``: the caller holds it)."""
     from ..data.safe_io import atomic_write_text
 
+    if lock:
+        with lock_shared(out, "results.csv"):
+            return write_results_csv(out, lock=False)
     header, rows = collect_results(out)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=header, lineterminator="\n")

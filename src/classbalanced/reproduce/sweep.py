@@ -18,7 +18,7 @@ Output folder layout (``--out``, default ``[sweep] out`` or ``runs/sweeps/<file 
     sweep.toml            the sweep file the folder was made with (never replaced)
     sweep-extend-N.toml   files merged in later with ``--extend``
     plan.json             every run: name, folder, keys, resolved config
-    .plan.lock            held while a sweep rewrites plan.json (sweeps started at once)
+    .classbalanced.lock   held while a process rewrites plan.json, results.csv or report.md
     runs/<name>/          the run folder the trainer writes (config.json, metrics.json, ...)
     runs/<name>.toml      the run's own config file (``classbalanced train --config``)
     runs/<name>.log       its stdout and stderr (appended on each attempt)
@@ -49,7 +49,6 @@ Running the plan is the launchers' job (:mod:`classbalanced.launch`).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import itertools
 import json
@@ -65,10 +64,13 @@ try:  # Python >= 3.11
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
+from .._validation import shown
 from ..config import TrainConfig
-from .results import CORE_KEYS, read_json
+from .results import CORE_KEYS, lock_shared, read_json
 
 __all__ = [
+    "MAX_RUNS",
+    "count_runs",
     "SweepSpec",
     "SweepRun",
     "SweepPlan",
@@ -87,6 +89,8 @@ _TABLES = ("sweep", "base", "grid", "include")
 _FIELDS = {f.name: f for f in fields(TrainConfig)}
 #: the longest run name: longer ones keep their start and end in a hash of the whole
 MAX_NAME = 200
+#: the most runs a sweep file may expand to unless --max-runs raises it
+MAX_RUNS = 10_000
 #: keys every run name carries (gamma too for the focal loss)
 _ALWAYS_NAMED = ("dataset", "imbalance_factor", "loss", "beta", "seed")
 
@@ -105,6 +109,7 @@ class SweepSpec:
     out: str | None = None
     source: str = "sweep"
     text: str | None = None  # the file's text, copied into the output folder
+    max_runs: int = MAX_RUNS  # a larger grid is refused before it is expanded
 
 
 @dataclass
@@ -286,12 +291,34 @@ def _signature(config: dict[str, Any]) -> str:
     return json.dumps({**config, "out": None}, sort_keys=True, default=str)
 
 
+def count_runs(spec: SweepSpec) -> int:
+    """The grid points of the sweep (duplicates counted), without expanding them.
+
+    >>> count_runs(SweepSpec("s", {}, [{"seed": [0, 1, 2], "beta": [0.9, 0.99]}, {}]))
+    7
+    """
+    return sum(math.prod(len(values) for values in block.values()) for block in spec.blocks)
+
+
+def _check_size(spec: SweepSpec) -> None:
+    if isinstance(spec.max_runs, bool) or not isinstance(spec.max_runs, int) or spec.max_runs < 1:
+        raise ValueError(f"--max-runs must be an integer >= 1, got {shown(spec.max_runs)}")
+    total = count_runs(spec)
+    if total > spec.max_runs:
+        raise ValueError(
+            f"{spec.source}: its grid has {total:.4g} runs, more than --max-runs {spec.max_runs}: "
+            "expected a smaller grid (or pass a larger --max-runs)"
+        )
+
+
 def expand_sweep(spec: SweepSpec) -> list[SweepRun]:
     """Every run of the sweep, in file order, duplicates removed, with unique names.
 
     Each run's config is built from ``[base]`` and its grid point and resolved
-    (so bad values are reported before anything runs).
+    (so bad values are reported before anything runs). A grid of more than
+    ``spec.max_runs`` points is refused before one is built (:func:`count_runs`).
     """
+    _check_size(spec)
     seen: set[str] = set()
     runs: list[SweepRun] = []
     for b, block in enumerate(spec.blocks):
@@ -453,20 +480,6 @@ def plan_sweep(spec: SweepSpec, out: str | os.PathLike, *, extend: bool = False)
     return SweepPlan(out, spec, runs, entries, added, True, extend)
 
 
-@contextlib.contextmanager
-def _plan_lock(out: Path):
-    """Hold the folder's ``.plan.lock`` (a POSIX record lock, which NFS serves too):
-    one sweep at a time reads and rewrites the plan."""
-    import fcntl
-
-    with open(out / ".plan.lock", "a+b") as handle:
-        fcntl.lockf(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.lockf(handle, fcntl.LOCK_UN)
-
-
 def write_plan(plan: SweepPlan) -> SweepPlan:
     """Create the sweep folder's files: ``sweep.toml`` (first time only) or
     ``sweep-extend-N.toml`` (runs added), and ``plan.json``.
@@ -476,7 +489,7 @@ def write_plan(plan: SweepPlan) -> SweepPlan:
     refused as a later start would be). Returns that plan.
     """
     plan.out.mkdir(parents=True, exist_ok=True)
-    with _plan_lock(plan.out):
+    with lock_shared(plan.out, "sweep"):
         plan = plan_sweep(plan.spec, plan.out, extend=plan.extend)
         _write_plan_files(plan)
     return plan
