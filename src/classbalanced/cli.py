@@ -469,7 +469,7 @@ def _cmd_evaluate(args) -> int:
     )
     print(json.dumps({k: metrics.get(k) for k in keys if k in metrics}, indent=2))
     if args.output:
-        from .data.safe_io import atomic_write_json
+        from .files import atomic_write_json
 
         atomic_write_json(args.output, metrics)
     return 0
@@ -477,8 +477,8 @@ def _cmd_evaluate(args) -> int:
 
 def _cmd_make_lt(args) -> int:
     from .config import TrainConfig
-    from .data.safe_io import atomic_write_json
     from .engine.trainer import prepare_data
+    from .files import atomic_write_json
 
     cfg = TrainConfig(
         dataset=args.dataset,
@@ -504,7 +504,7 @@ def _cmd_make_lt(args) -> int:
     if output.suffix == ".npz":
         import numpy as np
 
-        from .data.safe_io import atomic_save
+        from .files import atomic_save
 
         atomic_save(
             output,

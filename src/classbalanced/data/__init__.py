@@ -1,4 +1,4 @@
-"""Data layer: CIFAR archives, long-tailed subsets, in-memory image arrays, safe I/O.
+"""Data layer: CIFAR archives, long-tailed subsets, in-memory image arrays, safe reading.
 
 Example:
     >>> from classbalanced.data import longtail_counts
@@ -22,10 +22,6 @@ from .cifar import (
 )
 from .longtail import PROFILES, class_counts, longtail_counts, longtail_indices
 from .safe_io import (
-    atomic_save,
-    atomic_write_bytes,
-    atomic_write_json,
-    atomic_write_text,
     load_pickle_dict,
     restricted_load_pickle,
     safe_extract_tar,
@@ -43,10 +39,6 @@ __all__ = [
     "DownloadError",
     "ImageArrays",
     "archive_url",
-    "atomic_save",
-    "atomic_write_bytes",
-    "atomic_write_json",
-    "atomic_write_text",
     "cifar_arrays",
     "class_counts",
     "download",

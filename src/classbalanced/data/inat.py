@@ -50,8 +50,8 @@ import torch
 from PIL import Image, ImageFile
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, SequentialSampler, Subset
 
+from ..files import atomic_write_json, atomic_write_text
 from .arrays import IMG_EXTENSIONS
-from .safe_io import atomic_write_json, atomic_write_text
 
 __all__ = [
     "LARGE_DATASETS",

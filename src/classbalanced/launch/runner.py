@@ -136,7 +136,7 @@ def _wait(proc, claim: Claim, task: RunTask, stop: threading.Event | None) -> in
 
 
 def _record_failure(runs: Path, name: str, rc, line: str) -> None:
-    from ..data.safe_io import atomic_write_json
+    from ..files import atomic_write_json
 
     record = {"host": socket.gethostname(), "time": time.time(), "exit": rc, "line": line}
     atomic_write_json(runs / f"{name}.failed", record)

@@ -62,7 +62,7 @@ def run_states(out: Path, names_epochs: list[tuple[str, int]], stale_after: floa
 
 
 def _write_run_files(out: Path, runs: list[SweepRun]) -> None:
-    from ..data.safe_io import atomic_write_text
+    from ..files import atomic_write_text
 
     for run in runs:
         path = out / "runs" / f"{run.name}.toml"
@@ -207,7 +207,7 @@ def _record(outcome, result: SweepResult, log: Log) -> None:
         result.failed[name] = outcome.line
         log(f"FAILED {name} on {outcome.host}: {outcome.line}")
         if read_failure(result.out, name) is None:  # the worker could not record it
-            from ..data.safe_io import atomic_write_json
+            from ..files import atomic_write_json
 
             record = {"host": outcome.host, "time": time.time(), "line": outcome.line}
             atomic_write_json(result.out / "runs" / f"{name}.failed", record)

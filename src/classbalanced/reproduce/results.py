@@ -153,7 +153,7 @@ def collect_results(out: str | os.PathLike) -> tuple[list[str], list[dict[str, A
 
 def write_results_csv(out: str | os.PathLike) -> Path:
     """Write ``results.csv`` in the sweep folder ``out`` (see :func:`collect_results`)."""
-    from ..data.safe_io import atomic_write_text
+    from ..files import atomic_write_text
 
     header, rows = collect_results(out)
     buffer = io.StringIO()
