@@ -544,14 +544,15 @@ def _cmd_make_lt(args) -> int:
 def _cmd_prepare(args) -> int:
     import time
 
-    from .data import inat
+    from .data import prepared
+    from .data.prepare import prepare
 
-    if args.dataset not in inat.LARGE_DATASETS:
+    if args.dataset not in prepared.LARGE_DATASETS:
         raise ValueError(
-            f"unknown dataset {args.dataset!r}: expected one of {', '.join(inat.LARGE_DATASETS)}"
+            f"unknown dataset {args.dataset!r}: expected one of {', '.join(prepared.LARGE_DATASETS)}"
         )
     tick = time.perf_counter()
-    layout = inat.prepare(
+    layout = prepare(
         args.dataset,
         args.data_dir,
         skip_missing=args.skip_missing,
@@ -566,7 +567,7 @@ def _cmd_prepare(args) -> int:
         f"{args.dataset}: {len(layout.train_samples)} training and {len(layout.val_samples)} "
         f"evaluation ({layout.eval_split}) images, "
         f"{layout.num_classes} classes ({layout.num_skipped} skipped) in {time.perf_counter() - tick:.1f} s; "
-        f"written to {inat.prepared_dir(args.dataset, args.data_dir)}"
+        f"written to {prepared.prepared_dir(args.dataset, args.data_dir)}"
     )
     return 0
 

@@ -6,7 +6,7 @@ Example:
     10847
 """
 
-from .arrays import IMG_EXTENSIONS, ImageArrays, load_digits, load_image_folder, load_npz
+from .arrays import ImageArrays, load_digits, load_image_folder, load_npz
 from .cifar import (
     ARCHIVES,
     DATASETS,
@@ -20,6 +20,7 @@ from .cifar import (
     load_cifar,
     md5_file,
 )
+from .images import IMG_EXTENSIONS
 from .longtail import PROFILES, class_counts, longtail_counts, longtail_indices
 from .safe_io import (
     load_pickle_dict,

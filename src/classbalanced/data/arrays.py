@@ -24,9 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
+from sklearn.datasets import load_digits as _sk_load_digits
+
+from .images import IMG_EXTENSIONS, to_rgb
 
 __all__ = [
-    "IMG_EXTENSIONS",
     "ImageArrays",
     "load_digits",
     "load_image_folder",
@@ -35,7 +38,6 @@ __all__ = [
 
 #: without class_names, labels beyond the number of images and this many classes are refused
 _MAX_UNNAMED_CLASSES = 1 << 16
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
 def _is_int_dtype(arr: np.ndarray) -> bool:
@@ -318,7 +320,7 @@ def load_image_folder(
 
     Classes are the sorted sub-folder names (hidden ones skipped); images are
     found recursively by extension and decoded with PIL to RGB
-    (:func:`~classbalanced.data.pipeline.to_rgb`: 16-bit greyscale scaled to 8 bits). Symbolic links
+    (:func:`~classbalanced.data.images.to_rgb`: 16-bit greyscale scaled to 8 bits). Symbolic links
     are followed only inside ``root``, each folder is walked once (a link loop
     adds nothing) and each image file counts once; the skipped links are counted
     in a warning. With
@@ -368,10 +370,6 @@ def load_image_folder(
 
 def _read_images(files: list[Path], hw: tuple[int, int] | None) -> np.ndarray:
     """uint8 (N, H, W, 3) of ``files`` in RGB, resized to ``hw`` or all of the first one's size."""
-    from PIL import Image, UnidentifiedImageError
-
-    from .pipeline import to_rgb
-
     arrays: list[np.ndarray] = []
     first_shape: tuple[int, int] | None = None
     for f in files:
@@ -412,8 +410,6 @@ def load_digits(*, test_per_class: int = 50, seed: int = 0) -> tuple[ImageArrays
         >>> len(train) + len(test), test.counts().tolist()
         (1797, [10, 10, 10, 10, 10, 10, 10, 10, 10, 10])
     """
-    from sklearn.datasets import load_digits as _sk_load_digits
-
     if isinstance(test_per_class, bool) or not isinstance(test_per_class, int | np.integer):
         raise TypeError(f"test_per_class: expected an int, got {type(test_per_class).__name__}")
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer):

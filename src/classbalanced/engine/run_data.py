@@ -204,9 +204,9 @@ def _in_memory_data(cfg: TrainConfig, ctx: DistContext) -> RunData:
 
 
 def _large_data(cfg: TrainConfig, ctx: DistContext) -> RunData:
-    from ..data import inat
+    from ..data import loaders, prepared
 
-    layout = inat.load_prepared(cfg.dataset, cfg.data_dir)
+    layout = prepared.load_prepared(cfg.dataset, cfg.data_dir)
     samples = layout.train_samples
     labels = np.asarray([label for _, label in samples], dtype=np.int64)
     indices, counts = longtail_indices(
@@ -219,10 +219,10 @@ def _large_data(cfg: TrainConfig, ctx: DistContext) -> RunData:
     fingerprints = layout_fingerprints(layout, cfg.data_dir)
     if len(indices) != len(samples):
         samples = [samples[i] for i in indices]
-    mean, std = inat.mean_std(cfg.dataset)
+    mean, std = loaders.mean_std(cfg.dataset)
     transform, collate, on_device = train_pipeline(cfg, ctx)
     stream = LoaderStream(
-        inat.ImageFileDataset(layout.root, samples, transform),
+        loaders.ImageFileDataset(layout.root, samples, transform),
         batch_size=cfg.batch_size // cfg.accumulate_steps,
         seed=cfg.seed,
         ctx=ctx,
@@ -240,12 +240,12 @@ def _large_data(cfg: TrainConfig, ctx: DistContext) -> RunData:
 
 def _crops() -> dict[str, tuple[type, Callable]]:
     """``--image-decode`` -> (training crop transform, collate)."""
-    from ..data import inat, pipeline
+    from ..data import encoded, loaders, pipeline
 
     return {
         "fast": (pipeline.FastRandomResizedCrop, pipeline.collate_channels_last),
-        "draft": (pipeline.DraftRandomResizedCrop, inat.collate_skip_bad),
-        "device": (pipeline.EncodedRandomResizedCrop, pipeline.collate_encoded),
+        "draft": (pipeline.DraftRandomResizedCrop, loaders.collate_skip_bad),
+        "device": (encoded.EncodedRandomResizedCrop, encoded.collate_encoded),
     }
 
 
@@ -258,11 +258,12 @@ def train_pipeline(cfg: TrainConfig, ctx: DistContext) -> tuple[Any, Callable, C
     """The training crop transform, its collate and what the stream does on the device:
     decode (``--image-decode device``: also which images it kept, see :class:`LoaderStream`)
     and normalise (uint8 batches), or nothing."""
-    from ..data import inat, pipeline
-    from ..data.pipeline import decode_batch, normalize_uint8
+    from ..data import loaders, pipeline
+    from ..data.encoded import decode_batch
+    from ..data.pipeline import normalize_uint8
 
     size = cfg.image_size or 224
-    mean, std = inat.mean_std(cfg.dataset)
+    mean, std = loaders.mean_std(cfg.dataset)
     crop, collate = _crops()[cfg.image_decode]
     output = _worker_output(cfg)
     transform = crop(size, output=output, mean=mean, std=std)
@@ -287,10 +288,10 @@ def train_pipeline(cfg: TrainConfig, ctx: DistContext) -> tuple[Any, Callable, C
 def eval_pipeline(cfg: TrainConfig) -> tuple[Any, Callable | None]:
     """The evaluation transform (resize + centre crop, reduced JPEG decoding) and the
     normalisation of its batches on the device (uint8 batches), or ``None``."""
-    from ..data import inat
+    from ..data import loaders
     from ..data.pipeline import DraftResizeCenterCrop, normalize_uint8
 
-    mean, std = inat.mean_std(cfg.dataset)
+    mean, std = loaders.mean_std(cfg.dataset)
     output = _worker_output(cfg)
     transform = DraftResizeCenterCrop(cfg.image_size or 224, output=output, mean=mean, std=std)
     if output == "uint8":
@@ -299,16 +300,16 @@ def eval_pipeline(cfg: TrainConfig) -> tuple[Any, Callable | None]:
 
 
 def _large_evaluator(cfg: TrainConfig, ctx: DistContext, layout) -> LoaderEvaluator:
-    from ..data import inat
+    from ..data import loaders
 
     transform, normalize = eval_pipeline(cfg)
-    val = inat.ImageFileDataset(layout.root, layout.val_samples, transform)
+    val = loaders.ImageFileDataset(layout.root, layout.val_samples, transform)
     shard = torch.utils.data.Subset(
-        val, list(inat.eval_indices(len(val), ctx.rank, ctx.world_size))
+        val, list(loaders.eval_indices(len(val), ctx.rank, ctx.world_size))
     )
     return LoaderEvaluator(
         shard,
-        inat.collate_skip_bad,
+        loaders.collate_skip_bad,
         cfg,
         ctx,
         len(layout.class_names),
@@ -373,9 +374,9 @@ def load_test_set(
     if test_data:
         return _arrays_test_set(_load_arrays(test_data, record.get("image_shape")), cfg, ctx)
     if cfg.dataset in LARGE_DATASETS:
-        from ..data import inat
+        from ..data import prepared
 
-        layout = inat.load_prepared(cfg.dataset, record["test"]["source"])
+        layout = prepared.load_prepared(cfg.dataset, record["test"]["source"])
         fingerprint = layout_fingerprints(layout, record["test"]["source"])["test"]
         test = TestSet(layout.class_names, 3, _large_evaluator(cfg, ctx, layout))
     else:

@@ -374,7 +374,7 @@ def _warn_unreadable(msg: str) -> None:
     import logging
     import warnings
 
-    from ..data.inat import BadImageWarning
+    from ..data.images import BadImageWarning
 
     logging.getLogger(__name__).warning(msg)
     warnings.warn(msg, BadImageWarning, stacklevel=3)
