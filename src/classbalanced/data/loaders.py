@@ -68,7 +68,7 @@ def mean_std(dataset: str) -> tuple[tuple[float, float, float], tuple[float, flo
 
 
 class ImageFileDataset(Dataset):
-    """Decodes ``root / path`` with PIL (RGB, :func:`~classbalanced.data.pipeline.to_rgb`) and
+    """Decodes ``root / path`` with PIL (RGB, :func:`~classbalanced.data.images.to_rgb`) and
     applies ``transform``.
 
     ``__getitem__`` returns ``(image, label)``, or ``None`` when the file is

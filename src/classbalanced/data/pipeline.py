@@ -161,14 +161,17 @@ def _to_tensor(img: Image.Image) -> Tensor:
 
 
 class _Output:
-    """uint8 out, or float normalised with ``mean`` / ``std`` (for loaders that expect it)."""
+    """A ``size`` x ``size`` image out: uint8, or float normalised with ``mean`` / ``std`` (for
+    loaders that expect it)."""
 
     decodes = True
 
-    def __init__(self, output: str, mean: Sequence[float], std: Sequence[float]) -> None:
+    def __init__(self, size: int, output: str, mean: Sequence[float], std: Sequence[float]) -> None:
         if output not in ("uint8", "float"):
             raise ValueError(f"output: expected 'uint8' or 'float', got {output!r}")
-        self.output, self.mean, self.std = output, tuple(mean), tuple(std)
+        if size < 1:
+            raise ValueError(f"size: expected a positive integer, got {size}")
+        self.size, self.output, self.mean, self.std = size, output, tuple(mean), tuple(std)
 
     def _finish(self, img: Image.Image) -> Tensor:
         x = _to_tensor(img)
@@ -191,10 +194,8 @@ class _RandomCrop(_Output):
         mean: Sequence[float] = (0.0, 0.0, 0.0),
         std: Sequence[float] = (1.0, 1.0, 1.0),
     ) -> None:
-        super().__init__(output, mean, std)
-        if size < 1:
-            raise ValueError(f"size: expected a positive integer, got {size}")
-        self.size, self.scale, self.ratio, self.flip = size, scale, ratio, flip
+        super().__init__(size, output, mean, std)
+        self.scale, self.ratio, self.flip = scale, ratio, flip
 
 
 class DraftRandomResizedCrop(_RandomCrop):
@@ -240,10 +241,7 @@ class DraftResizeCenterCrop(_Output):
         mean: Sequence[float] = (0.0, 0.0, 0.0),
         std: Sequence[float] = (1.0, 1.0, 1.0),
     ) -> None:
-        super().__init__(output, mean, std)
-        if size < 1:
-            raise ValueError(f"size: expected a positive integer, got {size}")
-        self.size = size
+        super().__init__(size, output, mean, std)
         self.resize = resize if resize is not None else int(size * 256 / 224)
 
     def __call__(self, img: Image.Image) -> Tensor:

@@ -14,12 +14,12 @@ Two steps, so that a 90-epoch run never re-parses a 100 MB annotation file:
 Example:
     >>> import tempfile, pathlib
     >>> d = pathlib.Path(tempfile.mkdtemp())
-    >>> for rel in ("train/n1/a.JPEG", "train/n2/b.JPEG", "val/n2/c.JPEG"):
-    ...     (d / rel).parent.mkdir(parents=True, exist_ok=True)
-    ...     _ = (d / rel).write_bytes(b"")
-    >>> layout = prepare("imagenet", d, log=lambda msg: None)
+    >>> _ = (d / "train.txt").write_text("a/x.jpg 0\\nb/y.jpg 1\\nb/z.jpg 1\\n")
+    >>> _ = (d / "val.txt").write_text("a/v.jpg 0\\n")
+    >>> lists = {"train": d / "train.txt", "val": d / "val.txt"}
+    >>> layout = prepare("list", d, lists=lists, check_files=False, log=lambda msg: None)
     >>> layout.num_classes, layout.train_counts.tolist(), layout.val_samples
-    (2, [1, 1], [('val/n2/c.JPEG', 1)])
+    (2, [1, 2], [('a/v.jpg', 0)])
 """
 
 from __future__ import annotations
@@ -153,16 +153,16 @@ def prepare(
         + f" -> {prepared_dir(dataset, root)}"
     )
     return PreparedLayout(
-        dataset,
-        root / found["image_root"],
-        list(names),
-        train,
-        splits[eval_split],
-        counts,
-        list(ids),
-        skipped,
-        dict(splits),
-        eval_split,
+        dataset=dataset,
+        root=root / found["image_root"],
+        class_names=list(names),
+        train_samples=train,
+        val_samples=splits[eval_split],
+        train_counts=counts,
+        category_ids=list(ids),
+        num_skipped=skipped,
+        splits=dict(splits),
+        eval_split=eval_split,
     )
 
 

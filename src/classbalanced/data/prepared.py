@@ -275,16 +275,16 @@ def load_prepared(dataset: str, data_dir: PathLike) -> PreparedLayout:
     if not image_root.is_dir():
         raise FileNotFoundError(f"{image_root} (resized copies) is gone; run {hint} again")
     return PreparedLayout(
-        dataset,
-        image_root,
-        names,
-        train,
-        val,
-        recount,
-        ids,
-        int(meta.get("num_skipped", 0)),
-        splits,
-        eval_split,
+        dataset=dataset,
+        root=image_root,
+        class_names=names,
+        train_samples=train,
+        val_samples=val,
+        train_counts=recount,
+        category_ids=ids,
+        num_skipped=int(meta.get("num_skipped", 0)),
+        splits=splits,
+        eval_split=eval_split,
     )
 
 
