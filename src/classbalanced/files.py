@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "PathLike",
     "atomic_save",
     "atomic_write_bytes",
     "atomic_write_json",
@@ -34,6 +35,7 @@ __all__ = [
     "file_sha256",
 ]
 
+#: what every function of the package taking a path accepts
 PathLike = str | os.PathLike
 
 

@@ -32,7 +32,6 @@ Example:
 
 from __future__ import annotations
 
-import os
 import posixpath
 import re
 from collections.abc import Callable, Sequence
@@ -42,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from ..files import PathLike
 from .prepared import prepare_hint, prepared_dir, read_prepared_meta
 from .sources import check_across_splits, drop_missing, source_stamp
 
@@ -55,7 +55,6 @@ __all__ = [
     "scan",
 ]
 
-PathLike = str | os.PathLike
 SPLITS = ("train", "val", "test")
 _LABEL = re.compile(r"-?[0-9]+")  # ASCII digits (a minus sign: refused as out of range)
 

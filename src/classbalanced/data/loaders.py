@@ -27,9 +27,10 @@ from PIL import Image, ImageFile
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, SequentialSampler, Subset
 from torchvision.transforms import v2
 
+from ..files import PathLike
 from .images import BadImageWarning, to_rgb, warn_bad_image
 from .pipeline import DraftRandomResizedCrop, DraftResizeCenterCrop
-from .prepared import LARGE_DATASETS, LIST_DATASETS, PathLike, PreparedLayout
+from .prepared import LARGE_DATASETS, LIST_DATASETS, PreparedLayout
 
 __all__ = [
     "MEAN_STD",

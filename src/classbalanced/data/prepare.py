@@ -30,12 +30,12 @@ from typing import Any
 
 import numpy as np
 
+from ..files import PathLike
 from . import imagenet, inat
 from . import lists as list_files  # ``lists``: prepare's argument
 from .lists import BENCHMARKS
 from .prepared import (
     LIST_DATASETS,
-    PathLike,
     PreparedLayout,
     check_dataset,
     count_labels,

@@ -25,7 +25,6 @@ Example:
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from ..files import atomic_write_json, atomic_write_text
+from ..files import PathLike, atomic_write_json, atomic_write_text
 from .sources import flat_digest, source_stamp, tree_digest
 
 __all__ = [
@@ -55,8 +54,6 @@ __all__ = [
 LIST_DATASETS = ("list", "imagenet_lt", "places_lt")
 LARGE_DATASETS = ("inat2017", "inat2018", "imagenet", *LIST_DATASETS)
 FORMAT_VERSION = 1
-
-PathLike = str | os.PathLike
 
 
 def check_dataset(dataset: str) -> str:

@@ -30,14 +30,14 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
+from ..files import PathLike
+
 __all__ = [
     "load_pickle_dict",
     "restricted_load_pickle",
     "safe_extract_tar",
     "validate_pickle_dict",
 ]
-
-PathLike = str | os.PathLike
 
 
 # --------------------------------------------------------------------------- pickles
