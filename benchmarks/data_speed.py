@@ -1,4 +1,4 @@
-"""Speed of ``classbalanced.data.inat``: prepare at iNaturalist-2018 size, and the image pipeline.
+"""Speed of ``classbalanced.data.prepare`` and the loaders: prepare at iNaturalist-2018 size, and the image pipeline.
 
 Run from the repository root::
 
@@ -74,7 +74,14 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from classbalanced.data import inat  # noqa: E402
+from classbalanced.data.loaders import (  # noqa: E402
+    ImageFileDataset,
+    build_transforms,
+    collate_skip_bad,
+    mean_std,
+)
+from classbalanced.data.prepare import prepare  # noqa: E402
+from classbalanced.data.sources import missing_files  # noqa: E402
 
 KINGDOMS = ["Plantae", "Insecta", "Aves", "Reptilia", "Mammalia", "Fungi", "Amphibia", "Mollusca"]
 
@@ -139,7 +146,7 @@ def time_prepare(root: Path, repeats: int, expected: np.ndarray) -> list[float]:
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        layout = inat.prepare("inat2018", root, check_files=False, log=lambda _m: None)
+        layout = prepare("inat2018", root, check_files=False, log=lambda _m: None)
         times.append(time.perf_counter() - t0)
     # class index = sorted category ids = 0..C-1 here, so counts come back in generation order
     if not np.array_equal(layout.train_counts, expected):
@@ -156,9 +163,9 @@ def time_exists(root: Path, n_files: int, n_folders: int) -> tuple[float, float]
         (root / folder).mkdir(parents=True, exist_ok=True)
     for rel in rels:
         (root / rel).touch()
-    inat._missing(root, rels)  # warm the cache
+    missing_files(root, rels)  # warm the cache
     t0 = time.perf_counter()
-    missing = inat._missing(root, rels)
+    missing = missing_files(root, rels)
     t_scan = time.perf_counter() - t0
     t0 = time.perf_counter()
     gone = [i for i, rel in enumerate(rels) if not os.path.exists(os.path.join(root, rel))]
@@ -230,7 +237,7 @@ def loader_factory(dataset, batch: int, workers: int, persistent: bool, collate=
             batch_size=batch,
             shuffle=True,
             num_workers=workers,
-            collate_fn=collate or inat.collate_skip_bad,
+            collate_fn=collate or collate_skip_bad,
             persistent_workers=persistent and workers > 0,
             generator=torch.Generator().manual_seed(0),
         )
@@ -245,18 +252,18 @@ def pipeline_paths(root: Path, samples, args) -> dict:
         FastRandomResizedCrop,
         collate_channels_last,
         normalize_uint8,
-        resize_images,
     )
+    from classbalanced.data.resize import resize_images
 
-    mean, std = inat.mean_std("inat2018")
+    mean, std = mean_std("inat2018")
     device = torch.device(args.device)
     on_device = lambda x: normalize_uint8(x, mean, std)  # noqa: E731
     fast = (FastRandomResizedCrop(224), on_device, True, collate_channels_last)
     pil_fast = (FastRandomResizedCrop(224, partial=False), on_device, True, collate_channels_last)
     paths = {
-        "old": (inat.build_transforms(True, 224, mean, std, draft=False), None, False, None, root),
+        "old": (build_transforms(True, 224, mean, std, draft=False), None, False, None, root),
         "draft": (
-            inat.build_transforms(True, 224, mean, std, draft=True, output="uint8"),
+            build_transforms(True, 224, mean, std, draft=True, output="uint8"),
             on_device,
             True,
             None,
@@ -272,7 +279,7 @@ def pipeline_paths(root: Path, samples, args) -> dict:
         resize_images(root, cache, [rel for rel, _ in samples], args.resize, args.workers)
         paths[f"fast on `prepare --resize {args.resize}` copies"] = (*fast, cache)
     if device.type == "cuda":  # decoded in batches by nvJPEG on the GPU
-        from classbalanced.data.pipeline import (
+        from classbalanced.data.encoded import (
             EncodedRandomResizedCrop,
             collate_encoded,
             decode_batch,
@@ -301,7 +308,7 @@ def pipeline_rows(root: Path, size: tuple[int, int], args) -> list[tuple[str, st
     threads = torch.get_num_threads()
     paths = pipeline_paths(root, samples, args)
     for name, (transform, normalize, persistent, collate, images) in paths.items():
-        dataset = inat.ImageFileDataset(images, samples, transform)
+        dataset = ImageFileDataset(images, samples, transform)
         torch.set_num_threads(1)
         wall, rate = images_per_second(
             loader_factory(dataset, args.batch_size, 0, False, collate),
@@ -409,7 +416,7 @@ def stage_rows(root: Path, samples, size, repeats: int) -> list[tuple[str, str]]
         )
 
     clock("fast: crop + resize (torch uint8, full resolution: k = 1)", torch_resize)
-    mean, std = inat.mean_std("inat2018")
+    mean, std = mean_std("inat2018")
     from torchvision.transforms import v2
 
     to_float = v2.Compose(
@@ -422,7 +429,7 @@ def stage_rows(root: Path, samples, size, repeats: int) -> list[tuple[str, str]]
     collate = [(x, 0) for x in floats[:32]]
     t0 = time.process_time()
     for _ in range(20):
-        inat.collate_skip_bad(collate)
+        collate_skip_bad(collate)
     stages["old: collate float32 (per image)"] = (time.process_time() - t0) / 640 * 1e3
     from classbalanced.data.pipeline import collate_channels_last
 
@@ -515,7 +522,7 @@ def main(argv: list[str] | None = None) -> None:
             rows += pipeline_rows(root, size, args)
 
     print(
-        f"Data speed (classbalanced.data.inat), {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"Data speed (classbalanced.data), {os.cpu_count()} CPUs, torch {torch.__version__}, "
         f"device {args.device}"
     )
     from classbalanced.data.pipeline import PARTIAL_JPEG_DECODING

@@ -62,8 +62,7 @@ DEFERRED = {("", "use"), ("models.registry", "torchvision")}
 
 # -- known violations (each entry must still hold; delete it once fixed) --------------
 
-#: data/'s circle: issue 31's data/ part (shared image helpers in a module of their own)
-KNOWN_CYCLES: list[set[str]] = [{"data.arrays", "data.inat", "data.lists", "data.pipeline"}]
+KNOWN_CYCLES: list[set[str]] = []
 #: imports that climb the layers
 KNOWN_CLIMBS: set[tuple[str, str]] = set()
 #: modules with imports inside functions that issue 31's later parts move to the top:
@@ -73,12 +72,7 @@ KNOWN_LAZY = {
     "cli",
     "decouple",
     "config",
-    "data.arrays",
-    "data.cifar",
     "data.imagenet_val",
-    "data.inat",
-    "data.lists",
-    "data.pipeline",
     "reproduce.report",
     "reproduce.results",
     "reproduce.sweep",

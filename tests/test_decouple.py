@@ -135,9 +135,9 @@ def list_run(tmp_path_factory) -> Path:
                 _jpeg(root / rel, templates[label], seed)
                 lines.append(f"{rel} {label}\n")
         (root / f"{split}.txt").write_text("".join(lines))
-    from classbalanced.data import inat
+    from classbalanced.data.prepare import prepare
 
-    inat.prepare(
+    prepare(
         "list", root, log=_quiet, lists={s: root / f"{s}.txt" for s in ("train", "val", "test")}
     )
     cfg = TrainConfig(
@@ -210,16 +210,17 @@ def test_tau_needs_a_validation_split(npz_run, tmp_path):
 
 def _split_features(run: Path, split: str):
     """Stage-one features and fc of a list split, computed here independently, in float64."""
-    from classbalanced.data import inat
+    from classbalanced.data.loaders import build_transforms, mean_std
+    from classbalanced.data.prepared import load_prepared
     from classbalanced.models.registry import build_model
 
     cfg = json.loads((run / "config.json").read_text())
-    layout = inat.load_prepared("list", cfg["data_dir"])
+    layout = load_prepared("list", cfg["data_dir"])
     model = build_model("resnet8", 4, in_channels=3)
     model.load_state_dict(_state(run))
     model.eval()
     fc, model.fc = model.fc, torch.nn.Identity()
-    transform = inat.build_transforms(False, SIZE, *inat.mean_std("list"))
+    transform = build_transforms(False, SIZE, *mean_std("list"))
     x = torch.stack(
         [transform(Image.open(layout.root / r).convert("RGB")) for r, _ in layout.splits[split]]
     )
@@ -263,10 +264,10 @@ def _val_fingerprint(data_dir: Path) -> dict:
 
 
 def _prepare_lists(data_dir: Path) -> None:
-    from classbalanced.data import inat
+    from classbalanced.data.prepare import prepare
 
     lists = {s: data_dir / f"{s}.txt" for s in ("train", "val", "test")}
-    inat.prepare("list", data_dir, log=_quiet, lists=lists)
+    prepare("list", data_dir, log=_quiet, lists=lists)
 
 
 def test_the_split_tau_is_chosen_on_is_fingerprinted(list_run, tmp_path):

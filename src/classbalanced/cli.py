@@ -598,7 +598,7 @@ def _evaluate_and_write(args) -> int:
     )
     print(json.dumps({k: metrics.get(k) for k in keys if k in metrics}, indent=2))
     if args.output:
-        from .data.safe_io import atomic_write_json
+        from .files import atomic_write_json
 
         atomic_write_json(args.output, metrics)
     return 0
@@ -606,8 +606,8 @@ def _evaluate_and_write(args) -> int:
 
 def _cmd_make_lt(args) -> int:
     from .config import TrainConfig
-    from .data.safe_io import atomic_write_json
     from .engine.trainer import prepare_data
+    from .files import atomic_write_json
 
     cfg = TrainConfig(
         dataset=args.dataset,
@@ -633,7 +633,7 @@ def _cmd_make_lt(args) -> int:
     if output.suffix == ".npz":
         import numpy as np
 
-        from .data.safe_io import atomic_save
+        from .files import atomic_save
 
         atomic_save(
             output,
@@ -673,16 +673,17 @@ def _cmd_make_lt(args) -> int:
 def _cmd_prepare(args) -> int:
     import time
 
-    from .data import inat
+    from .data import prepared
+    from .data.prepare import prepare
 
-    if args.dataset not in inat.LARGE_DATASETS:
+    if args.dataset not in prepared.LARGE_DATASETS:
         raise ValueError(
-            f"unknown dataset {args.dataset!r}: expected one of {', '.join(inat.LARGE_DATASETS)}"
+            f"unknown dataset {args.dataset!r}: expected one of {', '.join(prepared.LARGE_DATASETS)}"
         )
     tick = time.perf_counter()
-    out = inat.prepared_dir(args.dataset, args.data_dir)  # its writer lock (in a data folder)
+    out = prepared.prepared_dir(args.dataset, args.data_dir)  # its writer lock (in a data folder)
     with lock_folder(out, "prepare", flag="--data-dir") if out.parent.is_dir() else _nothing():
-        layout = inat.prepare(
+        layout = prepare(
             args.dataset,
             args.data_dir,
             skip_missing=args.skip_missing,
@@ -697,7 +698,7 @@ def _cmd_prepare(args) -> int:
         f"{args.dataset}: {len(layout.train_samples)} training and {len(layout.val_samples)} "
         f"evaluation ({layout.eval_split}) images, "
         f"{layout.num_classes} classes ({layout.num_skipped} skipped) in {time.perf_counter() - tick:.1f} s; "
-        f"written to {inat.prepared_dir(args.dataset, args.data_dir)}"
+        f"written to {prepared.prepared_dir(args.dataset, args.data_dir)}"
     )
     return 0
 

@@ -38,8 +38,8 @@ from typing import Any, Literal
 
 from ._validation import shown
 from .data.cifar import CifarName
-from .data.inat import LARGE_DATASETS, LIST_DATASETS  # noqa: F401  (re-exported)
 from .data.longtail import Profile
+from .data.prepared import LARGE_DATASETS, LIST_DATASETS  # noqa: F401  (re-exported)
 from .schedules import ScheduleKind
 
 try:  # Python >= 3.11
@@ -192,7 +192,7 @@ class TrainConfig:
     )
     val_list: str | None = option(None, "list data sets: the val list prepared", group="data")
     test_list: str | None = option(None, "list data sets: the test list prepared", group="data")
-    # the input pipeline of the image-file data sets (data.pipeline, engine.streams)
+    # the input pipeline of the image-file data sets (data.pipeline, data.encoded, engine.streams)
     image_decode: ImageDecode = option(
         "fast",
         "image-file data sets, training crops: fast (default: only the crop's region of a "

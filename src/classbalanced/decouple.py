@@ -420,13 +420,13 @@ def _file_data(
 ) -> _Data:
     """The stage-one run's image files through the trainer's pipeline: its ``--image-decode``,
     ``--worker-output`` and ``--[no-]persistent-workers`` for training, its evaluation transform."""
-    from .data import inat
+    from .data import loaders, prepared
     from .engine.distributed import DistContext
     from .engine.run_data import eval_pipeline, layout_fingerprints, train_pipeline
     from .engine.streams import LoaderStream
 
     cfg = run.cfg
-    layout = inat.load_prepared(cfg.dataset, cfg.data_dir)
+    layout = prepared.load_prepared(cfg.dataset, cfg.data_dir)
     fingerprints = layout_fingerprints(layout, cfg.data_dir)
     record = _checked_record(run, layout.class_names, fingerprints, accept_change)
     indices = run.subset.get("indices")
@@ -440,7 +440,7 @@ def _file_data(
         )
     ctx = DistContext(device=device)
     transform, collate, on_device = train_pipeline(cfg, ctx)
-    train_set = inat.ImageFileDataset(layout.root, samples, transform)
+    train_set = loaders.ImageFileDataset(layout.root, samples, transform)
 
     def stream(batch: int, sampler):
         return LoaderStream(
@@ -452,10 +452,10 @@ def _file_data(
     eval_transform, normalize = eval_pipeline(cfg)
 
     def batches(split: str):
-        dataset = inat.ImageFileDataset(layout.root, layout.splits[split], eval_transform)
+        dataset = loaders.ImageFileDataset(layout.root, layout.splits[split], eval_transform)
         loader = torch.utils.data.DataLoader(
             dataset, batch_size=eval_batch, num_workers=num_workers,
-            collate_fn=inat.collate_skip_bad,
+            collate_fn=loaders.collate_skip_bad,
         )  # fmt: skip
         for images, labels_, _ in loader:
             if images.shape[0]:

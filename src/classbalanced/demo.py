@@ -16,8 +16,8 @@ from pathlib import Path
 
 from ._console import count
 from .config import TrainConfig
-from .data.safe_io import atomic_write_json, atomic_write_text
 from .engine.trainer import train
+from .files import atomic_write_json, atomic_write_text
 
 __all__ = ["run_demo", "DEMO_RUNS", "demo_config"]
 

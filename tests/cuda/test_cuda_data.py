@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from classbalanced.data import augment
-from classbalanced.data.inat import make_loader
+from classbalanced.data.loaders import make_loader
 from classbalanced.engine import evaluate
 from classbalanced.engine.distributed import DistContext
 from classbalanced.engine.streams import InMemoryStream, LoaderStream
@@ -157,7 +157,7 @@ def test_make_loader_pins_host_memory_and_non_blocking_copies_arrive_intact():
 
 
 def test_loader_stream_on_cuda_pins_and_equals_the_cpu_stream(monkeypatch):
-    from classbalanced.data.inat import collate_skip_bad
+    from classbalanced.data.loaders import collate_skip_bad
 
     pinned = []
     original = torch.utils.data.DataLoader.__init__

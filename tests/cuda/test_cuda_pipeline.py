@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 
 from classbalanced.config import TrainConfig
-from classbalanced.data import inat
-from classbalanced.data.pipeline import EncodedRandomResizedCrop, collate_encoded, decode_batch
+from classbalanced.data.encoded import EncodedRandomResizedCrop, collate_encoded, decode_batch
+from classbalanced.data.loaders import ImageFileDataset
 from classbalanced.engine.distributed import DistContext
 from classbalanced.engine.run_data import train_pipeline
 from classbalanced.engine.streams import LoaderStream
@@ -49,7 +49,7 @@ def test_stream_decodes_and_normalises_on_cuda(tmp_path):
     cfg = TrainConfig(dataset="inat2018", image_size=64, image_decode="device").resolved()
     transform, collate, on_device = train_pipeline(cfg, ctx)
     stream = LoaderStream(
-        inat.ImageFileDataset(tmp_path, samples, transform),
+        ImageFileDataset(tmp_path, samples, transform),
         batch_size=4,
         seed=0,
         ctx=ctx,
@@ -63,7 +63,7 @@ def test_stream_decodes_and_normalises_on_cuda(tmp_path):
     cpu_ctx = DistContext()
     _, _, cpu_device = train_pipeline(cfg, cpu_ctx)
     cpu_stream = LoaderStream(
-        inat.ImageFileDataset(tmp_path, samples, transform),
+        ImageFileDataset(tmp_path, samples, transform),
         batch_size=4,
         seed=0,
         ctx=cpu_ctx,

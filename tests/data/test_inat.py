@@ -15,7 +15,19 @@ import torch
 from data_helpers import noise_jpeg as _jpeg
 from PIL import Image, ImageFile
 
-from classbalanced.data import inat
+from classbalanced.data.images import BadImageWarning
+from classbalanced.data.loaders import (
+    MEAN_STD,
+    ImageFileDataset,
+    build_transforms,
+    collate_skip_bad,
+    eval_indices,
+    make_datasets,
+    make_loader,
+    mean_std,
+)
+from classbalanced.data.prepare import prepare
+from classbalanced.data.prepared import load_prepared
 
 # non-contiguous, unsorted category ids with a long-tailed number of training images
 CATEGORIES = [
@@ -82,7 +94,7 @@ def _quiet(_msg: str) -> None:
 
 
 def test_prepare_counts_match_the_annotations(inat_tree):
-    layout = inat.prepare("inat2018", inat_tree.root, log=_quiet)
+    layout = prepare("inat2018", inat_tree.root, log=_quiet)
     expected = _expected_counts(inat_tree.train_doc)
     assert expected == [2, 12, 6, 3, 1]  # ids 3, 7, 10, 42, 100
     assert layout.train_counts.dtype == np.int64
@@ -101,7 +113,7 @@ def test_prepare_counts_match_the_annotations(inat_tree):
 
 
 def test_class_index_and_sample_labels(inat_tree):
-    layout = inat.prepare("inat2018", inat_tree.root, log=_quiet)
+    layout = prepare("inat2018", inat_tree.root, log=_quiet)
     index = json.loads((inat_tree.root / "classbalanced-inat2018" / "class_index.json").read_text())
     assert [(e["index"], e["category_id"], e["name"]) for e in index] == [
         (0, 3, "Mammalia-3"),
@@ -122,8 +134,8 @@ def test_class_index_and_sample_labels(inat_tree):
 
 
 def test_load_prepared_round_trip(inat_tree):
-    prepared = inat.prepare("inat2018", inat_tree.root, log=_quiet)
-    loaded = inat.load_prepared("inat2018", inat_tree.root)
+    prepared = prepare("inat2018", inat_tree.root, log=_quiet)
+    loaded = load_prepared("inat2018", inat_tree.root)
     assert loaded.train_samples == prepared.train_samples
     assert loaded.val_samples == prepared.val_samples
     assert loaded.class_names == prepared.class_names
@@ -139,20 +151,20 @@ def test_missing_images_refused_then_skipped(inat_tree):
     with pytest.raises(
         ValueError, match=r"^2 of 24 images referenced by train2018.json are missing \(e\.g\. "
     ) as err:
-        inat.prepare("inat2018", inat_tree.root, log=_quiet)
+        prepare("inat2018", inat_tree.root, log=_quiet)
     assert "pass --skip-missing" in str(err.value) and "\n" not in str(err.value)
     assert gone[0]["file_name"] in str(err.value) or gone[1]["file_name"] in str(err.value)
     assert not (inat_tree.root / "classbalanced-inat2018" / "prepared.json").exists()
 
     messages = []
-    layout = inat.prepare("inat2018", inat_tree.root, skip_missing=True, log=messages.append)
+    layout = prepare("inat2018", inat_tree.root, skip_missing=True, log=messages.append)
     assert layout.num_skipped == 2
     assert layout.train_counts.tolist() == [2, 10, 6, 3, 1]
     assert not {im["file_name"] for im in gone} & {rel for rel, _ in layout.train_samples}
     assert any("2 of 24" in m for m in messages)
-    assert inat.load_prepared("inat2018", inat_tree.root).num_skipped == 2
+    assert load_prepared("inat2018", inat_tree.root).num_skipped == 2
     # check_files=False trusts the annotations
-    assert inat.prepare(
+    assert prepare(
         "inat2018", inat_tree.root, check_files=False, log=_quiet
     ).train_counts.tolist() == [2, 12, 6, 3, 1]
 
@@ -160,13 +172,13 @@ def test_missing_images_refused_then_skipped(inat_tree):
 def test_missing_annotation_file(inat_tree):
     (inat_tree.root / "val2018.json").unlink()
     with pytest.raises(FileNotFoundError, match=r"expected val2018\.json in .*got no such file"):
-        inat.prepare("inat2018", inat_tree.root, log=_quiet)
+        prepare("inat2018", inat_tree.root, log=_quiet)
 
 
 def test_invalid_json_names_file_and_line(inat_tree):
     (inat_tree.root / "train2018.json").write_text('{\n  "images": [\n    {"id": 1,,}\n  ]\n}\n')
     with pytest.raises(ValueError, match=r"^train2018\.json: invalid JSON at line 3 column"):
-        inat.prepare("inat2018", inat_tree.root, log=_quiet)
+        prepare("inat2018", inat_tree.root, log=_quiet)
 
 
 @pytest.mark.parametrize(
@@ -215,7 +227,7 @@ def test_bad_annotations_are_one_line_errors(inat_tree, edit, message):
     edit(doc)
     _write(inat_tree.root / "train2018.json", doc)
     with pytest.raises(ValueError, match=message) as err:
-        inat.prepare("inat2018", inat_tree.root, log=_quiet)
+        prepare("inat2018", inat_tree.root, log=_quiet)
     assert "\n" not in str(err.value)
 
 
@@ -234,7 +246,7 @@ def test_one_image_file_listed_twice_in_a_file_is_refused(inat_tree, spelling):
         match=rf"^train2018\.json: images\[{k}\]: expected every file listed once, got "
         rf"{re.escape(spelling.format(first['file_name']))} again \(image ids {first['id']} and 9999\)$",
     ):
-        inat.prepare("inat2018", inat_tree.root, log=_quiet)
+        prepare("inat2018", inat_tree.root, log=_quiet)
 
 
 def test_a_training_image_in_the_val_file_is_refused_or_reported(inat_tree):
@@ -246,7 +258,7 @@ def test_a_training_image_in_the_val_file_is_refused_or_reported(inat_tree):
     ann["category_id"] = label_of[train_image["id"]]  # the same class: reported
     _write(inat_tree.root / "val2018.json", doc)
     logged = []
-    inat.prepare("inat2018", inat_tree.root, log=logged.append)
+    prepare("inat2018", inat_tree.root, log=logged.append)
     assert any(
         m.startswith("warning: 1 of 10 images of val2018.json are in train2018.json")
         for m in logged
@@ -256,7 +268,7 @@ def test_a_training_image_in_the_val_file_is_refused_or_reported(inat_tree):
     with pytest.raises(
         ValueError, match=r"^val2018\.json: .* has label \d+, but train2018\.json gives it label"
     ):
-        inat.prepare("inat2018", inat_tree.root, log=_quiet)
+        prepare("inat2018", inat_tree.root, log=_quiet)
 
 
 def test_val_category_must_exist_in_train(inat_tree):
@@ -266,7 +278,7 @@ def test_val_category_must_exist_in_train(inat_tree):
     with pytest.raises(
         ValueError, match=r"^val2018\.json: annotations\[0\]: expected a category_id"
     ):
-        inat.prepare("inat2018", inat_tree.root, log=_quiet)
+        prepare("inat2018", inat_tree.root, log=_quiet)
 
 
 def test_load_prepared_before_prepare(inat_tree):
@@ -274,23 +286,23 @@ def test_load_prepared_before_prepare(inat_tree):
         FileNotFoundError,
         match=r"run `classbalanced prepare --dataset inat2018 --data-dir .*` first",
     ):
-        inat.load_prepared("inat2018", inat_tree.root)
+        load_prepared("inat2018", inat_tree.root)
     with pytest.raises(ValueError, match=r"unknown dataset 'inat2019'"):
-        inat.load_prepared("inat2019", inat_tree.root)
+        load_prepared("inat2019", inat_tree.root)
 
 
 def test_load_prepared_detects_tampered_counts(inat_tree):
-    inat.prepare("inat2018", inat_tree.root, log=_quiet)
+    prepare("inat2018", inat_tree.root, log=_quiet)
     counts = inat_tree.root / "classbalanced-inat2018" / "train_counts.txt"
     counts.write_text("2\n12\n7\n3\n1\n")
     with pytest.raises(
         ValueError,
         match=r"class 2 \(Insecta-10\) has 6 images in train\.tsv, got 7 in train_counts\.txt",
     ):
-        inat.load_prepared("inat2018", inat_tree.root)
+        load_prepared("inat2018", inat_tree.root)
     counts.write_text("2\n12\n6\n3\n")
     with pytest.raises(ValueError, match=r"expected 5 counts \(one per class\), got 4"):
-        inat.load_prepared("inat2018", inat_tree.root)
+        load_prepared("inat2018", inat_tree.root)
 
 
 @pytest.mark.parametrize(
@@ -306,28 +318,28 @@ def test_load_prepared_detects_tampered_counts(inat_tree):
 )
 def test_load_prepared_names_a_prepared_file_of_another_shape(inat_tree, name, content):
     # hand-edited or written by something else: load_prepared promises a ValueError
-    inat.prepare("inat2018", inat_tree.root, log=_quiet)
+    prepare("inat2018", inat_tree.root, log=_quiet)
     (inat_tree.root / "classbalanced-inat2018" / name).write_text(content)
     with pytest.raises(
         ValueError, match=rf"^{name}: expected what prepare writes \(.*\), got .*; run `"
     ) as info:
-        inat.load_prepared("inat2018", inat_tree.root)
+        load_prepared("inat2018", inat_tree.root)
     assert "\n" not in str(info.value)
 
 
 def test_load_prepared_detects_tampered_sample_list(inat_tree):
-    inat.prepare("inat2018", inat_tree.root, log=_quiet)
+    prepare("inat2018", inat_tree.root, log=_quiet)
     tsv = inat_tree.root / "classbalanced-inat2018" / "train.tsv"
     lines = tsv.read_text().splitlines()
     rel, label = lines[0].split("\t")
     lines[0] = f"{rel}\t{(int(label) + 1) % 5}"
     tsv.write_text("\n".join(lines) + "\n")
     with pytest.raises(ValueError, match=r"^train_counts\.txt does not match train\.tsv: class"):
-        inat.load_prepared("inat2018", inat_tree.root)
+        load_prepared("inat2018", inat_tree.root)
 
 
 def test_load_prepared_detects_changed_annotations(inat_tree):
-    inat.prepare("inat2018", inat_tree.root, log=_quiet)
+    prepare("inat2018", inat_tree.root, log=_quiet)
     doc = json.loads(json.dumps(inat_tree.train_doc))
     doc["annotations"][0]["category_id"] = 42 if doc["annotations"][0]["category_id"] != 42 else 7
     path = inat_tree.root / "train2018.json"
@@ -338,7 +350,7 @@ def test_load_prepared_detects_changed_annotations(inat_tree):
         ValueError,
         match=r"^train2018\.json changed since it was prepared .*run `classbalanced prepare",
     ):
-        inat.load_prepared("inat2018", inat_tree.root)
+        load_prepared("inat2018", inat_tree.root)
 
 
 # --------------------------------------------------------------------------- ImageNet
@@ -361,7 +373,7 @@ def imagenet_tree(tmp_path) -> tuple[Path, dict[str, int], dict[str, int]]:
 
 def test_imagenet_prepare(imagenet_tree):
     root, train_counts, val_counts = imagenet_tree
-    layout = inat.prepare("imagenet", root, log=_quiet)
+    layout = prepare("imagenet", root, log=_quiet)
     wnids = sorted(train_counts)
     assert layout.class_names == wnids and layout.category_ids == wnids
     assert layout.train_counts.tolist() == [train_counts[w] for w in wnids]
@@ -369,7 +381,7 @@ def test_imagenet_prepare(imagenet_tree):
     assert sorted(Counter(label for _, label in layout.val_samples).items()) == [(0, 1), (2, 2)]
     for rel, label in layout.train_samples + layout.val_samples:
         assert rel.split("/")[1] == wnids[label] and (root / rel).is_file()
-    loaded = inat.load_prepared("imagenet", root)
+    loaded = load_prepared("imagenet", root)
     assert loaded.train_samples == layout.train_samples and loaded.val_samples == layout.val_samples
     # adding an image to a class folder is noticed
     _jpeg(root / "train" / "n03000000" / "extra.JPEG", 99)
@@ -377,7 +389,7 @@ def test_imagenet_prepare(imagenet_tree):
     st = d.stat()
     os.utime(d, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
     with pytest.raises(ValueError, match=r"^train/ changed since it was prepared"):
-        inat.load_prepared("imagenet", root)
+        load_prepared("imagenet", root)
 
 
 def test_imagenet_val_wnid_must_exist_in_train(imagenet_tree):
@@ -387,7 +399,7 @@ def test_imagenet_val_wnid_must_exist_in_train(imagenet_tree):
         ValueError,
         match=r"expected val/ class folders that also exist in train/, got 1 unknown \(e\.g\. n09999999\)",
     ):
-        inat.prepare("imagenet", root, log=_quiet)
+        prepare("imagenet", root, log=_quiet)
 
 
 def test_imagenet_flat_val_without_labels_refused(tmp_path):
@@ -397,15 +409,15 @@ def test_imagenet_flat_val_without_labels_refused(tmp_path):
         ValueError,
         match=r"val/ is flat \(no class folders\): expected a ground-truth file in .*: one of LOC_val_solution.csv, .*got none",
     ):
-        inat.prepare("imagenet", tmp_path, log=_quiet)
+        prepare("imagenet", tmp_path, log=_quiet)
     (tmp_path / "train" / "n01" / "a.JPEG").rename(tmp_path / "train" / "a.JPEG")
     (tmp_path / "train" / "n01").rmdir()
     with pytest.raises(
         ValueError, match=r"expected class folders train/<wnid>/\*\.JPEG, got 1 loose files"
     ):
-        inat.prepare("imagenet", tmp_path, log=_quiet)
+        prepare("imagenet", tmp_path, log=_quiet)
     with pytest.raises(FileNotFoundError, match=r"expected a folder train/"):
-        inat.prepare("imagenet", tmp_path / "val", log=_quiet)
+        prepare("imagenet", tmp_path / "val", log=_quiet)
 
 
 # --------------------------------------------------------------------------- decoding and loaders
@@ -421,32 +433,32 @@ def test_truncated_image_is_skipped_and_counted(tmp_path):
     data = bad.read_bytes()
     bad.write_bytes(data[: len(data) // 2])
     (tmp_path / "empty.jpg").write_bytes(b"")
-    dataset = inat.ImageFileDataset(tmp_path, samples, inat.build_transforms(False, 16))
-    loader = inat.make_loader(dataset, 2, train=False, num_workers=0, seed=0)
+    dataset = ImageFileDataset(tmp_path, samples, build_transforms(False, 16))
+    loader = make_loader(dataset, 2, train=False, num_workers=0, seed=0)
     seen, skipped = [], 0
-    with pytest.warns(inat.BadImageWarning, match=r"img2\.jpg") as record:
+    with pytest.warns(BadImageWarning, match=r"img2\.jpg") as record:
         for images, labels, num_skipped in loader:
             assert images.shape[1:] == (3, 16, 16) and images.shape[0] == len(labels)
             seen += labels.tolist()
             skipped += num_skipped
     assert skipped == 1 and seen == [0, 1, 3, 4]
-    assert len([w for w in record if issubclass(w.category, inat.BadImageWarning)]) == 1
+    assert len([w for w in record if issubclass(w.category, BadImageWarning)]) == 1
     # a second pass warns no more for the same file, and still skips it
     import warnings
 
     with warnings.catch_warnings():
-        warnings.simplefilter("error", inat.BadImageWarning)
+        warnings.simplefilter("error", BadImageWarning)
         assert sum(k for _, _, k in loader) == 1
     # a missing or empty file is skipped too
     dataset.samples = [("empty.jpg", 0), ("nope.jpg", 1), ("img0.jpg", 2)]
-    with pytest.warns(inat.BadImageWarning):
-        images, labels, k = inat.collate_skip_bad([dataset[i] for i in range(3)])
+    with pytest.warns(BadImageWarning):
+        images, labels, k = collate_skip_bad([dataset[i] for i in range(3)])
     assert k == 2 and labels.tolist() == [2]
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
 
 
 def test_collate_all_bad_gives_empty_batch():
-    images, labels, skipped = inat.collate_skip_bad([None, None])
+    images, labels, skipped = collate_skip_bad([None, None])
     assert (
         images.shape[0] == 0
         and labels.shape == (0,)
@@ -456,22 +468,20 @@ def test_collate_all_bad_gives_empty_batch():
 
 
 def test_transforms_shape_and_normalisation():
-    mean, std = inat.mean_std("inat2017")
-    assert (mean, std) == inat.MEAN_STD["inat"] and inat.mean_std("imagenet") == inat.MEAN_STD[
-        "imagenet"
-    ]
+    mean, std = mean_std("inat2017")
+    assert (mean, std) == MEAN_STD["inat"] and mean_std("imagenet") == MEAN_STD["imagenet"]
     img = Image.new("RGB", (50, 40), (200, 100, 30))
-    evald = inat.build_transforms(False, 32, mean, std)(img)
+    evald = build_transforms(False, 32, mean, std)(img)
     assert evald.shape == (3, 32, 32) and evald.dtype == torch.float32
     expected = (torch.tensor([200, 100, 30]) / 255 - torch.tensor(mean)) / torch.tensor(std)
     assert torch.allclose(evald, expected[:, None, None].expand(3, 32, 32), atol=1e-5)
     torch.manual_seed(0)
-    trained = inat.build_transforms(True, 24, mean, std)(img)
+    trained = build_transforms(True, 24, mean, std)(img)
     assert trained.shape == (3, 24, 24)
     assert torch.allclose(trained, expected[:, None, None].expand(3, 24, 24), atol=1e-5)
     # eval resizes the short side to 256/224 of the crop, then centre-crops
     grad = Image.fromarray(np.tile(np.arange(100, dtype=np.uint8), (50, 1))[..., None].repeat(3, 2))
-    out = inat.build_transforms(False, 224, (0, 0, 0), (1, 1, 1))(grad)
+    out = build_transforms(False, 224, (0, 0, 0), (1, 1, 1))(grad)
     assert out.shape == (3, 224, 224)
     assert out[0, 0, 0] > 0.05 and out[0, 0, -1] < 0.95  # the left/right edges were cropped away
 
@@ -495,7 +505,7 @@ def test_distributed_sampler_sharding_and_epochs():
     n = 20
     data = _Indices(n)
     loaders = [
-        inat.make_loader(data, 3, train=True, num_workers=0, seed=5, rank=r, world_size=2)
+        make_loader(data, 3, train=True, num_workers=0, seed=5, rank=r, world_size=2)
         for r in range(2)
     ]
     assert all(isinstance(ld.sampler, torch.utils.data.DistributedSampler) for ld in loaders)
@@ -509,12 +519,12 @@ def test_distributed_sampler_sharding_and_epochs():
     assert second != first
     # epoch=1 at construction is the same order as set_epoch(1)
     again = [
-        inat.make_loader(data, 3, train=True, num_workers=0, seed=5, rank=r, world_size=2, epoch=1)
+        make_loader(data, 3, train=True, num_workers=0, seed=5, rank=r, world_size=2, epoch=1)
         for r in range(2)
     ]
     assert _epoch(again) == second
     # world_size 1 uses the same sampler, with drop_last=train
-    single = inat.make_loader(_Indices(7), 2, train=True, num_workers=0, seed=0)
+    single = make_loader(_Indices(7), 2, train=True, num_workers=0, seed=0)
     assert isinstance(single.sampler, torch.utils.data.DistributedSampler)
     assert sorted(_epoch([single])[0]) == list(range(7))
 
@@ -522,10 +532,10 @@ def test_distributed_sampler_sharding_and_epochs():
 @pytest.mark.parametrize("n", [0, 1, 7, 10])
 @pytest.mark.parametrize("world_size", [1, 2, 3])
 def test_eval_indices_partition(n, world_size):
-    parts = [list(inat.eval_indices(n, r, world_size)) for r in range(world_size)]
+    parts = [list(eval_indices(n, r, world_size)) for r in range(world_size)]
     assert sorted(i for p in parts for i in p) == list(range(n))
     loaders = [
-        inat.make_loader(
+        make_loader(
             _Indices(n), 4, train=False, num_workers=0, seed=0, rank=r, world_size=world_size
         )
         for r in range(world_size)
@@ -537,16 +547,16 @@ def test_make_loader_and_eval_indices_reject_bad_ranks():
     with pytest.raises(
         ValueError, match="expected 0 <= rank < world_size, got rank 2, world_size 2"
     ):
-        inat.eval_indices(5, 2, 2)
+        eval_indices(5, 2, 2)
     with pytest.raises(ValueError, match="batch_size"):
-        inat.make_loader(_Indices(3), 0, train=False, num_workers=0, seed=0)
+        make_loader(_Indices(3), 0, train=False, num_workers=0, seed=0)
 
 
 def test_make_datasets_end_to_end(inat_tree):
-    inat.prepare("inat2018", inat_tree.root, log=_quiet)
-    layout = inat.load_prepared("inat2018", inat_tree.root)
-    train, val = inat.make_datasets(layout, image_size=16)
-    loader = inat.make_loader(train, 4, train=True, num_workers=0, seed=0)
+    prepare("inat2018", inat_tree.root, log=_quiet)
+    layout = load_prepared("inat2018", inat_tree.root)
+    train, val = make_datasets(layout, image_size=16)
+    loader = make_loader(train, 4, train=True, num_workers=0, seed=0)
     total = 0
     for images, labels, skipped in loader:
         assert images.shape == (len(labels), 3, 16, 16) and skipped == 0

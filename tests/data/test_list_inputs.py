@@ -13,7 +13,9 @@ import pytest
 from data_helpers import noise_jpeg as _jpeg
 from data_helpers import quiet as _quiet
 
-from classbalanced.data import inat, lists
+from classbalanced.data import lists
+from classbalanced.data.prepare import prepare
+from classbalanced.data.prepared import PreparedLayout, load_prepared, prepared_dir
 
 
 def _tree(root: Path) -> list[tuple[str, int]]:
@@ -27,14 +29,14 @@ def _tree(root: Path) -> list[tuple[str, int]]:
     return samples
 
 
-def _prepare(root: Path, train_text: str | bytes, **kwargs) -> inat.PreparedLayout:
+def _prepare(root: Path, train_text: str | bytes, **kwargs) -> PreparedLayout:
     path = root / "train.txt"
     if isinstance(train_text, bytes):
         path.write_bytes(train_text)
     else:
         path.write_text(train_text, newline="")
     given = {"train": path, "val": root / "val.txt"}
-    return inat.prepare("list", root, lists=given, log=kwargs.pop("log", _quiet), **kwargs)
+    return prepare("list", root, lists=given, log=kwargs.pop("log", _quiet), **kwargs)
 
 
 def _text(samples, end: str = "\n") -> str:
@@ -69,9 +71,9 @@ def test_prepared_files_read_back_names_with_unicode_line_separators(tmp_path):
         for c, wnid in enumerate(["n01", "n02"]):
             for k, name in enumerate(ODD_NAMES):
                 _jpeg(tmp_path / split / wnid / f"{wnid}_{name}", 10 * c + k)
-    layout = inat.prepare("imagenet", tmp_path, log=_quiet)
+    layout = prepare("imagenet", tmp_path, log=_quiet)
     assert len(layout.train_samples) == 2 * len(ODD_NAMES)
-    loaded = inat.load_prepared("imagenet", tmp_path)
+    loaded = load_prepared("imagenet", tmp_path)
     assert loaded.train_samples == layout.train_samples
     assert loaded.val_samples == layout.val_samples
 
@@ -141,7 +143,7 @@ def test_a_split_left_empty_by_skip_missing_is_refused(tmp_path, split):
         _prepare(tmp_path, text, skip_missing=True)
     # the earlier prepared files are untouched (and noticed as stale)
     with pytest.raises(ValueError, match=r"changed since it was prepared"):
-        inat.load_prepared("list", tmp_path)
+        load_prepared("list", tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -158,7 +160,7 @@ def test_train_with_a_list_reads_a_damaged_prepared_json_like_load_prepared(
     _prepare(tmp_path, _text(samples))
     given = {"train": tmp_path / "train.txt", "val": tmp_path / "val.txt"}
     lists.check_prepared_lists("list", tmp_path, given)  # as prepared
-    (inat.prepared_dir("list", tmp_path) / "prepared.json").write_text(content + "\n")
+    (prepared_dir("list", tmp_path) / "prepared.json").write_text(content + "\n")
     with pytest.raises(ValueError, match=message) as info:
         lists.check_prepared_lists("list", tmp_path, given)
     assert "run `classbalanced prepare --dataset list" in str(info.value)
@@ -187,7 +189,7 @@ def test_loc_csv_with_a_byte_order_mark_and_crlf_is_read(tmp_path):
     expected = _flat_imagenet(tmp_path)
     text = "\ufeffImageId,PredictionString\r\n" + "\r\n".join(_loc_rows(TRUTH)) + "\r\n"
     (tmp_path / "LOC_val_solution.csv").write_bytes(text.encode("utf-8"))
-    assert inat.prepare("imagenet", tmp_path, log=_quiet).val_samples == expected
+    assert prepare("imagenet", tmp_path, log=_quiet).val_samples == expected
 
 
 def test_hidden_files_in_a_flat_val_folder_are_skipped_like_in_class_folders(tmp_path):
@@ -199,7 +201,7 @@ def test_hidden_files_in_a_flat_val_folder_are_skipped_like_in_class_folders(tmp
     (tmp_path / "LOC_val_solution.csv").write_text(
         "ImageId,PredictionString\n" + "\n".join(_loc_rows(TRUTH)) + "\n"
     )
-    layout = inat.prepare("imagenet", tmp_path, log=_quiet)
+    layout = prepare("imagenet", tmp_path, log=_quiet)
     assert layout.val_samples == expected
     assert len(layout.train_samples) == len(WNIDS)
 
@@ -218,7 +220,7 @@ def test_loc_csv_listing_an_image_twice_is_refused(tmp_path, wnid):
         match=r"^LOC_val_solution.csv: line 6: duplicated ImageId ILSVRC2012_val_00000001 "
         r"\(already listed at line 2\)$",
     ):
-        inat.prepare("imagenet", tmp_path, log=_quiet)
+        prepare("imagenet", tmp_path, log=_quiet)
 
 
 # --------------------------------------------------------------------------- prepare's options
@@ -282,16 +284,12 @@ def test_missing_test_images_do_not_change_the_benchmarks_training_set(tmp_path)
     (tmp_path / "ImageNet_LT_train.txt").write_text(_text(samples))
     (tmp_path / "ImageNet_LT_test.txt").write_text("val/0.jpg 0\nval/1.jpg 1\nval/gone.jpg 2\n")
     logged: list[str] = []
-    inat.prepare(
-        "imagenet_lt", tmp_path, allow_size_mismatch=True, skip_missing=True, log=logged.append
-    )
+    prepare("imagenet_lt", tmp_path, allow_size_mismatch=True, skip_missing=True, log=logged.append)
     assert any("1 of 3 images referenced by ImageNet_LT_test.txt are missing" in m for m in logged)
     assert not any("training set" in m for m in logged)
     (tmp_path / "img/c0/0.jpg").unlink()
     logged.clear()
-    inat.prepare(
-        "imagenet_lt", tmp_path, allow_size_mismatch=True, skip_missing=True, log=logged.append
-    )
+    prepare("imagenet_lt", tmp_path, allow_size_mismatch=True, skip_missing=True, log=logged.append)
     assert (
         "warning: 1 training images are missing: the training set no longer has ImageNet-LT's "
         "published size" in logged
@@ -337,7 +335,7 @@ def test_class_folders_next_to_loose_images_are_refused(tmp_path, split):
             else r"3 class folders and 1 loose images \(e.g. stray.JPEG\)"
         ),
     ):
-        inat.prepare("imagenet", tmp_path, log=_quiet)
+        prepare("imagenet", tmp_path, log=_quiet)
 
 
 # --------------------------------------------------------------------------- command line
@@ -382,7 +380,7 @@ def test_a_corrupt_meta_bin_is_a_one_line_error(tmp_path, content):
         match=r"^meta.bin: expected torchvision's ImageNet meta file \(wnid -> classes, "
         r"validation wnids\), got ",
     ) as info:
-        inat.prepare("imagenet", tmp_path, log=_quiet)
+        prepare("imagenet", tmp_path, log=_quiet)
     assert "\n" not in str(info.value)
 
 
@@ -395,4 +393,4 @@ def test_a_loc_csv_that_is_not_utf8_is_named(tmp_path):
     with pytest.raises(
         ValueError, match=r"^LOC_val_solution.csv: expected UTF-8 text, got invalid start byte$"
     ):
-        inat.prepare("imagenet", tmp_path, log=_quiet)
+        prepare("imagenet", tmp_path, log=_quiet)

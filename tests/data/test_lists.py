@@ -15,7 +15,10 @@ import torch
 from data_helpers import noise_jpeg as _jpeg
 from data_helpers import quiet as _quiet
 
-from classbalanced.data import inat, lists
+from classbalanced.data import lists
+from classbalanced.data.loaders import MEAN_STD, mean_std
+from classbalanced.data.prepare import prepare
+from classbalanced.data.prepared import load_prepared
 
 WNIDS = ["n01440764", "n01443537", "n01484850"]  # class index order of the lists
 LT_TRAIN = [6, 3, 1]  # long-tailed
@@ -72,7 +75,7 @@ def _places_lt(root: Path) -> dict[str, list[tuple[str, int]]]:
 
 def test_imagenet_lt_prepare_and_load(tmp_path):
     splits = _imagenet_lt(tmp_path)
-    layout = inat.prepare("imagenet_lt", tmp_path, log=_quiet, allow_size_mismatch=True)
+    layout = prepare("imagenet_lt", tmp_path, log=_quiet, allow_size_mismatch=True)
     assert layout.class_names == WNIDS
     assert layout.train_counts.tolist() == LT_TRAIN
     assert layout.splits == splits
@@ -83,24 +86,24 @@ def test_imagenet_lt_prepare_and_load(tmp_path):
     assert (out / "test.tsv").read_text().splitlines()[
         0
     ] == "val/n01440764/ILSVRC2012_val_00000001.JPEG\t0"
-    loaded = inat.load_prepared("imagenet_lt", tmp_path)
+    loaded = load_prepared("imagenet_lt", tmp_path)
     assert loaded.splits == splits and loaded.eval_split == "test"
     assert loaded.val_samples == splits["test"] and loaded.tune_samples == splits["val"]
-    assert inat.mean_std("imagenet_lt") == inat.MEAN_STD["imagenet"]
+    assert mean_std("imagenet_lt") == MEAN_STD["imagenet"]
     # an edited list is noticed
     with open(tmp_path / "ImageNet_LT_val.txt", "a") as f:
         f.write("train/n01440764/n01440764_99.JPEG 0\n")
     with pytest.raises(ValueError, match=r"ImageNet_LT_val.txt changed since it was prepared"):
-        inat.load_prepared("imagenet_lt", tmp_path)
+        load_prepared("imagenet_lt", tmp_path)
 
 
 def test_places_lt_prepare(tmp_path):
     splits = _places_lt(tmp_path)
-    layout = inat.prepare("places_lt", tmp_path, log=_quiet, allow_size_mismatch=True)
+    layout = prepare("places_lt", tmp_path, log=_quiet, allow_size_mismatch=True)
     assert layout.class_names == PLACES
     assert layout.train_counts.tolist() == [5, 2, 1]
     assert layout.val_samples == splits["test"] and layout.tune_samples == splits["val"]
-    assert inat.load_prepared("places_lt", tmp_path).splits == splits
+    assert load_prepared("places_lt", tmp_path).splits == splits
 
 
 def _benchmark_counts(num_classes: int, total: int, high: int, low: int) -> np.ndarray:
@@ -124,12 +127,12 @@ def test_published_sizes_are_checked(tmp_path, dataset):
     samples = [(f"train/c{c}/{c}_{j}.JPEG", c) for c, n in enumerate(counts) for j in range(n)]
     _write_list(tmp_path / bench.files["train"], samples)
     _write_list(tmp_path / bench.files["test"], samples[:: len(samples) // 50])
-    layout = inat.prepare(dataset, tmp_path, check_files=False, log=_quiet)
+    layout = prepare(dataset, tmp_path, check_files=False, log=_quiet)
     assert layout.num_classes == bench.num_classes and len(layout.train_samples) == bench.num_train
     # one image fewer: refused, with the published and the found sizes on one line
     _write_list(tmp_path / bench.files["train"], samples[1:])
     with pytest.raises(ValueError) as info:
-        inat.prepare(dataset, tmp_path, check_files=False, log=_quiet)
+        prepare(dataset, tmp_path, check_files=False, log=_quiet)
     message = str(info.value)
     assert "\n" not in message
     assert f"does not match {bench.title} (Liu et al., CVPR 2019)" in message
@@ -137,7 +140,7 @@ def test_published_sizes_are_checked(tmp_path, dataset):
     assert f"got {bench.num_classes} classes, {bench.num_train - 1} images" in message
     assert "--allow-size-mismatch" in message
     logged: list[str] = []
-    inat.prepare(dataset, tmp_path, check_files=False, log=logged.append, allow_size_mismatch=True)
+    prepare(dataset, tmp_path, check_files=False, log=logged.append, allow_size_mismatch=True)
     assert any(m.startswith("warning: ") and "does not match" in m for m in logged)
 
 
@@ -174,7 +177,7 @@ def test_bad_list_lines_are_one_line_errors(tmp_path, line, message):
     with open(tmp_path / "ImageNet_LT_test.txt", "a") as f:
         f.write(line + "\n")
     with pytest.raises(ValueError, match=message) as info:
-        inat.prepare("imagenet_lt", tmp_path, log=_quiet, allow_size_mismatch=True)
+        prepare("imagenet_lt", tmp_path, log=_quiet, allow_size_mismatch=True)
     assert "\n" not in str(info.value)
 
 
@@ -186,9 +189,9 @@ def test_missing_listed_image_refused_then_skipped(tmp_path):
         ValueError,
         match=rf"1 of 10 images referenced by ImageNet_LT_train.txt are missing \(e.g. {gone}\); pass --skip-missing",
     ):
-        inat.prepare("imagenet_lt", tmp_path, log=_quiet, allow_size_mismatch=True)
+        prepare("imagenet_lt", tmp_path, log=_quiet, allow_size_mismatch=True)
     logged: list[str] = []
-    layout = inat.prepare(
+    layout = prepare(
         "imagenet_lt", tmp_path, log=logged.append, allow_size_mismatch=True, skip_missing=True
     )
     assert layout.train_counts.tolist() == [5, 3, 1] and layout.num_skipped == 1
@@ -199,18 +202,18 @@ def test_missing_listed_image_refused_then_skipped(tmp_path):
 def test_generic_list_dataset(tmp_path):
     splits = _places_lt(tmp_path)
     given = {"train": tmp_path / "Places_LT_train.txt", "val": tmp_path / "Places_LT_test.txt"}
-    layout = inat.prepare("list", tmp_path, lists=given, log=_quiet)
+    layout = prepare("list", tmp_path, lists=given, log=_quiet)
     assert layout.eval_split == "val" and layout.val_samples == splits["test"]
     assert layout.tune_samples == splits["test"]  # no separate split to tune on
     assert layout.num_classes == 3
     with pytest.raises(ValueError, match=r"--dataset list needs --train-list PATH"):
-        inat.prepare("list", tmp_path, lists={"val": given["val"]}, log=_quiet)
+        prepare("list", tmp_path, lists={"val": given["val"]}, log=_quiet)
     with pytest.raises(ValueError, match=r"needs --val-list PATH or --test-list PATH"):
-        inat.prepare("list", tmp_path, lists={"train": given["train"]}, log=_quiet)
+        prepare("list", tmp_path, lists={"train": given["train"]}, log=_quiet)
     with pytest.raises(FileNotFoundError, match=r"list file not found: expected a file at"):
-        inat.prepare("list", tmp_path, lists={**given, "test": tmp_path / "nope.txt"}, log=_quiet)
+        prepare("list", tmp_path, lists={**given, "test": tmp_path / "nope.txt"}, log=_quiet)
     with pytest.raises(ValueError, match=r"list files are for --dataset list, imagenet_lt"):
-        inat.prepare("inat2018", tmp_path, lists=given, log=_quiet)
+        prepare("inat2018", tmp_path, lists=given, log=_quiet)
     # train checks that its --train-list is the prepared one
     lists.check_prepared_lists("list", tmp_path, {"train": str(given["train"])})
     with pytest.raises(ValueError, match=r"--val-list .*: expected the list prepared in"):
@@ -219,7 +222,7 @@ def test_generic_list_dataset(tmp_path):
 
 def test_benchmark_without_its_train_list(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"ImageNet-LT: expected ImageNet_LT_train.txt in"):
-        inat.prepare("imagenet_lt", tmp_path, log=_quiet)
+        prepare("imagenet_lt", tmp_path, log=_quiet)
 
 
 # --------------------------------------------------------------------------- ImageNet flat val/
@@ -275,32 +278,32 @@ def _devkit(root: Path, truth: list[str]) -> None:
 def test_flat_val_with_loc_csv(tmp_path):
     truth = _flat_imagenet(tmp_path)
     _loc_csv(tmp_path, truth)
-    layout = inat.prepare("imagenet", tmp_path, log=_quiet)
+    layout = prepare("imagenet", tmp_path, log=_quiet)
     assert layout.class_names == WNIDS and layout.val_samples == _expected_val(truth)
-    assert inat.load_prepared("imagenet", tmp_path).val_samples == _expected_val(truth)
+    assert load_prepared("imagenet", tmp_path).val_samples == _expected_val(truth)
     # a changed label file or val/ folder is noticed
     os.utime(tmp_path / "LOC_val_solution.csv", ns=(0, 5_000_000_000))
     with pytest.raises(ValueError, match=r"^LOC_val_solution.csv changed since it was prepared"):
-        inat.load_prepared("imagenet", tmp_path)
-    inat.prepare("imagenet", tmp_path, log=_quiet)
+        load_prepared("imagenet", tmp_path)
+    prepare("imagenet", tmp_path, log=_quiet)
     _jpeg(tmp_path / "val" / "ILSVRC2012_val_00000007.JPEG", 7)
     with pytest.raises(ValueError, match=r"ILSVRC2012_val_00000007.JPEG"):
-        inat.prepare("imagenet", tmp_path, log=_quiet)
+        prepare("imagenet", tmp_path, log=_quiet)
     with pytest.raises(ValueError, match=r"^val/ changed since it was prepared"):
-        inat.load_prepared("imagenet", tmp_path)
+        load_prepared("imagenet", tmp_path)
 
 
 def test_flat_val_with_devkit(tmp_path):
     truth = _flat_imagenet(tmp_path)
     _devkit(tmp_path, truth)
-    layout = inat.prepare("imagenet", tmp_path, log=_quiet)
+    layout = prepare("imagenet", tmp_path, log=_quiet)
     assert layout.val_samples == _expected_val(truth)
 
 
 def test_flat_val_with_torchvision_meta_bin(tmp_path):
     truth = _flat_imagenet(tmp_path)
     torch.save(({w: (w,) for w in WNIDS}, truth), tmp_path / "meta.bin")  # torchvision's format
-    layout = inat.prepare("imagenet", tmp_path, log=_quiet)
+    layout = prepare("imagenet", tmp_path, log=_quiet)
     assert layout.val_samples == _expected_val(truth)
 
 
@@ -311,7 +314,7 @@ def test_flat_val_devkit_archive_is_md5_checked(tmp_path):
         ValueError,
         match=r"^ILSVRC2012_devkit_t12.tar.gz: The archive .* is not present .* or is corrupted",
     ):
-        inat.prepare("imagenet", tmp_path, log=_quiet)
+        prepare("imagenet", tmp_path, log=_quiet)
 
 
 def test_flat_val_bad_labels(tmp_path):
@@ -321,24 +324,24 @@ def test_flat_val_bad_labels(tmp_path):
         ValueError,
         match=r"^1 images in val/ have no label in LOC_val_solution.csv \(e.g. ILSVRC2012_val_00000006.JPEG\)",
     ):
-        inat.prepare("imagenet", tmp_path, log=_quiet)
+        prepare("imagenet", tmp_path, log=_quiet)
     _loc_csv(tmp_path, [*truth[:5], "n09999999"])
     with pytest.raises(
         ValueError,
         match=r"ILSVRC2012_val_00000006.JPEG: expected a wnid with a train/ class folder, got 'n09999999'",
     ):
-        inat.prepare("imagenet", tmp_path, log=_quiet)
+        prepare("imagenet", tmp_path, log=_quiet)
     _loc_csv(tmp_path, truth)
     (tmp_path / "val" / "ILSVRC2012_val_00000002.JPEG").unlink()
     with pytest.raises(
         ValueError, match=r"1 of 6 images labelled in LOC_val_solution.csv are missing from val/"
     ):
-        inat.prepare("imagenet", tmp_path, log=_quiet)
-    layout = inat.prepare("imagenet", tmp_path, log=_quiet, skip_missing=True)
+        prepare("imagenet", tmp_path, log=_quiet)
+    layout = prepare("imagenet", tmp_path, log=_quiet, skip_missing=True)
     assert layout.val_samples == [s for s in _expected_val(truth) if "00000002" not in s[0]]
     (tmp_path / "LOC_val_solution.csv").write_text("id,label\n")
     with pytest.raises(ValueError, match=r"expected the header 'ImageId,PredictionString'"):
-        inat.prepare("imagenet", tmp_path, log=_quiet)
+        prepare("imagenet", tmp_path, log=_quiet)
 
 
 # --------------------------------------------------------------------------- command line

@@ -18,15 +18,24 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from classbalanced.data import inat, pipeline
+from classbalanced.data import pipeline
+from classbalanced.data.loaders import (
+    MEAN_STD,
+    ImageFileDataset,
+    build_transforms,
+    collate_skip_bad,
+    make_datasets,
+)
 from classbalanced.data.pipeline import (
     DraftRandomResizedCrop,
     DraftResizeCenterCrop,
     draft_factor,
     normalize_uint8,
 )
+from classbalanced.data.prepare import prepare
+from classbalanced.data.prepared import load_prepared
 
-MEAN, STD = inat.MEAN_STD["inat"]
+MEAN, STD = MEAN_STD["inat"]
 
 
 def _photo(path: Path, w: int, h: int, seed: int) -> Path:
@@ -122,7 +131,7 @@ def test_float_output_and_device_normalisation(tmp_path):
         as_uint8 = DraftRandomResizedCrop(32)(img)
     torch.manual_seed(0)
     with Image.open(path) as img:
-        as_float = inat.build_transforms(True, 32, MEAN, STD)(img)
+        as_float = build_transforms(True, 32, MEAN, STD)(img)
     assert torch.allclose(as_float, normalize_uint8(as_uint8[None], MEAN, STD)[0])
 
 
@@ -130,8 +139,8 @@ def test_dataset_with_draft_transform_skips_truncated_files(tmp_path):
     good = _photo(tmp_path / "good.jpg", 400, 300, 5)
     bad = _photo(tmp_path / "bad.jpg", 400, 300, 6)
     bad.write_bytes(bad.read_bytes()[:2000])
-    transform = inat.build_transforms(True, 32, MEAN, STD, output="uint8")
-    data = inat.ImageFileDataset(tmp_path, [("good.jpg", 1), ("bad.jpg", 0)], transform)
+    transform = build_transforms(True, 32, MEAN, STD, output="uint8")
+    data = ImageFileDataset(tmp_path, [("good.jpg", 1), ("bad.jpg", 0)], transform)
     x, y = data[0]
     assert x.shape == (3, 32, 32) and x.dtype == torch.uint8 and y == 1
     with warnings.catch_warnings(record=True) as caught:
@@ -139,7 +148,7 @@ def test_dataset_with_draft_transform_skips_truncated_files(tmp_path):
         assert data[1] is None
     assert any("skipping unreadable image" in str(w.message) for w in caught)
     with pytest.raises(ValueError, match=r"output: expected 'float' or 'uint8', got 'half'"):
-        inat.build_transforms(True, 32, output="half")
+        build_transforms(True, 32, output="half")
     assert good.is_file()
 
 
@@ -147,7 +156,7 @@ def test_dataset_with_draft_transform_skips_truncated_files(tmp_path):
 
 
 def test_resize_copy(tmp_path):
-    from classbalanced.data.pipeline import resize_copy
+    from classbalanced.data.resize import resize_copy
 
     big = _photo(tmp_path / "big.jpg", 120, 90, 7)
     assert resize_copy(str(big), str(tmp_path / "out" / "big.jpg"), 48)
@@ -175,7 +184,7 @@ def test_resize_copy(tmp_path):
 
 def test_resize_copy_of_a_format_pil_cannot_write_is_a_png_under_the_same_name(tmp_path):
     """XPM (like PSD) is read by PIL, not written: the copy is a lossless PNG, not a KeyError."""
-    from classbalanced.data.pipeline import resize_copy
+    from classbalanced.data.resize import resize_copy
 
     rows = ["".join("ab"[(x // 5 + y // 5) % 2] for x in range(40)) for y in range(30)]
     text = '"40 30 2 1",\n"a c #FF0000",\n"b c #0000FF",\n' + ",\n".join(f'"{r}"' for r in rows)
@@ -199,24 +208,24 @@ def test_prepare_resize_cache(tmp_path):
     (tmp_path / "val.txt").write_text(lines[3])
     lists = {"train": tmp_path / "train.txt", "val": tmp_path / "val.txt"}
     quiet = lambda _m: None  # noqa: E731
-    layout = inat.prepare("list", tmp_path, lists=lists, resize=48, workers=2, log=quiet)
+    layout = prepare("list", tmp_path, lists=lists, resize=48, workers=2, log=quiet)
     cache = tmp_path / "classbalanced-list" / "resized-48"
-    assert layout.root == cache and inat.load_prepared("list", tmp_path).root == cache
+    assert layout.root == cache and load_prepared("list", tmp_path).root == cache
     for rel, _ in layout.train_samples + layout.val_samples:
         with Image.open(cache / rel) as img:
             assert img.size == (64, 48)
-    train, _ = inat.make_datasets(inat.load_prepared("list", tmp_path), image_size=32)
+    train, _ = make_datasets(load_prepared("list", tmp_path), image_size=32)
     assert train[0][0].shape == (3, 32, 32)
-    assert inat.prepare("list", tmp_path, lists=lists, log=quiet).root == tmp_path  # back
-    assert inat.load_prepared("list", tmp_path).root == tmp_path
-    inat.prepare("list", tmp_path, lists=lists, resize=48, log=quiet)
+    assert prepare("list", tmp_path, lists=lists, log=quiet).root == tmp_path  # back
+    assert load_prepared("list", tmp_path).root == tmp_path
+    prepare("list", tmp_path, lists=lists, resize=48, log=quiet)
     import shutil
 
     shutil.rmtree(cache)
     with pytest.raises(FileNotFoundError, match=r"resized-48 \(resized copies\) is gone"):
-        inat.load_prepared("list", tmp_path)
+        load_prepared("list", tmp_path)
     with pytest.raises(ValueError, match=r"resize: expected a short side >= 1 pixel, got 0"):
-        inat.prepare("list", tmp_path, lists=lists, resize=0, log=quiet)
+        prepare("list", tmp_path, lists=lists, resize=0, log=quiet)
 
 
 # --------------------------------------------------------------------------- the fast path
@@ -257,7 +266,7 @@ def test_jpeg_rows_leaves_other_files_and_truncated_ones_to_the_full_decode(tmp_
     bad.write_bytes(bad.read_bytes()[:3000])
     with Image.open(bad) as img:
         assert jpeg_rows(img, 1, 5) is None  # no end marker: not trusted
-    data = inat.ImageFileDataset(tmp_path, [("t.jpg", 0)], FastRandomResizedCrop(16))
+    data = ImageFileDataset(tmp_path, [("t.jpg", 0)], FastRandomResizedCrop(16))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert data[0] is None  # skipped, as with the other transforms
@@ -323,7 +332,7 @@ def test_collate_channels_last_equals_collate_skip_bad():
     ]
     items = [items[0], None, items[1], items[2]]
     a, ya, sa = collate_channels_last(items)
-    b, yb, sb = inat.collate_skip_bad(items)
+    b, yb, sb = collate_skip_bad(items)
     assert torch.equal(a, b) and torch.equal(ya, yb) and sa == sb == 1
     assert a.is_contiguous(memory_format=torch.channels_last)
     assert collate_channels_last([None])[0].shape == (0,)
@@ -333,12 +342,8 @@ def test_collate_channels_last_equals_collate_skip_bad():
 
 
 def test_encoded_crop_carries_the_file_and_the_fast_crops_draws(tmp_path):
-    from classbalanced.data.pipeline import (
-        EncodedRandomResizedCrop,
-        FastRandomResizedCrop,
-        collate_encoded,
-        decode_batch,
-    )
+    from classbalanced.data.encoded import EncodedRandomResizedCrop, collate_encoded, decode_batch
+    from classbalanced.data.pipeline import FastRandomResizedCrop
 
     jpg = _photo(tmp_path / "e.jpg", 300, 260, 30)  # k = 1 for every 224 crop
     png = tmp_path / "e.png"
@@ -372,11 +377,11 @@ def test_encoded_crop_carries_the_file_and_the_fast_crops_draws(tmp_path):
 
 
 def test_encoded_crop_skips_truncated_files(tmp_path):
-    from classbalanced.data.pipeline import EncodedRandomResizedCrop
+    from classbalanced.data.encoded import EncodedRandomResizedCrop
 
     bad = _photo(tmp_path / "t.jpg", 300, 200, 31)
     bad.write_bytes(bad.read_bytes()[:2500])
-    data = inat.ImageFileDataset(tmp_path, [("t.jpg", 0)], EncodedRandomResizedCrop(32))
+    data = ImageFileDataset(tmp_path, [("t.jpg", 0)], EncodedRandomResizedCrop(32))
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
         assert data[0] is None  # no end marker: decoded here, which fails: skipped
@@ -385,7 +390,8 @@ def test_encoded_crop_skips_truncated_files(tmp_path):
 def test_sixteen_bit_greyscale_images_keep_their_grey_levels(tmp_path):
     """A 16-bit greyscale PNG (PIL mode I;16) reads as its 8-bit version (value / 257) in every
     transform and without one; PIL's ``convert("RGB")`` clips it to 255: a white image."""
-    from classbalanced.data.pipeline import EncodedRandomResizedCrop, FastRandomResizedCrop
+    from classbalanced.data.encoded import EncodedRandomResizedCrop
+    from classbalanced.data.pipeline import FastRandomResizedCrop
 
     levels = np.linspace(0, 255, 40 * 30).reshape(30, 40).round().astype(np.uint16)
     Image.fromarray(levels * 257).save(tmp_path / "deep.png")
@@ -402,7 +408,7 @@ def test_sixteen_bit_greyscale_images_keep_their_grey_levels(tmp_path):
         got = []
         for name in ("deep.png", "flat.png"):
             torch.manual_seed(3)
-            image = inat.ImageFileDataset(tmp_path, [(name, 0)], transform)[0][0]
+            image = ImageFileDataset(tmp_path, [(name, 0)], transform)[0][0]
             got.append(torch.as_tensor(np.asarray(image)))
         assert torch.equal(got[0], got[1]), transform
         assert 40 < got[0].float().mean() < 215  # a grey ramp, not white
@@ -446,7 +452,7 @@ def test_fast_crop_skips_a_jpeg_broken_above_the_crops_last_row(tmp_path, progre
         img.load()  # the full decode: broken
     with Image.open(path) as img:
         assert jpeg_rows(img, 1, 200) is None  # not trusted: the caller's full decode raises
-    dataset = inat.ImageFileDataset(tmp_path, [("b.jpg", 0)], FastRandomResizedCrop(16))
+    dataset = ImageFileDataset(tmp_path, [("b.jpg", 0)], FastRandomResizedCrop(16))
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
         assert all(dataset[0] is None for _ in range(3))

@@ -14,8 +14,9 @@ import pytest
 from data_helpers import noise_jpeg
 from PIL import Image
 
-from classbalanced.data import inat
-from classbalanced.data.pipeline import resize_copy, resize_images
+from classbalanced.data.prepare import prepare
+from classbalanced.data.prepared import load_prepared
+from classbalanced.data.resize import resize_copy, resize_images
 
 
 def _jpeg(path: Path, seed: int) -> Path:
@@ -70,28 +71,26 @@ def test_prepare_resize_after_an_image_broke_or_went_missing(tmp_path):
     (tmp_path / "val.txt").write_text("img/3.jpg 1\n")
     lists = {"train": tmp_path / "train.txt", "val": tmp_path / "val.txt"}
     logged: list[str] = []
-    inat.prepare("list", tmp_path, lists=lists, resize=20, log=logged.append)
+    prepare("list", tmp_path, lists=lists, resize=20, log=logged.append)
     cache = tmp_path / "classbalanced-list" / "resized-20" / "img"
     assert sorted(p.name for p in cache.iterdir()) == ["0.jpg", "1.jpg", "2.jpg", "3.jpg"]
     (tmp_path / "img/0.jpg").write_bytes(b"broken")
     (tmp_path / "img/1.jpg").unlink()
-    layout = inat.prepare(
-        "list", tmp_path, lists=lists, resize=20, check_files=False, log=logged.append
-    )
+    layout = prepare("list", tmp_path, lists=lists, resize=20, check_files=False, log=logged.append)
     assert sorted(p.name for p in cache.iterdir()) == ["2.jpg", "3.jpg"]
     assert "2 unreadable left out (e.g. img/0.jpg, img/1.jpg)" in logged[-2]
     assert layout.root == cache.parent
 
 
 def test_an_interrupted_resize_leaves_no_prepared_set_behind(tmp_path, monkeypatch):
-    from classbalanced.data import pipeline
+    from classbalanced.data import resize
 
     for seed, rel in enumerate(["img/0.jpg", "img/1.jpg", "img/2.jpg", "img/3.jpg"]):
         _jpeg(tmp_path / rel, seed)
     (tmp_path / "train.txt").write_text("img/0.jpg 0\nimg/1.jpg 1\nimg/2.jpg 0\n")
     (tmp_path / "val.txt").write_text("img/3.jpg 1\n")
     lists = {"train": tmp_path / "train.txt", "val": tmp_path / "val.txt"}
-    inat.prepare("list", tmp_path, lists=lists, resize=20, log=lambda _m: None)
+    prepare("list", tmp_path, lists=lists, resize=20, log=lambda _m: None)
     for seed, rel in enumerate(["img/0.jpg", "img/1.jpg", "img/2.jpg", "img/3.jpg"]):
         _jpeg(tmp_path / rel, 10 + seed)  # the images change: prepare again, and stop half-way
     calls = []
@@ -102,12 +101,12 @@ def test_an_interrupted_resize_leaves_no_prepared_set_behind(tmp_path, monkeypat
             raise KeyboardInterrupt
         return resize_copy(src, dest, short_side)
 
-    monkeypatch.setattr(pipeline, "resize_copy", interrupted)
+    monkeypatch.setattr(resize, "resize_copy", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        inat.prepare("list", tmp_path, lists=lists, resize=20, log=lambda _m: None)
+        prepare("list", tmp_path, lists=lists, resize=20, log=lambda _m: None)
     # two copies are new, two old: no prepared set may name this folder as complete
     with pytest.raises(FileNotFoundError, match=r"list is not prepared in"):
-        inat.load_prepared("list", tmp_path)
+        load_prepared("list", tmp_path)
 
 
 def test_a_bad_short_side_is_refused_before_anything_changes(tmp_path):
@@ -116,13 +115,13 @@ def test_a_bad_short_side_is_refused_before_anything_changes(tmp_path):
     (tmp_path / "train.txt").write_text("img/0.jpg 0\n")
     (tmp_path / "val.txt").write_text("img/1.jpg 0\n")
     lists = {"train": tmp_path / "train.txt", "val": tmp_path / "val.txt"}
-    inat.prepare("list", tmp_path, lists=lists, log=lambda _m: None)
+    prepare("list", tmp_path, lists=lists, log=lambda _m: None)
     for bad in (0, -5, 2.5, True):
         with pytest.raises(
             ValueError, match=rf"^--resize: expected a short side >= 1 pixel, got {bad}$"
         ):
-            inat.prepare("list", tmp_path, lists=lists, resize=bad, log=lambda _m: None)
-    assert inat.load_prepared("list", tmp_path).root == tmp_path  # the earlier set is still there
+            prepare("list", tmp_path, lists=lists, resize=bad, log=lambda _m: None)
+    assert load_prepared("list", tmp_path).root == tmp_path  # the earlier set is still there
 
 
 def test_a_sixteen_bit_greyscale_image_keeps_its_grey_levels(tmp_path):

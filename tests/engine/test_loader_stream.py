@@ -10,13 +10,13 @@ import torch
 from PIL import Image
 
 from classbalanced.config import TrainConfig
-from classbalanced.data import inat
+from classbalanced.data.encoded import collate_encoded, decode_batch
+from classbalanced.data.images import BadImageWarning
+from classbalanced.data.loaders import ImageFileDataset, collate_skip_bad
 from classbalanced.data.pipeline import (
     DraftResizeCenterCrop,
     FastRandomResizedCrop,
     collate_channels_last,
-    collate_encoded,
-    decode_batch,
 )
 from classbalanced.engine.distributed import DistContext
 from classbalanced.engine.evaluate import LoaderEvaluator
@@ -41,7 +41,7 @@ def files(tmp_path_factory):
 
 def _stream(files, *, persistent, transform=None, workers=2, collate=collate_channels_last, **kw):
     root, samples = files
-    data = inat.ImageFileDataset(root, samples, transform or FastRandomResizedCrop(16))
+    data = ImageFileDataset(root, samples, transform or FastRandomResizedCrop(16))
     return LoaderStream(
         data,
         batch_size=4,
@@ -61,11 +61,9 @@ class _Mean(torch.nn.Module):
 
 def _evaluator(files, persistent):
     root, samples = files
-    shard = inat.ImageFileDataset(root, samples[:8], DraftResizeCenterCrop(16, output="uint8"))
+    shard = ImageFileDataset(root, samples[:8], DraftResizeCenterCrop(16, output="uint8"))
     cfg = TrainConfig(num_workers=2, eval_batch_size=4, channels_last=False)
-    return LoaderEvaluator(
-        shard, inat.collate_skip_bad, cfg, DistContext(), 4, persistent=persistent
-    )
+    return LoaderEvaluator(shard, collate_skip_bad, cfg, DistContext(), 4, persistent=persistent)
 
 
 def _run(files, persistent, global_seed):
@@ -199,7 +197,7 @@ def test_decoding_on_the_device_skips_and_counts_a_jpeg_it_cannot_decode(files, 
         stream.on_device, stream.sampler.shuffle = on_device, False
         return [(x, y) for x, y in stream.epoch(0)], stream.skipped
 
-    with pytest.warns(inat.BadImageWarning, match="broken.jpg"):
+    with pytest.warns(BadImageWarning, match="broken.jpg"):
         [(x, y)], skipped = batches(str(broken))
     [(ref, ref_y)], ref_skipped = batches("0.jpg")
     assert (skipped, ref_skipped) == (1, 0) and y.tolist() == [1, 2, 3] == ref_y[1:].tolist()
@@ -212,7 +210,7 @@ def test_decoding_on_the_device_skips_and_counts_a_jpeg_it_cannot_decode(files, 
 
 def test_a_batch_larger_than_the_training_set_shrinks_to_it(files):
     root, samples = files
-    data = inat.ImageFileDataset(root, samples[:6], FastRandomResizedCrop(16))
+    data = ImageFileDataset(root, samples[:6], FastRandomResizedCrop(16))
     stream = LoaderStream(
         data, batch_size=16, seed=0, ctx=DistContext(), num_workers=0, collate=collate_channels_last
     )

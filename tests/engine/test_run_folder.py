@@ -52,9 +52,9 @@ def test_a_resume_removes_its_own_stale_temporary_files_and_no_user_file(
 ):
     import matplotlib.pyplot as plt
 
-    from classbalanced.data.safe_io import atomic_write_json
     from classbalanced.engine.checkpoint import write_checkpoint
     from classbalanced.engine.run_folder import RunFolder
+    from classbalanced.files import atomic_write_json
     from classbalanced.plots import _write_png
 
     mine = [copied_run / ".notes.tmp", copied_run / "checkpoints" / ".draft.pt.tmp"]

@@ -1,4 +1,4 @@
-"""Data layer: CIFAR archives, long-tailed subsets, in-memory image arrays, safe I/O.
+"""Data layer: CIFAR archives, long-tailed subsets, in-memory image arrays, safe reading.
 
 Example:
     >>> from classbalanced.data import longtail_counts
@@ -6,7 +6,7 @@ Example:
     10847
 """
 
-from .arrays import IMG_EXTENSIONS, ImageArrays, load_digits, load_image_folder, load_npz
+from .arrays import ImageArrays, load_digits, load_image_folder, load_npz
 from .cifar import (
     ARCHIVES,
     DATASETS,
@@ -20,12 +20,9 @@ from .cifar import (
     load_cifar,
     md5_file,
 )
+from .images import IMG_EXTENSIONS
 from .longtail import PROFILES, class_counts, longtail_counts, longtail_indices
 from .safe_io import (
-    atomic_save,
-    atomic_write_bytes,
-    atomic_write_json,
-    atomic_write_text,
     load_pickle_dict,
     restricted_load_pickle,
     safe_extract_tar,
@@ -43,10 +40,6 @@ __all__ = [
     "DownloadError",
     "ImageArrays",
     "archive_url",
-    "atomic_save",
-    "atomic_write_bytes",
-    "atomic_write_json",
-    "atomic_write_text",
     "cifar_arrays",
     "class_counts",
     "download",

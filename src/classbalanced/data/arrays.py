@@ -25,9 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
+from sklearn.datasets import load_digits as _sk_load_digits
+
+from .images import IMG_EXTENSIONS, to_rgb
 
 __all__ = [
-    "IMG_EXTENSIONS",
     "ImageArrays",
     "load_digits",
     "load_image_folder",
@@ -37,7 +40,6 @@ __all__ = [
 
 #: without class_names, labels beyond the number of images and this many classes are refused
 _MAX_UNNAMED_CLASSES = 1 << 16
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
 def _is_int_dtype(arr: np.ndarray) -> bool:
@@ -320,7 +322,7 @@ def load_image_folder(
 
     Classes are the sorted sub-folder names (hidden ones skipped); images are
     found recursively by extension and decoded with PIL to RGB
-    (:func:`~classbalanced.data.pipeline.to_rgb`: 16-bit greyscale scaled to 8 bits). Symbolic links
+    (:func:`~classbalanced.data.images.to_rgb`: 16-bit greyscale scaled to 8 bits). Symbolic links
     are followed only inside ``root``, each folder is walked once (a link loop
     adds nothing) and each image file counts once; the skipped links are counted
     in a warning. With
@@ -370,13 +372,9 @@ def load_image_folder(
 
 def read_image(file, hw: tuple[int, int] | None = None):
     """uint8 ``(H, W, 3)`` RGB of one image (a path or an opened PIL image) as the folder
-    loader decodes it: :func:`~classbalanced.data.pipeline.to_rgb`, then resized (bilinear)
+    loader decodes it: :func:`~classbalanced.data.images.to_rgb`, then resized (bilinear)
     to ``hw`` (height, width) when given and different. An unreadable or truncated file,
     or one past PIL's decompression-bomb limit, is a one-line ValueError."""
-    from PIL import Image, UnidentifiedImageError
-
-    from .pipeline import to_rgb
-
     try:
         with contextlib.ExitStack() as stack:
             im = file if isinstance(file, Image.Image) else stack.enter_context(Image.open(file))
@@ -423,8 +421,6 @@ def load_digits(*, test_per_class: int = 50, seed: int = 0) -> tuple[ImageArrays
         >>> len(train) + len(test), test.counts().tolist()
         (1797, [10, 10, 10, 10, 10, 10, 10, 10, 10, 10])
     """
-    from sklearn.datasets import load_digits as _sk_load_digits
-
     if isinstance(test_per_class, bool) or not isinstance(test_per_class, int | np.integer):
         raise TypeError(f"test_per_class: expected an int, got {type(test_per_class).__name__}")
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer):

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import numpy as np
+from tqdm import tqdm
 
 from .arrays import ImageArrays
 from .safe_io import load_pickle_dict, safe_extract_tar
@@ -168,8 +169,6 @@ class _Retryable(Exception):
 
 
 def _fetch_once(url: str, part: Path, timeout: float, progress: bool) -> None:
-    from tqdm import tqdm
-
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:  # a user-chosen mirror
             length_header = resp.headers.get("Content-Length")

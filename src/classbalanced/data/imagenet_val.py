@@ -28,6 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from torchvision.datasets import imagenet as tv
+
 __all__ = ["LABEL_SOURCES", "flat_val_samples"]
 
 DEVKIT = "ILSVRC2012_devkit_t12"
@@ -74,7 +76,7 @@ def _loc_csv(path: Path) -> dict[str, str]:
 def _devkit_wnids(root: Path) -> list[str]:
     """Wnid of validation image ``k`` (position ``k - 1``) from the extracted devkit."""
     try:
-        import scipy.io as sio
+        import scipy.io as sio  # optional: only the devkit's meta.mat needs it
     except ImportError:
         raise ImportError(
             f"reading {DEVKIT}/data/meta.mat needs scipy (pip install scipy), or use LOC_val_solution.csv"
@@ -105,8 +107,6 @@ def _devkit_wnids(root: Path) -> list[str]:
 
 def _torchvision_wnids(meta_dir: Path, archive: Path | None) -> list[str]:
     """Wnid of validation image ``k`` (position ``k - 1``) from torchvision's ``meta.bin``."""
-    from torchvision.datasets import imagenet as tv
-
     if archive is not None:
         try:
             tv.parse_devkit_archive(str(meta_dir), str(archive.resolve()))

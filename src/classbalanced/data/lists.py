@@ -32,7 +32,6 @@ Example:
 
 from __future__ import annotations
 
-import os
 import posixpath
 import re
 from collections.abc import Callable, Sequence
@@ -42,7 +41,9 @@ from typing import Any
 
 import numpy as np
 
-from .inat import _drop_missing, _source_stamp
+from ..files import PathLike
+from .prepared import prepare_hint, prepared_dir, read_prepared_meta
+from .sources import check_across_splits, drop_missing, source_stamp
 
 __all__ = [
     "BENCHMARKS",
@@ -54,7 +55,6 @@ __all__ = [
     "scan",
 ]
 
-PathLike = str | os.PathLike
 SPLITS = ("train", "val", "test")
 _LABEL = re.compile(r"-?[0-9]+")  # ASCII digits (a minus sign: refused as out of range)
 
@@ -236,30 +236,6 @@ def _class_names(train: Sequence[tuple[str, int]], num_classes: int) -> list[str
     return [names.get(i) or str(i) for i in range(num_classes)]
 
 
-def _check_across_splits(
-    splits: dict[str, list[tuple[str, int]]], names: dict[str, str], log: Callable[[str], Any]
-) -> None:
-    """Refuse an image listed with two labels (one-line ValueError); report training images
-    that are evaluated on too (a warning: a list may do it on purpose)."""
-    label_of: dict[str, tuple[int, str]] = {}
-    for split, samples in splits.items():
-        shared = []
-        for rel, label in samples:
-            first = label_of.setdefault(rel, (label, split))
-            if first[0] != label:
-                raise ValueError(
-                    f"{names[split]}: {rel} has label {label}, but {names[first[1]]} gives it "
-                    f"label {first[0]}: expected one class per image"
-                )
-            if split != "train" and first[1] == "train":
-                shared.append(rel)
-        if shared:
-            log(
-                f"warning: {len(shared)} of {len(samples)} images of {names[split]} are in "
-                f"{names['train']} too (e.g. {', '.join(shared[:3])})"
-            )
-
-
 def scan(
     dataset: str,
     root: Path,
@@ -270,7 +246,7 @@ def scan(
     allow_size_mismatch: bool,
     log: Callable[[str], Any],
 ) -> dict[str, Any]:
-    """Read and check the list files of ``dataset``; see :func:`classbalanced.data.inat.prepare`.
+    """Read and check the list files of ``dataset``; see :func:`classbalanced.data.prepare.prepare`.
 
     Returns ``sources`` (absolute list file path -> size / mtime), ``ids`` and ``names``
     (one per class), ``splits`` (split -> samples), ``skipped`` (missing images left
@@ -299,11 +275,11 @@ def scan(
     for split in ("val", "test"):
         if split in paths:
             splits[split] = read_list(paths[split], num_classes, classes_of=classes_of)
-    _check_across_splits(splits, {s: p.name for s, p in paths.items()}, log)
+    check_across_splits(splits, {s: p.name for s, p in paths.items()}, log)
     skipped = {}
     if check_files:
         for split, samples in splits.items():
-            splits[split], skipped[split] = _drop_missing(
+            splits[split], skipped[split] = drop_missing(
                 root, samples, paths[split].name, skip_missing, log
             )
         if skipped["train"] and bench is not None:  # missing val / test images leave it as is
@@ -311,7 +287,7 @@ def scan(
                 f"warning: {skipped['train']} training images are missing: the training set no "
                 f"longer has {bench.title}'s published size"
             )
-    sources = {str(p.resolve()): _source_stamp(p) for p in paths.values()}
+    sources = {str(p.resolve()): source_stamp(p) for p in paths.values()}
     names = _class_names(splits["train"], num_classes)
     return {
         "sources": sources,
@@ -329,8 +305,6 @@ def check_prepared_lists(dataset: str, data_dir: PathLike, given: dict[str, Any]
     Training reads the prepared folder; a ``--train-list`` given to ``train`` must be
     the file that was prepared (its content is checked by ``load_prepared``).
     """
-    from .inat import _prepare_hint, _read_prepared_meta, prepared_dir
-
     meta_path = prepared_dir(dataset, data_dir) / "prepared.json"
     if not meta_path.is_file():
         raise FileNotFoundError(
@@ -338,7 +312,7 @@ def check_prepared_lists(dataset: str, data_dir: PathLike, given: dict[str, Any]
             f"`classbalanced prepare --dataset {dataset} --data-dir {data_dir} --train-list ...` first"
         )
     # read and checked as load_prepared does: a damaged file is named, never a traceback
-    meta, _, _ = _read_prepared_meta(dataset, meta_path.parent, _prepare_hint(dataset, data_dir))
+    meta, _, _ = read_prepared_meta(dataset, meta_path.parent, prepare_hint(dataset, data_dir))
     prepared = meta.get("lists", {})
     for split, path in given.items():
         if path and prepared.get(split) != str(Path(path).resolve()):

@@ -22,11 +22,11 @@ further: only the crop's region is decoded (:func:`jpeg_region`: libjpeg-turbo's
 decompression, an optional C extension built at install time) or, without the extension,
 libjpeg stops after the crop's last row (:func:`jpeg_rows`), and the crop is resized by
 torch's uint8 kernel, stored channels-last (:func:`collate_channels_last`);
-:class:`EncodedRandomResizedCrop` + :func:`collate_encoded` + :func:`decode_batch` leave the
-decoding to the device (nvJPEG on CUDA, in batches). Speed: docs/benchmarks.md.
+:mod:`~classbalanced.data.encoded` leaves the decoding to the device (nvJPEG on CUDA, in
+batches). Speed: docs/benchmarks.md.
 
 They take the image *before* it is decoded (``decodes = True``):
-:class:`classbalanced.data.inat.ImageFileDataset` passes the opened file; a truncated
+:class:`classbalanced.data.loaders.ImageFileDataset` passes the opened file; a truncated
 file still raises inside the transform and is skipped there.
 
 Example:
@@ -41,15 +41,20 @@ Example:
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 from torchvision.transforms import RandomResizedCrop  # here: forked loader workers inherit it
+from torchvision.transforms.v2.functional import center_crop
+
+from .images import to_rgb
 
 #: the version of ``_jpegcrop.c``'s functions this module calls (its ``API_VERSION``)
 _EXTENSION_API = 2
@@ -59,8 +64,6 @@ def _extension() -> Any:
     """``classbalanced.data._jpegcrop`` (built from _jpegcrop.c where libjpeg-turbo's headers
     were found at install time), or ``None``: not built, or built from an older _jpegcrop.c,
     whose functions take other arguments (an in-place build not redone: rebuild it)."""
-    import importlib
-
     try:
         module = importlib.import_module("classbalanced.data._jpegcrop")
     except ImportError:  # pragma: no cover - depends on the install
@@ -77,8 +80,8 @@ PARTIAL_JPEG_DECODING = _jpegcrop is not None
 
 __all__ = [
     "draft_factor",
+    "has_end_marker",
     "jpeg_factor_limit",
-    "to_rgb",
     "DraftRandomResizedCrop",
     "DraftResizeCenterCrop",
     "FastRandomResizedCrop",
@@ -88,10 +91,6 @@ __all__ = [
     "jpeg_region",
     "PARTIAL_JPEG_DECODING",
     "collate_channels_last",
-    "EncodedBatch",
-    "EncodedRandomResizedCrop",
-    "collate_encoded",
-    "decode_batch",
     "normalize_uint8",
 ]
 
@@ -125,23 +124,6 @@ def jpeg_factor_limit(layers: Sequence[tuple[Any, int, int, Any]]) -> int:
 def _factor_limit(img: Image.Image) -> int:
     layers = getattr(img, "layer", None)
     return jpeg_factor_limit(layers) if img.format in ("JPEG", "MPO") and layers else 8
-
-
-def to_rgb(img: Image.Image) -> Image.Image:
-    """``img`` (decoded) in RGB: ``img.convert("RGB")``, except that 16-bit greyscale (modes
-    ``I;16``, ``I;16B``, ...: 16-bit PNGs and TIFFs) is first scaled to 8 bits (``v / 257``,
-    rounded) where PIL's conversion clips every level above 255 to white.
-
-    >>> deep = Image.fromarray(np.array([[0, 32896, 65535]], dtype=np.uint16))
-    >>> deep.mode, np.asarray(to_rgb(deep))[0, :, 0].tolist()
-    ('I;16', [0, 128, 255])
-    """
-    if img.mode == "RGB":
-        return img
-    if img.mode.startswith("I;16"):
-        levels = (np.asarray(img).astype(np.uint32) + 128) // 257
-        img = Image.fromarray(levels.astype(np.uint8))
-    return img.convert("RGB")
 
 
 def _decode(img: Image.Image, k: int) -> tuple[Image.Image, float, float]:
@@ -179,14 +161,17 @@ def _to_tensor(img: Image.Image) -> Tensor:
 
 
 class _Output:
-    """uint8 out, or float normalised with ``mean`` / ``std`` (for loaders that expect it)."""
+    """A ``size`` x ``size`` image out: uint8, or float normalised with ``mean`` / ``std`` (for
+    loaders that expect it)."""
 
     decodes = True
 
-    def __init__(self, output: str, mean: Sequence[float], std: Sequence[float]) -> None:
+    def __init__(self, size: int, output: str, mean: Sequence[float], std: Sequence[float]) -> None:
         if output not in ("uint8", "float"):
             raise ValueError(f"output: expected 'uint8' or 'float', got {output!r}")
-        self.output, self.mean, self.std = output, tuple(mean), tuple(std)
+        if size < 1:
+            raise ValueError(f"size: expected a positive integer, got {size}")
+        self.size, self.output, self.mean, self.std = size, output, tuple(mean), tuple(std)
 
     def _finish(self, img: Image.Image) -> Tensor:
         x = _to_tensor(img)
@@ -209,10 +194,8 @@ class _RandomCrop(_Output):
         mean: Sequence[float] = (0.0, 0.0, 0.0),
         std: Sequence[float] = (1.0, 1.0, 1.0),
     ) -> None:
-        super().__init__(output, mean, std)
-        if size < 1:
-            raise ValueError(f"size: expected a positive integer, got {size}")
-        self.size, self.scale, self.ratio, self.flip = size, scale, ratio, flip
+        super().__init__(size, output, mean, std)
+        self.scale, self.ratio, self.flip = scale, ratio, flip
 
 
 class DraftRandomResizedCrop(_RandomCrop):
@@ -258,10 +241,7 @@ class DraftResizeCenterCrop(_Output):
         mean: Sequence[float] = (0.0, 0.0, 0.0),
         std: Sequence[float] = (1.0, 1.0, 1.0),
     ) -> None:
-        super().__init__(output, mean, std)
-        if size < 1:
-            raise ValueError(f"size: expected a positive integer, got {size}")
-        self.size = size
+        super().__init__(size, output, mean, std)
         self.resize = resize if resize is not None else int(size * 256 / 224)
 
     def __call__(self, img: Image.Image) -> Tensor:
@@ -278,9 +258,7 @@ class DraftResizeCenterCrop(_Output):
             return self._finish(rgb.resize((self.size, self.size), Image.BILINEAR, box=box))
         resized = rgb.resize((new_w, new_h), Image.BILINEAR)
         if top < 0 or left < 0:  # smaller than the crop: torchvision pads with zeros
-            from torchvision.transforms.v2 import functional as F
-
-            return self._finish(F.center_crop(resized, [self.size, self.size]))
+            return self._finish(center_crop(resized, [self.size, self.size]))
         return self._finish(resized.crop((left, top, left + self.size, top + self.size)))
 
 
@@ -301,7 +279,7 @@ def draw_crop(img: Image.Image, scale, ratio, flip: bool) -> CropParams:
     return CropParams(top, left, h, w, flip and bool(torch.rand(1) < 0.5))
 
 
-def _has_end_marker(data: bytes) -> bool:
+def has_end_marker(data: bytes) -> bool:
     """A complete JPEG ends with EOI (``FF D9``), possibly followed by a little padding."""
     return b"\xff\xd9" in data[-64:]
 
@@ -342,7 +320,7 @@ def _jpeg_bytes(img: Image.Image) -> bytes | None:
     chain to (:func:`_well_formed`); ``None`` otherwise."""
     img.fp.seek(0)
     data = img.fp.read()
-    if not _has_end_marker(data):
+    if not has_end_marker(data):
         return None
     return data if (_jpegcrop.well_formed if _jpegcrop else _well_formed)(data) else None
 
@@ -456,8 +434,6 @@ def _resized_crop(hwc: Tensor, size: int) -> Tensor:
     try:
         torch.ops.aten._upsample_bilinear2d_aa.out(x, [size, size], False, None, None, out=out)
     except (AttributeError, RuntimeError, TypeError):  # pragma: no cover - older torch
-        import torch.nn.functional as F
-
         aa = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
         out.copy_(aa)
     return out[0]
@@ -520,7 +496,7 @@ class FastRandomResizedCrop(_RandomCrop):
 
 
 def collate_channels_last(batch: Sequence[Any]) -> tuple[Tensor, Tensor, int]:
-    """:func:`classbalanced.data.inat.collate_skip_bad` stacking in HWC order: the images come
+    """:func:`classbalanced.data.loaders.collate_skip_bad` stacking in HWC order: the images come
     out ``(N, 3, H, W)`` in channels-last memory (one copy per image, no transposition when
     the items are channels-last views, as :class:`FastRandomResizedCrop` makes them).
 
@@ -538,132 +514,6 @@ def collate_channels_last(batch: Sequence[Any]) -> tuple[Tensor, Tensor, int]:
     images = torch.stack([torch.as_tensor(img).permute(1, 2, 0) for img, _ in good])
     labels = torch.tensor([label for _, label in good], dtype=torch.int64)
     return images.permute(0, 3, 1, 2), labels, skipped
-
-
-# --------------------------------------------------------------------------- decoding on the device
-
-
-class EncodedBatch(NamedTuple):
-    """A batch for :func:`decode_batch`: per image either its JPEG file (``files[i]``, uint8
-    bytes) and crop ``params[i]`` = (top, left, height, width, flip), or the finished uint8
-    image (``images[i]``, for files the device cannot decode); the other is empty.
-    ``names[i]``: the JPEG's file name, for the warning when it cannot be decoded."""
-
-    files: list[Tensor]
-    params: Tensor  # (N, 5) int64
-    images: list[Tensor]
-    names: Sequence[str] = ()
-
-    @property
-    def shape(self) -> tuple[int]:  # ``shape[0]``: the number of images, as for a tensor batch
-        return (int(self.params.shape[0]),)
-
-
-class EncodedRandomResizedCrop(FastRandomResizedCrop):
-    """The crop of :class:`FastRandomResizedCrop` (same draws), left to the device: a complete
-    RGB or greyscale JPEG comes back as its bytes, crop parameters and file name
-    (``(bytes, params, name)``), to be decoded in batches by :func:`decode_batch`; other files
-    are decoded here."""
-
-    def __call__(self, img: Image.Image) -> Any:
-        p = draw_crop(img, self.scale, self.ratio, self.flip)
-        if img.format == "JPEG" and img.mode in ("RGB", "L"):
-            img.fp.seek(0)
-            data = img.fp.read()
-            if _has_end_marker(data):
-                name = str(getattr(img, "filename", "") or "a JPEG")
-                return torch.frombuffer(bytearray(data), dtype=torch.uint8), torch.tensor(p), name
-        return self.apply(img, p)
-
-
-def collate_encoded(batch: Sequence[Any]) -> tuple[EncodedBatch, Tensor, int]:
-    """Collate :class:`EncodedRandomResizedCrop` items (``None``: unreadable, dropped and counted)."""
-    good = [item for item in batch if item is not None]
-    empty = torch.empty(0, dtype=torch.uint8)
-    files, params, images, names = [], [], [], []
-    for value, _ in good:
-        encoded = isinstance(value, tuple)
-        files.append(value[0] if encoded else empty)
-        params.append(value[1] if encoded else torch.zeros(5, dtype=torch.int64))
-        images.append(empty if encoded else value)
-        names.append(value[2] if encoded else "")
-    stacked = torch.stack(params) if params else torch.empty(0, 5, dtype=torch.int64)
-    labels = torch.tensor([label for _, label in good], dtype=torch.int64)
-    return EncodedBatch(files, stacked, images, names), labels, len(batch) - len(good)
-
-
-def _decode_jpegs(files: list[Tensor], device: torch.device) -> list[Tensor | RuntimeError]:
-    """``decode_jpeg`` of ``files`` on ``device`` in one call; where that fails, one by one on
-    the device, then with libjpeg on the host: per file its RGB image or the host's error."""
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    try:
-        return list(decode_jpeg(files, mode=ImageReadMode.RGB, device=device))
-    except RuntimeError:
-        pass
-    out: list[Tensor | RuntimeError] = []
-    for data in files:
-        try:
-            out.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
-        except RuntimeError:
-            try:
-                out.append(decode_jpeg(data, mode=ImageReadMode.RGB).to(device))
-            except RuntimeError as exc:
-                out.append(exc)
-    return out
-
-
-def decode_batch(
-    batch: EncodedBatch, size: int, device: torch.device | str, *, drop_bad: bool = False
-) -> Tensor | tuple[Tensor, Tensor]:
-    """uint8 ``(N, 3, size, size)`` (channels-last) on ``device`` from an :class:`EncodedBatch`.
-
-    The JPEGs are decoded in one call of ``torchvision.io.decode_jpeg(..., device=device)``
-    (nvJPEG on CUDA, libjpeg-turbo on the CPU), each crop resized (bilinear, antialiased, in
-    float32, rounded back to uint8) and flipped as drawn. A JPEG that neither the device nor
-    libjpeg on the host decodes (broken data behind a valid header) raises ``OSError``; with
-    ``drop_bad`` it is left out with a :class:`~classbalanced.data.inat.BadImageWarning`, and
-    the result is ``(images, kept)``: the ``M <= N`` others and the ``(N,)`` bool mask of them.
-    """
-    import torch.nn.functional as F
-
-    device = torch.device(device)
-    n = batch.shape[0]
-    out = torch.empty((n, size, size, 3), dtype=torch.uint8, device=device).permute(0, 3, 1, 2)
-    kept = torch.ones(n, dtype=torch.bool)
-    todo = [i for i in range(n) if batch.files[i].numel()]
-    decoded = _decode_jpegs([batch.files[i] for i in todo], device) if todo else []
-    for i, img in zip(todo, decoded, strict=True):
-        top, left, h, w, flip = batch.params[i].tolist()
-        if isinstance(img, RuntimeError) or img.shape[1] < top + h or img.shape[2] < left + w:
-            name = batch.names[i] if i < len(batch.names) else f"image {i} of the batch"
-            # torchvision's message: "decode_jpeg, <source file>:<line>, <libjpeg's message>"
-            why = str(img).split(", ")[-1] if isinstance(img, RuntimeError) else "its size"
-            if not drop_bad:
-                raise OSError(f"cannot decode {name} on {device}: {why}")
-            _warn_bad(f"skipping unreadable image {name}: not decoded on {device} ({why})")
-            kept[i] = False
-            continue
-        crop = img[None, :, top : top + h, left : left + w].float()
-        resized = F.interpolate(crop, (size, size), mode="bilinear", antialias=True)
-        resized = resized.round_().clamp_(0, 255).to(torch.uint8)
-        out[i] = resized[0].flip(2) if flip else resized[0]
-    for i in range(n):
-        if batch.images[i].numel():
-            out[i] = batch.images[i].to(device, non_blocking=True)
-    if not drop_bad:
-        return out
-    return (out if bool(kept.all()) else out[kept.to(device)]), kept
-
-
-def _warn_bad(msg: str) -> None:
-    import logging
-    import warnings
-
-    from .inat import BadImageWarning
-
-    logging.getLogger(__name__).warning(msg)
-    warnings.warn(msg, BadImageWarning, stacklevel=3)
 
 
 def normalize_uint8(
@@ -686,77 +536,3 @@ def normalize_uint8(
     a = (1.0 / (255.0 * s)).to(dtype=dtype, device=images.device)[None, :, None, None]
     b = (m / s).to(dtype=dtype, device=images.device)[None, :, None, None]
     return torch.addcmul(-b, images.to(dtype), a)
-
-
-# --------------------------------------------------------------------------- resized copies
-
-
-def resize_copy(src: str, dest: str, short_side: int) -> bool:
-    """Write ``src`` to ``dest`` with its short side reduced to ``short_side`` (bicubic; JPEGs
-    re-encoded at quality 90, other formats kept, or PNG, under the same name, for one PIL
-    reads but cannot write: PSD, XPM, ...); an image already that small is copied as is.
-    The copy takes the mtime of ``src``: a ``dest`` with the same mtime was made from this
-    version of ``src`` (nothing to do); any other (a source replaced, even by an older file) is
-    made again. False: ``src`` is missing or unreadable, and no copy of it is left at ``dest``.
-    The file appears at once (written to a temporary name, then renamed).
-    """
-    import os
-    import shutil
-
-    try:
-        stamp = os.stat(src)
-        if os.path.isfile(dest) and os.stat(dest).st_mtime_ns == stamp.st_mtime_ns:
-            return True
-        with Image.open(src) as img:
-            fmt, (w, h) = img.format, img.size
-            fmt = "JPEG" if fmt == "MPO" else fmt  # a camera JPEG with a multi-picture extension
-            short = min(w, h)
-            if short <= short_side:
-                out = None
-            else:
-                new = (max(1, round(w * short_side / short)), max(1, round(h * short_side / short)))
-                new = (short_side, new[1]) if w <= h else (new[0], short_side)
-                img.draft("RGB", new)  # decode no larger than needed (JPEG)
-                img.load()
-                rgb = img if img.mode in ("RGB", "L") else to_rgb(img)  # 16-bit grey: scaled
-                out = rgb.resize(new, Image.BICUBIC)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-        if os.path.isfile(dest):  # a copy of an earlier version: training must not read it
-            os.unlink(dest)
-        return False
-    os.makedirs(os.path.dirname(dest), exist_ok=True)
-    tmp = os.path.join(os.path.dirname(dest), f".{os.path.basename(dest)}.tmp")
-    try:
-        if out is None:
-            shutil.copyfile(src, tmp)
-        else:
-            fmt = fmt if fmt in Image.SAVE else "PNG"  # PIL reads it, cannot write it: lossless
-            out.save(tmp, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
-        os.utime(tmp, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return True
-
-
-def resize_images(root, out, rels: Sequence[str], short_side: int, workers: int = 0) -> list[str]:
-    """:func:`resize_copy` of every ``root/rel`` to ``out/rel`` (``workers`` processes; 0: here).
-
-    Returns the relative paths that could not be read (they are left out of ``out``).
-    """
-    import os
-    from concurrent.futures import ProcessPoolExecutor
-    from functools import partial
-
-    if isinstance(short_side, bool) or not isinstance(short_side, int) or short_side < 1:
-        raise ValueError(f"resize: expected a short side >= 1 pixel, got {short_side!r}")
-    srcs = [os.path.join(root, r) for r in rels]
-    dests = [os.path.join(out, r) for r in rels]
-    job = partial(resize_copy, short_side=short_side)
-    if workers > 0 and len(rels) > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            done = list(pool.map(job, srcs, dests, chunksize=64))
-    else:
-        done = [job(s, d) for s, d in zip(srcs, dests, strict=True)]
-    return [r for r, ok in zip(rels, done, strict=True) if not ok]

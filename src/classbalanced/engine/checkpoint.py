@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ..data.safe_io import atomic_save, file_sha256
+from ..files import atomic_save, file_sha256
 
 __all__ = [
     "CorruptCheckpoint",

@@ -23,10 +23,11 @@ import torch
 
 from .._console import info
 from ..config import LARGE_DATASETS, TrainConfig
-from ..data import inat, pipeline
+from ..data import encoded, loaders, pipeline, prepared
 from ..data.arrays import ImageArrays, load_digits, load_image_folder, load_npz
+from ..data.encoded import decode_batch
 from ..data.longtail import longtail_indices
-from ..data.pipeline import DraftResizeCenterCrop, decode_batch, normalize_uint8
+from ..data.pipeline import DraftResizeCenterCrop, normalize_uint8
 from ..data.registry import load_dataset
 from ..sampling import ClassBalancedSampler
 from .distributed import DistContext
@@ -207,7 +208,7 @@ def _in_memory_data(cfg: TrainConfig, ctx: DistContext) -> RunData:
 
 
 def _large_data(cfg: TrainConfig, ctx: DistContext) -> RunData:
-    layout = inat.load_prepared(cfg.dataset, cfg.data_dir)
+    layout = prepared.load_prepared(cfg.dataset, cfg.data_dir)
     samples = layout.train_samples
     labels = np.asarray([label for _, label in samples], dtype=np.int64)
     indices, counts = longtail_indices(
@@ -220,10 +221,10 @@ def _large_data(cfg: TrainConfig, ctx: DistContext) -> RunData:
     fingerprints = layout_fingerprints(layout, cfg.data_dir)
     if len(indices) != len(samples):
         samples = [samples[i] for i in indices]
-    mean, std = inat.mean_std(cfg.dataset)
+    mean, std = loaders.mean_std(cfg.dataset)
     transform, collate, on_device = train_pipeline(cfg, ctx)
     stream = LoaderStream(
-        inat.ImageFileDataset(layout.root, samples, transform),
+        loaders.ImageFileDataset(layout.root, samples, transform),
         batch_size=cfg.batch_size // cfg.accumulate_steps,
         seed=cfg.seed,
         ctx=ctx,
@@ -243,8 +244,8 @@ def _crops() -> dict[str, tuple[type, Callable]]:
     """``--image-decode`` -> (training crop transform, collate)."""
     return {
         "fast": (pipeline.FastRandomResizedCrop, pipeline.collate_channels_last),
-        "draft": (pipeline.DraftRandomResizedCrop, inat.collate_skip_bad),
-        "device": (pipeline.EncodedRandomResizedCrop, pipeline.collate_encoded),
+        "draft": (pipeline.DraftRandomResizedCrop, loaders.collate_skip_bad),
+        "device": (encoded.EncodedRandomResizedCrop, encoded.collate_encoded),
     }
 
 
@@ -258,7 +259,7 @@ def train_pipeline(cfg: TrainConfig, ctx: DistContext) -> tuple[Any, Callable, C
     decode (``--image-decode device``: also which images it kept, see :class:`LoaderStream`)
     and normalise (uint8 batches), or nothing."""
     size = cfg.image_size or 224
-    mean, std = inat.mean_std(cfg.dataset)
+    mean, std = loaders.mean_std(cfg.dataset)
     crop, collate = _crops()[cfg.image_decode]
     output = _worker_output(cfg)
     transform = crop(size, output=output, mean=mean, std=std)
@@ -283,7 +284,7 @@ def train_pipeline(cfg: TrainConfig, ctx: DistContext) -> tuple[Any, Callable, C
 def eval_pipeline(cfg: TrainConfig) -> tuple[Any, Callable | None]:
     """The evaluation transform (resize + centre crop, reduced JPEG decoding) and the
     normalisation of its batches on the device (uint8 batches), or ``None``."""
-    mean, std = inat.mean_std(cfg.dataset)
+    mean, std = loaders.mean_std(cfg.dataset)
     output = _worker_output(cfg)
     transform = DraftResizeCenterCrop(cfg.image_size or 224, output=output, mean=mean, std=std)
     if output == "uint8":
@@ -293,13 +294,13 @@ def eval_pipeline(cfg: TrainConfig) -> tuple[Any, Callable | None]:
 
 def _large_evaluator(cfg: TrainConfig, ctx: DistContext, layout) -> LoaderEvaluator:
     transform, normalize = eval_pipeline(cfg)
-    val = inat.ImageFileDataset(layout.root, layout.val_samples, transform)
+    val = loaders.ImageFileDataset(layout.root, layout.val_samples, transform)
     shard = torch.utils.data.Subset(
-        val, list(inat.eval_indices(len(val), ctx.rank, ctx.world_size))
+        val, list(loaders.eval_indices(len(val), ctx.rank, ctx.world_size))
     )
     return LoaderEvaluator(
         shard,
-        inat.collate_skip_bad,
+        loaders.collate_skip_bad,
         cfg,
         ctx,
         len(layout.class_names),
@@ -362,7 +363,7 @@ def load_test_set(
     if test_data:
         return _arrays_test_set(_load_arrays(test_data, record.get("image_shape")), cfg, ctx)
     if cfg.dataset in LARGE_DATASETS:
-        layout = inat.load_prepared(cfg.dataset, record["test"]["source"])
+        layout = prepared.load_prepared(cfg.dataset, record["test"]["source"])
         fingerprint = layout_fingerprints(layout, record["test"]["source"])["test"]
         test = TestSet(layout.class_names, 3, _large_evaluator(cfg, ctx, layout))
     else:

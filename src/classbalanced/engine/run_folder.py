@@ -39,7 +39,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from ..config import TrainConfig, config_differences, recorded_value
-from ..data.safe_io import atomic_write_json, file_sha256
+from ..files import atomic_write_json, file_sha256
 from ..locking import LOCK_FILE, FolderLock, lock_folder
 from .checkpoint import (
     CorruptCheckpoint,
@@ -74,7 +74,7 @@ _LOGGED_METRICS = (
     "medium_shot_accuracy",
     "few_shot_accuracy",
 )
-#: the temporary file of an atomic write of ``target`` (``data.safe_io.atomic_save``: a
+#: the temporary file of an atomic write of ``target`` (``files.atomic_save``: a
 #: ``mkstemp`` name; ``plots``: hex digits): ``.<target>.<random>.tmp``
 _TEMPORARY = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]+\.tmp$")
 RUN_FORMAT = "classbalanced-run"

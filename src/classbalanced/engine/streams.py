@@ -34,7 +34,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from .._seeding import epoch_generator
 from ..data.augment import crop_flip, normalize_images
-from ..data.inat import BadImageWarning
+from ..data.images import BadImageWarning
 from .distributed import DistContext
 
 try:  # numpy's worker seed as torch derives it (a private function of torch's worker loop)

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..data.safe_io import atomic_write_json
+from ..files import atomic_write_json
 from ..reproduce.results import last_line, read_json, run_state
 from .claims import STALE_AFTER, Claim, clear_dead_claims, heartbeat, release, try_claim
 

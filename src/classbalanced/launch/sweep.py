@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._console import info
-from ..data.safe_io import atomic_write_json, atomic_write_text
+from ..files import atomic_write_json, atomic_write_text
 from ..reproduce.report import write_report
 from ..reproduce.results import read_failure, read_json, read_plan, run_state, write_results_csv
 from ..reproduce.sweep import (

@@ -602,7 +602,7 @@ def write_report(
     (:func:`~classbalanced.reproduce.decoupling.decoupling_lines`); a folder holding only
     such runs (no plan.json, no results.csv) gets a report of that section alone.
     """
-    from ..data.safe_io import atomic_write_text
+    from ..files import atomic_write_text
     from .decoupling import decoupling_lines
 
     sweep_dir = Path(sweep_dir)

@@ -199,7 +199,7 @@ def lock_shared(out: str | os.PathLike, command: str) -> FolderLock:
 def write_results_csv(out: str | os.PathLike, *, lock: bool = True) -> Path:
     """Write ``results.csv`` in the sweep folder ``out`` (see :func:`collect_results`),
     under the folder's lock (``lock=False``: the caller holds it)."""
-    from ..data.safe_io import atomic_write_text
+    from ..files import atomic_write_text
 
     if lock:
         with lock_shared(out, "results.csv"):

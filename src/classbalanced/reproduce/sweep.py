@@ -496,7 +496,7 @@ def write_plan(plan: SweepPlan) -> SweepPlan:
 
 
 def _write_plan_files(plan: SweepPlan) -> None:
-    from ..data.safe_io import atomic_write_json, atomic_write_text
+    from ..files import atomic_write_json, atomic_write_text
 
     out = plan.out
     (out / "runs").mkdir(exist_ok=True)

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .._optional import require
-from ..data.safe_io import atomic_save, atomic_write_json
+from ..files import atomic_save, atomic_write_json
 from ..losses import LogitAdjustment
 from .trained import SIDECAR_SUFFIX, TrainedClassifier, sidecar
 

@@ -30,7 +30,7 @@ from torch import Tensor
 from ..config import LARGE_DATASETS, TrainConfig
 from ..data.arrays import IMG_EXTENSIONS, read_image
 from ..data.augment import normalize_images
-from ..data.pipeline import to_rgb
+from ..data.images import to_rgb
 from ..engine.run_data import eval_pipeline
 
 __all__ = ["Preprocess", "as_items", "ImageItems", "collate_items"]

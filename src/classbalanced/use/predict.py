@@ -31,9 +31,9 @@ from tqdm.auto import tqdm
 
 from .._console import info
 from ..data.arrays import _list_images, load_npz
-from ..data.safe_io import atomic_save, atomic_write_json
 from ..engine.metrics import EvalCounts, summarize
 from ..engine.run_folder import check_class_names
+from ..files import atomic_save, atomic_write_json
 from .inputs import ImageItems, collate_items, is_image_file
 from .trained import TrainedClassifier
 
