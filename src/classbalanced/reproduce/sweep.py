@@ -66,6 +66,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 from ..config import TrainConfig
+from ..presets import find_config
 from .results import CORE_KEYS, read_json
 
 __all__ = [
@@ -208,8 +209,8 @@ def parse_sweep(data: dict[str, Any], *, name: str = "sweep", source: str = "swe
 
 
 def load_sweep(path: str | os.PathLike) -> SweepSpec:
-    """Read and check a sweep TOML file."""
-    path = Path(path)
+    """Read and check a sweep TOML file, or the bundled sweep preset of that name."""
+    path = find_config(path, kind="sweep")
     if not path.is_file():
         raise FileNotFoundError(f"sweep file not found: {path}")
     if path.suffix.lower() != ".toml":
