@@ -440,8 +440,9 @@ def _cmd_train(args) -> int:
     )
     if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 alone reports
         return 0
-    test = f"error {metrics['error_percent']:.2f}% (accuracy {metrics['accuracy']:.4f})"
-    if "error_percent" not in metrics:  # --no-evaluate-test: the validation set only
+    if "error_percent" in metrics:
+        test = f"error {metrics['error_percent']:.2f}% (accuracy {metrics['accuracy']:.4f})"
+    else:  # --no-evaluate-test: the validation set only
         test = f"validation balanced accuracy {metrics['val_balanced_accuracy']:.4f}"
     _info(f"final: {test} after {count(metrics['epoch'], 'epoch')}; results in {cfg.out}")
     return 0
