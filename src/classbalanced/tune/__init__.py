@@ -268,11 +268,12 @@ def _finish(work: _Study, executor, space) -> dict[str, Any] | None:
         trials = work.study.get_trials(deepcopy=False)
         running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
         complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+        params = _searched_params(space)
+        write_outputs(out, work.study, keys, params, options.metric, work.maximize, None)
         best = None
-        if not running and complete:
+        if not running and complete:  # the test set: now, once, for the best trial
             best = _best(work, complete, executor)
-        write_outputs(out, work.study, keys, _searched_params(space), options.metric,
-                      work.maximize, best)  # fmt: skip
+            write_outputs(out, work.study, keys, params, options.metric, work.maximize, best)
     if running:
         work.log(f"{len(running)} trial(s) still run in another tune process: it writes best.json")
     return best

@@ -102,8 +102,9 @@ def check_folder(out: Path, record: dict[str, Any], *, extend: bool) -> None:
         changed = [k for k in _SEARCH_KEYS if old.get(k) != record.get(k)]
         if changed and not extend:
             detail = _first_difference(old, record, changed[0])
+            what = {"base": "base config", "search": "search space"}.get(changed[0], changed[0])
             raise ValueError(
-                f"{out} holds a study of another {changed[0]} ({detail}): pass --extend to add "
+                f"{out} holds a study of another {what} ({detail}): pass --extend to add "
                 "trials with this one, or choose another --out"
             )
         if not changed:
@@ -120,7 +121,7 @@ def _first_difference(old: dict, new: dict, key: str) -> str:
     if isinstance(a, dict) and isinstance(b, dict):
         for k in sorted(set(a) | set(b)):
             if a.get(k) != b.get(k):
-                return f"{key} {k}: {a.get(k)!r} then, {b.get(k)!r} now"
+                return f"{k}: {a.get(k)!r} then, {b.get(k)!r} now"
     return f"{a!r} then, {b!r} now"
 
 
