@@ -21,6 +21,7 @@ cancelling their task.
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 import warnings
@@ -32,10 +33,12 @@ from typing import Any
 
 from ..config import TrainConfig, load_config_file
 from ..data.safe_io import atomic_write_json
+from ..engine.evaluate import evaluate_run
 from ..engine.validation import VAL_METRICS
 from ..launch import LaunchOptions
 from ..launch.claims import STALE_AFTER, release, try_claim
 from ..launch.runner import RunTask
+from ..reproduce.results import read_json
 from .results import status_lines, write_outputs
 from .space import Dist, check_space, parse_search, suggest
 from .study import PRUNERS, check_folder, folder_lock, open_study, optuna_module, reseed
@@ -280,9 +283,6 @@ def _finish(work: _Study, executor, space) -> dict[str, Any] | None:
 
 
 def _best(work: _Study, complete, executor) -> dict[str, Any]:
-    from ..engine.evaluate import evaluate_run
-    from ..reproduce.results import read_json
-
     pick = max if work.maximize else min
     top = pick(complete, key=lambda t: (t.value, -t.number))
     name = trial_name(top.number)
@@ -314,8 +314,6 @@ def _best(work: _Study, complete, executor) -> dict[str, Any]:
 
 def _refit(work: _Study, values: dict, executor) -> dict[str, Any]:
     """A run on the full training set (no validation split) with the best values: ``DIR/refit``."""
-    from ..reproduce.results import read_json
-
     refit = {k: v for k, v in {**work.base, **values}.items() if k != "val_fraction"}
     write_trial_config(work.out, "refit", {**refit, "evaluate_test": True})
     epochs = TrainConfig.from_dict(refit).resolved().epochs
@@ -336,8 +334,6 @@ def _refit(work: _Study, values: dict, executor) -> dict[str, Any]:
 
 def tune_status(out: str, *, stale_after: float = STALE_AFTER) -> list[str]:
     """One line per trial of the tune folder ``out`` (``tune --status``)."""
-    import json
-
     folder = Path(out)
     try:
         record = json.loads((folder / "tune.json").read_text(encoding="utf-8"))
