@@ -90,7 +90,8 @@ class RayLauncher:
         self._probe_path = out / self.probe
         self._probe_path.write_text("every node of the cluster must see this file\n")
 
-    def _connect(self, log) -> None:
+    def connect(self, log) -> None:
+        """Join (or start) the cluster, once; checks that a run fits on a node."""
         ray = self.ray
         if ray.is_initialized():
             return
@@ -118,7 +119,7 @@ class RayLauncher:
 
     def submit(self, task: RunTask, log):
         """Start one task (connecting first); its Ray reference, for :meth:`result`."""
-        self._connect(log)
+        self.connect(log)
         options = self.options
         remote = self.ray.remote(
             num_cpus=options.cpus_per_run,

@@ -136,6 +136,7 @@ class RayExecutor:
     def __init__(self, launcher, out: Path, log) -> None:
         self.launcher = launcher
         launcher.prepare(out, log)
+        launcher.connect(log)  # in the main thread: ray.init once, its signal handlers here
         self.probe = launcher.probe
 
     def owner(self, session: str, name: str) -> str:
