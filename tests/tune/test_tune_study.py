@@ -9,6 +9,7 @@ import json
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from tune_helpers import optuna, process_env, tune_command, write_data
@@ -59,10 +60,11 @@ def test_a_killed_tune_resumes_and_the_test_set_is_read_once_at_the_end(tmp_path
         assert run["data"]["test"]["fingerprint"] is None  # the trial never read it
         config = json.loads((out / "trials" / name / "config.json").read_text())
         assert config["evaluate_test"] is False and config["val_fraction"] == 0.25
-    # 3. the test set back: --trials 3 adds exactly one trial, then the best is evaluated
+    # 3. the test set back: --trials 3 adds exactly one trial, then the best is evaluated,
+    # and --refit trains its values on the whole training set
     data["test"].write_bytes(real)
     done = subprocess.run(
-        tune_command(data["config"], out, 3, "--pruner", "none"),
+        tune_command(data["config"], out, 3, "--pruner", "none", "--refit"),
         env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -81,6 +83,11 @@ def test_a_killed_tune_resumes_and_the_test_set_is_read_once_at_the_end(tmp_path
     for name in ("report.md", "optimization_history.png", "metric_vs_beta.png"):
         assert (out / name).stat().st_size > 0, name
     assert f"Best: trial {best['number']}" in (out / "report.md").read_text()
+    refit = Path(best["refit"]["run"])
+    assert refit.name == f"refit-trial-000{best['number']}"
+    assert json.loads((refit / "subset.json").read_text())["counts"] == [24, 12, 6, 4]
+    assert "validation" not in json.loads((refit / "subset.json").read_text())
+    assert best["refit"]["num_test_images"] == 24 and 0 <= best["refit"]["accuracy"] <= 1
     status = subprocess.run(
         [*tune_command(data["config"], out, 3)[:3], "tune", "--status", str(out)],
         env=env, capture_output=True, text=True, timeout=120,

@@ -11,7 +11,8 @@ The search runs in a folder ``DIR``:
 * a seeded TPE sampler (seeded per trial number: the same trials ask the same values),
   a pruner on the per-epoch validation metric;
 * at the end: the best trial evaluated once on the test set (``best.json``), with
-  ``refit`` a final run on the full training set with the best values, and
+  ``refit`` a final run on the full training set with the best values
+  (``trials/refit-trial-NNNN``), and
   ``trials.csv``, ``report.md`` and the plots (:mod:`.results`).
 
 On Ray (``launcher = "ray"``) this process still asks Optuna for each trial and tells it
@@ -307,29 +308,29 @@ def _best(work: _Study, complete, executor) -> dict[str, Any]:
         metrics = evaluate_run(work.out / TRIALS / name, log=work.log)
         best["test"] = {k: v for k, v in metrics.items() if not isinstance(v, list)}
     if work.options.refit:
-        best["refit"] = _refit(work, best["values"], executor)
+        best["refit"] = _refit(work, best, executor)
     atomic_write_json(work.out / "best.json", best)
     return best
 
 
-def _refit(work: _Study, values: dict, executor) -> dict[str, Any]:
-    """A run on the full training set (no validation split) with the best values: ``DIR/refit``."""
-    refit = {k: v for k, v in {**work.base, **values}.items() if k != "val_fraction"}
-    write_trial_config(work.out, "refit", {**refit, "evaluate_test": True})
-    epochs = TrainConfig.from_dict(refit).resolved().epochs
-    task = RunTask(
-        out=str(work.out), name="refit", epochs=epochs, owner=work.session, folder=TRIALS
-    )
+def _refit(work: _Study, best: dict, executor) -> dict[str, Any]:
+    """A run on the full training set (no validation split) with the best trial's values,
+    evaluated on the test set: ``DIR/trials/refit-trial-NNNN``."""
+    name = f"refit-{best['name']}"
+    values = {k: v for k, v in {**work.base, **best["values"]}.items() if k != "val_fraction"}
+    write_trial_config(work.out, name, {**values, "evaluate_test": True})
+    epochs = TrainConfig.from_dict(values).resolved().epochs
+    task = RunTask(out=str(work.out), name=name, epochs=epochs, owner=work.session, folder=TRIALS)
     if isinstance(executor, LocalExecutor):  # one run: every core
         executor = LocalExecutor(1)
-    handle = executor.start(task, work.log)
-    outcome = handle.outcome()
-    metrics = read_json(work.out / TRIALS / "refit" / "metrics.json")
+    work.log(f"refit: {name} on the full training set")
+    outcome = executor.start(task, work.log).outcome()
+    metrics = read_json(work.out / TRIALS / name / "metrics.json")
     if not isinstance(metrics, dict) or metrics.get("epoch") != epochs:
-        raise RuntimeError(f"the refit run failed: {outcome.line}")
+        raise RuntimeError(f"the refit run {name} failed: {outcome.line}")
     keep = ("accuracy", "error_percent", "mean_class_accuracy", "many_shot_accuracy",
-            "medium_shot_accuracy", "few_shot_accuracy")  # fmt: skip
-    return {"run": str(work.out / TRIALS / "refit"), **{k: metrics.get(k) for k in keep}}
+            "medium_shot_accuracy", "few_shot_accuracy", "num_test_images")  # fmt: skip
+    return {"run": str(work.out / TRIALS / name), **{k: metrics.get(k) for k in keep}}
 
 
 def tune_status(out: str, *, stale_after: float = STALE_AFTER) -> list[str]:
