@@ -1006,7 +1006,8 @@ def _add_tune_parser(sub) -> None:
                    "val_balanced_accuracy; val_loss is minimised)")  # fmt: skip
     p.add_argument("--val-fraction", type=float, help="hold out this part of the training set")
     p.add_argument("--launcher", choices=("local", "ray"), default="local")
-    p.add_argument("--jobs", type=int, default=1, help="trials at a time (default 1)")
+    p.add_argument("--jobs", type=int, default=1, help="trials at a time (default 1; local: "
+                   "each trainer gets CPUs // jobs threads; ray: tasks at a time)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="the sampler's seed (default 0)")
     p.add_argument("--pruner", choices=("median", "asha", "none"), default="median")
     p.add_argument(

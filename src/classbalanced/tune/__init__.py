@@ -142,7 +142,7 @@ class _Study:
         running = self.optuna.trial.TrialState.RUNNING
         waiting = self.optuna.trial.TrialState.WAITING
         trials = self.study.get_trials(deepcopy=False)
-        owner = f"{self.session}"
+        owner = self.session
         for t in trials:
             if t.state == running and t.number not in self.mine:
                 claim = try_claim(
@@ -151,6 +151,7 @@ class _Study:
                 if claim is not None:
                     self.log(f"resuming {trial_name(t.number)} (its tune process is gone)")
                     self.mine.add(t.number)
+                    # Optuna has no public way back to a running trial: its storage id
                     trial = self.optuna.trial.Trial(self.study, t._trial_id)
                     return trial, t.user_attrs.get("values", {}), claim
         counted = [t for t in trials if t.state != waiting]
@@ -162,7 +163,11 @@ class _Study:
         reseed(self.study, self.options.seed, len(counted), startup)
         trial = self.study.ask()
         baseline = trial.user_attrs.get("baseline", False)
-        values = self.baseline_values() if baseline else suggest(trial, self.space)
+        values = (
+            self.baseline_values()
+            if baseline
+            else {"beta": self.cfg.beta, **suggest(trial, self.space)}
+        )
         trial.set_user_attr("values", values)
         claim = try_claim(
             self._claim_base(trial.number), owner, stale_after=self.options.stale_after
@@ -280,6 +285,8 @@ def _finish(work: _Study, executor, space) -> dict[str, Any] | None:
             write_outputs(out, work.study, keys, params, options.metric, work.maximize, best)
     if running:
         work.log(f"{len(running)} trial(s) still run in another tune process: it writes best.json")
+    elif not complete:
+        work.log(f"no trial completed: see {out / 'trials.csv'} and the logs in {out / TRIALS}")
     return best
 
 
