@@ -76,10 +76,17 @@ def _summary(out: Path, seconds: float) -> list[tuple[str, str]]:
         ("wall time", f"{seconds / 60:.1f} min"),
         ("baseline val balanced acc (softmax, beta 0)", f"{best['baseline']['value']:.4f}"),
         ("best val balanced acc", f"{best['value']:.4f} (trial {best['number']})"),
-        ("best values", ", ".join(f"{k} {v:.5g}" if isinstance(v, float) else f"{k} {v}"
-                                  for k, v in best["values"].items())),  # fmt: skip
-        ("best test accuracy / balanced", f"{best['test']['accuracy']:.4f} / "
-                                          f"{best['test']['mean_class_accuracy']:.4f}"),  # fmt: skip
+        (
+            "best values",
+            ", ".join(
+                f"{k} {v:.5g}" if isinstance(v, float) else f"{k} {v}"
+                for k, v in best["values"].items()
+            ),
+        ),
+        (
+            "best test accuracy / balanced",
+            f"{best['test']['accuracy']:.4f} / {best['test']['mean_class_accuracy']:.4f}",
+        ),
     ]
 
 
@@ -110,9 +117,22 @@ def main() -> int:
         table.append((f"--jobs 1 x2, {args.determinism} trials: trials.csv equal", str(same)))
     if args.concurrent:
         folder = work / "concurrent"
-        cmd = [sys.executable, "-m", "classbalanced", "tune", "--config", str(config), "--out",
-               str(folder), "--trials", str(args.concurrent), "--val-fraction", "0.2",
-               "--search", *SEARCH]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "classbalanced",
+            "tune",
+            "--config",
+            str(config),
+            "--out",
+            str(folder),
+            "--trials",
+            str(args.concurrent),
+            "--val-fraction",
+            "0.2",
+            "--search",
+            *SEARCH,
+        ]
         procs = [subprocess.Popen(cmd) for _ in range(2)]
         assert all(p.wait() == 0 for p in procs)
         numbers = [int(r["number"]) for r in _rows(folder)]
