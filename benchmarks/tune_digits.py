@@ -8,7 +8,7 @@ Run from the repository root::
     .venv/bin/python benchmarks/tune_digits.py --determinism 3       # two --jobs 1 studies
     .venv/bin/python benchmarks/tune_digits.py --concurrent 8        # two processes, 8 trials
 
-The study: a ResNet-8 on scikit-learn's 8x8 digits at imbalance factor 20, 12 epochs per
+The study: a ResNet-8 on scikit-learn's 8x8 digits at imbalance factor 20, 10 epochs per
 trial, a validation split of 20 % of the long-tailed training set, and the search
 ``beta=logit1m(0.9, 0.9999)``, ``gamma=uniform(0, 2)``, ``loss=choice(softmax, sigmoid,
 focal)`` on ``val_balanced_accuracy`` (trial 0: softmax with beta = 0, the baseline). The
@@ -36,8 +36,8 @@ from pathlib import Path
 BASE = """dataset = "digits"
 imbalance_factor = 20
 model = "resnet8"
-epochs = 12
-eval_every = 3
+epochs = 10
+eval_every = 2
 batch_size = 32
 lr = 0.1
 pad = 1
