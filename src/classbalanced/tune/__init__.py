@@ -136,7 +136,7 @@ class _Study:
         values = {k: getattr(self.cfg, k) for k in self.space if k != "beta"}
         return {"beta": 0.0, **values}
 
-    def pick(self, executor):
+    def pick(self):
         """Under the folder's lock: a trial a dead process left running, else a new one
         (while the study has fewer than ``trials``), with its claim; or ``None``."""
         running = self.optuna.trial.TrialState.RUNNING
@@ -218,7 +218,7 @@ class _Study:
     def work(self, executor) -> None:
         while not self.stop.is_set():
             with folder_lock(self.out):
-                picked = self.pick(executor)
+                picked = self.pick()
             if picked is None:
                 return
             self.run_one(executor, *picked)
