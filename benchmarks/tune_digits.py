@@ -5,8 +5,7 @@ Run from the repository root::
     .venv/bin/python benchmarks/tune_digits.py                       # 12 trials, --jobs 2
     .venv/bin/python benchmarks/tune_digits.py --trials 12 --jobs 2 --out runs/tune_digits
     .venv/bin/python benchmarks/tune_digits.py --more 4              # then --trials 16: +4
-    .venv/bin/python benchmarks/tune_digits.py --determinism 3       # two --jobs 1 studies
-    .venv/bin/python benchmarks/tune_digits.py --concurrent 8        # two processes, 8 trials
+    .venv/bin/python benchmarks/tune_digits.py --checks-only --determinism 3 --concurrent 8
 
 The study: a ResNet-8 on scikit-learn's 8x8 digits at imbalance factor 20, 10 epochs per
 trial, a validation split of 20 % of the long-tailed training set, and the search
@@ -98,13 +97,15 @@ def main() -> int:
     parser.add_argument("--more", type=int, default=0, help="re-run with --trials + MORE")
     parser.add_argument("--determinism", type=int, default=0, help="two --jobs 1 studies of K")
     parser.add_argument("--concurrent", type=int, default=0, help="two processes, N trials")
+    parser.add_argument("--checks-only", action="store_true", help="run only the checks asked")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="tune_digits-"))
     config = work / "base.toml"
     config.write_text(BASE)
     out = args.out or work / "study"
-    seconds = _tune(config, out, args.trials, args.jobs)
-    table = _summary(out, seconds)
+    table = []
+    if not args.checks_only:
+        table = _summary(out, _tune(config, out, args.trials, args.jobs))
     if args.more:
         before = len(_rows(out))
         _tune(config, out, args.trials + args.more, args.jobs)
