@@ -39,6 +39,7 @@ from typing import Any, Literal
 from .data.cifar import CifarName
 from .data.inat import LARGE_DATASETS, LIST_DATASETS  # noqa: F401  (re-exported)
 from .data.longtail import Profile
+from .data.validation import check_val_fraction
 from .schedules import ScheduleKind
 
 try:  # Python >= 3.11
@@ -646,8 +647,6 @@ def _check_validation(cfg: TrainConfig) -> None:
     """One validation source at most (a fraction of the training set, a file, or a list data
     set's val list), a fraction in (0, 0.5], and a validation set when the test set is not
     evaluated."""
-    from .data.validation import check_val_fraction
-
     given = [k for k in ("val_fraction", "val_data", "val_list") if getattr(cfg, k) is not None]
     if len(given) > 1:
         raise ValueError(f"{' and '.join(given)}: expected one validation source, got {len(given)}")
