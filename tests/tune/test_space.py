@@ -104,3 +104,29 @@ def _asked(seed: int, trials: int = 8) -> list[dict]:
 def test_the_sampler_is_deterministic_for_a_seed_and_differs_across_seeds():
     assert _asked(3) == _asked(3)
     assert _asked(3) != _asked(4)
+
+
+def test_the_folder_lock_orders_the_threads_of_one_process_too(tmp_path):
+    """POSIX record locks belong to the process: two threads of one tune (--jobs 2) would
+    both hold them at once, and ask Optuna for the same trial."""
+    import threading
+    import time
+
+    from classbalanced.tune.study import folder_lock
+
+    inside, most = [0], [0]
+
+    def work():
+        for _ in range(20):
+            with folder_lock(tmp_path):
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+                time.sleep(0.002)
+                inside[0] -= 1
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert most[0] == 1

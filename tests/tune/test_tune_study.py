@@ -42,9 +42,11 @@ def test_a_killed_tune_resumes_and_the_test_set_is_read_once_at_the_end(tmp_path
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert [t.state.name for t in _study(out).trials] == ["RUNNING"]
-    # 2. the same command resumes trial 0 (not a new one), trains trial 1, then reads the
-    # test set for the first time: the garbage is refused there, in one line
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    # 2. the same command (two at a time) resumes trial 0 (not a new one), trains trial 1,
+    # then reads the test set for the first time: the garbage is refused there, in one line
+    done = subprocess.run(
+        [*cmd, "--jobs", "2"], env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 2, done.stderr[-3000:]
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("classbalanced: error:") and "test.npz" in last, done.stderr[-2000:]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -125,13 +126,18 @@ def _first_difference(old: dict, new: dict, key: str) -> str:
     return f"{a!r} then, {b!r} now"
 
 
+#: POSIX record locks belong to a process, not a thread: this one orders the threads
+_THREADS = threading.Lock()
+
+
 @contextlib.contextmanager
 def folder_lock(out: Path):
-    """Hold ``out/.tune.lock`` (one process at a time counts, asks and claims)."""
+    """Hold ``out/.tune.lock`` (one process at a time counts, asks and claims) and, inside
+    this process, :data:`_THREADS` (one thread at a time)."""
     import fcntl
 
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / ".tune.lock", "a+b") as handle:
+    with _THREADS, open(out / ".tune.lock", "a+b") as handle:
         fcntl.lockf(handle, fcntl.LOCK_EX)
         try:
             yield
