@@ -295,7 +295,9 @@ def _large_data(cfg: TrainConfig, ctx: DistContext) -> RunData:
     )
     fingerprints = layout_fingerprints(layout, cfg.data_dir)
     val_samples, validation = _large_validation(cfg, ctx, layout, samples, labels, indices, counts)
-    if validation is not None and "indices" in validation:  # --val-fraction: held out
+    if validation is None:  # the record names a val split only where the run evaluates one
+        fingerprints.pop("val", None)
+    elif "indices" in validation:  # --val-fraction: held out of the training samples
         kept = np.setdiff1d(indices, np.asarray(validation["indices"], dtype=np.int64))
         indices, counts = kept, counts - np.asarray(validation["counts"], dtype=np.int64)
         fingerprints["val"] = _fingerprint_samples(val_samples)
