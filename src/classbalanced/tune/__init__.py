@@ -123,9 +123,8 @@ class _Study:
         self.options, self.base, self.cfg, self.space, self.log = options, base, cfg, space, log
         self.out = Path(options.out).absolute()
         self.maximize = options.metric != "val_loss"
-        self.study = open_study(
-            self.out, "maximize" if self.maximize else "minimize", options.pruner
-        )
+        direction = "maximize" if self.maximize else "minimize"
+        self.study = open_study(self.out, direction, options.pruner, cfg.epochs)
         self.session = f"tune-{uuid.uuid4().hex[:12]}"
         self.mine: set[int] = set()
         self.stop = threading.Event()

@@ -51,14 +51,17 @@ def optuna_module():
     return optuna
 
 
-def make_pruner(name: str):
-    """``median`` (a trial below the median of earlier trials at the same epoch stops, after
-    2 complete trials), ``asha`` (successive halving) or ``none``."""
+def make_pruner(name: str, epochs: int):
+    """``median`` (a trial below the median of the earlier trials at the same epoch stops;
+    after 2 complete trials, from epoch ``epochs // 3 + 1`` on: the first evaluations of a
+    sigmoid or focal loss lag a softmax's), ``asha`` (successive halving, its first rung at
+    ``epochs // 3``) or ``none``."""
     optuna = optuna_module()
+    warmup = max(1, epochs // 3)
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=warmup)
     if name == "asha":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=warmup, reduction_factor=3)
     if name == "none":
         return optuna.pruners.NopPruner()
     raise ValueError(f"--pruner must be one of {', '.join(PRUNERS)}, got {name!r}")
@@ -74,8 +77,8 @@ def reseed(study, seed: int, number: int, startup: int) -> None:
     )
 
 
-def open_study(out: Path, direction: str, pruner: str):
-    """The study of ``out`` (created on the first call)."""
+def open_study(out: Path, direction: str, pruner: str, epochs: int):
+    """The study of ``out`` (created on the first call); ``epochs``: a trial's."""
     optuna = optuna_module()
     from optuna.storages.journal import JournalFileBackend  # optional: the tune extra
 
@@ -84,7 +87,7 @@ def open_study(out: Path, direction: str, pruner: str):
         study_name=STUDY_NAME,
         storage=storage,
         direction=direction,
-        pruner=make_pruner(pruner),
+        pruner=make_pruner(pruner, epochs),
         load_if_exists=True,
     )
 
