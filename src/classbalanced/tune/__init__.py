@@ -191,8 +191,8 @@ class _Study:
         try:
             handle = executor.start(task, self.log)
             result = drive_trial(
-                trial, handle, self.out / TRIALS / name, self.options.metric, claim, self.stop,
-                self.log,
+                trial, handle, self.out / TRIALS / name, self.options.metric, epochs, claim,
+                self.stop, self.log,
             )  # fmt: skip
             self._tell(trial, result)
         finally:

@@ -182,12 +182,14 @@ def drive_trial(
     handle,
     run_dir: Path,
     metric: str,
+    epochs: int,
     claim: Claim,
     stop: threading.Event,
     log: Callable[[str], Any],
 ) -> TrialResult:
     """Wait for a started trial: report each new evaluation epoch's ``metric``, stop the
-    trainer when the pruner says so (or on ``stop``: interrupted), keep the trial's claim."""
+    trainer when the pruner says so before its last epoch (or on ``stop``: interrupted),
+    keep the trial's claim."""
     reported = set(trial.storage.get_trial(trial._trial_id).intermediate_values)
     pruned_epoch = None
     while not handle.done():
@@ -206,7 +208,7 @@ def drive_trial(
                 continue
             trial.report(float(value), epoch)
             reported.add(epoch)
-            if trial.should_prune():
+            if epoch < epochs and trial.should_prune():  # the last epoch: complete
                 pruned_epoch = epoch
                 log(f"pruning {run_dir.name} at epoch {epoch} ({metric} {value:.4f})")
                 handle.stop()
