@@ -70,7 +70,6 @@ KNOWN_CLIMBS: set[tuple[str, str]] = set()
 #: import data/'s safe_io writers (moved with them to files.py)
 KNOWN_LAZY = {
     "cli",
-    "decouple",
     "config",
     "data.imagenet_val",
     "reproduce.report",
