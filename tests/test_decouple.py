@@ -1114,28 +1114,17 @@ def test_decouple_help_states_the_per_method_epochs():
     assert "class_aware" in out and "--backbone-bn" in out
 
 
-def test_class_aware_sampler_takes_classes_in_turn():
+def test_every_stage_two_sampler_name_has_a_sampler():
     from classbalanced.decouple.options import SAMPLERS
-    from classbalanced.decouple.samplers import SAMPLER_BUILDERS
-    from classbalanced.sampling import ClassAwareSampler
+    from classbalanced.decouple.samplers import SAMPLER_BUILDERS, stage_two_sampler
+    from classbalanced.sampling import ClassAwareSampler, ClassUniformSampler
 
     assert set(SAMPLER_BUILDERS) == set(SAMPLERS)
-    labels = np.array([0] * 9 + [1] * 3 + [3] * 2)  # class 2 absent
-    s = ClassAwareSampler(labels, 4, seed=5)
-    assert len(s) == 9 * 3  # max count x classes present, as the release
-    idx = s.global_indices(1).numpy()
-    assert len(idx) == 27 and torch.equal(s.global_indices(1), torch.from_numpy(idx))
-    assert not torch.equal(s.global_indices(1), s.global_indices(2))
-    turns = [labels[idx[i : i + 4]] for i in range(0, 27, 4)]
-    assert all(len(set(t.tolist())) == 1 for t in turns)  # 4 of one class per turn
-    classes = [int(t[0]) for t in turns]
-    for c in range(0, len(classes) - 2, 3):  # each cycle of 3 turns: every class once
-        assert sorted(classes[c : c + 3]) == [0, 1, 3]
-    for c in (0, 1, 3):  # within a class: no image again before all came up
-        mine = [i for i in idx if labels[i] == c]
-        n = int((labels == c).sum())
-        for start in range(0, len(mine) - n + 1, n):
-            assert len(set(mine[start : start + n])) == n
+    labels = [0, 0, 0, 1]
+    assert isinstance(stage_two_sampler("class_aware", labels, 0), ClassAwareSampler)
+    assert stage_two_sampler("class_aware", labels, 0).per_class == 4  # the release's
+    assert isinstance(stage_two_sampler("class_uniform", labels, 0), ClassUniformSampler)
+    assert stage_two_sampler("shuffle", labels, 0) is None
 
 
 def test_crt_trains_on_the_class_aware_draw_by_default(npz_run, tmp_path, monkeypatch):
