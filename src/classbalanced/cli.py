@@ -459,7 +459,9 @@ def _add_decouple_parser(sub) -> None:
     p.add_argument("--method", required=True, help="crt, tau_norm or lws")
     p.add_argument("--out", required=True, help="folder for the stage-two run")
     p.add_argument(
-        "--epochs", type=int, help=f"crt / lws epochs (default: {DECOUPLE_EPOCHS_HELP}, as the release)"
+        "--epochs",
+        type=int,
+        help=f"crt / lws epochs (default: {DECOUPLE_EPOCHS_HELP}, as the release)",
     )
     p.add_argument("--batch-size", type=int, help="crt / lws (default: the run's)")
     p.add_argument(
