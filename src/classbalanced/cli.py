@@ -475,6 +475,10 @@ def _list_arguments(g) -> None:
 
 def _add_decouple_parser(sub) -> None:
     """``decouple RUN --method crt|tau_norm|lws --out OUT`` (Kang et al., ICLR 2020)."""
+    from .decouple.options import BACKBONE_BN_MODES as DECOUPLE_BN_MODES
+    from .decouple.options import EPOCHS_HELP as DECOUPLE_EPOCHS_HELP
+    from .decouple.options import SAMPLERS as DECOUPLE_SAMPLERS
+
     p = sub.add_parser(
         "decouple",
         help="stage two on a finished run: classifier re-training (crt), tau-normalisation, LWS",
@@ -482,10 +486,17 @@ def _add_decouple_parser(sub) -> None:
     p.add_argument("run", help="a finished run folder (stage one)")
     p.add_argument("--method", required=True, help="crt, tau_norm or lws")
     p.add_argument("--out", required=True, help="folder for the stage-two run")
-    p.add_argument("--epochs", type=int, default=10, help="crt / lws epochs (default 10)")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        help=f"crt / lws epochs (default: {DECOUPLE_EPOCHS_HELP}, as the release)",
+    )
     p.add_argument("--batch-size", type=int, help="crt / lws (default: the run's)")
     p.add_argument(
-        "--lr", type=float, help="crt / lws start of the cosine schedule (default: the run's)"
+        "--lr",
+        type=float,
+        help="crt / lws start of the cosine schedule (default: 0.2 on ImageNet-LT and "
+        "iNaturalist 2018, 0.1 on Places-LT, as the release; the run's elsewhere)",
     )
     p.add_argument("--weight-decay", type=float, help="crt / lws (default: the run's)")
     p.add_argument(
@@ -502,8 +513,15 @@ def _add_decouple_parser(sub) -> None:
     )
     p.add_argument(
         "--sampler",
-        default="class_uniform",
-        help="crt / lws: class_uniform (default: every class equally likely) or shuffle",
+        choices=DECOUPLE_SAMPLERS,
+        help="crt / lws: class_aware (default: the release's, classes in turn, 4 images each), "
+        "class_uniform (a class at random, then an image) or shuffle",
+    )
+    p.add_argument(
+        "--backbone-bn",
+        choices=DECOUPLE_BN_MODES,
+        help="crt / lws: the backbone's batch norm while stage two trains: eval (default: "
+        "statistics fixed, backbone bit-identical) or train (the release's)",
     )
     p.add_argument(
         "--taus",
