@@ -62,6 +62,8 @@ __all__ = [
     "write_report",
     "mean_std",
     "PAPER_EPOCHS",
+    "RECIPE_KEYS",
+    "recipe_departures",
 ]
 
 #: the first line of every report.md written here (another file there is not replaced)
