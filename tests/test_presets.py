@@ -71,7 +71,7 @@ def test_list_benchmark_presets(dataset, model, pretrained):
 def test_the_clone_s_configs_folder_is_the_package_s_presets():
     configs = Path(__file__).resolve().parents[1] / "configs"
     assert configs.resolve() == ROOT.resolve()
-    assert len(CONFIGS) == 17 and len(SWEEPS) == 9
+    assert len(CONFIGS) == 19 and len(SWEEPS) == 9
 
 
 @pytest.mark.parametrize(
@@ -127,3 +127,22 @@ def test_presets_command_lists_every_preset_with_its_first_comment_line(capsys):
         assert first.startswith("# ") and listed[path.stem] == first[2:].rstrip(":")
     descriptions = [listed[p.stem] for p in [*CONFIGS, *SWEEPS]]
     assert len(set(descriptions)) == len(descriptions)  # each says which one it is
+
+
+@pytest.mark.parametrize("model", ["resnext50", "resnet10"])
+def test_imagenet_lt_release_presets_resolve_to_the_release_s_recipe(model, tmp_path, monkeypatch):
+    """ImageNet-LT joint training as Kang et al.'s release: 90 epochs, batch 512, lr 0.2,
+    cosine to 0 without warm-up, weight decay 5e-4 on every parameter, shuffled batches."""
+    monkeypatch.chdir(tmp_path)  # found by name, as `train --config NAME` finds it
+    cfg = config_from_sources(f"imagenet_lt_{model}_softmax").resolved()
+    assert (cfg.dataset, cfg.model, cfg.pretrained, cfg.imbalance_factor) == (
+        "imagenet_lt",
+        model,
+        False,
+        1.0,
+    )
+    assert (cfg.loss, cfg.beta, cfg.sampler) == ("softmax", 0.0, "shuffle")
+    assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.lr_schedule) == (90, 512, 0.2, "cosine")
+    assert (cfg.warmup_epochs, cfg.decay_epochs, cfg.decay_factors) == (0, [], [])
+    assert (cfg.weight_decay, cfg.momentum, cfg.nesterov) == (5e-4, 0.9, False)
+    assert not cfg.no_decay_bias_and_norm and cfg.precision == "fp32"

@@ -107,3 +107,69 @@ def test_trainer_applies_the_schedule(tmp_path):
     drop = ("reweight_schedule",)
     assert {k: v for k, v in at_once.items() if k not in drop} == weighted
     assert weighted["train_loss"] != unweighted["train_loss"]
+
+
+def test_cosine_lr_matches_the_closed_form():
+    """Warm-up (s + 1) / W, then base (1 + cos(pi (s - W) / (T - W))) / 2 in float64."""
+    import math
+
+    from classbalanced.schedules import LRSchedule
+
+    base, warmup, epochs, spe = 0.2, 2, 9, 7
+    s = LRSchedule(base, warmup, (), (), spe, kind="cosine", epochs=epochs)
+    w, t = warmup * spe, epochs * spe
+    for step in range(t + 1):
+        if step < w:
+            expected = base * (step + 1) / w
+        else:
+            expected = base * (1 + math.cos(math.pi * (step - w) / (t - w))) / 2
+        assert s(step) == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    assert s(w) == base and s(t) == 0.0 and s(t + 50) == 0.0  # to 0, never back up
+    lrs = [s(k) for k in range(w, t + 1)]
+    assert all(b < a for a, b in zip(lrs, lrs[1:], strict=False))
+
+
+def test_lr_schedule_is_checked():
+    from classbalanced.schedules import LRSchedule
+
+    with pytest.raises(ValueError, match="unknown lr schedule 'linear'"):
+        LRSchedule(0.1, 0, (), (), 10, kind="linear", epochs=5)
+    with pytest.raises(ValueError, match="epochs > warmup_epochs, got 5 and 5"):
+        LRSchedule(0.1, 5, (), (), 10, kind="cosine", epochs=5)
+
+
+def test_config_cosine_has_no_step_decays():
+    cfg = TrainConfig(dataset="digits", epochs=90, lr_schedule="cosine", warmup_epochs=0)
+    resolved = cfg.resolved()
+    assert (resolved.lr_schedule, resolved.decay_epochs, resolved.decay_factors) == (
+        "cosine",
+        [],
+        [],
+    )
+    assert resolved.resolved().decay_epochs == []  # a saved config resolves to itself
+    assert TrainConfig(dataset="digits", epochs=20).resolved().lr_schedule == "step"
+    with pytest.raises(ValueError, match="decay_epochs applies to lr_schedule step only"):
+        TrainConfig(dataset="digits", lr_schedule="cosine", decay_epochs=[3]).resolved()
+    with pytest.raises(ValueError, match="lr_schedule cosine needs warmup_epochs < epochs"):
+        TrainConfig(dataset="digits", epochs=3, lr_schedule="cosine", warmup_epochs=3).resolved()
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(dataset="digits", lr_schedule="linear").resolved()
+
+
+def _logged_lrs(folder):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder / "tensorboard")).Reload()
+    return [e.value for e in events.Scalars("train/learning_rate")]
+
+
+@pytest.mark.slow
+def test_trainer_follows_the_cosine(tmp_path):
+    base = 0.05
+    _run(tmp_path, "cos", lr=base, lr_schedule="cosine", warmup_epochs=1, decay_epochs=None)
+    _run(tmp_path, "step", lr=base, warmup_epochs=1, decay_epochs=[], decay_factors=[])
+    cos, step = _logged_lrs(tmp_path / "cos"), _logged_lrs(tmp_path / "step")
+    assert step == pytest.approx([base] * 3)
+    # end of the warm-up: base; one step short of half way down (above base / 2); near 0
+    assert cos[0] == pytest.approx(base) and 0.5 * base < cos[1] < 0.75 * base
+    assert 0 < cos[2] < 0.1 * base

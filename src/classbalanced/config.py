@@ -42,7 +42,7 @@ from .data.longtail import Profile
 from .data.prepared import LARGE_DATASETS, LIST_DATASETS  # noqa: F401  (re-exported)
 from .data.validation import check_val_fraction
 from .presets import find_config
-from .schedules import ScheduleKind
+from .schedules import LRScheduleKind, ScheduleKind
 
 try:  # Python >= 3.11
     import tomllib
@@ -241,7 +241,7 @@ class TrainConfig:
     )
     pretrained: bool = option(
         False,
-        "start from torchvision's ImageNet weights in the local cache (resnet50/101/152, resnext50)",
+        "start from torchvision's ImageNet weights in the local cache (resnet50/101/152, resnext50; not resnet10)",
         group="model",
     )
     # loss and re-weighting
@@ -304,6 +304,12 @@ class TrainConfig:
         None,
         "learning-rate factors from each decay epoch on (default 0.01 0.0001 long-tailed, "
         "0.1 0.01 balanced)",
+        group="optimisation",
+    )
+    lr_schedule: LRScheduleKind = option(
+        "step",
+        "step (default: warm-up, then --decay-epochs) or cosine (warm-up, then a cosine to 0 "
+        "at the last step)",
         group="optimisation",
     )
     pad: int = option(
@@ -417,6 +423,9 @@ class TrainConfig:
         scale = cfg.epochs / 200
         if cfg.warmup_epochs is None:
             cfg.warmup_epochs = max(1, round(5 * scale)) if cfg.epochs > 1 else 0
+        if cfg.lr_schedule == "cosine":  # no step decays: the cosine sets every step's lr
+            _refuse_decays_with_cosine(cfg)
+            cfg.decay_epochs, cfg.decay_factors = [], []
         if cfg.decay_epochs is None:
             cfg.decay_epochs = default_decay_epochs(cfg.epochs)
         if cfg.reweight_epoch is None:
@@ -755,7 +764,12 @@ def _warn_unused_gamma(cfg: TrainConfig) -> None:
 def _check_schedule_fits(cfg: TrainConfig) -> None:
     """Refuse a re-weighting schedule without a beta or with an epoch the run never reaches
     (silent no-ops); warn about a warm-up that does not end within the run (the learning rate
-    never reaches ``lr``)."""
+    never reaches ``lr``; refused under a cosine, which has no step left to run)."""
+    if cfg.lr_schedule == "cosine" and cfg.warmup_epochs >= cfg.epochs:
+        raise ValueError(
+            f"lr_schedule cosine needs warmup_epochs < epochs, got warmup_epochs "
+            f"{cfg.warmup_epochs} and epochs {cfg.epochs}"
+        )
     if cfg.warmup_epochs and cfg.warmup_epochs >= cfg.epochs:
         warnings.warn(
             f"a warm-up of {cfg.warmup_epochs} epochs does not end within a run of {cfg.epochs}: "
@@ -777,6 +791,15 @@ def _check_schedule_fits(cfg: TrainConfig) -> None:
             f"reweight_schedule {cfg.reweight_schedule} needs beta > 0: beta 0 weights every "
             "class 1 before and after the switch, got beta = 0"
         )
+
+
+def _refuse_decays_with_cosine(cfg: TrainConfig) -> None:
+    for key in ("decay_epochs", "decay_factors"):
+        if getattr(cfg, key):
+            raise ValueError(
+                f"{key} applies to lr_schedule step only, got {key} {getattr(cfg, key)} with "
+                "lr_schedule cosine: drop one of them"
+            )
 
 
 def default_decay_epochs(epochs: int) -> list[int]:

@@ -22,7 +22,7 @@ from classbalanced.data.prepared import load_prepared
 
 WNIDS = ["n01440764", "n01443537", "n01484850"]  # class index order of the lists
 LT_TRAIN = [6, 3, 1]  # long-tailed
-PLACES = ["a/airfield", "b/bedroom", "c/corridor"]
+PLACES = ["airfield", "bedroom", "corridor"]
 
 
 def _write_list(path: Path, samples) -> None:
@@ -51,18 +51,19 @@ def _imagenet_lt(root: Path) -> dict[str, list[tuple[str, int]]]:
 
 
 def _places_lt(root: Path) -> dict[str, list[tuple[str, int]]]:
-    """A Places365 root (data_256/<letter>/<scene>/, flat val_256/) with the Places-LT lists."""
+    """A folder in the official Places-LT lists' layout (train/<scene>/..., the test list's
+    val/<scene>/Places365_val_*.jpg) with the three lists."""
     splits: dict[str, list[tuple[str, int]]] = {"train": [], "val": [], "test": []}
     seed = 100
     for label, (scene, n) in enumerate(zip(PLACES, [5, 2, 1], strict=True)):
         for j in range(n + 1):
             seed += 1
-            rel = f"data_256/{scene}/{j + 1:08d}.jpg"
+            rel = f"train/{scene}/{j + 1:08d}.jpg"
             _jpeg(root / rel, seed)
             splits["train" if j < n else "val"].append((rel, label))
         for j in range(2):
             seed += 1
-            rel = f"val_256/Places365_val_{label * 2 + j + 1:08d}.jpg"
+            rel = f"val/{scene}/Places365_val_{label * 2 + j + 1:08d}.jpg"
             _jpeg(root / rel, seed)
             splits["test"].append((rel, label))
     for split, samples in splits.items():
@@ -95,6 +96,27 @@ def test_imagenet_lt_prepare_and_load(tmp_path):
         f.write("train/n01440764/n01440764_99.JPEG 0\n")
     with pytest.raises(ValueError, match=r"ImageNet_LT_val.txt changed since it was prepared"):
         load_prepared("imagenet_lt", tmp_path)
+
+
+def test_imagenet_lt_test_list_over_imagenet_s_flat_val(tmp_path):
+    """The test list names val/<wnid>/ILSVRC2012_val_N.JPEG; ImageNet's own val/ is flat."""
+    splits = _imagenet_lt(tmp_path)
+    for rel, _ in splits["test"]:  # move the test images into the flat folder
+        src = tmp_path / rel
+        src.rename(tmp_path / "val" / src.name)
+    for wnid in WNIDS:
+        (tmp_path / "val" / wnid).rmdir()
+    layout = prepare("imagenet_lt", tmp_path, log=_quiet, allow_size_mismatch=True)
+    flat = [(f"val/{Path(rel).name}", label) for rel, label in splits["test"]]
+    assert layout.splits["test"] == flat and layout.splits["train"] == splits["train"]
+    assert (tmp_path / "classbalanced-imagenet_lt" / "test.tsv").read_text().splitlines()[
+        0
+    ] == "val/ILSVRC2012_val_00000001.JPEG\t0"
+    assert load_prepared("imagenet_lt", tmp_path).splits["test"] == flat
+    # an image in neither place is still missing
+    (tmp_path / flat[-1][0]).unlink()
+    with pytest.raises(ValueError, match="missing"):
+        prepare("imagenet_lt", tmp_path, log=_quiet, allow_size_mismatch=True)
 
 
 def test_places_lt_prepare(tmp_path):

@@ -216,3 +216,31 @@ def test_factory_must_return_module():
             build_model("broken", 3)
     finally:
         MODEL_REGISTRY.pop("broken", None)
+
+
+def test_resnet10_is_the_release_basic_block_1111_network():
+    """The decoupling release's ResNet-10: ImageNet stem, one basic block per stage."""
+    model = build_model("ResNet10", 9)
+    assert isinstance(model, torchvision.models.ResNet)
+    stages = (model.layer1, model.layer2, model.layer3, model.layer4)
+    assert [len(s) for s in stages] == [1, 1, 1, 1]
+    assert all(isinstance(s[0], torchvision.models.resnet.BasicBlock) for s in stages)
+    assert [s[0].conv2.out_channels for s in stages] == [64, 128, 256, 512]
+    assert (model.conv1.kernel_size, model.fc.in_features, model.fc.out_features) == (
+        (7, 7),
+        512,
+        9,
+    )
+    # 10 weighted layers: the stem, 2 convolutions in each of 4 blocks, the classifier
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1)]
+    assert len(convs) + 1 == 10
+    model.eval()
+    with torch.no_grad():
+        assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 9)
+    assert "resnet10" in available_models()
+    with pytest.raises(ValueError, match="pretrained weights are available for"):
+        from classbalanced.models.registry import check_pretrained
+
+        check_pretrained("resnet10")
+    with pytest.raises(ValueError, match="in_channels=3"):
+        build_model("resnet10", 9, in_channels=1)

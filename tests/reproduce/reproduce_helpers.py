@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import tomllib
 
+from classbalanced.config import TrainConfig
+
 REPO = Path(__file__).resolve().parents[2]
 SWEEPS = REPO / "configs" / "sweeps"
 
@@ -27,7 +29,8 @@ class FakeProc:
 
 
 def write_run(run_dir: Path, cfg: dict, error: float, *, epoch: int | None = None) -> None:
-    """Write what the trainer writes: config.json, history.json, metrics.json (last eval).
+    """Write what the trainer writes: config.json (resolved), history.json, metrics.json
+    (last eval).
 
     The history holds an earlier evaluation 10 points BETTER than the final one, so a
     report that used the best epoch would be caught.
@@ -35,7 +38,8 @@ def write_run(run_dir: Path, cfg: dict, error: float, *, epoch: int | None = Non
     run_dir.mkdir(parents=True, exist_ok=True)
     epochs = cfg.get("epochs", 200)
     epoch = epochs if epoch is None else epoch
-    (run_dir / "config.json").write_text(json.dumps(cfg))
+    resolved = TrainConfig.from_dict(cfg).resolved().to_dict()  # as the trainer saves it
+    (run_dir / "config.json").write_text(json.dumps(resolved))
     history = [
         {"epoch": max(1, epoch // 2), "error_percent": max(0.0, error - 10.0)},
         {"epoch": epoch, "error_percent": error},

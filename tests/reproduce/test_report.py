@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
+from pathlib import Path
 
 import pytest
+import tomllib
 from reproduce_helpers import quiet
 
+from classbalanced import presets
 from classbalanced.cli import main
+from classbalanced.config import config_from_sources
 from classbalanced.launch.sweep import run_sweep
 from classbalanced.reproduce.report import build_report, write_report
 from classbalanced.reproduce.results import load_results
@@ -171,7 +176,7 @@ def test_large_scale_runs_are_reported_against_table3(tmp_path, fake_launcher):
     spec = parse_sweep(
         {
             "sweep": {"name": "inat"},
-            "base": {"dataset": "inat2018", "model": "resnet50", "epochs": 90},
+            "base": _preset_values("inat2018_softmax"),  # Table 3's recipe
             "grid": [
                 {"loss": ["softmax"], "beta": [0.0], "seed": [0, 1]},
                 {"loss": ["focal"], "beta": [0.999], "gamma": [0.5], "seed": [0, 1]},
@@ -313,6 +318,21 @@ def test_a_pipe_or_line_break_in_a_value_does_not_break_the_tables(tmp_path):
     assert {len(t) for t in large} == {9}
 
 
+def _preset_values(name: str) -> dict:
+    """A preset's settings (its recipe), less those a sweep's grid sets itself."""
+    values = tomllib.loads(presets.find_config(name).read_text(encoding="utf-8"))
+    return {k: v for k, v in values.items() if k not in ("loss", "beta", "gamma")}
+
+
+def _recipe_run(root: Path, name: str, preset: str, **changed) -> str:
+    """A run folder holding the config.json a run of ``preset`` (changed by ``changed``)
+    saves; returns its run_dir relative to ``root``."""
+    cfg = config_from_sources(preset, overrides=changed).resolved()
+    (root / name).mkdir(parents=True, exist_ok=True)
+    (root / name / "config.json").write_text(json.dumps(cfg.to_dict()))
+    return name
+
+
 def test_table3_compares_only_the_full_training_set(tmp_path):
     """Table 3 is for the official iNaturalist / ImageNet training sets (IF 1 keeps them
     whole) and shuffled batches: a sub-sampled set (IF 10) was averaged with them and
@@ -324,6 +344,9 @@ def test_table3_compares_only_the_full_training_set(tmp_path):
         _csv_row(**{**base, "top5_error_percent": 30.0}, imbalance_factor=10.0, error_percent=60.0),
         _csv_row(**{**base, "sampler": "class_balanced"}, imbalance_factor=1.0, error_percent=40.0),
     ]
+    for i, row in enumerate(rows):
+        changed = {"imbalance_factor": row["imbalance_factor"], "sampler": row["sampler"]}
+        row["run_dir"] = _recipe_run(tmp_path, f"r{i}", "inat2018_softmax", **changed)
     softmax = {}
     for line in build_report(tmp_path, rows, figures=False).splitlines():
         cells = [c.strip() for c in line.strip("|").split("|")]
@@ -417,3 +440,75 @@ def test_best_of_grid_is_chosen_among_the_papers_losses(tmp_path):
     ]
     best = _row(build_report(tmp_path, rows, figures=False), "Class-balanced (best of grid)")
     assert best[1:3] == ["focal, β=0.9999, γ=1", "26.00 (1 seed)"]
+
+
+RECIPE_CHANGES = {  # one departing value per setting a Table 2 / 3 recipe fixes
+    "model": "resnet20", "epochs": 100, "batch_size": 256, "lr": 0.2, "momentum": 0.8,
+    "nesterov": None, "weight_decay": 5e-4, "no_decay_bias_and_norm": None,
+    "lr_schedule": None, "warmup_epochs": 0, "decay_epochs": None, "decay_factors": None,
+    "image_size": 320, "sampler": "class_balanced", "reweight_schedule": None,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("preset", "dataset", "factor", "published"),
+    [("cifar10_lt_cb", "cifar10", 100.0, "29.64"), ("inat2018_softmax", "inat2018", 1.0, "42.86")],
+)
+def test_each_departure_from_the_table_s_recipe_removes_the_published_number(
+    tmp_path, preset, dataset, factor, published
+):
+    """A run of the preset's recipe is compared with Table 2 / 3; the same run with one
+    setting changed is not, and the report names that setting."""
+    from classbalanced.reproduce.report import RECIPE_KEYS, recipe_departures
+
+    cfg = config_from_sources(preset).resolved()
+
+    def report_for(changed: dict, key: str | None = None) -> str:
+        run_dir = _recipe_run(tmp_path, "run", preset, **changed)
+        row = _csv_row(dataset=dataset, imbalance_factor=factor, run_dir=run_dir, epochs=cfg.epochs)
+        row.update(loss="softmax", beta=0.0, model=cfg.model, epoch=cfg.epochs)
+        resolved = config_from_sources(preset, overrides=changed).resolved()
+        differ = [k for k in keys if getattr(resolved, k) != getattr(cfg, k)]
+        assert (key is None and not differ) or key in differ  # the change took
+        assert recipe_departures(tmp_path, row) == [f"{k} {getattr(resolved, k)}" for k in differ]
+        return build_report(tmp_path, [row], figures=False)
+
+    def softmax_published(report: str) -> str:
+        for line in report.splitlines():
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if "Softmax" in cells and len(cells) > cells.index("Softmax") + 3:  # not the summary
+                return cells[cells.index("Softmax") + 3]
+        raise AssertionError("no Softmax row")
+
+    keys = [k for k in RECIPE_KEYS if not (dataset == "cifar10" and k == "image_size")]
+    assert softmax_published(report_for({})) == published
+    for key in keys:
+        value = RECIPE_CHANGES[key]
+        if value is None:  # a flag or a list: its other value
+            value = {
+                "nesterov": not cfg.nesterov,
+                "no_decay_bias_and_norm": not cfg.no_decay_bias_and_norm,
+                "lr_schedule": "cosine",
+                "decay_epochs": [e - 1 for e in cfg.decay_epochs],
+                "decay_factors": [f / 2 for f in cfg.decay_factors],
+                "reweight_schedule": "drw",
+            }[key]
+        changed = {key: value}
+        if key == "lr_schedule":
+            changed.update(decay_epochs=[], decay_factors=[])
+        if key == "reweight_schedule":
+            changed.update(beta=0.999)
+        if key == "batch_size":  # the lr kept (the CIFAR preset scales it with the batch)
+            changed.update(lr=cfg.lr)
+        if key == "epochs":  # longer, the schedule kept
+            changed.update(
+                epochs=cfg.epochs + 10,
+                decay_epochs=cfg.decay_epochs,
+                warmup_epochs=cfg.warmup_epochs,
+            )
+        report = report_for(changed, key)
+        assert softmax_published(report) == "-", key
+        assert (
+            f"{key} {getattr(config_from_sources(preset, overrides=changed).resolved(), key)}"
+            in report
+        )

@@ -5,14 +5,19 @@ to the data folder (``--data-dir``) and the label a class index ``0..C-1``::
 
     train/n01440764/n01440764_10026.JPEG 0          (ImageNet_LT_train.txt)
     val/n01440764/ILSVRC2012_val_00000293.JPEG 0    (ImageNet_LT_test.txt)
-    data_256/a/airfield/00000001.jpg 0              (Places_LT_train.txt)
-    val_256/Places365_val_00000001.jpg 165          (Places_LT_test.txt)
+    train/airfield/00000001.jpg 0                   (Places_LT_train.txt)
+    val/airfield/Places365_val_00000001.jpg 0       (Places_LT_test.txt)
 
 Datasets (all through ``classbalanced prepare`` and ``train --dataset NAME``):
 
 * ``imagenet_lt``: ``ImageNet_LT_{train,val,test}.txt`` over an ImageNet root
   (the test list is ImageNet's validation images sorted into class folders);
-* ``places_lt``: ``Places_LT_{train,val,test}.txt`` over a Places365 root;
+  ImageNet's official flat ``val/`` folder serves too: ``val/<wnid>/X.JPEG`` is read as
+  ``val/X.JPEG`` where only the latter exists (:func:`flat_val_paths`);
+* ``places_lt``: ``Places_LT_{train,val,test}.txt`` over a folder in the lists' own layout,
+  ``train/<class>/...`` and ``val/<class>/Places365_val_*.jpg`` (Places365-Standard's
+  ``data_256/<letter>/<class>/`` and flat ``val_256/`` downloads are arranged into it:
+  docs/training.md, "Places-LT");
 * ``list``: any such files (``--train-list``, ``--val-list``, ``--test-list``),
   e.g. the iNaturalist 2018 lists of the decoupling paper (Kang et al., ICLR 2020).
 
@@ -32,6 +37,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 import posixpath
 import re
 from collections.abc import Callable, Sequence
@@ -48,6 +54,7 @@ from .sources import check_across_splits, drop_missing, source_stamp
 __all__ = [
     "BENCHMARKS",
     "Benchmark",
+    "flat_val_paths",
     "check_benchmark_sizes",
     "check_prepared_lists",
     "list_paths",
@@ -227,13 +234,33 @@ def check_benchmark_sizes(dataset: str, counts: np.ndarray, list_name: str) -> s
 
 def _class_names(train: Sequence[tuple[str, int]], num_classes: int) -> list[str]:
     """Each class's name: the folder of its first training image below the split folder
-    (``train/n01440764/x.JPEG`` -> ``n01440764``, ``data_256/a/airfield/x.jpg`` -> ``a/airfield``)."""
+    (``train/n01440764/x.JPEG`` -> ``n01440764``, ``train/airfield/x.jpg`` -> ``airfield``)."""
     names: dict[int, str] = {}
     for rel, label in train:
         if label not in names:
             parts = rel.split("/")[:-1]
             names[label] = "/".join(parts[1:]) if len(parts) > 1 else "/".join(parts)
     return [names.get(i) or str(i) for i in range(num_classes)]
+
+
+_WNID_VAL = re.compile(r"^val/n\d{8}/(ILSVRC2012_val_\d{8}\.JPEG)$")
+
+
+def flat_val_paths(root: Path, samples: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """ImageNet-LT's ``val/<wnid>/ILSVRC2012_val_N.JPEG`` as ``val/ILSVRC2012_val_N.JPEG``
+    where the class folder's file is missing and ImageNet's flat ``val/`` holds it (one
+    folder listing; the label stays the list's)."""
+    folder = root / "val"
+    if not folder.is_dir():
+        return samples
+    flat = {e.name for e in os.scandir(folder) if e.is_file()}
+    out = []
+    for rel, label in samples:
+        match = _WNID_VAL.match(rel)
+        if match and match[1] in flat and not (root / rel).is_file():
+            rel = f"val/{match[1]}"
+        out.append((rel, label))
+    return out
 
 
 def scan(
@@ -275,6 +302,10 @@ def scan(
     for split in ("val", "test"):
         if split in paths:
             splits[split] = read_list(paths[split], num_classes, classes_of=classes_of)
+    if dataset == "imagenet_lt":  # the val / test lists over ImageNet's flat val/ too
+        for split in ("val", "test"):
+            if split in splits:
+                splits[split] = flat_val_paths(root, splits[split])
     check_across_splits(splits, {s: p.name for s, p in paths.items()}, log)
     skipped = {}
     if check_files:

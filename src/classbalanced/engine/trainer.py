@@ -158,6 +158,8 @@ def _set_up(cfg, ctx, log, accept_data_change: bool, fallback_checkpoint: bool):
         tuple(cfg.decay_epochs),
         tuple(cfg.decay_factors),
         steps_per_epoch,
+        kind=cfg.lr_schedule,
+        epochs=cfg.epochs,
     )
     network = _network(cfg, ctx, model)
     # events logged after the checkpoint we resume from (a killed run) are purged

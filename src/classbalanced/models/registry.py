@@ -17,6 +17,9 @@ Built-in names (case-insensitive):
   ``cifar_resnet101`` v1, but ``resnet101_bottleneck`` is 9n+2 with n = 11.)
 - ``resnext50``: torchvision's ``resnext50_32x4d`` (random initialisation), the network of
   the decoupling paper's ImageNet-LT results (Kang et al., ICLR 2020).
+- ``resnet10``: the decoupling release's other ImageNet-LT network, a torchvision-style
+  ImageNet ResNet of basic blocks, one per stage (``[1, 1, 1, 1]``, widths 64-512, a
+  512-wide feature); torchvision has no weights for it (no ``--pretrained``).
 
 - ``simple_cnn``: a small convolutional net without batch norm (quick experiments, and
   exact equivalence between one process and several under DDP).
@@ -170,7 +173,7 @@ def check_model_name(name: object) -> str:
     >>> check_model_name("nonsense")
     Traceback (most recent call last):
     ...
-    ValueError: expected a model name matching one of resnet{6n+2}, resnet{6n+2}_v2, resnet{9n+2}_bottleneck, cifar_resnet{6n+2}, cifar_resnet{6n+2}_v2, cifar_resnet{9n+2}_bottleneck, resnet50, resnet101, resnet152, resnext50, simple_cnn, got 'nonsense'
+    ValueError: expected a model name matching one of resnet{6n+2}, resnet{6n+2}_v2, resnet{9n+2}_bottleneck, cifar_resnet{6n+2}, cifar_resnet{6n+2}_v2, cifar_resnet{9n+2}_bottleneck, resnet10, resnet50, resnet101, resnet152, resnext50, simple_cnn, got 'nonsense'
     """
     if not isinstance(name, str):
         raise TypeError(f"expected model name to be a str, got {type(name).__name__}")
@@ -221,7 +224,23 @@ def _torchvision_model(name: str) -> ModelFactory:
     return factory
 
 
-# Registered directly: the resnet names deliberately shadow the CIFAR pattern.
+def resnet10(num_classes: int, *, in_channels: int = 3) -> nn.Module:
+    """The decoupling release's ResNet-10: torchvision's ``ResNet(BasicBlock, [1, 1, 1, 1])``.
+
+    >>> import torch
+    >>> resnet10(5)(torch.zeros(2, 3, 64, 64)).shape, resnet10(5).fc.in_features
+    (torch.Size([2, 5]), 512)
+    """
+    if in_channels != 3:
+        raise ValueError(f"expected in_channels=3 for the ImageNet resnet10, got {in_channels}")
+    from torchvision.models.resnet import BasicBlock, ResNet  # deferred: torchvision is slow
+
+    return ResNet(BasicBlock, [1, 1, 1, 1], num_classes=num_classes)
+
+
+# Registered directly: the resnet names deliberately shadow the CIFAR pattern (10 is not
+# 6n+2, so resnet10 shadows nothing).
+MODEL_REGISTRY["resnet10"] = resnet10
 for _name in _TORCHVISION:
     MODEL_REGISTRY[_name] = _torchvision_model(_name)
 del _name

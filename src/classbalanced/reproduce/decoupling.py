@@ -7,9 +7,13 @@ out with a note when that folder no longer holds the checkpoint that was decoupl
 prints top-1 accuracy % overall and on many / medium / few-shot classes beside the
 numbers of Kang et al. (ICLR 2020), where those exist for the same data set, network and
 stage-one epochs (:func:`~classbalanced.reproduce.published.published_decoupling`) and the
-run follows their recipe (the whole training set; softmax cross-entropy, beta 0; shuffled
-batches in stage one, the release's class-aware ones in cRT and LWS; an ImageNet-pretrained network
-where theirs was); a run of another recipe gets a note instead.
+run follows the release's recipe for that data set in every setting that changes the
+result (:func:`~classbalanced.reproduce.published.decoupling_recipe`: the benchmark's
+training-list sizes, stage one's loss, beta, sampler, batch size, lr, schedule, weight
+decay; stage two's epochs, lr, loss, sampler, batch-norm mode, epoch selection, tau bias
+and the split tau was chosen on; an ImageNet-pretrained network where theirs was). Any
+other run is listed as "your recipe", each departing setting named, with no published
+number beside it.
 """
 
 from __future__ import annotations
@@ -19,9 +23,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..decouple import CLASS_BALANCED_SAMPLER, TRAINED_METHODS
+from ..data.lists import BENCHMARKS
 from ..engine.run_folder import DECOUPLE_FILE
-from .published import DECOUPLING_METHODS, decoupling_tables, published_decoupling
+from .published import (
+    DECOUPLING_METHODS,
+    decoupling_recipe,
+    decoupling_tables,
+    published_decoupling,
+)
 from .results import md_cell, read_json
 
 __all__ = ["find_decouple_runs", "decoupling_rows", "decoupling_lines"]
@@ -65,29 +74,65 @@ def _damage(metrics: dict[str, Any]) -> str | None:
     return None
 
 
-def _departures(method: str, metrics: dict, config: dict, settings: dict) -> list[str]:
-    """How a run departs from Kang et al.'s recipe, the one their numbers are for (empty: it
-    follows it): the benchmark's whole training set (imbalance factor 1), softmax
-    cross-entropy without re-weighting (beta 0), shuffled (instance-balanced) batches in
-    stage one and the release's class-aware batches in cRT and LWS, tau-normalised logits ``W f``
-    without the bias (``--tau-bias drop``, as the authors' release computes them)."""
+#: what a key missing from a run's records is shown as (a missing setting departs)
+_MISSING = "not recorded"
+
+
+def _same(got: Any, want: Any) -> bool:
+    """A recorded setting equals the recipe's (numbers as floats: 0.2 == 0.2, 0 == 0.0)."""
+    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (got, want))
+    if numbers:
+        return math.isclose(float(got), float(want), rel_tol=1e-9, abs_tol=1e-12)
+    return got == want
+
+
+def _stage_two_value(settings: dict[str, Any], key: str) -> Any:
+    """A stage-two setting from ``decouple.json``: the resolved top-level value (``lr``,
+    ``epochs``, ...) where ``decouple`` wrote one, else its option, else :data:`_MISSING`."""
     options = settings.get("options")
     options = options if isinstance(options, dict) else {}
-    stages = [("stage one", metrics, config.get("sampler", "shuffle"), "shuffle")]
-    if method in TRAINED_METHODS:
-        stages.append(("stage two", options, options.get("sampler"), CLASS_BALANCED_SAMPLER))
-    found = []
-    factor = metrics.get("imbalance_factor")  # 1 keeps the benchmark's training set whole
-    if isinstance(factor, int | float) and factor != 1:
-        found.append(f"stage one's training set sub-sampled (imbalance factor {factor:g})")
-    for stage, values, sampler, recipe in stages:
-        loss, beta = values.get("loss"), values.get("beta")
-        if loss != "softmax" or beta != 0:
-            found.append(f"{stage}'s loss {loss}, beta {beta}")
-        if sampler != recipe:
-            found.append(f"{stage}'s sampler {sampler}")
-    if method == "tau_norm" and options.get("tau_bias", "keep") != "drop":
-        found.append("tau_norm keeps the classifier's bias (the release drops it: --tau-bias drop)")
+    return settings.get(key, options.get(key, _MISSING))
+
+
+def _size_departures(dataset: str, metrics: dict, recipe: dict) -> list[str]:
+    """The training list's size against the benchmark's (classes, images, largest and
+    smallest class where the benchmark's list is known)."""
+    counts = metrics.get("train_counts")
+    if not isinstance(counts, list) or not all(isinstance(c, int) for c in counts) or not counts:
+        return [f"stage one's training-set sizes {_MISSING}"]
+    got = {"classes": len(counts), "train_images": sum(counts)}
+    bench = BENCHMARKS.get(dataset)
+    want = {k: recipe[k] for k in ("classes", "train_images") if k in recipe}
+    if bench is not None:
+        want = {"classes": bench.num_classes, "train_images": bench.num_train}
+        want.update(largest=bench.max_per_class, smallest=bench.min_per_class)
+        got.update(largest=max(counts), smallest=min(counts))
+    return [
+        f"stage one's training set {key} {got[key]} (the benchmark's: {value})"
+        for key, value in want.items()
+        if got[key] != value
+    ]
+
+
+def _departures(method: str, metrics: dict, config: dict, settings: dict) -> list[str]:
+    """How a run departs from the recipe of Kang et al.'s numbers for its data set (empty:
+    it follows it in every setting :func:`~.published.decoupling_recipe` lists): the
+    benchmark's whole training list, stage one's settings (``config.json``) and, for a
+    stage-two run, its method's settings (``decouple.json``; a setting it does not record
+    departs). Network, stage-one epochs and pretraining pick the table (:func:`_published`)."""
+    dataset = str(metrics.get("dataset"))
+    recipe = decoupling_recipe(dataset) if isinstance(metrics.get("dataset"), str) else None
+    if recipe is None:
+        return []
+    found = _size_departures(dataset, metrics, recipe)
+    for key, want in recipe["stage_one"].items():
+        got = config.get(key, metrics.get(key, _MISSING))
+        if not _same(got, want):
+            found.append(f"stage one's {key} {got} (the release's: {want})")
+    for key, want in recipe["stage_two"].get(method, {}).items():
+        got = _stage_two_value(settings, key)
+        if not _same(got, want):
+            found.append(f"stage two's {key} {got} (the release's: {want})")
     return found
 
 
@@ -243,9 +288,10 @@ def decoupling_lines(folder: str | os.PathLike) -> list[str]:
         "Top-1 accuracy % on each run's evaluation split: all / many / medium / few-shot "
         'classes (> 100, 20-100, < 20 training images). Published: Kang et al., "Decoupling '
         'Representation and Classifier for Long-Tailed Recognition", ICLR 2020, shown where '
-        "the data set, the network and stage one's epochs match and the run follows their "
-        "recipe (softmax cross-entropy, beta 0, class-balanced batches in cRT and LWS only; "
-        "- where the source gives no figure); diff = ours - published (all classes).",
+        "the data set, the network and stage one's epochs match and the run follows the "
+        "release's recipe in every setting that changes the result (else: your recipe, its "
+        "departing settings listed below; - where the source gives no figure); diff = ours - "
+        "published (all classes).",
         "",
         "| run | method | data set | model | epochs | ours: all / many / medium / few "
         "| published | diff |",
@@ -256,10 +302,11 @@ def decoupling_lines(folder: str | os.PathLike) -> list[str]:
         pub, departures = _published(r)
         if departures:
             notes.append(
-                f"{r['name']}: {'; '.join(departures)}: not Kang et al.'s recipe, so no "
-                "published numbers beside it"
+                f"{r['name']}: your recipe, not the release's, so no published number beside "
+                f"it: {'; '.join(departures)}"
             )
         pub_text = "-" if pub is None else " / ".join(_pct(pub[g]) for g in _GROUPS)
+        pub_text = "your recipe" if departures else pub_text
         diff = "-" if pub is None or r["all"] is None else f"{r['all'] - pub['all']:+.1f}"
         epochs = "-" if r["epochs"] is None else r["epochs"]
         named = " | ".join(md_cell(r[k]) for k in ("name", "method", "dataset", "model"))

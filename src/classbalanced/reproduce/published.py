@@ -56,6 +56,7 @@ __all__ = [
     "DECOUPLING_METHODS",
     "published_decoupling",
     "decoupling_tables",
+    "decoupling_recipe",
 ]
 
 #: columns of Table 2, in the paper's order
@@ -353,3 +354,25 @@ def decoupling_tables(dataset: str) -> list[dict[str, Any]]:
         {**{k: t[k] for k in keys}, "pretrained": _pretrained(t)}
         for t in _decoupling_tables(dataset)
     ]
+
+
+def decoupling_recipe(dataset: str) -> dict[str, Any] | None:
+    """The recipe of the release (Kang et al., ICLR 2020) that ``dataset``'s published
+    decoupling numbers are for, or None: ``stage_one`` (``config.json`` keys -> values),
+    ``stage_two`` (method -> ``decouple.json`` keys -> values) and ``not_checked`` (the
+    settings whose release value is not recorded here); iNaturalist 2018 also gives its
+    ``train_images`` and ``classes`` (the list benchmarks' sizes live in
+    :data:`classbalanced.data.lists.BENCHMARKS`).
+
+    >>> r = decoupling_recipe("ImageNet-LT")
+    >>> r["stage_one"]["lr_schedule"], r["stage_two"]["lws"]["epochs"]
+    ('cosine', 5)
+    >>> decoupling_recipe("places_lt")["stage_two"]["crt"]["lr"]
+    0.1
+    >>> print(decoupling_recipe("cifar10"))
+    None
+    """
+    name = normalize_dataset(dataset)
+    recipes = _load()["decoupling"]["recipes"]
+    found = [v for k, v in recipes.items() if k != "description" and normalize_dataset(k) == name]
+    return copy.deepcopy(found[0]) if found else None

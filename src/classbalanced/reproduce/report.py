@@ -29,6 +29,7 @@ epochs are flagged instead.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -38,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..config import config_from_sources, recorded_value
 from .published import (
     BASELINE_METHODS,
     FOCAL_GAMMAS,
@@ -45,7 +47,14 @@ from .published import (
     published_error,
     published_large,
 )
-from .results import RESULT_METRICS, load_results, lock_shared, md_cell, write_results_csv
+from .results import (
+    RESULT_METRICS,
+    load_results,
+    lock_shared,
+    md_cell,
+    read_json,
+    write_results_csv,
+)
 
 __all__ = [
     "load_results",
@@ -53,6 +62,8 @@ __all__ = [
     "write_report",
     "mean_std",
     "PAPER_EPOCHS",
+    "RECIPE_KEYS",
+    "recipe_departures",
 ]
 
 #: the first line of every report.md written here (another file there is not replaced)
@@ -80,6 +91,65 @@ def _off_paper(values: dict[str, Any]) -> list[str]:
     """The settings of a column (``key value``) that the paper's runs did not use
     (an older results.csv without the key: the default, the paper's)."""
     return [f"{k} {values[k]}" for k, v in _PAPER_METHOD.items() if values.get(k) not in (None, v)]
+
+
+#: the settings of a run's config.json that Tables 2 and 3 fix (beside the loss, beta and
+#: gamma each row selects and the data set and imbalance factor of each column)
+RECIPE_KEYS = (
+    "model", "epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay",
+    "no_decay_bias_and_norm", "lr_schedule", "warmup_epochs", "decay_epochs", "decay_factors",
+    "image_size", "sampler", "reweight_schedule",
+)  # fmt: skip
+
+
+@functools.lru_cache(maxsize=16)
+def _paper_recipe(dataset: str, balanced: bool) -> tuple[tuple[str, Any], ...]:
+    """The paper's recipe for ``dataset``, read from the preset that reproduces it (each
+    value written once, there): Table 2's CIFAR presets, Table 3's ``{dataset}_softmax``."""
+    if dataset.startswith("cifar"):
+        base = "cifar10" if dataset == "cifar10" else "cifar100"  # cifar20: CIFAR-100's images
+        preset = f"{base}_balanced" if balanced else f"{base}_lt_cb"
+        keys = [k for k in RECIPE_KEYS if k != "image_size"]  # the images' own 32 x 32
+    else:
+        preset, keys = f"{dataset}_softmax", list(RECIPE_KEYS)
+    cfg = config_from_sources(preset).resolved()
+    return tuple((k, getattr(cfg, k)) for k in keys)
+
+
+def _same(got: Any, want: Any) -> bool:
+    if isinstance(got, list | tuple) and isinstance(want, list | tuple):
+        return len(got) == len(want) and all(_same(a, b) for a, b in zip(got, want, strict=True))
+    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (got, want))
+    return _close(float(got), float(want)) if numbers else got == want
+
+
+def recipe_departures(sweep_dir: Path, row: dict[str, Any]) -> list[str]:
+    """The settings (``key value``) of ``row``'s run that depart from the recipe of the
+    paper's table for its data set (empty: it follows it); a run whose config.json cannot
+    be read departs in all of them."""
+    from .published import normalize_dataset
+
+    dataset = normalize_dataset(str(row["dataset"]))
+    if not dataset.startswith("cifar") and published_large(dataset, "softmax") is None:
+        return []  # no table to compare with
+    config = read_json(sweep_dir / str(row["run_dir"]) / "config.json") if row["run_dir"] else None
+    if not isinstance(config, dict):
+        return ["config.json not recorded"]
+    recipe = _paper_recipe(dataset, _close(row["imbalance_factor"], 1.0))
+    found = []
+    for key, want in recipe:
+        got = recorded_value(config, key)
+        if not _same(got, want):
+            found.append(f"{key} {got}")
+    return found
+
+
+def _column_departures(sweep_dir: Path, runs: list[dict[str, Any]]) -> list[str]:
+    """Every departing setting of a column's runs, each named once, in recipe order."""
+    found: list[str] = []
+    for run in runs:
+        found += [d for d in recipe_departures(sweep_dir, run) if d not in found]
+    return found
 
 
 def mean_std(values: list[float]) -> tuple[float, float | None]:
@@ -346,7 +416,7 @@ def build_report(
     small = [r for r in rows if not _is_large(r)]
     text = _table2_report(sweep_dir, small, lines, figures) if small else "\n".join(lines)
     if large:
-        text = text.rstrip("\n") + "\n\n" + "\n".join(_table3_lines(large)) + "\n"
+        text = text.rstrip("\n") + "\n\n" + "\n".join(_table3_lines(sweep_dir, large)) + "\n"
     if _not_counted_lines(rows):
         text = text.rstrip("\n") + "\n\n" + "\n".join(_not_counted_lines(rows))
     return text
@@ -396,7 +466,7 @@ def _natural(text: str) -> tuple:
         return (1, 0.0, text)
 
 
-def _table3_lines(rows: list[dict[str, Any]]) -> list[str]:
+def _table3_lines(sweep_dir: Path, rows: list[dict[str, Any]]) -> list[str]:
     """Table 3 of the paper (ResNet-50, 90 epochs): top-1 and top-5 error per data set."""
     from .published import normalize_dataset
 
@@ -438,6 +508,7 @@ def _table3_lines(rows: list[dict[str, Any]]) -> list[str]:
 
     groups = sorted({group(r) for r in rows}, key=lambda g: [_natural(str(v)) for v in g])
     shown = [k for i, k in enumerate(keys, 1) if len({g[i] for g in groups}) > 1]
+    yours: list[str] = []  # groups left without published numbers: their departing settings
     for values in groups:
         runs = [r for r in finished if group(r) == values]
         dataset, named = values[0], dict(zip(keys, values[1:], strict=True))
@@ -445,7 +516,10 @@ def _table3_lines(rows: list[dict[str, Any]]) -> list[str]:
         # Table 3 is for the official training sets (IF 1 keeps them whole, others
         # sub-sample) and the paper's sampling and weighting
         off = _off_paper(named)
-        whole = _close(named["imbalance_factor"], 1.0) and not off
+        departs = [d for d in _column_departures(sweep_dir, runs) if d not in off]
+        whole = _close(named["imbalance_factor"], 1.0) and not off and not departs
+        if departs and not off and _close(named["imbalance_factor"], 1.0):
+            yours.append(f"- {where}: your recipe, not Table 3's: {', '.join(departs)}.")
         where = md_cell(where + (f" ({', '.join(off)}: not the paper's setting)" if off else ""))
         for label, loss, beta, gamma, setting in methods:
             chosen = _select(runs, loss, beta, gamma)
@@ -456,6 +530,14 @@ def _table3_lines(rows: list[dict[str, Any]]) -> list[str]:
             cells += _table3_cell(chosen, "top5_error_percent", published.get("top5"))
             lines.append(f"| {where} | {label} | {setting} | " + " | ".join(cells) + " |")
     lines.append("")
+    if yours:
+        lines += [
+            "Published numbers left out (each setting named departs from the preset that",
+            "reproduces Table 3):",
+            "",
+            *yours,
+            "",
+        ]
     return lines
 
 
@@ -505,8 +587,9 @@ def _column_section(sweep_dir: Path, column, cells, runs, title, slug, figures, 
     if off:
         lines += [
             f"> Published numbers left out: these runs are not the paper's setting "
-            f"({', '.join(off)}); its runs draw shuffled batches with constant class-balanced "
-            "weights.",
+            f"({', '.join(off)}): your recipe. The paper's runs follow its recipe in every "
+            "one of these settings (its preset's values), with shuffled batches and constant "
+            "class-balanced weights.",
             "",
         ]
     lines.append("| method | setting | ours: mean ± std (n seeds) | published | diff |")
@@ -556,6 +639,7 @@ def _table2_report(
         runs = [r for r in finished if tuple(r[k] for k in keys) == column]
         values = dict(zip(keys, column, strict=True))
         off = _off_paper(values)
+        off += [d for d in _column_departures(sweep_dir, runs) if d not in off]
         where = (str(values["dataset"]), values["imbalance_factor"])
         tables.append((column, _column_cells(*where, runs, gammas, not off), runs, off))
 
