@@ -119,8 +119,8 @@ class DecoupleOptions:
             if value is None:
                 continue
             if not ((value > 0 if strict else value >= 0) and value <= FLOAT32_MAX):  # NaN too
-                low = "> 0" if strict else ">= 0"
-                raise ValueError(f"{name} must be {low} and at most {FLOAT32_MAX:.4g}, got {value}")
+                cmp = "> 0" if strict else ">= 0"
+                raise ValueError(f"{name} must be {cmp} and at most {FLOAT32_MAX:.4g}, got {value}")
         if self.tau_bias not in ("keep", "drop"):
             raise ValueError(f"tau_bias must be keep or drop, got {self.tau_bias!r}")
         taus = [self.tau] if self.tau is not None else list(self.taus)
@@ -463,7 +463,9 @@ def _file_data(
                 yield (normalize(images) if normalize else images), labels_.to(device)
 
     tune = layout.tune_split
-    tune_data = tune and {"source": record["test"]["source"], "fingerprint": fingerprints[tune]}
+    tune_data = (
+        {"source": record["test"]["source"], "fingerprint": fingerprints[tune]} if tune else None
+    )
     return _Data(labels, stream, batches, layout.eval_split, tune, record, tune_data)
 
 

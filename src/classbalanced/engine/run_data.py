@@ -107,7 +107,7 @@ class PreparedData:
     test: ImageArrays
     indices: np.ndarray  # kept positions in the full training set
     counts: np.ndarray  # per-class training counts after subsetting
-    fingerprints: dict[str, dict] | None = None  # of the full training set and the test set
+    fingerprints: dict[str, dict]  # of the full training set and the test set
 
 
 def prepare_data(cfg: TrainConfig) -> PreparedData:
