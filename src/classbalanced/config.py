@@ -35,7 +35,7 @@ import typing
 import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from ._validation import shown
 from .data.cifar import CifarName
@@ -53,6 +53,7 @@ __all__ = [
     "PATH_KEYS",
     "ConfigTypeError",
     "TrainConfig",
+    "check_resolved",
     "config_differences",
     "recorded_value",
     "config_from_sources",
@@ -740,6 +741,25 @@ def default_decay_epochs(epochs: int) -> list[int]:
     ([160, 180], [3, 4])
     """
     return [max(1, round(160 * epochs / 200)), max(1, round(180 * epochs / 200))]
+
+
+_Value = TypeVar("_Value")
+
+
+def check_resolved(name: str, value: _Value | None) -> _Value:
+    """``value`` of the derived key ``name`` of a resolved config (:meth:`TrainConfig.resolved`
+    fills every one in); ValueError where it is still ``None``.
+
+    >>> check_resolved("lr", TrainConfig(epochs=4).resolved().lr)
+    0.1
+    >>> check_resolved("lr", TrainConfig().lr)
+    Traceback (most recent call last):
+    ...
+    ValueError: lr: expected a resolved config (TrainConfig.resolved()), got None
+    """
+    if value is None:
+        raise ValueError(f"{name}: expected a resolved config (TrainConfig.resolved()), got None")
+    return value
 
 
 def warn_test_is_train(cfg: TrainConfig) -> None:

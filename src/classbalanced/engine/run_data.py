@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .._console import info
-from ..config import LARGE_DATASETS, TrainConfig
+from ..config import LARGE_DATASETS, TrainConfig, check_resolved
 from ..data import encoded, loaders, pipeline, prepared
 from ..data.arrays import ImageArrays, load_digits, load_image_folder, load_npz
 from ..data.encoded import decode_batch
@@ -126,7 +126,7 @@ def prepare_data(cfg: TrainConfig) -> PreparedData:
     check_class_names(full_train.class_names, test.class_names, "the training set", "the test set")
     indices, counts = longtail_indices(
         full_train.labels,
-        cfg.imbalance_factor,
+        check_resolved("imbalance_factor", cfg.imbalance_factor),
         seed=cfg.seed,
         profile=cfg.profile,
         num_classes=full_train.num_classes,
@@ -213,7 +213,7 @@ def _large_data(cfg: TrainConfig, ctx: DistContext) -> RunData:
     labels = np.asarray([label for _, label in samples], dtype=np.int64)
     indices, counts = longtail_indices(
         labels,
-        cfg.imbalance_factor,
+        check_resolved("imbalance_factor", cfg.imbalance_factor),
         seed=cfg.seed,
         profile=cfg.profile,
         num_classes=len(layout.class_names),
