@@ -185,7 +185,11 @@ def _loss(cfg: TrainConfig, ctx: DistContext, data: RunData):
     """The loss on the device and its re-weighting schedule (``None``: constant weights)."""
     # ignored: loss_options never names "reduction" (validate refuses it)
     loss_fn = build_loss(
-        cfg.loss, data.counts, beta=cfg.beta, gamma=cfg.gamma, **cfg.loss_options  # type: ignore[arg-type]
+        cfg.loss,
+        data.counts,
+        beta=cfg.beta,
+        gamma=cfg.gamma,
+        **cfg.loss_options,  # type: ignore[arg-type]
     ).to(ctx.device)
     reweight = None
     if cfg.reweight_schedule != "constant":  # every Criterion has set_weight
