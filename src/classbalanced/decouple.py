@@ -711,6 +711,8 @@ def _freeze_backbone(model: nn.Module) -> nn.Linear:
     from .models.registry import classifier, set_classifier_
 
     fc = classifier(model)
+    if not isinstance(fc, nn.Linear):  # refused before, when the run was loaded
+        raise ValueError(f"decoupling needs a linear classifier, got {type(fc).__name__}")
     set_classifier_(model, nn.Identity())
     model.eval().requires_grad_(False)
     return fc
