@@ -245,7 +245,7 @@ def _tau(text: str) -> float | str:
 
 def _number_tau(text: str) -> float:
     value = _tau(text)
-    if value == "auto":
+    if isinstance(value, str):  # auto
         raise argparse.ArgumentTypeError("expected a number >= 0 (auto is for evaluate)")
     return value
 
@@ -569,8 +569,9 @@ def _lock_if_run(folder: Path | None, command: str, flag: str):
     """The writer lock of ``folder`` when it is a run folder (else nothing to lock)."""
     from .engine.run_folder import MANIFEST, lock_run
 
-    is_run = folder is not None and (folder / MANIFEST).is_file()
-    return lock_run(folder, command, flag=flag) if is_run else _nothing()
+    if folder is not None and (folder / MANIFEST).is_file():
+        return lock_run(folder, command, flag=flag)
+    return _nothing()
 
 
 def _evaluate_and_write(args) -> int:
@@ -968,6 +969,7 @@ def _add_cluster_arguments(p) -> None:
 
 
 #: the launcher flags of ``sweep`` (``None`` unless given)
+_LAUNCH_FLAGS: tuple[str, ...]
 _LAUNCH_FLAGS = ("jobs", "gpus_per_run", "cpus_per_run", "ray_address", "slurm_partition")
 _LAUNCH_FLAGS += ("slurm_time", "slurm_array_parallelism", "slurm_option")
 
