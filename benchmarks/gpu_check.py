@@ -40,8 +40,10 @@ Stages, in order (``--stages`` picks a subset, e.g. to rerun one that failed):
 
 Every stage runs in its own process group with a time slice: the time left, shared
 among the stages still to run in proportion to their weights (time a stage leaves
-unused goes to the later ones). A stage still running at the end of its slice is
-stopped (SIGTERM, then SIGKILL) and reports what it measured. After every stage,
+unused goes to the later ones). Everything a stage does fits its slice: a stage still
+running near the end of its slice is stopped (SIGTERM, its grace period, then SIGKILL of
+its process group at the end of the slice) and reports what it measured; the check
+ends within the budget plus its own start and clean-up (docs/benchmarks.md). After every stage,
 and on SIGINT / SIGTERM, ``summary.json`` and ``summary.md`` (one table: every
 figure with the command that produced it) are rewritten in ``--out``, with
 ``logs.txt`` (each stage's output). Scratch data (the generated data set, run
@@ -120,6 +122,10 @@ TEST_ORDER = (
 TEST_WORKERS = 4
 TEST_OUTCOMES = ("PASSED", "FAILED", "ERROR", "SKIPPED", "XFAIL", "XPASS")
 STOP_GRACE_S = 20.0  # a stopped training run checkpoints and exits within this
+#: the most a stage waits for its output after its process group is gone
+JOIN_S = 2.0
+#: the libjpeg extension's build (pipeline stage): at most this, inside the stage's slice
+BUILD_S = 60.0
 MIN_SLICE_S = 8.0
 TABLE2 = ROOT / "configs" / "sweeps" / "cifar10_table2.toml"
 
@@ -234,8 +240,12 @@ class Stopped(Exception):
 # ---------------------------------------------------------------------------
 
 
+#: set for every child process (--device cuda:N: CUDA_VISIBLE_DEVICES names that GPU alone)
+CHILD_ENV: dict[str, str] = {}
+
+
 def child_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONWARNINGS="ignore")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONWARNINGS="ignore", **CHILD_ENV)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH")) if p)
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
@@ -272,9 +282,13 @@ def run_timed(
     grace_s: float = STOP_GRACE_S,
     on_line=None,
 ) -> Outcome:
-    """Run ``cmd`` in its own process group; at ``limit_s`` send ``stop_signal`` to the leader,
-    after ``grace_s`` more kill the whole group. Every output line is time-stamped."""
-    log.write(f"$ {shlex.join(cmd)}   (limit {limit_s:.0f} s)\n")
+    """Run ``cmd`` in its own process group for at most ``limit_s`` seconds, all included:
+    ``stop_signal`` to the leader ``grace`` (at most ``grace_s``, a quarter of the limit)
+    plus ``JOIN_S`` before the limit, then the whole group killed. Every output line is
+    time-stamped."""
+    grace_s = _grace(limit_s, grace_s)
+    stop_at = max(0.1, limit_s - grace_s - JOIN_S)
+    log.write(f"$ {shlex.join(cmd)}   (limit {limit_s:.0f} s, stopped at {stop_at:.0f} s)\n")
     start = time.monotonic()
     proc = subprocess.Popen(
         cmd,
@@ -305,7 +319,7 @@ def run_timed(
     timed_out = False
     try:
         try:
-            proc.wait(timeout=max(0.1, limit_s))
+            proc.wait(timeout=stop_at)
         except subprocess.TimeoutExpired:
             timed_out = True
             log.write(f"--- time slice over: sending signal {int(stop_signal)}\n")
@@ -325,7 +339,7 @@ def run_timed(
             proc.wait()
         _stop_group(proc, signal.SIGKILL)  # leftovers of the group (workers, ranks)
         ACTIVE.discard(proc)
-        thread.join(timeout=5)
+        thread.join(timeout=JOIN_S)  # a process outside the group may hold the pipe
     return Outcome(proc.returncode, timed_out, lines, time.monotonic() - start)
 
 
@@ -371,7 +385,16 @@ class Check:
         self.sizes = Sizes.quick() if args.quick else Sizes()
         if args.jobs:
             self.sizes.jobs = args.jobs
-        self.device = args.device
+        # --device cuda:N: the children see GPU N alone (as cuda, i.e. cuda:0), so that every
+        # stage's script, torchrun and the sweep's runs use it, whatever device flags they take
+        self.device, self.gpu_index = args.device, 0
+        if args.device.startswith("cuda:"):
+            self.gpu_index = int(args.device.split(":")[1])
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+            ids = visible.split(",") if visible else [str(i) for i in range(self.gpu_index + 1)]
+            if self.gpu_index < len(ids):
+                CHILD_ENV["CUDA_VISIBLE_DEVICES"] = ids[self.gpu_index].strip()
+            self.device = "cuda"
         self.start = time.monotonic()
         self.deadline = self.start + args.budget_s
         self.stages = [Stage(name) for name in args.stages]
@@ -404,7 +427,7 @@ class Check:
         doc = {
             "started": self.started_at,
             "environment": self.env_line,
-            "device": self.device,
+            "device": self.args.device,
             "quick": self.args.quick,
             "budget_s": self.args.budget_s,
             "elapsed_s": round(time.monotonic() - self.start, 1),
@@ -485,7 +508,12 @@ class Check:
             if not torch.cuda.is_available():
                 self.no_device = "--device cuda but torch.cuda.is_available() is False"
                 raise RuntimeError(self.no_device)
-            props = torch.cuda.get_device_properties(0)
+            if self.gpu_index >= torch.cuda.device_count():
+                self.no_device = (
+                    f"--device {self.args.device} but torch sees {torch.cuda.device_count()} GPU(s)"
+                )
+                raise RuntimeError(self.no_device)
+            props = torch.cuda.get_device_properties(self.gpu_index)
             parts += [
                 f"CUDA {torch.version.cuda}",
                 f"GPU {props.name} ({props.total_memory / 2**30:.0f} GiB, {props.multi_processor_count} SMs)",
@@ -516,8 +544,15 @@ class Check:
             "missing: " + (", ".join(missing) if missing else "none of " + ", ".join(optional))
         )
         self.env_line = "; ".join(parts)
+        shown = _cmd([PY, "benchmarks/gpu_check.py", "--stages", "env"])
+        stage.add("environment", self.env_line, shown)
+        if CHILD_ENV.get("CUDA_VISIBLE_DEVICES"):
+            stage.notes.append(
+                f"--device {self.args.device}: every stage runs with CUDA_VISIBLE_DEVICES="
+                f"{CHILD_ENV['CUDA_VISIBLE_DEVICES']}, so the commands' `--device cuda` is that GPU"
+            )
         stage.add(
-            "environment", self.env_line, _cmd([PY, "benchmarks/gpu_check.py", "--stages", "env"])
+            "build tools (the libjpeg extension and torch.compile need them)", _build_tools(), shown
         )
         stage.status = "ok"
 
@@ -587,6 +622,8 @@ class Check:
             stage.status = "ok" if out.rc in (0, 1) else f"failed (exit {out.rc})"
 
     def stage_train_speed(self, stage: Stage, limit: float) -> None:
+        # train_speed.py rewrites its JSON after every round: a run stopped at the end of its
+        # slice leaves the rows measured so far
         missing = _missing("torchvision", "PIL")
         if missing:
             stage.status = f"skipped: {', '.join(missing)} missing"
@@ -606,9 +643,15 @@ class Check:
                 problems.append("timed out" if out.timed_out else f"failed (exit {out.rc})")
                 stage.notes.append(f"{shown}: {problems[-1]}: {_tail(out.text)}")
                 continue
-            if out.rc != 0:
-                problems.append(f"failed (exit {out.rc})")
             doc = json.loads(json_path.read_text())
+            if out.timed_out:
+                problems.append("timed out")
+                stage.notes.append(
+                    f"{shown}: stopped at the end of its slice after {doc.get('rounds_done')} "
+                    "round(s): its rows are the medians so far"
+                )
+            elif out.rc != 0:
+                problems.append(f"failed (exit {out.rc})")
             for row in doc["rows"]:
                 if row["name"] in seen:  # the fp32 baseline and the reference come every time
                     continue
@@ -683,11 +726,10 @@ class Check:
             str(run_dir),
         ]
         left = limit - (time.monotonic() - t0)
-        grace = _grace(left)
         watcher = RunWatcher(run_dir.parent)
         watcher.start()
         try:
-            out = run_timed(cmd, max(1.0, left - grace), self.log, grace_s=grace)
+            out = run_timed(cmd, max(1.0, left), self.log)
         finally:
             watcher.stop()
         evals = watcher.evals.get(run_dir.name, [])
@@ -724,11 +766,8 @@ class Check:
         watcher = RunWatcher(sweep_dir / "runs")
         watcher.start()
         left = limit - (time.monotonic() - t0)
-        grace = _grace(left)
         try:
-            out = run_timed(
-                cmd, max(1.0, left - grace), self.log, stop_signal=signal.SIGINT, grace_s=grace
-            )
+            out = run_timed(cmd, max(1.0, left), self.log, stop_signal=signal.SIGINT)
         finally:
             watcher.stop()
         shown = f"{_cmd(cmd[:4])} --config GRID.toml --jobs {k}  (GRID.toml: [base] = the train flags above, [[grid]] beta = {betas})"
@@ -807,12 +846,28 @@ class Check:
             "d = Distribution({'ext_modules': [JPEGCROP], 'package_dir': {'': 'src'}}); "
             "d.get_command_obj('build_ext').inplace = True; d.run_command('build_ext')"
         )
-        out = run_timed([PY, "-c", build], 60, self.log)
-        if out.rc != 0:
-            stage.notes.append(f"the libjpeg extension did not build: {_tail(out.text, 1)}")
+        t0 = time.monotonic()
+        built = run_timed([PY, "-c", build], min(BUILD_S, 0.4 * limit), self.log)
         args = ["--pipeline-only", "--device", self.device, *self.sizes.pipe_args]
-        out = run_timed([PY, str(ROOT / "benchmarks" / "data_speed.py"), *args], limit, self.log)
+        left = limit - (time.monotonic() - t0)
+        out = run_timed([PY, str(ROOT / "benchmarks" / "data_speed.py"), *args], left, self.log)
         shown = _cmd([PY, "benchmarks/data_speed.py", *args])
+        # said in the table: without the extension data_speed.py has no 'fast' row
+        if built.rc == 0 and "the libjpeg extension is not built" not in out.text:
+            state = "built: the 'fast' rows decode only the crop's region"
+        else:
+            # the extension is optional: setuptools reports a failed compile and exits 0
+            errors = [line.strip() for _, line in built.lines if "error" in line.lower()]
+            why = "timed out" if built.timed_out else (errors[:1] or [_tail(built.text, 1)])[0]
+            state = (
+                f"NOT built ({why}): no 'fast' row, only 'fast (PIL's decoder)'; "
+                f"the env stage says whether a C compiler, Python.h and jpeglib.h exist"
+            )
+        stage.add(
+            "libjpeg extension (partial JPEG decoding, setup.py)",
+            state,
+            "python setup.py build_ext --inplace",
+        )
         _, rows = _markdown_table(out.text, "| measurement")
         for row in rows:
             if len(row) == 2 and not row[0].startswith("stage,"):  # rates, not the ms split
@@ -1059,14 +1114,50 @@ def _test_results(text: str) -> dict[str, str]:
     return found
 
 
-def _grace(slice_s: float) -> float:
+def _grace(slice_s: float, grace_s: float = STOP_GRACE_S) -> float:
     """Time kept at the end of a slice for a stopped run to checkpoint and exit."""
-    return min(STOP_GRACE_S, 0.25 * slice_s)
+    return min(grace_s, 0.25 * slice_s)
 
 
 def _tail(text: str, n: int = 3) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return " / ".join(lines[-n:])[-600:] if lines else "(no output)"
+
+
+def _build_tools() -> str:
+    """Whether a C compiler, Python.h and libjpeg's jpeglib.h exist (the extension needs all
+    three; torch.compile's CPU and Triton paths need the compiler and Python.h)."""
+    import sysconfig
+
+    cc = os.environ.get("CC") or next((c for c in ("cc", "gcc", "clang") if shutil.which(c)), None)
+    compiler = (
+        f"C compiler {shutil.which(cc.split()[0]) or cc + ' (not found)'}"
+        if cc
+        else "no C compiler (cc, gcc, clang)"
+    )
+    python_h = Path(sysconfig.get_paths()["include"]) / "Python.h"
+    dirs = [
+        Path(p)
+        for var in ("CPATH", "C_INCLUDE_PATH")
+        for p in os.environ.get(var, "").split(os.pathsep)
+        if p
+    ]
+    dirs += [Path(sysconfig.get_config_var("prefix") or sys.prefix) / "include"]
+    dirs += [Path("/usr/local/include"), Path("/usr/include")]
+    multiarch = sysconfig.get_config_var("MULTIARCH")
+    dirs += [Path("/usr/include") / multiarch] if multiarch else []
+    jpeglib = next((d / "jpeglib.h" for d in dirs if (d / "jpeglib.h").is_file()), None)
+    return "; ".join(
+        [
+            compiler,
+            f"Python.h {python_h}"
+            if python_h.is_file()
+            else f"no Python.h (looked in {python_h.parent}: python3-dev)",
+            f"jpeglib.h {jpeglib}"
+            if jpeglib
+            else "no jpeglib.h (libjpeg-dev / libjpeg-turbo8-dev)",
+        ]
+    )
 
 
 def _driver_version() -> str:
@@ -1290,7 +1381,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="folder for summary.json, summary.md, logs.txt")
     p.add_argument(
-        "--budget-s", type=float, default=480.0, help="total time budget in seconds (default 480)"
+        "--budget-s",
+        type=float,
+        default=420.0,
+        help="total time budget in seconds (default 420: ends by about 425 s, inside the "
+        "documented `timeout 480`)",
     )
     p.add_argument("--device", default="cuda", help="cuda (default) or cpu")
     p.add_argument(

@@ -315,8 +315,18 @@ class ReferenceRunner:
 
 
 def measure(
-    runners: list, *, warmup: int, steps: int, rounds: int, block: int, batch: int, device
+    runners: list,
+    *,
+    warmup: int,
+    steps: int,
+    rounds: int,
+    block: int,
+    batch: int,
+    device,
+    on_round=None,
 ) -> dict[str, dict]:
+    """Per configuration: the first step's time, then the median block time over the rounds;
+    ``on_round(done, rounds, results)`` after each round, with the medians so far."""
     results: dict[str, dict] = {}
     for r in runners:
         _sync(device)
@@ -341,11 +351,13 @@ def measure(
                     r.step()
                 _sync(device)
                 results[r.name]["blocks"].append(time.perf_counter() - t0)
+        for r in runners:
+            res = results[r.name]
+            res["median_s"] = statistics.median(res["blocks"]) / block
+            res["images_per_s"] = batch / res["median_s"]
         print(f"  round {rnd + 1}/{rounds} done", flush=True)
-    for r in runners:
-        res = results[r.name]
-        res["median_s"] = statistics.median(res["blocks"]) / block
-        res["images_per_s"] = batch / res["median_s"]
+        if on_round is not None:
+            on_round(rnd + 1, rounds, results)
     return results
 
 
@@ -383,8 +395,11 @@ def _configs(text: str) -> list[tuple[str, bool, bool]]:
     return out
 
 
-def write_json(path, args, device, runners, results, checks, chosen_name, steps_per_run) -> None:
-    """The table as data: one row per configuration (gpu_check.py reads it)."""
+def write_json(
+    path, args, device, runners, results, checks, chosen_name, steps_per_run, rounds_done=None
+) -> None:
+    """The table as data: one row per configuration (gpu_check.py reads it); rewritten
+    after every round (``rounds_done``), so a run stopped early leaves its rows so far."""
     rows = []
     for r in runners:
         res = results[r.name]
@@ -408,9 +423,12 @@ def write_json(path, args, device, runners, results, checks, chosen_name, steps_
         "model": args.model,
         "batch": args.batch_size,
         "steps_per_200_epochs": steps_per_run,
+        "rounds_done": rounds_done,
         "rows": rows,
     }
-    Path(path).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    tmp = Path(path).with_name(Path(path).name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)  # whole or absent, also when the run is stopped while writing
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -506,6 +524,24 @@ def main(argv: list[str] | None = None) -> int:
         for pr, cl, co in combos
     ]
     runners = refs + ours
+    chosen_name = next(r.name for r in ours if r.options == chosen)
+    steps_per_run = 200 * (len(labels) // args.batch_size)
+
+    def on_round(done: int, total: int, results: dict) -> None:
+        # each row as soon as it is measured: a run stopped early has reported these
+        for r in runners:
+            res = results[r.name]
+            print(
+                f"  row after round {done}/{total}: {r.name}: {res['images_per_s']:.0f} images/s, "
+                f"{1e3 * res['median_s']:.2f} ms/step, first step {res['first_s']:.1f} s",
+                flush=True,
+            )
+        if args.json:
+            checks = check(ours)
+            write_json(
+                args.json, args, device, runners, results, checks, chosen_name, steps_per_run, done
+            )
+
     results = measure(
         runners,
         warmup=warmup,
@@ -514,12 +550,12 @@ def main(argv: list[str] | None = None) -> int:
         block=block,
         batch=args.batch_size,
         device=device,
+        on_round=on_round,
     )
     checks = check(ours)
 
     ref_best = max(refs, key=lambda r: results[r.name]["images_per_s"])
     ref_ips = results[ref_best.name]["images_per_s"]
-    chosen_name = next(r.name for r in ours if r.options == chosen)
 
     print()
     print(
@@ -552,9 +588,10 @@ def main(argv: list[str] | None = None) -> int:
             f"check: the losses (first step and mean over the run) of every 'ours' configuration "
             f"match fp32 eager NCHW within {CORRECT_TOL}"
         )
-    steps_per_run = 200 * (len(labels) // args.batch_size)
     if args.json:
-        write_json(args.json, args, device, runners, results, checks, chosen_name, steps_per_run)
+        write_json(
+            args.json, args, device, runners, results, checks, chosen_name, steps_per_run, rounds
+        )
     ratio = results[chosen_name]["images_per_s"] / ref_ips
     if device.type == "cpu":
         verdict = "MET" if ratio >= CPU_TARGET else "NOT MET"

@@ -52,11 +52,13 @@ autodoc_typehints = "signature"
 autodoc_inherit_docstrings = False  # no torch.nn.Module boilerplate under forward()
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
-html_theme = "alabaster"
+# furo (maintained, as kornia's docs): a per-page table of contents beside each page,
+# light and dark modes (following the system's, with a toggle), search, a mobile layout
+html_theme = "furo"
 html_title = "classbalanced"
 html_show_sourcelink = False
 smartquotes = False  # keep "--flag" and quotes as written (CLI docs)
-html_theme_options = {"page_width": "auto", "body_max_width": "none"}
+html_theme_options = {"navigation_with_keys": True}
 
 # Offline build: no intersphinx, so names of other libraries in signatures (torch.Tensor,
 # numpy.ndarray, typing) are not resolvable; cross-references inside classbalanced are.

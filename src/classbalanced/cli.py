@@ -159,7 +159,11 @@ def _add_config_arguments(p: argparse.ArgumentParser) -> None:
     groups = {key: p.add_argument_group(title) for key, title in GROUPS.items()}
     for f in dataclasses.fields(TrainConfig):
         _add_config_flag(groups[f.metadata["group"]], f.name)
-    p.add_argument("--config", help="TOML or YAML file of settings; flags override it")
+    p.add_argument(
+        "--config",
+        help="TOML or YAML file of settings, or a bundled preset's name (classbalanced "
+        "presets); flags override it",
+    )
 
 
 def _add_run_safety_arguments(p: argparse.ArgumentParser, *, train: bool) -> None:
@@ -195,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_weights_parser(sub)
     _add_demo_parser(sub)
     _add_plot_parser(sub)
+    _add_presets_parser(sub)
 
     _add_sweep_parser(sub)
     _add_report_parser(sub)
@@ -413,6 +418,33 @@ def _add_demo_parser(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --out")
     _bool_flag(p, "progress", "progress bars (default: yes)")
     p.set_defaults(func=_cmd_demo)
+
+
+def _add_presets_parser(sub) -> None:
+    p = sub.add_parser(
+        "presets",
+        help="list the bundled presets (train --config NAME, sweep --config NAME)",
+        description="The paper's recipes and sweep grids shipped with the package, one line "
+        "each: the name --config takes and what it reproduces.",
+    )
+    p.set_defaults(func=_cmd_presets)
+
+
+def _cmd_presets(args) -> int:
+    from .presets import Kind, describe, preset_names, preset_path
+
+    kinds: tuple[tuple[Kind, str], ...] = (
+        ("train", "train --config NAME"),
+        ("sweep", "sweep --config NAME"),
+    )
+    for kind, command in kinds:
+        names = preset_names(kind)
+        print(f"{command}:")
+        width = max(map(len, names))
+        for name in names:
+            path = preset_path(name, kind)  # never None: a listed preset
+            print(f"  {name:<{width}}  {describe(path) if path else ''}")
+    return 0
 
 
 def _add_plot_parser(sub) -> None:
@@ -898,7 +930,9 @@ def _add_sweep_parser(sub) -> None:
         "finished runs, resume unfinished ones, start the others. Several launchers may work "
         "on one sweep folder at once: each run is claimed.",
     )
-    p.add_argument("--config", help="sweep TOML file (see configs/sweeps/)")
+    p.add_argument(
+        "--config", help="sweep TOML file, or a bundled grid's name (classbalanced presets)"
+    )
     p.add_argument(
         "--status",
         metavar="SWEEP_DIR",

@@ -41,6 +41,7 @@ from ._validation import shown
 from .data.cifar import CifarName
 from .data.longtail import Profile
 from .data.prepared import LARGE_DATASETS, LIST_DATASETS  # noqa: F401  (re-exported)
+from .presets import find_config
 from .schedules import ScheduleKind
 
 if sys.version_info >= (3, 11):
@@ -815,13 +816,14 @@ def _int_at_least(name: str, value: Any, minimum: int) -> None:
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a TOML (``.toml``) or YAML (``.yaml`` / ``.yml``) file of config keys.
+    """Read a TOML (``.toml``) or YAML (``.yaml`` / ``.yml``) file of config keys, or the
+    bundled preset of that name (:func:`classbalanced.presets.find_config`).
 
     Keys may use dashes or underscores (``imbalance-factor`` or ``imbalance_factor``); a key
     given twice (in both spellings, or twice in YAML) is refused. YAML numbers follow
     YAML 1.2 (``2e-4`` is a number, as in TOML, not the string PyYAML makes of it).
     """
-    path = Path(path)
+    path = find_config(path)  # the file, else the bundled preset of that name
     if path.is_dir():
         raise ValueError(f"config file {path} is a folder: expected a file")
     if not path.is_file():

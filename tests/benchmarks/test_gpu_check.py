@@ -6,11 +6,15 @@ rotting between those runs: the same code paths at toy sizes on the CPU.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -79,7 +83,11 @@ def test_quick_mode_runs_every_stage_and_writes_both_summaries(tmp_path):
     assert "runs of 2 epochs per hour" in grid["2 concurrent runs: grid throughput"]
     r50 = _figures(doc, "resnet50")
     assert any(v.endswith("steps)") and "images/s" in v for v in r50.values())
+    tools = _figures(doc, "env")["build tools (the libjpeg extension and torch.compile need them)"]
+    assert all(word in tools for word in ("C compiler", "Python.h", "jpeglib.h")), tools
     pipe = _figures(doc, "pipeline")  # the input paths side by side, no ms split
+    built = pipe["libjpeg extension (partial JPEG decoding, setup.py)"]
+    assert built.startswith("built: ") == ("fast path, one worker" in " ".join(pipe)), built
     assert re.search(
         r"^[\d,]+ images per CPU-second .*; \d+ workers for 3,000 images/s$",
         next(v for k, v in pipe.items() if k.startswith("fast path, one worker")),
@@ -150,3 +158,58 @@ def test_without_cuda_the_cuda_check_says_so_and_runs_nothing(tmp_path):
         s.startswith("skipped: --device cuda but torch.cuda.is_available() is False")
         for s in statuses[1:]
     )
+
+
+def _gpu_check_module(monkeypatch):
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "gpu_check", module)  # its dataclasses look it up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_stage_that_ignores_its_stop_signal_ends_within_its_slice(tmp_path, monkeypatch):
+    """The budget's worst case: a child that ignores SIGTERM, and a grandchild in a session
+    of its own that keeps the output pipe open; the stage still ends by its limit."""
+    gpu_check = _gpu_check_module(monkeypatch)
+    code = (
+        "import signal, subprocess, sys, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "keeper = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], "
+        "start_new_session=True)\n"
+        "print('keeper', keeper.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    start = time.monotonic()
+    out = gpu_check.run_timed(
+        [sys.executable, "-c", code], 6.0, gpu_check.LogFile(tmp_path / "log.txt"), grace_s=20.0
+    )
+    took = time.monotonic() - start
+    keeper = int(re.search(r"keeper (\d+)", out.text).group(1))
+    os.kill(keeper, signal.SIGKILL)
+    assert out.timed_out and out.rc == -signal.SIGKILL
+    assert took <= 6.0 + 0.5, took  # the grace (a quarter of 6 s) and the join are inside
+
+
+def test_a_failed_libjpeg_build_is_said_in_the_summary(tmp_path):
+    """No C compiler: the pipeline stage still measures, and its table says the extension
+    is not built (data_speed.py then has no 'fast' row)."""
+    copy = tmp_path / "repo"  # a clone without the built extension
+    ignore = shutil.ignore_patterns("__pycache__", "*.so", "*.egg-info")
+    for name in ("src", "benchmarks"):
+        shutil.copytree(ROOT / name, copy / name, ignore=ignore)
+    shutil.copy(ROOT / "setup.py", copy / "setup.py")
+    env = dict(os.environ, CC="false", OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    env.pop("PYTHONPATH", None)  # the copy's src/, as gpu_check puts it on the path
+    proc = subprocess.run(
+        [sys.executable, str(copy / "benchmarks" / "gpu_check.py"), "--out", str(tmp_path / "out"),
+         "--device", "cpu", "--quick", "--stages", "pipeline", "--budget-s", "120"],
+        capture_output=True, text=True, timeout=300, env=env, cwd=copy,
+    )  # fmt: skip
+    doc = json.loads((tmp_path / "out" / "summary.json").read_text())
+    pipe = _figures(doc, "pipeline")
+    built = pipe["libjpeg extension (partial JPEG decoding, setup.py)"]
+    assert built.startswith("NOT built (") and "no 'fast' row" in built, proc.stdout[-2000:]
+    assert not any(k.startswith("fast path,") for k in pipe)  # measured through PIL only
+    assert any(k.startswith("fast (PIL's decoder) path,") for k in pipe)
+    assert "NOT built" in (tmp_path / "out" / "summary.md").read_text()

@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
-DOCS_MODULES = ("sphinx", "myst_parser", "latex2mathml")
+DOCS_MODULES = ("sphinx", "furo", "myst_parser", "latex2mathml")
 
 
 def require_docs_extra() -> None:

@@ -40,6 +40,20 @@ def test_markdown_docs_are_pages(site):
     assert 'href="which_loss.html"' in index and 'href="api.html"' in index
 
 
+def test_theme_has_a_table_of_contents_per_page_and_light_and_dark_modes(site):
+    page = (site / "training.html").read_text()
+    # furo's "On this page" table of contents, listing the page's own sections
+    toc = page[page.index('<div class="toc-tree">') :]
+    toc = toc[: toc.index("</div>")]
+    assert 'href="#large-scale-and-several-gpus-torchrun-ddp"' in toc
+    assert 'href="#datasets"' in toc and "On this page" in page
+    # light and dark: the toggle, and both colour schemes in the stylesheet
+    assert 'class="theme-toggle"' in page
+    css = (site / "_static" / "styles" / "furo.css").read_text()
+    assert "body[data-theme=dark]" in css and "body[data-theme=light]" in css
+    assert "prefers-color-scheme:dark" in css.replace(" ", "")  # follows the system's
+
+
 def test_broken_reference_missing_name_and_empty_entry_fail_the_build(docs_copy, tmp_path):
     which = docs_copy / "which_loss.md"
     which.write_text(which.read_text() + "\nSee {func}`classbalanced.no_such_function`.\n")

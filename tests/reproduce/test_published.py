@@ -1,4 +1,8 @@
-"""The paper's numbers in published.json match REFERENCE.md cell by cell."""
+"""The paper's numbers in published.json match paper_tables.md cell by cell.
+
+paper_tables.md, beside this file, is a second transcription of the published tables,
+laid out as the papers print them: a typo in either copy fails these tests.
+"""
 
 from __future__ import annotations
 
@@ -10,31 +14,32 @@ import pytest
 
 from classbalanced.reproduce import published as pub
 
-REPO = Path(__file__).resolve().parents[2]
-REFERENCE = REPO.parent / "shared" / "REFERENCE.md"
+TABLES = Path(__file__).with_name("paper_tables.md")
 FACTORS = [200, 100, 50, 20, 10, 1]
 
 
-def _reference_text() -> str:
-    if not REFERENCE.is_file():
-        pytest.skip(f"{REFERENCE} not present (shared/ is a sibling of the clone in CI)")
-    return REFERENCE.read_text(encoding="utf-8")
-
-
-def _section(text: str, number: int) -> str:
-    start = text.index(f"## {number}.")
-    end = text.find(f"## {number + 1}.", start)
+def _section(title: str) -> str:
+    text = TABLES.read_text(encoding="utf-8")
+    start = text.index(f"## {title}\n")
+    end = text.find("\n## ", start + 1)
     return text[start : end if end >= 0 else None]
 
 
-def _table2_from_reference() -> dict[str, list[str]]:
+def _rows(section: str) -> dict[str, list[str]]:
+    """First cell -> the other cells of every row of the section's table (the header
+    row included: its first cell is empty or a column title)."""
     rows = {}
-    for line in _section(_reference_text(), 6).splitlines():
+    for line in section.splitlines():
         if not line.startswith("|") or line.startswith("|---"):
             continue
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if cells[0]:  # the header row has an empty first cell
-            rows[cells[0]] = cells[1:]
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
+def _table2_from_reference() -> dict[str, list[str]]:
+    rows = _rows(_section("Table 2"))
+    rows.pop("")  # the header row
     return rows
 
 
@@ -105,25 +110,25 @@ def test_table2_list_agrees_with_lookup():
 
 
 def test_table3_and_later_work_match_reference():
-    text = _reference_text()
-    large = _section(text, 7)
-    published = large[large.index("Published top-1") :]
-    pairs = re.findall(r"(iNat17|iNat18|ImageNet)\s+(\d+\.\d+)/(\d+\.\d+)", published)
-    assert len(pairs) == 6
+    table3 = _rows(_section("Table 3"))
     names = {"iNat17": "inat2017", "iNat18": "inat2018", "ImageNet": "imagenet"}
-    for k, (name, top1, top5) in enumerate(pairs):
-        method = "softmax" if k < 3 else "class_balanced"
-        assert pub.published_large(names[name], method) == {
-            "top1": float(top1),
-            "top5": float(top5),
-        }
-        assert pub.published_error(names[name], None, method) == float(top1)
+    assert [names[n] for n in table3.pop("loss")] == ["inat2017", "inat2018", "imagenet"]
+    methods = {"softmax": "softmax", "class-balanced focal": "class_balanced"}
+    assert set(table3) == set(methods)
+    checked = 0
+    for label, method in methods.items():
+        for name, cell in zip(names.values(), table3[label], strict=True):
+            top1, top5 = (float(x) for x in cell.split("/"))
+            assert pub.published_large(name, method) == {"top1": top1, "top5": top5}
+            assert pub.published_error(name, None, method) == top1
+            checked += 1
+    assert checked == 6
 
-    later = _section(text, 6)
-    later = later[later.index("Later work") : later.index("Independent")]
-    numbers = re.findall(r"(\d+\.\d+) / (\d+\.\d+)", later)
-    assert len(numbers) == 3
-    for method, (c10, c100) in zip(pub.LATER_METHODS, numbers, strict=True):
+    later = _rows(_section("Later work on the same benchmark"))
+    assert later.pop("method") == ["CIFAR-10 / CIFAR-100"]
+    assert list(later) == ["CE-DRW", "LDAM-DRW", "logit-adjusted loss"]
+    for method, (cell,) in zip(pub.LATER_METHODS, later.values(), strict=True):
+        c10, c100 = re.fullmatch(r"(\d+\.\d+) / (\d+\.\d+)", cell).groups()
         assert pub.published_error("cifar10", 100, method) == float(c10)
         assert pub.published_error("cifar100", 100, method) == float(c100)
 

@@ -69,12 +69,13 @@ class RayLauncher:
     name = "ray"
 
     def __init__(self, options):
-        self.ray = require("ray", "ray", "the ray launcher")
+        # the flags first: their one line is the same with or without Ray installed
         if not 0 <= options.gpus_per_run < math.inf or options.cpus_per_run < 1:
             raise ValueError(
                 f"--gpus-per-run must be >= 0 and --cpus-per-run >= 1, got "
                 f"{options.gpus_per_run} and {options.cpus_per_run}"
             )
+        self.ray = require("ray", "ray", "the ray launcher")
         self.options = options
         self.address = options.ray_address or os.environ.get("RAY_ADDRESS") or None
         self.probe = f".probe-{uuid.uuid4().hex[:12]}"

@@ -186,12 +186,13 @@ class SlurmLauncher:
     name = "slurm"
 
     def __init__(self, options):
-        self.submitit = require("submitit", "slurm", "the slurm launcher")
+        # the flags first: their one line is the same with or without submitit installed
         gpus = options.gpus_per_run
         if gpus != int(gpus) or gpus < 0:
             raise ValueError(f"--gpus-per-run must be a whole number for SLURM, got {gpus}")
         if options.cpus_per_run < 1 or options.slurm_array_parallelism < 1:
             raise ValueError("--cpus-per-run and --slurm-array-parallelism must be >= 1")
+        self.submitit = require("submitit", "slurm", "the slurm launcher")
         self.options = options
         self.probe = None
 

@@ -67,6 +67,7 @@ else:  # pragma: no cover - Python 3.10
 
 from .._validation import shown
 from ..config import TrainConfig
+from ..presets import find_config
 from .results import CORE_KEYS, lock_shared, read_json
 
 __all__ = [
@@ -214,8 +215,8 @@ def parse_sweep(data: dict[str, Any], *, name: str = "sweep", source: str = "swe
 
 
 def load_sweep(path: str | os.PathLike) -> SweepSpec:
-    """Read and check a sweep TOML file."""
-    path = Path(path)
+    """Read and check a sweep TOML file, or the bundled sweep preset of that name."""
+    path = find_config(path, kind="sweep")
     if not path.is_file():
         raise FileNotFoundError(f"sweep file not found: {path}")
     if path.suffix.lower() != ".toml":
