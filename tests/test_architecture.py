@@ -66,11 +66,10 @@ KNOWN_CYCLES: list[set[str]] = []
 #: imports that climb the layers
 KNOWN_CLIMBS: set[tuple[str, str]] = set()
 #: modules with imports inside functions that issue 31's later parts move to the top:
-#: cli.py and decouple.py (their own parts), data/ (its part), and the modules that
+#: cli.py (its own parts), data/ (its part), and the modules that
 #: import data/'s safe_io writers (moved with them to files.py)
 KNOWN_LAZY = {
     "cli",
-    "decouple",
     "config",
     "data.imagenet_val",
     "reproduce.report",

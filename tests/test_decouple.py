@@ -318,7 +318,8 @@ def test_lws_trains_only_the_scales(list_run, tmp_path):
 
 
 def test_image_files_go_through_the_trainers_pipeline(list_run, tmp_path):
-    from classbalanced.decouple import _file_data, _load_run
+    from classbalanced.decouple.data import file_data as _file_data
+    from classbalanced.decouple.stage_one import load_stage_one as _load_run
     from classbalanced.engine.distributed import DistContext
     from classbalanced.engine.run_data import train_pipeline
 
@@ -750,16 +751,16 @@ def test_report_skips_a_damaged_decouple_run_with_a_note(npz_run, tmp_path):
 
 def _spy_on_training(monkeypatch) -> list[dict]:
     """Record what each stage-two training is given: its loss and the labels it trains on."""
-    import classbalanced.decouple as module
+    import classbalanced.decouple.fitting as module
 
-    seen, fit = [], module._fit
+    seen, fit = [], module.fit
 
     def spy(head, params, backbone, stream, loss_fn, ctx):
         labels = [y for e in range(ctx["options"].epochs) for _, y in stream.epoch(e)]
         seen.append({"loss_fn": loss_fn, "labels": torch.cat(labels).cpu().numpy()})
         return fit(head, params, backbone, stream, loss_fn, ctx)
 
-    monkeypatch.setattr(module, "_fit", spy)
+    monkeypatch.setattr(module, "fit", spy)
     return seen
 
 
@@ -821,12 +822,12 @@ def test_report_does_not_replace_a_users_report_md(npz_run, tmp_path):
 
 
 def test_a_bad_stage_two_loss_is_refused_before_the_data_load(npz_run, tmp_path, monkeypatch):
-    import classbalanced.decouple as module
+    import classbalanced.decouple.data as module
 
     def no_data(*args):
         raise AssertionError("the data were loaded before the loss was checked")
 
-    monkeypatch.setattr(module, "_memory_data", no_data)
+    monkeypatch.setattr(module, "memory_data", no_data)
     with pytest.raises(ValueError, match=r"unknown loss 'nope'"):
         decouple(npz_run, _options("crt", tmp_path / "x", loss="nope"), log=_quiet)
 
@@ -891,7 +892,8 @@ def test_a_classifier_without_bias_stays_without_bias(tmp_path):
     the tau search added ``None`` to its logits."""
     import contextlib
 
-    from classbalanced.decouple import _Data, _tau_norm
+    from classbalanced.decouple.data import StageTwoData as _Data
+    from classbalanced.decouple.fitting import tau_norm as _tau_norm
     from classbalanced.models.registry import MODEL_REGISTRY, register_model
 
     rng = np.random.default_rng(0)
@@ -1033,7 +1035,7 @@ def test_stage_two_weight_decay_spares_the_biases_stage_one_spares(npz_run, tmp_
     """The prior-initialised bias of a sigmoid-family classifier is not decayed (Cui et al.,
     Sec. 3; the trainer's parameter groups), nor every bias with the run's
     --no-decay-bias-and-norm; cRT decayed the whole new classifier."""
-    import classbalanced.decouple as module
+    import classbalanced.decouple.fitting as module
 
     seen = []
 
@@ -1045,7 +1047,7 @@ def test_stage_two_weight_decay_spares_the_biases_stage_one_spares(npz_run, tmp_
         seen.append({name: decay.get(id(p)) for name, p in head.named_parameters()})
         raise Seen
 
-    monkeypatch.setattr(module, "_fit", spy)
+    monkeypatch.setattr(module, "fit", spy)
     run = _copy_run(npz_run, tmp_path / "s1")
     cases = [
         (npz_run, "crt", {"loss": "focal", "beta": 0.9}),
@@ -1065,3 +1067,104 @@ def test_stage_two_weight_decay_spares_the_biases_stage_one_spares(npz_run, tmp_
         {"scales": 0.01, "linear.weight": None, "linear.bias": None},  # LWS: s alone trains
         {"weight": 0.01, "bias": 0.0},  # --no-decay-bias-and-norm: no bias decayed
     ]
+
+
+# --------------------------------------------------------------------------- the release's defaults
+
+
+def _ctx_for(method: str, dataset: str, **given):
+    from types import SimpleNamespace
+
+    from classbalanced.decouple.stage_two import context
+
+    cfg = SimpleNamespace(dataset=dataset, lr=0.05, weight_decay=1e-4, batch_size=8)
+    run = SimpleNamespace(cfg=cfg)
+    data = SimpleNamespace(labels=np.zeros(100))
+    return context(run, DecoupleOptions(method=method, out="x", **given), data)
+
+
+@pytest.mark.parametrize(
+    ("method", "dataset", "epochs", "lr"),
+    [
+        ("crt", "imagenet_lt", 10, 0.2),
+        ("crt", "places_lt", 10, 0.1),
+        ("crt", "inat2018", 30, 0.2),
+        ("lws", "imagenet_lt", 5, 0.2),
+        ("lws", "inat2018", 5, 0.2),
+        ("lws", "places_lt", 5, 0.1),
+        ("crt", "npz", 10, 0.05),  # elsewhere: the stage-one run's lr
+    ],
+)
+def test_stage_two_defaults_are_the_releases(method, dataset, epochs, lr):
+    ctx = _ctx_for(method, dataset)
+    assert (ctx["epochs"], ctx["lr"], ctx["backbone_bn"]) == (epochs, lr, "eval")
+    given = _ctx_for(method, dataset, epochs=3, lr=0.7)
+    assert (given["epochs"], given["lr"]) == (3, 0.7)  # a given value wins
+    assert DecoupleOptions(method=method, out="x").sampler == "class_aware"
+
+
+def test_decouple_help_states_the_per_method_epochs():
+    env = dict(os.environ, COLUMNS="300")
+    out = subprocess.run(
+        [sys.executable, "-m", "classbalanced", "decouple", "--help"],
+        capture_output=True, text=True, env=env, timeout=120,
+    ).stdout  # fmt: skip
+    line = next(line for line in out.splitlines() if "--epochs" in line and "crt" in line)
+    assert "crt 10 (30 on iNaturalist 2018), lws 5" in line
+    assert "class_aware" in out and "--backbone-bn" in out
+
+
+def test_every_stage_two_sampler_name_has_a_sampler():
+    from classbalanced.decouple.options import SAMPLERS
+    from classbalanced.decouple.samplers import SAMPLER_BUILDERS, stage_two_sampler
+    from classbalanced.sampling import ClassAwareSampler, ClassUniformSampler
+
+    assert set(SAMPLER_BUILDERS) == set(SAMPLERS)
+    labels = [0, 0, 0, 1]
+    assert isinstance(stage_two_sampler("class_aware", labels, 0), ClassAwareSampler)
+    assert stage_two_sampler("class_aware", labels, 0).per_class == 4  # the release's
+    assert isinstance(stage_two_sampler("class_uniform", labels, 0), ClassUniformSampler)
+    assert stage_two_sampler("shuffle", labels, 0) is None
+
+
+def test_crt_trains_on_the_class_aware_draw_by_default(npz_run, tmp_path, monkeypatch):
+    seen = _spy_on_training(monkeypatch)
+    decouple(npz_run, _options("crt", tmp_path / "crt", epochs=2), log=_quiet)
+    drawn = np.bincount(seen[0]["labels"], minlength=len(TRAIN))
+    # 2 epochs of max(TRAIN) x 4 = 96 draws, batch 8: 12 batches each, every class a quarter
+    assert drawn.tolist() == [48] * 4
+
+
+def test_backbone_bn_eval_keeps_the_backbone_and_train_moves_its_statistics(npz_run, tmp_path):
+    before = _state(npz_run)
+    for mode in ("eval", "train"):
+        opts = _options("crt", tmp_path / mode, epochs=1, backbone_bn=mode)
+        metrics = decouple(npz_run, opts, log=_quiet)
+        assert metrics["decouple"]["backbone_bn"] == mode
+        after = _state(tmp_path / mode)
+        backbone = [k for k in before if not k.startswith("fc.")]
+        same = [k for k in backbone if torch.equal(after[k], before[k])]
+        if mode == "eval":
+            assert same == backbone  # every tensor bit-identical
+        else:  # the weights stay, batch norm's running statistics move
+            moved = set(backbone) - set(same)
+            assert moved and all("running_" in k or "num_batches" in k for k in moved), moved
+            assert evaluate_run(tmp_path / mode, device="cpu")["accuracy"] == metrics["accuracy"]
+
+
+def test_the_epoch_kept_is_the_best_on_val_or_the_last(list_run, npz_run, tmp_path):
+    info = decouple(list_run, _options("crt", tmp_path / "c", epochs=4, lr=1.0), log=_quiet)[
+        "decouple"
+    ]
+    scores = info["val_accuracy"]
+    assert len(scores) == 4 and info["epoch_chosen_on"] == "val"
+    assert info["epoch_kept"] == int(np.argmax(scores)) + 1  # the first best
+    feats, labels, _, _ = _split_features(list_run, "val")
+    kept = _state(tmp_path / "c")
+    logits = feats @ kept["fc.weight"].double().T + kept["fc.bias"].double()
+    assert float((logits.argmax(1) == labels).double().mean()) == pytest.approx(max(scores))
+    record = json.loads((tmp_path / "c" / "run.json").read_text(encoding="utf-8"))["data"]
+    assert record["val"] == info["epoch_data"] and info["epoch_data"]["fingerprint"]["images"] == 12
+    info = decouple(npz_run, _options("lws", tmp_path / "l", epochs=2), log=_quiet)["decouple"]
+    assert info["epoch_kept"] == 2 and info["epoch_chosen_on"] == "last (no validation list)"
+    assert info["epochs"] == 2 and "val_accuracy" not in info

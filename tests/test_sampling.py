@@ -7,7 +7,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from classbalanced.sampling import ClassBalancedSampler, class_counts, sampling_probabilities
+from classbalanced.sampling import (
+    ClassAwareSampler,
+    ClassBalancedSampler,
+    ClassUniformSampler,
+    class_counts,
+    sampling_probabilities,
+)
 from classbalanced.weights import class_balanced_weights, effective_number
 
 COUNTS = [5000, 1000, 200, 40, 8]
@@ -244,3 +250,45 @@ def test_docs_beyond_examples_run():
     for block in blocks:
         exec(compile(block, str(page), "exec"), namespace)
     assert math.isfinite(float(namespace["loss"]))
+
+
+# --------------------------------------------------------------------------- stage two's samplers
+
+
+def test_class_aware_sampler_takes_classes_in_turn():
+    labels = np.array([0] * 9 + [1] * 3 + [3] * 2)  # class 2 absent
+    s = ClassAwareSampler(labels, 4, seed=5)
+    assert len(s) == 9 * 3  # max count x classes present, as the release
+    idx = s.global_indices(1).numpy()
+    assert len(idx) == 27 and torch.equal(s.global_indices(1), torch.from_numpy(idx))
+    assert not torch.equal(s.global_indices(1), s.global_indices(2))
+    turns = [labels[idx[i : i + 4]] for i in range(0, 27, 4)]
+    assert all(len(set(t.tolist())) == 1 for t in turns)  # 4 of one class per turn
+    classes = [int(t[0]) for t in turns]
+    for c in range(0, len(classes) - 2, 3):  # each cycle of 3 turns: every class once
+        assert sorted(classes[c : c + 3]) == [0, 1, 3]
+    for c in (0, 1, 3):  # within a class: no image again before all came up
+        mine = [i for i in idx if labels[i] == c]
+        n = int((labels == c).sum())
+        for start in range(0, len(mine) - n + 1, n):
+            assert len(set(mine[start : start + n])) == n
+    with pytest.raises(ValueError, match="per_class"):
+        ClassAwareSampler(labels, 0)
+
+
+def test_class_uniform_sampler_replays_its_recorded_draws():
+    """Stage-two runs recorded with ``decouple --sampler class_uniform`` replay: the draw is a
+    class index then a position inside the class, from manual_seed(seed * 1_000_003 +
+    epoch + 7919), as when the sampler lived in decouple.py."""
+    labels = np.array([2] * 7 + [0] * 30 + [1] * 4 + [2] * 5)
+    sampler = ClassUniformSampler(labels, seed=11)
+    for epoch in (0, 3):
+        g = torch.Generator().manual_seed(11 * 1_000_003 + epoch + 7919)
+        members = [np.flatnonzero(labels == c) for c in range(3)]
+        classes = torch.randint(3, (len(labels),), generator=g)
+        u = torch.rand(len(labels), generator=g, dtype=torch.float64)
+        expected = [
+            members[c][min(int(x * len(members[c])), len(members[c]) - 1)]
+            for c, x in zip(classes.tolist(), u.tolist(), strict=True)
+        ]
+        assert sampler.global_indices(epoch).tolist() == expected

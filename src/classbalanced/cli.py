@@ -204,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep_parser(sub)
     _add_report_parser(sub)
     _add_submit_parser(sub)
+    _add_tune_parser(sub)
     return parser
 
 
@@ -479,6 +480,10 @@ def _list_arguments(g) -> None:
 
 def _add_decouple_parser(sub) -> None:
     """``decouple RUN --method crt|tau_norm|lws --out OUT`` (Kang et al., ICLR 2020)."""
+    from .decouple.options import BACKBONE_BN_MODES as DECOUPLE_BN_MODES
+    from .decouple.options import EPOCHS_HELP as DECOUPLE_EPOCHS_HELP
+    from .decouple.options import SAMPLERS as DECOUPLE_SAMPLERS
+
     p = sub.add_parser(
         "decouple",
         help="stage two on a finished run: classifier re-training (crt), tau-normalisation, LWS",
@@ -486,10 +491,17 @@ def _add_decouple_parser(sub) -> None:
     p.add_argument("run", help="a finished run folder (stage one)")
     p.add_argument("--method", required=True, help="crt, tau_norm or lws")
     p.add_argument("--out", required=True, help="folder for the stage-two run")
-    p.add_argument("--epochs", type=int, default=10, help="crt / lws epochs (default 10)")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        help=f"crt / lws epochs (default: {DECOUPLE_EPOCHS_HELP}, as the release)",
+    )
     p.add_argument("--batch-size", type=int, help="crt / lws (default: the run's)")
     p.add_argument(
-        "--lr", type=float, help="crt / lws start of the cosine schedule (default: the run's)"
+        "--lr",
+        type=float,
+        help="crt / lws start of the cosine schedule (default: 0.2 on ImageNet-LT and "
+        "iNaturalist 2018, 0.1 on Places-LT, as the release; the run's elsewhere)",
     )
     p.add_argument("--weight-decay", type=float, help="crt / lws (default: the run's)")
     p.add_argument(
@@ -506,8 +518,15 @@ def _add_decouple_parser(sub) -> None:
     )
     p.add_argument(
         "--sampler",
-        default="class_uniform",
-        help="crt / lws: class_uniform (default: every class equally likely) or shuffle",
+        choices=DECOUPLE_SAMPLERS,
+        help="crt / lws: class_aware (default: the release's, classes in turn, 4 images each), "
+        "class_uniform (a class at random, then an image) or shuffle",
+    )
+    p.add_argument(
+        "--backbone-bn",
+        choices=DECOUPLE_BN_MODES,
+        help="crt / lws: the backbone's batch norm while stage two trains: eval (default: "
+        "statistics fixed, backbone bit-identical) or train (the release's)",
     )
     p.add_argument(
         "--taus",
@@ -580,10 +599,11 @@ def _cmd_train(args) -> int:
     )
     if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 alone reports
         return 0
-    _info(
-        f"final: error {metrics['error_percent']:.2f}% (accuracy {metrics['accuracy']:.4f}) after "
-        f"{count(metrics['epoch'], 'epoch')}; results in {cfg.out}"
-    )
+    if "error_percent" in metrics:
+        test = f"error {metrics['error_percent']:.2f}% (accuracy {metrics['accuracy']:.4f})"
+    else:  # --no-evaluate-test: the validation set only
+        test = f"validation balanced accuracy {metrics['val_balanced_accuracy']:.4f}"
+    _info(f"final: {test} after {count(metrics['epoch'], 'epoch')}; results in {cfg.out}")
     return 0
 
 
@@ -1153,6 +1173,92 @@ def _cmd_submit(args) -> int:
     except ImportError as exc:
         print(f"classbalanced: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def _add_tune_parser(sub) -> None:
+    p = sub.add_parser(
+        "tune",
+        help="choose beta, gamma, the loss ... on a validation split (Optuna; local or Ray)",
+        description="An Optuna study in --out: trials are run folders under OUT/trials trained "
+        "on the training set less a validation split and judged on it (the test set is "
+        "evaluated once, for the best trial); trial 0 is the base config with beta = 0. "
+        "Re-running resumes the study; several tune processes may share one folder.",
+    )
+    p.add_argument("--config", help="base config (TOML or YAML) of every trial")
+    p.add_argument("--out", help="the study's folder")
+    p.add_argument(
+        "--trials", type=int, help="the study's total number of trials, trial 0 included"
+    )
+    p.add_argument(
+        "--search",
+        nargs="+",
+        metavar="KEY=DIST",
+        help="uniform(a, b), loguniform(a, b), logit1m(a, b) (1 - x log-uniform: beta), "
+        "int(a, b), choice(v1, v2, ...); e.g. 'beta=logit1m(0.9, 0.9999)' 'gamma=uniform(0, 2)'",
+    )
+    p.add_argument("--metric", default="val_balanced_accuracy", help="objective (default "
+                   "val_balanced_accuracy; val_loss is minimised)")  # fmt: skip
+    p.add_argument("--val-fraction", type=float, help="hold out this part of the training set")
+    p.add_argument("--launcher", choices=("local", "ray"), default="local")
+    p.add_argument("--jobs", type=int, default=1, help="trials at a time (default 1; local: "
+                   "each trainer gets CPUs // jobs threads; ray: tasks at a time)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="the sampler's seed (default 0)")
+    p.add_argument("--pruner", choices=("median", "asha", "none"), default="median")
+    p.add_argument(
+        "--refit", action="store_true", help="train the best values on the full training set"
+    )
+    p.add_argument("--extend", action="store_true", help="continue a folder of another search")
+    p.add_argument("--status", metavar="DIR", help="print the trials of a tune folder and exit")
+    p.add_argument("--stale-after", type=_positive_seconds, default=120.0,
+                   help="seconds without a heartbeat after which a trial is taken over")  # fmt: skip
+    for name in ("gpus_per_run", "cpus_per_run", "ray_address"):
+        p.add_argument(_flag(name), type={"gpus_per_run": float, "cpus_per_run": int}.get(name, str),
+                       help="ray: as for sweep")  # fmt: skip
+    p.set_defaults(func=_cmd_tune)
+
+
+def _cmd_tune(args) -> int:
+    from .tune import TuneOptions, run_tune, tune_status
+
+    try:
+        return _tune(args, TuneOptions, run_tune, tune_status)
+    except ImportError as exc:
+        if "classbalanced[tune]" not in str(exc):  # a bug, not a missing extra
+            raise
+        return _usage_error(exc)
+
+
+def _tune(args, TuneOptions, run_tune, tune_status) -> int:
+    from .launch import LaunchOptions
+
+    if args.status:
+        for line in tune_status(args.status, stale_after=args.stale_after):
+            print(line)
+        return 0
+    missing = [f for f in ("out", "trials", "search") if getattr(args, f) is None]
+    if missing:
+        raise ValueError(f"tune needs {_flag(missing[0])} (or --status DIR)")
+    launch = LaunchOptions()
+    for name in ("gpus_per_run", "cpus_per_run", "ray_address"):
+        if getattr(args, name) is not None:
+            if args.launcher != "ray":
+                raise ValueError(f"{_flag(name)} does not apply to --launcher {args.launcher}")
+            setattr(launch, name, getattr(args, name))
+    options = TuneOptions(
+        out=args.out, trials=args.trials, search=args.search, config=args.config,
+        metric=args.metric, val_fraction=args.val_fraction, launcher=args.launcher,
+        jobs=args.jobs, seed=args.seed, pruner=args.pruner, refit=args.refit,
+        extend=args.extend, stale_after=args.stale_after, launch=launch,
+    )  # fmt: skip
+    best = run_tune(options, log=_info)
+    if best is not None:
+        test = best["test"]
+        _info(
+            f"best: {best['name']} ({best['metric']} {best['value']:.4f}; test accuracy "
+            f"{test['accuracy']:.4f}, balanced {test['mean_class_accuracy']:.4f}); "
+            f"{args.out}/report.md"
+        )
+    return 0
 
 
 def _raised_by_a_check(exc: BaseException) -> bool:

@@ -41,6 +41,7 @@ from ._validation import shown
 from .data.cifar import CifarName
 from .data.longtail import Profile
 from .data.prepared import LARGE_DATASETS, LIST_DATASETS  # noqa: F401  (re-exported)
+from .data.validation import check_val_fraction
 from .presets import find_config
 from .schedules import ScheduleKind
 
@@ -150,7 +151,16 @@ def option(default: Any = None, help: str = "", *, group: str, **cli: Any) -> An
 
 
 #: The config keys that name files or folders (a leading ``~`` is expanded).
-PATH_KEYS = ("data_dir", "train_data", "test_data", "train_list", "val_list", "test_list", "out")
+PATH_KEYS = (
+    "data_dir",
+    "train_data",
+    "test_data",
+    "val_data",
+    "train_list",
+    "val_list",
+    "test_list",
+    "out",
+)
 
 
 @dataclass
@@ -172,6 +182,15 @@ class TrainConfig:
         None, "training .npz file (x uint8, y int) or class folder", group="data"
     )
     test_data: str | None = option(None, "test .npz file or class folder", group="data")
+    val_fraction: float | None = option(
+        None,
+        "hold out this stratified part, in (0, 0.5], of the (long-tailed) training set for the "
+        "val_* metrics (class-balanced weights from what remains)",
+        group="data",
+    )
+    val_data: str | None = option(
+        None, "a separate validation .npz file or class folder for the val_* metrics", group="data"
+    )
     imbalance_factor: float | None = option(
         None, "n_max / n_min >= 1 (default 100 for CIFAR, 1 otherwise)", group="data"
     )
@@ -296,6 +315,12 @@ class TrainConfig:
     # run
     eval_every: int = option(2, "evaluate every N epochs (default 2)", group="run")
     eval_batch_size: int = option(1000, "evaluation batch size (default 1000)", group="run")
+    evaluate_test: bool = option(
+        True,
+        "evaluate on the test set (default: yes; --no-evaluate-test with a validation set: the "
+        "test set is never read, as in tune's trials)",
+        group="run",
+    )
     seed: int = option(
         0,
         f"seeds the subset, initialisation, order and augmentation, 0 to {MAX_SEED} (default 0)",
@@ -421,6 +446,7 @@ class TrainConfig:
         _check_lr_schedule(self)
         _check_speed_options(self)
         _check_permissions(self)
+        _check_validation(self)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -573,7 +599,7 @@ def _check_data(cfg: TrainConfig) -> None:
         )
     if "train_data" in reads and not cfg.train_data:
         raise ValueError(f"--dataset {cfg.dataset} needs --train-data PATH (and --test-data PATH)")
-    if "test_data" in reads and not cfg.test_data:
+    if "test_data" in reads and not cfg.test_data and cfg.evaluate_test:
         raise ValueError(f"--dataset {cfg.dataset} needs --test-data PATH for evaluation")
 
 
@@ -630,6 +656,27 @@ def _check_ranges(cfg: TrainConfig) -> None:
         raise ValueError(f"weight_decay must be >= 0, got {cfg.weight_decay}")
     if not 0 <= _number("momentum", cfg.momentum) < 1:  # 1 and above: the run diverges
         raise ValueError(f"momentum must be in [0, 1), got {cfg.momentum}")
+
+
+def _check_validation(cfg: TrainConfig) -> None:
+    """One validation source at most (a fraction of the training set, a file, or a list data
+    set's val list), a fraction in (0, 0.5], and a validation set when the test set is not
+    evaluated."""
+    given = [k for k in ("val_fraction", "val_data", "val_list") if getattr(cfg, k) is not None]
+    if len(given) > 1:
+        raise ValueError(f"{' and '.join(given)}: expected one validation source, got {len(given)}")
+    if cfg.val_fraction is not None:
+        check_val_fraction(cfg.val_fraction)
+    if cfg.val_data is not None and cfg.dataset in LARGE_DATASETS:
+        raise ValueError(
+            f"val_data is for data held in memory; dataset {cfg.dataset} takes a prepared "
+            "--val-list (list data sets) or --val-fraction"
+        )
+    if not cfg.evaluate_test and not given:
+        raise ValueError(
+            "evaluate_test false needs a validation set: expected --val-fraction, --val-data or "
+            "--val-list, got none (the run would evaluate nothing)"
+        )
 
 
 def _check_lr_schedule(cfg: TrainConfig) -> None:

@@ -25,6 +25,12 @@ never occurs) has probability 0.
 ``torch.Generator`` seeded by ``(seed, epoch)`` (never the global RNG), and it is
 aware of data parallelism: every rank draws the same global sequence and rank
 ``r`` of ``W`` keeps positions ``r, r + W, r + 2W, ...``.
+
+Two exactly class-balanced samplers serve the second stage of decoupled training
+(``classbalanced decouple``, Kang et al., ICLR 2020): :class:`ClassAwareSampler`, the
+sampling of the authors' release (classes taken in turn in a shuffled cycle, a few images
+of a class each turn, ``max_i n_i * C`` draws an epoch), and :class:`ClassUniformSampler`
+(a class uniformly at random, then one of its images; ``N`` draws an epoch).
 """
 
 from __future__ import annotations
@@ -41,7 +47,13 @@ from ._seeding import epoch_generator
 from ._validation import check_beta, check_choice, check_int, check_positive_int
 from .weights import effective_number
 
-__all__ = ["class_counts", "sampling_probabilities", "ClassBalancedSampler"]
+__all__ = [
+    "class_counts",
+    "sampling_probabilities",
+    "ClassBalancedSampler",
+    "ClassUniformSampler",
+    "ClassAwareSampler",
+]
 
 
 def _as_labels(labels: object) -> Tensor:
@@ -294,3 +306,127 @@ class ClassBalancedSampler(Sampler[int]):
             f"ClassBalancedSampler(beta={self.beta}, num_samples={self.num_samples}, "
             f"rank={self.rank}, world_size={self.world_size}, replacement={self.replacement})"
         )
+
+
+class ClassUniformSampler(Sampler[int]):
+    """Class-uniform sampling: each draw picks a class uniformly among the classes present,
+    then one of its examples uniformly. ``len(labels)`` draws per epoch, from a generator
+    seeded by ``(seed, epoch)``; ``global_indices(epoch)`` gives them as a tensor.
+
+    Why not :class:`ClassBalancedSampler`: its distribution tends to this one as
+    ``beta -> 1`` but never reaches it (``beta`` lives in ``[0, 1)``, where the effective
+    number is defined), and its draws (one uniform through the class CDF, the
+    ``seedsequence`` rule) differ from these; stage-two runs recorded with this sampler
+    (``decouple --sampler class_uniform``) replay only with these exact draws (the
+    ``affine`` rule at ``epoch + 7919``, a class index then a position inside the class).
+
+    >>> s = ClassUniformSampler([0] * 98 + [1, 2], seed=0)
+    >>> idx = s.global_indices(0)
+    >>> drawn = np.bincount(s.labels[idx].numpy(), minlength=3)
+    >>> len(idx), int(drawn.sum()), bool(drawn.min() > 15)
+    (100, 100, True)
+    """
+
+    def __init__(self, labels, seed: int = 0) -> None:
+        self.labels = _as_labels(labels)
+        self.seed, self.epoch = check_int("seed", seed), 0
+        self.order = torch.argsort(self.labels, stable=True)
+        self.counts = torch.bincount(self.labels)
+        self.starts = torch.cumsum(self.counts, 0) - self.counts
+        self.present = torch.nonzero(self.counts > 0).flatten()
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def global_indices(self, epoch: int | None = None) -> Tensor:
+        epoch = self.epoch if epoch is None else epoch
+        g = epoch_generator(self.seed, epoch + 7919, rule="affine")
+        n = self.labels.numel()
+        classes = self.present[torch.randint(len(self.present), (n,), generator=g)]
+        within = (torch.rand(n, generator=g, dtype=torch.float64) * self.counts[classes]).long()
+        within = torch.minimum(within, self.counts[classes] - 1)
+        return self.order[self.starts[classes] + within]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.global_indices().tolist())
+
+    def __len__(self) -> int:
+        return self.labels.numel()
+
+
+class ClassAwareSampler(Sampler[int]):
+    """Class-aware sampling as Kang et al.'s release runs stage two (its
+    ``data/ClassAwareSampler.py`` with ``num_samples_cls: 4``): the classes present are
+    taken in turn, in a cycle shuffled anew each time it is used up; each turn takes the
+    next ``per_class`` examples of that class from its own cycle over its examples
+    (shuffled anew each time it is used up, so within a class no example repeats before
+    all have come up). An epoch is ``num_samples`` draws, by default the release's
+    ``max_i n_i * C`` (``C`` the classes present): every class as often as the largest.
+
+    The draws of an epoch depend only on ``(seed, epoch)`` (the ``seedsequence`` rule);
+    the release's cycles run on across epochs from Python's global generator instead.
+
+    Args:
+        labels: ``(N,)`` class index of every example, in dataset order.
+        per_class: examples of a class per turn (``>= 1``; the release: 4).
+        num_samples: draws per epoch (default ``max_i n_i * C``).
+        seed: integer ``>= 0``.
+
+    >>> s = ClassAwareSampler([0] * 6 + [1, 1, 2], per_class=2, seed=0)
+    >>> idx = s.global_indices(0)
+    >>> len(s), np.bincount(s.labels[idx].numpy()).tolist()
+    (18, [6, 6, 6])
+    >>> sorted(s.labels[idx[:6]].tolist())  # the first cycle: each class once, 2 at a time
+    [0, 0, 1, 1, 2, 2]
+    """
+
+    def __init__(
+        self, labels, per_class: int = 4, *, num_samples: int | None = None, seed: int = 0
+    ) -> None:
+        self.labels = _as_labels(labels)
+        self.per_class = check_positive_int("per_class", per_class)
+        self.seed, self.epoch = check_int("seed", seed), 0
+        self.counts = torch.bincount(self.labels)
+        self.order = torch.argsort(self.labels, stable=True)
+        self.starts = torch.cumsum(self.counts, 0) - self.counts
+        self.present = torch.nonzero(self.counts > 0).flatten()
+        default = int(self.counts.max()) * len(self.present)
+        self.num_samples = (
+            default if num_samples is None else check_positive_int("num_samples", num_samples)
+        )
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = check_int("epoch", epoch)
+
+    def global_indices(self, epoch: int | None = None) -> Tensor:
+        """The ``(num_samples,)`` draws of an epoch (default the current one)."""
+        epoch = self.epoch if epoch is None else check_int("epoch", epoch)
+        g = epoch_generator(self.seed, epoch, rule="seedsequence")
+        k, present = self.per_class, self.present
+        turns = -(-self.num_samples // k)
+        cycles = -(-turns // len(present))
+        keys = torch.rand(cycles, len(present), generator=g)
+        classes = present[keys.argsort(dim=1).flatten()[:turns]]  # the class of each turn
+        per_class_turns = torch.bincount(classes, minlength=len(self.counts))
+        # each turn's rank among its class's turns
+        by_class = torch.argsort(classes, stable=True)
+        first_turn = torch.cumsum(per_class_turns, 0) - per_class_turns
+        rank = torch.empty_like(classes)
+        rank[by_class] = torch.arange(turns) - first_turn[classes[by_class]]
+        # each class's examples in successive shuffled cycles, k per turn it has
+        needed = per_class_turns * k
+        streams = []
+        for c in present.tolist():
+            need, size = int(needed[c]), int(self.counts[c])
+            if need:
+                laps = torch.rand(-(-need // size), size, generator=g).argsort(dim=1)
+                streams.append(self.order[self.starts[c] + laps.flatten()[:need]])
+        stream_start = torch.cumsum(needed, 0) - needed
+        positions = (stream_start[classes] + k * rank)[:, None] + torch.arange(k)
+        return torch.cat(streams)[positions.flatten()][: self.num_samples]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.global_indices().tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples

@@ -106,16 +106,26 @@ def is_large_dataset(name: str) -> bool:
     return DATASET_REGISTRY.info[name]["large"]
 
 
-def load_dataset(name: str, **options) -> tuple[ImageArrays, ImageArrays]:
+def load_dataset(
+    name: str, *, with_test: bool = True, **options
+) -> tuple[ImageArrays, ImageArrays | None]:
     """Load ``(train, test)`` for ``name``; ``options`` are those of :class:`TrainConfig`
     (``data_dir``, ``download``, ``train_data``, ``test_data``, ``image_size``, ``progress``, ``seed``).
+    ``with_test=False``: ``(train, None)``, the test file never opened (``--test-data`` of
+    npz and folder data sets; CIFAR and digits keep theirs in the training set's archive).
 
     >>> train, test = load_dataset("digits")
     >>> train.num_classes, train.image_shape, len(test)
     (10, (8, 8, 1), 500)
     """
     loader = DATASET_REGISTRY.lookup(name)
+    if not with_test:
+        options["test_data"] = None
     train, test = loader(**options)
+    if not with_test:
+        return train, None
+    if test is None:
+        raise ValueError(f"dataset {name} needs --test-data PATH for evaluation")
     if train.num_classes != test.num_classes:
         raise ValueError(
             f"train and test sets must have the same classes: expected {train.num_classes} test classes, got {test.num_classes}"
@@ -145,13 +155,14 @@ def _required(path, flag: str) -> Path:
 
 
 def _npz(*, train_data=None, test_data=None, **_):
-    return load_npz(_required(train_data, "--train-data")), load_npz(
-        _required(test_data, "--test-data")
-    )
+    train = load_npz(_required(train_data, "--train-data"))
+    return train, None if test_data is None else load_npz(test_data)
 
 
 def _folder(*, train_data=None, test_data=None, image_size=None, **_):
     train = load_image_folder(_required(train_data, "--train-data"), image_size=image_size)
+    if test_data is None:  # load_dataset(..., with_test=False)
+        return train, None
     size = image_size if image_size is not None else train.image_shape[:2]
     test = load_image_folder(
         _required(test_data, "--test-data"), image_size=size, empty_classes=True

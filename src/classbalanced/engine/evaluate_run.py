@@ -11,7 +11,7 @@ evaluator) and :mod:`.state` (the checkpoint checks).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,8 @@ __all__ = ["evaluate_run", "read_trained_run", "TrainedRun"]
 class TrainedRun:
     """A finished run read back: its folder, config, training counts, data record (class
     names, channels, image shape, normalisation), the checkpoint loaded and its network
-    (on the CPU, in eval mode, the checkpoint's weights)."""
+    (on the CPU, in eval mode, the checkpoint's weights), and the checkpoint's state (its
+    history and step: ``decouple`` checks the run finished)."""
 
     folder: Path
     cfg: TrainConfig
@@ -44,6 +45,7 @@ class TrainedRun:
     record: dict[str, Any]
     checkpoint: Path
     model: nn.Module
+    state: dict[str, Any] = field(default_factory=dict)
 
 
 def read_trained_run(run: str | Path, *, use: str = "name that file to evaluate it") -> TrainedRun:
@@ -74,7 +76,7 @@ def read_trained_run(run: str | Path, *, use: str = "name that file to evaluate 
     check_checkpoint_fits(state, cfg, record["class_names"], str(checkpoint))
     model = build_network(cfg, counts, record["in_channels"])
     load_weights(model, state["model"], str(checkpoint))
-    return TrainedRun(folder_path, cfg, counts, record, checkpoint, model.eval())
+    return TrainedRun(folder_path, cfg, counts, record, checkpoint, model.eval(), state)
 
 
 def evaluate_run(

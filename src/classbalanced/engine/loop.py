@@ -32,6 +32,7 @@ from .precision import autocast
 from .run_data import RunData
 from .run_folder import Manifest, RunFolder
 from .state import TrainState
+from .validation import VAL_METRICS, validation_metrics
 
 __all__ = [
     "TrainingInterrupted",
@@ -372,7 +373,11 @@ def end_epoch(run: Run, state: TrainState, epoch: int, result: EpochResult) -> d
             raise run.interrupted(state, epoch, (0.0, 0))
         return None
     run.settle()  # the previous checkpoint is complete (or its failure stops the run here)
-    metrics = summarize(run.data.evaluate(run.network.model), run.data.counts)
+    metrics = {}
+    if run.data.evaluate is not None:  # the test set (not with --no-evaluate-test)
+        metrics = summarize(run.data.evaluate(run.network.model), run.data.counts)
+    if run.data.validate is not None:
+        metrics.update(validation_metrics(run.data.validate(run.network.model), run.data.counts))
     metrics.update(
         epoch=epoch + 1,
         train_loss=mean_loss,
@@ -381,7 +386,11 @@ def end_epoch(run: Run, state: TrainState, epoch: int, result: EpochResult) -> d
         skipped_nonfinite_steps=state.skipped_nonfinite,
     )
     state.history.append(scalar_metrics(metrics))
-    run.folder.log_evaluation(metrics, epoch + 1)
+    if "accuracy" in metrics:
+        run.folder.log_evaluation(metrics, epoch + 1)
+    run.folder.log_scalars(
+        {f"val/{k[4:]}": metrics[k] for k in VAL_METRICS if metrics.get(k) is not None}, epoch + 1
+    )
     run.folder.write_json("metrics.json", {**summary_fields(cfg, run.data.counts), **metrics})
     run.folder.write_json("history.json", state.history)
     run.checkpoint(state, background=True)
@@ -439,8 +448,16 @@ def _pct(value) -> str:
 
 
 def _eval_line(m: dict, epochs: int) -> str:
+    test = val = ""
+    if "error_percent" in m:
+        test = (
+            f"  test error {m['error_percent']:.2f}%  many/medium/few acc "
+            f"{_pct(m['many_shot_accuracy'])}/{_pct(m['medium_shot_accuracy'])}/"
+            f"{_pct(m['few_shot_accuracy'])}"
+        )
+    if "val_accuracy" in m:
+        val = f"  val acc {_pct(m['val_accuracy'])} balanced {_pct(m['val_balanced_accuracy'])}"
     return (
-        f"epoch {m['epoch']:>3}/{epochs}  loss {m['train_loss']:.4f}  test error {m['error_percent']:.2f}%  "
-        f"many/medium/few acc {_pct(m['many_shot_accuracy'])}/{_pct(m['medium_shot_accuracy'])}/"
-        f"{_pct(m['few_shot_accuracy'])}  {m['train_images_per_second']:.0f} img/s"
+        f"epoch {m['epoch']:>3}/{epochs}  loss {m['train_loss']:.4f}{test}{val}  "
+        f"{m['train_images_per_second']:.0f} img/s"
     )

@@ -29,12 +29,14 @@ from ..data.encoded import decode_batch
 from ..data.longtail import longtail_indices
 from ..data.pipeline import DraftResizeCenterCrop, normalize_uint8
 from ..data.registry import load_dataset
+from ..data.validation import validation_split
 from ..sampling import ClassBalancedSampler
 from .distributed import DistContext
 from .evaluate import LoaderEvaluator, TensorEvaluator
 from .metrics import EvalCounts
 from .run_folder import check_class_names, describe_fingerprint
 from .streams import InMemoryStream, LoaderStream
+from .validation import LoaderValidator, TensorValidator, ValidationResult
 
 __all__ = [
     "PreparedData",
@@ -104,15 +106,19 @@ def _sources(cfg: TrainConfig) -> tuple[str, str]:
 @dataclass
 class PreparedData:
     train: ImageArrays
-    test: ImageArrays
-    indices: np.ndarray  # kept positions in the full training set
-    counts: np.ndarray  # per-class training counts after subsetting
-    fingerprints: dict[str, dict]  # of the full training set and the test set
+    test: ImageArrays | None  # None: the run does not evaluate its test set (never read)
+    indices: np.ndarray  # kept positions in the full training set (the validation split's out)
+    counts: np.ndarray  # per-class training counts after subsetting (and the split)
+    fingerprints: dict[str, dict | None] | None = None  # of the full training set and the test set
+    val: ImageArrays | None = None  # the validation set (--val-fraction / --val-data)
+    validation: dict[str, Any] | None = None  # its record in subset.json
 
 
-def prepare_data(cfg: TrainConfig) -> PreparedData:
-    """Load the dataset named in ``cfg`` and take its seeded long-tailed subset; the train and
-    test sets must name the same classes in the same order."""
+def prepare_data(cfg: TrainConfig, log: Callable[[str], Any] = info) -> PreparedData:
+    """Load the dataset named in ``cfg``, take its seeded long-tailed subset and, with
+    ``val_fraction``, the validation split of that subset (``val_data``: a validation set
+    from a file); the train, test and validation sets must name the same classes in the
+    same order. Without ``evaluate_test`` the test set is not loaded."""
     full_train, test = load_dataset(
         cfg.dataset,
         data_dir=cfg.data_dir,
@@ -122,8 +128,12 @@ def prepare_data(cfg: TrainConfig) -> PreparedData:
         image_size=cfg.image_size,
         progress=cfg.progress,
         seed=cfg.seed,
+        with_test=cfg.evaluate_test,
     )
-    check_class_names(full_train.class_names, test.class_names, "the training set", "the test set")
+    if test is not None:
+        check_class_names(
+            full_train.class_names, test.class_names, "the training set", "the test set"
+        )
     indices, counts = longtail_indices(
         full_train.labels,
         check_resolved("imbalance_factor", cfg.imbalance_factor),
@@ -131,8 +141,58 @@ def prepare_data(cfg: TrainConfig) -> PreparedData:
         profile=cfg.profile,
         num_classes=full_train.num_classes,
     )
-    fingerprints = {"train": fingerprint_arrays(full_train), "test": fingerprint_arrays(test)}
-    return PreparedData(full_train.subset(indices), test, indices, counts, fingerprints)
+    fingerprints = {
+        "train": fingerprint_arrays(full_train),
+        "test": None if test is None else fingerprint_arrays(test),
+    }
+    val = validation = None
+    if cfg.val_fraction is not None:
+        split = split_for_validation(
+            counts, full_train.labels[indices], cfg, full_train.class_names, log
+        )
+        val, validation = full_train.subset(indices[split.val]), split_record(cfg, indices, split)
+        indices, counts = indices[split.train], split.train_counts
+    elif cfg.val_data is not None:
+        val = _load_arrays(cfg.val_data, full_train.image_shape)
+        check_class_names(full_train.class_names, val.class_names, "the training set", "--val-data")
+        if val.image_shape != full_train.image_shape:
+            raise ValueError(
+                f"--val-data {cfg.val_data}: expected images of shape {full_train.image_shape} "
+                f"as the training set's, got {val.image_shape}"
+            )
+        validation = {"source": os.path.abspath(cfg.val_data), "counts": val.counts().tolist()}
+    if val is not None:
+        fingerprints["val"] = fingerprint_arrays(val)
+    train = full_train.subset(indices)
+    return PreparedData(train, test, indices, counts, fingerprints, val, validation)
+
+
+def split_for_validation(counts, labels, cfg: TrainConfig, class_names, log):
+    """The seeded validation split (:func:`~classbalanced.data.validation.validation_split`)
+    of the long-tailed subset's ``labels``; a warning names the classes of one image."""
+    if cfg.val_fraction is None:  # the callers split only with a fraction
+        raise ValueError("split_for_validation: expected a val_fraction, got None")
+    split = validation_split(labels, cfg.val_fraction, seed=cfg.seed, num_classes=len(counts))
+    if split.singletons:
+        names = ", ".join(str(class_names[c]) for c in split.singletons[:5])
+        more = f" and {len(split.singletons) - 5} more" if len(split.singletons) > 5 else ""
+        log(
+            f"warning: {len(split.singletons)} class(es) with a single training image keep it "
+            f"for training and have none in the validation split: {names}{more}"
+        )
+    return split
+
+
+def split_record(cfg: TrainConfig, indices: np.ndarray, split) -> dict[str, Any]:
+    """The validation split in ``subset.json``: its fraction and seed, the positions (in the
+    full training set) it holds and its per-class counts."""
+    return {
+        "fraction": cfg.val_fraction,
+        "seed": cfg.seed,
+        "indices": indices[split.val].tolist(),
+        "counts": split.val_counts.tolist(),
+        "classes_without_validation_images": split.singletons,
+    }
 
 
 @dataclass
@@ -144,28 +204,39 @@ class RunData:
     indices: np.ndarray | None
     in_channels: int
     stream: Any
-    evaluate: Callable[[torch.nn.Module], EvalCounts]
+    evaluate: Callable[[torch.nn.Module], EvalCounts] | None  # None: --no-evaluate-test
     record: dict[str, Any]  # the data record of run.json
+    validate: Callable[[torch.nn.Module], ValidationResult] | None = None
+    validation: dict[str, Any] | None = None  # the validation set's record in subset.json
 
     def subset(self) -> dict[str, Any]:
-        """The content of ``subset.json``."""
-        return {
+        """The content of ``subset.json`` (``validation``: only when the run has one)."""
+        content = {
             "counts": self.counts.tolist(),
             "class_names": self.class_names,
             "indices": None if self.indices is None else self.indices.tolist(),
         }
+        if self.validation is not None:
+            content["validation"] = self.validation
+        return content
 
 
 def _record(cfg, class_names, in_channels, image_shape, normalization, fingerprints) -> dict:
+    """The data record; the test split's fingerprint is ``None`` in a run that never read it
+    (``--no-evaluate-test``); ``val``: a validation set, when there is one."""
     train_source, test_source = _sources(cfg)
-    return {
+    record = {
         "class_names": list(class_names),
         "in_channels": int(in_channels),
         "image_shape": None if image_shape is None else list(image_shape),
         "normalization": normalization,
         "train": {"source": train_source, "fingerprint": fingerprints["train"]},
-        "test": {"source": test_source, "fingerprint": fingerprints["test"]},
+        "test": {"source": test_source, "fingerprint": fingerprints.get("test")},
     }
+    if fingerprints.get("val") is not None:
+        source = os.path.abspath(cfg.val_data) if cfg.val_data else train_source
+        record["val"] = {"source": source, "fingerprint": fingerprints["val"]}
+    return record
 
 
 def load_run_data(cfg: TrainConfig, ctx: DistContext) -> RunData:
@@ -178,11 +249,8 @@ def _on_device(images: np.ndarray, device) -> torch.Tensor:
 
 
 def _in_memory_data(cfg: TrainConfig, ctx: DistContext) -> RunData:
-    data = prepare_data(cfg)
-    x_train, x_test = (
-        _on_device(data.train.images, ctx.device),
-        _on_device(data.test.images, ctx.device),
-    )
+    data = prepare_data(cfg, log=info if ctx.is_main else lambda line: None)
+    x_train = _on_device(data.train.images, ctx.device)
     stream = InMemoryStream(
         x_train,
         torch.from_numpy(data.train.labels).to(ctx.device),
@@ -193,8 +261,16 @@ def _in_memory_data(cfg: TrainConfig, ctx: DistContext) -> RunData:
         ctx=ctx,
         sampler=_sampler(cfg, data.train.labels, DistContext()),  # a global order for all ranks
     )
-    y_test = torch.from_numpy(data.test.labels).to(ctx.device)
-    evaluator = TensorEvaluator(x_test, y_test, cfg, ctx, data.train.num_classes)
+    evaluator = validator = None
+    if data.test is not None:
+        x_test, y_test = (
+            _on_device(data.test.images, ctx.device),
+            torch.from_numpy(data.test.labels),
+        )
+        evaluator = TensorEvaluator(x_test, y_test.to(ctx.device), cfg, ctx, data.train.num_classes)
+    if data.val is not None:
+        x_val, y_val = _on_device(data.val.images, ctx.device), torch.from_numpy(data.val.labels)
+        validator = TensorValidator(x_val, y_val.to(ctx.device), cfg, ctx, data.train.num_classes)
     record = _record(
         cfg,
         data.train.class_names,
@@ -204,7 +280,10 @@ def _in_memory_data(cfg: TrainConfig, ctx: DistContext) -> RunData:
         data.fingerprints,
     )
     names, channels = data.train.class_names, x_train.shape[1]
-    return RunData(data.counts, names, data.indices, channels, stream, evaluator, record)
+    return RunData(
+        data.counts, names, data.indices, channels, stream, evaluator, record, validator,
+        data.validation,
+    )  # fmt: skip
 
 
 def _large_data(cfg: TrainConfig, ctx: DistContext) -> RunData:
@@ -219,6 +298,13 @@ def _large_data(cfg: TrainConfig, ctx: DistContext) -> RunData:
         num_classes=len(layout.class_names),
     )
     fingerprints = layout_fingerprints(layout, cfg.data_dir)
+    val_samples, validation = _large_validation(cfg, ctx, layout, samples, labels, indices, counts)
+    if validation is None:  # the record names a val split only where the run evaluates one
+        fingerprints.pop("val", None)
+    elif "indices" in validation:  # --val-fraction: held out of the training samples
+        kept = np.setdiff1d(indices, np.asarray(validation["indices"], dtype=np.int64))
+        indices, counts = kept, counts - np.asarray(validation["counts"], dtype=np.int64)
+        fingerprints["val"] = _fingerprint_samples(val_samples)
     if len(indices) != len(samples):
         samples = [samples[i] for i in indices]
     mean, std = loaders.mean_std(cfg.dataset)
@@ -234,10 +320,52 @@ def _large_data(cfg: TrainConfig, ctx: DistContext) -> RunData:
         persistent=cfg.persistent_workers,
         on_device=on_device,
     )
-    evaluator = _large_evaluator(cfg, ctx, layout)
+    evaluator = _large_evaluator(cfg, ctx, layout) if cfg.evaluate_test else None
+    validator = None
+    if val_samples is not None:
+        validator = _large_validator(cfg, ctx, layout, val_samples)
     normalization = {"mean": list(mean), "std": list(std)}
     record = _record(cfg, layout.class_names, 3, None, normalization, fingerprints)
-    return RunData(counts, layout.class_names, indices, 3, stream, evaluator, record)
+    return RunData(
+        counts, layout.class_names, indices, 3, stream, evaluator, record, validator, validation
+    )
+
+
+def _large_validation(cfg, ctx, layout, samples, labels, indices, counts):
+    """``(validation samples, subset.json record)`` of an image-file data set: the held-out
+    part of the long-tailed subset (``--val-fraction``), the prepared val list
+    (``--val-list``), or ``(None, None)``."""
+    if cfg.val_fraction is not None:
+        log = info if ctx.is_main else lambda line: None
+        split = split_for_validation(counts, labels[indices], cfg, layout.class_names, log)
+        return [samples[i] for i in indices[split.val]], split_record(cfg, indices, split)
+    if cfg.val_list is None:
+        return None, None
+    if layout.tune_split is None:
+        raise ValueError(
+            f"--val-list {cfg.val_list}: {cfg.dataset} in {cfg.data_dir} evaluates on its val "
+            "split (prepared without a test list): expected a test list beside it, got none; "
+            "prepare it with --test-list, or use --val-fraction"
+        )
+    val = layout.splits[layout.tune_split]
+    counts_val = np.bincount([label for _, label in val], minlength=len(layout.class_names))
+    return val, {"source": os.path.abspath(cfg.val_list), "counts": counts_val.tolist()}
+
+
+def _large_validator(cfg: TrainConfig, ctx: DistContext, layout, samples):
+    transform, normalize = eval_pipeline(cfg)
+    dataset = loaders.ImageFileDataset(layout.root, samples, transform)
+    shard = torch.utils.data.Subset(
+        dataset, list(loaders.eval_indices(len(dataset), ctx.rank, ctx.world_size))
+    )
+    loader = torch.utils.data.DataLoader(
+        shard,
+        batch_size=max(1, cfg.eval_batch_size),
+        num_workers=cfg.num_workers,
+        collate_fn=loaders.collate_skip_bad,
+        generator=torch.Generator().manual_seed(0),  # not the global RNG
+    )
+    return LoaderValidator(loader, cfg, ctx, len(layout.class_names), normalize)
 
 
 def _crops() -> dict[str, tuple[type, Callable]]:
@@ -352,7 +480,10 @@ def _runs_own_arrays(cfg: TrainConfig, record: dict) -> ImageArrays:
         return _load_arrays(source, record.get("image_shape"))
     if cfg.dataset == "digits":
         return load_digits()[1]
-    return load_dataset(cfg.dataset, data_dir=source, download=False, progress=False)[1]
+    test = load_dataset(cfg.dataset, data_dir=source, download=False, progress=False)[1]
+    if test is None:  # with_test (the default): never
+        raise ValueError(f"{cfg.dataset} in {source}: expected a test set, got none")
+    return test
 
 
 def load_test_set(
@@ -370,8 +501,8 @@ def load_test_set(
         arrays = _runs_own_arrays(cfg, record)
         fingerprint = fingerprint_arrays(arrays)
         test = _arrays_test_set(arrays, cfg, ctx)
-    expected = record["test"]["fingerprint"]
-    if fingerprint != expected and not accept_change:
+    expected = record["test"]["fingerprint"]  # None: the run never read it (nothing to compare)
+    if expected is not None and fingerprint != expected and not accept_change:
         raise ValueError(
             f"the run's test data changed since training ({record['test']['source']}: "
             f"{describe_fingerprint(expected)} then, {describe_fingerprint(fingerprint)} now, "

@@ -326,6 +326,7 @@ def _check_data_record(record: Any, path: Path) -> None:
         part = record.get(split, {})
         fingerprint = part.get("fingerprint") if isinstance(part, dict) else None
         complete = isinstance(fingerprint, dict) and {"images", "sha256"} <= set(fingerprint)
+        complete = complete or (split == "test" and fingerprint is None)  # --no-evaluate-test
         if split in record and not (complete and "source" in part):
             missing.append(f"{split}.source / {split}.fingerprint")
     if missing:
@@ -342,7 +343,11 @@ def data_differences(old: dict, new: dict) -> list[str]:
     changed = [
         f"{split} data ({describe_fingerprint(old[split]['fingerprint'])} -> {describe_fingerprint(new[split]['fingerprint'])})"
         for split in _SPLITS
-        if split in old and split in new and old[split]["fingerprint"] != new[split]["fingerprint"]
+        if split in old
+        and split in new
+        and old[split]["fingerprint"] != new[split]["fingerprint"]
+        and old[split]["fingerprint"] is not None
+        and new[split]["fingerprint"] is not None
     ]
     return changed
 
@@ -605,7 +610,7 @@ def _draw_plots(out: Path, manifest: Manifest, counts, class_names, metrics, his
         plots.plot_per_class_accuracy(
             out / "per_class_accuracy.png", {"test": acc}, counts=counts, class_names=class_names
         )
-    if len(history) >= 2:
+    if len(history) >= 2 and "error_percent" in history[-1]:  # test metrics (--evaluate-test)
         curve = ([h["epoch"] for h in history], [h["error_percent"] for h in history])
         manifest.record("error_curve.png")
         plots.plot_error_curves(out / "error_curve.png", {"test error": curve})

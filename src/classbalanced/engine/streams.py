@@ -113,13 +113,15 @@ class InMemoryStream:
                 f"expected at least {world} training images for {world} processes, got {n}"
             )
         self.images, self.labels = images, labels
-        self.steps_per_epoch = max(1, n // self.batch)
+        # draws per epoch: the sampler's (a class-aware epoch can be longer than the data)
+        self.draws = n if sampler is None else len(sampler)
+        self.steps_per_epoch = max(1, self.draws // self.batch)
         self.seed, self.pad, self.flip, self.ctx = seed, pad, flip, ctx
         self.local = self.batch // world
 
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
         plan = epoch_plan(
-            self.images.shape[0],
+            self.draws,
             self.batch,
             self.steps_per_epoch,
             self.seed,

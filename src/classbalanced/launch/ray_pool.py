@@ -91,7 +91,8 @@ class RayLauncher:
         self._probe_path = out / self.probe
         self._probe_path.write_text("every node of the cluster must see this file\n")
 
-    def _connect(self, log) -> None:
+    def connect(self, log) -> None:
+        """Join (or start) the cluster, once; checks that a run fits on a node."""
         ray = self.ray
         if ray.is_initialized():
             return
@@ -117,27 +118,30 @@ class RayLauncher:
             raise ValueError(f"this machine's Ray: {need}; lower --cpus-per-run / --gpus-per-run")
         log(f"warning: the Ray cluster: {need}; the runs wait until such a node joins")
 
-    def run(self, tasks: list[RunTask], log) -> list[Outcome]:
-        ray = self.ray
-        if not tasks:
-            return []
-        self._connect(log)
+    def submit(self, task: RunTask, log):
+        """Start one task (connecting first); its Ray reference, for :meth:`result`."""
+        self.connect(log)
         options = self.options
-        remote = ray.remote(
+        remote = self.ray.remote(
             num_cpus=options.cpus_per_run,
             num_gpus=options.gpus_per_run,
             max_retries=MAX_RETRIES,
             retry_exceptions=False,
         )(_ray_train)
-        threads = options.cpus_per_run
-        refs = {remote.remote(dataclasses.replace(t, threads=threads)): t for t in tasks}
+        return remote.remote(dataclasses.replace(task, threads=options.cpus_per_run))
+
+    def run(self, tasks: list[RunTask], log) -> list[Outcome]:
+        ray = self.ray
+        if not tasks:
+            return []
+        refs = {self.submit(t, log): t for t in tasks}
         outcomes: dict[str, Outcome] = {}
         pending = list(refs)
         try:
             while pending:
                 ready, pending = ray.wait(pending, num_returns=1)
                 for ref in ready:
-                    outcomes[refs[ref].name] = self._outcome(ref, refs[ref], log)
+                    outcomes[refs[ref].name] = self.result(ref, refs[ref], log)
         except KeyboardInterrupt:  # Ctrl-C / SIGTERM: every run saves a checkpoint first
             for ref in pending:
                 ray.cancel(ref)
@@ -145,7 +149,8 @@ class RayLauncher:
             raise
         return [outcomes[t.name] for t in tasks]
 
-    def _outcome(self, ref, task: RunTask, log) -> Outcome:
+    def result(self, ref, task: RunTask, log) -> Outcome:
+        """The outcome of a finished task (a task whose retries ran out: a failed run)."""
         try:
             outcome = Outcome(**self.ray.get(ref))
         except Exception as exc:  # retries exhausted: a failed run, the sweep goes on

@@ -49,6 +49,7 @@ class RunTask:
     stale_after: float = STALE_AFTER
     heartbeat_every: float = 5.0
     probe: str | None = None  # a file of the sweep folder every node must see
+    folder: str = "runs"  # the subfolder of ``out`` holding the run folders (tune: trials)
 
 
 @dataclass
@@ -155,7 +156,7 @@ def train_run(
             line=f"the sweep folder {out} is not visible on {where}: it must live on "
             "storage every node shares (NFS, Lustre, ...), not on a local disk",
         )
-    runs = out / "runs"
+    runs = out / task.folder
     run_dir = runs / task.name
     if run_state(run_dir, task.epochs) == "done":
         clear_dead_claims(runs / f"{task.name}.claim", task.owner, stale_after=task.stale_after)
@@ -185,7 +186,7 @@ def live_run(proc: subprocess.Popen) -> Iterator[subprocess.Popen]:
 
 
 def _train_claimed(task, claim, resume: bool, stop, log) -> Outcome:
-    runs = Path(task.out) / "runs"
+    runs = Path(task.out) / task.folder
     cmd = [sys.executable, "-m", "classbalanced", "train", "--config"]
     cmd += [str(runs / f"{task.name}.toml")] + (["--resume"] if resume else [])
     where = f" on GPU {task.gpu}" if task.gpu is not None else ""

@@ -8,7 +8,7 @@ prints top-1 accuracy % overall and on many / medium / few-shot classes beside t
 numbers of Kang et al. (ICLR 2020), where those exist for the same data set, network and
 stage-one epochs (:func:`~classbalanced.reproduce.published.published_decoupling`) and the
 run follows their recipe (the whole training set; softmax cross-entropy, beta 0; shuffled
-batches in stage one, class-balanced ones in cRT and LWS; an ImageNet-pretrained network
+batches in stage one, the release's class-aware ones in cRT and LWS; an ImageNet-pretrained network
 where theirs was); a run of another recipe gets a note instead.
 """
 
@@ -69,7 +69,7 @@ def _departures(method: str, metrics: dict, config: dict, settings: dict) -> lis
     """How a run departs from Kang et al.'s recipe, the one their numbers are for (empty: it
     follows it): the benchmark's whole training set (imbalance factor 1), softmax
     cross-entropy without re-weighting (beta 0), shuffled (instance-balanced) batches in
-    stage one and class-balanced batches in cRT and LWS, tau-normalised logits ``W f``
+    stage one and the release's class-aware batches in cRT and LWS, tau-normalised logits ``W f``
     without the bias (``--tau-bias drop``, as the authors' release computes them)."""
     options = settings.get("options")
     options = options if isinstance(options, dict) else {}
