@@ -10,11 +10,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
 __all__ = ["effective_number_formula"]
 
-A = TypeVar("A")
+
+class _Array(Protocol):
+    """What the formula asks of ``counts``: a numpy array or a torch tensor."""
+
+    def __mul__(self, other: float, /) -> Any: ...
+    def __neg__(self) -> Any: ...
+
+
+A = TypeVar("A", bound=_Array)
 
 
 def effective_number_formula(counts: A, beta: float, expm1: Callable[[A], A]) -> A:

@@ -6,6 +6,8 @@ import math
 import numbers
 import reprlib
 import sys
+from collections.abc import Collection
+from typing import TypeGuard, TypeVar
 
 __all__ = [
     "check_beta",
@@ -22,6 +24,7 @@ SHOWN_CHARS = 80
 _REPR = reprlib.Repr()
 _REPR.maxstring = _REPR.maxother = SHOWN_CHARS
 _REPR.maxlist = _REPR.maxdict = _REPR.maxtuple = _REPR.maxset = 8
+_Choice = TypeVar("_Choice")
 
 
 def shown(value: object, limit: int = SHOWN_CHARS) -> str:
@@ -82,9 +85,13 @@ def check_gamma(gamma: object) -> float:
     return check_real("gamma", gamma)
 
 
-def check_choice(name: str, value: object, choices) -> str:
+def _is_choice(value: object, choices: Collection[_Choice]) -> TypeGuard[_Choice]:
+    return isinstance(value, str) and value in choices
+
+
+def check_choice(name: str, value: object, choices: Collection[_Choice]) -> _Choice:
     """Check that ``value`` is one of ``choices`` (listing them when it is not)."""
-    if not isinstance(value, str) or value not in choices:
+    if not _is_choice(value, choices):
         valid = ", ".join(repr(c) for c in choices)
         raise ValueError(f"unknown {name} {_describe(value)}: expected one of {valid}")
     return value

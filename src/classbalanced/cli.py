@@ -251,7 +251,7 @@ def _tau(text: str) -> float | str:
 
 def _number_tau(text: str) -> float:
     value = _tau(text)
-    if value == "auto":
+    if isinstance(value, str):  # auto
         raise argparse.ArgumentTypeError("expected a number >= 0 (auto is for evaluate)")
     return value
 
@@ -432,14 +432,19 @@ def _add_presets_parser(sub) -> None:
 
 
 def _cmd_presets(args) -> int:
-    from .presets import describe, preset_names, preset_path
+    from .presets import Kind, describe, preset_names, preset_path
 
-    for kind, command in (("train", "train --config NAME"), ("sweep", "sweep --config NAME")):
+    kinds: tuple[tuple[Kind, str], ...] = (
+        ("train", "train --config NAME"),
+        ("sweep", "sweep --config NAME"),
+    )
+    for kind, command in kinds:
         names = preset_names(kind)
         print(f"{command}:")
         width = max(map(len, names))
         for name in names:
-            print(f"  {name:<{width}}  {describe(preset_path(name, kind))}")
+            path = preset_path(name, kind)  # never None: a listed preset
+            print(f"  {name:<{width}}  {describe(path) if path else ''}")
     return 0
 
 
@@ -616,8 +621,9 @@ def _lock_if_run(folder: Path | None, command: str, flag: str):
     """The writer lock of ``folder`` when it is a run folder (else nothing to lock)."""
     from .engine.run_folder import MANIFEST, lock_run
 
-    is_run = folder is not None and (folder / MANIFEST).is_file()
-    return lock_run(folder, command, flag=flag) if is_run else _nothing()
+    if folder is not None and (folder / MANIFEST).is_file():
+        return lock_run(folder, command, flag=flag)
+    return _nothing()
 
 
 def _evaluate_and_write(args) -> int:
@@ -1017,6 +1023,7 @@ def _add_cluster_arguments(p) -> None:
 
 
 #: the launcher flags of ``sweep`` (``None`` unless given)
+_LAUNCH_FLAGS: tuple[str, ...]
 _LAUNCH_FLAGS = ("jobs", "gpus_per_run", "cpus_per_run", "ray_address", "slurm_partition")
 _LAUNCH_FLAGS += ("slurm_time", "slurm_array_parallelism", "slurm_option")
 

@@ -29,12 +29,13 @@ import functools
 import json
 import math
 import os
+import sys
 import types
 import typing
 import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from ._validation import shown
 from .data.cifar import CifarName
@@ -44,9 +45,9 @@ from .data.validation import check_val_fraction
 from .presets import find_config
 from .schedules import LRScheduleKind, ScheduleKind
 
-try:  # Python >= 3.11
+if sys.version_info >= (3, 11):
     import tomllib
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 __all__ = [
@@ -54,6 +55,7 @@ __all__ = [
     "PATH_KEYS",
     "ConfigTypeError",
     "TrainConfig",
+    "check_resolved",
     "config_differences",
     "recorded_value",
     "config_from_sources",
@@ -776,12 +778,13 @@ def _check_schedule_fits(cfg: TrainConfig) -> None:
             f"the learning rate never reaches {cfg.lr:g}",
             stacklevel=3,
         )
-    if cfg.reweight_schedule == "drw" and cfg.reweight_epoch >= cfg.epochs:
+    start = cfg.reweight_epoch  # None only before resolved(): nothing to check then
+    if cfg.reweight_schedule == "drw" and start is not None and start >= cfg.epochs:
         raise ValueError(
             f"reweight_epoch must be < epochs for drw: re-weighting from epoch {cfg.reweight_epoch} "
             f"would never switch on in a run of {cfg.epochs} epochs"
         )
-    if cfg.reweight_schedule == "ramp" and cfg.reweight_epoch > cfg.epochs:
+    if cfg.reweight_schedule == "ramp" and start is not None and start > cfg.epochs:
         raise ValueError(
             f"reweight_epoch must be <= epochs for ramp: beta would not reach {cfg.beta} "
             f"(ramp ends at epoch {cfg.reweight_epoch}, the run at {cfg.epochs})"
@@ -811,6 +814,25 @@ def default_decay_epochs(epochs: int) -> list[int]:
     return [max(1, round(160 * epochs / 200)), max(1, round(180 * epochs / 200))]
 
 
+_Value = TypeVar("_Value")
+
+
+def check_resolved(name: str, value: _Value | None) -> _Value:
+    """``value`` of the derived key ``name`` of a resolved config (:meth:`TrainConfig.resolved`
+    fills every one in); ValueError where it is still ``None``.
+
+    >>> check_resolved("lr", TrainConfig(epochs=4).resolved().lr)
+    0.1
+    >>> check_resolved("lr", TrainConfig().lr)
+    Traceback (most recent call last):
+    ...
+    ValueError: lr: expected a resolved config (TrainConfig.resolved()), got None
+    """
+    if value is None:
+        raise ValueError(f"{name}: expected a resolved config (TrainConfig.resolved()), got None")
+    return value
+
+
 def warn_test_is_train(cfg: TrainConfig) -> None:
     """Warn when ``train``'s --test-data names the training data (as lists warn about shared
     images): the test error then measures memorisation. Paths are compared resolved."""
@@ -828,8 +850,9 @@ def _warn_unreached_decays(cfg: TrainConfig) -> None:
     """Warn about given decay epochs at or beyond the run's end (a decay at epoch ``e`` acts
     from the ``e``-th epoch, counted from 0): the learning rate never takes their factors.
     The defaults of a short run (a saved config resolved again) are not warned about."""
-    beyond = [e for e in cfg.decay_epochs if e >= cfg.epochs]
-    if beyond and list(cfg.decay_epochs) != default_decay_epochs(cfg.epochs):
+    given = cfg.decay_epochs or []  # None: not given, nothing to warn about
+    beyond = [e for e in given if e >= cfg.epochs]
+    if beyond and list(given) != default_decay_epochs(cfg.epochs):
         warnings.warn(
             f"decay_epochs {', '.join(map(str, beyond))} lie beyond a run of {cfg.epochs} "
             f"epochs: the learning rate never decays there (decay_epochs are kept as given "
@@ -918,8 +941,9 @@ def _refuse_yaml_aliases(text: str) -> None:
 
     for event in yaml.parse(text, Loader=yaml.SafeLoader):
         if isinstance(event, yaml.AliasEvent):
+            mark, anchor = event.start_mark, event.anchor or ""  # the parser sets both
             raise ValueError(
-                f"line {event.start_mark.line + 1}: YAML alias *{event.anchor[:40]} "
+                f"line {mark.line + 1 if mark else '?'}: YAML alias *{anchor[:40]} "
                 "refused (aliases can expand without bound): write the value out"
             )
 

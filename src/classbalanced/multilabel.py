@@ -275,6 +275,12 @@ class MultiLabelClassBalancedLoss(_KeptDtypeBuffers):
     tensor(2.4953)
     """
 
+    # buffers (register_buffer)
+    positives_per_class: Tensor
+    negatives_per_class: Tensor | None
+    pos_weight: Tensor
+    neg_weight: Tensor
+
     def __init__(
         self,
         positives_per_class,

@@ -73,7 +73,8 @@ def parameter_groups(
             for pname, param in module.named_parameters(recurse=False):
                 if isinstance(module, _NORM_TYPES) or pname == "bias":
                     excluded_ids.add(id(param))
-    decay, skip = [], []
+    decay: list[nn.Parameter] = []
+    skip: list[nn.Parameter] = []
     for param in model.parameters():
         if param.requires_grad:
             (skip if id(param) in excluded_ids else decay).append(param)

@@ -76,7 +76,7 @@ class Registry(dict[str, T], Generic[T]):
 
         return add if obj is None else add(obj)
 
-    def pop(self, name: str, *default: Any) -> Any:  # type: ignore[override]
+    def pop(self, name: str, *default: Any) -> Any:
         """Remove ``name`` (and its info), like ``dict.pop`` (any case in a case-insensitive one)."""
         key = name.lower() if self.case_insensitive and isinstance(name, str) else name
         self.info.pop(key, None)

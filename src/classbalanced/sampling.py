@@ -64,9 +64,9 @@ def _as_labels(labels: object) -> Tensor:
         array = np.asarray(labels)
         if array.dtype == object:
             raise TypeError("labels must hold integer class indices, got a ragged or object array")
-        tensor = torch.from_numpy(np.array(array, copy=True)) if array.size else None
-        if tensor is None:
+        if not array.size:
             raise ValueError("labels must be a non-empty 1-D sequence of class indices, got none")
+        tensor = torch.from_numpy(np.array(array, copy=True))
     else:
         raise TypeError(
             f"labels must be a list, numpy array or tensor of class indices, got {type(labels).__name__}"

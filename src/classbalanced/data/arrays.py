@@ -238,16 +238,17 @@ def _size_hw(image_size: int | Sequence[int] | None) -> tuple[int, int] | None:
         hw = (int(image_size), int(image_size))
     else:
         try:
-            hw = tuple(int(v) for v in image_size)  # type: ignore[union-attr]
+            values = tuple(int(v) for v in image_size)
         except TypeError:
             raise TypeError(
                 f"image_size: expected an int or (height, width), got {type(image_size).__name__}"
             ) from None
-        if len(hw) != 2:
-            raise ValueError(f"image_size: expected (height, width), got {len(hw)} values")
+        if len(values) != 2:
+            raise ValueError(f"image_size: expected (height, width), got {len(values)} values")
+        hw = values
     if min(hw) < 1:
         raise ValueError(f"image_size: expected positive sizes, got {hw}")
-    return hw  # type: ignore[return-value]
+    return hw
 
 
 def _inside(path: str, root: str) -> bool:

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageFile
 from torch import Tensor
 from torchvision.io import ImageReadMode, decode_jpeg
 
@@ -55,9 +55,10 @@ class EncodedRandomResizedCrop(FastRandomResizedCrop):
 
     def __call__(self, img: Image.Image) -> Any:
         p = draw_crop(img, self.scale, self.ratio, self.flip)
-        if img.format == "JPEG" and img.mode in ("RGB", "L"):
-            img.fp.seek(0)
-            data = img.fp.read()
+        fp = img.fp if isinstance(img, ImageFile.ImageFile) else None  # format: files only
+        if fp is not None and img.format == "JPEG" and img.mode in ("RGB", "L"):
+            fp.seek(0)
+            data = fp.read()
             if has_end_marker(data):
                 name = str(getattr(img, "filename", "") or "a JPEG")
                 return torch.frombuffer(bytearray(data), dtype=torch.uint8), torch.tensor(p), name

@@ -296,7 +296,7 @@ def scan(
         else:
             num_classes = bench.num_classes
     classes_of = f"the classes of {paths['train'].name}: 0 to its largest label"
-    if num_classes == (bench.num_classes if bench else -1):
+    if bench is not None and num_classes == bench.num_classes:
         classes_of = f"{bench.title}'s {num_classes} classes"
     splits = {"train": train}
     for split in ("val", "test"):

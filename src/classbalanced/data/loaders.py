@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Sized
 from typing import Any
 
 import torch
@@ -106,7 +106,7 @@ class ImageFileDataset(Dataset):
         decodes = getattr(self.transform, "decodes", False)
         try:
             with Image.open(path) as img:
-                if decodes:  # the transform decodes (e.g. at a reduced size) and raises alike
+                if decodes and self.transform is not None:  # decodes (e.g. reduced), raises alike
                     return self.transform(img), int(label)
                 img.load()  # full decode: a truncated file raises here
                 rgb = to_rgb(img)
@@ -213,6 +213,8 @@ def make_loader(
     ``SequentialSampler``), so no item is padded in or counted twice.
     ``pin_memory`` when CUDA is available; ``persistent_workers`` when ``num_workers > 0``.
     """
+    if not isinstance(dataset, Sized):
+        raise TypeError(f"dataset: expected one with a length, got {type(dataset).__name__}")
     if batch_size < 1:
         raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
     if num_workers < 0:
@@ -229,7 +231,7 @@ def make_loader(
         "persistent_workers": num_workers > 0,
     }
     if train:
-        sampler = DistributedSampler(
+        sampler: DistributedSampler[int] = DistributedSampler(
             dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True
         )
         sampler.set_epoch(epoch)

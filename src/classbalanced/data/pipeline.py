@@ -49,7 +49,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageFile
 from torch import Tensor
 from torchvision.transforms import RandomResizedCrop  # here: forked loader workers inherit it
 from torchvision.transforms.v2.functional import center_crop
@@ -211,12 +211,14 @@ class DraftRandomResizedCrop(_RandomCrop):
         rgb, fx, fy = _decode(img, k)
         out_size = (self.size, self.size)
         if fx == 1 and fy == 1:  # torchvision's own steps: crop, then resize
-            out = rgb.crop((left, top, left + cw, top + ch)).resize(out_size, Image.BILINEAR)
+            out = rgb.crop((left, top, left + cw, top + ch)).resize(
+                out_size, Image.Resampling.BILINEAR
+            )
         else:
             box = (left * fx, top * fy, (left + cw) * fx, (top + ch) * fy)
-            out = rgb.resize(out_size, Image.BILINEAR, box=box)
+            out = rgb.resize(out_size, Image.Resampling.BILINEAR, box=box)
         if flip:
-            out = out.transpose(Image.FLIP_LEFT_RIGHT)
+            out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         return self._finish(out)
 
 
@@ -255,8 +257,10 @@ class DraftResizeCenterCrop(_Output):
         if new_w * new_h > _FULL_RESIZE_LIMIT * self.resize**2 and top >= 0 and left >= 0:
             sx, sy = rgb.size[0] / new_w, rgb.size[1] / new_h  # resize the centre only
             box = (left * sx, top * sy, (left + self.size) * sx, (top + self.size) * sy)
-            return self._finish(rgb.resize((self.size, self.size), Image.BILINEAR, box=box))
-        resized = rgb.resize((new_w, new_h), Image.BILINEAR)
+            return self._finish(
+                rgb.resize((self.size, self.size), Image.Resampling.BILINEAR, box=box)
+            )
+        resized = rgb.resize((new_w, new_h), Image.Resampling.BILINEAR)
         if top < 0 or left < 0:  # smaller than the crop: torchvision pads with zeros
             return self._finish(center_crop(resized, [self.size, self.size]))
         return self._finish(resized.crop((left, top, left + self.size, top + self.size)))
@@ -315,9 +319,11 @@ def _well_formed(data: bytes) -> bool:
     return False
 
 
-def _jpeg_bytes(img: Image.Image) -> bytes | None:
+def _jpeg_bytes(img: ImageFile.ImageFile) -> bytes | None:
     """The whole file of JPEG ``img`` if it is complete: an end marker that its segments
-    chain to (:func:`_well_formed`); ``None`` otherwise."""
+    chain to (:func:`_well_formed`); ``None`` otherwise (or once PIL has closed the file)."""
+    if img.fp is None:
+        return None
     img.fp.seek(0)
     data = img.fp.read()
     if not has_end_marker(data):
@@ -342,7 +348,13 @@ def jpeg_rows(img: Image.Image, k: int, bottom: float) -> Image.Image | None:
     cannot reduce (lossless), which the usual decode reads at full size.
     """
     getdecoder = getattr(Image, "_getdecoder", None)
-    if img.format != "JPEG" or img.mode != "RGB" or getdecoder is None or len(img.tile) != 1:
+    if (
+        not isinstance(img, ImageFile.ImageFile)
+        or img.format != "JPEG"
+        or img.mode != "RGB"
+        or getdecoder is None
+        or len(img.tile) != 1
+    ):
         return None
     data = _jpeg_bytes(img)
     if data is None:  # before ``draft``: the caller decodes ``img`` as is
@@ -407,6 +419,8 @@ def jpeg_region(img: Image.Image, k: int, box: tuple[int, int, int, int]) -> Ten
     here as there.
     """
     if _jpegcrop is None or img.format != "JPEG" or img.mode not in ("RGB", "L"):
+        return None
+    if not isinstance(img, ImageFile.ImageFile):  # format is set on files only
         return None
     data = _jpeg_bytes(img)
     if data is None:

@@ -56,7 +56,7 @@ def resize_copy(src: str, dest: str, short_side: int) -> bool:
                 img.draft("RGB", new)  # decode no larger than needed (JPEG)
                 img.load()
                 rgb = img if img.mode in ("RGB", "L") else to_rgb(img)  # 16-bit grey: scaled
-                out = rgb.resize(new, Image.BICUBIC)
+                out = rgb.resize(new, Image.Resampling.BICUBIC)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         if os.path.isfile(dest):  # a copy of an earlier version: training must not read it
             os.unlink(dest)

@@ -84,6 +84,10 @@ def memory_data(
     record = checked_record(run, data.train.class_names, data.fingerprints or {}, accept_change)
     if run.subset.get("indices") is not None and data.indices.tolist() != run.subset["indices"]:
         raise ValueError(f"the training subset of {cfg.dataset} differs from the run's subset.json")
+    if data.test is None:  # a run trained with --no-evaluate-test: its test set is not read
+        raise ValueError(
+            f"{run.folder}: decoupling evaluates on the test set, got a run without it"
+        )
     x_train, x_test = _on_device(data.train.images, device), _on_device(data.test.images, device)
     y_train = torch.from_numpy(data.train.labels).to(device)
     y_test = torch.from_numpy(data.test.labels).to(device)

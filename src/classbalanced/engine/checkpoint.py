@@ -99,7 +99,7 @@ def stale_checkpoints(paths: list[Path], step: int, keep: int) -> list[Path]:
     >>> [p.name for p in stale_checkpoints(names, 30, keep=2)]
     ['checkpoint-00000010.pt']
     """
-    older = [p for p in paths if checkpoint_step(p) < step]
+    older = [p for p in paths if (s := checkpoint_step(p)) is not None and s < step]
     return older[: max(0, len(older) - (keep - 1))]
 
 
@@ -174,7 +174,7 @@ def cpu_copy(value: Any) -> Any:
     if isinstance(value, dict):
         copy = type(value)((k, cpu_copy(v)) for k, v in value.items())
         if hasattr(value, "_metadata"):
-            copy._metadata = value._metadata
+            copy._metadata = value._metadata  # type: ignore[attr-defined]  # value's type has it
         return copy
     if isinstance(value, (list, tuple)):
         return type(value)(cpu_copy(v) for v in value)

@@ -131,12 +131,12 @@ def _env_int(name: str, low: int, high: int | None = None, default: str | None =
     train a rank that writes nothing; ``RANK=2`` of 2 would wait for a rank that never comes)."""
     text = os.environ.get(name, default)
     try:
-        value = int(text)
+        value = None if text is None else int(text)
     except (TypeError, ValueError):
         value = None
     if value is None or value < low or (high is not None and value > high):
         expected = f"an integer >= {low}" if high is None else f"an integer in {low}..{high}"
-        if name == "RANK":
+        if name == "RANK" and high is not None:
             expected += f" (WORLD_SIZE is {high + 1})"
         raise ValueError(f"expected the torchrun variable {name} to be {expected}, got {text!r}")
     return value

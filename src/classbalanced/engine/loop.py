@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..config import CUDAGRAPH_MODES, TrainConfig
+from ..losses.criterion import Criterion
 from ..schedules import ReweightSchedule
 from .checkpoint import BackgroundWriter, cpu_copy
 from .distributed import DistContext, all_reduce_sum
@@ -123,7 +124,7 @@ class Run:
     data: RunData
     folder: RunFolder
     network: Network
-    loss_fn: nn.Module
+    loss_fn: Criterion
     optim: Optimisation
     schedules: Schedules
     log: Callable[[str], None]
@@ -161,7 +162,12 @@ class Run:
             sync = micro == accumulate - 1 or not self.ctx.distributed
             if self.cudagraphs:  # a new step: the graphs' previous outputs may be overwritten
                 torch.compiler.cudagraph_mark_step_begin()
-            with contextlib.nullcontext() if sync else self.network.ddp.no_sync():
+            ddp = self.network.ddp  # DistributedDataParallel wherever sync is False
+            with (
+                ddp.no_sync()
+                if not sync and isinstance(ddp, nn.parallel.DistributedDataParallel)
+                else contextlib.nullcontext()
+            ):
                 with autocast(self.device, self.cfg.precision):
                     logits = self.network.forward(xb)
                 loss = self.loss_fn(logits, yb) / accumulate
@@ -323,7 +329,8 @@ def train_epoch(run: Run, state: TrainState, epoch: int) -> EpochResult:
         state.train_images += run.data.stream.batch * accumulate
         loss_sum += loss_value
         loss_count += 1
-        stopping = run.stop.agreed(run.ctx, run.device, s, spe, stopping)
+        if run.stop is not None:  # train() sets it for the whole loop
+            stopping = run.stop.agreed(run.ctx, run.device, s, spe, stopping)
         # a stop reads the loss too: a NaN since the last read must not be checkpointed
         if (run.cfg.sync_every and s % run.cfg.sync_every == 0) or s == spe - 1 or stopping:
             watch.check(epoch, run)

@@ -70,9 +70,10 @@ class EvalCounts:
     correct: Tensor
     correct_topk: Tensor
     k: int = 5
-    predicted: Tensor | None = None
+    # None (the default) only until __post_init__: a Tensor wherever the counts are read
+    predicted: Tensor = None  # type: ignore[assignment]
     confusion: Tensor | None = None
-    calibration: Tensor | None = field(default=None)
+    calibration: Tensor = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         c, device = self.total.numel(), self.total.device

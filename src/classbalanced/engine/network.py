@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ..config import TrainConfig
 from ..losses import build_loss, init_prior_bias_
@@ -31,8 +31,8 @@ def build_network(
 ) -> nn.Module:
     """The run's network as training builds it: seeded initialisation (the global RNG is left
     alone), ``pretrained`` weights, LDAM's cosine classifier when the loss asks for it."""
-    if loss_fn is None:
-        loss_fn = build_loss(cfg.loss, counts, beta=cfg.beta, gamma=cfg.gamma, **cfg.loss_options)
+    if loss_fn is None:  # ignored: loss_options never names "reduction" (validate refuses it)
+        loss_fn = build_loss(cfg.loss, counts, beta=cfg.beta, gamma=cfg.gamma, **cfg.loss_options)  # type: ignore[arg-type]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = build_model(cfg.model, len(counts), in_channels=in_channels)
@@ -48,10 +48,9 @@ def build_training_model(
 ):
     """The network on the device and its optimiser parameter groups."""
     model = build_network(cfg, counts, in_channels, loss_fn, pretrained=cfg.pretrained)
-    no_decay = []
+    no_decay: list[Tensor | str] = []
     if loss_fn.uses_prior_bias:
-        init_prior_bias_(classifier(model))
-        no_decay.append(classifier(model).bias)
+        no_decay.append(init_prior_bias_(classifier(model)).bias)
     if cfg.sync_bn:
         model = sync_batchnorm(
             model, world_size=ctx.world_size, device=ctx.device, name=f"model {cfg.model}"

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .._console import info
-from ..config import LARGE_DATASETS, TrainConfig
+from ..config import LARGE_DATASETS, TrainConfig, check_resolved
 from ..data import encoded, loaders, pipeline, prepared
 from ..data.arrays import ImageArrays, load_digits, load_image_folder, load_npz
 from ..data.encoded import decode_batch
@@ -109,7 +109,7 @@ class PreparedData:
     test: ImageArrays | None  # None: the run does not evaluate its test set (never read)
     indices: np.ndarray  # kept positions in the full training set (the validation split's out)
     counts: np.ndarray  # per-class training counts after subsetting (and the split)
-    fingerprints: dict[str, dict] | None = None  # of the full training set and the test set
+    fingerprints: dict[str, dict | None] | None = None  # of the full training set and the test set
     val: ImageArrays | None = None  # the validation set (--val-fraction / --val-data)
     validation: dict[str, Any] | None = None  # its record in subset.json
 
@@ -136,7 +136,7 @@ def prepare_data(cfg: TrainConfig, log: Callable[[str], Any] = info) -> Prepared
         )
     indices, counts = longtail_indices(
         full_train.labels,
-        cfg.imbalance_factor,
+        check_resolved("imbalance_factor", cfg.imbalance_factor),
         seed=cfg.seed,
         profile=cfg.profile,
         num_classes=full_train.num_classes,
@@ -170,6 +170,8 @@ def prepare_data(cfg: TrainConfig, log: Callable[[str], Any] = info) -> Prepared
 def split_for_validation(counts, labels, cfg: TrainConfig, class_names, log):
     """The seeded validation split (:func:`~classbalanced.data.validation.validation_split`)
     of the long-tailed subset's ``labels``; a warning names the classes of one image."""
+    if cfg.val_fraction is None:  # the callers split only with a fraction
+        raise ValueError("split_for_validation: expected a val_fraction, got None")
     split = validation_split(labels, cfg.val_fraction, seed=cfg.seed, num_classes=len(counts))
     if split.singletons:
         names = ", ".join(str(class_names[c]) for c in split.singletons[:5])
@@ -290,7 +292,7 @@ def _large_data(cfg: TrainConfig, ctx: DistContext) -> RunData:
     labels = np.asarray([label for _, label in samples], dtype=np.int64)
     indices, counts = longtail_indices(
         labels,
-        cfg.imbalance_factor,
+        check_resolved("imbalance_factor", cfg.imbalance_factor),
         seed=cfg.seed,
         profile=cfg.profile,
         num_classes=len(layout.class_names),
@@ -478,7 +480,10 @@ def _runs_own_arrays(cfg: TrainConfig, record: dict) -> ImageArrays:
         return _load_arrays(source, record.get("image_shape"))
     if cfg.dataset == "digits":
         return load_digits()[1]
-    return load_dataset(cfg.dataset, data_dir=source, download=False, progress=False)[1]
+    test = load_dataset(cfg.dataset, data_dir=source, download=False, progress=False)[1]
+    if test is None:  # with_test (the default): never
+        raise ValueError(f"{cfg.dataset} in {source}: expected a test set, got none")
+    return test
 
 
 def load_test_set(

@@ -89,7 +89,7 @@ class RunWriteError(OSError):
         self.errno = code
 
 
-def read_run_json(path: Path, keys: tuple[str, ...] = (), kind: type = dict) -> Any:
+def read_run_json(path: Path, keys: tuple[str, ...] = (), kind: type[dict | list] = dict) -> Any:
     """Read a run file; a missing, unreadable or incomplete file is a one-line ValueError."""
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: is {path.parent} a classbalanced run folder?")
@@ -206,8 +206,10 @@ class Manifest:
 
     def newest_valid_checkpoint(self, before: Path | None = None) -> Path | None:
         """The newest checkpoint (older than ``before``) whose bytes match its SHA-256."""
+        limit = None if before is None else checkpoint_step(before)
         for path, sha in reversed(self.checkpoints()):
-            if before is not None and checkpoint_step(path) >= checkpoint_step(before):
+            step = checkpoint_step(path)  # never None: listed checkpoints have a step
+            if limit is not None and step is not None and step >= limit:
                 continue
             with contextlib.suppress(OSError):
                 if sha is not None and file_sha256(path) == sha:
@@ -263,7 +265,7 @@ def _quiet_tensorboard_threads() -> None:
         ):
             previous(args)
 
-    hook.quiet_tensorboard = True
+    hook.quiet_tensorboard = True  # type: ignore[attr-defined]  # a function attribute
     threading.excepthook = hook
 
 
@@ -271,7 +273,7 @@ class TensorBoardLog:
     """The run's TensorBoard event file (nothing happens before :meth:`open`)."""
 
     def __init__(self) -> None:
-        self.writer = None
+        self.writer: SummaryWriter | None = None
 
     def open(self, folder: Path, purge_step: int | None) -> list[str]:
         """Start an event file in ``folder``; return the names of the files it created."""
@@ -281,7 +283,9 @@ class TensorBoardLog:
         return [p.name for p in sorted(set(folder.iterdir()) - before)]
 
     def scalars(self, values: dict[str, float], step: int) -> None:
-        for tag, value in values.items() if self.writer is not None else ():
+        if self.writer is None:
+            return
+        for tag, value in values.items():
             self.writer.add_scalar(tag, value, step)
 
     def evaluation(self, metrics: dict, epoch: int) -> None:

@@ -109,7 +109,9 @@ class TrainState:
 def check_checkpoint_fits(state: dict, cfg: TrainConfig, class_names: list, where: str) -> None:
     """Refuse a checkpoint written for another model, or for other classes or another class
     order (one line)."""
-    saved = state.get("config") if isinstance(state.get("config"), dict) else {}
+    saved = state.get("config")
+    if not isinstance(saved, dict):
+        saved = {}
     if saved.get("model", cfg.model) != cfg.model:
         raise ValueError(
             f"checkpoint holds {saved['model']}, config asks for {cfg.model} ({where})"

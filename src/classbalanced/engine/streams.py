@@ -40,7 +40,7 @@ from .distributed import DistContext
 try:  # numpy's worker seed as torch derives it (a private function of torch's worker loop)
     from torch.utils.data._utils.worker import _generate_state
 except ImportError:  # pragma: no cover - a torch without it: a seed of our own
-    _generate_state = None
+    _generate_state = None  # type: ignore[assignment]  # the except branch of an import
 
 __all__ = [
     "EpochPlan",
@@ -290,7 +290,7 @@ class LoaderStream:
         self.persistent = persistent and num_workers > 0
         self.on_device = on_device
         self.skipped = 0
-        self._loader = None
+        self._loader: tuple[torch.utils.data.DataLoader, _SkipSampler] | None = None
 
     def _make_loader(self, sampler, dataset, **extra) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(
@@ -311,14 +311,16 @@ class LoaderStream:
         if not self.persistent:
             sampler = _SkipSampler(self.sampler, skip, self.local, seed)
             return self._make_loader(sampler, _ReseededDataset(self.dataset))
-        if self._loader is None:
+        if self._loader is None:  # the persistent loader and its sampler
             tagged = _SkipSampler(self.sampler, skip, self.local, seed)
-            self._loader = self._make_loader(
+            loader = self._make_loader(
                 tagged, _ReseededDataset(self.dataset), persistent_workers=True
             )
-        self._loader.sampler.skip = skip
-        self._loader.sampler.seed = seed
-        return self._loader
+            self._loader = loader, tagged
+        loader, tagged = self._loader
+        tagged.skip = skip
+        tagged.seed = seed
+        return loader
 
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
         """The batches of steps ``start_step`` to ``steps_per_epoch - 1``: one per step. A batch

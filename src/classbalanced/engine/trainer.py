@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from .._console import count
-from ..config import TrainConfig
-from ..losses import build_loss, loss_uses_gamma
+from ..config import TrainConfig, check_resolved
+from ..losses import Criterion, build_loss, loss_uses_gamma
 from ..optim import build_sgd
 from ..schedules import LRSchedule, ReweightSchedule
 from .checkpoint import BackgroundWriter
@@ -185,23 +185,35 @@ def _set_up(cfg, ctx, log, accept_data_change: bool, fallback_checkpoint: bool):
 
 def _loss(cfg: TrainConfig, ctx: DistContext, data: RunData):
     """The loss on the device and its re-weighting schedule (``None``: constant weights)."""
+    # ignored: loss_options never names "reduction" (validate refuses it)
     loss_fn = build_loss(
-        cfg.loss, data.counts, beta=cfg.beta, gamma=cfg.gamma, **cfg.loss_options
+        cfg.loss,
+        data.counts,
+        beta=cfg.beta,
+        gamma=cfg.gamma,
+        **cfg.loss_options,  # type: ignore[arg-type]
     ).to(ctx.device)
     reweight = None
     if cfg.reweight_schedule != "constant":  # every Criterion has set_weight
         reweight = ReweightSchedule(
-            cfg.reweight_schedule, data.counts, cfg.beta, start_epoch=cfg.reweight_epoch
+            cfg.reweight_schedule,
+            data.counts,
+            cfg.beta,
+            start_epoch=check_resolved("reweight_epoch", cfg.reweight_epoch),
         )
     return loss_fn, reweight
 
 
 def _model_and_optimizer(
-    cfg: TrainConfig, ctx: DistContext, data: RunData, loss_fn: nn.Module
+    cfg: TrainConfig, ctx: DistContext, data: RunData, loss_fn: Criterion
 ) -> tuple[nn.Module, Optimisation]:
     model, groups = build_training_model(cfg, data.counts, data.in_channels, loss_fn, ctx)
     optimizer = build_sgd(
-        groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, impl=cfg.sgd_impl
+        groups,
+        lr=check_resolved("lr", cfg.lr),
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov,
+        impl=cfg.sgd_impl,
     )
     scaler = torch.amp.GradScaler(ctx.device.type) if cfg.precision == "fp16" else None
     return model, Optimisation(optimizer, groups, scaler)
@@ -214,10 +226,11 @@ def _network(cfg: TrainConfig, ctx: DistContext, model: nn.Module) -> Network:
         ddp = nn.parallel.DistributedDataParallel(
             model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
         )
-    forward = ddp
-    if cfg.compile:
-        mode = {} if cfg.compile_mode == "default" else {"mode": cfg.compile_mode}
-        forward = torch.compile(ddp, **mode)
+    forward: Callable[[Tensor], Tensor] = ddp
+    if cfg.compile:  # mode None: torch.compile's default
+        forward = torch.compile(
+            ddp, mode=None if cfg.compile_mode == "default" else cfg.compile_mode
+        )
     return Network(model, ddp, forward)
 
 

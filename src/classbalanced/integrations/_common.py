@@ -50,7 +50,7 @@ def _labels_of(labels, label_column: str) -> tuple[np.ndarray, int | None]:
             )
         feature = labels.features[label_column]
         inner = getattr(feature, "feature", None)
-        if hasattr(inner, "num_classes"):  # a list of class indices per example
+        if inner is not None and hasattr(inner, "num_classes"):  # class indices per example
             return _multi_hot(list(labels[label_column]), inner.num_classes), inner.num_classes
         declared = getattr(feature, "num_classes", None)
         return np.asarray(labels.with_format("numpy")[label_column]), declared

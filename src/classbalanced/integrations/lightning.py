@@ -20,6 +20,7 @@ tensor([2, 1, 3])
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 from ..schedules import ReweightSchedule
 from ._common import class_counts, require
@@ -41,7 +42,7 @@ def _loss_of(pl_module, loss):
 
 @functools.cache
 def _reweight_callback_class() -> type:
-    pl = require("lightning.pytorch", "lightning", "ReweightCallback")
+    pl: Any = require("lightning.pytorch", "lightning", "ReweightCallback")
 
     class ReweightCallback(pl.Callback):
         """Applies ``schedule`` to the module's loss from ``trainer.current_epoch``."""

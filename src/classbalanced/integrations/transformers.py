@@ -33,6 +33,7 @@ tensor(0.4174)
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -185,8 +186,9 @@ def classification_head(model: nn.Module) -> nn.Linear:
         module = getattr(model, name, None)
         if isinstance(module, nn.Linear):
             return module
-        if isinstance(getattr(module, "out_proj", None), nn.Linear):
-            return module.out_proj
+        out_proj = getattr(module, "out_proj", None)
+        if isinstance(out_proj, nn.Linear):
+            return out_proj
     looked = ", ".join(f"model.{name}" for name in HEAD_NAMES)
     raise ValueError(
         f"found no classification head on {type(model).__name__} (looked for {looked}, "
@@ -218,7 +220,7 @@ def init_prior_bias_(model: nn.Module, *, head: nn.Linear | None = None, prior=N
 
 @functools.cache
 def _reweight_callback_class() -> type:
-    transformers = require("transformers", "transformers", "ReweightCallback")
+    transformers: Any = require("transformers", "transformers", "ReweightCallback")
 
     class ReweightCallback(transformers.TrainerCallback):
         """Sets ``loss_func``'s schedule weights at each epoch's start (``int(state.epoch)``,

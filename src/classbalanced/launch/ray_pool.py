@@ -45,9 +45,10 @@ def _check_reachable(ray, address: str) -> None:
     target = address
     if address == "auto":  # the cluster `ray start` last started on this machine
         resolve = getattr(ray._private.services, "canonicalize_bootstrap_address", None)
-        target = resolve(address) if resolve is not None else None
-        if target is None:
+        resolved = resolve(address) if resolve is not None else None
+        if resolved is None:
             return
+        target = resolved
     host, sep, port = target.removeprefix("ray://").rpartition(":")
     if not sep or not host or not port.isdigit():
         raise ValueError(

@@ -207,7 +207,7 @@ def _train_claimed(task, claim, resume: bool, stop, log) -> Outcome:
             proc.wait()
             raise
     minutes = (time.monotonic() - start) / 60
-    if rc in ("interrupted", "lost"):
+    if isinstance(rc, str):  # "interrupted" or "lost"
         return Outcome(task.name, "interrupted", resume, str(rc), minutes=minutes)
     metrics = read_json(runs / task.name / "metrics.json")
     line = last_line(log_path)

@@ -60,9 +60,9 @@ def _check_values(
     """
     low, high = torch.aminmax(tensor.detach() if tensor.requires_grad else tensor)
     if _host_checks(tensor):
-        low, high = low.item(), high.item()
-        if not valid(low, high):
-            raise ValueError(message(low, high))
+        lo, hi = low.item(), high.item()
+        if not valid(lo, hi):
+            raise ValueError(message(lo, hi))
     else:
         torch._assert_async(valid(low, high), message(None, None))
 
@@ -129,7 +129,7 @@ def _check_targets(
     return _check_dense_targets(targets, logits, validate and not _compiling()), True
 
 
-def _check_weight_type(weight: object) -> None:
+def _check_weight_type(weight: object) -> Tensor:
     """A per-class weight must be a real tensor (a complex one's imaginary part would be dropped)."""
     if not isinstance(weight, Tensor):
         raise TypeError(
@@ -137,13 +137,14 @@ def _check_weight_type(weight: object) -> None:
         )
     if weight.is_complex():
         raise TypeError(f"weight must hold real numbers, got dtype {weight.dtype}")
+    return weight
 
 
 def _check_weight(weight: object, logits: Tensor, validate: bool = True) -> Tensor | None:
     """``(C,)`` weights in the compute dtype; gradients flow to a weight that requires them."""
     if weight is None:
         return None
-    _check_weight_type(weight)
+    weight = _check_weight_type(weight)
     c = logits.shape[1]
     if weight.dim() != 1 or weight.shape[0] != c:
         raise ValueError(

@@ -346,6 +346,7 @@ class _CountsSoftmaxLoss(ClassWeightBuffers):
     """
 
     _OPTIONS: tuple[str, ...] = ()
+    samples_per_class: Tensor  # a buffer (register_buffer)
 
     def __init__(
         self, samples_per_class, weight: Tensor | None, reduction: Reduction, validate_args: bool

@@ -15,9 +15,12 @@ gives ``set_weight`` and the defaults ``normalized_classifier = False`` and
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from torch import Tensor
+
+if TYPE_CHECKING:  # Python 3.10 has no typing.Self
+    from typing_extensions import Self
 
 __all__ = ["Criterion", "CRITERION_MEMBERS", "missing_members"]
 
@@ -36,12 +39,19 @@ class Criterion(Protocol):
       unweighted), for the re-weighting schedules (``--reweight-schedule drw|ramp``).
     """
 
-    normalized_classifier: bool
-    uses_prior_bias: bool
+    @property
+    def normalized_classifier(self) -> bool: ...
+
+    @property
+    def uses_prior_bias(self) -> bool: ...
 
     def set_weight(self, weight: Tensor | None) -> None: ...
 
     def __call__(self, logits: Tensor, targets: Tensor) -> Tensor: ...
+
+    if TYPE_CHECKING:  # for the type checker only: a loss is an nn.Module the trainer moves
+
+        def to(self, *args: Any, **kwargs: Any) -> Self: ...
 
 
 #: the members of :class:`Criterion`, for error messages

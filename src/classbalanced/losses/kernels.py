@@ -92,7 +92,7 @@ def _functorch_active() -> bool:
     return bool(active()) if active is not None else False
 
 
-def _modulator(z: Tensor, t: Tensor, gamma: float) -> Tensor | float:
+def _modulator(z: Tensor, t: Tensor | float, gamma: float) -> Tensor | float:
     if gamma == 0.0:
         return 1.0
     return torch.exp(gamma * (t * F.logsigmoid(-z) + (1.0 - t) * F.logsigmoid(z)))
@@ -146,9 +146,9 @@ class _IndexFocal(torch.autograd.Function):
             per_example, grad = _index_focal_fused(z, index, gamma)
             ctx.save_for_backward(z, targets, grad)
         else:
-            per_example, grad = _index_focal_eager(z, index, gamma)
+            per_example, eager_grad = _index_focal_eager(z, index, gamma)
             ctx.save_for_backward(z, targets)
-            ctx.grad = grad  # not a saved tensor: the first backward scales it in place
+            ctx.grad = eager_grad  # not a saved tensor: the first backward scales it in place
         return per_example
 
     @staticmethod
@@ -240,7 +240,7 @@ def _index_focal_eager(
         torch.sum(loss.scatter_(1, chunk, 0.0), dim=1, out=rows_loss[start:stop])
     # a positive's term is the negative-label term of -z, with the gradient's sign flipped
     pos_loss, pos_grad = _negative_terms(z.gather(1, index).neg_(), gamma, need_grad=need_grad)
-    if grad is not None:
+    if grad is not None and pos_grad is not None:  # both or neither: need_grad
         grad.scatter_(1, index, pos_grad.neg_())
     return rows_loss.add_(pos_loss.squeeze(1)), grad
 

@@ -16,8 +16,7 @@ __all__ = ["ClassWeightBuffers", "WeightedLoss", "ClassBalancedLoss"]
 
 def _as_weight(weight: object) -> Tensor:
     """A ``(C,)`` float32 CPU copy of per-class weights, checked finite and >= 0."""
-    _check_weight_type(weight)
-    weight = weight.detach().to(dtype=torch.float32)
+    weight = _check_weight_type(weight).detach().to(dtype=torch.float32)
     if weight.dim() != 1 or not bool(torch.isfinite(weight).all()) or bool((weight < 0).any()):
         raise ValueError(
             f"weight must be a 1-D tensor of finite values >= 0, got shape {tuple(weight.shape)}"
@@ -54,7 +53,10 @@ class ClassWeightBuffers(_KeptDtypeBuffers):
     """
 
     normalized_classifier: bool = False
-    uses_prior_bias: bool = False
+
+    @property
+    def uses_prior_bias(self) -> bool:
+        return False
 
     def set_weight(self, weight: Tensor | None) -> None:
         """Replace the per-class weights (``None`` = unweighted), keeping the buffers' device."""
@@ -145,6 +147,8 @@ class ClassBalancedLoss(WeightedLoss):
     >>> loss.weight
     tensor([0.1893, 1.8107])
     """
+
+    samples_per_class: Tensor  # a buffer (register_buffer)
 
     def __init__(
         self,

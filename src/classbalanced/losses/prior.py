@@ -47,7 +47,7 @@ def prior_bias(num_classes: int, prior=None) -> Tensor:
     return (torch.log(pi) - torch.log1p(-pi)).to(torch.float32)
 
 
-def init_prior_bias_(linear: nn.Linear, prior=None) -> nn.Linear:
+def init_prior_bias_(linear: nn.Module, prior=None) -> nn.Linear:
     """Set ``linear.bias`` in place to :func:`prior_bias` (``pi = 1/C`` by default).
 
     >>> layer = init_prior_bias_(nn.Linear(4, 3))

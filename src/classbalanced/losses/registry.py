@@ -78,7 +78,7 @@ def build_loss(
     gamma: float = DEFAULT_GAMMA,
     reduction: Reduction = "mean",
     **options: Any,
-) -> nn.Module:
+) -> Criterion:
     """Build the registered loss ``name`` for the given training counts.
 
     ``options`` are the loss's own settings (:func:`loss_options`), e.g. LDAM's ``max_m``.

@@ -36,7 +36,7 @@ standard convolutional network (``model.to(memory_format=torch.channels_last)``)
 from __future__ import annotations
 
 import numbers
-from typing import Literal, get_args
+from typing import Literal, TypedDict, get_args
 
 import torch
 from torch import Tensor, nn
@@ -50,6 +50,11 @@ VERSIONS: tuple[str, ...] = get_args(Version)
 _EXPANSION = 4  # bottleneck output channels / inner channels
 
 
+class _BatchNormOptions(TypedDict):
+    momentum: float
+    eps: float
+
+
 def _conv3x3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_ch, out_ch, kernel_size=3, stride=stride, padding=1, bias=False)
 
@@ -61,7 +66,7 @@ def _conv1x1(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
 class _BasicBlockV1(nn.Module):
     """Post-activation basic block: conv-BN-ReLU-conv-BN, + shortcut, ReLU."""
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int, bn_kw: dict) -> None:
+    def __init__(self, in_ch: int, out_ch: int, stride: int, bn_kw: _BatchNormOptions) -> None:
         super().__init__()
         self.conv1 = _conv3x3(in_ch, out_ch, stride)
         self.bn1 = nn.BatchNorm2d(out_ch, **bn_kw)
@@ -84,7 +89,7 @@ class _BasicBlockV1(nn.Module):
 class _BasicBlockV2(nn.Module):
     """Pre-activation basic block: BN-ReLU-conv-BN-ReLU-conv, + shortcut."""
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int, bn_kw: dict) -> None:
+    def __init__(self, in_ch: int, out_ch: int, stride: int, bn_kw: _BatchNormOptions) -> None:
         super().__init__()
         self.bn1 = nn.BatchNorm2d(in_ch, **bn_kw)
         self.conv1 = _conv3x3(in_ch, out_ch, stride)
@@ -106,7 +111,7 @@ class _BasicBlockV2(nn.Module):
 class _BottleneckV2(nn.Module):
     """Pre-activation bottleneck: BN-ReLU-1x1, BN-ReLU-3x3 (stride), BN-ReLU-1x1 (x4)."""
 
-    def __init__(self, in_ch: int, planes: int, stride: int, bn_kw: dict) -> None:
+    def __init__(self, in_ch: int, planes: int, stride: int, bn_kw: _BatchNormOptions) -> None:
         super().__init__()
         out_ch = planes * _EXPANSION
         self.bn1 = nn.BatchNorm2d(in_ch, **bn_kw)
@@ -234,7 +239,7 @@ class CifarResNet(nn.Module):
         self.depth = int(depth)
         self.version = version
         self.num_blocks = n
-        bn_kw = {"momentum": bn_momentum, "eps": bn_eps}
+        bn_kw: _BatchNormOptions = {"momentum": bn_momentum, "eps": bn_eps}
 
         # Stem: v1 is conv-BN-ReLU; the pre-activation variants start with a bare conv.
         if version == "v1":
@@ -250,7 +255,7 @@ class CifarResNet(nn.Module):
         stages = []
         for stage, stride in enumerate((1, 2, 2)):
             planes = width * 2**stage
-            blocks = []
+            blocks: list[nn.Module] = []
             for i in range(n):
                 s = stride if i == 0 else 1
                 if version == "v1":
@@ -267,7 +272,7 @@ class CifarResNet(nn.Module):
 
         # Pre-activation networks end with BN + ReLU before pooling.
         if version == "v1":
-            self.final = nn.Identity()
+            self.final: nn.Module = nn.Identity()
         else:
             self.final = nn.Sequential(nn.BatchNorm2d(in_ch, **bn_kw), nn.ReLU(inplace=True))
         self.pool = nn.AdaptiveAvgPool2d(1)

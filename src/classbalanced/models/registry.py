@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from ..registry import Registry
-from .cifar_resnet import CifarResNet, blocks_per_stage
+from .cifar_resnet import CifarResNet, Version, blocks_per_stage
 
 __all__ = [
     "MODEL_REGISTRY",
@@ -72,7 +72,11 @@ ModelFactory = Callable[..., nn.Module]
 MODEL_REGISTRY: Registry[ModelFactory] = Registry("model", case_insensitive=True)
 
 _CIFAR_NAME = re.compile(r"(?P<prefix>cifar_)?resnet(?P<depth>[0-9]+)(?P<suffix>_v2|_bottleneck)?")
-_SUFFIX_TO_VERSION = {None: "v1", "_v2": "v2", "_bottleneck": "bottleneck"}
+_SUFFIX_TO_VERSION: dict[str | None, Version] = {
+    None: "v1",
+    "_v2": "v2",
+    "_bottleneck": "bottleneck",
+}
 _CIFAR_PATTERNS = (
     "resnet{6n+2}",
     "resnet{6n+2}_v2",
@@ -182,7 +186,7 @@ def check_model_name(name: object) -> str:
     return name
 
 
-def _parse_cifar_name(name: str) -> tuple[int, str]:
+def _parse_cifar_name(name: str) -> tuple[int, Version]:
     """``(depth, version)`` of a CIFAR ResNet name; ValueError for anything else."""
     match = _CIFAR_NAME.fullmatch(name.lower())
     if match is None:
@@ -334,6 +338,8 @@ def set_classifier_(model: nn.Module, head: nn.Module) -> nn.Module:
 def use_normed_classifier_(model: nn.Module) -> nn.Module:
     """Replace ``model.fc`` (a linear layer) by a :class:`NormedLinear` of the same shape."""
     fc = classifier(model)
+    if not isinstance(fc, nn.Linear | NormedLinear):
+        raise ValueError(f"expected a linear layer at model.{CLASSIFIER}, got {type(fc).__name__}")
     return set_classifier_(model, NormedLinear(fc.in_features, fc.out_features))
 
 

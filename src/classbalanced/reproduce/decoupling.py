@@ -143,7 +143,7 @@ def _row(
     of its stage one's), ``settings`` its ``decouple.json`` (``{}`` for a joint row)."""
     config = read_json(folder / "config.json")
     config = config if isinstance(config, dict) else {}
-    row = {"name": name, "method": method, "stage_one": stage_one}
+    row: dict[str, Any] = {"name": name, "method": method, "stage_one": stage_one}
     row["pretrained"] = config.get("pretrained") is True
     row["departures"] = _departures(method, metrics, config, settings)
     row.update({k: metrics.get(k) for k in ("dataset", "model", "seed")})

@@ -138,7 +138,7 @@ def _fmt(value: Any) -> str:
 
 def _report(rows, keys, metric, best: dict | None, importances, written) -> str:
     lines = ["# classbalanced tune", ""]
-    counts = {}
+    counts: dict[str, int] = {}
     for r in rows:
         counts[r["state"]] = counts.get(r["state"], 0) + 1
     lines.append(

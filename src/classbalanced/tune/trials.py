@@ -89,6 +89,8 @@ class _ThreadHandle:
 
     def outcome(self) -> Outcome:
         self._thread.join()
+        if self._outcome is None:  # _run sets it, an error included
+            raise RuntimeError("the trial's thread ended without an outcome")
         return self._outcome
 
 
@@ -204,7 +206,12 @@ def drive_trial(
             return TrialResult("interrupted", line="stopped")
         for entry in _history(run_dir):
             epoch, value = entry.get("epoch"), entry.get(metric)
-            if epoch in reported or not isinstance(value, (int, float)) or pruned_epoch:
+            if (
+                epoch is None
+                or epoch in reported
+                or not isinstance(value, (int, float))
+                or pruned_epoch
+            ):
                 continue
             trial.report(float(value), epoch)
             reported.add(epoch)

@@ -119,4 +119,4 @@ def _write_onnx(module: nn.Module, example: torch.Tensor, path: str) -> None:
         external_data=False,
         verbose=False,
     )
-    program.save(path)
+    program.save(path)  # type: ignore[union-attr]  # None only without dynamo=True

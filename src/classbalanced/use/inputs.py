@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +93,8 @@ class Preprocess:
         shape = record.get("image_shape")
         self.image_shape = None if shape is None else tuple(int(v) for v in shape)
         self.large = cfg.dataset in LARGE_DATASETS
+        self.transform: Any
+        self.normalize: Callable[[Tensor], Tensor] | None
         self.transform, self.normalize = eval_pipeline(cfg) if self.large else (None, None)
 
     def __call__(self, images: Any) -> Tensor:
@@ -119,7 +121,7 @@ class Preprocess:
         return self.normalize(batch) if self.normalize is not None else batch.float()
 
     def _array(self, image: Any) -> np.ndarray:
-        hw = None if self.image_shape is None else self.image_shape[:2]
+        hw = None if self.image_shape is None else (self.image_shape[0], self.image_shape[1])
         array = _as_array(image)
         if array is not None:
             if array.ndim == 2:
