@@ -767,12 +767,13 @@ def _check_schedule_fits(cfg: TrainConfig) -> None:
     """Refuse a re-weighting schedule without a beta or with an epoch the run never reaches
     (silent no-ops); warn about a warm-up that does not end within the run (the learning rate
     never reaches ``lr``; refused under a cosine, which has no step left to run)."""
-    if cfg.lr_schedule == "cosine" and cfg.warmup_epochs >= cfg.epochs:
+    warmup = check_resolved("warmup_epochs", cfg.warmup_epochs)
+    if cfg.lr_schedule == "cosine" and warmup >= cfg.epochs:
         raise ValueError(
             f"lr_schedule cosine needs warmup_epochs < epochs, got warmup_epochs "
             f"{cfg.warmup_epochs} and epochs {cfg.epochs}"
         )
-    if cfg.warmup_epochs and cfg.warmup_epochs >= cfg.epochs:
+    if warmup and warmup >= cfg.epochs:
         warnings.warn(
             f"a warm-up of {cfg.warmup_epochs} epochs does not end within a run of {cfg.epochs}: "
             f"the learning rate never reaches {cfg.lr:g}",
