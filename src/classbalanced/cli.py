@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
+import linecache
 import os
 import sys
+import tempfile
+import time
+import traceback
 import warnings
 from collections.abc import Sequence
 from contextlib import nullcontext as _nothing
@@ -21,7 +24,42 @@ from pathlib import Path
 from . import __version__
 from ._console import count
 from ._console import info as _info
+from .cli_flags import (
+    add_config_arguments,
+    add_config_flag,
+    bool_flag,
+    config_default,
+    flag,
+    parse_number_tau,
+    parse_positive_seconds,
+    parse_tau,
+)
+from .config import TrainConfig, config_from_sources, warn_test_is_train
+from .data import prepared
+from .data.lists import check_prepared_lists
+from .data.prepare import prepare
+from .decouple import DecoupleOptions, decouple
+from .demo import run_demo
+from .engine.run_folder import lock_if_run, written_files
+from .engine.subset_file import write_long_tailed_subset
+from .engine.trainer import NonFiniteLoss, TrainingInterrupted, train
+from .files import atomic_write_json, refuse_overwriting_inputs
+from .launch import (
+    LAUNCHER_REGISTRY,
+    LaunchOptions,
+    available_launchers,
+    check_launch_flags,
+    make_launcher,
+)
+from .launch.slurm import parse_slurm_options, parse_slurm_time, submit_training
+from .launch.sweep import run_sweep, sweep_status
 from .locking import lock_folder
+from .presets import describe, preset_names, preset_path
+from .reproduce.report import write_report
+from .use import evaluate_adjusted, export_model, load_run, predict_files
+from .use.export import EXPORT_FORMATS
+from .use.plot_runs import plot_runs
+from .weights import class_balanced_weights, effective_number
 
 __all__ = ["main", "build_parser"]
 
@@ -33,137 +71,6 @@ EXIT_INTERRUPTED = 130
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
-
-
-def _bool_flag(parser, name: str, help: str) -> None:
-    parser.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=None, help=help)
-
-
-def _key_value(text: str) -> tuple[str, float]:
-    """``KEY=NUMBER`` (a ``--loss-option``) -> ``(key, number)``."""
-    key, sep, value = text.partition("=")
-    try:
-        if not sep or not key:
-            raise ValueError
-        return key.strip(), float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected KEY=NUMBER, got {text!r}") from None
-
-
-def _flag(name: str) -> str:
-    """The command-line flag of argument or config key ``name``: ``--imbalance-factor``."""
-    return "--" + name.replace("_", "-")
-
-
-def _positive_seconds(text: str) -> float:
-    """A positive, finite number of seconds (``--stale-after``)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value < float("inf"):  # NaN fails too
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
-    return value
-
-
-def _help_names() -> dict[str, str]:
-    """The registries' names, for the ``{datasets}``, ``{models}``, ... of the fields' help."""
-    from .data.registry import available_datasets
-    from .losses import available_losses, loss_options
-    from .models.registry import available_models
-
-    options = [
-        f"{name}: " + ", ".join(f"{k}={v:g}" for k, v in loss_options(name).items())
-        for name in available_losses()
-        if loss_options(name)
-    ]
-    return {
-        "datasets": ", ".join(available_datasets()),
-        "models": ", ".join(available_models()),
-        "losses": ", ".join(available_losses()),
-        "loss_options": "; ".join(options) or "none",
-    }
-
-
-def _flag_kwargs(f, tp) -> dict:
-    """argparse keywords for config field ``f`` of type ``tp`` (every default None: only
-    the flags a user gives override the config file)."""
-    import types
-    import typing
-
-    if f.metadata.get("action"):
-        return {"action": f.metadata["action"], "default": None}
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        (tp,) = [a for a in args if a is not type(None)]
-        origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if tp is bool:
-        negative = f.name.startswith("no_")
-        return {
-            "action": _NegativeFlag if negative else argparse.BooleanOptionalAction,
-            "default": None,
-        }
-    if origin is typing.Literal:
-        return {"choices": args}
-    if origin is list:
-        return {"type": args[0], "nargs": "+"}
-    if origin is dict:
-        return {"type": _key_value, "action": "append", "metavar": f.metadata.get("metavar")}
-    return {"type": tp}
-
-
-class _NegativeFlag(argparse.Action):
-    """``--no-X`` (true) / ``--X`` (false) for a yes/no key already named ``no_X``, where
-    argparse's own pair would read ``--no-X`` / ``--no-no-X``."""
-
-    def __init__(self, option_strings, dest, default=None, help=None):
-        (flag,) = option_strings
-        super().__init__([flag, "--" + flag[len("--no-") :]], dest, 0, default=default, help=help)
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        setattr(namespace, self.dest, option_string == self.option_strings[0])
-
-    def format_usage(self) -> str:
-        return " | ".join(self.option_strings)
-
-
-def _config_default(name: str):
-    from .config import TrainConfig
-
-    return TrainConfig.__dataclass_fields__[name].default
-
-
-def _add_config_flag(parser, name: str, **overrides) -> None:
-    """The flag of config key ``name`` (type, choices and help from its field)."""
-    from .config import TrainConfig, field_types
-
-    f = TrainConfig.__dataclass_fields__[name]
-    kwargs = _flag_kwargs(f, field_types()[name])
-    kwargs.update(overrides)
-    flag = f.metadata.get("flag", _flag(name))
-    parser.add_argument(flag, dest=name, help=f.metadata["help"].format(**_help_names()), **kwargs)
-    if kwargs.get("action") is _NegativeFlag:  # the spelling argparse gave it before, unlisted
-        legacy = "--no-" + flag[2:]
-        parser.add_argument(
-            legacy, dest=name, action="store_false", default=None, help=argparse.SUPPRESS
-        )
-
-
-def _add_config_arguments(p: argparse.ArgumentParser) -> None:
-    """One flag per :class:`~classbalanced.config.TrainConfig` field, generated from its
-    type and metadata (help, group), grouped as the fields are."""
-    import dataclasses
-
-    from .config import GROUPS, TrainConfig
-
-    groups = {key: p.add_argument_group(title) for key, title in GROUPS.items()}
-    for f in dataclasses.fields(TrainConfig):
-        _add_config_flag(groups[f.metadata["group"]], f.name)
-    p.add_argument(
-        "--config",
-        help="TOML or YAML file of settings, or a bundled preset's name (classbalanced "
-        "presets); flags override it",
-    )
 
 
 def _add_run_safety_arguments(p: argparse.ArgumentParser, *, train: bool) -> None:
@@ -209,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_train_parser(sub) -> None:
     p = sub.add_parser("train", help="train and evaluate a classifier")
-    _add_config_arguments(p)
+    add_config_arguments(p)
     _add_run_safety_arguments(p, train=True)
     p.set_defaults(func=_cmd_train)
 
@@ -220,11 +127,11 @@ def _add_evaluate_parser(sub) -> None:
     p.add_argument(
         "--test-data", help="evaluate on this .npz / class folder instead of the run's test set"
     )
-    _add_config_flag(p, "device", default=_config_default("device"))
+    add_config_flag(p, "device", default=config_default("device"))
     p.add_argument("--output", help="also write the metrics to this JSON file")
     p.add_argument(
         "--adjust-tau",
-        type=_tau,
+        type=parse_tau,
         default=0.0,
         metavar="T|auto",
         help="post-hoc logit adjustment: subtract T * log(training prior) from the logits; "
@@ -235,26 +142,6 @@ def _add_evaluate_parser(sub) -> None:
     p.set_defaults(func=_cmd_evaluate)
 
 
-def _tau(text: str) -> float | str:
-    """``--adjust-tau``: a finite number >= 0, or ``auto`` (evaluate)."""
-    if text == "auto":
-        return text
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0 or auto, got {text!r}") from None
-    if not (value >= 0 and value != float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return value
-
-
-def _number_tau(text: str) -> float:
-    value = _tau(text)
-    if value == "auto":
-        raise argparse.ArgumentTypeError("expected a number >= 0 (auto is for evaluate)")
-    return value
-
-
 def _add_predict_parser(sub) -> None:
     p = sub.add_parser("predict", help="predict images with a trained run (CSV / JSONL rows)")
     p.add_argument("run", help="run folder, a checkpoint in it, or an exported .safetensors")
@@ -262,7 +149,7 @@ def _add_predict_parser(sub) -> None:
     p.add_argument("--top-k", type=int, help="classes per image (default 5, or all when fewer)")
     p.add_argument(
         "--adjust-tau",
-        type=_number_tau,
+        type=parse_number_tau,
         default=0.0,
         metavar="T",
         help="post-hoc logit adjustment T (default 0: none)",
@@ -270,20 +157,18 @@ def _add_predict_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, help="default: the run's evaluation batch size")
     p.add_argument("--output", help="FILE.csv or FILE.jsonl (default: CSV on stdout)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
-    _add_config_flag(p, "device", default="cpu")
+    add_config_flag(p, "device", default="cpu")
     p.set_defaults(func=_cmd_predict)
 
 
 def _add_export_parser(sub) -> None:
-    from .use.export import EXPORT_FORMATS
-
     p = sub.add_parser("export", help="export a trained run: TorchScript, ONNX or safetensors")
     p.add_argument("run", help="run folder (or a checkpoint file inside one)")
     p.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     p.add_argument("--output", required=True, help="the file to write")
     p.add_argument(
         "--adjust-tau",
-        type=_number_tau,
+        type=parse_number_tau,
         default=0.0,
         metavar="T",
         help="include post-hoc logit adjustment T in the graph",
@@ -293,8 +178,6 @@ def _add_export_parser(sub) -> None:
 
 
 def _cmd_predict(args) -> int:
-    from .use import load_run, predict_files
-
     classifier = load_run(args.run, device=args.device)
     result = predict_files(
         classifier,
@@ -315,8 +198,6 @@ def _cmd_predict(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from .use import export_model, load_run
-
     written = export_model(
         load_run(args.run),
         args.format,
@@ -333,7 +214,7 @@ def _add_make_lt_parser(sub) -> None:
         "make-lt", help="write a long-tailed subset (indices and counts) without training"
     )
     for name in ("dataset", "data_dir", "train_data", "test_data", "profile", "seed"):
-        _add_config_flag(p, name, default=_config_default(name))
+        add_config_flag(p, name, default=config_default(name))
     p.add_argument(
         "--imbalance-factor", type=float, default=100.0, help="n_max / n_min >= 1 (default 100)"
     )
@@ -341,7 +222,7 @@ def _add_make_lt_parser(sub) -> None:
         "--output", required=True, help="JSON file for indices and counts (.npz: also the images)"
     )
     p.add_argument("--plot", help="also write the class distribution as this PNG")
-    _bool_flag(p, "download", "download missing CIFAR archives (default: yes)")
+    bool_flag(p, "download", "download missing CIFAR archives (default: yes)")
     p.set_defaults(func=_cmd_make_lt)
 
 
@@ -416,7 +297,7 @@ def _add_demo_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per loss (default 3)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --out")
-    _bool_flag(p, "progress", "progress bars (default: yes)")
+    bool_flag(p, "progress", "progress bars (default: yes)")
     p.set_defaults(func=_cmd_demo)
 
 
@@ -431,8 +312,6 @@ def _add_presets_parser(sub) -> None:
 
 
 def _cmd_presets(args) -> int:
-    from .presets import describe, preset_names, preset_path
-
     for kind, command in (("train", "train --config NAME"), ("sweep", "sweep --config NAME")):
         names = preset_names(kind)
         print(f"{command}:")
@@ -517,7 +396,7 @@ def _add_decouple_parser(sub) -> None:
         help="tau_norm: keep the classifier's bias (default: tau 0 is the run's classifier) "
         "or drop it, as Kang et al.'s release does",
     )
-    _add_config_flag(p, "device", default=_config_default("device"))
+    add_config_flag(p, "device", default=config_default("device"))
     p.add_argument("--num-workers", type=int, help="image-file datasets (default: the run's)")
     p.add_argument("--overwrite", action="store_true", help="replace a run in --out")
     _add_run_safety_arguments(p, train=False)
@@ -530,8 +409,6 @@ def _add_decouple_parser(sub) -> None:
 
 
 def _train_config(args: argparse.Namespace):
-    from .config import TrainConfig, config_from_sources
-
     names = {f for f in TrainConfig.__dataclass_fields__}
     overrides = {k: v for k, v in vars(args).items() if k in names and v is not None}
     if "loss_options" in overrides:  # [(key, value), ...] from repeated --loss-option
@@ -540,8 +417,6 @@ def _train_config(args: argparse.Namespace):
 
 
 def _cmd_decouple(args) -> int:
-    from .decouple import DecoupleOptions, decouple
-
     names = DecoupleOptions.__dataclass_fields__
     options = DecoupleOptions(
         **{k: v for k, v in vars(args).items() if k in names and v is not None}
@@ -551,17 +426,12 @@ def _cmd_decouple(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from .config import warn_test_is_train
-    from .engine.trainer import train
-
     cfg = _train_config(args)
     warn_test_is_train(cfg)
     for name in ("accept_data_change", "fallback_checkpoint"):
         if getattr(args, name) and not cfg.resume:
-            raise ValueError(f"{_flag(name)} acts on --resume only: expected --resume with it")
+            raise ValueError(f"{flag(name)} acts on --resume only: expected --resume with it")
     if cfg.train_list or cfg.val_list or cfg.test_list:  # list datasets: as prepared?
-        from .data.lists import check_prepared_lists
-
         check_prepared_lists(
             cfg.dataset,
             cfg.data_dir,
@@ -585,24 +455,14 @@ def _cmd_train(args) -> int:
 def _cmd_evaluate(args) -> int:
     run = Path(args.run)
     folder = run if run.is_dir() else run.parent.parent  # RUN/checkpoints/FILE
-    inputs = [*_run_files(folder), args.test_data, args.val_data]
-    _refuse_overwriting_inputs({"--output": args.output}, inputs)
+    inputs = [*written_files(folder), args.test_data, args.val_data]
+    refuse_overwriting_inputs({"--output": args.output}, inputs)
     into = Path(args.output).parent if args.output else None  # a write into a run: its lock
-    with _lock_if_run(into, "evaluate --output", "--output"):
+    with lock_if_run(into, "evaluate --output", "--output"):
         return _evaluate_and_write(args)
 
 
-def _lock_if_run(folder: Path | None, command: str, flag: str):
-    """The writer lock of ``folder`` when it is a run folder (else nothing to lock)."""
-    from .engine.run_folder import MANIFEST, lock_run
-
-    is_run = folder is not None and (folder / MANIFEST).is_file()
-    return lock_run(folder, command, flag=flag) if is_run else _nothing()
-
-
 def _evaluate_and_write(args) -> int:
-    from .use import evaluate_adjusted
-
     metrics = evaluate_adjusted(
         args.run,
         args.adjust_tau,
@@ -625,84 +485,22 @@ def _evaluate_and_write(args) -> int:
     )
     print(json.dumps({k: metrics.get(k) for k in keys if k in metrics}, indent=2))
     if args.output:
-        from .files import atomic_write_json
-
         atomic_write_json(args.output, metrics)
     return 0
 
 
+#: the settings of ``make-lt`` (TrainConfig keys)
+_MAKE_LT_KEYS = ("dataset", "data_dir", "train_data", "test_data", "imbalance_factor")
+_MAKE_LT_KEYS += ("profile", "seed", "download")
+
+
 def _cmd_make_lt(args) -> int:
-    from .config import TrainConfig
-    from .engine.trainer import prepare_data
-    from .files import atomic_write_json
-
-    cfg = TrainConfig(
-        dataset=args.dataset,
-        data_dir=args.data_dir,
-        train_data=args.train_data,
-        test_data=args.test_data or args.train_data,
-        imbalance_factor=args.imbalance_factor,
-        profile=args.profile,
-        seed=args.seed,
-        download=True if args.download is None else args.download,
-    ).resolved()
-    from .data.cifar import ARCHIVES
-
-    cifar_files = [
-        Path(cfg.data_dir) / n for a in ARCHIVES.values() for n in (a.filename, a.folder)
-    ]
-    _refuse_overwriting_inputs(
-        {"--output": args.output, "--plot": args.plot},
-        [cfg.train_data, cfg.test_data, *cifar_files],
-    )
-    data = prepare_data(cfg)
-    output = Path(args.output)
-    if output.suffix == ".npz":
-        import numpy as np
-
-        from .files import atomic_save
-
-        atomic_save(
-            output,
-            lambda tmp: np.savez(
-                open(tmp, "wb"),
-                x=data.train.images,
-                y=data.train.labels,
-                indices=data.indices,
-                class_names=np.array(data.train.class_names),
-            ),
-        )
-    else:
-        atomic_write_json(
-            output,
-            {
-                "dataset": cfg.dataset,
-                "imbalance_factor": cfg.imbalance_factor,
-                "profile": cfg.profile,
-                "seed": cfg.seed,
-                "counts": data.counts.tolist(),
-                "class_names": data.train.class_names,
-                "indices": data.indices.tolist(),
-            },
-        )
-    if args.plot:
-        from .plots import plot_class_distribution
-
-        plot_class_distribution(
-            args.plot, data.counts, title=f"{cfg.dataset} IF {cfg.imbalance_factor:g}"
-        )
-    _info(
-        f"{cfg.dataset} IF {cfg.imbalance_factor:g} ({cfg.profile}): {int(data.counts.sum())} images, counts {data.counts.tolist()[:10]}{' ...' if len(data.counts) > 10 else ''} -> {output}"
-    )
+    settings = {k: getattr(args, k) for k in _MAKE_LT_KEYS}
+    write_long_tailed_subset(args.output, plot=args.plot, log=_info, **settings)
     return 0
 
 
 def _cmd_prepare(args) -> int:
-    import time
-
-    from .data import prepared
-    from .data.prepare import prepare
-
     if args.dataset not in prepared.LARGE_DATASETS:
         raise ValueError(
             f"unknown dataset {args.dataset!r}: expected one of {', '.join(prepared.LARGE_DATASETS)}"
@@ -731,8 +529,6 @@ def _cmd_prepare(args) -> int:
 
 
 def _cmd_weights(args) -> int:
-    from .weights import class_balanced_weights, effective_number
-
     columns = [  # computed (and checked) before anything is printed
         (effective_number(args.counts, b), class_balanced_weights(args.counts, b))
         for b in args.beta
@@ -751,8 +547,6 @@ def _cmd_weights(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from .demo import run_demo
-
     run_demo(
         args.out,
         epochs=args.epochs,
@@ -766,142 +560,29 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_plot(args) -> int:
-    from . import plots
-
     _check_plot_flags(args)
-    if args.what == "effective-number":
-        given = {"betas": args.beta, "max_samples": args.max_samples}
-        path = plots.plot_effective_number(
-            args.output, **{k: v for k, v in given.items() if v is not None}
-        )
-        _info(f"wrote {path}")
+    if args.what == "run":
+        plot_runs(args.run, args.output, log=_info)
         return 0
-    runs = {}
-    for folder in map(Path, args.run):
-        name = folder.name if folder.name not in runs else str(folder)
-        runs[name] = _run_for_plot(folder)
-    counts = next(iter(runs.values()))[0]["train_counts"]
-    if any(m["train_counts"] != counts for m, _ in runs.values()):
-        raise ValueError(
-            "the runs must share their training set: expected equal train_counts, got different ones"
-        )
-    names = ("class_distribution.png", "per_class_accuracy.png", "error_curve.png")
-    _refuse_overwriting_inputs(
-        {f"--output ({n})": str(Path(args.output) / n) for n in names},
-        [f for run in args.run for f in _run_files(Path(run))],
+    from . import plots  # plotting
+
+    given = {"betas": args.beta, "max_samples": args.max_samples}
+    path = plots.plot_effective_number(
+        args.output, **{k: v for k, v in given.items() if v is not None}
     )
-    out = Path(args.output)
-    plots.plot_class_distribution(out / "class_distribution.png", counts)
-    plots.plot_per_class_accuracy(
-        out / "per_class_accuracy.png",
-        {
-            name: [math.nan if v is None else v for v in m["per_class_accuracy"]]  # no image
-            for name, (m, _) in runs.items()
-        },
-        counts=counts,
-    )
-    curves = {
-        name: ([h["epoch"] for h in hist], [h["error_percent"] for h in hist])
-        for name, (_, hist) in runs.items()
-        if len(hist) >= 2
-    }
-    written = list(names[:2])
-    if curves:
-        plots.plot_error_curves(out / "error_curve.png", curves)
-        written.append(names[2])
-    elif (out / names[2]).exists():  # not this plot's: say so rather than let it pass for one
-        _info(f"no error curve (no run has two evaluations): {out / names[2]} is an older plot's")
-    _info(f"wrote {', '.join(written)} to {out}")
+    _info(f"wrote {path}")
     return 0
 
 
 def _check_plot_flags(args) -> None:
-    """Refuse the flags of the other plot (ignored otherwise) and a run named twice."""
-    import os
-
+    """Refuse the flags of the other plot (ignored otherwise)."""
     own = {"effective-number": ("beta", "max_samples"), "run": ("run",)}
     for what, names in own.items():
         for name in names:
             if what != args.what and getattr(args, name) is not None:
-                raise ValueError(f"{_flag(name)} applies to plot {what}, not {args.what}")
+                raise ValueError(f"{flag(name)} applies to plot {what}, not {args.what}")
     if args.what == "run" and not args.run:
         raise ValueError("plot run needs --run RUN_FOLDER [RUN_FOLDER ...]")
-    seen = set()
-    for folder in args.run or ():
-        if os.path.realpath(folder) in seen:
-            raise ValueError(f"--run names the run {folder} twice: expected different runs")
-        seen.add(os.path.realpath(folder))
-
-
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path} is not valid JSON: {exc}") from None
-
-
-def _run_for_plot(folder: Path) -> tuple[dict, list]:
-    """A run folder's metrics and history, checked to hold what ``plot run`` draws."""
-    metrics_path = folder / "metrics.json"
-    if not metrics_path.is_file():
-        raise FileNotFoundError(f"no metrics.json in {folder}: is it a finished run folder?")
-    metrics = _read_json(metrics_path)
-    for key in ("train_counts", "per_class_accuracy"):
-        if not isinstance(metrics, dict) or not isinstance(metrics.get(key), list):
-            raise ValueError(
-                f"{metrics_path} holds no {key} list: expected the metrics.json of a training "
-                "run (a file written by `evaluate --output` is not one)"
-            )
-    history_path = folder / "history.json"
-    history = _read_json(history_path) if history_path.is_file() else []
-    if not isinstance(history, list) or not all(
-        isinstance(h, dict) and isinstance(h.get("epoch"), int) and "error_percent" in h
-        for h in history
-    ):
-        raise ValueError(
-            f"{history_path} is not a run history: expected a list of entries with epoch "
-            "and error_percent"
-        )
-    return metrics, history
-
-
-def _run_files(folder: Path) -> list[Path]:
-    """The files and folders a run wrote in ``folder`` (inputs of evaluate and plot run)."""
-    from .engine.run_folder import written_files
-
-    return written_files(folder)
-
-
-def _refuse_overwriting_inputs(outputs: dict[str, str | None], inputs) -> None:
-    """ValueError before anything is written when an output file is an existing folder,
-    one of the command's inputs (files or folders), an existing file inside an input folder,
-    or the path of another output. Paths are compared after resolving links, ``..`` and ``.``."""
-    import os
-
-    given = [str(p) for p in inputs if p]
-    claimed: dict[str, str] = {}
-    for flag, path in outputs.items():
-        if not path:
-            continue
-        if os.path.isdir(path):
-            raise ValueError(f"{flag} {path} is a folder: expected a file path")
-        parent = Path(path).parent
-        while not parent.exists() and parent != parent.parent:  # nearest existing: a folder
-            parent = parent.parent
-        if parent.exists() and not parent.is_dir():
-            raise ValueError(f"{flag} {path}: {parent} is a file, not a folder")
-        target = os.path.realpath(path)
-        for source in given:
-            real = os.path.realpath(source)
-            inside = target.startswith(real.rstrip(os.sep) + os.sep) and os.path.exists(target)
-            if target == real or inside:
-                raise ValueError(
-                    f"{flag} {path} would overwrite the input {source}: expected an output path "
-                    "outside the command's inputs"
-                )
-        if target in claimed and claimed[target] != flag:
-            raise ValueError(f"{flag} and {claimed[target]} name the same file {path}")
-        claimed[target] = flag
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -914,8 +595,6 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def _add_sweep_parser(sub) -> None:
-    from .launch import LAUNCHER_REGISTRY, available_launchers
-
     p = sub.add_parser(
         "sweep",
         help="run a grid of training runs (resumable; local, Ray or SLURM), then results.csv "
@@ -964,7 +643,7 @@ def _add_sweep_parser(sub) -> None:
     )
     p.add_argument(
         "--stale-after",
-        type=_positive_seconds,
+        type=parse_positive_seconds,
         default=120.0,
         help="seconds without a heartbeat after which a run's claim is taken over (default 120)",
     )
@@ -1002,9 +681,6 @@ _LAUNCH_FLAGS += ("slurm_time", "slurm_array_parallelism", "slurm_option")
 
 
 def _launch_options(args):
-    from .launch import LaunchOptions, check_launch_flags
-    from .launch.slurm import parse_slurm_options, parse_slurm_time
-
     given = {n: getattr(args, n) for n in _LAUNCH_FLAGS if getattr(args, n) is not None}
     check_launch_flags(args.launcher, given)
     options = LaunchOptions()
@@ -1026,15 +702,12 @@ def _check_status_flags(args) -> None:
     given += ["launcher"] if args.launcher != "local" else []
     if given:
         raise ValueError(
-            f"--status takes no {_flag(given[0])}: it prints the state of a sweep folder and "
+            f"--status takes no {flag(given[0])}: it prints the state of a sweep folder and "
             "starts nothing"
         )
 
 
 def _cmd_sweep(args) -> int:
-    from .launch import make_launcher
-    from .launch.sweep import run_sweep, sweep_status
-
     if args.status:
         _check_status_flags(args)
         for line in sweep_status(args.status, stale_after=args.stale_after):
@@ -1083,8 +756,6 @@ def _add_report_parser(sub) -> None:
 
 
 def _cmd_report(args) -> int:
-    from .reproduce.report import write_report
-
     path = write_report(args.sweep_dir, refresh=args.refresh, figures=not args.no_figures)
     _info(f"wrote {path}")
     return 0
@@ -1126,8 +797,6 @@ def _add_submit_parser(sub) -> None:
 
 
 def _cmd_submit(args) -> int:
-    from .launch.slurm import parse_slurm_options, parse_slurm_time, submit_training
-
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     try:
         return submit_training(
@@ -1151,8 +820,6 @@ def _cmd_submit(args) -> int:
 def _raised_by_a_check(exc: BaseException) -> bool:
     """Whether ``exc`` came from an explicit ``raise`` in classbalanced's code (a validation
     of an input), rather than from Python or a library failing inside our code (a bug)."""
-    import linecache
-
     tb = exc.__traceback__
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
@@ -1166,9 +833,6 @@ def _raised_by_a_check(exc: BaseException) -> bool:
 
 def _internal_error(exc: BaseException) -> int:
     """An unexpected exception: one short line, the full traceback in a temporary file."""
-    import tempfile
-    import traceback
-
     text = "".join(traceback.format_exception(exc))
     summary = " ".join(str(exc).split())[:200]
     try:
@@ -1205,8 +869,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     naming a file with the traceback and exit 1."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .engine.trainer import NonFiniteLoss, TrainingInterrupted
-
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning  # one line, without the source line
