@@ -9,7 +9,6 @@ status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import linecache
 import os
 import sys
@@ -25,67 +24,38 @@ from . import __version__
 from ._console import count
 from ._console import info as _info
 from .cli_flags import (
+    EXIT_USAGE,
     add_config_arguments,
     add_config_flag,
+    add_run_safety_arguments,
     bool_flag,
     config_default,
     flag,
-    parse_number_tau,
-    parse_positive_seconds,
-    parse_tau,
 )
+from .cli_runs import add_report_parser, add_submit_parser, add_sweep_parser
+from .cli_use import add_evaluate_parser, add_export_parser, add_predict_parser
 from .config import TrainConfig, config_from_sources, warn_test_is_train
 from .data import prepared
 from .data.lists import check_prepared_lists
 from .data.prepare import prepare
 from .decouple import DecoupleOptions, decouple
 from .demo import run_demo
-from .engine.run_folder import lock_if_run, written_files
 from .engine.subset_file import write_long_tailed_subset
 from .engine.trainer import NonFiniteLoss, TrainingInterrupted, train
-from .files import atomic_write_json, refuse_overwriting_inputs
-from .launch import (
-    LAUNCHER_REGISTRY,
-    LaunchOptions,
-    available_launchers,
-    check_launch_flags,
-    make_launcher,
-)
-from .launch.slurm import parse_slurm_options, parse_slurm_time, submit_training
-from .launch.sweep import run_sweep, sweep_status
 from .locking import lock_folder
 from .presets import describe, preset_names, preset_path
-from .reproduce.report import write_report
-from .use import evaluate_adjusted, export_model, load_run, predict_files
-from .use.export import EXPORT_FORMATS
 from .use.plot_runs import plot_runs
 from .weights import class_balanced_weights, effective_number
 
 __all__ = ["main", "build_parser"]
 
 EXIT_INTERNAL = 1
-EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
-
-
-def _add_run_safety_arguments(p: argparse.ArgumentParser, *, train: bool) -> None:
-    """Permissions for one command (not settings of the run, so not in TrainConfig)."""
-    p.add_argument(
-        "--accept-data-change",
-        action="store_true",
-        help="use the data even if it changed since the run was trained (its fingerprint differs)",
-    )
-    if train:
-        p.add_argument(
-            "--fallback-checkpoint",
-            action="store_true",
-            help="--resume from the newest valid checkpoint when the newest one is corrupt",
-        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,9 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     _add_train_parser(sub)
-    _add_evaluate_parser(sub)
-    _add_predict_parser(sub)
-    _add_export_parser(sub)
+    add_evaluate_parser(sub)
+    add_predict_parser(sub)
+    add_export_parser(sub)
     _add_make_lt_parser(sub)
     _add_prepare_parser(sub)
     _add_decouple_parser(sub)
@@ -108,105 +78,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plot_parser(sub)
     _add_presets_parser(sub)
 
-    _add_sweep_parser(sub)
-    _add_report_parser(sub)
-    _add_submit_parser(sub)
+    add_sweep_parser(sub)
+    add_report_parser(sub)
+    add_submit_parser(sub)
     return parser
 
 
 def _add_train_parser(sub) -> None:
     p = sub.add_parser("train", help="train and evaluate a classifier")
     add_config_arguments(p)
-    _add_run_safety_arguments(p, train=True)
+    add_run_safety_arguments(p, train=True)
     p.set_defaults(func=_cmd_train)
-
-
-def _add_evaluate_parser(sub) -> None:
-    p = sub.add_parser("evaluate", help="evaluate a run's checkpoint on a test set")
-    p.add_argument("run", help="run folder (or a checkpoint file inside one)")
-    p.add_argument(
-        "--test-data", help="evaluate on this .npz / class folder instead of the run's test set"
-    )
-    add_config_flag(p, "device", default=config_default("device"))
-    p.add_argument("--output", help="also write the metrics to this JSON file")
-    p.add_argument(
-        "--adjust-tau",
-        type=parse_tau,
-        default=0.0,
-        metavar="T|auto",
-        help="post-hoc logit adjustment: subtract T * log(training prior) from the logits; "
-        "auto: T chosen on --val-data (or the run's validation split) over 0..2",
-    )
-    p.add_argument("--val-data", help="validation .npz / class folder for --adjust-tau auto")
-    _add_run_safety_arguments(p, train=False)
-    p.set_defaults(func=_cmd_evaluate)
-
-
-def _add_predict_parser(sub) -> None:
-    p = sub.add_parser("predict", help="predict images with a trained run (CSV / JSONL rows)")
-    p.add_argument("run", help="run folder, a checkpoint in it, or an exported .safetensors")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, .npz files")
-    p.add_argument("--top-k", type=int, help="classes per image (default 5, or all when fewer)")
-    p.add_argument(
-        "--adjust-tau",
-        type=parse_number_tau,
-        default=0.0,
-        metavar="T",
-        help="post-hoc logit adjustment T (default 0: none)",
-    )
-    p.add_argument("--batch-size", type=int, help="default: the run's evaluation batch size")
-    p.add_argument("--output", help="FILE.csv or FILE.jsonl (default: CSV on stdout)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
-    add_config_flag(p, "device", default="cpu")
-    p.set_defaults(func=_cmd_predict)
-
-
-def _add_export_parser(sub) -> None:
-    p = sub.add_parser("export", help="export a trained run: TorchScript, ONNX or safetensors")
-    p.add_argument("run", help="run folder (or a checkpoint file inside one)")
-    p.add_argument("--format", required=True, choices=EXPORT_FORMATS)
-    p.add_argument("--output", required=True, help="the file to write")
-    p.add_argument(
-        "--adjust-tau",
-        type=parse_number_tau,
-        default=0.0,
-        metavar="T",
-        help="include post-hoc logit adjustment T in the graph",
-    )
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
-    p.set_defaults(func=_cmd_export)
-
-
-def _cmd_predict(args) -> int:
-    classifier = load_run(args.run, device=args.device)
-    result = predict_files(
-        classifier,
-        args.inputs,
-        output=args.output,
-        top_k=args.top_k,
-        adjust_tau=args.adjust_tau,
-        batch_size=args.batch_size,
-        overwrite=args.overwrite,
-        log=_info,
-    )
-    if result["metrics"] is not None:
-        keys = ("accuracy", "balanced_accuracy", "macro_f1", "ece", "num_test_images")
-        _info(json.dumps({k: result["metrics"][k] for k in keys}, indent=2))
-    if args.output:
-        _info(f"{result['images']} predictions in {args.output}")
-    return 0
-
-
-def _cmd_export(args) -> int:
-    written = export_model(
-        load_run(args.run),
-        args.format,
-        args.output,
-        adjust_tau=args.adjust_tau,
-        overwrite=args.overwrite,
-    )
-    _info(f"wrote {', '.join(map(str, written))}")
-    return 0
 
 
 def _add_make_lt_parser(sub) -> None:
@@ -399,7 +281,7 @@ def _add_decouple_parser(sub) -> None:
     add_config_flag(p, "device", default=config_default("device"))
     p.add_argument("--num-workers", type=int, help="image-file datasets (default: the run's)")
     p.add_argument("--overwrite", action="store_true", help="replace a run in --out")
-    _add_run_safety_arguments(p, train=False)
+    add_run_safety_arguments(p, train=False)
     p.set_defaults(func=_cmd_decouple)
 
 
@@ -449,43 +331,6 @@ def _cmd_train(args) -> int:
         f"final: error {metrics['error_percent']:.2f}% (accuracy {metrics['accuracy']:.4f}) after "
         f"{count(metrics['epoch'], 'epoch')}; results in {cfg.out}"
     )
-    return 0
-
-
-def _cmd_evaluate(args) -> int:
-    run = Path(args.run)
-    folder = run if run.is_dir() else run.parent.parent  # RUN/checkpoints/FILE
-    inputs = [*written_files(folder), args.test_data, args.val_data]
-    refuse_overwriting_inputs({"--output": args.output}, inputs)
-    into = Path(args.output).parent if args.output else None  # a write into a run: its lock
-    with lock_if_run(into, "evaluate --output", "--output"):
-        return _evaluate_and_write(args)
-
-
-def _evaluate_and_write(args) -> int:
-    metrics = evaluate_adjusted(
-        args.run,
-        args.adjust_tau,
-        val_data=args.val_data,
-        test_data=args.test_data,
-        device=args.device,
-        accept_data_change=args.accept_data_change,
-    )
-    keys = (
-        "accuracy",
-        "error_percent",
-        "top5_error_percent",
-        "balanced_accuracy",
-        "macro_f1",
-        "ece",
-        "adjust_tau",
-        "many_shot_accuracy",
-        "medium_shot_accuracy",
-        "few_shot_accuracy",
-    )
-    print(json.dumps({k: metrics.get(k) for k in keys if k in metrics}, indent=2))
-    if args.output:
-        atomic_write_json(args.output, metrics)
     return 0
 
 
@@ -587,234 +432,6 @@ def _check_plot_flags(args) -> None:
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     print(f"classbalanced: warning: {message}", file=sys.stderr if file is None else file)
-
-
-# ---------------------------------------------------------------------------
-# sweep, report, submit (one self-contained block)
-# ---------------------------------------------------------------------------
-
-
-def _add_sweep_parser(sub) -> None:
-    p = sub.add_parser(
-        "sweep",
-        help="run a grid of training runs (resumable; local, Ray or SLURM), then results.csv "
-        "and report.md",
-        description="Expand a sweep file ([base] + [[grid]] blocks of lists) into runs; skip "
-        "finished runs, resume unfinished ones, start the others. Several launchers may work "
-        "on one sweep folder at once: each run is claimed.",
-    )
-    p.add_argument(
-        "--config", help="sweep TOML file, or a bundled grid's name (classbalanced presets)"
-    )
-    p.add_argument(
-        "--status",
-        metavar="SWEEP_DIR",
-        help="print the state of every run of this sweep folder and exit",
-    )
-    p.add_argument(
-        "--out", help="sweep folder (default: [sweep] out of the file, else runs/sweeps/NAME)"
-    )
-    p.add_argument(
-        "--launcher",
-        choices=available_launchers(),
-        default="local",
-        help="where runs execute: "
-        + ", ".join(f"{k} ({v['description']})" for k, v in LAUNCHER_REGISTRY.info.items()),
-    )
-    p.add_argument(
-        "--jobs",
-        type=int,
-        help="local: runs at a time (default 1); each gets max(1, CPUs // jobs) threads and, "
-        "when CUDA_VISIBLE_DEVICES lists several GPUs, one of them in turn",
-    )
-    p.add_argument(
-        "--dry-run", action="store_true", help="list the runs and what would happen; start none"
-    )
-    p.add_argument(
-        "--extend",
-        action="store_true",
-        help="add the runs a changed sweep file adds to an existing sweep folder",
-    )
-    p.add_argument("--no-report", action="store_true", help="write results.csv but not report.md")
-    p.add_argument(
-        "--max-runs",
-        type=int,
-        help="refuse a sweep file whose grid has more runs than this (default 10000)",
-    )
-    p.add_argument(
-        "--stale-after",
-        type=parse_positive_seconds,
-        default=120.0,
-        help="seconds without a heartbeat after which a run's claim is taken over (default 120)",
-    )
-    _add_cluster_arguments(p)
-    p.set_defaults(func=_cmd_sweep)
-
-
-def _add_cluster_arguments(p) -> None:
-    p.add_argument("--gpus-per-run", type=float, help="ray / slurm: GPUs per run (default 0)")
-    p.add_argument("--cpus-per-run", type=int, help="ray / slurm: CPUs per run (default 1)")
-    p.add_argument(
-        "--ray-address",
-        help="ray: the cluster (default: $RAY_ADDRESS, else a local Ray started for the sweep)",
-    )
-    p.add_argument("--slurm-partition", help="slurm: partition")
-    p.add_argument(
-        "--slurm-time", help="slurm: time limit per task, MINUTES or [D-]HH:MM:SS (default 60)"
-    )
-    p.add_argument(
-        "--slurm-array-parallelism",
-        type=int,
-        help="slurm: array tasks running at once (default 256)",
-    )
-    p.add_argument(
-        "--slurm-option",
-        action="append",
-        metavar="KEY=VALUE",
-        help="slurm: any other sbatch option, e.g. account=lab or qos=high (repeatable)",
-    )
-
-
-#: the launcher flags of ``sweep`` (``None`` unless given)
-_LAUNCH_FLAGS = ("jobs", "gpus_per_run", "cpus_per_run", "ray_address", "slurm_partition")
-_LAUNCH_FLAGS += ("slurm_time", "slurm_array_parallelism", "slurm_option")
-
-
-def _launch_options(args):
-    given = {n: getattr(args, n) for n in _LAUNCH_FLAGS if getattr(args, n) is not None}
-    check_launch_flags(args.launcher, given)
-    options = LaunchOptions()
-    for name, value in given.items():
-        if name == "slurm_time":
-            value = parse_slurm_time(value)
-        elif name == "slurm_option":
-            name, value = "slurm_options", parse_slurm_options(value)
-        setattr(options, name, value)
-    return options
-
-
-def _check_status_flags(args) -> None:
-    """``sweep --status`` reads a folder and starts nothing: refuse the flags it would ignore."""
-    given = [
-        n for n in ("config", "out", "max_runs", *_LAUNCH_FLAGS) if getattr(args, n) is not None
-    ]
-    given += [n for n in ("dry_run", "extend", "no_report") if getattr(args, n)]
-    given += ["launcher"] if args.launcher != "local" else []
-    if given:
-        raise ValueError(
-            f"--status takes no {flag(given[0])}: it prints the state of a sweep folder and "
-            "starts nothing"
-        )
-
-
-def _cmd_sweep(args) -> int:
-    if args.status:
-        _check_status_flags(args)
-        for line in sweep_status(args.status, stale_after=args.stale_after):
-            print(line)
-        return 0
-    if not args.config:
-        raise ValueError("sweep needs --config FILE (or --status SWEEP_DIR)")
-    try:
-        launcher = make_launcher(args.launcher, _launch_options(args))
-    except ImportError as exc:
-        print(f"classbalanced: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    result = run_sweep(
-        args.config,
-        out=args.out,
-        launcher=launcher,
-        dry_run=args.dry_run,
-        extend=args.extend,
-        report=not args.no_report,
-        stale_after=args.stale_after,
-        **({"max_runs": args.max_runs} if args.max_runs is not None else {}),
-    )
-    return result.exit_code
-
-
-def _add_report_parser(sub) -> None:
-    p = sub.add_parser(
-        "report",
-        help="write report.md of a sweep folder: results vs the paper's Table 2 / Table 3",
-        description="Tables of mean ± std last-epoch error over seeds against the published "
-        "numbers, a beta x gamma heat map and error curves per column.",
-    )
-    p.add_argument(
-        "sweep_dir",
-        metavar="SWEEP_DIR",
-        help="folder written by `classbalanced sweep`, or one holding `classbalanced decouple` "
-        "outputs (compared with Kang et al., ICLR 2020)",
-    )
-    p.add_argument(
-        "--refresh",
-        action="store_true",
-        help="rebuild results.csv from the run folders first (interrupted or running sweeps)",
-    )
-    p.add_argument("--no-figures", action="store_true", help="tables only")
-    p.set_defaults(func=_cmd_report)
-
-
-def _cmd_report(args) -> int:
-    path = write_report(args.sweep_dir, refresh=args.refresh, figures=not args.no_figures)
-    _info(f"wrote {path}")
-    return 0
-
-
-def _add_submit_parser(sub) -> None:
-    p = sub.add_parser(
-        "submit",
-        help="submit one (multi-node DDP) training run to SLURM: torchrun on every node",
-        description="classbalanced submit --launcher slurm --nodes 2 --gpus-per-node 8 -- "
-        "train --config configs/inat2018_cb_focal.toml --out runs/inat18",
-    )
-    p.add_argument("--launcher", choices=["slurm"], default="slurm", help="slurm (the default)")
-    p.add_argument("--nodes", type=int, default=1, help="nodes (default 1)")
-    p.add_argument(
-        "--gpus-per-node", type=int, default=0, help="GPUs per node = processes per node"
-    )
-    p.add_argument(
-        "--procs-per-node",
-        type=int,
-        help="processes per node (default: --gpus-per-node, at least 1; CPU runs use gloo)",
-    )
-    p.add_argument("--cpus-per-node", type=int, default=1, help="CPUs per node (default 1)")
-    p.add_argument("--slurm-partition", help="partition")
-    p.add_argument(
-        "--slurm-time", default="60", help="time limit, MINUTES or [D-]HH:MM:SS (default 60)"
-    )
-    p.add_argument(
-        "--slurm-option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="any other sbatch option, e.g. account=lab (repeatable)",
-    )
-    p.add_argument("--logs", help="folder for SLURM's logs (default: runs/slurm/JOBID)")
-    p.add_argument("--no-wait", action="store_true", help="print the job id and return")
-    p.add_argument("command", nargs=argparse.REMAINDER, help="-- train ARGS...")
-    p.set_defaults(func=_cmd_submit)
-
-
-def _cmd_submit(args) -> int:
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    try:
-        return submit_training(
-            command,
-            nodes=args.nodes,
-            gpus_per_node=args.gpus_per_node,
-            procs_per_node=args.procs_per_node,
-            cpus_per_node=args.cpus_per_node,
-            partition=args.slurm_partition,
-            time_minutes=parse_slurm_time(args.slurm_time),
-            options=parse_slurm_options(args.slurm_option),
-            logs=args.logs,
-            wait=not args.no_wait,
-            log=_info,
-        )
-    except ImportError as exc:
-        print(f"classbalanced: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
 
 
 def _raised_by_a_check(exc: BaseException) -> bool:

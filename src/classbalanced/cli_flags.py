@@ -22,9 +22,11 @@ from .losses import available_losses, loss_options
 from .models.registry import available_models
 
 __all__ = [
+    "EXIT_USAGE",
     "NegativeFlag",
     "add_config_arguments",
     "add_config_flag",
+    "add_run_safety_arguments",
     "bool_flag",
     "config_default",
     "flag",
@@ -35,6 +37,9 @@ __all__ = [
     "parse_positive_seconds",
     "parse_tau",
 ]
+
+#: the exit status of a usage error (bad input): one line on stderr
+EXIT_USAGE = 2
 
 
 def bool_flag(parser, name: str, help: str) -> None:
@@ -173,3 +178,18 @@ def parse_number_tau(text: str) -> float:
     if value == "auto":
         raise argparse.ArgumentTypeError("expected a number >= 0 (auto is for evaluate)")
     return value
+
+
+def add_run_safety_arguments(p: argparse.ArgumentParser, *, train: bool) -> None:
+    """Permissions for one command (not settings of the run, so not in TrainConfig)."""
+    p.add_argument(
+        "--accept-data-change",
+        action="store_true",
+        help="use the data even if it changed since the run was trained (its fingerprint differs)",
+    )
+    if train:
+        p.add_argument(
+            "--fallback-checkpoint",
+            action="store_true",
+            help="--resume from the newest valid checkpoint when the newest one is corrupt",
+        )

@@ -13,6 +13,11 @@ rate scaled by batch size, warm-up and decay epochs scaled with ``epochs``,
 decay factors for balanced vs long-tailed data); the resolved config is what
 every run folder records.
 
+The module is over 600 lines because :class:`TrainConfig` lists every setting once,
+with its type, default, help text and group (about 290 lines), and the checks of those
+settings belong beside them; the flags generated from it live in
+:mod:`classbalanced.cli_flags`.
+
 >>> cfg = TrainConfig(dataset="digits", epochs=20).resolved()
 >>> cfg.imbalance_factor, cfg.warmup_epochs, cfg.decay_epochs, cfg.lr
 (1.0, 1, [16, 18], 0.1)

@@ -25,6 +25,9 @@ whole official training set, imbalance factor 1, only); runs of other imbalance 
 networks, epochs or other varied keys get rows of their own (never averaged). The
 CIFAR protocol's 200-epoch warning never applies to them; runs shorter than 90
 epochs are flagged instead.
+
+The module is over 600 lines because its parts (cells, Table 2 and Table 3, figures,
+writing) all serve the one report and share :class:`Cell` and the grouping of runs.
 """
 
 from __future__ import annotations
