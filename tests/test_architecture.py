@@ -66,16 +66,8 @@ KNOWN_CYCLES: list[set[str]] = []
 #: imports that climb the layers
 KNOWN_CLIMBS: set[tuple[str, str]] = set()
 #: modules with imports inside functions that issue 31's later parts move to the top:
-#: cli.py (its own parts), data/ (its part), and the modules that
-#: import data/'s safe_io writers (moved with them to files.py)
-KNOWN_LAZY = {
-    "cli",
-    "config",
-    "data.imagenet_val",
-    "reproduce.report",
-    "reproduce.results",
-    "reproduce.sweep",
-}
+#: none left
+KNOWN_LAZY: set[str] = set()
 #: launch/_slurm_task.py imports submitit at its top (issue 24 makes it importable
 #: without), so the SLURM launcher imports it inside the functions that submit
 KNOWN_LAZY_IMPORTS = {("launch.slurm", "launch._slurm_task")}

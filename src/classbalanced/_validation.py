@@ -16,6 +16,7 @@ __all__ = [
     "check_choice",
     "check_int",
     "check_positive_int",
+    "check_record",
     "shown",
 ]
 
@@ -109,3 +110,23 @@ def check_int(name: str, value: object, minimum: int = 0) -> int:
 def check_positive_int(name: str, value: object) -> int:
     """Check that ``value`` is an int >= 1."""
     return check_int(name, value, 1)
+
+
+def check_record(
+    value: object, source: object, keys: tuple[str, ...] = (), kind: type = dict, what: str = ""
+) -> None:
+    """ValueError unless ``value`` (a JSON file's content, read from ``source``) is a ``kind``
+    holding every key of ``keys``; ``what`` names the JSON type (default: ``kind``'s name).
+
+    >>> check_record({"a": 1}, "run.json", ("a", "b"))
+    Traceback (most recent call last):
+    ValueError: run.json is damaged: it lacks the key(s) b
+    """
+    if not isinstance(value, kind):
+        raise ValueError(
+            f"{source} is damaged: expected a JSON {what or kind.__name__}, "
+            f"got {type(value).__name__}"
+        )
+    missing = [k for k in keys if k not in value]  # type: ignore[operator]  # a dict or list
+    if missing:
+        raise ValueError(f"{source} is damaged: it lacks the key(s) {', '.join(missing)}")

@@ -13,6 +13,11 @@ rate scaled by batch size, warm-up and decay epochs scaled with ``epochs``,
 decay factors for balanced vs long-tailed data); the resolved config is what
 every run folder records.
 
+The module is over 600 lines because :class:`TrainConfig` lists every setting once,
+with its type, default, help text and group (about 290 lines), and the checks of those
+settings belong beside them; the flags generated from it live in
+:mod:`classbalanced.cli_flags`.
+
 >>> cfg = TrainConfig(dataset="digits", epochs=20).resolved()
 >>> cfg.imbalance_factor, cfg.warmup_epochs, cfg.decay_epochs, cfg.lr
 (1.0, 1, [16, 18], 0.1)
@@ -29,6 +34,7 @@ import functools
 import json
 import math
 import os
+import re
 import sys
 import types
 import typing
@@ -37,11 +43,16 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from ._validation import shown
+import yaml
+
+from ._validation import check_record, shown
 from .data.cifar import CifarName
 from .data.longtail import Profile
 from .data.prepared import LARGE_DATASETS, LIST_DATASETS  # noqa: F401  (re-exported)
+from .data.registry import DATASET_OPTIONS, DATASET_REGISTRY, dataset_options
 from .data.validation import check_val_fraction
+from .losses import available_losses, loss_options, loss_uses_gamma
+from .models.registry import check_model_name, check_pretrained
 from .presets import find_config
 from .schedules import LRScheduleKind, ScheduleKind
 
@@ -448,8 +459,6 @@ class TrainConfig:
         _check_loss_options(self, f" in {source}" if source else "")
         _check_data(self)
         if self.pretrained:  # before the data load, not after it
-            from .models.registry import check_pretrained
-
             check_pretrained(self.model)
         _check_ranges(self)
         _check_lr_schedule(self)
@@ -557,16 +566,10 @@ def check_types(cfg: TrainConfig, source: str | None = None, *, keys=None) -> No
 def check_name(registry: str, name: str) -> None:
     """ValueError unless ``name`` is registered in the ``registry`` (dataset, model, loss)."""
     if registry == "dataset":
-        from .data.registry import DATASET_REGISTRY
-
         DATASET_REGISTRY.lookup(name)
     elif registry == "model":
-        from .models.registry import check_model_name
-
         check_model_name(name)
     else:
-        from .losses import available_losses
-
         if name not in available_losses():
             raise ValueError(
                 f"unknown loss {shown(name)}: expected one of {', '.join(available_losses())}"
@@ -574,8 +577,6 @@ def check_name(registry: str, name: str) -> None:
 
 
 def _check_loss_options(cfg: TrainConfig, where: str) -> None:
-    from .losses import loss_options
-
     valid = loss_options(cfg.loss)
     for key, value in cfg.loss_options.items():
         if key not in valid:
@@ -591,8 +592,6 @@ def _check_data(cfg: TrainConfig) -> None:
     """Refuse a data option (:data:`~classbalanced.data.registry.DATASET_OPTIONS`) set to other
     than its default for a data set that does not read it (a data set that ignores
     --train-data must not silently train on something else)."""
-    from .data.registry import DATASET_OPTIONS, dataset_options
-
     reads = dataset_options(cfg.dataset)
     defaults = {f.name: f.default for f in fields(TrainConfig)}
     ignored = [k for k in DATASET_OPTIONS if k not in reads and getattr(cfg, k) != defaults[k]]
@@ -754,8 +753,6 @@ def _check_permissions(cfg: TrainConfig) -> None:
 
 def _warn_unused_gamma(cfg: TrainConfig) -> None:
     """Warn about a gamma the loss does not read (a sweep may cross gamma with such losses)."""
-    from .losses import loss_uses_gamma
-
     if cfg.gamma != _DEFAULTS["gamma"] and not loss_uses_gamma(cfg.loss):
         warnings.warn(
             f"gamma {cfg.gamma:g} is ignored by the {cfg.loss} loss (only focal losses read it)",
@@ -913,8 +910,6 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         if suffix == ".toml":
             data = tomllib.loads(text)
         else:
-            import yaml
-
             _refuse_yaml_aliases(text)
             data = yaml.load(text, Loader=_yaml_loader()) or {}
     except (tomllib.TOMLDecodeError, ImportError) as exc:
@@ -938,8 +933,6 @@ def _refuse_yaml_aliases(text: str) -> None:
     """A YAML alias (``*name``) is refused before anything is built: nested aliases expand
     exponentially (a "billion laughs" file of a few hundred bytes fills the memory), and
     no config key needs one. The events are read in one linear pass."""
-    import yaml
-
     for event in yaml.parse(text, Loader=yaml.SafeLoader):
         if isinstance(event, yaml.AliasEvent):
             mark, anchor = event.start_mark, event.anchor or ""  # the parser sets both
@@ -952,9 +945,6 @@ def _refuse_yaml_aliases(text: str) -> None:
 @functools.cache
 def _yaml_loader() -> type:
     """PyYAML's safe loader, refusing duplicate keys and reading YAML 1.2 exponent floats."""
-    import re
-
-    import yaml
 
     class Loader(yaml.SafeLoader):
         def construct_mapping(self, node, deep=False):
@@ -973,13 +963,7 @@ def run_config(values: Any, source: str) -> TrainConfig:
     """The config of a run from its ``config.json`` (``values``, read from ``source``):
     every key checked with the command line's types and bounds, and a missing
     required key (:data:`RUN_REQUIRED_KEYS`) named, never filled with its default."""
-    if not isinstance(values, dict):
-        raise ValueError(
-            f"{source} is damaged: expected a JSON object, got {type(values).__name__}"
-        )
-    missing = [k for k in RUN_REQUIRED_KEYS if k not in values]
-    if missing:
-        raise ValueError(f"{source} is damaged: it lacks the key(s) {', '.join(missing)}")
+    check_record(values, source, RUN_REQUIRED_KEYS, what="object")
     cfg = TrainConfig.from_dict(values, source=source)
     try:
         _check_ranges(cfg)

@@ -10,12 +10,12 @@ A table of mean ± std over seeds and PNG plots end up in the demo folder.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 from ._console import count
 from .config import TrainConfig
+from .engine.run_files import read_history
 from .engine.trainer import train
 from .files import atomic_write_json, atomic_write_text
 
@@ -177,7 +177,7 @@ def run_demo(
     plots.plot_per_class_accuracy(out / "per_class_accuracy.png", per_class, counts=counts)
     curves = {}
     for name in results:
-        hist = json.loads((out / f"{name}-s{seed}" / "history.json").read_text(encoding="utf-8"))
+        hist = read_history(out / f"{name}-s{seed}")
         curves[f"{name} (seed {seed})"] = (
             [h["epoch"] for h in hist],
             [h["error_percent"] for h in hist],

@@ -33,6 +33,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "file_sha256",
+    "refuse_overwriting_inputs",
 ]
 
 #: what every function of the package taking a path accepts
@@ -140,3 +141,43 @@ def file_sha256(path: PathLike, *, chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def refuse_overwriting_inputs(outputs: dict[str, str | None], inputs) -> None:
+    """ValueError before anything is written when an output file is an existing folder,
+    one of the command's inputs (files or folders), an existing file inside an input folder,
+    or the path of another output. ``outputs`` maps a flag to its path (``None``: not given).
+    Paths are compared after resolving links, ``..`` and ``.``.
+
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> refuse_overwriting_inputs({"--output": d + "/x.json"}, [d])  # doctest: +ELLIPSIS
+    >>> refuse_overwriting_inputs({"--output": d + "/x.json"}, [d + "/x.json"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: --output .../x.json would overwrite the input .../x.json: expected an output path outside the command's inputs
+    """
+    given = [str(p) for p in inputs if p]
+    claimed: dict[str, str] = {}
+    for flag, path in outputs.items():
+        if not path:
+            continue
+        if os.path.isdir(path):
+            raise ValueError(f"{flag} {path} is a folder: expected a file path")
+        parent = Path(path).parent
+        while not parent.exists() and parent != parent.parent:  # nearest existing: a folder
+            parent = parent.parent
+        if parent.exists() and not parent.is_dir():
+            raise ValueError(f"{flag} {path}: {parent} is a file, not a folder")
+        target = os.path.realpath(path)
+        for source in given:
+            real = os.path.realpath(source)
+            inside = target.startswith(real.rstrip(os.sep) + os.sep) and os.path.exists(target)
+            if target == real or inside:
+                raise ValueError(
+                    f"{flag} {path} would overwrite the input {source}: expected an output path "
+                    "outside the command's inputs"
+                )
+        if target in claimed and claimed[target] != flag:
+            raise ValueError(f"{flag} and {claimed[target]} name the same file {path}")
+        claimed[target] = flag

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import scipy.io as sio
 from torchvision.datasets import imagenet as tv
 
 __all__ = ["LABEL_SOURCES", "flat_val_samples"]
@@ -75,12 +76,6 @@ def _loc_csv(path: Path) -> dict[str, str]:
 
 def _devkit_wnids(root: Path) -> list[str]:
     """Wnid of validation image ``k`` (position ``k - 1``) from the extracted devkit."""
-    try:
-        import scipy.io as sio  # optional: only the devkit's meta.mat needs it
-    except ImportError:
-        raise ImportError(
-            f"reading {DEVKIT}/data/meta.mat needs scipy (pip install scipy), or use LOC_val_solution.csv"
-        ) from None
     meta_path = root / DEVKIT / "data" / "meta.mat"
     if not meta_path.is_file():
         raise FileNotFoundError(f"{GROUND_TRUTH} needs {meta_path}, got no such file")

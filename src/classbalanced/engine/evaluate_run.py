@@ -19,14 +19,15 @@ import torch
 from torch import nn
 
 from .._console import info
-from ..config import TrainConfig, run_config
+from ..config import TrainConfig
 from ..losses import LogitAdjustment
 from .distributed import DistContext, resolve_device
 from .metrics import summarize
 from .network import build_network
 from .precision import warn_fp16_on_cpu
 from .run_data import load_test_set
-from .run_folder import MANIFEST, RunFolder, check_class_names, read_run_json
+from .run_files import read_run_config, read_run_json
+from .run_folder import MANIFEST, RunFolder, check_class_names
 from .state import check_checkpoint_fits, load_weights
 
 __all__ = ["evaluate_run", "read_trained_run", "TrainedRun"]
@@ -65,7 +66,7 @@ def read_trained_run(run: str | Path, *, use: str = "name that file to evaluate 
     if not run.exists():
         raise FileNotFoundError(f"no run folder or checkpoint at {run}")
     folder = RunFolder.read(folder_path)
-    cfg = run_config(read_run_json(folder_path / "config.json"), str(folder_path / "config.json"))
+    cfg = read_run_config(folder_path)
     counts = read_run_json(folder_path / "subset.json", ("counts",))["counts"]
     record = folder.data
     checkpoint, state = folder.load_checkpoint(checkpoint, use=use)

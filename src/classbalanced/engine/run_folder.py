@@ -29,14 +29,11 @@ import contextlib
 import errno as errno_codes
 import json
 import re
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch.utils.tensorboard import SummaryWriter
 
 from ..config import TrainConfig, config_differences, recorded_value
 from ..files import atomic_write_json, file_sha256
@@ -49,6 +46,8 @@ from .checkpoint import (
     stale_checkpoints,
     write_checkpoint,
 )
+from .run_files import read_run_json  # (re-exported: decouple reads it here)
+from .tensorboard_log import TensorBoardLog
 
 __all__ = [
     "MANIFEST",
@@ -57,23 +56,13 @@ __all__ = [
     "check_class_names",
     "data_differences",
     "lock_run",
+    "lock_if_run",
     "read_run_json",
 ]
 
 MANIFEST = "run.json"
 #: the stage-two settings that ``classbalanced decouple`` writes into its output run folder
 DECOUPLE_FILE = "decouple.json"
-_LOGGED_METRICS = (
-    "accuracy",
-    "error_percent",
-    "top5_accuracy",
-    "balanced_accuracy",
-    "macro_f1",
-    "ece",
-    "many_shot_accuracy",
-    "medium_shot_accuracy",
-    "few_shot_accuracy",
-)
 #: the temporary file of an atomic write of ``target`` (``files.atomic_save``: a
 #: ``mkstemp`` name; ``plots``: hex digits): ``.<target>.<random>.tmp``
 _TEMPORARY = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]+\.tmp$")
@@ -89,24 +78,6 @@ class RunWriteError(OSError):
         self.errno = code
 
 
-def read_run_json(path: Path, keys: tuple[str, ...] = (), kind: type[dict | list] = dict) -> Any:
-    """Read a run file; a missing, unreadable or incomplete file is a one-line ValueError."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: is {path.parent} a classbalanced run folder?")
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read {path}: {' '.join(str(exc).split())}") from None
-    if not isinstance(value, kind):
-        raise ValueError(
-            f"{path} is damaged: expected a JSON {kind.__name__}, got {type(value).__name__}"
-        )
-    missing = [k for k in keys if k not in value]
-    if missing:
-        raise ValueError(f"{path} is damaged: it lacks the key(s) {', '.join(missing)}")
-    return value
-
-
 def lock_run(
     out: str | Path, command: str, *, writer: bool = True, log=None, flag: str = "--out"
 ) -> FolderLock | contextlib.nullcontext:
@@ -116,6 +87,15 @@ def lock_run(
     if not writer:
         return contextlib.nullcontext()
     return lock_folder(out, command, flag=flag, log=log)
+
+
+def lock_if_run(
+    folder: Path | None, command: str, flag: str
+) -> FolderLock | contextlib.nullcontext:
+    """The writer lock of ``folder`` when it is a run folder (else nothing to lock)."""
+    if folder is not None and (folder / MANIFEST).is_file():
+        return lock_run(folder, command, flag=flag)
+    return contextlib.nullcontext()
 
 
 def _run_entries(out: Path) -> list[Path]:
@@ -249,68 +229,6 @@ class Manifest:
             raise CorruptCheckpoint(f"{exc}{hint}") from None
 
 
-def _quiet_tensorboard_threads() -> None:
-    """Keep a write error of TensorBoard's writer thread (a full disk) from printing a
-    traceback: the thread keeps the error, and the run's next TensorBoard call raises it
-    as one line (:meth:`RunFolder._writing`). Other threads' exceptions go to the hook
-    installed before."""
-    previous = threading.excepthook
-    if getattr(previous, "quiet_tensorboard", False):
-        return
-
-    def hook(args) -> None:
-        if not (
-            type(args.thread).__module__.startswith("tensorboard.")
-            and isinstance(args.exc_value, OSError)
-        ):
-            previous(args)
-
-    hook.quiet_tensorboard = True  # type: ignore[attr-defined]  # a function attribute
-    threading.excepthook = hook
-
-
-class TensorBoardLog:
-    """The run's TensorBoard event file (nothing happens before :meth:`open`)."""
-
-    def __init__(self) -> None:
-        self.writer: SummaryWriter | None = None
-
-    def open(self, folder: Path, purge_step: int | None) -> list[str]:
-        """Start an event file in ``folder``; return the names of the files it created."""
-        _quiet_tensorboard_threads()
-        before = set(folder.iterdir()) if folder.is_dir() else set()
-        self.writer = SummaryWriter(str(folder), purge_step=purge_step)
-        return [p.name for p in sorted(set(folder.iterdir()) - before)]
-
-    def scalars(self, values: dict[str, float], step: int) -> None:
-        if self.writer is None:
-            return
-        for tag, value in values.items():
-            self.writer.add_scalar(tag, value, step)
-
-    def evaluation(self, metrics: dict, epoch: int) -> None:
-        """The test metrics of an evaluation (per-class ones for up to 100 classes)."""
-        if self.writer is None:
-            return
-        self.scalars(
-            {f"test/{k}": metrics[k] for k in _LOGGED_METRICS if metrics.get(k) is not None}, epoch
-        )
-        per_class = metrics["per_class_accuracy"]
-        if len(per_class) <= 100:
-            for i, value in enumerate(per_class):
-                if value is not None:
-                    self.writer.add_scalar(f"test_per_class_accuracy/class_{i:03d}", value, epoch)
-        values = [v for v in per_class if v is not None]
-        if values:
-            self.writer.add_histogram("test/per_class_accuracy", np.asarray(values), epoch)
-        self.writer.flush()
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
-
-
 _RECORD_KEYS = ("class_names", "in_channels", "image_shape", "normalization", "train", "test")
 #: the splits a data record may hold, each ``{"source", "fingerprint"}``: ``train`` and
 #: ``test`` (the evaluated split) always; ``val`` in a decouple output whose tau was chosen on it
@@ -417,6 +335,42 @@ def _check_resume_folder(out: Path, cfg: TrainConfig) -> tuple[Manifest, dict]:
     return manifest, old
 
 
+def stale_temporaries(out: Path, manifest: Manifest) -> list[Path]:
+    """The temporary files an atomic write of the run in ``out`` left (``.<name>.<random>.tmp``
+    of ``run.json``, of a listed file or of a checkpoint); a user's other files are not."""
+    found = []
+    for sub in ("", "checkpoints/"):
+        folder = out / sub
+        for path in folder.glob(".*.tmp") if folder.is_dir() else ():
+            match = _TEMPORARY.match(path.name)
+            name = sub + match["target"] if match else None
+            if name in (MANIFEST, *manifest.files) or (
+                sub and name and checkpoint_step(name) is not None
+            ):
+                found.append(path)
+    return found
+
+
+@contextlib.contextmanager
+def writing(out: Path, manifest: Manifest, name: str) -> Iterator[None]:
+    """Turn a failed write of ``name`` in the run ``out`` (disk full, permissions) into one
+    line naming the cause and the newest valid checkpoint (:class:`RunWriteError`)."""
+    try:
+        yield
+    except RunWriteError:
+        raise
+    except OSError as exc:
+        newest = manifest.newest_valid_checkpoint()
+        reason = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
+        full = exc.errno == errno_codes.ENOSPC
+        raise RunWriteError(
+            f"cannot write {name} in {out}: {reason}; newest valid checkpoint: "
+            f"{newest if newest else 'none'}"
+            + ("; free space, then run again with --resume" if full else ""),
+            exc.errno,
+        ) from None
+
+
 class RunFolder:
     """The files of one run and every write to them (see the module docstring)."""
 
@@ -476,7 +430,7 @@ class RunFolder:
         with self._writing(MANIFEST):
             self.manifest.content["data"] = data
             if self.resuming:
-                for stale in self._stale_temporaries():  # left by a kill; never read
+                for stale in stale_temporaries(self.path, self.manifest):  # left by a kill
                     stale.unlink(missing_ok=True)
                 self.manifest.save()
                 if self._config_changed:
@@ -490,39 +444,8 @@ class RunFolder:
             atomic_write_json(self.path / "subset.json", subset)
             atomic_write_json(self.path / "config.json", cfg.to_dict())
 
-    def _stale_temporaries(self) -> list[Path]:
-        """The temporary files an atomic write of this run's files left (``.<name>.<random>.tmp``
-        of ``run.json``, of a listed file or of a checkpoint); a user's other files are not."""
-        found = []
-        for sub in ("", "checkpoints/"):
-            folder = self.path / sub
-            for path in folder.glob(".*.tmp") if folder.is_dir() else ():
-                match = _TEMPORARY.match(path.name)
-                name = sub + match["target"] if match else None
-                if name in (MANIFEST, *self.manifest.files) or (
-                    sub and name and checkpoint_step(name) is not None
-                ):
-                    found.append(path)
-        return found
-
-    @contextlib.contextmanager
-    def _writing(self, name: str) -> Iterator[None]:
-        """Turn a failed write (disk full, permissions) into one line naming the cause and
-        the newest valid checkpoint."""
-        try:
-            yield
-        except RunWriteError:
-            raise
-        except OSError as exc:
-            newest = self.newest_valid_checkpoint()
-            reason = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
-            full = exc.errno == errno_codes.ENOSPC
-            raise RunWriteError(
-                f"cannot write {name} in {self.path}: {reason}; newest valid checkpoint: "
-                f"{newest if newest else 'none'}"
-                + ("; free space, then run again with --resume" if full else ""),
-                exc.errno,
-            ) from None
+    def _writing(self, name: str) -> contextlib.AbstractContextManager[None]:
+        return writing(self.path, self.manifest, name)
 
     def write_json(self, name: str, value: Any) -> None:
         """Write (atomically) and list one JSON file of the run."""

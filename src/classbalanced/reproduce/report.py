@@ -25,12 +25,14 @@ whole official training set, imbalance factor 1, only); runs of other imbalance 
 networks, epochs or other varied keys get rows of their own (never averaged). The
 CIFAR protocol's 200-epoch warning never applies to them; runs shorter than 90
 epochs are flagged instead.
+
+The module is over 600 lines because its parts (cells, Table 2 and Table 3, figures,
+writing) all serve the one report and share :class:`Cell` and the grouping of runs.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 import re
@@ -40,9 +42,13 @@ from pathlib import Path
 from typing import Any
 
 from ..config import config_from_sources, recorded_value
+from ..engine.run_files import read_history
+from ..files import atomic_write_text
+from .decoupling import MAX_DEPTH, decoupling_lines
 from .published import (
     BASELINE_METHODS,
     FOCAL_GAMMAS,
+    normalize_dataset,
     paper_cb_setting,
     published_error,
     published_large,
@@ -127,8 +133,6 @@ def recipe_departures(sweep_dir: Path, row: dict[str, Any]) -> list[str]:
     """The settings (``key value``) of ``row``'s run that depart from the recipe of the
     paper's table for its data set (empty: it follows it); a run whose config.json cannot
     be read departs in all of them."""
-    from .published import normalize_dataset
-
     dataset = normalize_dataset(str(row["dataset"]))
     if not dataset.startswith("cifar") and published_large(dataset, "softmax") is None:
         return []  # no table to compare with
@@ -333,7 +337,7 @@ def _slug(keys: list[str], column: tuple, shown: list[str]) -> str:
 
 
 def _heatmap(path: Path, runs: list[dict[str, Any]], title: str) -> Path | None:
-    from .. import plots
+    from .. import plots  # plotting
 
     focal = [r for r in runs if r["loss"] == "focal"]
     if not any(r["beta"] > 0 for r in focal):
@@ -360,7 +364,7 @@ def _history(sweep_dir: Path, run: dict[str, Any]) -> tuple[list[float], list[fl
     if not run.get("run_dir"):
         return None
     try:
-        history = json.loads((sweep_dir / run["run_dir"] / "history.json").read_text("utf-8"))
+        history = read_history(sweep_dir / run["run_dir"])
         epochs = [float(h["epoch"]) for h in history]
         errors = [float(h["error_percent"]) for h in history]
     except (OSError, ValueError, KeyError, TypeError):
@@ -371,7 +375,7 @@ def _history(sweep_dir: Path, run: dict[str, Any]) -> tuple[list[float], list[fl
 
 
 def _curves(sweep_dir: Path, path: Path, cells: list[Cell]) -> Path | None:
-    from .. import plots
+    from .. import plots  # plotting
 
     lines = {}
     for cell in cells:
@@ -468,8 +472,6 @@ def _natural(text: str) -> tuple:
 
 def _table3_lines(sweep_dir: Path, rows: list[dict[str, Any]]) -> list[str]:
     """Table 3 of the paper (ResNet-50, 90 epochs): top-1 and top-5 error per data set."""
-    from .published import normalize_dataset
-
     finished = [r for r in rows if _counted(r)]
     epochs = sorted({r["epochs"] for r in (finished or rows) if r["epochs"] is not None})
     models = sorted({str(r.get("model")) for r in rows if r.get("model")})
@@ -688,9 +690,6 @@ def write_report(
     (:func:`~classbalanced.reproduce.decoupling.decoupling_lines`); a folder holding only
     such runs (no plan.json, no results.csv) gets a report of that section alone.
     """
-    from ..files import atomic_write_text
-    from .decoupling import decoupling_lines
-
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"sweep folder not found: {sweep_dir}")
@@ -699,8 +698,6 @@ def write_report(
     decoupled = decoupling_lines(sweep_dir)
     is_sweep = (sweep_dir / "plan.json").is_file() or (sweep_dir / "results.csv").is_file()
     if not decoupled and not is_sweep and not refresh:
-        from .decoupling import MAX_DEPTH
-
         raise FileNotFoundError(
             f"no results.csv at {sweep_dir / 'results.csv'} (run the sweep first) and no "
             f"decouple run (decouple.json + metrics.json) up to {MAX_DEPTH} levels below "

@@ -23,6 +23,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ..engine.run_files import read_json_or_none as read_json
+from ..files import atomic_write_text
 from ..locking import FolderLock, lock_folder
 
 __all__ = [
@@ -60,14 +62,6 @@ RESULT_METRICS = (
 )
 _FLOATS = ("imbalance_factor", "beta", "gamma", *RESULT_METRICS)
 _INTS = ("seed", "epochs", "epoch")
-
-
-def read_json(path: Path) -> Any:
-    """The parsed JSON file, or None when it is missing or unreadable."""
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 def run_state(run_dir: str | os.PathLike, epochs: int) -> str:
@@ -199,8 +193,6 @@ def lock_shared(out: str | os.PathLike, command: str) -> FolderLock:
 def write_results_csv(out: str | os.PathLike, *, lock: bool = True) -> Path:
     """Write ``results.csv`` in the sweep folder ``out`` (see :func:`collect_results`),
     under the folder's lock (``lock=False``: the caller holds it)."""
-    from ..files import atomic_write_text
-
     if lock:
         with lock_shared(out, "results.csv"):
             return write_results_csv(out, lock=False)

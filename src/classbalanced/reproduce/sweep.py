@@ -67,6 +67,7 @@ else:  # pragma: no cover - Python 3.10
 
 from .._validation import shown
 from ..config import TrainConfig
+from ..files import atomic_write_json, atomic_write_text
 from ..presets import find_config
 from .results import CORE_KEYS, lock_shared, read_json
 
@@ -498,8 +499,6 @@ def write_plan(plan: SweepPlan) -> SweepPlan:
 
 
 def _write_plan_files(plan: SweepPlan) -> None:
-    from ..files import atomic_write_json, atomic_write_text
-
     out = plan.out
     (out / "runs").mkdir(exist_ok=True)
     previous = read_json(out / "plan.json") if plan.existing else None

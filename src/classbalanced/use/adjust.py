@@ -21,7 +21,8 @@ from ..config import TrainConfig
 from ..data.arrays import ImageArrays, load_digits
 from ..engine.evaluate_run import evaluate_run
 from ..engine.run_data import _load_arrays, fingerprint_arrays
-from ..engine.run_folder import check_class_names, describe_fingerprint, read_run_json
+from ..engine.run_files import read_run_json
+from ..engine.run_folder import check_class_names, describe_fingerprint
 from ..losses import post_hoc_logit_adjustment
 from ..metrics import balanced_accuracy, confusion_matrix
 from .trained import load_run
