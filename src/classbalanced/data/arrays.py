@@ -34,6 +34,7 @@ __all__ = [
     "ImageArrays",
     "load_digits",
     "load_image_folder",
+    "list_images",
     "load_npz",
     "read_image",
 ]
@@ -290,7 +291,7 @@ def _walk_images(base: Path, name: str, root: str) -> tuple[list[tuple[str, Path
     return found, skipped
 
 
-def _list_images(base: Path, classes: list[str]) -> tuple[list[list[Path]], int]:
+def list_images(base: Path, classes: list[str]) -> tuple[list[list[Path]], int]:
     """Per class, its images, each real file counted once (a file reached directly keeps
     its own class; one reached only through symlinks counts in the first class reaching
     it); and the number of symlinked entries skipped."""
@@ -350,7 +351,7 @@ def load_image_folder(
         raise ValueError(
             f"no class folders in {base}: expected root/<class>/<image> layout, got none"
         )
-    per_class, skipped = _list_images(base, classes)
+    per_class, skipped = list_images(base, classes)
     skipped += len(entries) - len(classes)  # class folders that are links out of the root
     files = [f for images in per_class for f in images]
     labels = [label for label, images in enumerate(per_class) for _ in images]

@@ -48,6 +48,7 @@ __all__ = [
     "TestSet",
     "load_test_set",
     "fingerprint_arrays",
+    "load_arrays",
 ]
 
 #: how in-memory images become network inputs (``data.augment.normalize_images``)
@@ -153,7 +154,7 @@ def prepare_data(cfg: TrainConfig, log: Callable[[str], Any] = info) -> Prepared
         val, validation = full_train.subset(indices[split.val]), split_record(cfg, indices, split)
         indices, counts = indices[split.train], split.train_counts
     elif cfg.val_data is not None:
-        val = _load_arrays(cfg.val_data, full_train.image_shape)
+        val = load_arrays(cfg.val_data, full_train.image_shape)
         check_class_names(full_train.class_names, val.class_names, "the training set", "--val-data")
         if val.image_shape != full_train.image_shape:
             raise ValueError(
@@ -467,7 +468,9 @@ def _arrays_test_set(arrays: ImageArrays, cfg: TrainConfig, ctx: DistContext) ->
     return TestSet(arrays.class_names, arrays.image_shape[2], evaluator)
 
 
-def _load_arrays(path: str, image_shape) -> ImageArrays:
+def load_arrays(path: str, image_shape) -> ImageArrays:
+    """An evaluation set from an ``.npz`` or a class folder (its images resized to the run's
+    ``image_shape`` (H, W, C); classes without images kept)."""
     if Path(path).suffix == ".npz":
         return load_npz(path)
     size = None if image_shape is None else tuple(image_shape[:2])
@@ -477,7 +480,7 @@ def _load_arrays(path: str, image_shape) -> ImageArrays:
 def _runs_own_arrays(cfg: TrainConfig, record: dict) -> ImageArrays:
     source = record["test"]["source"]
     if cfg.dataset in ("npz", "folder"):
-        return _load_arrays(source, record.get("image_shape"))
+        return load_arrays(source, record.get("image_shape"))
     if cfg.dataset == "digits":
         return load_digits()[1]
     test = load_dataset(cfg.dataset, data_dir=source, download=False, progress=False)[1]
@@ -492,7 +495,7 @@ def load_test_set(
     """``test_data`` (an .npz or class folder), or the run's own test set from the absolute
     path it recorded, refused if its fingerprint changed (unless ``accept_change``)."""
     if test_data:
-        return _arrays_test_set(_load_arrays(test_data, record.get("image_shape")), cfg, ctx)
+        return _arrays_test_set(load_arrays(test_data, record.get("image_shape")), cfg, ctx)
     if cfg.dataset in LARGE_DATASETS:
         layout = prepared.load_prepared(cfg.dataset, record["test"]["source"])
         fingerprint = layout_fingerprints(layout, record["test"]["source"])["test"]

@@ -20,7 +20,7 @@ from torch import Tensor
 from ..config import TrainConfig
 from ..data.arrays import ImageArrays, load_digits
 from ..engine.evaluate_run import evaluate_run
-from ..engine.run_data import _load_arrays, fingerprint_arrays
+from ..engine.run_data import fingerprint_arrays, load_arrays
 from ..engine.run_files import read_run_json
 from ..engine.run_folder import check_class_names, describe_fingerprint
 from ..losses import post_hoc_logit_adjustment
@@ -72,7 +72,7 @@ def _training_arrays(cfg: TrainConfig, record: dict) -> ImageArrays:
     if cfg.dataset == "digits":
         arrays = load_digits()[0]
     elif cfg.dataset in ("npz", "folder"):
-        arrays = _load_arrays(source, record.get("image_shape"))
+        arrays = load_arrays(source, record.get("image_shape"))
     else:
         raise ValueError(
             f"a validation split of a {cfg.dataset} run is not read here: pass --val-data"
@@ -91,7 +91,7 @@ def validation_arrays(run_dir: Path, cfg: TrainConfig, record: dict, val_data: s
     """``(arrays, where)``: ``val_data`` (an .npz or class folder with the run's classes),
     else the run's own validation split; neither: one ValueError line."""
     if val_data:
-        arrays = _load_arrays(val_data, record.get("image_shape"))
+        arrays = load_arrays(val_data, record.get("image_shape"))
         check_class_names(
             record["class_names"], arrays.class_names, "the run", "the validation set"
         )

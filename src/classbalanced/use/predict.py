@@ -30,7 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .._console import info
-from ..data.arrays import _list_images, load_npz
+from ..data.arrays import list_images, load_npz
 from ..engine.metrics import EvalCounts, summarize
 from ..engine.run_folder import check_class_names
 from ..files import atomic_save, atomic_write_json
@@ -71,7 +71,7 @@ def _folder(root: Path, class_names: list[str], found: Inputs) -> None:
         subs = sorted(e.name for e in it if e.is_dir() and not e.name.startswith("."))
     if set(subs) & set(class_names):
         check_class_names(class_names, subs, "the run", f"the test folder {root}")
-        per_class, _ = _list_images(root, subs)
+        per_class, _ = list_images(root, subs)
         for label, files in enumerate(per_class):
             for f in files:
                 found.add(f, str(f), label)
