@@ -38,7 +38,7 @@ def test_a_killed_tune_resumes_and_the_test_set_is_read_once_at_the_end(tmp_path
     history, end = out / "trials" / "trial-0000" / "history.json", time.monotonic() + 300
     while not history.exists():
         assert proc.poll() is None and time.monotonic() < end, proc.stdout.read().decode()[-2000:]
-        time.sleep(0.05)
+        time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert [t.state.name for t in _study(out).trials] == ["RUNNING"]
@@ -55,7 +55,12 @@ def test_a_killed_tune_resumes_and_the_test_set_is_read_once_at_the_end(tmp_path
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
     assert sorted(trials[0].intermediate_values) == [1, 2]  # each epoch reported once
     attempts = _attempts(out, "trial-0000")
-    assert len(attempts) == 2 and "--resume" in attempts[1].splitlines()[0]
+    # the trainer dies with tune (PR_SET_PDEATHSIG) only when the kill lands: on an idle
+    # machine its last tiny epoch can end between history.json's first write and the kill,
+    # and then the resumed study finds trial 0 finished (reported once, above) and starts
+    # no second attempt; otherwise the second attempt resumes the run folder
+    if len(attempts) != 1 or "epoch   2/2" not in attempts[0]:
+        assert len(attempts) == 2 and "--resume" in attempts[1].splitlines()[0]
     assert len(_attempts(out, "trial-0001")) == 1
     for name in ("trial-0000", "trial-0001"):
         run = json.loads((out / "trials" / name / "run.json").read_text())
