@@ -170,6 +170,16 @@ def _history(run_dir: Path) -> list[dict]:
     return history if isinstance(history, list) else []
 
 
+def _new_epochs(run_dir: Path, metric: str, reported: set) -> list[tuple[int, float]]:
+    """The ``(epoch, metric)`` pairs of ``history.json`` not in ``reported``."""
+    pairs = [(entry.get("epoch"), entry.get(metric)) for entry in _history(run_dir)]
+    return [
+        (epoch, float(value))
+        for epoch, value in pairs
+        if epoch is not None and epoch not in reported and isinstance(value, (int, float))
+    ]
+
+
 def _final_value(run_dir: Path, metric: str) -> float | None:
     try:
         metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
@@ -194,31 +204,31 @@ def drive_trial(
     keep the trial's claim."""
     reported = set(trial.storage.get_trial(trial._trial_id).intermediate_values)
     pruned_epoch = None
-    while not handle.done():
-        time.sleep(POLL_SECONDS)
-        if not heartbeat(claim):  # taken over: another tune judged this one dead
-            handle.stop()
-            handle.outcome()
-            return TrialResult("interrupted", line="its claim was taken over")
-        if stop.is_set():
-            handle.stop()
-            handle.outcome()
-            return TrialResult("interrupted", line="stopped")
-        for entry in _history(run_dir):
-            epoch, value = entry.get("epoch"), entry.get(metric)
-            if (
-                epoch is None
-                or epoch in reported
-                or not isinstance(value, (int, float))
-                or pruned_epoch
-            ):
-                continue
-            trial.report(float(value), epoch)
+    while True:
+        # done is read before the history, so the epochs a trainer wrote before it ended
+        # (all of them, for a run that was already complete) are reported below
+        done = handle.done()
+        if not done:
+            if not heartbeat(claim):  # taken over: another tune judged this one dead
+                handle.stop()
+                handle.outcome()
+                return TrialResult("interrupted", line="its claim was taken over")
+            if stop.is_set():
+                handle.stop()
+                handle.outcome()
+                return TrialResult("interrupted", line="stopped")
+        for epoch, value in _new_epochs(run_dir, metric, reported):
+            if pruned_epoch:
+                break
+            trial.report(value, epoch)
             reported.add(epoch)
-            if epoch < epochs and trial.should_prune():  # the last epoch: complete
+            if not done and epoch < epochs and trial.should_prune():  # the last epoch: complete
                 pruned_epoch = epoch
                 log(f"pruning {run_dir.name} at epoch {epoch} ({metric} {value:.4f})")
                 handle.stop()
+        if done:
+            break
+        time.sleep(POLL_SECONDS)
     outcome = handle.outcome()
     if pruned_epoch is not None:
         return TrialResult("pruned", pruned_epoch=pruned_epoch)
