@@ -8,7 +8,7 @@ Run from the repository root::
     .venv/bin/python benchmarks/loss_speed.py --device cuda:1 --shapes 128x10 256x8142
     .venv/bin/python benchmarks/loss_speed.py --columns ours ours_nv ours_c  # some columns
 
-For every loss (softmax, sigmoid, focal) and every shape (N, C) in
+For every loss (softmax, sigmoid, focal, logit_adjusted) and every shape (N, C) in
 (128, 10), (128, 100), (256, 1000), (256, 8142) the script times one
 forward + backward pass (``loss(logits, targets, w).backward()`` with fresh
 ``logits.grad``) of seven implementations, and measures the peak memory of that
@@ -21,7 +21,7 @@ pass for each of them, the same way for all:
   ``binary_cross_entropy_with_logits``), compiled: what a user would compile;
 * torchvision compiled: ``torchvision.ops.sigmoid_focal_loss`` (alpha = -1) on
   one-hot targets times the per-example weights, compiled (sigmoid: gamma 0;
-  none for softmax);
+  none for the softmax losses);
 * ours eager (default ``validate_args=True``), ours eager with
   ``validate_args=False``, ours compiled.
 
@@ -35,6 +35,9 @@ ours eager and ours compiled each at least 1.5x faster than the compiled transcr
 and with at most a third of the eager transcription's peak memory, and ours compiled
 at most one ``(N, C)`` float32 buffer (the gradient it leaves) plus 64 KiB; at
 (128, 10) ours eager (validation off allowed) no slower than the eager transcription.
+
+``logit_adjusted`` is the logit-adjusted loss (tau 1) of the benchmark's counts, its
+transcriptions the softmax ones of ``z + log(pi)``.
 
 Inputs: ``logits = 2 * randn(N, C)`` (modest, so the naive exp/log1p modulator
 stays finite), uniform random class-index targets, and class-balanced weights
@@ -82,6 +85,7 @@ import torch.nn.functional as F
 from torchvision.ops import sigmoid_focal_loss as tv_sigmoid_focal_loss
 
 from classbalanced.losses import (
+    logit_adjusted_loss,
     sigmoid_cross_entropy,
     sigmoid_focal_cross_entropy,
     softmax_cross_entropy,
@@ -89,7 +93,7 @@ from classbalanced.losses import (
 from classbalanced.weights import class_balanced_weights
 
 SHAPES = ((128, 10), (128, 100), (256, 1000), (256, 8142))
-LOSSES = ("softmax", "sigmoid", "focal")
+LOSSES = ("softmax", "sigmoid", "focal", "logit_adjusted")
 TARGET_SHAPE = (256, 8142)
 SMALL_SHAPE = (128, 10)
 TARGET_SPEEDUP = 1.5  # ours (eager and compiled) vs the compiled transcription
@@ -191,6 +195,24 @@ def torchvision_focal(
     return (elements * w[targets].unsqueeze(1)).sum() / z.shape[0]
 
 
+def bench_counts(c: int) -> torch.Tensor:
+    """The benchmark's long-tailed counts of ``c`` classes: ``round(max(1000 / j, 1))``."""
+    return torch.clamp(1000.0 / torch.arange(1, c + 1, dtype=torch.float64), min=1.0).round()
+
+
+def _log_prior(z: torch.Tensor) -> torch.Tensor:
+    counts = bench_counts(z.shape[1]).to(device=z.device, dtype=z.dtype)
+    return counts.log() - counts.sum().log()
+
+
+def _logit_adjusted(validate: bool) -> Callable:
+    def ours(z, t, w):
+        counts = bench_counts(z.shape[1])
+        return logit_adjusted_loss(z, t, counts, w, validate_args=validate)
+
+    return ours
+
+
 def implementations(loss: str, gamma: float, compile: bool = True) -> dict[str, Callable | None]:
     """Every column's ``f(logits, targets, w) -> scalar`` (``None``: not applicable or,
     with ``compile=False``, a compiled column)."""
@@ -199,6 +221,11 @@ def implementations(loss: str, gamma: float, compile: bool = True) -> dict[str, 
         ours = softmax_cross_entropy
         ours_nv = lambda z, t, w: softmax_cross_entropy(z, t, w, validate_args=False)  # noqa: E731
         naive, plain, tv = naive_softmax, plain_softmax, None
+    elif loss == "logit_adjusted":
+        ours, ours_nv = _logit_adjusted(True), _logit_adjusted(False)
+        naive = lambda z, t, w: naive_softmax(z + _log_prior(z), t, w)  # noqa: E731
+        plain = lambda z, t, w: plain_softmax(z + _log_prior(z), t, w)  # noqa: E731
+        tv = None
     elif loss == "sigmoid":
         ours = sigmoid_cross_entropy
         ours_nv = lambda z, t, w: sigmoid_cross_entropy(z, t, w, validate_args=False)  # noqa: E731
@@ -341,8 +368,7 @@ def make_inputs(n: int, c: int, device: torch.device, dtype: torch.dtype, seed: 
     gen = torch.Generator().manual_seed(seed)
     logits = 2.0 * torch.randn(n, c, generator=gen, dtype=torch.float64)
     targets = torch.randint(0, c, (n,), generator=gen)
-    counts = torch.clamp(1000.0 / torch.arange(1, c + 1, dtype=torch.float64), min=1.0).round()
-    weight = class_balanced_weights(counts, 0.999)
+    weight = class_balanced_weights(bench_counts(c), 0.999)
     z = logits.to(device=device, dtype=dtype).requires_grad_(True)
     return z, targets.to(device), weight.to(device=device, dtype=dtype)
 

@@ -48,10 +48,10 @@ from ._validation import (
     check_positive_int,
     check_real,
 )
-from .losses.checks import _full_precision, _reduce
+from .losses.checks import full_precision, reduce_loss
 from .losses.functional import DEFAULT_GAMMA, REDUCTIONS
 from .losses.kernels import focal_elements
-from .losses.modules import _KeptDtypeBuffers
+from .losses.modules import KeptDtypeBuffers
 from .losses.types import Reduction
 from .weights import as_counts, class_balanced_weights
 
@@ -202,11 +202,11 @@ def _class_weight_vector(counts, beta: float, logits: Tensor, name: str) -> Tens
 def _weighted_binary_focal(
     z: Tensor, t: Tensor, w_pos: Tensor, w_neg: Tensor | None, gamma: float, reduction: Reduction
 ) -> Tensor:
-    with _full_precision(z):
+    with full_precision(z):
         w_neg = torch.ones_like(w_pos) if w_neg is None else w_neg
         weights = torch.where(t > 0.5, w_pos.to(z), w_neg.to(z))
         per_example = (focal_elements(z, t, gamma) * weights).sum(dim=1)
-        return _reduce(per_example, reduction, t.sum().clamp_min(1.0))
+        return reduce_loss(per_example, reduction, t.sum().clamp_min(1.0))
 
 
 def multilabel_class_balanced_loss(
@@ -258,7 +258,7 @@ def multilabel_class_balanced_loss(
     return _weighted_binary_focal(z, t, w_pos, w_neg, gamma, reduction)
 
 
-class MultiLabelClassBalancedLoss(_KeptDtypeBuffers):
+class MultiLabelClassBalancedLoss(KeptDtypeBuffers):
     """Module form of :func:`multilabel_class_balanced_loss`.
 
     ``pos_weight`` and ``neg_weight`` (``(C,)`` float32, all ones without

@@ -123,27 +123,52 @@ def test_ldam_exact_at_every_margin(dtype, weighted):
     _check(per, logits, x_rows, y, scale, s, dtype)
 
 
+PRIOR_COUNTS = [900.0, 60.0, 30.0, 10.0]
+
+
+def _prior_rows(z, y, tau: float):
+    """The adjusted logits ``z + tau * log(n)`` in 50 digits (exact offsets, no rounding)."""
+    with mpmath.workdps(50):
+        offsets = [tau * mpmath.log(mpmath.mpf(n)) for n in PRIOR_COUNTS]
+        return [
+            [mpmath.mpf(v) + o for v, o in zip(row, offsets, strict=True)] for row in z.tolist()
+        ]
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("loss", ["logit_adjusted", "balanced_softmax"])
+@pytest.mark.parametrize("loss", ["logit_adjusted", "logit_adjusted_tau", "balanced_softmax"])
 @pytest.mark.parametrize("weighted", [False, True])
-def test_prior_shifted_losses_exact_for_their_adjusted_logits(dtype, loss, weighted):
-    """``CE(x, y)`` of the adjusted logits ``x = z + offset`` as the compute dtype rounds them
-    (the offsets ``log(pi)``, ``log(n)`` have no exact binary value, so neither have the
-    differences of ``x``): within 8 ulps times the condition number ``1 + margin`` at every
-    margin; the cancellation of ``logsumexp - x_y`` would be off by a factor."""
+def test_prior_shifted_losses_exact_at_every_margin(dtype, loss, weighted):
+    """``CE(z + tau * log(n), y)`` with the offsets exact (50 digits): within 8 ulps at every
+    margin, as the plain cross-entropy; adding rounded offsets to the logits would be off
+    by about the margin in ulps (every adjusted difference rounded)."""
     z, y = _batch(dtype)
-    counts = [900.0, 60.0, 30.0, 10.0]
-    n = torch.tensor(counts, dtype=dtype)
     w = torch.tensor([0.3, 1.7, 2.5, 0.1], dtype=dtype) if weighted else None
     logits = z.clone().requires_grad_(True)
-    if loss == "logit_adjusted":
-        per = logit_adjusted_loss(logits, y, counts, w, tau=1.0, reduction="none")
-        x = z + (n.log() - n.sum().log())
+    tau = {"logit_adjusted": 1.0, "logit_adjusted_tau": 1.5, "balanced_softmax": 1.0}[loss]
+    if loss == "balanced_softmax":
+        per = balanced_softmax_loss(logits, y, PRIOR_COUNTS, w, reduction="none")
     else:
-        per = balanced_softmax_loss(logits, y, counts, w, reduction="none")
-        x = z + n.log()
+        per = logit_adjusted_loss(logits, y, PRIOR_COUNTS, w, tau=tau, reduction="none")
     scale = [1.0] * len(y) if w is None else [w[c].item() for c in y.tolist()]
-    _check(per, logits, x.tolist(), y, scale, 1.0, dtype, conditioned=True)
+    _check(per, logits, _prior_rows(z, y, tau), y, scale, 1.0, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_an_offset_range_beyond_the_dtype_is_folded_and_finite(dtype):
+    """Counts whose factors ``(n / max n) ** tau`` fall below ``eps``: those classes' offsets
+    go into their logits (no ``inf * 0``): value and gradient within 8 ulps times the
+    condition number ``1 + max_j |x_j - max x|`` of the adjusted rows (the folded offsets
+    rounded into them)."""
+    counts, tau = [1e6, 1.0, 3.0, 2e5], 60.0  # (1e-6) ** 60 underflows in both dtypes
+    z, y = _batch(dtype)
+    logits = z.clone().requires_grad_(True)
+    per = logit_adjusted_loss(logits, y, counts, tau=tau, reduction="none")
+    with mpmath.workdps(50):
+        offsets = [tau * mpmath.log(mpmath.mpf(n)) for n in counts]
+        x = [[mpmath.mpf(v) + o for v, o in zip(row, offsets, strict=True)] for row in z.tolist()]
+    _check(per, logits, x, y, [1.0] * len(y), 1.0, dtype, conditioned=True)
+    assert torch.isfinite(per).all() and torch.isfinite(logits.grad).all()
 
 
 def test_a_winning_margin_of_20_is_not_zero():

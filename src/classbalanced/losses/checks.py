@@ -18,12 +18,24 @@ from torch import Tensor
 
 from .types import Reduction
 
+__all__ = [
+    "check_logits",
+    "check_num_classes",
+    "check_targets",
+    "check_weight",
+    "check_weight_type",
+    "compiling",
+    "compute_dtype",
+    "full_precision",
+    "reduce_loss",
+]
 
-def _compiling() -> bool:
+
+def compiling() -> bool:
     return torch.compiler.is_compiling()
 
 
-def _check_logits(logits: object) -> Tensor:
+def check_logits(logits: object) -> Tensor:
     if not isinstance(logits, Tensor):
         raise TypeError(
             f"logits must be a torch.Tensor of shape (N, C), got {type(logits).__name__}"
@@ -37,7 +49,7 @@ def _check_logits(logits: object) -> Tensor:
     return logits
 
 
-def _compute_dtype(logits: Tensor) -> torch.dtype:
+def compute_dtype(logits: Tensor) -> torch.dtype:
     return torch.float64 if logits.dtype == torch.float64 else torch.float32
 
 
@@ -90,7 +102,7 @@ def _check_dense_targets(targets: Tensor, logits: Tensor, validate: bool) -> Ten
         raise ValueError(
             f"multi-hot targets must have the logits' shape {tuple(logits.shape)}, got shape {tuple(targets.shape)}"
         )
-    dense = targets.to(_compute_dtype(logits))
+    dense = targets.to(compute_dtype(logits))
     if validate and dense.numel() > 0:
 
         def message(low, high) -> str:
@@ -101,7 +113,7 @@ def _check_dense_targets(targets: Tensor, logits: Tensor, validate: bool) -> Ten
     return dense
 
 
-def _check_targets(
+def check_targets(
     targets: object, logits: Tensor, *, allow_dense: bool, validate: bool = True
 ) -> tuple[Tensor, bool]:
     """Return (targets, is_dense): integer ``(N,)`` class indices, or (``allow_dense``)
@@ -116,7 +128,7 @@ def _check_targets(
         raise TypeError(f"targets must be class indices or multi-hot, got dtype {targets.dtype}")
     is_integer = not targets.is_floating_point() and targets.dtype != torch.bool
     if is_integer and (targets.dim() != 2 or not allow_dense):
-        return _check_index_targets(targets, logits, validate and not _compiling()), False
+        return _check_index_targets(targets, logits, validate and not compiling()), False
     if not allow_dense:
         raise TypeError(
             f"targets must be int64 class indices of shape (N,), got dtype {targets.dtype}"
@@ -126,10 +138,10 @@ def _check_targets(
             "targets must be int64 class indices of shape (N,) or multi-hot of shape (N, C), "
             f"got dtype {targets.dtype} with shape {tuple(targets.shape)}"
         )
-    return _check_dense_targets(targets, logits, validate and not _compiling()), True
+    return _check_dense_targets(targets, logits, validate and not compiling()), True
 
 
-def _check_weight_type(weight: object) -> Tensor:
+def check_weight_type(weight: object) -> Tensor:
     """A per-class weight must be a real tensor (a complex one's imaginary part would be dropped)."""
     if not isinstance(weight, Tensor):
         raise TypeError(
@@ -140,19 +152,19 @@ def _check_weight_type(weight: object) -> Tensor:
     return weight
 
 
-def _check_weight(weight: object, logits: Tensor, validate: bool = True) -> Tensor | None:
+def check_weight(weight: object, logits: Tensor, validate: bool = True) -> Tensor | None:
     """``(C,)`` weights in the compute dtype; gradients flow to a weight that requires them."""
     if weight is None:
         return None
-    weight = _check_weight_type(weight)
+    weight = check_weight_type(weight)
     c = logits.shape[1]
     if weight.dim() != 1 or weight.shape[0] != c:
         raise ValueError(
             f"weight must have one entry per class, shape ({c},) for logits {tuple(logits.shape)}, "
             f"got shape {tuple(weight.shape)}"
         )
-    weight = weight.to(device=logits.device, dtype=_compute_dtype(logits))
-    if validate and not _compiling():
+    weight = weight.to(device=logits.device, dtype=compute_dtype(logits))
+    if validate and not compiling():
         _check_values(
             weight,
             lambda low, high: (low >= 0) & (high < float("inf")),
@@ -163,14 +175,14 @@ def _check_weight(weight: object, logits: Tensor, validate: bool = True) -> Tens
     return weight
 
 
-def _full_precision(z: Tensor):
+def full_precision(z: Tensor):
     """Disable autocast so the loss is computed (and reduced) in float32 / float64."""
     if torch.is_autocast_enabled(z.device.type):
         return torch.autocast(device_type=z.device.type, enabled=False)
     return contextlib.nullcontext()
 
 
-def _reduce(per_example: Tensor, reduction: Reduction, normalizer: Tensor | int) -> Tensor:
+def reduce_loss(per_example: Tensor, reduction: Reduction, normalizer: Tensor | int) -> Tensor:
     if reduction == "none":
         return per_example
     total = per_example.sum()
@@ -179,7 +191,7 @@ def _reduce(per_example: Tensor, reduction: Reduction, normalizer: Tensor | int)
     return total / normalizer
 
 
-def _check_num_classes(num_counts: int, logits: Tensor) -> None:
+def check_num_classes(num_counts: int, logits: Tensor) -> None:
     if num_counts != logits.shape[1]:
         raise ValueError(
             f"samples_per_class must have one count per class: expected {logits.shape[1]} counts "

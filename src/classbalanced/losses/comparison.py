@@ -26,11 +26,14 @@ library), NOT by ``sum_b w[y_b]`` as ``torch.nn.functional.cross_entropy(weight=
 (and hence the LDAM authors' PyTorch code) does; ``"sum"`` sums and ``"none"``
 returns the ``(N,)`` per-example losses. Without weights the two means agree.
 
-Each is the cross-entropy of the adjusted logits ``x`` (the offset added in the compute
-dtype: float32, float64 for float64 logits; half-precision logits are up-cast, autocast
-is disabled inside), computed by :func:`~classbalanced.losses.softmax.softmax_ce_rows`:
-finite for every finite logit, and exact to a few ulps of ``CE(x, y)`` and its gradient
-however wide the margin of the true class.
+Each is the cross-entropy of the adjusted logits ``x`` in the compute dtype (float32,
+float64 for float64 logits; half-precision logits are up-cast, autocast is disabled
+inside), computed by :func:`~classbalanced.losses.softmax.softmax_ce_rows`: finite for
+every finite logit, and exact to a few ulps of ``CE(x, y)`` and its gradient however
+wide the margin of the true class. LDAM's shifted logits are formed in the dtype; the
+prior offsets of the logit-adjusted loss and balanced softmax are never rounded into the
+logits (a :class:`~classbalanced.losses.softmax.ClassShift`: the kernel multiplies each
+term by the exact count ratio), so those two are exact for the exact offsets.
 
 The modules (:class:`LDAMLoss`, :class:`LogitAdjustedLoss`,
 :class:`BalancedSoftmaxLoss`) keep the counts and the optional weights as buffers,
@@ -53,16 +56,17 @@ from torch import Tensor, nn
 from .._validation import check_beta, check_choice, check_real
 from ..weights import as_counts, class_balanced_weights
 from .checks import (
-    _check_logits,
-    _check_num_classes,
-    _check_targets,
-    _check_weight,
-    _compute_dtype,
-    _full_precision,
+    check_logits,
+    check_num_classes,
+    check_targets,
+    check_weight,
+    compute_dtype,
+    full_precision,
 )
-from .functional import REDUCTIONS, _weighted_ce
+from .functional import REDUCTIONS, weighted_ce
 from .modules import ClassWeightBuffers
 from .registry import register_loss
+from .softmax import ClassShift
 from .types import Reduction
 
 __all__ = [
@@ -86,8 +90,8 @@ __all__ = [
 def _check_counts(samples_per_class, logits: Tensor) -> Tensor:
     """Validated ``(C,)`` counts on the logits' device, in the compute dtype."""
     counts = as_counts(samples_per_class)
-    _check_num_classes(counts.shape[0], logits)
-    return counts.to(device=logits.device, dtype=_compute_dtype(logits))
+    check_num_classes(counts.shape[0], logits)
+    return counts.to(device=logits.device, dtype=compute_dtype(logits))
 
 
 def _margins(counts: Tensor, max_m: float) -> Tensor:
@@ -107,17 +111,18 @@ def _log_prior(counts: Tensor) -> Tensor:
 def _ldam_core(z, targets, weight, counts, max_m: float, s: float, reduction: Reduction) -> Tensor:
     index = targets.unsqueeze(1)
     shift = _margins(counts, max_m)[targets].unsqueeze(1).neg()
-    return _weighted_ce(z.scatter_add(1, index, shift).mul(s), targets, weight, reduction)
+    return weighted_ce(z.scatter_add(1, index, shift).mul(s), targets, weight, reduction)
 
 
-def _shifted_core(z, targets, weight, shift: Tensor, reduction: Reduction) -> Tensor:
-    return _weighted_ce(z + shift, targets, weight, reduction)
+def _shifted_core(z, targets, weight, counts: Tensor, tau: float, reduction: Reduction) -> Tensor:
+    """``w[y] * CE(z + tau * log(n), y)``: the logit-adjusted loss (balanced softmax at 1)."""
+    return weighted_ce(z, targets, weight, reduction, ClassShift.from_counts(counts, tau))
 
 
 def _prepare(logits, targets, weight, reduction, validate: bool = True):
-    logits = _check_logits(logits)
-    targets, _ = _check_targets(targets, logits, allow_dense=False, validate=validate)
-    weight = _check_weight(weight, logits, validate)
+    logits = check_logits(logits)
+    targets, _ = check_targets(targets, logits, allow_dense=False, validate=validate)
+    weight = check_weight(weight, logits, validate)
     check_choice("reduction", reduction, REDUCTIONS)
     return logits, targets, weight
 
@@ -127,8 +132,8 @@ def _apply_core(core, logits, targets, samples_per_class, weight, reduction, val
     dtype and return ``core(z, targets, weight, counts)`` computed in full precision."""
     logits, targets, weight = _prepare(logits, targets, weight, reduction, validate)
     counts = _check_counts(samples_per_class, logits)
-    z = logits.to(_compute_dtype(logits))
-    with _full_precision(z):
+    z = logits.to(compute_dtype(logits))
+    with full_precision(z):
         return core(z, targets, weight, counts)
 
 
@@ -241,7 +246,7 @@ def logit_adjusted_loss(
     tau = check_real("tau", tau, positive=False)
 
     def core(z, y, w, counts):
-        return _shifted_core(z, y, w, _log_prior(counts) * tau, reduction)
+        return _shifted_core(z, y, w, counts, tau, reduction)
 
     return _apply_core(core, logits, targets, samples_per_class, weight, reduction, validate_args)
 
@@ -277,7 +282,7 @@ def balanced_softmax_loss(
     """
 
     def core(z, y, w, counts):
-        return _shifted_core(z, y, w, counts.log(), reduction)
+        return _shifted_core(z, y, w, counts, 1.0, reduction)
 
     return _apply_core(core, logits, targets, samples_per_class, weight, reduction, validate_args)
 
@@ -303,10 +308,10 @@ def post_hoc_logit_adjustment(logits: Tensor, samples_per_class, tau: float = 1.
     (tensor([[2.0101, 5.1052]]), tensor([1]))
     """
     tau = check_real("tau", tau, positive=False)
-    logits = _check_logits(logits)
+    logits = check_logits(logits)
     counts = _check_counts(samples_per_class, logits)
-    z = logits.to(_compute_dtype(logits))
-    with _full_precision(z):
+    z = logits.to(compute_dtype(logits))
+    with full_precision(z):
         return z - tau * _log_prior(counts)
 
 
@@ -375,10 +380,10 @@ class _CountsSoftmaxLoss(ClassWeightBuffers):
         logits, targets, weight = _prepare(
             logits, targets, self.weight, self.reduction, self.validate_args
         )
-        _check_num_classes(self.num_classes, logits)
-        z = logits.to(_compute_dtype(logits))
+        check_num_classes(self.num_classes, logits)
+        z = logits.to(compute_dtype(logits))
         counts = self.samples_per_class.to(device=z.device, dtype=z.dtype)
-        with _full_precision(z):
+        with full_precision(z):
             return self._core(z, targets, weight, counts)
 
     def extra_repr(self) -> str:
@@ -464,7 +469,7 @@ class LogitAdjustedLoss(_CountsSoftmaxLoss):
         super().__init__(samples_per_class, weight, reduction, validate_args)
 
     def _core(self, z, targets, weight, counts) -> Tensor:
-        return _shifted_core(z, targets, weight, _log_prior(counts) * self.tau, self.reduction)
+        return _shifted_core(z, targets, weight, counts, self.tau, self.reduction)
 
 
 class BalancedSoftmaxLoss(_CountsSoftmaxLoss):
@@ -491,7 +496,7 @@ class BalancedSoftmaxLoss(_CountsSoftmaxLoss):
         super().__init__(samples_per_class, weight, reduction, validate_args)
 
     def _core(self, z, targets, weight, counts) -> Tensor:
-        return _shifted_core(z, targets, weight, counts.log(), self.reduction)
+        return _shifted_core(z, targets, weight, counts, 1.0, self.reduction)
 
 
 # ---------------------------------------------------------------------------

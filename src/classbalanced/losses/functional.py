@@ -40,16 +40,16 @@ from torch import Tensor
 from .._validation import check_choice, check_gamma
 from ..weights import class_balanced_weights
 from .checks import (
-    _check_logits,
-    _check_num_classes,
-    _check_targets,
-    _check_weight,
-    _compute_dtype,
-    _full_precision,
-    _reduce,
+    check_logits,
+    check_num_classes,
+    check_targets,
+    check_weight,
+    compute_dtype,
+    full_precision,
+    reduce_loss,
 )
 from .kernels import focal_elements, index_focal_per_example
-from .softmax import softmax_ce_rows
+from .softmax import ClassShift, softmax_ce_rows
 from .types import LossType, Reduction
 
 __all__ = [
@@ -60,6 +60,8 @@ __all__ = [
     "sigmoid_cross_entropy",
     "sigmoid_focal_cross_entropy",
     "class_balanced_loss",
+    "loss_of_type",
+    "weighted_ce",
 ]
 
 LOSS_TYPES: tuple[LossType, ...] = get_args(LossType)
@@ -79,12 +81,12 @@ def _dense_row_weight(targets: Tensor, weight: Tensor) -> Tensor:
 def _binary_loss(
     logits, targets, weight, gamma: float, reduction: Reduction, validate: bool
 ) -> Tensor:
-    logits = _check_logits(logits)
-    targets, dense = _check_targets(targets, logits, allow_dense=True, validate=validate)
-    weight = _check_weight(weight, logits, validate)
+    logits = check_logits(logits)
+    targets, dense = check_targets(targets, logits, allow_dense=True, validate=validate)
+    weight = check_weight(weight, logits, validate)
     check_choice("reduction", reduction, REDUCTIONS)
-    z = logits.to(_compute_dtype(logits))
-    with _full_precision(z):
+    z = logits.to(compute_dtype(logits))
+    with full_precision(z):
         if dense:
             per_example = focal_elements(z, targets, gamma).sum(1)
             row_weight = None if weight is None else _dense_row_weight(targets, weight)
@@ -96,7 +98,7 @@ def _binary_loss(
             normalizer = max(z.shape[0], 1)
         if row_weight is not None:
             per_example = per_example * row_weight
-        return _reduce(per_example, reduction, normalizer)
+        return reduce_loss(per_example, reduction, normalizer)
 
 
 def softmax_cross_entropy(
@@ -130,22 +132,28 @@ def softmax_cross_entropy(
     >>> softmax_cross_entropy(logits, torch.tensor([0, 1]), torch.tensor([1.0, 3.0]), reduction="none")
     tensor([0.1269, 0.9398])
     """
-    logits = _check_logits(logits)
-    targets, _ = _check_targets(targets, logits, allow_dense=False, validate=validate_args)
-    weight = _check_weight(weight, logits, validate_args)
+    logits = check_logits(logits)
+    targets, _ = check_targets(targets, logits, allow_dense=False, validate=validate_args)
+    weight = check_weight(weight, logits, validate_args)
     check_choice("reduction", reduction, REDUCTIONS)
-    z = logits.to(_compute_dtype(logits))
-    with _full_precision(z):
-        return _weighted_ce(z, targets, weight, reduction)
+    z = logits.to(compute_dtype(logits))
+    with full_precision(z):
+        return weighted_ce(z, targets, weight, reduction)
 
 
-def _weighted_ce(z: Tensor, targets: Tensor, weight: Tensor | None, reduction: Reduction) -> Tensor:
-    """``w[y_b] * CE(z_b, y_b)`` reduced over ``N`` (inputs already validated), exact when
-    ``y_b`` wins by any margin (:func:`~classbalanced.losses.softmax.softmax_ce_rows`)."""
-    per_example = softmax_ce_rows(z, targets)
+def weighted_ce(
+    z: Tensor,
+    targets: Tensor,
+    weight: Tensor | None,
+    reduction: Reduction,
+    shift: ClassShift | None = None,
+) -> Tensor:
+    """``w[y_b] * CE(z_b + shift, y_b)`` reduced over ``N`` (inputs already validated), exact
+    when ``y_b`` wins by any margin (:func:`~classbalanced.losses.softmax.softmax_ce_rows`)."""
+    per_example = softmax_ce_rows(z, targets, shift)
     if weight is not None:
         per_example = per_example * weight[targets]
-    return _reduce(per_example, reduction, max(z.shape[0], 1))
+    return reduce_loss(per_example, reduction, max(z.shape[0], 1))
 
 
 def sigmoid_cross_entropy(
@@ -211,9 +219,10 @@ def sigmoid_focal_cross_entropy(
     return _binary_loss(logits, targets, weight, gamma, reduction, validate_args)
 
 
-def _apply(
+def loss_of_type(
     loss_type: LossType, logits, targets, weight, gamma: float, reduction: Reduction, validate: bool
 ):
+    """The ``"softmax"``, ``"sigmoid"`` or ``"focal"`` loss (``gamma`` for focal only)."""
     if loss_type == "softmax":
         return softmax_cross_entropy(
             logits, targets, weight, reduction=reduction, validate_args=validate
@@ -255,7 +264,7 @@ def class_balanced_loss(
     """
     check_choice("loss_type", loss_type, LOSS_TYPES)
     gamma = check_gamma(gamma)
-    logits = _check_logits(logits)
-    weight = class_balanced_weights(samples_per_class, beta, dtype=_compute_dtype(logits))
-    _check_num_classes(weight.shape[0], logits)
-    return _apply(loss_type, logits, targets, weight, gamma, reduction, validate_args)
+    logits = check_logits(logits)
+    weight = class_balanced_weights(samples_per_class, beta, dtype=compute_dtype(logits))
+    check_num_classes(weight.shape[0], logits)
+    return loss_of_type(loss_type, logits, targets, weight, gamma, reduction, validate_args)

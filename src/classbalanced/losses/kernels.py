@@ -13,7 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .checks import _compiling
+from .checks import compiling
+
+__all__ = ["focal_elements", "functorch_active", "index_focal_per_example"]
 
 
 def _focal_terms(z: Tensor, t: Tensor | float, gamma: float) -> tuple[Tensor, Tensor]:
@@ -68,7 +70,7 @@ class _FocalElements(torch.autograd.Function):
 def focal_elements(z: Tensor, t: Tensor, gamma: float) -> Tensor:
     """Elementwise focal terms ``(1 - p_t)**gamma * BCE(z, t)`` of validated float inputs,
     exact and twice differentiable (see :func:`_focal_terms`)."""
-    if _functorch_active():
+    if functorch_active():
         return _focal_terms(z, t, gamma)[0]
     return _FocalElements.apply(z, t, gamma)
 
@@ -76,14 +78,14 @@ def focal_elements(z: Tensor, t: Tensor, gamma: float) -> Tensor:
 def index_focal_per_example(z: Tensor, targets: Tensor, gamma: float) -> Tensor:
     """``(N,)`` focal loss row sums for validated class indices ``targets`` ``(N,)``: the
     fused :class:`_IndexFocal`, or without a gradient to form :func:`_index_focal_rows`."""
-    if _functorch_active():
+    if functorch_active():
         return _focal_terms(z, _one_hot(z, targets.unsqueeze(1)), gamma)[0].sum(1)
     if torch.is_grad_enabled() and z.requires_grad:
         return _IndexFocal.apply(z.contiguous(), targets, gamma)
     return _index_focal_rows(z.contiguous(), targets, gamma)  # evaluation
 
 
-def _functorch_active() -> bool:
+def functorch_active() -> bool:
     """Whether a ``torch.func`` transform (``grad``, ``vmap``, ``hessian``...) is running.
 
     The fused autograd Functions have no rules for them (their forward keeps the gradient
@@ -142,7 +144,7 @@ class _IndexFocal(torch.autograd.Function):
     def forward(ctx, z: Tensor, targets: Tensor, gamma: float) -> Tensor:
         index = targets.unsqueeze(1)
         ctx.gamma = gamma
-        if _compiling():
+        if compiling():
             per_example, grad = _index_focal_fused(z, index, gamma)
             ctx.save_for_backward(z, targets, grad)
         else:
@@ -153,7 +155,7 @@ class _IndexFocal(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):
-        if _compiling():
+        if compiling():
             z, targets, grad = ctx.saved_tensors
             if grad.numel() <= _BLOCK_ELEMENTS:  # small: the opaque op's call costs more
                 return grad * grad_output.unsqueeze(1), None, None
@@ -219,7 +221,7 @@ def _index_focal_rows(z: Tensor, targets: Tensor, gamma: float) -> Tensor:
     that do not require grad, or under ``no_grad``): the values of :class:`_IndexFocal`
     (to the last bit in eager), at about half its cost."""
     index = targets.unsqueeze(1)
-    if _compiling():
+    if compiling():
         return _index_focal_fused(z, index, gamma)[0]
     return _index_focal_eager(z, index, gamma, need_grad=False)[0]
 

@@ -7,16 +7,16 @@ from torch import Tensor, nn
 
 from .._validation import check_beta, check_choice, check_gamma
 from ..weights import as_counts, class_balanced_weights
-from .checks import _check_logits, _check_num_classes, _check_weight_type
-from .functional import DEFAULT_GAMMA, LOSS_TYPES, REDUCTIONS, _apply
+from .checks import check_logits, check_num_classes, check_weight_type
+from .functional import DEFAULT_GAMMA, LOSS_TYPES, REDUCTIONS, loss_of_type
 from .types import LossType, Reduction
 
-__all__ = ["ClassWeightBuffers", "WeightedLoss", "ClassBalancedLoss"]
+__all__ = ["KeptDtypeBuffers", "ClassWeightBuffers", "WeightedLoss", "ClassBalancedLoss"]
 
 
 def _as_weight(weight: object) -> Tensor:
     """A ``(C,)`` float32 CPU copy of per-class weights, checked finite and >= 0."""
-    weight = _check_weight_type(weight).detach().to(dtype=torch.float32)
+    weight = check_weight_type(weight).detach().to(dtype=torch.float32)
     if weight.dim() != 1 or not bool(torch.isfinite(weight).all()) or bool((weight < 0).any()):
         raise ValueError(
             f"weight must be a 1-D tensor of finite values >= 0, got shape {tuple(weight.shape)}"
@@ -24,7 +24,7 @@ def _as_weight(weight: object) -> Tensor:
     return weight
 
 
-class _KeptDtypeBuffers(nn.Module):
+class KeptDtypeBuffers(nn.Module):
     """A module whose buffers follow ``.to()`` / ``.cuda()`` but keep their dtype.
 
     Module dtype casts (``.half()``, ``.to(torch.bfloat16)``, ``.double()``) leave the
@@ -42,7 +42,7 @@ class _KeptDtypeBuffers(nn.Module):
         return self
 
 
-class ClassWeightBuffers(_KeptDtypeBuffers):
+class ClassWeightBuffers(KeptDtypeBuffers):
     """Base of the loss modules: float32 buffers that keep their dtype.
 
     ``weight`` (``(C,)`` or ``None``) and any count buffers move with ``.to()`` /
@@ -114,7 +114,7 @@ class WeightedLoss(ClassWeightBuffers):
         return self.loss_type in ("sigmoid", "focal")
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
-        return _apply(
+        return loss_of_type(
             self.loss_type,
             logits,
             targets,
@@ -180,8 +180,8 @@ class ClassBalancedLoss(WeightedLoss):
         return int(self.samples_per_class.shape[0])  # also while the weights are None
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
-        logits = _check_logits(logits)
-        _check_num_classes(self.samples_per_class.shape[0], logits)
+        logits = check_logits(logits)
+        check_num_classes(self.samples_per_class.shape[0], logits)
         return super().forward(logits, targets)
 
     def extra_repr(self) -> str:

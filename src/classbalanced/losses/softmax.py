@@ -24,28 +24,79 @@ Plain differentiable operations (:func:`_softmax_ce_terms`), so second derivativ
 expression. Eager, with a gradient to form, :class:`_SoftmaxCE` computes the same loss
 and that gradient in one pass (as many passes over ``(N, C)`` as ``F.cross_entropy``),
 and backward scales it in place.
+
+**Class offsets** (the logit-adjusted loss and balanced softmax: ``CE(z + o, y)`` with
+``o_j = tau * log(n_j)`` up to a constant). Adding a rounded ``o`` to ``z`` would round
+every adjusted logit, and ``exp`` of an adjusted difference ``d`` would carry a relative
+error of about ``|d|`` ulps: the margin again. A :class:`ClassShift` gives the offsets
+also as the factors ``r_j = exp(o_j - max o)`` computed from the counts without that
+rounding (``(n_j / max n) ** tau``), and every term is formed as
+``exp(z_j - z_k) * (r_j / r_k)``: an exact difference of the logits times a ratio good
+to a few ulps, whatever the margin. The pivot ``k`` is the largest adjusted logit, and
+``(m - z_y)`` becomes ``(z_k - z_y) + (o_k - o_y)``. A class whose factor is below the
+dtype's ``eps`` (an offset range over ``tau * log(max n / min n) = 15.9`` in float32,
+36 in float64) would put ``exp(z_j - z_k)`` out of range: its offset is added to its
+logit instead (finite, exact to about ``|o_j|`` ulps).
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
-from .checks import _compiling
-from .kernels import _functorch_active
+from .checks import compiling
+from .kernels import functorch_active
+
+__all__ = ["ClassShift", "softmax_ce_rows"]
 
 
-def softmax_ce_rows(z: Tensor, targets: Tensor) -> Tensor:
-    """``(N,)`` cross-entropy ``logsumexp(z_b) - z_{b, y_b}`` of ``z`` ``(N, C)`` and validated
-    class indices ``targets`` ``(N,)``, exact to a few ulps for every finite logit, as is
-    its gradient (see the module docstring).
+class ClassShift(NamedTuple):
+    """Per-class offsets ``o`` ``(C,)`` added to every row of logits, in the two forms the
+    exact kernel needs: ``log``, the offsets as the dtype rounds them (they pick each row's
+    pivot), and ``scale``, ``exp(o - max o)`` in ``(0, 1]`` computed without that rounding.
+
+    >>> counts = torch.tensor([90.0, 10.0])
+    >>> ClassShift.from_counts(counts, tau=1.0)  # o = log(n): ratios n / max n
+    ClassShift(log=tensor([ 0.0000, -2.1972]), scale=tensor([1.0000, 0.1111]))
+    """
+
+    log: Tensor
+    scale: Tensor
+
+    @classmethod
+    def from_counts(cls, counts: Tensor, tau: float) -> ClassShift:
+        """``o = tau * log(n)`` (a constant apart from ``tau * log(pi)``, which the softmax
+        cancels) of positive counts ``n`` ``(C,)``: ``scale = (n / max n) ** tau``."""
+        ratio = counts / counts.max()
+        return cls(ratio.log().mul(tau), ratio.pow(tau))
+
+    def fold(self, z: Tensor) -> tuple[Tensor, ClassShift]:
+        """``z`` with the offsets of the classes whose ``scale`` is below ``eps`` added, and the
+        shift of the rest (those classes' offset 0, scale 1)."""
+        fold = self.scale < torch.finfo(z.dtype).eps
+        zero = torch.zeros((), dtype=z.dtype, device=z.device)
+        one = torch.ones((), dtype=z.dtype, device=z.device)
+        rest = ClassShift(torch.where(fold, zero, self.log), torch.where(fold, one, self.scale))
+        return z + torch.where(fold, self.log, zero), rest
+
+
+def softmax_ce_rows(z: Tensor, targets: Tensor, shift: ClassShift | None = None) -> Tensor:
+    """``(N,)`` cross-entropy ``logsumexp(x_b) - x_{b, y_b}`` of ``x = z + shift`` (``z``
+    ``(N, C)``, validated class indices ``targets`` ``(N,)``, an optional :class:`ClassShift`
+    in ``z``'s dtype and device), exact to a few ulps for every finite logit, as is its
+    gradient (see the module docstring).
 
     >>> softmax_ce_rows(torch.tensor([[20.0, 0.0]]), torch.tensor([0]))  # log1p(exp(-20))
     tensor([2.0612e-09])
     """
-    if z.requires_grad and torch.is_grad_enabled() and not (_compiling() or _functorch_active()):
-        return _SoftmaxCE.apply(z, targets)
-    return _softmax_ce_terms(z, targets)
+    log = scale = None
+    if shift is not None:
+        z, (log, scale) = shift.fold(z)
+    if z.requires_grad and torch.is_grad_enabled() and not (compiling() or functorch_active()):
+        return _SoftmaxCE.apply(z, targets, log, scale)
+    return _softmax_ce_terms(z, targets, log, scale)
 
 
 class _SoftmaxCE(torch.autograd.Function):
@@ -54,54 +105,80 @@ class _SoftmaxCE(torch.autograd.Function):
     of the gradient for second derivatives, goes through :func:`_softmax_ce_terms`)."""
 
     @staticmethod
-    def forward(ctx, z: Tensor, targets: Tensor) -> Tensor:
-        rows, ctx.grad = _rows_and_grad(z, targets)
-        ctx.save_for_backward(z, targets)
+    def forward(ctx, z: Tensor, targets: Tensor, log: Tensor | None, scale: Tensor | None):
+        rows, ctx.grad = _rows_and_grad(z, targets, log, scale)
+        ctx.save_for_backward(z, targets, log, scale)
         return rows
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):
         grad, ctx.grad = ctx.grad, None
         if torch.is_grad_enabled():  # create_graph: the gradient as a differentiable function
-            z, targets = ctx.saved_tensors
-            return _autograd_of_terms(z, targets, grad_output), None
+            z, targets, log, scale = ctx.saved_tensors
+            return _autograd_of_terms(z, targets, log, scale, grad_output), None, None, None
         if grad is None:  # a second backward of a retained graph: the same bits again
             grad = _rows_and_grad(*ctx.saved_tensors)[1]
-        return grad.mul_(grad_output.unsqueeze(1)), None
+        return grad.mul_(grad_output.unsqueeze(1)), None, None, None
 
 
-def _rows_and_grad(z: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+def _pivot(z: Tensor, log: Tensor | None) -> tuple[Tensor, Tensor]:
+    """``m`` ``(N, 1)``, the logit at ``k`` ``(N, 1)``, the first index of each row's largest
+    (adjusted) logit."""
+    if log is None:
+        return z.max(1, keepdim=True)
+    k = torch.add(z, log).argmax(1, keepdim=True)
+    return z.gather(1, k), k
+
+
+def _rows_and_grad(
+    z: Tensor, targets: Tensor, log: Tensor | None = None, scale: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """Loss rows and their gradient ``p - onehot(y)`` ``(N, C)`` (no autograd)."""
     index = targets.unsqueeze(1)
-    m, k = z.max(1, keepdim=True)
-    e = torch.sub(z, m).exp_().scatter_(1, k, 0.0)  # exp(z_j - m), the winner's 1 left out
+    m, k = _pivot(z, log)
+    e = torch.sub(z, m).exp_()  # exp(z_j - m), times r_j / r_k with offsets
+    if scale is not None:
+        e.mul_(scale).div_(scale[k])
+    e.scatter_(1, k, 0.0)  # the winner's 1 left out
     s = e.sum(1, keepdim=True)
     r = s.add(1.0).reciprocal_()
-    rows = torch.log1p(s).add_(m - z.gather(1, index)).squeeze(1)
+    margin = m - z.gather(1, index)
+    if log is not None:
+        margin += log[k] - log[index]
+    rows = torch.log1p(s).add_(margin).squeeze(1)
     grad = e.mul_(r).scatter_(1, k, r)  # p
     # the true class: -s / (1 + s) where it wins (no cancellation), else p_y - 1
     true = torch.where(k == index, -s * r, grad.gather(1, index) - 1.0)
     return rows, grad.scatter_(1, index, true)
 
 
-def _autograd_of_terms(z: Tensor, targets: Tensor, grad_output: Tensor) -> Tensor:
+def _autograd_of_terms(
+    z: Tensor, targets: Tensor, log: Tensor | None, scale: Tensor | None, grad_output: Tensor
+) -> Tensor:
     """``d(grad_output . rows) / dz`` through :func:`_softmax_ce_terms`, with its graph."""
-    rows = _softmax_ce_terms(z, targets)
+    rows = _softmax_ce_terms(z, targets, log, scale)
     return torch.autograd.grad(rows, z, grad_output, create_graph=True)[0]
 
 
-def _softmax_ce_terms(z: Tensor, targets: Tensor) -> Tensor:
+def _softmax_ce_terms(
+    z: Tensor, targets: Tensor, log: Tensor | None = None, scale: Tensor | None = None
+) -> Tensor:
     """The loss rows from differentiable operations whose autograd forms the exact gradient
     (the pivots of the module docstring)."""
     index = targets.unsqueeze(1)
     z_y = z.gather(1, index)
-    m, k = z.detach().max(1, keepdim=True)
+    m, k = _pivot(z.detach(), log)
     y_wins = k == index
     pivot = torch.where(y_wins, z_y, m)  # attached only where it is z_y
     at_k = torch.arange(z.shape[1], device=z.device) == k
+    zero = torch.zeros((), dtype=z.dtype, device=z.device)
     # the winner's own term: a constant 0 where y wins (its dependence is in the pivot),
     # exp(z_k - m) - 1 = 0 with derivative p_k elsewhere
-    shifted = torch.where(at_k & y_wins, torch.zeros((), dtype=z.dtype, device=z.device), z - pivot)
-    s = (torch.exp(shifted) - at_k.to(z.dtype)).sum(1)
-    margin = torch.where(y_wins, torch.zeros((), dtype=z.dtype, device=z.device), m - z_y)
-    return margin.squeeze(1) + torch.log1p(s)
+    terms = torch.exp(torch.where(at_k & y_wins, zero, z - pivot))
+    if scale is not None:
+        terms = terms * (scale / scale[k])  # r_k / r_k = 1 exactly
+    s = (terms - at_k.to(z.dtype)).sum(1)
+    margin = m - z_y
+    if log is not None:
+        margin = margin + (log[k] - log[index])
+    return torch.where(y_wins, zero, margin).squeeze(1) + torch.log1p(s)
