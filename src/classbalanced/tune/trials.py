@@ -233,10 +233,10 @@ def drive_trial(
     if pruned_epoch is not None:
         return TrialResult("pruned", pruned_epoch=pruned_epoch)
     if outcome.status in ("finished", "skipped"):
-        value = _final_value(run_dir, metric)
-        if value is None:
+        final = _final_value(run_dir, metric)
+        if final is None:
             return TrialResult("failed", line=f"its metrics.json has no {metric}")
-        return TrialResult("complete", value)
+        return TrialResult("complete", final)
     if outcome.status == "interrupted" or stop.is_set():
         return TrialResult("interrupted", line=outcome.line)
     return TrialResult("failed", line=outcome.line or outcome.status)
