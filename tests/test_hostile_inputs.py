@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import struct
+import subprocess
 import sys
 import tempfile
 import warnings
@@ -709,3 +710,62 @@ def test_train_data_given_as_test_data_is_warned_about(tmp_path, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         warn_test_is_train(other)
+
+
+# --------------------------------------------------------------------------- unreadable test images
+
+
+def _list_data(tmp: Path) -> str:
+    """A ``list`` data set of 8x8 PNGs (2 classes: 6 training, 3 test images each) whose
+    test image ``img/c0_te0.png`` is not an image; returns that image's name."""
+    rng = np.random.default_rng(0)
+    lists: dict[str, list[str]] = {"train": [], "test": []}
+    (tmp / "data" / "img").mkdir(parents=True)
+    for label in range(2):
+        for split, count in (("train", 6), ("test", 3)):
+            for k in range(count):
+                rel = f"img/c{label}_{split[:2]}{k}.png"
+                pixels = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(tmp / "data" / rel)
+                lists[split].append(f"{rel} {label}\n")
+    for split, lines in lists.items():
+        (tmp / "data" / f"{split}.txt").write_text("".join(lines))
+    (tmp / "data" / "img" / "c0_te0.png").write_bytes(b"not a PNG")
+    return "c0_te0.png"
+
+
+def test_unreadable_test_images_are_counted_and_warned_about_once(tmp_path, monkeypatch, capsys):
+    """An unreadable test image is left out of the accuracy's denominator: metrics.json,
+    history.json and evaluate (printed and ``--output``) count it in
+    ``num_unreadable_test_images``, and the command line warns about it in one line, not
+    two (a real ``classbalanced train`` process: what a user sees on stderr) (issue #25)."""
+    monkeypatch.chdir(tmp_path)
+    bad = _list_data(tmp_path)
+    prepare = ["prepare", "--dataset", "list", "--data-dir", "data"]
+    lists = ["--train-list", "data/train.txt", "--test-list", "data/test.txt"]
+    assert cli.main([*prepare, *lists]) == 0, capsys.readouterr().err
+    train = [
+        sys.executable, "-m", "classbalanced", "train", "--dataset", "list", "--data-dir", "data",
+        "--model", "simple_cnn", "--image-size", "8", "--epochs", "1", "--batch-size", "4",
+        "--num-workers", "0", "--device", "cpu", "--no-progress", "--out", "run",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    result = subprocess.run(train, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    warned = [line for line in result.stderr.splitlines() if bad in line]
+    assert len(warned) == 1 and "skipping unreadable image" in warned[0], result.stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert (metrics["num_test_images"], metrics["num_unreadable_test_images"]) == (5, 1)
+    last = json.loads((tmp_path / "run" / "history.json").read_text())[-1]
+    assert last["num_unreadable_test_images"] == 1
+    capsys.readouterr()
+    assert cli.main(["evaluate", "run", "--device", "cpu", "--output", "e.json"]) == 0
+    out, err = capsys.readouterr()
+    printed, written = json.loads(out), json.loads((tmp_path / "e.json").read_text())
+    for got in (printed, written):
+        assert (got["num_test_images"], got["num_unreadable_test_images"]) == (5, 1)
+    assert printed["accuracy"] == written["accuracy"] == metrics["accuracy"]
+    assert [line for line in err.splitlines() if bad in line] == [
+        f"classbalanced: warning: skipping unreadable image {tmp_path / 'data' / 'img' / bad}: "
+        f"cannot identify image file '{tmp_path / 'data' / 'img' / bad}'"
+    ], err

@@ -144,6 +144,8 @@ def _evaluate_and_write(args) -> int:
         "many_shot_accuracy",
         "medium_shot_accuracy",
         "few_shot_accuracy",
+        "num_test_images",
+        "num_unreadable_test_images",
     )
     print(json.dumps({k: metrics.get(k) for k in keys if k in metrics}, indent=2))
     if args.output:

@@ -12,6 +12,8 @@ import pytest
 from engine_cli import cli_result
 from PIL import Image
 
+from classbalanced.data.prepared import load_prepared
+
 pytestmark = pytest.mark.slow
 
 PER_CLASS_TRAIN = [12, 6, 3, 2]  # long-tailed
@@ -90,6 +92,10 @@ def layout(tmp_path_factory):
     _write_layout(root)
     result = _cli("prepare", "--dataset", "inat2018", "--data-dir", str(root))
     assert result.returncode == 0, result.stderr
+    # an unreadable val (test) image: left out of the metrics and counted; the second of
+    # the list, evaluated by rank 1 of two processes (rank 0 writes: the count is summed)
+    prepared = load_prepared("inat2018", str(root))
+    (Path(prepared.root) / prepared.val_samples[1][0]).write_bytes(b"not a JPEG")
     return root
 
 
@@ -106,7 +112,8 @@ def test_train_skips_the_truncated_image_and_evaluates_every_image_once(layout, 
     result = _cli(*TRAIN, "--data-dir", str(layout), "--out", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["num_test_images"] == 4 * PER_CLASS_VAL
+    assert metrics["num_test_images"] == 4 * PER_CLASS_VAL - 1
+    assert metrics["num_unreadable_test_images"] == 1
     assert (
         metrics["skipped_unreadable_images"] >= 1
     )  # the truncated file, once per epoch it is drawn
@@ -148,7 +155,9 @@ def test_two_process_torchrun_epoch_writes_metrics_once(layout, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     history = json.loads((out / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
-    assert history[-1]["num_test_images"] == 4 * PER_CLASS_VAL  # summed over ranks, none twice
+    # summed over ranks, none twice; the unreadable one (rank 1's) counted by rank 0
+    assert history[-1]["num_test_images"] == 4 * PER_CLASS_VAL - 1
+    assert [h["num_unreadable_test_images"] for h in history] == [1, 1]
     assert result.stderr.count("final: error") == 1
 
 

@@ -191,6 +191,21 @@ def test_counts_sum_like_the_concatenated_batches():
     assert not math.isclose(mean_of_parts, summarize(whole, TRAIN_COUNTS)["accuracy"])
 
 
+def test_unreadable_images_sum_across_ranks_and_are_reported():
+    """Test images skipped as unreadable travel in the counts' all-reduce (summed over
+    ranks like every other count) and are reported beside ``num_test_images``."""
+    a, b, whole, _ = _summable_parts()
+    a.unreadable, b.unreadable = 2, 3
+    summed = EvalCounts.from_stacked(a.stacked() + b.stacked(), a.k)  # what an all-reduce does
+    assert summed.unreadable == (a + b).unreadable == 5
+    metrics = summarize(summed, TRAIN_COUNTS)
+    assert metrics["num_unreadable_test_images"] == 5
+    assert metrics["num_test_images"] == summarize(whole, TRAIN_COUNTS)["num_test_images"]
+    assert summarize(whole, TRAIN_COUNTS)["num_unreadable_test_images"] == 0
+    three = EvalCounts.from_stacked(a.stacked() * 3, a.k)  # three ranks alike
+    assert three.unreadable == 6 and torch.equal(three.total, a.total * 3)
+
+
 def test_counts_support_the_plus_operator():
     a, b, whole, _ = _summable_parts()
     a_before, b_before = a.stacked().clone(), b.stacked().clone()

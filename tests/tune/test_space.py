@@ -130,3 +130,20 @@ def test_the_folder_lock_orders_the_threads_of_one_process_too(tmp_path):
     for thread in threads:
         thread.join()
     assert most[0] == 1
+
+
+def test_the_tune_folder_takes_the_projects_writer_lock(tmp_path):
+    """The tune folder's lock is :mod:`classbalanced.locking`'s, as a sweep folder's: held,
+    it names its holder and refuses another writer (here the rewrite of a shared file; a
+    flock refuses another open of the file in this process as in another); the new
+    folder's record is written beside it; released, no lock file is left."""
+    from classbalanced.locking import FolderBusy, lock_folder, read_lock
+    from classbalanced.tune.study import check_folder, folder_lock
+
+    out = tmp_path / "study"
+    with folder_lock(out):
+        assert read_lock(out)["command"] == "tune"
+        check_folder(out, {"base": {}, "search": {}, "metric": "val_accuracy"}, extend=False)
+        with pytest.raises(FolderBusy, match=r"study is being written by tune \(pid"):
+            lock_folder(out, "report")
+    assert sorted(p.name for p in out.iterdir()) == ["tune.json"]  # no lock file left

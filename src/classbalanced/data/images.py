@@ -13,7 +13,6 @@ Example:
 
 from __future__ import annotations
 
-import logging
 import warnings
 
 import numpy as np
@@ -24,17 +23,19 @@ __all__ = ["IMG_EXTENSIONS", "BadImageWarning", "to_rgb", "warn_bad_image"]
 #: the file name endings read as images (lower case; compare with ``name.lower()``)
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
-logger = logging.getLogger(__name__)
-
 
 class BadImageWarning(UserWarning):
     """An image file could not be decoded; it is skipped."""
 
 
 def warn_bad_image(msg: str, stacklevel: int = 2) -> None:
-    """Log ``msg`` and warn it as a :class:`BadImageWarning`, attributed ``stacklevel`` frames up
-    from the caller of this function (2: the caller's caller, as ``warnings.warn``)."""
-    logger.warning(msg)
+    """Warn ``msg`` as a :class:`BadImageWarning`, attributed ``stacklevel`` frames up from the
+    caller of this function (2: the caller's caller, as ``warnings.warn``).
+
+    The warning is the one report of a bad image (the command line prints it as one line;
+    ``logging.captureWarnings(True)`` routes it to ``logging``): it is not logged as well,
+    which printed every bad image twice.
+    """
     warnings.warn(msg, BadImageWarning, stacklevel=stacklevel + 1)
 
 

@@ -86,7 +86,8 @@ class TensorEvaluator:
 
 class LoaderEvaluator:
     """``evaluator(model) -> EvalCounts`` over this rank's shard of an image-file dataset;
-    unreadable images are skipped (``collate`` drops them).
+    unreadable images are skipped (``collate`` drops them and says how many) and counted in
+    ``EvalCounts.unreadable``, summed over ranks like the other counts.
 
     The ``DataLoader`` is built once; with ``persistent`` (and workers) its workers live
     between evaluations. It draws nothing from the global RNG. ``normalize``:
@@ -129,7 +130,8 @@ class LoaderEvaluator:
         was_training = model.training
         model.eval()
         counts = EvalCounts.zeros(self.num_classes, device=device)
-        for images, labels, _ in self._batches():
+        for images, labels, skipped in self._batches():
+            counts.unreadable += int(skipped)
             if images.shape[0] == 0:
                 continue
             x = images.to(device, non_blocking=True)

@@ -2,8 +2,8 @@
 
 Evaluation accumulates, per class, the number of test images, how many were right at
 top-1 and top-k and how many were predicted, the confusion matrix (up to
-:data:`CONFUSION_MAX_CLASSES` classes) and the calibration bins of the top-1 confidence
-(:class:`EvalCounts`). Counts add across batches and across distributed ranks (sum
+:data:`CONFUSION_MAX_CLASSES` classes), the calibration bins of the top-1 confidence,
+and the test images skipped as unreadable (:class:`EvalCounts`). Counts add across batches and across distributed ranks (sum
 them), so nothing is averaged twice. From the counts, :func:`summarize` derives, with
 the pure functions of :mod:`classbalanced.metrics`: accuracy, error, balanced accuracy,
 macro-F1, per-class accuracy / precision / recall / F1, the confusion matrix, the
@@ -64,7 +64,8 @@ class EvalCounts:
     """Per-class totals: ``total`` test images, ``correct`` at top-1, ``correct_topk`` at
     top-k, ``predicted`` top-1 predictions; ``confusion (C, C)`` (rows: true class; ``None``
     above :data:`CONFUSION_MAX_CLASSES` classes); ``calibration (3, ECE_BINS)`` sums of
-    :func:`classbalanced.metrics.calibration_bins`."""
+    :func:`classbalanced.metrics.calibration_bins`; ``unreadable``: test images skipped
+    because they could not be decoded (in none of the other counts)."""
 
     total: Tensor
     correct: Tensor
@@ -74,6 +75,7 @@ class EvalCounts:
     predicted: Tensor = None  # type: ignore[assignment]
     confusion: Tensor | None = None
     calibration: Tensor = field(default=None)  # type: ignore[assignment]
+    unreadable: int = 0
 
     def __post_init__(self) -> None:
         c, device = self.total.numel(), self.total.device
@@ -120,14 +122,16 @@ class EvalCounts:
         return EvalCounts.from_stacked(self.stacked() + other.stacked(), self.k)
 
     def stacked(self) -> Tensor:
-        """One float64 vector for one all-reduce (sum) across ranks: ``[1, C]``, then every
-        count (float64 holds counts exactly up to 2**53). Summed over ``W`` ranks the
-        head reads ``[W, W * C]``, from which :meth:`from_stacked` finds ``C``."""
+        """One float64 vector for one all-reduce (sum) across ranks: ``[1, C, unreadable]``,
+        then every count (float64 holds counts exactly up to 2**53). Summed over ``W`` ranks
+        the head reads ``[W, W * C, unreadable]``, from which :meth:`from_stacked` finds ``C``."""
         c = self.num_classes
         parts = [self.total, self.correct, self.correct_topk, self.predicted]
         if self.confusion is not None:
             parts.append(self.confusion.reshape(-1))
-        head = torch.tensor([1.0, float(c)], dtype=torch.float64, device=self.total.device)
+        head = torch.tensor(
+            [1.0, float(c), float(self.unreadable)], dtype=torch.float64, device=self.total.device
+        )
         flat = [head, *(p.double() for p in parts), self.calibration.reshape(-1)]
         return torch.cat(flat)
 
@@ -135,11 +139,12 @@ class EvalCounts:
     def from_stacked(cls, stacked: Tensor, k: int) -> EvalCounts:
         """The counts of :meth:`stacked` (summed over any number of ranks)."""
         c = int(round(float(stacked[1]) / float(stacked[0])))
-        counts = stacked[2 : stacked.numel() - 3 * ECE_BINS].round().long()
+        unreadable = int(round(float(stacked[2])))
+        counts = stacked[3 : stacked.numel() - 3 * ECE_BINS].round().long()
         total, correct, topk, predicted = (counts[i * c : (i + 1) * c].clone() for i in range(4))
         confusion = counts[4 * c :].view(c, c).clone() if c <= CONFUSION_MAX_CLASSES else None
         calibration = stacked[-3 * ECE_BINS :].double().view(3, ECE_BINS).clone()
-        return cls(total, correct, topk, k, predicted, confusion, calibration)
+        return cls(total, correct, topk, k, predicted, confusion, calibration, unreadable)
 
 
 def _listed(values: Tensor, keep: Tensor | None = None) -> list:
@@ -157,6 +162,8 @@ def summarize(counts: EvalCounts, train_counts) -> dict:
     (scikit-learn's ``zero_division=0``). ``confusion_matrix``: rows are true classes
     (``None`` above :data:`CONFUSION_MAX_CLASSES` classes); ``calibration``: per bin of
     top-1 confidence, its image count, mean confidence and accuracy.
+    ``num_test_images`` counts the images evaluated (every denominator above);
+    ``num_unreadable_test_images`` those skipped because they could not be decoded.
 
     >>> c = EvalCounts.zeros(2, k=1)
     >>> c.update(torch.tensor([[2.0, 1.0], [0.0, 1.0], [3.0, 0.0]]), torch.tensor([0, 1, 1]))
@@ -207,4 +214,5 @@ def summarize(counts: EvalCounts, train_counts) -> dict:
         "num_medium_shot_classes": int(groups["medium"].sum()),
         "num_few_shot_classes": int(groups["few"].sum()),
         "num_test_images": int(n),
+        "num_unreadable_test_images": int(counts.unreadable),
     }

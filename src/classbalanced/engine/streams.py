@@ -20,9 +20,7 @@ process with batch ``W * b`` sees.
 
 from __future__ import annotations
 
-import logging
 import random
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +32,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from .._seeding import epoch_generator
 from ..data.augment import crop_flip, normalize_images
-from ..data.images import BadImageWarning
+from ..data.images import warn_bad_image
 from .distributed import DistContext
 
 try:  # numpy's worker seed as torch derives it (a private function of torch's worker loop)
@@ -335,7 +333,9 @@ class LoaderStream:
             self.skipped += int(skipped)
             batch = self._on_device(images, labels)
             if batch is None:
-                _warn_unreadable(f"every image of the batch of step {step} was unreadable")
+                warn_bad_image(
+                    f"every image of the batch of step {step} was unreadable", stacklevel=2
+                )
                 unreadable.append(step)
                 if last is None:
                     continue
@@ -367,8 +367,3 @@ class LoaderStream:
                 if images.shape[0] == 0:
                     return None
         return images, labels.to(device, non_blocking=True)
-
-
-def _warn_unreadable(msg: str) -> None:
-    logging.getLogger(__name__).warning(msg)
-    warnings.warn(msg, BadImageWarning, stacklevel=3)

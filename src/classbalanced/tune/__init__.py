@@ -216,7 +216,7 @@ class _Study:
 
     def work(self, executor) -> None:
         while not self.stop.is_set():
-            with folder_lock(self.out):
+            with folder_lock(self.out, self.log):
                 picked = self.pick()
             if picked is None:
                 return
@@ -243,7 +243,7 @@ def run_tune(options: TuneOptions, *, log: Callable[[str], Any] = print) -> dict
         "search": {k: d.text() for k, d in space.items()},
         "metric": options.metric,
     }
-    with folder_lock(out):
+    with folder_lock(out, log):
         check_folder(out, record, extend=options.extend)
     work = _Study(options, base, cfg, space, log)
     executor = _executor(options, out, log)
@@ -270,7 +270,7 @@ def _finish(work: _Study, executor, space) -> dict[str, Any] | None:
     """Once no trial runs: the best trial on the test set (once), ``refit``, the outputs."""
     optuna, out, options = work.optuna, work.out, work.options
     keys = list(dict.fromkeys(["beta", *space]))
-    with folder_lock(out):
+    with folder_lock(out, work.log):
         trials = work.study.get_trials(deepcopy=False)
         running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
         complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -333,7 +333,8 @@ def _refit(work: _Study, best: dict, executor) -> dict[str, Any]:
     if not isinstance(metrics, dict) or metrics.get("epoch") != epochs:
         raise RuntimeError(f"the refit run {name} failed: {outcome.line}")
     keep = ("accuracy", "error_percent", "mean_class_accuracy", "many_shot_accuracy",
-            "medium_shot_accuracy", "few_shot_accuracy", "num_test_images")  # fmt: skip
+            "medium_shot_accuracy", "few_shot_accuracy", "num_test_images",
+            "num_unreadable_test_images")  # fmt: skip
     return {"run": str(work.out / TRIALS / name), **{k: metrics.get(k) for k in keep}}
 
 

@@ -5,9 +5,11 @@ append-only log that several processes share), so re-running ``tune`` resumes it
 and two ``tune`` processes on one folder draw their trials from one study.
 ``DIR/tune.json`` records what the study searches (the base config's keys, the
 search space, the metric): a folder of another search is refused unless
-``--extend``. ``DIR/.tune.lock`` (a POSIX record lock) makes *count the trials,
-then ask for one and claim it* one step, so that a study never exceeds its
-``--trials`` and no trial is trained by two processes.
+``--extend``. The folder's writer lock (:func:`classbalanced.locking.lock_folder`, the
+one every shared folder takes while rewriting its files) makes *count the trials, then
+ask for one and claim it* one step, so that a study never exceeds its ``--trials`` and
+no trial is trained by two processes; it also covers writing ``tune.json``,
+``trials.csv`` and ``best.json``.
 
 This module is the one that imports Optuna (``pip install 'classbalanced[tune]'``).
 """
@@ -15,13 +17,15 @@ This module is the one that imports Optuna (``pip install 'classbalanced[tune]'`
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
+import math
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..files import atomic_write_json
+from ..locking import LOCK_FILE, lock_folder
 
 __all__ = [
     "PRUNERS",
@@ -114,7 +118,7 @@ def check_folder(out: Path, record: dict[str, Any], *, extend: bool) -> None:
             )
         if not changed:
             return
-    elif out.exists() and any(p.name != ".tune.lock" for p in out.iterdir()):
+    elif out.exists() and any(p.name != LOCK_FILE for p in out.iterdir()):
         if not (out / "study.journal").exists():
             raise ValueError(f"{out} is not empty and holds no tune study: expected a new folder")
     out.mkdir(parents=True, exist_ok=True)
@@ -130,18 +134,15 @@ def _first_difference(old: dict, new: dict, key: str) -> str:
     return f"{a!r} then, {b!r} now"
 
 
-#: POSIX record locks belong to a process, not a thread: this one orders the threads
+#: orders the threads of one process (``--jobs``) without the lock's polling
 _THREADS = threading.Lock()
 
 
 @contextlib.contextmanager
-def folder_lock(out: Path):
-    """Hold ``out/.tune.lock`` (one process at a time counts, asks and claims) and, inside
-    this process, :data:`_THREADS` (one thread at a time)."""
-    out.mkdir(parents=True, exist_ok=True)
-    with _THREADS, open(out / ".tune.lock", "a+b") as handle:
-        fcntl.lockf(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.lockf(handle, fcntl.LOCK_UN)
+def folder_lock(out: Path, log: Callable[[str], Any] | None = None):
+    """Hold the writer lock of the tune folder ``out`` (one process at a time counts, asks
+    and claims, or rewrites the folder's files), waited for as long as its holder lives (a
+    refit may hold it for a whole training run); inside this process, :data:`_THREADS`
+    first (one thread at a time). ``log`` gets the note of a dead holder's lock taken over."""
+    with _THREADS, lock_folder(out, "tune", wait=math.inf, log=log):
+        yield

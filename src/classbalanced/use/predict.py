@@ -215,6 +215,8 @@ def run_predictions(
         loader = tqdm(loader, total=len(loader), unit="batch", desc="predict", leave=False)
     for images, indices, bad in loader:
         skipped.extend((found.paths[i], reason) for i, reason in bad)
+        if counts is not None:
+            counts.unreadable += len(bad)
         if images.shape[0] == 0:
             continue
         logits = classifier.forward(classifier.preprocessor.finish(images), adjust_tau)
