@@ -86,7 +86,32 @@ class _BasicBlockV1(nn.Module):
         return self.relu(out + identity)
 
 
-class _BasicBlockV2(nn.Module):
+class _PreActivationBlock(nn.Module):
+    """Pre-activation residual block: BN-ReLU of the input feeds both the residual branch
+    (:meth:`residual`, the subclass's convs) and the shortcut, a bare 1x1 projection where
+    the shape changes. Subclasses register ``bn1``, their convs, then call
+    :meth:`_add_shortcut` (the modules' order fixes the parameters' order)."""
+
+    bn1: nn.BatchNorm2d
+    relu: nn.ReLU
+    shortcut: nn.Module | None
+
+    def _add_shortcut(self, in_ch: int, out_ch: int, stride: int) -> None:
+        self.relu = nn.ReLU(inplace=False)
+        self.shortcut = None
+        if stride != 1 or in_ch != out_ch:
+            self.shortcut = _conv1x1(in_ch, out_ch, stride)
+
+    def residual(self, pre: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        pre = self.relu(self.bn1(x))
+        identity = x if self.shortcut is None else self.shortcut(pre)
+        return self.residual(pre) + identity
+
+
+class _BasicBlockV2(_PreActivationBlock):
     """Pre-activation basic block: BN-ReLU-conv-BN-ReLU-conv, + shortcut."""
 
     def __init__(self, in_ch: int, out_ch: int, stride: int, bn_kw: _BatchNormOptions) -> None:
@@ -95,20 +120,13 @@ class _BasicBlockV2(nn.Module):
         self.conv1 = _conv3x3(in_ch, out_ch, stride)
         self.bn2 = nn.BatchNorm2d(out_ch, **bn_kw)
         self.conv2 = _conv3x3(out_ch, out_ch)
-        self.relu = nn.ReLU(inplace=False)
-        self.shortcut: nn.Module | None = None
-        if stride != 1 or in_ch != out_ch:
-            self.shortcut = _conv1x1(in_ch, out_ch, stride)
+        self._add_shortcut(in_ch, out_ch, stride)
 
-    def forward(self, x: Tensor) -> Tensor:
-        pre = self.relu(self.bn1(x))
-        identity = x if self.shortcut is None else self.shortcut(pre)
-        out = self.conv1(pre)
-        out = self.conv2(self.relu(self.bn2(out)))
-        return out + identity
+    def residual(self, pre: Tensor) -> Tensor:
+        return self.conv2(self.relu(self.bn2(self.conv1(pre))))
 
 
-class _BottleneckV2(nn.Module):
+class _BottleneckV2(_PreActivationBlock):
     """Pre-activation bottleneck: BN-ReLU-1x1, BN-ReLU-3x3 (stride), BN-ReLU-1x1 (x4)."""
 
     def __init__(self, in_ch: int, planes: int, stride: int, bn_kw: _BatchNormOptions) -> None:
@@ -120,18 +138,11 @@ class _BottleneckV2(nn.Module):
         self.conv2 = _conv3x3(planes, planes, stride)
         self.bn3 = nn.BatchNorm2d(planes, **bn_kw)
         self.conv3 = _conv1x1(planes, out_ch)
-        self.relu = nn.ReLU(inplace=False)
-        self.shortcut: nn.Module | None = None
-        if stride != 1 or in_ch != out_ch:
-            self.shortcut = _conv1x1(in_ch, out_ch, stride)
+        self._add_shortcut(in_ch, out_ch, stride)
 
-    def forward(self, x: Tensor) -> Tensor:
-        pre = self.relu(self.bn1(x))
-        identity = x if self.shortcut is None else self.shortcut(pre)
-        out = self.conv1(pre)
-        out = self.conv2(self.relu(self.bn2(out)))
-        out = self.conv3(self.relu(self.bn3(out)))
-        return out + identity
+    def residual(self, pre: Tensor) -> Tensor:
+        out = self.conv2(self.relu(self.bn2(self.conv1(pre))))
+        return self.conv3(self.relu(self.bn3(out)))
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:
