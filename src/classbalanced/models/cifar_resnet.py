@@ -41,6 +41,8 @@ from typing import Literal, TypedDict, get_args
 import torch
 from torch import Tensor, nn
 
+from .._validation import check_int
+
 __all__ = ["VERSIONS", "Version", "CifarResNet", "blocks_per_stage"]
 
 #: Valid values of ``CifarResNet(version=...)``.
@@ -145,14 +147,6 @@ class _BottleneckV2(_PreActivationBlock):
         return self.conv3(self.relu(self.bn3(out)))
 
 
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"expected {name} to be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"expected {name} >= {minimum}, got {value}")
-    return int(value)
-
-
 def _check_float(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"expected {name} to be a float, got {type(value).__name__}")
@@ -169,7 +163,7 @@ def blocks_per_stage(depth: int, version: Version = "v1") -> int:
     >>> blocks_per_stage(32), blocks_per_stage(110, "v2"), blocks_per_stage(164, "bottleneck")
     (5, 18, 18)
     """
-    depth = _check_int("depth", depth, 0)
+    depth = check_int("depth", depth, 0)
     if (
         depth > MAX_DEPTH
     ):  # else a typo like resnet600002 builds for minutes, then runs out of memory
@@ -237,9 +231,9 @@ class CifarResNet(nn.Module):
         if not isinstance(version, str) or version not in VERSIONS:
             raise ValueError(f"expected version in {list(VERSIONS)}, got {version!r}")
         n = blocks_per_stage(depth, version)
-        num_classes = _check_int("num_classes", num_classes, 1)
-        in_channels = _check_int("in_channels", in_channels, 1)
-        width = _check_int("width", width, 1)
+        num_classes = check_int("num_classes", num_classes, 1)
+        in_channels = check_int("in_channels", in_channels, 1)
+        width = check_int("width", width, 1)
         bn_momentum = _check_float("bn_momentum", bn_momentum)
         bn_eps = _check_float("bn_eps", bn_eps)
         if not 0.0 <= bn_momentum <= 1.0:
