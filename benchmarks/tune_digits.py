@@ -51,12 +51,15 @@ SEARCH = [
 ]
 
 
-def _tune(config: Path, out: Path, trials: int, jobs: int, *extra: str) -> float:
+def _command(config: Path, out: Path, trials: int, *extra: str) -> list[str]:
     cmd = [sys.executable, "-m", "classbalanced", "tune", "--config", str(config)]
-    cmd += ["--out", str(out), "--trials", str(trials), "--jobs", str(jobs)]
-    cmd += ["--val-fraction", "0.2", "--search", *SEARCH, *extra]
+    cmd += ["--out", str(out), "--trials", str(trials)]
+    return [*cmd, "--val-fraction", "0.2", "--search", *SEARCH, *extra]
+
+
+def _tune(config: Path, out: Path, trials: int, jobs: int, *extra: str) -> float:
     start = time.monotonic()
-    subprocess.run(cmd, check=True)
+    subprocess.run(_command(config, out, trials, "--jobs", str(jobs), *extra), check=True)
     return time.monotonic() - start
 
 
@@ -118,22 +121,7 @@ def main() -> int:
         table.append((f"--jobs 1 x2, {args.determinism} trials: trials.csv equal", str(same)))
     if args.concurrent:
         folder = work / "concurrent"
-        cmd = [
-            sys.executable,
-            "-m",
-            "classbalanced",
-            "tune",
-            "--config",
-            str(config),
-            "--out",
-            str(folder),
-            "--trials",
-            str(args.concurrent),
-            "--val-fraction",
-            "0.2",
-            "--search",
-            *SEARCH,
-        ]
+        cmd = _command(config, folder, args.concurrent)
         procs = [subprocess.Popen(cmd) for _ in range(2)]
         assert all(p.wait() == 0 for p in procs)
         numbers = [int(r["number"]) for r in _rows(folder)]

@@ -20,6 +20,7 @@ from classbalanced.locking import (
     lock_folder,
     process_start,
     read_lock,
+    read_record,
     this_machine,
 )
 
@@ -159,3 +160,19 @@ def test_a_path_that_is_a_file_is_one_line(tmp_path):
     with pytest.raises(ValueError, match="--out .*f exists and is not a folder"):
         lock_folder(tmp_path / "f", "train")
     assert (tmp_path / "f").read_text() == "mine"
+
+
+def test_read_record_of_a_lock_and_of_a_claim(tmp_path):
+    path = tmp_path / "holder"
+    assert read_record(path) is None  # gone
+    path.write_text("  \n")
+    mtime = path.stat().st_mtime
+    assert read_record(path) is None  # a released lock
+    assert read_record(path, blank_is_released=False) == {"heartbeat": mtime}  # a claim
+    path.write_text(json.dumps({"pid": 7, "token": "t"}))
+    mtime = path.stat().st_mtime
+    assert read_record(path) == {"pid": 7, "token": "t", "heartbeat": mtime}
+    path.write_text("[1, 2]")  # JSON, but not an object
+    assert read_record(path) == {"heartbeat": path.stat().st_mtime}
+    path.write_bytes(b"\xff\xfe {}")
+    assert read_record(path) == {"damaged": True, "heartbeat": path.stat().st_mtime}

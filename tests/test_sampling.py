@@ -235,6 +235,11 @@ def test_probability_validation():
         sampling_probabilities([3, -1], 0.9)
     with pytest.raises(ValueError, match="all zeros"):
         sampling_probabilities([0, 0], 0.9)
+    # the checks of weights.count_vector, naming the argument counts
+    with pytest.raises(TypeError, match="^counts must hold real numbers, got dtype <U1$"):
+        sampling_probabilities(["a", "b"], 0.9)
+    with pytest.raises(TypeError, match="^counts must be a list, numpy array or tensor of counts"):
+        sampling_probabilities("ab", 0.9)
     with pytest.raises(ValueError, match="unknown kind"):
         sampling_probabilities([1, 2], 0.9, kind="label")
     with pytest.raises(ValueError, match="class indices in"):

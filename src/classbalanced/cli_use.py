@@ -52,13 +52,7 @@ def add_predict_parser(sub) -> None:
     p.add_argument("run", help="run folder, a checkpoint in it, or an exported .safetensors")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, .npz files")
     p.add_argument("--top-k", type=int, help="classes per image (default 5, or all when fewer)")
-    p.add_argument(
-        "--adjust-tau",
-        type=parse_number_tau,
-        default=0.0,
-        metavar="T",
-        help="post-hoc logit adjustment T (default 0: none)",
-    )
+    _add_number_tau(p, "post-hoc logit adjustment T (default 0: none)")
     p.add_argument("--batch-size", type=int, help="default: the run's evaluation batch size")
     p.add_argument("--output", help="FILE.csv or FILE.jsonl (default: CSV on stdout)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
@@ -71,15 +65,14 @@ def add_export_parser(sub) -> None:
     p.add_argument("run", help="run folder (or a checkpoint file inside one)")
     p.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     p.add_argument("--output", required=True, help="the file to write")
-    p.add_argument(
-        "--adjust-tau",
-        type=parse_number_tau,
-        default=0.0,
-        metavar="T",
-        help="include post-hoc logit adjustment T in the graph",
-    )
+    _add_number_tau(p, "include post-hoc logit adjustment T in the graph")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     p.set_defaults(func=_cmd_export)
+
+
+def _add_number_tau(p, text: str) -> None:
+    """``--adjust-tau T`` of predict and export: a number only (evaluate also takes auto)."""
+    p.add_argument("--adjust-tau", type=parse_number_tau, default=0.0, metavar="T", help=text)
 
 
 def _cmd_predict(args) -> int:

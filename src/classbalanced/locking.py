@@ -6,7 +6,8 @@ local file systems and NFS v4) on that file, which also records the holder's
 process namespace ``pidns``), ``started`` time and a random ``token``. The file's
 modification time is the holder's **heartbeat**, refreshed every ``stale_after / 4``
 seconds by a thread, as the sweep claims of :mod:`classbalanced.launch.claims` are
-(which judge their holders with :func:`holder_alive`, written here once).
+(read with :func:`read_record` and judged with :func:`holder_alive`, both written
+here once).
 
 Rules (:func:`lock_folder`):
 
@@ -59,6 +60,7 @@ __all__ = [
     "FolderLock",
     "lock_folder",
     "read_lock",
+    "read_record",
     "describe_holder",
     "holder_alive",
     "process_start",
@@ -110,15 +112,26 @@ def holder_alive(record: dict[str, Any], stale_after: float) -> bool:
     return not isinstance(pid, int) or process_start(pid) == record.get("pid_start")
 
 
-def _read_record(path: Path) -> dict[str, Any] | None:
-    """The lock file's record plus ``heartbeat``; None when absent or empty (a lock
-    released, or being written this instant); a damaged one reads as ``{}`` + heartbeat."""
+def read_record(path: Path, *, blank_is_released: bool = True) -> dict[str, Any] | None:
+    """A holder's record file (a folder's lock, a sweep's run claim): its JSON object plus
+    ``heartbeat``, the file's mtime.
+
+    None when the file is gone, or holds only white space where ``blank_is_released`` (a
+    lock released, or being written this instant); otherwise text that is not a JSON
+    object (a file being written, or damaged) reads as ``{}`` + heartbeat, and bytes that
+    are not UTF-8 (never a record: records are ASCII JSON) as ``{"damaged": True}`` +
+    heartbeat.
+    """
     try:
         mtime = path.stat().st_mtime
-        text = path.read_text(encoding="utf-8", errors="replace")
+        data = path.read_bytes()
     except (FileNotFoundError, NotADirectoryError):
         return None
-    if not text.strip():
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"damaged": True, "heartbeat": mtime}
+    if blank_is_released and not text.strip():
         return None
     try:
         record = json.loads(text)
@@ -131,7 +144,7 @@ def _read_record(path: Path) -> dict[str, Any] | None:
 
 def read_lock(folder: str | os.PathLike) -> dict[str, Any] | None:
     """The record of the lock on ``folder`` (None: nobody holds it)."""
-    return _read_record(Path(folder) / LOCK_FILE)
+    return read_record(Path(folder) / LOCK_FILE)
 
 
 def describe_holder(record: dict[str, Any]) -> str:
@@ -189,7 +202,7 @@ class FolderLock:
         self._stop.set()
         self._thread.join()
         with contextlib.suppress(OSError):
-            if (_read_record(self.path) or {}).get("token") == self.token:
+            if (read_record(self.path) or {}).get("token") == self.token:
                 self.path.unlink()
         os.close(self._fd)  # the OS lock goes with the descriptor
         self._fd = None
@@ -263,7 +276,7 @@ def lock_folder(
     deadline = time.monotonic() + wait
     while True:
         fd, got = _open_lock_file(path)
-        record = _read_record(path)
+        record = read_record(path)
         damaged = record is not None and "token" not in record  # not ours to judge: dead
         live = got is False or (
             record is not None and not (got and damaged) and holder_alive(record, stale_after)

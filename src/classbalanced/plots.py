@@ -168,6 +168,14 @@ def _check_counts(name: str, counts: object, *, positive: bool = False) -> np.nd
     return array
 
 
+def _check_within(values: np.ndarray, high: float, expected: str) -> None:
+    """Refuse the first value outside ``[0, high]`` (NaN passes): ``expected <expected>, got ...``."""
+    outside = (values < 0) | (values > high)
+    if outside.any():
+        index = int(np.flatnonzero(outside)[0])
+        raise ValueError(f"expected {expected}, got {float(values[index])!r} at index {index}")
+
+
 def _check_labels(name: str, labels: object, length: int) -> list[str]:
     if isinstance(labels, (str, bytes)) or not isinstance(labels, (Sequence, np.ndarray)):
         raise TypeError(f"expected {name} to be a sequence of labels, got {_describe(labels)}")
@@ -451,12 +459,7 @@ def _figure_per_class_accuracy(
             raise ValueError(
                 f"expected every run to hold {num_classes} per-class accuracies, got {array.size} in run {name!r}"
             )
-        outside = (array < 0) | (array > 1)
-        if outside.any():
-            index = int(np.flatnonzero(outside)[0])
-            raise ValueError(
-                f"expected runs[{name!r}] to hold accuracies in [0, 1], got {float(array[index])!r} at index {index}"
-            )
+        _check_within(array, 1, f"runs[{name!r}] to hold accuracies in [0, 1]")
         accuracies[name] = array
     assert num_classes is not None
     sizes = None
@@ -582,12 +585,7 @@ def _figure_error_curves(
             raise ValueError(
                 f"expected strictly increasing epochs in run {name!r}, got {epochs.tolist()!r}"
             )
-        outside = (errors < 0) | (errors > 100)
-        if outside.any():
-            index = int(np.flatnonzero(outside)[0])
-            raise ValueError(
-                f"expected error percentages in [0, 100] in run {name!r}, got {float(errors[index])!r} at index {index}"
-            )
+        _check_within(errors, 100, f"error percentages in [0, 100] in run {name!r}")
         curves[name] = (epochs, errors)
 
     figure = _new_figure(figsize, dpi)

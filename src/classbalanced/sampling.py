@@ -45,7 +45,7 @@ from torch.utils.data import Sampler
 
 from ._seeding import epoch_generator
 from ._validation import check_beta, check_choice, check_int, check_positive_int
-from .weights import effective_number
+from .weights import count_vector, effective_number
 
 __all__ = [
     "class_counts",
@@ -109,23 +109,8 @@ def class_counts(labels, num_classes: int | None = None) -> Tensor:
 
 def _as_nonnegative_counts(counts: object) -> Tensor:
     if isinstance(counts, Tensor):
-        tensor = counts.detach().cpu()
-    elif isinstance(counts, (np.ndarray, list, tuple)):
-        array = np.asarray(counts)
-        if array.dtype == object:
-            raise TypeError("counts must hold numbers, got a ragged or non-numeric sequence")
-        tensor = torch.from_numpy(np.array(array, copy=True))
-    else:
-        raise TypeError(
-            f"counts must be a list, numpy array or tensor, got {type(counts).__name__}"
-        )
-    if tensor.dtype == torch.bool or tensor.is_complex():
-        raise TypeError(f"counts must hold real numbers, got dtype {tensor.dtype}")
-    if tensor.dim() != 1 or tensor.numel() == 0:
-        raise ValueError(
-            f"counts must be a non-empty 1-D sequence (one count per class), got shape {tuple(tensor.shape)}"
-        )
-    tensor = tensor.to(torch.float64)
+        counts = counts.detach().cpu()  # the probabilities are computed on the CPU
+    tensor = count_vector(counts, "counts")
     bad = ~torch.isfinite(tensor) | (tensor < 0)
     if bool(bad.any()):
         index = int(torch.nonzero(bad)[0])

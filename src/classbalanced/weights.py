@@ -29,7 +29,39 @@ import torch
 from ._effective import effective_number_formula
 from ._validation import check_beta
 
-__all__ = ["as_counts", "effective_number", "class_balanced_weights"]
+__all__ = ["as_counts", "count_vector", "effective_number", "class_balanced_weights"]
+
+
+def count_vector(counts: object, name: str) -> torch.Tensor:
+    """``counts`` as a non-empty 1-D float64 tensor (on a tensor's device), its values not
+    judged: :func:`as_counts` wants each > 0, the samplers' probabilities >= 0.
+
+    Accepts a list/tuple, a numpy array or a tensor of real numbers; anything else is a
+    ``TypeError`` and another shape a ``ValueError``, each naming the argument ``name``.
+
+    >>> count_vector((3, 0, 1), "counts")
+    tensor([3., 0., 1.], dtype=torch.float64)
+    """
+    if isinstance(counts, torch.Tensor):
+        tensor = counts.detach()
+    elif isinstance(counts, (np.ndarray, list, tuple)):
+        array = np.asarray(counts)
+        if array.dtype == object:
+            raise TypeError(f"{name} must hold numbers, got a ragged or non-numeric sequence")
+        if array.dtype.kind not in "iuf":  # bool, complex, strings
+            raise TypeError(f"{name} must hold real numbers, got dtype {array.dtype}")
+        tensor = torch.from_numpy(np.array(array, copy=True))
+    else:
+        raise TypeError(
+            f"{name} must be a list, numpy array or tensor of counts, got {type(counts).__name__}"
+        )
+    if tensor.dtype == torch.bool or tensor.is_complex():
+        raise TypeError(f"{name} must hold real numbers, got dtype {tensor.dtype}")
+    if tensor.dim() != 1 or tensor.numel() == 0:
+        raise ValueError(
+            f"{name} must be a non-empty 1-D sequence (one count per class), got shape {tuple(tensor.shape)}"
+        )
+    return tensor.to(torch.float64)
 
 
 def as_counts(samples_per_class: Sequence[float] | np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -48,29 +80,7 @@ def as_counts(samples_per_class: Sequence[float] | np.ndarray | torch.Tensor) ->
     """
     if torch.compiler.is_compiling():
         return torch.as_tensor(samples_per_class, dtype=torch.float64)
-    if isinstance(samples_per_class, torch.Tensor):
-        counts = samples_per_class.detach()
-    elif isinstance(samples_per_class, (np.ndarray, list, tuple)):
-        array = np.asarray(samples_per_class)
-        if array.dtype == object:
-            raise TypeError(
-                "samples_per_class must hold numbers, got a ragged or non-numeric sequence"
-            )
-        if array.dtype.kind not in "iuf":  # bool, complex, strings
-            raise TypeError(f"samples_per_class must hold real numbers, got dtype {array.dtype}")
-        counts = torch.from_numpy(np.array(array, copy=True))
-    else:
-        raise TypeError(
-            "samples_per_class must be a list, numpy array or tensor of counts, "
-            f"got {type(samples_per_class).__name__}"
-        )
-    if counts.dtype == torch.bool or counts.is_complex():
-        raise TypeError(f"samples_per_class must hold real numbers, got dtype {counts.dtype}")
-    if counts.dim() != 1 or counts.numel() == 0:
-        raise ValueError(
-            f"samples_per_class must be a non-empty 1-D sequence (one count per class), got shape {tuple(counts.shape)}"
-        )
-    counts = counts.to(torch.float64)
+    counts = count_vector(samples_per_class, "samples_per_class")
     bad = ~torch.isfinite(counts) | (counts <= 0)
     if bool(bad.any()):
         index = int(torch.nonzero(bad)[0])

@@ -32,6 +32,17 @@ def train_args(data, out: Path, *extra: str, epochs: int = 4) -> list[str]:
     ]  # fmt: skip
 
 
+def digits_args(out: Path, *extra: str, **settings: object) -> list[str]:
+    """``-m classbalanced train`` on long-tailed digits (IF 10, simple_cnn, pad 1, evaluated
+    every epoch, CPU, no progress) as a subprocess's arguments: ``settings`` as ``--key
+    value`` (``batch_size`` -> ``--batch-size``), then ``extra``."""
+    args = ["-m", "classbalanced", "train", "--dataset", "digits", "--imbalance-factor", "10"]
+    args += ["--model", "simple_cnn", "--pad", "1", "--eval-every", "1"]
+    for key, value in settings.items():
+        args += ["--" + key.replace("_", "-"), str(value)]
+    return [*args, "--device", "cpu", "--no-progress", "--out", str(out), *extra]
+
+
 def run_cli(capsys, argv) -> tuple[int, str, str]:
     """``cli.main(argv)``: its exit status, stdout and stderr."""
     code = cli.main([str(a) for a in argv])

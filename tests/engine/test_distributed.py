@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from engine_cli import digits_args
 
 from classbalanced.engine.checkpoint import latest_checkpoint, load_checkpoint
 
@@ -27,37 +28,8 @@ def _env():
 
 
 def _train_args(out: Path, loss: str, batch: int, epochs: int = 1):
-    return [
-        "-m",
-        "classbalanced",
-        "train",
-        "--dataset",
-        "digits",
-        "--imbalance-factor",
-        "10",
-        "--model",
-        "simple_cnn",
-        "--loss",
-        loss,
-        "--beta",
-        "0.99",
-        "--gamma",
-        "0.5",
-        "--epochs",
-        str(epochs),
-        "--batch-size",
-        str(batch),
-        "--pad",
-        "1",
-        "--no-flip",
-        "--device",
-        "cpu",
-        "--no-progress",
-        "--eval-every",
-        "1",
-        "--out",
-        str(out),
-    ]
+    settings = {"loss": loss, "beta": 0.99, "gamma": 0.5, "epochs": epochs, "batch_size": batch}
+    return digits_args(out, "--no-flip", **settings)
 
 
 def _run(cmd, timeout=240):

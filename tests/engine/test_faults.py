@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from engine_cli import digits_args
 
 pytestmark = pytest.mark.slow
 
@@ -16,38 +17,8 @@ TIMING = {"train_images_per_second"}
 
 
 def _args(out: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "classbalanced",
-        "train",
-        "--dataset",
-        "digits",
-        "--imbalance-factor",
-        "10",
-        "--model",
-        "simple_cnn",
-        "--loss",
-        "focal",
-        "--beta",
-        "0.999",
-        "--epochs",
-        "6",
-        "--batch-size",
-        "32",
-        "--pad",
-        "1",
-        "--eval-every",
-        "1",
-        "--device",
-        "cpu",
-        "--no-progress",
-        "--keep-checkpoints",
-        "3",
-        "--out",
-        str(out),
-        *extra,
-    ]
+    settings = {"loss": "focal", "beta": 0.999, "epochs": 6, "batch_size": 32}
+    return [sys.executable, *digits_args(out, "--keep-checkpoints", "3", *extra, **settings)]
 
 
 def _env():

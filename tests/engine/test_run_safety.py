@@ -392,6 +392,23 @@ def _enospc_on(monkeypatch, name: str, nth: int) -> list[str]:
     return seen
 
 
+def _assert_every_file_whole(out: Path) -> None:
+    """No temporary file left, every JSON file parses, every checkpoint has its manifest's
+    checksum."""
+    assert not list(out.rglob("*.tmp"))
+    listed = manifest(out)["files"]
+    for path in out.rglob("*.json"):
+        json.loads(path.read_text())
+    for path in (out / "checkpoints").glob("checkpoint-*.pt"):
+        load_checkpoint(path, sha256=listed[f"checkpoints/{path.name}"])
+
+
+def _assert_same_metrics(out: Path, reference: Path) -> None:
+    """The run's metrics.json equals the reference run's, timings aside."""
+    ours, theirs = (json.loads((run / "metrics.json").read_text()) for run in (out, reference))
+    assert without_timing(ours) == without_timing(theirs)
+
+
 @pytest.mark.parametrize(
     "name, extra",
     [("checkpoint-", ()), ("metrics.json", ()), ("checkpoint-", ("--async-checkpoints",))],
@@ -409,18 +426,10 @@ def test_a_full_disk_ends_in_one_line_every_file_valid_and_resume_is_exact(
     line = one_error_line(err.splitlines()[-1] + "\n")
     first = sorted((out / "checkpoints").glob("checkpoint-*.pt"))[0]
     assert "No space left on device" in line and f"newest valid checkpoint: {first}" in line
-    assert not list(out.rglob("*.tmp"))
-    listed = manifest(out)["files"]
-    for path in out.rglob("*.json"):
-        json.loads(path.read_text())
-    for path in (out / "checkpoints").glob("checkpoint-*.pt"):
-        load_checkpoint(path, sha256=listed[f"checkpoints/{path.name}"])
+    _assert_every_file_whole(out)
     code, _, err = run_cli(capsys, train_args(tiny_npz, out, "--resume", *extra))
     assert code == 0, err
-    reference = json.loads((tiny_run.out / "metrics.json").read_text())
-    assert without_timing(json.loads((out / "metrics.json").read_text())) == without_timing(
-        reference
-    )
+    _assert_same_metrics(out, tiny_run.out)
 
 
 @pytest.fixture
@@ -455,19 +464,11 @@ def test_a_real_full_tmpfs_ends_in_one_line_and_resume_is_exact(
     assert code == 2
     line = one_error_line(err.splitlines()[-1] + "\n")
     assert "No space left on device" in line and "newest valid checkpoint: " in line
-    assert not list(out.rglob("*.tmp"))
-    listed = manifest(out)["files"]
-    for path in out.rglob("*.json"):
-        json.loads(path.read_text())
-    for path in (out / "checkpoints").glob("checkpoint-*.pt"):
-        load_checkpoint(path, sha256=listed[f"checkpoints/{path.name}"])
+    _assert_every_file_whole(out)
     assert mount(16 * 1024, "remount")  # space freed
     code, _, err = run_cli(capsys, train_args(tiny_npz, out, "--resume"))
     assert code == 0, err
-    reference = json.loads((tiny_run.out / "metrics.json").read_text())
-    assert without_timing(json.loads((out / "metrics.json").read_text())) == without_timing(
-        reference
-    )
+    _assert_same_metrics(out, tiny_run.out)
 
 
 def test_a_checkpoint_of_other_classes_is_refused_before_its_weights_load(tiny_run):

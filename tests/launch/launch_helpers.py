@@ -1,5 +1,6 @@
 """What the Ray and SLURM tests share (imported by name, like ``reproduce_helpers``): the
-sweep both clusters run, the environment of the processes they start, the results compared."""
+sweep both clusters run, the environment of the processes they start, the results compared.
+The sweep folder tests of tests/reproduce/ start their sweeps through it too."""
 
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from classbalanced.launch.claims import (
+    claim_alive,
     clear_dead_claims,
     heartbeat,
     read_claim,
@@ -156,3 +157,13 @@ def test_a_claim_whose_process_is_gone_is_taken_over_at_once(tmp_path):
     claim = try_claim(path, "me", stale_after=600)
     assert claim is not None and claim.path.name == "run.claim.1"
     assert try_claim(tmp_path / "other.claim", "me", stale_after=600) is None
+
+
+def test_a_claim_being_written_is_held_and_a_non_utf8_one_is_dead(tmp_path):
+    base = tmp_path / "run.claim"
+    (tmp_path / "run.claim.0").write_bytes(b"")  # created, its record not yet written
+    assert try_claim(base, "launcher-b", stale_after=60) is None
+    (tmp_path / "run.claim.0").write_bytes(b"\xff\xfe")
+    with pytest.warns(UserWarning, match=r"run\.claim\.0 is damaged \(not a UTF-8 claim record\)"):
+        record = read_claim(base)
+    assert record["damaged"] is True and not claim_alive(record, stale_after=60)

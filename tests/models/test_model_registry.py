@@ -139,7 +139,8 @@ def test_bad_depths_list_valid_depths(name, fragment):
     ],
 )
 def test_bad_sizes(kwargs, error):
-    with pytest.raises(error, match="^expected "):
+    name = list(kwargs)[-1]  # the argument that is wrong
+    with pytest.raises(error, match=rf"^{name} must be an integer >= 1, got "):
         build_model("resnet8", **kwargs)
 
 

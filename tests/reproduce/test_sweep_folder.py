@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from launch_helpers import process_env, sweep_command, sweep_toml
 from reproduce_helpers import write_run
 
 from classbalanced.cli import main
@@ -19,28 +19,10 @@ from classbalanced.launch.local import LocalLauncher
 from classbalanced.launch.sweep import run_sweep, sweep_status
 from classbalanced.reproduce.sweep import load_sweep, parse_sweep, plan_sweep, write_plan
 
-REPO = Path(__file__).resolve().parents[2]
-SWEEP = """[sweep]
-name = "tiny"
-[base]
-dataset = "digits"
-imbalance_factor = 10
-model = "resnet8"
-epochs = {epochs}
-batch_size = 64
-eval_every = 1
-device = "cpu"
-keep_checkpoints = 1
-[[grid]]
-loss = ["softmax", "focal"]
-beta = [0.0]
-seed = {seeds}
-"""
 
-
-def _file(tmp_path, name="tiny.toml", epochs=2, seeds="[0]"):
+def _file(tmp_path, name="tiny.toml", epochs=2, seeds=(0,)):
     path = tmp_path / name
-    path.write_text(SWEEP.format(epochs=epochs, seeds=seeds), encoding="utf-8")
+    path.write_text(sweep_toml("tiny", list(seeds), epochs), encoding="utf-8")
     return path
 
 
@@ -99,7 +81,7 @@ def test_added_runs_need_extend_and_are_merged(tmp_path, fake_launcher, capsys):
     run_sweep(first, out=out, log=_quiet)
     assert len(launcher.calls) == 2
     before = _snapshot(out)
-    grown = _file(tmp_path, "grown.toml", seeds="[0, 1]")
+    grown = _file(tmp_path, "grown.toml", seeds=(0, 1))
     with pytest.raises(ValueError, match=r"adds 2 run\(s\) .*--extend"):
         run_sweep(grown, out=out, dry_run=True, log=_quiet)
     with pytest.raises(ValueError, match="--extend"):
@@ -134,8 +116,8 @@ def test_two_extends_at_once_both_keep_their_runs(tmp_path, fake_launcher):
     first = _file(tmp_path)
     run_sweep(first, out=out, log=_quiet)
     one, two = (
-        _file(tmp_path, "one.toml", seeds="[0, 1]"),
-        _file(tmp_path, "two.toml", seeds="[0, 2]"),
+        _file(tmp_path, "one.toml", seeds=(0, 1)),
+        _file(tmp_path, "two.toml", seeds=(0, 2)),
     )
     plans = [plan_sweep(load_sweep(f), out, extend=True) for f in (one, two)]  # both read now
     written = [write_plan(p) for p in plans]
@@ -189,7 +171,7 @@ def test_the_plan_keeps_its_names(tmp_path, fake_launcher):
 def test_status_and_dry_run_show_claims_and_failures(tmp_path, fake_launcher, capsys):
     fake_launcher({"digits-if10-focal-b0.0-g1.0-s1": "classbalanced: error: boom"})
     out = tmp_path / "out"
-    assert run_sweep(_file(tmp_path, seeds="[0, 1]"), out=out, log=_quiet).exit_code == 1
+    assert run_sweep(_file(tmp_path, seeds=(0, 1)), out=out, log=_quiet).exit_code == 1
     # a run that another launcher holds right now, one whose holder died, one not started
     for name in ("digits-if10-softmax-b0.0-s1", "digits-if10-focal-b0.0-g1.0-s0"):
         (out / "runs" / name / "metrics.json").unlink()
@@ -204,7 +186,7 @@ def test_status_and_dry_run_show_claims_and_failures(tmp_path, fake_launcher, ca
     assert lines[3] == "failed   digits-if10-focal-b0.0-g1.0-s1: classbalanced: error: boom"
     assert main(["sweep", "--status", str(out)]) == 0
     assert capsys.readouterr().out.splitlines() == lines
-    run_sweep(_file(tmp_path, seeds="[0, 1]"), out=out, dry_run=True, log=_quiet)
+    run_sweep(_file(tmp_path, seeds=(0, 1)), out=out, dry_run=True, log=_quiet)
     printed = capsys.readouterr().out.splitlines()
     assert printed[:4] == [
         "done    digits-if10-softmax-b0.0-s0",
@@ -247,11 +229,9 @@ def test_a_run_another_launcher_holds_is_watched_not_handed_out(tmp_path, fake_l
 @pytest.mark.slow
 def test_two_launchers_on_one_folder_train_every_run_once(tmp_path):
     """Two real `classbalanced sweep` processes started at once on one sweep folder."""
-    sweep = _file(tmp_path, epochs=1, seeds="[0, 1]")
+    sweep = _file(tmp_path, epochs=1, seeds=(0, 1))
     out = tmp_path / "shared"
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "classbalanced", "sweep", "--config", str(sweep)]
-    cmd += ["--out", str(out), "--no-report"]
+    cmd, env = sweep_command(sweep, out), process_env()
     procs = [subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     errors = [p.communicate(timeout=300)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errors

@@ -11,7 +11,8 @@ import sys
 import time
 
 import pytest
-from reproduce_helpers import REPO, FakeLauncher, FakeProc, quiet, write_run
+from launch_helpers import process_env, sweep_command
+from reproduce_helpers import FakeLauncher, FakeProc, quiet, write_run
 
 from classbalanced.cli import main
 from classbalanced.launch.local import threads_per_job
@@ -239,10 +240,9 @@ def test_sigterm_stops_the_sweep_as_ctrl_c_does(tmp_path):
         '[base]\ndataset = "digits"\nmodel = "simple_cnn"\nepochs = 300\neval_every = 1\n'
     )
     out, name = tmp_path / "out", "digits-if1-softmax-b0.0-s0"
-    cmd = [sys.executable, "-m", "classbalanced", "sweep", "--config", str(toml)]
-    cmd += ["--out", str(out), "--no-report"]
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1")
-    sweep = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    sweep = subprocess.Popen(
+        sweep_command(toml, out), env=process_env(), stderr=subprocess.PIPE, text=True
+    )
     log = out / "runs" / f"{name}.log"
     end = time.monotonic() + 240
     while not (log.exists() and "epoch   1/300" in log.read_text()):

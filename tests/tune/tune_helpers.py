@@ -1,16 +1,18 @@
 """What the tune tests share (imported by name, like ``launch_helpers``): a tiny long-tailed
-.npz data set, the base config of every trial, and the ``classbalanced tune`` command."""
+.npz data set, the base config of every trial, and the ``classbalanced tune`` command; the
+processes' environment is ``process_env`` of tests/launch/launch_helpers.py."""
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "launch"))
+from launch_helpers import REPO, process_env  # noqa: F401  (process_env: for the tune tests)
+
 COUNTS = [24, 12, 6, 4]
 SEARCH = ["beta=logit1m(0.9, 0.999)", "gamma=uniform(0, 2)", "loss=choice(softmax, focal)"]
 
@@ -35,14 +37,6 @@ def write_data(root: Path) -> dict[str, Path]:
         'flip = false\ndevice = "cpu"\nkeep_checkpoints = 1\n'
     )
     return {"train": root / "train.npz", "test": root / "test.npz", "config": config}
-
-
-def process_env(**extra: str) -> dict[str, str]:
-    """These sources, one thread, no cluster or DDP settings inherited."""
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1", **extra)
-    for key in ("RAY_ADDRESS", "RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
-    return env
 
 
 def tune_command(config: Path, out: Path, trials: int, *extra: str) -> list[str]:

@@ -21,6 +21,8 @@ from typing import Literal, get_args
 
 import numpy as np
 
+from .._validation import check_positive_int
+
 __all__ = ["PROFILES", "Profile", "class_counts", "longtail_counts", "longtail_indices"]
 
 #: long-tail profiles: exponential decay over the classes, or a step (half the classes at n_max)
@@ -45,14 +47,6 @@ def _check_imbalance_factor(imbalance_factor: float) -> float:
             )
         raise ValueError(f"imbalance factor: expected a number >= 1 (n_max / n_min), got {value:g}")
     return value
-
-
-def _check_positive_int(value: int, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{what}: expected a positive int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{what}: expected a positive int, got {value}")
-    return int(value)
 
 
 def _floor(x: float) -> int:
@@ -84,8 +78,8 @@ def longtail_counts(
         >>> longtail_counts(100, 4, 10, profile="step")
         [100, 100, 10, 10]
     """
-    n_max = _check_positive_int(n_max, "n_max")
-    num_classes = _check_positive_int(num_classes, "num_classes")
+    n_max = check_positive_int("n_max", n_max)
+    num_classes = check_positive_int("num_classes", num_classes)
     factor = _check_imbalance_factor(imbalance_factor)
     if profile not in PROFILES:
         raise ValueError(f"unknown long-tail profile: expected one of {PROFILES}, got {profile!r}")
@@ -118,7 +112,7 @@ def class_counts(labels: Sequence[int] | np.ndarray, num_classes: int | None = N
     if num_classes is None:
         num_classes = int(y.max()) + 1 if y.size else 0
     else:
-        num_classes = _check_positive_int(num_classes, "num_classes")
+        num_classes = check_positive_int("num_classes", num_classes)
         if y.size and y.max() >= num_classes:
             raise ValueError(f"labels: expected values in [0, {num_classes}), got {int(y.max())}")
     return np.bincount(y, minlength=num_classes).astype(np.int64)

@@ -39,14 +39,12 @@ normalisation, LWS), :mod:`.samplers` (``--sampler`` over :mod:`classbalanced.sa
 through the engine's ``run_data``), :mod:`.fitting` (the three methods), :mod:`.write` (the
 new run folder), :mod:`.stage_two` (:func:`decouple`, the whole).
 
-Example:
-    >>> import torch
-    >>> w = torch.tensor([[3.0, 4.0], [0.6, 0.8]])
-    >>> tau_normalize(w, 1.0)
-    tensor([[0.6000, 0.8000],
-            [0.6000, 0.8000]])
-    >>> torch.equal(tau_normalize(w, 0.0), w)
-    True
+Example (:mod:`.heads` shows ``tau_normalize`` at work):
+    >>> METHODS, TRAINED_METHODS  # tau_norm trains nothing
+    (('crt', 'tau_norm', 'lws'), ('crt', 'lws'))
+    >>> options = DecoupleOptions(method="crt", out="runs/crt")
+    >>> options.sampler, options.backbone_bn, options.taus[-1]
+    ('class_aware', 'eval', 2.0)
 """
 
 from __future__ import annotations

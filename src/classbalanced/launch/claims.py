@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..locking import holder_alive
+from ..locking import holder_alive, read_record
 from ..locking import process_start as _process_start
 from ..locking import this_machine as _this_machine
 
@@ -102,20 +102,9 @@ def _read(path: Path) -> dict[str, Any] | None:
     that is not UTF-8 (never a claim: claims are ASCII JSON) is named in a warning and
     read as ``{"damaged": True, ...}``, a dead holder's (:func:`claim_alive`).
     """
-    try:
-        mtime = path.stat().st_mtime
-        text = path.read_text(encoding="utf-8")
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    except UnicodeDecodeError:
+    record = read_record(path, blank_is_released=False)
+    if record is not None and record.get("damaged"):
         warnings.warn(f"{path} is damaged (not a UTF-8 claim record): taken as stale", stacklevel=2)
-        return {"damaged": True, "heartbeat": mtime}
-    try:
-        record = json.loads(text)
-    except ValueError:
-        record = None
-    record = record if isinstance(record, dict) else {}
-    record["heartbeat"] = mtime
     return record
 
 

@@ -41,6 +41,8 @@ from typing import Literal, TypedDict, get_args
 import torch
 from torch import Tensor, nn
 
+from .._validation import check_int
+
 __all__ = ["VERSIONS", "Version", "CifarResNet", "blocks_per_stage"]
 
 #: Valid values of ``CifarResNet(version=...)``.
@@ -86,7 +88,32 @@ class _BasicBlockV1(nn.Module):
         return self.relu(out + identity)
 
 
-class _BasicBlockV2(nn.Module):
+class _PreActivationBlock(nn.Module):
+    """Pre-activation residual block: BN-ReLU of the input feeds both the residual branch
+    (:meth:`residual`, the subclass's convs) and the shortcut, a bare 1x1 projection where
+    the shape changes. Subclasses register ``bn1``, their convs, then call
+    :meth:`_add_shortcut` (the modules' order fixes the parameters' order)."""
+
+    bn1: nn.BatchNorm2d
+    relu: nn.ReLU
+    shortcut: nn.Module | None
+
+    def _add_shortcut(self, in_ch: int, out_ch: int, stride: int) -> None:
+        self.relu = nn.ReLU(inplace=False)
+        self.shortcut = None
+        if stride != 1 or in_ch != out_ch:
+            self.shortcut = _conv1x1(in_ch, out_ch, stride)
+
+    def residual(self, pre: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        pre = self.relu(self.bn1(x))
+        identity = x if self.shortcut is None else self.shortcut(pre)
+        return self.residual(pre) + identity
+
+
+class _BasicBlockV2(_PreActivationBlock):
     """Pre-activation basic block: BN-ReLU-conv-BN-ReLU-conv, + shortcut."""
 
     def __init__(self, in_ch: int, out_ch: int, stride: int, bn_kw: _BatchNormOptions) -> None:
@@ -95,20 +122,13 @@ class _BasicBlockV2(nn.Module):
         self.conv1 = _conv3x3(in_ch, out_ch, stride)
         self.bn2 = nn.BatchNorm2d(out_ch, **bn_kw)
         self.conv2 = _conv3x3(out_ch, out_ch)
-        self.relu = nn.ReLU(inplace=False)
-        self.shortcut: nn.Module | None = None
-        if stride != 1 or in_ch != out_ch:
-            self.shortcut = _conv1x1(in_ch, out_ch, stride)
+        self._add_shortcut(in_ch, out_ch, stride)
 
-    def forward(self, x: Tensor) -> Tensor:
-        pre = self.relu(self.bn1(x))
-        identity = x if self.shortcut is None else self.shortcut(pre)
-        out = self.conv1(pre)
-        out = self.conv2(self.relu(self.bn2(out)))
-        return out + identity
+    def residual(self, pre: Tensor) -> Tensor:
+        return self.conv2(self.relu(self.bn2(self.conv1(pre))))
 
 
-class _BottleneckV2(nn.Module):
+class _BottleneckV2(_PreActivationBlock):
     """Pre-activation bottleneck: BN-ReLU-1x1, BN-ReLU-3x3 (stride), BN-ReLU-1x1 (x4)."""
 
     def __init__(self, in_ch: int, planes: int, stride: int, bn_kw: _BatchNormOptions) -> None:
@@ -120,26 +140,11 @@ class _BottleneckV2(nn.Module):
         self.conv2 = _conv3x3(planes, planes, stride)
         self.bn3 = nn.BatchNorm2d(planes, **bn_kw)
         self.conv3 = _conv1x1(planes, out_ch)
-        self.relu = nn.ReLU(inplace=False)
-        self.shortcut: nn.Module | None = None
-        if stride != 1 or in_ch != out_ch:
-            self.shortcut = _conv1x1(in_ch, out_ch, stride)
+        self._add_shortcut(in_ch, out_ch, stride)
 
-    def forward(self, x: Tensor) -> Tensor:
-        pre = self.relu(self.bn1(x))
-        identity = x if self.shortcut is None else self.shortcut(pre)
-        out = self.conv1(pre)
-        out = self.conv2(self.relu(self.bn2(out)))
-        out = self.conv3(self.relu(self.bn3(out)))
-        return out + identity
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"expected {name} to be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"expected {name} >= {minimum}, got {value}")
-    return int(value)
+    def residual(self, pre: Tensor) -> Tensor:
+        out = self.conv2(self.relu(self.bn2(self.conv1(pre))))
+        return self.conv3(self.relu(self.bn3(out)))
 
 
 def _check_float(name: str, value: object) -> float:
@@ -158,7 +163,7 @@ def blocks_per_stage(depth: int, version: Version = "v1") -> int:
     >>> blocks_per_stage(32), blocks_per_stage(110, "v2"), blocks_per_stage(164, "bottleneck")
     (5, 18, 18)
     """
-    depth = _check_int("depth", depth, 0)
+    depth = check_int("depth", depth, 0)
     if (
         depth > MAX_DEPTH
     ):  # else a typo like resnet600002 builds for minutes, then runs out of memory
@@ -226,9 +231,9 @@ class CifarResNet(nn.Module):
         if not isinstance(version, str) or version not in VERSIONS:
             raise ValueError(f"expected version in {list(VERSIONS)}, got {version!r}")
         n = blocks_per_stage(depth, version)
-        num_classes = _check_int("num_classes", num_classes, 1)
-        in_channels = _check_int("in_channels", in_channels, 1)
-        width = _check_int("width", width, 1)
+        num_classes = check_int("num_classes", num_classes, 1)
+        in_channels = check_int("in_channels", in_channels, 1)
+        width = check_int("width", width, 1)
         bn_momentum = _check_float("bn_momentum", bn_momentum)
         bn_eps = _check_float("bn_eps", bn_eps)
         if not 0.0 <= bn_momentum <= 1.0:

@@ -34,7 +34,6 @@ called as ``factory(num_classes, in_channels=in_channels)`` and returns an
 
 from __future__ import annotations
 
-import numbers
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -43,6 +42,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from .._validation import check_positive_int
 from ..registry import Registry
 from .cifar_resnet import CifarResNet, Version, blocks_per_stage
 
@@ -127,14 +127,6 @@ def available_models() -> list[str]:
     return [*_CIFAR_PATTERNS, *MODEL_REGISTRY]
 
 
-def _check_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"expected {name} to be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"expected {name} >= 1, got {value}")
-    return int(value)
-
-
 def build_model(name: str, num_classes: int, *, in_channels: int = 3) -> nn.Module:
     """Build the model called ``name`` (see the module docstring for the names).
 
@@ -153,8 +145,8 @@ def build_model(name: str, num_classes: int, *, in_channels: int = 3) -> nn.Modu
     """
     if not isinstance(name, str):
         raise TypeError(f"expected model name to be a str, got {type(name).__name__}")
-    num_classes = _check_int("num_classes", num_classes)
-    in_channels = _check_int("in_channels", in_channels)
+    num_classes = check_positive_int("num_classes", num_classes)
+    in_channels = check_positive_int("in_channels", in_channels)
     key = name.lower()
 
     factory = MODEL_REGISTRY.get(key)
