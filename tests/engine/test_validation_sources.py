@@ -31,7 +31,12 @@ def _quiet(_line: str) -> None:
 @pytest.fixture(scope="module")
 def list_root(tmp_path_factory) -> Path:
     """A list data set of JPEGs: train (long-tailed), val (2 per class) and test lists."""
-    root = tmp_path_factory.mktemp("lists")
+    return _prepared_lists(tmp_path_factory.mktemp("lists"))
+
+
+def _prepared_lists(root: Path, unreadable: str | None = None) -> Path:
+    """:func:`list_root`'s data set in ``root``; the image ``unreadable`` (relative to
+    ``root``) replaced by bytes that are not an image before it is prepared."""
     rng = np.random.default_rng(7)
     colours = rng.integers(30, 226, size=(len(TRAIN), 3))
     for split, per_class in (("train", TRAIN), ("val", [2] * 4), ("test", [3] * 4)):
@@ -44,6 +49,8 @@ def list_root(tmp_path_factory) -> Path:
                 Image.fromarray(pixels.astype(np.uint8)).save(root / rel, quality=95)
                 lines.append(f"{rel} {label}\n")
         (root / f"{split}.txt").write_text("".join(lines))
+    if unreadable is not None:
+        (root / unreadable).write_bytes(b"not a JPEG")
     from classbalanced.data.prepare import prepare
 
     lists = {s: root / f"{s}.txt" for s in ("train", "val", "test")}
@@ -78,6 +85,18 @@ def test_list_data_val_list_yields_val_metrics_without_the_test_set(list_root, t
     assert metrics["num_val_images"] == 8 and "accuracy" not in metrics
     subset = json.loads((out / "subset.json").read_text())
     assert subset["counts"] == TRAIN and subset["validation"]["counts"] == [2, 2, 2, 2]
+
+
+def test_an_unreadable_val_image_is_counted_apart(tmp_path):
+    """A val image that cannot be decoded is skipped, left out of ``num_val_images`` (every
+    val_* denominator) and counted in ``num_unreadable_val_images``, as test images are."""
+    root = _prepared_lists(tmp_path / "lists", unreadable="images/val/c0/000.jpg")
+    cfg = _list_config(root, tmp_path / "run", val_list=str(root / "val.txt"), evaluate_test=False)
+    with pytest.warns(UserWarning, match="unreadable"):
+        metrics = train(cfg, log=_quiet)
+    assert (metrics["num_val_images"], metrics["num_unreadable_val_images"]) == (7, 1)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [entry["num_unreadable_val_images"] for entry in history] == [1]
 
 
 def _train_args(out: Path, batch: int) -> list[str]:

@@ -12,7 +12,9 @@ instead of) the test set. Its metrics are written with a ``val_`` prefix:
   the same mean over the classes of each group of the *training* counts;
 * ``val_loss``: the mean unweighted softmax cross-entropy of the logits,
   ``-(1/N) sum_i log softmax(z_i)[y_i]`` (the same measure whatever the run's loss,
-  so trials with other losses or betas compare on it).
+  so trials with other losses or betas compare on it);
+* ``num_val_images``: the images evaluated (every denominator above), and
+  ``num_unreadable_val_images`` those skipped because they could not be decoded.
 
 Counts and the loss sum add across batches and ranks (each rank evaluates its
 shard: positions ``rank, rank + world, ...``), so DDP gives the same numbers.
@@ -73,6 +75,7 @@ def validation_metrics(result: ValidationResult, train_counts) -> dict:
     n = summary["num_test_images"]
     metrics["val_loss"] = result.loss_sum / n if n else None
     metrics["num_val_images"] = n
+    metrics["num_unreadable_val_images"] = summary["num_unreadable_test_images"]
     return metrics
 
 
@@ -98,7 +101,8 @@ def _run(model: nn.Module, batches: Iterable, cfg: TrainConfig, ctx, num_classes
     was_training = model.training
     model.eval()
     acc = _Accumulator(num_classes, ctx.device)
-    for x, y in batches:
+    for x, y, skipped in batches:
+        acc.counts.unreadable += skipped
         if x.shape[0] == 0:
             continue
         if cfg.channels_last:
@@ -122,7 +126,7 @@ class TensorValidator:
         positions = torch.arange(ctx.rank, n, ctx.world_size, device=self.images.device)
         for start in range(0, positions.numel(), self.cfg.eval_batch_size):
             idx = positions[start : start + self.cfg.eval_batch_size]
-            yield normalize_images(self.images[idx]), self.labels[idx]
+            yield normalize_images(self.images[idx]), self.labels[idx], 0
 
     def __call__(self, model: nn.Module) -> ValidationResult:
         return _run(model, self._batches(), self.cfg, self.ctx, self.num_classes)
@@ -130,16 +134,18 @@ class TensorValidator:
 
 class LoaderValidator:
     """``validator(model) -> ValidationResult`` over this rank's shard of image files
-    (``loader`` yields ``(images, labels, _)``; ``normalize`` applied on the device)."""
+    (``loader`` yields ``(images, labels, skipped)``, ``skipped`` the unreadable images the
+    batch left out, counted in ``num_unreadable_val_images``; ``normalize`` applied on the
+    device)."""
 
     def __init__(self, loader, cfg: TrainConfig, ctx, num_classes: int, normalize: Callable | None):
         self.loader, self.cfg, self.ctx, self.num_classes = loader, cfg, ctx, num_classes
         self.normalize = normalize
 
     def _batches(self):
-        for images, labels, _ in self.loader:
+        for images, labels, skipped in self.loader:
             x = images.to(self.ctx.device, non_blocking=True)
-            yield (x if self.normalize is None else self.normalize(x)), labels
+            yield (x if self.normalize is None else self.normalize(x)), labels, int(skipped)
 
     def __call__(self, model: nn.Module) -> ValidationResult:
         return _run(model, self._batches(), self.cfg, self.ctx, self.num_classes)
