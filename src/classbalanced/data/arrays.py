@@ -34,6 +34,7 @@ __all__ = [
     "ImageArrays",
     "load_digits",
     "load_image_folder",
+    "list_image_folder",
     "list_images",
     "load_npz",
     "read_image",
@@ -322,18 +323,30 @@ def load_image_folder(
 ) -> ImageArrays:
     """Load a torchvision ``ImageFolder`` tree (``root/<class>/<image>``) into memory as RGB.
 
-    Classes are the sorted sub-folder names (hidden ones skipped); images are
-    found recursively by extension and decoded with PIL to RGB
-    (:func:`~classbalanced.data.images.to_rgb`: 16-bit greyscale scaled to 8 bits). Symbolic links
-    are followed only inside ``root``, each folder is walked once (a link loop
-    adds nothing) and each image file counts once; the skipped links are counted
-    in a warning. With
-    ``image_size`` (int or (height, width)) every image is resized (bilinear);
-    without it all images must share the first image's size. A class folder without
-    images is refused unless ``empty_classes`` (a test set: its folder keeps the class order).
+    The classes and files are :func:`list_image_folder`'s; images are decoded with PIL to
+    RGB (:func:`~classbalanced.data.images.to_rgb`: 16-bit greyscale scaled to 8 bits).
+    With ``image_size`` (int or (height, width)) every image is resized (bilinear);
+    without it all images must share the first image's size.
 
     Returns:
         ImageArrays with images uint8 (N, H, W, 3).
+    """
+    hw = _size_hw(image_size)
+    classes, files, labels = list_image_folder(root, empty_classes=empty_classes)
+    return ImageArrays(_read_images(files, hw), np.asarray(labels, dtype=np.int64), classes)
+
+
+def list_image_folder(
+    root: str | os.PathLike, *, empty_classes: bool = False
+) -> tuple[list[str], list[Path], list[int]]:
+    """The classes, image files and labels of an ``ImageFolder`` tree ``root/<class>/<image>``.
+
+    Classes are the sorted sub-folder names (hidden ones skipped); images are found
+    recursively by extension. Symbolic links are followed only inside ``root``, each
+    folder is walked once (a link loop adds nothing) and each image file counts once; the
+    skipped links are counted in a warning. A class folder without images is refused
+    unless ``empty_classes`` (a test set: its folder keeps the class order); a tree
+    without any image is refused.
     """
     base = Path(root)
     if not base.exists():
@@ -342,11 +355,10 @@ def load_image_folder(
         raise ValueError(
             f"not a folder: expected root/<class>/<image> layout at {base}, got a file"
         )
-    hw = _size_hw(image_size)
-    root = os.path.realpath(base)
+    real_root = os.path.realpath(base)
     with os.scandir(base) as it:
         entries = sorted(e.name for e in it if e.is_dir() and not e.name.startswith("."))
-    classes = [n for n in entries if _inside(os.path.realpath(base / n), root)]
+    classes = [n for n in entries if _inside(os.path.realpath(base / n), real_root)]
     if not classes:
         raise ValueError(
             f"no class folders in {base}: expected root/<class>/<image> layout, got none"
@@ -369,7 +381,7 @@ def load_image_folder(
         )
     if not files:
         raise ValueError(f"no images in {base}: {expected} in its class folders, got none")
-    return ImageArrays(_read_images(files, hw), np.asarray(labels, dtype=np.int64), classes)
+    return classes, files, labels
 
 
 def read_image(file, hw: tuple[int, int] | None = None):

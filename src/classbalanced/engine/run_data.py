@@ -24,7 +24,7 @@ import torch
 from .._console import info
 from ..config import LARGE_DATASETS, TrainConfig, check_resolved
 from ..data import encoded, loaders, pipeline, prepared
-from ..data.arrays import ImageArrays, load_digits, load_image_folder, load_npz
+from ..data.arrays import ImageArrays, list_image_folder, load_digits, load_image_folder, load_npz
 from ..data.encoded import decode_batch
 from ..data.longtail import longtail_indices
 from ..data.pipeline import DraftResizeCenterCrop, normalize_uint8
@@ -422,17 +422,25 @@ def eval_pipeline(cfg: TrainConfig) -> tuple[Any, Callable | None]:
 
 
 def _large_evaluator(cfg: TrainConfig, ctx: DistContext, layout) -> LoaderEvaluator:
+    return _file_evaluator(cfg, ctx, layout.root, layout.val_samples, len(layout.class_names))
+
+
+def _file_evaluator(
+    cfg: TrainConfig, ctx: DistContext, root, samples: list[tuple[str, int]], num_classes: int
+) -> LoaderEvaluator:
+    """Image files ``root / path`` decoded and transformed by the run's evaluation
+    pipeline, this rank's shard of them."""
     transform, normalize = eval_pipeline(cfg)
-    val = loaders.ImageFileDataset(layout.root, layout.val_samples, transform)
+    files = loaders.ImageFileDataset(root, samples, transform)
     shard = torch.utils.data.Subset(
-        val, list(loaders.eval_indices(len(val), ctx.rank, ctx.world_size))
+        files, list(loaders.eval_indices(len(files), ctx.rank, ctx.world_size))
     )
     return LoaderEvaluator(
         shard,
         loaders.collate_skip_bad,
         cfg,
         ctx,
-        len(layout.class_names),
+        num_classes,
         normalize=normalize,
         persistent=cfg.persistent_workers,
     )
@@ -468,6 +476,15 @@ def _arrays_test_set(arrays: ImageArrays, cfg: TrainConfig, ctx: DistContext) ->
     return TestSet(arrays.class_names, arrays.image_shape[2], evaluator)
 
 
+def _image_folder_test_set(cfg: TrainConfig, folder: Path, ctx: DistContext) -> TestSet:
+    """A class folder evaluated as a run of image files evaluates its own test files:
+    each decoded and transformed by the run's evaluation pipeline (resize and centre
+    crop), not resized into memory as an array run's folder is."""
+    classes, files, labels = list_image_folder(folder, empty_classes=True)  # a test set
+    samples = [(str(path), label) for path, label in zip(files, labels, strict=True)]
+    return TestSet(classes, 3, _file_evaluator(cfg, ctx, "", samples, len(classes)))
+
+
 def load_arrays(path: str, image_shape) -> ImageArrays:
     """An evaluation set from an ``.npz`` or a class folder (its images resized to the run's
     ``image_shape`` (H, W, C); classes without images kept)."""
@@ -494,6 +511,8 @@ def load_test_set(
 ) -> TestSet:
     """``test_data`` (an .npz or class folder), or the run's own test set from the absolute
     path it recorded, refused if its fingerprint changed (unless ``accept_change``)."""
+    if test_data and cfg.dataset in LARGE_DATASETS and Path(test_data).is_dir():
+        return _image_folder_test_set(cfg, Path(test_data), ctx)
     if test_data:
         return _arrays_test_set(load_arrays(test_data, record.get("image_shape")), cfg, ctx)
     if cfg.dataset in LARGE_DATASETS:
