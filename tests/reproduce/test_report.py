@@ -106,6 +106,14 @@ def test_report_math(tmp_path, fake_launcher):
     assert best[4] == "-0.26"
     # the paper's setting for CIFAR-10 IF 100 is focal, beta 0.9999, gamma 1: the same runs
     assert _row(report, "Class-balanced (paper's setting)")[1:] == best[1:]
+    # balanced accuracy, macro-F1 and ECE: means over the cell's seeds (write_run's
+    # 0.9 - e/100, 0.8 - e/100, e/1000); a cell without a finished run has no row
+    mean = sum(SOFTMAX) / 3
+    expected = f"| Softmax | {0.9 - mean / 100:.4f} | {0.8 - mean / 100:.4f} | {mean / 1000:.4f} |"
+    assert expected in report.splitlines()
+    assert not any(
+        line.startswith("| Sigmoid | ") and line.count("|") == 5 for line in report.splitlines()
+    )
     assert "**Epochs run: 200**" in report
     assert "NOT the paper's protocol" not in report
     assert "LDAM-DRW 22.97" in report
@@ -309,7 +317,9 @@ def test_a_pipe_or_line_break_in_a_value_does_not_break_the_tables(tmp_path):
         "cifar10, IF 100, data_dir /data/c d",
     ]
     widths = {len(t) for t in tables if t[0] in ("method", "Softmax")}
-    assert widths == {3, 5}  # the summary's (method + 2 columns), each column's own table
+    # the summary's (method + 2 columns), each column's own table (5) and its table of
+    # balanced accuracy, macro-F1 and ECE (method + 3)
+    assert widths == {3, 4, 5}
     large = [t for t in tables if t[0].startswith("inat2018")]
     assert [t[0] for t in large if t[1] == "Softmax"] == [
         r"inat2018, data_dir /x\|y",

@@ -12,7 +12,9 @@ worse than the paper). Only finished runs count, and their error is that of the
 LAST evaluation (``metrics.json``), never the best epoch. Cells without a
 finished run show "-", and so do the published cells of a column whose runs are not the
 paper's setting (another ``sampler`` or ``reweight_schedule``: the paper's runs draw
-shuffled batches with constant class-balanced weights).
+shuffled batches with constant class-balanced weights). Under each column's table, the
+metrics that matter on imbalanced data (balanced accuracy, macro-F1, ECE), each the mean
+over the cell's runs (no published number: the paper reports error only).
 
 Figures (``figures/``): a beta x gamma heat map of the class-balanced focal loss
 per column (:func:`classbalanced.plots.plot_heatmap`) and the test error against
@@ -430,6 +432,11 @@ def _finite(value: Any) -> bool:
     return value is not None and math.isfinite(value)
 
 
+def _real(value: Any) -> bool:
+    """A finite number (not a bool, string or None: a hand-edited metrics.json)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _counted(row: dict[str, Any]) -> bool:
     """A run the tables count: finished, with a finite error (NaN compares to nothing)."""
     return row["status"] == "finished" and _finite(row["error_percent"])
@@ -604,6 +611,7 @@ def _column_section(sweep_dir: Path, column, cells, runs, title, slug, figures, 
             f"{cell.published_text()} | {cell.diff_text()} |"
         )
     lines.append("")
+    lines += _imbalance_lines(cells)
     dataset, factor = column
     later = [
         (label, published_error(dataset, factor, method))
@@ -625,6 +633,36 @@ def _column_section(sweep_dir: Path, column, cells, runs, title, slug, figures, 
         if curve is not None:
             lines += [f"![test error against epoch]({curve.relative_to(sweep_dir)})", ""]
     return lines
+
+
+#: the metrics that matter on imbalanced data, per cell: (column title, results.csv key)
+_IMBALANCE_METRICS = (
+    ("balanced accuracy", "balanced_accuracy"),
+    ("macro-F1", "macro_f1"),
+    ("ECE", "ece"),
+)
+
+
+def _imbalance_lines(cells: list[Cell]) -> list[str]:
+    """The cells' means of :data:`_IMBALANCE_METRICS` over their runs (``-`` where a run
+    lacks one: runs written before these metrics); nothing without a finished run."""
+    shown = [cell for cell in cells if cell.runs]
+    if not shown:
+        return []
+    titles = " | ".join(title for title, _ in _IMBALANCE_METRICS)
+    lines = [
+        "On imbalanced data, mean over each method's seeds:",
+        "",
+        f"| method | {titles} |",
+        "|---|" + "---|" * len(_IMBALANCE_METRICS),
+    ]
+    for cell in shown:
+        values: list[list[Any]] = [
+            [run.get(key) for run in cell.runs] for _, key in _IMBALANCE_METRICS
+        ]
+        means = [f"{statistics.fmean(v):.4f}" if all(map(_real, v)) else "-" for v in values]
+        lines.append(f"| {cell.label} | " + " | ".join(means) + " |")
+    return [*lines, ""]
 
 
 def _table2_report(
