@@ -1,7 +1,7 @@
 """``evaluate RUN --test-data FOLDER`` on a run of image files (a prepared list data set)
 evaluates the folder's files as the run evaluates its own test files: the run's
 evaluation transform (resize, centre crop) on each file, so the same files give the same
-metrics, and ``predict`` agrees with both."""
+metrics; ``predict`` agrees with both, and ``export`` gives the run's model."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+import classbalanced as cb
 from classbalanced import cli
 from classbalanced.config import TrainConfig
 from classbalanced.data.prepare import prepare
@@ -74,3 +76,18 @@ def test_predict_on_the_folder_agrees_with_evaluate(image_run, tmp_path, capsys)
     given = evaluate_run(run, test_data=str(folder), device="cpu", log=_quiet)
     assert predicted["accuracy"] == given["accuracy"]
     assert predicted["confusion_matrix"] == given["confusion_matrix"]
+
+
+def test_torchscript_export_of_the_image_run_matches_its_model(image_run, tmp_path, capsys):
+    """``export`` of a run of image files: the scripted model on the run's own
+    preprocessing of the test files gives the loaded model's logits (within 1e-5)."""
+    run, folder = image_run
+    out = tmp_path / "m.pt"
+    argv = ["export", str(run), "--format", "torchscript", "--output", str(out)]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    classifier = cb.load_run(run)
+    x = classifier.preprocess(sorted(str(p) for p in folder.rglob("*.png")))
+    assert x.shape == (12, 3, 8, 8)  # resized and cropped to the run's image size
+    with torch.no_grad():
+        expected = classifier.model(x)
+    assert (torch.jit.load(str(out))(x) - expected).abs().max() <= 1e-5
