@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 
 import pytest
 import torch
@@ -204,6 +205,20 @@ def test_channels_last_matches_contiguous(version):
         out = model_cl(x.contiguous(memory_format=torch.channels_last))
         model.to(memory_format=torch.contiguous_format)
         torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_torchscript_scripts_every_version_to_the_same_logits(version):
+    """``torch.jit.script`` compiles each version (class-level string annotations of the
+    shared pre-activation block would stop it) and gives the eager logits."""
+    depth = 11 if version == "bottleneck" else 8
+    with seeded(3):
+        model = CifarResNet(depth, 10, version=version).eval()
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script's deprecation
+        scripted = torch.jit.script(model)
+    torch.testing.assert_close(scripted(x), model(x), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("version", VERSIONS)

@@ -147,3 +147,22 @@ def test_the_tune_folder_takes_the_projects_writer_lock(tmp_path):
         with pytest.raises(FolderBusy, match=r"study is being written by tune \(pid"):
             lock_folder(out, "report")
     assert sorted(p.name for p in out.iterdir()) == ["tune.json"]  # no lock file left
+
+
+def test_a_folder_holding_only_a_lock_file_starts_a_study(tmp_path):
+    """A first tune that stopped before writing anything leaves a lock file only (the old
+    ``.tune.lock``, from before tune used :mod:`classbalanced.locking`): the folder is still
+    new; any other file makes it a folder that is not a study."""
+    from classbalanced.tune.study import check_folder
+
+    record = {"base": {}, "search": {}, "metric": "val_accuracy"}
+    out = tmp_path / "study"
+    out.mkdir()
+    (out / ".tune.lock").touch()
+    check_folder(out, record, extend=False)
+    assert (out / "tune.json").is_file()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").touch()
+    with pytest.raises(ValueError, match="is not empty and holds no tune study"):
+        check_folder(other, record, extend=False)

@@ -75,7 +75,7 @@ class ImageFileDataset(Dataset):
     ``__getitem__`` returns ``(image, label)``, or ``None`` when the file is
     missing, unreadable or truncated (a full decode is forced with
     ``img.load()``); each such file is warned about once per process
-    (:class:`BadImageWarning` + ``logging``). Use :func:`collate_skip_bad` as the
+    (one :class:`BadImageWarning`, :func:`~classbalanced.data.images.warn_bad_image`). Use :func:`collate_skip_bad` as the
     DataLoader's ``collate_fn`` to drop the ``None`` items and count them.
     """
 

@@ -36,7 +36,7 @@ standard convolutional network (``model.to(memory_format=torch.channels_last)``)
 from __future__ import annotations
 
 import numbers
-from typing import Literal, TypedDict, get_args
+from typing import TYPE_CHECKING, Literal, TypedDict, get_args
 
 import torch
 from torch import Tensor, nn
@@ -94,9 +94,10 @@ class _PreActivationBlock(nn.Module):
     the shape changes. Subclasses register ``bn1``, their convs, then call
     :meth:`_add_shortcut` (the modules' order fixes the parameters' order)."""
 
-    bn1: nn.BatchNorm2d
-    relu: nn.ReLU
-    shortcut: nn.Module | None
+    if TYPE_CHECKING:  # for mypy only: TorchScript cannot read these (string) annotations
+        bn1: nn.BatchNorm2d
+        relu: nn.ReLU
+        shortcut: nn.Module | None
 
     def _add_shortcut(self, in_ch: int, out_ch: int, stride: int) -> None:
         self.relu = nn.ReLU(inplace=False)

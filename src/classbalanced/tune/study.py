@@ -118,7 +118,7 @@ def check_folder(out: Path, record: dict[str, Any], *, extend: bool) -> None:
             )
         if not changed:
             return
-    elif out.exists() and any(p.name != LOCK_FILE for p in out.iterdir()):
+    elif out.exists() and any(p.name not in _LOCKS for p in out.iterdir()):
         if not (out / "study.journal").exists():
             raise ValueError(f"{out} is not empty and holds no tune study: expected a new folder")
     out.mkdir(parents=True, exist_ok=True)
@@ -133,6 +133,10 @@ def _first_difference(old: dict, new: dict, key: str) -> str:
                 return f"{k}: {a.get(k)!r} then, {b.get(k)!r} now"
     return f"{a!r} then, {b!r} now"
 
+
+#: lock files a folder may hold before its study: the project's, and the ``.tune.lock`` that
+#: tune took before it used :mod:`classbalanced.locking` (a first tune that stopped early)
+_LOCKS = (LOCK_FILE, ".tune.lock")
 
 #: orders the threads of one process (``--jobs``) without the lock's polling
 _THREADS = threading.Lock()
