@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from classbalanced.losses import (
+    BalancedSoftmaxLoss,
     balanced_softmax_loss,
     class_balanced_loss,
     ldam_loss,
@@ -169,6 +170,27 @@ def test_an_offset_range_beyond_the_dtype_is_folded_and_finite(dtype):
         x = [[mpmath.mpf(v) + o for v, o in zip(row, offsets, strict=True)] for row in z.tolist()]
     _check(per, logits, x, y, [1.0] * len(y), 1.0, dtype, conditioned=True)
     assert torch.isfinite(per).all() and torch.isfinite(logits.grad).all()
+
+
+@pytest.mark.parametrize("counts", [PRIOR_COUNTS, [1e6, 1.0, 3.0, 2e5]])
+def test_prior_shifted_losses_compile_fullgraph_to_eager(counts):
+    """The logit-adjusted loss and balanced softmax (module and function) under
+    ``torch.compile(fullgraph=True)``: no graph break (the eager path's host check of the
+    folded classes stays out of the graph) and eager's values and gradients, with classes
+    folded (tau 60) and without."""
+    z, y = _batch(torch.float64)
+    losses = [
+        BalancedSoftmaxLoss(counts, reduction="none").double(),
+        lambda x, t: logit_adjusted_loss(x, t, counts, tau=60.0, reduction="none"),
+    ]
+    for loss in losses:
+        compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
+        a, b = z.clone().requires_grad_(True), z.clone().requires_grad_(True)
+        got, want = compiled(a, y), loss(b, y)
+        got.sum().backward()
+        want.sum().backward()
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-300)
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-12, atol=1e-300)
 
 
 def test_a_winning_margin_of_20_is_not_zero():
