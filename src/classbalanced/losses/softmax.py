@@ -73,6 +73,8 @@ class ClassShift(NamedTuple):
         """``o = tau * log(n)`` (a constant apart from ``tau * log(pi)``, which the softmax
         cancels) of positive counts ``n`` ``(C,)``: ``scale = (n / max n) ** tau``."""
         ratio = counts / counts.max()
+        if tau == 1.0:  # the default of both losses: no pow for a compiled graph to inline
+            return cls(ratio.log(), ratio)
         return cls(ratio.log().mul(tau), ratio.pow(tau))
 
     def split(self, dtype: torch.dtype) -> tuple[Tensor | None, Tensor, Tensor]:
@@ -208,9 +210,12 @@ def _softmax_ce_terms(
     # the winner's own term: a constant 0 where y wins (its dependence is in the pivot),
     # exp(z_k - m) - 1 = 0 with derivative p_k elsewhere
     terms = torch.exp(torch.where(at_k & y_wins, zero, z - pivot))
-    if scale is not None:
-        terms = terms * (scale / scale[k])  # r_k / r_k = 1 exactly
-    s = (terms - at_k.to(z.dtype)).sum(1)
+    winner = at_k.to(z.dtype)
+    if scale is None:
+        s = (terms - winner).sum(1)
+    else:  # times r_j, the winner's r_k taken out; the 1 / r_k is a factor of the row
+        r_k = scale[k]
+        s = (terms * scale - winner * r_k).sum(1) / r_k.squeeze(1)
     margin = m - z_y
     if log is not None:
         margin = margin + (log[k] - log[index])
