@@ -52,10 +52,14 @@ def test_smoke_sweep_end_to_end(tmp_path, monkeypatch):
     assert "**Epochs run: 2**" in report and "NOT the paper's protocol" not in report
     assert "No published numbers for digits (Table 2 has CIFAR only)." in report  # nor a warning
     softmax = [float(r["error_percent"]) for r in rows[:2]]
-    lines = {
-        line.split("|")[1].strip(): line for line in report.splitlines() if line.startswith("| ")
-    }
+    tables = [line for line in report.splitlines() if line.startswith("| ")]
+    # the column's table (method, setting, ours, published, diff), then the one of balanced
+    # accuracy, macro-F1 and ECE (method and three means)
+    lines = {line.split("|")[1].strip(): line for line in tables if line.count("|") == 6}
+    means = {line.split("|")[1].strip(): line for line in tables if line.count("|") == 5}
     assert f"{sum(softmax) / 2:.2f} ± " in lines["Softmax"] and "(2 seeds)" in lines["Softmax"]
+    balanced = [float(r["balanced_accuracy"]) for r in rows[:2]]
+    assert means["Softmax"].split("|")[2].strip() == f"{sum(balanced) / 2:.4f}"
     assert "focal, β=0.999, γ=1" in lines["Class-balanced (best of grid)"]
     assert "(2 seeds)" in lines["Class-balanced (best of grid)"]
     for label in (
